@@ -17,7 +17,9 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="MLREPO_", extra="ignore")
 
-    data_dir: Path = Field(Path("./var"), description="Where the embedded database, index and artifacts live.")
+    data_dir: Path = Field(
+        Path("./var"), description="Where the embedded database, index and artifacts live."
+    )
     database_url: str | None = Field(
         None, description="SQLAlchemy async URL; defaults to a SQLite file under data_dir."
     )

@@ -13,5 +13,6 @@ cfg = alembic_config(f"sqlite+aiosqlite:///{sys.argv[1]}/gen.db")
 command.revision(cfg, message="initial schema", autogenerate=True, rev_id="0001")
 PY
 mv infra/migrations/versions/0001_initial_schema.py infra/migrations/versions/0001_initial.py
+.venv/bin/ruff check -q --fix infra/migrations/versions/0001_initial.py || true
 .venv/bin/ruff format -q infra/migrations/versions/0001_initial.py || true
 rm -rf "$tmp"

@@ -1,0 +1,240 @@
+"""Session-wide fixtures: throwaway PostgreSQL and Redis servers, and a migrated database per test.
+
+Real services only. Where a service cannot be started, a test that needs it is skipped on a developer's
+machine but FAILS under ``CI=true`` (``require_service``), so CI can never go green by skipping.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from infra.migrate import upgrade
+from infra.settings import Settings
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+PG_BIN = Path(os.environ.get("MLREPO_TEST_PG_BIN", "/usr/lib/postgresql/15/bin"))
+IN_CI = os.environ.get("CI", "").lower() == "true"
+
+
+def require_service(name: str, ok: bool, why: str = "") -> None:
+    """Skip locally, fail in CI: a missing service must never turn CI green."""
+    if ok:
+        return
+    message = f"{name} is not available: {why}"
+    if IN_CI:
+        pytest.fail(f"{message} (CI=true: required services must run)")
+    pytest.skip(message)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _wait_for_port(port: int, timeout: float = 20.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with socket.socket() as sock:
+            if sock.connect_ex(("127.0.0.1", port)) == 0:
+                return True
+        time.sleep(0.05)
+    return False
+
+
+# --------------------------------------------------------------------------- PostgreSQL
+
+
+class PostgresCluster:
+    """A throwaway PG 15 cluster owned by the ``postgres`` user (PG refuses to run as root)."""
+
+    def __init__(self) -> None:
+        self.port = free_port()
+        self.root = Path(tempfile.mkdtemp(prefix="mlrepo-pg-"))
+        self.data = self.root / "data"
+
+    def _as_postgres(self, *args: str) -> list[str]:
+        return ["runuser", "-u", "postgres", "--", *args] if os.geteuid() == 0 else list(args)
+
+    def start(self) -> None:
+        if os.geteuid() == 0:
+            shutil.chown(self.root, "postgres")
+        subprocess.run(
+            self._as_postgres(str(PG_BIN / "initdb"), "-D", str(self.data), "-A", "trust", "-U", "postgres"),
+            check=True,
+            capture_output=True,
+        )
+        options = f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1 -c fsync=off"
+        subprocess.run(
+            self._as_postgres(
+                str(PG_BIN / "pg_ctl"),
+                "-D",
+                str(self.data),
+                "-o",
+                options,
+                "-l",
+                str(self.root / "log"),
+                "-w",
+                "start",
+            ),
+            check=True,
+            capture_output=True,
+        )
+
+    def psql(self, sql: str) -> None:
+        subprocess.run(
+            [
+                "psql",
+                "-h",
+                "127.0.0.1",
+                "-p",
+                str(self.port),
+                "-U",
+                "postgres",
+                "-v",
+                "ON_ERROR_STOP=1",
+                "-qc",
+                sql,
+            ],
+            check=True,
+            capture_output=True,
+        )
+
+    def url(self, database: str) -> str:
+        return f"postgresql+asyncpg://postgres@127.0.0.1:{self.port}/{database}"
+
+    def stop(self) -> None:
+        subprocess.run(
+            self._as_postgres(str(PG_BIN / "pg_ctl"), "-D", str(self.data), "-m", "immediate", "stop"),
+            capture_output=True,
+        )
+        shutil.rmtree(self.root, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def postgres_cluster() -> Iterator[PostgresCluster | None]:
+    if not (PG_BIN / "initdb").exists() or shutil.which("psql") is None:
+        yield None
+        return
+    cluster = PostgresCluster()
+    try:
+        cluster.start()
+    except subprocess.CalledProcessError as exc:
+        print(f"PostgreSQL failed to start: {exc.stderr!r}")
+        shutil.rmtree(cluster.root, ignore_errors=True)
+        yield None
+        return
+    try:
+        # One migrated template; each test gets a fast copy of it (CREATE DATABASE ... TEMPLATE).
+        cluster.psql("CREATE DATABASE mlrepo_template")
+        upgrade(Settings(database_url=cluster.url("mlrepo_template")))
+        yield cluster
+    finally:
+        cluster.stop()
+
+
+@pytest.fixture(scope="session")
+def postgres_url(postgres_cluster: PostgresCluster | None) -> str:
+    """URL of an empty, unmigrated database on the throwaway cluster (session-wide)."""
+    require_service("PostgreSQL", postgres_cluster is not None, f"no runnable server under {PG_BIN}")
+    assert postgres_cluster is not None
+    postgres_cluster.psql("CREATE DATABASE mlrepo_session")
+    return postgres_cluster.url("mlrepo_session")
+
+
+def _fresh_postgres_database(cluster: PostgresCluster) -> str:
+    name = f"t_{uuid.uuid4().hex[:12]}"
+    cluster.psql(f"CREATE DATABASE {name} TEMPLATE mlrepo_template")
+    return cluster.url(name)
+
+
+# --------------------------------------------------------------------------- SQLite
+
+
+@pytest.fixture(scope="session")
+def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("sqlite-template") / "template.db"
+    upgrade(Settings(database_url=f"sqlite+aiosqlite:///{path}"))
+    return path
+
+
+# --------------------------------------------------------------------------- per-test database
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def database_url(
+    request: pytest.FixtureRequest,
+    tmp_path: Path,
+    sqlite_template: Path,
+    postgres_cluster: PostgresCluster | None,
+) -> str:
+    """A freshly migrated, empty database of each kind: every catalog test runs on both."""
+    if request.param == "sqlite":
+        target = tmp_path / "mlrepo.db"
+        shutil.copyfile(sqlite_template, target)
+        return f"sqlite+aiosqlite:///{target}"
+    require_service("PostgreSQL", postgres_cluster is not None, f"no runnable server under {PG_BIN}")
+    assert postgres_cluster is not None
+    return _fresh_postgres_database(postgres_cluster)
+
+
+@pytest.fixture
+def settings(database_url: str, tmp_path: Path) -> Settings:
+    """Settings on a private data dir and a migrated database; jobs run in-process (no Redis)."""
+    data_dir = tmp_path / "data"
+    data_dir.mkdir()
+    return Settings(data_dir=data_dir, database_url=database_url, redis_url=None)
+
+
+@pytest.fixture
+def sqlite_settings(tmp_path: Path, sqlite_template: Path) -> Settings:
+    """SQLite only, for tests whose subject does not depend on the database engine."""
+    data_dir = tmp_path / "data"
+    data_dir.mkdir()
+    target = data_dir / "mlrepo.db"
+    shutil.copyfile(sqlite_template, target)
+    return Settings(data_dir=data_dir, database_url=f"sqlite+aiosqlite:///{target}", redis_url=None)
+
+
+# --------------------------------------------------------------------------- Redis
+
+
+@pytest.fixture(scope="session")
+def redis_server() -> Iterator[str | None]:
+    binary = shutil.which("redis-server")
+    if binary is None:
+        yield None
+        return
+    port = free_port()
+    process = subprocess.Popen(
+        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        yield f"redis://127.0.0.1:{port}/0" if _wait_for_port(port) else None
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+
+
+@pytest.fixture
+def redis_url(redis_server: str | None) -> str:
+    """The throwaway redis-server, flushed before each test."""
+    require_service("Redis", redis_server is not None, "redis-server is not installed or did not start")
+    assert redis_server is not None
+    port = redis_server.rsplit(":", 1)[1].split("/")[0]
+    subprocess.run(["redis-cli", "-p", port, "FLUSHALL"], check=True, capture_output=True)
+    return redis_server
