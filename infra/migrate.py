@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 from alembic import command
@@ -24,3 +25,8 @@ def upgrade(settings: Settings, revision: str = "head") -> None:
     if not settings.database_url:
         settings.data_dir.mkdir(parents=True, exist_ok=True)
     command.upgrade(alembic_config(settings.resolved_database_url), revision)
+
+
+async def upgrade_async(settings: Settings, revision: str = "head") -> None:
+    """``upgrade`` from async code: Alembic's env runs its own event loop, so it needs its own thread."""
+    await asyncio.to_thread(upgrade, settings, revision)
