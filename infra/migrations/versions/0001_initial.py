@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises:
-Create Date: 2026-11-28 09:28:54.161961
+Create Date: 2026-11-28 09:32:40.726639
 """
 
 from collections.abc import Sequence
@@ -70,6 +70,7 @@ def upgrade() -> None:
         sa.Column("account_id", sa.String(length=32), nullable=False),
         sa.Column("category", sa.String(length=100), nullable=False),
         sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("last_seen_at", sa.DateTime(timezone=True), nullable=True),
         sa.ForeignKeyConstraint(["account_id"], ["accounts.id"], ondelete="CASCADE"),
         sa.PrimaryKeyConstraint("account_id", "category"),
     )
