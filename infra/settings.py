@@ -46,6 +46,20 @@ class Settings(BaseSettings):
     registry_url: str | None = Field(None, description="host:port of the OCI registry, e.g. 127.0.0.1:5000.")
     base_image: str = "mlrepo/python-base:bookworm"
 
+    artifact_key_dir: Path | None = Field(
+        None, description="Where per-artifact encryption keys live (0600 files); defaults to data_dir/keys."
+    )
+    artifact_master_key: str | None = Field(
+        None, description="64 hex chars; when set, per-artifact keys are stored wrapped by this key."
+    )
+    publish_max_upload_bytes: int = Field(512 << 20, description="Largest upload a producer may publish.")
+    publish_max_files: int = Field(10_000, description="Most files an uploaded archive may unpack to.")
+    publish_max_unpacked_bytes: int = Field(1 << 30, description="Most bytes an archive may unpack to.")
+    publish_max_compression_ratio: float = Field(
+        100.0, description="Unpacked/packed size ratio above which an archive is treated as a zip bomb."
+    )
+    verify_interval_s: int = Field(86_400, description="How often the worker re-verifies listings.")
+
     demand_window_s: int = Field(
         1800, description="A search not followed by a view/run/pipeline step within this is unmet demand."
     )
