@@ -4,6 +4,7 @@
 # Cached twice: the image itself (skip when present) and a rootfs tarball under /var/cache/mlrepo so a
 # fresh engine re-imports in seconds instead of re-downloading (~35 s, ~320 MB). Runs as root.
 set -euo pipefail
+source "$(dirname "$0")/_apt.sh"
 
 IMAGE=${MLREPO_BASE_IMAGE:-mlrepo/python-base:bookworm}
 SUITE=${MLREPO_BASE_SUITE:-bookworm}
@@ -32,7 +33,7 @@ debian_mirror() {
 mkdir -p "$CACHE_DIR"
 if [ ! -s "$TARBALL" ]; then
     command -v debootstrap >/dev/null 2>&1 || \
-        DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=300 install -y --no-install-recommends debootstrap >/dev/null
+        apt_install debootstrap >/dev/null
     rootfs=$(mktemp -d /var/tmp/mlrepo-rootfs.XXXXXX)
     trap 'rm -rf "$rootfs"' EXIT
     debootstrap --variant=minbase --include="$PACKAGES" "$SUITE" "$rootfs" "$(debian_mirror)" >/dev/null

@@ -11,12 +11,7 @@ PIDFILE=${MLREPO_DOCKER_PIDFILE:-/run/mlrepo-docker.pid}
 LOG=${MLREPO_DOCKER_LOG:-/var/log/mlrepo-dockerd.log}
 export DOCKER_HOST="unix://$SOCK"
 
-apt_install() {
-    # Several scripts may install at once in CI: wait for the dpkg lock instead of failing on it.
-    DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=300 install -y --no-install-recommends "$@" >/dev/null \
-        || { apt-get -o DPkg::Lock::Timeout=300 update >/dev/null && \
-             DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=300 install -y --no-install-recommends "$@" >/dev/null; }
-}
+source "$(dirname "$0")/_apt.sh"
 
 if docker info >/dev/null 2>&1; then
     echo "DOCKER_HOST=$DOCKER_HOST"
