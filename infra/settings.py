@@ -63,6 +63,18 @@ class Settings(BaseSettings):
     demand_window_s: int = Field(
         1800, description="A search not followed by a view/run/pipeline step within this is unmet demand."
     )
+    demand_topic_similarity: float = Field(
+        0.45,
+        ge=0.0,
+        le=1.0,
+        description="Cosine similarity (average linkage) above which unmet queries form one topic.",
+    )
+    demand_max_queries: int = Field(
+        2000, ge=1, description="Most recent distinct unmet queries grouped per request (bounds CPU)."
+    )
+    demand_alert_sweep_s: float = Field(
+        30.0, gt=0, description="How often live demand alerts look for searches whose window just closed."
+    )
 
     @property
     def resolved_database_url(self) -> str:
