@@ -1,0 +1,1 @@
+"""Publishing: uploads become checked, immutable, runnable listing versions."""
