@@ -45,6 +45,16 @@ class Settings(BaseSettings):
     docker_host: str | None = None
     registry_url: str | None = Field(None, description="host:port of the OCI registry, e.g. 127.0.0.1:5000.")
     base_image: str = "mlrepo/python-base:bookworm"
+    sandbox_work_dir: Path | None = Field(None, description="Where bwrap package copies live; default: system tmp.")
+    bwrap_runtime_root: Path = Field(Path("/"), description="Root whose /usr is bound into bwrap sandboxes.")
+    sandbox_default_timeout_s: float = Field(60.0, description="Per-call limit when a listing declares none.")
+    sandbox_max_output_bytes: int = Field(64 << 20, description="Most stdout one sandbox call may produce.")
+    sandbox_tmpfs_mb: int = Field(64, description="Size of a sandbox's /tmp.")
+    sandbox_pids: int = Field(64, description="Most processes (threads included) in one sandbox.")
+    job_max_batch_records: int = Field(5000, description="Upper bound on records sent in one scoring call.")
+    job_heartbeat_s: float = Field(5.0, description="How often a running job proves its worker is alive.")
+    job_stale_after_s: float = Field(60.0, description="A RUNNING job without a heartbeat this long is lost.")
+    job_max_attempts: int = Field(3, description="Runs of a job (first + retries after a lost worker).")
 
     artifact_key_dir: Path | None = Field(
         None, description="Where per-artifact encryption keys live (0600 files); defaults to data_dir/keys."

@@ -1,0 +1,152 @@
+"""bubblewrap runtime: for code packages where no Docker engine runs.
+
+Each run gets a fresh copy of the package in its own temp dir, bound read-only at /app. The recipe follows
+architecture.md §5, which records what goes wrong otherwise on these machines:
+
+- bwrap is started as a real unprivileged host uid (``setpriv``), never as root with ``--uid``: started by
+  root, file permission checks would still see root;
+- it is started with an empty environment (``env -i``) plus ``--clearenv`` and an allow-list, because
+  inside the sandbox pid 1 is bwrap and its ``/proc/1/environ`` is readable;
+- ``--unshare-all`` (no network), ``--unshare-user --disable-userns``, ``--cap-drop ALL``;
+- only the package copy and the Python runtime (``/usr`` + the two files the dynamic loader needs) are
+  bound, read-only; ``/tmp`` and ``/output`` are size-capped tmpfs;
+- ``prlimit`` sets address space, processes, file size and CPU time; the wall-clock timeout is enforced
+  here by killing the session.
+
+Each run uses a uid drawn from a dedicated range, so RLIMIT_NPROC (counted per uid) of one sandbox never
+counts another's processes, and no host file is owned by it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import os
+import secrets
+import shutil
+import tempfile
+from pathlib import Path
+
+from executor.runtimes.base import (
+    APP_DIR,
+    DATA_DIR,
+    OUTPUT_DIR,
+    SANDBOX_ENV,
+    Failure,
+    FailureKind,
+    Limits,
+    Package,
+    RunRequest,
+    RunResult,
+    collect_output_command,
+)
+from executor.runtimes.process import run_process
+
+# Bound read-only from ``runtime_root``: the interpreter and libraries, and what ld.so needs to find
+# alternatives-managed libraries such as libblas.so.3 (numpy).
+RUNTIME_BINDS = ("usr", "etc/alternatives", "etc/ld.so.cache")
+MERGED_USR_LINKS = (("usr/bin", "/bin"), ("usr/sbin", "/sbin"), ("usr/lib", "/lib"), ("usr/lib64", "/lib64"))
+LAUNCH_ENV = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin"}
+
+
+class BwrapRuntime:
+    name = "bwrap"
+
+    def __init__(
+        self,
+        work_dir: Path | None = None,
+        runtime_root: Path = Path("/"),
+        uid_base: int = 200_000,
+        uid_count: int = 50_000,
+    ) -> None:
+        self.work_dir = work_dir
+        self.runtime_root = runtime_root
+        self.uid_base = uid_base
+        self.uid_count = uid_count
+
+    @staticmethod
+    def available() -> bool:
+        return all(shutil.which(tool) for tool in ("bwrap", "prlimit", "setpriv"))
+
+    def can_run(self, package: Package) -> bool:
+        return package.code_dir is not None and self.available()
+
+    async def run(self, package: Package, request: RunRequest, limits: Limits) -> RunResult:
+        if package.code_dir is None:
+            return RunResult(b"", b"", None, 0.0, Failure(FailureKind.SANDBOX, "no code package to run"))
+        if self.work_dir is not None:
+            self.work_dir.mkdir(parents=True, exist_ok=True)
+        scratch = Path(tempfile.mkdtemp(prefix="mlrepo-bwrap-", dir=self.work_dir))
+        try:
+            copy = await asyncio.to_thread(self._copy_package, package.code_dir, scratch)
+            argv = self.command(copy, request, limits)
+            return await run_process(argv, request.stdin, limits, LAUNCH_ENV)
+        finally:
+            await asyncio.to_thread(shutil.rmtree, scratch, True)
+
+    @staticmethod
+    def _copy_package(code_dir: Path, scratch: Path) -> Path:
+        """A private copy for this run only: whatever happens inside can never touch the original."""
+        os.chmod(scratch, 0o711)  # the sandbox uid may traverse to the copy, not list its siblings
+        copy = scratch / "app"
+        shutil.copytree(code_dir, copy, symlinks=True)
+        for root, dirs, files in os.walk(copy):
+            for name in dirs:
+                os.chmod(os.path.join(root, name), 0o755)
+            for name in files:
+                path = os.path.join(root, name)
+                if not os.path.islink(path):
+                    os.chmod(path, 0o755 if os.access(path, os.X_OK) else 0o644)
+        os.chmod(copy, 0o755)
+        return copy
+
+    def command(self, copy: Path, request: RunRequest, limits: Limits) -> list[str]:
+        uid = str(self.uid_base + secrets.randbelow(self.uid_count))
+        cpu_seconds = max(1, math.ceil(limits.timeout_s * max(limits.cpus, 1.0)) + 1)
+        env = {**SANDBOX_ENV, **limits.thread_env()}
+        command = collect_output_command(request.command) if request.collect_output_dir else request.command
+        argv = [
+            "prlimit",
+            f"--as={limits.memory_mb << 20}",
+            f"--nproc={limits.pids}",
+            f"--fsize={limits.max_file_mb << 20}",
+            f"--cpu={cpu_seconds}",
+            "--core=0",
+            "--nofile=256",
+            "--",
+            "setpriv",
+            f"--reuid={uid}",
+            f"--regid={uid}",
+            "--clear-groups",
+            "--no-new-privs",
+            "--",
+            "env",
+            "-i",
+            "bwrap",
+            "--unshare-all",
+            "--unshare-user",
+            "--disable-userns",
+            "--die-with-parent",
+            "--new-session",
+            "--cap-drop",
+            "ALL",
+            "--hostname",
+            "sandbox",
+            "--clearenv",
+        ]
+        for key, value in env.items():
+            argv += ["--setenv", key, value]
+        for rel in RUNTIME_BINDS:
+            source = self.runtime_root / rel
+            if source.exists():
+                argv += ["--ro-bind", str(source), f"/{rel}"]
+        for target, link in MERGED_USR_LINKS:
+            argv += ["--symlink", target, link]
+        argv += ["--proc", "/proc", "--dev", "/dev"]
+        argv += ["--size", str(limits.tmpfs_mb << 20), "--tmpfs", "/tmp"]
+        argv += ["--size", str(limits.output_dir_mb << 20), "--tmpfs", OUTPUT_DIR]
+        argv += ["--ro-bind", str(copy), APP_DIR]
+        if request.data_dir is not None:
+            argv += ["--ro-bind", str(request.data_dir), DATA_DIR]
+        argv += ["--chdir", APP_DIR, "--", *command]
+        return argv

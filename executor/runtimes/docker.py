@@ -1,0 +1,202 @@
+"""Docker runtime: every run is a fresh container created from the published image — a copy.
+
+The original image is never run writable and never modified: the container's root filesystem is
+read-only, the only writable places are size-capped tmpfs mounts, and the container is removed after the
+run. Flags follow architecture.md §5 (seen working with the engine started by scripts/start-dockerd.sh):
+no network, all capabilities dropped, no-new-privileges, pids/memory/cpu limits, uid 65534, inputs bound
+read-only. Container logs are disabled (``log_config none``): a program printing gigabytes must not fill
+the engine's disk with json logs; its output comes only through the attach stream, capped here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+import struct
+import threading
+import time
+from typing import Any
+
+import docker
+from docker.errors import APIError, DockerException, ImageNotFound
+from docker.types import LogConfig, Ulimit
+
+from executor.runtimes.base import (
+    APP_DIR,
+    DATA_DIR,
+    OUTPUT_DIR,
+    SANDBOX_ENV,
+    STDERR_KEEP_BYTES,
+    Failure,
+    FailureKind,
+    Limits,
+    Package,
+    RunRequest,
+    RunResult,
+    StreamCapture,
+    collect_output_command,
+    explain_exit,
+)
+
+SANDBOX_USER = "65534:65534"
+RUN_LABEL = "mlrepo.sandbox"
+_STDOUT, _STDERR = 1, 2
+
+
+class DockerRuntime:
+    name = "docker"
+
+    def __init__(self, docker_host: str | None = None) -> None:
+        self.docker_host = docker_host
+        self._client: docker.DockerClient | None = None
+
+    @property
+    def client(self) -> docker.DockerClient:
+        if self._client is None:
+            if self.docker_host:
+                self._client = docker.DockerClient(base_url=self.docker_host, timeout=60)
+            else:
+                self._client = docker.from_env(timeout=60)
+        return self._client
+
+    def available(self) -> bool:
+        try:
+            return bool(self.client.ping())
+        except (DockerException, OSError):
+            return False
+
+    def can_run(self, package: Package) -> bool:
+        return package.image is not None and self.available()
+
+    async def run(self, package: Package, request: RunRequest, limits: Limits) -> RunResult:
+        if package.image is None:
+            return RunResult(b"", b"", None, 0.0, Failure(FailureKind.SANDBOX, "no container image to run"))
+        return await asyncio.to_thread(self._run_blocking, package.image, request, limits)
+
+    def container_options(self, request: RunRequest, limits: Limits) -> dict[str, Any]:
+        volumes = {}
+        if request.data_dir is not None:
+            volumes[str(request.data_dir)] = {"bind": DATA_DIR, "mode": "ro"}
+        file_limit = limits.max_file_mb << 20
+        return {
+            "stdin_open": True,
+            "tty": False,
+            "network_mode": "none",
+            "read_only": True,
+            "tmpfs": {
+                "/tmp": f"rw,nosuid,nodev,size={limits.tmpfs_mb}m,mode=1777",
+                OUTPUT_DIR: f"rw,nosuid,nodev,size={limits.output_dir_mb}m,mode=1777",
+            },
+            "cap_drop": ["ALL"],
+            "security_opt": ["no-new-privileges"],
+            "pids_limit": limits.pids,
+            "mem_limit": f"{limits.memory_mb}m",
+            "memswap_limit": f"{limits.memory_mb}m",
+            "nano_cpus": int(limits.cpus * 1e9),
+            "ulimits": [
+                Ulimit(name="fsize", soft=file_limit, hard=file_limit),
+                Ulimit(name="core", soft=0, hard=0),
+            ],
+            "user": SANDBOX_USER,
+            "working_dir": APP_DIR,
+            "environment": {**SANDBOX_ENV, **limits.thread_env()},
+            "volumes": volumes,
+            "log_config": LogConfig(type="none"),
+            "labels": {RUN_LABEL: "1", **request.labels},
+            "hostname": "sandbox",
+        }
+
+    def _run_blocking(self, image: str, request: RunRequest, limits: Limits) -> RunResult:
+        started = time.perf_counter()
+        command = collect_output_command(request.command) if request.collect_output_dir else request.command
+        try:
+            container = self.client.containers.create(
+                image, list(command), **self.container_options(request, limits)
+            )
+        except ImageNotFound:
+            return _sandbox_failure(started, f"image {image} is not available to the engine")
+        except (APIError, DockerException, OSError) as exc:
+            return _sandbox_failure(started, f"container could not be created: {exc}")
+        try:
+            return self._attach_and_wait(container, request.stdin, limits, started)
+        finally:
+            with contextlib.suppress(DockerException, OSError):
+                container.remove(force=True)
+
+    def _attach_and_wait(self, container: Any, stdin: bytes, limits: Limits, started: float) -> RunResult:
+        attached = container.attach_socket(params={"stdin": 1, "stdout": 1, "stderr": 1, "stream": 1})
+        raw: socket.socket = attached._sock
+        try:
+            container.start()
+        except (APIError, DockerException) as exc:
+            raw.close()
+            return _sandbox_failure(started, f"container did not start: {exc}")
+        writer = threading.Thread(target=_feed, args=(raw, stdin), daemon=True)
+        writer.start()
+        out = StreamCapture(limits.max_output_bytes)
+        err = StreamCapture(STDERR_KEEP_BYTES, keep_tail=True)
+        deadline = started + limits.timeout_s
+        failure = _read_frames(raw, out, err, deadline, limits)
+        if failure is not None:
+            with contextlib.suppress(DockerException, OSError):
+                container.kill()
+        raw.close()
+        try:
+            status = container.wait(timeout=max(5.0, deadline - time.perf_counter()))
+            exit_code: int | None = int(status.get("StatusCode", -1))
+        except (DockerException, OSError, ValueError):
+            with contextlib.suppress(DockerException, OSError):
+                container.kill()
+            exit_code = None
+            failure = failure or Failure(FailureKind.TIMEOUT, f"timed out after {limits.timeout_s:g} s")
+        if failure is None:
+            container.reload()
+            if container.attrs.get("State", {}).get("OOMKilled"):
+                failure = Failure(FailureKind.MEMORY, f"memory limit of {limits.memory_mb} MB exceeded")
+            else:
+                failure = explain_exit(exit_code, err.value(), limits)
+        return RunResult(out.value(), err.value(), exit_code, time.perf_counter() - started, failure)
+
+
+def _feed(raw: socket.socket, data: bytes) -> None:
+    """Write stdin, then half-close so the entrypoint sees EOF (``stdin_once`` closes its stdin)."""
+    with contextlib.suppress(OSError):
+        raw.sendall(data)
+    with contextlib.suppress(OSError):
+        raw.shutdown(socket.SHUT_WR)
+
+
+def _read_frames(
+    raw: socket.socket, out: StreamCapture, err: StreamCapture, deadline: float, limits: Limits
+) -> Failure | None:
+    """Demultiplex the attach stream (8-byte frame headers) until EOF, the deadline or the cap."""
+    buffer = b""
+    while True:
+        remaining = deadline - time.perf_counter()
+        if remaining <= 0:
+            return Failure(FailureKind.TIMEOUT, f"timed out after {limits.timeout_s:g} s")
+        raw.settimeout(remaining)
+        try:
+            chunk = raw.recv(1 << 16)
+        except TimeoutError:
+            continue
+        except OSError:
+            return None
+        if not chunk:
+            return None
+        buffer += chunk
+        while len(buffer) >= 8:
+            stream, size = buffer[0], struct.unpack(">I", buffer[4:8])[0]
+            if len(buffer) < 8 + size:
+                break
+            payload, buffer = buffer[8 : 8 + size], buffer[8 + size :]
+            capture = err if stream == _STDERR else out
+            if not capture.add(payload) or capture.size > limits.max_output_bytes:
+                return Failure(
+                    FailureKind.OUTPUT_LIMIT, f"output exceeded the limit of {limits.max_output_bytes} bytes"
+                )
+
+
+def _sandbox_failure(started: float, reason: str) -> RunResult:
+    return RunResult(b"", b"", None, time.perf_counter() - started, Failure(FailureKind.SANDBOX, reason))

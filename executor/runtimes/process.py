@@ -1,0 +1,99 @@
+"""Run a sandbox launcher as a child process: feed stdin, cap stdout/stderr, kill at the deadline.
+
+Shared by runtimes whose sandbox is a local process tree (bwrap). The child is started in its own
+session so a kill takes the whole tree with it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import time
+
+from executor.runtimes.base import (
+    STDERR_KEEP_BYTES,
+    Failure,
+    FailureKind,
+    Limits,
+    RunResult,
+    StreamCapture,
+    explain_exit,
+)
+
+READ_CHUNK = 1 << 16
+
+
+async def run_process(argv: list[str], stdin: bytes, limits: Limits, env: dict[str, str]) -> RunResult:
+    started = time.perf_counter()
+    try:
+        proc = await asyncio.create_subprocess_exec(
+            *argv,
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+            env=env,
+            start_new_session=True,
+        )
+    except OSError as exc:
+        return RunResult(b"", b"", None, 0.0, Failure(FailureKind.SANDBOX, f"sandbox did not start: {exc}"))
+
+    out = StreamCapture(limits.max_output_bytes)
+    err = StreamCapture(STDERR_KEEP_BYTES, keep_tail=True)
+    overflow = asyncio.Event()
+
+    async def feed() -> None:
+        assert proc.stdin is not None
+        with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+            proc.stdin.write(stdin)
+            await proc.stdin.drain()
+        with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+            proc.stdin.close()
+
+    async def drain(stream: asyncio.StreamReader, capture: StreamCapture) -> None:
+        while chunk := await stream.read(READ_CHUNK):
+            if not capture.add(chunk) or capture.size > limits.max_output_bytes:
+                overflow.set()
+                return
+
+    assert proc.stdout is not None and proc.stderr is not None
+    tasks = [
+        asyncio.ensure_future(feed()),
+        asyncio.ensure_future(drain(proc.stdout, out)),
+        asyncio.ensure_future(drain(proc.stderr, err)),
+    ]
+    waiter = asyncio.ensure_future(proc.wait())
+    overflow_waiter = asyncio.ensure_future(overflow.wait())
+    failure: Failure | None = None
+    try:
+        done, _ = await asyncio.wait(
+            {waiter, overflow_waiter}, timeout=limits.timeout_s, return_when=asyncio.FIRST_COMPLETED
+        )
+        if overflow_waiter in done:
+            failure = Failure(
+                FailureKind.OUTPUT_LIMIT, f"output exceeded the limit of {limits.max_output_bytes} bytes"
+            )
+        elif waiter not in done:
+            failure = Failure(FailureKind.TIMEOUT, f"timed out after {limits.timeout_s:g} s")
+    finally:
+        if proc.returncode is None:
+            kill_tree(proc.pid)
+        await waiter
+        overflow_waiter.cancel()
+        # Let the readers pick up what was already written, but never wait on a stuck pipe for long.
+        _, pending = await asyncio.wait(tasks, timeout=1.0)
+        for task in pending:
+            task.cancel()
+    exit_code = proc.returncode
+    if failure is None:
+        failure = explain_exit(exit_code, err.value(), limits)
+    return RunResult(out.value(), err.value(), exit_code, time.perf_counter() - started, failure)
+
+
+def kill_tree(pid: int) -> None:
+    """SIGKILL the child's whole session (the sandbox launcher and everything it started)."""
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pid, signal.SIGKILL)
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGKILL)
