@@ -1,0 +1,80 @@
+"""Live unmet-demand alerts: an in-process fan-out from the demand log to listening producers.
+
+In-process is enough because searches are logged by the API process that also serves the
+``demandAlerts`` subscriptions; the durable record is the database (a producer who was not listening
+finds the same demand in their inbox). A slow listener never holds up a search: each listener has a
+bounded queue and, when it is full, the oldest alert is dropped for that listener only.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Iterable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from datetime import datetime
+
+LISTENER_QUEUE_SIZE = 256
+
+
+@dataclass(frozen=True, slots=True)
+class DemandAlert:
+    """One search that became unmet demand (``reason``: no_results | no_selection | pipeline_gap)."""
+
+    search_id: str
+    text: str
+    category: str | None
+    reason: str
+    created_at: datetime
+
+
+def category_key(category: str) -> str:
+    """Categories match regardless of case and surrounding spaces (``lower`` is what SQL can also do)."""
+    return category.strip().lower()
+
+
+class DemandListener:
+    """What one subscriber receives: alerts in its categories (all categories when ``None``)."""
+
+    def __init__(self, categories: Iterable[str] | None) -> None:
+        self.categories = None if categories is None else frozenset(category_key(c) for c in categories)
+        self.queue: asyncio.Queue[DemandAlert] = asyncio.Queue(maxsize=LISTENER_QUEUE_SIZE)
+
+    def wants(self, alert: DemandAlert) -> bool:
+        if self.categories is None:
+            return True
+        return alert.category is not None and category_key(alert.category) in self.categories
+
+    def offer(self, alert: DemandAlert) -> None:
+        if self.queue.full():
+            self.queue.get_nowait()
+        self.queue.put_nowait(alert)
+
+    async def __aiter__(self) -> AsyncIterator[DemandAlert]:
+        while True:
+            yield await self.queue.get()
+
+
+class DemandAlertHub:
+    """Publish/subscribe of ``DemandAlert``s within one process (one event loop)."""
+
+    def __init__(self) -> None:
+        self._listeners: set[DemandListener] = set()
+
+    @property
+    def listener_count(self) -> int:
+        return len(self._listeners)
+
+    def publish(self, alert: DemandAlert) -> None:
+        for listener in list(self._listeners):
+            if listener.wants(alert):
+                listener.offer(alert)
+
+    @asynccontextmanager
+    async def listen(self, categories: Iterable[str] | None) -> AsyncIterator[DemandListener]:
+        listener = DemandListener(categories)
+        self._listeners.add(listener)
+        try:
+            yield listener
+        finally:
+            self._listeners.discard(listener)
