@@ -70,6 +70,9 @@ class Settings(BaseSettings):
     )
     verify_interval_s: int = Field(86_400, description="How often the worker re-verifies listings.")
 
+    usage_window_days: int = Field(
+        30, description="Relative usage in a category counts runs within this many days (recent demand)."
+    )
     demand_window_s: int = Field(
         1800, description="A search not followed by a view/run/pipeline step within this is unmet demand."
     )
