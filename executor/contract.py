@@ -1,0 +1,74 @@
+"""The invocation contract of architecture.md §4, spoken from the host side.
+
+stdin: one ``{"id": …, "input": …}`` per line; stdout: one ``{"id": …, "output": …}`` or
+``{"id": …, "error": …}`` per line. Ids sent are the records' positions in the job's input, so answers
+can be matched however the entrypoint orders them; anything a program prints that is not an answer to a
+record it was given is ignored (and counted), never trusted.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+MAX_ERROR_CHARS = 2000
+
+
+@dataclass(frozen=True)
+class RecordOutcome:
+    """What happened to one input record: an output, or an error with its reason."""
+
+    output: Any = None
+    error: str | None = None
+    timed_out: bool = False
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+
+@dataclass(frozen=True)
+class ParsedOutput:
+    outcomes: dict[int, RecordOutcome]
+    ignored_lines: int
+
+
+def encode_records(records: Iterable[tuple[int, Any]]) -> bytes:
+    return b"".join(
+        json.dumps({"id": index, "input": value}, separators=(",", ":")).encode() + b"\n"
+        for index, value in records
+    )
+
+
+def parse_outputs(stdout: bytes, expected: Sequence[int]) -> ParsedOutput:
+    """Answers for the ``expected`` ids; the first answer per id wins, everything else is ignored."""
+    wanted = set(expected)
+    outcomes: dict[int, RecordOutcome] = {}
+    ignored = 0
+    for line in stdout.splitlines():
+        if not line.strip():
+            continue
+        try:
+            message = json.loads(line)
+        except ValueError:
+            ignored += 1
+            continue
+        if not isinstance(message, dict):
+            ignored += 1
+            continue
+        record_id = message.get("id")
+        if isinstance(record_id, bool) or not isinstance(record_id, int) or record_id not in wanted:
+            ignored += 1
+            continue
+        if record_id in outcomes:
+            ignored += 1
+            continue
+        if "error" in message and message["error"] is not None:
+            outcomes[record_id] = RecordOutcome(error=str(message["error"])[:MAX_ERROR_CHARS])
+        elif "output" in message:
+            outcomes[record_id] = RecordOutcome(output=message["output"])
+        else:
+            ignored += 1
+    return ParsedOutput(outcomes, ignored)
