@@ -284,6 +284,16 @@ def normalize_format(ref: str | None) -> str | None:
     return get_format(ref).ref
 
 
+def format_aliases(ref: str) -> tuple[str, ...]:
+    """Every spelling a stored listing may use for this format (a bare name means the latest version).
+
+    Exact-match queries (search facets, the conditioning lookup) ask for all of them, so rows written
+    before references were normalised are still found.
+    """
+    fmt = get_format(ref)
+    return (fmt.ref, fmt.name) if _LATEST[fmt.name] is fmt else (fmt.ref,)
+
+
 def check_schema(ref: str, schema: dict[str, Any] | None, side: str = "schema") -> dict[str, Any]:
     """A listing's exact payload schema: valid JSON Schema that refines its format (defaults to the format's).
 

@@ -1,0 +1,458 @@
+"""Pipelines in a requester's account: create, add and remove steps, and keep every connection honest.
+
+Every structural change ends with ``_reconcile``: between each pair of consecutive chosen steps it keeps
+the conditioning steps that still bridge them, drops those that no longer do, and — where the output
+does not fit the next input — inserts the best visible conditioner or, when none exists, leaves the
+connection open and logs it as unmet demand. The whole change is one transaction: a failed add leaves the
+pipeline exactly as it was.
+
+Pipelines are private: anyone but their owner (and admins) gets NOT_FOUND, as for private listings.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from sqlalchemy import delete, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from catalog.access import visible_to
+from catalog.actors import Actor
+from catalog.clock import as_utc
+from catalog.enums import ListingKind
+from catalog.formats import get_format
+from catalog.pipelines.conditioning import (
+    MAX_ALTERNATIVES,
+    STEP_KINDS,
+    as_alternative,
+    chain_misfits,
+    describe_gap,
+    find_conditioners,
+    needs_training,
+)
+from catalog.pipelines.gaps import Gap, gap_between, log_gaps
+from catalog.pipelines.views import (
+    ConnectionStatus,
+    ConnectionView,
+    PipelineView,
+    StepChange,
+    StepRole,
+    StepView,
+)
+from infra.db import Database
+from infra.errors import BadInput, NotFound, Unauthenticated
+from infra.tables import Listing, Pipeline, PipelineStep, utcnow
+
+if TYPE_CHECKING:
+    from catalog.demand import DemandService
+
+MAX_NAME = 200
+MAX_DESCRIPTION = 5000
+MAX_STEPS = 50
+# Set on a chosen step when its owner removed the conditioner in front of it: propose, don't re-insert.
+MANUAL_CONDITIONING = "manual_conditioning_from"
+
+Row = tuple[PipelineStep, Listing]
+
+
+@dataclass
+class _Outcome:
+    inserted: list[str] = field(default_factory=list)
+    gaps: list[Gap] = field(default_factory=list)
+
+
+class PipelineService:
+    def __init__(self, db: Database, demand: DemandService) -> None:
+        self.db = db
+        self.demand = demand
+
+    # ------------------------------------------------------------------ reads
+
+    async def get(self, actor: Actor, pipeline_id: str) -> PipelineView:
+        async with self.db.session() as session:
+            pipeline = await owned_pipeline(session, actor, pipeline_id)
+            return await self._view(session, actor, pipeline)
+
+    async def list_mine(self, actor: Actor) -> list[PipelineView]:
+        _require_account(actor)
+        async with self.db.session() as session:
+            rows = (
+                (
+                    await session.execute(
+                        select(Pipeline)
+                        .where(Pipeline.owner_id == actor.account_id)
+                        .order_by(Pipeline.created_at)
+                    )
+                )
+                .scalars()
+                .all()
+            )
+            return [await self._view(session, actor, p) for p in rows]
+
+    # ------------------------------------------------------------------ writes
+
+    async def create(self, actor: Actor, name: str, description: str = "") -> PipelineView:
+        _require_account(actor)
+        name = (name or "").strip()
+        if not name or len(name) > MAX_NAME:
+            raise BadInput(f"a pipeline name is required (1 to {MAX_NAME} characters)")
+        if len(description or "") > MAX_DESCRIPTION:
+            raise BadInput(f"description is longer than {MAX_DESCRIPTION} characters")
+        async with self.db.session() as session:
+            pipeline = Pipeline(owner_id=actor.account_id, name=name, description=description or "")
+            session.add(pipeline)
+            await session.flush()
+            return await self._view(session, actor, pipeline)
+
+    async def delete(self, actor: Actor, pipeline_id: str) -> None:
+        async with self.db.session() as session:
+            pipeline = await owned_pipeline(session, actor, pipeline_id)
+            await session.execute(delete(PipelineStep).where(PipelineStep.pipeline_id == pipeline.id))
+            await session.delete(pipeline)
+
+    async def add_step(
+        self,
+        actor: Actor,
+        pipeline_id: str,
+        listing_id: str,
+        after: str | None = None,
+        *,
+        at_start: bool = False,
+        training_data_listing_id: str | None = None,
+        auto_condition: bool = True,
+    ) -> StepChange:
+        """Insert a listing after step ``after`` (default: at the end; ``at_start``: first) and reconnect."""
+        if after is not None and at_start:
+            raise BadInput("give either 'after' or 'at_start', not both")
+        async with self.db.session() as session:
+            pipeline = await owned_pipeline(session, actor, pipeline_id)
+            listing = await visible_listing(session, actor, listing_id)
+            if listing.kind not in STEP_KINDS:
+                raise BadInput(
+                    f"{listing.name!r} is a {listing.kind}; "
+                    f"pipeline steps are {', '.join(STEP_KINDS)} listings"
+                )
+            await _refuse_cycle(session, pipeline, listing)
+            rows = await load_rows(session, pipeline.id)
+            if len(rows) >= MAX_STEPS:
+                raise BadInput(f"a pipeline holds at most {MAX_STEPS} steps")
+            if after is None:
+                index = 0 if at_start else len(rows)
+            else:
+                positions = [i for i, (step, _) in enumerate(rows) if step.id == after]
+                if not positions:
+                    raise NotFound(f"step {after!r} is not in this pipeline")
+                index = positions[0] + 1
+            step = PipelineStep(
+                pipeline_id=pipeline.id, position=index, listing_id=listing.id, role=StepRole.STEP
+            )
+            if training_data_listing_id is not None:
+                dataset = await visible_listing(session, actor, training_data_listing_id)
+                check_training_data(listing, dataset)
+                step.training_data_listing_id = dataset.id
+            session.add(step)
+            await session.flush()
+            before = _chosen_pairs(rows)
+            rows.insert(index, (step, listing))
+            outcome = await self._reconcile(session, actor, pipeline, rows, before, auto_condition)
+            view = await self._view(session, actor, pipeline)
+        await log_gaps(self.demand, actor, outcome.gaps)
+        return _change(view, step.id, outcome)
+
+    async def remove_step(self, actor: Actor, pipeline_id: str, step_id: str) -> StepChange:
+        """Remove a step; removing a conditioner leaves that connection to its owner (proposals only)."""
+        async with self.db.session() as session:
+            pipeline = await owned_pipeline(session, actor, pipeline_id)
+            rows = await load_rows(session, pipeline.id)
+            index = next((i for i, (step, _) in enumerate(rows) if step.id == step_id), None)
+            if index is None:
+                raise NotFound(f"step {step_id!r} is not in this pipeline")
+            before = _chosen_pairs(rows)
+            removed, _ = rows.pop(index)
+            if removed.role == StepRole.CONDITIONING:
+                upstream = next((s for s, _ in reversed(rows[:index]) if s.role == StepRole.STEP), None)
+                downstream = next((s for s, _ in rows[index:] if s.role == StepRole.STEP), None)
+                if upstream is not None and downstream is not None:
+                    downstream.config = {**(downstream.config or {}), MANUAL_CONDITIONING: upstream.id}
+            await session.delete(removed)
+            await session.flush()
+            outcome = await self._reconcile(session, actor, pipeline, rows, before, auto=True)
+            view = await self._view(session, actor, pipeline)
+        await log_gaps(self.demand, actor, outcome.gaps)
+        return _change(view, None, outcome)
+
+    async def set_training_data(
+        self, actor: Actor, pipeline_id: str, step_id: str, dataset_listing_id: str | None
+    ) -> PipelineView:
+        """Choose (or clear) the dataset an algorithm step is trained on before the pipeline runs."""
+        async with self.db.session() as session:
+            pipeline = await owned_pipeline(session, actor, pipeline_id)
+            step, listing = await _step_row(session, pipeline.id, step_id)
+            if dataset_listing_id is None:
+                step.training_data_listing_id = None
+            else:
+                dataset = await visible_listing(session, actor, dataset_listing_id)
+                check_training_data(listing, dataset)
+                step.training_data_listing_id = dataset.id
+            step.trained_listing_id = None  # a model trained on other data is not this step's model
+            await session.flush()
+            return await self._view(session, actor, pipeline)
+
+    # ------------------------------------------------------------------ connections
+
+    async def _reconcile(
+        self,
+        session: AsyncSession,
+        actor: Actor,
+        pipeline: Pipeline,
+        rows: list[Row],
+        before: set[tuple[str, str]],
+        auto: bool,
+    ) -> _Outcome:
+        outcome = _Outcome()
+        ordered: list[Row] = []
+        chosen = [i for i, (step, _) in enumerate(rows) if step.role == StepRole.STEP]
+        # Conditioners before the first or after the last chosen step bridge nothing any more.
+        orphans = rows[: chosen[0]] + rows[chosen[-1] + 1 :] if chosen else list(rows)
+        for step, _ in orphans:
+            await session.delete(step)
+        for n, i in enumerate(chosen):
+            ordered.append(rows[i])
+            if n + 1 == len(chosen):
+                break
+            j = chosen[n + 1]
+            producer, consumer = rows[i], rows[j]
+            between = rows[i + 1 : j]
+            chain = [producer[1], *(listing for _, listing in between), consumer[1]]
+            if between and not chain_misfits(chain):
+                ordered.extend(between)  # the conditioners in place still bridge this connection
+                continue
+            for step, _ in between:
+                await session.delete(step)
+            if chain_misfits([producer[1], consumer[1]]):
+                ordered.extend(
+                    await self._bridge(session, actor, pipeline, producer, consumer, before, auto, outcome)
+                )
+        for position, (step, _) in enumerate(ordered):
+            step.position = position
+        pipeline.updated_at = utcnow()
+        await session.flush()
+        rows[:] = ordered
+        return outcome
+
+    async def _bridge(
+        self,
+        session: AsyncSession,
+        actor: Actor,
+        pipeline: Pipeline,
+        producer: Row,
+        consumer: Row,
+        before: set[tuple[str, str]],
+        auto: bool,
+        outcome: _Outcome,
+    ) -> list[Row]:
+        manual = (consumer[0].config or {}).get(MANUAL_CONDITIONING) == producer[0].id
+        candidates = await find_conditioners(session, actor, producer[1], consumer[1])
+        if candidates and auto and not manual:
+            best = candidates[0]
+            step = PipelineStep(
+                pipeline_id=pipeline.id,
+                position=consumer[0].position,
+                listing_id=best.id,
+                role=StepRole.CONDITIONING,
+                config={"bridges": [producer[0].id, consumer[0].id]},
+            )
+            session.add(step)
+            await session.flush()
+            outcome.inserted.append(step.id)
+            return [(step, best)]
+        if not candidates and (producer[0].id, consumer[0].id) not in before:
+            outcome.gaps.append(gap_between(producer[1], consumer[1]))
+        return []
+
+    async def _view(self, session: AsyncSession, actor: Actor, pipeline: Pipeline) -> PipelineView:
+        rows = await load_rows(session, pipeline.id)
+        steps = tuple(_step_view(step, listing) for step, listing in rows)
+        connections = []
+        chosen = [i for i, (step, _) in enumerate(rows) if step.role == StepRole.STEP]
+        for i, j in itertools.pairwise(chosen):
+            connections.append(await _connection(session, actor, rows[i], rows[i + 1 : j], rows[j]))
+        return PipelineView(
+            id=pipeline.id,
+            owner_id=pipeline.owner_id,
+            name=pipeline.name,
+            description=pipeline.description,
+            listing_id=pipeline.listing_id,
+            steps=steps,
+            connections=tuple(connections),
+            created_at=as_utc(pipeline.created_at),
+            updated_at=as_utc(pipeline.updated_at),
+        )
+
+
+# ---------------------------------------------------------------------- helpers shared by the package
+
+
+def _require_account(actor: Actor) -> None:
+    if actor.account_id is None:
+        raise Unauthenticated("pipelines belong to an account: sign in with an API token")
+
+
+async def owned_pipeline(session: AsyncSession, actor: Actor, pipeline_id: str) -> Pipeline:
+    """The pipeline if ``actor`` owns it (or is an admin); NOT_FOUND otherwise, so ids do not leak."""
+    _require_account(actor)
+    pipeline = await session.get(Pipeline, pipeline_id) if isinstance(pipeline_id, str) else None
+    if pipeline is None or not (actor.is_admin or pipeline.owner_id == actor.account_id):
+        raise NotFound(f"pipeline {pipeline_id!r} not found")
+    return pipeline
+
+
+async def visible_listing(session: AsyncSession, actor: Actor, listing_id: str) -> Listing:
+    listing = (
+        await session.execute(select(Listing).where(Listing.id == listing_id, visible_to(actor)))
+    ).scalar_one_or_none()
+    if listing is None:
+        raise NotFound(f"listing {listing_id!r} not found")
+    return listing
+
+
+async def load_rows(session: AsyncSession, pipeline_id: str) -> list[Row]:
+    result = await session.execute(
+        select(PipelineStep, Listing)
+        .join(Listing, Listing.id == PipelineStep.listing_id)
+        .where(PipelineStep.pipeline_id == pipeline_id)
+        .order_by(PipelineStep.position, PipelineStep.id)
+    )
+    return [(step, listing) for step, listing in result.all()]
+
+
+async def _step_row(session: AsyncSession, pipeline_id: str, step_id: str) -> Row:
+    for row in await load_rows(session, pipeline_id):
+        if row[0].id == step_id:
+            return row
+    raise NotFound(f"step {step_id!r} is not in this pipeline")
+
+
+def check_training_data(algorithm: Listing, dataset: Listing) -> None:
+    """Training data must be a dataset whose declared records match what the algorithm learns from."""
+    if not needs_training(algorithm):
+        raise BadInput(f"{algorithm.name!r} is not trained, so it takes no training data")
+    if dataset.kind != ListingKind.DATASET:
+        raise BadInput(f"training data must be a dataset listing; {dataset.name!r} is a {dataset.kind}")
+    for side in ("input_format", "output_format"):
+        wanted, given = getattr(algorithm, side), getattr(dataset, side)
+        if wanted and given and _canonical(wanted) != _canonical(given):
+            raise BadInput(
+                f"dataset {dataset.name!r} has {side} {given} but {algorithm.name!r} learns from {wanted}"
+            )
+
+
+def _canonical(ref: str) -> str:
+    try:
+        return get_format(ref).ref
+    except BadInput:
+        return ref
+
+
+async def _refuse_cycle(session: AsyncSession, pipeline: Pipeline, listing: Listing) -> None:
+    """A pipeline listing may be a step only if it does not (transitively) contain this pipeline."""
+    pending, seen = [listing.id], set()
+    while pending:
+        listing_id = pending.pop()
+        if listing_id in seen:
+            continue
+        seen.add(listing_id)
+        source = (
+            await session.execute(select(Pipeline).where(Pipeline.listing_id == listing_id))
+        ).scalar_one_or_none()
+        if source is None:
+            continue
+        if source.id == pipeline.id:
+            raise BadInput(f"adding {listing.name!r} would make pipeline {pipeline.name!r} contain itself")
+        for _, inner in await load_rows(session, source.id):
+            if inner.kind == ListingKind.PIPELINE:
+                pending.append(inner.id)
+
+
+def _chosen_pairs(rows: Sequence[Row]) -> set[tuple[str, str]]:
+    chosen = [step.id for step, _ in rows if step.role == StepRole.STEP]
+    return set(itertools.pairwise(chosen))
+
+
+def _step_view(step: PipelineStep, listing: Listing) -> StepView:
+    return StepView(
+        id=step.id,
+        position=step.position,
+        role=step.role,
+        listing_id=listing.id,
+        listing_name=listing.name,
+        kind=listing.kind,
+        input_format=listing.input_format,
+        output_format=listing.output_format,
+        resources=listing.resources,
+        needs_training=needs_training(listing),
+        training_data_listing_id=step.training_data_listing_id,
+        trained_listing_id=step.trained_listing_id,
+    )
+
+
+async def _connection(
+    session: AsyncSession, actor: Actor, producer: Row, between: Sequence[Row], consumer: Row
+) -> ConnectionView:
+    a, b = producer[1], consumer[1]
+    base = {
+        "from_step_id": producer[0].id,
+        "to_step_id": consumer[0].id,
+        "output_format": a.output_format,
+        "input_format": b.input_format,
+    }
+    if not between and chain_misfits([a, b]):
+        candidates = await find_conditioners(session, actor, a, b)
+        alternatives = tuple(as_alternative(c) for c in candidates[:MAX_ALTERNATIVES])
+        if candidates:
+            reason = (
+                f"{a.name!r} emits {a.output_format} but {b.name!r} needs {b.input_format}; "
+                f"add one of the proposed conditioning steps"
+            )
+        else:
+            reason = describe_gap(a, b, chain_misfits([a, b]))
+        return ConnectionView(
+            status=ConnectionStatus.OPEN,
+            conditioning_step_ids=(),
+            reason=reason,
+            alternatives=alternatives,
+            **base,
+        )
+    if not between:
+        return ConnectionView(status=ConnectionStatus.OK, conditioning_step_ids=(), reason="", **base)
+    ids = tuple(step.id for step, _ in between)
+    reasons = chain_misfits([a, *(listing for _, listing in between), b])
+    if reasons:
+        return ConnectionView(
+            status=ConnectionStatus.OPEN,
+            conditioning_step_ids=ids,
+            reason=f"the steps between {a.name!r} and {b.name!r} no longer fit: {'; '.join(reasons[:3])}",
+            **base,
+        )
+    used = {listing.id for _, listing in between}
+    others = [c for c in await find_conditioners(session, actor, a, b) if c.id not in used]
+    names = ", ".join(repr(listing.name) for _, listing in between)
+    return ConnectionView(
+        status=ConnectionStatus.CONDITIONED,
+        conditioning_step_ids=ids,
+        reason=f"{a.output_format} → {b.input_format} through {names}",
+        alternatives=tuple(as_alternative(c) for c in others[:MAX_ALTERNATIVES]),
+        **base,
+    )
+
+
+def _change(view: PipelineView, step_id: str | None, outcome: _Outcome) -> StepChange:
+    return StepChange(
+        pipeline=view,
+        step_id=step_id,
+        inserted_conditioning_step_ids=tuple(outcome.inserted),
+        opened=view.open_connections,
+    )

@@ -1,0 +1,117 @@
+"""What callers receive about a pipeline: its steps in order and the verdict on every connection.
+
+A pipeline is a chain of *chosen* steps (role ``step``); between two chosen steps the service may place
+*conditioning* steps (role ``conditioning``) that convert one format into the other. A connection is
+judged between consecutive chosen steps, so a requester sees "detector → classifier: conditioned by
+boxes-to-crops" rather than two unrelated links.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+
+
+class StepRole(StrEnum):
+    STEP = "step"
+    CONDITIONING = "conditioning"
+
+
+class ConnectionStatus(StrEnum):
+    OK = "ok"  # the output fits the next input directly
+    CONDITIONED = "conditioned"  # fits through the conditioning step(s) placed between them
+    OPEN = "open"  # does not fit and nothing is placed: the pipeline cannot run yet
+
+
+@dataclass(frozen=True, slots=True)
+class Alternative:
+    """A listing that could bridge an open or conditioned connection."""
+
+    listing_id: str
+    name: str
+    kind: str
+    verified: bool
+    accuracy: float | None
+    latency_p50_ms: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class StepView:
+    id: str
+    position: int
+    role: str
+    listing_id: str
+    listing_name: str
+    kind: str
+    input_format: str | None
+    output_format: str | None
+    resources: dict[str, Any] | None
+    needs_training: bool
+    training_data_listing_id: str | None
+    trained_listing_id: str | None
+
+    @property
+    def runnable(self) -> bool:
+        return not self.needs_training or self.trained_listing_id is not None
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectionView:
+    from_step_id: str
+    to_step_id: str
+    status: str
+    output_format: str | None
+    input_format: str | None
+    conditioning_step_ids: tuple[str, ...]
+    reason: str
+    alternatives: tuple[Alternative, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class PipelineView:
+    id: str
+    owner_id: str
+    name: str
+    description: str
+    listing_id: str | None
+    steps: tuple[StepView, ...]
+    connections: tuple[ConnectionView, ...]
+    created_at: datetime
+    updated_at: datetime
+
+    @property
+    def input_format(self) -> str | None:
+        return self.steps[0].input_format if self.steps else None
+
+    @property
+    def output_format(self) -> str | None:
+        return self.steps[-1].output_format if self.steps else None
+
+    @property
+    def open_connections(self) -> tuple[ConnectionView, ...]:
+        return tuple(c for c in self.connections if c.status == ConnectionStatus.OPEN)
+
+    @property
+    def is_complete(self) -> bool:
+        """Every connection fits (directly or conditioned) and there is at least one step."""
+        return bool(self.steps) and not self.open_connections
+
+    @property
+    def is_trained(self) -> bool:
+        return all(step.runnable for step in self.steps)
+
+    @property
+    def is_runnable(self) -> bool:
+        return self.is_complete and self.is_trained
+
+
+@dataclass(frozen=True, slots=True)
+class StepChange:
+    """The answer to adding or removing a step: the pipeline now, and what the service did about it."""
+
+    pipeline: PipelineView
+    step_id: str | None
+    inserted_conditioning_step_ids: tuple[str, ...]
+    opened: tuple[ConnectionView, ...]

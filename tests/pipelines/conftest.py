@@ -1,0 +1,131 @@
+"""Pipelines tests run on a real migrated database (SQLite and PostgreSQL) with real listing rows.
+
+Listings are written as the catalog writes them — formats normalised and schemas checked by
+``catalog.formats.validate_listing_io`` — so the conditioning lookup sees what production sees.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import pytest
+
+from catalog.actors import Actor
+from catalog.demand import DemandService
+from catalog.formats import FORMATS, validate_listing_io
+from catalog.pipelines import PipelineService
+from infra.db import Database
+from infra.settings import Settings
+from infra.tables import Account, Listing
+
+IMAGE = FORMATS["image@1"].schema
+BOXES = FORMATS["bounding-boxes@1"].schema["properties"]["boxes"]
+# A detector that passes the image along with its boxes, and a cropper that needs both.
+BOXES_WITH_IMAGE = {
+    "type": "object",
+    "required": ["boxes", "image"],
+    "properties": {"boxes": BOXES, "image": IMAGE},
+}
+
+MakeListing = Callable[..., Awaitable[Listing]]
+
+
+@pytest.fixture
+async def db(settings: Settings) -> AsyncIterator[Database]:
+    database = Database.from_settings(settings)
+    yield database
+    await database.dispose()
+
+
+@pytest.fixture
+def demand(db: Database, settings: Settings) -> DemandService:
+    return DemandService(db, settings)
+
+
+@pytest.fixture
+def service(db: Database, demand: DemandService) -> PipelineService:
+    return PipelineService(db, demand)
+
+
+async def _account(db: Database, name: str, role: str) -> Actor:
+    async with db.session() as session:
+        row = Account(name=name, role=role)
+        session.add(row)
+        await session.flush()
+        return Actor(account_id=row.id, role=role, name=name)
+
+
+@pytest.fixture
+async def producer(db: Database) -> Actor:
+    return await _account(db, "producer", "producer")
+
+
+@pytest.fixture
+async def requester(db: Database) -> Actor:
+    return await _account(db, "requester", "requester")
+
+
+@pytest.fixture
+async def stranger(db: Database) -> Actor:
+    return await _account(db, "stranger", "requester")
+
+
+@pytest.fixture
+def make_listing(db: Database, producer: Actor) -> MakeListing:
+    async def make(name: str, kind: str = "model", owner: Actor | None = None, **fields: Any) -> Listing:
+        fields.setdefault("category", "Computer Vision")
+        io = validate_listing_io(
+            fields.pop("input_format", None),
+            fields.pop("input_schema", None),
+            fields.pop("output_format", None),
+            fields.pop("output_schema", None),
+        )
+        async with db.session() as session:
+            row = Listing(
+                name=name,
+                kind=kind,
+                owner_id=(owner or producer).account_id,
+                input_format=io[0],
+                input_schema=io[1],
+                output_format=io[2],
+                output_schema=io[3],
+                **fields,
+            )
+            session.add(row)
+            await session.flush()
+            return row
+
+    return make
+
+
+@pytest.fixture
+async def vision(make_listing: MakeListing) -> dict[str, Listing]:
+    """The demo chain's parts: image → detector → (boxes to crops) → crop classifier."""
+    return {
+        "detector": await make_listing(
+            "street-object-detector",
+            input_format="image@1",
+            output_format="bounding-boxes@1",
+            output_schema=BOXES_WITH_IMAGE,
+            resources={"cpu": 2, "memory_mb": 2048, "gpu": 1},
+            latency_p50_ms=40.0,
+        ),
+        "cropper": await make_listing(
+            "boxes-to-crops",
+            kind="algorithm",
+            input_format="bounding-boxes@1",
+            input_schema=BOXES_WITH_IMAGE,
+            output_format="image-crops@1",
+            resources={"cpu": 1, "memory_mb": 256},
+            verification_status="verified",
+        ),
+        "classifier": await make_listing(
+            "crop-classifier",
+            input_format="image-crops@1",
+            output_format="predictions@1",
+            resources={"cpu": 1, "memory_mb": 1024},
+            accuracy=0.9,
+            latency_p50_ms=15.0,
+        ),
+    }

@@ -1,0 +1,281 @@
+"""Building pipelines against real listings: fits, conditioning, open gaps, access and cycles."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+
+import pytest
+from sqlalchemy import select
+
+from catalog.actors import ANONYMOUS, Actor
+from catalog.pipelines import ConnectionStatus, PipelineService, StepRole
+from infra.db import Database
+from infra.errors import BadInput, NotFound, Unauthenticated
+from infra.tables import Listing, Pipeline, SearchEvent
+
+MakeListing = Callable[..., Awaitable[Listing]]
+
+
+async def gap_events(db: Database) -> list[SearchEvent]:
+    async with db.session() as session:
+        return list((await session.execute(select(SearchEvent))).scalars().all())
+
+
+async def test_compatible_chain_connects_directly(
+    service: PipelineService, requester: Actor, make_listing: MakeListing
+) -> None:
+    tokenizer = await make_listing("wordpiece", kind="algorithm", input_format="text", output_format="tokens")
+    sentiment = await make_listing("token-sentiment", input_format="tokens@1", output_format="class-label")
+    pipeline = await service.create(requester, "reviews")
+    first = await service.add_step(requester, pipeline.id, tokenizer.id)
+    change = await service.add_step(requester, pipeline.id, sentiment.id, after=first.step_id)
+
+    view = change.pipeline
+    assert [s.listing_id for s in view.steps] == [tokenizer.id, sentiment.id]
+    assert [c.status for c in view.connections] == [ConnectionStatus.OK]
+    assert change.inserted_conditioning_step_ids == () and change.opened == ()
+    assert (view.input_format, view.output_format) == ("text@1", "class-label@1")
+    assert view.is_runnable
+    assert await service.get(requester, pipeline.id) == view
+
+
+async def test_mismatch_is_bridged_by_the_best_conditioner(
+    service: PipelineService,
+    requester: Actor,
+    make_listing: MakeListing,
+    vision: dict[str, Listing],
+    db: Database,
+) -> None:
+    slower = await make_listing(
+        "unverified-cropper",
+        kind="model",
+        input_format="bounding-boxes",
+        input_schema=None,
+        output_format="image-crops",
+        latency_p50_ms=900.0,
+    )
+    pipeline = await service.create(requester, "street scenes")
+    await service.add_step(requester, pipeline.id, vision["detector"].id)
+    change = await service.add_step(requester, pipeline.id, vision["classifier"].id)
+
+    view = change.pipeline
+    assert [s.listing_name for s in view.steps] == [
+        "street-object-detector",
+        "boxes-to-crops",
+        "crop-classifier",
+    ]
+    assert [s.role for s in view.steps] == [StepRole.STEP, StepRole.CONDITIONING, StepRole.STEP]
+    assert [s.position for s in view.steps] == [0, 1, 2]
+    (connection,) = view.connections
+    assert connection.status == ConnectionStatus.CONDITIONED
+    assert connection.conditioning_step_ids == change.inserted_conditioning_step_ids == (view.steps[1].id,)
+    assert "boxes-to-crops" in connection.reason
+    assert [a.listing_id for a in connection.alternatives] == [slower.id]
+    assert view.is_complete and await gap_events(db) == []
+
+
+async def test_schema_mismatch_within_a_format_is_not_bridged_by_an_unfit_conditioner(
+    service: PipelineService,
+    requester: Actor,
+    make_listing: MakeListing,
+    vision: dict[str, Listing],
+    db: Database,
+) -> None:
+    # Emits boxes without the image: the cropper (which needs the image) cannot follow it.
+    bare = await make_listing("bare-detector", input_format="image", output_format="bounding-boxes")
+    pipeline = await service.create(requester, "bare")
+    await service.add_step(requester, pipeline.id, bare.id)
+    change = await service.add_step(requester, pipeline.id, vision["classifier"].id)
+
+    (connection,) = change.opened
+    assert connection.status == ConnectionStatus.OPEN
+    assert "bounding-boxes@1" in connection.reason and "image-crops@1" in connection.reason
+    assert len(change.pipeline.steps) == 2 and not change.pipeline.is_complete
+
+
+async def test_no_conditioner_leaves_an_open_gap_logged_once_as_unmet_demand(
+    service: PipelineService, requester: Actor, make_listing: MakeListing, db: Database
+) -> None:
+    speech = await make_listing(
+        "speech-to-text", input_format="audio", output_format="text", category="Audio"
+    )
+    detector = await make_listing("detector", input_format="image", output_format="bounding-boxes")
+    pipeline = await service.create(requester, "impossible")
+    await service.add_step(requester, pipeline.id, speech.id)
+    change = await service.add_step(requester, pipeline.id, detector.id)
+
+    (gap,) = change.opened
+    assert gap.from_step_id == change.pipeline.steps[0].id and gap.to_step_id == change.step_id
+    assert gap.reason == (
+        "'speech-to-text' emits text@1 but 'detector' needs image@1; "
+        "no visible runnable algorithm or model converts text@1 to image@1"
+    )
+    (event,) = await gap_events(db)
+    assert event.account_id == requester.account_id and event.result_count == 0
+    assert event.text == "convert text to image" and event.category == "Computer Vision"
+    assert event.facets == {"source": "pipeline_gap", "input_format": "text@1", "output_format": "image@1"}
+
+    # Reading the pipeline again, or changing another part of it, does not log the same gap twice.
+    await service.get(requester, pipeline.id)
+    tts = await make_listing("text-to-speech", input_format="text", output_format="audio")
+    await service.add_step(requester, pipeline.id, tts.id, at_start=True)
+    assert len(await gap_events(db)) == 1
+
+
+async def test_a_gap_closes_when_a_conditioner_is_added_by_hand(
+    service: PipelineService, requester: Actor, make_listing: MakeListing
+) -> None:
+    speech = await make_listing("speech-to-text", input_format="audio", output_format="text")
+    embedder = await make_listing("sentence-embedder", input_format="tokens", output_format="vector")
+    pipeline = await service.create(requester, "speech embeddings")
+    first = await service.add_step(requester, pipeline.id, speech.id)
+    await service.add_step(requester, pipeline.id, embedder.id)
+    tokenizer = await make_listing("tokenizer", kind="algorithm", input_format="text", output_format="tokens")
+    change = await service.add_step(requester, pipeline.id, tokenizer.id, after=first.step_id)
+    assert [c.status for c in change.pipeline.connections] == [ConnectionStatus.OK, ConnectionStatus.OK]
+
+
+async def test_removing_steps_re_evaluates_connections(
+    service: PipelineService, requester: Actor, make_listing: MakeListing, vision: dict[str, Listing]
+) -> None:
+    pipeline = await service.create(requester, "street scenes")
+    await service.add_step(requester, pipeline.id, vision["detector"].id)
+    change = await service.add_step(requester, pipeline.id, vision["classifier"].id)
+    (conditioner_id,) = change.inserted_conditioning_step_ids
+
+    # Removing the conditioner by hand: the service proposes it again rather than re-inserting it.
+    removed = await service.remove_step(requester, pipeline.id, conditioner_id)
+    (open_connection,) = removed.opened
+    assert [a.name for a in open_connection.alternatives] == ["boxes-to-crops"]
+    assert "add one of the proposed conditioning steps" in open_connection.reason
+    assert len(removed.pipeline.steps) == 2
+
+    # Removing the last chosen step leaves one step and no connection; the orphaned link goes too.
+    last = removed.pipeline.steps[-1].id
+    shrunk = await service.remove_step(requester, pipeline.id, last)
+    assert [s.listing_name for s in shrunk.pipeline.steps] == ["street-object-detector"]
+    assert shrunk.pipeline.connections == ()
+
+
+async def test_removing_a_middle_step_conditions_the_new_neighbours(
+    service: PipelineService, requester: Actor, make_listing: MakeListing, vision: dict[str, Listing]
+) -> None:
+    passthrough = await make_listing(
+        "box-filter",
+        input_format="bounding-boxes",
+        input_schema=None,
+        output_format="bounding-boxes",
+        output_schema=vision["detector"].output_schema,
+    )
+    pipeline = await service.create(requester, "filtered")
+    await service.add_step(requester, pipeline.id, vision["detector"].id)
+    middle = await service.add_step(requester, pipeline.id, passthrough.id)
+    await service.add_step(requester, pipeline.id, vision["classifier"].id)
+    change = await service.remove_step(requester, pipeline.id, middle.step_id)
+    assert [s.listing_name for s in change.pipeline.steps] == [
+        "street-object-detector",
+        "boxes-to-crops",
+        "crop-classifier",
+    ]
+    # The conditioner placed after the filter still bridges detector → classifier: it is kept.
+    assert change.inserted_conditioning_step_ids == ()
+    assert [c.status for c in change.pipeline.connections] == [ConnectionStatus.CONDITIONED]
+
+
+async def test_unknown_forbidden_and_wrong_kind_listings_are_refused(
+    service: PipelineService, requester: Actor, stranger: Actor, make_listing: MakeListing
+) -> None:
+    pipeline = await service.create(requester, "mine")
+    hidden = await make_listing(
+        "secret-model", input_format="text", output_format="text", visibility="private"
+    )
+    dataset = await make_listing("reviews", kind="dataset", input_format="text")
+    with pytest.raises(NotFound, match="listing 'nope' not found"):
+        await service.add_step(requester, pipeline.id, "nope")
+    with pytest.raises(NotFound, match="not found"):
+        await service.add_step(requester, pipeline.id, hidden.id)
+    with pytest.raises(BadInput, match="'reviews' is a dataset"):
+        await service.add_step(requester, pipeline.id, dataset.id)
+    with pytest.raises(NotFound, match="step 'ghost' is not in this pipeline"):
+        await service.add_step(
+            requester, pipeline.id, (await make_listing("m", input_format="text")).id, after="ghost"
+        )
+    assert (await service.get(requester, pipeline.id)).steps == ()
+
+
+async def test_pipelines_are_private_to_their_owner(
+    service: PipelineService, requester: Actor, stranger: Actor, make_listing: MakeListing
+) -> None:
+    model = await make_listing("public-model", input_format="text", output_format="text")
+    pipeline = await service.create(requester, "mine")
+    for call in (
+        service.get(stranger, pipeline.id),
+        service.add_step(stranger, pipeline.id, model.id),
+        service.remove_step(stranger, pipeline.id, "x"),
+    ):
+        with pytest.raises(NotFound, match=r"pipeline .* not found"):
+            await call
+    with pytest.raises(Unauthenticated):
+        await service.create(ANONYMOUS, "anonymous")
+    with pytest.raises(BadInput, match="name is required"):
+        await service.create(requester, "  ")
+    assert [p.id for p in await service.list_mine(requester)] == [pipeline.id]
+    assert await service.list_mine(stranger) == []
+
+
+async def test_a_pipeline_cannot_contain_itself(
+    service: PipelineService, requester: Actor, make_listing: MakeListing, db: Database
+) -> None:
+    model = await make_listing("echo", input_format="text", output_format="text")
+    inner = await service.create(requester, "inner")
+    await service.add_step(requester, inner.id, model.id)
+    inner_listing = await make_listing(
+        "inner as listing", kind="pipeline", owner=requester, input_format="text", output_format="text"
+    )
+    outer = await service.create(requester, "outer")
+    async with db.session() as session:
+        (await session.get(Pipeline, inner.id)).listing_id = inner_listing.id
+    await service.add_step(requester, outer.id, inner_listing.id)  # fine: outer contains inner
+    outer_listing = await make_listing(
+        "outer as listing", kind="pipeline", owner=requester, input_format="text", output_format="text"
+    )
+    async with db.session() as session:
+        (await session.get(Pipeline, outer.id)).listing_id = outer_listing.id
+
+    with pytest.raises(BadInput, match="would make pipeline 'inner' contain itself"):
+        await service.add_step(requester, inner.id, inner_listing.id)
+    with pytest.raises(BadInput, match="would make pipeline 'inner' contain itself"):
+        await service.add_step(requester, inner.id, outer_listing.id)
+    assert len((await service.get(requester, inner.id)).steps) == 1
+
+
+async def test_algorithm_steps_take_training_data_of_matching_format(
+    service: PipelineService, requester: Actor, make_listing: MakeListing, vision: dict[str, Listing]
+) -> None:
+    trainable = await make_listing(
+        "crop-classifier-trainer",
+        kind="algorithm",
+        input_format="image-crops",
+        output_format="predictions",
+        training_resources={"cpu": 2, "memory_mb": 2048},
+    )
+    crops = await make_listing(
+        "labelled-crops", kind="dataset", input_format="image-crops", output_format="predictions"
+    )
+    texts = await make_listing("texts", kind="dataset", input_format="text")
+    pipeline = await service.create(requester, "to train")
+    change = await service.add_step(requester, pipeline.id, trainable.id, training_data_listing_id=crops.id)
+    (step,) = change.pipeline.steps
+    assert step.needs_training and not step.runnable and step.training_data_listing_id == crops.id
+    assert not change.pipeline.is_runnable and change.pipeline.is_complete
+
+    with pytest.raises(BadInput, match="has input_format text@1 but 'crop-classifier-trainer' learns from"):
+        await service.set_training_data(requester, pipeline.id, step.id, texts.id)
+    with pytest.raises(BadInput, match="must be a dataset listing"):
+        await service.set_training_data(requester, pipeline.id, step.id, vision["classifier"].id)
+    with pytest.raises(BadInput, match="'boxes-to-crops' is not trained"):
+        await service.add_step(
+            requester, pipeline.id, vision["cropper"].id, training_data_listing_id=crops.id
+        )
+    cleared = await service.set_training_data(requester, pipeline.id, step.id, None)
+    assert cleared.steps[0].training_data_listing_id is None
