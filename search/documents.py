@@ -1,0 +1,51 @@
+"""The text each listing is embedded as, built from its own fields.
+
+One pure function so that indexing, reindexing and relevance tuning all embed exactly the same text: a
+listing embedded one way at publish time and another way at reindex time would drift in vector space.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from search.types import IndexedListing
+
+
+def _dedupe(parts: Iterable[str]) -> list[str]:
+    """Drop empty and case-insensitively repeated parts (tags often repeat the subcategory)."""
+    seen: set[str] = set()
+    kept: list[str] = []
+    for part in parts:
+        cleaned = " ".join(part.split())
+        key = cleaned.casefold()
+        if cleaned and key not in seen:
+            seen.add(key)
+            kept.append(cleaned)
+    return kept
+
+
+def listing_text(
+    name: str,
+    category: str,
+    subcategories: Iterable[str] = (),
+    tags: Iterable[str] = (),
+    description: str = "",
+) -> str:
+    """The sentence embedded for a listing.
+
+    The name's path prefix ("org/model") and separators are softened into words because MiniLM reads
+    "bert-base-uncased" poorly; category and subcategories come before the description because the
+    model truncates long inputs (256 word pieces) and the task words matter most for matching needs.
+    """
+    readable_name = name.rsplit("/", 1)[-1].replace("_", " ").replace("-", " ")
+    labels = _dedupe([category, *subcategories, *tags])
+    head = ". ".join(_dedupe([readable_name, ", ".join(labels)]))
+    body = " ".join(description.split())
+    return f"{head}. {body}" if body else head
+
+
+def text_of(listing: IndexedListing) -> str:
+    """``listing_text`` for a projection."""
+    return listing_text(
+        listing.name, listing.category, listing.subcategories, listing.tags, listing.description
+    )

@@ -1,0 +1,239 @@
+"""The embedded search backend: tantivy (keyword) + numpy/usearch (vectors) in one process.
+
+Startup: the database is the source of truth and stores each listing's embedding, so the catalog reads
+every projection and calls ``load(docs)``. The vectors and facet columns are always rebuilt in memory from
+those docs (cheap: no re-encoding). The tantivy index on disk is reused only when its marker — schema
+version, document count and an order-independent digest of every indexed field — equals what the docs
+would produce; otherwise it is rebuilt from them in one commit. Either way, after ``load`` the index is
+exactly the database's projection, so ``mlrepo reindex`` is simply ``load`` after ``clear``.
+
+Writes are all-or-nothing from the caller's view: inputs are validated first, then tantivy commits (a
+failed commit rolls back and raises ``Unavailable`` with memory untouched), and only then are the
+in-memory columns updated, which cannot fail half-way. The catalog writes its database row and calls
+``upsert`` in the same unit of work, rolling back the row if the index write raises.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterable, Sequence
+from dataclasses import replace
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from infra.errors import BadInput, Conflict
+from search.columns import SORTS, ListingTable, ordered_slots
+from search.filters import validate_filters
+from search.keyword import KeywordIndex, combine, doc_key, fingerprint
+from search.types import Hit, IndexedListing, SearchFilters
+from search.vectors import AnnIndex, exact_search
+
+if TYPE_CHECKING:
+    from infra.settings import Settings
+
+
+class EmbeddedBackend:
+    """``SearchBackend`` over a tantivy directory and in-memory vectors; one writer process per index."""
+
+    def __init__(self, index_dir: Path, dim: int, ann_threshold: int = 50_000) -> None:
+        self.dim = dim
+        self.ann_threshold = ann_threshold
+        self._keyword = KeywordIndex(Path(index_dir) / "keyword")
+        self._table = ListingTable(dim)
+        self._ann = AnnIndex(dim)
+        self._fingerprints: dict[str, int] = {}
+        self._slot_of_key: dict[int, int] = {}
+        self._lock = threading.RLock()
+
+    @classmethod
+    def from_settings(cls, settings: Settings, dim: int) -> EmbeddedBackend:
+        return cls(settings.index_dir, dim, settings.ann_threshold)
+
+    # ------------------------------------------------------------------ validation
+    def _validated(self, docs: Iterable[IndexedListing]) -> list[IndexedListing]:
+        """Checked, vector-normalized copies; raises before anything is written."""
+        checked: dict[str, IndexedListing] = {}
+        for doc in docs:
+            if not isinstance(doc, IndexedListing):
+                raise BadInput(f"expected an IndexedListing, got {type(doc).__name__}")
+            if not doc.id or not isinstance(doc.id, str):
+                raise BadInput("a listing to index needs a non-empty string id")
+            if doc.id in checked:
+                raise BadInput(f"listing {doc.id} appears twice in one index write", id=doc.id)
+            checked[doc.id] = self._with_normalized_vector(doc)
+        return list(checked.values())
+
+    def _with_normalized_vector(self, doc: IndexedListing) -> IndexedListing:
+        if doc.embedding is None:
+            return doc
+        vector = np.asarray(doc.embedding, dtype=np.float32).reshape(-1)
+        if vector.shape != (self.dim,) or not np.isfinite(vector).all():
+            raise BadInput(
+                f"listing {doc.id} has an embedding of shape {vector.shape}; expected ({self.dim},) finite",
+                id=doc.id,
+            )
+        norm = float(np.linalg.norm(vector))
+        return replace(doc, embedding=vector / norm if norm > 0 else vector)
+
+    def _check_keys(self, docs: Sequence[IndexedListing], known: dict[int, str]) -> None:
+        for doc in docs:
+            other = known.setdefault(doc_key(doc.id), doc.id)
+            if other != doc.id:
+                raise Conflict(f"listing ids {other} and {doc.id} hash to the same index key")
+
+    # ------------------------------------------------------------------ lifecycle
+    def load(self, docs: Iterable[IndexedListing]) -> bool:
+        """Replace everything with ``docs`` (all listings from the database); True if tantivy was rebuilt."""
+        with self._lock:
+            docs = self._validated(docs)
+            self._check_keys(docs, {})
+            fingerprints = {doc.id: fingerprint(doc) for doc in docs}
+            digest = combine(fingerprints.values())
+            rebuilt = not self._keyword.matches(len(docs), digest)
+            if rebuilt:
+                self._keyword.apply(docs, [], len(docs), digest, replace_all=True)
+            self._table.clear()
+            self._ann.drop()
+            slots = self._table.upsert(docs)
+            self._fingerprints = fingerprints
+            self._slot_of_key = {doc_key(doc.id): slot for doc, slot in zip(docs, slots, strict=True)}
+            self._maybe_build_ann()
+            return rebuilt
+
+    def clear(self) -> None:
+        with self._lock:
+            self._keyword.apply([], [], 0, 0, replace_all=True)
+            self._table.clear()
+            self._ann.drop()
+            self._fingerprints = {}
+            self._slot_of_key = {}
+
+    def close(self) -> None:
+        self._ann.wait()
+        with self._lock:
+            self._keyword.close()
+
+    def __enter__(self) -> EmbeddedBackend:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # ------------------------------------------------------------------ writes
+    def upsert(self, docs: Sequence[IndexedListing]) -> None:
+        with self._lock:
+            docs = self._validated(docs)
+            self._check_keys(docs, {key: self._table.doc_at(s).id for key, s in self._slot_of_key.items()})
+            fingerprints = {doc.id: fingerprint(doc) for doc in docs}
+            # Only listings whose indexed fields changed touch tantivy (a usage update does not).
+            changed = [doc for doc in docs if self._fingerprints.get(doc.id) != fingerprints[doc.id]]
+            merged = {**self._fingerprints, **fingerprints}
+            if changed:
+                self._keyword.apply(changed, [], len(merged), combine(merged.values()))
+            slots = self._table.upsert(docs)
+            self._fingerprints = merged
+            for doc, slot in zip(docs, slots, strict=True):
+                self._slot_of_key[doc_key(doc.id)] = slot
+            self._sync_ann(np.asarray(slots, dtype=np.int64))
+
+    def delete(self, ids: Sequence[str]) -> None:
+        """Remove listings; ids that are not indexed are ignored (deleting twice is harmless)."""
+        with self._lock:
+            known = [i for i in dict.fromkeys(ids) if i in self._fingerprints]
+            if not known:
+                return
+            remaining = {k: v for k, v in self._fingerprints.items() if k not in set(known)}
+            self._keyword.apply([], known, len(remaining), combine(remaining.values()))
+            freed = self._table.delete(known)
+            self._fingerprints = remaining
+            for listing_id in known:
+                self._slot_of_key.pop(doc_key(listing_id), None)
+            self._ann.remove(np.asarray(freed, dtype=np.int64))
+
+    def _sync_ann(self, slots: np.ndarray) -> None:
+        has_vector = self._table.column("has_vector")[slots]
+        self._ann.remove(slots[~has_vector])
+        self._ann.add(slots[has_vector], self._table.vectors[slots[has_vector]])
+        self._maybe_build_ann()
+
+    def _maybe_build_ann(self) -> None:
+        has_vector = self._table.column("has_vector")
+        if self._ann.ready or int(has_vector.sum()) <= self.ann_threshold:
+            return
+        slots = np.flatnonzero(has_vector)
+        self._ann.build(slots, self._table.vectors[slots])
+
+    @property
+    def ann_ready(self) -> bool:
+        return self._ann.ready
+
+    def wait_for_ann(self, timeout: float | None = None) -> bool:
+        """Block until a pending HNSW build finishes; True when vector search uses it."""
+        return self._ann.wait(timeout)
+
+    # ------------------------------------------------------------------ reads
+    def keyword(self, text: str, filters: SearchFilters, limit: int) -> list[Hit]:
+        _check_limit(limit)
+        scored = self._keyword.search(text, filters, limit)
+        with self._lock:
+            hits = []
+            for key, score in scored:
+                slot = self._slot_of_key.get(key)
+                if slot is not None:  # a doc committed by a process whose load() we have not seen
+                    hits.append(Hit(self._table.doc_at(slot).id, score, len(hits) + 1))
+            return hits
+
+    def vector(self, vector: np.ndarray, filters: SearchFilters, limit: int) -> list[Hit]:
+        _check_limit(limit)
+        validate_filters(filters)
+        query = np.asarray(vector, dtype=np.float32).reshape(-1)
+        norm = float(np.linalg.norm(query)) if query.shape == (self.dim,) else 0.0
+        if not np.isfinite(norm) or norm == 0.0:
+            raise BadInput(f"query vector must be non-zero, finite and of shape ({self.dim},)")
+        query = query / norm
+        with self._lock:
+            allowed = self._table.mask(filters) & self._table.column("has_vector")
+            vectors = self._table.vectors
+            found = self._ann.search(vectors, query, allowed, limit)
+            slots, scores = found if found is not None else exact_search(vectors, query, allowed, limit)
+            return [
+                Hit(self._table.doc_at(int(slot)).id, float(score), rank)
+                for rank, (slot, score) in enumerate(zip(slots, scores, strict=True), start=1)
+            ]
+
+    def filtered(self, filters: SearchFilters, sort: str, limit: int, offset: int = 0) -> list[Hit]:
+        _check_limit(limit)
+        if offset < 0:
+            raise BadInput(f"offset must not be negative, got {offset}")
+        sort = sort.lower()
+        if sort not in SORTS:
+            raise BadInput(f"unknown sort {sort!r}; expected one of {', '.join(SORTS)}")
+        validate_filters(filters)
+        if limit == 0:
+            return []
+        with self._lock:
+            slots = ordered_slots(self._table, self._table.mask(filters), sort, offset + limit)[offset:]
+            return [
+                Hit(self._table.doc_at(int(s)).id, self._table.sort_value(sort, int(s)), offset + i)
+                for i, s in enumerate(slots, start=1)
+            ]
+
+    def count(self, filters: SearchFilters) -> int:
+        validate_filters(filters)
+        with self._lock:
+            return int(self._table.mask(filters).sum())
+
+    def get(self, ids: Sequence[str]) -> dict[str, IndexedListing]:
+        with self._lock:
+            slot_of = self._table.slot_of
+            return {i: self._table.with_embedding(slot_of[i]) for i in ids if i in slot_of}
+
+    def __len__(self) -> int:
+        return len(self._table)
+
+
+def _check_limit(limit: int) -> None:
+    if isinstance(limit, bool) or not isinstance(limit, int) or limit < 0:
+        raise BadInput(f"limit must be a non-negative integer, got {limit!r}")

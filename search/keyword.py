@@ -1,0 +1,297 @@
+"""The tantivy side of the embedded backend: BM25 over listing text with exact facet clauses.
+
+Facets are ``Must`` clauses of the same query as the text, so the top-k is taken among matching
+listings only (never "top-k, then filter"); they are wrapped with a zero boost so that they do not add
+to the BM25 score. Hits are mapped back to listings through ``key``, a fast field holding a stable
+63-bit hash of the listing id (reading a fast field is far cheaper than loading stored documents).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import shutil
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+import tantivy
+
+from infra.errors import Conflict, Unavailable
+from search.filters import is_hidden, readers_of, validate_filters, viewer_readers, wanted_kinds
+from search.types import IndexedListing, SearchFilters
+
+# Bump when the schema, the analyzer or ``_document`` changes: a mismatching index is rebuilt.
+SCHEMA_VERSION = 1
+ANALYZER = "mlrepo_en"
+# How much a query word found in each text field counts; the ranking helper may tune these.
+FIELD_BOOSTS: dict[str, float] = {
+    "name": 2.0,
+    "tags": 1.5,
+    "subcategory_text": 1.5,
+    "category_text": 1.0,
+    "description": 1.0,
+}
+_EXACT_FIELDS = ("kind", "category", "subcategory", "input_format", "output_format", "verification")
+_RANGE_FIELDS = ("latency", "accuracy", "cpu", "memory_mb", "gpu")
+MARKER_FILE = "mlrepo-index.json"
+WRITER_HEAP_BYTES = 32_000_000
+
+
+def doc_key(listing_id: str) -> int:
+    """A stable signed 63-bit key for an id: the same in every process and across restarts."""
+    digest = hashlib.blake2b(listing_id.encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big") >> 1
+
+
+def english_analyzer() -> tantivy.TextAnalyzer:
+    """Words, lower-cased, English stop words dropped, Snowball-stemmed ("classifying" ~ "classifier")."""
+    return (
+        tantivy.TextAnalyzerBuilder(tantivy.Tokenizer.simple())
+        .filter(tantivy.Filter.remove_long(40))
+        .filter(tantivy.Filter.lowercase())
+        .filter(tantivy.Filter.ascii_fold())
+        .filter(tantivy.Filter.stopword("english"))
+        .filter(tantivy.Filter.stemmer("english"))
+        .build()
+    )
+
+
+def build_schema() -> tantivy.Schema:
+    builder = tantivy.SchemaBuilder()
+    builder.add_text_field("id", tokenizer_name="raw", index_option="basic")
+    builder.add_integer_field("key", indexed=True, fast=True)
+    for name in FIELD_BOOSTS:
+        builder.add_text_field(name, tokenizer_name=ANALYZER)
+    for name in (*_EXACT_FIELDS, "readers", "hidden"):
+        builder.add_text_field(name, tokenizer_name="raw", index_option="basic")
+    for name in _RANGE_FIELDS:
+        builder.add_float_field(name, indexed=True, fast=True)
+    return builder.build()
+
+
+def _document(doc: IndexedListing) -> tantivy.Document:
+    """The tantivy document of a projection. Missing numbers get values that make range rules hold:
+    unknown latency/accuracy never satisfy a bound; no stated resource requirement always fits."""
+    fields: dict[str, object] = {
+        "id": doc.id,
+        "key": doc_key(doc.id),
+        "name": doc.name,
+        "tags": list(doc.tags),
+        "subcategory_text": list(doc.subcategories),
+        "category_text": doc.category,
+        "description": doc.description,
+        "kind": doc.kind,
+        "category": doc.category,
+        "subcategory": list(doc.subcategories),
+        "verification": doc.verification_status,
+        "readers": list(readers_of(doc)),
+        "hidden": "yes" if is_hidden(doc) else "no",
+        "latency": math.inf if doc.latency_p50_ms is None else float(doc.latency_p50_ms),
+        "accuracy": -math.inf if doc.accuracy is None else float(doc.accuracy),
+        "cpu": 0.0 if doc.cpu is None else float(doc.cpu),
+        "memory_mb": 0.0 if doc.memory_mb is None else float(doc.memory_mb),
+        "gpu": 0.0 if doc.gpu is None else float(doc.gpu),
+    }
+    if doc.input_format is not None:
+        fields["input_format"] = doc.input_format
+    if doc.output_format is not None:
+        fields["output_format"] = doc.output_format
+    return tantivy.Document(**{k: v for k, v in fields.items() if v != []})
+
+
+def fingerprint(doc: IndexedListing) -> int:
+    """A hash of everything ``_document`` reads: equal fingerprints mean an identical tantivy doc."""
+    parts = (
+        doc.id, doc.kind, doc.name, doc.category, doc.description, doc.subcategories, doc.tags,
+        doc.input_format, doc.output_format, doc.verification_status, readers_of(doc), is_hidden(doc),
+        doc.latency_p50_ms, doc.accuracy, doc.cpu, doc.memory_mb, doc.gpu,
+    )  # fmt: skip
+    return int.from_bytes(hashlib.blake2b(repr(parts).encode(), digest_size=8).digest(), "big")
+
+
+def combine(fingerprints: Iterable[int]) -> int:
+    """An order-independent digest of a set of documents, updatable one document at a time."""
+    return sum(fingerprints) % (1 << 64)
+
+
+class KeywordIndex:
+    """A tantivy index in ``directory`` that this process alone writes to (tantivy's writer lock)."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        self.directory.mkdir(parents=True, exist_ok=True)
+        self.schema = build_schema()
+        self.analyzer = english_analyzer()
+        self.index = self._open()
+        try:
+            self.writer = self.index.writer(WRITER_HEAP_BYTES, 1)
+        except ValueError as exc:
+            if "LockBusy" in str(exc) or "lock" in str(exc).lower():
+                raise Conflict(
+                    f"the search index at {self.directory} is in use by another process "
+                    "(tantivy allows one writer); stop it or point MLREPO_DATA_DIR elsewhere"
+                ) from exc
+            raise Unavailable(f"cannot open the search index at {self.directory}: {exc}") from exc
+
+    def _open(self) -> tantivy.Index:
+        marker = self._read_marker()
+        if marker is not None and marker.get("schema_version") != SCHEMA_VERSION:
+            self._wipe()
+        try:
+            index = tantivy.Index(self.schema, path=str(self.directory), reuse=True)
+        except ValueError as exc:
+            if "schema does not match" not in str(exc):
+                raise Unavailable(f"cannot open the search index at {self.directory}: {exc}") from exc
+            # An index from an older schema is only a projection of the database: rebuild it.
+            self._wipe()
+            index = tantivy.Index(self.schema, path=str(self.directory), reuse=True)
+        index.register_tokenizer(ANALYZER, self.analyzer)
+        return index
+
+    def _wipe(self) -> None:
+        shutil.rmtree(self.directory)
+        self.directory.mkdir(parents=True)
+
+    # ------------------------------------------------------------------ marker
+    def _read_marker(self) -> dict | None:
+        try:
+            return json.loads((self.directory / MARKER_FILE).read_text())
+        except (OSError, ValueError):
+            return None
+
+    def matches(self, count: int, digest: int) -> bool:
+        """Whether the committed index holds exactly the documents with this count and digest."""
+        marker = self._read_marker()
+        return (
+            marker is not None
+            and marker.get("schema_version") == SCHEMA_VERSION
+            and marker.get("count") == count
+            and marker.get("digest") == f"{digest:016x}"
+            and self.index.searcher().num_docs == count
+        )
+
+    def _invalidate_marker(self) -> None:
+        (self.directory / MARKER_FILE).unlink(missing_ok=True)
+
+    def _write_marker(self, count: int, digest: int) -> None:
+        marker = {"schema_version": SCHEMA_VERSION, "count": count, "digest": f"{digest:016x}"}
+        tmp = self.directory / (MARKER_FILE + ".tmp")
+        tmp.write_text(json.dumps(marker))
+        os.replace(tmp, self.directory / MARKER_FILE)
+
+    # ------------------------------------------------------------------ writes
+    def apply(
+        self,
+        upserts: Sequence[IndexedListing],
+        deletes: Sequence[str],
+        count: int,
+        digest: int,
+        replace_all: bool = False,
+    ) -> None:
+        """Write ``upserts`` and ``deletes`` in one commit, then record the resulting count/digest.
+
+        The marker is removed before the commit and written after it, so a crash in between leaves no
+        marker and the next start rebuilds instead of trusting an index that may differ from the
+        database. If the commit fails, the writer rolls back and nothing of this batch is visible.
+        """
+        self._invalidate_marker()
+        try:
+            if replace_all:
+                self.writer.delete_all_documents()
+            for listing_id in deletes:
+                self.writer.delete_documents_by_term("id", listing_id)
+            for doc in upserts:
+                if not replace_all:
+                    self.writer.delete_documents_by_term("id", doc.id)
+                self.writer.add_document(_document(doc))
+            self.writer.commit()
+        except Exception as exc:
+            self.writer.rollback()
+            raise Unavailable(f"writing the search index failed: {exc}") from exc
+        self.index.reload()
+        self._write_marker(count, digest)
+
+    def close(self) -> None:
+        """Release the writer lock so another process (or a reopened backend) may write."""
+        writer = getattr(self, "writer", None)
+        if writer is not None:
+            writer.wait_merging_threads()
+            self.writer = None
+
+    # ------------------------------------------------------------------ reads
+    def text_query(self, text: str) -> tantivy.Query | None:
+        """A disjunction of the analyzed query words over the boosted text fields; ``None`` if the text
+        has no searchable word (only stop words or punctuation). Built from terms, not parsed, so that
+        no user input can be a query-syntax error."""
+        words = list(dict.fromkeys(self.analyzer.analyze(text)))
+        if not words:
+            return None
+        per_field = []
+        for name, boost in FIELD_BOOSTS.items():
+            terms = [(tantivy.Occur.Should, tantivy.Query.term_query(self.schema, name, w)) for w in words]
+            per_field.append(
+                (tantivy.Occur.Should, tantivy.Query.boost_query(tantivy.Query.boolean_query(terms), boost))
+            )
+        return tantivy.Query.boolean_query(per_field)
+
+    def filter_clauses(self, filters: SearchFilters) -> list[tantivy.Query]:
+        """The facet rules of ``search.filters`` as tantivy queries."""
+        schema = self.schema
+        term = tantivy.Query.term_query
+        clauses: list[tantivy.Query] = []
+        kinds = wanted_kinds(filters)
+        if kinds is not None:
+            clauses.append(tantivy.Query.term_set_query(schema, "kind", list(kinds)))
+        for name, value in (
+            ("category", filters.category),
+            ("subcategory", filters.subcategory),
+            ("input_format", filters.input_format),
+            ("output_format", filters.output_format),
+        ):
+            if value is not None:
+                clauses.append(term(schema, name, value))
+        if filters.verified_only:
+            clauses.append(term(schema, "verification", "verified"))
+        if not filters.include_suspended:
+            clauses.append(term(schema, "hidden", "no"))
+        readers = viewer_readers(filters)
+        if readers is not None:
+            clauses.append(tantivy.Query.term_set_query(schema, "readers", list(readers)))
+        upper_bounds = {
+            "latency": filters.max_latency_ms,
+            "cpu": filters.cpu,
+            "memory_mb": filters.memory_mb,
+            "gpu": filters.gpu,
+        }
+        for name, bound in upper_bounds.items():
+            if bound is not None:
+                clauses.append(self._range(name, None, float(bound)))
+        if filters.min_accuracy is not None:
+            clauses.append(self._range("accuracy", float(filters.min_accuracy), None))
+        return clauses
+
+    def _range(self, name: str, lower: float | None, upper: float | None) -> tantivy.Query:
+        return tantivy.Query.range_query(self.schema, name, tantivy.FieldType.Float, lower, upper)
+
+    def search(self, text: str, filters: SearchFilters, limit: int) -> list[tuple[int, float]]:
+        """``(key, bm25 score)`` of the best ``limit`` listings matching ``text`` and ``filters``."""
+        validate_filters(filters)
+        query = self.text_query(text)
+        if query is None or limit <= 0:
+            return []
+        clauses = [(tantivy.Occur.Must, query)]
+        clauses += [
+            (tantivy.Occur.Must, tantivy.Query.boost_query(clause, 0.0))
+            for clause in self.filter_clauses(filters)
+        ]
+        searcher = self.index.searcher()
+        result = searcher.search(tantivy.Query.boolean_query(clauses), limit, count=False)
+        if not result.hits:
+            return []
+        keys = searcher.fast_field_values("key", [address for _, address in result.hits])
+        return [(int(key), float(score)) for (score, address), key in zip(result.hits, keys, strict=True)]
+
+    def num_docs(self) -> int:
+        return self.index.searcher().num_docs
