@@ -34,6 +34,7 @@ from catalog.pipelines.conditioning import (
     needs_training,
 )
 from catalog.pipelines.gaps import Gap, gap_between, log_gaps
+from catalog.pipelines.search_context import PipelineSlot, StepIO, restrict_filters
 from catalog.pipelines.views import (
     ConnectionStatus,
     ConnectionView,
@@ -45,6 +46,7 @@ from catalog.pipelines.views import (
 from infra.db import Database
 from infra.errors import BadInput, NotFound, Unauthenticated
 from infra.tables import Listing, Pipeline, PipelineStep, utcnow
+from search.types import SearchFilters
 
 if TYPE_CHECKING:
     from catalog.demand import DemandService
@@ -91,6 +93,33 @@ class PipelineService:
                 .all()
             )
             return [await self._view(session, actor, p) for p in rows]
+
+    async def search_slot(self, actor: Actor, pipeline_id: str, position: int) -> PipelineSlot:
+        """The slot at ``position`` of the step list, for ``SearchInput.pipeline`` (``search_context``)."""
+        async with self.db.session() as session:
+            pipeline = await owned_pipeline(session, actor, pipeline_id)
+            rows = await load_rows(session, pipeline.id)
+        if not isinstance(position, int) or not 0 <= position <= len(rows):
+            raise BadInput(f"position must be between 0 and {len(rows)} for this pipeline", field="position")
+        previous = rows[position - 1] if position > 0 else None
+        following = rows[position] if position < len(rows) else None
+        return PipelineSlot(
+            pipeline_id=pipeline.id,
+            position=position,
+            after_step_id=previous[0].id if previous else None,
+            previous=_step_io(previous[1]) if previous else None,
+            next=_step_io(following[1]) if following else None,
+        )
+
+    async def narrow_search(
+        self, actor: Actor, pipeline_id: str, position: int, filters: SearchFilters
+    ) -> tuple[SearchFilters, PipelineSlot]:
+        """What the catalog search calls for ``SearchInput.pipeline``: facets restricted to the slot.
+
+        Post-filter the ranked rows with ``search_context.slot_misfits(slot, row)`` for the exact schemas.
+        """
+        slot = await self.search_slot(actor, pipeline_id, position)
+        return restrict_filters(filters, slot), slot
 
     # ------------------------------------------------------------------ writes
 
@@ -375,6 +404,17 @@ async def _refuse_cycle(session: AsyncSession, pipeline: Pipeline, listing: List
         for _, inner in await load_rows(session, source.id):
             if inner.kind == ListingKind.PIPELINE:
                 pending.append(inner.id)
+
+
+def _step_io(listing: Listing) -> StepIO:
+    return StepIO(
+        listing_id=listing.id,
+        name=listing.name,
+        input_format=listing.input_format,
+        input_schema=listing.input_schema,
+        output_format=listing.output_format,
+        output_schema=listing.output_schema,
+    )
 
 
 def _chosen_pairs(rows: Sequence[Row]) -> set[tuple[str, str]]:
