@@ -1,0 +1,67 @@
+# mlrepo developer entry points. A newcomer needs two: `make run` and `make test`.
+# Every target is idempotent: the virtualenv is rebuilt only when pyproject.toml changes (stamp file),
+# and scripts/test-services.sh installs system packages only when they are missing.
+
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.mlrepo-installed
+# torch first and pinned: sentence-transformers would otherwise pull a multi-GB CUDA build.
+TORCH_VERSION := 2.13.0
+HOST ?= 127.0.0.1
+PORT ?= 8000
+PYTEST_ARGS ?=
+BENCH_ARGS ?=
+
+# The embedding model ships inside a Python package; never reach for a model hub at run time.
+export HF_HUB_OFFLINE := 1
+export TRANSFORMERS_OFFLINE := 1
+
+.PHONY: install run migrate seed serve test services lint format bench clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+
+$(STAMP): pyproject.toml | $(BIN)/python
+	$(BIN)/pip install torch==$(TORCH_VERSION)
+	$(BIN)/pip install -e '.[dev]'
+	touch $@
+
+install: $(STAMP)
+
+migrate: install
+	$(BIN)/mlrepo migrate
+
+seed: migrate
+	$(BIN)/mlrepo seed
+
+serve: install
+	$(BIN)/mlrepo serve --host $(HOST) --port $(PORT)
+
+## Create the venv, migrate, seed the demo catalog and serve GraphQL on http://$(HOST):$(PORT)/graphql
+run: install
+	$(BIN)/mlrepo migrate
+	$(BIN)/mlrepo seed
+	$(BIN)/mlrepo serve --host $(HOST) --port $(PORT)
+
+## Install what the tests need (redis, bubblewrap, ...), then run the whole suite.
+test: install services
+	$(BIN)/pytest $(PYTEST_ARGS)
+
+services:
+	scripts/test-services.sh
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: install
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
+
+## Search latency at 1k/10k/100k listings (BENCH_ARGS="--sizes 1000,10000" for a quick run).
+bench: install
+	$(BIN)/python -m benchmarks.search_latency $(BENCH_ARGS)
+
+clean:
+	rm -rf $(VENV) var/bench .pytest_cache .ruff_cache

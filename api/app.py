@@ -1,0 +1,157 @@
+"""The ASGI application: GraphQL at ``/graphql`` (HTTP POST/GET and websockets), ``/healthz``.
+
+The app's lifespan migrates the database, opens the ``CatalogApp`` (database, search index, embedding
+model) once per process, lets area modules open their own long-lived services, and closes everything in
+reverse order at shutdown. uvicorn serves it (``mlrepo serve``).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import AsyncIterator, Callable
+from contextlib import AsyncExitStack, asynccontextmanager
+from typing import Any
+
+from cross_web import HTTPException
+from graphql import GraphQLError
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, RedirectResponse, Response
+from starlette.routing import Route, WebSocketRoute
+from starlette.types import Receive, Scope, Send
+from starlette.websockets import WebSocket
+from strawberry.asgi import GraphQL
+from strawberry.exceptions import ConnectionRejectionError
+from strawberry.http import GraphQLHTTPResponse
+from strawberry.subscriptions import GRAPHQL_TRANSPORT_WS_PROTOCOL, GRAPHQL_WS_PROTOCOL
+from strawberry.types import ExecutionResult
+
+from api.context import Context, Services, authorization_from_params, build_context, resolve_actor
+from api.errors import INTERNAL, coded_error, http_error_body
+from api.schema import area_lifespans, schema
+from catalog.app import CatalogApp
+from infra.errors import MlrepoError
+from infra.migrate import upgrade_async
+from infra.settings import Settings, get_settings
+from search.embeddings import Encoder
+
+logger = logging.getLogger("mlrepo.api")
+
+GRAPHQL_PATH = "/graphql"
+
+
+class MlrepoGraphQL(GraphQL):
+    """strawberry's ASGI view with our context, credential check and JSON-shaped transport errors."""
+
+    def __init__(self, services_of: Callable[[], Services]) -> None:
+        super().__init__(
+            schema,
+            subscription_protocols=(GRAPHQL_TRANSPORT_WS_PROTOCOL, GRAPHQL_WS_PROTOCOL),
+        )
+        self._services_of = services_of
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await super().__call__(scope, receive, send)
+            return
+        try:
+            response = await self.run(Request(scope=scope, receive=receive))
+        except HTTPException as exc:
+            # Unparseable JSON, no query, wrong method...: the client's mistake, said in GraphQL's shape.
+            response = JSONResponse(http_error_body(exc.reason), status_code=exc.status_code)
+        except Exception:
+            logger.exception("GraphQL transport failed")
+            response = JSONResponse(http_error_body("internal error; it has been logged", INTERNAL), 500)
+        await response(scope, receive, send)
+
+    async def get_context(self, request: Request | WebSocket, response: Response | WebSocket) -> Context:
+        return await build_context(
+            self._services_of(), request.headers.get("authorization"), request, response
+        )
+
+    async def on_ws_connect(self, context: Context) -> Any:
+        """Websocket clients may authenticate in ``connection_init``; bad credentials close the socket."""
+        if context.auth_error is not None:
+            raise ConnectionRejectionError({"message": context.auth_error.message})
+        authorization = authorization_from_params(context.connection_params)
+        if authorization is not None:
+            try:
+                context.actor = await resolve_actor(context.services, authorization)
+            except MlrepoError as exc:
+                raise ConnectionRejectionError({"message": exc.message}) from exc
+        return await super().on_ws_connect(context)
+
+    async def execute_operation(self, **kwargs: Any) -> Any:
+        context: Context = kwargs["context"]
+        if context.auth_error is not None:
+            error = GraphQLError(context.auth_error.message, original_error=context.auth_error)
+            return ExecutionResult(data=None, errors=[coded_error(error)])
+        return await super().execute_operation(**kwargs)
+
+    async def process_result(self, request: Request, result: ExecutionResult) -> GraphQLHTTPResponse:
+        """Second line of defence: any error that bypassed ``ErrorCodes`` still gets its code here."""
+        if result.errors:
+            result.errors = [coded_error(error) for error in result.errors]
+        return await super().process_result(request, result)
+
+    def encode_json(self, data: object) -> str:
+        return json.dumps(data, separators=(",", ":"), default=str)
+
+
+async def healthz(request: Request) -> JSONResponse:
+    services: Services | None = getattr(request.app.state, "services", None)
+    if services is None:
+        return JSONResponse({"status": "starting"}, status_code=503)
+    return JSONResponse({"status": "ok"})
+
+
+async def root(_request: Request) -> RedirectResponse:
+    return RedirectResponse(GRAPHQL_PATH)
+
+
+def create_app(
+    settings: Settings | None = None, *, migrate: bool = True, encoder: Encoder | None = None
+) -> Starlette:
+    """Build the ASGI app; ``migrate=False`` when the caller has already migrated (``mlrepo serve``).
+
+    ``encoder`` shares an already loaded embedding model (tests and benchmarks open many apps).
+    """
+    settings = settings or get_settings()
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        if migrate:
+            await upgrade_async(settings)
+        async with AsyncExitStack() as stack:
+            catalog = await CatalogApp.open(settings, encoder=encoder)
+            stack.push_async_callback(catalog.close)
+            services = Services(settings=settings, catalog=catalog)
+            for area_lifespan in area_lifespans():
+                await stack.enter_async_context(area_lifespan(services))
+            app.state.services = services
+            logger.info("mlrepo API ready on %s", GRAPHQL_PATH)
+            try:
+                yield
+            finally:
+                app.state.services = None
+
+    def services_of() -> Services:
+        services = getattr(app.state, "services", None)
+        if services is None:
+            raise RuntimeError("the API is not started (lifespan did not run)")
+        return services
+
+    graphql = MlrepoGraphQL(services_of)
+    app = Starlette(
+        routes=[
+            Route("/", root),
+            Route("/healthz", healthz),
+            Route(GRAPHQL_PATH, graphql, methods=["GET", "POST"]),
+            WebSocketRoute(GRAPHQL_PATH, graphql),
+        ],
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.state.services = None
+    return app

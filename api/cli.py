@@ -1,0 +1,286 @@
+"""The ``mlrepo`` command line: serve the API, manage the database, import and search the catalog.
+
+Core commands live here; other areas add theirs from ``api/commands/<area>.py`` (see
+``api.commands`` for the convention) listed in ``COMMAND_AREAS``. Exit codes: 0 success, 1 the work
+failed (e.g. nothing valid to import, a service unavailable), 2 the caller's mistake (bad input, unknown
+id, wrong credentials).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+import typer
+
+from api.areas import import_areas
+from api.commands import (
+    EXIT_FAILURE,
+    fail,
+    open_catalog,
+    print_json,
+    run_async,
+    settings_of,
+)
+from catalog.enums import Role
+from infra.settings import Settings
+
+COMMAND_AREAS: tuple[str, ...] = ("jobs", "publishing", "pipelines", "demand")
+
+app = typer.Typer(
+    name="mlrepo",
+    help="mlrepo: publish, find, compose and run machine-learning listings.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+account_app = typer.Typer(help="Manage accounts.", no_args_is_help=True)
+token_app = typer.Typer(help="Manage API tokens.", no_args_is_help=True)
+app.add_typer(account_app, name="account")
+app.add_typer(token_app, name="token")
+
+
+@app.callback()
+def main(
+    ctx: typer.Context,
+    data_dir: Path | None = typer.Option(
+        None, "--data-dir", help="Data directory (database, index, artifacts); env MLREPO_DATA_DIR."
+    ),
+    database_url: str | None = typer.Option(
+        None, "--database-url", help="SQLAlchemy async URL; env MLREPO_DATABASE_URL (default: SQLite)."
+    ),
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="Log at INFO level."),
+) -> None:
+    """Global options apply to every command."""
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    logging.basicConfig(
+        level=logging.INFO if verbose else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    overrides = {
+        key: value
+        for key, value in (("data_dir", data_dir), ("database_url", database_url))
+        if value is not None
+    }
+    ctx.obj = Settings(**overrides)
+
+
+# ---------------------------------------------------------------------------- server and database
+
+
+def _migrate(settings: Settings) -> None:
+    from infra.migrate import upgrade
+
+    try:
+        upgrade(settings)
+    except Exception as exc:  # a database that cannot be reached is the usual cause
+        fail(f"migration failed: {exc}", EXIT_FAILURE)
+
+
+@app.command()
+def migrate(ctx: typer.Context) -> None:
+    """Apply database migrations (safe to repeat: a no-op when current)."""
+    settings = settings_of(ctx)
+    _migrate(settings)
+    typer.echo(f"database at head: {settings.resolved_database_url.split('@')[-1]}")
+
+
+@app.command()
+def serve(
+    ctx: typer.Context,
+    host: str | None = typer.Option(
+        None, "--host", help="Interface to bind (default MLREPO_HOST, 127.0.0.1)."
+    ),
+    port: int | None = typer.Option(None, "--port", help="Port (default MLREPO_PORT, 8000)."),
+) -> None:
+    """Migrate, then serve GraphQL on http://HOST:PORT/graphql (websocket subscriptions too)."""
+    import uvicorn
+
+    from api.app import create_app
+
+    settings = settings_of(ctx)
+    _migrate(settings)
+    uvicorn.run(
+        create_app(settings, migrate=False),
+        host=host or settings.host,
+        port=port or settings.port,
+        log_level="info",
+    )
+
+
+# ---------------------------------------------------------------------------- catalog
+
+
+@app.command("import")
+def import_(
+    ctx: typer.Context,
+    file: Path = typer.Argument(..., help="JSON Lines file: one listing object per line."),
+    owner: str | None = typer.Option(None, "--owner", help="Account name owning lines that name none."),
+    update: bool = typer.Option(False, "--update", help="Update listings whose name the owner already has."),
+    batch_size: int = typer.Option(256, "--batch-size", min=1, help="Lines encoded and written together."),
+) -> None:
+    """Bulk-import listings. Every bad line is printed with its number and reason; valid lines are
+    imported. Exits 1 only when the file had lines but none could be imported."""
+    from tqdm import tqdm
+
+    settings = settings_of(ctx)
+    _migrate(settings)
+
+    async def run():
+        async with open_catalog(settings, with_index=False) as catalog:
+            owner_id = (await catalog.accounts.resolve(owner)).id if owner else None
+            with tqdm(total=0, unit="line", desc="import", disable=None) as bar:
+
+                def progress(done: int, total: int) -> None:
+                    bar.total = total
+                    bar.update(done - bar.n)
+
+                return await catalog.importer.import_file(
+                    file,
+                    owner_id=owner_id,
+                    progress=progress,
+                    batch_size=batch_size,
+                    on_existing="update" if update else "skip",
+                )
+
+    report = run_async(run())
+    for problem in report.errors:
+        typer.secho(f"{file}:{problem}", fg=typer.colors.RED, err=True)
+    for problem in report.warnings:
+        typer.secho(f"{file}:{problem}", fg=typer.colors.YELLOW, err=True)
+    typer.echo(report.summary())
+    if report.errors and report.imported == 0 and report.skipped == 0:
+        raise typer.Exit(EXIT_FAILURE)
+
+
+@app.command()
+def reindex(ctx: typer.Context) -> None:
+    """Rebuild the search index from the database (the index is only a projection of it)."""
+    from tqdm import tqdm
+
+    settings = settings_of(ctx)
+
+    async def run() -> int:
+        async with open_catalog(settings) as catalog:
+            with tqdm(total=0, unit="listing", desc="reindex", disable=None) as bar:
+
+                def progress(done: int, total: int) -> None:
+                    bar.total = total
+                    bar.update(done - bar.n)
+
+                return await catalog.listings.reindex(progress)
+
+    typer.echo(f"reindexed {run_async(run())} listings")
+
+
+@app.command()
+def seed(ctx: typer.Context) -> None:
+    """Load the demo catalog (idempotent: listings that exist are left alone)."""
+    settings = settings_of(ctx)
+    _migrate(settings)
+
+    async def run():
+        from catalog.demo import seed_demo
+
+        async with open_catalog(settings, with_index=False) as catalog:
+            return await seed_demo(catalog)
+
+    report = run_async(run())
+    typer.echo(f"demo catalog: {report.summary()}")
+
+
+@app.command()
+def search(
+    ctx: typer.Context,
+    text: str = typer.Argument(..., help="What you need, in your own words."),
+    as_json: bool = typer.Option(False, "--json", help="Print results (with explanations) as JSON."),
+    limit: int = typer.Option(10, "--limit", "-n", min=1, help="How many results."),
+    category: str | None = typer.Option(None, "--category", help="Only this category."),
+    kind: list[str] = typer.Option([], "--kind", help="Only these kinds (repeatable)."),
+    token: str | None = typer.Option(None, "--token", envvar="MLREPO_TOKEN", help="Search as this account."),
+) -> None:
+    """Search the catalog the same way Query.search does (public listings unless --token is given)."""
+    from catalog.search import SearchRequest
+
+    from catalog.actors import ANONYMOUS
+
+    settings = settings_of(ctx)
+
+    async def run():
+        async with open_catalog(settings) as catalog:
+            actor = await catalog.accounts.authenticate(token) if token else ANONYMOUS
+            request = SearchRequest(text=text, category=category, kinds=tuple(kind) or None, limit=limit)
+            return await catalog.search.search(actor, request)
+
+    response = run_async(run())
+    if as_json:
+        print_json(response.as_dict())
+        return
+    if not response.results:
+        typer.echo("no results")
+        return
+    for position, result in enumerate(response.results, start=1):
+        listing = result.listing
+        typer.echo(
+            f"{position:2}. {listing.name}  [{listing.kind}, {listing.category}]  score {result.score:.3f}"
+        )
+        typer.echo(f"    id {listing.id}; {result.explanation.summary}")
+
+
+# ---------------------------------------------------------------------------- accounts and tokens
+
+
+@account_app.command("create")
+def account_create(
+    ctx: typer.Context,
+    name: str = typer.Argument(..., help="Unique account name (letters, digits, '_', '.', '-')."),
+    role: Role = typer.Option(
+        Role.REQUESTER, "--role", case_sensitive=False, help="producer, requester or admin."
+    ),
+    email: str | None = typer.Option(None, "--email"),
+    with_token: bool = typer.Option(False, "--token", help="Also issue an API token and print it once."),
+) -> None:
+    """Create an account (as the operator: no token needed)."""
+    settings = settings_of(ctx)
+    _migrate(settings)
+
+    async def run():
+        async with open_catalog(settings, with_index=False) as catalog:
+            account = await catalog.accounts.create(name, role.value, email)
+            token = await catalog.accounts.create_token(account.id) if with_token else None
+            return account, token
+
+    account, token = run_async(run())
+    typer.echo(f"account {account.name} ({account.role}) id {account.id}")
+    if token is not None:
+        typer.echo(f"token (shown once): {token.secret}")
+
+
+@token_app.command("create")
+def token_create(
+    ctx: typer.Context,
+    account: str = typer.Argument(..., help="Account name or id."),
+    name: str = typer.Option("default", "--name", help="A label to recognise the token by."),
+) -> None:
+    """Issue an API token for an account and print it once (only its hash is stored)."""
+    settings = settings_of(ctx)
+
+    async def run():
+        async with open_catalog(settings, with_index=False) as catalog:
+            info = await catalog.accounts.resolve(account)
+            return await catalog.accounts.create_token(info.id, name)
+
+    token = run_async(run())
+    typer.echo(token.secret)
+
+
+def _register_areas() -> None:
+    for module in import_areas("api.commands", COMMAND_AREAS):
+        module.register(app)
+
+
+_register_areas()
+
+__all__ = ["app"]

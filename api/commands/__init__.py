@@ -1,0 +1,69 @@
+"""Per-area CLI commands and the helpers they share.
+
+Convention: ``api/commands/<area>.py`` exports ``register(app: typer.Typer) -> None`` that adds its
+commands (``@app.command()``) or sub-groups (``app.add_typer(...)``) to the ``mlrepo`` app; add the module
+name to ``api.cli.COMMAND_AREAS``. Inside a command, ``settings_of(ctx)`` gives the ``Settings`` after
+the global ``--data-dir``/``--database-url`` options, ``open_catalog(settings, with_index=...)`` opens
+the ``CatalogApp`` for the duration of an ``async with``, and ``run_async(coroutine)`` runs it and turns
+an ``MlrepoError`` into a one-line message and exit code 2 (``fail``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+from collections.abc import AsyncIterator, Coroutine
+from contextlib import asynccontextmanager
+from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
+
+import typer
+
+from infra.errors import MlrepoError
+from infra.settings import Settings, get_settings
+
+if TYPE_CHECKING:
+    from catalog.app import CatalogApp
+
+T = TypeVar("T")
+
+EXIT_USAGE = 2  # the caller's mistake (bad input, unknown id, wrong credentials)
+EXIT_FAILURE = 1  # the work itself failed (nothing valid imported, a service unavailable...)
+
+
+def settings_of(ctx: typer.Context) -> Settings:
+    """The Settings chosen by the global options (falls back to the environment)."""
+    root = ctx.find_root()
+    settings = root.obj if isinstance(root.obj, Settings) else None
+    return settings or get_settings()
+
+
+@asynccontextmanager
+async def open_catalog(settings: Settings, *, with_index: bool = True) -> AsyncIterator[CatalogApp]:
+    """The catalog for one command. Commands that only write (accounts, tokens, imports) pass
+    ``with_index=False``: a running ``mlrepo serve`` holds the embedded index and picks their rows up
+    from the database."""
+    from catalog.app import CatalogApp  # imported late: it pulls in the model and index libraries
+
+    catalog = await CatalogApp.open(settings, with_index=with_index)
+    try:
+        yield catalog
+    finally:
+        await catalog.close()
+
+
+def fail(message: str, code: int = EXIT_USAGE) -> NoReturn:
+    typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
+    raise typer.Exit(code)
+
+
+def run_async(coroutine: Coroutine[Any, Any, T]) -> T:
+    try:
+        return asyncio.run(coroutine)
+    except MlrepoError as exc:
+        code = EXIT_FAILURE if exc.code == "UNAVAILABLE" else EXIT_USAGE
+        fail(f"{exc.message} [{exc.code}]", code)
+
+
+def print_json(value: Any) -> None:
+    sys.stdout.write(json.dumps(value, indent=2, default=str, ensure_ascii=False) + "\n")

@@ -1,0 +1,255 @@
+"""GraphQL for pipelines: build them step by step and read every connection's verdict.
+
+Resolvers only translate: ``catalog.pipelines.PipelineService`` checks access, formats and schemas,
+inserts conditioning steps and logs gaps. The service is opened once per process by ``lifespan`` (the
+schema's area hook) and kept in ``services.extras["pipelines"]``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from datetime import datetime
+from typing import Any
+
+import strawberry
+
+from api.graphql.types import Resources
+from catalog.pipelines import (
+    Alternative,
+    ConnectionStatus,
+    ConnectionView,
+    PipelineService,
+    PipelineView,
+    StepChange,
+    StepRole,
+    StepView,
+)
+
+EXTRAS_KEY = "pipelines"
+
+PipelineStepRole = strawberry.enum(StepRole, name="PipelineStepRole")
+PipelineConnectionStatus = strawberry.enum(ConnectionStatus, name="PipelineConnectionStatus")
+
+
+@asynccontextmanager
+async def lifespan(services: Any) -> AsyncIterator[None]:
+    catalog = services.catalog
+    services.extras[EXTRAS_KEY] = PipelineService(catalog.db, catalog.demand)
+    try:
+        yield
+    finally:
+        services.extras.pop(EXTRAS_KEY, None)
+
+
+def pipelines_of(info: strawberry.Info) -> PipelineService:
+    return info.context.services.extras[EXTRAS_KEY]
+
+
+@strawberry.type(description="A listing that could convert one step's output into the next step's input.")
+class ConditioningAlternative:
+    listing_id: strawberry.ID
+    name: str
+    kind: str
+    verified: bool
+    accuracy: float | None
+    latency_p50_ms: float | None
+
+    @classmethod
+    def of(cls, alt: Alternative) -> ConditioningAlternative:
+        return cls(
+            listing_id=strawberry.ID(alt.listing_id),
+            name=alt.name,
+            kind=alt.kind,
+            verified=alt.verified,
+            accuracy=alt.accuracy,
+            latency_p50_ms=alt.latency_p50_ms,
+        )
+
+
+@strawberry.type
+class PipelineStep:
+    id: strawberry.ID
+    position: int
+    role: PipelineStepRole
+    listing_id: strawberry.ID
+    listing_name: str
+    kind: str
+    input_format: str | None
+    output_format: str | None
+    resources: Resources | None
+    needs_training: bool
+    runnable: bool
+    training_data_listing_id: strawberry.ID | None
+    trained_listing_id: strawberry.ID | None
+
+    @classmethod
+    def of(cls, step: StepView) -> PipelineStep:
+        return cls(
+            id=strawberry.ID(step.id),
+            position=step.position,
+            role=StepRole(step.role),
+            listing_id=strawberry.ID(step.listing_id),
+            listing_name=step.listing_name,
+            kind=step.kind,
+            input_format=step.input_format,
+            output_format=step.output_format,
+            resources=Resources.from_dict(step.resources),
+            needs_training=step.needs_training,
+            runnable=step.runnable,
+            training_data_listing_id=_id(step.training_data_listing_id),
+            trained_listing_id=_id(step.trained_listing_id),
+        )
+
+
+@strawberry.type(description="Between two chosen steps: fits (OK), fits through CONDITIONED steps, or OPEN.")
+class PipelineConnection:
+    from_step_id: strawberry.ID
+    to_step_id: strawberry.ID
+    status: PipelineConnectionStatus
+    output_format: str | None
+    input_format: str | None
+    conditioning_step_ids: list[strawberry.ID]
+    reason: str
+    alternatives: list[ConditioningAlternative]
+
+    @classmethod
+    def of(cls, c: ConnectionView) -> PipelineConnection:
+        return cls(
+            from_step_id=strawberry.ID(c.from_step_id),
+            to_step_id=strawberry.ID(c.to_step_id),
+            status=ConnectionStatus(c.status),
+            output_format=c.output_format,
+            input_format=c.input_format,
+            conditioning_step_ids=[strawberry.ID(i) for i in c.conditioning_step_ids],
+            reason=c.reason,
+            alternatives=[ConditioningAlternative.of(a) for a in c.alternatives],
+        )
+
+
+@strawberry.type
+class Pipeline:
+    id: strawberry.ID
+    name: str
+    description: str
+    listing_id: strawberry.ID | None
+    input_format: str | None
+    output_format: str | None
+    is_complete: bool
+    is_trained: bool
+    is_runnable: bool
+    steps: list[PipelineStep]
+    connections: list[PipelineConnection]
+    created_at: datetime
+    updated_at: datetime
+
+    @classmethod
+    def of(cls, view: PipelineView) -> Pipeline:
+        return cls(
+            id=strawberry.ID(view.id),
+            name=view.name,
+            description=view.description,
+            listing_id=_id(view.listing_id),
+            input_format=view.input_format,
+            output_format=view.output_format,
+            is_complete=view.is_complete,
+            is_trained=view.is_trained,
+            is_runnable=view.is_runnable,
+            steps=[PipelineStep.of(s) for s in view.steps],
+            connections=[PipelineConnection.of(c) for c in view.connections],
+            created_at=view.created_at,
+            updated_at=view.updated_at,
+        )
+
+
+@strawberry.type(description="A pipeline after a step was added or removed, and what the service did.")
+class PipelineStepChange:
+    pipeline: Pipeline
+    step_id: strawberry.ID | None
+    inserted_conditioning_step_ids: list[strawberry.ID]
+    opened: list[PipelineConnection]
+
+    @classmethod
+    def of(cls, change: StepChange) -> PipelineStepChange:
+        return cls(
+            pipeline=Pipeline.of(change.pipeline),
+            step_id=_id(change.step_id),
+            inserted_conditioning_step_ids=[strawberry.ID(i) for i in change.inserted_conditioning_step_ids],
+            opened=[PipelineConnection.of(c) for c in change.opened],
+        )
+
+
+def _id(value: str | None) -> strawberry.ID | None:
+    return strawberry.ID(value) if value is not None else None
+
+
+@strawberry.type
+class Query:
+    @strawberry.field(description="One of the caller's pipelines, with its steps and connections.")
+    async def pipeline(self, info: strawberry.Info, id: strawberry.ID) -> Pipeline:
+        return Pipeline.of(await pipelines_of(info).get(info.context.actor, str(id)))
+
+    @strawberry.field(description="The caller's pipelines, oldest first.")
+    async def my_pipelines(self, info: strawberry.Info) -> list[Pipeline]:
+        return [Pipeline.of(v) for v in await pipelines_of(info).list_mine(info.context.actor)]
+
+
+@strawberry.type
+class Mutation:
+    @strawberry.mutation(description="Start an empty pipeline in the caller's account (private).")
+    async def create_pipeline(self, info: strawberry.Info, name: str, description: str = "") -> Pipeline:
+        return Pipeline.of(await pipelines_of(info).create(info.context.actor, name, description))
+
+    @strawberry.mutation(
+        description="Insert a listing after step `after` (default: at the end; `atStart`: first). The "
+        "service connects it: a fitting conditioning step is inserted when formats differ "
+        "(unless `autoCondition` is false), otherwise the connection is reported OPEN."
+    )
+    async def add_pipeline_step(
+        self,
+        info: strawberry.Info,
+        pipeline_id: strawberry.ID,
+        listing_id: strawberry.ID,
+        after: strawberry.ID | None = None,
+        at_start: bool = False,
+        training_data_listing_id: strawberry.ID | None = None,
+        auto_condition: bool = True,
+    ) -> PipelineStepChange:
+        change = await pipelines_of(info).add_step(
+            info.context.actor,
+            str(pipeline_id),
+            str(listing_id),
+            str(after) if after is not None else None,
+            at_start=at_start,
+            training_data_listing_id=str(training_data_listing_id) if training_data_listing_id else None,
+            auto_condition=auto_condition,
+        )
+        return PipelineStepChange.of(change)
+
+    @strawberry.mutation(description="Remove a step; removing a conditioning step leaves proposals instead.")
+    async def remove_pipeline_step(
+        self, info: strawberry.Info, pipeline_id: strawberry.ID, step_id: strawberry.ID
+    ) -> PipelineStepChange:
+        change = await pipelines_of(info).remove_step(info.context.actor, str(pipeline_id), str(step_id))
+        return PipelineStepChange.of(change)
+
+    @strawberry.mutation(description="Choose (or clear, with null) the dataset an algorithm step trains on.")
+    async def set_pipeline_training_data(
+        self,
+        info: strawberry.Info,
+        pipeline_id: strawberry.ID,
+        step_id: strawberry.ID,
+        dataset_listing_id: strawberry.ID | None,
+    ) -> Pipeline:
+        view = await pipelines_of(info).set_training_data(
+            info.context.actor,
+            str(pipeline_id),
+            str(step_id),
+            str(dataset_listing_id) if dataset_listing_id is not None else None,
+        )
+        return Pipeline.of(view)
+
+    @strawberry.mutation(description="Delete one of the caller's pipelines (a published listing stays).")
+    async def delete_pipeline(self, info: strawberry.Info, id: strawberry.ID) -> bool:
+        await pipelines_of(info).delete(info.context.actor, str(id))
+        return True

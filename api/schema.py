@@ -1,0 +1,86 @@
+"""The one GraphQL schema, merged from per-area modules.
+
+Convention: ``api/graphql/<area>.py`` exports strawberry types named ``Query`` and/or ``Mutation`` and,
+optionally, ``Subscription``; their fields become fields of the root types (a field name claimed by two
+areas is an error at import). An area that needs long-lived services may also export
+``lifespan(services) -> AsyncContextManager`` (entered once at app start, after the catalog is open; it
+may put its services into ``services.extras``). To add an area, add its module name to ``AREAS``.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager
+from types import ModuleType
+from typing import Any
+
+import strawberry
+from graphql.error import GraphQLError
+from strawberry.extensions import MaxAliasesLimiter, MaxTokensLimiter, QueryDepthLimiter, ValidationCache
+from strawberry.types import ExecutionContext
+
+from api.areas import import_areas
+from api.errors import ErrorCodes
+
+AREAS: tuple[str, ...] = ("listings", "search", "jobs", "publishing", "pipelines", "demand")
+
+# Abuse limits on the document itself (not on data): far above anything a real client sends.
+MAX_DEPTH = 12
+MAX_ALIASES = 50
+MAX_TOKENS = 5000
+# Validated documents kept (a shared LRU cache): clients send the same few queries. (No ParserCache:
+# its syntax errors escape the extensions, so they would reach clients without a code.)
+CACHED_DOCUMENTS = 512
+
+
+def _root_parts(modules: list[ModuleType], root: str) -> tuple[type, ...]:
+    return tuple(getattr(module, root) for module in modules if hasattr(module, root))
+
+
+def merge_root(name: str, parts: tuple[type, ...]) -> type | None:
+    """One root type with the fields of every part; two areas defining one field is a bug, not a warning."""
+    if not parts:
+        return None
+    names = Counter(field.name for part in parts for field in part.__strawberry_definition__.fields)
+    clashes = sorted(field for field, count in names.items() if count > 1)
+    if clashes:
+        raise TypeError(f"GraphQL {name} fields defined by more than one area: {', '.join(clashes)}")
+    return strawberry.type(type(name, parts, {}))
+
+
+class MlrepoSchema(strawberry.Schema):
+    def process_errors(
+        self, errors: list[GraphQLError], execution_context: ExecutionContext | None = None
+    ) -> None:
+        """Do not log here: ``ErrorCodes`` logs the unexpected errors (with a reference) and only those;
+        a client's typo or a NOT_FOUND is not an incident."""
+
+
+def build_schema(area_names: tuple[str, ...] = AREAS) -> MlrepoSchema:
+    modules = import_areas("api.graphql", area_names)
+    query = merge_root("Query", _root_parts(modules, "Query"))
+    if query is None:
+        raise TypeError("no API area defines a Query")
+    return MlrepoSchema(
+        query=query,
+        mutation=merge_root("Mutation", _root_parts(modules, "Mutation")),
+        subscription=merge_root("Subscription", _root_parts(modules, "Subscription")),
+        # Factories, not instances: strawberry gives each operation its own extension objects.
+        extensions=[
+            ErrorCodes,
+            lambda: ValidationCache(maxsize=CACHED_DOCUMENTS),
+            lambda: QueryDepthLimiter(max_depth=MAX_DEPTH),
+            lambda: MaxAliasesLimiter(max_alias_count=MAX_ALIASES),
+            lambda: MaxTokensLimiter(max_token_count=MAX_TOKENS),
+        ],
+    )
+
+
+def area_lifespans(area_names: tuple[str, ...] = AREAS) -> list[Callable[[Any], AbstractAsyncContextManager]]:
+    return [
+        module.lifespan for module in import_areas("api.graphql", area_names) if hasattr(module, "lifespan")
+    ]
+
+
+schema = build_schema()
