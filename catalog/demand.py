@@ -134,6 +134,11 @@ def _clean_format(value: str, field: str) -> str:
     return cleaned
 
 
+def _format_name(data_format: str) -> str:
+    """``image@1`` reads as "image" in a sentence (the version says nothing about the need)."""
+    return data_format.split("@", 1)[0]
+
+
 def vector_bytes(vector: np.ndarray | bytes | None) -> bytes | None:
     """How a query embedding is stored: raw float32 (the search service passes its query vector)."""
     if vector is None or isinstance(vector, bytes):
@@ -246,7 +251,7 @@ class DemandService:
         input_format = _clean_format(input_format, "input_format")
         output_format = _clean_format(output_format, "output_format")
         text = " ".join((text or "").split())[: self.settings.max_query_chars]
-        text = text or f"convert {input_format} to {output_format}"
+        text = text or f"convert {_format_name(input_format)} to {_format_name(output_format)}"
         embedding = await self._encode([text]) if self.encoder is not None else None
         row = SearchEvent(
             account_id=actor.account_id,

@@ -1,0 +1,105 @@
+"""Producers follow categories and are prompted: an inbox of new demand, and live alerts."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+from demand_support import WINDOW_S, MovableClock, People
+
+from catalog.demand import DemandService
+from catalog.demand_alerts import DemandAlert
+
+ALERT_TIMEOUT_S = 10
+
+
+async def test_subscribe_is_idempotent_and_case_insensitive(demand: DemandService, people: People) -> None:
+    first = await demand.subscribe(people.producer, "Computer Vision")
+    again = await demand.subscribe(people.producer, "computer  vision")
+    await demand.subscribe(people.producer, "Audio")
+
+    assert again == first
+    assert [s.category for s in await demand.subscriptions(people.producer)] == ["Audio", "Computer Vision"]
+    assert await demand.unsubscribe(people.producer, "COMPUTER VISION") is True
+    assert await demand.unsubscribe(people.producer, "Computer Vision") is False
+    assert [s.category for s in await demand.subscriptions(people.producer)] == ["Audio"]
+    assert await demand.subscriptions(people.other_producer) == []
+
+
+async def test_inbox_shows_new_demand_in_subscribed_categories_until_seen(
+    demand: DemandService, people: People, clock: MovableClock
+) -> None:
+    await demand.log_search("detect potholes in road photos", result_count=0, category="Computer Vision")
+    clock.advance(1)
+    await demand.subscribe(people.producer, "Computer Vision")
+    assert (await demand.inbox(people.producer)).topics == ()  # older than the subscription
+
+    clock.advance(1)
+    await demand.log_search("segment brain tumors in MRI", result_count=0, category="computer vision")
+    await demand.log_search("predict customer churn", result_count=0, category="Tabular")
+    inbox = await demand.inbox(people.producer)
+    assert [t.label for t in inbox.topics] == ["segment brain tumors in MRI"]
+    assert [s.category for s in inbox.subscriptions] == ["Computer Vision"]
+    assert (await demand.inbox(people.other_producer)).topics == ()
+
+    clock.advance(1)
+    # A search with results made before "seen" becomes unmet after it: it belongs in the next inbox.
+    await demand.log_search("classify bird species in photos", result_count=5, category="Computer Vision")
+    seen = await demand.mark_seen(people.producer)
+    assert seen[0].last_seen_at == clock.now
+    assert (await demand.inbox(people.producer)).topics == ()
+
+    clock.advance(WINDOW_S + 1)
+    inbox = await demand.inbox(people.producer)
+    assert [(t.label, t.no_selection) for t in inbox.topics] == [("classify bird species in photos", 1)]
+
+
+async def _next_alert(stream: AsyncIterator[DemandAlert]) -> DemandAlert:
+    return await asyncio.wait_for(anext(stream), ALERT_TIMEOUT_S)
+
+
+async def _listening(demand: DemandService, listeners: int) -> None:
+    """Wait until the alert stream has registered (it first reads the subscriptions)."""
+    for _ in range(500):
+        if demand.alert_hub.listener_count == listeners:
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError("the alert stream never started listening")
+
+
+async def test_alerts_arrive_for_subscribed_categories_only(demand: DemandService, people: People) -> None:
+    await demand.subscribe(people.producer, "Audio")
+    stream = demand.alerts(people.producer)
+    pending = asyncio.ensure_future(_next_alert(stream))
+    try:
+        await _listening(demand, 1)
+        await demand.log_search("predict customer churn", result_count=0, category="Tabular")
+        await demand.log_search("speech to text", result_count=3, category="Audio")  # not unmet (yet)
+        gap_id = await demand.log_gap(people.requester, "audio", "audio@1", "text@1")
+
+        alert = await pending
+        assert (alert.search_id, alert.category, alert.reason) == (gap_id, "audio", "pipeline_gap")
+        assert alert.text == "convert audio to text"
+    finally:
+        pending.cancel()
+        await stream.aclose()
+    await _listening(demand, 0)
+
+
+async def test_alert_when_a_selection_window_closes(
+    demand: DemandService, people: People, clock: MovableClock
+) -> None:
+    stream = demand.alerts(people.admin, "Audio")
+    pending = asyncio.ensure_future(_next_alert(stream))
+    try:
+        await _listening(demand, 1)
+        search_id = await demand.log_search("transcribe spanish podcasts", result_count=3, category="Audio")
+        assert await demand.sweep_expired() == 0  # still inside its window
+        clock.advance(WINDOW_S + 1)
+        assert await demand.sweep_expired() == 1
+        alert = await pending
+        assert (alert.search_id, alert.reason) == (search_id, "no_selection")
+        assert await demand.sweep_expired() == 0  # each search is announced once
+    finally:
+        pending.cancel()
+        await stream.aclose()

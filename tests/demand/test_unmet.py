@@ -1,0 +1,119 @@
+"""Which searches are unmet demand: no results, or no selection within the window."""
+
+from __future__ import annotations
+
+from demand_support import WINDOW_S, MovableClock, People, add_listing, add_usage
+
+from catalog.demand import DemandService
+from infra.db import Database
+from infra.tables import SearchEvent
+
+
+async def test_searches_without_results_become_one_topic(demand: DemandService, people: People) -> None:
+    for text in [
+        "segment brain tumors in MRI",
+        "tumor segmentation for MRI scans",
+        "segment brain tumors in MRI",
+    ]:
+        await demand.log_search(
+            text, result_count=0, category="Computer Vision", account_id=people.requester.account_id
+        )
+
+    topics = await demand.unmet_demand(people.producer)
+
+    assert len(topics) == 1
+    topic = topics[0]
+    assert topic.count == 3 and topic.no_results == 3 and topic.no_selection == 0
+    assert topic.examples == ("segment brain tumors in MRI", "tumor segmentation for MRI scans")
+    assert topic.label in topic.examples
+    assert topic.requesters == 1
+    assert [(c.category, c.count) for c in topic.categories] == [("Computer Vision", 3)]
+    assert topic.keywords == ("mri", "tumor", "brain")
+    assert topic.first_seen <= topic.last_seen
+
+
+async def test_search_with_results_is_pending_until_its_window_closes(
+    demand: DemandService, people: People, clock: MovableClock
+) -> None:
+    await demand.log_search("detect potholes in road photos", result_count=4, top_ids=["a", "b"])
+
+    assert await demand.unmet_demand(people.producer) == []
+    clock.advance(WINDOW_S - 5)
+    assert await demand.unmet_demand(people.producer) == []
+    clock.advance(10)
+    topics = await demand.unmet_demand(people.producer)
+    assert [(t.label, t.no_selection, t.no_results) for t in topics] == [
+        ("detect potholes in road photos", 1, 0)
+    ]
+
+
+async def test_searches_followed_by_a_selection_are_not_unmet(
+    demand: DemandService, people: People, clock: MovableClock, db: Database
+) -> None:
+    listing = await add_listing(db, "pothole-detector")
+    selected = await demand.log_search("detect potholes in road photos", result_count=3)
+    viewed = await demand.log_search("pothole detection from dashcam images", result_count=3)
+    run = await demand.log_search("find road damage in street images", result_count=3)
+    ignored = await demand.log_search("road surface defect detector", result_count=3)
+    assert selected and viewed and run and ignored
+    await demand.record_selection(selected, listing)
+    await add_usage(db, listing, viewed, kind="view")
+    await add_usage(db, listing, run, kind="inference")
+
+    clock.advance(WINDOW_S + 1)
+    topics = await demand.unmet_demand(people.producer)
+
+    assert [t.examples for t in topics] == [("road surface defect detector",)]
+
+
+async def test_first_selection_is_kept(demand: DemandService, db: Database) -> None:
+    first, second = await add_listing(db, "first"), await add_listing(db, "second")
+    search_id = await demand.log_search("colorize old photos", result_count=2)
+    assert search_id
+    await demand.record_selection(search_id, first)
+    await demand.record_selection(search_id, second)
+    async with db.session() as session:
+        row = await session.get(SearchEvent, search_id)
+        assert row is not None and row.selected_listing_id == first
+
+
+async def test_query_embedding_from_the_search_is_stored_and_reused(
+    demand: DemandService, people: People, db: Database
+) -> None:
+    assert demand.encoder is not None
+    vector = demand.encoder.encode_query("generate music from a text description")
+    given = await demand.log_search(
+        "generate music from a text description", result_count=0, embedding=vector
+    )
+    missing = await demand.log_search("text to music generation", result_count=0)
+
+    topics = await demand.unmet_demand(people.producer)
+
+    assert len(topics) == 1 and topics[0].count == 2
+    async with db.session() as session:
+        stored_given = await session.get(SearchEvent, given)
+        backfilled = await session.get(SearchEvent, missing)
+        assert stored_given is not None and stored_given.embedding == vector.tobytes()
+        # Grouping encoded the query that came without a vector, and kept it for the next time.
+        assert backfilled is not None and backfilled.embedding is not None
+        assert len(backfilled.embedding) == 4 * demand.encoder.dim
+
+
+async def test_searches_without_text_are_not_logged(demand: DemandService, people: People) -> None:
+    assert await demand.log_search("   ", result_count=0, facets={"kinds": ["model"]}) is None
+    assert await demand.unmet_demand(people.producer) == []
+
+
+async def test_pipeline_gap_is_unmet_demand_at_once(demand: DemandService, people: People) -> None:
+    await demand.log_gap(people.requester, "Audio", "audio@1", "text@1")
+    await demand.log_gap(people.requester, "Audio", "audio@1", "text@1", text="convert audio to text")
+    await demand.log_search("speech to text", result_count=0, category="Audio")
+
+    topics = await demand.unmet_demand(people.producer)
+
+    assert len(topics) == 1
+    topic = topics[0]
+    assert (topic.count, topic.pipeline_gaps, topic.no_results) == (3, 2, 1)
+    assert [(g.input_format, g.output_format, g.count) for g in topic.format_gaps] == [
+        ("audio@1", "text@1", 2)
+    ]
