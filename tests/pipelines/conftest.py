@@ -12,12 +12,14 @@ from typing import Any
 import pytest
 
 from catalog.actors import Actor
+from catalog.app import CatalogApp
 from catalog.demand import DemandService
 from catalog.formats import FORMATS, validate_listing_io
 from catalog.pipelines import PipelineService
 from infra.db import Database
 from infra.settings import Settings
 from infra.tables import Account, Listing
+from search.embeddings import Encoder
 
 IMAGE = FORMATS["image@1"].schema
 BOXES = FORMATS["bounding-boxes@1"].schema["properties"]["boxes"]
@@ -129,3 +131,17 @@ async def vision(make_listing: MakeListing) -> dict[str, Listing]:
             latency_p50_ms=15.0,
         ),
     }
+
+
+@pytest.fixture(scope="session")
+def encoder() -> Encoder:
+    """One embedding model for the session (loaded on first use): catalog writes embed listings."""
+    return Encoder.from_settings(Settings())
+
+
+@pytest.fixture
+async def catalog(settings: Settings, encoder: Encoder) -> AsyncIterator[CatalogApp]:
+    """The real catalog (database + embedded search index) that the API and publishing go through."""
+    app = await CatalogApp.open(settings, encoder=encoder)
+    yield app
+    await app.close()

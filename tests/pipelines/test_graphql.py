@@ -1,0 +1,145 @@
+"""The pipelines area of the GraphQL schema over the real catalog: thin resolvers, coded errors."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+
+from api.context import Context, Services
+from api.graphql.pipelines import lifespan
+from api.schema import build_schema
+from catalog.actors import ANONYMOUS, Actor
+from catalog.app import CatalogApp
+from infra.settings import Settings
+
+from .conftest import BOXES_WITH_IMAGE
+
+PIPELINE_FIELDS = """
+  id name inputFormat outputFormat isComplete isRunnable
+  steps { id position role listingName kind inputFormat outputFormat needsTraining runnable }
+  connections { fromStepId toStepId status reason conditioningStepIds alternatives { name verified } }
+"""
+
+
+@pytest.fixture
+async def services(settings: Settings, catalog: CatalogApp) -> AsyncIterator[Services]:
+    services = Services(settings=settings, catalog=catalog)
+    async with lifespan(services):
+        yield services
+
+
+@pytest.fixture(scope="module")
+def schema():
+    return build_schema(("pipelines",))
+
+
+async def run(schema, services: Services, actor: Actor, query: str, **variables: Any) -> dict[str, Any]:
+    result = await schema.execute(query, variable_values=variables, context_value=Context(services, actor))
+    if result.errors:
+        return {
+            "errors": [
+                {"message": e.message, "code": (e.extensions or {}).get("code")} for e in result.errors
+            ]
+        }
+    return result.data
+
+
+async def test_build_the_demo_chain_through_the_api(
+    schema, services: Services, catalog: CatalogApp, producer: Actor, requester: Actor, stranger: Actor
+) -> None:
+    listings = catalog.listings
+    detector = await listings.create(
+        producer,
+        {
+            "name": "street-object-detector",
+            "kind": "model",
+            "category": "Computer Vision",
+            "input_format": "image",
+            "output_format": "bounding-boxes",
+            "output_schema": BOXES_WITH_IMAGE,
+        },
+    )
+    await listings.create(
+        producer,
+        {
+            "name": "boxes-to-crops",
+            "kind": "algorithm",
+            "category": "Computer Vision",
+            "input_format": "bounding-boxes",
+            "input_schema": BOXES_WITH_IMAGE,
+            "output_format": "image-crops",
+        },
+    )
+    classifier = await listings.create(
+        producer,
+        {
+            "name": "crop-classifier",
+            "kind": "model",
+            "category": "Computer Vision",
+            "input_format": "image-crops",
+            "output_format": "predictions",
+        },
+    )
+
+    created = await run(schema, services, requester, 'mutation { createPipeline(name: "street") { id } }')
+    pipeline_id = created["createPipeline"]["id"]
+    add = f"""mutation($p: ID!, $l: ID!) {{ addPipelineStep(pipelineId: $p, listingId: $l) {{
+        stepId insertedConditioningStepIds opened {{ status }} pipeline {{ {PIPELINE_FIELDS} }} }} }}"""
+    await run(schema, services, requester, add, p=pipeline_id, l=detector.id)
+    change = (await run(schema, services, requester, add, p=pipeline_id, l=classifier.id))["addPipelineStep"]
+
+    pipeline = change["pipeline"]
+    assert [s["listingName"] for s in pipeline["steps"]] == [
+        "street-object-detector",
+        "boxes-to-crops",
+        "crop-classifier",
+    ]
+    assert [s["role"] for s in pipeline["steps"]] == ["STEP", "CONDITIONING", "STEP"]
+    assert change["insertedConditioningStepIds"] == [pipeline["steps"][1]["id"]] and change["opened"] == []
+    (connection,) = pipeline["connections"]
+    assert connection["status"] == "CONDITIONED"
+    assert (pipeline["inputFormat"], pipeline["outputFormat"]) == ("image@1", "predictions@1")
+    assert pipeline["isRunnable"]
+
+    read = await run(
+        schema,
+        services,
+        requester,
+        f"query($id: ID!) {{ pipeline(id: $id) {{ {PIPELINE_FIELDS} }} }}",
+        id=pipeline_id,
+    )
+    assert read["pipeline"] == pipeline
+    hidden = await run(
+        schema, services, stranger, "query($id: ID!) { pipeline(id: $id) { id } }", id=pipeline_id
+    )
+    assert hidden["errors"][0]["code"] == "NOT_FOUND"
+
+    removed = await run(
+        schema,
+        services,
+        requester,
+        "mutation($p: ID!, $s: ID!) { removePipelineStep(pipelineId: $p, stepId: $s) "
+        "{ opened { status reason alternatives { name } } } }",
+        p=pipeline_id,
+        s=pipeline["steps"][1]["id"],
+    )
+    (opened,) = removed["removePipelineStep"]["opened"]
+    assert opened["status"] == "OPEN" and opened["alternatives"] == [{"name": "boxes-to-crops"}]
+
+
+async def test_errors_carry_codes(schema, services: Services, requester: Actor) -> None:
+    anonymous = await run(schema, services, ANONYMOUS, 'mutation { createPipeline(name: "x") { id } }')
+    assert anonymous["errors"][0]["code"] == "UNAUTHENTICATED"
+    created = await run(schema, services, requester, 'mutation { createPipeline(name: "x") { id } }')
+    bad = await run(
+        schema,
+        services,
+        requester,
+        'mutation($p: ID!) { addPipelineStep(pipelineId: $p, listingId: "missing") { stepId } }',
+        p=created["createPipeline"]["id"],
+    )
+    assert bad["errors"] == [{"message": "listing 'missing' not found", "code": "NOT_FOUND"}]
+    empty = await run(schema, services, requester, 'mutation { createPipeline(name: "") { id } }')
+    assert empty["errors"][0]["code"] == "BAD_INPUT"
