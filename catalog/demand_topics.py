@@ -63,11 +63,18 @@ def central_member(vectors: np.ndarray, weights: Sequence[float]) -> int:
     return int(np.argmax(scores))
 
 
+def singular(word: str) -> str:
+    """Fold a regular English plural ("tumors", "scans") so it counts with its singular."""
+    if len(word) > 3 and word.endswith("s") and not word.endswith(("ss", "us", "is")):
+        return word[:-1]
+    return word
+
+
 def keywords(texts: Sequence[str], weights: Sequence[int], limit: int = 3) -> tuple[str, ...]:
     """The words most requesters of a topic used (each query counted once per time it was asked)."""
     counts: Counter[str] = Counter()
     for text, weight in zip(texts, weights, strict=True):
-        for word in set(_WORD.findall(text.lower())):
+        for word in {singular(word) for word in _WORD.findall(text.lower())}:
             if word not in STOPWORDS and len(word) > 2:
                 counts[word] += weight
     return tuple(word for word, _ in sorted(counts.items(), key=lambda item: (-item[1], item[0]))[:limit])
