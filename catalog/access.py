@@ -1,0 +1,54 @@
+"""Who may see and change a listing — the one place these rules are written.
+
+Visibility: public listings are seen by everyone (anonymous included); private ones by their owner;
+shared ones by their owner and the accounts named in ``listing_shares``; admins see everything. A
+suspended listing (pulled after failed re-verification) is seen only by its owner and admins.
+A listing an actor cannot see is reported as NOT_FOUND, never FORBIDDEN, so its existence does not leak.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import ColumnElement, and_, exists, or_, select, true
+
+from catalog.actors import Actor
+from catalog.enums import Visibility
+from infra.tables import Listing, ListingShare
+
+ACTIVE = "active"
+SUSPENDED = "suspended"
+
+
+def visible_to(actor: Actor) -> ColumnElement[bool]:
+    """A WHERE clause over ``Listing`` admitting exactly the rows ``actor`` may read."""
+    if actor.is_admin:
+        return true()
+    live = and_(Listing.status == ACTIVE, Listing.verification_status != SUSPENDED)
+    public = and_(Listing.visibility == Visibility.PUBLIC.value, live)
+    if actor.account_id is None:
+        return public
+    shared = and_(
+        Listing.visibility == Visibility.SHARED.value,
+        live,
+        exists(
+            select(ListingShare.listing_id).where(
+                ListingShare.listing_id == Listing.id, ListingShare.account_id == actor.account_id
+            )
+        ),
+    )
+    return or_(public, Listing.owner_id == actor.account_id, shared)
+
+
+def can_see(actor: Actor, listing: Listing, shared_with: set[str]) -> bool:
+    """The Python twin of ``visible_to`` for a row already loaded."""
+    if actor.is_admin or (actor.account_id is not None and listing.owner_id == actor.account_id):
+        return True
+    if listing.status != ACTIVE or listing.verification_status == SUSPENDED:
+        return False
+    if listing.visibility == Visibility.PUBLIC:
+        return True
+    return listing.visibility == Visibility.SHARED and actor.account_id in shared_with
+
+
+def can_modify(actor: Actor, listing: Listing) -> bool:
+    """Only the owner or an admin changes a listing (ownerless imported listings: admins only)."""
+    return actor.is_admin or (actor.account_id is not None and listing.owner_id == actor.account_id)

@@ -1,0 +1,209 @@
+"""Accounts and API tokens.
+
+A token's secret is shown once, when it is issued, and only its SHA-256 hash is stored: a leaked
+database yields no usable credential. Tokens are random 32-byte URL-safe strings, so a plain (unsalted)
+hash is enough — there is nothing to brute-force.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import secrets
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+
+from catalog.actors import Actor
+from catalog.clock import as_utc
+from catalog.enums import Role
+from infra.db import Database
+from infra.errors import BadInput, Conflict, Forbidden, NotFound, Unauthenticated
+from infra.tables import Account, ApiToken, utcnow
+
+TOKEN_PREFIX = "mlr_"
+SYSTEM_ACCOUNT_NAME = "mlrepo"  # owns imported and demo listings that name no owner
+ACCOUNT_NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,99}$")
+# Writing last_used_at on every request would turn every read into a write; a minute's accuracy is enough.
+LAST_USED_RESOLUTION = timedelta(minutes=1)
+
+
+@dataclass(frozen=True, slots=True)
+class AccountInfo:
+    id: str
+    name: str
+    role: str
+    email: str | None
+    quota_cpu: float
+    quota_memory_mb: int
+    quota_gpu: int
+    created_at: datetime
+
+    @classmethod
+    def of(cls, row: Account) -> AccountInfo:
+        return cls(
+            id=row.id,
+            name=row.name,
+            role=row.role,
+            email=row.email,
+            quota_cpu=row.quota_cpu,
+            quota_memory_mb=row.quota_memory_mb,
+            quota_gpu=row.quota_gpu,
+            created_at=row.created_at,
+        )
+
+    def as_actor(self) -> Actor:
+        return Actor(account_id=self.id, role=self.role, name=self.name)
+
+
+@dataclass(frozen=True, slots=True)
+class IssuedToken:
+    """The only moment the secret exists outside the caller's hands: show it once, never store it."""
+
+    id: str
+    account_id: str
+    name: str
+    secret: str
+
+
+def hash_token(secret: str) -> str:
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+def parse_role(role: str) -> Role:
+    try:
+        return Role(role.strip().lower())
+    except ValueError:
+        allowed = ", ".join(r.value for r in Role)
+        raise BadInput(f"role must be one of {allowed}; got {role!r}", field="role") from None
+
+
+def validate_account_name(name: str) -> str:
+    name = name.strip()
+    if not ACCOUNT_NAME_PATTERN.match(name):
+        raise BadInput(
+            "account name must be 1-100 characters of letters, digits, '_', '.', '-' "
+            f"and start with a letter or digit; got {name!r}",
+            field="name",
+        )
+    return name
+
+
+class AccountService:
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    async def create(self, name: str, role: str = Role.REQUESTER, email: str | None = None) -> AccountInfo:
+        """Create an account; a taken name is a ``Conflict`` (names are how people share listings)."""
+        name = validate_account_name(name)
+        parsed_role = parse_role(role)
+        try:
+            async with self.db.session() as session:
+                if await session.scalar(select(Account.id).where(Account.name == name)):
+                    raise Conflict(f"an account named {name!r} already exists", field="name")
+                row = Account(name=name, role=parsed_role.value, email=email)
+                session.add(row)
+                await session.flush()
+                return AccountInfo.of(row)
+        except IntegrityError:  # a concurrent create won the race
+            raise Conflict(f"an account named {name!r} already exists", field="name") from None
+
+    async def ensure(self, name: str, role: str = Role.PRODUCER) -> AccountInfo:
+        """The account called ``name``, created if missing (seeding and imports are idempotent)."""
+        existing = await self.find_by_name(name)
+        if existing is not None:
+            return existing
+        try:
+            return await self.create(name, role)
+        except Conflict:
+            found = await self.find_by_name(name)
+            assert found is not None
+            return found
+
+    async def system_account(self) -> AccountInfo:
+        return await self.ensure(SYSTEM_ACCOUNT_NAME, Role.PRODUCER)
+
+    async def find_by_name(self, name: str) -> AccountInfo | None:
+        async with self.db.session() as session:
+            row = await session.scalar(select(Account).where(Account.name == name))
+            return AccountInfo.of(row) if row else None
+
+    async def get(self, account_id: str) -> AccountInfo:
+        async with self.db.session() as session:
+            row = await session.get(Account, account_id)
+            if row is None:
+                raise NotFound(f"no account with id {account_id!r}")
+            return AccountInfo.of(row)
+
+    async def resolve(self, name_or_id: str) -> AccountInfo:
+        """An account by id or by name (people share listings by name; APIs pass ids)."""
+        async with self.db.session() as session:
+            row = await session.get(Account, name_or_id) or await session.scalar(
+                select(Account).where(Account.name == name_or_id)
+            )
+            if row is None:
+                raise NotFound(f"no account named {name_or_id!r}")
+            return AccountInfo.of(row)
+
+    async def me(self, actor: Actor) -> AccountInfo:
+        if actor.is_anonymous:
+            raise Unauthenticated("sign in with an API token to see your account")
+        assert actor.account_id is not None
+        return await self.get(actor.account_id)
+
+    # ------------------------------------------------------------------ tokens
+
+    async def create_token(self, account_id: str, name: str = "default") -> IssuedToken:
+        """Issue a token for ``account_id`` (trusted callers: the CLI, or ``issue_token`` after checks)."""
+        secret = TOKEN_PREFIX + secrets.token_urlsafe(32)
+        async with self.db.session() as session:
+            if await session.get(Account, account_id) is None:
+                raise NotFound(f"no account with id {account_id!r}")
+            row = ApiToken(account_id=account_id, token_hash=hash_token(secret), name=name[:100])
+            session.add(row)
+            await session.flush()
+            return IssuedToken(id=row.id, account_id=account_id, name=row.name, secret=secret)
+
+    async def issue_token(
+        self, actor: Actor, account_id: str | None = None, name: str = "default"
+    ) -> IssuedToken:
+        """A token for the actor's own account, or for any account when the actor is an admin."""
+        if actor.is_anonymous:
+            raise Unauthenticated("sign in to create API tokens")
+        target = account_id or actor.account_id
+        assert target is not None
+        if target != actor.account_id and not actor.is_admin:
+            raise Forbidden("only an admin may create tokens for another account")
+        return await self.create_token(target, name)
+
+    async def revoke_token(self, actor: Actor, token_id: str) -> None:
+        async with self.db.session() as session:
+            row = await session.get(ApiToken, token_id)
+            if row is None or (row.account_id != actor.account_id and not actor.is_admin):
+                raise NotFound(f"no token with id {token_id!r}")
+            row.revoked = True
+
+    async def authenticate(self, secret: str | None) -> Actor:
+        """The actor a bearer token stands for; a missing, unknown or revoked token is ``Unauthenticated``."""
+        if not secret:
+            raise Unauthenticated("an API token is required")
+        async with self.db.session() as session:
+            found = (
+                await session.execute(
+                    select(ApiToken, Account)
+                    .join(Account, Account.id == ApiToken.account_id)
+                    .where(ApiToken.token_hash == hash_token(secret.strip()))
+                )
+            ).first()
+            if found is None:
+                raise Unauthenticated("the API token is not valid")
+            token, account = found
+            if token.revoked:
+                raise Unauthenticated("the API token has been revoked")
+            now = utcnow()
+            last = token.last_used_at
+            if last is None or as_utc(last) < now - LAST_USED_RESOLUTION:
+                token.last_used_at = now
+            return Actor(account_id=account.id, role=account.role, name=account.name)

@@ -1,0 +1,290 @@
+"""Keeps the search index a faithful projection of the ``listings`` table.
+
+The database is the truth; the index is rebuilt from it at startup (embeddings are stored in the rows, so
+no re-encoding is needed) and after ``mlrepo reindex``. Writes through ``ListingService`` update the index
+inside the same transaction. Other processes (the worker records usage and metrics) only write rows, so a
+process holding an index calls ``sync()`` — cheap and throttled — to pick up rows changed since its last
+look (by ``updated_at``, with an overlap window because transactions commit out of timestamp order), and
+notices deletions when the row count and its own count disagree.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+import numpy as np
+from sqlalchemy import func, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from catalog.clock import as_utc
+from catalog.listing_view import embedding_text, project, vector_bytes
+from infra.db import Database
+from infra.tables import Listing, ListingShare
+from search.embeddings import Encoder
+from search.types import IndexedListing, SearchBackend
+
+logger = logging.getLogger("mlrepo.catalog")
+
+LOAD_BATCH = 2000
+ENCODE_BATCH = 64
+SYNC_INTERVAL_S = 1.0
+# A row committed this long after its updated_at was stamped would be missed; transactions are short.
+SYNC_OVERLAP = timedelta(seconds=30)
+
+
+async def shares_of(session: AsyncSession, ids: Sequence[str]) -> dict[str, list[str]]:
+    """Account ids each listing is shared with (read in the caller's transaction)."""
+    found: dict[str, list[str]] = {}
+    for start in range(0, len(ids), 500):
+        rows = await session.execute(
+            select(ListingShare.listing_id, ListingShare.account_id).where(
+                ListingShare.listing_id.in_(list(ids[start : start + 500]))
+            )
+        )
+        for listing_id, account_id in rows:
+            found.setdefault(listing_id, []).append(account_id)
+    return found
+
+
+@dataclass
+class IndexChanges:
+    """Rows a transaction changed, to be projected into the index just before it commits."""
+
+    rows: dict[str, Listing] = field(default_factory=dict)
+    removed: set[str] = field(default_factory=set)
+
+    def put(self, *rows: Listing) -> None:
+        for row in rows:
+            self.rows[row.id] = row
+            self.removed.discard(row.id)
+
+    def remove(self, *ids: str) -> None:
+        for listing_id in ids:
+            self.rows.pop(listing_id, None)
+            self.removed.add(listing_id)
+
+
+class ListingIndex:
+    """The catalog's handle on the search backend and the encoder."""
+
+    def __init__(self, db: Database, backend: SearchBackend | None, encoder: Encoder) -> None:
+        """``backend=None``: a process that only writes rows (the worker, a CLI import while ``serve``
+        runs — the embedded index has one writer); processes holding an index pick the rows up by sync."""
+        self.db = db
+        self.backend = backend
+        self.encoder = encoder
+        self._seen: dict[str, datetime] = {}  # id -> updated_at of the row version in the index
+        self._high_water: datetime | None = None
+        self._last_sync = 0.0
+        self._sync_lock = asyncio.Lock()
+
+    # ------------------------------------------------------------------ encoding
+
+    def encode_rows(self, rows: Sequence[Listing]) -> np.ndarray:
+        """One batched encode for many rows (imports depend on batching for throughput)."""
+        return self.encoder.encode_documents([embedding_text(r) for r in rows], batch_size=ENCODE_BATCH)
+
+    async def embed(self, rows: Sequence[Listing]) -> None:
+        """Compute and store embeddings on ``rows`` (off the event loop: encoding is CPU-bound)."""
+        if not rows:
+            return
+        vectors = await asyncio.to_thread(self.encode_rows, rows)
+        for row, vector in zip(rows, vectors, strict=True):
+            row.embedding = vector_bytes(vector)
+            row.embedding_model = self.encoder.model_name
+
+    # ------------------------------------------------------------------ writes (called inside transactions)
+
+    @asynccontextmanager
+    async def atomic(self) -> AsyncIterator[tuple[AsyncSession, IndexChanges]]:
+        """A transaction whose listing changes reach the index together with the commit, or not at all.
+
+        The body changes rows and notes them in ``IndexChanges``; after the body, the rows are flushed and
+        projected into the index *before* the commit; if the commit (or anything else) fails, the index
+        entries are put back as they were.
+        """
+        changes = IndexChanges()
+        touched: list[str] = []
+        previous: dict[str, IndexedListing] = {}
+        try:
+            async with self.db.session() as session:
+                yield session, changes
+                await session.flush()
+                touched = [*changes.rows, *changes.removed]
+                previous = self.current(touched) if touched else {}
+                rows = list(changes.rows.values())
+                shared = await shares_of(session, [r.id for r in rows if r.visibility == "shared"])
+                if rows:
+                    self.put([project(r, shared.get(r.id, ())) for r in rows], [r.updated_at for r in rows])
+                if changes.removed:
+                    self.remove(list(changes.removed))
+        except BaseException:
+            if touched:
+                self.restore(previous, touched)
+            raise
+
+    @property
+    def enabled(self) -> bool:
+        return self.backend is not None
+
+    def put(self, docs: Sequence[IndexedListing], updated_at: Iterable[datetime | None] = ()) -> None:
+        if self.backend is None:
+            return
+        self.backend.upsert(docs)
+        for doc, stamp in zip(docs, updated_at, strict=False):
+            if stamp is not None:
+                self._seen[doc.id] = as_utc(stamp)
+
+    def remove(self, ids: Sequence[str]) -> None:
+        if self.backend is None:
+            return
+        self.backend.delete(ids)
+        for listing_id in ids:
+            self._seen.pop(listing_id, None)
+
+    def current(self, ids: Sequence[str]) -> dict[str, IndexedListing]:
+        return self.backend.get(ids) if self.backend is not None else {}
+
+    def restore(self, previous: dict[str, IndexedListing], ids: Sequence[str]) -> None:
+        """Undo an index write whose transaction did not commit: put back what was there before."""
+        if self.backend is None:
+            return
+        try:
+            gone = [i for i in ids if i not in previous]
+            if gone:
+                self.remove(gone)
+            if previous:
+                self.backend.upsert(list(previous.values()))
+        except Exception:  # the next sync() repairs from the database; never mask the original error
+            logger.exception("could not restore index entries %s; the next sync will repair them", ids)
+            for listing_id in ids:
+                self._seen.pop(listing_id, None)
+            self._high_water = None
+
+    # ------------------------------------------------------------------ bulk paths
+
+    async def rebuild(self, progress: Callable[[int, int], None] | None = None) -> int:
+        """Replace the index with every listing in the database (startup and ``mlrepo reindex``).
+
+        The rows carry their embeddings, so this is a read and a bulk load, not a re-encode (rows without
+        one, or embedded by another model, are encoded and stored back).
+        """
+        if self.backend is None:
+            return 0
+        self._seen.clear()
+        self._high_water = None
+        docs: list[IndexedListing] = []
+        stamps: list[datetime] = []
+        async for rows in self._changed_rows(None, progress):
+            docs.extend(await self._project(rows))
+            stamps.extend(as_utc(r.updated_at) for r in rows)
+        await asyncio.to_thread(self._load_all, docs)
+        self._seen = {doc.id: stamp for doc, stamp in zip(docs, stamps, strict=True)}
+        return len(docs)
+
+    def _load_all(self, docs: list[IndexedListing]) -> None:
+        assert self.backend is not None
+        load = getattr(self.backend, "load", None)
+        if load is not None:  # the embedded backend's bulk path (reuses an up-to-date tantivy index)
+            load(docs)
+        else:
+            self.backend.clear()
+            for start in range(0, len(docs), LOAD_BATCH):
+                self.backend.upsert(docs[start : start + LOAD_BATCH])
+
+    async def load(self, progress: Callable[[int, int], None] | None = None) -> int:
+        """Fill the index at startup from the rows' stored embeddings."""
+        return await self.rebuild(progress)
+
+    async def sync(self, force: bool = False) -> int:
+        """Pick up rows other processes changed; at most once per ``SYNC_INTERVAL_S`` unless forced."""
+        if self.backend is None:
+            return 0
+        now = time.monotonic()
+        if not force and now - self._last_sync < SYNC_INTERVAL_S:
+            return 0
+        async with self._sync_lock:
+            if not force and time.monotonic() - self._last_sync < SYNC_INTERVAL_S:
+                return 0
+            self._last_sync = time.monotonic()
+            changed = await self._load(self._high_water - SYNC_OVERLAP if self._high_water else None)
+            changed += await self._drop_deleted()
+            return changed
+
+    async def _drop_deleted(self) -> int:
+        async with self.db.session() as session:
+            total = await session.scalar(select(func.count()).select_from(Listing)) or 0
+            if total == len(self._seen):
+                return 0
+            ids = set((await session.scalars(select(Listing.id))).all())
+        gone = [i for i in self._seen if i not in ids]
+        if gone:
+            self.remove(gone)
+        missing = ids - set(self._seen)
+        if missing:  # rows committed with an updated_at older than the overlap window
+            self._high_water = None
+            return len(gone) + await self._load(None)
+        return len(gone)
+
+    async def _load(self, since: datetime | None) -> int:
+        """Upsert rows changed since ``since`` (all rows when None) whose version the index lacks."""
+        written = 0
+        async for rows in self._changed_rows(since):
+            fresh = [r for r in rows if self._seen.get(r.id) != as_utc(r.updated_at)]
+            if fresh:
+                self.put(await self._project(fresh), [r.updated_at for r in fresh])
+                written += len(fresh)
+        return written
+
+    async def _changed_rows(
+        self, since: datetime | None, progress: Callable[[int, int], None] | None = None
+    ) -> AsyncIterator[list[Listing]]:
+        """Rows in ``updated_at`` order, in batches, advancing the high-water mark as they come."""
+        query = select(Listing).order_by(Listing.updated_at, Listing.id)
+        count_query = select(func.count()).select_from(Listing)
+        if since is not None:
+            query = query.where(Listing.updated_at >= since)
+            count_query = count_query.where(Listing.updated_at >= since)
+        async with self.db.session() as session:
+            total = (await session.scalar(count_query) or 0) if progress else 0
+            if progress:
+                progress(0, total)
+            done = 0
+            result = await session.stream(query.execution_options(yield_per=LOAD_BATCH))
+            async for partition in result.scalars().partitions(LOAD_BATCH):
+                rows = list(partition)
+                if not rows:
+                    continue
+                stamp = as_utc(rows[-1].updated_at)
+                if self._high_water is None or stamp > self._high_water:
+                    self._high_water = stamp
+                yield rows
+                done += len(rows)
+                if progress:
+                    progress(done, total)
+
+    async def _project(self, rows: list[Listing]) -> list[IndexedListing]:
+        stale = [r for r in rows if not r.embedding or r.embedding_model != self.encoder.model_name]
+        if stale:  # rows written without an embedding, or by another model: encode and store them
+            await self.embed(stale)
+            async with self.db.session() as session:
+                for row in stale:
+                    await session.execute(
+                        update(Listing)
+                        .where(Listing.id == row.id)
+                        # keep updated_at: this is bookkeeping, not a change other syncs need to see
+                        .values(
+                            embedding=row.embedding,
+                            embedding_model=row.embedding_model,
+                            updated_at=row.updated_at,
+                        )
+                    )
+        async with self.db.session() as session:
+            shares = await shares_of(session, [r.id for r in rows if r.visibility == "shared"])
+        return [project(r, shares.get(r.id, ())) for r in rows]

@@ -1,0 +1,477 @@
+"""Listings: create, update, delete, read — with access rules on every path and the index kept in step.
+
+A listing and its index entry are written together or not at all: the embedding is computed first (outside
+the transaction, so no lock is held while the model runs), the row is written and flushed, the index is
+updated before the commit, and if the commit fails the index change is undone.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import and_, delete, exists, func, or_, select, true
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from catalog.access import can_modify, can_see, visible_to
+from catalog.actors import Actor
+from catalog.clock import as_utc
+from catalog.enums import ListingKind, Visibility
+from catalog.formats import normalize_format, validate_listing_io
+from catalog.indexing import ListingIndex, shares_of
+from catalog.listing_input import ListingFields, ListingInput, parse_listing, parse_listing_patch
+from catalog.listing_view import ListingView
+from infra.db import Database
+from infra.errors import BadInput, Conflict, Forbidden, NotFound, Unauthenticated
+from infra.tables import Account, Listing, ListingShare, ListingVersion, utcnow
+
+DEFAULT_PAGE_SIZE = 20
+# Set by mlrepo itself (publishing, verification, job metrics), never by a producer's input.
+SYSTEM_FIELDS = frozenset(
+    {
+        "verification_status",
+        "status",
+        "latency_p50_ms",
+        "latency_p95_ms",
+        "accuracy",
+        "accuracy_metric",
+        "accuracy_dataset",
+        "storage_location",
+        "version",
+        "size_bytes",
+        "producer_name",
+    }
+)
+EMBEDDED_FIELDS = (
+    "name",
+    "category",
+    "subcategories",
+    "tags",
+    "description",
+)  # what the vector is built from
+
+
+@dataclass(frozen=True, slots=True)
+class ListingFilter:
+    """Exact filters for browsing (``list``); text search goes through ``SearchService``."""
+
+    kinds: tuple[str, ...] | None = None
+    category: str | None = None
+    subcategory: str | None = None
+    owner_id: str | None = None
+    input_format: str | None = None
+    output_format: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Page:
+    items: list[ListingView]
+    end_cursor: str | None
+    has_next_page: bool
+    total_count: int
+
+
+@dataclass(frozen=True, slots=True)
+class PreparedListing:
+    """A validated row not yet written, with the account ids it is shared with."""
+
+    row: Listing
+    shares: list[str]
+
+
+@dataclass(frozen=True, slots=True)
+class SubcategoryCount:
+    name: str
+    count: int
+
+
+@dataclass(frozen=True, slots=True)
+class CategoryCount:
+    name: str
+    count: int
+    subcategories: list[SubcategoryCount]
+
+
+# ---------------------------------------------------------------------------- cursors
+
+
+def encode_cursor(created_at: datetime, listing_id: str) -> str:
+    raw = json.dumps([as_utc(created_at).isoformat(), listing_id]).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> tuple[datetime, str]:
+    try:
+        padded = cursor + "=" * (-len(cursor) % 4)
+        stamp, listing_id = json.loads(base64.urlsafe_b64decode(padded.encode()))
+        return as_utc(datetime.fromisoformat(stamp)), str(listing_id)
+    except (ValueError, TypeError, binascii.Error, json.JSONDecodeError):
+        raise BadInput(f"'after' is not a cursor this service issued: {cursor!r}", field="after") from None
+
+
+# ---------------------------------------------------------------------------- helpers
+
+
+def subcategory_values(db: Database):
+    """The elements of ``listings.subcategories`` as a table (JSON functions differ per engine)."""
+    if db.is_sqlite:
+        return func.json_each(Listing.subcategories).table_valued("value")
+    return func.json_array_elements_text(Listing.subcategories).table_valued("value")
+
+
+def check_kind_rules(kind: str, values: dict[str, Any]) -> None:
+    if values.get("training_resources") and kind != ListingKind.ALGORITHM:
+        raise BadInput(
+            "training_resources: only algorithms are trained; remove it or use kind 'algorithm'",
+            field="training_resources",
+        )
+
+
+def check_io(values: dict[str, Any]) -> None:
+    """Normalise formats to ``name@version`` and fill/check the exact schemas (``catalog.formats``)."""
+    for side in ("input", "output"):
+        fmt, schema = values.get(f"{side}_format"), values.get(f"{side}_schema")
+        try:
+            args = (fmt, schema, None, None)
+            normalized_format, normalized_schema, _, _ = validate_listing_io(*args)
+        except BadInput as exc:
+            message = exc.message if exc.message.startswith(side) else f"{side}_format: {exc.message}"
+            raise BadInput(message, field=f"{side}_format", **exc.details) from None
+        values[f"{side}_format"], values[f"{side}_schema"] = normalized_format, normalized_schema
+
+
+class ListingService:
+    def __init__(self, db: Database, index: ListingIndex) -> None:
+        self.db = db
+        self.index = index
+
+    # ------------------------------------------------------------------ reads
+
+    async def get(self, actor: Actor, listing_id: str) -> ListingView:
+        """One listing; NOT_FOUND both when it does not exist and when ``actor`` may not see it."""
+        async with self.db.session() as session:
+            row = await session.scalar(select(Listing).where(Listing.id == listing_id, visible_to(actor)))
+            if row is None:
+                raise NotFound(f"no listing with id {listing_id!r}")
+            shares = await shares_of(session, [row.id])
+            return ListingView.of(row, shares.get(row.id, ()))
+
+    async def get_many(self, actor: Actor, ids: Sequence[str]) -> dict[str, ListingView]:
+        """The visible listings among ``ids`` (search results are hydrated through here)."""
+        if not ids:
+            return {}
+        async with self.db.session() as session:
+            rows = (
+                await session.scalars(select(Listing).where(Listing.id.in_(list(ids)), visible_to(actor)))
+            ).all()
+            shares = await shares_of(session, [r.id for r in rows if r.visibility == Visibility.SHARED])
+            return {r.id: ListingView.of(r, shares.get(r.id, ())) for r in rows}
+
+    async def list(
+        self,
+        actor: Actor,
+        filter: ListingFilter | None = None,
+        first: int = DEFAULT_PAGE_SIZE,
+        after: str | None = None,
+        max_page_size: int = 100,
+    ) -> Page:
+        """Newest first, with an opaque cursor (``after`` = the previous page's ``end_cursor``)."""
+        if first < 1 or first > max_page_size:
+            raise BadInput(f"first must be between 1 and {max_page_size}; got {first}", field="first")
+        conditions = [visible_to(actor), *self._filter_conditions(filter or ListingFilter())]
+        async with self.db.session() as session:
+            total = await session.scalar(select(func.count()).select_from(Listing).where(*conditions)) or 0
+            query = select(Listing).where(*conditions)
+            if after:
+                stamp, last_id = decode_cursor(after)
+                query = query.where(
+                    or_(Listing.created_at < stamp, and_(Listing.created_at == stamp, Listing.id < last_id))
+                )
+            query = query.order_by(Listing.created_at.desc(), Listing.id.desc()).limit(first + 1)
+            rows = list((await session.scalars(query)).all())
+            has_next = len(rows) > first
+            rows = rows[:first]
+            shares = await shares_of(session, [r.id for r in rows if r.visibility == Visibility.SHARED])
+        items = [ListingView.of(r, shares.get(r.id, ())) for r in rows]
+        cursor = encode_cursor(rows[-1].created_at, rows[-1].id) if rows else None
+        return Page(items=items, end_cursor=cursor, has_next_page=has_next, total_count=total)
+
+    def _filter_conditions(self, filter: ListingFilter) -> list[Any]:
+        conditions: list[Any] = []
+        if filter.kinds:
+            kinds = [self._kind(k) for k in filter.kinds]
+            conditions.append(Listing.kind.in_(kinds))
+        if filter.category:
+            conditions.append(func.lower(Listing.category) == filter.category.strip().lower())
+        if filter.subcategory:
+            values = subcategory_values(self.db)
+            conditions.append(
+                exists(
+                    select(1)
+                    .select_from(values)
+                    .where(func.lower(values.c.value) == filter.subcategory.lower())
+                )
+            )
+        if filter.owner_id:
+            conditions.append(Listing.owner_id == filter.owner_id)
+        for column, value in (
+            (Listing.input_format, filter.input_format),
+            (Listing.output_format, filter.output_format),
+        ):
+            if value:
+                conditions.append(column == normalize_format(value))
+        return conditions
+
+    @staticmethod
+    def _kind(kind: str) -> str:
+        try:
+            return ListingKind(kind.strip().lower()).value
+        except ValueError:
+            allowed = ", ".join(k.value for k in ListingKind)
+            raise BadInput(f"kind must be one of {allowed}; got {kind!r}", field="kinds") from None
+
+    async def categories(self, actor: Actor) -> list[CategoryCount]:
+        """Every category the actor can see something in, with counts, and per-subcategory counts."""
+        visible = visible_to(actor)
+        async with self.db.session() as session:
+            per_category = (
+                await session.execute(
+                    select(Listing.category, func.count()).where(visible).group_by(Listing.category)
+                )
+            ).all()
+            values = subcategory_values(self.db)
+            per_sub = (
+                await session.execute(
+                    select(Listing.category, values.c.value, func.count())
+                    .select_from(Listing)
+                    .join(values, true())
+                    .where(visible)
+                    .group_by(Listing.category, values.c.value)
+                )
+            ).all()
+        subs: dict[str, list[SubcategoryCount]] = {}
+        for category, sub, count in per_sub:
+            subs.setdefault(category, []).append(SubcategoryCount(str(sub), count))
+        return sorted(
+            (
+                CategoryCount(name, count, sorted(subs.get(name, []), key=lambda s: (-s.count, s.name)))
+                for name, count in per_category
+            ),
+            key=lambda c: (-c.count, c.name),
+        )
+
+    async def versions(self, actor: Actor, listing_id: str) -> list[ListingVersion]:
+        await self.get(actor, listing_id)  # access check
+        async with self.db.session() as session:
+            rows = await session.scalars(
+                select(ListingVersion)
+                .where(ListingVersion.listing_id == listing_id)
+                .order_by(ListingVersion.created_at, ListingVersion.id)
+            )
+            return list(rows.all())
+
+    # ------------------------------------------------------------------ writes
+
+    async def create(self, actor: Actor, data: dict[str, Any] | ListingInput) -> ListingView:
+        """Create a listing owned by ``actor`` (any signed-in account: producers publish, requesters'
+        trained models and pipelines become listings too)."""
+        if actor.is_anonymous:
+            raise Unauthenticated("sign in to create listings")
+        listing = data if isinstance(data, ListingInput) else parse_listing(data)
+        created = await self.create_many(actor.account_id, [listing])
+        return created[0]
+
+    async def create_many(self, owner_id: str | None, inputs: Sequence[ListingInput]) -> list[ListingView]:
+        """Insert listings in one transaction with one batched encode and one index write.
+
+        Trusted path (the importer and ``create``): the caller has decided who owns them. The first
+        invalid listing fails the whole call; the importer uses ``prepare``/``insert`` to go line by line.
+        """
+        prepared = await self.prepare(owner_id, inputs)
+        for item in prepared:
+            if isinstance(item, BadInput):
+                raise item
+        ready = [p for p in prepared if isinstance(p, PreparedListing)]
+        await self.index.embed([p.row for p in ready])
+        return await self.insert(ready)
+
+    async def prepare(
+        self, owner_id: str | None, inputs: Sequence[ListingInput]
+    ) -> list[PreparedListing | BadInput]:
+        """Check what only the catalog can check (formats, kind rules, share targets) for each input."""
+        prepared: list[PreparedListing | BadInput] = []
+        async with self.db.session() as session:
+            for listing in inputs:
+                try:
+                    values = listing.columns()
+                    values.setdefault("visibility", Visibility.PUBLIC.value)
+                    check_io(values)
+                    check_kind_rules(values["kind"], values)
+                    shares = await self._resolve_shares(session, listing, values["visibility"])
+                    prepared.append(PreparedListing(Listing(**values, owner_id=owner_id), shares))
+                except BadInput as exc:
+                    prepared.append(exc)
+        return prepared
+
+    async def insert(self, prepared: Sequence[PreparedListing]) -> list[ListingView]:
+        """Write prepared (and embedded) rows with their shares and first versions, and index them: all
+        or nothing."""
+        rows = [p.row for p in prepared]
+        try:
+            async with self.index.atomic() as (session, changes):
+                session.add_all(rows)
+                await session.flush()
+                for item in prepared:
+                    session.add_all(ListingShare(listing_id=item.row.id, account_id=a) for a in item.shares)
+                    session.add(
+                        ListingVersion(
+                            listing_id=item.row.id, version=item.row.version, artifact_kind="metadata"
+                        )
+                    )
+                changes.put(*rows)
+        except IntegrityError:
+            names = ", ".join(repr(r.name) for r in rows[:5])
+            raise Conflict(
+                f"a listing with this name already exists for this owner ({names})", field="name"
+            ) from None
+        return [ListingView.of(p.row, p.shares) for p in prepared]
+
+    async def update(
+        self, actor: Actor, listing_id: str, data: dict[str, Any] | ListingFields
+    ) -> ListingView:
+        """Change the given fields; a new ``version`` adds a row to the version history."""
+        patch = data if isinstance(data, ListingFields) else parse_listing_patch(data)
+        if patch.owner is not None:
+            raise BadInput("owner: ownership cannot be changed by an update", field="owner")
+        values = patch.columns()
+        for required in ("name", "kind", "category"):
+            if required in values and values[required] is None:
+                raise BadInput(f"{required}: must not be empty", field=required)
+        async with self.db.session() as session:
+            row = await self._modifiable(session, actor, listing_id)
+            self._check_update(row, values)
+            visibility = values.get("visibility", row.visibility)
+            new_shares = (
+                await self._resolve_shares(session, patch, visibility)
+                if "shared_with" in patch.given() or "visibility" in values
+                else None
+            )
+        vector_row = None
+        if set(EMBEDDED_FIELDS) & set(values):  # encode outside the transaction: no lock held while it runs
+            vector_row = Listing(**{c: values.get(c, getattr(row, c)) for c in EMBEDDED_FIELDS})
+            await self.index.embed([vector_row])
+        try:
+            async with self.index.atomic() as (session, changes):
+                row = await self._modifiable(session, actor, listing_id)
+                old_version = row.version
+                for column, value in values.items():
+                    setattr(row, column, value)
+                if vector_row is not None:
+                    row.embedding, row.embedding_model = vector_row.embedding, vector_row.embedding_model
+                row.updated_at = utcnow()
+                if new_shares is not None:
+                    await session.execute(delete(ListingShare).where(ListingShare.listing_id == listing_id))
+                    session.add_all(ListingShare(listing_id=listing_id, account_id=a) for a in new_shares)
+                if row.version != old_version:
+                    session.add(
+                        ListingVersion(listing_id=row.id, version=row.version, artifact_kind="metadata")
+                    )
+                changes.put(row)
+                await session.flush()
+                shares = (await shares_of(session, [row.id])).get(row.id, [])
+        except IntegrityError as exc:
+            if "version" in str(exc.orig).lower():
+                raise Conflict(
+                    f"version {values.get('version')!r} already exists for this listing", field="version"
+                ) from None
+            raise Conflict(
+                f"a listing named {values.get('name')!r} already exists for this owner", field="name"
+            ) from None
+        return ListingView.of(row, shares)
+
+    @staticmethod
+    def _check_update(row: Listing, values: dict[str, Any]) -> None:
+        """Re-check formats and kind rules on the listing as it will be after the update."""
+        io = {c: getattr(row, c) for c in ("input_format", "input_schema", "output_format", "output_schema")}
+        for side in ("input", "output"):
+            if f"{side}_format" in values and f"{side}_schema" not in values:
+                io[f"{side}_schema"] = None  # a new format brings its own default schema
+        io.update({k: v for k, v in values.items() if k in io})
+        check_io(io)
+        values.update(io)
+        check_kind_rules(
+            values.get("kind", row.kind), {"training_resources": row.training_resources, **values}
+        )
+
+    async def delete(self, actor: Actor, listing_id: str) -> None:
+        async with self.index.atomic() as (session, changes):
+            row = await self._modifiable(session, actor, listing_id)
+            await session.delete(row)
+            changes.remove(listing_id)
+
+    async def set_system_fields(self, listing_id: str, **values: Any) -> ListingView:
+        """Trusted update of fields producers cannot set (verification, status, measured metrics) by the
+        publishing workflow and the worker; the index follows in the same transaction."""
+        unknown = set(values) - SYSTEM_FIELDS
+        if unknown:
+            raise BadInput(f"not system-managed listing fields: {sorted(unknown)}")
+        async with self.index.atomic() as (session, changes):
+            row = await session.get(Listing, listing_id)
+            if row is None:
+                raise NotFound(f"no listing with id {listing_id!r}")
+            for column, value in values.items():
+                setattr(row, column, value)
+            row.updated_at = utcnow()
+            changes.put(row)
+            shares = (await shares_of(session, [row.id])).get(row.id, [])
+        return ListingView.of(row, shares)
+
+    async def _modifiable(self, session: AsyncSession, actor: Actor, listing_id: str) -> Listing:
+        if actor.is_anonymous:
+            raise Unauthenticated("sign in to change listings")
+        row = await session.get(Listing, listing_id, with_for_update=not self.db.is_sqlite)
+        if row is None:
+            raise NotFound(f"no listing with id {listing_id!r}")
+        if not can_modify(actor, row):
+            shares = await shares_of(session, [row.id])
+            if not can_see(actor, row, set(shares.get(row.id, []))):
+                raise NotFound(f"no listing with id {listing_id!r}")
+            raise Forbidden("only the listing's owner (or an admin) may change it")
+        return row
+
+    # ------------------------------------------------------------------ shares
+
+    async def _resolve_shares(
+        self, session: AsyncSession, listing: ListingFields, visibility: str
+    ) -> list[str]:
+        """Account ids for ``shared_with`` (given as names or ids); only shared listings have shares."""
+        names = listing.shared_with or []
+        if names and visibility != Visibility.SHARED:
+            raise BadInput(
+                "shared_with: only listings with visibility 'shared' are shared with accounts",
+                field="shared_with",
+            )
+        if not names:
+            return []
+        rows = (
+            await session.execute(
+                select(Account.id, Account.name).where(or_(Account.id.in_(names), Account.name.in_(names)))
+            )
+        ).all()
+        known = {value for row in rows for value in row}
+        unknown = [n for n in names if n not in known]
+        if unknown:
+            raise BadInput(f"shared_with: no accounts named {unknown}", field="shared_with")
+        return sorted({row.id for row in rows})
+
+    # ------------------------------------------------------------------ index maintenance
+
+    async def reindex(self, progress: Any = None) -> int:
+        """Rebuild the whole index from the database (``mlrepo reindex``)."""
+        return await self.index.rebuild(progress)

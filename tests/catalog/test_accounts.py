@@ -1,0 +1,62 @@
+"""Accounts and tokens: unique names, secrets stored only as hashes, revocation."""
+
+from __future__ import annotations
+
+import pytest
+from sqlalchemy import select
+
+from catalog.accounts import hash_token
+from catalog.app import CatalogApp
+from infra.errors import BadInput, Conflict, Forbidden, NotFound, Unauthenticated
+from infra.tables import ApiToken
+
+
+async def test_account_names_are_unique(app: CatalogApp) -> None:
+    await app.accounts.create("ada", "producer")
+    with pytest.raises(Conflict):
+        await app.accounts.create("ada", "requester")
+
+
+@pytest.mark.parametrize("name", ["", "a b", "-lead", "x" * 101, "semi;colon"])
+async def test_bad_account_names_are_refused(app: CatalogApp, name: str) -> None:
+    with pytest.raises(BadInput):
+        await app.accounts.create(name, "producer")
+
+
+async def test_unknown_role_is_refused(app: CatalogApp) -> None:
+    with pytest.raises(BadInput, match="role"):
+        await app.accounts.create("ada", "superuser")
+
+
+async def test_token_authenticates_and_is_stored_only_as_hash(app: CatalogApp) -> None:
+    account = await app.accounts.create("ada", "producer")
+    issued = await app.accounts.create_token(account.id, "laptop")
+    actor = await app.accounts.authenticate(issued.secret)
+    assert (actor.account_id, actor.role, actor.name) == (account.id, "producer", "ada")
+    async with app.db.session() as session:
+        stored = (await session.scalars(select(ApiToken))).all()
+    assert [t.token_hash for t in stored] == [hash_token(issued.secret)]
+    assert all(issued.secret not in (t.token_hash, t.name) for t in stored)
+
+
+async def test_wrong_missing_and_revoked_tokens_are_unauthenticated(app: CatalogApp) -> None:
+    account = await app.accounts.create("ada", "producer")
+    issued = await app.accounts.create_token(account.id)
+    for bad in (None, "", "mlr_not-a-token", issued.secret + "x"):
+        with pytest.raises(Unauthenticated):
+            await app.accounts.authenticate(bad)
+    await app.accounts.revoke_token(account.as_actor(), issued.id)
+    with pytest.raises(Unauthenticated, match="revoked"):
+        await app.accounts.authenticate(issued.secret)
+
+
+async def test_only_admins_issue_tokens_for_others(app: CatalogApp) -> None:
+    ada = (await app.accounts.create("ada", "producer")).as_actor()
+    bob = await app.accounts.create("bob", "requester")
+    root = (await app.accounts.create("root", "admin")).as_actor()
+    with pytest.raises(Forbidden):
+        await app.accounts.issue_token(ada, bob.id)
+    issued = await app.accounts.issue_token(root, bob.id)
+    assert (await app.accounts.authenticate(issued.secret)).account_id == bob.id
+    with pytest.raises(NotFound):  # someone else's token id looks like no token at all
+        await app.accounts.revoke_token(ada, issued.id)

@@ -1,0 +1,240 @@
+"""Listings: validation, ownership, visibility on every read path, versions, pagination, categories."""
+
+from __future__ import annotations
+
+import pytest
+from catalog_helpers import listing_data, make_actor
+
+from catalog.actors import ANONYMOUS, Actor
+from catalog.app import CatalogApp
+from catalog.listings import ListingFilter
+from infra.errors import BadInput, Conflict, Forbidden, NotFound, Unauthenticated
+
+
+async def test_create_validates_and_normalizes_fields(app: CatalogApp, alice: Actor) -> None:
+    listing = await app.listings.create(
+        alice, listing_data(accuracy={"value": 0.93, "metric": "f1", "dataset": "imdb"}, size="1.5 MB")
+    )
+    assert listing.owner_id == alice.account_id
+    assert (listing.accuracy, listing.accuracy_metric, listing.accuracy_dataset) == (0.93, "f1", "imdb")
+    assert listing.subcategories == ["Text Classification"]
+    assert listing.input_format == "text@1" and listing.output_format == "class-label@1"
+    assert listing.input_schema["type"] == "string"  # filled from the format
+    assert listing.latency_p50_ms == 12 and listing.size_bytes == 1_500_000
+    assert listing.version == "1.0.0" and listing.visibility == "public"
+    fetched = await app.listings.get(ANONYMOUS, listing.id)
+    assert fetched == listing
+    versions = await app.listings.versions(alice, listing.id)
+    assert [v.version for v in versions] == ["1.0.0"]
+
+
+@pytest.mark.parametrize(
+    ("overrides", "field"),
+    [
+        ({"kind": "spreadsheet"}, "kind"),
+        ({"name": "  "}, "name"),
+        ({"category": None}, "category"),
+        ({"accuracy": 1.5}, "accuracy"),
+        ({"accuracy": True}, "accuracy"),
+        ({"latency_ms": -1}, "latency_ms"),
+        ({"resources": {"cpu": 0}}, "resources.cpu"),
+        ({"resources": {"ram": 2}}, "resources.ram"),
+        ({"input_format": "hologram"}, "input_format"),
+        ({"output_schema": {"type": "nonsense"}}, "output_schema"),
+        ({"tags": [1, 2]}, "tags"),
+        ({"version": "one two"}, "version"),
+        ({"visibility": "secret"}, "visibility"),
+        ({"training_resources": {"cpu": 4}}, "training_resources"),
+        ({"shared_with": ["bob"]}, "shared_with"),
+        ({"size": "lots"}, "size"),
+        ({"timeout": 0}, "timeout"),
+    ],
+)
+async def test_bad_fields_are_named_in_the_error(
+    app: CatalogApp, alice: Actor, overrides: dict, field: str
+) -> None:
+    with pytest.raises(BadInput) as caught:
+        await app.listings.create(alice, listing_data(**overrides))
+    assert field in caught.value.message
+    assert (await app.listings.list(alice)).total_count == 0
+
+
+async def test_anonymous_cannot_write(app: CatalogApp, alice: Actor) -> None:
+    with pytest.raises(Unauthenticated):
+        await app.listings.create(ANONYMOUS, listing_data())
+    listing = await app.listings.create(alice, listing_data())
+    with pytest.raises(Unauthenticated):
+        await app.listings.update(ANONYMOUS, listing.id, {"description": "x"})
+    with pytest.raises(Unauthenticated):
+        await app.listings.delete(ANONYMOUS, listing.id)
+
+
+async def test_duplicate_name_for_same_owner_conflicts(app: CatalogApp, alice: Actor, bob: Actor) -> None:
+    await app.listings.create(alice, listing_data())
+    with pytest.raises(Conflict):
+        await app.listings.create(alice, listing_data())
+    await app.listings.create(bob, listing_data())  # another owner may use the name
+
+
+async def test_only_owner_or_admin_modifies(app: CatalogApp, alice: Actor, bob: Actor, admin: Actor) -> None:
+    listing = await app.listings.create(alice, listing_data())
+    with pytest.raises(Forbidden):
+        await app.listings.update(bob, listing.id, {"description": "hijacked"})
+    with pytest.raises(Forbidden):
+        await app.listings.delete(bob, listing.id)
+    updated = await app.listings.update(admin, listing.id, {"description": "Fixed by an admin."})
+    assert updated.description == "Fixed by an admin."
+    await app.listings.delete(alice, listing.id)
+    with pytest.raises(NotFound):
+        await app.listings.get(alice, listing.id)
+    assert app.backend.get([listing.id]) == {}
+
+
+async def test_update_changes_given_fields_and_records_versions(app: CatalogApp, alice: Actor) -> None:
+    listing = await app.listings.create(alice, listing_data())
+    updated = await app.listings.update(alice, listing.id, {"version": "1.1.0", "latency_ms": 8})
+    assert (updated.version, updated.latency_p50_ms, updated.accuracy) == ("1.1.0", 8, 0.91)
+    versions = await app.listings.versions(alice, listing.id)
+    assert [v.version for v in versions] == ["1.0.0", "1.1.0"]
+    with pytest.raises(BadInput, match="accuracy"):
+        await app.listings.update(alice, listing.id, {"accuracy": -0.1})
+    with pytest.raises(BadInput, match="category"):
+        await app.listings.update(alice, listing.id, {"category": None})
+    assert (await app.listings.get(alice, listing.id)).accuracy == 0.91
+
+
+async def test_update_reembeds_text_changes(app: CatalogApp, alice: Actor) -> None:
+    listing = await app.listings.create(alice, listing_data())
+    before = app.backend.get([listing.id])[listing.id].embedding.copy()
+    await app.listings.update(alice, listing.id, {"description": "Detects objects in street photos."})
+    after = app.backend.get([listing.id])[listing.id]
+    assert after.description == "Detects objects in street photos."
+    assert float(before @ after.embedding) < 0.99
+
+
+# --------------------------------------------------------------------------- visibility
+
+
+async def _three_visibilities(app: CatalogApp, alice: Actor, bob: Actor) -> dict[str, str]:
+    public = await app.listings.create(alice, listing_data("open-model"))
+    private = await app.listings.create(alice, listing_data("secret-model", visibility="private"))
+    shared = await app.listings.create(
+        alice, listing_data("team-model", visibility="shared", shared_with=[bob.name])
+    )
+    assert shared.shared_with == [bob.account_id]
+    return {"public": public.id, "private": private.id, "shared": shared.id}
+
+
+async def test_visibility_on_every_read_path(app: CatalogApp, alice: Actor, bob: Actor, admin: Actor) -> None:
+    ids = await _three_visibilities(app, alice, bob)
+    carol = await make_actor(app, "carol", "requester")
+    expected = {
+        "anonymous": (ANONYMOUS, {"public"}),
+        "carol": (carol, {"public"}),
+        "bob": (bob, {"public", "shared"}),
+        "alice": (alice, {"public", "private", "shared"}),
+        "admin": (admin, {"public", "private", "shared"}),
+    }
+    for who, (actor, visible) in expected.items():
+        for kind, listing_id in ids.items():
+            if kind in visible:
+                assert (await app.listings.get(actor, listing_id)).id == listing_id, who
+            else:
+                with pytest.raises(NotFound):  # never FORBIDDEN: existence must not leak
+                    await app.listings.get(actor, listing_id)
+        listed = {item.id for item in (await app.listings.list(actor)).items}
+        assert listed == {ids[k] for k in visible}, who
+        many = await app.listings.get_many(actor, list(ids.values()))
+        assert set(many) == {ids[k] for k in visible}, who
+        categories = await app.listings.categories(actor)
+        assert [(c.name, c.count) for c in categories] == [("Natural Language Processing", len(visible))], who
+        assert categories[0].subcategories[0].count == len(visible)
+
+
+async def test_invisible_listing_cannot_be_modified_or_reviewed(
+    app: CatalogApp, alice: Actor, bob: Actor
+) -> None:
+    private = await app.listings.create(alice, listing_data(visibility="private"))
+    with pytest.raises(NotFound):
+        await app.listings.update(bob, private.id, {"description": "x"})
+    with pytest.raises(NotFound):
+        await app.reviews.add(bob, private.id, 5, "great")
+
+
+async def test_changing_shares_updates_access(app: CatalogApp, alice: Actor, bob: Actor) -> None:
+    listing = await app.listings.create(alice, listing_data(visibility="private"))
+    with pytest.raises(NotFound):
+        await app.listings.get(bob, listing.id)
+    await app.listings.update(alice, listing.id, {"visibility": "shared", "shared_with": ["bob"]})
+    assert (await app.listings.get(bob, listing.id)).shared_with == [bob.account_id]
+    assert app.backend.get([listing.id])[listing.id].shared_with == (bob.account_id,)
+    with pytest.raises(BadInput, match="shared_with"):
+        await app.listings.update(alice, listing.id, {"shared_with": ["nobody-by-this-name"]})
+    await app.listings.update(alice, listing.id, {"visibility": "private", "shared_with": []})
+    with pytest.raises(NotFound):
+        await app.listings.get(bob, listing.id)
+
+
+async def test_suspended_listing_is_hidden_from_others(app: CatalogApp, alice: Actor, bob: Actor) -> None:
+    listing = await app.listings.create(alice, listing_data())
+    await app.listings.set_system_fields(listing.id, status="suspended")
+    with pytest.raises(NotFound):
+        await app.listings.get(bob, listing.id)
+    assert (await app.listings.get(alice, listing.id)).status == "suspended"
+
+
+# --------------------------------------------------------------------------- browsing
+
+
+async def test_cursor_pagination_walks_every_listing_once(app: CatalogApp, alice: Actor) -> None:
+    from catalog.listing_input import parse_listing
+
+    inputs = [parse_listing(listing_data(f"model-{i:02d}")) for i in range(23)]
+    await app.listings.create_many(alice.account_id, inputs)
+    seen: list[str] = []
+    after = None
+    while True:
+        page = await app.listings.list(ANONYMOUS, first=5, after=after)
+        assert page.total_count == 23
+        seen += [item.name for item in page.items]
+        if not page.has_next_page:
+            break
+        after = page.end_cursor
+    assert sorted(seen) == [f"model-{i:02d}" for i in range(23)]
+    assert len(seen) == len(set(seen))
+    with pytest.raises(BadInput, match="after"):
+        await app.listings.list(ANONYMOUS, after="not-a-cursor")
+    with pytest.raises(BadInput, match="first"):
+        await app.listings.list(ANONYMOUS, first=0)
+
+
+async def test_list_filters_and_category_counts(app: CatalogApp, alice: Actor) -> None:
+    await app.listings.create(alice, listing_data("a"))
+    await app.listings.create(alice, listing_data("b", subcategories=["Sentiment Analysis"]))
+    await app.listings.create(
+        alice,
+        listing_data(
+            "c",
+            kind="dataset",
+            category="Computer Vision",
+            subcategory="Object Detection",
+            input_format=None,
+            output_format=None,
+        ),
+    )
+    page = await app.listings.list(ANONYMOUS, ListingFilter(subcategory="sentiment analysis"))
+    assert [i.name for i in page.items] == ["b"]
+    page = await app.listings.list(ANONYMOUS, ListingFilter(kinds=("dataset",)))
+    assert [i.name for i in page.items] == ["c"]
+    page = await app.listings.list(ANONYMOUS, ListingFilter(input_format="text"))
+    assert {i.name for i in page.items} == {"a", "b"}
+    with pytest.raises(BadInput, match="kind"):
+        await app.listings.list(ANONYMOUS, ListingFilter(kinds=("spaceship",)))
+    categories = {c.name: c for c in await app.listings.categories(ANONYMOUS)}
+    nlp = categories["Natural Language Processing"]
+    assert nlp.count == 2
+    assert {(s.name, s.count) for s in nlp.subcategories} == {
+        ("Text Classification", 2),
+        ("Sentiment Analysis", 1),
+    }
+    assert categories["Computer Vision"].count == 1
