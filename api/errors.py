@@ -29,7 +29,7 @@ INTERNAL = "INTERNAL"
 
 # graphql-core errors raised while parsing, validating or coercing the request have no original
 # exception (or one of these); they describe the client's document, so they are the client's to fix.
-_CLIENT_DOCUMENT_ERRORS = (CannotGetOperationTypeError, InvalidOperationTypeError)
+_CLIENT_DOCUMENT_ERRORS = (GraphQLError, CannotGetOperationTypeError, InvalidOperationTypeError)
 _JSON_SCALARS = (str, int, float, bool, type(None))
 
 
@@ -88,7 +88,8 @@ def coded_error(error: GraphQLError) -> GraphQLError:
     if isinstance(cause, StrawberryGraphQLError):
         return _rebuilt(error, error.message, {"code": BAD_INPUT, **(cause.extensions or {})})
     if cause is None or isinstance(cause, _CLIENT_DOCUMENT_ERRORS):
-        # Syntax errors, unknown fields, wrong argument types, bad enum values, missing variables.
+        # Syntax errors, unknown fields, wrong argument types, bad enum values, missing variables
+        # (graphql-core reports those as GraphQLErrors, sometimes wrapped in another one).
         return _rebuilt(error, error.message, {"code": BAD_INPUT})
     return _internal(error, cause)
 

@@ -1,0 +1,130 @@
+"""Bad requests get a clear error with ``extensions.code`` — never an HTTP 500, never internals."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+from graphql import GraphQLError
+from pydantic import BaseModel, Field, ValidationError
+
+from api.errors import coded_error
+from infra.errors import NotFound
+
+
+@pytest.mark.parametrize(
+    "query",
+    [
+        "{ listing(id: ",  # syntax error
+        "{ nope }",  # unknown field
+        "{ listings(kind: MODEL) { totalCount } }",  # unknown argument
+        '{ listings(first: "ten") { totalCount } }',  # wrong argument type
+        "{ listings(filter: {kinds: [WIZARD]}) { totalCount } }",  # invalid enum (facet) value
+        "{ listing { id } }",  # missing required argument
+        "query($id: ID!) { listing(id: $id) { id } }",  # missing variable
+        "subscription { nope }",  # operation type the schema lacks
+    ],
+)
+async def test_malformed_graphql_is_bad_input(api, query: str) -> None:
+    body = await api.gql(query)
+    assert body["data"] is None
+    assert body["errors"][0]["extensions"]["code"] == "BAD_INPUT"
+    assert body["errors"][0]["message"]
+
+
+@pytest.mark.parametrize(
+    ("content", "content_type"),
+    [
+        (b"{not json", "application/json"),
+        (b'{"variables": {}}', "application/json"),  # no query
+        (b"query=1", "text/plain"),
+    ],
+)
+async def test_unparseable_requests_are_400_with_code(api, content: bytes, content_type: str) -> None:
+    response = await api.http.post("/graphql", content=content, headers={"content-type": content_type})
+    assert 400 <= response.status_code < 500
+    assert response.json()["errors"][0]["extensions"]["code"] == "BAD_INPUT"
+
+
+async def test_mutation_over_get_is_refused_cleanly(api) -> None:
+    response = await api.http.get("/graphql", params={"query": 'mutation { deleteListing(id: "x") { id } }'})
+    assert 400 <= response.status_code < 500
+    assert response.json()["errors"][0]["extensions"]["code"] == "BAD_INPUT"
+
+
+async def test_abusive_documents_are_refused(api) -> None:
+    deep = await api.gql("{ " + "me { " * 20 + "name" + " }" * 20 + " }")
+    assert deep["errors"][0]["extensions"]["code"] == "BAD_INPUT"
+    assert any("depth" in error["message"] for error in deep["errors"])
+    aliases = "{ " + " ".join(f"a{i}: me {{ name }}" for i in range(60)) + " }"
+    assert await api.error_code(aliases) == "BAD_INPUT"
+    huge = "{ me { " + " ".join(["name"] * 6000) + " } }"
+    assert await api.error_code(huge) == "BAD_INPUT"
+
+
+@pytest.mark.parametrize("header", ["Bearer not-a-token", "Basic dXNlcjpwYXNz", "Bearer ", "mlr_abc"])
+async def test_wrong_credentials_are_unauthenticated(api, header: str) -> None:
+    response = await api.http.post(
+        "/graphql", json={"query": "{ me { name } }"}, headers={"Authorization": header}
+    )
+    assert response.status_code == 200
+    body = response.json()
+    assert body["data"] is None
+    assert body["errors"][0]["extensions"]["code"] == "UNAUTHENTICATED"
+
+
+async def test_revoked_token_is_unauthenticated(api) -> None:
+    accounts = api.services.catalog.accounts
+    info = await accounts.create("alice", "producer")
+    token = await accounts.create_token(info.id)
+    assert (await api.data("{ me { name } }", token=token.secret))["me"]["name"] == "alice"
+    await accounts.revoke_token(info.as_actor(), token.id)
+    assert await api.error_code("{ me { name } }", token=token.secret) == "UNAUTHENTICATED"
+
+
+async def test_missing_token_means_anonymous_and_writes_need_one(api) -> None:
+    assert (await api.data("{ me { name } }"))["me"] is None
+    create = 'mutation { createListing(input: {name: "x", kind: MODEL, category: "c"}) { id } }'
+    assert await api.error_code(create) == "UNAUTHENTICATED"
+
+
+async def test_healthz(api) -> None:
+    response = await api.http.get("/healthz")
+    assert response.status_code == 200 and response.json() == {"status": "ok"}
+
+
+# ---------------------------------------------------------------------------- the formatter itself
+
+
+def test_unexpected_exception_becomes_internal_without_leaking(caplog: pytest.LogCaptureFixture) -> None:
+    secret = "password=hunter2 at /srv/secret/path"
+    error = GraphQLError("boom", original_error=RuntimeError(secret), path=["search"])
+    with caplog.at_level(logging.ERROR, logger="mlrepo.api"):
+        coded = coded_error(error)
+    assert coded.extensions == {"code": "INTERNAL"}
+    assert secret not in coded.message and "reference" in coded.message
+    reference = coded.message.split("reference ")[1].split(")")[0]
+    assert any(reference in record.getMessage() and record.exc_info for record in caplog.records)
+
+
+def test_domain_errors_keep_their_code_and_plain_details() -> None:
+    cause = NotFound("no listing with id 'x'", field="id", candidates=["a", "b"], row=object())
+    coded = coded_error(GraphQLError("ignored", original_error=cause))
+    assert coded.message == "no listing with id 'x'"
+    assert coded.extensions == {"code": "NOT_FOUND", "field": "id", "candidates": ["a", "b"]}
+
+
+def test_pydantic_validation_errors_are_bad_input() -> None:
+    class Probe(BaseModel):
+        limit: int = Field(ge=1)
+
+    with pytest.raises(ValidationError) as caught:
+        Probe(limit=0)
+    coded = coded_error(GraphQLError("x", original_error=caught.value))
+    assert coded.extensions == {"code": "BAD_INPUT"}
+    assert coded.message.startswith("limit:")
+
+
+def test_coding_is_idempotent() -> None:
+    once = coded_error(GraphQLError("Syntax Error"))
+    assert coded_error(once) is once

@@ -1,0 +1,203 @@
+"""Listings through GraphQL: every query and mutation, access rules and the codes of refusals."""
+
+from __future__ import annotations
+
+from api_helpers import LISTING_FIELDS, new_listing
+from sqlalchemy import select
+
+from catalog.enums import VerificationStatus
+from infra.tables import UsageEvent
+
+
+async def test_create_then_read_every_field(api) -> None:
+    token = await api.account("alice")
+    created = (await new_listing(api, token, name="sentiment-small"))["createListing"]
+    assert created["kind"] == "MODEL"
+    assert created["accuracy"] == {"value": 0.91, "metric": "accuracy", "dataset": "sst2"}
+    assert created["resources"] == {"cpu": 1.0, "memoryMb": 512, "gpu": 0}
+    assert created["producer"]["name"] is None and created["producer"]["id"]
+    assert created["verificationStatus"] == VerificationStatus.UNVERIFIED.name
+    assert created["inputFormat"].startswith("text") and created["outputFormat"].startswith("class-label")
+    assert created["subcategories"] == ["Text Classification"]
+
+    anonymous = await api.data(
+        f"query($id: ID!) {{ listing(id: $id) {{ {LISTING_FIELDS} }} }}", {"id": created["id"]}
+    )
+    listing = anonymous["listing"]
+    assert listing["name"] == "sentiment-small"
+    assert listing["reviews"] == [] and listing["rating"] == {"average": None, "count": 0}
+    assert [v["version"] for v in listing["versions"]] == ["1.0.0"]
+    assert listing["sharedWith"] == []
+
+
+async def test_update_records_a_version_and_is_owner_only(api) -> None:
+    alice, bob = await api.account("alice"), await api.account("bob", "requester")
+    listing_id = (await new_listing(api, alice))["createListing"]["id"]
+    update = """mutation($id: ID!, $input: UpdateListingInput!) {
+        updateListing(id: $id, input: $input) { description version versions { version } } }"""
+    changed = await api.data(
+        update, {"id": listing_id, "input": {"description": "v2", "version": "2.0.0"}}, alice
+    )
+    assert changed["updateListing"]["description"] == "v2"
+    assert [v["version"] for v in changed["updateListing"]["versions"]] == ["1.0.0", "2.0.0"]
+
+    assert await api.error_code(update, {"id": listing_id, "input": {"description": "x"}}, bob) == "FORBIDDEN"
+    assert (
+        await api.error_code(update, {"id": listing_id, "input": {"description": "x"}}) == "UNAUTHENTICATED"
+    )
+    assert (
+        await api.error_code(update, {"id": "missing", "input": {"description": "x"}}, alice) == "NOT_FOUND"
+    )
+    assert await api.error_code(update, {"id": listing_id, "input": {"accuracy": 2.0}}, alice) == "BAD_INPUT"
+
+
+async def test_delete_removes_listing_and_is_owner_only(api) -> None:
+    alice, bob = await api.account("alice"), await api.account("bob", "requester")
+    listing_id = (await new_listing(api, alice))["createListing"]["id"]
+    delete = "mutation($id: ID!) { deleteListing(id: $id) { id deleted } }"
+    assert await api.error_code(delete, {"id": listing_id}, bob) == "FORBIDDEN"
+    assert (await api.data(delete, {"id": listing_id}, alice))["deleteListing"] == {
+        "id": listing_id,
+        "deleted": True,
+    }
+    assert (
+        await api.error_code("query($id: ID!) { listing(id: $id) { id } }", {"id": listing_id}) == "NOT_FOUND"
+    )
+    assert await api.error_code(delete, {"id": listing_id}, alice) == "NOT_FOUND"
+
+
+async def test_anonymous_sees_public_listings_only(api) -> None:
+    alice, bob = await api.account("alice"), await api.account("bob", "requester")
+    carol = await api.account("carol", "requester")
+    public = (await new_listing(api, alice, name="open-model"))["createListing"]["id"]
+    private = (await new_listing(api, alice, name="secret-model", visibility="PRIVATE"))["createListing"][
+        "id"
+    ]
+    shared = (await new_listing(api, alice, name="shared-model", visibility="SHARED", sharedWith=["bob"]))[
+        "createListing"
+    ]["id"]
+
+    names = "query { listings(first: 50) { totalCount edges { node { id name sharedWith } } } }"
+
+    def ids(data: dict) -> set[str]:
+        return {edge["node"]["id"] for edge in data["listings"]["edges"]}
+
+    assert ids(await api.data(names)) == {public}
+    assert ids(await api.data(names, token=carol)) == {public}
+    assert ids(await api.data(names, token=bob)) == {public, shared}
+    owner_view = await api.data(names, token=alice)
+    assert ids(owner_view) == {public, private, shared}
+    shared_with = {e["node"]["name"]: e["node"]["sharedWith"] for e in owner_view["listings"]["edges"]}
+    assert len(shared_with["shared-model"]) == 1
+    bob_view = await api.data(names, token=bob)
+    assert all(edge["node"]["sharedWith"] == [] for edge in bob_view["listings"]["edges"])
+
+    one = "query($id: ID!) { listing(id: $id) { id } }"
+    assert await api.error_code(one, {"id": private}) == "NOT_FOUND"
+    assert await api.error_code(one, {"id": shared}, carol) == "NOT_FOUND"
+    assert (await api.data(one, {"id": shared}, bob))["listing"]["id"] == shared
+
+
+async def test_listings_cursor_pagination_and_filters(api) -> None:
+    alice = await api.account("alice")
+    for index in range(3):
+        await new_listing(api, alice, name=f"model-{index}")
+    await new_listing(api, alice, name="a-dataset", kind="DATASET", category="Tabular")
+    page = """query($after: String, $filter: ListingFilterInput) {
+        listings(first: 2, after: $after, filter: $filter) {
+            totalCount pageInfo { hasNextPage endCursor } edges { cursor node { name } } } }"""
+    first = (await api.data(page, {"filter": {"kinds": ["MODEL"]}}))["listings"]
+    assert first["totalCount"] == 3 and first["pageInfo"]["hasNextPage"] is True
+    assert first["edges"][-1]["cursor"] == first["pageInfo"]["endCursor"]
+    second = (
+        await api.data(page, {"filter": {"kinds": ["MODEL"]}, "after": first["pageInfo"]["endCursor"]})
+    )["listings"]
+    assert second["pageInfo"]["hasNextPage"] is False
+    names = [e["node"]["name"] for e in first["edges"] + second["edges"]]
+    assert sorted(names) == ["model-0", "model-1", "model-2"]
+
+    datasets = (await api.data(page, {"filter": {"category": "tabular"}}))["listings"]
+    assert [e["node"]["name"] for e in datasets["edges"]] == ["a-dataset"]
+
+    assert await api.error_code(page, {"after": "not-a-cursor"}) == "BAD_INPUT"
+    assert await api.error_code("{ listings(first: 0) { totalCount } }") == "BAD_INPUT"
+    assert await api.error_code("{ listings(first: 1000) { totalCount } }") == "BAD_INPUT"
+
+
+async def test_categories_count_visible_listings(api) -> None:
+    alice = await api.account("alice")
+    await new_listing(api, alice, name="m1")
+    await new_listing(api, alice, name="m2", subcategory="Sentiment Analysis")
+    await new_listing(api, alice, name="hidden", visibility="PRIVATE", category="Vision")
+    query = "{ categories { name count subcategories { name count } } }"
+    anonymous = (await api.data(query))["categories"]
+    assert [(c["name"], c["count"]) for c in anonymous] == [("Natural Language Processing", 2)]
+    subs = {s["name"]: s["count"] for s in anonymous[0]["subcategories"]}
+    assert subs["Text Classification"] == 1 and subs["Sentiment Analysis"] == 1
+    owner = {c["name"]: c["count"] for c in (await api.data(query, token=alice))["categories"]}
+    assert owner == {"Natural Language Processing": 2, "Vision": 1}
+
+
+async def test_me(api) -> None:
+    assert (await api.data("{ me { name } }"))["me"] is None
+    token = await api.account("alice", "producer")
+    me = (await api.data("{ me { id name role quota { cpu memoryMb gpu } } }", token=token))["me"]
+    assert me["name"] == "alice" and me["role"] == "PRODUCER" and me["quota"]["memoryMb"] > 0
+
+
+async def test_reviews(api) -> None:
+    alice, bob = await api.account("alice"), await api.account("bob", "requester")
+    listing_id = (await new_listing(api, alice))["createListing"]["id"]
+    review = """mutation($id: ID!, $rating: Int!, $text: String!) {
+        addReview(listingId: $id, rating: $rating, text: $text) { rating text author listingId } }"""
+    added = await api.data(review, {"id": listing_id, "rating": 4, "text": "works well"}, bob)
+    assert added["addReview"] == {"rating": 4, "text": "works well", "author": "bob", "listingId": listing_id}
+    await api.data(review, {"id": listing_id, "rating": 2, "text": "changed my mind"}, bob)
+    read = await api.data(
+        "query($id: ID!) { listing(id: $id) { rating { average count } reviews { rating text } } }",
+        {"id": listing_id},
+    )
+    assert read["listing"]["rating"] == {"average": 2.0, "count": 1}
+    assert read["listing"]["reviews"] == [{"rating": 2, "text": "changed my mind"}]
+
+    assert await api.error_code(review, {"id": listing_id, "rating": 5, "text": "mine"}, alice) == "FORBIDDEN"
+    assert await api.error_code(review, {"id": listing_id, "rating": 9, "text": ""}, bob) == "BAD_INPUT"
+    assert await api.error_code(review, {"id": listing_id, "rating": 3, "text": ""}) == "UNAUTHENTICATED"
+    assert await api.error_code(review, {"id": "nope", "rating": 3, "text": ""}, bob) == "NOT_FOUND"
+
+
+async def test_listing_view_with_search_id_counts_as_selection(api) -> None:
+    alice = await api.account("alice")
+    listing_id = (await new_listing(api, alice))["createListing"]["id"]
+    await api.data('query($id: ID!) { listing(id: $id, searchId: "s-1") { id } }', {"id": listing_id})
+    async with api.services.catalog.db.session() as session:
+        events = (await session.scalars(select(UsageEvent).where(UsageEvent.listing_id == listing_id))).all()
+    assert [(e.kind, e.search_id) for e in events] == [("view", "s-1")]
+
+
+async def test_create_rejects_bad_fields_with_codes(api) -> None:
+    alice = await api.account("alice")
+    body = await api.gql(
+        "mutation($input: CreateListingInput!) { createListing(input: $input) { id } }",
+        {"input": {"name": "x", "kind": "MODEL", "category": "nlp", "accuracy": 1.5}},
+        alice,
+    )
+    assert body["errors"][0]["extensions"]["code"] == "BAD_INPUT"
+    assert "accuracy" in body["errors"][0]["message"]
+    assert (
+        await api.error_code(
+            'mutation { createListing(input: {name: "x", kind: WIZARD, category: "c"}) { id } }', token=alice
+        )
+        == "BAD_INPUT"
+    )
+    assert (
+        await api.error_code(
+            "mutation($input: CreateListingInput!) { createListing(input: $input) { id } }",
+            {"input": {"name": "n" * 500, "kind": "MODEL", "category": "nlp"}},
+            alice,
+        )
+        == "BAD_INPUT"
+    )
+    await new_listing(api, alice, name="twice")
+    again = await new_listing(api, alice, name="twice", expect_error=True)
+    assert again == "CONFLICT"
