@@ -1,0 +1,121 @@
+"""The catalog's service container: one per process, built from ``Settings``.
+
+``await CatalogApp.open(settings)`` opens the database, the embedding encoder (loaded lazily, on first
+encode), the search backend and the ranker, fills the index from the database (the rows carry their
+embeddings, so startup does not re-encode), and wires the services the API, the CLI and the worker call:
+``accounts``, ``listings``, ``reviews``, ``usage``, ``importer``, ``search``, ``demand``.
+
+A process that must not hold the embedded index — the worker, or a CLI write while ``serve`` runs (tantivy
+allows one writer per index directory) — opens with ``with_index=False``: its writes reach the database
+only, and processes holding the index pick them up through ``ListingIndex.sync``.
+"""
+
+from __future__ import annotations
+
+import logging
+from types import TracebackType
+
+from catalog.accounts import AccountService
+from catalog.demand import DemandService
+from catalog.importer import Importer
+from catalog.indexing import ListingIndex
+from catalog.listings import ListingService
+from catalog.reviews import ReviewService
+from catalog.search_service import SearchService
+from catalog.understanding_feed import UnderstandingFeed
+from catalog.usage import UsageService
+from infra.db import Database
+from infra.settings import Settings
+from ranking.query_understanding import QueryUnderstanding
+from ranking.ranker import Ranker
+from search.embeddings import Encoder
+from search.types import SearchBackend
+
+logger = logging.getLogger("mlrepo.catalog")
+
+
+def open_backend(settings: Settings, dim: int) -> SearchBackend:
+    """The search backend ``Settings.search_backend`` names."""
+    if settings.search_backend == "opensearch":
+        from search.factory import open_backend as open_search_backend
+
+        return open_search_backend(settings, dim)
+    from search.embedded import EmbeddedBackend
+
+    return EmbeddedBackend.from_settings(settings, dim)
+
+
+class CatalogApp:
+    def __init__(
+        self,
+        settings: Settings,
+        db: Database,
+        encoder: Encoder,
+        backend: SearchBackend | None,
+    ) -> None:
+        self.settings = settings
+        self.db = db
+        self.encoder = encoder
+        self.backend = backend
+        self.index = ListingIndex(db, backend, encoder)
+        self.accounts = AccountService(db)
+        self.listings = ListingService(db, self.index)
+        self.reviews = ReviewService(db)
+        self.usage = UsageService(db, self.index, settings.usage_window_days)
+        self.importer = Importer(self.listings, self.accounts)
+        self.demand = DemandService(db, settings, encoder)
+        self.ranker = Ranker(QueryUnderstanding(encoder.encode_documents))
+        self.understanding = UnderstandingFeed(self.ranker.understanding)
+        self.index.listeners.append(self.understanding)
+        self.search = SearchService(
+            settings, self.index, self.listings, self.demand, self.ranker, self.understanding
+        )
+
+    @classmethod
+    async def open(
+        cls,
+        settings: Settings,
+        *,
+        with_index: bool = True,
+        migrate: bool = False,
+        encoder: Encoder | None = None,
+    ) -> CatalogApp:
+        """Open everything; ``migrate`` applies migrations first (``serve`` does, tests use templates).
+
+        ``encoder`` lets tests and benchmarks share one loaded model across many apps.
+        """
+        if migrate:
+            from infra.migrate import upgrade_async
+
+            await upgrade_async(settings)
+        db = Database.from_settings(settings)
+        encoder = encoder or Encoder.from_settings(settings)
+        backend = None
+        try:
+            if with_index:
+                backend = open_backend(settings, encoder.dim)
+            app = cls(settings, db, encoder, backend)
+            if with_index:
+                count = await app.index.load()
+                logger.info("search index loaded with %d listings", count)
+            return app
+        except BaseException:
+            if backend is not None:
+                backend.close()
+            await db.dispose()
+            raise
+
+    async def close(self) -> None:
+        try:
+            if self.backend is not None:
+                self.backend.close()
+        finally:
+            await self.db.dispose()
+
+    async def __aenter__(self) -> CatalogApp:
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.close()

@@ -1,0 +1,356 @@
+"""Search: validate the request, filter by facets, fuse keyword and vector candidates, rank, explain, log.
+
+Facets filter *before* ranking (the backend applies them, visibility included). A RELEVANCE search with
+text asks the backend for keyword and vector candidates under the same filters and lets
+``ranking.Ranker`` fuse them with the interpretation of the text and the quality signals; every result
+carries the parts of its score. Other sorts (USAGE, ACCURACY, LATENCY, NEWEST) order the same candidates
+— or, without text, every listing passing the facets — by that field. Results are hydrated from the
+database through the same visibility rule as every other read, so a stale index can never show a listing
+the requester may not see. The first page of each text search is logged for unmet demand
+(``catalog.demand``); its id comes back so a view, run or pipeline step can mark the search satisfied.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import json
+import math
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+
+from catalog.actors import Actor
+from catalog.demand import DemandService
+from catalog.enums import ListingKind, SortOrder
+from catalog.formats import normalize_format
+from catalog.indexing import ListingIndex
+from catalog.listing_view import ListingView
+from catalog.listings import ListingService
+from catalog.understanding_feed import UnderstandingFeed
+from infra.errors import BadInput, Unavailable
+from infra.settings import Settings
+from ranking.ranker import Ranker
+from ranking.types import Interpretation, RankedResult, ScorePart
+from search.types import Hit, IndexedListing, SearchFilters
+
+MAX_FACET_CHARS = 100
+MAX_OFFSET = 10_000
+
+
+@dataclass(frozen=True, slots=True)
+class ResourceLimits:
+    """The requester's hardware: only listings whose suggested requirements fit are returned."""
+
+    cpu: float | None = None
+    memory_mb: int | None = None
+    gpu: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class SearchRequest:
+    text: str = ""
+    category: str | None = None
+    subcategory: str | None = None
+    kinds: Sequence[str] | None = None
+    input_format: str | None = None
+    output_format: str | None = None
+    max_latency_ms: float | None = None
+    min_accuracy: float | None = None
+    resources: ResourceLimits | None = None
+    verified_only: bool = False
+    sort: str = SortOrder.RELEVANCE.value
+    limit: int = 10
+    after: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class SearchResult:
+    listing: ListingView
+    score: float
+    parts: tuple[ScorePart, ...]
+
+    @property
+    def explanation(self) -> str:
+        return "; ".join(part.detail for part in self.parts)
+
+
+@dataclass(frozen=True, slots=True)
+class SearchResponse:
+    results: list[SearchResult]
+    total_count: int
+    has_next_page: bool
+    end_cursor: str | None
+    search_id: str | None
+    interpretation: Interpretation | None = None
+    notes: list[str] = field(default_factory=list)  # what was inferred, in sentences
+
+    @property
+    def ids(self) -> list[str]:
+        return [r.listing.id for r in self.results]
+
+
+# ---------------------------------------------------------------------------- validation (pure)
+
+
+def _finite(
+    name: str, value: float | None, low: float | None = 0.0, high: float | None = None
+) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise BadInput(f"{name} must be a number; got {value!r}", field=name)
+    if (low is not None and value < low) or (high is not None and value > high):
+        bounds = f"between {low} and {high}" if high is not None else f"at least {low}"
+        raise BadInput(f"{name} must be {bounds}; got {value!r}", field=name)
+    return float(value)
+
+
+def _facet_text(name: str, value: str | None) -> str | None:
+    if value is None or not value.strip():
+        return None
+    if len(value) > MAX_FACET_CHARS:
+        raise BadInput(f"{name} is longer than {MAX_FACET_CHARS} characters", field=name)
+    return value.strip()
+
+
+def parse_sort(sort: str | None) -> str:
+    try:
+        return SortOrder((sort or SortOrder.RELEVANCE.value).strip().lower()).value
+    except ValueError:
+        allowed = ", ".join(s.value.upper() for s in SortOrder)
+        raise BadInput(f"sort must be one of {allowed}; got {sort!r}", field="sort") from None
+
+
+def parse_kinds(kinds: Sequence[str] | None) -> tuple[str, ...] | None:
+    if not kinds:
+        return None
+    parsed = []
+    for kind in kinds:
+        try:
+            parsed.append(ListingKind(str(kind).strip().lower()).value)
+        except ValueError:
+            allowed = ", ".join(k.value.upper() for k in ListingKind)
+            raise BadInput(f"kinds: unknown kind {kind!r}; expected {allowed}", field="kinds") from None
+    return tuple(dict.fromkeys(parsed))
+
+
+def _format_facet(name: str, value: str | None) -> str | None:
+    value = _facet_text(name, value)
+    if value is None:
+        return None
+    try:
+        return normalize_format(value)
+    except BadInput as exc:
+        raise BadInput(f"{name}: {exc.message}", field=name) from None
+
+
+def build_filters(request: SearchRequest, actor: Actor, category: str | None) -> SearchFilters:
+    """The facets of ``request`` as backend filters, with the viewer for visibility (raises BadInput)."""
+    resources = request.resources or ResourceLimits()
+    gpu = _finite("resources.gpu", resources.gpu)
+    memory = _finite("resources.memoryMb", resources.memory_mb)
+    return SearchFilters(
+        kinds=parse_kinds(request.kinds),
+        category=category,
+        subcategory=_facet_text("subcategory", request.subcategory),
+        input_format=_format_facet("inputFormat", request.input_format),
+        output_format=_format_facet("outputFormat", request.output_format),
+        max_latency_ms=_finite("maxLatencyMs", request.max_latency_ms),
+        min_accuracy=_finite("minAccuracy", request.min_accuracy, 0.0, 1.0),
+        cpu=_finite("resources.cpu", resources.cpu),
+        memory_mb=int(memory) if memory is not None else None,
+        gpu=int(gpu) if gpu is not None else None,
+        verified_only=bool(request.verified_only),
+        viewer_id=actor.account_id,
+        viewer_is_admin=actor.is_admin,
+    )
+
+
+def request_fingerprint(request: SearchRequest) -> str:
+    """Ties a cursor to the search it came from (a cursor from another search is an error, not garbage)."""
+    material = {k: v for k, v in asdict(request).items() if k not in ("after", "limit")}
+    return hashlib.sha256(json.dumps(material, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def encode_cursor(offset: int, fingerprint: str) -> str:
+    raw = json.dumps({"o": offset, "q": fingerprint}).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str, fingerprint: str) -> int:
+    try:
+        data = json.loads(base64.urlsafe_b64decode((cursor + "=" * (-len(cursor) % 4)).encode()))
+        offset, issued_for = int(data["o"]), data["q"]
+    except (ValueError, TypeError, KeyError, binascii.Error):
+        raise BadInput(f"'after' is not a cursor this service issued: {cursor!r}", field="after") from None
+    if issued_for != fingerprint:
+        raise BadInput("'after' belongs to a different search; start again without it", field="after")
+    if not 0 <= offset <= MAX_OFFSET:
+        raise BadInput(f"'after' points past the last page ({offset})", field="after")
+    return offset
+
+
+# ---------------------------------------------------------------------------- sorting by a field
+
+
+def _sort_value(doc: IndexedListing, sort: str) -> float:
+    """Larger is better; unknown values sort last."""
+    if sort == SortOrder.USAGE:
+        return doc.relative_usage
+    if sort == SortOrder.ACCURACY:
+        return doc.accuracy if doc.accuracy is not None else -math.inf
+    if sort == SortOrder.LATENCY:
+        return -doc.latency_p50_ms if doc.latency_p50_ms is not None else -math.inf
+    return doc.created_at
+
+
+def _sort_part(doc: IndexedListing, sort: str) -> ScorePart:
+    details = {
+        SortOrder.USAGE: f"sorted by usage: {doc.relative_usage:.0%} of its category's most used",
+        SortOrder.ACCURACY: f"sorted by accuracy: {doc.accuracy}"
+        if doc.accuracy is not None
+        else "no accuracy",
+        SortOrder.LATENCY: f"sorted by latency: p50 {doc.latency_p50_ms} ms"
+        if doc.latency_p50_ms is not None
+        else "no latency measured",
+        SortOrder.NEWEST: "sorted by newest",
+    }
+    value = _sort_value(doc, sort)
+    return ScorePart(sort, value if math.isfinite(value) else 0.0, details[SortOrder(sort)])
+
+
+class SearchService:
+    def __init__(
+        self,
+        settings: Settings,
+        index: ListingIndex,
+        listings: ListingService,
+        demand: DemandService,
+        ranker: Ranker,
+        feed: UnderstandingFeed,
+    ) -> None:
+        self.settings = settings
+        self.index = index
+        self.listings = listings
+        self.demand = demand
+        self.ranker = ranker
+        self.feed = feed
+
+    def _validate(self, request: SearchRequest, actor: Actor) -> tuple[str, str, SearchFilters, int]:
+        text = request.text or ""
+        if not isinstance(text, str):
+            raise BadInput("text must be a string", field="text")
+        if len(text) > self.settings.max_query_chars:
+            raise BadInput(
+                f"text is longer than {self.settings.max_query_chars} characters ({len(text)})", field="text"
+            )
+        text = " ".join(text.split())
+        limit = request.limit
+        if (
+            isinstance(limit, bool)
+            or not isinstance(limit, int)
+            or not 1 <= limit <= self.settings.max_page_size
+        ):
+            raise BadInput(
+                f"limit must be between 1 and {self.settings.max_page_size}; got {limit!r}", field="limit"
+            )
+        sort = parse_sort(request.sort)
+        category = _facet_text("category", request.category)
+        if category is not None:
+            category = self.feed.canonical_category(category)
+        filters = build_filters(request, actor, category)
+        offset = decode_cursor(request.after, request_fingerprint(request)) if request.after else 0
+        return text, sort, filters, offset
+
+    async def search(self, actor: Actor, request: SearchRequest) -> SearchResponse:
+        text, sort, filters, offset = self._validate(request, actor)
+        if self.index.backend is None:
+            raise Unavailable("this process holds no search index")
+        await self.index.sync()
+        interpretation: Interpretation | None = None
+        query_vector: np.ndarray | None = None
+        if text:
+            query_vector = self.index.encoder.encode_query(text)
+            interpretation, ranked = self._rank(text, query_vector, filters, sort, offset + request.limit)
+            page, total = ranked[offset : offset + request.limit], len(ranked)
+        else:
+            page, total = self._browse(filters, sort, offset, request.limit)
+        hydrated = await self.listings.get_many(actor, [r.id for r in page])
+        results = [SearchResult(hydrated[r.id], r.score, r.parts) for r in page if r.id in hydrated]
+        next_offset = offset + len(page)
+        has_next = next_offset < total
+        search_id = None
+        if text and offset == 0:  # the first page only: paging on is not a new need
+            inferred = interpretation.top.category if interpretation and interpretation.top else None
+            search_id = await self.demand.log_search(
+                text,
+                result_count=total,
+                account_id=actor.account_id,
+                category=filters.category or inferred,
+                facets=self._facets(request, sort),
+                top_ids=[r.listing.id for r in results],
+                embedding=query_vector,
+            )
+        return SearchResponse(
+            results=results,
+            total_count=total,
+            has_next_page=has_next,
+            end_cursor=encode_cursor(next_offset, request_fingerprint(request)) if has_next else None,
+            search_id=search_id,
+            interpretation=interpretation,
+            notes=interpretation.describe() if interpretation else [],
+        )
+
+    def _rank(
+        self, text: str, query_vector: np.ndarray, filters: SearchFilters, sort: str, needed: int
+    ) -> tuple[Interpretation, list[RankedResult]]:
+        backend = self.index.backend
+        assert backend is not None
+        depth = max(self.ranker.weights.candidate_depth, needed)
+        keyword_hits: list[Hit] = backend.keyword(text, filters, depth)
+        vector_hits: list[Hit] = backend.vector(query_vector, filters, depth)
+        projections = backend.get(
+            list(dict.fromkeys([h.id for h in keyword_hits] + [h.id for h in vector_hits]))
+        )
+        interpretation, ranked = self.ranker.rank(text, query_vector, keyword_hits, vector_hits, projections)
+        if sort != SortOrder.RELEVANCE:
+            ranked = sorted(ranked, key=lambda r: (-_sort_value(projections[r.id], sort), -r.score, r.id))
+            ranked = [
+                RankedResult(r.id, r.score, (_sort_part(projections[r.id], sort), *r.parts)) for r in ranked
+            ]
+        return interpretation, ranked
+
+    def _browse(
+        self, filters: SearchFilters, sort: str, offset: int, limit: int
+    ) -> tuple[list[RankedResult], int]:
+        """No text: every listing passing the facets, by ``sort`` (RELEVANCE means NEWEST here)."""
+        backend = self.index.backend
+        assert backend is not None
+        order = SortOrder.NEWEST.value if sort == SortOrder.RELEVANCE else sort
+        hits = backend.filtered(filters, order, limit, offset)
+        total = backend.count(filters)
+        projections = backend.get([h.id for h in hits])
+        ranked = [
+            RankedResult(h.id, h.score, (_sort_part(projections[h.id], order),))
+            for h in hits
+            if h.id in projections
+        ]
+        return ranked, total
+
+    @staticmethod
+    def _facets(request: SearchRequest, sort: str) -> dict[str, Any]:
+        facets = {
+            k: v
+            for k, v in asdict(request).items()
+            if k not in ("text", "after", "limit") and v not in (None, False, (), [])
+        }
+        facets["sort"] = sort
+        return facets
+
+    async def record_selection(self, search_id: str, listing_id: str) -> None:
+        """The requester selected ``listing_id`` from search ``search_id`` (unmet-demand bookkeeping)."""
+        await self.demand.record_selection(search_id, listing_id)
