@@ -7,7 +7,8 @@ The set: short search-box requests for distinct needs, five phrasings each, writ
 (including two needs a producer would serve differently although they share words: bird *songs* vs bird
 *photos*). For each threshold it prints pairwise precision (queries put together that belong together),
 recall (queries that belong together put together), F1 and the number of topics, for the grouping the
-demand service uses (average linkage on MiniLM query embeddings). The last line is JSON.
+demand service uses (average linkage on MiniLM query embeddings); then the time grouping takes for 200,
+1000 and 2000 distinct queries. The last line is JSON.
 """
 
 from __future__ import annotations
@@ -121,6 +122,8 @@ NEEDS: dict[str, list[str]] = {
         "crop yield estimation model",
     ],
 }
+# Distinct-query counts timed for grouping (Settings.demand_max_queries caps it at 2000 by default).
+SCALE_QUERIES = (200, 1000, 2000)
 DEFAULT_THRESHOLDS = (0.3, 0.35, 0.4, 0.45, 0.5, 0.55, 0.6, 0.65, 0.7)
 
 
@@ -176,7 +179,18 @@ def main() -> None:
             f"threshold {threshold:.2f}: P {precision:.2f} R {recall:.2f} F1 {f1:.2f} "
             f"topics {len(groups)} ({group_ms:.1f} ms)"
         )
-    print(json.dumps({"queries": len(texts), "needs": len(NEEDS), "results": results}))
+    scale = {str(count): round(grouping_seconds(count, encoder.dim), 3) for count in SCALE_QUERIES}
+    print(f"grouping time (s) by distinct unmet queries: {scale}")
+    print(json.dumps({"queries": len(texts), "needs": len(NEEDS), "results": results, "scale_s": scale}))
+
+
+def grouping_seconds(count: int, dim: int) -> float:
+    """Time to group ``count`` distinct queries (random unit vectors: the cost depends on count only)."""
+    vectors = np.random.default_rng(0).standard_normal((count, dim)).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    started = time.perf_counter()
+    cluster_by_similarity(vectors, 0.45)
+    return time.perf_counter() - started
 
 
 if __name__ == "__main__":
