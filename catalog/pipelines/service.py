@@ -34,6 +34,7 @@ from catalog.pipelines.conditioning import (
     needs_training,
 )
 from catalog.pipelines.gaps import Gap, gap_between, log_gaps
+from catalog.pipelines.running import RunPlan, StepPlan, resource_class_for
 from catalog.pipelines.search_context import PipelineSlot, StepIO, restrict_filters
 from catalog.pipelines.views import (
     ConnectionStatus,
@@ -54,6 +55,7 @@ if TYPE_CHECKING:
 MAX_NAME = 200
 MAX_DESCRIPTION = 5000
 MAX_STEPS = 50
+MAX_NESTING = 8
 # Set on a chosen step when its owner removed the conditioner in front of it: propose, don't re-insert.
 MANUAL_CONDITIONING = "manual_conditioning_from"
 
@@ -121,6 +123,63 @@ class PipelineService:
         slot = await self.search_slot(actor, pipeline_id, position)
         return restrict_filters(filters, slot), slot
 
+    async def plan_run(self, actor: Actor, pipeline_id: str) -> RunPlan:
+        """The per-step plan of an inference run (``runJob`` on a pipeline); BadInput if it cannot run.
+
+        Nested pipeline listings are expanded into their steps; a trained step runs its trained model.
+        """
+        async with self.db.session() as session:
+            pipeline = await owned_pipeline(session, actor, pipeline_id)
+            plans: list[StepPlan] = []
+            await self._plan_steps(session, actor, pipeline, plans, depth=0)
+        return RunPlan(pipeline_id=pipeline.id, steps=tuple(plans))
+
+    async def _plan_steps(
+        self, session: AsyncSession, actor: Actor, pipeline: Pipeline, plans: list[StepPlan], depth: int
+    ) -> None:
+        if depth > MAX_NESTING:
+            raise BadInput(f"pipelines nest deeper than {MAX_NESTING} levels")
+        view = await self._view(session, actor, pipeline)
+        if not view.steps:
+            raise BadInput(f"pipeline {pipeline.name!r} has no steps")
+        problems = [f"open connection: {c.reason}" for c in view.open_connections]
+        problems += [
+            f"{s.listing_name!r} must be trained first (choose its training data and train the pipeline)"
+            for s in view.steps
+            if not s.runnable
+        ]
+        if problems:
+            raise BadInput(f"pipeline {pipeline.name!r} cannot run yet: {'; '.join(problems)}")
+        for step, listing in await load_rows(session, pipeline.id):
+            runs = listing
+            if step.trained_listing_id is not None:
+                runs = await visible_listing(session, actor, step.trained_listing_id)
+            else:
+                await visible_listing(session, actor, listing.id)
+            if runs.kind == ListingKind.PIPELINE:
+                source = await _source_pipeline(session, runs.id)
+                if source is None:
+                    raise BadInput(f"pipeline listing {runs.name!r} has no stored steps to run")
+                await self._plan_steps(session, actor, source, plans, depth + 1)
+                continue
+            resources = dict(runs.resources or {})
+            plans.append(
+                StepPlan(
+                    index=len(plans),
+                    step_id=step.id,
+                    role=step.role,
+                    listing_id=runs.id,
+                    listing_name=runs.name,
+                    resource_class=resource_class_for(resources),
+                    resources=resources,
+                    timeout_s=runs.timeout_s,
+                    input_format=runs.input_format,
+                    input_schema=runs.input_schema,
+                    output_format=runs.output_format,
+                    output_schema=runs.output_schema,
+                )
+            )
+
     # ------------------------------------------------------------------ writes
 
     async def create(self, actor: Actor, name: str, description: str = "") -> PipelineView:
@@ -186,7 +245,7 @@ class PipelineService:
             await session.flush()
             before = _chosen_pairs(rows)
             rows.insert(index, (step, listing))
-            outcome = await self._reconcile(session, actor, pipeline, rows, before, auto_condition)
+            outcome = await self.reconcile(session, actor, pipeline, rows, before, auto_condition)
             view = await self._view(session, actor, pipeline)
         await log_gaps(self.demand, actor, outcome.gaps)
         return _change(view, step.id, outcome)
@@ -208,7 +267,7 @@ class PipelineService:
                     downstream.config = {**(downstream.config or {}), MANUAL_CONDITIONING: upstream.id}
             await session.delete(removed)
             await session.flush()
-            outcome = await self._reconcile(session, actor, pipeline, rows, before, auto=True)
+            outcome = await self.reconcile(session, actor, pipeline, rows, before, auto=True)
             view = await self._view(session, actor, pipeline)
         await log_gaps(self.demand, actor, outcome.gaps)
         return _change(view, None, outcome)
@@ -232,7 +291,7 @@ class PipelineService:
 
     # ------------------------------------------------------------------ connections
 
-    async def _reconcile(
+    async def reconcile(
         self,
         session: AsyncSession,
         actor: Actor,
@@ -386,6 +445,13 @@ def _canonical(ref: str) -> str:
         return ref
 
 
+async def _source_pipeline(session: AsyncSession, listing_id: str) -> Pipeline | None:
+    """The stored pipeline a pipeline listing was published from (None for imported descriptions)."""
+    return (
+        await session.execute(select(Pipeline).where(Pipeline.listing_id == listing_id))
+    ).scalar_one_or_none()
+
+
 async def _refuse_cycle(session: AsyncSession, pipeline: Pipeline, listing: Listing) -> None:
     """A pipeline listing may be a step only if it does not (transitively) contain this pipeline."""
     pending, seen = [listing.id], set()
@@ -394,9 +460,7 @@ async def _refuse_cycle(session: AsyncSession, pipeline: Pipeline, listing: List
         if listing_id in seen:
             continue
         seen.add(listing_id)
-        source = (
-            await session.execute(select(Pipeline).where(Pipeline.listing_id == listing_id))
-        ).scalar_one_or_none()
+        source = await _source_pipeline(session, listing_id)
         if source is None:
             continue
         if source.id == pipeline.id:

@@ -1,0 +1,189 @@
+"""Pre-training → post-training: train a pipeline's algorithm steps, then derive the runnable pipeline.
+
+A pre-training pipeline may hold algorithm steps that must learn from data first (each with its chosen
+dataset). Training runs one executor training job per such step — ``TrainStep`` is the executor's
+function: it trains the algorithm on the dataset in a sandbox and returns the new model listing (owned by
+the requester). The model is attached to its step only if it reads and emits what the algorithm
+declared, and the post-training pipeline is a new pipeline of the requester whose steps are all
+runnable models, connected and checked like any other.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+from catalog.actors import Actor
+from catalog.enums import ListingKind
+from catalog.formats import listing_fits
+from catalog.pipelines.conditioning import needs_training
+from catalog.pipelines.running import resource_class_for
+from catalog.pipelines.service import (
+    PipelineService,
+    load_rows,
+    owned_pipeline,
+    visible_listing,
+)
+from catalog.pipelines.views import PipelineView, StepRole
+from infra.errors import BadInput
+from infra.tables import Listing, Pipeline, PipelineStep
+
+POST_TRAINING_SUFFIX = " (trained)"
+
+
+@dataclass(frozen=True, slots=True)
+class TrainingTask:
+    pipeline_id: str
+    step_id: str
+    algorithm_listing_id: str
+    algorithm_name: str
+    dataset_listing_id: str
+    resources: dict[str, Any]
+    resource_class: str
+
+
+# The executor's training job for one task; returns the id of the model listing it produced.
+TrainStep = Callable[[TrainingTask], Awaitable[str]]
+
+
+class PipelineTraining:
+    def __init__(self, pipelines: PipelineService) -> None:
+        self.pipelines = pipelines
+        self.db = pipelines.db
+
+    async def plan(self, actor: Actor, pipeline_id: str) -> list[TrainingTask]:
+        """One task per step still to train; BadInput naming every step that has no training data."""
+        async with self.db.session() as session:
+            pipeline = await owned_pipeline(session, actor, pipeline_id)
+            tasks, missing = [], []
+            for step, listing in await load_rows(session, pipeline.id):
+                if not needs_training(listing) or step.trained_listing_id is not None:
+                    continue
+                if step.training_data_listing_id is None:
+                    missing.append(listing.name)
+                    continue
+                await visible_listing(session, actor, step.training_data_listing_id)
+                resources = dict(listing.training_resources or listing.resources or {})
+                tasks.append(
+                    TrainingTask(
+                        pipeline_id=pipeline.id,
+                        step_id=step.id,
+                        algorithm_listing_id=listing.id,
+                        algorithm_name=listing.name,
+                        dataset_listing_id=step.training_data_listing_id,
+                        resources=resources,
+                        resource_class=resource_class_for(resources),
+                    )
+                )
+        if missing:
+            names = ", ".join(repr(n) for n in missing)
+            raise BadInput(f"choose training data for {names} before training the pipeline")
+        return tasks
+
+    async def attach(
+        self, actor: Actor, pipeline_id: str, step_id: str, model_listing_id: str
+    ) -> PipelineView:
+        """Record the model trained for an algorithm step (it must keep the algorithm's input and output)."""
+        async with self.db.session() as session:
+            pipeline = await owned_pipeline(session, actor, pipeline_id)
+            row = next((r for r in await load_rows(session, pipeline.id) if r[0].id == step_id), None)
+            if row is None:
+                raise BadInput(f"step {step_id!r} is not in this pipeline")
+            step, algorithm = row
+            if not needs_training(algorithm):
+                raise BadInput(f"{algorithm.name!r} is not trained; it runs as it is")
+            model = await visible_listing(session, actor, model_listing_id)
+            check_trained_model(algorithm, model)
+            step.trained_listing_id = model.id
+        return await self.pipelines.get(actor, pipeline_id)
+
+    async def train(self, actor: Actor, pipeline_id: str, train_step: TrainStep) -> PipelineView:
+        """Train every step that needs it, then return the post-training pipeline (a new pipeline)."""
+        for task in await self.plan(actor, pipeline_id):
+            model_id = await train_step(task)
+            await self.attach(actor, pipeline_id, task.step_id, model_id)
+        return await self.derive_post_training(actor, pipeline_id)
+
+    async def derive_post_training(self, actor: Actor, pipeline_id: str) -> PipelineView:
+        """A new pipeline of the same chain with each trained step replaced by its model."""
+        async with self.db.session() as session:
+            source = await owned_pipeline(session, actor, pipeline_id)
+            rows = await load_rows(session, source.id)
+            untrained = [
+                listing.name
+                for step, listing in rows
+                if needs_training(listing) and not step.trained_listing_id
+            ]
+            if untrained:
+                raise BadInput(f"steps still to train: {', '.join(repr(n) for n in untrained)}")
+            derived = Pipeline(
+                owner_id=actor.account_id,
+                name=(source.name + POST_TRAINING_SUFFIX)[-200:],
+                description=source.description,
+            )
+            session.add(derived)
+            await session.flush()
+            ids: dict[str, str] = {}
+            for step, _ in rows:
+                copy = PipelineStep(
+                    pipeline_id=derived.id,
+                    position=step.position,
+                    listing_id=step.trained_listing_id or step.listing_id,
+                    role=step.role,
+                    config={**(step.config or {}), "derived_from_step": step.id},
+                )
+                session.add(copy)
+                await session.flush()
+                ids[step.id] = copy.id
+            for step, _ in rows:  # keep the record of which connection each conditioner bridges
+                bridges = (step.config or {}).get("bridges")
+                if step.role == StepRole.CONDITIONING and bridges:
+                    copy = await session.get(PipelineStep, ids[step.id])
+                    copy.config = {**copy.config, "bridges": [ids.get(b, b) for b in bridges]}
+            copied = await load_rows(session, derived.id)
+            chosen = [s.id for s, _ in copied if s.role == StepRole.STEP]
+            await self.pipelines.reconcile(session, actor, derived, copied, set(itertools.pairwise(chosen)))
+            derived_id = derived.id
+        return await self.pipelines.get(actor, derived_id)
+
+
+def check_trained_model(algorithm: Listing, model: Listing) -> None:
+    """The trained model takes the algorithm's place, so it must accept and emit the same things."""
+    if model.kind != ListingKind.MODEL:
+        raise BadInput(f"a trained step needs a model listing; {model.name!r} is a {model.kind}")
+    problems = []
+    same_input = listing_fits(_InputOf(algorithm), _InputOf(model))
+    if not same_input.ok:
+        problems.append(f"input: {'; '.join(same_input.reasons)}")
+    same_output = listing_fits(model, algorithm)
+    if not same_output.ok:
+        problems.append(f"output: {'; '.join(same_output.reasons)}")
+    if problems:
+        raise BadInput(
+            f"model {model.name!r} does not fit the step of {algorithm.name!r}: {' / '.join(problems)}"
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class _InputOf:
+    """Presents a listing's *input* as an output, so "accepts whatever the algorithm accepted" is a fit."""
+
+    listing: Listing
+
+    @property
+    def output_format(self) -> str | None:
+        return self.listing.input_format
+
+    @property
+    def output_schema(self) -> dict[str, Any] | None:
+        return self.listing.input_schema
+
+    @property
+    def input_format(self) -> str | None:
+        return self.listing.input_format
+
+    @property
+    def input_schema(self) -> dict[str, Any] | None:
+        return self.listing.input_schema

@@ -1,0 +1,185 @@
+"""Running pipelines: the per-step plan, and the demo chain run for real, step by step, in bubblewrap.
+
+Each step runs through the executor's own inference path (``executor.inference.run_inference``: a fresh
+sandbox copy per call, batching, output filtering by the declared schema); the pipeline module passes
+each step's validated output on to the next.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+from collections.abc import Awaitable, Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from catalog.actors import Actor
+from catalog.pipelines import PipelineService
+from catalog.pipelines.running import RunPlan, StageProgress, StepFailed, StepPlan, run_pipeline
+from executor.contract import RecordOutcome
+from executor.inference import InferencePlan, run_inference
+from executor.output_filter import OutputFilter
+from executor.runtimes import BwrapRuntime, Package
+from executor.runtimes.base import Limits
+from infra.errors import BadInput
+from infra.tables import Listing
+
+MakeListing = Callable[..., Awaitable[Listing]]
+PACKAGES = Path(__file__).parent / "packages"
+ROOT_CONFTEST = str(Path(__file__).parents[1] / "conftest.py")
+
+
+@pytest.fixture(scope="module")
+def bwrap(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> BwrapRuntime:
+    require_service = request.config.pluginmanager.get_plugin(ROOT_CONFTEST).require_service
+    require_service("bubblewrap", BwrapRuntime.available(), "bwrap/prlimit/setpriv not installed")
+    require_service("bubblewrap", os.geteuid() == 0, "starting sandboxes as other uids needs root")
+    return BwrapRuntime(work_dir=tmp_path_factory.mktemp("bwrap-work"))
+
+
+def sandboxed(runtime: BwrapRuntime, packages: dict[str, str]):
+    """The executor's per-step inference, with each listing's code package looked up by listing id."""
+
+    async def run_step(step: StepPlan, inputs: list[Any]) -> Sequence[RecordOutcome]:
+        package = Package(entrypoint=("python3", "model.py"), code_dir=PACKAGES / packages[step.listing_id])
+        plan = InferencePlan(
+            package=package,
+            limits=Limits(timeout_s=step.timeout_s or 20.0),
+            output_filter=OutputFilter.for_listing(step.output_format, step.output_schema),
+        )
+        return (await run_inference(runtime, plan, inputs)).results
+
+    return run_step
+
+
+def gray_image(width: int, height: int, bright: set[tuple[int, int]], level: int = 255) -> dict[str, Any]:
+    pixels = bytes(level if (x, y) in bright else 10 for y in range(height) for x in range(width))
+    return {
+        "data": base64.b64encode(pixels).decode(),
+        "media_type": "image/x-raw-gray",
+        "width": width,
+        "height": height,
+    }
+
+
+async def demo_pipeline(service: PipelineService, requester: Actor, vision: dict[str, Listing]) -> str:
+    pipeline = await service.create(requester, "street scenes")
+    await service.add_step(requester, pipeline.id, vision["detector"].id)
+    change = await service.add_step(requester, pipeline.id, vision["classifier"].id)
+    assert len(change.inserted_conditioning_step_ids) == 1
+    return pipeline.id
+
+
+async def test_plan_gives_each_step_its_resource_class(
+    service: PipelineService, requester: Actor, vision: dict[str, Listing]
+) -> None:
+    plan = await service.plan_run(requester, await demo_pipeline(service, requester, vision))
+    assert [s.listing_name for s in plan.steps] == [
+        "street-object-detector",
+        "boxes-to-crops",
+        "crop-classifier",
+    ]
+    assert plan.resource_classes == ("gpu", "cpu", "cpu")
+    assert plan.resources == {"cpu": 2, "memory_mb": 2048, "gpu": 1}
+    assert [s.role for s in plan.steps] == ["step", "conditioning", "step"]
+
+
+async def test_a_pipeline_that_cannot_run_says_why(
+    service: PipelineService, requester: Actor, make_listing: MakeListing, vision: dict[str, Listing]
+) -> None:
+    empty = await service.create(requester, "empty")
+    with pytest.raises(BadInput, match="has no steps"):
+        await service.plan_run(requester, empty.id)
+    speech = await make_listing("speech-to-text", input_format="audio", output_format="text")
+    trainable = await make_listing(
+        "trainable",
+        kind="algorithm",
+        input_format="image",
+        output_format="bounding-boxes",
+        training_resources={"cpu": 1},
+    )
+    gap = await service.create(requester, "gap")
+    await service.add_step(requester, gap.id, trainable.id)
+    await service.add_step(requester, gap.id, speech.id)
+    with pytest.raises(BadInput) as err:
+        await service.plan_run(requester, gap.id)
+    assert "open connection: 'trainable' emits bounding-boxes@1 but 'speech-to-text' needs audio@1" in str(
+        err.value
+    )
+    assert "'trainable' must be trained first" in str(err.value)
+
+
+async def test_demo_chain_runs_end_to_end_in_the_sandbox(
+    service: PipelineService, requester: Actor, vision: dict[str, Listing], bwrap: BwrapRuntime
+) -> None:
+    plan = await service.plan_run(requester, await demo_pipeline(service, requester, vision))
+    packages = {
+        vision["detector"].id: "detector",
+        vision["cropper"].id: "cropper",
+        vision["classifier"].id: "classifier",
+    }
+    stages: list[StageProgress] = []
+
+    async def on_stage(progress: StageProgress) -> None:
+        stages.append(progress)
+
+    lamp = gray_image(6, 5, {(1, 1), (2, 1), (1, 2), (2, 2)})
+    sign = gray_image(6, 5, {(4, 3), (5, 3)}, level=150)
+    odd = gray_image(13, 1, {(0, 0)})
+    outcome = await run_pipeline(plan, [lamp, sign, odd], sandboxed(bwrap, packages), on_stage)
+
+    assert outcome.records[0] == {
+        "output": {
+            "predictions": [
+                {"value": "lamp", "location": {"x": 1, "y": 1, "width": 2, "height": 2}, "confidence": 1.0}
+            ]
+        }
+    }
+    assert outcome.records[1]["output"]["predictions"][0]["value"] == "sign"
+    assert outcome.records[2] == {
+        "error": "step 1 'street-object-detector': unsupported image width 13",
+        "step_id": plan.steps[0].step_id,
+        "step": "street-object-detector",
+    }
+    assert [(s.stage, s.state, s.records_in, s.records_ok) for s in stages] == [
+        (0, "running", 3, 0),
+        (0, "done", 3, 2),
+        (1, "running", 2, 0),
+        (1, "done", 2, 2),
+        (2, "running", 2, 0),
+        (2, "done", 2, 2),
+    ]
+    metrics = outcome.metrics
+    assert (metrics["succeeded"], metrics["failed"]) == (2, 1)
+    assert [s["records_in"] for s in metrics["steps"]] == [3, 2, 2]
+    assert metrics["latency_ms"] > 0 and all(s["duration_ms"] > 0 for s in metrics["steps"])
+
+
+async def test_a_failing_step_fails_the_run_and_is_named(
+    service: PipelineService, requester: Actor, vision: dict[str, Listing], bwrap: BwrapRuntime
+) -> None:
+    plan = await service.plan_run(requester, await demo_pipeline(service, requester, vision))
+    packages = {
+        vision["detector"].id: "detector",
+        vision["cropper"].id: "broken",
+        vision["classifier"].id: "classifier",
+    }
+    with pytest.raises(StepFailed, match="step 2 'boxes-to-crops' failed for every record") as err:
+        await run_pipeline(plan, [gray_image(2, 2, {(0, 0)})], sandboxed(bwrap, packages))
+    assert err.value.details["step_id"] == plan.steps[1].step_id
+
+
+async def test_inputs_must_fit_the_first_step(
+    service: PipelineService, requester: Actor, vision: dict[str, Listing]
+) -> None:
+    plan: RunPlan = await service.plan_run(requester, await demo_pipeline(service, requester, vision))
+
+    async def never(step: StepPlan, inputs: list[Any]) -> Sequence[RecordOutcome]:
+        raise AssertionError("no step may start when the inputs are wrong")
+
+    with pytest.raises(
+        BadInput, match=r"input record 1 does not fit step 1 'street-object-detector' \(image@1\)"
+    ):
+        await run_pipeline(plan, [gray_image(1, 1, set()), {"text": "not an image"}], never)
