@@ -8,7 +8,7 @@ from strawberry import UNSET
 from strawberry.scalars import JSON
 
 from api.graphql.convert import given_fields
-from api.graphql.types import Account, Listing, ListingKind, Review, Visibility
+from api.graphql.types import Account, Listing, ListingKind, PageInfo, Review, Visibility
 from catalog.enums import UsageKind
 from catalog.listings import ListingFilter, encode_cursor
 
@@ -93,12 +93,6 @@ class ListingFilterInput:
 class ListingEdge:
     node: Listing
     cursor: str
-
-
-@strawberry.type
-class PageInfo:
-    has_next_page: bool
-    end_cursor: str | None
 
 
 @strawberry.type

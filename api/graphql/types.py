@@ -223,6 +223,12 @@ class Listing:
         return [ListingVersion.from_row(row) for row in rows]
 
 
+@strawberry.type(description="Cursor pagination: pass endCursor as `after` for the next page.")
+class PageInfo:
+    has_next_page: bool
+    end_cursor: str | None
+
+
 @strawberry.type
 class Quota:
     cpu: float
