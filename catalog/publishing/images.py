@@ -1,0 +1,212 @@
+"""Container images for listings: build from the base image + a package, take in producers' images, push.
+
+Every published image follows one shape, whatever its origin, so the executor can run any of them the
+same way: no ENTRYPOINT, the invocation command as CMD, the code under ``/app`` for built packages. A
+producer's image is never changed: a new image is derived ``FROM`` it (ENTRYPOINT cleared, CMD set to
+its effective command) and that derived image is pushed under mlrepo's namespace and referenced by its
+registry digest (``repo@sha256:…``), which cannot be re-pointed the way a tag can.
+
+Builds run with ``network_mode=none`` and only COPY/metadata instructions: nothing is downloaded.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import re
+import tarfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import docker
+from docker.errors import APIError, BuildError, DockerException, ImageNotFound
+
+from infra.errors import BadInput, Unavailable
+
+LABEL_PREFIX = "org.mlrepo"
+_SLUG = re.compile(r"[^a-z0-9]+")
+
+
+@dataclass(frozen=True)
+class ImageInfo:
+    id: str  # sha256:… of the image config (content-addressed by the engine)
+    command: tuple[str, ...]  # effective ENTRYPOINT + CMD
+    workdir: str
+    size: int
+
+
+def slug(text: str) -> str:
+    return _SLUG.sub("-", text.lower()).strip("-")[:60] or "listing"
+
+
+def _dockerfile(base: str, command: list[str], labels: dict[str, str], copy_app: bool, workdir: str) -> bytes:
+    lines = [f"FROM {base}"]
+    if copy_app:
+        lines.append("COPY app/ /app/")
+    lines += [
+        f"WORKDIR {json.dumps(workdir)[1:-1]}",
+        "ENTRYPOINT []",
+        f"CMD {json.dumps(command)}",
+        "USER 65534:65534",
+    ]
+    lines += [f"LABEL {json.dumps(k)}={json.dumps(v)}" for k, v in sorted(labels.items())]
+    return ("\n".join(lines) + "\n").encode()
+
+
+def _context(dockerfile: bytes, code_dir: Path | None) -> io.BytesIO:
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as tar:
+        info = tarfile.TarInfo("Dockerfile")
+        info.size = len(dockerfile)
+        tar.addfile(info, io.BytesIO(dockerfile))
+        if code_dir is not None:
+            tar.add(str(code_dir), arcname="app", filter=_owned_by_root)
+    buffer.seek(0)
+    return buffer
+
+
+def _owned_by_root(info: tarfile.TarInfo) -> tarfile.TarInfo:
+    info.uid = info.gid = 0
+    info.uname = info.gname = ""
+    info.mtime = 0
+    return info
+
+
+class ImageService:
+    """Thin, blocking wrapper over the Docker engine (call it through ``asyncio.to_thread``)."""
+
+    def __init__(self, docker_host: str | None, registry: str | None, base_image: str) -> None:
+        self.docker_host = docker_host
+        self.registry = registry
+        self.base_image = base_image
+        self._client: docker.DockerClient | None = None
+
+    @classmethod
+    def from_settings(cls, settings: Any) -> ImageService:
+        return cls(settings.docker_host, settings.registry_url, settings.base_image)
+
+    @property
+    def client(self) -> docker.DockerClient:
+        if self._client is None:
+            try:
+                self._client = (
+                    docker.DockerClient(base_url=self.docker_host, timeout=120)
+                    if self.docker_host
+                    else docker.from_env(timeout=120)
+                )
+            except DockerException as exc:
+                raise Unavailable(f"the container engine is not reachable: {exc}") from exc
+        return self._client
+
+    def available(self) -> bool:
+        try:
+            return bool(self.client.ping())
+        except (Unavailable, DockerException, OSError):
+            return False
+
+    def info(self, ref: str) -> ImageInfo:
+        try:
+            image = self.client.images.get(ref)
+        except ImageNotFound as exc:
+            raise BadInput(f"image {ref} is not known to the engine") from exc
+        config = image.attrs.get("Config") or {}
+        command = tuple((config.get("Entrypoint") or []) + (config.get("Cmd") or []))
+        return ImageInfo(image.id, command, config.get("WorkingDir") or "/", int(image.attrs.get("Size", 0)))
+
+    # ---- getting images in ---------------------------------------------------------------------------
+    def load_tarball(self, path: Path) -> str:
+        """``docker load`` a producer's ``docker save`` tarball; it must hold exactly one image."""
+        try:
+            with open(path, "rb") as f:
+                images = self.client.images.load(f)
+        except (APIError, DockerException) as exc:
+            raise BadInput(f"not a loadable docker save tarball: {exc}") from exc
+        ids = {image.id for image in images}
+        if len(ids) != 1:
+            raise BadInput(f"the tarball must hold exactly one image, it holds {len(ids)}")
+        return ids.pop()
+
+    def pull_from_registry(self, ref: str) -> str:
+        """Pull an image the producer pushed to mlrepo's registry; other registries are refused."""
+        if not self.registry:
+            raise Unavailable("no container registry is configured (MLREPO_REGISTRY_URL)")
+        if not ref.startswith(self.registry + "/"):
+            raise BadInput(f"image {ref!r} must be pushed to mlrepo's registry {self.registry} first")
+        repository, tag = _split_ref(ref)
+        try:
+            image = self.client.images.pull(repository, tag=tag)
+        except (APIError, DockerException) as exc:
+            raise BadInput(f"image {ref} could not be pulled from {self.registry}: {exc}") from exc
+        return image.id
+
+    # ---- building --------------------------------------------------------------------------------------
+    def build(
+        self,
+        tag: str,
+        command: list[str],
+        labels: dict[str, str],
+        code_dir: Path | None = None,
+        base: str | None = None,
+        workdir: str = "/app",
+    ) -> str:
+        """Build ``tag`` FROM ``base`` (default the base image), optionally with ``code_dir`` at /app."""
+        base = base or self.base_image
+        try:
+            self.client.images.get(base)
+        except ImageNotFound as exc:
+            raise Unavailable(f"base image {base} is missing; run scripts/build-base-image.sh") from exc
+        context = _context(_dockerfile(base, command, labels, code_dir is not None, workdir), code_dir)
+        try:
+            image, _logs = self.client.images.build(
+                fileobj=context,
+                custom_context=True,
+                tag=tag,
+                network_mode="none",
+                rm=True,
+                forcerm=True,
+                pull=False,
+            )
+        except BuildError as exc:
+            raise BadInput(f"image build failed: {exc.msg}") from exc
+        except (APIError, DockerException) as exc:
+            raise Unavailable(f"image build failed in the engine: {exc}") from exc
+        return image.id
+
+    # ---- publishing ------------------------------------------------------------------------------------
+    def push(self, image_id: str, repository: str, tag: str) -> str:
+        """Tag and push to the registry; returns the immutable ``repository@sha256:…`` reference."""
+        if not self.registry:
+            raise Unavailable("no container registry is configured (MLREPO_REGISTRY_URL)")
+        remote = f"{self.registry}/{repository}"
+        image = self.client.images.get(image_id)
+        image.tag(remote, tag=tag)
+        digest = None
+        try:
+            for event in self.client.images.push(remote, tag=tag, stream=True, decode=True):
+                if "error" in event:
+                    raise Unavailable(f"push to {remote}:{tag} failed: {event['error']}")
+                aux = event.get("aux") or {}
+                digest = aux.get("Digest", digest)
+        except (APIError, DockerException) as exc:
+            raise Unavailable(f"push to {remote}:{tag} failed: {exc}") from exc
+        if not digest:
+            raise Unavailable(f"the registry did not report a digest for {remote}:{tag}")
+        return f"{remote}@{digest}"
+
+    def remove(self, ref: str) -> None:
+        """Drop a tag (never the image data another tag still uses)."""
+        with contextlib.suppress(ImageNotFound, APIError, DockerException, OSError, Unavailable):
+            self.client.images.remove(ref, noprune=True)
+
+
+def _split_ref(ref: str) -> tuple[str, str]:
+    if "@" in ref:
+        repository, digest = ref.split("@", 1)
+        return repository, digest
+    last = ref.rsplit("/", 1)[-1]
+    if ":" in last:
+        repository, tag = ref.rsplit(":", 1)
+        return repository, tag
+    return ref, "latest"

@@ -1,0 +1,136 @@
+"""Write a published version: the listing row, its complete version row and its index entry, atomically.
+
+Why not ``ListingService.create``/``update`` followed by a second write: those add a metadata-only
+version row, and completing it in a second transaction would leave a window where a listing is
+searchable with a version that has no artifact (or an unverified status). Here everything a publish
+changes is one ``ListingIndex.atomic`` transaction, built from the listing service's own validation
+helpers (``prepare``, ``check_io``, ``check_kind_rules``), so the rules stay in one place.
+
+Also here: finding the listing a publication targets, with the owner rule (only the listing's owner —
+or an admin — adds versions; anyone else gets FORBIDDEN) and the version rule (versions are immutable:
+an existing version number is a CONFLICT; no number means the next patch version).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+
+from catalog.access import can_modify
+from catalog.actors import Actor
+from catalog.listing_input import parse_listing, parse_listing_patch
+from catalog.listings import EMBEDDED_FIELDS, ListingService, check_io, check_kind_rules
+from infra.errors import Conflict, Forbidden, NotFound
+from infra.tables import Listing, ListingVersion, utcnow
+
+
+@dataclass(frozen=True)
+class Target:
+    listing_id: str | None  # None: a new listing
+    version: str
+    previous_version: str | None
+
+
+def next_patch(version: str) -> str:
+    core = version.split("-", 1)[0].split("+", 1)[0]
+    parts = core.split(".")
+    try:
+        major, minor, patch = (int(p) for p in parts[:3])
+    except ValueError:
+        return "1.0.0"
+    return f"{major}.{minor}.{patch + 1}"
+
+
+async def resolve_target(
+    listings: ListingService, actor: Actor, name: str, listing_id: str | None, version: str | None
+) -> Target:
+    """Which listing this publication adds a version to, and which version number it gets."""
+    async with listings.db.session() as session:
+        if listing_id is not None:
+            row = await session.get(Listing, listing_id)
+            if row is None:
+                raise NotFound(f"no listing with id {listing_id!r}")
+            if not can_modify(actor, row):
+                raise Forbidden("only the listing's owner may publish a new version of it")
+        else:
+            row = await session.scalar(
+                select(Listing).where(Listing.owner_id == actor.account_id, Listing.name == name)
+            )
+        if row is None:
+            return Target(None, version or "1.0.0", None)
+        existing = set(
+            (
+                await session.scalars(
+                    select(ListingVersion.version).where(ListingVersion.listing_id == row.id)
+                )
+            ).all()
+        )
+        chosen = version or next_patch(row.version)
+        while version is None and chosen in existing:
+            chosen = next_patch(chosen)
+        if chosen in existing:
+            raise Conflict(
+                f"version {chosen} of listing {row.name!r} already exists; published versions are immutable",
+                field="version",
+            )
+        return Target(row.id, chosen, row.version)
+
+
+async def write_version(
+    listings: ListingService,
+    actor: Actor,
+    target: Target,
+    fields: dict[str, Any],
+    version_values: dict[str, Any],
+    system_values: dict[str, Any],
+) -> str:
+    """Create or update the listing and add its complete version row; returns the listing id."""
+    data = {**fields, "version": target.version}
+    if target.listing_id is None:
+        prepared = await listings.prepare(actor.account_id, [parse_listing(data)])
+        item = prepared[0]
+        if isinstance(item, Exception):
+            raise item
+        row = item.row
+        for column, value in system_values.items():
+            setattr(row, column, value)
+        await listings.index.embed([row])
+        try:
+            async with listings.index.atomic() as (session, changes):
+                session.add(row)
+                await session.flush()
+                session.add(ListingVersion(listing_id=row.id, version=target.version, **version_values))
+                changes.put(row)
+        except IntegrityError:
+            raise Conflict(
+                f"a listing named {row.name!r} already exists for this owner", field="name"
+            ) from None
+        return row.id
+
+    values = parse_listing_patch(data).columns()
+    check_io(values)
+    check_kind_rules(values["kind"], values)
+    vector_row = Listing(**{c: values.get(c) for c in EMBEDDED_FIELDS})
+    await listings.index.embed([vector_row])
+    try:
+        async with listings.index.atomic() as (session, changes):
+            row = await session.get(Listing, target.listing_id, with_for_update=not listings.db.is_sqlite)
+            if row is None:
+                raise NotFound(f"listing {target.listing_id} was deleted while publishing")
+            if not can_modify(actor, row):
+                raise Forbidden("only the listing's owner may publish a new version of it")
+            for column, value in {**values, **system_values}.items():
+                setattr(row, column, value)
+            row.embedding, row.embedding_model = vector_row.embedding, vector_row.embedding_model
+            row.updated_at = utcnow()
+            session.add(ListingVersion(listing_id=row.id, version=target.version, **version_values))
+            changes.put(row)
+    except IntegrityError:
+        raise Conflict(
+            f"version {target.version} already exists for this listing (or the name is taken)",
+            field="version",
+        ) from None
+    return target.listing_id

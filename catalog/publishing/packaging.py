@@ -1,0 +1,60 @@
+"""Normalize an extracted code package into one deterministic tar.gz, and unpack it again to run it.
+
+Why normalize: producers upload zips or tarballs made on any machine, with timestamps, owners and odd
+modes. The stored package is a gzip'd tar with sorted entries, zero timestamps and owners and modes of
+0644/0755 only, so the same code always has the same digest (re-uploads dedupe in the content-addressed
+store) and nothing from the producer's machine (uids, set-uid bits) survives.
+"""
+
+from __future__ import annotations
+
+import gzip
+import os
+import tarfile
+from pathlib import Path
+
+from catalog.publishing.archive_safety import ArchiveLimits, ExtractionReport, extract_archive
+
+
+def _entries(root: Path) -> list[Path]:
+    found = []
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames.sort()
+        base = Path(dirpath)
+        found += [base / d for d in dirnames]
+        found += [base / f for f in sorted(filenames)]
+    return sorted(found, key=lambda p: p.relative_to(root).as_posix())
+
+
+def normalize_package(package_root: Path, dest: Path) -> Path:
+    """Write ``package_root``'s tree to ``dest`` as a deterministic tar.gz (no links may be present)."""
+    with open(dest, "wb") as raw:
+        with (
+            gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0) as gz,
+            tarfile.open(fileobj=gz, mode="w", format=tarfile.PAX_FORMAT) as tar,
+        ):
+            for path in _entries(package_root):
+                rel = path.relative_to(package_root).as_posix()
+                info = tarfile.TarInfo(rel)
+                info.mtime = 0
+                info.uid = info.gid = 0
+                info.uname = info.gname = ""
+                if path.is_symlink():
+                    raise ValueError(f"{rel} is a link; packages hold regular files only")
+                if path.is_dir():
+                    info.type = tarfile.DIRTYPE
+                    info.mode = 0o755
+                    tar.addfile(info)
+                    continue
+                info.size = path.stat().st_size
+                info.mode = 0o755 if os.access(path, os.X_OK) else 0o644
+                with open(path, "rb") as f:
+                    tar.addfile(info, f)
+        raw.flush()
+        os.fsync(raw.fileno())
+    return dest
+
+
+def unpack_package(package: Path, dest: Path, limits: ArchiveLimits | None = None) -> ExtractionReport:
+    """Unpack a stored package (still through the safety checks: the store is not trusted blindly)."""
+    return extract_archive(package, dest, limits)

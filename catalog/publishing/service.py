@@ -1,0 +1,457 @@
+"""Publishing as a service: accept uploads, queue the publish job, report on it, re-verify listings.
+
+A submission only stages the upload (streamed to a private file, size-capped, renamed into place when
+complete) and records a QUEUED publication with its five pending steps; the work itself runs in the
+publish job (``workflow.PublishWorkflow``) on an arq worker, or in this process when no Redis is
+configured. Cheap checks that need no upload processing — signed in, a producer, owner of the target
+listing, a valid manifest for images/datasets — fail the submission at once with their error code.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import shutil
+import tempfile
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any, BinaryIO, Protocol
+
+from docker.errors import ImageNotFound
+from sqlalchemy import select
+
+from catalog.access import can_modify
+from catalog.actors import Actor
+from catalog.enums import VerificationStatus
+from catalog.listings import ListingService
+from catalog.publishing.archive_safety import ArchiveLimits, extract_archive
+from catalog.publishing.images import ImageService
+from catalog.publishing.manifest import parse_manifest
+from catalog.publishing.sandbox import RunTarget, Sandbox
+from catalog.publishing.steps import PublicationStatus, initial_steps
+from catalog.publishing.verification import compare_signatures, limits_for, run_unit_tests
+from catalog.publishing.workflow import PublishWorkflow
+from infra.artifacts import ArtifactStore
+from infra.db import Database
+from infra.errors import BadInput, Forbidden, NotFound, Unauthenticated, Unavailable
+from infra.settings import Settings
+from infra.tables import Listing, ListingVersion, Publication, new_id
+
+logger = logging.getLogger("mlrepo.publishing")
+
+COPY_CHUNK = 1 << 20
+SOURCE_KINDS = ("package", "image", "dataset")
+
+
+class PublishQueue(Protocol):
+    async def enqueue(self, publication_id: str) -> None: ...
+
+
+class InProcessQueue:
+    """No Redis: run the publish job as a task of this process (kept referenced until it ends)."""
+
+    def __init__(self, run: Callable[[str], Awaitable[Any]]) -> None:
+        self._run = run
+        self._tasks: set[asyncio.Task[Any]] = set()
+
+    async def enqueue(self, publication_id: str) -> None:
+        task = asyncio.create_task(self._run(publication_id), name=f"publish:{publication_id}")
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def drain(self) -> None:
+        """Wait for every queued job (tests, and graceful shutdown)."""
+        while self._tasks:
+            await asyncio.gather(*list(self._tasks), return_exceptions=True)
+
+
+class ArqQueue:
+    """Redis configured: the job goes to the arq queue that ``mlrepo worker`` consumes."""
+
+    def __init__(self, redis_url: str, queue_name: str | None = None) -> None:
+        self.redis_url = redis_url
+        self.queue_name = queue_name
+        self._pool: Any = None
+
+    async def enqueue(self, publication_id: str) -> None:
+        from arq import create_pool
+        from arq.connections import RedisSettings
+
+        if self._pool is None:
+            self._pool = await create_pool(RedisSettings.from_dsn(self.redis_url))
+        kwargs = {"_queue_name": self.queue_name} if self.queue_name else {}
+        # The job id dedupes: enqueueing the same publication twice runs it once.
+        await self._pool.enqueue_job(
+            "publish_job", publication_id, _job_id=f"publish:{publication_id}", **kwargs
+        )
+
+    async def close(self) -> None:
+        if self._pool is not None:
+            await self._pool.aclose()
+
+
+@dataclass(frozen=True)
+class StepView:
+    name: str
+    status: str
+    started_at: str | None
+    finished_at: str | None
+    duration_ms: float | None
+    log: list[str]
+    error: str | None
+    error_code: str | None
+
+
+@dataclass(frozen=True)
+class PublicationView:
+    id: str
+    owner_id: str
+    source_kind: str
+    status: str
+    listing_id: str | None
+    version: str | None
+    artifact_digest: str | None
+    image_ref: str | None
+    error: str | None
+    steps: list[StepView]
+    created_at: datetime
+    updated_at: datetime
+
+    @classmethod
+    def of(cls, pub: Publication) -> PublicationView:
+        meta = pub.metadata_json or {}
+        return cls(
+            id=pub.id,
+            owner_id=pub.owner_id,
+            source_kind=pub.source_kind,
+            status=pub.status,
+            listing_id=pub.listing_id,
+            version=meta.get("version"),
+            artifact_digest=pub.artifact_digest,
+            image_ref=meta.get("image_ref"),
+            error=pub.error,
+            steps=[
+                StepView(
+                    name=s["name"],
+                    status=s["status"],
+                    started_at=s.get("started_at"),
+                    finished_at=s.get("finished_at"),
+                    duration_ms=s.get("duration_ms"),
+                    log=list(s.get("log") or []),
+                    error=s.get("error"),
+                    error_code=s.get("error_code"),
+                )
+                for s in (pub.steps or [])
+            ],
+            created_at=pub.created_at,
+            updated_at=pub.updated_at,
+        )
+
+
+@dataclass(frozen=True)
+class VerificationResult:
+    listing_id: str
+    outcome: str  # verified | suspended | skipped | error
+    problems: list[str]
+
+
+class PublishingService:
+    def __init__(
+        self,
+        settings: Settings,
+        db: Database,
+        listings: ListingService,
+        sandbox: Sandbox,
+        store: ArtifactStore | None = None,
+        images: ImageService | None = None,
+        queue: PublishQueue | None = None,
+    ) -> None:
+        self.settings = settings
+        self.db = db
+        self.listings = listings
+        self.sandbox = sandbox
+        self.store = store or ArtifactStore.from_settings(settings)
+        self.images = images if images is not None else ImageService.from_settings(settings)
+        self.workflow = PublishWorkflow(settings, db, listings, self.store, sandbox, self.images)
+        self.queue: PublishQueue = queue or InProcessQueue(self.run)
+
+    @property
+    def upload_root(self) -> Path:
+        return self.settings.data_dir / "uploads"
+
+    # ------------------------------------------------------------------ submissions
+
+    async def submit_package(
+        self,
+        actor: Actor,
+        upload: BinaryIO,
+        *,
+        listing_id: str | None = None,
+        requirements: dict[str, Any] | None = None,
+        expected_digest: str | None = None,
+    ) -> PublicationView:
+        """A zip/tar.gz code package with ``mlrepo.json``/``mlrepo.toml`` inside."""
+        return await self._submit(
+            actor, "package", upload, None, None, listing_id, requirements, expected_digest
+        )
+
+    async def submit_dataset(
+        self,
+        actor: Actor,
+        upload: BinaryIO,
+        manifest: dict[str, Any],
+        *,
+        listing_id: str | None = None,
+        requirements: dict[str, Any] | None = None,
+        expected_digest: str | None = None,
+    ) -> PublicationView:
+        parse_manifest(manifest, "dataset")
+        return await self._submit(
+            actor, "dataset", upload, None, manifest, listing_id, requirements, expected_digest
+        )
+
+    async def submit_image(
+        self,
+        actor: Actor,
+        manifest: dict[str, Any],
+        *,
+        image_ref: str | None = None,
+        tarball: BinaryIO | None = None,
+        listing_id: str | None = None,
+        requirements: dict[str, Any] | None = None,
+    ) -> PublicationView:
+        """An image pushed to mlrepo's registry (``image_ref``) or a ``docker save`` tarball."""
+        if (image_ref is None) == (tarball is None):
+            raise BadInput(
+                "give exactly one of imageRef (pushed to mlrepo's registry) or a docker save tarball"
+            )
+        parse_manifest(manifest, "image")
+        if image_ref is not None:
+            registry = self.settings.registry_url
+            if not registry:
+                raise Unavailable("no container registry is configured (MLREPO_REGISTRY_URL)")
+            if not image_ref.startswith(registry + "/"):
+                raise BadInput(f"imageRef must name an image pushed to mlrepo's registry {registry}/…")
+        return await self._submit(
+            actor, "image", tarball, image_ref, manifest, listing_id, requirements, None
+        )
+
+    async def _submit(
+        self,
+        actor: Actor,
+        source_kind: str,
+        upload: BinaryIO | None,
+        image_ref: str | None,
+        manifest: dict[str, Any] | None,
+        listing_id: str | None,
+        requirements: dict[str, Any] | None,
+        expected_digest: str | None,
+    ) -> PublicationView:
+        if actor.is_anonymous:
+            raise Unauthenticated("sign in to publish")
+        if not actor.is_producer:
+            raise Forbidden("only producer accounts may publish")
+        if listing_id is not None:
+            await self._check_owner(actor, listing_id)
+        publication_id = new_id()
+        upload_path = None
+        if upload is not None:
+            upload_path = await asyncio.to_thread(self._stage_upload, publication_id, upload)
+        try:
+            async with self.db.session() as session:
+                pub = Publication(
+                    id=publication_id,
+                    owner_id=actor.account_id,
+                    listing_id=listing_id,
+                    source_kind=source_kind,
+                    status=PublicationStatus.QUEUED.value,
+                    steps=initial_steps(),
+                    metadata_json={
+                        "manifest": manifest,
+                        "image_ref": image_ref,
+                        "expected_digest": expected_digest,
+                    },
+                    requirements=dict(requirements or {}),
+                    upload_path=str(upload_path) if upload_path else None,
+                )
+                session.add(pub)
+        except BaseException:
+            if upload_path is not None:
+                shutil.rmtree(upload_path.parent, ignore_errors=True)
+            raise
+        await self.queue.enqueue(publication_id)
+        return await self.get(actor, publication_id)
+
+    async def _check_owner(self, actor: Actor, listing_id: str) -> None:
+        async with self.db.session() as session:
+            row = await session.get(Listing, listing_id)
+        if row is None:
+            raise NotFound(f"no listing with id {listing_id!r}")
+        if not can_modify(actor, row):
+            raise Forbidden("only the listing's owner may publish a new version of it")
+
+    def _stage_upload(self, publication_id: str, upload: BinaryIO) -> Path:
+        """Stream the upload to ``uploads/<id>/upload``; partial or oversized uploads leave nothing."""
+        directory = self.upload_root / publication_id
+        directory.mkdir(parents=True, mode=0o700)
+        limit = self.settings.publish_max_upload_bytes
+        fd, tmp = tempfile.mkstemp(dir=directory, prefix=".part-")
+        try:
+            size = 0
+            with os.fdopen(fd, "wb") as out:
+                while chunk := upload.read(COPY_CHUNK):
+                    size += len(chunk)
+                    if size > limit:
+                        raise BadInput(f"upload is larger than the limit of {limit} bytes")
+                    out.write(chunk)
+                out.flush()
+                os.fsync(out.fileno())
+            if size == 0:
+                raise BadInput("the upload is empty")
+            final = directory / "upload"
+            os.replace(tmp, final)
+            return final
+        except BaseException:
+            shutil.rmtree(directory, ignore_errors=True)
+            raise
+
+    # ------------------------------------------------------------------ queries and the job
+
+    async def get(self, actor: Actor, publication_id: str) -> PublicationView:
+        """The owner (or an admin) sees a publication; for anyone else it does not exist."""
+        async with self.db.session() as session:
+            pub = await session.get(Publication, publication_id)
+            if pub is None or not (actor.is_admin or pub.owner_id == actor.account_id) or actor.is_anonymous:
+                raise NotFound(f"no publication with id {publication_id!r}")
+            return PublicationView.of(pub)
+
+    async def mine(self, actor: Actor, limit: int = 50) -> list[PublicationView]:
+        if actor.is_anonymous:
+            raise Unauthenticated("sign in to see your publications")
+        async with self.db.session() as session:
+            rows = await session.scalars(
+                select(Publication)
+                .where(Publication.owner_id == actor.account_id)
+                .order_by(Publication.created_at.desc())
+                .limit(min(max(limit, 1), 200))
+            )
+            return [PublicationView.of(p) for p in rows]
+
+    async def run(self, publication_id: str) -> str:
+        """The publish job body (arq ``publish_job`` and the in-process queue call this)."""
+        return await self.workflow.run(publication_id)
+
+    async def recover(self) -> int:
+        """Re-enqueue publications the database says are unfinished (Redis may have lost them, or a worker
+        died mid-job); each step is safe to repeat."""
+        async with self.db.session() as session:
+            ids = list(
+                (
+                    await session.scalars(
+                        select(Publication.id).where(
+                            Publication.status.in_(
+                                [PublicationStatus.QUEUED.value, PublicationStatus.RUNNING.value]
+                            )
+                        )
+                    )
+                ).all()
+            )
+            for pub in (await session.scalars(select(Publication).where(Publication.id.in_(ids)))).all():
+                pub.status = PublicationStatus.QUEUED.value
+        for publication_id in ids:
+            await self.queue.enqueue(publication_id)
+        return len(ids)
+
+    # ------------------------------------------------------------------ re-verification
+
+    async def verify_all(self) -> list[VerificationResult]:
+        """Re-run every verified listing's unit tests (``mlrepo verify --all`` and the periodic job)."""
+        async with self.db.session() as session:
+            ids = list(
+                (
+                    await session.scalars(
+                        select(Listing.id).where(
+                            Listing.verification_status == VerificationStatus.VERIFIED.value
+                        )
+                    )
+                ).all()
+            )
+        results = []
+        for listing_id in ids:
+            results.append(await self.verify_listing(listing_id))
+        return results
+
+    async def verify_listing(self, listing_id: str) -> VerificationResult:
+        async with self.db.session() as session:
+            listing = await session.get(Listing, listing_id)
+            if listing is None:
+                raise NotFound(f"no listing with id {listing_id!r}")
+            version = await session.scalar(
+                select(ListingVersion).where(
+                    ListingVersion.listing_id == listing_id, ListingVersion.version == listing.version
+                )
+            )
+        if version is None or not version.reference_signatures:
+            return VerificationResult(listing_id, "skipped", ["no recorded reference behaviour"])
+        manifest = version.manifest or {}
+        staging = Path(tempfile.mkdtemp(prefix="verify-", dir=self._staging_root()))
+        try:
+            problems = []
+            stored = version.artifact_kind == "package" and version.artifact_digest
+            if stored and not await asyncio.to_thread(self.store.verify, version.artifact_digest):
+                problems.append(f"artifact {version.artifact_digest} no longer matches its digest")
+            if not problems:
+                target = await self._verification_target(version, manifest, staging)
+                tests = list(manifest.get("tests") or [])
+                limits = limits_for(
+                    float(manifest.get("timeout_s") or 30), len(tests), manifest.get("resources")
+                )
+                report = await run_unit_tests(self.sandbox, target, tests, listing.output_schema, limits)
+                problems = compare_signatures(version.reference_signatures, report)
+        except Unavailable as exc:
+            return VerificationResult(listing_id, "error", [exc.message])
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+        if problems:
+            await self.listings.set_system_fields(
+                listing_id, verification_status=VerificationStatus.SUSPENDED.value, status="suspended"
+            )
+            logger.warning("listing %s suspended: %s", listing_id, "; ".join(problems))
+            return VerificationResult(listing_id, "suspended", problems)
+        return VerificationResult(listing_id, "verified", [])
+
+    def _staging_root(self) -> Path:
+        root = self.settings.data_dir / "staging"
+        root.mkdir(parents=True, exist_ok=True)
+        return root
+
+    async def _verification_target(
+        self, version: ListingVersion, manifest: dict[str, Any], staging: Path
+    ) -> RunTarget:
+        """Re-run where it was verified: the image under Docker, or the stored package under bubblewrap."""
+        command = tuple(manifest.get("command") or manifest.get("entrypoint") or ())
+        use_image = version.image_ref and (
+            version.artifact_kind == "image" or manifest.get("verified_with") == "docker"
+        )
+        if use_image:
+            if not self.sandbox.can_run_images():
+                raise Unavailable("no container sandbox is available to re-verify an image")
+            await asyncio.to_thread(self._ensure_image, version.image_ref)
+            return RunTarget(command=command, image=version.image_ref)
+        if not version.artifact_digest:
+            raise Unavailable("the version has no stored package to re-run")
+        package = await asyncio.to_thread(
+            self.store.export, version.artifact_digest, staging / "package.tar.gz"
+        )
+        limits = ArchiveLimits.from_settings(self.settings)
+        await asyncio.to_thread(extract_archive, package, staging / "run", limits)
+        return RunTarget(command=command, code_dir=staging / "run")
+
+    def _ensure_image(self, ref: str) -> None:
+        try:
+            self.images.client.images.get(ref)
+        except ImageNotFound:  # not in the local engine (a fresh worker): fetch it by digest
+            self.images.pull_from_registry(ref)

@@ -1,0 +1,471 @@
+"""The publish job: package → test → verify → publish → list, each step recorded on the publication.
+
+Guarantees, whatever fails and wherever:
+- nothing is visible (no listing row, no version, no index entry) until the last step, which writes them
+  in one transaction (``listing_writer.write_version``);
+- earlier versions are never touched: stored artifacts are write-once and content-addressed, images are
+  referenced by registry digest, and a version number is never reused;
+- the producer's upload and every extracted file live under the publication's own staging directory,
+  which is removed when the job ends; the only files that outlive it are in the artifact store;
+- each failure is recorded with its step, a clear message and its error code.
+
+Per source kind:
+- **package**: safe extraction + manifest + normalization to a deterministic tar.gz (package); re-extract
+  the normalized package and compare every file checksum, then probe the entrypoint in the sandbox (test);
+  unit tests (verify); artifact store, encrypted if asked (publish); an image built FROM the base image
+  with the package at /app, probed, pushed to the registry, then the listing (list);
+- **image**: ``docker load`` the tarball or pull from mlrepo's registry, derive the normalized image
+  (package); probe it (test); unit tests in Docker (verify); push by digest (publish); listing (list);
+- **dataset**: safe extraction when it is an archive (test); artifact store (publish); listing (list).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import shutil
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from catalog.actors import Actor
+from catalog.enums import VerificationStatus
+from catalog.listings import ListingService
+from catalog.publishing.archive_safety import (
+    ArchiveLimits,
+    ExtractionReport,
+    UnsafeArchive,
+    detect_format,
+    extract_archive,
+    verify_file_checksums,
+)
+from catalog.publishing.images import ImageService, slug
+from catalog.publishing.listing_writer import Target, resolve_target, write_version
+from catalog.publishing.manifest import (
+    Manifest,
+    find_package_root,
+    load_package_manifest,
+    parse_manifest,
+)
+from catalog.publishing.packaging import normalize_package, unpack_package
+from catalog.publishing.sandbox import RunTarget, Sandbox
+from catalog.publishing.steps import (
+    PublicationStatus,
+    Skip,
+    StepFailed,
+    StepName,
+    StepRecorder,
+)
+from catalog.publishing.verification import limits_for, probe, run_unit_tests
+from infra.artifacts import ArtifactStore, StoredArtifact, sha256_file
+from infra.db import Database
+from infra.errors import BadInput, Unavailable
+from infra.settings import Settings
+from infra.tables import Account, Publication
+
+logger = logging.getLogger("mlrepo.publishing")
+
+Log = Callable[[str], None]
+REQUIREMENT_KEYS = ("resources", "training_resources", "timeout_s", "encrypt", "verify")
+
+
+@dataclass
+class Job:
+    """Everything one run of the publish job learns along the way."""
+
+    publication_id: str
+    source_kind: str
+    actor: Actor
+    staging: Path
+    upload: Path | None
+    image_ref: str | None
+    manifest_data: dict[str, Any] | None
+    requirements: dict[str, Any]
+    listing_id: str | None
+    expected_digest: str | None
+    manifest: Manifest | None = None
+    target: Target | None = None
+    package_file: Path | None = None
+    package_files: dict[str, str] = field(default_factory=dict)
+    run_dir: Path | None = None
+    image_id: str | None = None
+    command: tuple[str, ...] = ()
+    signatures: dict[str, str] = field(default_factory=dict)
+    verified_with: str | None = None
+    artifact: StoredArtifact | None = None
+    image_ref_published: str | None = None
+    archive: ExtractionReport | None = None
+
+
+def merge_requirements(manifest: dict[str, Any], requirements: dict[str, Any]) -> dict[str, Any]:
+    """The producer's requirements given with the upload override those in the manifest."""
+    merged = dict(manifest)
+    merged.update({k: v for k, v in requirements.items() if k in REQUIREMENT_KEYS and v is not None})
+    return merged
+
+
+class PublishWorkflow:
+    def __init__(
+        self,
+        settings: Settings,
+        db: Database,
+        listings: ListingService,
+        store: ArtifactStore,
+        sandbox: Sandbox,
+        images: ImageService | None = None,
+    ) -> None:
+        self.settings = settings
+        self.db = db
+        self.listings = listings
+        self.store = store
+        self.sandbox = sandbox
+        self.images = images
+        self.limits = ArchiveLimits.from_settings(settings)
+
+    @property
+    def staging_root(self) -> Path:
+        return self.settings.data_dir / "staging"
+
+    # ------------------------------------------------------------------ entry point
+
+    async def run(self, publication_id: str) -> str:
+        """Run (or re-run after a crash) one publication to PUBLISHED or FAILED; returns the status."""
+        job = await self._load(publication_id)
+        if job is None:
+            return PublicationStatus.FAILED.value
+        recorder = StepRecorder(self.db, publication_id)
+        status, error = PublicationStatus.PUBLISHED, None
+        listing_id = None
+        try:
+            await recorder.run(StepName.PACKAGE, lambda log: self._package(job, log))
+            await recorder.run(StepName.TEST, lambda log: self._test(job, log))
+            await recorder.run(StepName.VERIFY, lambda log: self._verify(job, log))
+            await recorder.run(StepName.PUBLISH, lambda log: self._publish(job, log))
+            holder: list[str] = []
+            await recorder.run(StepName.LIST, lambda log: self._list(job, log, holder))
+            listing_id = holder[0] if holder else None
+        except StepFailed as failed:
+            status, error = PublicationStatus.FAILED, f"{failed.step}: {failed.error.message}"
+        finally:
+            await asyncio.to_thread(shutil.rmtree, job.staging, True)
+            if job.upload is not None:
+                await asyncio.to_thread(shutil.rmtree, job.upload.parent, True)
+            if self.images is not None and (job.image_id or job.source_kind == "package"):
+                for tag in ("source", "normalized", "built"):
+                    await asyncio.to_thread(self.images.remove, f"mlrepo-staging/{publication_id}:{tag}")
+        await self._finish(job, status, error, listing_id, recorder.timings)
+        return status.value
+
+    async def _load(self, publication_id: str) -> Job | None:
+        async with self.db.session() as session:
+            pub = await session.get(Publication, publication_id)
+            if pub is None or pub.status in (PublicationStatus.PUBLISHED, PublicationStatus.FAILED):
+                return None
+            account = await session.get(Account, pub.owner_id)
+            pub.status = PublicationStatus.RUNNING.value
+            meta = dict(pub.metadata_json or {})
+            actor = Actor(pub.owner_id, account.role if account else None, account.name if account else None)
+            upload = Path(pub.upload_path) if pub.upload_path else None
+            return Job(
+                publication_id=pub.id,
+                source_kind=pub.source_kind,
+                actor=actor,
+                staging=self.staging_root / pub.id,
+                upload=upload,
+                image_ref=meta.get("image_ref"),
+                manifest_data=meta.get("manifest"),
+                requirements=dict(pub.requirements or {}),
+                listing_id=pub.listing_id,
+                expected_digest=meta.get("expected_digest"),
+            )
+
+    async def _finish(
+        self,
+        job: Job,
+        status: PublicationStatus,
+        error: str | None,
+        listing_id: str | None,
+        timings: dict[str, float],
+    ) -> None:
+        async with self.db.session() as session:
+            pub = await session.get(Publication, job.publication_id)
+            if pub is None:
+                return
+            pub.status = status.value
+            pub.error = error
+            pub.upload_path = None
+            if listing_id:
+                pub.listing_id = listing_id
+            if job.artifact is not None:
+                pub.artifact_digest = job.artifact.digest
+            elif job.image_id:
+                pub.artifact_digest = job.image_id
+            meta = dict(pub.metadata_json or {})
+            meta.update(
+                timings_ms=timings,
+                version=job.target.version if job.target else None,
+                image_ref=job.image_ref_published or meta.get("image_ref"),
+            )
+            pub.metadata_json = meta
+        logger.info("publication %s %s in %s", job.publication_id, status.value, timings)
+
+    # ------------------------------------------------------------------ package
+
+    async def _package(self, job: Job, log: Log) -> None:
+        job.staging.mkdir(parents=True, exist_ok=True)
+        if job.source_kind == "package":
+            await self._package_code(job, log)
+        elif job.source_kind == "image":
+            await self._package_image(job, log)
+        else:
+            await self._package_dataset(job, log)
+        assert job.manifest is not None
+        job.target = await resolve_target(
+            self.listings,
+            job.actor,
+            job.manifest.name,
+            job.listing_id or job.manifest.listing_id,
+            job.manifest.version,
+        )
+        where = f"listing {job.target.listing_id}" if job.target.listing_id else "a new listing"
+        log(f"target: version {job.target.version} of {where}")
+
+    def _upload(self, job: Job) -> Path:
+        if job.upload is None or not job.upload.is_file():
+            raise BadInput("the upload is missing (it was already processed or never arrived)")
+        return job.upload
+
+    async def _package_code(self, job: Job, log: Log) -> None:
+        upload = self._upload(job)
+        report = await asyncio.to_thread(
+            extract_archive, upload, job.staging / "src", self.limits, job.expected_digest
+        )
+        job.archive = report
+        log(
+            f"{report.format} upload {report.archive_digest}: "
+            f"{len(report.files)} files, {report.total_bytes} bytes"
+        )
+        root = find_package_root(job.staging / "src")
+        prefix = root.relative_to(job.staging / "src").as_posix()
+        manifest = load_package_manifest(root)
+        manifest = parse_manifest(
+            merge_requirements(manifest.model_dump(by_alias=True, exclude_none=True), job.requirements)
+        )
+        if manifest.checksums:
+            rel = {(f"{prefix}/{k}" if prefix != "." else k): v for k, v in manifest.checksums.items()}
+            verify_file_checksums(report, rel)
+            log(f"{len(rel)} manifest checksums match")
+        job.manifest = manifest
+        job.package_files = {
+            (k[len(prefix) + 1 :] if prefix != "." else k): v for k, v in report.files.items()
+        }
+        job.package_file = await asyncio.to_thread(normalize_package, root, job.staging / "package.tar.gz")
+        log(f"normalized package {sha256_file(job.package_file)} ({job.package_file.stat().st_size} bytes)")
+
+    async def _package_image(self, job: Job, log: Log) -> None:
+        images = self._require_images()
+        job.manifest = parse_manifest(merge_requirements(job.manifest_data or {}, job.requirements), "image")
+        if job.upload is not None:
+            source = await asyncio.to_thread(images.load_tarball, self._upload(job))
+            log(f"loaded docker save tarball: image {source}")
+        elif job.image_ref:
+            source = await asyncio.to_thread(images.pull_from_registry, job.image_ref)
+            log(f"pulled {job.image_ref}: image {source}")
+        else:
+            raise BadInput("an image publication needs an image reference or a docker save tarball")
+        info = await asyncio.to_thread(images.info, source)
+        command = tuple(job.manifest.entrypoint or info.command)
+        if not command:
+            raise BadInput("the image has neither ENTRYPOINT nor CMD and the manifest names no entrypoint")
+        if info.workdir not in ("", "/", "/app"):
+            # The executor runs every image in /app; keep the producer's working directory explicitly.
+            command = ("/bin/sh", "-c", 'cd "$1" && shift && exec "$@"', "sh", info.workdir, *command)
+        job.command = command
+        temp_tag = f"mlrepo-staging/{job.publication_id}"
+        await asyncio.to_thread(images.client.images.get(source).tag, temp_tag, "source")
+        job.image_id = await asyncio.to_thread(
+            images.build,
+            f"{temp_tag}:normalized",
+            list(command),
+            {"org.mlrepo.source-image": source, "org.mlrepo.publication": job.publication_id},
+            None,
+            f"{temp_tag}:source",
+            "/app",
+        )
+        log(f"derived image {job.image_id} running {list(command)}")
+
+    async def _package_dataset(self, job: Job, log: Log) -> None:
+        upload = self._upload(job)
+        job.manifest = parse_manifest(
+            merge_requirements(job.manifest_data or {}, job.requirements), "dataset"
+        )
+        digest = await asyncio.to_thread(sha256_file, upload)
+        if job.expected_digest and job.expected_digest.lower() != digest:
+            raise UnsafeArchive(
+                "checksum", f"upload digest {digest} differs from the declared {job.expected_digest}"
+            )
+        job.package_file = upload
+        log(f"dataset upload {digest}: {upload.stat().st_size} bytes")
+
+    def _require_images(self) -> ImageService:
+        if self.images is None or not self.images.available():
+            raise Unavailable("no container engine is available to take in images")
+        return self.images
+
+    # ------------------------------------------------------------------ test
+
+    async def _test(self, job: Job, log: Log) -> None:
+        assert job.manifest is not None
+        if job.source_kind == "dataset":
+            await self._test_dataset(job, log)
+            return
+        target = await self._run_target(job, log)
+        first = job.manifest.tests[0].input if job.manifest.tests else None
+        limits = limits_for(job.manifest.timeout_s, 1, job.manifest.resources.model_dump())
+        log(await probe(self.sandbox, target, first, limits))
+
+    async def _run_target(self, job: Job, log: Log) -> RunTarget:
+        assert job.manifest is not None
+        if job.source_kind == "image":
+            if not self.sandbox.can_run_images():
+                raise Unavailable("no container sandbox is available to test the image")
+            return RunTarget(command=job.command, image=job.image_id)
+        if job.run_dir is None:
+            assert job.package_file is not None
+            run_dir = job.staging / "run"
+            report = await asyncio.to_thread(unpack_package, job.package_file, run_dir, self.limits)
+            if report.files != job.package_files:
+                raise UnsafeArchive(
+                    "checksum", "the normalized package does not reproduce the upload's files"
+                )
+            log(f"normalized package extracts cleanly; {len(report.files)} file checksums match the upload")
+            job.run_dir = run_dir
+            job.command = tuple(job.manifest.entrypoint or ())
+        return RunTarget(command=job.command, code_dir=job.run_dir)
+
+    async def _test_dataset(self, job: Job, log: Log) -> None:
+        assert job.package_file is not None
+        with open(job.package_file, "rb") as f:
+            head = f.read(512)
+        if not head:
+            raise BadInput("the dataset upload is empty")
+        try:
+            detect_format(head)
+        except UnsafeArchive:
+            log("single-file dataset (not an archive)")
+            return
+        report = await asyncio.to_thread(
+            extract_archive, job.package_file, job.staging / "dataset", self.limits
+        )
+        log(
+            f"{report.format} dataset archive extracts safely: "
+            f"{len(report.files)} files, {report.total_bytes} bytes"
+        )
+
+    # ------------------------------------------------------------------ verify
+
+    async def _verify(self, job: Job, log: Log) -> None:
+        assert job.manifest is not None
+        if not job.manifest.verify:
+            raise Skip("verification was not requested")
+        tests = [t.model_dump() for t in job.manifest.tests]
+        target = await self._run_target(job, log)
+        output_schema = job.manifest.output.schema_ if job.manifest.output else None
+        limits = limits_for(job.manifest.timeout_s, len(tests), job.manifest.resources.model_dump())
+        report = await run_unit_tests(self.sandbox, target, tests, output_schema, limits)
+        if not report.passed:
+            raise BadInput("verification failed: " + "; ".join(report.failures[:10]))
+        job.signatures = report.signatures
+        job.verified_with = report.runtime
+        log(f"{len(tests)} unit tests passed in {report.duration_s * 1000:.0f} ms ({report.runtime})")
+
+    # ------------------------------------------------------------------ publish
+
+    async def _publish(self, job: Job, log: Log) -> None:
+        assert job.manifest is not None and job.target is not None
+        if job.source_kind == "image":
+            job.image_ref_published = await self._push(job, job.image_id or "", log)
+            return
+        assert job.package_file is not None
+        job.artifact = await asyncio.to_thread(
+            self.store.put_file, job.package_file, encrypt=job.manifest.encrypt
+        )
+        state = "encrypted with its own key" if job.artifact.encrypted else "plain"
+        log(f"stored {job.artifact.digest} ({job.artifact.size} bytes, {state})")
+
+    async def _push(self, job: Job, image_id: str, log: Log) -> str:
+        assert job.manifest is not None and job.target is not None
+        images = self._require_images()
+        repository = (
+            f"mlrepo/{slug(job.actor.name or job.actor.account_id or 'owner')}/{slug(job.manifest.name)}"
+        )
+        if not self.settings.registry_url:
+            tag = f"{repository}:{job.target.version}"
+            await asyncio.to_thread(images.client.images.get(image_id).tag, repository, job.target.version)
+            log(f"no registry configured: image kept in the local engine as {tag}")
+            return tag
+        ref = await asyncio.to_thread(images.push, image_id, repository, job.target.version)
+        log(f"pushed {ref}")
+        return ref
+
+    # ------------------------------------------------------------------ list
+
+    async def _list(self, job: Job, log: Log, holder: list[str]) -> None:
+        assert job.manifest is not None and job.target is not None
+        if job.source_kind == "package":
+            await self._containerize(job, log)
+        manifest = job.manifest
+        version_values = {
+            "artifact_kind": job.source_kind,
+            "artifact_digest": job.artifact.digest if job.artifact else job.image_id,
+            "image_ref": job.image_ref_published,
+            "manifest": {
+                **manifest.model_dump(mode="json", by_alias=True, exclude_none=True),
+                "command": list(job.command),
+                "verified_with": job.verified_with,
+                "publication_id": job.publication_id,
+            },
+            "encrypted": bool(job.artifact and job.artifact.encrypted),
+            "reference_signatures": job.signatures,
+            "notes": f"published by publication {job.publication_id}",
+        }
+        verified = manifest.verify and bool(job.signatures)
+        system_values = {
+            "verification_status": (
+                VerificationStatus.VERIFIED if verified else VerificationStatus.UNVERIFIED
+            ).value,
+            "status": "active",
+            "storage_location": job.image_ref_published
+            or (f"artifact:{job.artifact.digest}" if job.artifact else None),
+            "size_bytes": job.artifact.size if job.artifact else None,
+            "producer_name": job.actor.name,
+        }
+        fields = manifest.listing_fields()
+        listing_id = await write_version(
+            self.listings, job.actor, job.target, fields, version_values, system_values
+        )
+        holder.append(listing_id)
+        log(f"listed {listing_id} version {job.target.version} ({system_values['verification_status']})")
+
+    async def _containerize(self, job: Job, log: Log) -> None:
+        """Build FROM the base image with the package at /app, probe the image, push it by digest."""
+        assert job.manifest is not None and job.run_dir is not None
+        engine = self.images is not None and self.images.available()
+        if self.settings.runtime == "bwrap" or (self.settings.runtime == "auto" and not engine):
+            log("no container engine in use: the listing runs from its package under bubblewrap")
+            return
+        images = self._require_images()
+        labels = {
+            "org.mlrepo.package-digest": job.artifact.digest if job.artifact else "",
+            "org.mlrepo.publication": job.publication_id,
+        }
+        image_id = await asyncio.to_thread(
+            images.build, f"mlrepo-staging/{job.publication_id}:built", list(job.command), labels, job.run_dir
+        )
+        log(f"built image {image_id} FROM {self.settings.base_image}")
+        if self.sandbox.can_run_images():
+            first = job.manifest.tests[0].input if job.manifest.tests else None
+            limits = limits_for(job.manifest.timeout_s, 1, job.manifest.resources.model_dump())
+            log(await probe(self.sandbox, RunTarget(command=job.command, image=image_id), first, limits))
+        job.image_ref_published = await self._push(job, image_id, log)

@@ -1,0 +1,47 @@
+"""The executor's runtimes offered to publishing through ``catalog.publishing.sandbox.Sandbox``.
+
+Publishing (in the catalog) probes packages and images and runs producers' unit tests, but may not import
+the executor; this adapter is what the worker and the API hand it. Code packages run under bubblewrap
+(fast to start) unless ``MLREPO_RUNTIME=docker``; images run in Docker.
+"""
+
+from __future__ import annotations
+
+from catalog.publishing.sandbox import RunTarget, SandboxLimits, SandboxOutcome
+from executor.runtimes.base import Limits, Package, RunRequest, RunResult
+from executor.runtimes.bwrap import BwrapRuntime
+from executor.runtimes.docker import DockerRuntime
+from infra.settings import Settings
+
+
+class ExecutorSandbox:
+    def __init__(self, settings: Settings) -> None:
+        self.mode = settings.runtime
+        self.bwrap = BwrapRuntime(work_dir=settings.data_dir / "sandbox")
+        self.docker = DockerRuntime(settings.docker_host)
+
+    def can_run_code(self) -> bool:
+        return self.mode != "docker" and BwrapRuntime.available()
+
+    def can_run_images(self) -> bool:
+        return self.mode != "bwrap" and self.docker.available()
+
+    async def run(self, target: RunTarget, stdin: bytes, limits: SandboxLimits) -> SandboxOutcome:
+        package = Package(entrypoint=target.command, image=target.image, code_dir=target.code_dir)
+        runtime: BwrapRuntime | DockerRuntime
+        if target.code_dir is not None and self.can_run_code():
+            runtime = self.bwrap
+        elif target.image is not None and self.can_run_images():
+            runtime = self.docker
+        else:
+            return SandboxOutcome(b"", b"", False, "no sandbox runtime can run this here", "none", 0.0)
+        request = RunRequest(command=target.command, stdin=stdin, labels={"mlrepo.purpose": "publish"})
+        result: RunResult = await runtime.run(
+            package,
+            request,
+            Limits(timeout_s=limits.timeout_s, memory_mb=limits.memory_mb, cpus=limits.cpus),
+        )
+        reason = None if result.failure is None else f"{result.failure.kind.value}: {result.failure.reason}"
+        return SandboxOutcome(
+            result.stdout, result.stderr, result.ok, reason, runtime.name, result.duration_s
+        )

@@ -1,0 +1,112 @@
+"""Builders for real uploads: code packages (zip / tar.gz) of a tiny sentiment model with unit tests."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import tarfile
+import textwrap
+import zipfile
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[2]
+
+PREDICT = textwrap.dedent(
+    """
+    import json, sys
+
+    POSITIVE = {"love", "great", "good", "excellent", "wonderful"}
+
+    for line in sys.stdin:
+        record = json.loads(line)
+        words = set(str(record["input"]).lower().replace("!", " ").split())
+        label = "positive" if words & POSITIVE else "negative"
+        print(json.dumps({"id": record["id"], "output": {"label": label, "confidence": 0.9}}), flush=True)
+    """
+)
+
+TRAIN = "import sys\nprint('training is not needed for a word list', file=sys.stderr)\n"
+
+
+def sentiment_manifest(**overrides: Any) -> dict[str, Any]:
+    data: dict[str, Any] = {
+        "name": "tiny-sentiment",
+        "kind": "model",
+        "category": "Natural Language Processing",
+        "subcategories": ["Sentiment Analysis"],
+        "description": "Tells whether a short English review is positive or negative (word list model).",
+        "tags": ["sentiment", "reviews", "english"],
+        "entrypoint": ["python3", "predict.py"],
+        "input": {"format": "text@1"},
+        "output": {"format": "class-label@1"},
+        "resources": {"cpu": 1, "memory_mb": 256, "gpu": 0},
+        "timeout_s": 5,
+        "tests": [
+            {
+                "name": "happy",
+                "input": "I love this phone",
+                "expected_output": {"label": "positive", "confidence": 0.9},
+            },
+            {
+                "name": "sad",
+                "input": "battery died in an hour",
+                "expected_output": {"label": "negative", "confidence": 0.9},
+            },
+        ],
+        "verify": True,
+    }
+    data.update(overrides)
+    return data
+
+
+def package_files(
+    manifest: dict[str, Any] | None = None, predict: str = PREDICT, **extra: str
+) -> dict[str, bytes]:
+    files = {"predict.py": predict.encode()}
+    if manifest is not None:
+        files["mlrepo.json"] = json.dumps(manifest).encode()
+    files.update({name: text.encode() for name, text in extra.items()})
+    return files
+
+
+def zip_bytes(files: dict[str, bytes], prefix: str = "") -> bytes:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as zf:
+        for name, data in files.items():
+            zf.writestr(prefix + name, data)
+    return buffer.getvalue()
+
+
+def targz_bytes(members: list[tarfile.TarInfo | tuple[str, bytes]]) -> bytes:
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w:gz") as tf:
+        for member in members:
+            if isinstance(member, tarfile.TarInfo):
+                tf.addfile(member)
+            else:
+                name, data = member
+                info = tarfile.TarInfo(name)
+                info.size = len(data)
+                info.mode = 0o644
+                tf.addfile(info, io.BytesIO(data))
+    return buffer.getvalue()
+
+
+def files_outside(
+    data_dir: Path, allowed: tuple[str, ...] = ("artifacts", "keys", "index", "sandbox")
+) -> list[str]:
+    """Files a publication left in the data dir outside the artifact store (the database excepted)."""
+    left = []
+    for dirpath, _dirs, files in os.walk(data_dir):
+        rel = Path(dirpath).relative_to(data_dir)
+        if rel.parts and rel.parts[0] in allowed:
+            continue
+        left += [str(rel / f) for f in files if not f.startswith("mlrepo.db")]
+    return sorted(left)
+
+
+def artifact_blobs(data_dir: Path) -> list[Path]:
+    root = data_dir / "artifacts" / "blobs"
+    return sorted(p for p in root.rglob("*") if p.is_file()) if root.exists() else []

@@ -1,0 +1,318 @@
+"""Code packages and datasets through the real publish job (bubblewrap sandbox, real database and index)."""
+
+from __future__ import annotations
+
+import io
+import tarfile
+
+import pytest
+from publishing_support import (
+    artifact_blobs,
+    files_outside,
+    package_files,
+    sentiment_manifest,
+    targz_bytes,
+    zip_bytes,
+)
+from sqlalchemy import select
+
+from catalog.actors import Actor
+from catalog.app import CatalogApp
+from catalog.publishing.service import InProcessQueue, PublicationView, PublishingService
+from catalog.search_service import SearchRequest
+from infra.errors import Forbidden, NotFound
+from infra.tables import Listing, ListingVersion
+
+
+async def publish(service: PublishingService, actor: Actor, payload: bytes, **kwargs) -> PublicationView:
+    pub = await service.submit_package(actor, io.BytesIO(payload), **kwargs)
+    assert pub.status in ("queued", "running") and [s.name for s in pub.steps] == [
+        "package",
+        "test",
+        "verify",
+        "publish",
+        "list",
+    ]
+    assert isinstance(service.queue, InProcessQueue)
+    await service.queue.drain()
+    return await service.get(actor, pub.id)
+
+
+def step(pub: PublicationView, name: str):
+    return next(s for s in pub.steps if s.name == name)
+
+
+async def listing_rows(app: CatalogApp) -> list[Listing]:
+    async with app.db.session() as session:
+        return list((await session.scalars(select(Listing))).all())
+
+
+async def versions_of(app: CatalogApp, listing_id: str) -> list[ListingVersion]:
+    async with app.db.session() as session:
+        rows = await session.scalars(
+            select(ListingVersion)
+            .where(ListingVersion.listing_id == listing_id)
+            .order_by(ListingVersion.created_at)
+        )
+        return list(rows.all())
+
+
+# ----------------------------------------------------------------------------- the happy path
+
+
+async def test_package_is_published_verified_and_searchable(
+    publishing: PublishingService, app: CatalogApp, alice: Actor, bob: Actor
+) -> None:
+    pub = await publish(publishing, alice, zip_bytes(package_files(sentiment_manifest())))
+    assert pub.status == "published", pub.error
+    assert all(s.status == "succeeded" for s in pub.steps), [(s.name, s.status, s.error) for s in pub.steps]
+    assert all(s.duration_ms is not None and s.finished_at for s in pub.steps)
+    assert any("contract probe answered" in line for line in step(pub, "test").log)
+    assert any("2 unit tests passed" in line for line in step(pub, "verify").log)
+    assert pub.version == "1.0.0" and pub.listing_id and pub.artifact_digest
+
+    listing = await app.listings.get(bob, pub.listing_id)
+    assert listing.verification_status == "verified"
+    assert listing.input_format == "text@1" and listing.output_format == "class-label@1"
+    [version] = await versions_of(app, pub.listing_id)
+    assert version.artifact_kind == "package" and version.artifact_digest == pub.artifact_digest
+    assert set(version.reference_signatures) == {"happy", "sad"}
+    assert version.manifest["command"] == ["python3", "predict.py"]
+    assert publishing.store.verify(version.artifact_digest)
+
+    found = await app.search.search(bob, SearchRequest(text="positive or negative review sentiment"))
+    assert pub.listing_id in [hit.listing.id for hit in found.results]
+
+    assert files_outside(publishing.settings.data_dir) == []
+
+
+async def test_tar_gz_with_a_top_level_directory_and_toml_manifest(
+    publishing: PublishingService, app: CatalogApp, alice: Actor
+) -> None:
+    toml = 'name = "toml-sentiment"\nkind = "model"\ncategory = "nlp"\nentrypoint = "python3 predict.py"\n'
+    payload = targz_bytes(
+        [("pkg/mlrepo.toml", toml.encode()), ("pkg/predict.py", package_files()["predict.py"])]
+    )
+    pub = await publish(publishing, alice, payload)
+    assert pub.status == "published", pub.error
+    assert step(pub, "verify").status == "skipped"
+    listing = await app.listings.get(alice, pub.listing_id)
+    assert listing.verification_status == "unverified"
+
+
+async def test_same_code_as_zip_or_tar_has_one_digest(publishing: PublishingService, alice: Actor) -> None:
+    files = package_files(sentiment_manifest(verify=False))
+    first = await publish(publishing, alice, zip_bytes(files))
+    second = await publish(publishing, alice, targz_bytes(list(files.items())))
+    assert first.status == second.status == "published"
+    assert first.artifact_digest == second.artifact_digest  # normalized packages are deterministic
+    assert second.version == "1.0.1"
+
+
+async def test_new_version_leaves_earlier_versions_untouched(
+    publishing: PublishingService, app: CatalogApp, alice: Actor
+) -> None:
+    v1 = await publish(publishing, alice, zip_bytes(package_files(sentiment_manifest())))
+    [before] = await versions_of(app, v1.listing_id)
+    blob_before = publishing.store.read_bytes(before.artifact_digest)
+    improved = package_files(
+        sentiment_manifest(version="2.0.0"), predict=package_files()["predict.py"].decode() + "\n# v2\n"
+    )
+    v2 = await publish(publishing, alice, zip_bytes(improved))
+    assert v2.status == "published", v2.error
+    assert v2.listing_id == v1.listing_id and v2.version == "2.0.0"
+    first, second = await versions_of(app, v1.listing_id)
+    assert (first.version, first.artifact_digest, first.reference_signatures) == (
+        before.version,
+        before.artifact_digest,
+        before.reference_signatures,
+    )
+    assert second.artifact_digest != first.artifact_digest
+    assert publishing.store.read_bytes(first.artifact_digest) == blob_before
+    assert (await app.listings.get(alice, v1.listing_id)).version == "2.0.0"
+
+
+async def test_encrypted_at_rest_when_asked(
+    publishing: PublishingService, app: CatalogApp, alice: Actor
+) -> None:
+    pub = await publish(
+        publishing,
+        alice,
+        zip_bytes(package_files(sentiment_manifest())),
+        requirements={"encrypt": True, "timeout_s": 2, "resources": {"cpu": 1, "memory_mb": 300}},
+    )
+    assert pub.status == "published", pub.error
+    [version] = await versions_of(app, pub.listing_id)
+    assert version.encrypted
+    stored = publishing.store.locate(version.artifact_digest)
+    assert stored.encrypted and b"POSITIVE" not in stored.path.read_bytes()
+    listing = await app.listings.get(alice, pub.listing_id)
+    assert listing.timeout_s == 2 and listing.resources["memory_mb"] == 300
+
+
+async def test_dataset_file_is_published(
+    publishing: PublishingService, app: CatalogApp, alice: Actor
+) -> None:
+    manifest = {
+        "name": "movie-reviews",
+        "kind": "dataset",
+        "category": "Natural Language Processing",
+        "description": "Ten thousand labelled movie reviews",
+        "tags": ["sentiment"],
+    }
+    pub = await publishing.submit_dataset(alice, io.BytesIO(b"text,label\ngreat,positive\n"), manifest)
+    await publishing.queue.drain()
+    pub = await publishing.get(alice, pub.id)
+    assert pub.status == "published", pub.error
+    listing = await app.listings.get(alice, pub.listing_id)
+    assert listing.kind == "dataset"
+    assert publishing.store.read_bytes(pub.artifact_digest) == b"text,label\ngreat,positive\n"
+
+
+# ----------------------------------------------------------------------------- bad input
+
+
+def _traversal() -> bytes:
+    return zip_bytes({**package_files(sentiment_manifest()), "../../escape.py": b"x"})
+
+
+def _symlink() -> bytes:
+    link = tarfile.TarInfo("passwd")
+    link.type, link.linkname = tarfile.SYMTYPE, "/etc/passwd"
+    return targz_bytes([*package_files(sentiment_manifest()).items(), link])
+
+
+def _device() -> bytes:
+    dev = tarfile.TarInfo("null")
+    dev.type, dev.devmajor, dev.devminor = tarfile.CHRTYPE, 1, 3
+    return targz_bytes([*package_files(sentiment_manifest()).items(), dev])
+
+
+def _bomb() -> bytes:
+    return zip_bytes({**package_files(sentiment_manifest()), "weights.bin": b"\0" * (40 << 20)})
+
+
+def _absolute() -> bytes:
+    return targz_bytes([*package_files(sentiment_manifest()).items(), ("/tmp/mlrepo-absolute-escape", b"x")])
+
+
+@pytest.mark.parametrize(
+    ("build", "reason"),
+    [
+        (_traversal, "path-traversal"),
+        (_symlink, "link"),
+        (_device, "special-file"),
+        (_bomb, "compression-ratio"),
+        (_absolute, "absolute-path"),
+    ],
+)
+async def test_unsafe_archives_are_rejected_with_their_reason(
+    publishing: PublishingService, app: CatalogApp, alice: Actor, build, reason: str
+) -> None:
+    pub = await publish(publishing, alice, build())
+    assert pub.status == "failed"
+    failed = step(pub, "package")
+    assert failed.status == "failed" and failed.error_code == "BAD_INPUT"
+    assert f"unsafe archive ({reason})" in failed.error and pub.error.startswith("package: unsafe archive")
+    assert [s.status for s in pub.steps[1:]] == ["pending"] * 4
+    assert await listing_rows(app) == []
+    assert artifact_blobs(publishing.settings.data_dir) == []
+    assert files_outside(publishing.settings.data_dir) == []
+
+
+async def test_manifest_without_entrypoint_is_rejected(
+    publishing: PublishingService, app: CatalogApp, alice: Actor
+) -> None:
+    manifest = sentiment_manifest()
+    del manifest["entrypoint"]
+    pub = await publish(publishing, alice, zip_bytes(package_files(manifest)))
+    assert pub.status == "failed"
+    assert "entrypoint: required for kind 'model'" in step(pub, "package").error
+    assert await listing_rows(app) == []
+
+
+async def test_failing_unit_tests_publish_nothing(
+    publishing: PublishingService, app: CatalogApp, alice: Actor
+) -> None:
+    manifest = sentiment_manifest()
+    manifest["tests"][1]["expected_output"] = {"label": "positive", "confidence": 0.9}
+    pub = await publish(publishing, alice, zip_bytes(package_files(manifest)))
+    assert pub.status == "failed"
+    verify = step(pub, "verify")
+    assert verify.status == "failed" and "unit test 'sad' failed" in verify.error
+    assert [step(pub, n).status for n in ("publish", "list")] == ["pending", "pending"]
+    assert await listing_rows(app) == []
+    assert artifact_blobs(publishing.settings.data_dir) == []
+
+
+async def test_entrypoint_that_breaks_the_contract_fails_the_test_step(
+    publishing: PublishingService, alice: Actor
+) -> None:
+    chatty = "import sys\nfor line in sys.stdin:\n    print('loading model...')\n"
+    pub = await publish(
+        publishing, alice, zip_bytes(package_files(sentiment_manifest(verify=False), predict=chatty))
+    )
+    assert pub.status == "failed"
+    assert "does not follow the invocation contract" in step(pub, "test").error
+
+
+async def test_crashing_entrypoint_reports_its_error(publishing: PublishingService, alice: Actor) -> None:
+    crash = "raise SystemExit('model file missing')\n"
+    pub = await publish(publishing, alice, zip_bytes(package_files(sentiment_manifest(), predict=crash)))
+    assert pub.status == "failed" and "model file missing" in step(pub, "test").error
+
+
+async def test_only_the_owner_publishes_new_versions(
+    publishing: PublishingService, app: CatalogApp, alice: Actor, mallory: Actor
+) -> None:
+    v1 = await publish(publishing, alice, zip_bytes(package_files(sentiment_manifest())))
+    payload = zip_bytes(package_files(sentiment_manifest(version="9.9.9")))
+    with pytest.raises(Forbidden):
+        await publishing.submit_package(mallory, io.BytesIO(payload), listing_id=v1.listing_id)
+    # Named in the manifest instead: the job refuses it and says so on the publication.
+    sneaky = zip_bytes(package_files(sentiment_manifest(version="9.9.9", listing_id=v1.listing_id)))
+    pub = await publish(publishing, mallory, sneaky)
+    assert pub.status == "failed" and step(pub, "package").error_code == "FORBIDDEN"
+    versions = await versions_of(app, v1.listing_id)
+    assert [v.version for v in versions] == ["1.0.0"]
+    assert (await app.listings.get(alice, v1.listing_id)).version == "1.0.0"
+
+
+async def test_existing_version_number_is_a_conflict(publishing: PublishingService, alice: Actor) -> None:
+    payload = zip_bytes(package_files(sentiment_manifest(version="1.0.0")))
+    assert (await publish(publishing, alice, payload)).status == "published"
+    again = await publish(publishing, alice, payload)
+    assert again.status == "failed" and step(again, "package").error_code == "CONFLICT"
+
+
+async def test_requesters_and_strangers_cannot_publish_or_peek(
+    publishing: PublishingService, alice: Actor, bob: Actor, mallory: Actor
+) -> None:
+    with pytest.raises(Forbidden):
+        await publishing.submit_package(bob, io.BytesIO(b"PK"))
+    pub = await publish(publishing, alice, zip_bytes(package_files(sentiment_manifest(verify=False))))
+    with pytest.raises(NotFound):
+        await publishing.get(mallory, pub.id)
+
+
+# ----------------------------------------------------------------------------- re-verification
+
+
+async def test_reverification_suspends_a_listing_whose_behaviour_changed(
+    publishing: PublishingService, app: CatalogApp, alice: Actor, bob: Actor
+) -> None:
+    pub = await publish(publishing, alice, zip_bytes(package_files(sentiment_manifest())))
+    [result] = await publishing.verify_all()
+    assert (result.listing_id, result.outcome) == (pub.listing_id, "verified")
+
+    async with app.db.session() as session:  # the recorded behaviour no longer matches what runs
+        version = await session.scalar(
+            select(ListingVersion).where(ListingVersion.listing_id == pub.listing_id)
+        )
+        version.reference_signatures = {**version.reference_signatures, "sad": "sha256:" + "0" * 64}
+    [result] = await publishing.verify_all()
+    assert result.outcome == "suspended" and "'sad' changed behaviour" in result.problems[0]
+    listing = await app.listings.get(alice, pub.listing_id)
+    assert listing.verification_status == "suspended" and listing.status == "suspended"
+    with pytest.raises(NotFound):  # pulled: requesters no longer see it
+        await app.listings.get(bob, pub.listing_id)
