@@ -28,7 +28,7 @@ from search.columns import SORTS, ListingTable, ordered_slots
 from search.filters import validate_filters
 from search.keyword import KeywordIndex, combine, doc_key, fingerprint
 from search.types import Hit, IndexedListing, SearchFilters
-from search.vectors import AnnIndex, exact_search
+from search.vectors import EXACT_WHEN_MATCHING_AT_MOST, AnnIndex, exact_search
 
 if TYPE_CHECKING:
     from infra.settings import Settings
@@ -42,7 +42,8 @@ class EmbeddedBackend:
         self.ann_threshold = ann_threshold
         self._keyword = KeywordIndex(Path(index_dir) / "keyword")
         self._table = ListingTable(dim)
-        self._ann = AnnIndex(dim)
+        # Below the threshold exact search is cheap enough; the graph only answers broad queries.
+        self._ann = AnnIndex(dim, exact_below=min(EXACT_WHEN_MATCHING_AT_MOST, ann_threshold))
         self._fingerprints: dict[str, int] = {}
         self._slot_of_key: dict[int, int] = {}
         self._lock = threading.RLock()
@@ -168,6 +169,11 @@ class EmbeddedBackend:
     @property
     def ann_ready(self) -> bool:
         return self._ann.ready
+
+    @property
+    def ann_searches(self) -> int:
+        """How many vector searches the HNSW graph answered (the others were exact)."""
+        return self._ann.answered
 
     def wait_for_ann(self, timeout: float | None = None) -> bool:
         """Block until a pending HNSW build finishes; True when vector search uses it."""

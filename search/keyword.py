@@ -196,6 +196,8 @@ class KeywordIndex:
         marker and the next start rebuilds instead of trusting an index that may differ from the
         database. If the commit fails, the writer rolls back and nothing of this batch is visible.
         """
+        if self.writer is None:
+            raise Unavailable(f"the search index at {self.directory} is closed")
         self._invalidate_marker()
         try:
             if replace_all:

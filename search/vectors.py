@@ -24,6 +24,8 @@ EXACT_WHEN_MATCHING_AT_MOST = 20_000
 # Never ask the graph for more than this many neighbours; past it the exact path is as fast.
 MAX_ANN_CANDIDATES = 8_192
 ANN_OVERSAMPLING = 2.0
+# Re-scoring a few dozen exact dot products is free and makes up for int8 quantization's near-ties.
+MIN_ANN_CANDIDATES = 64
 
 
 def top_k(scores: np.ndarray, k: int) -> np.ndarray:
@@ -70,6 +72,7 @@ class AnnIndex:
     """
 
     dim: int
+    exact_below: int = EXACT_WHEN_MATCHING_AT_MOST
     connectivity: int = 16
     expansion_add: int = 64
     expansion_search: int = 96
@@ -79,6 +82,7 @@ class AnnIndex:
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _idle: threading.Event = field(default_factory=_set_event)
     _thread: threading.Thread | None = None
+    answered: int = 0  # searches the graph answered (the rest went exact): for tests and benchmarks
 
     @property
     def ready(self) -> bool:
@@ -171,9 +175,9 @@ class AnnIndex:
     ) -> tuple[np.ndarray, np.ndarray] | None:
         """Like ``exact_search`` via the graph, or ``None`` when the exact path should answer."""
         matching = int(allowed.sum())
-        if self._index is None or matching <= EXACT_WHEN_MATCHING_AT_MOST:
+        if self._index is None or matching <= self.exact_below:
             return None
-        wanted = math.ceil(k * ANN_OVERSAMPLING * len(allowed) / matching) + 16
+        wanted = max(MIN_ANN_CANDIDATES, math.ceil(k * ANN_OVERSAMPLING * len(allowed) / matching))
         if wanted > MAX_ANN_CANDIDATES:
             return None
         with self._lock:
@@ -187,4 +191,5 @@ class AnnIndex:
             return None  # the graph's neighbourhood was too filtered to fill the page
         scores = vectors[candidates] @ query
         best = top_k(scores, k)
+        self.answered += 1
         return candidates[best], scores[best]

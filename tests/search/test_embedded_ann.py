@@ -1,0 +1,80 @@
+"""The approximate (HNSW) vector path: used above the threshold, and agreeing with the exact path."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from search_support import listing
+
+from search.embedded import EmbeddedBackend
+from search.types import SearchFilters
+
+DIM = 32
+N = 600
+
+
+def clustered_vectors(rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """Listings around 12 well-separated centres, so the true nearest neighbours are unambiguous."""
+    centres = rng.standard_normal((12, DIM)).astype(np.float32) * 4
+    members = rng.integers(0, 12, size=N)
+    vectors = centres[members] + rng.standard_normal((N, DIM)).astype(np.float32) * 0.3
+    return vectors / np.linalg.norm(vectors, axis=1, keepdims=True), members
+
+
+@pytest.fixture
+def pair(tmp_path: Path):
+    """The same catalog in an HNSW-backed backend (threshold 100) and an exact one."""
+    rng = np.random.default_rng(11)
+    vectors, members = clustered_vectors(rng)
+    docs = [
+        listing(
+            f"v{i}", embedding=vectors[i], category=f"c{members[i] % 3}", kind="model" if i % 2 else "dataset"
+        )
+        for i in range(N)
+    ]
+    approx = EmbeddedBackend(tmp_path / "approx", DIM, ann_threshold=100)
+    exact = EmbeddedBackend(tmp_path / "exact", DIM, ann_threshold=10**9)
+    approx.load(docs)
+    exact.load(docs)
+    assert approx.wait_for_ann(60), "the HNSW build should finish quickly at this size"
+    yield approx, exact, vectors, members
+    approx.close()
+    exact.close()
+
+
+def test_ann_top_results_match_exact(pair) -> None:
+    approx, exact, vectors, members = pair
+    before = approx.ann_searches
+    for q in (0, 17, 123, 599):
+        query = vectors[q]
+        fast = approx.vector(query, SearchFilters(), 10)
+        slow = exact.vector(query, SearchFilters(), 10)
+        assert fast[0].id == slow[0].id == f"v{q}"
+        # Within a cluster neighbours are near-ties, so compare what is unambiguous: the cluster.
+        assert all(members[int(h.id[1:])] == members[q] for h in fast + slow)
+        assert fast[0].score == pytest.approx(1.0, abs=1e-5)  # candidates are re-scored exactly
+    assert approx.ann_searches == before + 4
+    assert not exact.ann_ready
+
+
+def test_ann_respects_filters(pair) -> None:
+    approx, exact, vectors, _ = pair
+    filters = SearchFilters(kinds=("model",), category="c1")
+    fast = approx.vector(vectors[5], filters, 10)
+    slow = exact.vector(vectors[5], filters, 10)
+    assert fast and all(approx.get([h.id])[h.id].kind == "model" for h in fast)
+    assert all(approx.get([h.id])[h.id].category == "c1" for h in fast)
+    assert fast[0].id == slow[0].id
+
+
+def test_ann_sees_writes_after_build(pair) -> None:
+    approx, _, vectors, _ = pair
+    fresh = -vectors[3]  # a direction nobody else is near
+    approx.upsert([listing("fresh", embedding=fresh)])
+    assert approx.vector(fresh, SearchFilters(), 1)[0].id == "fresh"
+    approx.delete(["fresh", "v3"])
+    hits = approx.vector(fresh, SearchFilters(), 20) + approx.vector(vectors[3], SearchFilters(), 20)
+    assert {"fresh", "v3"}.isdisjoint(h.id for h in hits)
+    assert approx.ann_ready

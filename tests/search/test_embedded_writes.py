@@ -1,0 +1,154 @@
+"""Writes, reloads and the single-writer lock of the embedded backend, on real tantivy directories."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from search_support import DIM, axis, listing
+
+from infra.errors import BadInput, Conflict, Unavailable
+from search.embedded import EmbeddedBackend
+from search.keyword import MARKER_FILE
+from search.types import SearchFilters
+
+ANY = SearchFilters(viewer_is_admin=True)
+
+
+def ids(hits: list) -> list[str]:
+    return [h.id for h in hits]
+
+
+def test_upsert_replaces_and_is_searchable_at_once(backend: EmbeddedBackend) -> None:
+    backend.upsert([listing("a", name="speech recognizer", embedding=axis(1))])
+    assert ids(backend.keyword("speech", ANY, 5)) == ["a"]
+    backend.upsert([listing("a", name="image segmenter", category="Vision", embedding=axis(2))])
+    assert backend.keyword("speech", ANY, 5) == []
+    assert ids(backend.keyword("segmenting images", ANY, 5)) == ["a"]
+    assert ids(backend.vector(axis(2), ANY, 1)) == ["a"]
+    assert backend.count(SearchFilters(category="Vision")) == 1
+    assert len(backend) == 1
+
+
+def test_delete_removes_everywhere_and_is_idempotent(backend: EmbeddedBackend) -> None:
+    backend.upsert([listing("a", embedding=axis(1)), listing("b", embedding=axis(2))])
+    backend.delete(["a", "never-indexed"])
+    backend.delete(["a"])
+    assert ids(backend.keyword("listing", ANY, 5)) == ["b"]
+    assert ids(backend.vector(axis(1), ANY, 5)) == ["b"]
+    assert set(backend.get(["a", "b"])) == {"b"}
+    backend.upsert([listing("c", embedding=axis(3))])  # reuses a's freed slot
+    assert set(ids(backend.filtered(ANY, "newest", 10))) == {"b", "c"}
+    assert ids(backend.vector(axis(3), ANY, 1)) == ["c"]
+
+
+def test_get_returns_projection_with_normalized_embedding(backend: EmbeddedBackend) -> None:
+    backend.upsert([listing("a", tags=("x",), embedding=np.full(DIM, 3.0)), listing("b", embedding=None)])
+    got = backend.get(["a", "b", "zzz"])
+    assert set(got) == {"a", "b"}
+    assert got["a"].tags == ("x",)
+    np.testing.assert_allclose(got["a"].embedding, np.full(DIM, 1 / np.sqrt(DIM)), rtol=1e-6)
+    assert got["b"].embedding is None
+    assert ids(backend.vector(axis(0), ANY, 5)) == ["a"]  # no vector: keyword-only listing
+
+
+def test_invalid_batch_writes_nothing(backend: EmbeddedBackend) -> None:
+    backend.upsert([listing("keep")])
+    bad_batches = [
+        [listing("new"), listing("bad-dim", embedding=np.ones(DIM + 1))],
+        [listing("new"), listing("nan", embedding=np.full(DIM, np.nan))],
+        [listing("dup"), listing("dup")],
+        [listing("")],
+    ]
+    for batch in bad_batches:
+        with pytest.raises(BadInput):
+            backend.upsert(batch)
+    assert ids(backend.keyword("listing", ANY, 10)) == ["keep"]
+    assert set(backend.get(["new", "dup", "keep"])) == {"keep"}
+
+
+def test_failed_commit_leaves_memory_untouched(backend: EmbeddedBackend) -> None:
+    backend.upsert([listing("a")])
+    backend.close()  # the writer is gone: the next tantivy commit cannot happen
+    with pytest.raises(Unavailable):
+        backend.upsert([listing("b")])
+    with pytest.raises(Unavailable):
+        backend.delete(["a"])
+    assert set(backend.get(["a", "b"])) == {"a"}
+    assert backend.count(ANY) == 1
+
+
+def test_load_reuses_a_matching_index_and_rebuilds_a_stale_one(index_dir: Path) -> None:
+    docs = [listing(f"d{i}", name=f"model number {i}", embedding=axis(i)) for i in range(20)]
+    with EmbeddedBackend(index_dir, DIM) as first:
+        assert first.load(docs) is True
+        first.upsert([listing("d0", name="renamed thing", embedding=axis(0))])
+        first.upsert([listing("d1", name="model number 1", relative_usage=0.9, embedding=axis(1))])
+    current = [listing("d0", name="renamed thing", embedding=axis(0)), *docs[1:]]
+
+    with EmbeddedBackend(index_dir, DIM) as second:
+        # Usage is not part of the tantivy document: the index still matches the database.
+        assert second.load(current) is False
+        assert ids(second.keyword("renamed", ANY, 5)) == ["d0"]
+        assert second.get(["d1"])["d1"].relative_usage == 0.0  # memory comes from the docs given
+
+    with EmbeddedBackend(index_dir, DIM) as third:
+        assert third.load(docs) is True  # the database says d0 was not renamed after all
+        assert third.keyword("renamed", ANY, 5) == []
+        assert ids(third.keyword("number 0", ANY, 1)) == ["d0"]
+
+
+def test_missing_or_foreign_marker_forces_rebuild(index_dir: Path) -> None:
+    docs = [listing("a"), listing("b")]
+    with EmbeddedBackend(index_dir, DIM) as backend:
+        backend.load(docs)
+    marker = index_dir / "keyword" / MARKER_FILE
+    marker.unlink()  # as after a crash between invalidating and committing
+    with EmbeddedBackend(index_dir, DIM) as backend:
+        assert backend.load(docs) is True
+    data = json.loads(marker.read_text())
+    marker.write_text(json.dumps({**data, "schema_version": -1}))
+    with EmbeddedBackend(index_dir, DIM) as backend:
+        assert backend.load(docs) is True
+        assert set(ids(backend.keyword("listing", ANY, 5))) == {"a", "b"}
+
+
+def test_clear_then_load_is_a_reindex(backend: EmbeddedBackend) -> None:
+    backend.load([listing("a"), listing("b")])
+    backend.clear()
+    assert backend.count(ANY) == 0 and backend.keyword("listing", ANY, 5) == []
+    backend.load([listing("c")])
+    assert ids(backend.keyword("listing", ANY, 5)) == ["c"]
+
+
+def test_second_writer_in_this_process_is_a_conflict(backend: EmbeddedBackend, index_dir: Path) -> None:
+    with pytest.raises(Conflict, match="in use by another process"):
+        EmbeddedBackend(index_dir, DIM)
+    backend.close()
+    EmbeddedBackend(index_dir, DIM).close()  # closing released the lock
+
+
+def test_writer_in_another_process_is_a_conflict(index_dir: Path) -> None:
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sys; from search.embedded import EmbeddedBackend; "
+            f"b = EmbeddedBackend({str(index_dir)!r}, {DIM}); print('ready', flush=True); sys.stdin.read()",
+        ],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "ready"
+        with pytest.raises(Conflict) as caught:
+            EmbeddedBackend(index_dir, DIM)
+        assert caught.value.code == "CONFLICT"
+    finally:
+        holder.communicate("", timeout=30)
+    EmbeddedBackend(index_dir, DIM).close()  # the lock died with its process

@@ -1,0 +1,73 @@
+"""The real MiniLM encoder (loaded once per session) and the text a listing is embedded as."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from search_support import listing
+
+from search.documents import listing_text, text_of
+from search.embeddings import DIMENSION, Encoder, QueryCache
+
+
+def test_query_vector_is_normalized_float32(encoder: Encoder) -> None:
+    vector = encoder.encode_query("classify the sentiment of product reviews")
+    assert vector.shape == (DIMENSION,) == (encoder.dim,)
+    assert vector.dtype == np.float32
+    assert float(np.linalg.norm(vector)) == pytest.approx(1.0, abs=1e-5)
+    assert encoder.model_name == "sentence-transformers/all-MiniLM-L6-v2"
+
+
+def test_repeated_queries_come_from_the_cache(encoder: Encoder) -> None:
+    first = encoder.encode_query("detect objects in street photos")
+    hits = encoder.cache.hits
+    again = encoder.encode_query("  detect objects   in street photos ")  # same words, other spacing
+    assert again is first and encoder.cache.hits == hits + 1
+    with pytest.raises(ValueError):
+        again[0] = 1.0  # cached vectors are shared: read-only
+
+
+def test_documents_batch_matches_single_queries(encoder: Encoder) -> None:
+    texts = ["a sentiment classifier for tweets", "an object detector for drones", "speech to text"]
+    matrix = encoder.encode_documents(texts, batch_size=2)
+    assert matrix.shape == (3, DIMENSION) and matrix.dtype == np.float32
+    np.testing.assert_allclose(np.linalg.norm(matrix, axis=1), 1.0, atol=1e-5)
+    np.testing.assert_allclose(matrix[1], encoder.encode_query(texts[1]), atol=1e-5)
+    assert encoder.encode_documents([]).shape == (0, DIMENSION)
+
+
+def test_similar_meaning_scores_higher(encoder: Encoder) -> None:
+    query = encoder.encode_query("is this movie review positive or negative")
+    docs = encoder.encode_documents(["sentiment analysis of film critiques", "segment tumours in MRI scans"])
+    scores = docs @ query
+    assert scores[0] > scores[1] + 0.2
+
+
+def test_lru_cache_evicts_least_recently_used() -> None:
+    cache = QueryCache(2)
+    a, b, c = (np.full(2, i, dtype=np.float32) for i in range(3))
+    cache.put("a", a)
+    cache.put("b", b)
+    assert cache.get("a") is a  # a is now the most recent
+    cache.put("c", c)
+    assert cache.get("b") is None and cache.get("a") is a and cache.get("c") is c
+    disabled = QueryCache(0)
+    disabled.put("a", a)
+    assert disabled.get("a") is None and len(disabled) == 0
+
+
+def test_listing_text_reads_like_a_sentence() -> None:
+    text = listing_text(
+        "acme/bert-base-sentiment_v2",
+        "Natural Language Processing",
+        ("Text Classification",),
+        ("text classification", "reviews"),
+        "  Classifies   product reviews.\n",
+    )
+    assert text == (
+        "bert base sentiment v2. Natural Language Processing, Text Classification, reviews. "
+        "Classifies product reviews."
+    )
+    assert listing_text("x", "Vision") == "x. Vision"
+    doc = listing("a", name="resnet", category="Vision", subcategories=("Detection",), description="d")
+    assert text_of(doc) == "resnet. Vision, Detection. d"
