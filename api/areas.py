@@ -24,5 +24,5 @@ def import_areas(package: str, names: tuple[str, ...]) -> list[ModuleType]:
         except ModuleNotFoundError as exc:
             if exc.name != qualified:
                 raise
-            logger.warning("API area %s is not installed yet; skipping it", qualified)
+            logger.info("API area %s is not installed yet; skipping it", qualified)
     return modules

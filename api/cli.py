@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 
@@ -25,6 +26,9 @@ from api.commands import (
 )
 from catalog.enums import Role
 from infra.settings import Settings
+
+if TYPE_CHECKING:
+    from catalog.search_service import SearchResponse
 
 COMMAND_AREAS: tuple[str, ...] = ("jobs", "publishing", "pipelines", "demand")
 
@@ -191,24 +195,46 @@ def seed(ctx: typer.Context) -> None:
     typer.echo(f"demo catalog: {report.summary()}")
 
 
+def search_json(response: SearchResponse) -> dict:
+    """The ``--json`` shape: what Query.search returns, in the catalog's snake_case names."""
+    return {
+        "search_id": response.search_id,
+        "total_count": response.total_count,
+        "notes": list(response.notes),
+        "results": [
+            {
+                "id": result.listing.id,
+                "name": result.listing.name,
+                "kind": result.listing.kind,
+                "category": result.listing.category,
+                "score": round(result.score, 6),
+                "explanation": result.explanation,
+                "parts": [
+                    {"name": p.name, "value": round(p.value, 6), "detail": p.detail} for p in result.parts
+                ],
+            }
+            for result in response.results
+        ],
+    }
+
+
 @app.command()
 def search(
     ctx: typer.Context,
     text: str = typer.Argument(..., help="What you need, in your own words."),
     as_json: bool = typer.Option(False, "--json", help="Print results (with explanations) as JSON."),
-    limit: int = typer.Option(10, "--limit", "-n", min=1, help="How many results."),
+    limit: int = typer.Option(10, "--limit", "-n", help="How many results (1..max_page_size)."),
     category: str | None = typer.Option(None, "--category", help="Only this category."),
     kind: list[str] = typer.Option([], "--kind", help="Only these kinds (repeatable)."),
     token: str | None = typer.Option(None, "--token", envvar="MLREPO_TOKEN", help="Search as this account."),
 ) -> None:
     """Search the catalog the same way Query.search does (public listings unless --token is given)."""
-    from catalog.search import SearchRequest
-
     from catalog.actors import ANONYMOUS
+    from catalog.search_service import SearchRequest
 
     settings = settings_of(ctx)
 
-    async def run():
+    async def run() -> SearchResponse:
         async with open_catalog(settings) as catalog:
             actor = await catalog.accounts.authenticate(token) if token else ANONYMOUS
             request = SearchRequest(text=text, category=category, kinds=tuple(kind) or None, limit=limit)
@@ -216,8 +242,10 @@ def search(
 
     response = run_async(run())
     if as_json:
-        print_json(response.as_dict())
+        print_json(search_json(response))
         return
+    for note in response.notes:
+        typer.secho(note, dim=True)
     if not response.results:
         typer.echo("no results")
         return
@@ -226,7 +254,7 @@ def search(
         typer.echo(
             f"{position:2}. {listing.name}  [{listing.kind}, {listing.category}]  score {result.score:.3f}"
         )
-        typer.echo(f"    id {listing.id}; {result.explanation.summary}")
+        typer.echo(f"    id {listing.id}; {result.explanation}")
 
 
 # ---------------------------------------------------------------------------- accounts and tokens

@@ -1,0 +1,154 @@
+"""The ``mlrepo`` command line on a temporary data dir (SQLite and PostgreSQL), through typer's runner.
+
+Each invocation is a full command: it migrates, opens the real catalog, and loads the model when it must
+encode, exactly as a person running it would.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from api.cli import app
+from infra.settings import Settings
+
+GOOD_1 = {
+    "name": "review-sentiment",
+    "kind": "model",
+    "category": "Natural Language Processing",
+    "description": "Classifies the sentiment of product reviews as positive or negative.",
+    "tags": ["sentiment"],
+    "accuracy": 0.9,
+}
+GOOD_2 = {
+    "name": "street-detector",
+    "kind": "model",
+    "category": "Computer Vision",
+    "description": "Finds cars and pedestrians in street photos.",
+}
+
+
+@pytest.fixture
+def runner() -> CliRunner:
+    return CliRunner()
+
+
+def mlrepo(runner: CliRunner, settings: Settings, *args: str):
+    """Run ``mlrepo --data-dir D --database-url U ARGS`` and return the result."""
+    options = ["--data-dir", str(settings.data_dir)]
+    if settings.database_url:
+        options += ["--database-url", settings.database_url]
+    return runner.invoke(app, [*options, *args], catch_exceptions=False)
+
+
+def write_lines(path: Path, lines: list[str]) -> Path:
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
+
+
+def test_import_reports_bad_lines_and_imports_the_rest(runner, settings, tmp_path) -> None:
+    source = write_lines(
+        tmp_path / "listings.jsonl",
+        [
+            json.dumps(GOOD_1),
+            '{"name": "half", "kind": "model"',
+            json.dumps({**GOOD_2, "accuracy": 7}),
+            json.dumps(GOOD_2),
+        ],
+    )
+    result = mlrepo(runner, settings, "import", str(source))
+    assert result.exit_code == 0, result.output
+    assert f"{source}:line 2:" in result.stderr and "JSON" in result.stderr
+    assert f"{source}:line 3:" in result.stderr and "accuracy" in result.stderr
+    assert "line 1:" not in result.stderr and "line 4:" not in result.stderr
+    assert "2 created" in result.stdout
+
+    again = mlrepo(runner, settings, "import", str(source))  # idempotent: existing names are skipped
+    assert again.exit_code == 0 and "0 created" in again.stdout and "2 skipped" in again.stdout
+
+    found = mlrepo(runner, settings, "search", "sentiment of customer reviews", "--json", "--limit", "1")
+    assert found.exit_code == 0, found.output
+    body = json.loads(found.stdout)
+    assert body["results"][0]["name"] == "review-sentiment"
+    assert body["results"][0]["parts"] and body["search_id"]
+
+
+def test_import_with_nothing_valid_fails(runner, sqlite_settings, tmp_path) -> None:
+    source = write_lines(tmp_path / "bad.jsonl", ["[1, 2]", '{"kind": "model"}'])
+    result = mlrepo(runner, sqlite_settings, "import", str(source))
+    assert result.exit_code == 1
+    assert "line 1:" in result.stderr and "line 2:" in result.stderr and "name" in result.stderr
+
+
+def test_import_missing_file_is_usage_error(runner, sqlite_settings, tmp_path) -> None:
+    result = mlrepo(runner, sqlite_settings, "import", str(tmp_path / "nope.jsonl"))
+    assert result.exit_code == 2
+    assert "no such file" in result.stderr
+
+
+def test_accounts_tokens_and_authenticated_search(runner, sqlite_settings, tmp_path) -> None:
+    created = mlrepo(runner, sqlite_settings, "account", "create", "alice", "--role", "producer", "--token")
+    assert created.exit_code == 0, created.output
+    assert "account alice (producer)" in created.stdout
+    token = created.stdout.split("token (shown once): ")[1].strip()
+
+    duplicate = mlrepo(runner, sqlite_settings, "account", "create", "alice")
+    assert duplicate.exit_code == 2 and "CONFLICT" in duplicate.stderr
+    bad_role = mlrepo(runner, sqlite_settings, "account", "create", "bob", "--role", "wizard")
+    assert bad_role.exit_code == 2
+
+    second = mlrepo(runner, sqlite_settings, "token", "create", "alice", "--name", "laptop")
+    assert (
+        second.exit_code == 0 and second.stdout.strip().startswith("mlr_") and second.stdout.strip() != token
+    )
+    unknown = mlrepo(runner, sqlite_settings, "token", "create", "nobody")
+    assert unknown.exit_code == 2 and "NOT_FOUND" in unknown.stderr
+
+    source = write_lines(
+        tmp_path / "private.jsonl", [json.dumps({**GOOD_1, "visibility": "private", "owner": "alice"})]
+    )
+    assert mlrepo(runner, sqlite_settings, "import", str(source)).exit_code == 0
+    anonymous = json.loads(mlrepo(runner, sqlite_settings, "search", "sentiment", "--json").stdout)
+    assert anonymous["results"] == []
+    owner = json.loads(
+        mlrepo(runner, sqlite_settings, "search", "sentiment", "--json", "--token", token).stdout
+    )
+    assert [r["name"] for r in owner["results"]] == ["review-sentiment"]
+    wrong = mlrepo(runner, sqlite_settings, "search", "sentiment", "--token", "mlr_wrong")
+    assert wrong.exit_code == 2 and "UNAUTHENTICATED" in wrong.stderr
+
+
+def test_search_facets_and_bad_input(runner, sqlite_settings, tmp_path) -> None:
+    source = write_lines(tmp_path / "two.jsonl", [json.dumps(GOOD_1), json.dumps(GOOD_2)])
+    assert mlrepo(runner, sqlite_settings, "import", str(source)).exit_code == 0
+    vision = json.loads(
+        mlrepo(runner, sqlite_settings, "search", "model", "--json", "--category", "Computer Vision").stdout
+    )
+    assert [r["name"] for r in vision["results"]] == ["street-detector"]
+    text = mlrepo(runner, sqlite_settings, "search", "cars in photos", "--kind", "model", "--limit", "1")
+    assert text.exit_code == 0 and "street-detector" in text.stdout and "score" in text.stdout
+    assert mlrepo(runner, sqlite_settings, "search", "x", "--kind", "spaceship").exit_code == 2
+    assert mlrepo(runner, sqlite_settings, "search", "x", "--limit", "0").exit_code == 2
+    assert mlrepo(runner, sqlite_settings, "search", "x" * 5000).exit_code == 2
+
+
+def test_migrate_and_reindex(runner, sqlite_settings, tmp_path) -> None:
+    fresh = Settings(data_dir=tmp_path / "fresh")
+    migrated = mlrepo(runner, fresh, "migrate")
+    assert migrated.exit_code == 0 and "database at head" in migrated.stdout
+    assert (tmp_path / "fresh" / "mlrepo.db").exists()
+    assert mlrepo(runner, fresh, "migrate").exit_code == 0  # repeatable
+
+    source = write_lines(tmp_path / "two.jsonl", [json.dumps(GOOD_1), json.dumps(GOOD_2)])
+    assert mlrepo(runner, sqlite_settings, "import", str(source)).exit_code == 0
+    reindexed = mlrepo(runner, sqlite_settings, "reindex")
+    assert reindexed.exit_code == 0 and "reindexed 2 listings" in reindexed.stdout
+
+
+def test_unreachable_database_fails_cleanly(runner, tmp_path) -> None:
+    settings = Settings(data_dir=tmp_path, database_url="postgresql+asyncpg://nobody@127.0.0.1:1/none")
+    result = mlrepo(runner, settings, "migrate")
+    assert result.exit_code == 1 and "migration failed" in result.stderr
