@@ -17,7 +17,7 @@ from typing import Any
 
 from catalog.actors import Actor
 from catalog.enums import ListingKind
-from catalog.formats import listing_fits
+from catalog.formats import check_connection
 from catalog.pipelines.conditioning import needs_training
 from catalog.pipelines.running import resource_class_for
 from catalog.pipelines.service import (
@@ -144,46 +144,28 @@ class PipelineTraining:
                     copy.config = {**copy.config, "bridges": [ids.get(b, b) for b in bridges]}
             copied = await load_rows(session, derived.id)
             chosen = [s.id for s, _ in copied if s.role == StepRole.STEP]
-            await self.pipelines.reconcile(session, actor, derived, copied, set(itertools.pairwise(chosen)))
+            await self.pipelines.reconcile(
+                session, actor, derived, copied, set(itertools.pairwise(chosen)), auto=True
+            )
             derived_id = derived.id
         return await self.pipelines.get(actor, derived_id)
 
 
 def check_trained_model(algorithm: Listing, model: Listing) -> None:
-    """The trained model takes the algorithm's place, so it must accept and emit the same things."""
+    """The trained model takes the algorithm's place: it must accept all the algorithm accepted and emit
+    only what the algorithm declared it would."""
     if model.kind != ListingKind.MODEL:
         raise BadInput(f"a trained step needs a model listing; {model.name!r} is a {model.kind}")
-    problems = []
-    same_input = listing_fits(_InputOf(algorithm), _InputOf(model))
-    if not same_input.ok:
-        problems.append(f"input: {'; '.join(same_input.reasons)}")
-    same_output = listing_fits(model, algorithm)
-    if not same_output.ok:
-        problems.append(f"output: {'; '.join(same_output.reasons)}")
+    accepts = check_connection(
+        algorithm.input_format, algorithm.input_schema, model.input_format, model.input_schema
+    )
+    emits = check_connection(
+        model.output_format, model.output_schema, algorithm.output_format, algorithm.output_schema
+    )
+    problems = [
+        f"{side}: {'; '.join(c.reasons)}" for side, c in (("input", accepts), ("output", emits)) if not c.ok
+    ]
     if problems:
         raise BadInput(
             f"model {model.name!r} does not fit the step of {algorithm.name!r}: {' / '.join(problems)}"
         )
-
-
-@dataclass(frozen=True, slots=True)
-class _InputOf:
-    """Presents a listing's *input* as an output, so "accepts whatever the algorithm accepted" is a fit."""
-
-    listing: Listing
-
-    @property
-    def output_format(self) -> str | None:
-        return self.listing.input_format
-
-    @property
-    def output_schema(self) -> dict[str, Any] | None:
-        return self.listing.input_schema
-
-    @property
-    def input_format(self) -> str | None:
-        return self.listing.input_format
-
-    @property
-    def input_schema(self) -> dict[str, Any] | None:
-        return self.listing.input_schema

@@ -1,0 +1,164 @@
+"""Pre-training → post-training pipelines, and publishing a runnable pipeline as a listing."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+
+import pytest
+
+from catalog.actors import Actor
+from catalog.app import CatalogApp
+from catalog.pipelines import ConnectionStatus, PipelineService
+from catalog.pipelines.publishing import publish_pipeline
+from catalog.pipelines.training import PipelineTraining, TrainingTask
+from infra.db import Database
+from infra.errors import BadInput, Conflict
+from infra.tables import Job, Listing
+
+MakeListing = Callable[..., Awaitable[Listing]]
+
+
+@pytest.fixture
+async def pre_training(
+    service: PipelineService, requester: Actor, make_listing: MakeListing, vision: dict[str, Listing]
+) -> tuple[str, Listing]:
+    """detector → (boxes-to-crops) → a crop-classifier *algorithm* that must learn from labelled crops."""
+    trainer = await make_listing(
+        "crop-classifier-trainer",
+        kind="algorithm",
+        input_format="image-crops",
+        output_format="predictions",
+        training_resources={"cpu": 2, "memory_mb": 4096},
+    )
+    pipeline = await service.create(requester, "street scenes")
+    await service.add_step(requester, pipeline.id, vision["detector"].id)
+    change = await service.add_step(requester, pipeline.id, trainer.id)
+    assert [c.status for c in change.pipeline.connections] == [ConnectionStatus.CONDITIONED]
+    return pipeline.id, trainer
+
+
+async def test_training_needs_data_then_yields_a_runnable_post_training_pipeline(
+    service: PipelineService, requester: Actor, make_listing: MakeListing, pre_training: tuple[str, Listing]
+) -> None:
+    pipeline_id, trainer = pre_training
+    training = PipelineTraining(service)
+    with pytest.raises(BadInput, match="choose training data for 'crop-classifier-trainer'"):
+        await training.plan(requester, pipeline_id)
+    crops = await make_listing(
+        "labelled-crops", kind="dataset", input_format="image-crops", output_format="predictions"
+    )
+    step_id = (await service.get(requester, pipeline_id)).steps[2].id
+    await service.set_training_data(requester, pipeline_id, step_id, crops.id)
+    (task,) = await training.plan(requester, pipeline_id)
+    assert (task.step_id, task.algorithm_listing_id, task.dataset_listing_id) == (
+        step_id,
+        trainer.id,
+        crops.id,
+    )
+    assert (task.resources, task.resource_class) == ({"cpu": 2, "memory_mb": 4096}, "cpu")
+
+    trained: list[TrainingTask] = []
+
+    async def train_step(task: TrainingTask) -> str:
+        # Stands for the executor's training job: its product is a private model of the requester.
+        trained.append(task)
+        model = await make_listing(
+            "crop-classifier (trained)",
+            owner=requester,
+            visibility="private",
+            input_format="image-crops",
+            output_format="predictions",
+        )
+        return model.id
+
+    post = await training.train(requester, pipeline_id, train_step)
+    assert trained == [task]
+    assert post.id != pipeline_id and post.name == "street scenes (trained)"
+    assert [s.listing_name for s in post.steps] == [
+        "street-object-detector",
+        "boxes-to-crops",
+        "crop-classifier (trained)",
+    ]
+    assert all(s.kind != "algorithm" or not s.needs_training for s in post.steps) and post.is_runnable
+    assert [c.status for c in post.connections] == [ConnectionStatus.CONDITIONED]
+    original = await service.get(requester, pipeline_id)
+    assert original.is_runnable and original.steps[2].trained_listing_id == post.steps[2].listing_id
+    plan = await service.plan_run(requester, pipeline_id)
+    assert plan.steps[2].listing_name == "crop-classifier (trained)"
+
+
+async def test_a_trained_model_must_keep_the_algorithms_formats(
+    service: PipelineService, requester: Actor, make_listing: MakeListing, pre_training: tuple[str, Listing]
+) -> None:
+    pipeline_id, _ = pre_training
+    step_id = (await service.get(requester, pipeline_id)).steps[2].id
+    wrong = await make_listing(
+        "text-model", owner=requester, input_format="text", output_format="predictions"
+    )
+    with pytest.raises(
+        BadInput,
+        match="'crop-classifier-trainer': input: format image-crops@1 does not match text@1",
+    ):
+        await PipelineTraining(service).attach(requester, pipeline_id, step_id, wrong.id)
+    with pytest.raises(BadInput, match="steps still to train: 'crop-classifier-trainer'"):
+        await PipelineTraining(service).derive_post_training(requester, pipeline_id)
+
+
+async def test_publish_a_runnable_pipeline_as_a_listing(
+    service: PipelineService,
+    catalog: CatalogApp,
+    requester: Actor,
+    vision: dict[str, Listing],
+    db: Database,
+    pre_training: tuple[str, Listing],
+) -> None:
+    pipeline = await service.create(requester, "street scenes")
+    await service.add_step(requester, pipeline.id, vision["detector"].id)
+    await service.add_step(requester, pipeline.id, vision["classifier"].id)
+    async with db.session() as session:
+        for latency, status in (
+            (120.0, "succeeded"),
+            (80.0, "succeeded"),
+            (5.0, "failed"),
+            (100.0, "succeeded"),
+        ):
+            session.add(
+                Job(
+                    owner_id=requester.account_id,
+                    pipeline_id=pipeline.id,
+                    task="inference",
+                    status=status,
+                    metrics={"latency_ms": latency},
+                )
+            )
+
+    listing = await publish_pipeline(
+        service, catalog.listings, requester, pipeline.id, category="Computer Vision"
+    )
+    assert (listing.kind, listing.name, listing.category) == ("pipeline", "street scenes", "Computer Vision")
+    assert (listing.input_format, listing.output_format) == ("image@1", "predictions@1")
+    assert listing.resources == {"cpu": 2, "memory_mb": 2048, "gpu": 1}
+    assert listing.latency_p50_ms == 100.0 and listing.accuracy is None
+    assert (await service.get(requester, pipeline.id)).listing_id == listing.id
+    assert (await catalog.listings.get(requester, listing.id)).id == listing.id
+
+    with pytest.raises(Conflict, match="already published"):
+        await publish_pipeline(service, catalog.listings, requester, pipeline.id)
+    with pytest.raises(BadInput, match="would make pipeline 'street scenes' contain itself"):
+        await service.add_step(requester, pipeline.id, listing.id)
+
+    # Reused as one step of another pipeline, it runs as its own steps.
+    outer = await service.create(requester, "reuse")
+    await service.add_step(requester, outer.id, listing.id)
+    plan = await service.plan_run(requester, outer.id)
+    assert [s.listing_name for s in plan.steps] == [
+        "street-object-detector",
+        "boxes-to-crops",
+        "crop-classifier",
+    ]
+
+    unrunnable_id, _ = pre_training
+    with pytest.raises(
+        BadInput, match="only a runnable pipeline can be published: 'crop-classifier-trainer'"
+    ):
+        await publish_pipeline(service, catalog.listings, requester, unrunnable_id)
