@@ -1,0 +1,137 @@
+"""Container images through the real engine and registry: containerized packages, pushed images, tarballs."""
+
+from __future__ import annotations
+
+import io
+import json
+import tarfile
+import uuid
+from pathlib import Path
+
+import pytest
+from publishing_support import PREDICT, package_files, sentiment_manifest, zip_bytes
+
+from catalog.actors import Actor
+from catalog.app import CatalogApp
+from catalog.publishing.contract import encode_records, parse_replies
+from catalog.publishing.service import PublishingService
+from catalog.search_service import SearchRequest
+from executor.runtimes.base import Limits, Package, RunRequest
+from executor.runtimes.docker import DockerRuntime
+from infra.errors import BadInput
+
+
+def producer_image(service: PublishingService, source: str, workdir: str = "/srv") -> str:
+    """A producer's own image: FROM the base image, code in ``workdir``, its own ENTRYPOINT."""
+    dockerfile = (
+        f"FROM {service.settings.base_image}\nCOPY model.py {workdir}/model.py\nWORKDIR {workdir}\n"
+        'ENTRYPOINT ["python3", "model.py"]\n'
+    ).encode()
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as tar:
+        for name, data in (("Dockerfile", dockerfile), ("model.py", source.encode())):
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    buffer.seek(0)
+    tag = f"producer-test/{uuid.uuid4().hex[:10]}:1"
+    service.images.client.images.build(
+        fileobj=buffer, custom_context=True, tag=tag, network_mode="none", rm=True
+    )
+    return tag
+
+
+async def run_contract(service: PublishingService, image_ref: str, command: list[str], text: str) -> dict:
+    runtime = DockerRuntime(service.settings.docker_host)
+    result = await runtime.run(
+        Package(entrypoint=tuple(command), image=image_ref),
+        RunRequest(command=tuple(command), stdin=encode_records([("r1", text)])),
+        Limits(timeout_s=30),
+    )
+    assert result.ok, (result.failure, result.stderr[-500:])
+    return parse_replies(result.stdout, ["r1"])["r1"].output
+
+
+async def finish(service: PublishingService, actor: Actor, pub_id: str):
+    await service.queue.drain()
+    return await service.get(actor, pub_id)
+
+
+async def test_code_package_is_containerized_pushed_and_runs_by_contract(
+    docker_publishing: PublishingService, app: CatalogApp, alice: Actor
+) -> None:
+    svc = docker_publishing
+    pub = await svc.submit_package(alice, io.BytesIO(zip_bytes(package_files(sentiment_manifest()))))
+    pub = await finish(svc, alice, pub.id)
+    assert pub.status == "published", pub.error
+    listing_step = next(s for s in pub.steps if s.name == "list")
+    assert any("built image" in line for line in listing_step.log)
+    assert any("contract probe answered" in line and "(docker)" in line for line in listing_step.log)
+    ref = pub.image_ref
+    assert ref and ref.startswith(f"{svc.settings.registry_url}/mlrepo/alice/tiny-sentiment@sha256:")
+    [version] = await app.listings.versions(alice, pub.listing_id)
+    assert version.image_ref == ref and version.artifact_kind == "package"
+    output = await run_contract(svc, ref, version.manifest["command"], "what a wonderful day")
+    assert output == {"label": "positive", "confidence": 0.9}
+
+
+async def test_image_pushed_to_the_registry_is_published_and_verified(
+    docker_publishing: PublishingService, app: CatalogApp, alice: Actor, bob: Actor
+) -> None:
+    svc = docker_publishing
+    local = producer_image(svc, PREDICT)
+    remote = f"{svc.settings.registry_url}/alice/sentiment-image"
+    image = svc.images.client.images.get(local)
+    image.tag(remote, tag="1")
+    for event in svc.images.client.images.push(remote, tag="1", stream=True, decode=True):
+        assert "error" not in event, event
+    manifest = sentiment_manifest(
+        name="image-sentiment", description="Sentiment of reviews, shipped as an image"
+    )
+    del manifest["entrypoint"]
+    pub = await svc.submit_image(alice, manifest, image_ref=f"{remote}:1")
+    pub = await finish(svc, alice, pub.id)
+    assert pub.status == "published", pub.error
+    assert all(s.status == "succeeded" for s in pub.steps)
+    listing = await app.listings.get(bob, pub.listing_id)
+    assert listing.verification_status == "verified"
+    [version] = await app.listings.versions(bob, pub.listing_id)
+    assert version.artifact_kind == "image" and "@sha256:" in version.image_ref
+    assert set(version.reference_signatures) == {"happy", "sad"}
+    output = await run_contract(svc, version.image_ref, version.manifest["command"], "I love it")
+    assert output["label"] == "positive"
+    found = await app.search.search(bob, SearchRequest(text="review sentiment image", verified_only=True))
+    assert pub.listing_id in [hit.listing.id for hit in found.results]
+    # The producer's own image was not changed: same id, same entrypoint.
+    assert svc.images.client.images.get(local).attrs["Config"]["Entrypoint"] == ["python3", "model.py"]
+
+
+async def test_saved_image_that_breaks_the_contract_is_rejected(
+    docker_publishing: PublishingService, app: CatalogApp, alice: Actor, tmp_path: Path
+) -> None:
+    svc = docker_publishing
+    local = producer_image(svc, "import sys\nsys.stdin.read()\nprint('hello, world')\n")
+    tarball = tmp_path / "image.tar"
+    with open(tarball, "wb") as f:
+        for chunk in svc.images.client.images.get(local).save(named=True):
+            f.write(chunk)
+    manifest = sentiment_manifest(name="broken-image", verify=False)
+    del manifest["entrypoint"]
+    with open(tarball, "rb") as f:
+        pub = await svc.submit_image(alice, manifest, tarball=f)
+    pub = await finish(svc, alice, pub.id)
+    assert pub.status == "failed"
+    test_step = next(s for s in pub.steps if s.name == "test")
+    assert test_step.status == "failed" and "does not follow the invocation contract" in test_step.error
+    assert (await app.listings.list(alice)).total_count == 0
+
+
+async def test_images_from_elsewhere_and_garbage_tarballs_are_refused(
+    docker_publishing: PublishingService, alice: Actor
+) -> None:
+    manifest = sentiment_manifest(name="elsewhere")
+    with pytest.raises(BadInput, match="mlrepo's registry"):
+        await docker_publishing.submit_image(alice, manifest, image_ref="docker.io/library/python:3")
+    pub = await docker_publishing.submit_image(alice, manifest, tarball=io.BytesIO(json.dumps({}).encode()))
+    pub = await finish(docker_publishing, alice, pub.id)
+    assert pub.status == "failed" and "docker save tarball" in pub.error
