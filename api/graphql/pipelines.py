@@ -14,7 +14,8 @@ from typing import Any
 
 import strawberry
 
-from api.graphql.types import Resources
+from api.graphql.types import Listing, Resources, Visibility
+from catalog.enums import Visibility as VisibilityValue
 from catalog.pipelines import (
     Alternative,
     ConnectionStatus,
@@ -25,6 +26,7 @@ from catalog.pipelines import (
     StepRole,
     StepView,
 )
+from catalog.pipelines.publishing import publish_pipeline
 
 EXTRAS_KEY = "pipelines"
 
@@ -248,6 +250,33 @@ class Mutation:
             str(dataset_listing_id) if dataset_listing_id is not None else None,
         )
         return Pipeline.of(view)
+
+    @strawberry.mutation(
+        description="List a runnable pipeline in the catalog as a listing of kind PIPELINE (once). Its "
+        "formats, suggested resources (max over steps), latency and accuracy (medians of runs) are derived."
+    )
+    async def publish_pipeline(
+        self,
+        info: strawberry.Info,
+        pipeline_id: strawberry.ID,
+        category: str | None = None,
+        name: str | None = None,
+        description: str | None = None,
+        tags: list[str] | None = None,
+        visibility: Visibility = VisibilityValue.PUBLIC,
+    ) -> Listing:
+        view = await publish_pipeline(
+            pipelines_of(info),
+            info.context.catalog.listings,
+            info.context.actor,
+            str(pipeline_id),
+            name=name,
+            category=category,
+            description=description,
+            tags=tags,
+            visibility=VisibilityValue(visibility).value,
+        )
+        return Listing.from_view(view)
 
     @strawberry.mutation(description="Delete one of the caller's pipelines (a published listing stays).")
     async def delete_pipeline(self, info: strawberry.Info, id: strawberry.ID) -> bool:

@@ -116,6 +116,25 @@ async def test_build_the_demo_chain_through_the_api(
     )
     assert hidden["errors"][0]["code"] == "NOT_FOUND"
 
+    published = await run(
+        schema,
+        services,
+        requester,
+        'mutation($p: ID!) { publishPipeline(pipelineId: $p, name: "street pipeline") '
+        "{ id kind name inputFormat outputFormat } }",
+        p=pipeline_id,
+    )
+    assert published["publishPipeline"]["kind"] == "PIPELINE"
+    assert published["publishPipeline"]["inputFormat"] == "image@1"
+    again = await run(
+        schema,
+        services,
+        requester,
+        "mutation($p: ID!) { publishPipeline(pipelineId: $p) { id } }",
+        p=pipeline_id,
+    )
+    assert again["errors"][0]["code"] == "CONFLICT"
+
     removed = await run(
         schema,
         services,
