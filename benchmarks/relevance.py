@@ -1,0 +1,235 @@
+"""Relevance benchmark: ``python -m benchmarks.relevance DIR [--tune]``.
+
+DIR holds ``listings.jsonl`` (the bulk-import format) and ``queries.jsonl`` (``{"query": ..., "relevant":
+[listing names]}`` per line). The listings are imported through the catalog into a fresh temporary data
+dir; every query then goes through the catalog's search service — the code path of GraphQL
+``Query.search`` — and R@1, R@5, R@10 and MRR@10 are printed as ONE JSON line, last.
+
+Before it, in the same run and from the same candidate lists, the baselines: BM25 only, dense only, and
+plain reciprocal-rank fusion (k=60, equal weights, no boosts).
+
+``--tune`` runs the documented tuning procedure instead of the single measurement: a small grid over the
+fusion and query-understanding weights, each configuration scored on all queries and on the two halves
+of the queries (even / odd position) separately, so that a choice that only wins on one half is visible
+as overfitting. The chosen values live in ``ranking/weights.py`` with the figures that justified them.
+
+A ``relevant`` name matches a listing whose name is equal to it, or — for catalogs whose names carry an
+owner prefix the requests leave out — whose name's last ``/``-separated part is equal to it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import itertools
+import json
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from infra.settings import Settings
+from ranking.fusion import reciprocal_rank_fusion
+from ranking.query_understanding import QueryUnderstanding
+from ranking.ranker import Ranker
+from ranking.weights import DEFAULT_WEIGHTS, RankingWeights
+from search.types import Hit, IndexedListing, SearchFilters
+
+if TYPE_CHECKING:
+    from catalog.app import CatalogApp
+
+CUTOFFS = (1, 5, 10)
+
+
+@dataclass(frozen=True, slots=True)
+class Query:
+    text: str
+    relevant: frozenset[str]
+
+
+def read_queries(path: Path) -> list[Query]:
+    queries = []
+    with path.open(encoding="utf-8") as handle:
+        for number, line in enumerate(handle, start=1):
+            if not line.strip():
+                continue
+            record = json.loads(line)
+            if not isinstance(record.get("query"), str) or not isinstance(record.get("relevant"), list):
+                raise SystemExit(f"{path}:{number}: expected 'query' (text) and 'relevant' (list of names)")
+            queries.append(Query(record["query"], frozenset(map(str, record["relevant"]))))
+    return queries
+
+
+def name_matcher(relevant: Iterable[str]) -> Callable[[str], bool]:
+    """Whether a listing name answers: equal to a relevant name, or its last path part is."""
+    wanted = frozenset(relevant)
+    return lambda name: name in wanted or name.rsplit("/", 1)[-1] in wanted
+
+
+@dataclass
+class Scores:
+    hits_at: dict[int, int]
+    reciprocal: float = 0.0
+    queries: int = 0
+
+    @classmethod
+    def empty(cls) -> Scores:
+        return cls({k: 0 for k in CUTOFFS})
+
+    def add(self, ranked_names: Sequence[str], matches: Callable[[str], bool]) -> None:
+        self.queries += 1
+        first = next((i for i, name in enumerate(ranked_names[: max(CUTOFFS)], 1) if matches(name)), None)
+        if first is None:
+            return
+        self.reciprocal += 1.0 / first
+        for k in CUTOFFS:
+            self.hits_at[k] += first <= k
+
+    def as_dict(self) -> dict[str, float | int]:
+        n = max(self.queries, 1)
+        figures: dict[str, float | int] = {f"R@{k}": round(self.hits_at[k] / n, 4) for k in CUTOFFS}
+        figures["MRR@10"] = round(self.reciprocal / n, 4)
+        figures["queries"] = self.queries
+        return figures
+
+
+@dataclass
+class Candidates:
+    """One query's retrieval, kept so baselines and tuning re-rank without re-searching."""
+
+    query: Query
+    vector: object
+    keyword: list[Hit]
+    semantic: list[Hit]
+
+
+def plain_rrf(candidates: Candidates) -> list[str]:
+    fused = reciprocal_rank_fusion({"k": candidates.keyword, "v": candidates.semantic}, {"k": 1, "v": 1}, 60)
+    return sorted(fused, key=lambda i: (-sum(c.value for c in fused[i]), i))
+
+
+def ranked_ids(ranker: Ranker, c: Candidates, listings: dict[str, IndexedListing]) -> list[str]:
+    _, results = ranker.rank(c.query.text, c.vector, c.keyword, c.semantic, listings, limit=max(CUTOFFS))  # type: ignore[arg-type]
+    return [r.id for r in results]
+
+
+def evaluate(
+    rank: Callable[[Candidates], list[str]], runs: Sequence[Candidates], names: dict[str, str]
+) -> Scores:
+    scores = Scores.empty()
+    for c in runs:
+        scores.add([names[i] for i in rank(c)[: max(CUTOFFS)]], name_matcher(c.query.relevant))
+    return scores
+
+
+async def open_catalog(data_dir: Path, listings_file: Path) -> CatalogApp:
+    """A fresh catalog on ``data_dir`` holding the listings of ``listings_file`` (imported, not copied)."""
+    from catalog.app import CatalogApp
+
+    settings = Settings(data_dir=data_dir)
+    app = await CatalogApp.open(settings, migrate=True)
+    report = await app.importer.import_file(listings_file)
+    print(f"import: {report.summary()}", file=sys.stderr)
+    for problem in report.errors[:5]:
+        print(f"  {problem}", file=sys.stderr)
+    return app
+
+
+def retrieve(app: CatalogApp, queries: Sequence[Query], depth: int) -> list[Candidates]:
+    filters = SearchFilters()
+    runs = []
+    for query in queries:
+        vector = app.encoder.encode_query(query.text)
+        runs.append(
+            Candidates(
+                query,
+                vector,
+                app.backend.keyword(query.text, filters, depth),
+                app.backend.vector(vector, filters, depth),
+            )
+        )
+    return runs
+
+
+def all_projections(app: CatalogApp) -> dict[str, IndexedListing]:
+    ids = [hit.id for hit in app.backend.filtered(SearchFilters(viewer_is_admin=True), "newest", 10**9)]
+    return app.backend.get(ids)
+
+
+def tune(
+    ranker: Ranker, runs: Sequence[Candidates], listings: dict[str, IndexedListing], names: dict[str, str]
+) -> None:
+    """The documented grid. Prints one line per configuration: all / even half / odd half MRR@10."""
+    halves = (runs[0::2], runs[1::2])
+    grid = {
+        "fusion": ["rrf", "score"],
+        "rrf_k": [30.0, 60.0],
+        "keyword_weight": [0.5, 0.7, 1.0],
+        "category_boost": [0.0, 0.05, 0.1, 0.2],
+        "label_temperature": [0.02, 0.05],
+    }
+    rows = []
+    for values in itertools.product(*grid.values()):
+        config = dict(zip(grid, values, strict=True))
+        if config["fusion"] == "score" and config["rrf_k"] != grid["rrf_k"][0]:
+            continue  # k only matters to RRF
+        if config["category_boost"] == 0.0 and config["label_temperature"] != grid["label_temperature"][0]:
+            continue  # without the boost the interpretation does not change the order
+        weights = DEFAULT_WEIGHTS.with_(**config)
+        ranker.weights = weights
+        ranker.understanding.weights = weights
+        figures = [
+            evaluate(lambda c: ranked_ids(ranker, c, listings), part, names).as_dict()["MRR@10"]
+            for part in (runs, *halves)
+        ]
+        rows.append((figures, config))
+        print(json.dumps({"MRR@10": figures[0], "even": figures[1], "odd": figures[2], **config}), flush=True)
+    rows.sort(key=lambda row: -row[0][0])
+    print("best by all queries:", file=sys.stderr)
+    for figures, config in rows[:10]:
+        print(f"  {figures} {config}", file=sys.stderr)
+
+
+async def run(directory: Path, do_tune: bool, weights: RankingWeights) -> dict[str, float | int]:
+    queries = read_queries(directory / "queries.jsonl")
+    with tempfile.TemporaryDirectory(prefix="mlrepo-relevance-") as tmp:
+        app = await open_catalog(Path(tmp), directory / "listings.jsonl")
+        try:
+            listings = all_projections(app)
+            names = {listing_id: listing.name for listing_id, listing in listings.items()}
+            started = time.perf_counter()
+            runs = retrieve(app, queries, weights.candidate_depth)
+            print(f"retrieval: {len(runs)} queries in {time.perf_counter() - started:.1f} s", file=sys.stderr)
+            ranker = Ranker(QueryUnderstanding(app.encoder.encode_documents, weights), weights)
+            ranker.understanding.rebuild(listings.values())
+            if do_tune:
+                tune(ranker, runs, listings, names)
+            baselines = {
+                "bm25": lambda c: [h.id for h in c.keyword],
+                "dense": lambda c: [h.id for h in c.semantic],
+                "rrf": plain_rrf,
+            }
+            for label, rank in baselines.items():
+                print(json.dumps({"baseline": label, **evaluate(rank, runs, names).as_dict()}), flush=True)
+            return evaluate(lambda c: ranked_ids(ranker, c, listings), runs, names).as_dict()
+        finally:
+            await app.close()
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("directory", type=Path, help="holds listings.jsonl and queries.jsonl")
+    parser.add_argument("--tune", action="store_true", help="run the weight grid before the measurement")
+    args = parser.parse_args(argv)
+    for needed in ("listings.jsonl", "queries.jsonl"):
+        if not (args.directory / needed).is_file():
+            parser.error(f"{args.directory / needed} does not exist")
+    figures = asyncio.run(run(args.directory, args.tune, DEFAULT_WEIGHTS))
+    print(json.dumps(figures), flush=True)
+
+
+if __name__ == "__main__":
+    main()

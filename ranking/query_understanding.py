@@ -1,0 +1,249 @@
+"""Query understanding: which (category, subcategory), data formats and constraints a request means.
+
+Requesters describe a need ("turn my podcast into a transcript, it must run on a laptop"), not a label.
+Three generic signals vote for the catalog's own labels, each cheap at query time:
+
+1. label text: the query vector against an embedding of each label (its name, enriched by a short task
+   definition when the name is a well-known task, see ``ranking.taxonomy``);
+2. semantic neighbours: the labels of the top vector hits, weighted by how close each hit is to the best;
+3. keyword neighbours: the labels of the top keyword hits, weighted by 1/rank.
+
+The votes are mixed with weights tuned on the dev set (``ranking.weights``) and turned into probabilities
+by a softmax. The catalog-derived state (labels, their counts and dominant formats, label embeddings) is
+rebuilt from the index projections with ``rebuild`` and kept current with ``update``; query-time work is
+one small matrix-vector product and a few dictionary look-ups (well under a millisecond).
+
+Constraints come from plain words (English): "real time", "on a CPU", "most accurate". Everything inferred
+here is a *soft* preference: the ranker adds bounded boosts and shows the inference in explanations.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+from collections import Counter
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from ranking.taxonomy import label_text
+from ranking.types import Constraints, Interpretation, LabelGuess
+from ranking.weights import DEFAULT_WEIGHTS, RankingWeights
+from search.types import Hit, IndexedListing
+
+Label = tuple[str, str | None]
+EmbedTexts = Callable[[Sequence[str]], np.ndarray]
+
+_FAST = re.compile(
+    r"\b(real[- ]?time|low[- ]latency|latency|fast(er|est)?|quick(ly)?|speedy|instant(ly)?|"
+    r"light[- ]?weight|on[- ]device|mobile|edge devices?|responsive)\b",
+    re.IGNORECASE,
+)
+_ACCURATE = re.compile(
+    r"\b(most accurate|high(est|ly)? accura(te|cy)|accurate|state[- ]of[- ]the[- ]art|best[- ]performing|"
+    r"precise|precision)\b",
+    re.IGNORECASE,
+)
+_CPU_ONLY = re.compile(
+    r"\b(on (a |the |our |my )?cpus?|cpu[- ]only|without (a |any )?gpus?|no gpus?|laptops?|"
+    r"raspberry pi)\b",
+    re.IGNORECASE,
+)
+
+
+def read_constraints(text: str) -> Constraints:
+    """Preferences stated in words; English only (what the embedding model reads best, too)."""
+    return Constraints(
+        prefers_fast=bool(_FAST.search(text)),
+        prefers_accurate=bool(_ACCURATE.search(text)),
+        cpu_only=bool(_CPU_ONLY.search(text)),
+    )
+
+
+def label_of(listing: IndexedListing) -> Label:
+    """A listing's label: its category and first (primary) subcategory."""
+    return (listing.category, listing.subcategories[0] if listing.subcategories else None)
+
+
+@dataclass(frozen=True, slots=True)
+class LabelSpace:
+    """An immutable snapshot of the catalog's labels; swapped whole, so readers never see a half-update."""
+
+    labels: tuple[Label, ...]
+    vectors: np.ndarray  # len(labels) x dim, L2-normalized label-text embeddings
+    counts: tuple[int, ...]
+    input_formats: tuple[str | None, ...]  # the dominant input format of each label's listings, if any
+    output_formats: tuple[str | None, ...]
+    position: Mapping[Label, int]  # label -> row
+
+
+EMPTY_SPACE = LabelSpace((), np.zeros((0, 0), dtype=np.float32), (), (), (), {})
+
+
+def _dominant(formats: Counter[str], count: int) -> str | None:
+    """The format most of a label's listings declare, when more than half of them declare it."""
+    if not formats:
+        return None
+    name, seen = formats.most_common(1)[0]
+    return name if seen * 2 > count else None
+
+
+class QueryUnderstanding:
+    """Catalog-derived state plus the per-query inference. Thread-safe: writers swap a snapshot."""
+
+    def __init__(self, embed: EmbedTexts, weights: RankingWeights = DEFAULT_WEIGHTS) -> None:
+        self._embed = embed
+        self.weights = weights
+        self._label_of_id: dict[str, Label] = {}
+        self._inputs: dict[str, str] = {}
+        self._outputs: dict[str, str] = {}
+        self._label_vectors: dict[Label, np.ndarray] = {}  # cache: a label text is embedded once
+        self._space = EMPTY_SPACE
+        self._lock = threading.Lock()
+
+    @property
+    def space(self) -> LabelSpace:
+        return self._space
+
+    # ------------------------------------------------------------------ catalog-derived state
+    def rebuild(self, listings: Iterable[IndexedListing]) -> None:
+        """Forget everything and learn the labels of ``listings`` (all projections in the index)."""
+        with self._lock:
+            self._label_of_id.clear()
+            self._inputs.clear()
+            self._outputs.clear()
+            self._absorb(listings)
+            self._refresh()
+
+    def update(self, upserted: Iterable[IndexedListing] = (), removed: Iterable[str] = ()) -> None:
+        """Follow index writes: new or changed projections, and deleted ids (unknown ids are ignored)."""
+        with self._lock:
+            for listing_id in removed:
+                self._label_of_id.pop(listing_id, None)
+                self._inputs.pop(listing_id, None)
+                self._outputs.pop(listing_id, None)
+            self._absorb(upserted)
+            self._refresh()
+
+    def _absorb(self, listings: Iterable[IndexedListing]) -> None:
+        for listing in listings:
+            self._label_of_id[listing.id] = label_of(listing)
+            for formats, value in (
+                (self._inputs, listing.input_format),
+                (self._outputs, listing.output_format),
+            ):
+                if value:
+                    formats[listing.id] = value
+                else:
+                    formats.pop(listing.id, None)
+
+    def _refresh(self) -> None:
+        counts = Counter(self._label_of_id.values())
+        labels = tuple(sorted(counts, key=lambda lb: (lb[0], lb[1] or "")))
+        missing = [label for label in labels if label not in self._label_vectors]
+        if missing:
+            vectors = np.asarray(self._embed([label_text(*label) for label in missing]), dtype=np.float32)
+            for label, vector in zip(missing, vectors, strict=True):
+                norm = float(np.linalg.norm(vector))
+                self._label_vectors[label] = vector / norm if norm > 0 else vector
+        inputs: dict[Label, Counter[str]] = {label: Counter() for label in labels}
+        outputs: dict[Label, Counter[str]] = {label: Counter() for label in labels}
+        for listing_id, value in self._inputs.items():
+            inputs[self._label_of_id[listing_id]][value] += 1
+        for listing_id, value in self._outputs.items():
+            outputs[self._label_of_id[listing_id]][value] += 1
+        matrix = (
+            np.stack([self._label_vectors[label] for label in labels])
+            if labels
+            else np.zeros((0, 0), dtype=np.float32)
+        )
+        self._space = LabelSpace(
+            labels=labels,
+            vectors=matrix,
+            counts=tuple(counts[label] for label in labels),
+            input_formats=tuple(_dominant(inputs[label], counts[label]) for label in labels),
+            output_formats=tuple(_dominant(outputs[label], counts[label]) for label in labels),
+            position={label: i for i, label in enumerate(labels)},
+        )
+
+    # ------------------------------------------------------------------ per query
+    def label_scores(
+        self,
+        query_vector: np.ndarray | None,
+        keyword_hits: Sequence[Hit],
+        vector_hits: Sequence[Hit],
+        listings: Mapping[str, IndexedListing],
+        space: LabelSpace | None = None,
+    ) -> np.ndarray:
+        """Unnormalized evidence for each label of ``space`` (see the module docstring)."""
+        space = space or self._space
+        w = self.weights
+        scores = np.zeros(len(space.labels), dtype=np.float64)
+        if not space.labels:
+            return scores
+        if query_vector is not None and space.vectors.shape[1] == np.asarray(query_vector).shape[-1]:
+            scores += w.label_text_weight * (space.vectors @ np.asarray(query_vector, dtype=np.float32))
+        position = space.position
+        scores += w.vector_vote_weight * _votes(
+            vector_hits[: w.vote_depth],
+            listings,
+            position,
+            lambda hit, best: np.exp((hit.score - best) / w.vote_temperature),
+        )
+        scores += w.keyword_vote_weight * _votes(
+            keyword_hits[: w.vote_depth], listings, position, lambda hit, best: 1.0 / hit.rank
+        )
+        return scores
+
+    def interpret(
+        self,
+        text: str,
+        query_vector: np.ndarray | None,
+        keyword_hits: Sequence[Hit],
+        vector_hits: Sequence[Hit],
+        listings: Mapping[str, IndexedListing],
+    ) -> Interpretation:
+        """The soft reading of one request; labels below ``min_label_probability`` are left out."""
+        space = self._space
+        constraints = read_constraints(text)
+        if not space.labels:
+            return Interpretation(constraints=constraints)
+        scores = self.label_scores(query_vector, keyword_hits, vector_hits, listings, space)
+        logits = (scores - scores.max()) / self.weights.label_temperature
+        probabilities = np.exp(logits)
+        probabilities /= probabilities.sum()
+        order = np.argsort(-probabilities, kind="stable")[: self.weights.max_labels]
+        guesses = tuple(
+            LabelGuess(space.labels[i][0], space.labels[i][1], float(probabilities[i]))
+            for i in order
+            if probabilities[i] >= self.weights.min_label_probability
+        )
+        top = int(order[0])
+        confident = probabilities[top] >= self.weights.format_min_probability
+        return Interpretation(
+            labels=guesses,
+            input_format=space.input_formats[top] if confident else None,
+            output_format=space.output_formats[top] if confident else None,
+            constraints=constraints,
+        )
+
+
+def _votes(
+    hits: Sequence[Hit],
+    listings: Mapping[str, IndexedListing],
+    position: Mapping[Label, int],
+    weigh: Callable[[Hit, float], float],
+) -> np.ndarray:
+    """Each hit votes for its listing's label; votes sum to 1 (or stay 0 when nothing can vote)."""
+    votes = np.zeros(len(position), dtype=np.float64)
+    if not hits:
+        return votes
+    best = hits[0].score
+    for hit in hits:
+        listing = listings.get(hit.id)
+        slot = position.get(label_of(listing)) if listing is not None else None
+        if slot is not None:
+            votes[slot] += weigh(hit, best)
+    total = votes.sum()
+    return votes / total if total > 0 else votes

@@ -1,0 +1,130 @@
+"""The relevance ranker: fused candidates + interpretation boosts + quality signals, all explained.
+
+The catalog's search service calls it once per RELEVANCE search, after fetching keyword and vector
+candidates under the same facet filters and the projections of their union::
+
+    ranker = Ranker(QueryUnderstanding(encoder.encode_documents))
+    ranker.understanding.rebuild(all_projections)          # at startup / reindex
+    ranker.understanding.update(upserted, removed_ids)      # on index writes
+    interpretation, results = ranker.rank(text, qvec, keyword_hits, vector_hits, projections)
+
+Scores are sums of ``ScorePart`` values on a fixed scale (``ranking.weights``), largest part first.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+
+from ranking.fusion import Contribution, normalized_score_fusion, reciprocal_rank_fusion
+from ranking.query_understanding import QueryUnderstanding, label_of
+from ranking.signals import quality_parts, quality_score
+from ranking.types import Interpretation, RankedResult, ScorePart
+from ranking.weights import DEFAULT_WEIGHTS, RankingWeights
+from search.types import Hit, IndexedListing
+
+KEYWORD = "keyword"
+VECTOR = "vector"
+
+
+def _relevance_part(contribution: Contribution) -> ScorePart:
+    if contribution.source == KEYWORD:
+        detail = f"keyword match rank {contribution.rank} (BM25 {contribution.raw_score:.2f})"
+        return ScorePart(KEYWORD, contribution.value, f"{detail} (+{contribution.value:.3f})")
+    detail = f"semantic similarity {contribution.raw_score:.2f} (rank {contribution.rank})"
+    return ScorePart("semantic", contribution.value, f"{detail} (+{contribution.value:.3f})")
+
+
+def _describe_match(name: str, listing: IndexedListing, interpretation: Interpretation) -> str:
+    if name == "category":
+        category, subcategory = label_of(listing)
+        title = f"{category} / {subcategory}" if subcategory else category
+        return f"category inferred: {title} (p={interpretation.probability_of(category, subcategory):.2f})"
+    if name == "input_format":
+        return f"input format {interpretation.input_format}, as inferred"
+    return f"output format {interpretation.output_format}, as inferred"
+
+
+class Ranker:
+    """Stateless per query; the catalog-derived state lives in ``understanding``."""
+
+    def __init__(self, understanding: QueryUnderstanding, weights: RankingWeights = DEFAULT_WEIGHTS) -> None:
+        self.understanding = understanding
+        self.weights = weights
+
+    def fuse(self, keyword_hits: Sequence[Hit], vector_hits: Sequence[Hit]) -> dict[str, list[Contribution]]:
+        w = self.weights
+        lists = {KEYWORD: keyword_hits, VECTOR: vector_hits}
+        weights = {KEYWORD: w.keyword_weight, VECTOR: w.vector_weight}
+        if w.fusion == "score":
+            return normalized_score_fusion(lists, weights)
+        return reciprocal_rank_fusion(lists, weights, w.rrf_k)
+
+    def interpretation_terms(
+        self, listing: IndexedListing, interpretation: Interpretation
+    ) -> list[tuple[str, float]]:
+        """(name, value) boosts for matching what the request was understood to mean; no strings, since
+        this runs for every candidate."""
+        w = self.weights
+        terms = []
+        probability = interpretation.probability_of(*label_of(listing))
+        if probability > 0 and w.category_boost > 0:
+            terms.append(("category", w.category_boost * probability))
+        if w.format_boost > 0:
+            if interpretation.input_format and listing.input_format == interpretation.input_format:
+                terms.append(("input_format", w.format_boost))
+            if interpretation.output_format and listing.output_format == interpretation.output_format:
+                terms.append(("output_format", w.format_boost))
+        return terms
+
+    def score(
+        self, contributions: Sequence[Contribution], listing: IndexedListing, interpretation: Interpretation
+    ) -> float:
+        """The final score without building the explanation (equal to the sum of ``explain``'s parts)."""
+        return (
+            sum(c.value for c in contributions)
+            + sum(value for _, value in self.interpretation_terms(listing, interpretation))
+            + quality_score(listing, interpretation.constraints, self.weights)
+        )
+
+    def explain(
+        self, contributions: Sequence[Contribution], listing: IndexedListing, interpretation: Interpretation
+    ) -> RankedResult:
+        parts = [_relevance_part(c) for c in contributions]
+        parts += [
+            ScorePart(name, value, f"{_describe_match(name, listing, interpretation)} (+{value:.3f})")
+            for name, value in self.interpretation_terms(listing, interpretation)
+        ]
+        parts += quality_parts(listing, interpretation.constraints, self.weights)
+        parts.sort(key=lambda part: -abs(part.value))
+        return RankedResult(listing.id, sum(part.value for part in parts), tuple(parts))
+
+    def rank(
+        self,
+        text: str,
+        query_vector: np.ndarray | None,
+        keyword_hits: Sequence[Hit],
+        vector_hits: Sequence[Hit],
+        listings: Mapping[str, IndexedListing],
+        interpretation: Interpretation | None = None,
+        limit: int | None = None,
+    ) -> tuple[Interpretation, list[RankedResult]]:
+        """The candidates that have a projection in ``listings``, best first (ties broken by id).
+
+        Every candidate is scored; only the first ``limit`` (all when None) get their explanation built,
+        which is most of the per-result cost. ``interpretation`` may be passed in (computed once and
+        reused across pages); otherwise it is inferred from the same candidates.
+        """
+        if interpretation is None:
+            interpretation = self.understanding.interpret(
+                text, query_vector, keyword_hits, vector_hits, listings
+            )
+        fused = self.fuse(keyword_hits, vector_hits)
+        order = sorted(
+            (-self.score(contributions, listings[listing_id], interpretation), listing_id)
+            for listing_id, contributions in fused.items()
+            if listing_id in listings  # a candidate deleted or hidden since retrieval is dropped
+        )
+        chosen = order if limit is None else order[:limit]
+        return interpretation, [self.explain(fused[i], listings[i], interpretation) for _, i in chosen]

@@ -1,0 +1,59 @@
+"""Every number the ranker uses, in one frozen dataclass, with where each value came from.
+
+Scale: fused relevance is 1.0 for a listing ranked first by every candidate list (``ranking.fusion``);
+boosts are additive on that scale. Relevance values of neighbouring ranks differ by about 0.01-0.03, so a
+boost of 0.02 moves a listing about one place, and the sum of all quality boosts is capped at
+``quality_cap`` so that signals reorder near-ties but never lift an irrelevant listing over a relevant one.
+
+Values marked "tuned" were chosen by ``python -m benchmarks.relevance DIR --tune`` on
+``shared/data/relevance/hf-dev`` (a small grid, checked on two halves of the queries; see that module).
+Quality-signal values cannot be tuned there (the dev catalog has no usage, latency or verification data):
+they are conservative defaults, kept small by the cap.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import Literal
+
+
+@dataclass(frozen=True, slots=True)
+class RankingWeights:
+    # --- candidate fusion (tuned: RRF beat min-max score fusion on hf-dev, see benchmarks.relevance)
+    fusion: Literal["rrf", "score"] = "rrf"
+    rrf_k: float = 30.0
+    keyword_weight: float = 0.5
+    vector_weight: float = 1.0
+    candidate_depth: int = 100  # hits requested from each candidate list
+
+    # --- query understanding (tuned)
+    label_text_weight: float = 1.0  # cosine(query, label text)
+    vector_vote_weight: float = 0.2  # labels of the top vector hits
+    keyword_vote_weight: float = 0.2  # labels of the top keyword hits
+    vote_depth: int = 10
+    vote_temperature: float = 0.05  # cosine gap at which a neighbour's vote drops by e
+    label_temperature: float = 0.05  # softmax temperature over label evidence
+    max_labels: int = 3
+    min_label_probability: float = 0.05
+    format_min_probability: float = 0.5  # infer formats only from a label this probable
+
+    # --- boosts from the interpretation (tuned)
+    category_boost: float = 0.03  # times P(listing's label)
+    format_boost: float = 0.01  # per matching inferred input/output format
+
+    # --- quality signals (defaults; bounded by quality_cap)
+    usage_boost: float = 0.02  # times relative usage in its category (0..1)
+    accuracy_boost: float = 0.01  # times accuracy (0..1)
+    latency_boost: float = 0.01  # times ref / (ref + p50 latency)
+    latency_reference_ms: float = 100.0
+    verified_boost: float = 0.01
+    failed_penalty: float = 0.03  # verification failed
+    gpu_penalty: float = 0.03  # needs a GPU while the request says CPU only
+    stated_preference_factor: float = 2.0  # accuracy/latency boosts when the request asks for them
+    quality_cap: float = 0.05  # |sum of quality boosts| never exceeds this
+
+    def with_(self, **changes: object) -> RankingWeights:
+        return replace(self, **changes)
+
+
+DEFAULT_WEIGHTS = RankingWeights()
