@@ -20,6 +20,7 @@ from catalog.enums import ListingKind, Visibility
 from infra.errors import BadInput
 
 MAX_TAGS = 50
+MAX_TAG_CHARS = 200
 MAX_SUBCATEGORIES = 20
 MAX_SHARES = 200
 MAX_EXAMPLES = 50
@@ -221,12 +222,17 @@ class ListingFields(BaseModel):
             raise ValueError("must not be empty")
         return value
 
-    @field_validator("subcategory", "framework", "license", "accuracy_metric", "producer", "owner")
+    @field_validator("accuracy_metric")
+    @classmethod
+    def _metric(cls, value: str | None) -> str | None:
+        return (_clean_text(value, 64) or None) if value is not None else None
+
+    @field_validator("subcategory", "framework", "license", "owner")
     @classmethod
     def _short_text(cls, value: str | None) -> str | None:
         return (_clean_text(value, 100) or None) if value is not None else None
 
-    @field_validator("accuracy_dataset")
+    @field_validator("accuracy_dataset", "producer")
     @classmethod
     def _dataset(cls, value: str | None) -> str | None:
         return (_clean_text(value, 200) or None) if value is not None else None
@@ -258,7 +264,7 @@ class ListingFields(BaseModel):
     @field_validator("tags", mode="before")
     @classmethod
     def _tags(cls, value: Any) -> Any:
-        return None if value is None else _clean_list(value, MAX_TAGS, 64)
+        return None if value is None else _clean_list(value, MAX_TAGS, MAX_TAG_CHARS)
 
     @field_validator("subcategories", mode="before")
     @classmethod
