@@ -48,6 +48,8 @@ class MlrepoGraphQL(GraphQL):
         super().__init__(
             schema,
             subscription_protocols=(GRAPHQL_TRANSPORT_WS_PROTOCOL, GRAPHQL_WS_PROTOCOL),
+            # GraphQL multipart requests: producers upload packages, images and datasets (publishing).
+            multipart_uploads_enabled=True,
         )
         self._services_of = services_of
 

@@ -1,0 +1,118 @@
+"""Publishing through the real ASGI app: GraphQL multipart uploads, Query.publication, error codes."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+import pytest
+from publishing_support import package_files, sentiment_manifest, zip_bytes
+
+from api.app import create_app
+from infra.settings import Settings
+from search.embeddings import Encoder
+
+PUBLISH = """
+mutation($file: Upload!, $requirements: PublishRequirementsInput) {
+  publishPackage(file: $file, requirements: $requirements) { id status steps { name status } }
+}"""
+PUBLICATION = """
+query($id: ID!) {
+  publication(id: $id) {
+    id status listingId version artifactDigest error
+    steps { name status durationMs log error errorCode }
+  }
+}"""
+SEARCH = "query($t: String!) { search(input: {text: $t}) { results { listing { id verificationStatus } } } }"
+
+
+class Client:
+    def __init__(self, http: httpx.AsyncClient, app: Any) -> None:
+        self.http = http
+        self.app = app
+
+    async def token(self, name: str, role: str = "producer") -> str:
+        accounts = self.app.state.services.catalog.accounts
+        info = await accounts.create(name, role)
+        return (await accounts.create_token(info.id)).secret
+
+    async def upload(self, query: str, variables: dict[str, Any], payload: bytes, token: str | None) -> dict:
+        operations = json.dumps({"query": query, "variables": {**variables, "file": None}})
+        response = await self.http.post(
+            "/graphql",
+            data={"operations": operations, "map": json.dumps({"0": ["variables.file"]})},
+            files={"0": ("package.zip", payload, "application/zip")},
+            headers={"Authorization": f"Bearer {token}"} if token else {},
+        )
+        assert response.status_code == 200, response.text
+        return response.json()
+
+    async def query(self, query: str, variables: dict[str, Any], token: str | None = None) -> dict:
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        response = await self.http.post(
+            "/graphql", json={"query": query, "variables": variables}, headers=headers
+        )
+        assert response.status_code == 200, response.text
+        return response.json()
+
+
+@pytest.fixture
+async def client(settings: Settings, encoder: Encoder, bwrap_ok: bool) -> AsyncIterator[Client]:
+    app = create_app(settings.model_copy(update={"runtime": "bwrap"}), migrate=False, encoder=encoder)
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://mlrepo.test") as http:
+            yield Client(http, app)
+
+
+async def wait_until_done(client: Client, publication_id: str, token: str) -> dict:
+    for _ in range(600):
+        body = await client.query(PUBLICATION, {"id": publication_id}, token)
+        publication = body["data"]["publication"]
+        if publication["status"] in ("PUBLISHED", "FAILED"):
+            return publication
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"publication {publication_id} did not finish")
+
+
+async def test_upload_publish_and_find_through_graphql(client: Client) -> None:
+    token = await client.token("alice")
+    body = await client.upload(
+        PUBLISH,
+        {"requirements": {"timeoutS": 3, "encrypt": True}},
+        zip_bytes(package_files(sentiment_manifest())),
+        token,
+    )
+    assert not body.get("errors"), body
+    started = body["data"]["publishPackage"]
+    assert [s["name"] for s in started["steps"]] == ["package", "test", "verify", "publish", "list"]
+    done = await wait_until_done(client, started["id"], token)
+    assert done["status"] == "PUBLISHED", done
+    assert all(s["status"] == "SUCCEEDED" and s["durationMs"] is not None for s in done["steps"])
+    found = await client.query(SEARCH, {"t": "sentiment of english reviews"})
+    hits = {r["listing"]["id"]: r["listing"] for r in found["data"]["search"]["results"]}
+    assert hits[done["listingId"]]["verificationStatus"] == "VERIFIED"
+
+
+async def test_errors_carry_codes(client: Client) -> None:
+    manifest = sentiment_manifest()
+    del manifest["entrypoint"]
+    anonymous = await client.upload(PUBLISH, {}, zip_bytes(package_files(manifest)), None)
+    assert anonymous["errors"][0]["extensions"]["code"] == "UNAUTHENTICATED"
+    requester = await client.token("bob", "requester")
+    refused = await client.upload(PUBLISH, {}, zip_bytes(package_files(manifest)), requester)
+    assert refused["errors"][0]["extensions"]["code"] == "FORBIDDEN"
+
+    token = await client.token("alice")
+    body = await client.upload(PUBLISH, {}, zip_bytes(package_files(manifest)), token)
+    done = await wait_until_done(client, body["data"]["publishPackage"]["id"], token)
+    assert done["status"] == "FAILED" and "entrypoint: required" in done["error"]
+    package = done["steps"][0]
+    assert package["status"] == "FAILED" and package["errorCode"] == "BAD_INPUT"
+
+    other = await client.token("mallory")
+    missing = await client.query(PUBLICATION, {"id": done["id"]}, other)
+    assert missing["errors"][0]["extensions"]["code"] == "NOT_FOUND"
