@@ -21,24 +21,12 @@ from search.types import SearchFilters
 
 
 @dataclass(frozen=True, slots=True)
-class StepIO:
-    """The declared I/O of a neighbouring step (enough to judge a candidate against it)."""
-
-    listing_id: str
-    name: str
-    input_format: str | None
-    input_schema: dict[str, Any] | None
-    output_format: str | None
-    output_schema: dict[str, Any] | None
-
-
-@dataclass(frozen=True, slots=True)
 class PipelineSlot:
     pipeline_id: str
     position: int
     after_step_id: str | None  # what ``addPipelineStep(after=…)`` takes to fill this slot
-    previous: StepIO | None
-    next: StepIO | None
+    previous: HasIO | None  # the listing of the step before the slot (its output is what comes in)
+    next: HasIO | None  # the listing of the step after the slot (its input is what must go out)
 
     @property
     def input_format(self) -> str | None:

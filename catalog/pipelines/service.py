@@ -35,7 +35,7 @@ from catalog.pipelines.conditioning import (
 )
 from catalog.pipelines.gaps import Gap, gap_between, log_gaps
 from catalog.pipelines.running import RunPlan, StepPlan, resource_class_for
-from catalog.pipelines.search_context import PipelineSlot, StepIO, restrict_filters
+from catalog.pipelines.search_context import PipelineSlot, restrict_filters
 from catalog.pipelines.views import (
     ConnectionStatus,
     ConnectionView,
@@ -109,8 +109,8 @@ class PipelineService:
             pipeline_id=pipeline.id,
             position=position,
             after_step_id=previous[0].id if previous else None,
-            previous=_step_io(previous[1]) if previous else None,
-            next=_step_io(following[1]) if following else None,
+            previous=previous[1] if previous else None,
+            next=following[1] if following else None,
         )
 
     async def narrow_search(
@@ -468,17 +468,6 @@ async def _refuse_cycle(session: AsyncSession, pipeline: Pipeline, listing: List
         for _, inner in await load_rows(session, source.id):
             if inner.kind == ListingKind.PIPELINE:
                 pending.append(inner.id)
-
-
-def _step_io(listing: Listing) -> StepIO:
-    return StepIO(
-        listing_id=listing.id,
-        name=listing.name,
-        input_format=listing.input_format,
-        input_schema=listing.input_schema,
-        output_format=listing.output_format,
-        output_schema=listing.output_schema,
-    )
 
 
 def _chosen_pairs(rows: Sequence[Row]) -> set[tuple[str, str]]:

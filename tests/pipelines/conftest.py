@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 
+from catalog.accounts import AccountService
 from catalog.actors import Actor
 from catalog.app import CatalogApp
 from catalog.demand import DemandService
@@ -18,7 +19,7 @@ from catalog.formats import FORMATS, validate_listing_io
 from catalog.pipelines import PipelineService
 from infra.db import Database
 from infra.settings import Settings
-from infra.tables import Account, Listing
+from infra.tables import Listing
 from search.embeddings import Encoder
 
 IMAGE = FORMATS["image@1"].schema
@@ -51,11 +52,7 @@ def service(db: Database, demand: DemandService) -> PipelineService:
 
 
 async def _account(db: Database, name: str, role: str) -> Actor:
-    async with db.session() as session:
-        row = Account(name=name, role=role)
-        session.add(row)
-        await session.flush()
-        return Actor(account_id=row.id, role=role, name=name)
+    return (await AccountService(db).create(name, role)).as_actor()
 
 
 @pytest.fixture

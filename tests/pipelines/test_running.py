@@ -64,6 +64,15 @@ def gray_image(width: int, height: int, bright: set[tuple[int, int]], level: int
     }
 
 
+def demo_packages(vision: dict[str, Listing], cropper: str = "cropper") -> dict[str, str]:
+    """Which code package under ``packages/`` each demo listing runs."""
+    return {
+        vision["detector"].id: "detector",
+        vision["cropper"].id: cropper,
+        vision["classifier"].id: "classifier",
+    }
+
+
 async def demo_pipeline(service: PipelineService, requester: Actor, vision: dict[str, Listing]) -> str:
     pipeline = await service.create(requester, "street scenes")
     await service.add_step(requester, pipeline.id, vision["detector"].id)
@@ -115,11 +124,7 @@ async def test_demo_chain_runs_end_to_end_in_the_sandbox(
     service: PipelineService, requester: Actor, vision: dict[str, Listing], bwrap: BwrapRuntime
 ) -> None:
     plan = await service.plan_run(requester, await demo_pipeline(service, requester, vision))
-    packages = {
-        vision["detector"].id: "detector",
-        vision["cropper"].id: "cropper",
-        vision["classifier"].id: "classifier",
-    }
+    packages = demo_packages(vision)
     stages: list[StageProgress] = []
 
     async def on_stage(progress: StageProgress) -> None:
@@ -161,11 +166,7 @@ async def test_a_failing_step_fails_the_run_and_is_named(
     service: PipelineService, requester: Actor, vision: dict[str, Listing], bwrap: BwrapRuntime
 ) -> None:
     plan = await service.plan_run(requester, await demo_pipeline(service, requester, vision))
-    packages = {
-        vision["detector"].id: "detector",
-        vision["cropper"].id: "broken",
-        vision["classifier"].id: "classifier",
-    }
+    packages = demo_packages(vision, cropper="broken")
     with pytest.raises(StepFailed, match="step 2 'boxes-to-crops' failed for every record") as err:
         await run_pipeline(plan, [gray_image(2, 2, {(0, 0)})], sandboxed(bwrap, packages))
     assert err.value.details["step_id"] == plan.steps[1].step_id
