@@ -42,6 +42,7 @@ if TYPE_CHECKING:
     from catalog.app import CatalogApp
 
 CUTOFFS = (1, 5, 10)
+TUNE_DEPTHS = (50, 100, 200)
 
 
 @dataclass(frozen=True, slots=True)
@@ -170,6 +171,7 @@ def tune(
         "keyword_weight": [0.5, 0.7, 1.0],
         "category_boost": [0.0, 0.05, 0.1, 0.2],
         "label_temperature": [0.02, 0.05],
+        "candidate_depth": list(TUNE_DEPTHS),
     }
     rows = []
     for values in itertools.product(*grid.values()):
@@ -201,7 +203,7 @@ async def run(directory: Path, do_tune: bool, weights: RankingWeights) -> dict[s
             listings = all_projections(app)
             names = {listing_id: listing.name for listing_id, listing in listings.items()}
             started = time.perf_counter()
-            runs = retrieve(app, queries, weights.candidate_depth)
+            runs = retrieve(app, queries, max(TUNE_DEPTHS) if do_tune else weights.candidate_depth)
             print(f"retrieval: {len(runs)} queries in {time.perf_counter() - started:.1f} s", file=sys.stderr)
             ranker = Ranker(QueryUnderstanding(app.encoder.encode_documents, weights), weights)
             ranker.understanding.rebuild(listings.values())

@@ -66,6 +66,13 @@ def label_of(listing: IndexedListing) -> Label:
     return (listing.category, listing.subcategories[0] if listing.subcategories else None)
 
 
+Teaching = tuple[Label, str | None, str | None]  # label, input format, output format
+
+
+def _teaching(listing: IndexedListing) -> Teaching:
+    return (label_of(listing), listing.input_format, listing.output_format)
+
+
 @dataclass(frozen=True, slots=True)
 class LabelSpace:
     """An immutable snapshot of the catalog's labels; swapped whole, so readers never see a half-update."""
@@ -83,7 +90,7 @@ EMPTY_SPACE = LabelSpace((), np.zeros((0, 0), dtype=np.float32), (), (), (), {})
 
 def _dominant(formats: Counter[str], count: int) -> str | None:
     """The format most of a label's listings declare, when more than half of them declare it."""
-    if not formats:
+    if not formats or count <= 0:
         return None
     name, seen = formats.most_common(1)[0]
     return name if seen * 2 > count else None
@@ -95,9 +102,12 @@ class QueryUnderstanding:
     def __init__(self, embed: EmbedTexts, weights: RankingWeights = DEFAULT_WEIGHTS) -> None:
         self._embed = embed
         self.weights = weights
-        self._label_of_id: dict[str, Label] = {}
-        self._inputs: dict[str, str] = {}
-        self._outputs: dict[str, str] = {}
+        # What each listing taught, so that an update or removal can take it back; per-label tallies are
+        # kept alongside so that a write costs O(labels), never O(catalog).
+        self._taught: dict[str, Teaching] = {}
+        self._counts: Counter[Label] = Counter()
+        self._inputs: dict[Label, Counter[str]] = {}
+        self._outputs: dict[Label, Counter[str]] = {}
         self._label_vectors: dict[Label, np.ndarray] = {}  # cache: a label text is embedded once
         self._space = EMPTY_SPACE
         self._lock = threading.Lock()
@@ -110,60 +120,59 @@ class QueryUnderstanding:
     def rebuild(self, listings: Iterable[IndexedListing]) -> None:
         """Forget everything and learn the labels of ``listings`` (all projections in the index)."""
         with self._lock:
-            self._label_of_id.clear()
+            self._taught.clear()
+            self._counts.clear()
             self._inputs.clear()
             self._outputs.clear()
-            self._absorb(listings)
+            for listing in listings:
+                self._teach(listing.id, _teaching(listing))
             self._refresh()
 
     def update(self, upserted: Iterable[IndexedListing] = (), removed: Iterable[str] = ()) -> None:
         """Follow index writes: new or changed projections, and deleted ids (unknown ids are ignored)."""
         with self._lock:
             for listing_id in removed:
-                self._label_of_id.pop(listing_id, None)
-                self._inputs.pop(listing_id, None)
-                self._outputs.pop(listing_id, None)
-            self._absorb(upserted)
+                self._teach(listing_id, None)
+            for listing in upserted:
+                self._teach(listing.id, _teaching(listing))
             self._refresh()
 
-    def _absorb(self, listings: Iterable[IndexedListing]) -> None:
-        for listing in listings:
-            self._label_of_id[listing.id] = label_of(listing)
-            for formats, value in (
-                (self._inputs, listing.input_format),
-                (self._outputs, listing.output_format),
-            ):
+    def _teach(self, listing_id: str, teaching: Teaching | None) -> None:
+        """Replace what ``listing_id`` taught (``None``: forget it) in the per-label tallies."""
+        before = self._taught.pop(listing_id, None)
+        for sign, taught in ((-1, before), (1, teaching)):
+            if taught is None:
+                continue
+            label, input_format, output_format = taught
+            self._counts[label] += sign
+            for tallies, value in ((self._inputs, input_format), (self._outputs, output_format)):
                 if value:
-                    formats[listing.id] = value
-                else:
-                    formats.pop(listing.id, None)
+                    tallies.setdefault(label, Counter())[value] += sign
+        if teaching is not None:
+            self._taught[listing_id] = teaching
 
     def _refresh(self) -> None:
-        counts = Counter(self._label_of_id.values())
-        labels = tuple(sorted(counts, key=lambda lb: (lb[0], lb[1] or "")))
+        labels = tuple(
+            sorted((lb for lb, n in self._counts.items() if n > 0), key=lambda lb: (lb[0], lb[1] or ""))
+        )
         missing = [label for label in labels if label not in self._label_vectors]
         if missing:
             vectors = np.asarray(self._embed([label_text(*label) for label in missing]), dtype=np.float32)
             for label, vector in zip(missing, vectors, strict=True):
                 norm = float(np.linalg.norm(vector))
                 self._label_vectors[label] = vector / norm if norm > 0 else vector
-        inputs: dict[Label, Counter[str]] = {label: Counter() for label in labels}
-        outputs: dict[Label, Counter[str]] = {label: Counter() for label in labels}
-        for listing_id, value in self._inputs.items():
-            inputs[self._label_of_id[listing_id]][value] += 1
-        for listing_id, value in self._outputs.items():
-            outputs[self._label_of_id[listing_id]][value] += 1
         matrix = (
             np.stack([self._label_vectors[label] for label in labels])
             if labels
             else np.zeros((0, 0), dtype=np.float32)
         )
+        empty: Counter[str] = Counter()
         self._space = LabelSpace(
             labels=labels,
             vectors=matrix,
-            counts=tuple(counts[label] for label in labels),
-            input_formats=tuple(_dominant(inputs[label], counts[label]) for label in labels),
-            output_formats=tuple(_dominant(outputs[label], counts[label]) for label in labels),
+            counts=tuple(self._counts[label] for label in labels),
+            input_formats=tuple(_dominant(self._inputs.get(lb, empty), self._counts[lb]) for lb in labels),
+            output_formats=tuple(_dominant(self._outputs.get(lb, empty), self._counts[lb]) for lb in labels),
             position={label: i for i, label in enumerate(labels)},
         )
 
