@@ -1,0 +1,56 @@
+"""``mlrepo publish`` and ``mlrepo verify --all`` as a person runs them (typer runner, real services)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from publishing_support import package_files, sentiment_manifest, zip_bytes
+from typer.testing import CliRunner
+
+from api.cli import app
+from infra.settings import Settings
+
+
+def mlrepo(settings: Settings, *args: str):
+    options = ["--data-dir", str(settings.data_dir), "--database-url", settings.database_url or ""]
+    return CliRunner().invoke(app, [*options, *args], catch_exceptions=False)
+
+
+@pytest.fixture
+def producer_token(sqlite_settings: Settings, monkeypatch: pytest.MonkeyPatch, bwrap_ok: bool) -> str:
+    monkeypatch.setenv("MLREPO_RUNTIME", "bwrap")
+    created = mlrepo(sqlite_settings, "account", "create", "alice", "--role", "producer", "--token")
+    assert created.exit_code == 0, created.output
+    return created.stdout.split("token (shown once):")[1].strip()
+
+
+def test_publish_then_verify_all(sqlite_settings: Settings, producer_token: str, tmp_path: Path) -> None:
+    package = tmp_path / "tiny.zip"
+    package.write_bytes(zip_bytes(package_files(sentiment_manifest())))
+    result = mlrepo(sqlite_settings, "publish", str(package), "--token", producer_token, "--timeout", "4")
+    assert result.exit_code == 0, result.output
+    publication = json.loads(result.stdout)
+    assert publication["status"] == "published" and publication["version"] == "1.0.0"
+    assert [s["status"] for s in publication["steps"]] == ["succeeded"] * 5
+
+    verified = mlrepo(sqlite_settings, "verify", "--all")
+    assert verified.exit_code == 0, verified.output
+    assert json.loads(verified.stdout) == [
+        {"listing_id": publication["listing_id"], "outcome": "verified", "problems": []}
+    ]
+
+
+def test_failed_publication_exits_1_with_the_reason(
+    sqlite_settings: Settings, producer_token: str, tmp_path: Path
+) -> None:
+    manifest = sentiment_manifest()
+    del manifest["entrypoint"]
+    package = tmp_path / "broken.zip"
+    package.write_bytes(zip_bytes(package_files(manifest)))
+    result = mlrepo(sqlite_settings, "publish", str(package), "--token", producer_token)
+    assert result.exit_code == 1
+    assert "entrypoint: required" in json.loads(result.stdout)["error"]
+    unauthenticated = mlrepo(sqlite_settings, "publish", str(package), "--token", "nope")
+    assert unauthenticated.exit_code == 2 and "UNAUTHENTICATED" in unauthenticated.stderr
