@@ -162,3 +162,44 @@ async def test_demand_alerts_refuse_requesters(app: Starlette) -> None:
     result = await asyncio.wait_for(anext(stream), 10)
     await stream.aclose()
     assert result.errors and result.errors[0].extensions["code"] == "FORBIDDEN"
+
+
+SEARCH = (
+    "query($input: SearchInput!) { search(input: $input) { searchId totalCount results { listing { id } } } }"
+)
+CREATE_LISTING = "mutation($input: CreateListingInput!) { createListing(input: $input) { id } }"
+
+
+async def test_search_view_and_demand_end_to_end(settings: Settings, encoder: Encoder) -> None:
+    """Searches logged by ``Query.search``; a view through ``listing(id, searchId)`` satisfies one."""
+    instant = settings.model_copy(update={"demand_window_s": 0})  # every unselected search is unmet at once
+    app = create_app(instant, migrate=False, encoder=encoder)
+    async with app.router.lifespan_context(app):
+        producer = await token_for(app, "pat", "producer")
+        requester = await token_for(app, "rita", "requester")
+        listing = {
+            "name": "pothole-detector",
+            "kind": "MODEL",
+            "category": "Computer Vision",
+            "description": "Detects potholes and road surface damage in street and dashcam photos.",
+        }
+        listing_id = (await data(app, CREATE_LISTING, {"input": listing}, producer))["createListing"]["id"]
+
+        async def search(text: str, **facets: Any) -> dict:
+            return (await data(app, SEARCH, {"input": {"text": text, **facets}}, requester))["search"]
+
+        found = await search("detect potholes in road photos")
+        assert found["searchId"] and found["results"][0]["listing"]["id"] == listing_id
+        viewed = "query($id: ID!, $s: String) { listing(id: $id, searchId: $s) { id } }"
+        await data(app, viewed, {"id": listing_id, "s": found["searchId"]}, requester)
+        nothing = await search("translate english to swahili", category="Audio")
+        assert nothing["totalCount"] == 0
+        ignored = await search("forecast electricity demand")
+        assert ignored["totalCount"] > 0
+
+        topics = (await data(app, TOPICS, {}, producer))["unmetDemand"]
+
+    reasons = {topic["label"]: (topic["noResults"], topic["noSelection"]) for topic in topics}
+    assert reasons == {"translate english to swahili": (1, 0), "forecast electricity demand": (0, 1)}
+    swahili = next(topic for topic in topics if topic["label"] == "translate english to swahili")
+    assert swahili["categories"] == [{"category": "Audio", "count": 1}] and swahili["requesters"] == 1
