@@ -36,7 +36,7 @@ def clustered_vectors(rng: np.random.Generator, n: int) -> np.ndarray:
     centres /= np.linalg.norm(centres, axis=1, keepdims=True)
     noise = rng.standard_normal((n, DIM)).astype(np.float32) * (0.7 / np.sqrt(DIM))
     vectors = centres[rng.integers(0, len(centres), size=n)] + noise
-    return vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
+    return (vectors / np.linalg.norm(vectors, axis=1, keepdims=True)).astype(np.float32)
 
 
 def synthetic_listings(n: int, seed: int = 0) -> list[IndexedListing]:

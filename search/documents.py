@@ -1,4 +1,4 @@
-"""The text each listing is embedded as, built from its own fields.
+"""The text of a listing as search sees it: what is embedded, and how much each text field counts.
 
 One pure function so that indexing, reindexing and relevance tuning all embed exactly the same text: a
 listing embedded one way at publish time and another way at reindex time would drift in vector space.
@@ -9,6 +9,17 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from search.types import IndexedListing
+
+# How much a query word found in each text attribute of a listing counts in keyword (BM25) scoring, for
+# every backend. The name and labels are short and chosen by the producer, so a hit there says more than
+# one in a long description. The ranking helper may tune these.
+TEXT_FIELD_BOOSTS: dict[str, float] = {
+    "name": 2.0,
+    "tags": 1.5,
+    "subcategories": 1.5,
+    "category": 1.0,
+    "description": 1.0,
+}
 
 
 def _dedupe(parts: Iterable[str]) -> list[str]:

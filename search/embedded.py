@@ -17,17 +17,17 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterable, Sequence
-from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
 
-from infra.errors import BadInput, Conflict
+from infra.errors import Conflict
 from search.columns import SORTS, ListingTable, ordered_slots
 from search.filters import validate_filters
 from search.keyword import KeywordIndex, combine, doc_key, fingerprint
 from search.types import Hit, IndexedListing, SearchFilters
+from search.validation import check_page, check_sort, checked_batch, unit_query
 from search.vectors import EXACT_WHEN_MATCHING_AT_MOST, AnnIndex, exact_search
 
 if TYPE_CHECKING:
@@ -53,34 +53,15 @@ class EmbeddedBackend:
         return cls(settings.index_dir, dim, settings.ann_threshold)
 
     # ------------------------------------------------------------------ validation
-    def _validated(self, docs: Iterable[IndexedListing]) -> list[IndexedListing]:
-        """Checked, vector-normalized copies; raises before anything is written."""
-        checked: dict[str, IndexedListing] = {}
+    def _check_keys(self, docs: Sequence[IndexedListing], fresh: bool = False) -> None:
+        """tantivy hits map back through a 63-bit hash of the id; refuse the (astronomically rare) clash."""
+        seen: dict[int, str] = {}
         for doc in docs:
-            if not isinstance(doc, IndexedListing):
-                raise BadInput(f"expected an IndexedListing, got {type(doc).__name__}")
-            if not doc.id or not isinstance(doc.id, str):
-                raise BadInput("a listing to index needs a non-empty string id")
-            if doc.id in checked:
-                raise BadInput(f"listing {doc.id} appears twice in one index write", id=doc.id)
-            checked[doc.id] = self._with_normalized_vector(doc)
-        return list(checked.values())
-
-    def _with_normalized_vector(self, doc: IndexedListing) -> IndexedListing:
-        if doc.embedding is None:
-            return doc
-        vector = np.asarray(doc.embedding, dtype=np.float32).reshape(-1)
-        if vector.shape != (self.dim,) or not np.isfinite(vector).all():
-            raise BadInput(
-                f"listing {doc.id} has an embedding of shape {vector.shape}; expected ({self.dim},) finite",
-                id=doc.id,
-            )
-        norm = float(np.linalg.norm(vector))
-        return replace(doc, embedding=vector / norm if norm > 0 else vector)
-
-    def _check_keys(self, docs: Sequence[IndexedListing], known: dict[int, str]) -> None:
-        for doc in docs:
-            other = known.setdefault(doc_key(doc.id), doc.id)
+            key = doc_key(doc.id)
+            other = seen.setdefault(key, doc.id)
+            slot = None if fresh else self._slot_of_key.get(key)
+            if slot is not None:
+                other = self._table.doc_at(slot).id
             if other != doc.id:
                 raise Conflict(f"listing ids {other} and {doc.id} hash to the same index key")
 
@@ -88,8 +69,8 @@ class EmbeddedBackend:
     def load(self, docs: Iterable[IndexedListing]) -> bool:
         """Replace everything with ``docs`` (all listings from the database); True if tantivy was rebuilt."""
         with self._lock:
-            docs = self._validated(docs)
-            self._check_keys(docs, {})
+            docs = checked_batch(docs, self.dim)
+            self._check_keys(docs, fresh=True)
             fingerprints = {doc.id: fingerprint(doc) for doc in docs}
             digest = combine(fingerprints.values())
             rebuilt = not self._keyword.matches(len(docs), digest)
@@ -125,8 +106,8 @@ class EmbeddedBackend:
     # ------------------------------------------------------------------ writes
     def upsert(self, docs: Sequence[IndexedListing]) -> None:
         with self._lock:
-            docs = self._validated(docs)
-            self._check_keys(docs, {key: self._table.doc_at(s).id for key, s in self._slot_of_key.items()})
+            docs = checked_batch(docs, self.dim)
+            self._check_keys(docs)
             fingerprints = {doc.id: fingerprint(doc) for doc in docs}
             # Only listings whose indexed fields changed touch tantivy (a usage update does not).
             changed = [doc for doc in docs if self._fingerprints.get(doc.id) != fingerprints[doc.id]]
@@ -181,7 +162,7 @@ class EmbeddedBackend:
 
     # ------------------------------------------------------------------ reads
     def keyword(self, text: str, filters: SearchFilters, limit: int) -> list[Hit]:
-        _check_limit(limit)
+        check_page(limit)
         scored = self._keyword.search(text, filters, limit)
         with self._lock:
             hits = []
@@ -192,13 +173,9 @@ class EmbeddedBackend:
             return hits
 
     def vector(self, vector: np.ndarray, filters: SearchFilters, limit: int) -> list[Hit]:
-        _check_limit(limit)
+        check_page(limit)
         validate_filters(filters)
-        query = np.asarray(vector, dtype=np.float32).reshape(-1)
-        norm = float(np.linalg.norm(query)) if query.shape == (self.dim,) else 0.0
-        if not np.isfinite(norm) or norm == 0.0:
-            raise BadInput(f"query vector must be non-zero, finite and of shape ({self.dim},)")
-        query = query / norm
+        query = unit_query(vector, self.dim)
         with self._lock:
             allowed = self._table.mask(filters) & self._table.column("has_vector")
             vectors = self._table.vectors
@@ -210,12 +187,8 @@ class EmbeddedBackend:
             ]
 
     def filtered(self, filters: SearchFilters, sort: str, limit: int, offset: int = 0) -> list[Hit]:
-        _check_limit(limit)
-        if offset < 0:
-            raise BadInput(f"offset must not be negative, got {offset}")
-        sort = sort.lower()
-        if sort not in SORTS:
-            raise BadInput(f"unknown sort {sort!r}; expected one of {', '.join(SORTS)}")
+        check_page(limit, offset)
+        sort = check_sort(sort, SORTS)
         validate_filters(filters)
         if limit == 0:
             return []
@@ -238,8 +211,3 @@ class EmbeddedBackend:
 
     def __len__(self) -> int:
         return len(self._table)
-
-
-def _check_limit(limit: int) -> None:
-    if isinstance(limit, bool) or not isinstance(limit, int) or limit < 0:
-        raise BadInput(f"limit must be a non-negative integer, got {limit!r}")

@@ -19,19 +19,20 @@ from pathlib import Path
 import tantivy
 
 from infra.errors import Conflict, Unavailable
+from search.documents import TEXT_FIELD_BOOSTS
 from search.filters import is_hidden, readers_of, validate_filters, viewer_readers, wanted_kinds
 from search.types import IndexedListing, SearchFilters
 
 # Bump when the schema, the analyzer or ``_document`` changes: a mismatching index is rebuilt.
 SCHEMA_VERSION = 1
 ANALYZER = "mlrepo_en"
-# How much a query word found in each text field counts; the ranking helper may tune these.
-FIELD_BOOSTS: dict[str, float] = {
-    "name": 2.0,
-    "tags": 1.5,
-    "subcategory_text": 1.5,
-    "category_text": 1.0,
-    "description": 1.0,
+# tantivy field of each boosted listing attribute (category/subcategories also have exact-match fields).
+TEXT_FIELDS = {
+    "name": "name",
+    "tags": "tags",
+    "subcategories": "subcategory_text",
+    "category": "category_text",
+    "description": "description",
 }
 _EXACT_FIELDS = ("kind", "category", "subcategory", "input_format", "output_format", "verification")
 _RANGE_FIELDS = ("latency", "accuracy", "cpu", "memory_mb", "gpu")
@@ -62,7 +63,7 @@ def build_schema() -> tantivy.Schema:
     builder = tantivy.SchemaBuilder()
     builder.add_text_field("id", tokenizer_name="raw", index_option="basic")
     builder.add_integer_field("key", indexed=True, fast=True)
-    for name in FIELD_BOOSTS:
+    for name in TEXT_FIELDS.values():
         builder.add_text_field(name, tokenizer_name=ANALYZER)
     for name in (*_EXACT_FIELDS, "readers", "hidden"):
         builder.add_text_field(name, tokenizer_name="raw", index_option="basic")
@@ -231,7 +232,8 @@ class KeywordIndex:
         if not words:
             return None
         per_field = []
-        for name, boost in FIELD_BOOSTS.items():
+        for attribute, boost in TEXT_FIELD_BOOSTS.items():
+            name = TEXT_FIELDS[attribute]
             terms = [(tantivy.Occur.Should, tantivy.Query.term_query(self.schema, name, w)) for w in words]
             per_field.append(
                 (tantivy.Occur.Should, tantivy.Query.boost_query(tantivy.Query.boolean_query(terms), boost))

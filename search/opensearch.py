@@ -1,0 +1,214 @@
+"""The OpenSearch backend: the same ``SearchBackend`` contract over a shared OpenSearch cluster.
+
+Request bodies come from ``search.opensearch_queries`` (pure, unit-tested); this class only talks to the
+server. Listings live in a physical index ``{alias}-v{mapping}-{stamp}`` reached through the alias
+``Settings.opensearch_index``; a full rebuild loads a new physical index and swaps the alias atomically,
+so searches never see a half-built index (zero-downtime reindex), then deletes the old one.
+
+Startup (``load``): unlike the embedded backend, the cluster is shared by every api/worker process and
+outlives them, so ``load`` trusts the live index when it has the current mapping version and exactly as
+many documents as the database, and otherwise rebuilds it behind the alias. ``reindex`` always rebuilds.
+
+Writes: bulk requests retry throttling (429) with exponential backoff; index/delete actions are idempotent
+by ``_id``, so a caller may safely repeat a write that raised. OpenSearch bulk writes are not atomic
+across documents: a partly failed batch raises ``Unavailable`` naming the failed ids, and the database,
+which stays the truth, lets ``mlrepo reindex`` repair the projection. Writes refresh before returning so
+the next search sees them, like the embedded backend.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Iterator, Sequence
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from infra.errors import Unavailable
+from search import opensearch_queries as q
+from search.filters import validate_filters
+from search.types import Hit, IndexedListing, SearchFilters
+from search.validation import check_page, check_sort, checked_batch, unit_query
+
+if TYPE_CHECKING:
+    from opensearchpy import OpenSearch
+
+    from infra.settings import Settings
+
+BULK_CHUNK = 500
+BULK_RETRIES = 5
+REQUEST_TIMEOUT_S = 30
+
+
+class OpenSearchBackend:
+    def __init__(self, client: OpenSearch, alias: str, dim: int) -> None:
+        self.client = client
+        self.alias = alias
+        self.dim = dim
+
+    @classmethod
+    def connect(cls, url: str, alias: str, dim: int) -> OpenSearchBackend:
+        from opensearchpy import OpenSearch
+
+        client = OpenSearch(
+            hosts=[url], timeout=REQUEST_TIMEOUT_S, max_retries=3, retry_on_timeout=True, http_compress=True
+        )
+        return cls(client, alias, dim)
+
+    @classmethod
+    def from_settings(cls, settings: Settings, dim: int) -> OpenSearchBackend:
+        if not settings.opensearch_url:
+            raise Unavailable("search_backend is 'opensearch' but MLREPO_OPENSEARCH_URL is not set")
+        return cls.connect(settings.opensearch_url, settings.opensearch_index, dim)
+
+    # ------------------------------------------------------------------ plumbing
+    def _call(self, what: str, fn: Any, **kwargs: Any) -> Any:
+        """Send one request, turning transport and server errors into ``Unavailable``."""
+        from opensearchpy.exceptions import OpenSearchException
+
+        try:
+            return fn(**kwargs)
+        except OpenSearchException as exc:
+            raise Unavailable(f"OpenSearch {what} failed: {exc}") from exc
+
+    def _bulk(self, actions: Iterator[dict[str, Any]]) -> None:
+        from opensearchpy import helpers
+        from opensearchpy.exceptions import OpenSearchException
+
+        failed: list[str] = []
+        try:
+            for ok, item in helpers.streaming_bulk(
+                self.client,
+                actions,
+                chunk_size=BULK_CHUNK,
+                max_retries=BULK_RETRIES,
+                initial_backoff=1,
+                max_backoff=30,
+                raise_on_error=False,
+                refresh="wait_for",
+            ):
+                if not ok:
+                    result = next(iter(item.values()))
+                    if not (result.get("status") == 404 and "delete" in item):  # deleting twice is fine
+                        failed.append(str(result.get("_id")))
+        except OpenSearchException as exc:
+            raise Unavailable(f"OpenSearch bulk write failed: {exc}") from exc
+        if failed:
+            raise Unavailable(f"OpenSearch did not index {len(failed)} listings: {', '.join(failed[:10])}")
+
+    def _physical_indices(self) -> list[str]:
+        from opensearchpy.exceptions import NotFoundError
+
+        try:
+            return sorted(self.client.indices.get_alias(name=self.alias))
+        except NotFoundError:
+            return []
+
+    def ensure(self) -> None:
+        """Install the index template and, on a fresh cluster, an empty index behind the alias."""
+        self._call(
+            "template",
+            self.client.indices.put_index_template,
+            name=self.alias,
+            body=q.index_template(self.alias, self.dim),
+        )
+        if not self._physical_indices():
+            self._swap_to(self._create_index())
+
+    def _create_index(self) -> str:
+        name = q.physical_index_name(
+            self.alias, time.strftime("%Y%m%d%H%M%S") + f"{time.time_ns() % 10**6:06d}"
+        )
+        body = {"settings": q.index_settings(), "mappings": q.index_mappings(self.dim)}
+        self._call("create index", self.client.indices.create, index=name, body=body)
+        return name
+
+    def _swap_to(self, new_index: str) -> None:
+        old = [name for name in self._physical_indices() if name != new_index]
+        self._call(
+            "alias swap",
+            self.client.indices.update_aliases,
+            body=q.alias_swap_actions(self.alias, new_index, old),
+        )
+        for name in old:
+            self._call("delete old index", self.client.indices.delete, index=name)
+
+    # ------------------------------------------------------------------ lifecycle
+    def load(self, docs: Iterable[IndexedListing]) -> bool:
+        """Make the alias serve ``docs``; True if it had to be rebuilt (see the module docstring)."""
+        docs = checked_batch(docs, self.dim)
+        self.ensure()
+        indices = self._physical_indices()
+        current = len(indices) == 1 and f"-v{q.MAPPING_VERSION}-" in indices[0]
+        if current and self.count(SearchFilters(viewer_is_admin=True, include_suspended=True)) == len(docs):
+            return False
+        self.reindex(docs)
+        return True
+
+    def reindex(self, docs: Iterable[IndexedListing]) -> None:
+        """Build a new physical index from ``docs``, then atomically point the alias at it."""
+        docs = checked_batch(docs, self.dim)
+        self.ensure()
+        new_index = self._create_index()
+        try:
+            self._bulk(q.index_actions(new_index, docs))
+            self._call("refresh", self.client.indices.refresh, index=new_index)
+        except Exception:
+            self._call("delete failed index", self.client.indices.delete, index=new_index)
+            raise
+        self._swap_to(new_index)
+
+    def clear(self) -> None:
+        self.reindex([])
+
+    def close(self) -> None:
+        self.client.close()
+
+    # ------------------------------------------------------------------ writes
+    def upsert(self, docs: Sequence[IndexedListing]) -> None:
+        docs = checked_batch(docs, self.dim)
+        if docs:
+            self._bulk(q.index_actions(self.alias, docs))
+
+    def delete(self, ids: Sequence[str]) -> None:
+        if ids:
+            self._bulk(q.delete_actions(self.alias, dict.fromkeys(ids)))
+
+    # ------------------------------------------------------------------ reads
+    def _search(self, body: dict[str, Any]) -> dict[str, Any]:
+        return self._call("search", self.client.search, index=self.alias, body=body)
+
+    def keyword(self, text: str, filters: SearchFilters, limit: int) -> list[Hit]:
+        check_page(limit)
+        validate_filters(filters)
+        if not text.strip() or limit == 0:
+            return []
+        return q.hits_from_response(self._search(q.keyword_query(text, filters, limit)))
+
+    def vector(self, vector: np.ndarray, filters: SearchFilters, limit: int) -> list[Hit]:
+        check_page(limit)
+        validate_filters(filters)
+        query = unit_query(vector, self.dim)
+        if limit == 0:
+            return []
+        hits = q.hits_from_response(self._search(q.knn_query(query, filters, limit)))
+        return [Hit(h.id, q.cosine_from_score(h.score), h.rank) for h in hits]
+
+    def filtered(self, filters: SearchFilters, sort: str, limit: int, offset: int = 0) -> list[Hit]:
+        check_page(limit, offset)
+        sort = check_sort(sort, q.SORTS)
+        validate_filters(filters)
+        if limit == 0:
+            return []
+        return q.sorted_hits_from_response(self._search(q.sorted_query(filters, sort, limit, offset)), offset)
+
+    def count(self, filters: SearchFilters) -> int:
+        validate_filters(filters)
+        response = self._call("count", self.client.count, index=self.alias, body=q.count_query(filters))
+        return int(response["count"])
+
+    def get(self, ids: Sequence[str]) -> dict[str, IndexedListing]:
+        if not ids:
+            return {}
+        response = self._call("mget", self.client.mget, index=self.alias, body=q.mget_body(ids))
+        return q.docs_from_mget(response)

@@ -1,0 +1,336 @@
+"""OpenSearch request bodies as constants and pure functions (in the style of PyPI Warehouse's
+``search/queries.py``): every request the OpenSearch backend sends is built here, so its exact shape is
+unit-tested without a server, and the backend class only sends bodies and reads responses.
+
+The facet rules are those of ``search.filters``; each becomes a ``filter`` clause (no scoring, cached by
+OpenSearch) of the keyword query, of the k-NN query's efficient pre-filter, and of sorted listings.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from search.documents import TEXT_FIELD_BOOSTS
+from search.filters import is_hidden, readers_of, viewer_readers, wanted_kinds
+from search.types import Hit, IndexedListing, SearchFilters
+
+# Bump when the mapping or ``to_document`` changes: ``load`` then rebuilds into a fresh physical index.
+MAPPING_VERSION = 1
+ANALYZER = "mlrepo_english"
+HNSW_M = 16
+HNSW_EF_CONSTRUCTION = 128
+
+# Text fields searched by keyword queries, with the boosts every backend shares.
+_TEXT_FIELD_PATHS = {
+    "name": "name",
+    "tags": "tags",
+    "subcategories": "subcategories.text",
+    "category": "category.text",
+    "description": "description",
+}
+SEARCH_FIELDS = [f"{_TEXT_FIELD_PATHS[attr]}^{boost:g}" for attr, boost in TEXT_FIELD_BOOSTS.items()]
+
+# Non-relevance orders; missing values last, then newest, then id so that pages never overlap.
+_TIE_BREAK = [{"created_at": {"order": "desc"}}, {"id": {"order": "asc"}}]
+SORTS: dict[str, list[dict[str, Any]]] = {
+    "usage": [{"relative_usage": {"order": "desc", "missing": "_last"}}, *_TIE_BREAK],
+    "accuracy": [{"accuracy": {"order": "desc", "missing": "_last"}}, *_TIE_BREAK],
+    "latency": [{"latency_p50_ms": {"order": "asc", "missing": "_last"}}, *_TIE_BREAK],
+    "newest": _TIE_BREAK,
+}
+SORTS["relevance"] = SORTS["usage"]  # no query to be relevant to: usage is the best proxy
+
+_KEYWORD = {"type": "keyword"}
+_ENGLISH_TEXT = {"type": "text", "analyzer": ANALYZER}
+# Keyword facets with an analyzed ``.text`` sub-field, so one value is both filterable and searchable.
+_FACET_AND_TEXT = {"type": "keyword", "fields": {"text": _ENGLISH_TEXT}}
+
+
+def index_settings() -> dict[str, Any]:
+    """Settings of every physical index: k-NN on, an English analyzer like the embedded backend's."""
+    return {
+        "index": {"knn": True, "number_of_shards": 1, "number_of_replicas": 0},
+        "analysis": {
+            "filter": {
+                "mlrepo_english_stop": {"type": "stop", "stopwords": "_english_"},
+                "mlrepo_english_stemmer": {"type": "stemmer", "language": "english"},
+            },
+            "analyzer": {
+                ANALYZER: {
+                    "type": "custom",
+                    "tokenizer": "standard",
+                    "filter": ["lowercase", "asciifolding", "mlrepo_english_stop", "mlrepo_english_stemmer"],
+                }
+            },
+        },
+    }
+
+
+def index_mappings(dim: int) -> dict[str, Any]:
+    """Strict mappings: a field nobody declared is an error, not a silently guessed type."""
+    return {
+        "dynamic": "strict",
+        "_meta": {"mapping_version": MAPPING_VERSION},
+        "properties": {
+            "id": _KEYWORD,
+            "kind": _KEYWORD,
+            "name": {**_ENGLISH_TEXT, "fields": {"raw": _KEYWORD}},
+            "category": _FACET_AND_TEXT,
+            "subcategories": _FACET_AND_TEXT,
+            "tags": {**_ENGLISH_TEXT, "fields": {"raw": _KEYWORD}},
+            "description": _ENGLISH_TEXT,
+            "framework": _KEYWORD,
+            "input_format": _KEYWORD,
+            "output_format": _KEYWORD,
+            "visibility": _KEYWORD,
+            "owner_id": _KEYWORD,
+            "shared_with": _KEYWORD,
+            "readers": _KEYWORD,
+            "status": _KEYWORD,
+            "verification_status": _KEYWORD,
+            "hidden": {"type": "boolean"},
+            "accuracy": {"type": "double"},
+            "latency_p50_ms": {"type": "double"},
+            "cpu": {"type": "double"},
+            "memory_mb": {"type": "long"},
+            "gpu": {"type": "long"},
+            "relative_usage": {"type": "double"},
+            "created_at": {"type": "double"},
+            "embedding": {
+                "type": "knn_vector",
+                "dimension": dim,
+                "method": {
+                    "name": "hnsw",
+                    "engine": "lucene",
+                    "space_type": "cosinesimil",
+                    "parameters": {"m": HNSW_M, "ef_construction": HNSW_EF_CONSTRUCTION},
+                },
+            },
+        },
+    }
+
+
+def index_template(alias: str, dim: int) -> dict[str, Any]:
+    """Applies to every physical index behind ``alias`` (``{alias}-v{n}-{stamp}``)."""
+    return {
+        "index_patterns": [f"{alias}-*"],
+        "template": {"settings": index_settings(), "mappings": index_mappings(dim)},
+        "_meta": {"mapping_version": MAPPING_VERSION},
+    }
+
+
+def physical_index_name(alias: str, stamp: str) -> str:
+    return f"{alias}-v{MAPPING_VERSION}-{stamp}"
+
+
+def alias_swap_actions(alias: str, new_index: str, old_indices: Iterable[str]) -> dict[str, Any]:
+    """One atomic ``_aliases`` request: readers see the old index until they see the complete new one."""
+    actions: list[dict[str, Any]] = [
+        {"remove": {"index": old, "alias": alias}} for old in sorted(old_indices)
+    ]
+    actions.append({"add": {"index": new_index, "alias": alias, "is_write_index": True}})
+    return {"actions": actions}
+
+
+# ---------------------------------------------------------------------- documents
+
+
+def to_document(doc: IndexedListing) -> dict[str, Any]:
+    """The ``_source`` of a listing; ``readers`` and ``hidden`` precompute the visibility rules."""
+    source: dict[str, Any] = {
+        "id": doc.id,
+        "kind": doc.kind,
+        "name": doc.name,
+        "category": doc.category,
+        "subcategories": list(doc.subcategories),
+        "tags": list(doc.tags),
+        "description": doc.description,
+        "framework": doc.framework,
+        "input_format": doc.input_format,
+        "output_format": doc.output_format,
+        "visibility": doc.visibility,
+        "owner_id": doc.owner_id,
+        "shared_with": list(doc.shared_with),
+        "readers": list(readers_of(doc)),
+        "status": doc.status,
+        "verification_status": doc.verification_status,
+        "hidden": is_hidden(doc),
+        "accuracy": doc.accuracy,
+        "latency_p50_ms": doc.latency_p50_ms,
+        "cpu": doc.cpu,
+        "memory_mb": doc.memory_mb,
+        "gpu": doc.gpu,
+        "relative_usage": doc.relative_usage,
+        "created_at": doc.created_at,
+    }
+    if doc.embedding is not None:
+        source["embedding"] = [float(x) for x in np.asarray(doc.embedding, dtype=np.float32)]
+    return source
+
+
+def from_document(source: Mapping[str, Any]) -> IndexedListing:
+    """The projection back from ``_source`` (``get`` answers from the index like the embedded backend)."""
+    embedding = source.get("embedding")
+    return IndexedListing(
+        id=source["id"],
+        kind=source["kind"],
+        name=source["name"],
+        category=source["category"],
+        description=source.get("description") or "",
+        subcategories=tuple(source.get("subcategories") or ()),
+        tags=tuple(source.get("tags") or ()),
+        framework=source.get("framework"),
+        input_format=source.get("input_format"),
+        output_format=source.get("output_format"),
+        visibility=source.get("visibility") or "public",
+        owner_id=source.get("owner_id"),
+        shared_with=tuple(source.get("shared_with") or ()),
+        status=source.get("status") or "active",
+        verification_status=source.get("verification_status") or "unverified",
+        accuracy=source.get("accuracy"),
+        latency_p50_ms=source.get("latency_p50_ms"),
+        cpu=source.get("cpu"),
+        memory_mb=source.get("memory_mb"),
+        gpu=source.get("gpu"),
+        relative_usage=source.get("relative_usage") or 0.0,
+        created_at=source.get("created_at") or 0.0,
+        embedding=None if embedding is None else np.asarray(embedding, dtype=np.float32),
+    )
+
+
+def index_actions(index: str, docs: Iterable[IndexedListing]) -> Iterator[dict[str, Any]]:
+    """Bulk ``index`` actions (idempotent by ``_id``, so a retried chunk cannot duplicate a listing)."""
+    for doc in docs:
+        yield {"_op_type": "index", "_index": index, "_id": doc.id, "_source": to_document(doc)}
+
+
+def delete_actions(index: str, ids: Iterable[str]) -> Iterator[dict[str, Any]]:
+    for listing_id in ids:
+        yield {"_op_type": "delete", "_index": index, "_id": listing_id}
+
+
+# ---------------------------------------------------------------------- queries
+
+
+def _fits(field: str, limit: float) -> dict[str, Any]:
+    """The listing's requirement is at most ``limit``, or it states none."""
+    return {
+        "bool": {
+            "should": [
+                {"range": {field: {"lte": limit}}},
+                {"bool": {"must_not": {"exists": {"field": field}}}},
+            ],
+            "minimum_should_match": 1,
+        }
+    }
+
+
+def filter_clauses(filters: SearchFilters) -> list[dict[str, Any]]:
+    """The facet rules of ``search.filters`` as OpenSearch ``filter`` clauses."""
+    clauses: list[dict[str, Any]] = []
+    kinds = wanted_kinds(filters)
+    if kinds is not None:
+        clauses.append({"terms": {"kind": list(kinds)}})
+    for field, value in (
+        ("category", filters.category),
+        ("subcategories", filters.subcategory),
+        ("input_format", filters.input_format),
+        ("output_format", filters.output_format),
+    ):
+        if value is not None:
+            clauses.append({"term": {field: value}})
+    if filters.max_latency_ms is not None:
+        clauses.append({"range": {"latency_p50_ms": {"lte": filters.max_latency_ms}}})
+    if filters.min_accuracy is not None:
+        clauses.append({"range": {"accuracy": {"gte": filters.min_accuracy}}})
+    for field, limit in (("cpu", filters.cpu), ("memory_mb", filters.memory_mb), ("gpu", filters.gpu)):
+        if limit is not None:
+            clauses.append(_fits(field, limit))
+    if filters.verified_only:
+        clauses.append({"term": {"verification_status": "verified"}})
+    if not filters.include_suspended:
+        clauses.append({"term": {"hidden": False}})
+    readers = viewer_readers(filters)
+    if readers is not None:
+        clauses.append({"terms": {"readers": list(readers)}})
+    return clauses
+
+
+def keyword_query(text: str, filters: SearchFilters, limit: int) -> dict[str, Any]:
+    """BM25 over the boosted text fields (summed across fields, like the embedded backend), filtered."""
+    return {
+        "size": limit,
+        "_source": False,
+        "track_total_hits": False,
+        "query": {
+            "bool": {
+                "must": [{"multi_match": {"query": text, "fields": SEARCH_FIELDS, "type": "most_fields"}}],
+                "filter": filter_clauses(filters),
+            }
+        },
+    }
+
+
+def knn_query(vector: np.ndarray, filters: SearchFilters, limit: int) -> dict[str, Any]:
+    """k-NN with the filters applied *inside* the HNSW search (Lucene efficient filtering), so the top
+    ``limit`` are taken among matching listings only."""
+    knn: dict[str, Any] = {"vector": [float(x) for x in vector], "k": limit}
+    clauses = filter_clauses(filters)
+    if clauses:
+        knn["filter"] = {"bool": {"filter": clauses}}
+    return {"size": limit, "_source": False, "query": {"knn": {"embedding": knn}}}
+
+
+def sorted_query(filters: SearchFilters, sort: str, limit: int, offset: int) -> dict[str, Any]:
+    return {
+        "size": limit,
+        "from": offset,
+        "_source": False,
+        "track_total_hits": False,
+        "query": {"bool": {"filter": filter_clauses(filters)}},
+        "sort": SORTS[sort],
+    }
+
+
+def count_query(filters: SearchFilters) -> dict[str, Any]:
+    return {"query": {"bool": {"filter": filter_clauses(filters)}}}
+
+
+# ---------------------------------------------------------------------- responses
+
+
+def cosine_from_score(score: float) -> float:
+    """Lucene's ``cosinesimil`` score is (1 + cos) / 2; report the cosine like the embedded backend."""
+    return 2.0 * score - 1.0
+
+
+def hits_from_response(response: Mapping[str, Any], offset: int = 0) -> list[Hit]:
+    """Relevance hits: ``_score`` in response order."""
+    return [
+        Hit(hit["_id"], float(hit["_score"] or 0.0), offset + rank)
+        for rank, hit in enumerate(response["hits"]["hits"], start=1)
+    ]
+
+
+def sorted_hits_from_response(response: Mapping[str, Any], offset: int) -> list[Hit]:
+    """Sorted hits score by their first sort value (a missing value reads as 0, like the embedded one)."""
+    hits = []
+    for rank, hit in enumerate(response["hits"]["hits"], start=offset + 1):
+        value = (hit.get("sort") or [None])[0]
+        score = float(value) if isinstance(value, int | float) and math.isfinite(value) else 0.0
+        if abs(score) >= 1e300:  # the sentinel OpenSearch sorts a missing double by
+            score = 0.0
+        hits.append(Hit(hit["_id"], score, rank))
+    return hits
+
+
+def docs_from_mget(response: Mapping[str, Any]) -> dict[str, IndexedListing]:
+    return {d["_id"]: from_document(d["_source"]) for d in response["docs"] if d.get("found")}
+
+
+def mget_body(ids: Sequence[str]) -> dict[str, Any]:
+    return {"ids": list(dict.fromkeys(ids))}
