@@ -230,7 +230,8 @@ class DemandService:
         row = SearchEvent(
             account_id=account_id,
             text=text,
-            category=clean_category(category)[:MAX_CATEGORY_CHARS] if category and category.strip() else None,
+            # Never refuse a search over its (possibly inferred) category: shorten it instead.
+            category=" ".join((category or "").split())[:MAX_CATEGORY_CHARS] or None,
             facets=dict(facets or {}),
             result_count=result_count,
             top_ids=list(top_ids)[:20],
@@ -558,8 +559,9 @@ class DemandService:
         """Run the expiry sweep only while someone listens (it stops itself when nobody does)."""
         if self._sweeper is not None and not self._sweeper.done():
             return
-        if self._swept_until is None:
-            self._swept_until = self.clock() - self.window
+        # Windows that closed while nobody listened are not news: start from now (the inbox has them).
+        baseline = self.clock() - self.window
+        self._swept_until = max(self._swept_until or baseline, baseline)
         self._sweeper = asyncio.create_task(self._sweep_while_listened())
 
     async def _sweep_while_listened(self) -> None:

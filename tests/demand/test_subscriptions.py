@@ -103,3 +103,22 @@ async def test_alert_when_a_selection_window_closes(
     finally:
         pending.cancel()
         await stream.aclose()
+
+
+async def test_alerts_do_not_replay_windows_that_closed_while_nobody_listened(
+    demand: DemandService, people: People, clock: MovableClock
+) -> None:
+    await demand.log_search("transcribe spanish podcasts", result_count=3, category="Audio")
+    clock.advance(WINDOW_S + 1)  # its window closes before anyone listens: the inbox has it, not alerts
+    stream = demand.alerts(people.producer, "Audio")
+    pending = asyncio.ensure_future(_next_alert(stream))
+    try:
+        await _listening(demand, 1)
+        assert await demand.sweep_expired() == 0
+        later = await demand.log_search("speech to text in spanish", result_count=3, category="Audio")
+        clock.advance(WINDOW_S + 1)
+        assert await demand.sweep_expired() == 1
+        assert (await pending).search_id == later
+    finally:
+        pending.cancel()
+        await stream.aclose()

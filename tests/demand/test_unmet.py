@@ -117,3 +117,10 @@ async def test_pipeline_gap_is_unmet_demand_at_once(demand: DemandService, peopl
     assert [(g.input_format, g.output_format, g.count) for g in topic.format_gaps] == [
         ("audio@1", "text@1", 2)
     ]
+
+
+async def test_an_overlong_category_is_shortened_not_refused(demand: DemandService, people: People) -> None:
+    await demand.log_search("detect potholes in road photos", result_count=0, category="  Vision " * 30)
+    [topic] = await demand.unmet_demand(people.producer)
+    [counted] = topic.categories
+    assert len(counted.category) == 100 and counted.category.startswith("Vision Vision")
