@@ -1,0 +1,108 @@
+"""The publish job through arq on a real redis-server, and recovery of publications a crash left behind."""
+
+from __future__ import annotations
+
+import io
+
+from arq.connections import RedisSettings
+from arq.worker import Worker, func
+from publishing_support import package_files, sentiment_manifest, zip_bytes
+
+from catalog.actors import Actor
+from catalog.app import CatalogApp
+from catalog.publishing.jobs import PUBLISHING_FUNCTIONS, publishing_cron_jobs, reverify_job
+from catalog.publishing.service import ArqQueue, PublishingService
+from executor.publish_sandbox import ExecutorSandbox
+from infra.settings import Settings
+from infra.tables import Publication
+
+
+class Dropped:
+    """A queue that loses every job (Redis restarted with nothing on disk)."""
+
+    def __init__(self) -> None:
+        self.lost: list[str] = []
+
+    async def enqueue(self, publication_id: str) -> None:
+        self.lost.append(publication_id)
+
+
+async def run_worker(redis_url: str, service: PublishingService) -> None:
+    worker = Worker(
+        functions=[func(f, name=f.__name__) for f in PUBLISHING_FUNCTIONS],
+        redis_settings=RedisSettings.from_dsn(redis_url),
+        burst=True,
+        poll_delay=0.05,
+        ctx={"publishing": service},
+        handle_signals=False,
+    )
+    try:
+        await worker.main()
+    finally:
+        await worker.close()
+
+
+def service_with(settings: Settings, app: CatalogApp, queue) -> PublishingService:
+    return PublishingService(
+        settings.model_copy(update={"runtime": "bwrap"}),
+        app.db,
+        app.listings,
+        ExecutorSandbox(settings),
+        queue=queue,
+    )
+
+
+async def test_publish_job_runs_on_an_arq_worker(
+    settings: Settings, app: CatalogApp, alice: Actor, redis_url: str, bwrap_ok: bool
+) -> None:
+    queue = ArqQueue(redis_url)
+    service = service_with(settings, app, queue)
+    try:
+        pub = await service.submit_package(alice, io.BytesIO(zip_bytes(package_files(sentiment_manifest()))))
+        assert pub.status == "queued"
+        await run_worker(redis_url, service)
+    finally:
+        await queue.close()
+    done = await service.get(alice, pub.id)
+    assert done.status == "published", done.error
+    assert (await app.listings.get(alice, done.listing_id)).verification_status == "verified"
+
+
+async def test_recover_requeues_what_redis_lost_or_a_crash_left_running(
+    settings: Settings, app: CatalogApp, alice: Actor, redis_url: str, bwrap_ok: bool
+) -> None:
+    dropped = Dropped()
+    lost = await service_with(settings, app, dropped).submit_package(
+        alice, io.BytesIO(zip_bytes(package_files(sentiment_manifest())))
+    )
+    crashed = await service_with(settings, app, dropped).submit_package(
+        alice, io.BytesIO(zip_bytes(package_files(sentiment_manifest(name="other-sentiment"))))
+    )
+    async with app.db.session() as session:  # a worker died in the middle of this one
+        (await session.get(Publication, crashed.id)).status = "running"
+
+    queue = ArqQueue(redis_url)
+    service = service_with(settings, app, queue)
+    try:
+        assert await service.recover() == 2
+        await run_worker(redis_url, service)
+    finally:
+        await queue.close()
+    for pub in (lost, crashed):
+        assert (await service.get(alice, pub.id)).status == "published"
+
+
+async def test_reverify_job_and_its_schedule(
+    settings: Settings, app: CatalogApp, alice: Actor, bwrap_ok: bool
+) -> None:
+    service = service_with(settings, app, None)
+    pub = await service.submit_package(alice, io.BytesIO(zip_bytes(package_files(sentiment_manifest()))))
+    await service.queue.drain()
+    results = await reverify_job({"publishing": service})
+    assert results == [
+        {"listing_id": (await service.get(alice, pub.id)).listing_id, "outcome": "verified", "problems": []}
+    ]
+    [daily] = publishing_cron_jobs(settings)
+    assert daily.hour == {3}
+    [hourly] = publishing_cron_jobs(settings.model_copy(update={"verify_interval_s": 3600}))
+    assert hourly.hour == set(range(24))
