@@ -13,6 +13,7 @@ from typing import Any
 
 from sqlalchemy import (
     JSON,
+    BigInteger,
     Boolean,
     DateTime,
     Float,
@@ -99,7 +100,7 @@ class Listing(Base):
     accuracy_dataset: Mapped[str | None] = mapped_column(String(200))
     latency_p50_ms: Mapped[float | None] = mapped_column(Float)
     latency_p95_ms: Mapped[float | None] = mapped_column(Float)
-    size_bytes: Mapped[int | None] = mapped_column(Integer)
+    size_bytes: Mapped[int | None] = mapped_column(BigInteger)  # datasets pass 2 GiB
     storage_location: Mapped[str | None] = mapped_column(String(500))
     examples: Mapped[list[Any]] = mapped_column(JSON, default=list)
     extra: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)

@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises:
-Create Date: 2026-11-28 09:32:40.726639
+Create Date: 2026-11-28 09:49:56.949730
 """
 
 from collections.abc import Sequence
@@ -128,7 +128,7 @@ def upgrade() -> None:
         sa.Column("accuracy_dataset", sa.String(length=200), nullable=True),
         sa.Column("latency_p50_ms", sa.Float(), nullable=True),
         sa.Column("latency_p95_ms", sa.Float(), nullable=True),
-        sa.Column("size_bytes", sa.Integer(), nullable=True),
+        sa.Column("size_bytes", sa.BigInteger(), nullable=True),
         sa.Column("storage_location", sa.String(length=500), nullable=True),
         sa.Column("examples", sa.JSON(), nullable=False),
         sa.Column("extra", sa.JSON(), nullable=False),
