@@ -186,7 +186,7 @@ def seed(ctx: typer.Context) -> None:
     _migrate(settings)
 
     async def run():
-        from catalog.demo import seed_demo
+        from catalog.seed import seed_demo
 
         async with open_catalog(settings, with_index=False) as catalog:
             return await seed_demo(catalog)

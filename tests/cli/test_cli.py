@@ -152,3 +152,16 @@ def test_unreachable_database_fails_cleanly(runner, tmp_path) -> None:
     settings = Settings(data_dir=tmp_path, database_url="postgresql+asyncpg://nobody@127.0.0.1:1/none")
     result = mlrepo(runner, settings, "migrate")
     assert result.exit_code == 1 and "migration failed" in result.stderr
+
+
+def test_seed_is_idempotent_and_finds_the_demo_sentiment_model(runner, sqlite_settings) -> None:
+    first = mlrepo(runner, sqlite_settings, "seed")
+    assert first.exit_code == 0, first.output
+    assert "0 bad" in first.stdout and " 0 created" not in first.stdout
+    again = mlrepo(runner, sqlite_settings, "seed")
+    assert again.exit_code == 0 and " 0 created" in again.stdout
+
+    found = mlrepo(runner, sqlite_settings, "search", "classify the sentiment of product reviews", "--json")
+    results = json.loads(found.stdout)["results"]
+    assert any("sentiment" in r["name"].lower() and r["kind"] == "model" for r in results[:3]), results[:3]
+    assert all(r["explanation"] for r in results[:3])
