@@ -1,0 +1,111 @@
+"""The ranker end to end on a synthetic catalog: order, bounds of the boosts, and explanations."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import pytest
+from catalog_fixture import synthetic_catalog
+from ranking_support import hits, listing
+
+from ranking.query_understanding import QueryUnderstanding
+from ranking.ranker import Ranker
+from ranking.types import Constraints, Interpretation, LabelGuess
+from ranking.weights import DEFAULT_WEIGHTS
+from search.embeddings import Encoder
+from search.types import IndexedListing
+
+
+@pytest.fixture
+def catalog(encoder: Encoder) -> dict[str, IndexedListing]:
+    return synthetic_catalog(encoder)
+
+
+@pytest.fixture
+def ranker(encoder: Encoder, catalog: dict[str, IndexedListing]) -> Ranker:
+    understanding = QueryUnderstanding(encoder.encode_documents)
+    understanding.rebuild(catalog.values())
+    return Ranker(understanding)
+
+
+@pytest.mark.parametrize("fusion", ["rrf", "score"])
+def test_scores_are_the_sum_of_their_parts_best_first(ranker: Ranker, catalog, fusion: str) -> None:
+    ranker.weights = DEFAULT_WEIGHTS.with_(fusion=fusion)
+    _, results = ranker.rank("x", None, hits("det-1", "asr-1", "tr-1"), hits("asr-1", "det-2"), catalog)
+    assert [r.id for r in results][:1] == ["asr-1"]  # in both lists, near the top of each
+    assert {r.id for r in results} == {"det-1", "asr-1", "tr-1", "det-2"}
+    for result in results:
+        assert result.score == pytest.approx(sum(p.value for p in result.parts))
+        assert [abs(p.value) for p in result.parts] == sorted(
+            (abs(p.value) for p in result.parts), reverse=True
+        )
+    assert [r.score for r in results] == sorted((r.score for r in results), reverse=True)
+
+
+def test_explanation_names_every_contribution(encoder: Encoder, ranker: Ranker, catalog) -> None:
+    text = "transcribe phone calls to text in real time"
+    query = encoder.encode_query(text)
+    catalog = {
+        **catalog,
+        "asr-2": replace(catalog["asr-2"], verification_status="verified", latency_p50_ms=40.0),
+    }
+    interpretation, results = ranker.rank(
+        text,
+        query,
+        hits("asr-2", "asr-1", scores=[9.0, 4.0]),
+        hits("asr-1", "asr-2", "tr-1", scores=[0.7, 0.6, 0.1]),
+        catalog,
+    )
+    assert interpretation.top is not None and interpretation.top.subcategory == "Automatic Speech Recognition"
+    assert interpretation.constraints.prefers_fast
+    parts = {p.name: p for p in next(r for r in results if r.id == "asr-2").parts}
+    assert parts["keyword"].detail.startswith("keyword match rank 1 (BM25 9.00)")
+    assert parts["semantic"].detail.startswith("semantic similarity 0.60 (rank 2)")
+    assert parts["category"].detail.startswith("category inferred: Audio / Automatic Speech Recognition (p=")
+    assert parts["input_format"].detail.startswith("input format audio")
+    assert parts["verified"].detail.startswith("verified (+")
+    assert "speed asked for" in parts["latency"].detail
+    assert "semantic" in {p.name for p in next(r for r in results if r.id == "tr-1").parts}
+    assert "category" not in {p.name for p in next(r for r in results if r.id == "tr-1").parts}
+
+
+def test_boosts_reorder_near_ties_but_cannot_swamp_relevance(ranker: Ranker) -> None:
+    w = ranker.weights
+    strong = listing("strong", "Audio", "Automatic Speech Recognition")
+    weak = listing(
+        "weak", "Computer Vision", "Object Detection", input_format="image", output_format="bounding-boxes",
+        relative_usage=1.0, accuracy=1.0, latency_p50_ms=0.0, verification_status="verified",
+    )  # fmt: skip
+    docs = {"strong": strong, "weak": weak}
+    sure = Interpretation(
+        labels=(LabelGuess("Computer Vision", "Object Detection", 1.0),),
+        input_format="image",
+        output_format="bounding-boxes",
+        constraints=Constraints(prefers_fast=True, prefers_accurate=True),
+    )
+    max_boost = w.category_boost + 2 * w.format_boost + w.quality_cap
+    assert max_boost < 0.5  # below the relevance of being first in one of two equally weighted lists
+    # "strong" first in both lists, "weak" last in both: every boost at its maximum does not lift it.
+    keyword = hits(
+        "strong", *[f"f{i}" for i in range(48)], "weak", scores=[10.0 - 0.2 * i for i in range(50)]
+    )
+    vector = hits("strong", *[f"g{i}" for i in range(48)], "weak", scores=[0.9 - 0.01 * i for i in range(50)])
+    _, results = ranker.rank("x", None, keyword, vector, docs, interpretation=sure)
+    assert [r.id for r in results] == ["strong", "weak"]
+    # A near tie is decided by the boosts.
+    _, results = ranker.rank(
+        "x", None, hits("strong", "weak"), hits("weak", "strong"), docs, interpretation=sure
+    )
+    assert results[0].id == "weak"
+
+
+def test_limit_explains_only_the_first_results_in_the_same_order(ranker: Ranker, catalog) -> None:
+    keyword, vector = hits("det-1", "asr-1", "tr-1", "tr-2"), hits("tr-2", "det-2", "asr-2")
+    _, everything = ranker.rank("x", None, keyword, vector, catalog)
+    _, first_two = ranker.rank("x", None, keyword, vector, catalog, limit=2)
+    assert first_two == everything[:2]
+
+
+def test_candidates_without_a_projection_are_dropped(ranker: Ranker, catalog) -> None:
+    _, results = ranker.rank("x", None, hits("gone", "tr-1"), hits("tr-1", "gone-too"), catalog)
+    assert [r.id for r in results] == ["tr-1"]
