@@ -8,33 +8,11 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from search_support import axis, listing
+from search_support import CATALOG, FACET_CASES, PUBLIC_ACTIVE, VISIBILITY_CASES, axis, found, listing
 
 from infra.errors import BadInput
 from search.embedded import EmbeddedBackend
 from search.types import SearchFilters
-
-CATALOG = [
-    listing("pub-nlp", kind="model", category="NLP", subcategories=("Sentiment", "Text Classification"),
-            input_format="text", output_format="class-label", accuracy=0.91, latency_p50_ms=12.0,
-            cpu=1.0, memory_mb=512, gpu=0, verification_status="verified", relative_usage=0.7,
-            created_at=100.0, owner_id="alice"),
-    listing("pub-vision", kind="model", category="Vision", subcategories=("Detection",),
-            input_format="image", output_format="bounding-boxes", accuracy=0.55, latency_p50_ms=80.0,
-            cpu=4.0, memory_mb=8192, gpu=1, relative_usage=0.2, created_at=300.0, owner_id="bob"),
-    listing("pub-dataset", kind="dataset", category="NLP", subcategories=("Sentiment",),
-            relative_usage=0.1, created_at=200.0),
-    listing("alice-private", kind="algorithm", category="NLP", visibility="private", owner_id="alice",
-            accuracy=0.99, latency_p50_ms=1.0, created_at=400.0),
-    listing("alice-shared", kind="notebook", category="NLP", visibility="shared", owner_id="alice",
-            shared_with=("carol",), created_at=500.0),
-    listing("bob-private-named", kind="pipeline", category="Vision", visibility="private",
-            owner_id="bob", shared_with=("carol",), created_at=600.0),
-    listing("suspended", kind="model", category="NLP", status="suspended", created_at=700.0),
-    listing("verification-suspended", kind="model", category="NLP", verification_status="suspended",
-            created_at=800.0),
-]  # fmt: skip
-PUBLIC_ACTIVE = {"pub-nlp", "pub-vision", "pub-dataset"}
 
 
 @pytest.fixture
@@ -43,57 +21,12 @@ def loaded(backend: EmbeddedBackend) -> EmbeddedBackend:
     return backend
 
 
-def found(backend: EmbeddedBackend, filters: SearchFilters) -> set[str]:
-    """The listings passing ``filters``, asserting that every read path agrees."""
-    by_keyword = {h.id for h in backend.keyword("listing", filters, 100)}
-    by_vector = {h.id for h in backend.vector(axis(0), filters, 100)}
-    by_sort = {h.id for h in backend.filtered(filters, "newest", 100)}
-    assert by_keyword == by_vector == by_sort, (by_keyword, by_vector, by_sort)
-    assert backend.count(filters) == len(by_sort)
-    return by_sort
-
-
-@pytest.mark.parametrize(
-    ("filters", "expected"),
-    [
-        (SearchFilters(), PUBLIC_ACTIVE),
-        (SearchFilters(kinds=("dataset",)), {"pub-dataset"}),
-        (SearchFilters(kinds=("dataset", "model")), PUBLIC_ACTIVE),
-        (SearchFilters(kinds=()), PUBLIC_ACTIVE),
-        (SearchFilters(kinds=("no-such-kind",)), set()),
-        (SearchFilters(category="NLP"), {"pub-nlp", "pub-dataset"}),
-        (SearchFilters(category="nlp"), set()),
-        (SearchFilters(subcategory="Sentiment"), {"pub-nlp", "pub-dataset"}),
-        (SearchFilters(subcategory="Text Classification"), {"pub-nlp"}),
-        (SearchFilters(input_format="image"), {"pub-vision"}),
-        (SearchFilters(output_format="class-label"), {"pub-nlp"}),
-        (SearchFilters(max_latency_ms=12.0), {"pub-nlp"}),
-        (SearchFilters(max_latency_ms=1000), {"pub-nlp", "pub-vision"}),
-        (SearchFilters(min_accuracy=0.9), {"pub-nlp"}),
-        (SearchFilters(min_accuracy=0.0), {"pub-nlp", "pub-vision"}),
-        (SearchFilters(cpu=2.0), {"pub-nlp", "pub-dataset"}),
-        (SearchFilters(cpu=4.0, memory_mb=8192, gpu=1), PUBLIC_ACTIVE),
-        (SearchFilters(memory_mb=1024), {"pub-nlp", "pub-dataset"}),
-        (SearchFilters(gpu=0), {"pub-nlp", "pub-dataset"}),
-        (SearchFilters(verified_only=True), {"pub-nlp"}),
-        (SearchFilters(category="NLP", kinds=("model",), min_accuracy=0.5), {"pub-nlp"}),
-    ],
-)
+@pytest.mark.parametrize(("filters", "expected"), FACET_CASES)
 def test_facets_filter_before_ranking(loaded: EmbeddedBackend, filters: SearchFilters, expected: set) -> None:
     assert found(loaded, filters) == expected
 
 
-@pytest.mark.parametrize(
-    ("viewer", "admin", "expected"),
-    [
-        (None, False, PUBLIC_ACTIVE),
-        ("alice", False, PUBLIC_ACTIVE | {"alice-private", "alice-shared"}),
-        ("carol", False, PUBLIC_ACTIVE | {"alice-shared"}),  # named on a *private* listing: not visible
-        ("bob", False, PUBLIC_ACTIVE | {"bob-private-named"}),
-        ("mallory", False, PUBLIC_ACTIVE),
-        (None, True, PUBLIC_ACTIVE | {"alice-private", "alice-shared", "bob-private-named"}),
-    ],
-)
+@pytest.mark.parametrize(("viewer", "admin", "expected"), VISIBILITY_CASES)
 def test_visibility(loaded: EmbeddedBackend, viewer: str | None, admin: bool, expected: set) -> None:
     assert found(loaded, SearchFilters(viewer_id=viewer, viewer_is_admin=admin)) == expected
 

@@ -1,0 +1,261 @@
+"""The OpenSearch backend's requests and mappings, checked as exact dicts without a server."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from search_support import listing
+
+from infra.errors import Unavailable
+from infra.settings import Settings
+from search import opensearch_queries as q
+from search.embedded import EmbeddedBackend
+from search.factory import make_backend, open_backend
+from search.opensearch import OpenSearchBackend
+from search.types import Hit, SearchFilters
+
+HIDE_SUSPENDED = {"term": {"hidden": False}}
+PUBLIC_ONLY = {"terms": {"readers": [":public"]}}
+
+
+def test_mapping_has_english_text_keyword_facets_and_hnsw_vector() -> None:
+    mappings = q.index_mappings(384)
+    props = mappings["properties"]
+    assert mappings["dynamic"] == "strict"
+    assert props["description"] == {"type": "text", "analyzer": "mlrepo_english"}
+    assert props["category"] == {
+        "type": "keyword",
+        "fields": {"text": {"type": "text", "analyzer": "mlrepo_english"}},
+    }
+    assert props["kind"] == props["readers"] == props["input_format"] == {"type": "keyword"}
+    assert props["embedding"] == {
+        "type": "knn_vector",
+        "dimension": 384,
+        "method": {
+            "name": "hnsw",
+            "engine": "lucene",
+            "space_type": "cosinesimil",
+            "parameters": {"m": 16, "ef_construction": 128},
+        },
+    }
+    analyzer = q.index_settings()["analysis"]["analyzer"]["mlrepo_english"]
+    assert analyzer["filter"] == [
+        "lowercase",
+        "asciifolding",
+        "mlrepo_english_stop",
+        "mlrepo_english_stemmer",
+    ]
+    assert q.index_settings()["index"]["knn"] is True
+    # Every field a document carries is mapped (the mapping is strict).
+    assert set(q.to_document(listing("a", embedding=np.ones(384)))) == set(props)
+
+
+def test_template_covers_the_physical_indices_behind_the_alias() -> None:
+    template = q.index_template("mlrepo-listings", 8)
+    assert template["index_patterns"] == ["mlrepo-listings-*"]
+    assert template["template"]["mappings"]["properties"]["embedding"]["dimension"] == 8
+    assert q.physical_index_name("mlrepo-listings", "20260101").startswith("mlrepo-listings-v1-")
+
+
+def test_alias_swap_is_one_atomic_request() -> None:
+    assert q.alias_swap_actions("a", "a-v1-new", ["a-v1-old2", "a-v1-old1"]) == {
+        "actions": [
+            {"remove": {"index": "a-v1-old1", "alias": "a"}},
+            {"remove": {"index": "a-v1-old2", "alias": "a"}},
+            {"add": {"index": "a-v1-new", "alias": "a", "is_write_index": True}},
+        ]
+    }
+
+
+def test_default_filters_hide_suspended_and_non_public() -> None:
+    assert q.filter_clauses(SearchFilters()) == [HIDE_SUSPENDED, PUBLIC_ONLY]
+    assert q.filter_clauses(SearchFilters(viewer_is_admin=True, include_suspended=True)) == []
+    assert q.filter_clauses(SearchFilters(viewer_id="u1", include_suspended=True)) == [
+        {"terms": {"readers": [":public", "u1"]}}
+    ]
+
+
+def test_every_facet_becomes_a_filter_clause() -> None:
+    filters = SearchFilters(
+        kinds=("model", "dataset"),
+        category="NLP",
+        subcategory="Sentiment",
+        input_format="text",
+        output_format="class-label",
+        max_latency_ms=50,
+        min_accuracy=0.8,
+        cpu=2.0,
+        memory_mb=4096,
+        gpu=0,
+        verified_only=True,
+        viewer_is_admin=True,
+    )
+
+    def fits(field: str, limit: float) -> dict:
+        return {
+            "bool": {
+                "should": [
+                    {"range": {field: {"lte": limit}}},
+                    {"bool": {"must_not": {"exists": {"field": field}}}},
+                ],
+                "minimum_should_match": 1,
+            }
+        }
+
+    assert q.filter_clauses(filters) == [
+        {"terms": {"kind": ["model", "dataset"]}},
+        {"term": {"category": "NLP"}},
+        {"term": {"subcategories": "Sentiment"}},
+        {"term": {"input_format": "text"}},
+        {"term": {"output_format": "class-label"}},
+        {"range": {"latency_p50_ms": {"lte": 50}}},
+        {"range": {"accuracy": {"gte": 0.8}}},
+        fits("cpu", 2.0),
+        fits("memory_mb", 4096),
+        fits("gpu", 0),
+        {"term": {"verification_status": "verified"}},
+        HIDE_SUSPENDED,
+    ]
+
+
+def test_keyword_query_is_boosted_multi_match_with_filters() -> None:
+    body = q.keyword_query("sentiment of reviews", SearchFilters(category="NLP"), 20)
+    assert body == {
+        "size": 20,
+        "_source": False,
+        "track_total_hits": False,
+        "query": {
+            "bool": {
+                "must": [
+                    {
+                        "multi_match": {
+                            "query": "sentiment of reviews",
+                            "fields": [
+                                "name^2",
+                                "tags^1.5",
+                                "subcategories.text^1.5",
+                                "category.text^1",
+                                "description^1",
+                            ],
+                            "type": "most_fields",
+                        }
+                    }
+                ],
+                "filter": [{"term": {"category": "NLP"}}, HIDE_SUSPENDED, PUBLIC_ONLY],
+            }
+        },
+    }
+
+
+def test_knn_query_filters_inside_the_graph_search() -> None:
+    body = q.knn_query(np.array([0.6, 0.8], dtype=np.float32), SearchFilters(kinds=("model",)), 5)
+    knn = body["query"]["knn"]["embedding"]
+    assert body["size"] == 5 and body["_source"] is False
+    assert knn["k"] == 5
+    assert knn["vector"] == pytest.approx([0.6, 0.8])
+    assert knn["filter"] == {
+        "bool": {"filter": [{"terms": {"kind": ["model"]}}, HIDE_SUSPENDED, PUBLIC_ONLY]}
+    }
+    admin = q.knn_query(np.ones(2), SearchFilters(viewer_is_admin=True, include_suspended=True), 3)
+    assert "filter" not in admin["query"]["knn"]["embedding"]
+
+
+@pytest.mark.parametrize(
+    ("sort", "first"),
+    [
+        ("usage", {"relative_usage": {"order": "desc", "missing": "_last"}}),
+        ("relevance", {"relative_usage": {"order": "desc", "missing": "_last"}}),
+        ("accuracy", {"accuracy": {"order": "desc", "missing": "_last"}}),
+        ("latency", {"latency_p50_ms": {"order": "asc", "missing": "_last"}}),
+        ("newest", {"created_at": {"order": "desc"}}),
+    ],
+)
+def test_sorted_query_pages_deterministically(sort: str, first: dict) -> None:
+    body = q.sorted_query(SearchFilters(), sort, 10, 30)
+    assert body["sort"][0] == first
+    assert body["sort"][-1] == {"id": {"order": "asc"}}
+    assert (body["size"], body["from"]) == (10, 30)
+    assert body["query"] == {"bool": {"filter": [HIDE_SUSPENDED, PUBLIC_ONLY]}}
+    assert q.count_query(SearchFilters()) == {"query": body["query"]}
+
+
+def test_documents_round_trip() -> None:
+    doc = listing(
+        "a",
+        subcategories=("s",),
+        tags=("t1", "t2"),
+        visibility="shared",
+        owner_id="o",
+        shared_with=("x",),
+        accuracy=0.5,
+        cpu=2.0,
+        status="suspended",
+        embedding=np.array([0.6, 0.8], dtype=np.float32),
+    )
+    source = q.to_document(doc)
+    assert source["readers"] == ["o", "x"]
+    assert source["hidden"] is True
+    assert source["embedding"] == pytest.approx([0.6, 0.8])
+    back = q.from_document(source)
+    np.testing.assert_allclose(back.embedding, doc.embedding)
+    assert back == doc  # embedding is excluded from equality; every other field survives
+
+
+def test_bulk_actions_are_idempotent_by_id() -> None:
+    (action,) = q.index_actions("idx", [listing("a", embedding=None)])
+    assert (action["_op_type"], action["_index"], action["_id"]) == ("index", "idx", "a")
+    assert "embedding" not in action["_source"]
+    assert list(q.delete_actions("idx", ["a"])) == [{"_op_type": "delete", "_index": "idx", "_id": "a"}]
+
+
+def test_responses_become_hits() -> None:
+    response = {"hits": {"hits": [{"_id": "a", "_score": 0.9}, {"_id": "b", "_score": 0.75}]}}
+    assert q.hits_from_response(response) == [Hit("a", 0.9, 1), Hit("b", 0.75, 2)]
+    assert q.cosine_from_score(0.75) == pytest.approx(0.5)
+    sorted_response = {
+        "hits": {
+            "hits": [
+                {"_id": "a", "_score": None, "sort": [0.7, 1.0, "a"]},
+                {"_id": "b", "_score": None, "sort": ["-Infinity", 2.0, "b"]},
+                {"_id": "c", "_score": None, "sort": [-1.7976931348623157e308, 3.0, "c"]},
+            ]
+        }
+    }
+    assert q.sorted_hits_from_response(sorted_response, 10) == [
+        Hit("a", 0.7, 11),
+        Hit("b", 0.0, 12),
+        Hit("c", 0.0, 13),
+    ]
+    mget = {
+        "docs": [
+            {"_id": "a", "found": True, "_source": q.to_document(listing("a"))},
+            {"_id": "z", "found": False},
+        ]
+    }
+    assert list(q.docs_from_mget(mget)) == ["a"]
+    assert q.mget_body(["a", "b", "a"]) == {"ids": ["a", "b"]}
+
+
+def test_factory_picks_the_configured_backend(tmp_path) -> None:
+    embedded = open_backend(Settings(data_dir=tmp_path), 8)
+    try:
+        assert isinstance(embedded, EmbeddedBackend)
+        assert embedded.dim == 8
+    finally:
+        embedded.close()
+    with pytest.raises(Unavailable, match="MLREPO_OPENSEARCH_URL"):
+        make_backend(Settings(data_dir=tmp_path, search_backend="opensearch"), 8)
+    remote = make_backend(
+        Settings(data_dir=tmp_path, search_backend="opensearch", opensearch_url="http://127.0.0.1:9"), 8
+    )
+    assert isinstance(remote, OpenSearchBackend) and remote.alias == "mlrepo-listings"
+    remote.close()
+
+
+def test_unreachable_opensearch_is_unavailable(tmp_path) -> None:
+    backend = OpenSearchBackend.connect("http://127.0.0.1:9", "mlrepo-test", 8)
+    try:
+        with pytest.raises(Unavailable, match="OpenSearch"):
+            backend.count(SearchFilters())
+    finally:
+        backend.close()
