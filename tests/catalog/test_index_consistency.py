@@ -1,0 +1,122 @@
+"""The index is a faithful projection of the database: written with it or not at all, and kept in step
+across processes (a worker writes rows; the process holding the index syncs them)."""
+
+from __future__ import annotations
+
+import pytest
+from catalog_helpers import listing_data
+from sqlalchemy import func, select, text
+
+from catalog.actors import ANONYMOUS, Actor
+from catalog.app import CatalogApp
+from infra.errors import NotFound, Unavailable
+from infra.settings import Settings
+from infra.tables import Listing, ListingVersion
+from search.embeddings import Encoder
+from search.types import SearchFilters
+
+EVERYTHING = SearchFilters(viewer_is_admin=True, include_suspended=True)
+
+
+async def row_count(app: CatalogApp, model: type = Listing) -> int:
+    async with app.db.session() as session:
+        return await session.scalar(select(func.count()).select_from(model)) or 0
+
+
+async def test_a_failed_index_write_leaves_no_row(app: CatalogApp, alice: Actor) -> None:
+    kept = await app.listings.create(alice, listing_data("kept"))
+    app.backend.close()  # the index stops accepting writes (as when its directory is lost or locked)
+    with pytest.raises(Unavailable):
+        await app.listings.create(alice, listing_data("never-written"))
+    assert await row_count(app) == 1 and await row_count(app, ListingVersion) == 1
+    with pytest.raises(Unavailable):
+        await app.listings.update(alice, kept.id, {"description": "A change the index never saw."})
+    assert (await app.listings.get(alice, kept.id)).description == kept.description
+    with pytest.raises(Unavailable):
+        await app.listings.delete(alice, kept.id)
+    assert (await app.listings.get(alice, kept.id)).id == kept.id
+
+
+async def test_invalid_vector_is_refused_before_anything_is_written(app: CatalogApp, alice: Actor) -> None:
+    """A row embedded by a different model (wrong dimension) cannot enter the index, so it is not written."""
+    from catalog.listing_input import parse_listing
+
+    (prepared,) = await app.listings.prepare(alice.account_id, [parse_listing(listing_data("odd-vector"))])
+    prepared.row.embedding = b"\x00" * 16  # 4 floats instead of 384
+    prepared.row.embedding_model = app.encoder.model_name
+    with pytest.raises(Exception, match="embedding"):
+        await app.listings.insert([prepared])
+    assert await row_count(app) == 0 and app.backend.count(EVERYTHING) == 0
+
+
+async def test_a_failed_commit_undoes_the_index_write(app: CatalogApp, alice: Actor) -> None:
+    if app.db.is_sqlite:
+        pytest.skip("needs a constraint checked at commit time (PostgreSQL deferred trigger)")
+    async with app.db.session() as session:
+        await session.execute(
+            text(
+                "CREATE FUNCTION refuse_doomed() RETURNS trigger AS $$ BEGIN "
+                "IF NEW.name = 'doomed' THEN RAISE EXCEPTION 'commit refused'; END IF; RETURN NEW; END $$ "
+                "LANGUAGE plpgsql"
+            )
+        )
+        await session.execute(
+            text(
+                "CREATE CONSTRAINT TRIGGER refuse_doomed AFTER INSERT OR UPDATE ON listings "
+                "DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION refuse_doomed()"
+            )
+        )
+    with pytest.raises(Exception, match="commit refused"):
+        await app.listings.create(alice, listing_data("doomed"))
+    assert await row_count(app) == 0 and app.backend.count(EVERYTHING) == 0
+
+    fine = await app.listings.create(alice, listing_data("fine"))
+    with pytest.raises(Exception, match="commit refused"):
+        await app.listings.update(alice, fine.id, {"name": "doomed"})
+    assert app.backend.get([fine.id])[fine.id].name == "fine"
+    assert (await app.listings.get(alice, fine.id)).name == "fine"
+
+
+async def test_worker_writes_reach_the_serving_index_by_sync(
+    app: CatalogApp, settings: Settings, encoder: Encoder, alice: Actor
+) -> None:
+    worker = await CatalogApp.open(settings, with_index=False, encoder=encoder)
+    try:
+        created = await worker.listings.create(alice, listing_data("from-the-worker"))
+        assert app.backend.get([created.id]) == {}
+        assert await app.index.sync(force=True) == 1
+        assert app.backend.get([created.id])[created.id].name == "from-the-worker"
+        assert await app.index.sync() == 0  # throttled: at most once per second unless forced
+
+        await worker.usage.record(created.id, "inference", success=True, latency_ms=7)
+        await app.index.sync(force=True)
+        indexed = app.backend.get([created.id])[created.id]
+        assert (indexed.relative_usage, indexed.latency_p50_ms) == (1.0, 7)
+
+        await worker.listings.delete(alice, created.id)
+        await app.index.sync(force=True)
+        assert app.backend.get([created.id]) == {}
+    finally:
+        await worker.close()
+
+
+async def test_reindex_and_restart_rebuild_from_the_database(
+    app: CatalogApp, settings: Settings, encoder: Encoder, alice: Actor
+) -> None:
+    first = await app.listings.create(alice, listing_data("first"))
+    await app.listings.create(alice, listing_data("second", visibility="private"))
+    app.backend.clear()
+    assert app.backend.count(EVERYTHING) == 0
+    assert await app.listings.reindex() == 2
+    assert app.backend.count(EVERYTHING) == 2
+    assert app.backend.count(SearchFilters()) == 1  # anonymous: the public one only
+    await app.close()
+
+    reopened = await CatalogApp.open(settings, encoder=encoder)
+    try:
+        assert reopened.backend.count(EVERYTHING) == 2
+        assert reopened.backend.get([first.id])[first.id].embedding is not None
+    finally:
+        await reopened.close()
+    with pytest.raises(NotFound):
+        await reopened.listings.get(ANONYMOUS, "missing")

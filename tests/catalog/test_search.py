@@ -1,0 +1,162 @@
+"""Search through the catalog: facets validated and applied, ranking explained, visibility, paging, logs."""
+
+from __future__ import annotations
+
+import pytest
+from catalog_helpers import listing_data, make_actor
+from sqlalchemy import select
+
+from catalog.actors import ANONYMOUS, Actor
+from catalog.app import CatalogApp
+from catalog.search_service import ResourceLimits, SearchRequest
+from catalog.seed import seed_demo
+from infra.errors import BadInput
+from infra.tables import SearchEvent
+
+
+@pytest.fixture
+async def demo(app: CatalogApp) -> CatalogApp:
+    report = await seed_demo(app)
+    assert report.errors == [] and report.created >= 30
+    return app
+
+
+async def test_demo_sentiment_model_is_in_the_top_three(demo: CatalogApp) -> None:
+    response = await demo.search.search(
+        ANONYMOUS, SearchRequest(text="classify the sentiment of product reviews", limit=3)
+    )
+    top = [(r.listing.name, r.listing.kind) for r in response.results]
+    assert ("review-sentiment-classifier", "model") in top
+    result = next(r for r in response.results if r.listing.name == "review-sentiment-classifier")
+    assert result.score == pytest.approx(sum(p.value for p in result.parts))
+    assert {"semantic", "keyword"} <= {p.name for p in result.parts}
+    assert result.explanation and response.notes  # explained, and the inferred category is shown
+    assert response.search_id is not None
+
+
+async def test_facets_filter_before_ranking(demo: CatalogApp) -> None:
+    async def names(**facets: object) -> list[str]:
+        response = await demo.search.search(
+            ANONYMOUS, SearchRequest(text="classify images", limit=50, **facets)
+        )
+        return [r.listing.name for r in response.results]
+
+    assert set(await names(kinds=["DATASET"])) <= {
+        "product-reviews-en",
+        "street-scenes-detection",
+        "labelled-vehicle-crops",
+        "spoken-commands",
+        "loan-applications",
+    }
+    detected = await names(input_format="image", output_format="bounding-boxes")
+    assert "street-object-detector" in detected and "general-image-classifier" not in detected
+    assert "news-article-summarizer" not in await names(
+        resources=ResourceLimits(cpu=2, memory_mb=4096, gpu=0)
+    )
+    assert all(
+        r.listing.latency_p50_ms is not None and r.listing.latency_p50_ms <= 20
+        for r in (
+            await demo.search.search(ANONYMOUS, SearchRequest(text="classify", max_latency_ms=20, limit=50))
+        ).results
+    )
+    in_cv = await names(category="computer vision")  # any case: the category as listings spell it
+    assert in_cv and all(
+        r.listing.category == "Computer Vision"
+        for r in (
+            await demo.search.search(ANONYMOUS, SearchRequest(text="x", category="computer vision"))
+        ).results
+    )
+
+
+@pytest.mark.parametrize(
+    ("request_", "field"),
+    [
+        (SearchRequest(text="x", kinds=["spaceship"]), "kinds"),
+        (SearchRequest(text="x", sort="popularity"), "sort"),
+        (SearchRequest(text="x", max_latency_ms=-1), "maxLatencyMs"),
+        (SearchRequest(text="x", min_accuracy=1.5), "minAccuracy"),
+        (SearchRequest(text="x", min_accuracy=float("nan")), "minAccuracy"),
+        (SearchRequest(text="x" * 1001), "text"),
+        (SearchRequest(text="x", limit=0), "limit"),
+        (SearchRequest(text="x", limit=1000), "limit"),
+        (SearchRequest(text="x", input_format="hologram"), "inputFormat"),
+        (SearchRequest(text="x", resources=ResourceLimits(cpu=-2)), "resources.cpu"),
+        (SearchRequest(text="x", after="garbage"), "after"),
+    ],
+)
+async def test_invalid_requests_are_bad_input(app: CatalogApp, request_: SearchRequest, field: str) -> None:
+    with pytest.raises(BadInput) as caught:
+        await app.search.search(ANONYMOUS, request_)
+    assert caught.value.details.get("field") == field
+
+
+async def test_search_respects_visibility(app: CatalogApp, alice: Actor, bob: Actor, admin: Actor) -> None:
+    await app.listings.create(alice, listing_data("public-sentiment"))
+    await app.listings.create(alice, listing_data("private-sentiment", visibility="private"))
+    await app.listings.create(
+        alice, listing_data("shared-sentiment", visibility="shared", shared_with=["bob"])
+    )
+    carol = await make_actor(app, "carol", "requester")
+
+    async def seen_by(actor: Actor) -> set[str]:
+        for request in (SearchRequest(text="sentiment classifier", limit=10), SearchRequest(limit=10)):
+            response = await app.search.search(actor, request)
+            names = {r.listing.name for r in response.results}
+            assert response.total_count == len(names)
+        return names
+
+    assert await seen_by(ANONYMOUS) == await seen_by(carol) == {"public-sentiment"}
+    assert await seen_by(bob) == {"public-sentiment", "shared-sentiment"}
+    everything = {"public-sentiment", "private-sentiment", "shared-sentiment"}
+    assert await seen_by(alice) == await seen_by(admin) == everything
+
+
+async def test_paging_with_cursors(demo: CatalogApp) -> None:
+    request = SearchRequest(text="model", limit=4)
+    seen: list[str] = []
+    first = await demo.search.search(ANONYMOUS, request)
+    response = first
+    while True:
+        seen += response.ids
+        if not response.has_next_page:
+            break
+        response = await demo.search.search(
+            ANONYMOUS, SearchRequest(text="model", limit=4, after=response.end_cursor)
+        )
+        assert response.search_id is None  # later pages are not new searches
+    assert len(seen) == len(set(seen)) == first.total_count
+    with pytest.raises(BadInput, match="different search"):
+        await demo.search.search(ANONYMOUS, SearchRequest(text="other", limit=4, after=first.end_cursor))
+
+
+async def test_sorts_order_by_their_field(demo: CatalogApp) -> None:
+    by_accuracy = await demo.search.search(
+        ANONYMOUS, SearchRequest(text="classify", sort="ACCURACY", limit=10)
+    )
+    accuracies = [r.listing.accuracy for r in by_accuracy.results if r.listing.accuracy is not None]
+    assert accuracies == sorted(accuracies, reverse=True)
+    by_latency = await demo.search.search(ANONYMOUS, SearchRequest(sort="latency", limit=50))
+    latencies = [r.listing.latency_p50_ms for r in by_latency.results if r.listing.latency_p50_ms is not None]
+    assert latencies == sorted(latencies) and by_latency.total_count == 39
+    newest = await demo.search.search(ANONYMOUS, SearchRequest(limit=5))
+    assert [r.listing.created_at for r in newest.results] == sorted(
+        (r.listing.created_at for r in newest.results), reverse=True
+    )
+
+
+async def test_searches_are_logged_and_selections_recorded(demo: CatalogApp) -> None:
+    response = await demo.search.search(ANONYMOUS, SearchRequest(text="translate english to german", limit=3))
+    chosen = response.results[0].listing.id
+    await demo.search.record_selection(response.search_id, chosen)
+    nothing = await demo.search.search(
+        ANONYMOUS, SearchRequest(text="zzkqv", kinds=["notebook"], max_latency_ms=1)
+    )
+    assert nothing.results == [] and nothing.total_count == 0
+    async with demo.db.session() as session:
+        events = {e.id: e for e in (await session.scalars(select(SearchEvent))).all()}
+    logged = events[response.search_id]
+    assert logged.text == "translate english to german" and logged.selected_listing_id == chosen
+    assert logged.top_ids == response.ids and logged.result_count == response.total_count
+    assert logged.category == "Natural Language Processing"  # inferred
+    empty = events[nothing.search_id]
+    assert empty.result_count == 0 and empty.facets["kinds"] == ["notebook"]

@@ -1,0 +1,92 @@
+"""Usage events drive counts, latency percentiles and relative usage; reviews are one per account."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+from catalog_helpers import listing_data, make_actor
+from sqlalchemy import update
+
+from catalog.actors import ANONYMOUS, Actor
+from catalog.app import CatalogApp
+from infra.errors import BadInput, Forbidden, NotFound, Unauthenticated
+from infra.tables import UsageEvent, utcnow
+
+
+async def test_relative_usage_is_derived_per_category(app: CatalogApp, alice: Actor) -> None:
+    a = await app.listings.create(alice, listing_data("a"))
+    b = await app.listings.create(alice, listing_data("b"))
+    other = await app.listings.create(alice, listing_data("c", category="Audio"))
+    for _ in range(4):
+        await app.usage.record(a.id, "inference", success=True, latency_ms=10)
+    await app.usage.record(b.id, "inference", success=False, latency_ms=30)
+    await app.usage.record(b.id, "view")  # a view is interest, not use
+    await app.usage.record(other.id, "training", success=True)
+
+    stats = {listing.name: listing for listing in (await app.listings.list(ANONYMOUS)).items}
+    assert (stats["a"].usage_count, stats["a"].success_count, stats["a"].relative_usage) == (4, 4, 1.0)
+    assert (stats["b"].usage_count, stats["b"].failure_count, stats["b"].relative_usage) == (1, 1, 0.25)
+    assert stats["c"].relative_usage == 1.0  # the most used of its own category
+    assert stats["a"].latency_p50_ms == 10 and stats["b"].latency_p95_ms == 30
+    indexed = app.backend.get([a.id, b.id])
+    assert (indexed[a.id].relative_usage, indexed[b.id].relative_usage) == (1.0, 0.25)
+
+    # b overtakes a: a's share drops, and the index follows
+    for _ in range(7):
+        await app.usage.record(b.id, "pipeline_step", success=True)
+    indexed = app.backend.get([a.id, b.id])
+    assert (indexed[a.id].relative_usage, indexed[b.id].relative_usage) == (0.5, 1.0)
+
+
+async def test_old_runs_leave_the_window(app: CatalogApp, alice: Actor) -> None:
+    a = await app.listings.create(alice, listing_data("a"))
+    b = await app.listings.create(alice, listing_data("b"))
+    await app.usage.record(a.id, "inference")
+    await app.usage.record(a.id, "inference")
+    await app.usage.record(b.id, "inference")
+    async with app.db.session() as session:  # a's runs happened long ago
+        await session.execute(
+            update(UsageEvent)
+            .where(UsageEvent.listing_id == a.id)
+            .values(created_at=utcnow() - timedelta(days=90))
+        )
+    assert await app.usage.refresh_category("Natural Language Processing") == 2
+    assert (await app.usage.stats(a.id)).relative_usage == 0.0
+    assert (await app.usage.stats(b.id)).relative_usage == 1.0
+    assert (await app.usage.stats(a.id)).usage_count == 2  # lifetime counts stay
+
+
+async def test_bad_usage_events_are_refused(app: CatalogApp, alice: Actor) -> None:
+    a = await app.listings.create(alice, listing_data("a"))
+    with pytest.raises(BadInput, match="kind"):
+        await app.usage.record(a.id, "download")
+    with pytest.raises(BadInput, match="latency"):
+        await app.usage.record(a.id, "inference", latency_ms=-5)
+    with pytest.raises(NotFound):
+        await app.usage.record("missing", "inference")
+
+
+async def test_reviews_one_per_account_and_visibility(app: CatalogApp, alice: Actor, bob: Actor) -> None:
+    listing = await app.listings.create(alice, listing_data())
+    first = await app.reviews.add(bob, listing.id, 4, "Good on short reviews.")
+    second = await app.reviews.add(bob, listing.id, 2, "Struggles with sarcasm.")  # replaces the first
+    assert second.id == first.id and (second.rating, second.author_name) == (2, "bob")
+    carol = await make_actor(app, "carol", "requester")
+    await app.reviews.add(carol, listing.id, 5)
+    summary = await app.reviews.summary(ANONYMOUS, listing.id)
+    assert (summary.average, summary.count) == (3.5, 2)
+    assert [r.rating for r in await app.reviews.list(ANONYMOUS, listing.id)] == [5, 2]
+    with pytest.raises(Forbidden):
+        await app.reviews.add(alice, listing.id, 5, "my own is the best")
+    with pytest.raises(Unauthenticated):
+        await app.reviews.add(ANONYMOUS, listing.id, 5)
+    for rating in (0, 6, 3.5, True):
+        with pytest.raises(BadInput, match="rating"):
+            await app.reviews.add(bob, listing.id, rating)  # type: ignore[arg-type]
+    with pytest.raises(BadInput, match="text"):
+        await app.reviews.add(bob, listing.id, 3, "x" * 5001)
+    with pytest.raises(NotFound):
+        await app.reviews.delete(carol, second.id)
+    await app.reviews.delete(bob, second.id)
+    assert (await app.reviews.summary(ANONYMOUS, listing.id)).count == 1
