@@ -17,6 +17,7 @@ from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import Protocol
 
 import numpy as np
 from sqlalchemy import func, select, update
@@ -52,6 +53,14 @@ async def shares_of(session: AsyncSession, ids: Sequence[str]) -> dict[str, list
     return found
 
 
+class IndexListener(Protocol):
+    """Something derived from the index projections (the ranker's query understanding)."""
+
+    def rebuild(self, listings: Iterable[IndexedListing]) -> None: ...
+
+    def update(self, upserted: Iterable[IndexedListing] = (), removed: Iterable[str] = ()) -> None: ...
+
+
 @dataclass
 class IndexChanges:
     """Rows a transaction changed, to be projected into the index just before it commits."""
@@ -83,6 +92,7 @@ class ListingIndex:
         self._high_water: datetime | None = None
         self._last_sync = 0.0
         self._sync_lock = asyncio.Lock()
+        self.listeners: list[IndexListener] = []
 
     # ------------------------------------------------------------------ encoding
 
@@ -137,6 +147,8 @@ class ListingIndex:
         if self.backend is None:
             return
         self.backend.upsert(docs)
+        for listener in self.listeners:
+            listener.update(docs, ())
         for doc, stamp in zip(docs, updated_at, strict=False):
             if stamp is not None:
                 self._seen[doc.id] = as_utc(stamp)
@@ -145,6 +157,8 @@ class ListingIndex:
         if self.backend is None:
             return
         self.backend.delete(ids)
+        for listener in self.listeners:
+            listener.update((), ids)
         for listing_id in ids:
             self._seen.pop(listing_id, None)
 
@@ -160,7 +174,7 @@ class ListingIndex:
             if gone:
                 self.remove(gone)
             if previous:
-                self.backend.upsert(list(previous.values()))
+                self.put(list(previous.values()))
         except Exception:  # the next sync() repairs from the database; never mask the original error
             logger.exception("could not restore index entries %s; the next sync will repair them", ids)
             for listing_id in ids:
@@ -197,6 +211,8 @@ class ListingIndex:
             self.backend.clear()
             for start in range(0, len(docs), LOAD_BATCH):
                 self.backend.upsert(docs[start : start + LOAD_BATCH])
+        for listener in self.listeners:
+            listener.rebuild(docs)
 
     async def load(self, progress: Callable[[int, int], None] | None = None) -> int:
         """Fill the index at startup from the rows' stored embeddings."""
