@@ -44,7 +44,8 @@ class EmbeddedBackend:
         self._table = ListingTable(dim)
         # Below the threshold exact search is cheap enough; the graph only answers broad queries.
         self._ann = AnnIndex(dim, exact_below=min(EXACT_WHEN_MATCHING_AT_MOST, ann_threshold))
-        self._fingerprints: dict[str, int] = {}
+        self._fingerprints: dict[str, int] = {}  # id -> fingerprint of its tantivy document
+        self._digest = 0  # combine() of all fingerprints, kept incrementally
         self._slot_of_key: dict[int, int] = {}
         self._lock = threading.RLock()
 
@@ -80,6 +81,7 @@ class EmbeddedBackend:
             self._ann.drop()
             slots = self._table.upsert(docs)
             self._fingerprints = fingerprints
+            self._digest = digest
             self._slot_of_key = {doc_key(doc.id): slot for doc, slot in zip(docs, slots, strict=True)}
             self._maybe_build_ann()
             return rebuilt
@@ -90,6 +92,7 @@ class EmbeddedBackend:
             self._table.clear()
             self._ann.drop()
             self._fingerprints = {}
+            self._digest = 0
             self._slot_of_key = {}
 
     def close(self) -> None:
@@ -111,11 +114,15 @@ class EmbeddedBackend:
             fingerprints = {doc.id: fingerprint(doc) for doc in docs}
             # Only listings whose indexed fields changed touch tantivy (a usage update does not).
             changed = [doc for doc in docs if self._fingerprints.get(doc.id) != fingerprints[doc.id]]
-            merged = {**self._fingerprints, **fingerprints}
             if changed:
-                self._keyword.apply(changed, [], len(merged), combine(merged.values()))
+                replaced = [self._fingerprints[d.id] for d in changed if d.id in self._fingerprints]
+                added = len(changed) - len(replaced)
+                new = [fingerprints[d.id] for d in changed]
+                digest = combine([self._digest, *new, *(-f for f in replaced)])
+                self._keyword.apply(changed, [], len(self._fingerprints) + added, digest)
+                self._digest = digest
             slots = self._table.upsert(docs)
-            self._fingerprints = merged
+            self._fingerprints.update(fingerprints)
             for doc, slot in zip(docs, slots, strict=True):
                 self._slot_of_key[doc_key(doc.id)] = slot
             self._sync_ann(np.asarray(slots, dtype=np.int64))
@@ -126,11 +133,12 @@ class EmbeddedBackend:
             known = [i for i in dict.fromkeys(ids) if i in self._fingerprints]
             if not known:
                 return
-            remaining = {k: v for k, v in self._fingerprints.items() if k not in set(known)}
-            self._keyword.apply([], known, len(remaining), combine(remaining.values()))
+            digest = combine([self._digest, *(-self._fingerprints[i] for i in known)])
+            self._keyword.apply([], known, len(self._fingerprints) - len(known), digest)
+            self._digest = digest
             freed = self._table.delete(known)
-            self._fingerprints = remaining
             for listing_id in known:
+                del self._fingerprints[listing_id]
                 self._slot_of_key.pop(doc_key(listing_id), None)
             self._ann.remove(np.asarray(freed, dtype=np.int64))
 

@@ -20,7 +20,7 @@ import numpy as np
 log = logging.getLogger(__name__)
 
 # Below this many matching slots, an exact product over just those slots beats a graph search.
-EXACT_WHEN_MATCHING_AT_MOST = 20_000
+EXACT_WHEN_MATCHING_AT_MOST = 5_000
 # Never ask the graph for more than this many neighbours; past it the exact path is as fast.
 MAX_ANN_CANDIDATES = 8_192
 ANN_OVERSAMPLING = 2.0
