@@ -205,7 +205,8 @@ class Mutation:
     @strawberry.mutation(
         description="Insert a listing after step `after` (default: at the end; `atStart`: first). The "
         "service connects it: a fitting conditioning step is inserted when formats differ "
-        "(unless `autoCondition` is false), otherwise the connection is reported OPEN."
+        "(unless `autoCondition` is false), otherwise the connection is reported OPEN. Pass the "
+        "`searchId` the listing was found through: that search counts as satisfied."
     )
     async def add_pipeline_step(
         self,
@@ -216,6 +217,7 @@ class Mutation:
         at_start: bool = False,
         training_data_listing_id: strawberry.ID | None = None,
         auto_condition: bool = True,
+        search_id: str | None = None,
     ) -> PipelineStepChange:
         change = await pipelines_of(info).add_step(
             info.context.actor,
@@ -225,6 +227,7 @@ class Mutation:
             at_start=at_start,
             training_data_listing_id=str(training_data_listing_id) if training_data_listing_id else None,
             auto_condition=auto_condition,
+            search_id=search_id,
         )
         return PipelineStepChange.of(change)
 

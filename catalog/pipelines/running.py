@@ -16,6 +16,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from catalog.enums import UsageKind
 from catalog.formats import payload_errors, project_to_schema
 from infra.errors import BadInput, MlrepoError
 
@@ -236,6 +237,38 @@ async def run_pipeline(
     for i, value in live.items():
         outcome.records[i] = {"output": value}
     return outcome
+
+
+class UsageRecorder(Protocol):
+    """``catalog.usage.UsageService``: where a step's run is counted for its listing."""
+
+    async def record(
+        self,
+        listing_id: str,
+        kind: str,
+        *,
+        account_id: str | None = ...,
+        success: bool | None = ...,
+        latency_ms: float | None = ...,
+        search_id: str | None = ...,
+    ) -> Any: ...
+
+
+async def report_step_metrics(usage: UsageRecorder, account_id: str | None, outcome: PipelineOutcome) -> None:
+    """Each step's listing gets one ``pipeline_step`` usage event: success and per-record latency.
+
+    That is what moves its usage count, success rate and latency (and so its ranking) after a run.
+    """
+    for step in outcome.steps:
+        if step.records_in == 0:
+            continue
+        await usage.record(
+            step.listing_id,
+            UsageKind.PIPELINE_STEP.value,
+            account_id=account_id,
+            success=step.records_ok > 0,
+            latency_ms=step.latency_ms_per_record,
+        )
 
 
 def _declared(step: StepPlan, output: Any) -> Any:

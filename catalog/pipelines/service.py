@@ -46,7 +46,7 @@ from catalog.pipelines.views import (
 )
 from infra.db import Database
 from infra.errors import BadInput, NotFound, Unauthenticated
-from infra.tables import Listing, Pipeline, PipelineStep, utcnow
+from infra.tables import Listing, Pipeline, PipelineStep, SearchEvent, utcnow
 from search.types import SearchFilters
 
 if TYPE_CHECKING:
@@ -211,8 +211,12 @@ class PipelineService:
         at_start: bool = False,
         training_data_listing_id: str | None = None,
         auto_condition: bool = True,
+        search_id: str | None = None,
     ) -> StepChange:
-        """Insert a listing after step ``after`` (default: at the end; ``at_start``: first) and reconnect."""
+        """Insert a listing after step ``after`` (default: at the end; ``at_start``: first) and reconnect.
+
+        ``search_id`` is the search the listing was found through: adding it meets that search's need.
+        """
         if after is not None and at_start:
             raise BadInput("give either 'after' or 'at_start', not both")
         async with self.db.session() as session:
@@ -224,6 +228,8 @@ class PipelineService:
                     f"pipeline steps are {', '.join(STEP_KINDS)} listings"
                 )
             await _refuse_cycle(session, pipeline, listing)
+            if search_id is not None and await session.get(SearchEvent, search_id) is None:
+                raise NotFound(f"no search with id {search_id!r}")
             rows = await load_rows(session, pipeline.id)
             if len(rows) >= MAX_STEPS:
                 raise BadInput(f"a pipeline holds at most {MAX_STEPS} steps")
@@ -247,6 +253,8 @@ class PipelineService:
             rows.insert(index, (step, listing))
             outcome = await self.reconcile(session, actor, pipeline, rows, before, auto_condition)
             view = await self._view(session, actor, pipeline)
+        if search_id is not None:
+            await self.demand.record_selection(search_id, listing.id)
         await log_gaps(self.demand, actor, outcome.gaps)
         return _change(view, step.id, outcome)
 

@@ -16,8 +16,16 @@ from typing import Any
 import pytest
 
 from catalog.actors import Actor
+from catalog.app import CatalogApp
 from catalog.pipelines import PipelineService
-from catalog.pipelines.running import RunPlan, StageProgress, StepFailed, StepPlan, run_pipeline
+from catalog.pipelines.running import (
+    RunPlan,
+    StageProgress,
+    StepFailed,
+    StepPlan,
+    report_step_metrics,
+    run_pipeline,
+)
 from executor.contract import RecordOutcome
 from executor.inference import InferencePlan, run_inference
 from executor.output_filter import OutputFilter
@@ -121,7 +129,11 @@ async def test_a_pipeline_that_cannot_run_says_why(
 
 
 async def test_demo_chain_runs_end_to_end_in_the_sandbox(
-    service: PipelineService, requester: Actor, vision: dict[str, Listing], bwrap: BwrapRuntime
+    service: PipelineService,
+    requester: Actor,
+    vision: dict[str, Listing],
+    bwrap: BwrapRuntime,
+    catalog: CatalogApp,
 ) -> None:
     plan = await service.plan_run(requester, await demo_pipeline(service, requester, vision))
     packages = demo_packages(vision)
@@ -160,6 +172,13 @@ async def test_demo_chain_runs_end_to_end_in_the_sandbox(
     assert (metrics["succeeded"], metrics["failed"]) == (2, 1)
     assert [s["records_in"] for s in metrics["steps"]] == [3, 2, 2]
     assert metrics["latency_ms"] > 0 and all(s["duration_ms"] > 0 for s in metrics["steps"])
+
+    # Metrics go back to each step's listing: a usage event, success, and the measured latency.
+    await report_step_metrics(catalog.usage, requester.account_id, outcome)
+    for step, measured in zip(plan.steps, metrics["steps"], strict=True):
+        stats = await catalog.usage.stats(step.listing_id)
+        assert (stats.usage_count, stats.success_count) == (1, 1), step.listing_name
+        assert stats.latency_p50_ms == pytest.approx(measured["latency_ms_per_record"])
 
 
 async def test_a_failing_step_fails_the_run_and_is_named(

@@ -8,6 +8,7 @@ import pytest
 from sqlalchemy import select
 
 from catalog.actors import ANONYMOUS, Actor
+from catalog.demand import DemandService
 from catalog.pipelines import ConnectionStatus, PipelineService, StepRole
 from infra.db import Database
 from infra.errors import BadInput, NotFound, Unauthenticated
@@ -279,3 +280,17 @@ async def test_algorithm_steps_take_training_data_of_matching_format(
         )
     cleared = await service.set_training_data(requester, pipeline.id, step.id, None)
     assert cleared.steps[0].training_data_listing_id is None
+
+
+async def test_adding_a_listing_found_by_search_meets_that_search(
+    service: PipelineService, requester: Actor, make_listing: MakeListing, demand: DemandService, db: Database
+) -> None:
+    model = await make_listing("echo", input_format="text", output_format="text")
+    search_id = await demand.log_search("echo text", result_count=1, account_id=requester.account_id)
+    pipeline = await service.create(requester, "found")
+    with pytest.raises(NotFound, match="no search with id 'nope'"):
+        await service.add_step(requester, pipeline.id, model.id, search_id="nope")
+    assert (await service.get(requester, pipeline.id)).steps == ()
+    await service.add_step(requester, pipeline.id, model.id, search_id=search_id)
+    async with db.session() as session:
+        assert (await session.get(SearchEvent, search_id)).selected_listing_id == model.id
