@@ -17,7 +17,7 @@ BENCH_ARGS ?=
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-.PHONY: install run migrate seed serve test services lint format bench clean
+.PHONY: install run migrate seed serve test services lint format bench docs clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -62,6 +62,10 @@ format: install
 ## Search latency at 1k/10k/100k listings (BENCH_ARGS="--sizes 1000,10000" for a quick run).
 bench: install
 	$(BIN)/python -m benchmarks.search_latency $(BENCH_ARGS)
+
+## Regenerate README's configuration table and CLI reference, and docs/schema.graphql, from the code.
+docs: install
+	$(BIN)/python scripts/gen_docs.py
 
 clean:
 	rm -rf $(VENV) var/bench .pytest_cache .ruff_cache
