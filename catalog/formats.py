@@ -284,6 +284,15 @@ def normalize_format(ref: str | None) -> str | None:
     return get_format(ref).ref
 
 
+def canonical_ref(ref: str) -> str:
+    """``ref`` as ``name@version`` when it is in the vocabulary, else unchanged (for messages and
+    comparisons over rows written before formats were checked)."""
+    try:
+        return get_format(ref).ref
+    except BadInput:
+        return ref
+
+
 def format_aliases(ref: str) -> tuple[str, ...]:
     """Every spelling a stored listing may use for this format (a bare name means the latest version).
 

@@ -18,7 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from catalog.access import visible_to
 from catalog.actors import Actor
 from catalog.enums import ListingKind, VerificationStatus
-from catalog.formats import HasIO, format_aliases, get_format, listing_fits
+from catalog.formats import HasIO, canonical_ref, format_aliases, listing_fits
 from catalog.pipelines.views import Alternative
 from infra.errors import BadInput
 from infra.tables import Listing
@@ -121,9 +121,4 @@ def describe_gap(producer: Listing, consumer: Listing, reasons: Sequence[str]) -
 
 
 def _show_format(ref: str | None) -> str:
-    if ref is None:
-        return "an undeclared format"
-    try:
-        return get_format(ref).ref
-    except BadInput:
-        return ref
+    return "an undeclared format" if ref is None else canonical_ref(ref)

@@ -16,7 +16,8 @@ from sqlalchemy import select
 
 from catalog.actors import Actor
 from catalog.enums import JobStatus, ListingKind, Visibility
-from catalog.pipelines.service import PipelineService, load_rows, owned_pipeline
+from catalog.pipelines.service import PipelineService
+from catalog.pipelines.store import load_rows, owned_pipeline
 from infra.errors import BadInput, Conflict
 from infra.tables import Job
 
@@ -102,7 +103,7 @@ async def publish_pipeline(
     listing = await listings.create(actor, {k: v for k, v in data.items() if v is not None})
     try:
         async with pipelines.db.session() as session:
-            pipeline = await owned_pipeline(session, actor, pipeline_id)
+            pipeline = await owned_pipeline(session, actor, pipeline_id, lock=True)
             if pipeline.listing_id is not None:
                 raise Conflict(f"pipeline {pipeline.name!r} was published concurrently")
             pipeline.listing_id = listing.id

@@ -14,7 +14,7 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
-from catalog.formats import HasIO, check_connection, get_format
+from catalog.formats import HasIO, canonical_ref, check_connection
 from catalog.pipelines.conditioning import STEP_KINDS
 from infra.errors import BadInput
 from search.types import SearchFilters
@@ -31,21 +31,16 @@ class PipelineSlot:
     @property
     def input_format(self) -> str | None:
         """What a candidate must read: the previous step's output (None at the start)."""
-        return _canonical(self.previous.output_format) if self.previous else None
+        return (
+            canonical_ref(self.previous.output_format)
+            if self.previous and self.previous.output_format
+            else None
+        )
 
     @property
     def output_format(self) -> str | None:
         """What a candidate must emit: the next step's input (None at the end)."""
-        return _canonical(self.next.input_format) if self.next else None
-
-
-def _canonical(ref: str | None) -> str | None:
-    if ref is None:
-        return None
-    try:
-        return get_format(ref).ref
-    except BadInput:
-        return ref
+        return canonical_ref(self.next.input_format) if self.next and self.next.input_format else None
 
 
 def restrict_filters(filters: SearchFilters, slot: PipelineSlot) -> SearchFilters:
@@ -59,7 +54,7 @@ def restrict_filters(filters: SearchFilters, slot: PipelineSlot) -> SearchFilter
         given = getattr(filters, field)
         if required is None:
             continue
-        if given is not None and _canonical(given) != required:
+        if given is not None and canonical_ref(given) != required:
             raise BadInput(
                 f"{field} {given!r} contradicts the pipeline slot at position {slot.position}, "
                 f"which needs {required}",

@@ -1,6 +1,6 @@
 """Pipelines in a requester's account: create, add and remove steps, and keep every connection honest.
 
-Every structural change ends with ``_reconcile``: between each pair of consecutive chosen steps it keeps
+Every structural change ends with ``reconcile``: between each pair of consecutive chosen steps it keeps
 the conditioning steps that still bridge them, drops those that no longer do, and — where the output
 does not fit the next input — inserts the best visible conditioner or, when none exists, leaves the
 connection open and logs it as unmet demand. The whole change is one transaction: a failed add leaves the
@@ -11,42 +11,35 @@ Pipelines are private: anyone but their owner (and admins) gets NOT_FOUND, as fo
 
 from __future__ import annotations
 
-import itertools
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from sqlalchemy import delete, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from catalog.access import visible_to
 from catalog.actors import Actor
-from catalog.clock import as_utc
 from catalog.enums import ListingKind
-from catalog.formats import get_format
-from catalog.pipelines.conditioning import (
-    MAX_ALTERNATIVES,
-    STEP_KINDS,
-    as_alternative,
-    chain_misfits,
-    describe_gap,
-    find_conditioners,
-    needs_training,
-)
+from catalog.pipelines.conditioning import STEP_KINDS, chain_misfits, find_conditioners
+from catalog.pipelines.evaluation import build_view
 from catalog.pipelines.gaps import Gap, gap_between, log_gaps
 from catalog.pipelines.running import RunPlan, StepPlan, resource_class_for
 from catalog.pipelines.search_context import PipelineSlot, restrict_filters
-from catalog.pipelines.views import (
-    ConnectionStatus,
-    ConnectionView,
-    PipelineView,
-    StepChange,
-    StepRole,
-    StepView,
+from catalog.pipelines.store import (
+    Row,
+    check_training_data,
+    chosen_pairs,
+    load_rows,
+    owned_pipeline,
+    refuse_cycle,
+    require_account,
+    source_pipeline,
+    step_row,
+    visible_listing,
 )
+from catalog.pipelines.views import PipelineView, StepChange, StepRole
 from infra.db import Database
-from infra.errors import BadInput, NotFound, Unauthenticated
-from infra.tables import Listing, Pipeline, PipelineStep, SearchEvent, utcnow
+from infra.errors import BadInput, NotFound
+from infra.tables import Pipeline, PipelineStep, SearchEvent, utcnow
 from search.types import SearchFilters
 
 if TYPE_CHECKING:
@@ -58,8 +51,6 @@ MAX_STEPS = 50
 MAX_NESTING = 8
 # Set on a chosen step when its owner removed the conditioner in front of it: propose, don't re-insert.
 MANUAL_CONDITIONING = "manual_conditioning_from"
-
-Row = tuple[PipelineStep, Listing]
 
 
 @dataclass
@@ -81,7 +72,7 @@ class PipelineService:
             return await self._view(session, actor, pipeline)
 
     async def list_mine(self, actor: Actor) -> list[PipelineView]:
-        _require_account(actor)
+        require_account(actor)
         async with self.db.session() as session:
             rows = (
                 (
@@ -157,7 +148,7 @@ class PipelineService:
             else:
                 await visible_listing(session, actor, listing.id)
             if runs.kind == ListingKind.PIPELINE:
-                source = await _source_pipeline(session, runs.id)
+                source = await source_pipeline(session, runs.id)
                 if source is None:
                     raise BadInput(f"pipeline listing {runs.name!r} has no stored steps to run")
                 await self._plan_steps(session, actor, source, plans, depth + 1)
@@ -183,7 +174,7 @@ class PipelineService:
     # ------------------------------------------------------------------ writes
 
     async def create(self, actor: Actor, name: str, description: str = "") -> PipelineView:
-        _require_account(actor)
+        require_account(actor)
         name = (name or "").strip()
         if not name or len(name) > MAX_NAME:
             raise BadInput(f"a pipeline name is required (1 to {MAX_NAME} characters)")
@@ -197,7 +188,7 @@ class PipelineService:
 
     async def delete(self, actor: Actor, pipeline_id: str) -> None:
         async with self.db.session() as session:
-            pipeline = await owned_pipeline(session, actor, pipeline_id)
+            pipeline = await owned_pipeline(session, actor, pipeline_id, lock=True)
             await session.execute(delete(PipelineStep).where(PipelineStep.pipeline_id == pipeline.id))
             await session.delete(pipeline)
 
@@ -220,14 +211,14 @@ class PipelineService:
         if after is not None and at_start:
             raise BadInput("give either 'after' or 'at_start', not both")
         async with self.db.session() as session:
-            pipeline = await owned_pipeline(session, actor, pipeline_id)
+            pipeline = await owned_pipeline(session, actor, pipeline_id, lock=True)
             listing = await visible_listing(session, actor, listing_id)
             if listing.kind not in STEP_KINDS:
                 raise BadInput(
                     f"{listing.name!r} is a {listing.kind}; "
                     f"pipeline steps are {', '.join(STEP_KINDS)} listings"
                 )
-            await _refuse_cycle(session, pipeline, listing)
+            await refuse_cycle(session, pipeline, listing)
             if search_id is not None and await session.get(SearchEvent, search_id) is None:
                 raise NotFound(f"no search with id {search_id!r}")
             rows = await load_rows(session, pipeline.id)
@@ -249,7 +240,7 @@ class PipelineService:
                 step.training_data_listing_id = dataset.id
             session.add(step)
             await session.flush()
-            before = _chosen_pairs(rows)
+            before = chosen_pairs(rows)
             rows.insert(index, (step, listing))
             outcome = await self.reconcile(session, actor, pipeline, rows, before, auto_condition)
             view = await self._view(session, actor, pipeline)
@@ -261,12 +252,12 @@ class PipelineService:
     async def remove_step(self, actor: Actor, pipeline_id: str, step_id: str) -> StepChange:
         """Remove a step; removing a conditioner leaves that connection to its owner (proposals only)."""
         async with self.db.session() as session:
-            pipeline = await owned_pipeline(session, actor, pipeline_id)
+            pipeline = await owned_pipeline(session, actor, pipeline_id, lock=True)
             rows = await load_rows(session, pipeline.id)
             index = next((i for i, (step, _) in enumerate(rows) if step.id == step_id), None)
             if index is None:
                 raise NotFound(f"step {step_id!r} is not in this pipeline")
-            before = _chosen_pairs(rows)
+            before = chosen_pairs(rows)
             removed, _ = rows.pop(index)
             if removed.role == StepRole.CONDITIONING:
                 upstream = next((s for s, _ in reversed(rows[:index]) if s.role == StepRole.STEP), None)
@@ -285,8 +276,8 @@ class PipelineService:
     ) -> PipelineView:
         """Choose (or clear) the dataset an algorithm step is trained on before the pipeline runs."""
         async with self.db.session() as session:
-            pipeline = await owned_pipeline(session, actor, pipeline_id)
-            step, listing = await _step_row(session, pipeline.id, step_id)
+            pipeline = await owned_pipeline(session, actor, pipeline_id, lock=True)
+            step, listing = await step_row(session, pipeline.id, step_id)
             if dataset_listing_id is None:
                 step.training_data_listing_id = None
             else:
@@ -370,184 +361,7 @@ class PipelineService:
         return []
 
     async def _view(self, session: AsyncSession, actor: Actor, pipeline: Pipeline) -> PipelineView:
-        rows = await load_rows(session, pipeline.id)
-        steps = tuple(_step_view(step, listing) for step, listing in rows)
-        connections = []
-        chosen = [i for i, (step, _) in enumerate(rows) if step.role == StepRole.STEP]
-        for i, j in itertools.pairwise(chosen):
-            connections.append(await _connection(session, actor, rows[i], rows[i + 1 : j], rows[j]))
-        return PipelineView(
-            id=pipeline.id,
-            owner_id=pipeline.owner_id,
-            name=pipeline.name,
-            description=pipeline.description,
-            listing_id=pipeline.listing_id,
-            steps=steps,
-            connections=tuple(connections),
-            created_at=as_utc(pipeline.created_at),
-            updated_at=as_utc(pipeline.updated_at),
-        )
-
-
-# ---------------------------------------------------------------------- helpers shared by the package
-
-
-def _require_account(actor: Actor) -> None:
-    if actor.account_id is None:
-        raise Unauthenticated("pipelines belong to an account: sign in with an API token")
-
-
-async def owned_pipeline(session: AsyncSession, actor: Actor, pipeline_id: str) -> Pipeline:
-    """The pipeline if ``actor`` owns it (or is an admin); NOT_FOUND otherwise, so ids do not leak."""
-    _require_account(actor)
-    pipeline = await session.get(Pipeline, pipeline_id) if isinstance(pipeline_id, str) else None
-    if pipeline is None or not (actor.is_admin or pipeline.owner_id == actor.account_id):
-        raise NotFound(f"pipeline {pipeline_id!r} not found")
-    return pipeline
-
-
-async def visible_listing(session: AsyncSession, actor: Actor, listing_id: str) -> Listing:
-    listing = (
-        await session.execute(select(Listing).where(Listing.id == listing_id, visible_to(actor)))
-    ).scalar_one_or_none()
-    if listing is None:
-        raise NotFound(f"listing {listing_id!r} not found")
-    return listing
-
-
-async def load_rows(session: AsyncSession, pipeline_id: str) -> list[Row]:
-    result = await session.execute(
-        select(PipelineStep, Listing)
-        .join(Listing, Listing.id == PipelineStep.listing_id)
-        .where(PipelineStep.pipeline_id == pipeline_id)
-        .order_by(PipelineStep.position, PipelineStep.id)
-    )
-    return [(step, listing) for step, listing in result.all()]
-
-
-async def _step_row(session: AsyncSession, pipeline_id: str, step_id: str) -> Row:
-    for row in await load_rows(session, pipeline_id):
-        if row[0].id == step_id:
-            return row
-    raise NotFound(f"step {step_id!r} is not in this pipeline")
-
-
-def check_training_data(algorithm: Listing, dataset: Listing) -> None:
-    """Training data must be a dataset whose declared records match what the algorithm learns from."""
-    if not needs_training(algorithm):
-        raise BadInput(f"{algorithm.name!r} is not trained, so it takes no training data")
-    if dataset.kind != ListingKind.DATASET:
-        raise BadInput(f"training data must be a dataset listing; {dataset.name!r} is a {dataset.kind}")
-    for side in ("input_format", "output_format"):
-        wanted, given = getattr(algorithm, side), getattr(dataset, side)
-        if wanted and given and _canonical(wanted) != _canonical(given):
-            raise BadInput(
-                f"dataset {dataset.name!r} has {side} {given} but {algorithm.name!r} learns from {wanted}"
-            )
-
-
-def _canonical(ref: str) -> str:
-    try:
-        return get_format(ref).ref
-    except BadInput:
-        return ref
-
-
-async def _source_pipeline(session: AsyncSession, listing_id: str) -> Pipeline | None:
-    """The stored pipeline a pipeline listing was published from (None for imported descriptions)."""
-    return (
-        await session.execute(select(Pipeline).where(Pipeline.listing_id == listing_id))
-    ).scalar_one_or_none()
-
-
-async def _refuse_cycle(session: AsyncSession, pipeline: Pipeline, listing: Listing) -> None:
-    """A pipeline listing may be a step only if it does not (transitively) contain this pipeline."""
-    pending, seen = [listing.id], set()
-    while pending:
-        listing_id = pending.pop()
-        if listing_id in seen:
-            continue
-        seen.add(listing_id)
-        source = await _source_pipeline(session, listing_id)
-        if source is None:
-            continue
-        if source.id == pipeline.id:
-            raise BadInput(f"adding {listing.name!r} would make pipeline {pipeline.name!r} contain itself")
-        for _, inner in await load_rows(session, source.id):
-            if inner.kind == ListingKind.PIPELINE:
-                pending.append(inner.id)
-
-
-def _chosen_pairs(rows: Sequence[Row]) -> set[tuple[str, str]]:
-    chosen = [step.id for step, _ in rows if step.role == StepRole.STEP]
-    return set(itertools.pairwise(chosen))
-
-
-def _step_view(step: PipelineStep, listing: Listing) -> StepView:
-    return StepView(
-        id=step.id,
-        position=step.position,
-        role=step.role,
-        listing_id=listing.id,
-        listing_name=listing.name,
-        kind=listing.kind,
-        input_format=listing.input_format,
-        output_format=listing.output_format,
-        resources=listing.resources,
-        needs_training=needs_training(listing),
-        training_data_listing_id=step.training_data_listing_id,
-        trained_listing_id=step.trained_listing_id,
-    )
-
-
-async def _connection(
-    session: AsyncSession, actor: Actor, producer: Row, between: Sequence[Row], consumer: Row
-) -> ConnectionView:
-    a, b = producer[1], consumer[1]
-    base = {
-        "from_step_id": producer[0].id,
-        "to_step_id": consumer[0].id,
-        "output_format": a.output_format,
-        "input_format": b.input_format,
-    }
-    if not between and chain_misfits([a, b]):
-        candidates = await find_conditioners(session, actor, a, b)
-        alternatives = tuple(as_alternative(c) for c in candidates[:MAX_ALTERNATIVES])
-        if candidates:
-            reason = (
-                f"{a.name!r} emits {a.output_format} but {b.name!r} needs {b.input_format}; "
-                f"add one of the proposed conditioning steps"
-            )
-        else:
-            reason = describe_gap(a, b, chain_misfits([a, b]))
-        return ConnectionView(
-            status=ConnectionStatus.OPEN,
-            conditioning_step_ids=(),
-            reason=reason,
-            alternatives=alternatives,
-            **base,
-        )
-    if not between:
-        return ConnectionView(status=ConnectionStatus.OK, conditioning_step_ids=(), reason="", **base)
-    ids = tuple(step.id for step, _ in between)
-    reasons = chain_misfits([a, *(listing for _, listing in between), b])
-    if reasons:
-        return ConnectionView(
-            status=ConnectionStatus.OPEN,
-            conditioning_step_ids=ids,
-            reason=f"the steps between {a.name!r} and {b.name!r} no longer fit: {'; '.join(reasons[:3])}",
-            **base,
-        )
-    used = {listing.id for _, listing in between}
-    others = [c for c in await find_conditioners(session, actor, a, b) if c.id not in used]
-    names = ", ".join(repr(listing.name) for _, listing in between)
-    return ConnectionView(
-        status=ConnectionStatus.CONDITIONED,
-        conditioning_step_ids=ids,
-        reason=f"{a.output_format} → {b.input_format} through {names}",
-        alternatives=tuple(as_alternative(c) for c in others[:MAX_ALTERNATIVES]),
-        **base,
-    )
+        return await build_view(session, actor, pipeline)
 
 
 def _change(view: PipelineView, step_id: str | None, outcome: _Outcome) -> StepChange:

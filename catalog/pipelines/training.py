@@ -20,12 +20,8 @@ from catalog.enums import ListingKind
 from catalog.formats import check_connection
 from catalog.pipelines.conditioning import needs_training
 from catalog.pipelines.running import resource_class_for
-from catalog.pipelines.service import (
-    PipelineService,
-    load_rows,
-    owned_pipeline,
-    visible_listing,
-)
+from catalog.pipelines.service import PipelineService
+from catalog.pipelines.store import load_rows, owned_pipeline, visible_listing
 from catalog.pipelines.views import PipelineView, StepRole
 from infra.errors import BadInput
 from infra.tables import Listing, Pipeline, PipelineStep
@@ -87,7 +83,7 @@ class PipelineTraining:
     ) -> PipelineView:
         """Record the model trained for an algorithm step (it must keep the algorithm's input and output)."""
         async with self.db.session() as session:
-            pipeline = await owned_pipeline(session, actor, pipeline_id)
+            pipeline = await owned_pipeline(session, actor, pipeline_id, lock=True)
             row = next((r for r in await load_rows(session, pipeline.id) if r[0].id == step_id), None)
             if row is None:
                 raise BadInput(f"step {step_id!r} is not in this pipeline")

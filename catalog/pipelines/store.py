@@ -1,0 +1,119 @@
+"""Loading and guarding pipelines and their steps: ownership, listing visibility, cycles, training data.
+
+Every service in this package reads pipelines through these functions, so the access rules — a pipeline
+is its owner's (admins aside), a step's listing must be visible to the caller, both answered with
+NOT_FOUND otherwise — are written once.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Sequence
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from catalog.access import visible_to
+from catalog.actors import Actor
+from catalog.enums import ListingKind
+from catalog.formats import canonical_ref
+from catalog.pipelines.conditioning import needs_training
+from catalog.pipelines.views import StepRole
+from infra.errors import BadInput, NotFound, Unauthenticated
+from infra.tables import Listing, Pipeline, PipelineStep
+
+Row = tuple[PipelineStep, Listing]
+
+
+def require_account(actor: Actor) -> None:
+    if actor.account_id is None:
+        raise Unauthenticated("pipelines belong to an account: sign in with an API token")
+
+
+async def owned_pipeline(
+    session: AsyncSession, actor: Actor, pipeline_id: str, *, lock: bool = False
+) -> Pipeline:
+    """The pipeline if ``actor`` owns it (or is an admin); NOT_FOUND otherwise, so ids do not leak.
+
+    ``lock`` (for changes) holds the row until the transaction ends, so two concurrent edits of one
+    pipeline are applied one after the other instead of interleaving their step positions. SQLite
+    has no row locks; its single writer gives the same order.
+    """
+    require_account(actor)
+    pipeline = None
+    if isinstance(pipeline_id, str):
+        for_update = lock and session.bind.dialect.name != "sqlite"
+        pipeline = await session.get(Pipeline, pipeline_id, with_for_update=for_update)
+    if pipeline is None or not (actor.is_admin or pipeline.owner_id == actor.account_id):
+        raise NotFound(f"pipeline {pipeline_id!r} not found")
+    return pipeline
+
+
+async def visible_listing(session: AsyncSession, actor: Actor, listing_id: str) -> Listing:
+    listing = (
+        await session.execute(select(Listing).where(Listing.id == listing_id, visible_to(actor)))
+    ).scalar_one_or_none()
+    if listing is None:
+        raise NotFound(f"listing {listing_id!r} not found")
+    return listing
+
+
+async def load_rows(session: AsyncSession, pipeline_id: str) -> list[Row]:
+    result = await session.execute(
+        select(PipelineStep, Listing)
+        .join(Listing, Listing.id == PipelineStep.listing_id)
+        .where(PipelineStep.pipeline_id == pipeline_id)
+        .order_by(PipelineStep.position, PipelineStep.id)
+    )
+    return [(step, listing) for step, listing in result.all()]
+
+
+async def step_row(session: AsyncSession, pipeline_id: str, step_id: str) -> Row:
+    for row in await load_rows(session, pipeline_id):
+        if row[0].id == step_id:
+            return row
+    raise NotFound(f"step {step_id!r} is not in this pipeline")
+
+
+def check_training_data(algorithm: Listing, dataset: Listing) -> None:
+    """Training data must be a dataset whose declared records match what the algorithm learns from."""
+    if not needs_training(algorithm):
+        raise BadInput(f"{algorithm.name!r} is not trained, so it takes no training data")
+    if dataset.kind != ListingKind.DATASET:
+        raise BadInput(f"training data must be a dataset listing; {dataset.name!r} is a {dataset.kind}")
+    for side in ("input_format", "output_format"):
+        wanted, given = getattr(algorithm, side), getattr(dataset, side)
+        if wanted and given and canonical_ref(wanted) != canonical_ref(given):
+            raise BadInput(
+                f"dataset {dataset.name!r} has {side} {given} but {algorithm.name!r} learns from {wanted}"
+            )
+
+
+async def source_pipeline(session: AsyncSession, listing_id: str) -> Pipeline | None:
+    """The stored pipeline a pipeline listing was published from (None for imported descriptions)."""
+    return (
+        await session.execute(select(Pipeline).where(Pipeline.listing_id == listing_id))
+    ).scalar_one_or_none()
+
+
+async def refuse_cycle(session: AsyncSession, pipeline: Pipeline, listing: Listing) -> None:
+    """A pipeline listing may be a step only if it does not (transitively) contain this pipeline."""
+    pending, seen = [listing.id], set()
+    while pending:
+        listing_id = pending.pop()
+        if listing_id in seen:
+            continue
+        seen.add(listing_id)
+        source = await source_pipeline(session, listing_id)
+        if source is None:
+            continue
+        if source.id == pipeline.id:
+            raise BadInput(f"adding {listing.name!r} would make pipeline {pipeline.name!r} contain itself")
+        for _, inner in await load_rows(session, source.id):
+            if inner.kind == ListingKind.PIPELINE:
+                pending.append(inner.id)
+
+
+def chosen_pairs(rows: Sequence[Row]) -> set[tuple[str, str]]:
+    chosen = [step.id for step, _ in rows if step.role == StepRole.STEP]
+    return set(itertools.pairwise(chosen))
