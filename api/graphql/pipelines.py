@@ -27,6 +27,7 @@ from catalog.pipelines import (
     StepView,
 )
 from catalog.pipelines.publishing import publish_pipeline
+from catalog.pipelines.running import StepPlan
 
 EXTRAS_KEY = "pipelines"
 
@@ -181,6 +182,35 @@ class PipelineStepChange:
         )
 
 
+@strawberry.type(description="One stage of a run: the listing that runs and the resources it gets.")
+class PipelineRunStage:
+    index: int
+    step_id: strawberry.ID
+    role: PipelineStepRole
+    listing_id: strawberry.ID
+    listing_name: str
+    resource_class: str
+    resources: Resources | None
+    timeout_s: float | None
+    input_format: str | None
+    output_format: str | None
+
+    @classmethod
+    def of(cls, stage: StepPlan) -> PipelineRunStage:
+        return cls(
+            index=stage.index,
+            step_id=strawberry.ID(stage.step_id),
+            role=StepRole(stage.role),
+            listing_id=strawberry.ID(stage.listing_id),
+            listing_name=stage.listing_name,
+            resource_class=stage.resource_class,
+            resources=Resources.from_dict(stage.resources),
+            timeout_s=stage.timeout_s,
+            input_format=stage.input_format,
+            output_format=stage.output_format,
+        )
+
+
 def _id(value: str | None) -> strawberry.ID | None:
     return strawberry.ID(value) if value is not None else None
 
@@ -190,6 +220,15 @@ class Query:
     @strawberry.field(description="One of the caller's pipelines, with its steps and connections.")
     async def pipeline(self, info: strawberry.Info, id: strawberry.ID) -> Pipeline:
         return Pipeline.of(await pipelines_of(info).get(info.context.actor, str(id)))
+
+    @strawberry.field(
+        description="How a run of the pipeline would execute: its stages in order (nested pipelines "
+        "expanded, trained models in place of their algorithms), each on its own resource class. "
+        "BAD_INPUT says why a pipeline cannot run yet (open connections, untrained steps)."
+    )
+    async def pipeline_run_plan(self, info: strawberry.Info, id: strawberry.ID) -> list[PipelineRunStage]:
+        plan = await pipelines_of(info).plan_run(info.context.actor, str(id))
+        return [PipelineRunStage.of(stage) for stage in plan.steps]
 
     @strawberry.field(description="The caller's pipelines, oldest first.")
     async def my_pipelines(self, info: strawberry.Info) -> list[Pipeline]:

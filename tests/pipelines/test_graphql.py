@@ -59,6 +59,7 @@ async def test_build_the_demo_chain_through_the_api(
             "input_format": "image",
             "output_format": "bounding-boxes",
             "output_schema": BOXES_WITH_IMAGE,
+            "resources": {"cpu": 2, "memory_mb": 2048, "gpu": 1},
         },
     )
     await listings.create(
@@ -115,6 +116,19 @@ async def test_build_the_demo_chain_through_the_api(
         schema, services, stranger, "query($id: ID!) { pipeline(id: $id) { id } }", id=pipeline_id
     )
     assert hidden["errors"][0]["code"] == "NOT_FOUND"
+
+    stages = await run(
+        schema,
+        services,
+        requester,
+        "query($id: ID!) { pipelineRunPlan(id: $id) { index role listingName resourceClass } }",
+        id=pipeline_id,
+    )
+    assert [(s["listingName"], s["resourceClass"]) for s in stages["pipelineRunPlan"]] == [
+        ("street-object-detector", "gpu"),
+        ("boxes-to-crops", "cpu"),
+        ("crop-classifier", "cpu"),
+    ]
 
     published = await run(
         schema,
