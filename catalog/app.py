@@ -29,20 +29,10 @@ from infra.settings import Settings
 from ranking.query_understanding import QueryUnderstanding
 from ranking.ranker import Ranker
 from search.embeddings import Encoder
+from search.factory import open_backend
 from search.types import SearchBackend
 
 logger = logging.getLogger("mlrepo.catalog")
-
-
-def open_backend(settings: Settings, dim: int) -> SearchBackend:
-    """The search backend ``Settings.search_backend`` names."""
-    if settings.search_backend == "opensearch":
-        from search.factory import open_backend as open_search_backend
-
-        return open_search_backend(settings, dim)
-    from search.embedded import EmbeddedBackend
-
-    return EmbeddedBackend.from_settings(settings, dim)
 
 
 class CatalogApp:
