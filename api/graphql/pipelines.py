@@ -170,7 +170,9 @@ class PipelineStepChange:
     pipeline: Pipeline
     step_id: strawberry.ID | None
     inserted_conditioning_step_ids: list[strawberry.ID]
-    opened: list[PipelineConnection]
+    opened: list[PipelineConnection] = strawberry.field(
+        description="Every connection still open after the change (with reasons and proposals)."
+    )
 
     @classmethod
     def of(cls, change: StepChange) -> PipelineStepChange:

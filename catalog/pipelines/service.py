@@ -38,7 +38,7 @@ from catalog.pipelines.store import (
 )
 from catalog.pipelines.views import PipelineView, StepChange, StepRole
 from infra.db import Database
-from infra.errors import BadInput, NotFound
+from infra.errors import BadInput, Conflict, NotFound
 from infra.tables import Pipeline, PipelineStep, SearchEvent, utcnow
 from search.types import SearchFilters
 
@@ -187,8 +187,14 @@ class PipelineService:
             return await self._view(session, actor, pipeline)
 
     async def delete(self, actor: Actor, pipeline_id: str) -> None:
+        """Delete a pipeline; a published one is refused, since its listing runs from these steps."""
         async with self.db.session() as session:
             pipeline = await owned_pipeline(session, actor, pipeline_id, lock=True)
+            if pipeline.listing_id is not None:
+                raise Conflict(
+                    f"pipeline {pipeline.name!r} is published as listing {pipeline.listing_id}; "
+                    "delete that listing first"
+                )
             await session.execute(delete(PipelineStep).where(PipelineStep.pipeline_id == pipeline.id))
             await session.delete(pipeline)
 

@@ -114,4 +114,4 @@ class StepChange:
     pipeline: PipelineView
     step_id: str | None
     inserted_conditioning_step_ids: tuple[str, ...]
-    opened: tuple[ConnectionView, ...]
+    opened: tuple[ConnectionView, ...]  # every connection still open after the change

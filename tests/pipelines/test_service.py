@@ -222,6 +222,12 @@ async def test_pipelines_are_private_to_their_owner(
         await service.create(requester, "  ")
     assert [p.id for p in await service.list_mine(requester)] == [pipeline.id]
     assert await service.list_mine(stranger) == []
+    with pytest.raises(NotFound):
+        await service.delete(stranger, pipeline.id)
+    await service.add_step(requester, pipeline.id, model.id)
+    await service.delete(requester, pipeline.id)
+    with pytest.raises(NotFound):
+        await service.get(requester, pipeline.id)
 
 
 async def test_a_pipeline_cannot_contain_itself(

@@ -142,6 +142,8 @@ async def test_publish_a_runnable_pipeline_as_a_listing(
     assert (await service.get(requester, pipeline.id)).listing_id == listing.id
     assert (await catalog.listings.get(requester, listing.id)).id == listing.id
 
+    with pytest.raises(Conflict, match="delete that listing first"):
+        await service.delete(requester, pipeline.id)
     with pytest.raises(Conflict, match="already published"):
         await publish_pipeline(service, catalog.listings, requester, pipeline.id)
     with pytest.raises(BadInput, match="would make pipeline 'street scenes' contain itself"):
