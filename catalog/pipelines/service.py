@@ -39,7 +39,7 @@ from catalog.pipelines.store import (
 from catalog.pipelines.views import PipelineView, StepChange, StepRole
 from infra.db import Database
 from infra.errors import BadInput, Conflict, NotFound
-from infra.tables import Pipeline, PipelineStep, SearchEvent, utcnow
+from infra.tables import Listing, Pipeline, PipelineStep, SearchEvent, utcnow
 from search.types import SearchFilters
 
 if TYPE_CHECKING:
@@ -190,7 +190,7 @@ class PipelineService:
         """Delete a pipeline; a published one is refused, since its listing runs from these steps."""
         async with self.db.session() as session:
             pipeline = await owned_pipeline(session, actor, pipeline_id, lock=True)
-            if pipeline.listing_id is not None:
+            if pipeline.listing_id is not None and await session.get(Listing, pipeline.listing_id):
                 raise Conflict(
                     f"pipeline {pipeline.name!r} is published as listing {pipeline.listing_id}; "
                     "delete that listing first"

@@ -159,6 +159,11 @@ async def test_publish_a_runnable_pipeline_as_a_listing(
         "crop-classifier",
     ]
 
+    # Once its listing is gone, the pipeline may go too.
+    await catalog.listings.delete(requester, listing.id)
+    await service.delete(requester, outer.id)
+    await service.delete(requester, pipeline.id)
+
     unrunnable_id, _ = pre_training
     with pytest.raises(
         BadInput, match="only a runnable pipeline can be published: 'crop-classifier-trainer'"
