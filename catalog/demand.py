@@ -32,7 +32,7 @@ from catalog.demand_topics import central_member, cluster_by_similarity, keyword
 from infra.db import Database
 from infra.errors import BadInput, Forbidden, NotFound, Unauthenticated, Unavailable
 from infra.settings import Settings
-from infra.tables import DemandSubscription, SearchEvent, UsageEvent, utcnow
+from infra.tables import DemandSubscription, SearchEvent, UsageEvent, new_id, utcnow
 from search.embeddings import normalize_rows
 
 if TYPE_CHECKING:
@@ -214,8 +214,12 @@ class DemandService:
         facets: dict[str, Any] | None = None,
         top_ids: Sequence[str] = (),
         embedding: np.ndarray | bytes | None = None,
+        search_id: str | None = None,
     ) -> str | None:
         """Record one search (first page only: paging through results is not a new need).
+
+        ``search_id`` lets the search service hand the id to the requester before this write completes
+        (it logs in the background to keep the write off the search's latency).
 
         ``category`` is the one given or inferred; ``embedding`` the query vector the search already
         computed (saves encoding it again when demand is grouped). Returns the search id to pass along
@@ -228,6 +232,7 @@ class DemandService:
         if result_count < 0:
             raise BadInput("result_count must not be negative", field="result_count")
         row = SearchEvent(
+            id=search_id or new_id(),
             account_id=account_id,
             text=text,
             # Never refuse a search over its (possibly inferred) category: shorten it instead.
