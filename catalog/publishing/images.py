@@ -130,10 +130,7 @@ class ImageService:
 
     def pull_from_registry(self, ref: str) -> str:
         """Pull an image the producer pushed to mlrepo's registry; other registries are refused."""
-        if not self.registry:
-            raise Unavailable("no container registry is configured (MLREPO_REGISTRY_URL)")
-        if not ref.startswith(self.registry + "/"):
-            raise BadInput(f"image {ref!r} must be pushed to mlrepo's registry {self.registry} first")
+        check_registry_ref(self.registry, ref)
         repository, tag = _split_ref(ref)
         try:
             image = self.client.images.pull(repository, tag=tag)
@@ -199,6 +196,14 @@ class ImageService:
         """Drop a tag (never the image data another tag still uses)."""
         with contextlib.suppress(ImageNotFound, APIError, DockerException, OSError, Unavailable):
             self.client.images.remove(ref, noprune=True)
+
+
+def check_registry_ref(registry: str | None, ref: str) -> None:
+    """Images are taken in only from mlrepo's own registry (nothing else is reachable, nor trusted)."""
+    if not registry:
+        raise Unavailable("no container registry is configured (MLREPO_REGISTRY_URL)")
+    if not ref.startswith(registry + "/"):
+        raise BadInput(f"image {ref!r} must be pushed to mlrepo's registry {registry}/… first")
 
 
 def _split_ref(ref: str) -> tuple[str, str]:

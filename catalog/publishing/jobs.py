@@ -1,29 +1,38 @@
 """arq job functions of publishing, for the worker's ``WorkerSettings`` (``executor/worker.py``).
 
-The worker puts a ``PublishingService`` into its context at start-up (``ctx["publishing"]``, built with
-the executor's sandbox), lists ``PUBLISHING_FUNCTIONS`` in ``functions`` and ``publishing_cron_jobs``
-in ``cron_jobs``, and calls ``recover`` once so publications Redis lost are queued again.
+The worker lists ``PUBLISHING_FUNCTIONS`` in ``functions`` and ``publishing_cron_jobs(settings)`` in
+``cron_jobs``; its ``on_startup`` calls ``start_publishing(ctx, settings, catalog, sandbox)`` (the sandbox is
+the executor's ``ExecutorSandbox``: the catalog may not import the executor) and its ``on_shutdown``
+calls ``stop_publishing(ctx)``. Start-up also re-queues what the database says is unfinished, since Redis
+keeps nothing across restarts.
 """
 
 from __future__ import annotations
 
 from dataclasses import asdict
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from arq import cron
 from arq.cron import CronJob
 
+from catalog.publishing.sandbox import Sandbox
+from catalog.publishing.service import ArqQueue, PublishingService
 from infra.settings import Settings
+
+if TYPE_CHECKING:
+    from catalog.app import CatalogApp
+
+CTX_KEY = "publishing"
 
 
 async def publish_job(ctx: dict[str, Any], publication_id: str) -> str:
     """Run one publication to PUBLISHED or FAILED (the outcome is recorded on the publication)."""
-    return await ctx["publishing"].run(publication_id)
+    return await ctx[CTX_KEY].run(publication_id)
 
 
 async def reverify_job(ctx: dict[str, Any]) -> list[dict[str, Any]]:
     """Re-run every verified listing's unit tests; listings whose behaviour changed are SUSPENDED."""
-    results = await ctx["publishing"].verify_all()
+    results = await ctx[CTX_KEY].verify_all()
     return [asdict(r) for r in results]
 
 
@@ -35,3 +44,20 @@ def publishing_cron_jobs(settings: Settings) -> list[CronJob]:
     hours_apart = min(max(settings.verify_interval_s // 3600, 1), 24)
     hours = set(range(0, 24, hours_apart)) if hours_apart < 24 else {3}
     return [cron(reverify_job, hour=hours, minute={17}, run_at_startup=False, unique=True)]
+
+
+async def start_publishing(
+    ctx: dict[str, Any], settings: Settings, catalog: CatalogApp, sandbox: Sandbox
+) -> PublishingService:
+    """Put the worker's PublishingService into ``ctx`` and re-queue unfinished publications."""
+    queue = ArqQueue(settings.redis_url) if settings.redis_url else None
+    service = PublishingService(settings, catalog.db, catalog.listings, sandbox, queue=queue)
+    ctx[CTX_KEY] = service
+    await service.recover()
+    return service
+
+
+async def stop_publishing(ctx: dict[str, Any]) -> None:
+    service = ctx.pop(CTX_KEY, None)
+    if service is not None and isinstance(service.queue, ArqQueue):
+        await service.queue.close()

@@ -16,19 +16,19 @@ import shutil
 import tempfile
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, BinaryIO, Protocol
 
 from docker.errors import ImageNotFound
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 from catalog.access import can_modify
 from catalog.actors import Actor
 from catalog.enums import VerificationStatus
 from catalog.listings import ListingService
 from catalog.publishing.archive_safety import ArchiveLimits, extract_archive
-from catalog.publishing.images import ImageService
+from catalog.publishing.images import ImageService, check_registry_ref
 from catalog.publishing.manifest import parse_manifest
 from catalog.publishing.sandbox import RunTarget, Sandbox
 from catalog.publishing.steps import PublicationStatus, initial_steps
@@ -38,12 +38,14 @@ from infra.artifacts import ArtifactStore
 from infra.db import Database
 from infra.errors import BadInput, Forbidden, NotFound, Unauthenticated, Unavailable
 from infra.settings import Settings
-from infra.tables import Listing, ListingVersion, Publication, new_id
+from infra.tables import Listing, ListingVersion, Publication, new_id, utcnow
 
 logger = logging.getLogger("mlrepo.publishing")
 
 COPY_CHUNK = 1 << 20
 SOURCE_KINDS = ("package", "image", "dataset")
+# A RUNNING publication whose record has not changed for this long lost its worker.
+STALE_RUNNING_S = 900.0
 
 
 class PublishQueue(Protocol):
@@ -230,11 +232,7 @@ class PublishingService:
             )
         parse_manifest(manifest, "image")
         if image_ref is not None:
-            registry = self.settings.registry_url
-            if not registry:
-                raise Unavailable("no container registry is configured (MLREPO_REGISTRY_URL)")
-            if not image_ref.startswith(registry + "/"):
-                raise BadInput(f"imageRef must name an image pushed to mlrepo's registry {registry}/…")
+            check_registry_ref(self.settings.registry_url, image_ref)
         return await self._submit(
             actor, "image", tarball, image_ref, manifest, listing_id, requirements, None
         )
@@ -344,23 +342,24 @@ class PublishingService:
         """The publish job body (arq ``publish_job`` and the in-process queue call this)."""
         return await self.workflow.run(publication_id)
 
-    async def recover(self) -> int:
-        """Re-enqueue publications the database says are unfinished (Redis may have lost them, or a worker
-        died mid-job); each step is safe to repeat."""
+    async def recover(self, stale_after_s: float = STALE_RUNNING_S) -> int:
+        """Re-enqueue what the database says is unfinished: every QUEUED publication (Redis may have lost
+        it) and every RUNNING one whose record has not moved for ``stale_after_s`` (its worker died; steps
+        record progress, so a live job never looks stale). Each step is safe to repeat."""
+        cutoff = utcnow() - timedelta(seconds=stale_after_s)
         async with self.db.session() as session:
+            await session.execute(
+                update(Publication)
+                .where(Publication.status == PublicationStatus.RUNNING.value, Publication.updated_at < cutoff)
+                .values(status=PublicationStatus.QUEUED.value, updated_at=utcnow())
+            )
             ids = list(
                 (
                     await session.scalars(
-                        select(Publication.id).where(
-                            Publication.status.in_(
-                                [PublicationStatus.QUEUED.value, PublicationStatus.RUNNING.value]
-                            )
-                        )
+                        select(Publication.id).where(Publication.status == PublicationStatus.QUEUED.value)
                     )
                 ).all()
             )
-            for pub in (await session.scalars(select(Publication).where(Publication.id.in_(ids)))).all():
-                pub.status = PublicationStatus.QUEUED.value
         for publication_id in ids:
             await self.queue.enqueue(publication_id)
         return len(ids)

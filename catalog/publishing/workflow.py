@@ -29,6 +29,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from sqlalchemy import update
+
 from catalog.actors import Actor
 from catalog.enums import VerificationStatus
 from catalog.listings import ListingService
@@ -62,7 +64,7 @@ from infra.artifacts import ArtifactStore, StoredArtifact, sha256_file
 from infra.db import Database
 from infra.errors import BadInput, Unavailable
 from infra.settings import Settings
-from infra.tables import Account, Publication
+from infra.tables import Account, Publication, utcnow
 
 logger = logging.getLogger("mlrepo.publishing")
 
@@ -95,6 +97,7 @@ class Job:
     verified_with: str | None = None
     artifact: StoredArtifact | None = None
     image_ref_published: str | None = None
+    built_image: str | None = None
     archive: ExtractionReport | None = None
 
 
@@ -130,10 +133,11 @@ class PublishWorkflow:
     # ------------------------------------------------------------------ entry point
 
     async def run(self, publication_id: str) -> str:
-        """Run (or re-run after a crash) one publication to PUBLISHED or FAILED; returns the status."""
+        """Run one QUEUED publication to PUBLISHED or FAILED and return that status; ``"skipped"`` when it
+        is not QUEUED (unknown, finished, or another worker has it)."""
         job = await self._load(publication_id)
         if job is None:
-            return PublicationStatus.FAILED.value
+            return "skipped"
         recorder = StepRecorder(self.db, publication_id)
         status, error = PublicationStatus.PUBLISHED, None
         listing_id = None
@@ -159,11 +163,18 @@ class PublishWorkflow:
 
     async def _load(self, publication_id: str) -> Job | None:
         async with self.db.session() as session:
-            pub = await session.get(Publication, publication_id)
-            if pub is None or pub.status in (PublicationStatus.PUBLISHED, PublicationStatus.FAILED):
+            # Claim it: only a QUEUED publication starts, so a duplicate delivery of the job (arq retry,
+            # recovery racing a live worker) finds it RUNNING or finished and does nothing.
+            claimed = await session.execute(
+                update(Publication)
+                .where(Publication.id == publication_id, Publication.status == PublicationStatus.QUEUED.value)
+                .values(status=PublicationStatus.RUNNING.value, updated_at=utcnow())
+            )
+            if claimed.rowcount != 1:
                 return None
+            pub = await session.get(Publication, publication_id)
+            assert pub is not None
             account = await session.get(Account, pub.owner_id)
-            pub.status = PublicationStatus.RUNNING.value
             meta = dict(pub.metadata_json or {})
             actor = Actor(pub.owner_id, account.role if account else None, account.name if account else None)
             upload = Path(pub.upload_path) if pub.upload_path else None
@@ -342,6 +353,10 @@ class PublishWorkflow:
             log(f"normalized package extracts cleanly; {len(report.files)} file checksums match the upload")
             job.run_dir = run_dir
             job.command = tuple(job.manifest.entrypoint or ())
+        if not self.sandbox.can_run_code():  # MLREPO_RUNTIME=docker: test the package in its image
+            if not self.sandbox.can_run_images():
+                raise Unavailable("no sandbox runtime is available to test the package")
+            return RunTarget(command=job.command, image=await self._package_image_of(job, log))
         return RunTarget(command=job.command, code_dir=job.run_dir)
 
     async def _test_dataset(self, job: Job, log: Log) -> None:
@@ -455,17 +470,25 @@ class PublishWorkflow:
         if self.settings.runtime == "bwrap" or (self.settings.runtime == "auto" and not engine):
             log("no container engine in use: the listing runs from its package under bubblewrap")
             return
-        images = self._require_images()
-        labels = {
-            "org.mlrepo.package-digest": job.artifact.digest if job.artifact else "",
-            "org.mlrepo.publication": job.publication_id,
-        }
-        image_id = await asyncio.to_thread(
-            images.build, f"mlrepo-staging/{job.publication_id}:built", list(job.command), labels, job.run_dir
-        )
-        log(f"built image {image_id} FROM {self.settings.base_image}")
+        image_id = await self._package_image_of(job, log)
         if self.sandbox.can_run_images():
             first = job.manifest.tests[0].input if job.manifest.tests else None
             limits = limits_for(job.manifest.timeout_s, 1, job.manifest.resources.model_dump())
             log(await probe(self.sandbox, RunTarget(command=job.command, image=image_id), first, limits))
         job.image_ref_published = await self._push(job, image_id, log)
+
+    async def _package_image_of(self, job: Job, log: Log) -> str:
+        """The package's image (built once): FROM the base image, the package at /app, CMD its entrypoint."""
+        if job.built_image is None:
+            assert job.run_dir is not None and job.package_file is not None
+            images = self._require_images()
+            labels = {
+                "org.mlrepo.package-digest": await asyncio.to_thread(sha256_file, job.package_file),
+                "org.mlrepo.publication": job.publication_id,
+            }
+            tag = f"mlrepo-staging/{job.publication_id}:built"
+            job.built_image = await asyncio.to_thread(
+                images.build, tag, list(job.command), labels, job.run_dir
+            )
+            log(f"built image {job.built_image} FROM {self.settings.base_image}")
+        return job.built_image

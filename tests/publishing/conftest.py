@@ -10,13 +10,12 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from publishing_support import REPO
+from publishing_support import REPO, make_service
 
 from catalog.actors import Actor
 from catalog.app import CatalogApp
 from catalog.publishing.images import ImageService
-from catalog.publishing.service import InProcessQueue, PublishingService
-from executor.publish_sandbox import ExecutorSandbox
+from catalog.publishing.service import PublishingService
 from executor.runtimes.bwrap import BwrapRuntime
 from infra.settings import Settings
 from search.embeddings import Encoder
@@ -112,12 +111,6 @@ async def mallory(app: CatalogApp) -> Actor:
 @pytest.fixture
 async def bob(app: CatalogApp) -> Actor:
     return await _actor(app, "bob", "requester")
-
-
-def make_service(settings: Settings, app: CatalogApp) -> PublishingService:
-    service = PublishingService(settings, app.db, app.listings, ExecutorSandbox(settings))
-    assert isinstance(service.queue, InProcessQueue)
-    return service
 
 
 @pytest.fixture

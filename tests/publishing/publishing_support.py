@@ -11,7 +11,20 @@ import zipfile
 from pathlib import Path
 from typing import Any
 
+from catalog.app import CatalogApp
+from catalog.publishing.service import InProcessQueue, PublishingService
+from executor.publish_sandbox import ExecutorSandbox
+from infra.settings import Settings
+
 REPO = Path(__file__).resolve().parents[2]
+
+
+def make_service(settings: Settings, app: CatalogApp) -> PublishingService:
+    """The real service over the test's catalog, running jobs in-process (``queue.drain()`` waits)."""
+    service = PublishingService(settings, app.db, app.listings, ExecutorSandbox(settings))
+    assert isinstance(service.queue, InProcessQueue)
+    return service
+
 
 PREDICT = textwrap.dedent(
     """
@@ -79,9 +92,10 @@ def zip_bytes(files: dict[str, bytes], prefix: str = "") -> bytes:
     return buffer.getvalue()
 
 
-def targz_bytes(members: list[tarfile.TarInfo | tuple[str, bytes]]) -> bytes:
+def targz_bytes(members: list[tarfile.TarInfo | tuple[str, bytes]], gz: bool = True) -> bytes:
+    """A tar (gzip'd unless ``gz=False``) of files given as (name, bytes) or of raw TarInfo entries."""
     buffer = io.BytesIO()
-    with tarfile.open(fileobj=buffer, mode="w:gz") as tf:
+    with tarfile.open(fileobj=buffer, mode="w:gz" if gz else "w") as tf:
         for member in members:
             if isinstance(member, tarfile.TarInfo):
                 tf.addfile(member)

@@ -11,6 +11,7 @@ import zipfile
 from pathlib import Path
 
 import pytest
+from publishing_support import targz_bytes
 
 from catalog.publishing.archive_safety import (
     ArchiveLimits,
@@ -40,16 +41,7 @@ def make_zip(path: Path, members: list[tuple[str, bytes]], mode: int | None = No
 
 
 def make_tar(path: Path, members: list[tarfile.TarInfo | tuple[str, bytes]], gz: bool = True) -> Path:
-    with tarfile.open(path, "w:gz" if gz else "w") as tf:
-        for member in members:
-            if isinstance(member, tarfile.TarInfo):
-                tf.addfile(member)
-            else:
-                name, data = member
-                info = tarfile.TarInfo(name)
-                info.size = len(data)
-                info.mode = 0o644
-                tf.addfile(info, io.BytesIO(data))
+    path.write_bytes(targz_bytes(members, gz))
     return path
 
 

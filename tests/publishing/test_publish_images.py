@@ -9,7 +9,7 @@ import uuid
 from pathlib import Path
 
 import pytest
-from publishing_support import PREDICT, package_files, sentiment_manifest, zip_bytes
+from publishing_support import PREDICT, make_service, package_files, sentiment_manifest, zip_bytes
 
 from catalog.actors import Actor
 from catalog.app import CatalogApp
@@ -19,6 +19,7 @@ from catalog.search_service import SearchRequest
 from executor.runtimes.base import Limits, Package, RunRequest
 from executor.runtimes.docker import DockerRuntime
 from infra.errors import BadInput
+from infra.settings import Settings
 
 
 def producer_image(service: PublishingService, source: str, workdir: str = "/srv") -> str:
@@ -135,3 +136,15 @@ async def test_images_from_elsewhere_and_garbage_tarballs_are_refused(
     pub = await docker_publishing.submit_image(alice, manifest, tarball=io.BytesIO(json.dumps({}).encode()))
     pub = await finish(docker_publishing, alice, pub.id)
     assert pub.status == "failed" and "docker save tarball" in pub.error
+
+
+async def test_docker_only_runtime_tests_packages_in_their_image(
+    settings: Settings, app: CatalogApp, alice: Actor, docker_services: dict[str, str]
+) -> None:
+    svc = make_service(settings.model_copy(update={"runtime": "docker", **docker_services}), app)
+    pub = await svc.submit_package(alice, io.BytesIO(zip_bytes(package_files(sentiment_manifest()))))
+    pub = await finish(svc, alice, pub.id)
+    assert pub.status == "published", pub.error
+    verify = next(s for s in pub.steps if s.name == "verify")
+    assert any("unit tests passed" in line and "(docker)" in line for line in verify.log)
+    assert pub.image_ref and "@sha256:" in pub.image_ref

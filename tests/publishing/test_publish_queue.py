@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+from datetime import timedelta
 
 from arq.connections import RedisSettings
 from arq.worker import Worker, func
@@ -10,11 +11,17 @@ from publishing_support import package_files, sentiment_manifest, zip_bytes
 
 from catalog.actors import Actor
 from catalog.app import CatalogApp
-from catalog.publishing.jobs import PUBLISHING_FUNCTIONS, publishing_cron_jobs, reverify_job
+from catalog.publishing.jobs import (
+    PUBLISHING_FUNCTIONS,
+    publishing_cron_jobs,
+    reverify_job,
+    start_publishing,
+    stop_publishing,
+)
 from catalog.publishing.service import ArqQueue, PublishingService
 from executor.publish_sandbox import ExecutorSandbox
 from infra.settings import Settings
-from infra.tables import Publication
+from infra.tables import Publication, utcnow
 
 
 class Dropped:
@@ -79,15 +86,17 @@ async def test_recover_requeues_what_redis_lost_or_a_crash_left_running(
         alice, io.BytesIO(zip_bytes(package_files(sentiment_manifest(name="other-sentiment"))))
     )
     async with app.db.session() as session:  # a worker died in the middle of this one
-        (await session.get(Publication, crashed.id)).status = "running"
+        row = await session.get(Publication, crashed.id)
+        row.status, row.updated_at = "running", utcnow() - timedelta(hours=1)
 
-    queue = ArqQueue(redis_url)
-    service = service_with(settings, app, queue)
+    ctx: dict = {}
+    worker_settings = settings.model_copy(update={"runtime": "bwrap", "redis_url": redis_url})
+    service = await start_publishing(ctx, worker_settings, app, ExecutorSandbox(worker_settings))
     try:
-        assert await service.recover() == 2
+        assert ctx["publishing"] is service and isinstance(service.queue, ArqQueue)
         await run_worker(redis_url, service)
     finally:
-        await queue.close()
+        await stop_publishing(ctx)
     for pub in (lost, crashed):
         assert (await service.get(alice, pub.id)).status == "published"
 
@@ -106,3 +115,16 @@ async def test_reverify_job_and_its_schedule(
     assert daily.hour == {3}
     [hourly] = publishing_cron_jobs(settings.model_copy(update={"verify_interval_s": 3600}))
     assert hourly.hour == set(range(24))
+
+
+async def test_a_live_running_publication_is_not_taken_twice(
+    settings: Settings, app: CatalogApp, alice: Actor, bwrap_ok: bool
+) -> None:
+    dropped = Dropped()
+    service = service_with(settings, app, dropped)
+    pub = await service.submit_package(alice, io.BytesIO(zip_bytes(package_files(sentiment_manifest()))))
+    async with app.db.session() as session:
+        (await session.get(Publication, pub.id)).status = "running"  # a live worker has it
+    assert await service.recover() == 0
+    assert await service.run(pub.id) == "skipped"  # the duplicate delivery does not claim it
+    assert (await service.get(alice, pub.id)).status == "running"
