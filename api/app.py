@@ -97,6 +97,16 @@ class MlrepoGraphQL(GraphQL):
             result.errors = [coded_error(error) for error in result.errors]
         return await super().process_result(request, result)
 
+    def decode_json(self, data: str | bytes) -> object:
+        """strawberry lets undecodable bytes and non-object JSON bodies escape as 500s; they are 400s."""
+        try:
+            value = json.loads(data)
+        except (UnicodeDecodeError, ValueError) as exc:
+            raise HTTPException(400, "Unable to parse request body as JSON") from exc
+        if not isinstance(value, dict | list):
+            raise HTTPException(400, "The request body (and `variables`) must be a JSON object")
+        return value
+
     def encode_json(self, data: object) -> str:
         return json.dumps(data, separators=(",", ":"), default=str)
 

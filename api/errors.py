@@ -31,6 +31,7 @@ INTERNAL = "INTERNAL"
 # exception (or one of these); they describe the client's document, so they are the client's to fix.
 _CLIENT_DOCUMENT_ERRORS = (GraphQLError, CannotGetOperationTypeError, InvalidOperationTypeError)
 _JSON_SCALARS = (str, int, float, bool, type(None))
+MAX_MESSAGE_CHARS = 500
 
 
 def _root_cause(error: GraphQLError) -> BaseException | None:
@@ -61,9 +62,14 @@ def describe_validation_error(exc: ValidationError) -> str:
     return "; ".join(parts) or "invalid input"
 
 
+def _clipped(message: str) -> str:
+    """Messages may quote the caller's input; a megabyte-long id need not come back in full."""
+    return message if len(message) <= MAX_MESSAGE_CHARS else message[: MAX_MESSAGE_CHARS - 1] + "…"
+
+
 def _rebuilt(error: GraphQLError, message: str, extensions: dict[str, Any]) -> GraphQLError:
     return GraphQLError(
-        message=message,
+        message=_clipped(message),
         nodes=error.nodes,
         source=error.source,
         positions=error.positions,

@@ -38,11 +38,27 @@ async def test_malformed_graphql_is_bad_input(api, query: str) -> None:
         (b"{not json", "application/json"),
         (b'{"variables": {}}', "application/json"),  # no query
         (b"query=1", "text/plain"),
+        (b'"just a string"', "application/json"),  # JSON, but not an object
+        (b'[{"query": "{ me { name } }"}]', "application/json"),  # batching is off
+        (b"\xff\xfe\x00", "application/json"),  # not decodable text
+        (b"--x\r\ngarbage", "multipart/form-data; boundary=x"),
     ],
 )
 async def test_unparseable_requests_are_400_with_code(api, content: bytes, content_type: str) -> None:
     response = await api.http.post("/graphql", content=content, headers={"content-type": content_type})
     assert 400 <= response.status_code < 500
+    assert response.json()["errors"][0]["extensions"]["code"] == "BAD_INPUT"
+
+
+async def test_long_input_is_not_echoed_in_full(api) -> None:
+    body = await api.gql("query($id: ID!) { listing(id: $id) { id } }", {"id": "x" * 100_000})
+    error = body["errors"][0]
+    assert error["extensions"]["code"] == "NOT_FOUND" and len(error["message"]) <= 500
+
+
+async def test_get_with_unparseable_variables_is_400(api) -> None:
+    response = await api.http.get("/graphql", params={"query": "{ me { name } }", "variables": "{bad"})
+    assert response.status_code == 400
     assert response.json()["errors"][0]["extensions"]["code"] == "BAD_INPUT"
 
 
