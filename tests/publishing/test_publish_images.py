@@ -103,6 +103,8 @@ async def test_image_pushed_to_the_registry_is_published_and_verified(
     assert output["label"] == "positive"
     found = await app.search.search(bob, SearchRequest(text="review sentiment image", verified_only=True))
     assert pub.listing_id in [hit.listing.id for hit in found.results]
+    recheck = await svc.verify_listing(pub.listing_id)  # re-run in a fresh container from the registry
+    assert (recheck.outcome, recheck.problems) == ("verified", [])
     # The producer's own image was not changed: same id, same entrypoint.
     assert svc.images.client.images.get(local).attrs["Config"]["Entrypoint"] == ["python3", "model.py"]
 
