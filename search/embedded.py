@@ -15,6 +15,7 @@ in-memory columns updated, which cannot fail half-way. The catalog writes its da
 
 from __future__ import annotations
 
+import hashlib
 import threading
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -41,6 +42,7 @@ class EmbeddedBackend:
         self.dim = dim
         self.ann_threshold = ann_threshold
         self._keyword = KeywordIndex(Path(index_dir) / "keyword")
+        self._graph_file = Path(index_dir) / "vectors.usearch"
         self._table = ListingTable(dim)
         # Below the threshold exact search is cheap enough; the graph only answers broad queries.
         self._ann = AnnIndex(dim, exact_below=min(EXACT_WHEN_MATCHING_AT_MOST, ann_threshold))
@@ -83,7 +85,10 @@ class EmbeddedBackend:
             self._fingerprints = fingerprints
             self._digest = digest
             self._slot_of_key = {doc_key(doc.id): slot for doc, slot in zip(docs, slots, strict=True)}
-            self._maybe_build_ann()
+            if self._wants_ann():
+                keys, slots_with_vectors = self._vector_keys()
+                if not self._ann.restore(self._graph_file, self._vector_digest(keys, slots_with_vectors)):
+                    self._ann.build(keys, self._table.vectors[slots_with_vectors])
             return rebuilt
 
     def clear(self) -> None:
@@ -96,8 +101,12 @@ class EmbeddedBackend:
             self._slot_of_key = {}
 
     def close(self) -> None:
+        """Release the index lock; a built HNSW graph is saved so the next start need not rebuild it."""
         self._ann.wait()
         with self._lock:
+            if self._ann.ready:
+                keys, slots = self._vector_keys()
+                self._ann.save(self._graph_file, self._vector_digest(keys, slots))
             self._keyword.close()
 
     def __enter__(self) -> EmbeddedBackend:
@@ -125,7 +134,7 @@ class EmbeddedBackend:
             self._fingerprints.update(fingerprints)
             for doc, slot in zip(docs, slots, strict=True):
                 self._slot_of_key[doc_key(doc.id)] = slot
-            self._sync_ann(np.asarray(slots, dtype=np.int64))
+            self._sync_ann(docs, slots)
 
     def delete(self, ids: Sequence[str]) -> None:
         """Remove listings; ids that are not indexed are ignored (deleting twice is harmless)."""
@@ -136,24 +145,39 @@ class EmbeddedBackend:
             digest = combine([self._digest, *(-self._fingerprints[i] for i in known)])
             self._keyword.apply([], known, len(self._fingerprints) - len(known), digest)
             self._digest = digest
-            freed = self._table.delete(known)
+            self._table.delete(known)
             for listing_id in known:
                 del self._fingerprints[listing_id]
                 self._slot_of_key.pop(doc_key(listing_id), None)
-            self._ann.remove(np.asarray(freed, dtype=np.int64))
+            self._ann.remove(np.array([doc_key(i) for i in known], dtype=np.uint64))
 
-    def _sync_ann(self, slots: np.ndarray) -> None:
-        has_vector = self._table.column("has_vector")[slots]
-        self._ann.remove(slots[~has_vector])
-        self._ann.add(slots[has_vector], self._table.vectors[slots[has_vector]])
-        self._maybe_build_ann()
+    def _sync_ann(self, docs: Sequence[IndexedListing], slots: list[int]) -> None:
+        keys = np.array([doc_key(doc.id) for doc in docs], dtype=np.uint64)
+        at = np.asarray(slots, dtype=np.int64)
+        has_vector = self._table.column("has_vector")[at]
+        self._ann.remove(keys[~has_vector])
+        self._ann.add(keys[has_vector], self._table.vectors[at[has_vector]])
+        if not self._ann.ready and self._wants_ann():
+            keys, slots_with_vectors = self._vector_keys()
+            self._ann.build(keys, self._table.vectors[slots_with_vectors])
 
-    def _maybe_build_ann(self) -> None:
-        has_vector = self._table.column("has_vector")
-        if self._ann.ready or int(has_vector.sum()) <= self.ann_threshold:
-            return
-        slots = np.flatnonzero(has_vector)
-        self._ann.build(slots, self._table.vectors[slots])
+    def _wants_ann(self) -> bool:
+        return int(self._table.column("has_vector").sum()) > self.ann_threshold
+
+    def _vector_keys(self) -> tuple[np.ndarray, np.ndarray]:
+        """Keys (ascending) and slots of every listing with a vector."""
+        keys = np.fromiter(self._slot_of_key.keys(), dtype=np.uint64, count=len(self._slot_of_key))
+        slots = np.fromiter(self._slot_of_key.values(), dtype=np.int64, count=len(self._slot_of_key))
+        with_vector = self._table.column("has_vector")[slots]
+        keys, slots = keys[with_vector], slots[with_vector]
+        order = np.argsort(keys)
+        return keys[order], slots[order]
+
+    def _vector_digest(self, keys: np.ndarray, slots: np.ndarray) -> str:
+        """Identifies the exact set of (key, vector) pairs a saved graph must hold to be reused."""
+        digest = hashlib.blake2b(keys.tobytes(), digest_size=16)
+        digest.update(np.ascontiguousarray(self._table.vectors[slots]).tobytes())
+        return digest.hexdigest()
 
     @property
     def ann_ready(self) -> bool:
@@ -187,7 +211,7 @@ class EmbeddedBackend:
         with self._lock:
             allowed = self._table.mask(filters) & self._table.column("has_vector")
             vectors = self._table.vectors
-            found = self._ann.search(vectors, query, allowed, limit)
+            found = self._ann.search(vectors, query, allowed, limit, self._slot_of_key)
             slots, scores = found if found is not None else exact_search(vectors, query, allowed, limit)
             return [
                 Hit(self._table.doc_at(int(slot)).id, float(score), rank)

@@ -12,12 +12,18 @@ is so selective that the exact product over the matching slots is cheaper anyway
 
 from __future__ import annotations
 
+import json
 import logging
 import math
+import os
 import threading
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
+
+from search.blas import single_threaded_blas
 
 log = logging.getLogger(__name__)
 
@@ -49,10 +55,12 @@ def exact_search(vectors: np.ndarray, query: np.ndarray, allowed: np.ndarray, k:
     if matching < len(allowed) // 4:
         # Gathering the few matching rows is cheaper than scoring every row.
         slots = np.flatnonzero(allowed)
-        scores = vectors[slots] @ query
+        with single_threaded_blas():
+            scores = vectors[slots] @ query
         best = top_k(scores, k)
         return slots[best], scores[best]
-    scores = vectors @ query
+    with single_threaded_blas():
+        scores = vectors @ query
     scores[~allowed] = -np.inf
     best = top_k(scores, k)
     return best, scores[best]
@@ -66,11 +74,13 @@ def _set_event() -> threading.Event:
 
 @dataclass
 class AnnIndex:
-    """An HNSW graph over slot numbers, built in a background thread.
+    """An HNSW graph keyed by the listings' stable 63-bit keys, built in a background thread.
 
-    Building 100k vectors takes ~15 s on two shared cores; until the graph is ready (and whenever it is
-    not wanted) the caller searches exactly. Writes that arrive during a build are replayed onto the new
-    graph before it is swapped in, so it never misses a listing.
+    Building 100k vectors takes tens of seconds on two shared cores; until the graph is ready (and
+    whenever it is not wanted) the caller searches exactly. Writes that arrive during a build are
+    replayed onto the new graph before it is swapped in, so it never misses a listing. Keys (not memory
+    slots) make the graph independent of load order, so a clean shutdown can save it and the next start
+    restore it instead of rebuilding.
     """
 
     dim: int
@@ -80,15 +90,20 @@ class AnnIndex:
     expansion_search: int = 96
     _index: object | None = None
     _building: bool = False
+    _generation: int = 0  # bumped by drop(): a build started before it must not install its graph
     _pending: list = field(default_factory=list)
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _idle: threading.Event = field(default_factory=_set_event)
-    _thread: threading.Thread | None = None
     answered: int = 0  # searches the graph answered (the rest went exact): for tests and benchmarks
 
     @property
     def ready(self) -> bool:
         return self._index is not None
+
+    @property
+    def signature(self) -> dict[str, object]:
+        """What a saved graph must have been built with to be reused."""
+        return {"dim": self.dim, "dtype": "f16", "metric": "ip", "connectivity": self.connectivity}
 
     def _new_index(self):  # -> usearch.index.Index
         from usearch.index import Index
@@ -102,39 +117,38 @@ class AnnIndex:
             expansion_search=self.expansion_search,
         )
 
-    def build(self, slots: np.ndarray, vectors: np.ndarray, background: bool = True) -> None:
-        """Start (re)building from a snapshot of ``slots``/``vectors``; a build in progress is kept."""
+    def build(self, keys: np.ndarray, vectors: np.ndarray, background: bool = True) -> None:
+        """Start (re)building from a snapshot of ``keys``/``vectors``; a build in progress is kept."""
         with self._lock:
             if self._building:
                 return
             self._building = True
             self._idle.clear()
-        keys = np.asarray(slots, dtype=np.uint64).copy()
+            generation = self._generation
+        keys = np.asarray(keys, dtype=np.uint64).copy()
         data = np.ascontiguousarray(vectors, dtype=np.float32).copy()
         if background:
             # Not a daemon: usearch's native build threads abort the interpreter if killed at exit.
-            self._thread = threading.Thread(target=self._build, args=(keys, data), name="hnsw-build")
-            self._thread.start()
+            args = (keys, data, generation)
+            threading.Thread(target=self._build, args=args, name="hnsw-build").start()
         else:
-            self._build(keys, data)
+            self._build(keys, data, generation)
 
-    def _build(self, keys: np.ndarray, data: np.ndarray) -> None:
+    def _build(self, keys: np.ndarray, data: np.ndarray, generation: int) -> None:
+        index = None
         try:
             index = self._new_index()
             if len(keys):
                 index.add(keys, data, threads=2)
         except Exception:  # a failed build leaves the exact path in charge; nothing is lost
             log.exception("building the HNSW index failed; vector search stays exact")
-            with self._lock:
-                self._building = False
-                self._pending.clear()
-            self._idle.set()
-            return
+            index = None
         with self._lock:
-            for op, op_keys, op_vectors in self._pending:
-                self._apply(index, op, op_keys, op_vectors)
+            if index is not None and generation == self._generation:
+                for op, op_keys, op_vectors in self._pending:
+                    self._apply(index, op, op_keys, op_vectors)
+                self._index = index
             self._pending.clear()
-            self._index = index
             self._building = False
         self._idle.set()
 
@@ -151,11 +165,11 @@ class AnnIndex:
         self._idle.wait(timeout)
         return self.ready
 
-    def add(self, slots: np.ndarray, vectors: np.ndarray) -> None:
-        self._record("add", np.asarray(slots, dtype=np.uint64), np.asarray(vectors, dtype=np.float32))
+    def add(self, keys: np.ndarray, vectors: np.ndarray) -> None:
+        self._record("add", np.asarray(keys, dtype=np.uint64), np.asarray(vectors, dtype=np.float32))
 
-    def remove(self, slots: np.ndarray) -> None:
-        self._record("remove", np.asarray(slots, dtype=np.uint64), None)
+    def remove(self, keys: np.ndarray) -> None:
+        self._record("remove", np.asarray(keys, dtype=np.uint64), None)
 
     def _record(self, op: str, keys: np.ndarray, vectors: np.ndarray | None) -> None:
         if not len(keys):
@@ -171,9 +185,53 @@ class AnnIndex:
         with self._lock:
             self._index = None
             self._pending.clear()
+            self._generation += 1
 
+    # ------------------------------------------------------------------ persistence
+    def save(self, path: Path, digest: str) -> bool:
+        """Write the graph and a marker of what it holds; False when there is no graph to save."""
+        with self._lock:
+            if self._index is None or self._building:
+                return False
+            marker = path.with_suffix(".json")
+            marker.unlink(missing_ok=True)
+            tmp = path.with_suffix(".tmp")
+            self._index.save(str(tmp))
+            os.replace(tmp, path)
+            marker.write_text(json.dumps({**self.signature, "digest": digest}))
+            return True
+
+    def restore(self, path: Path, digest: str) -> bool:
+        """Adopt a saved graph if it was built with these settings over exactly these vectors."""
+        from usearch.index import Index
+
+        try:
+            marker = json.loads(path.with_suffix(".json").read_text())
+        except (OSError, ValueError):
+            return False
+        if marker != {**self.signature, "digest": digest}:
+            return False
+        try:
+            index = Index.restore(str(path))
+        except Exception:  # a damaged file is only a cache: rebuild instead
+            log.warning("could not restore the HNSW graph from %s; rebuilding", path, exc_info=True)
+            return False
+        if index is None or index.ndim != self.dim:
+            return False
+        index.expansion_search = self.expansion_search
+        with self._lock:
+            self._index = index
+            self._generation += 1
+        return True
+
+    # ------------------------------------------------------------------ search
     def search(
-        self, vectors: np.ndarray, query: np.ndarray, allowed: np.ndarray, k: int
+        self,
+        vectors: np.ndarray,
+        query: np.ndarray,
+        allowed: np.ndarray,
+        k: int,
+        slot_of_key: Mapping[int, int],
     ) -> tuple[np.ndarray, np.ndarray] | None:
         """Like ``exact_search`` via the graph, or ``None`` when the exact path should answer."""
         matching = int(allowed.sum())
@@ -186,12 +244,13 @@ class AnnIndex:
             if self._index is None:
                 return None
             matches = self._index.search(query, wanted)
-        candidates = np.asarray(matches.keys, dtype=np.int64)
-        candidates = candidates[(candidates < len(allowed))]
-        candidates = candidates[allowed[candidates]]
+        slots = np.fromiter((slot_of_key.get(int(key), -1) for key in matches.keys), dtype=np.int64)
+        slots = slots[slots >= 0]
+        candidates = slots[allowed[slots]]
         if len(candidates) < min(k, matching):
             return None  # the graph's neighbourhood was too filtered to fill the page
-        scores = vectors[candidates] @ query
+        with single_threaded_blas():
+            scores = vectors[candidates] @ query
         best = top_k(scores, k)
         self.answered += 1
         return candidates[best], scores[best]

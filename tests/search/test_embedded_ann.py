@@ -78,3 +78,24 @@ def test_ann_sees_writes_after_build(pair) -> None:
     hits = approx.vector(fresh, SearchFilters(), 20) + approx.vector(vectors[3], SearchFilters(), 20)
     assert {"fresh", "v3"}.isdisjoint(h.id for h in hits)
     assert approx.ann_ready
+
+
+def test_graph_saved_on_close_is_restored_only_for_the_same_vectors(tmp_path: Path) -> None:
+    vectors, _ = clustered_vectors(np.random.default_rng(5))
+    docs = [listing(f"v{i}", embedding=vectors[i]) for i in range(N)]
+    with EmbeddedBackend(tmp_path, DIM, ann_threshold=100) as first:
+        first.load(docs)
+        assert first.wait_for_ann(60)
+    assert (tmp_path / "vectors.usearch").exists()
+
+    with EmbeddedBackend(tmp_path, DIM, ann_threshold=100) as second:
+        second.load(list(reversed(docs)))  # another load order: keys, not slots, identify vectors
+        assert second.ann_ready  # restored synchronously, no build
+        assert second.vector(vectors[42], SearchFilters(), 1)[0].id == "v42"
+        assert second.ann_searches == 1
+
+    moved = [listing("v0", embedding=-vectors[0]), *docs[1:]]
+    with EmbeddedBackend(tmp_path, DIM, ann_threshold=100) as third:
+        third.load(moved)
+        third.wait_for_ann(60)  # a different vector: the saved graph is stale and gets rebuilt
+        assert third.vector(-vectors[0], SearchFilters(), 1)[0].id == "v0"
