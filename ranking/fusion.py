@@ -7,8 +7,8 @@ fixed scale is what lets the query-understanding and quality boosts be stated as
   cosine similarities need no calibration;
 - normalized score fusion: each list's scores min-max scaled over its own hits, then weighted.
 
-``benchmarks.relevance --tune`` measures both on the dev set; the ranker uses the better (RRF, see
-``ranking.weights``).
+``benchmarks.relevance --tune`` measures both on the dev set; min-max score fusion came out ahead
+(0.271 vs 0.261 MRR@10 on hf-dev, see ``ranking.weights``), and RRF stays selectable.
 """
 
 from __future__ import annotations

@@ -19,17 +19,20 @@ from typing import Literal
 
 @dataclass(frozen=True, slots=True)
 class RankingWeights:
-    # --- candidate fusion. Tuned on hf-dev (413 queries; MRR@10 all / even half / odd half), grid in
-    # benchmarks.relevance --tune: min-max score fusion with equal weights and the category boost below
-    # 0.265 / 0.236 / 0.294 at depth 50; best RRF (k=30, keyword 0.7) 0.261 / 0.225 / 0.296; plain RRF
-    # (k=60, no boosts) 0.252. z-score instead of min-max scaling: 0.269 vs 0.271 at depth 100.
-    # The whole grid lies within 0.25-0.265: the choice is stable, not a sharp optimum.
+    # --- candidate fusion. Tuned on hf-dev (413 queries; MRR@10 all / even half / odd half) with
+    # ``benchmarks.relevance --tune`` (grid: fusion x rrf_k x keyword_weight x category_boost x depth):
+    #   chosen (score fusion, keyword 1.0, category 0.2, depth 100)     0.271 / 0.239 / 0.303
+    #   best of grid (keyword 0.7, depth 200)                           0.272 / 0.241 / 0.304
+    #   best RRF (k=60, keyword 0.7, category 0.2, depth 200)           0.261 / 0.225 / 0.297
+    #   plain RRF (k=60, equal weights, no boosts)                      0.252
+    # z-score instead of min-max scaling: 0.269 at depth 100. The grid is flat (0.25-0.27): the choice is
+    # stable across halves, not a sharp optimum.
     fusion: Literal["rrf", "score"] = "score"
     rrf_k: float = 30.0
     keyword_weight: float = 1.0
     vector_weight: float = 1.0
     # Hits requested from each list. Min-max scaling needs a deep enough list to set a meaningful
-    # minimum: MRR@10 at depth 30 / 50 / 100 / 200 = 0.263 / 0.265 / 0.271 / 0.272; ranking costs about
+    # minimum: MRR@10 at depth 30 / 50 / 100 / 200 = 0.263 / 0.265 / 0.271 / 0.272, and ranking costs about
     # 1 ms per 100 candidates, so 100.
     candidate_depth: int = 100
 
@@ -41,14 +44,16 @@ class RankingWeights:
     keyword_vote_weight: float = 0.2  # labels of the top keyword hits
     vote_depth: int = 10
     vote_temperature: float = 0.05  # cosine gap at which a neighbour's vote drops by e
-    label_temperature: float = 0.05  # softmax temperature over label evidence (0.02: 0.264, 0.05: 0.265)
+    label_temperature: float = (
+        0.05  # softmax temperature over label evidence (depth 50: 0.02 -> 0.264, 0.05 -> 0.265)
+    )
     max_labels: int = 3
     min_label_probability: float = 0.05
     format_min_probability: float = 0.5  # infer formats only from a label this probable
 
-    # --- boosts from the interpretation. category_boost (score fusion): 0 -> 0.255, 0.05 -> 0.259,
-    # 0.1 -> 0.262, 0.2 -> 0.265, 0.3 -> 0.265 (but the even half drops); 0.2 keeps the boost below the
-    # relevance of a listing first in one list (0.5). format_boost: untested (hf-dev has no formats).
+    # --- boosts from the interpretation. category_boost at depth 100: 0 -> 0.264, 0.05 -> 0.268,
+    # 0.1 -> 0.267, 0.2 -> 0.271, 0.3 -> 0.270. 0.2 keeps the boost below the relevance of a listing
+    # first in one of the two lists (0.5). format_boost: untested (hf-dev declares no formats).
     category_boost: float = 0.2  # times P(listing's label)
     format_boost: float = 0.02  # per matching inferred input/output format
 
