@@ -101,7 +101,10 @@ class EmbeddedBackend:
             self._slot_of_key = {}
 
     def close(self) -> None:
-        """Release the index lock; a built HNSW graph is saved so the next start need not rebuild it."""
+        """Release the index lock; a built HNSW graph is saved so the next start need not rebuild it
+        (an unfinished build is abandoned: exiting must not wait minutes for it)."""
+        if not self._ann.ready:
+            self._ann.drop()
         self._ann.wait()
         with self._lock:
             if self._ann.ready:

@@ -34,6 +34,7 @@ MAX_ANN_CANDIDATES = 8_192
 ANN_OVERSAMPLING = 2.0
 # Re-scoring a few dozen exact dot products is free and makes up for float16 rounding's near-ties.
 MIN_ANN_CANDIDATES = 64
+BUILD_CHUNK = 4096
 
 
 def top_k(scores: np.ndarray, k: int) -> np.ndarray:
@@ -138,8 +139,12 @@ class AnnIndex:
         index = None
         try:
             index = self._new_index()
-            if len(keys):
-                index.add(keys, data, threads=2)
+            # In chunks, so that drop() or close() stops a long build within a second or two.
+            for start in range(0, len(keys), BUILD_CHUNK):
+                if generation != self._generation:
+                    index = None
+                    break
+                index.add(keys[start : start + BUILD_CHUNK], data[start : start + BUILD_CHUNK], threads=2)
         except Exception:  # a failed build leaves the exact path in charge; nothing is lost
             log.exception("building the HNSW index failed; vector search stays exact")
             index = None
@@ -181,7 +186,7 @@ class AnnIndex:
                 self._apply(self._index, op, keys, vectors)
 
     def drop(self) -> None:
-        """Forget the graph (e.g. after ``clear``); searches go exact until the next build."""
+        """Forget the graph and stop a build in progress; searches go exact until the next build."""
         with self._lock:
             self._index = None
             self._pending.clear()
