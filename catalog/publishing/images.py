@@ -117,12 +117,20 @@ class ImageService:
 
     # ---- getting images in ---------------------------------------------------------------------------
     def load_tarball(self, path: Path) -> str:
-        """``docker load`` a producer's ``docker save`` tarball; it must hold exactly one image."""
+        """``docker load`` a producer's ``docker save`` tarball; it must hold exactly one image.
+
+        The tags inside the tarball are stripped first: ``docker load`` would otherwise re-point any tag
+        the tarball names — the base image's, or another listing's — at the producer's image.
+        """
+        untagged = path.with_name(path.name + ".untagged")
         try:
-            with open(path, "rb") as f:
+            strip_repo_tags(path, untagged)
+            with open(untagged, "rb") as f:
                 images = self.client.images.load(f)
-        except (APIError, DockerException) as exc:
+        except (APIError, DockerException, tarfile.TarError, ValueError) as exc:
             raise BadInput(f"not a loadable docker save tarball: {exc}") from exc
+        finally:
+            untagged.unlink(missing_ok=True)
         ids = {image.id for image in images}
         if len(ids) != 1:
             raise BadInput(f"the tarball must hold exactly one image, it holds {len(ids)}")
@@ -196,6 +204,38 @@ class ImageService:
         """Drop a tag (never the image data another tag still uses)."""
         with contextlib.suppress(ImageNotFound, APIError, DockerException, OSError, Unavailable):
             self.client.images.remove(ref, noprune=True)
+
+
+def strip_repo_tags(source: Path, dest: Path) -> None:
+    """Copy a ``docker save`` tarball without its tags (``RepoTags`` in manifest.json, ``repositories``)."""
+    with tarfile.open(source, "r:*") as src, tarfile.open(dest, "w") as out:
+        for member in src:
+            if member.name in ("repositories", "./repositories"):
+                continue
+            name = member.name.removeprefix("./")
+            if name in ("manifest.json", "index.json") and member.isfile():
+                reader = src.extractfile(member)
+                assert reader is not None
+                data = json.dumps(_untagged(name, json.loads(reader.read(1 << 20)))).encode()
+                member.size = len(data)
+                out.addfile(member, io.BytesIO(data))
+                continue
+            out.addfile(member, src.extractfile(member) if member.isfile() else None)
+
+
+def _untagged(name: str, document: Any) -> Any:
+    """manifest.json (docker) names tags in ``RepoTags``; index.json (OCI) in ref-name annotations."""
+    if name == "manifest.json":
+        if not isinstance(document, list):
+            raise ValueError("manifest.json is not a list of images")
+        for entry in document:
+            entry["RepoTags"] = None
+        return document
+    for entry in document.get("manifests", []) if isinstance(document, dict) else []:
+        annotations = entry.get("annotations") or {}
+        for key in ("io.containerd.image.name", "org.opencontainers.image.ref.name"):
+            annotations.pop(key, None)
+    return document
 
 
 def check_registry_ref(registry: str | None, ref: str) -> None:

@@ -150,3 +150,43 @@ async def test_docker_only_runtime_tests_packages_in_their_image(
     verify = next(s for s in pub.steps if s.name == "verify")
     assert any("unit tests passed" in line and "(docker)" in line for line in verify.log)
     assert pub.image_ref and "@sha256:" in pub.image_ref
+
+
+def retag_saved_tarball(tarball: Path, tags: list[str]) -> None:
+    """Rewrite a docker save tarball so that loading it would claim ``tags`` (what an attacker ships)."""
+    original = tarball.with_suffix(".orig")
+    tarball.rename(original)
+    with tarfile.open(original) as src, tarfile.open(tarball, "w") as out:
+        for member in src:
+            if member.name == "manifest.json":
+                manifest = json.loads(src.extractfile(member).read())
+                manifest[0]["RepoTags"] = tags
+                data = json.dumps(manifest).encode()
+                member.size = len(data)
+                out.addfile(member, io.BytesIO(data))
+            else:
+                out.addfile(member, src.extractfile(member) if member.isfile() else None)
+
+
+async def test_a_tarball_cannot_retag_images_it_does_not_own(
+    docker_publishing: PublishingService, alice: Actor, tmp_path: Path
+) -> None:
+    svc = docker_publishing
+    victim = f"victim-test/{uuid.uuid4().hex[:8]}:1"
+    base_id = svc.images.client.images.get(svc.settings.base_image).id
+    svc.images.client.images.get(base_id).tag(*victim.split(":"))
+    local = producer_image(svc, PREDICT)
+    tarball = tmp_path / "image.tar"
+    with open(tarball, "wb") as f:
+        for chunk in svc.images.client.images.get(local).save(named=True):
+            f.write(chunk)
+    retag_saved_tarball(tarball, [victim, svc.settings.base_image])
+    manifest = sentiment_manifest(name="retagging-image")
+    del manifest["entrypoint"]
+    with open(tarball, "rb") as f:
+        pub = await svc.submit_image(alice, manifest, tarball=f)
+    pub = await finish(svc, alice, pub.id)
+    assert pub.status == "published", pub.error
+    assert svc.images.client.images.get(victim).id == base_id
+    assert svc.images.client.images.get(svc.settings.base_image).id == base_id
+    svc.images.remove(victim)
