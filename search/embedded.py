@@ -5,7 +5,9 @@ every projection and calls ``load(docs)``. The vectors and facet columns are alw
 those docs (cheap: no re-encoding). The tantivy index on disk is reused only when its marker — schema
 version, document count and an order-independent digest of every indexed field — equals what the docs
 would produce; otherwise it is rebuilt from them in one commit. Either way, after ``load`` the index is
-exactly the database's projection, so ``mlrepo reindex`` is simply ``load`` after ``clear``.
+exactly the database's projection; ``mlrepo reindex`` is ``load`` (after ``clear`` to force a rebuild).
+Above ``ann_threshold`` vectors an HNSW graph is built in the background (exact search answers
+meanwhile); ``close`` saves it and the next ``load`` restores it when the vectors are unchanged.
 
 Writes are all-or-nothing from the caller's view: inputs are validated first, then tantivy commits (a
 failed commit rolls back and raises ``Unavailable`` with memory untouched), and only then are the
@@ -160,7 +162,7 @@ class EmbeddedBackend:
         has_vector = self._table.column("has_vector")[at]
         self._ann.remove(keys[~has_vector])
         self._ann.add(keys[has_vector], self._table.vectors[at[has_vector]])
-        if not self._ann.ready and self._wants_ann():
+        if not (self._ann.ready or self._ann.building) and self._wants_ann():
             keys, slots_with_vectors = self._vector_keys()
             self._ann.build(keys, self._table.vectors[slots_with_vectors])
 

@@ -102,6 +102,10 @@ class AnnIndex:
         return self._index is not None
 
     @property
+    def building(self) -> bool:
+        return self._building
+
+    @property
     def signature(self) -> dict[str, object]:
         """What a saved graph must have been built with to be reused."""
         return {"dim": self.dim, "dtype": "f16", "metric": "ip", "connectivity": self.connectivity}
