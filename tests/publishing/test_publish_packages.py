@@ -9,6 +9,7 @@ import pytest
 from publishing_support import (
     artifact_blobs,
     files_outside,
+    make_service,
     package_files,
     sentiment_manifest,
     targz_bytes,
@@ -20,7 +21,8 @@ from catalog.actors import Actor
 from catalog.app import CatalogApp
 from catalog.publishing.service import InProcessQueue, PublicationView, PublishingService
 from catalog.search_service import SearchRequest
-from infra.errors import Forbidden, NotFound
+from infra.errors import BadInput, Forbidden, NotFound
+from infra.settings import Settings
 from infra.tables import Listing, ListingVersion
 
 
@@ -316,3 +318,17 @@ async def test_reverification_suspends_a_listing_whose_behaviour_changed(
     assert listing.verification_status == "suspended" and listing.status == "suspended"
     with pytest.raises(NotFound):  # pulled: requesters no longer see it
         await app.listings.get(bob, pub.listing_id)
+
+
+async def test_oversized_and_empty_uploads_leave_nothing(
+    settings: Settings, app: CatalogApp, alice: Actor, bwrap_ok: bool
+) -> None:
+    service = make_service(
+        settings.model_copy(update={"runtime": "bwrap", "publish_max_upload_bytes": 1000}), app
+    )
+    with pytest.raises(BadInput, match="larger than the limit of 1000 bytes"):
+        await service.submit_package(alice, io.BytesIO(b"x" * 5000))
+    with pytest.raises(BadInput, match="empty"):
+        await service.submit_package(alice, io.BytesIO(b""))
+    assert await service.mine(alice) == []
+    assert files_outside(settings.data_dir) == []
