@@ -27,6 +27,7 @@ import numpy as np
 
 from infra.errors import Conflict
 from search.columns import SORTS, ListingTable, ordered_slots
+from search.dirlock import DirectoryLock
 from search.filters import validate_filters
 from search.keyword import KeywordIndex, combine, doc_key, fingerprint
 from search.types import Hit, IndexedListing, SearchFilters
@@ -43,7 +44,12 @@ class EmbeddedBackend:
     def __init__(self, index_dir: Path, dim: int, ann_threshold: int = 50_000) -> None:
         self.dim = dim
         self.ann_threshold = ann_threshold
-        self._keyword = KeywordIndex(Path(index_dir) / "keyword")
+        self._dir_lock = DirectoryLock(Path(index_dir))  # first: nothing is touched under another writer
+        try:
+            self._keyword = KeywordIndex(Path(index_dir) / "keyword")
+        except BaseException:
+            self._dir_lock.release()
+            raise
         self._graph_file = Path(index_dir) / "vectors.usearch"
         self._table = ListingTable(dim)
         # Below the threshold exact search is cheap enough; the graph only answers broad queries.
@@ -113,6 +119,7 @@ class EmbeddedBackend:
                 keys, slots = self._vector_keys()
                 self._ann.save(self._graph_file, self._vector_digest(keys, slots))
             self._keyword.close()
+            self._dir_lock.release()
 
     def __enter__(self) -> EmbeddedBackend:
         return self
