@@ -97,12 +97,15 @@ class OpenSearchBackend:
             raise Unavailable(f"OpenSearch did not index {len(failed)} listings: {', '.join(failed[:10])}")
 
     def _physical_indices(self) -> list[str]:
+        """The indices behind the alias (normally one; two only mid-swap)."""
         from opensearchpy.exceptions import NotFoundError
 
         try:
-            return sorted(self.client.indices.get_alias(name=self.alias))
-        except NotFoundError:
-            return []
+            return sorted(self._call("alias lookup", self.client.indices.get_alias, name=self.alias))
+        except Unavailable as exc:
+            if isinstance(exc.__cause__, NotFoundError):
+                return []
+            raise
 
     def ensure(self) -> None:
         """Install the index template and, on a fresh cluster, an empty index behind the alias."""

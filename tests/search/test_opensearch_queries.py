@@ -259,3 +259,12 @@ def test_unreachable_opensearch_is_unavailable(tmp_path) -> None:
             backend.count(SearchFilters())
     finally:
         backend.close()
+
+
+def test_unreachable_opensearch_fails_loading_cleanly() -> None:
+    backend = OpenSearchBackend.connect("http://127.0.0.1:9", "mlrepo-test", 8)
+    try:
+        with pytest.raises(Unavailable, match="OpenSearch"):
+            backend.load([listing("a", embedding=None)])
+    finally:
+        backend.close()
