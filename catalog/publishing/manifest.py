@@ -38,6 +38,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from catalog.enums import ListingKind
 from catalog.formats import payload_errors, validate_listing_io
+from catalog.listing_input import MAX_EXAMPLES
 from infra.errors import BadInput
 
 MANIFEST_NAMES = ("mlrepo.json", "mlrepo.toml")
@@ -111,7 +112,7 @@ class Manifest(BaseModel):
     accuracy: float | None = Field(None, ge=0, le=1)
     accuracy_metric: str | None = None
     accuracy_dataset: str | None = None
-    examples: list[Any] = Field(default_factory=list)
+    examples: list[dict[str, Any]] = Field(default_factory=list, max_length=MAX_EXAMPLES)
 
     @field_validator("entrypoint", "train_entrypoint", mode="before")
     @classmethod
