@@ -6,8 +6,9 @@ For each size it builds (once; cached under ``--root``) a data dir holding that 
 (``benchmarks.synthetic_catalog``: realistic names and descriptions, imported through the real importer,
 so the embeddings are real MiniLM vectors — ~4-5 min of CPU for 100k on 2 cores). Then, in one run:
 
-1. in-process breakdown over the same requests: query encode, keyword candidates, vector candidates,
-   fusion/ranking, hydration from the database, and the whole catalog search service call;
+1. in-process breakdown over the same kind of requests: query encode, keyword candidates, vector
+   candidates, fusion/ranking, hydration from the database, the unmet-demand log write, and the whole
+   catalog search service call;
 2. ``mlrepo serve`` in a subprocess; GraphQL ``search`` p50/p95 over HTTP with unique request texts (the
    query-embedding cache never hits), and the server's peak RSS (VmHWM);
 3. encode-only p50 of the same texts in this process, right after, so both see the same machine load.
@@ -126,7 +127,9 @@ async def _breakdown(data_dir: Path, texts: list[str]) -> dict[str, dict[str, fl
     from catalog.app import CatalogApp
     from catalog.search_service import SearchRequest, build_filters
 
-    stages: dict[str, list[float]] = {k: [] for k in ("encode", "keyword", "vector", "fusion", "hydrate")}
+    stages: dict[str, list[float]] = {
+        k: [] for k in ("encode", "keyword", "vector", "fusion", "hydrate", "demand_log")
+    }
     service: list[float] = []
     async with await CatalogApp.open(settings_for(data_dir)) as catalog:
         backend, ranker = catalog.index.backend, catalog.search.ranker
@@ -147,9 +150,16 @@ async def _breakdown(data_dir: Path, texts: list[str]) -> dict[str, dict[str, fl
                 ),
                 stages["fusion"],
             )
+            top = [r.id for r in ranked[:10]]
             started = time.perf_counter()
-            await catalog.listings.get_many(ANONYMOUS, [r.id for r in ranked[:10]])
+            await catalog.listings.get_many(ANONYMOUS, top)
             stages["hydrate"].append(time.perf_counter() - started)
+            started = time.perf_counter()  # every first page of a text search is logged (unmet demand)
+            await catalog.demand.log_search(
+                text, result_count=len(ranked), account_id=None, category=None, facets={}, top_ids=top,
+                embedding=vector,
+            )  # fmt: skip
+            stages["demand_log"].append(time.perf_counter() - started)
         for text in texts[half:]:
             started = time.perf_counter()
             await catalog.search.search(ANONYMOUS, SearchRequest(text=text))
