@@ -14,6 +14,7 @@ import tarfile
 from pathlib import Path
 
 from catalog.publishing.archive_safety import ArchiveLimits, ExtractionReport, extract_archive
+from infra.artifacts import ArtifactStore
 
 
 def _entries(root: Path) -> list[Path]:
@@ -58,3 +59,20 @@ def normalize_package(package_root: Path, dest: Path) -> Path:
 def unpack_package(package: Path, dest: Path, limits: ArchiveLimits | None = None) -> ExtractionReport:
     """Unpack a stored package (still through the safety checks: the store is not trusted blindly)."""
     return extract_archive(package, dest, limits)
+
+
+def checkout_package(
+    store: ArtifactStore, digest: str, dest: Path, limits: ArchiveLimits | None = None
+) -> Path:
+    """A private, runnable copy of a published package (decrypted if stored encrypted) under ``dest``.
+
+    This is how anything runs a published code package (re-verification, the executor's bwrap runtime):
+    the stored blob is exported with its digest checked, then unpacked through the safety checks into
+    ``dest/app``; ``dest`` belongs to the caller, who removes it.
+    """
+    archive = store.export(digest, dest / "package.tar.gz")
+    try:
+        unpack_package(archive, dest / "app", limits)
+    finally:
+        archive.unlink(missing_ok=True)
+    return dest / "app"

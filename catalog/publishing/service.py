@@ -27,9 +27,10 @@ from catalog.access import can_modify
 from catalog.actors import Actor
 from catalog.enums import VerificationStatus
 from catalog.listings import ListingService
-from catalog.publishing.archive_safety import ArchiveLimits, extract_archive
+from catalog.publishing.archive_safety import ArchiveLimits
 from catalog.publishing.images import ImageService, check_registry_ref
 from catalog.publishing.manifest import parse_manifest
+from catalog.publishing.packaging import checkout_package
 from catalog.publishing.sandbox import RunTarget, Sandbox
 from catalog.publishing.steps import PublicationStatus, initial_steps
 from catalog.publishing.verification import compare_signatures, limits_for, run_unit_tests
@@ -442,12 +443,11 @@ class PublishingService:
             return RunTarget(command=command, image=version.image_ref)
         if not version.artifact_digest:
             raise Unavailable("the version has no stored package to re-run")
-        package = await asyncio.to_thread(
-            self.store.export, version.artifact_digest, staging / "package.tar.gz"
-        )
         limits = ArchiveLimits.from_settings(self.settings)
-        await asyncio.to_thread(extract_archive, package, staging / "run", limits)
-        return RunTarget(command=command, code_dir=staging / "run")
+        code_dir = await asyncio.to_thread(
+            checkout_package, self.store, version.artifact_digest, staging, limits
+        )
+        return RunTarget(command=command, code_dir=code_dir)
 
     def _ensure_image(self, ref: str) -> None:
         try:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import tarfile
+from pathlib import Path
 
 import pytest
 from publishing_support import (
@@ -19,6 +20,7 @@ from sqlalchemy import select
 
 from catalog.actors import Actor
 from catalog.app import CatalogApp
+from catalog.publishing.packaging import checkout_package
 from catalog.publishing.service import InProcessQueue, PublicationView, PublishingService
 from catalog.search_service import SearchRequest
 from infra.errors import BadInput, Forbidden, NotFound
@@ -135,7 +137,7 @@ async def test_new_version_leaves_earlier_versions_untouched(
 
 
 async def test_encrypted_at_rest_when_asked(
-    publishing: PublishingService, app: CatalogApp, alice: Actor
+    publishing: PublishingService, app: CatalogApp, alice: Actor, tmp_path: Path
 ) -> None:
     pub = await publish(
         publishing,
@@ -148,6 +150,9 @@ async def test_encrypted_at_rest_when_asked(
     assert version.encrypted
     stored = publishing.store.locate(version.artifact_digest)
     assert stored.encrypted and b"POSITIVE" not in stored.path.read_bytes()
+    app_dir = checkout_package(publishing.store, version.artifact_digest, tmp_path / "run")
+    assert b"POSITIVE" in (app_dir / "predict.py").read_bytes()
+    assert sorted(p.name for p in app_dir.iterdir()) == ["mlrepo.json", "predict.py"]
     listing = await app.listings.get(alice, pub.listing_id)
     assert listing.timeout_s == 2 and listing.resources["memory_mb"] == 300
 
