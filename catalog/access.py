@@ -8,10 +8,13 @@ A listing an actor cannot see is reported as NOT_FOUND, never FORBIDDEN, so its 
 
 from __future__ import annotations
 
+from collections.abc import Collection
+
 from sqlalchemy import ColumnElement, and_, exists, or_, select, true
 
 from catalog.actors import Actor
 from catalog.enums import Visibility
+from catalog.listing_view import ListingView
 from infra.tables import Listing, ListingShare
 
 ACTIVE = "active"
@@ -38,15 +41,34 @@ def visible_to(actor: Actor) -> ColumnElement[bool]:
     return or_(public, Listing.owner_id == actor.account_id, shared)
 
 
-def can_see(actor: Actor, listing: Listing, shared_with: set[str]) -> bool:
-    """The Python twin of ``visible_to`` for a row already loaded."""
-    if actor.is_admin or (actor.account_id is not None and listing.owner_id == actor.account_id):
+def may_see(
+    actor: Actor,
+    owner_id: str | None,
+    visibility: str,
+    status: str,
+    verification_status: str,
+    shared_with: Collection[str],
+) -> bool:
+    """The Python twin of ``visible_to``, for a listing already read."""
+    if actor.is_admin or (actor.account_id is not None and owner_id == actor.account_id):
         return True
-    if listing.status != ACTIVE or listing.verification_status == SUSPENDED:
+    if status != ACTIVE or verification_status == SUSPENDED:
         return False
-    if listing.visibility == Visibility.PUBLIC:
+    if visibility == Visibility.PUBLIC:
         return True
-    return listing.visibility == Visibility.SHARED and actor.account_id in shared_with
+    return visibility == Visibility.SHARED and actor.account_id in shared_with
+
+
+def can_see(actor: Actor, listing: Listing, shared_with: Collection[str]) -> bool:
+    return may_see(
+        actor, listing.owner_id, listing.visibility, listing.status, listing.verification_status, shared_with
+    )
+
+
+def can_see_view(actor: Actor, view: ListingView) -> bool:
+    return may_see(
+        actor, view.owner_id, view.visibility, view.status, view.verification_status, view.shared_with
+    )
 
 
 def can_modify(actor: Actor, listing: Listing) -> bool:

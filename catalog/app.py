@@ -97,6 +97,8 @@ class CatalogApp:
 
     async def close(self) -> None:
         try:
+            await self.search.flush()
+            await self.demand.close()
             if self.backend is not None:
                 self.backend.close()
         finally:

@@ -162,6 +162,10 @@ class ListingIndex:
         for listing_id in ids:
             self._seen.pop(listing_id, None)
 
+    def version_of(self, listing_id: str) -> datetime | None:
+        """The ``updated_at`` of the row version the index holds for ``listing_id`` (None if unknown)."""
+        return self._seen.get(listing_id)
+
     def current(self, ids: Sequence[str]) -> dict[str, IndexedListing]:
         return self.backend.get(ids) if self.backend is not None else {}
 

@@ -12,10 +12,12 @@ the requester may not see. The first page of each text search is logged for unme
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import hashlib
 import json
+import logging
 import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
@@ -23,6 +25,7 @@ from typing import Any
 
 import numpy as np
 
+from catalog.access import can_see_view
 from catalog.actors import Actor
 from catalog.demand import DemandService
 from catalog.enums import ListingKind, SortOrder
@@ -31,11 +34,15 @@ from catalog.indexing import ListingIndex
 from catalog.listing_view import ListingView
 from catalog.listings import ListingService
 from catalog.understanding_feed import UnderstandingFeed
+from catalog.view_cache import ViewCache
 from infra.errors import BadInput, Unavailable
 from infra.settings import Settings
+from infra.tables import new_id
 from ranking.ranker import Ranker
 from ranking.types import Interpretation, RankedResult, ScorePart
 from search.types import Hit, IndexedListing, SearchFilters
+
+logger = logging.getLogger("mlrepo.catalog")
 
 MAX_FACET_CHARS = 100
 MAX_OFFSET = 10_000
@@ -239,6 +246,8 @@ class SearchService:
         self.demand = demand
         self.ranker = ranker
         self.feed = feed
+        self.views = ViewCache()
+        self._pending: dict[str, asyncio.Task[str | None]] = {}
 
     def _validate(self, request: SearchRequest, actor: Actor) -> tuple[str, str, SearchFilters, int]:
         text = request.text or ""
@@ -279,14 +288,14 @@ class SearchService:
             page, total = ranked[offset : offset + request.limit], len(ranked)
         else:
             page, total = self._browse(filters, sort, offset, request.limit)
-        hydrated = await self.listings.get_many(actor, [r.id for r in page])
+        hydrated = await self._hydrate(actor, [r.id for r in page])
         results = [SearchResult(hydrated[r.id], r.score, r.parts) for r in page if r.id in hydrated]
         next_offset = offset + len(page)
         has_next = next_offset < total
         search_id = None
         if text and offset == 0:  # the first page only: paging on is not a new need
             inferred = interpretation.top.category if interpretation and interpretation.top else None
-            search_id = await self.demand.log_search(
+            search_id = self._log_in_background(
                 text,
                 result_count=total,
                 account_id=actor.account_id,
@@ -304,6 +313,44 @@ class SearchService:
             interpretation=interpretation,
             notes=interpretation.describe() if interpretation else [],
         )
+
+    async def _hydrate(self, actor: Actor, ids: list[str]) -> dict[str, ListingView]:
+        """Full listings for a page: from the cache when it holds the version the index has, else from
+        the database (which applies the visibility rule itself); either way re-checked for ``actor``."""
+        found: dict[str, ListingView] = {}
+        missing = []
+        for listing_id in ids:
+            view = self.views.get(listing_id, self.index.version_of(listing_id))
+            if view is None:
+                missing.append(listing_id)
+            elif can_see_view(actor, view):
+                found[listing_id] = view
+        if missing:
+            fetched = await self.listings.get_many(actor, missing)
+            self.views.put(list(fetched.values()))
+            found.update(fetched)
+        return found
+
+    def _log_in_background(self, text: str, **event: Any) -> str:
+        """Log the search for unmet demand without making the requester wait for the write.
+
+        The id is chosen here and returned at once; ``record_selection`` and ``flush`` wait for the write.
+        """
+        search_id = new_id()
+        task = asyncio.create_task(self.demand.log_search(text, search_id=search_id, **event))
+        self._pending[search_id] = task
+        task.add_done_callback(lambda done: self._logged(search_id, done))
+        return search_id
+
+    def _logged(self, search_id: str, task: asyncio.Task[str | None]) -> None:
+        self._pending.pop(search_id, None)
+        if not task.cancelled() and task.exception() is not None:
+            logger.error("could not log search %s for unmet demand", search_id, exc_info=task.exception())
+
+    async def flush(self) -> None:
+        """Wait until every search logged so far is written (tests, shutdown)."""
+        while self._pending:
+            await asyncio.gather(*list(self._pending.values()), return_exceptions=True)
 
     def _rank(
         self, text: str, query_vector: np.ndarray, filters: SearchFilters, sort: str, needed: int
@@ -353,4 +400,7 @@ class SearchService:
 
     async def record_selection(self, search_id: str, listing_id: str) -> None:
         """The requester selected ``listing_id`` from search ``search_id`` (unmet-demand bookkeeping)."""
+        pending = self._pending.get(search_id)
+        if pending is not None:
+            await asyncio.gather(pending, return_exceptions=True)
         await self.demand.record_selection(search_id, listing_id)

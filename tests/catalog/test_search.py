@@ -152,6 +152,7 @@ async def test_searches_are_logged_and_selections_recorded(demo: CatalogApp) -> 
         ANONYMOUS, SearchRequest(text="zzkqv", kinds=["notebook"], max_latency_ms=1)
     )
     assert nothing.results == [] and nothing.total_count == 0
+    await demo.search.flush()  # searches are logged in the background
     async with demo.db.session() as session:
         events = {e.id: e for e in (await session.scalars(select(SearchEvent))).all()}
     logged = events[response.search_id]
