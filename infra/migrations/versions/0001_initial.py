@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises:
-Create Date: 2026-11-28 09:49:56.949730
+Create Date: 2026-11-28 10:04:38.545693
 """
 
 from collections.abc import Sequence
@@ -154,6 +154,7 @@ def upgrade() -> None:
         batch_op.create_index(batch_op.f("ix_listings_category"), ["category"], unique=False)
         batch_op.create_index("ix_listings_kind_category", ["kind", "category"], unique=False)
         batch_op.create_index(batch_op.f("ix_listings_owner_id"), ["owner_id"], unique=False)
+        batch_op.create_index(batch_op.f("ix_listings_updated_at"), ["updated_at"], unique=False)
 
     op.create_table(
         "pipelines",
@@ -305,6 +306,7 @@ def downgrade() -> None:
 
     op.drop_table("pipelines")
     with op.batch_alter_table("listings", schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f("ix_listings_updated_at"))
         batch_op.drop_index(batch_op.f("ix_listings_owner_id"))
         batch_op.drop_index("ix_listings_kind_category")
         batch_op.drop_index(batch_op.f("ix_listings_category"))
