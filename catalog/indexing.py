@@ -35,6 +35,7 @@ logger = logging.getLogger("mlrepo.catalog")
 LOAD_BATCH = 2000
 ENCODE_BATCH = 64
 SYNC_INTERVAL_S = 1.0
+DELETION_CHECK_INTERVAL_S = 10.0  # deletions by other processes are rare; counting rows is not free
 # A row committed this long after its updated_at was stamped would be missed; transactions are short.
 SYNC_OVERLAP = timedelta(seconds=30)
 
@@ -91,6 +92,7 @@ class ListingIndex:
         self._seen: dict[str, datetime] = {}  # id -> updated_at of the row version in the index
         self._high_water: datetime | None = None
         self._last_sync = 0.0
+        self._last_deletion_check = 0.0
         self._sync_lock = asyncio.Lock()
         self.listeners: list[IndexListener] = []
 
@@ -234,7 +236,9 @@ class ListingIndex:
                 return 0
             self._last_sync = time.monotonic()
             changed = await self._load(self._high_water - SYNC_OVERLAP if self._high_water else None)
-            changed += await self._drop_deleted()
+            if force or time.monotonic() - self._last_deletion_check >= DELETION_CHECK_INTERVAL_S:
+                self._last_deletion_check = time.monotonic()
+                changed += await self._drop_deleted()
             return changed
 
     async def _drop_deleted(self) -> int:
@@ -253,13 +257,32 @@ class ListingIndex:
         return len(gone)
 
     async def _load(self, since: datetime | None) -> int:
-        """Upsert rows changed since ``since`` (all rows when None) whose version the index lacks."""
+        """Upsert rows changed since ``since`` (all rows when None) whose version the index lacks.
+
+        Reads ids and versions first, so rows the index already holds (the overlap window) cost no
+        row transfer.
+        """
+        query = select(Listing.id, Listing.updated_at).order_by(Listing.updated_at)
+        if since is not None:
+            query = query.where(Listing.updated_at >= since)
+        async with self.db.session() as session:
+            versions = (await session.execute(query)).all()
+        stale = [listing_id for listing_id, stamp in versions if self._seen.get(listing_id) != as_utc(stamp)]
+        if versions:
+            stamp = as_utc(versions[-1][1])
+            if self._high_water is None or stamp > self._high_water:
+                self._high_water = stamp
         written = 0
-        async for rows in self._changed_rows(since):
-            fresh = [r for r in rows if self._seen.get(r.id) != as_utc(r.updated_at)]
-            if fresh:
-                self.put(await self._project(fresh), [r.updated_at for r in fresh])
-                written += len(fresh)
+        for start in range(0, len(stale), LOAD_BATCH):
+            async with self.db.session() as session:
+                rows = list(
+                    await session.scalars(
+                        select(Listing).where(Listing.id.in_(stale[start : start + LOAD_BATCH]))
+                    )
+                )
+            if rows:
+                self.put(await self._project(rows), [r.updated_at for r in rows])
+                written += len(rows)
         return written
 
     async def _changed_rows(
