@@ -284,6 +284,11 @@ class ListingService:
         if actor.is_anonymous:
             raise Unauthenticated("sign in to create listings")
         listing = data if isinstance(data, ListingInput) else parse_listing(data)
+        if listing.owner is not None:
+            raise BadInput("owner: a listing belongs to the account that creates it", field="owner")
+        if listing.producer is None and actor.name:
+            listing = listing.model_copy(update={"producer": actor.name})
+            listing.model_fields_set.add("producer")
         created = await self.create_many(actor.account_id, [listing])
         return created[0]
 

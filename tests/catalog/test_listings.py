@@ -15,7 +15,7 @@ async def test_create_validates_and_normalizes_fields(app: CatalogApp, alice: Ac
     listing = await app.listings.create(
         alice, listing_data(accuracy={"value": 0.93, "metric": "f1", "dataset": "imdb"}, size="1.5 MB")
     )
-    assert listing.owner_id == alice.account_id
+    assert listing.owner_id == alice.account_id and listing.producer_name == "alice"
     assert (listing.accuracy, listing.accuracy_metric, listing.accuracy_dataset) == (0.93, "f1", "imdb")
     assert listing.subcategories == ["Text Classification"]
     assert listing.input_format == "text@1" and listing.output_format == "class-label@1"
