@@ -74,15 +74,29 @@ class BwrapRuntime:
     async def run(self, package: Package, request: RunRequest, limits: Limits) -> RunResult:
         if package.code_dir is None:
             return RunResult(b"", b"", None, 0.0, Failure(FailureKind.SANDBOX, "no code package to run"))
-        if self.work_dir is not None:
-            self.work_dir.mkdir(parents=True, exist_ok=True)
-        scratch = Path(tempfile.mkdtemp(prefix="mlrepo-bwrap-", dir=self.work_dir))
+        scratch = Path(tempfile.mkdtemp(prefix="mlrepo-bwrap-", dir=self._scratch_root()))
         try:
             copy = await asyncio.to_thread(self._copy_package, package.code_dir, scratch)
             argv = self.command(copy, request, limits)
             return await run_process(argv, request.stdin, limits, LAUNCH_ENV)
         finally:
             await asyncio.to_thread(shutil.rmtree, scratch, True)
+
+    def _scratch_root(self) -> Path:
+        """Where copies go: the configured dir if the sandbox uid can traverse every directory above it
+        (bwrap binds the copy as that uid), else a dedicated 0711 dir under the system temp dir."""
+        if self.work_dir is not None:
+            self.work_dir.mkdir(parents=True, exist_ok=True)
+            os.chmod(self.work_dir, 0o711)
+            if all(
+                os.stat(p).st_mode & 0o001
+                for p in [self.work_dir.resolve(), *self.work_dir.resolve().parents]
+            ):
+                return self.work_dir
+        fallback = Path(tempfile.gettempdir()) / "mlrepo-bwrap"
+        fallback.mkdir(mode=0o711, exist_ok=True)
+        os.chmod(fallback, 0o711)
+        return fallback
 
     @staticmethod
     def _copy_package(code_dir: Path, scratch: Path) -> Path:
@@ -148,5 +162,6 @@ class BwrapRuntime:
         argv += ["--ro-bind", str(copy), APP_DIR]
         if request.data_dir is not None:
             argv += ["--ro-bind", str(request.data_dir), DATA_DIR]
-        argv += ["--chdir", APP_DIR, "--", *command]
+        # The root bwrap builds is itself an unbounded tmpfs: make it read-only once everything is mounted.
+        argv += ["--remount-ro", "/", "--chdir", APP_DIR, "--", *command]
         return argv

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import socket
 import struct
 import threading
@@ -39,6 +40,8 @@ from executor.runtimes.base import (
     explain_exit,
 )
 
+# The engine scripts/start-dockerd.sh starts; never a system dockerd unless configured.
+DEFAULT_DOCKER_HOST = "unix:///run/mlrepo-docker.sock"
 SANDBOX_USER = "65534:65534"
 RUN_LABEL = "mlrepo.sandbox"
 _STDOUT, _STDERR = 1, 2
@@ -54,10 +57,8 @@ class DockerRuntime:
     @property
     def client(self) -> docker.DockerClient:
         if self._client is None:
-            if self.docker_host:
-                self._client = docker.DockerClient(base_url=self.docker_host, timeout=60)
-            else:
-                self._client = docker.from_env(timeout=60)
+            base_url = self.docker_host or os.environ.get("DOCKER_HOST") or DEFAULT_DOCKER_HOST
+            self._client = docker.DockerClient(base_url=base_url, timeout=60)
         return self._client
 
     def available(self) -> bool:
@@ -130,7 +131,7 @@ class DockerRuntime:
         try:
             container.start()
         except (APIError, DockerException) as exc:
-            raw.close()
+            _hang_up(attached, raw)
             return _sandbox_failure(started, f"container did not start: {exc}")
         writer = threading.Thread(target=_feed, args=(raw, stdin), daemon=True)
         writer.start()
@@ -138,10 +139,11 @@ class DockerRuntime:
         err = StreamCapture(STDERR_KEEP_BYTES, keep_tail=True)
         deadline = started + limits.timeout_s
         failure = _read_frames(raw, out, err, deadline, limits)
+        # Close our end first: a container blocked writing to an unread attach stream cannot be killed.
+        _hang_up(attached, raw)
         if failure is not None:
             with contextlib.suppress(DockerException, OSError):
                 container.kill()
-        raw.close()
         try:
             status = container.wait(timeout=max(5.0, deadline - time.perf_counter()))
             exit_code: int | None = int(status.get("StatusCode", -1))
@@ -157,6 +159,15 @@ class DockerRuntime:
             else:
                 failure = explain_exit(exit_code, err.value(), limits)
         return RunResult(out.value(), err.value(), exit_code, time.perf_counter() - started, failure)
+
+
+def _hang_up(attached: Any, raw: socket.socket) -> None:
+    """Shut the connection down for real (``close`` alone waits for every reference to the socket)."""
+    with contextlib.suppress(OSError):
+        raw.shutdown(socket.SHUT_RDWR)
+    with contextlib.suppress(OSError):
+        attached.close()
+    raw.close()
 
 
 def _feed(raw: socket.socket, data: bytes) -> None:

@@ -52,10 +52,13 @@ async def run_process(argv: list[str], stdin: bytes, limits: Limits, env: dict[s
             proc.stdin.close()
 
     async def drain(stream: asyncio.StreamReader, capture: StreamCapture) -> None:
+        # Read to EOF even past the cap (discarding): asyncio's wait() only returns once the pipes are
+        # closed, and a paused, unread pipe never sees its EOF.
         while chunk := await stream.read(READ_CHUNK):
+            if overflow.is_set():
+                continue
             if not capture.add(chunk) or capture.size > limits.max_output_bytes:
                 overflow.set()
-                return
 
     assert proc.stdout is not None and proc.stderr is not None
     tasks = [
