@@ -17,6 +17,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
 from catalog.actors import Actor
+from catalog.choices import parse_choice
 from catalog.clock import as_utc
 from catalog.enums import Role
 from infra.db import Database
@@ -73,11 +74,7 @@ def hash_token(secret: str) -> str:
 
 
 def parse_role(role: str) -> Role:
-    try:
-        return Role(role.strip().lower())
-    except ValueError:
-        allowed = ", ".join(r.value for r in Role)
-        raise BadInput(f"role must be one of {allowed}; got {role!r}", field="role") from None
+    return parse_choice(Role, role, "role")
 
 
 def validate_account_name(name: str) -> str:

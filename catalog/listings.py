@@ -21,6 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from catalog.access import can_modify, can_see, visible_to
 from catalog.actors import Actor
+from catalog.choices import parse_choices
 from catalog.clock import as_utc
 from catalog.enums import ListingKind, Visibility
 from catalog.formats import normalize_format, validate_listing_io
@@ -204,8 +205,8 @@ class ListingService:
 
     def _filter_conditions(self, filter: ListingFilter) -> list[Any]:
         conditions: list[Any] = []
-        if filter.kinds:
-            kinds = [self._kind(k) for k in filter.kinds]
+        kinds = parse_choices(ListingKind, filter.kinds, "kinds")
+        if kinds:
             conditions.append(Listing.kind.in_(kinds))
         if filter.category:
             conditions.append(func.lower(Listing.category) == filter.category.strip().lower())
@@ -227,14 +228,6 @@ class ListingService:
             if value:
                 conditions.append(column == normalize_format(value))
         return conditions
-
-    @staticmethod
-    def _kind(kind: str) -> str:
-        try:
-            return ListingKind(kind.strip().lower()).value
-        except ValueError:
-            allowed = ", ".join(k.value for k in ListingKind)
-            raise BadInput(f"kind must be one of {allowed}; got {kind!r}", field="kinds") from None
 
     async def categories(self, actor: Actor) -> list[CategoryCount]:
         """Every category the actor can see something in, with counts, and per-subcategory counts."""

@@ -27,6 +27,7 @@ import numpy as np
 
 from catalog.access import can_see_view
 from catalog.actors import Actor
+from catalog.choices import parse_choice, parse_choices
 from catalog.demand import DemandService
 from catalog.enums import ListingKind, SortOrder
 from catalog.formats import normalize_format
@@ -125,24 +126,11 @@ def _facet_text(name: str, value: str | None) -> str | None:
 
 
 def parse_sort(sort: str | None) -> str:
-    try:
-        return SortOrder((sort or SortOrder.RELEVANCE.value).strip().lower()).value
-    except ValueError:
-        allowed = ", ".join(s.value.upper() for s in SortOrder)
-        raise BadInput(f"sort must be one of {allowed}; got {sort!r}", field="sort") from None
+    return parse_choice(SortOrder, sort or SortOrder.RELEVANCE.value, "sort").value
 
 
 def parse_kinds(kinds: Sequence[str] | None) -> tuple[str, ...] | None:
-    if not kinds:
-        return None
-    parsed = []
-    for kind in kinds:
-        try:
-            parsed.append(ListingKind(str(kind).strip().lower()).value)
-        except ValueError:
-            allowed = ", ".join(k.value.upper() for k in ListingKind)
-            raise BadInput(f"kinds: unknown kind {kind!r}; expected {allowed}", field="kinds") from None
-    return tuple(dict.fromkeys(parsed))
+    return parse_choices(ListingKind, kinds, "kinds")
 
 
 def _format_facet(name: str, value: str | None) -> str | None:

@@ -17,6 +17,7 @@ import numpy as np
 from sqlalchemy import false, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from catalog.choices import parse_choice
 from catalog.enums import UsageKind
 from catalog.indexing import IndexChanges, ListingIndex
 from infra.db import Database
@@ -40,11 +41,7 @@ class UsageStats:
 
 
 def parse_usage_kind(kind: str) -> str:
-    try:
-        return UsageKind(kind.strip().lower()).value
-    except ValueError:
-        allowed = ", ".join(k.value for k in UsageKind)
-        raise BadInput(f"kind must be one of {allowed}; got {kind!r}", field="kind") from None
+    return parse_choice(UsageKind, kind, "kind").value
 
 
 class UsageService:
