@@ -104,6 +104,15 @@ def sandbox(request: pytest.FixtureRequest) -> Runtime:
 @pytest.fixture
 def make_package(sandbox: Runtime, tmp_path: Path) -> PackageFactory:
     """Write ``model.py`` (dedented source) as a package and make it runnable by ``sandbox``."""
+    return package_factory(sandbox, tmp_path)
+
+
+@pytest.fixture
+def make_package_bwrap(bwrap_runtime: BwrapRuntime, tmp_path: Path) -> PackageFactory:
+    return package_factory(bwrap_runtime, tmp_path)
+
+
+def package_factory(sandbox: Runtime, tmp_path: Path) -> PackageFactory:
     counter = iter(range(1000))
 
     def make(source: str, train: bool = False) -> Package:
