@@ -16,7 +16,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from catalog.enums import UsageKind
+from catalog.enums import JobStatus, UsageKind
 from catalog.formats import payload_errors, project_to_schema
 from infra.errors import BadInput, MlrepoError
 
@@ -185,17 +185,27 @@ class StepFailed(MlrepoError):
 
 
 async def run_pipeline(
-    plan: RunPlan, inputs: Sequence[Any], run_step: StepRunner, on_stage: StageHook | None = None
+    plan: RunPlan,
+    inputs: Sequence[Any],
+    run_step: StepRunner,
+    on_stage: StageHook | None = None,
+    metrics_sink: list[StepMetrics] | None = None,
 ) -> PipelineOutcome:
-    """Drive ``inputs`` through every stage of ``plan`` with ``run_step`` (the executor's step runner)."""
+    """Drive ``inputs`` through every stage of ``plan`` with ``run_step`` (the executor's step runner).
+
+    ``metrics_sink`` receives each stage's metrics as it starts — kept also when a stage fails.
+    """
     plan.check_inputs(inputs)
-    outcome = PipelineOutcome(records=[{} for _ in inputs])
+    steps = metrics_sink if metrics_sink is not None else []
+    outcome = PipelineOutcome(records=[{} for _ in inputs], steps=steps)
     live: dict[int, Any] = dict(enumerate(inputs))  # record index → the payload it carries now
     for stage, step in enumerate(plan.steps):
         nxt = plan.steps[stage + 1] if stage + 1 < len(plan.steps) else None
-        metrics = StepMetrics(step.step_id, step.listing_id, step.listing_name, step.resource_class)
         order = list(live)
-        metrics.records_in = len(order)
+        metrics = StepMetrics(
+            step.step_id, step.listing_id, step.listing_name, step.resource_class, len(order)
+        )
+        outcome.steps.append(metrics)  # before the call: a stage that fails is still accounted for
         if on_stage is not None:
             await on_stage(
                 StageProgress(stage, len(plan.steps), step.step_id, step.listing_name, "running", len(order))
@@ -205,7 +215,8 @@ async def run_pipeline(
             answers = list(await run_step(step, [live[i] for i in order])) if order else []
         except MlrepoError as exc:
             raise StepFailed(f"{step.label} failed: {exc.message}", step_id=step.step_id) from exc
-        metrics.duration_ms = (time.perf_counter() - started) * 1000
+        finally:
+            metrics.duration_ms = (time.perf_counter() - started) * 1000
         if len(answers) != len(order):
             raise StepFailed(
                 f"{step.label} answered {len(answers)} of {len(order)} records", step_id=step.step_id
@@ -218,7 +229,6 @@ async def run_pipeline(
             else:
                 del live[i]
                 outcome.records[i] = {"error": error, "step_id": step.step_id, "step": step.listing_name}
-        outcome.steps.append(metrics)
         if on_stage is not None:
             await on_stage(
                 StageProgress(
@@ -237,6 +247,45 @@ async def run_pipeline(
     for i, value in live.items():
         outcome.records[i] = {"output": value}
     return outcome
+
+
+@dataclass(frozen=True, slots=True)
+class RunVerdict:
+    """What a pipeline job stores on its row: status, the error (naming the step), result and metrics."""
+
+    status: str
+    error: str | None
+    result: dict[str, Any] | None
+    metrics: dict[str, Any]
+
+
+async def run_pipeline_job(
+    plan: RunPlan,
+    inputs: Sequence[Any],
+    run_step: StepRunner,
+    *,
+    on_stage: StageHook | None = None,
+    usage: UsageRecorder | None = None,
+    account_id: str | None = None,
+) -> RunVerdict:
+    """Run and judge: SUCCEEDED with every record's output or error, or FAILED naming the step.
+
+    A failed run keeps no result (nothing partial is shown as a result) but keeps the metrics of the
+    stages that ran; per-step usage is reported either way, so a failing listing's success rate drops.
+    Bad inputs are not a verdict: ``BadInput`` propagates so the run is refused before it is queued.
+    """
+    plan.check_inputs(inputs)
+    steps: list[StepMetrics] = []
+    try:
+        outcome = await run_pipeline(plan, inputs, run_step, on_stage, metrics_sink=steps)
+    except StepFailed as exc:
+        partial = PipelineOutcome(records=[], steps=steps)
+        if usage is not None:
+            await report_step_metrics(usage, account_id, partial)
+        return RunVerdict(JobStatus.FAILED.value, exc.message, None, partial.metrics)
+    if usage is not None:
+        await report_step_metrics(usage, account_id, outcome)
+    return RunVerdict(JobStatus.SUCCEEDED.value, None, outcome.result_payload(), outcome.metrics)
 
 
 class UsageRecorder(Protocol):

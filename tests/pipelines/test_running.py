@@ -23,8 +23,8 @@ from catalog.pipelines.running import (
     StageProgress,
     StepFailed,
     StepPlan,
-    report_step_metrics,
     run_pipeline,
+    run_pipeline_job,
 )
 from executor.contract import RecordOutcome
 from executor.inference import InferencePlan, run_inference
@@ -145,17 +145,25 @@ async def test_demo_chain_runs_end_to_end_in_the_sandbox(
     lamp = gray_image(6, 5, {(1, 1), (2, 1), (1, 2), (2, 2)})
     sign = gray_image(6, 5, {(4, 3), (5, 3)}, level=150)
     odd = gray_image(13, 1, {(0, 0)})
-    outcome = await run_pipeline(plan, [lamp, sign, odd], sandboxed(bwrap, packages), on_stage)
-
-    assert outcome.records[0] == {
+    verdict = await run_pipeline_job(
+        plan,
+        [lamp, sign, odd],
+        sandboxed(bwrap, packages),
+        on_stage=on_stage,
+        usage=catalog.usage,
+        account_id=requester.account_id,
+    )
+    assert (verdict.status, verdict.error) == ("succeeded", None)
+    records = verdict.result["records"]
+    assert records[0] == {
         "output": {
             "predictions": [
                 {"value": "lamp", "location": {"x": 1, "y": 1, "width": 2, "height": 2}, "confidence": 1.0}
             ]
         }
     }
-    assert outcome.records[1]["output"]["predictions"][0]["value"] == "sign"
-    assert outcome.records[2] == {
+    assert records[1]["output"]["predictions"][0]["value"] == "sign"
+    assert records[2] == {
         "error": "step 1 'street-object-detector': unsupported image width 13",
         "step_id": plan.steps[0].step_id,
         "step": "street-object-detector",
@@ -168,13 +176,16 @@ async def test_demo_chain_runs_end_to_end_in_the_sandbox(
         (2, "running", 2, 0),
         (2, "done", 2, 2),
     ]
-    metrics = outcome.metrics
-    assert (metrics["succeeded"], metrics["failed"]) == (2, 1)
+    metrics = verdict.metrics
+    assert (
+        (metrics["succeeded"], metrics["failed"])
+        == (2, 1)
+        == (verdict.result["succeeded"], verdict.result["failed"])
+    )
     assert [s["records_in"] for s in metrics["steps"]] == [3, 2, 2]
     assert metrics["latency_ms"] > 0 and all(s["duration_ms"] > 0 for s in metrics["steps"])
 
-    # Metrics go back to each step's listing: a usage event, success, and the measured latency.
-    await report_step_metrics(catalog.usage, requester.account_id, outcome)
+    # Metrics went back to each step's listing: a usage event, success, and the measured latency.
     for step, measured in zip(plan.steps, metrics["steps"], strict=True):
         stats = await catalog.usage.stats(step.listing_id)
         assert (stats.usage_count, stats.success_count) == (1, 1), step.listing_name
@@ -182,13 +193,33 @@ async def test_demo_chain_runs_end_to_end_in_the_sandbox(
 
 
 async def test_a_failing_step_fails_the_run_and_is_named(
-    service: PipelineService, requester: Actor, vision: dict[str, Listing], bwrap: BwrapRuntime
+    service: PipelineService,
+    requester: Actor,
+    vision: dict[str, Listing],
+    bwrap: BwrapRuntime,
+    catalog: CatalogApp,
 ) -> None:
     plan = await service.plan_run(requester, await demo_pipeline(service, requester, vision))
-    packages = demo_packages(vision, cropper="broken")
+    run_step = sandboxed(bwrap, demo_packages(vision, cropper="broken"))
+    inputs = [gray_image(2, 2, {(0, 0)})]
     with pytest.raises(StepFailed, match="step 2 'boxes-to-crops' failed for every record") as err:
-        await run_pipeline(plan, [gray_image(2, 2, {(0, 0)})], sandboxed(bwrap, packages))
+        await run_pipeline(plan, inputs, run_step)
     assert err.value.details["step_id"] == plan.steps[1].step_id
+
+    verdict = await run_pipeline_job(
+        plan, inputs, run_step, usage=catalog.usage, account_id=requester.account_id
+    )
+    assert verdict.status == "failed" and verdict.result is None
+    assert verdict.error.startswith(
+        "step 2 'boxes-to-crops' failed for every record: step 2 'boxes-to-crops':"
+    )
+    assert [(s["listing_name"], s["records_ok"]) for s in verdict.metrics["steps"]] == [
+        ("street-object-detector", 1),
+        ("boxes-to-crops", 0),
+    ]
+    cropper = await catalog.usage.stats(vision["cropper"].id)
+    assert (cropper.usage_count, cropper.failure_count) == (1, 1)
+    assert (await catalog.usage.stats(vision["classifier"].id)).usage_count == 0
 
 
 async def test_inputs_must_fit_the_first_step(
