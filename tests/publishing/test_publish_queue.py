@@ -19,6 +19,7 @@ from catalog.publishing.jobs import (
     stop_publishing,
 )
 from catalog.publishing.service import ArqQueue, PublishingService
+from catalog.search_service import SearchRequest
 from executor.publish_sandbox import ExecutorSandbox
 from infra.settings import Settings
 from infra.tables import Publication, utcnow
@@ -73,6 +74,8 @@ async def test_publish_job_runs_on_an_arq_worker(
     done = await service.get(alice, pub.id)
     assert done.status == "published", done.error
     assert (await app.listings.get(alice, done.listing_id)).verification_status == "verified"
+    found = await app.search.search(alice, SearchRequest(text="is this review positive or negative"))
+    assert done.listing_id in [hit.listing.id for hit in found.results]
 
 
 async def test_recover_requeues_what_redis_lost_or_a_crash_left_running(
