@@ -96,6 +96,11 @@ async def test_update_changes_given_fields_and_records_versions(app: CatalogApp,
     assert (updated.version, updated.latency_p50_ms, updated.accuracy) == ("1.1.0", 8, 0.91)
     versions = await app.listings.versions(alice, listing.id)
     assert [v.version for v in versions] == ["1.0.0", "1.1.0"]
+    with pytest.raises(Conflict, match="version"):  # history is immutable: a version is never reused
+        await app.listings.update(alice, listing.id, {"version": "1.0.0"})
+    other = await app.listings.create(alice, listing_data("other-name"))
+    with pytest.raises(Conflict, match="name"):
+        await app.listings.update(alice, other.id, {"name": listing.name})
     with pytest.raises(BadInput, match="accuracy"):
         await app.listings.update(alice, listing.id, {"accuracy": -0.1})
     with pytest.raises(BadInput, match="category"):
