@@ -323,7 +323,10 @@ class ListingFields(BaseModel):
         return (set(self.model_fields_set) & set(type(self).model_fields)) - {"owner"}
 
     def merged_subcategories(self, current: list[str] | None = None) -> list[str] | None:
-        """``subcategory`` and ``subcategories`` merged into one list (None when neither was given)."""
+        """``subcategory`` and ``subcategories`` merged into one list (None when neither was given).
+
+        ``subcategory`` comes first (it is the primary one). In an update, giving either replaces the list.
+        """
         if "subcategory" not in self.model_fields_set and "subcategories" not in self.model_fields_set:
             return None
         values: list[str] = []

@@ -89,6 +89,8 @@ class SearchResult:
 @dataclass(frozen=True, slots=True)
 class SearchResponse:
     results: list[SearchResult]
+    # With text: how many candidates were ranked (keyword and vector candidates together);
+    # without text: every listing passing the facets.
     total_count: int
     has_next_page: bool
     end_cursor: str | None
