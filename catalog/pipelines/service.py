@@ -125,6 +125,23 @@ class PipelineService:
             await self._plan_steps(session, actor, pipeline, plans, depth=0)
         return RunPlan(pipeline_id=pipeline.id, steps=tuple(plans))
 
+    async def plan_listing_run(self, actor: Actor, listing_id: str) -> RunPlan:
+        """The plan for ``runJob`` on a *pipeline listing*: anyone who can see the listing can run it.
+
+        The stored pipeline behind it stays private to its owner; only its plan is used, and each of its
+        steps must still be visible to the caller (a published chain cannot smuggle in private models).
+        """
+        async with self.db.session() as session:
+            listing = await visible_listing(session, actor, listing_id)
+            if listing.kind != ListingKind.PIPELINE:
+                raise BadInput(f"{listing.name!r} is a {listing.kind}, not a pipeline")
+            source = await source_pipeline(session, listing.id)
+            if source is None:
+                raise BadInput(f"pipeline listing {listing.name!r} has no stored steps to run")
+            plans: list[StepPlan] = []
+            await self._plan_steps(session, actor, source, plans, depth=0)
+        return RunPlan(pipeline_id=source.id, steps=tuple(plans))
+
     async def _plan_steps(
         self, session: AsyncSession, actor: Actor, pipeline: Pipeline, plans: list[StepPlan], depth: int
     ) -> None:

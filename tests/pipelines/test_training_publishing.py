@@ -108,6 +108,7 @@ async def test_publish_a_runnable_pipeline_as_a_listing(
     service: PipelineService,
     catalog: CatalogApp,
     requester: Actor,
+    stranger: Actor,
     vision: dict[str, Listing],
     db: Database,
     pre_training: tuple[str, Listing],
@@ -158,6 +159,12 @@ async def test_publish_a_runnable_pipeline_as_a_listing(
         "boxes-to-crops",
         "crop-classifier",
     ]
+
+    # Anyone who sees the listing can run it; the plan is the stored chain's.
+    shared = await service.plan_listing_run(stranger, listing.id)
+    assert [s.listing_name for s in shared.steps] == [s.listing_name for s in plan.steps]
+    with pytest.raises(BadInput, match="'crop-classifier' is a model, not a pipeline"):
+        await service.plan_listing_run(stranger, vision["classifier"].id)
 
     # Once its listing is gone, the pipeline may go too.
     await catalog.listings.delete(requester, listing.id)
