@@ -42,17 +42,21 @@ def listing_text(
     tags: Iterable[str] = (),
     description: str = "",
 ) -> str:
-    """The sentence embedded for a listing.
+    """The sentence embedded for a listing: description first, then the readable name and the labels.
 
+    Requesters describe a need in sentences, and a producer's description is the part written the same
+    way, so it leads: MiniLM truncates long inputs (256 word pieces) and weighs the opening most. On the
+    hf-dev relevance set this order measured MRR@10 0.279 against 0.271 for name and labels first.
     The name's path prefix ("org/model") and separators are softened into words because MiniLM reads
-    "bert-base-uncased" poorly; category and subcategories come before the description because the
-    model truncates long inputs (256 word pieces) and the task words matter most for matching needs.
+    "bert-base-uncased" poorly.
     """
     readable_name = name.rsplit("/", 1)[-1].replace("_", " ").replace("-", " ")
     labels = _dedupe([category, *subcategories, *tags])
-    head = ". ".join(_dedupe([readable_name, ", ".join(labels)]))
+    tail = ". ".join(_dedupe([readable_name, ", ".join(labels)]))
     body = " ".join(description.split())
-    return f"{head}. {body}" if body else head
+    if not body:
+        return tail
+    return f"{body} {tail}" if body[-1] in ".!?" else f"{body}. {tail}"
 
 
 def text_of(listing: IndexedListing) -> str:

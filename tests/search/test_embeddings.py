@@ -65,9 +65,9 @@ def test_listing_text_reads_like_a_sentence() -> None:
         "  Classifies   product reviews.\n",
     )
     assert text == (
-        "bert base sentiment v2. Natural Language Processing, Text Classification, reviews. "
-        "Classifies product reviews."
+        "Classifies product reviews. "
+        "bert base sentiment v2. Natural Language Processing, Text Classification, reviews"
     )
     assert listing_text("x", "Vision") == "x. Vision"
     doc = listing("a", name="resnet", category="Vision", subcategories=("Detection",), description="d")
-    assert text_of(doc) == "resnet. Vision, Detection. d"
+    assert text_of(doc) == "d. resnet. Vision, Detection"
