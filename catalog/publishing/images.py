@@ -185,8 +185,7 @@ class ImageService:
         if not self.registry:
             raise Unavailable("no container registry is configured (MLREPO_REGISTRY_URL)")
         remote = f"{self.registry}/{repository}"
-        image = self.client.images.get(image_id)
-        image.tag(remote, tag=tag)
+        self.tag(image_id, remote, tag)
         digest = None
         try:
             for event in self.client.images.push(remote, tag=tag, stream=True, decode=True):
@@ -199,6 +198,10 @@ class ImageService:
         if not digest:
             raise Unavailable(f"the registry did not report a digest for {remote}:{tag}")
         return f"{remote}@{digest}"
+
+    def tag(self, image_id: str, repository: str, tag: str) -> None:
+        if not self.client.images.get(image_id).tag(repository, tag=tag):
+            raise Unavailable(f"the engine refused to tag {image_id} as {repository}:{tag}")
 
     def remove(self, ref: str) -> None:
         """Drop a tag (never the image data another tag still uses)."""

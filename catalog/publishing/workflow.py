@@ -294,7 +294,7 @@ class PublishWorkflow:
             command = ("/bin/sh", "-c", 'cd "$1" && shift && exec "$@"', "sh", info.workdir, *command)
         job.command = command
         temp_tag = f"mlrepo-staging/{job.publication_id}"
-        await asyncio.to_thread(images.client.images.get(source).tag, temp_tag, "source")
+        await asyncio.to_thread(images.tag, source, temp_tag, "source")
         job.image_id = await asyncio.to_thread(
             images.build,
             f"{temp_tag}:normalized",
@@ -417,7 +417,7 @@ class PublishWorkflow:
         )
         if not self.settings.registry_url:
             tag = f"{repository}:{job.target.version}"
-            await asyncio.to_thread(images.client.images.get(image_id).tag, repository, job.target.version)
+            await asyncio.to_thread(images.tag, image_id, repository, job.target.version)
             log(f"no registry configured: image kept in the local engine as {tag}")
             return tag
         ref = await asyncio.to_thread(images.push, image_id, repository, job.target.version)

@@ -190,3 +190,17 @@ async def test_a_tarball_cannot_retag_images_it_does_not_own(
     assert svc.images.client.images.get(victim).id == base_id
     assert svc.images.client.images.get(svc.settings.base_image).id == base_id
     svc.images.remove(victim)
+
+
+async def test_without_a_registry_the_built_image_stays_in_the_local_engine(
+    settings: Settings, app: CatalogApp, alice: Actor, docker_services: dict[str, str], bwrap_ok: bool
+) -> None:
+    local = {"runtime": "auto", "docker_host": docker_services["docker_host"], "registry_url": None}
+    svc = make_service(settings.model_copy(update=local), app)
+    pub = await svc.submit_package(alice, io.BytesIO(zip_bytes(package_files(sentiment_manifest()))))
+    pub = await finish(svc, alice, pub.id)
+    assert pub.status == "published", pub.error
+    assert pub.image_ref == "mlrepo/alice/tiny-sentiment:1.0.0"
+    output = await run_contract(svc, pub.image_ref, ["python3", "predict.py"], "good value")
+    assert output["label"] == "positive"
+    svc.images.remove(pub.image_ref)
