@@ -65,6 +65,7 @@ class Settings(BaseSettings):
     job_heartbeat_s: float = Field(5.0, description="How often a running job proves its worker is alive.")
     job_stale_after_s: float = Field(60.0, description="A RUNNING job without a heartbeat this long is lost.")
     job_max_attempts: int = Field(3, description="Runs of a job (first + retries after a lost worker).")
+    worker_resource_class: str = Field("cpu", description="Which job queue this worker takes: cpu | gpu.")
 
     artifact_key_dir: Path | None = Field(
         None, description="Where per-artifact encryption keys live (0600 files); defaults to data_dir/keys."

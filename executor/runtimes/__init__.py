@@ -33,18 +33,21 @@ class RuntimeSelector:
             work_dir=settings.sandbox_work_dir, runtime_root=settings.bwrap_runtime_root
         )
 
-    def select(self, package: Package) -> Runtime:
-        if self.mode == "docker":
-            candidates: list[Runtime] = [self.docker]
-        elif self.mode == "bwrap":
-            candidates = [self.bwrap]
-        else:
-            candidates = [self.docker, self.bwrap]
-        for runtime in candidates:
-            if runtime.can_run(package):
-                return runtime
-        wanted = "an image and a running Docker engine" if self.mode == "docker" else "a runnable package"
+    def select(self, package: Package, has_code: bool | None = None) -> Runtime:
+        """``has_code`` says a package can be checked out for bwrap before it is (checkout is costly)."""
+        code = package.code_dir is not None if has_code is None else has_code
+        docker_ok = package.image is not None and self.docker.available()
+        bwrap_ok = code and self.bwrap.available()
+        if self.mode in ("docker", "auto") and docker_ok:
+            return self.docker
+        if self.mode in ("bwrap", "auto") and bwrap_ok:
+            return self.bwrap
+        wanted = {
+            "docker": "an image and a running Docker engine",
+            "bwrap": "a code package and bubblewrap",
+            "auto": "an image and a Docker engine, or a code package and bubblewrap",
+        }[self.mode]
         raise Unavailable(
-            f"no sandbox runtime can run this package (MLREPO_RUNTIME={self.mode}; needs {wanted}: "
-            f"image={package.image!r}, code={'yes' if package.code_dir else 'no'})"
+            f"no sandbox runtime can run this listing (MLREPO_RUNTIME={self.mode} needs {wanted}; "
+            f"image={package.image!r}, code package={'yes' if code else 'no'})"
         )

@@ -55,10 +55,13 @@ class DockerRuntime:
         self._client: docker.DockerClient | None = None
 
     @property
+    def base_url(self) -> str:
+        return self.docker_host or os.environ.get("DOCKER_HOST") or DEFAULT_DOCKER_HOST
+
+    @property
     def client(self) -> docker.DockerClient:
         if self._client is None:
-            base_url = self.docker_host or os.environ.get("DOCKER_HOST") or DEFAULT_DOCKER_HOST
-            self._client = docker.DockerClient(base_url=base_url, timeout=60)
+            self._client = docker.DockerClient(base_url=self.base_url, timeout=60)
         return self._client
 
     def available(self) -> bool:

@@ -6,20 +6,23 @@ A runtime that cannot run here skips locally and fails under CI=true (``require_
 
 from __future__ import annotations
 
-import hashlib
-import io
 import os
 import subprocess
-import tarfile
 import textwrap
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
-from executor_support import TEST_UID_BASE, TEST_UID_COUNT
+from executor_support import BASE_IMAGE, TEST_UID_BASE, TEST_UID_COUNT, build_image
 
+from catalog.actors import Actor
 from executor.runtimes import BwrapRuntime, DockerRuntime, Package, Runtime
 from infra.settings import Settings
+from infra.tables import Account
+
+if TYPE_CHECKING:
+    from catalog.app import CatalogApp
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -32,10 +35,6 @@ def require_service(request: pytest.FixtureRequest, name: str, ok: bool, why: st
         p for p in request.config.pluginmanager.get_plugins() if getattr(p, "__file__", None) == wanted
     )
     root.require_service(name, ok, why)
-
-
-BASE_IMAGE = Settings().base_image
-TEST_IMAGE_REPO = "mlrepo-test/pkg"
 
 
 def _try_script(name: str) -> None:
@@ -71,25 +70,6 @@ def docker_runtime(request: pytest.FixtureRequest) -> DockerRuntime:
         request, "base image", BASE_IMAGE in images, f"{BASE_IMAGE} missing (scripts/build-base-image.sh)"
     )
     return runtime
-
-
-def build_image(runtime: DockerRuntime, code_dir: Path) -> str:
-    """A real image FROM the base image with the package at /app, tagged by its content hash."""
-    files = sorted(p for p in code_dir.rglob("*") if p.is_file())
-    digest = hashlib.sha256()
-    for path in files:
-        digest.update(str(path.relative_to(code_dir)).encode() + b"\0" + path.read_bytes())
-    tag = f"{TEST_IMAGE_REPO}:{digest.hexdigest()[:16]}"
-    buffer = io.BytesIO()
-    with tarfile.open(fileobj=buffer, mode="w") as tar:
-        dockerfile = f"FROM {BASE_IMAGE}\nCOPY app /app\n".encode()
-        info = tarfile.TarInfo("Dockerfile")
-        info.size = len(dockerfile)
-        tar.addfile(info, io.BytesIO(dockerfile))
-        tar.add(code_dir, arcname="app")
-    buffer.seek(0)
-    runtime.client.images.build(fileobj=buffer, custom_context=True, tag=tag, rm=True)
-    return tag
 
 
 PackageFactory = Callable[[str], Package]
@@ -128,3 +108,32 @@ def package_factory(sandbox: Runtime, tmp_path: Path) -> PackageFactory:
         )
 
     return make
+
+
+# --------------------------------------------------------------------------- published listings for jobs
+
+
+@pytest.fixture
+async def catalog(settings: Settings) -> AsyncIterator[CatalogApp]:
+    """The real catalog on the test database, without the embedded index (as the worker opens it)."""
+    from catalog.app import CatalogApp
+
+    app = await CatalogApp.open(settings, with_index=False)
+    yield app
+    await app.close()
+
+
+@pytest.fixture
+async def people(catalog: CatalogApp) -> dict[str, Actor]:
+    actors = {}
+    async with catalog.db.session() as session:
+        for name, role, cpu in (
+            ("producer", "producer", 4.0),
+            ("alice", "requester", 2.0),
+            ("bob", "requester", 2.0),
+        ):
+            row = Account(name=name, role=role, quota_cpu=cpu, quota_memory_mb=1024, quota_gpu=0)
+            session.add(row)
+            await session.flush()
+            actors[name] = Actor(account_id=row.id, role=role, name=name)
+    return actors

@@ -2,10 +2,104 @@
 
 from __future__ import annotations
 
+import hashlib
+import io
 import os
+import tarfile
+import textwrap
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from catalog.actors import Actor
+from executor.runtimes import DockerRuntime
+from infra.settings import Settings
+from infra.tables import Listing, ListingVersion
+
+if TYPE_CHECKING:
+    from catalog.app import CatalogApp
+
+BASE_IMAGE = Settings().base_image
+TEST_IMAGE_REPO = "mlrepo-test/pkg"
 
 # This session's sandboxes get uids and labels of their own, so checks for leftovers never see the
 # sandboxes of other test suites running at the same time.
 TEST_UID_BASE = 260_000 + (os.getpid() % 100) * 1000
 TEST_UID_COUNT = 1000
 RUN_ID = f"{os.getpid()}-{os.urandom(4).hex()}"
+
+
+def build_image(runtime: DockerRuntime, code_dir: Path) -> str:
+    """A real image FROM the base image with the package at /app, tagged by its content hash."""
+    files = sorted(p for p in code_dir.rglob("*") if p.is_file())
+    digest = hashlib.sha256()
+    for path in files:
+        digest.update(str(path.relative_to(code_dir)).encode() + b"\0" + path.read_bytes())
+    tag = f"{TEST_IMAGE_REPO}:{digest.hexdigest()[:16]}"
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as tar:
+        dockerfile = f"FROM {BASE_IMAGE}\nCOPY app /app\n".encode()
+        info = tarfile.TarInfo("Dockerfile")
+        info.size = len(dockerfile)
+        tar.addfile(info, io.BytesIO(dockerfile))
+        tar.add(code_dir, arcname="app")
+    buffer.seek(0)
+    runtime.client.images.build(fileobj=buffer, custom_context=True, tag=tag, rm=True)
+    return tag
+
+
+@dataclass
+class Published:
+    listing_id: str
+    code_dir: Path
+    digest: str
+
+
+async def publish_model(
+    settings: Settings,
+    catalog: CatalogApp,
+    owner: Actor,
+    source: str,
+    *,
+    docker: DockerRuntime | None = None,
+    timeout_s: float = 5.0,
+    output_schema: dict | None = None,
+    name: str = "tiny-sentiment",
+) -> Published:
+    """What publishing leaves behind, made with the real artifact store (and a real image for docker):
+    a listing, and a version pointing at the stored package and its image."""
+    from catalog.publishing.packaging import normalize_package
+    from infra.artifacts import ArtifactStore
+
+    root = settings.data_dir / "src" / name
+    root.mkdir(parents=True)
+    (root / "model.py").write_text(textwrap.dedent(source))
+    tarball = normalize_package(root, settings.data_dir / f"{name}.tar.gz")
+    stored = ArtifactStore.from_settings(settings).put_file(tarball)
+    image = build_image(docker, root) if docker is not None else None
+    async with catalog.db.session() as session:
+        listing = Listing(
+            kind="model",
+            name=name,
+            category="nlp",
+            description="test model",
+            output_format="class-label@1",
+            output_schema=output_schema,
+            resources={"cpu": 1, "memory_mb": 256, "gpu": 0},
+            timeout_s=timeout_s,
+            owner_id=owner.account_id,
+            visibility="public",
+        )
+        session.add(listing)
+        await session.flush()
+        session.add(
+            ListingVersion(
+                listing_id=listing.id,
+                version="1.0.0",
+                artifact_kind="package",
+                artifact_digest=stored.digest,
+                image_ref=image,
+                manifest={"command": ["python3", "model.py"], "entrypoint": ["python3", "model.py"]},
+            )
+        )
+    return Published(listing.id, root, stored.digest)

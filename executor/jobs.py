@@ -1,0 +1,542 @@
+"""Jobs: inference (and training) runs as database rows moving QUEUED → RUNNING → a final status.
+
+The row is the truth; the queue carries only the job id (arq on Redis, one queue per resource class, or
+an in-process task when there is no Redis); events are notifications for ``Subscription.jobStatus``.
+
+Recovery, because workers die and Redis forgets:
+- a RUNNING job proves its worker alive with a heartbeat; ``reconcile`` finds RUNNING jobs whose heartbeat
+  is older than ``job_stale_after_s`` and re-queues them (bounded by ``job_max_attempts``, then FAILED
+  with the reason), and re-enqueues QUEUED jobs (the arq job id dedupes what Redis still has);
+- ``run`` claims a job atomically, so a job re-enqueued twice still runs once at a time.
+Cancellation marks the row CANCELLED; the running worker notices at its next heartbeat or batch and
+stops the sandbox.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import shutil
+import statistics
+import tempfile
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
+
+from sqlalchemy import select, update
+
+from catalog.actors import Actor
+from catalog.enums import JobStatus, JobTask, ListingKind, UsageKind
+from catalog.formats import payload_errors
+from executor.allocation import Allocation, Quota, allocate, queue_for
+from executor.batching import BatchProgress
+from executor.events import JobEvents, LocalJobEvents
+from executor.inference import InferencePlan, result_payload, run_inference, verdict
+from executor.output_filter import OutputFilter
+from executor.packages import prepare_runnable
+from executor.runtimes import Limits, RuntimeSelector
+from infra.errors import BadInput, NotFound, Unauthenticated
+from infra.settings import Settings
+from infra.tables import Account, Job, Listing, ListingVersion, utcnow
+
+if TYPE_CHECKING:
+    from catalog.app import CatalogApp
+
+logger = logging.getLogger("mlrepo.executor")
+
+MAX_RECORDS = 100_000
+MAX_LOG_CHARS = 20_000
+RUNNABLE_KINDS = frozenset(
+    {ListingKind.MODEL, ListingKind.ALGORITHM, ListingKind.PIPELINE, ListingKind.NOTEBOOK}
+)
+JOB_FUNCTION = "run_job"
+
+
+@dataclass(frozen=True)
+class JobView:
+    id: str
+    owner_id: str
+    listing_id: str | None
+    task: str
+    status: str
+    resource_class: str
+    resources: dict[str, Any]
+    progress: dict[str, Any]
+    metrics: dict[str, Any]
+    result: dict[str, Any] | None
+    error: str | None
+    logs: str
+    attempts: int
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+
+    @classmethod
+    def of(cls, row: Job) -> JobView:
+        return cls(
+            id=row.id,
+            owner_id=row.owner_id,
+            listing_id=row.listing_id,
+            task=row.task,
+            status=row.status,
+            resource_class=row.resource_class,
+            resources=dict(row.resources or {}),
+            progress=dict(row.progress or {}),
+            metrics=dict(row.metrics or {}),
+            result=row.result,
+            error=row.error,
+            logs=row.logs or "",
+            attempts=row.attempts or 0,
+            created_at=row.created_at,
+            started_at=row.started_at,
+            finished_at=row.finished_at,
+        )
+
+    @property
+    def is_final(self) -> bool:
+        return JobStatus(self.status).is_final
+
+
+class JobQueue(Protocol):
+    async def enqueue(self, job_id: str, resource_class: str, attempt: int) -> None: ...
+
+    async def close(self) -> None: ...
+
+
+class ArqJobQueue:
+    """Redis configured: the job goes to the arq queue of its resource class (``mlrepo worker`` consumes)."""
+
+    def __init__(self, redis_url: str) -> None:
+        self.redis_url = redis_url
+        self._pool: Any = None
+
+    async def enqueue(self, job_id: str, resource_class: str, attempt: int) -> None:
+        from arq import create_pool
+        from arq.connections import RedisSettings
+
+        if self._pool is None:
+            self._pool = await create_pool(RedisSettings.from_dsn(self.redis_url))
+        # One arq job id per attempt: re-enqueueing an attempt Redis still holds is a no-op.
+        await self._pool.enqueue_job(
+            JOB_FUNCTION, job_id, _job_id=f"job:{job_id}:{attempt}", _queue_name=queue_for(resource_class)
+        )
+
+    async def close(self) -> None:
+        if self._pool is not None:
+            await self._pool.aclose()
+
+
+class InProcessJobQueue:
+    """No Redis: the same job function runs as a task of this process."""
+
+    def __init__(self, runner: Callable[[str], Awaitable[Any]]) -> None:
+        self.runner = runner
+        self.tasks: set[asyncio.Task[Any]] = set()
+
+    async def enqueue(self, job_id: str, resource_class: str, attempt: int) -> None:
+        task = asyncio.create_task(self.runner(job_id), name=f"job:{job_id}")
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+
+    async def close(self) -> None:
+        for task in list(self.tasks):
+            task.cancel()
+        with contextlib.suppress(BaseException):
+            await asyncio.gather(*self.tasks, return_exceptions=True)
+
+
+class JobCancelled(Exception):
+    pass
+
+
+class JobService:
+    def __init__(
+        self,
+        settings: Settings,
+        catalog: CatalogApp,
+        events: JobEvents | None = None,
+        queue: JobQueue | None = None,
+        selector: RuntimeSelector | None = None,
+    ) -> None:
+        self.settings = settings
+        self.catalog = catalog
+        self.db = catalog.db
+        self.events = events or LocalJobEvents()
+        self.queue: JobQueue = queue or InProcessJobQueue(self.run)
+        self.selector = selector or RuntimeSelector(settings)
+
+    # ------------------------------------------------------------------ requester side
+
+    async def submit(
+        self,
+        actor: Actor,
+        listing_id: str,
+        task: str = JobTask.INFERENCE,
+        records: Sequence[Any] | None = None,
+        resources: dict[str, Any] | None = None,
+        dataset_listing_id: str | None = None,
+    ) -> JobView:
+        if actor.account_id is None:
+            raise Unauthenticated("sign in to run jobs")
+        task = _parse_task(task)
+        listing = await self.catalog.listings.get(actor, listing_id)  # NOT_FOUND when not visible
+        if listing.kind not in RUNNABLE_KINDS:
+            raise BadInput(f"a {listing.kind} listing cannot be run", field="listingId")
+        inputs = self._check_inputs(task, listing.input_schema, records, dataset_listing_id)
+        if dataset_listing_id is not None:
+            dataset = await self.catalog.listings.get(actor, dataset_listing_id)
+            if dataset.kind != ListingKind.DATASET:
+                raise BadInput("datasetListingId must name a dataset listing", field="datasetListingId")
+        async with self.db.session() as session:
+            account = await session.get(Account, actor.account_id)
+            if account is None:
+                raise Unauthenticated("your account no longer exists")
+            quota = Quota(account.quota_cpu, account.quota_memory_mb, account.quota_gpu)
+            suggested = listing.training_resources if task == JobTask.TRAINING else listing.resources
+            allocation = allocate(suggested or listing.resources, resources, quota)
+            if (
+                await session.scalar(select(ListingVersion.id).where(ListingVersion.listing_id == listing_id))
+                is None
+            ):
+                raise BadInput("this listing has no published version to run", field="listingId")
+            row = Job(
+                owner_id=actor.account_id,
+                listing_id=listing_id,
+                task=task.value,
+                status=JobStatus.QUEUED.value,
+                resource_class=allocation.resource_class,
+                resources=allocation.as_dict(),
+                inputs=inputs,
+                progress={},
+                metrics={},
+                logs="",
+                attempts=0,
+            )
+            session.add(row)
+        view = JobView.of(row)
+        await self._publish(view)
+        await self.queue.enqueue(row.id, row.resource_class, 1)
+        return view
+
+    async def get(self, actor: Actor, job_id: str) -> JobView:
+        """Jobs (and their results) are visible to their owner and admins only; others get NOT_FOUND."""
+        async with self.db.session() as session:
+            row = await session.get(Job, job_id)
+            if row is None or not (actor.is_admin or row.owner_id == actor.account_id):
+                raise NotFound(f"no job with id {job_id!r}")
+            return JobView.of(row)
+
+    async def cancel(self, actor: Actor, job_id: str) -> JobView:
+        await self.get(actor, job_id)
+        if not await self._finish(job_id, JobStatus.CANCELLED, error="cancelled by the requester"):
+            view = await self.get(actor, job_id)
+            if view.status != JobStatus.CANCELLED:
+                raise BadInput(f"job {job_id} already finished ({view.status})", field="id")
+        return await self.get(actor, job_id)
+
+    async def watch(self, actor: Actor, job_id: str) -> AsyncIterator[JobView]:
+        """The job's current state, then every change, until it is final. Subscribes before reading, so no
+        change between the read and the subscription is missed; events only trigger a re-read."""
+        await self.get(actor, job_id)
+        async with self.events.subscribe(job_id) as stream:
+            wake = asyncio.Event()
+
+            async def pump() -> None:
+                async for _ in stream:
+                    wake.set()
+
+            pumping = asyncio.create_task(pump())
+            try:
+                view = await self.get(actor, job_id)
+                yield view
+                last = (view.status, view.progress)
+                while not view.is_final:
+                    # Re-read on every event, and now and then anyway: events may be lost (Redis restart).
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(wake.wait(), timeout=self.settings.job_heartbeat_s)
+                    wake.clear()
+                    view = await self.get(actor, job_id)
+                    if (view.status, view.progress) != last:
+                        last = (view.status, view.progress)
+                        yield view
+            finally:
+                pumping.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await pumping
+
+    # ------------------------------------------------------------------ worker side
+
+    async def run(self, job_id: str) -> str:
+        """The job function (arq's ``run_job`` or an in-process task); returns the final status."""
+        row = await self._claim(job_id)
+        if row is None:
+            return "skipped"
+        staging = Path(tempfile.mkdtemp(prefix=f"job-{job_id}-", dir=self._staging_root()))
+        work = asyncio.current_task()
+        heartbeat = asyncio.create_task(self._heartbeat(job_id, work))
+        try:
+            if row.task == JobTask.TRAINING:
+                from executor.training import run_training_job
+
+                status, error = await run_training_job(self, row, staging)
+            else:
+                status, error = await self._run_inference(row, staging)
+        except JobCancelled:
+            status, error = JobStatus.CANCELLED, "cancelled by the requester"
+        except asyncio.CancelledError:
+            if await self._status(job_id) != JobStatus.CANCELLED:
+                raise  # the worker is shutting down: the reconciler re-queues the job
+            status, error = JobStatus.CANCELLED, "cancelled by the requester"
+        except Exception as exc:  # the job fails with its reason; the worker carries on
+            logger.exception("job %s failed", job_id)
+            status, error = JobStatus.FAILED, f"{type(exc).__name__}: {getattr(exc, 'message', exc)}"
+        finally:
+            heartbeat.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await heartbeat
+            shutil.rmtree(staging, ignore_errors=True)
+        await self._finish(job_id, status, error=error)
+        return status.value
+
+    async def _run_inference(self, row: Job, staging: Path) -> tuple[JobStatus, str | None]:
+        async with self.db.session() as session:
+            listing = await session.get(Listing, row.listing_id)
+            version = await self._latest_version(session, row.listing_id)
+        if listing is None or version is None:
+            return JobStatus.FAILED, "the listing or its published version no longer exists"
+        runnable = await prepare_runnable(self.settings, self.selector, version, staging)
+        allocation = Allocation(**row.resources)
+        plan = InferencePlan(
+            package=runnable.package,
+            limits=self.limits_for(allocation, listing.timeout_s),
+            output_filter=OutputFilter.for_listing(listing.output_format, listing.output_schema),
+            max_batch=self.settings.job_max_batch_records,
+            labels=(("mlrepo.job", row.id),),
+        )
+        records = list((row.inputs or {}).get("records") or [])
+        started = time.perf_counter()
+        outcome = await run_inference(runnable.runtime, plan, records, self._progress_hook(row.id))
+        elapsed = time.perf_counter() - started
+        status, error = verdict(outcome)
+        latencies = outcome.progress.call_latencies_s
+        metrics = {
+            "runtime": runnable.runtime.name,
+            "version": runnable.version,
+            "records": len(records),
+            "succeeded": outcome.succeeded,
+            "calls": outcome.progress.calls,
+            "failed_calls": outcome.progress.failed_calls,
+            "duration_s": round(elapsed, 4),
+            "per_record_ms": round(1000 * elapsed / max(1, len(records)), 4),
+            "call_p50_ms": round(1000 * statistics.median(latencies), 2) if latencies else None,
+        }
+        logs = "\n".join(f"call {i + 1}: {1000 * s:.0f} ms" for i, s in enumerate(latencies[:200])) + (
+            f"\nlast failure: {outcome.last_failure.reason}" if outcome.last_failure else ""
+        )
+        await self._store(row.id, result=result_payload(outcome), metrics=metrics, logs=logs)
+        await self._record_usage(row, UsageKind.INFERENCE, status, metrics["per_record_ms"])
+        return status, error
+
+    def limits_for(self, allocation: Allocation, timeout_s: float | None) -> Limits:
+        return Limits(
+            timeout_s=timeout_s or self.settings.sandbox_default_timeout_s,
+            memory_mb=allocation.memory_mb,
+            cpus=allocation.cpu,
+            pids=self.settings.sandbox_pids,
+            max_output_bytes=self.settings.sandbox_max_output_bytes,
+            tmpfs_mb=self.settings.sandbox_tmpfs_mb,
+        )
+
+    # ------------------------------------------------------------------ recovery
+
+    async def reconcile(self) -> dict[str, int]:
+        """Re-queue what the database says should run; fail what has been lost too often."""
+        now = utcnow()
+        stale_before = now - timedelta(seconds=self.settings.job_stale_after_s)
+        requeue: list[tuple[str, str, int]] = []
+        failed = 0
+        async with self.db.session() as session:
+            rows = (
+                await session.scalars(
+                    select(Job).where(Job.status.in_([JobStatus.QUEUED.value, JobStatus.RUNNING.value]))
+                )
+            ).all()
+            for row in rows:
+                if row.status == JobStatus.QUEUED:
+                    requeue.append((row.id, row.resource_class, (row.attempts or 0) + 1))
+                    continue
+                beat = _aware(row.heartbeat_at or row.started_at or row.created_at)
+                if beat >= stale_before:
+                    continue
+                if (row.attempts or 0) >= self.settings.job_max_attempts:
+                    row.status = JobStatus.FAILED.value
+                    row.error = f"the worker running this job was lost {row.attempts} times; giving up"
+                    row.finished_at = now
+                    failed += 1
+                else:
+                    row.status = JobStatus.QUEUED.value
+                    row.logs = _append_log(row.logs, f"worker lost during attempt {row.attempts}; re-queued")
+                    requeue.append((row.id, row.resource_class, (row.attempts or 0) + 1))
+        for job_id, resource_class, attempt in requeue:
+            await self.queue.enqueue(job_id, resource_class, attempt)
+        return {"requeued": len(requeue), "failed": failed}
+
+    # ------------------------------------------------------------------ internals
+
+    async def _claim(self, job_id: str) -> Job | None:
+        """QUEUED → RUNNING in one transaction (row lock on PostgreSQL, a write lock on SQLite)."""
+        async with self.db.session() as session:
+            row = await session.get(Job, job_id, with_for_update=not self.db.is_sqlite)
+            if row is None or row.status != JobStatus.QUEUED:
+                return None
+            if (row.attempts or 0) >= self.settings.job_max_attempts:
+                row.status = JobStatus.FAILED.value
+                row.error = f"the job did not finish in {row.attempts} attempts; giving up"
+                row.finished_at = utcnow()
+                return None
+            row.status = JobStatus.RUNNING.value
+            row.attempts = (row.attempts or 0) + 1
+            row.started_at = row.heartbeat_at = utcnow()
+            await session.flush()
+            claimed = row
+        await self._publish(JobView.of(claimed))
+        return claimed
+
+    async def _heartbeat(self, job_id: str, work: asyncio.Task[Any] | None) -> None:
+        while True:
+            await asyncio.sleep(self.settings.job_heartbeat_s)
+            async with self.db.session() as session:
+                status = await session.scalar(select(Job.status).where(Job.id == job_id))
+                if status == JobStatus.RUNNING:
+                    await session.execute(update(Job).where(Job.id == job_id).values(heartbeat_at=utcnow()))
+            if status == JobStatus.CANCELLED and work is not None:
+                work.cancel()  # stops the sandbox (bwrap is killed; docker stops at its call deadline)
+                return
+
+    def _progress_hook(self, job_id: str) -> Callable[[BatchProgress], Awaitable[None]]:
+        async def hook(progress: BatchProgress) -> None:
+            values = {
+                "batches_done": progress.calls,
+                "records_done": progress.done,
+                "records_total": progress.total,
+                "failed_calls": progress.failed_calls,
+            }
+            async with self.db.session() as session:
+                result = await session.execute(
+                    update(Job)
+                    .where(Job.id == job_id, Job.status == JobStatus.RUNNING.value)
+                    .values(progress=values, heartbeat_at=utcnow())
+                )
+            if result.rowcount == 0:
+                raise JobCancelled(job_id)
+            await self.events.publish(
+                job_id, {"id": job_id, "status": JobStatus.RUNNING.value, "progress": values}
+            )
+
+        return hook
+
+    async def _store(self, job_id: str, **values: Any) -> None:
+        async with self.db.session() as session:
+            await session.execute(
+                update(Job).where(Job.id == job_id, Job.status == JobStatus.RUNNING.value).values(**values)
+            )
+
+    async def _finish(self, job_id: str, status: JobStatus, error: str | None = None) -> bool:
+        """Move a job that is not final yet to ``status``; False when it already was final."""
+        async with self.db.session() as session:
+            result = await session.execute(
+                update(Job)
+                .where(Job.id == job_id, Job.status.in_([JobStatus.QUEUED.value, JobStatus.RUNNING.value]))
+                .values(status=status.value, error=error, finished_at=utcnow())
+            )
+            changed = result.rowcount > 0
+            row = await session.get(Job, job_id) if changed else None
+        if row is not None:
+            await self._publish(JobView.of(row))
+        return changed
+
+    async def _status(self, job_id: str) -> str | None:
+        async with self.db.session() as session:
+            return await session.scalar(select(Job.status).where(Job.id == job_id))
+
+    async def _publish(self, view: JobView) -> None:
+        try:
+            await self.events.publish(
+                view.id, {"id": view.id, "status": view.status, "progress": view.progress}
+            )
+        except Exception:  # an event is a hint; the row is the truth and watchers re-read it
+            logger.warning("could not publish an event for job %s", view.id, exc_info=True)
+
+    async def _record_usage(
+        self, row: Job, kind: UsageKind, status: JobStatus, latency_ms: float | None
+    ) -> None:
+        if row.listing_id is None or status == JobStatus.CANCELLED:
+            return
+        try:
+            await self.catalog.usage.record(
+                row.listing_id,
+                kind.value,
+                account_id=row.owner_id,
+                success=status == JobStatus.SUCCEEDED,
+                latency_ms=latency_ms if status == JobStatus.SUCCEEDED else None,
+            )
+        except NotFound:
+            logger.info("listing %s vanished before its usage was recorded", row.listing_id)
+
+    @staticmethod
+    async def _latest_version(session: Any, listing_id: str | None) -> ListingVersion | None:
+        return await session.scalar(
+            select(ListingVersion)
+            .where(ListingVersion.listing_id == listing_id)
+            .order_by(ListingVersion.created_at.desc())
+            .limit(1)
+        )
+
+    def _staging_root(self) -> Path:
+        root = self.settings.data_dir / "job-staging"
+        root.mkdir(parents=True, exist_ok=True)
+        return root
+
+    def _check_inputs(
+        self,
+        task: JobTask,
+        input_schema: dict[str, Any] | None,
+        records: Sequence[Any] | None,
+        dataset_listing_id: str | None,
+    ) -> dict[str, Any]:
+        if task == JobTask.TRAINING:
+            if dataset_listing_id is None and not records:
+                raise BadInput("training needs data: a datasetListingId or records", field="datasetListingId")
+            return {"records": list(records or []), "dataset_listing_id": dataset_listing_id}
+        if records is None or not isinstance(records, list | tuple):
+            raise BadInput("inference needs records: a list of inputs", field="records")
+        if len(records) > MAX_RECORDS:
+            raise BadInput(f"at most {MAX_RECORDS} records per job; got {len(records)}", field="records")
+        if input_schema is not None:
+            for index, record in enumerate(records):
+                problems = payload_errors(input_schema, record, limit=3)
+                if problems:
+                    raise BadInput(
+                        f"records[{index}] does not match the listing's input schema: {'; '.join(problems)}",
+                        field=f"records[{index}]",
+                    )
+        return {"records": list(records)}
+
+
+def _parse_task(task: str) -> JobTask:
+    try:
+        return JobTask(str(task).lower())
+    except ValueError:
+        raise BadInput(f"task must be one of {', '.join(t.value for t in JobTask)}; got {task!r}") from None
+
+
+def _aware(moment: datetime) -> datetime:
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
+
+
+def _append_log(logs: str | None, line: str) -> str:
+    return ((logs or "") + ("\n" if logs else "") + line)[-MAX_LOG_CHARS:]

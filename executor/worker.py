@@ -1,0 +1,128 @@
+"""The arq worker (``mlrepo worker``): job functions of execution and publishing, and the reconciler.
+
+One worker takes one queue: the resource class it was started for (``MLREPO_WORKER_RESOURCE_CLASS``,
+default cpu). cpu jobs share arq's default queue with publishing, so a plain worker does both; gpu workers
+take only gpu jobs. On startup — and then every minute — the reconciler re-queues what the database says
+should run (Redis keeps nothing on disk here) and fails jobs whose worker was lost too often.
+
+Without ``MLREPO_REDIS_URL`` none of this process exists: ``JobService`` runs the same ``run`` in-process.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from arq import cron
+from arq.connections import RedisSettings
+
+from catalog.publishing.jobs import (
+    PUBLISHING_FUNCTIONS,
+    publishing_cron_jobs,
+    start_publishing,
+    stop_publishing,
+)
+from executor.allocation import queue_for
+from executor.events import RedisJobEvents
+from executor.jobs import ArqJobQueue, JobService
+from executor.publish_sandbox import ExecutorSandbox
+from infra.errors import Unavailable
+from infra.settings import Settings, get_settings
+
+logger = logging.getLogger("mlrepo.worker")
+
+CTX_JOBS = "jobs"
+CTX_CATALOG = "catalog"
+
+
+async def run_job(ctx: dict[str, Any], job_id: str) -> str:
+    return await ctx[CTX_JOBS].run(job_id)
+
+
+async def reconcile_jobs(ctx: dict[str, Any]) -> dict[str, int]:
+    return await ctx[CTX_JOBS].reconcile()
+
+
+async def start_jobs(ctx: dict[str, Any], settings: Settings, catalog: Any) -> JobService:
+    assert settings.redis_url is not None
+    service = JobService(
+        settings, catalog, events=RedisJobEvents(settings.redis_url), queue=ArqJobQueue(settings.redis_url)
+    )
+    ctx[CTX_JOBS] = service
+    counts = await service.reconcile()
+    logger.info("reconciled jobs at startup: %s", counts)
+    return service
+
+
+async def stop_jobs(ctx: dict[str, Any]) -> None:
+    service: JobService | None = ctx.pop(CTX_JOBS, None)
+    if service is not None:
+        await service.queue.close()
+        await service.events.close()
+
+
+async def on_startup(ctx: dict[str, Any]) -> None:
+    from catalog.app import CatalogApp
+
+    settings: Settings = ctx.get("settings") or get_settings()
+    # The worker never holds the embedded index: the API process does (one tantivy writer per directory).
+    catalog = await CatalogApp.open(settings, with_index=False)
+    ctx[CTX_CATALOG] = catalog
+    await start_jobs(ctx, settings, catalog)
+    await start_publishing(ctx, settings, catalog, ExecutorSandbox(settings))
+
+
+async def on_shutdown(ctx: dict[str, Any]) -> None:
+    await stop_publishing(ctx)
+    await stop_jobs(ctx)
+    catalog = ctx.pop(CTX_CATALOG, None)
+    if catalog is not None:
+        await catalog.close()
+
+
+def worker_settings(settings: Settings) -> dict[str, Any]:
+    """arq ``Worker`` keyword arguments for this deployment (``WorkerSettings`` uses the environment's)."""
+    if not settings.redis_url:
+        raise Unavailable("mlrepo worker needs MLREPO_REDIS_URL (without Redis, jobs run in the API process)")
+    functions: list[Any] = [run_job, reconcile_jobs]
+    cron_jobs = [cron(reconcile_jobs, second={0}, run_at_startup=False, unique=True)]
+    if settings.worker_resource_class == "cpu":
+        functions += list(PUBLISHING_FUNCTIONS)
+        cron_jobs += publishing_cron_jobs(settings)
+    return {
+        "functions": functions,
+        "cron_jobs": cron_jobs,
+        "queue_name": queue_for(settings.worker_resource_class),
+        "redis_settings": RedisSettings.from_dsn(settings.redis_url),
+        "on_startup": on_startup,
+        "on_shutdown": on_shutdown,
+        "ctx": {"settings": settings},
+        # Jobs bound their own time (per call, times batches); arq's timeout is only a last resort.
+        "job_timeout": 24 * 3600,
+        "max_tries": settings.job_max_attempts,
+        "keep_result": 3600,
+        "health_check_interval": 30,
+    }
+
+
+class WorkerSettings:
+    """For ``arq executor.worker.WorkerSettings``, configured from the environment (``mlrepo worker``
+    builds the same from its own Settings through ``worker_settings``)."""
+
+    _settings = get_settings()
+    functions = [run_job, reconcile_jobs, *PUBLISHING_FUNCTIONS]
+    cron_jobs = [cron(reconcile_jobs, second={0}, run_at_startup=False, unique=True)]
+    queue_name = queue_for(_settings.worker_resource_class)
+    redis_settings = RedisSettings.from_dsn(_settings.redis_url or "redis://127.0.0.1:6379")
+    on_startup = on_startup
+    on_shutdown = on_shutdown
+    job_timeout = 24 * 3600
+    max_tries = _settings.job_max_attempts
+
+
+def run_worker(settings: Settings, burst: bool = False) -> None:
+    """Run a worker in this process until it is stopped (``burst``: until its queue is empty)."""
+    from arq.worker import Worker
+
+    worker = Worker(**worker_settings(settings), burst=burst)
+    worker.run()

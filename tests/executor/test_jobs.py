@@ -1,0 +1,151 @@
+"""Jobs end to end on the real database (SQLite and PostgreSQL) and the real bwrap sandbox, in-process
+(no Redis): allocation, QUEUED → RUNNING → final with progress, filtering, usage, access, cancel."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from executor_support import publish_model
+
+from catalog.actors import Actor
+from catalog.enums import JobStatus
+from executor.jobs import JobService, JobView
+from infra.errors import BadInput, NotFound
+from infra.settings import Settings
+from infra.tables import Listing, UsageEvent
+
+MODEL = """
+import json, sys, time
+for line in sys.stdin:
+    record = json.loads(line)
+    text = record["input"]
+    if text == "sleep":
+        time.sleep(60)
+    label = "positive" if "good" in text else "negative"
+    print(json.dumps({"id": record["id"], "output": {"label": label, "confidence": 0.75, "debug": "x"}}))
+"""
+
+
+@pytest.fixture
+def job_settings(settings: Settings, bwrap_runtime) -> Settings:
+    return settings.model_copy(update={"runtime": "bwrap", "job_heartbeat_s": 0.2})
+
+
+@pytest.fixture
+async def jobs(job_settings: Settings, catalog) -> JobService:
+    service = JobService(job_settings, catalog)
+    yield service
+    await service.queue.close()
+
+
+async def follow(jobs: JobService, actor: Actor, job_id: str) -> list[JobView]:
+    views = []
+    async for view in jobs.watch(actor, job_id):
+        views.append(view)
+    return views
+
+
+async def test_inference_job_runs_to_success_with_progress_filtering_and_usage(
+    jobs: JobService, catalog, people, job_settings: Settings
+) -> None:
+    published = await publish_model(job_settings, catalog, people["producer"], MODEL)
+    records = ["good movie", "bad plot"] + [f"good {i}" for i in range(40)]
+    view = await jobs.submit(people["alice"], published.listing_id, "inference", records=records)
+    assert view.status == JobStatus.QUEUED
+    assert view.resources == {"cpu": 1.0, "memory_mb": 256, "gpu": 0} and view.resource_class == "cpu"
+
+    seen = await follow(jobs, people["alice"], view.id)
+    final = seen[-1]
+    assert final.status == JobStatus.SUCCEEDED, final.error
+    assert JobStatus.RUNNING in [v.status for v in seen[:-1]] or final.progress["batches_done"] >= 1
+    assert final.progress["records_done"] == final.progress["records_total"] == 42
+    assert final.progress["batches_done"] >= 2  # a probe batch, then the rest
+    outputs = [r["output"] for r in final.result["records"]]
+    assert outputs[0] == {"label": "positive", "confidence": 0.75}  # "debug" is not declared: dropped
+    assert outputs[1]["label"] == "negative"
+    assert final.metrics["runtime"] == "bwrap" and final.metrics["records"] == 42
+    assert final.started_at is not None and final.finished_at is not None
+
+    async with catalog.db.session() as session:
+        listing = await session.get(Listing, published.listing_id)
+        events = (await session.execute(UsageEvent.__table__.select())).all()
+    assert listing.usage_count == 1 and listing.success_count == 1
+    assert listing.latency_p50_ms is not None and listing.relative_usage == 1.0
+    assert len(events) == 1
+
+
+async def test_results_are_visible_to_the_owner_only(jobs: JobService, catalog, people, job_settings) -> None:
+    published = await publish_model(job_settings, catalog, people["producer"], MODEL)
+    view = await jobs.submit(people["alice"], published.listing_id, "inference", records=["good"])
+    with pytest.raises(NotFound):
+        await jobs.get(people["bob"], view.id)
+    with pytest.raises(NotFound):
+        await jobs.cancel(people["bob"], view.id)
+    await follow(jobs, people["alice"], view.id)
+    with pytest.raises(BadInput, match="already finished"):
+        await jobs.cancel(people["alice"], view.id)
+
+
+async def test_allocation_is_bounded_by_the_quota(jobs: JobService, catalog, people, job_settings) -> None:
+    published = await publish_model(job_settings, catalog, people["producer"], MODEL)
+    async with catalog.db.session() as session:
+        row = await session.get(Listing, published.listing_id)
+        row.resources = {"cpu": 8, "memory_mb": 4096, "gpu": 0}  # more than alice may use
+    view = await jobs.submit(people["alice"], published.listing_id, "inference", records=["good"])
+    assert view.resources == {"cpu": 2.0, "memory_mb": 1024, "gpu": 0}
+    await follow(jobs, people["alice"], view.id)
+    with pytest.raises(BadInput, match=r"resources.cpu=3 exceeds your quota of 2"):
+        await jobs.submit(
+            people["alice"], published.listing_id, "inference", records=["x"], resources={"cpu": 3}
+        )
+    with pytest.raises(BadInput, match=r"resources.gpu=1 exceeds your quota of 0"):
+        await jobs.submit(
+            people["alice"], published.listing_id, "inference", records=["x"], resources={"gpu": 1}
+        )
+
+
+async def test_bad_requests_get_clear_errors(jobs: JobService, catalog, people, job_settings) -> None:
+    published = await publish_model(job_settings, catalog, people["producer"], MODEL)
+    with pytest.raises(NotFound):
+        await jobs.submit(people["alice"], "nope", "inference", records=["x"])
+    with pytest.raises(BadInput, match="task must be one of"):
+        await jobs.submit(people["alice"], published.listing_id, "dance", records=["x"])
+    with pytest.raises(BadInput, match="inference needs records"):
+        await jobs.submit(people["alice"], published.listing_id, "inference", records=None)
+    async with catalog.db.session() as session:
+        row = await session.get(Listing, published.listing_id)
+        row.input_schema = {"type": "string", "maxLength": 5}
+    with pytest.raises(BadInput, match=r"records\[1\] does not match the listing's input schema"):
+        await jobs.submit(people["alice"], published.listing_id, "inference", records=["ok", "far too long"])
+
+
+async def test_cancel_stops_a_running_job(jobs: JobService, catalog, people, job_settings) -> None:
+    published = await publish_model(job_settings, catalog, people["producer"], MODEL, timeout_s=60)
+    view = await jobs.submit(people["alice"], published.listing_id, "inference", records=["sleep"])
+    async for current in jobs.watch(people["alice"], view.id):
+        if current.status == JobStatus.RUNNING:
+            break
+    cancelled = await jobs.cancel(people["alice"], view.id)
+    assert cancelled.status == JobStatus.CANCELLED and cancelled.error == "cancelled by the requester"
+    for _ in range(100):  # the worker side notices at its next heartbeat and stops the sandbox
+        if not jobs.queue.tasks:
+            break
+        await asyncio.sleep(0.05)
+    assert not jobs.queue.tasks
+    assert (await jobs.get(people["alice"], view.id)).status == JobStatus.CANCELLED
+    assert (await jobs.cancel(people["alice"], view.id)).status == JobStatus.CANCELLED  # idempotent
+
+
+async def test_a_job_that_fails_in_the_sandbox_reports_why(
+    jobs: JobService, catalog, people, job_settings
+) -> None:
+    crashing = "import sys\nraise SystemExit('model weights missing')\n"
+    published = await publish_model(job_settings, catalog, people["producer"], crashing)
+    view = await jobs.submit(people["alice"], published.listing_id, "inference", records=["a", "b"])
+    final = (await follow(jobs, people["alice"], view.id))[-1]
+    assert final.status == JobStatus.FAILED
+    assert "model weights missing" in final.error
+    async with catalog.db.session() as session:
+        listing = await session.get(Listing, published.listing_id)
+    assert listing.failure_count == 1
