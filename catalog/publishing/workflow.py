@@ -98,6 +98,7 @@ class Job:
     artifact: StoredArtifact | None = None
     image_ref_published: str | None = None
     built_image: str | None = None
+    listed_id: str | None = None  # the listing the version was written to
     archive: ExtractionReport | None = None
 
 
@@ -140,25 +141,22 @@ class PublishWorkflow:
             return "skipped"
         recorder = StepRecorder(self.db, publication_id)
         status, error = PublicationStatus.PUBLISHED, None
-        listing_id = None
         try:
             await recorder.run(StepName.PACKAGE, lambda log: self._package(job, log))
             await recorder.run(StepName.TEST, lambda log: self._test(job, log))
             await recorder.run(StepName.VERIFY, lambda log: self._verify(job, log))
             await recorder.run(StepName.PUBLISH, lambda log: self._publish(job, log))
-            holder: list[str] = []
-            await recorder.run(StepName.LIST, lambda log: self._list(job, log, holder))
-            listing_id = holder[0] if holder else None
+            await recorder.run(StepName.LIST, lambda log: self._list(job, log))
         except StepFailed as failed:
             status, error = PublicationStatus.FAILED, f"{failed.step}: {failed.error.message}"
         finally:
             await asyncio.to_thread(shutil.rmtree, job.staging, True)
             if job.upload is not None:
                 await asyncio.to_thread(shutil.rmtree, job.upload.parent, True)
-            if self.images is not None and (job.image_id or job.source_kind == "package"):
+            if self.images is not None and (job.image_id or job.built_image):
                 for tag in ("source", "normalized", "built"):
                     await asyncio.to_thread(self.images.remove, f"mlrepo-staging/{publication_id}:{tag}")
-        await self._finish(job, status, error, listing_id, recorder.timings)
+        await self._finish(job, status, error, recorder.timings)
         return status.value
 
     async def _load(self, publication_id: str) -> Job | None:
@@ -196,7 +194,6 @@ class PublishWorkflow:
         job: Job,
         status: PublicationStatus,
         error: str | None,
-        listing_id: str | None,
         timings: dict[str, float],
     ) -> None:
         async with self.db.session() as session:
@@ -206,8 +203,8 @@ class PublishWorkflow:
             pub.status = status.value
             pub.error = error
             pub.upload_path = None
-            if listing_id:
-                pub.listing_id = listing_id
+            if job.listed_id:
+                pub.listing_id = job.listed_id
             if job.artifact is not None:
                 pub.artifact_digest = job.artifact.digest
             elif job.image_id:
@@ -426,7 +423,7 @@ class PublishWorkflow:
 
     # ------------------------------------------------------------------ list
 
-    async def _list(self, job: Job, log: Log, holder: list[str]) -> None:
+    async def _list(self, job: Job, log: Log) -> None:
         assert job.manifest is not None and job.target is not None
         if job.source_kind == "package":
             await self._containerize(job, log)
@@ -460,7 +457,7 @@ class PublishWorkflow:
         listing_id = await write_version(
             self.listings, job.actor, job.target, fields, version_values, system_values
         )
-        holder.append(listing_id)
+        job.listed_id = listing_id
         log(f"listed {listing_id} version {job.target.version} ({system_values['verification_status']})")
 
     async def _containerize(self, job: Job, log: Log) -> None:
