@@ -4,8 +4,8 @@ import base64
 import json
 import sys
 
-for line in sys.stdin:
-    record = json.loads(line)
+
+def handle(record):
     predictions = []
     for crop in record["input"]["crops"]:
         pixels = base64.b64decode(crop["image"]["data"])
@@ -15,3 +15,11 @@ for line in sys.stdin:
         label = "lamp" if mean > 200 else "sign"
         predictions.append({"value": label, "location": location, "confidence": round(mean / 255, 3)})
     print(json.dumps({"id": record["id"], "output": {"predictions": predictions}}), flush=True)
+
+
+for line in sys.stdin:
+    record = json.loads(line)
+    try:
+        handle(record)
+    except Exception as exc:  # a record it cannot read is that record's error, not a crash
+        print(json.dumps({"id": record.get("id"), "error": f"{type(exc).__name__}: {exc}"}), flush=True)

@@ -4,8 +4,8 @@ import base64
 import json
 import sys
 
-for line in sys.stdin:
-    record = json.loads(line)
+
+def handle(record):
     payload = record["input"]
     image = payload["image"]
     pixels = base64.b64decode(image["data"])
@@ -18,3 +18,11 @@ for line in sys.stdin:
             {"image": {"data": data, "media_type": image["media_type"], "width": w, "height": h}, "box": box}
         )
     print(json.dumps({"id": record["id"], "output": {"crops": crops}}), flush=True)
+
+
+for line in sys.stdin:
+    record = json.loads(line)
+    try:
+        handle(record)
+    except Exception as exc:  # a record it cannot read is that record's error, not a crash
+        print(json.dumps({"id": record.get("id"), "error": f"{type(exc).__name__}: {exc}"}), flush=True)

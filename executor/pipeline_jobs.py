@@ -1,0 +1,186 @@
+"""Pipeline jobs: ``runJob`` on a pipeline (or a pipeline listing), run stage by stage by the executor.
+
+The catalog side (``catalog.pipelines``) decides *what* runs: the per-step plan (nested pipelines
+expanded, trained models in place of their algorithms) and the hand-over contract between steps
+(``run_pipeline_job``: each output projected onto its declared schema and checked against the next
+step's input; a step where every record fails makes the job FAILED, naming the step). This module is the
+executor side: each stage runs the step's published version in a fresh sandbox copy with *its own*
+allocation (from that listing's suggested resources, bounded by the owner's quota) and the producer's
+timeout, through the same batched inference path as a single-listing job; stage progress is stored on
+the job row and published for ``Subscription.jobStatus``.
+
+The job is queued on the resource class of its most demanding step (a pipeline with a GPU step waits
+for a GPU worker); the classes of every stage are recorded on the row (``resources.stages``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import update
+
+from catalog.actors import Actor
+from catalog.enums import JobStatus, JobTask
+from catalog.pipelines import PipelineService
+from catalog.pipelines.running import RunPlan, StageProgress, StepPlan, run_pipeline_job
+from executor.allocation import Quota, allocate
+from executor.inference import InferencePlan, run_inference
+from executor.output_filter import OutputFilter
+from executor.packages import prepare_runnable
+from infra.errors import BadInput, Unauthenticated
+from infra.tables import Account, Job, utcnow
+
+if TYPE_CHECKING:
+    from executor.contract import RecordOutcome
+    from executor.jobs import JobService
+
+MAX_RECORDS = 100_000
+
+
+def pipelines_for(jobs: JobService) -> PipelineService:
+    return PipelineService(jobs.db, jobs.catalog.demand)
+
+
+async def submit_pipeline(
+    jobs: JobService,
+    actor: Actor,
+    records: Sequence[Any],
+    *,
+    pipeline_id: str | None = None,
+    listing_id: str | None = None,
+    resources: dict[str, Any] | None = None,
+) -> str:
+    """Queue an inference run of one of the caller's pipelines, or of a visible pipeline listing.
+
+    Everything that can be refused is refused here, before a job exists: a pipeline that cannot run
+    (open connections, untrained steps), inputs that do not fit its first step, a quota too small for
+    its most demanding step. Returns the job id.
+    """
+    if actor.account_id is None:
+        raise Unauthenticated("sign in to run jobs")
+    if (pipeline_id is None) == (listing_id is None):
+        raise BadInput("give either a pipeline id or a pipeline listing id")
+    if not isinstance(records, list | tuple) or not records:
+        raise BadInput("a pipeline run needs records: a non-empty list of inputs", field="records")
+    if len(records) > MAX_RECORDS:
+        raise BadInput(f"at most {MAX_RECORDS} records per job; got {len(records)}", field="records")
+    pipelines = pipelines_for(jobs)
+    if pipeline_id is not None:
+        plan = await pipelines.plan_run(actor, pipeline_id)
+    else:
+        assert listing_id is not None
+        plan = await pipelines.plan_listing_run(actor, listing_id)
+    plan.check_inputs(records)
+    async with jobs.db.session() as session:
+        quota = await _quota(session, actor.account_id)
+        allocation = allocate(plan.resources, resources, quota)
+        for step in plan.steps:  # every stage must fit the quota on its own, or the run would fail midway
+            allocate(step.resources, None, quota)
+        row = Job(
+            owner_id=actor.account_id,
+            listing_id=listing_id,
+            pipeline_id=plan.pipeline_id,
+            task=JobTask.INFERENCE.value,
+            status=JobStatus.QUEUED.value,
+            resource_class=allocation.resource_class,
+            resources={**allocation.as_dict(), "stages": list(plan.resource_classes)},
+            inputs={"records": list(records), "via_listing": listing_id is not None},
+            progress={"stage": 0, "stages": len(plan.steps)},
+            metrics={},
+            logs="",
+            attempts=0,
+        )
+        session.add(row)
+    await jobs.queue.enqueue(row.id, row.resource_class, 1)
+    return row.id
+
+
+async def run_pipeline_row(jobs: JobService, row: Job, staging: Path) -> tuple[JobStatus, str | None]:
+    """The worker side of a claimed (RUNNING) pipeline job; returns its final status and error."""
+    async with jobs.db.session() as session:
+        account = await session.get(Account, row.owner_id)
+        if account is None:
+            return JobStatus.FAILED, "the job's account no longer exists"
+        owner = Actor(account_id=account.id, role=account.role, name=account.name)
+        quota = Quota(account.quota_cpu, account.quota_memory_mb, account.quota_gpu)
+    pipelines = pipelines_for(jobs)
+    via_listing = bool((row.inputs or {}).get("via_listing")) and row.listing_id is not None
+    try:
+        if via_listing:
+            assert row.listing_id is not None
+            plan = await pipelines.plan_listing_run(owner, row.listing_id)
+        else:
+            assert row.pipeline_id is not None
+            plan = await pipelines.plan_run(owner, row.pipeline_id)
+    except BadInput as exc:  # the pipeline changed since it was queued
+        return JobStatus.FAILED, f"the pipeline can no longer run: {exc.message}"
+    records = list((row.inputs or {}).get("records") or [])
+    verdict = await run_pipeline_job(
+        plan,
+        records,
+        _step_runner(jobs, row, plan, quota, staging),
+        on_stage=_stage_hook(jobs, row.id),
+        usage=jobs.catalog.usage,
+        account_id=row.owner_id,
+    )
+    await jobs._store(row.id, result=verdict.result, metrics=verdict.metrics)
+    return JobStatus(verdict.status), verdict.error
+
+
+def _step_runner(jobs: JobService, row: Job, plan: RunPlan, quota: Quota, staging: Path):
+    async def run_step(step: StepPlan, inputs: list[Any]) -> list[RecordOutcome]:
+        async with jobs.db.session() as session:
+            version = await jobs._latest_version(session, step.listing_id)
+        if version is None:
+            raise BadInput(f"{step.listing_name!r} has no published version to run")
+        step_dir = staging / f"stage-{step.index}"
+        step_dir.mkdir(parents=True, exist_ok=True)
+        runnable = await prepare_runnable(jobs.settings, jobs.selector, version, step_dir)
+        allocation = allocate(step.resources, None, quota)
+        inference = InferencePlan(
+            package=runnable.package,
+            limits=jobs.limits_for(allocation, step.timeout_s),
+            output_filter=OutputFilter.for_listing(step.output_format, step.output_schema),
+            max_batch=jobs.settings.job_max_batch_records,
+            labels=(("mlrepo.job", row.id), ("mlrepo.stage", str(step.index))),
+        )
+        return (await run_inference(runnable.runtime, inference, inputs)).results
+
+    return run_step
+
+
+def _stage_hook(jobs: JobService, job_id: str):
+    async def on_stage(progress: StageProgress) -> None:
+        values = {
+            "stage": progress.stage + (1 if progress.state == "done" else 0),
+            "stages": progress.stages,
+            "step_id": progress.step_id,
+            "step": progress.listing_name,
+            "state": progress.state,
+            "records_in": progress.records_in,
+            "records_ok": progress.records_ok,
+        }
+        async with jobs.db.session() as session:
+            result = await session.execute(
+                update(Job)
+                .where(Job.id == job_id, Job.status == JobStatus.RUNNING.value)
+                .values(progress=values, heartbeat_at=utcnow())
+            )
+        if result.rowcount == 0:
+            from executor.jobs import JobCancelled
+
+            raise JobCancelled(job_id)
+        await jobs.events.publish(
+            job_id, {"id": job_id, "status": JobStatus.RUNNING.value, "progress": values}
+        )
+
+    return on_stage
+
+
+async def _quota(session: Any, account_id: str) -> Quota:
+    account = await session.get(Account, account_id)
+    if account is None:
+        raise Unauthenticated("your account no longer exists")
+    return Quota(account.quota_cpu, account.quota_memory_mb, account.quota_gpu)

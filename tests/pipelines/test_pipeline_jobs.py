@@ -1,0 +1,162 @@
+"""``runJob`` on a pipeline through the executor: published packages, real bubblewrap sandboxes, one job.
+
+The three demo packages are published through the real publishing workflow (so they have versions and
+artifacts), the requester builds the pipeline (the conditioner is inserted by the service), and the job
+runs every stage in its own sandbox copy with its own allocation.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import os
+import zipfile
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from catalog.actors import Actor
+from catalog.app import CatalogApp
+from catalog.pipelines import PipelineService, StepRole
+from catalog.publishing.service import PublishingService
+from executor.jobs import JobService
+from executor.pipeline_jobs import run_pipeline_row, submit_pipeline
+from executor.publish_sandbox import ExecutorSandbox
+from executor.runtimes import BwrapRuntime
+from infra.errors import BadInput
+from infra.settings import Settings
+from infra.tables import Job, Listing
+
+from .conftest import BOXES_WITH_IMAGE
+
+PACKAGES = Path(__file__).parent / "packages"
+ROOT_CONFTEST = str(Path(__file__).parents[1] / "conftest.py")
+
+
+def manifest(name: str, kind: str, inp: dict[str, Any], out: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "name": name,
+        "kind": kind,
+        "category": "Computer Vision",
+        "description": f"demo {name}",
+        "entrypoint": ["python3", "model.py"],
+        "input": inp,
+        "output": out,
+        "resources": {"cpu": 1, "memory_mb": 256, "gpu": 0},
+        "timeout_s": 10,
+    }
+
+
+DEMO = {
+    "detector": manifest(
+        "street-object-detector",
+        "model",
+        {"format": "image@1"},
+        {"format": "bounding-boxes@1", "schema": BOXES_WITH_IMAGE},
+    ),
+    # Published as a model: publishing requires a train entrypoint of every algorithm (see the report).
+    "cropper": manifest(
+        "boxes-to-crops",
+        "model",
+        {"format": "bounding-boxes@1", "schema": BOXES_WITH_IMAGE},
+        {"format": "image-crops@1"},
+    ),
+    "classifier": manifest(
+        "crop-classifier", "model", {"format": "image-crops@1"}, {"format": "predictions@1"}
+    ),
+}
+
+
+@pytest.fixture
+async def app(request: pytest.FixtureRequest, settings: Settings, encoder) -> AsyncIterator[CatalogApp]:
+    require_service = request.config.pluginmanager.get_plugin(ROOT_CONFTEST).require_service
+    require_service("bubblewrap", BwrapRuntime.available(), "bwrap/prlimit/setpriv not installed")
+    require_service("bubblewrap", os.geteuid() == 0, "starting sandboxes as other uids needs root")
+    bwrap_settings = settings.model_copy(update={"runtime": "bwrap"})
+    catalog = await CatalogApp.open(bwrap_settings, encoder=encoder)
+    yield catalog
+    await catalog.close()
+
+
+async def publish_demo(app: CatalogApp, producer: Actor) -> dict[str, str]:
+    publishing = PublishingService(app.settings, app.db, app.listings, ExecutorSandbox(app.settings))
+    ids = {}
+    for part, data in DEMO.items():
+        upload = io.BytesIO()
+        with zipfile.ZipFile(upload, "w") as zf:
+            zf.writestr("model.py", (PACKAGES / part / "model.py").read_text())
+            zf.writestr("mlrepo.json", __import__("json").dumps(data))
+        upload.seek(0)
+        publication = await publishing.submit_package(producer, upload)
+        await publishing.queue.drain()
+        view = await publishing.get(producer, publication.id)
+        assert view.status == "published", (view.status, view.error)
+        ids[part] = view.listing_id
+    return ids
+
+
+def gray(width: int, height: int, bright: set[tuple[int, int]]) -> dict[str, Any]:
+    pixels = bytes(255 if (x, y) in bright else 10 for y in range(height) for x in range(width))
+    return {
+        "data": base64.b64encode(pixels).decode(),
+        "media_type": "image/x-raw-gray",
+        "width": width,
+        "height": height,
+    }
+
+
+async def test_run_job_on_a_pipeline_runs_every_stage_in_the_sandbox(
+    app: CatalogApp, producer: Actor, requester: Actor
+) -> None:
+    ids = await publish_demo(app, producer)
+    pipelines = PipelineService(app.db, app.demand)
+    pipeline = await pipelines.create(requester, "street scenes")
+    await pipelines.add_step(requester, pipeline.id, ids["detector"])
+    change = await pipelines.add_step(requester, pipeline.id, ids["classifier"])
+    assert [s.role for s in change.pipeline.steps] == [StepRole.STEP, StepRole.CONDITIONING, StepRole.STEP]
+
+    claimed: list[str] = []
+
+    class Recorder:  # the job queue: the test claims and runs the job itself, as a worker would
+        async def enqueue(self, job_id: str, resource_class: str, attempt: int) -> None:
+            claimed.append(job_id)
+
+        async def close(self) -> None:
+            return None
+
+    jobs = JobService(app.settings, app, queue=Recorder())
+    with pytest.raises(BadInput, match="does not fit step 1"):
+        await submit_pipeline(jobs, requester, [{"text": "no"}], pipeline_id=pipeline.id)
+    job_id = await submit_pipeline(jobs, requester, [gray(4, 3, {(1, 1), (2, 1)})], pipeline_id=pipeline.id)
+    assert claimed == [job_id]
+
+    row = await jobs._claim(job_id)
+    assert row is not None and row.resources["stages"] == ["cpu", "cpu", "cpu"]
+    staging = Path(app.settings.data_dir) / "staging"
+    status, error = await run_pipeline_row(jobs, row, staging)
+    assert (status, error) == ("succeeded", None)
+    async with app.db.session() as session:
+        stored = await session.get(Job, job_id)
+        assert stored.result["records"] == [
+            {
+                "output": {
+                    "predictions": [
+                        {
+                            "value": "lamp",
+                            "location": {"x": 1, "y": 1, "width": 2, "height": 1},
+                            "confidence": 1.0,
+                        }
+                    ]
+                }
+            }
+        ]
+        assert [s["listing_name"] for s in stored.metrics["steps"]] == [
+            "street-object-detector",
+            "boxes-to-crops",
+            "crop-classifier",
+        ]
+        assert stored.progress["stage"] == 3 and stored.progress["state"] == "done"
+        for listing_id in ids.values():
+            assert (await session.get(Listing, listing_id)).usage_count == 1
