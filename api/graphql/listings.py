@@ -8,7 +8,7 @@ from strawberry import UNSET
 from strawberry.scalars import JSON
 
 from api.graphql.convert import given_fields
-from api.graphql.types import Account, Listing, ListingKind, PageInfo, Review, Visibility
+from api.graphql.types import Account, Listing, ListingKind, PageInfo, ResourcesInput, Review, Visibility
 from catalog.enums import UsageKind
 from catalog.listings import ListingFilter, encode_cursor
 
@@ -19,13 +19,6 @@ LISTING_INPUT_NAMES = {
     "timeout_s": "timeout",
     "producer_name": "producer",
 }
-
-
-@strawberry.input(description="Suggested hardware: cores, memory in MiB, GPU devices.")
-class ResourcesInput:
-    cpu: float | None = UNSET
-    memory_mb: int | None = UNSET
-    gpu: int | None = UNSET
 
 
 @strawberry.input(description="Listing fields to change; fields left out stay as they are.")

@@ -5,15 +5,8 @@ from __future__ import annotations
 
 import strawberry
 
-from api.graphql.types import Listing, ListingKind, PageInfo, SortOrder
+from api.graphql.types import Listing, ListingKind, PageInfo, ResourcesInput, SortOrder
 from catalog import search_service as domain
-
-
-@strawberry.input(description="The requester's hardware: only listings whose suggested needs fit it.")
-class ResourcesFilterInput:
-    cpu: float | None = None
-    memory_mb: int | None = None
-    gpu: int | None = None
 
 
 @strawberry.input(description="What to look for. Facets filter before ranking; `text` may be empty.")
@@ -26,7 +19,9 @@ class SearchInput:
     output_format: str | None = None
     max_latency_ms: float | None = None
     min_accuracy: float | None = strawberry.field(default=None, description="0..1")
-    resources: ResourcesFilterInput | None = None
+    resources: ResourcesInput | None = strawberry.field(
+        default=None, description="The requester's hardware: only listings whose suggested needs fit it."
+    )
     verified_only: bool = False
     sort: SortOrder = SortOrder.RELEVANCE
     limit: int = strawberry.field(default=10, description="1..max_page_size results per page.")

@@ -45,6 +45,15 @@ class Resources:
         return cls(cpu=value.get("cpu"), memory_mb=value.get("memory_mb"), gpu=value.get("gpu"))
 
 
+@strawberry.input(
+    description="Hardware: cores, memory in MiB, GPU devices (suggested needs, or what one has)."
+)
+class ResourcesInput:
+    cpu: float | None = None
+    memory_mb: int | None = None
+    gpu: int | None = None
+
+
 @strawberry.type(description="Measured or declared accuracy: the value (0..1), its metric and dataset.")
 class Accuracy:
     value: float | None

@@ -15,7 +15,7 @@ async def test_create_then_read_every_field(api) -> None:
     assert created["kind"] == "MODEL"
     assert created["accuracy"] == {"value": 0.91, "metric": "accuracy", "dataset": "sst2"}
     assert created["resources"] == {"cpu": 1.0, "memoryMb": 512, "gpu": 0}
-    assert created["producer"]["name"] is None and created["producer"]["id"]
+    assert created["producer"]["name"] == "alice" and created["producer"]["id"]
     assert created["verificationStatus"] == VerificationStatus.UNVERIFIED.name
     assert created["inputFormat"].startswith("text") and created["outputFormat"].startswith("class-label")
     assert created["subcategories"] == ["Text Classification"]
