@@ -19,7 +19,7 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, RedirectResponse, Response
 from starlette.routing import Route, WebSocketRoute
-from starlette.types import Receive, Scope, Send
+from starlette.types import Message, Receive, Scope, Send
 from starlette.websockets import WebSocket
 from strawberry.asgi import GraphQL
 from strawberry.exceptions import ConnectionRejectionError
@@ -39,6 +39,27 @@ from search.embeddings import Encoder
 logger = logging.getLogger("mlrepo.api")
 
 GRAPHQL_PATH = "/graphql"
+# Room for the GraphQL document and variables next to the largest allowed upload.
+FORM_OVERHEAD_BYTES = 1 << 20
+
+
+def limited_body(scope: Scope, receive: Receive, limit: int) -> Receive:
+    """``receive`` that refuses bodies over ``limit`` bytes (declared or streamed) with a 413, so an
+    oversized upload is never spooled to disk in full."""
+    declared = dict(scope.get("headers") or []).get(b"content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise HTTPException(413, f"request body larger than {limit} bytes")
+    received = 0
+
+    async def receive_limited() -> Message:
+        nonlocal received
+        message = await receive()
+        received += len(message.get("body", b""))
+        if received > limit:
+            raise HTTPException(413, f"request body larger than {limit} bytes")
+        return message
+
+    return receive_limited
 
 
 class MlrepoGraphQL(GraphQL):
@@ -57,8 +78,10 @@ class MlrepoGraphQL(GraphQL):
         if scope["type"] != "http":
             await super().__call__(scope, receive, send)
             return
+        limit = self._services_of().settings.publish_max_upload_bytes + FORM_OVERHEAD_BYTES
         try:
-            response = await self.run(Request(scope=scope, receive=receive))
+            body = limited_body(scope, receive, limit)
+            response = await self.run(Request(scope=scope, receive=body))
         except HTTPException as exc:
             # Unparseable JSON, no query, wrong method...: the client's mistake, said in GraphQL's shape.
             response = JSONResponse(http_error_body(exc.reason), status_code=exc.status_code)

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import logging
 
+import httpx
 import pytest
 from graphql import GraphQLError
 from pydantic import BaseModel, Field, ValidationError
 
+from api.app import create_app
 from api.errors import coded_error
 from infra.errors import NotFound
 
@@ -144,3 +146,32 @@ def test_pydantic_validation_errors_are_bad_input() -> None:
 def test_coding_is_idempotent() -> None:
     once = coded_error(GraphQLError("Syntax Error"))
     assert coded_error(once) is once
+
+
+async def test_oversized_bodies_are_413_with_code(api) -> None:
+    limit = api.services.settings.publish_max_upload_bytes
+    declared = await api.http.post(
+        "/graphql",
+        content=b"{}",
+        headers={"content-type": "application/json", "content-length": str(limit * 2)},
+    )
+    assert declared.status_code == 413
+    assert declared.json()["errors"][0]["extensions"]["code"] == "BAD_INPUT"
+
+
+async def test_streamed_body_over_the_limit_is_413(sqlite_settings, encoder) -> None:
+    small = sqlite_settings.model_copy(update={"publish_max_upload_bytes": 1000})
+    app = create_app(small, migrate=False, encoder=encoder)
+
+    async def chunks():
+        for _ in range(64):
+            yield b" " * (64 * 1024)  # 4 MiB in all, no Content-Length: only counting can stop it
+
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://mlrepo.test") as http:
+            response = await http.post(
+                "/graphql", content=chunks(), headers={"content-type": "application/json"}
+            )
+    assert response.status_code == 413
+    assert response.json()["errors"][0]["extensions"]["code"] == "BAD_INPUT"
