@@ -131,9 +131,9 @@ def test_keyword_query_is_boosted_multi_match_with_filters() -> None:
                         "multi_match": {
                             "query": "sentiment of reviews",
                             "fields": [
-                                "name^2",
-                                "tags^1.5",
-                                "subcategories.text^1.5",
+                                "name^1",
+                                "tags^1",
+                                "subcategories.text^1",
                                 "category.text^1",
                                 "description^1",
                             ],
