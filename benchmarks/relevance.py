@@ -6,7 +6,9 @@ dir; every query then goes through the catalog's search service — the code pat
 ``Query.search`` — and R@1, R@5, R@10 and MRR@10 are printed as ONE JSON line, last.
 
 Before it, in the same run and from the same candidate lists, the baselines: BM25 only, dense only, and
-plain reciprocal-rank fusion (k=60, equal weights, no boosts).
+plain reciprocal-rank fusion (k=60, equal weights, no boosts); and how often query understanding puts
+the (category, subcategory) of a relevant listing first / among its first three guesses (label
+accuracy, the quantity the category boost depends on), over all queries and the even / odd halves.
 
 ``--tune`` runs the documented tuning procedure before the measurement: a small grid over the
 fusion and query-understanding weights, each configuration scored on all queries and on the two halves
@@ -33,7 +35,7 @@ from typing import TYPE_CHECKING
 
 from infra.settings import Settings
 from ranking.fusion import reciprocal_rank_fusion
-from ranking.query_understanding import QueryUnderstanding
+from ranking.query_understanding import QueryUnderstanding, label_of
 from ranking.ranker import Ranker
 from ranking.weights import DEFAULT_WEIGHTS, RankingWeights
 from search.types import Hit, IndexedListing, SearchFilters
@@ -206,6 +208,26 @@ def tune(
         print(f"  {figures} {config}", file=sys.stderr)
 
 
+def label_accuracy(
+    ranker: Ranker, runs: Sequence[Candidates], listings: dict[str, IndexedListing]
+) -> dict[str, list[float]]:
+    """Share of queries whose first (first three) inferred labels include a relevant listing's label,
+    as [all, even half, odd half]; queries whose relevant listings are not in the catalog count as misses."""
+    space = ranker.understanding.space
+    hits: dict[str, list[bool]] = {"label@1": [], "label@3": []}
+    for c in runs:
+        matches = name_matcher(c.query.relevant)
+        wanted = {label_of(listing) for listing in listings.values() if matches(listing.name)}
+        scores = ranker.understanding.label_scores(c.vector, c.keyword, c.semantic, listings)  # type: ignore[arg-type]
+        guesses = [space.labels[i] for i in sorted(range(len(scores)), key=lambda i: -scores[i])[:3]]
+        hits["label@1"].append(bool(guesses) and guesses[0] in wanted)
+        hits["label@3"].append(bool(wanted.intersection(guesses)))
+    return {
+        name: [round(sum(part) / max(len(part), 1), 4) for part in (found, found[0::2], found[1::2])]
+        for name, found in hits.items()
+    }
+
+
 async def search_service_names(
     app: CatalogApp, queries: Sequence[Query]
 ) -> tuple[list[list[str]], list[float]]:
@@ -244,6 +266,8 @@ async def run(directory: Path, do_tune: bool, weights: RankingWeights) -> dict[s
             }
             for label, rank in baselines.items():
                 print(json.dumps({"baseline": label, **evaluate(rank, runs, names).as_dict()}), flush=True)
+            accuracy = label_accuracy(app.ranker, runs, listings)
+            print(json.dumps({"query_understanding": "all/even/odd", **accuracy}), flush=True)
             ranked, seconds = await search_service_names(app, queries)
             seconds.sort()
             print(
