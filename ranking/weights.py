@@ -9,6 +9,39 @@ Values marked "tuned" were chosen by ``python -m benchmarks.relevance DIR --tune
 ``shared/data/relevance/hf-dev`` (a small grid, checked on two halves of the queries; see that module).
 Quality-signal values cannot be tuned there (the dev catalog has no usage, latency or verification data):
 they are conservative defaults, kept small by the cap.
+
+Re-measured after listings were embedded description first and keyword fields weighted equally
+(``search.documents``; through the search service MRR@10 0.271 -> 0.280 -> 0.283), from one snapshot of
+the depth-200 candidate lists; figures are MRR@10 all / even half / odd half unless said otherwise:
+
+- the chosen values below stay at the top of a flat grid (keyword_weight 0.7-1.3 x category_boost
+  0.1-0.3 x depth 100/200): 0.283 / 0.239 / 0.328; the grid's best (keyword 1.3, category 0.1, depth 200)
+  is 0.287 / 0.235 / 0.338, worse on the even half, so not taken. Before the keyword change, RRF and
+  score fusion x keyword_weight 0.5-1.4 x depth 50-200, and label_temperature 0.02-0.2 x category_boost
+  0.2-0.8 x max_labels 3/10, left them best as well (0.280 / 0.243 / 0.318);
+- query understanding puts a relevant listing's label first for 0.637 / 0.575 / 0.699 of the queries
+  and among its first three for 0.852 (``benchmarks.relevance`` prints both); the top-level category is
+  right for 0.90. Given the relevant label (an oracle) the ranker reaches 0.321 at this category_boost
+  and 0.378 at 1.0, so better label inference alone cannot lift much past ~0.32: the rest is ordering
+  among near-identical listings of one label. Most label misses are between labels that overlap in
+  meaning (zero-shot vs plain classification, text-to-text vs translation / summarization);
+- tried and rejected, because neither half improved beyond noise (~0.005) or both got worse:
+  BM25 over one "label document" per label (all its listings' text) as extra label evidence (alone it
+  picks the right label for 0.41; added at weight 0.1-0.4: 0.275-0.277); label scores from each
+  label's best hits in the vector / keyword lists (0.278-0.281); label text embedded several ways
+  (name, definition, clauses; max or mean): label@1 0.632 -> 0.651 but MRR@10 0.279; a log-probability
+  prior over all labels, score += w log(P + eps) (<= 0.279); an extra boost for the inferred top-level
+  category (0.281); labels named by a listing's tags, or the same subcategory under another category,
+  sharing the boost (<= 0.280); raw cosine(query, label text) per listing (0.282); down-weighting query
+  words whose catalog occurrences spread over many labels (label entropy: BM25 0.221 -> 0.146-0.221,
+  ranker 0.245-0.277) or that are rare in the catalog (0.267-0.272); up-weighting rare words (0.281-
+  0.287, odd half only); a second listing embedding (description only, or subcategory + name +
+  description) by max or mean (within noise); the label's task definition appended to the embedded
+  listing text (0.285 / 0.249 / 0.322 at category_boost 0.1: within noise, and it would tie stored
+  embeddings to this module's wording); the query embedded per sentence (best sentence by label
+  similarity, mean, last, without the first: 0.262-0.278); maximal-marginal-relevance diversification
+  of the top 30 (0.277-0.280); other score normalizations (max-scaled BM25, min-max over the top 20/50,
+  floored cosine: 0.254-0.278).
 """
 
 from __future__ import annotations
