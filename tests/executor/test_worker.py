@@ -1,0 +1,170 @@
+"""Jobs through arq on the throwaway redis-server, for real: a worker (in this process, and as a separate
+process that gets SIGKILLed mid-job), Redis pub/sub events, and the reconciler after Redis lost its queue.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+from datetime import timedelta
+
+import pytest
+from arq.worker import Worker
+from executor_support import publish_model
+from sqlalchemy import update
+
+from catalog.enums import JobStatus
+from executor.events import RedisJobEvents
+from executor.jobs import ArqJobQueue, JobService, JobView
+from executor.worker import worker_settings
+from infra.settings import Settings
+from infra.tables import Job, utcnow
+
+MODEL = """
+import json, sys, time
+for line in sys.stdin:
+    record = json.loads(line)
+    if record["input"].startswith("slow"):
+        time.sleep(2)
+    print(json.dumps({"id": record["id"], "output": {"label": "positive"}}))
+"""
+
+
+@pytest.fixture
+def arq_settings(settings: Settings, redis_url: str, bwrap_runtime) -> Settings:
+    return settings.model_copy(
+        update={"runtime": "bwrap", "redis_url": redis_url, "job_heartbeat_s": 0.3, "job_stale_after_s": 2.0}
+    )
+
+
+@pytest.fixture
+async def arq_jobs(arq_settings: Settings, catalog):
+    service = JobService(
+        arq_settings,
+        catalog,
+        events=RedisJobEvents(arq_settings.redis_url),
+        queue=ArqJobQueue(arq_settings.redis_url),
+    )
+    yield service
+    await service.queue.close()
+    await service.events.close()
+
+
+def burst_worker(settings: Settings) -> Worker:
+    return Worker(**{**worker_settings(settings), "poll_delay": 0.05}, burst=True, handle_signals=False)
+
+
+async def follow(jobs: JobService, actor, job_id: str) -> list[JobView]:
+    return [view async for view in jobs.watch(actor, job_id)]
+
+
+async def test_a_job_runs_on_an_arq_worker_and_streams_its_status(
+    arq_jobs, arq_settings, catalog, people
+) -> None:
+    published = await publish_model(arq_settings, catalog, people["producer"], MODEL)
+    view = await arq_jobs.submit(people["alice"], published.listing_id, "inference", records=["a", "b", "c"])
+    watching = asyncio.create_task(follow(arq_jobs, people["alice"], view.id))
+    await asyncio.sleep(0.1)
+    worker = burst_worker(arq_settings)
+    try:
+        await worker.main()
+    finally:
+        await worker.close()
+    seen = await asyncio.wait_for(watching, 10)
+    statuses = [v.status for v in seen]
+    assert statuses[0] == JobStatus.QUEUED and statuses[-1] == JobStatus.SUCCEEDED
+    assert JobStatus.RUNNING in statuses
+    assert seen[-1].result["records"] == [{"output": {"label": "positive"}}] * 3
+
+
+async def test_jobs_redis_lost_are_requeued_by_the_reconciler(
+    arq_jobs, arq_settings, catalog, people, redis_url
+) -> None:
+    published = await publish_model(arq_settings, catalog, people["producer"], MODEL)
+    view = await arq_jobs.submit(people["alice"], published.listing_id, "inference", records=["a"])
+    port = redis_url.rsplit(":", 1)[1].split("/")[0]
+    subprocess.run(["redis-cli", "-p", port, "FLUSHALL"], check=True, capture_output=True)  # Redis restarted
+    assert (await arq_jobs.reconcile())["requeued"] == 1
+    worker = burst_worker(arq_settings)
+    try:
+        await worker.main()
+    finally:
+        await worker.close()
+    assert (await arq_jobs.get(people["alice"], view.id)).status == JobStatus.SUCCEEDED
+
+
+async def test_a_worker_killed_mid_job_leaves_no_job_running_forever(
+    arq_jobs, arq_settings, catalog, people
+) -> None:
+    published = await publish_model(arq_settings, catalog, people["producer"], MODEL, timeout_s=30)
+    view = await arq_jobs.submit(people["alice"], published.listing_id, "inference", records=["slow"] * 3)
+    env = {
+        **os.environ,
+        "MLREPO_DATA_DIR": str(arq_settings.data_dir),
+        "MLREPO_DATABASE_URL": arq_settings.resolved_database_url,
+        "MLREPO_REDIS_URL": arq_settings.redis_url,
+        "MLREPO_RUNTIME": "bwrap",
+        "MLREPO_JOB_HEARTBEAT_S": "0.3",
+    }
+    code = (
+        "from executor.worker import run_worker; from infra.settings import Settings; run_worker(Settings())"
+    )
+    worker = subprocess.Popen([sys.executable, "-c", code], env=env, start_new_session=True)
+    try:
+        for _ in range(600):
+            if (await arq_jobs.get(people["alice"], view.id)).status == JobStatus.RUNNING:
+                break
+            await asyncio.sleep(0.05)
+        assert (await arq_jobs.get(people["alice"], view.id)).status == JobStatus.RUNNING
+        os.killpg(worker.pid, signal.SIGKILL)  # the worker and its sandbox die mid-job
+    finally:
+        worker.kill()
+        worker.wait()
+
+    assert (await arq_jobs.reconcile())["requeued"] == 0  # its heartbeat is still fresh
+    async with catalog.db.session() as session:
+        stale = utcnow() - timedelta(seconds=10)
+        await session.execute(update(Job).where(Job.id == view.id).values(heartbeat_at=stale))
+    assert (await arq_jobs.reconcile())["requeued"] == 1
+    lost = await arq_jobs.get(people["alice"], view.id)
+    assert lost.status == JobStatus.QUEUED and "worker lost during attempt 1" in lost.logs
+
+    # A long-running worker (not burst: the dead worker's arq entry stays "in progress" until arq's own
+    # job timeout, and our claim makes that stale entry a no-op when it comes back).
+    survivor = Worker(**{**worker_settings(arq_settings), "poll_delay": 0.05}, handle_signals=False)
+    running = asyncio.create_task(survivor.main())
+    try:
+        for _ in range(400):
+            if (await arq_jobs.get(people["alice"], view.id)).is_final:
+                break
+            await asyncio.sleep(0.05)
+    finally:
+        running.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await running
+        await survivor.close()
+    final = await arq_jobs.get(people["alice"], view.id)
+    assert final.status == JobStatus.SUCCEEDED and final.attempts == 2
+
+
+async def test_a_job_lost_too_often_fails_with_its_reason(arq_jobs, arq_settings, catalog, people) -> None:
+    published = await publish_model(arq_settings, catalog, people["producer"], MODEL)
+    view = await arq_jobs.submit(people["alice"], published.listing_id, "inference", records=["a"])
+    async with catalog.db.session() as session:
+        await session.execute(
+            update(Job)
+            .where(Job.id == view.id)
+            .values(
+                status="running",
+                attempts=arq_settings.job_max_attempts,
+                heartbeat_at=utcnow() - timedelta(minutes=5),
+            )
+        )
+    assert (await arq_jobs.reconcile()) == {"requeued": 0, "failed": 1}
+    final = await arq_jobs.get(people["alice"], view.id)
+    assert final.status == JobStatus.FAILED
+    assert final.error == "the worker running this job was lost 3 times; giving up"
