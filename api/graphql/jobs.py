@@ -1,0 +1,157 @@
+"""GraphQL for jobs: run a listing (inference or training), watch it, cancel it.
+
+Resolvers only translate; ``executor.jobs.JobService`` checks access, allocates resources and queues the
+job (arq per resource class when ``MLREPO_REDIS_URL`` is set, otherwise a task of this process). The
+service lives in ``services.extras["jobs"]``; ``Subscription.jobStatus`` streams from Redis pub/sub (or the
+in-process bus) and re-reads the job row on every event, so what it shows is always the database's truth.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from datetime import datetime
+from typing import Any
+
+import strawberry
+from strawberry.scalars import JSON
+
+from api.graphql.convert import given_fields
+from api.graphql.types import ResourcesInput
+from catalog.enums import JobStatus as JobStatusValue
+from catalog.enums import JobTask as JobTaskValue
+from executor.events import job_events_for
+from executor.jobs import ArqJobQueue, JobService, JobView
+
+EXTRAS_KEY = "jobs"
+
+JobStatus = strawberry.enum(JobStatusValue, name="JobStatus")
+JobTask = strawberry.enum(JobTaskValue, name="JobTask")
+
+
+@asynccontextmanager
+async def lifespan(services: Any) -> AsyncIterator[None]:
+    """One JobService per API process; without Redis it runs the jobs too (and resumes unfinished ones)."""
+    settings = services.settings
+    queue = ArqJobQueue(settings.redis_url) if settings.redis_url else None
+    service = JobService(settings, services.catalog, events=job_events_for(settings.redis_url), queue=queue)
+    services.extras[EXTRAS_KEY] = service
+    if queue is None:
+        await service.reconcile()
+    try:
+        yield
+    finally:
+        services.extras.pop(EXTRAS_KEY, None)
+        await service.queue.close()
+        await service.events.close()
+
+
+def jobs_of(info: strawberry.Info) -> JobService:
+    return info.context.services.extras[EXTRAS_KEY]
+
+
+@strawberry.type(description="How far a running job is: scoring calls (batches) and records done.")
+class JobProgress:
+    batches_done: int
+    records_done: int
+    records_total: int
+    failed_calls: int
+
+
+@strawberry.type(description="An inference or training run. Results and logs are shown to its owner only.")
+class Job:
+    id: strawberry.ID
+    listing_id: strawberry.ID | None
+    task: JobTask
+    status: JobStatus
+    resource_class: str
+    resources: JSON
+    progress: JobProgress | None
+    metrics: JSON
+    result: JSON | None = strawberry.field(
+        description="records: one {output} or {error} per input, in input order; "
+        "trained_listing_id for training."
+    )
+    error: str | None
+    logs: str
+    attempts: int
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+
+    @classmethod
+    def of(cls, view: JobView) -> Job:
+        progress = view.progress
+        return cls(
+            id=strawberry.ID(view.id),
+            listing_id=strawberry.ID(view.listing_id) if view.listing_id else None,
+            task=JobTaskValue(view.task),
+            status=JobStatusValue(view.status),
+            resource_class=view.resource_class,
+            resources=view.resources,
+            progress=JobProgress(
+                batches_done=progress.get("batches_done", 0),
+                records_done=progress.get("records_done", 0),
+                records_total=progress.get("records_total", 0),
+                failed_calls=progress.get("failed_calls", 0),
+            )
+            if progress
+            else None,
+            metrics=view.metrics,
+            result=view.result,
+            error=view.error,
+            logs=view.logs,
+            attempts=view.attempts,
+            created_at=view.created_at,
+            started_at=view.started_at,
+            finished_at=view.finished_at,
+        )
+
+
+@strawberry.input(description="What to run: a listing, a task, and its inputs.")
+class RunJobInput:
+    listing_id: strawberry.ID
+    task: JobTask = JobTaskValue.INFERENCE
+    records: JSON | None = strawberry.field(
+        default=None, description="Inference inputs: a JSON list, one per record."
+    )
+    dataset_listing_id: strawberry.ID | None = strawberry.field(default=None, description="Training data.")
+    resources: ResourcesInput | None = strawberry.field(
+        default=None, description="Ask for specific resources (within your quota); default: the listing's."
+    )
+
+
+@strawberry.type
+class Query:
+    @strawberry.field(description="One of your jobs, with its status, progress and (when done) results.")
+    async def job(self, info: strawberry.Info, id: strawberry.ID) -> Job:
+        return Job.of(await jobs_of(info).get(info.context.actor, str(id)))
+
+
+@strawberry.type
+class Mutation:
+    @strawberry.mutation(description="Run inference or training on a listing in a sandboxed copy.")
+    async def run_job(self, info: strawberry.Info, input: RunJobInput) -> Job:
+        view = await jobs_of(info).submit(
+            info.context.actor,
+            str(input.listing_id),
+            JobTaskValue(input.task).value,
+            records=input.records,
+            resources=given_fields(input.resources) if input.resources else None,
+            dataset_listing_id=str(input.dataset_listing_id) if input.dataset_listing_id else None,
+        )
+        return Job.of(view)
+
+    @strawberry.mutation(description="Cancel a queued or running job of yours (idempotent).")
+    async def cancel_job(self, info: strawberry.Info, id: strawberry.ID) -> Job:
+        return Job.of(await jobs_of(info).cancel(info.context.actor, str(id)))
+
+
+@strawberry.type
+class Subscription:
+    @strawberry.subscription(
+        description="The job now, then every change (status, progress) until it is final."
+    )
+    async def job_status(self, info: strawberry.Info, id: strawberry.ID) -> AsyncIterator[Job]:
+        async for view in jobs_of(info).watch(info.context.actor, str(id)):
+            yield Job.of(view)

@@ -1,0 +1,173 @@
+"""Jobs through the API under a real uvicorn: ``Mutation.runJob``, ``Subscription.jobStatus`` over a real
+websocket client speaking graphql-transport-ws, ``Query.job`` (owner only) and ``Mutation.cancelJob``."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+from collections.abc import AsyncIterator
+
+import httpx
+import pytest
+import uvicorn
+from executor_support import publish_model
+from websockets.asyncio.client import connect
+
+from api.app import create_app
+from catalog.actors import Actor
+from infra.settings import Settings
+from search.embeddings import Encoder
+
+PROTOCOL = "graphql-transport-ws"
+MODEL = """
+import json, sys, time
+for line in sys.stdin:
+    record = json.loads(line)
+    if record["input"] == "sleep":
+        time.sleep(60)
+    print(json.dumps({"id": record["id"], "output": {"label": "positive", "secret": "dropped"}}))
+"""
+RUN = """mutation Run($input: RunJobInput!) {
+  runJob(input: $input) { id status resourceClass resources }
+}"""
+WATCH = """subscription Watch($id: ID!) {
+  jobStatus(id: $id) { id status error progress { batchesDone recordsDone recordsTotal } result }
+}"""
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture
+async def server(settings: Settings, bwrap_runtime) -> AsyncIterator[tuple[str, Settings]]:
+    settings = settings.model_copy(update={"runtime": "bwrap", "job_heartbeat_s": 0.2})
+    port = free_port()
+    config = uvicorn.Config(
+        create_app(settings, migrate=False, encoder=Encoder()),
+        host="127.0.0.1",
+        port=port,
+        log_level="warning",
+    )
+    uv = uvicorn.Server(config)
+    task = asyncio.create_task(uv.serve())
+    for _ in range(400):
+        if uv.started or task.done():
+            break
+        await asyncio.sleep(0.05)
+    assert uv.started
+    try:
+        yield f"127.0.0.1:{port}", settings, config.app
+    finally:
+        uv.should_exit = True
+        await asyncio.wait_for(task, 30)
+
+
+async def people(app) -> dict[str, tuple[Actor, str]]:
+    accounts = app.state.services.catalog.accounts
+    out = {}
+    for name, role in (("producer", "producer"), ("alice", "requester"), ("bob", "requester")):
+        info = await accounts.create(name, role)
+        out[name] = (
+            Actor(account_id=info.id, role=role, name=name),
+            (await accounts.create_token(info.id)).secret,
+        )
+    return out
+
+
+async def gql(address: str, query: str, variables: dict, token: str) -> dict:
+    async with httpx.AsyncClient(base_url=f"http://{address}") as http:
+        response = await http.post(
+            "/graphql",
+            json={"query": query, "variables": variables},
+            headers={"Authorization": f"Bearer {token}"},
+        )
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+async def subscribe(address: str, token: str, job_id: str, on_message=None) -> list[dict]:
+    """Every ``next`` payload of a jobStatus subscription until the server completes it."""
+    messages = []
+    async with connect(f"ws://{address}/graphql", subprotocols=[PROTOCOL]) as ws:
+        await ws.send(
+            json.dumps({"type": "connection_init", "payload": {"Authorization": f"Bearer {token}"}})
+        )
+        assert json.loads(await ws.recv()) == {"type": "connection_ack"}
+        await ws.send(
+            json.dumps(
+                {"id": "1", "type": "subscribe", "payload": {"query": WATCH, "variables": {"id": job_id}}}
+            )
+        )
+        while True:
+            message = json.loads(await asyncio.wait_for(ws.recv(), 30))
+            if message["type"] == "complete":
+                return messages
+            assert message["type"] == "next", message
+            messages.append(message["payload"])
+            if on_message is not None:
+                await on_message(message["payload"])
+
+
+async def test_run_job_and_watch_it_over_graphql_transport_ws(server) -> None:
+    address, settings, app = server
+    who = await people(app)
+    published = await publish_model(settings, app.state.services.catalog, who["producer"][0], MODEL)
+    body = await gql(
+        address, RUN, {"input": {"listingId": published.listing_id, "records": ["a", "b"]}}, who["alice"][1]
+    )
+    assert not body.get("errors"), body
+    job = body["data"]["runJob"]
+    assert job["status"] == "QUEUED" and job["resourceClass"] == "cpu"
+
+    messages = await subscribe(address, who["alice"][1], job["id"])
+    statuses = [m["data"]["jobStatus"]["status"] for m in messages]
+    assert statuses[-1] == "SUCCEEDED" and "RUNNING" in statuses
+    final = messages[-1]["data"]["jobStatus"]
+    assert final["progress"]["recordsDone"] == final["progress"]["recordsTotal"] == 2
+    assert final["result"]["records"] == [{"output": {"label": "positive"}}] * 2  # "secret" dropped
+
+    other = await gql(address, "query($id: ID!) { job(id: $id) { id } }", {"id": job["id"]}, who["bob"][1])
+    assert other["errors"][0]["extensions"]["code"] == "NOT_FOUND"
+    foreign = await subscribe(address, who["bob"][1], job["id"])
+    assert foreign[0]["errors"][0]["extensions"]["code"] == "NOT_FOUND"
+
+
+async def test_cancel_job_while_watching(server) -> None:
+    address, settings, app = server
+    who = await people(app)
+    published = await publish_model(
+        settings, app.state.services.catalog, who["producer"][0], MODEL, timeout_s=60
+    )
+    body = await gql(
+        address, RUN, {"input": {"listingId": published.listing_id, "records": ["sleep"]}}, who["alice"][1]
+    )
+    job_id = body["data"]["runJob"]["id"]
+
+    async def cancel_when_running(payload: dict) -> None:
+        if payload["data"]["jobStatus"]["status"] == "RUNNING":
+            cancel = "mutation($id: ID!) { cancelJob(id: $id) { status } }"
+            result = await gql(address, cancel, {"id": job_id}, who["alice"][1])
+            assert result["data"]["cancelJob"]["status"] == "CANCELLED"
+
+    messages = await subscribe(address, who["alice"][1], job_id, cancel_when_running)
+    final = messages[-1]["data"]["jobStatus"]
+    assert final["status"] == "CANCELLED" and final["error"] == "cancelled by the requester"
+
+
+async def test_run_job_errors_carry_codes(server) -> None:
+    address, settings, app = server
+    who = await people(app)
+    published = await publish_model(settings, app.state.services.catalog, who["producer"][0], MODEL)
+    over = {"input": {"listingId": published.listing_id, "records": ["a"], "resources": {"cpu": 64}}}
+    body = await gql(address, RUN, over, who["alice"][1])
+    assert body["errors"][0]["extensions"]["code"] == "BAD_INPUT"
+    assert "exceeds your quota" in body["errors"][0]["message"]
+    async with httpx.AsyncClient(base_url=f"http://{address}") as http:
+        anonymous = await http.post(
+            "/graphql", json={"query": RUN, "variables": {"input": {"listingId": "x"}}}
+        )
+    assert anonymous.json()["errors"][0]["extensions"]["code"] == "UNAUTHENTICATED"
