@@ -1,0 +1,114 @@
+"""``mlrepo worker`` and ``mlrepo run``: the arq worker, and running a listing from the command line.
+
+``worker`` consumes the queue of its resource class (``--resource-class``, default cpu: also publishing)
+from ``MLREPO_REDIS_URL``. ``run`` submits like ``Mutation.runJob`` (same service, same checks) as the
+account of ``--token``, with records from ``--input FILE.jsonl`` (one JSON value per line) or ``--record``;
+with Redis the job goes to a worker, otherwise it runs in this process. It waits for the outcome and prints
+the job as JSON; exit 1 when the job did not succeed.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import typer
+
+from api.commands import EXIT_FAILURE, fail, open_catalog, print_json, run_async, settings_of
+from catalog.enums import JobStatus
+from infra.errors import BadInput
+
+
+def _records(input_file: Path | None, record: list[str]) -> list[Any]:
+    values: list[Any] = []
+    lines = input_file.read_text().splitlines() if input_file else []
+    for number, line in enumerate(lines, 1):
+        if line.strip():
+            try:
+                values.append(json.loads(line))
+            except ValueError as exc:
+                raise BadInput(f"{input_file}:{number}: not JSON: {exc}") from None
+    for text in record:
+        try:
+            values.append(json.loads(text))
+        except ValueError:
+            values.append(text)  # a bare string is the common case: --record "great movie"
+    return values
+
+
+def register(app: typer.Typer) -> None:
+    @app.command()
+    def worker(
+        ctx: typer.Context,
+        resource_class: str = typer.Option(
+            None,
+            "--resource-class",
+            help="cpu (default; also publishing) or gpu; env MLREPO_WORKER_RESOURCE_CLASS.",
+        ),
+        burst: bool = typer.Option(False, "--burst", help="Exit once the queue is empty."),
+    ) -> None:
+        """Run the arq worker for jobs (and publishing) from MLREPO_REDIS_URL."""
+        from executor.worker import run_worker
+
+        settings = settings_of(ctx)
+        if resource_class:
+            settings = settings.model_copy(update={"worker_resource_class": resource_class})
+        if not settings.redis_url:
+            fail(
+                "mlrepo worker needs MLREPO_REDIS_URL (without Redis, jobs run in the API process)",
+                EXIT_FAILURE,
+            )
+        run_worker(settings, burst=burst)
+
+    @app.command()
+    def run(
+        ctx: typer.Context,
+        listing_id: str = typer.Argument(..., help="The listing to run."),
+        task: str = typer.Option("inference", "--task", help="inference | training"),
+        input_file: Path | None = typer.Option(
+            None, "--input", exists=True, dir_okay=False, help="JSON lines."
+        ),
+        record: list[str] = typer.Option(
+            [], "--record", help="One input (JSON, or a plain string); repeatable."
+        ),
+        dataset: str | None = typer.Option(None, "--dataset", help="Training data: a dataset listing id."),
+        cpu: float | None = typer.Option(None, "--cpu"),
+        memory_mb: int | None = typer.Option(None, "--memory-mb"),
+        token: str | None = typer.Option(None, "--token", envvar="MLREPO_TOKEN", help="Your API token."),
+    ) -> None:
+        """Run a listing (inference or training) in a sandboxed copy and print the job."""
+        settings = settings_of(ctx)
+
+        async def go() -> dict[str, Any]:
+            from executor.events import job_events_for
+            from executor.jobs import ArqJobQueue, JobService
+
+            async with open_catalog(settings, with_index=False) as catalog:
+                actor = await catalog.accounts.authenticate(token)
+                queue = ArqJobQueue(settings.redis_url) if settings.redis_url else None
+                service = JobService(
+                    settings, catalog, events=job_events_for(settings.redis_url), queue=queue
+                )
+                try:
+                    resources = {k: v for k, v in (("cpu", cpu), ("memory_mb", memory_mb)) if v is not None}
+                    submitted = await service.submit(
+                        actor,
+                        listing_id,
+                        task,
+                        records=_records(input_file, record) if task == "inference" else None,
+                        resources=resources or None,
+                        dataset_listing_id=dataset,
+                    )
+                    final = submitted
+                    async for final in service.watch(actor, submitted.id):  # noqa: B007 - the last is the outcome
+                        pass
+                    return dict(final.__dict__)
+                finally:
+                    await service.queue.close()
+                    await service.events.close()
+
+        job = run_async(go())
+        print_json(job)
+        if job["status"] != JobStatus.SUCCEEDED:
+            raise typer.Exit(EXIT_FAILURE)

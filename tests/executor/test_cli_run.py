@@ -1,0 +1,68 @@
+"""``mlrepo run`` as a user runs it: a subprocess on a SQLite data dir, the job in-process under bwrap."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import sys
+from pathlib import Path
+
+from executor_support import publish_model
+
+from catalog.actors import Actor
+from catalog.app import CatalogApp
+from infra.settings import Settings
+
+MODEL = """
+import json, sys
+for line in sys.stdin:
+    record = json.loads(line)
+    label = "positive" if "good" in record["input"] else "negative"
+    print(json.dumps({"id": record["id"], "output": {"label": label}}))
+"""
+
+
+async def mlrepo(settings: Settings, *args: str) -> tuple[int, str, str]:
+    env = {**os.environ, "MLREPO_DATA_DIR": str(settings.data_dir), "MLREPO_RUNTIME": "bwrap"}
+    env.pop("MLREPO_DATABASE_URL", None)
+    proc = await asyncio.create_subprocess_exec(
+        str(Path(sys.executable).parent / "mlrepo"),
+        *args,
+        env=env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await asyncio.wait_for(proc.communicate(), 120)
+    return proc.returncode, out.decode(), err.decode()
+
+
+async def test_mlrepo_run_prints_the_finished_job(sqlite_settings: Settings, bwrap_runtime, tmp_path) -> None:
+    async with await CatalogApp.open(sqlite_settings, with_index=False) as catalog:
+        producer = await catalog.accounts.create("producer", "producer")
+        alice = await catalog.accounts.create("alice", "requester")
+        token = (await catalog.accounts.create_token(alice.id)).secret
+        published = await publish_model(sqlite_settings, catalog, Actor(producer.id, "producer"), MODEL)
+    inputs = tmp_path / "in.jsonl"
+    inputs.write_text('"good film"\n"dull"\n')
+
+    code, out, err = await mlrepo(
+        sqlite_settings,
+        "run",
+        published.listing_id,
+        "--input",
+        str(inputs),
+        "--record",
+        "so good",
+        "--token",
+        token,
+    )
+    assert code == 0, (code, out, err)
+    job = json.loads(out)
+    assert job["status"] == "succeeded"
+    assert [r["output"]["label"] for r in job["result"]["records"]] == ["positive", "negative", "positive"]
+
+    code, _, err = await mlrepo(
+        sqlite_settings, "run", published.listing_id, "--record", "x", "--token", "wrong"
+    )
+    assert code == 2 and "UNAUTHENTICATED" in err
