@@ -38,9 +38,9 @@ ProgressHook = Callable[["BatchProgress"], Awaitable[None]]
 class BatchPolicy:
     timeout_s: float
     target_fraction: float = 0.5
-    first_batch: int = 16
-    max_batch: int = 5000
-    growth: int = 8
+    first_batch: int = 32
+    max_batch: int = 10_000
+    growth: int = 32
     max_failed_calls: int = 16
 
     def next_size(self, per_record_s: float | None, previous: int) -> int:
@@ -81,6 +81,7 @@ async def run_in_batches(
     results: list[RecordOutcome | None] = [None] * total
     progress = BatchProgress(total=total)
     per_record: float | None = None
+    largest_ok = 0
     size = policy.first_batch
     retry: deque[list[int]] = deque()  # unanswered pieces of failed calls, processed first
     cursor = 0
@@ -109,9 +110,9 @@ async def run_in_batches(
         missing = [i for i in batch if i not in outcome.outcomes]
 
         if outcome.failure is None:
-            if batch:
-                measured = outcome.duration_s / len(batch)
-                per_record = measured if per_record is None else 0.5 * per_record + 0.5 * measured
+            if batch and len(batch) >= largest_ok:
+                # The biggest batch so far gives the best estimate: its sandbox start is spread thinnest.
+                per_record, largest_ok = outcome.duration_s / len(batch), len(batch)
             for index in missing:
                 results[index] = RecordOutcome(error="the entrypoint returned no output for this record")
         else:

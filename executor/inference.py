@@ -25,7 +25,7 @@ class InferencePlan:
     package: Package
     limits: Limits  # timeout_s here is the producer's per-call limit
     output_filter: OutputFilter
-    max_batch: int = 5000
+    max_batch: int = 10_000
     labels: tuple[tuple[str, str], ...] = ()
 
     def policy(self) -> BatchPolicy:

@@ -27,6 +27,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
+from jsonschema import Draft202012Validator
 from sqlalchemy import select, update
 
 from catalog.actors import Actor
@@ -517,7 +518,10 @@ class JobService:
         if len(records) > MAX_RECORDS:
             raise BadInput(f"at most {MAX_RECORDS} records per job; got {len(records)}", field="records")
         if input_schema is not None:
+            validator = Draft202012Validator(input_schema)
             for index, record in enumerate(records):
+                if validator.is_valid(record):
+                    continue
                 problems = payload_errors(input_schema, record, limit=3)
                 if problems:
                     raise BadInput(

@@ -132,7 +132,7 @@ async def test_progress_is_reported_after_every_call_and_may_stop_the_run() -> N
     model = SimulatedModel(timeout_s=1.0)
     with pytest.raises(Stop):
         await run_in_batches(1000, model, BatchPolicy(timeout_s=1.0, first_batch=10), hook)
-    assert seen == [10, 90]
+    assert seen == [10, 93]  # 10, then as many as fit half the limit at the measured 6 ms per record
 
 
 async def test_no_records_means_no_calls() -> None:
