@@ -119,7 +119,10 @@ def collect_output_command(command: tuple[str, ...]) -> tuple[str, ...]:
     """Wrap a training command so its stdout goes to stderr and, once it succeeds, ``/output`` is
     streamed back as a tar archive on stdout (tmpfs mounts vanish with the sandbox, so this is how the
     size-capped output directory leaves it)."""
-    script = f'"$@" 1>&2 && exec tar -C {OUTPUT_DIR} -cf - .'
+    # Members are listed relative to /output ("model.bin", not "./model.bin"), so the archive passes the
+    # same safety checks as a producer's upload.
+    listing = f"find {OUTPUT_DIR} -mindepth 1 -printf '%P\\n'"
+    script = f'"$@" 1>&2 && {listing} | exec tar -C {OUTPUT_DIR} --no-recursion -cf - -T -'
     return ("/bin/sh", "-c", script, "sh", *command)
 
 

@@ -25,6 +25,7 @@ import os
 import secrets
 import shutil
 import tempfile
+from dataclasses import replace
 from pathlib import Path
 
 from executor.runtimes.base import (
@@ -76,7 +77,10 @@ class BwrapRuntime:
             return RunResult(b"", b"", None, 0.0, Failure(FailureKind.SANDBOX, "no code package to run"))
         scratch = Path(tempfile.mkdtemp(prefix="mlrepo-bwrap-", dir=self._scratch_root()))
         try:
-            copy = await asyncio.to_thread(self._copy_package, package.code_dir, scratch)
+            copy = await asyncio.to_thread(self._private_copy, package.code_dir, scratch / "app")
+            if request.data_dir is not None:  # the sandbox reads its own copy, wherever the data lies
+                data = await asyncio.to_thread(self._private_copy, request.data_dir, scratch / "data")
+                request = replace(request, data_dir=data)
             argv = self.command(copy, request, limits)
             return await run_process(argv, request.stdin, limits, LAUNCH_ENV)
         finally:
@@ -99,11 +103,10 @@ class BwrapRuntime:
         return fallback
 
     @staticmethod
-    def _copy_package(code_dir: Path, scratch: Path) -> Path:
+    def _private_copy(source: Path, copy: Path) -> Path:
         """A private copy for this run only: whatever happens inside can never touch the original."""
-        os.chmod(scratch, 0o711)  # the sandbox uid may traverse to the copy, not list its siblings
-        copy = scratch / "app"
-        shutil.copytree(code_dir, copy, symlinks=True)
+        os.chmod(copy.parent, 0o711)  # the sandbox uid may traverse to the copy, not list its siblings
+        shutil.copytree(source, copy, symlinks=True)
         for root, dirs, files in os.walk(copy):
             for name in dirs:
                 os.chmod(os.path.join(root, name), 0o755)

@@ -65,6 +65,8 @@ async def publish_model(
     timeout_s: float = 5.0,
     output_schema: dict | None = None,
     name: str = "tiny-sentiment",
+    kind: str = "model",
+    trainable: bool = False,
 ) -> Published:
     """What publishing leaves behind, made with the real artifact store (and a real image for docker):
     a listing, and a version pointing at the stored package and its image."""
@@ -79,7 +81,7 @@ async def publish_model(
     image = build_image(docker, root) if docker is not None else None
     async with catalog.db.session() as session:
         listing = Listing(
-            kind="model",
+            kind=kind,
             name=name,
             category="nlp",
             description="test model",
@@ -99,7 +101,35 @@ async def publish_model(
                 artifact_kind="package",
                 artifact_digest=stored.digest,
                 image_ref=image,
-                manifest={"command": ["python3", "model.py"], "entrypoint": ["python3", "model.py"]},
+                manifest={
+                    "command": ["python3", "model.py"],
+                    "entrypoint": ["python3", "model.py"],
+                    **({"train_entrypoint": ["python3", "model.py", "train"]} if trainable else {}),
+                },
             )
         )
     return Published(listing.id, root, stored.digest)
+
+
+async def publish_dataset(
+    settings: Settings, catalog: CatalogApp, owner: Actor, lines: list[dict], name: str
+) -> str:
+    """A dataset listing whose version points at a JSON-lines file in the real artifact store."""
+    import json
+
+    from infra.artifacts import ArtifactStore
+
+    data = "".join(json.dumps(line) + "\n" for line in lines).encode()
+    stored = ArtifactStore.from_settings(settings).put_bytes(data)
+    async with catalog.db.session() as session:
+        listing = Listing(
+            kind="dataset", name=name, category="nlp", owner_id=owner.account_id, visibility="public"
+        )
+        session.add(listing)
+        await session.flush()
+        session.add(
+            ListingVersion(
+                listing_id=listing.id, version="1.0.0", artifact_kind="dataset", artifact_digest=stored.digest
+            )
+        )
+    return listing.id

@@ -1,0 +1,292 @@
+"""Training: an algorithm listing + training data → its ``train`` entrypoint in a sandbox → a new model
+listing owned by the requester (private), with accuracy measured on a held-out split.
+
+Conventions (the contract of architecture.md §4, made concrete):
+- training data is JSON lines of examples ``{"input": …, "target": …}`` (``label`` or ``output`` are
+  accepted for ``target``), from a dataset listing's stored file or given inline;
+- the host holds out a deterministic 20 % (seeded by the job id) and binds the rest read-only at
+  ``/data/train.jsonl``; the ``train`` entrypoint writes the model into ``/output``, a size-capped tmpfs
+  that comes back as a tar stream and is unpacked through publishing's archive safety checks;
+- the trained model is the algorithm's package plus that output under ``model/`` (so its inference
+  entrypoint reads ``/app/model/…``), stored content-addressed like any package, and for Docker built as
+  an image FROM the algorithm's image;
+- accuracy is the share of held-out examples whose output (its ``label`` when it has one) equals the target.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import os
+import random
+import shutil
+from dataclasses import replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from catalog.actors import Actor
+from catalog.enums import JobStatus, UsageKind
+from catalog.publishing.archive_safety import ArchiveLimits, extract_archive
+from catalog.publishing.images import ImageService
+from catalog.publishing.listing_writer import Target, write_version
+from catalog.publishing.packaging import normalize_package
+from executor.inference import InferencePlan, run_inference
+from executor.output_filter import OutputFilter
+from executor.packages import prepare_runnable
+from executor.runtimes import DockerRuntime, Package, RunRequest
+from infra.artifacts import ArtifactStore
+from infra.errors import BadInput
+from infra.tables import Account, Job, Listing, ListingVersion
+
+if TYPE_CHECKING:
+    from executor.jobs import JobService
+
+HOLDOUT_SHARE = 0.2
+MIN_EXAMPLES_FOR_HOLDOUT = 5
+TARGET_KEYS = ("target", "label", "output")
+TRAINING_TIMEOUT_FLOOR_S = 60.0
+
+
+def parse_examples(lines: list[Any]) -> list[tuple[Any, Any]]:
+    examples = []
+    for number, item in enumerate(lines, 1):
+        if not isinstance(item, dict) or "input" not in item:
+            raise BadInput(f"training example {number} must be an object with 'input' and 'target'")
+        target = next((item[k] for k in TARGET_KEYS if k in item), None)
+        examples.append((item["input"], target))
+    if not examples:
+        raise BadInput("the training data holds no examples")
+    return examples
+
+
+def split(examples: list[tuple[Any, Any]], seed: str) -> tuple[list[tuple[Any, Any]], list[tuple[Any, Any]]]:
+    """Deterministic per job, so a retried job trains and scores on exactly the same examples."""
+    if len(examples) < MIN_EXAMPLES_FOR_HOLDOUT:
+        return examples, []
+    order = list(range(len(examples)))
+    random.Random(int(hashlib.sha256(seed.encode()).hexdigest()[:16], 16)).shuffle(order)
+    cut = max(1, int(len(examples) * HOLDOUT_SHARE))
+    holdout = [examples[i] for i in sorted(order[:cut])]
+    train = [examples[i] for i in sorted(order[cut:])]
+    return train, holdout
+
+
+def is_correct(output: Any, target: Any) -> bool:
+    if isinstance(output, dict) and "label" in output and not isinstance(target, dict):
+        return output["label"] == target
+    return output == target
+
+
+async def run_training_job(service: JobService, row: Job, staging: Path) -> tuple[JobStatus, str | None]:
+    settings = service.settings
+    async with service.db.session() as session:
+        algorithm = await session.get(Listing, row.listing_id)
+        version = await service._latest_version(session, row.listing_id)
+        owner = await session.get(Account, row.owner_id)
+        dataset_id = (row.inputs or {}).get("dataset_listing_id")
+        dataset = await session.get(Listing, dataset_id) if dataset_id else None
+        dataset_version = await service._latest_version(session, dataset_id) if dataset_id else None
+    if algorithm is None or version is None or owner is None:
+        return JobStatus.FAILED, "the algorithm, its published version or your account no longer exists"
+    examples = parse_examples(await _load_examples(service, row, dataset_version, staging))
+    train, holdout = split(examples, row.id)
+
+    runnable = await prepare_runnable(settings, service.selector, version, staging / "algorithm")
+    if not runnable.package.train_entrypoint:
+        return JobStatus.FAILED, f"{algorithm.name} declares no train entrypoint"
+    data_dir = _world_readable_dir(staging / "data")
+    (data_dir / "train.jsonl").write_text(
+        "".join(json.dumps({"input": x, "target": y}) + "\n" for x, y in train)
+    )
+    os.chmod(data_dir / "train.jsonl", 0o644)
+
+    limits = service.limits_for(
+        _allocation(row), max(TRAINING_TIMEOUT_FLOOR_S, float(algorithm.timeout_s or 0) * 10)
+    )
+    await service._progress_hook(row.id)(_Progress(total=len(train)))
+    result = await runnable.runtime.run(
+        runnable.package,
+        RunRequest(
+            command=runnable.package.train_entrypoint,
+            data_dir=data_dir,
+            collect_output_dir=True,
+            labels={"mlrepo.job": row.id},
+        ),
+        limits,
+    )
+    if not result.ok:
+        assert result.failure is not None
+        status = JobStatus.TIMED_OUT if result.failure.kind == "timeout" else JobStatus.FAILED
+        await service._store(row.id, logs=result.stderr[-4000:].decode("utf-8", "replace"))
+        await _record_usage(service, row, dataset, success=False)
+        return status, f"training failed: {result.failure.reason}"
+
+    trained_dir = await asyncio.to_thread(_assemble, settings, version, result.stdout, staging)
+    package = Package(entrypoint=runnable.package.entrypoint, code_dir=trained_dir)
+    image = None
+    if isinstance(runnable.runtime, DockerRuntime) and runnable.package.image:
+        image = await asyncio.to_thread(
+            _build_image, settings, runnable.runtime, runnable.package.image, trained_dir, row.id
+        )
+        package = replace(package, image=image)
+
+    accuracy = None
+    if holdout:
+        plan = InferencePlan(
+            package=package,
+            limits=service.limits_for(_allocation(row), algorithm.timeout_s),
+            output_filter=OutputFilter.for_listing(algorithm.output_format, algorithm.output_schema),
+            labels=(("mlrepo.job", row.id),),
+        )
+        scored = await run_inference(runnable.runtime, plan, [x for x, _ in holdout])
+        correct = sum(
+            1 for r, (_, y) in zip(scored.results, holdout, strict=True) if r.ok and is_correct(r.output, y)
+        )
+        accuracy = round(correct / len(holdout), 4)
+
+    digest = await asyncio.to_thread(_store_package, settings, trained_dir, staging)
+    actor = Actor(account_id=owner.id, role=owner.role, name=owner.name)
+    source = dataset.name if dataset else "uploaded data"
+    fields = {
+        "name": f"{algorithm.name}-trained-{row.id[:8]}",
+        "kind": "model",
+        "category": algorithm.category,
+        "subcategories": list(algorithm.subcategories or []),
+        "description": f"{algorithm.name} trained on {source} by job {row.id}.",
+        "framework": algorithm.framework,
+        "tags": list(algorithm.tags or []),
+        "input_format": algorithm.input_format,
+        "input_schema": algorithm.input_schema,
+        "output_format": algorithm.output_format,
+        "output_schema": algorithm.output_schema,
+        "resources": algorithm.resources,
+        "timeout_s": algorithm.timeout_s,
+        "visibility": "private",
+        "accuracy": accuracy,
+        "accuracy_metric": "accuracy" if accuracy is not None else None,
+        "accuracy_dataset": f"held-out {len(holdout)} of {source}" if holdout else None,
+    }
+    manifest = dict(version.manifest or {})
+    manifest.update({"trained_from": algorithm.id, "training_job_id": row.id, "train_entrypoint": None})
+    listing_id = await write_version(
+        service.catalog.listings,
+        actor,
+        Target(None, "1.0.0", None),
+        {k: v for k, v in fields.items() if v is not None},
+        {
+            "artifact_kind": "package",
+            "artifact_digest": digest,
+            "image_ref": image,
+            "manifest": manifest,
+            "notes": f"trained by job {row.id}",
+        },
+        {"producer_name": owner.name, "storage_location": f"artifact:{digest}"},
+    )
+    await service._store(
+        row.id,
+        result={
+            "trained_listing_id": listing_id,
+            "accuracy": accuracy,
+            "train_examples": len(train),
+            "holdout": len(holdout),
+        },
+        metrics={
+            "runtime": runnable.runtime.name,
+            "training_s": round(result.duration_s, 3),
+            "accuracy": accuracy,
+        },
+        logs=result.stderr[-4000:].decode("utf-8", "replace"),
+    )
+    await _record_usage(service, row, dataset, success=True)
+    return JobStatus.SUCCEEDED, None
+
+
+class _Progress:
+    """Training has no batches; one progress event says it started (records = training examples)."""
+
+    def __init__(self, total: int) -> None:
+        self.calls, self.done, self.total, self.failed_calls = 0, 0, total, 0
+
+
+def _allocation(row: Job) -> Any:
+    from executor.allocation import Allocation
+
+    return Allocation(**row.resources)
+
+
+async def _load_examples(
+    service: JobService, row: Job, dataset_version: ListingVersion | None, staging: Path
+) -> list[Any]:
+    inline = (row.inputs or {}).get("records") or []
+    if dataset_version is None:
+        return list(inline)
+    if not dataset_version.artifact_digest:
+        raise BadInput("the dataset listing has no stored data to train on")
+    store = ArtifactStore.from_settings(service.settings)
+    path = await asyncio.to_thread(store.export, dataset_version.artifact_digest, staging / "dataset")
+    lines = []
+    with open(path, encoding="utf-8") as f:
+        for number, line in enumerate(f, 1):
+            if line.strip():
+                try:
+                    lines.append(json.loads(line))
+                except ValueError:
+                    raise BadInput(
+                        f"training data line {number} is not JSON; expected JSON lines of examples"
+                    ) from None
+    return lines + list(inline)
+
+
+def _world_readable_dir(path: Path) -> Path:
+    """Docker binds it as is (read by uid 65534 inside); bwrap makes its own private copy."""
+    path.mkdir(parents=True, exist_ok=True)
+    os.chmod(path, 0o755)
+    return path
+
+
+def _assemble(settings: Any, version: ListingVersion, tar_stream: bytes, staging: Path) -> Path:
+    """Algorithm code + the trained output under model/, unpacked through the archive safety checks."""
+    from catalog.publishing.packaging import checkout_package
+
+    limits = ArchiveLimits.from_settings(settings)
+    trained = staging / "trained"
+    if version.artifact_digest and version.artifact_kind == "package":
+        code = checkout_package(
+            ArtifactStore.from_settings(settings), version.artifact_digest, staging / "code", limits
+        )
+        shutil.copytree(code, trained)
+    else:
+        trained.mkdir()
+    archive = staging / "model.tar"
+    archive.write_bytes(tar_stream)
+    extract_archive(archive, trained / "model", limits)
+    archive.unlink()
+    return trained
+
+
+def _store_package(settings: Any, trained_dir: Path, staging: Path) -> str:
+    tarball = normalize_package(trained_dir, staging / "trained.tar.gz")
+    return ArtifactStore.from_settings(settings).put_file(tarball).digest
+
+
+def _build_image(
+    settings: Any, runtime: DockerRuntime, base_image: str, trained_dir: Path, job_id: str
+) -> str:
+    """The trained model as an image FROM the algorithm's, pushed when a registry is configured."""
+    images = ImageService(runtime.base_url, settings.registry_url, settings.base_image)
+    tag = f"mlrepo-trained/{job_id}:1"
+    image_id = images.build(tag, ["python3"], {"mlrepo.job": job_id}, code_dir=trained_dir, base=base_image)
+    if settings.registry_url:
+        return images.push(image_id, f"{settings.registry_url}/mlrepo-trained/{job_id}", "1")
+    return tag
+
+
+async def _record_usage(service: JobService, row: Job, dataset: Listing | None, success: bool) -> None:
+    await service._record_usage(
+        row, UsageKind.TRAINING, JobStatus.SUCCEEDED if success else JobStatus.FAILED, None
+    )
+    if dataset is not None:
+        await service.catalog.usage.record(
+            dataset.id, UsageKind.TRAINING.value, account_id=row.owner_id, success=success
+        )

@@ -1,0 +1,115 @@
+"""Training for real: an algorithm's train entrypoint in the bwrap sandbox on a dataset listing's stored
+data → a private model listing of the requester, with held-out accuracy, runnable for inference."""
+
+from __future__ import annotations
+
+import pytest
+from executor_support import publish_dataset, publish_model
+
+from catalog.enums import JobStatus
+from executor.jobs import JobService
+from executor.training import is_correct, parse_examples, split
+from infra.errors import BadInput, NotFound
+from infra.settings import Settings
+from infra.tables import Listing, ListingVersion
+
+# Learns which words go with which label; predicts by vote. Reads /data, writes /output, loads /app/model.
+ALGORITHM = """
+import json, sys, collections
+if len(sys.argv) > 1 and sys.argv[1] == "train":
+    votes = collections.defaultdict(collections.Counter)
+    for line in open("/data/train.jsonl"):
+        example = json.loads(line)
+        for word in example["input"].split():
+            votes[word][example["target"]] += 1
+    json.dump({w: c.most_common(1)[0][0] for w, c in votes.items()}, open("/output/words.json", "w"))
+    print("trained on", len(votes), "words")
+    sys.exit(0)
+words = json.load(open("/app/model/words.json"))
+for line in sys.stdin:
+    record = json.loads(line)
+    counts = collections.Counter(words.get(w) for w in record["input"].split() if w in words)
+    label = counts.most_common(1)[0][0] if counts else "negative"
+    print(json.dumps({"id": record["id"], "output": {"label": label}}))
+"""
+EXAMPLES = [
+    {"input": f"{a} {b}", "target": label}
+    for a, label in (
+        ("great", "positive"),
+        ("awful", "negative"),
+        ("lovely", "positive"),
+        ("dull", "negative"),
+    )
+    for b in ("film", "plot", "cast", "score", "story")
+]
+
+
+@pytest.fixture
+async def jobs(settings: Settings, catalog, bwrap_runtime):
+    service = JobService(settings.model_copy(update={"runtime": "bwrap", "job_heartbeat_s": 0.2}), catalog)
+    yield service
+    await service.queue.close()
+
+
+async def follow(jobs: JobService, actor, job_id: str):
+    views = [view async for view in jobs.watch(actor, job_id)]
+    return views[-1]
+
+
+async def test_training_makes_a_private_model_with_held_out_accuracy(jobs, catalog, people, settings) -> None:
+    algorithm = await publish_model(
+        settings, catalog, people["producer"], ALGORITHM, kind="algorithm", trainable=True, name="word-vote"
+    )
+    dataset_id = await publish_dataset(settings, catalog, people["producer"], EXAMPLES, "reviews")
+    view = await jobs.submit(people["alice"], algorithm.listing_id, "training", dataset_listing_id=dataset_id)
+    final = await follow(jobs, people["alice"], view.id)
+    assert final.status == JobStatus.SUCCEEDED, final.error
+    assert final.result["train_examples"] == 16 and final.result["holdout"] == 4
+    assert final.result["accuracy"] == 1.0  # every held-out review has a word seen in training
+    trained_id = final.result["trained_listing_id"]
+
+    async with catalog.db.session() as session:
+        trained = await session.get(Listing, trained_id)
+        algo_row = await session.get(Listing, algorithm.listing_id)
+        data_row = await session.get(Listing, dataset_id)
+        version = (
+            await session.execute(
+                ListingVersion.__table__.select().where(ListingVersion.listing_id == trained_id)
+            )
+        ).one()
+    assert trained.owner_id == people["alice"].account_id and trained.visibility == "private"
+    assert trained.kind == "model" and trained.accuracy == 1.0 and trained.accuracy_metric == "accuracy"
+    assert version.manifest["trained_from"] == algorithm.listing_id and version.artifact_digest
+    assert algo_row.usage_count == 1 and data_row.usage_count == 1  # both uses recorded
+
+    # The new model runs like any other, for its owner only.
+    run = await jobs.submit(people["alice"], trained_id, "inference", records=["great story", "dull cast"])
+    scored = await follow(jobs, people["alice"], run.id)
+    assert [r["output"]["label"] for r in scored.result["records"]] == ["positive", "negative"]
+    with pytest.raises(NotFound):
+        await jobs.submit(people["bob"], trained_id, "inference", records=["x"])
+
+
+async def test_a_failing_train_entrypoint_fails_the_job_with_its_reason(
+    jobs, catalog, people, settings
+) -> None:
+    broken = ALGORITHM.replace('open("/data/train.jsonl")', 'open("/data/missing.jsonl")')
+    algorithm = await publish_model(
+        settings, catalog, people["producer"], broken, kind="algorithm", trainable=True
+    )
+    view = await jobs.submit(people["alice"], algorithm.listing_id, "training", records=EXAMPLES)
+    final = await follow(jobs, people["alice"], view.id)
+    assert final.status == JobStatus.FAILED
+    assert "training failed" in final.error and "missing.jsonl" in final.error
+
+
+def test_examples_split_and_scoring_rules() -> None:
+    examples = parse_examples(EXAMPLES)
+    train, holdout = split(examples, "job-1")
+    assert (len(train), len(holdout)) == (16, 4)
+    assert split(examples, "job-1") == (train, holdout)  # deterministic per job
+    assert split(examples[:3], "job-1") == (examples[:3], [])  # too few to hold any out
+    assert is_correct({"label": "a", "confidence": 0.3}, "a") and not is_correct({"label": "a"}, "b")
+    assert is_correct([1, 2], [1, 2])
+    with pytest.raises(BadInput, match="training example 1 must be an object"):
+        parse_examples(["just text"])
