@@ -55,6 +55,7 @@ RUNNABLE_KINDS = frozenset(
     {ListingKind.MODEL, ListingKind.ALGORITHM, ListingKind.PIPELINE, ListingKind.NOTEBOOK}
 )
 JOB_FUNCTION = "run_job"
+JOB_LABEL = "mlrepo.job"  # on every container of a job, so a lost worker's containers can be found
 
 
 @dataclass(frozen=True)
@@ -316,7 +317,7 @@ class JobService:
             limits=self.limits_for(allocation, listing.timeout_s),
             output_filter=OutputFilter.for_listing(listing.output_format, listing.output_schema),
             max_batch=self.settings.job_max_batch_records,
-            labels=(("mlrepo.job", row.id),),
+            labels=((JOB_LABEL, row.id),),
         )
         records = list((row.inputs or {}).get("records") or [])
         started = time.perf_counter()
@@ -359,6 +360,7 @@ class JobService:
         now = utcnow()
         stale_before = now - timedelta(seconds=self.settings.job_stale_after_s)
         requeue: list[tuple[str, str, int]] = []
+        lost: list[str] = []
         failed = 0
         async with self.db.session() as session:
             rows = (
@@ -373,6 +375,7 @@ class JobService:
                 beat = _aware(row.heartbeat_at or row.started_at or row.created_at)
                 if beat >= stale_before:
                     continue
+                lost.append(row.id)
                 if (row.attempts or 0) >= self.settings.job_max_attempts:
                     row.status = JobStatus.FAILED.value
                     row.error = f"the worker running this job was lost {row.attempts} times; giving up"
@@ -382,9 +385,18 @@ class JobService:
                     row.status = JobStatus.QUEUED.value
                     row.logs = _append_log(row.logs, f"worker lost during attempt {row.attempts}; re-queued")
                     requeue.append((row.id, row.resource_class, (row.attempts or 0) + 1))
+        for job_id in lost:
+            await asyncio.to_thread(self._remove_orphans, job_id)
         for job_id, resource_class, attempt in requeue:
             await self.queue.enqueue(job_id, resource_class, attempt)
         return {"requeued": len(requeue), "failed": failed}
+
+    def _remove_orphans(self, job_id: str) -> None:
+        """A dead worker's container would run on unwatched (bwrap sandboxes die with their worker)."""
+        if self.selector.mode != "bwrap" and self.selector.docker.available():
+            removed = self.selector.docker.remove_containers(JOB_LABEL, job_id)
+            if removed:
+                logger.warning("removed %d orphaned container(s) of job %s", removed, job_id)
 
     # ------------------------------------------------------------------ internals
 

@@ -32,6 +32,7 @@ from catalog.publishing.images import ImageService
 from catalog.publishing.listing_writer import Target, write_version
 from catalog.publishing.packaging import normalize_package
 from executor.inference import InferencePlan, run_inference
+from executor.jobs import JOB_LABEL
 from executor.output_filter import OutputFilter
 from executor.packages import prepare_runnable
 from executor.runtimes import DockerRuntime, Package, RunRequest
@@ -111,7 +112,7 @@ async def run_training_job(service: JobService, row: Job, staging: Path) -> tupl
             command=runnable.package.train_entrypoint,
             data_dir=data_dir,
             collect_output_dir=True,
-            labels={"mlrepo.job": row.id},
+            labels={JOB_LABEL: row.id},
         ),
         limits,
     )
@@ -132,18 +133,20 @@ async def run_training_job(service: JobService, row: Job, staging: Path) -> tupl
         package = replace(package, image=image)
 
     accuracy = None
+    holdout_errors = 0
     if holdout:
         plan = InferencePlan(
             package=package,
             limits=service.limits_for(_allocation(row), algorithm.timeout_s),
             output_filter=OutputFilter.for_listing(algorithm.output_format, algorithm.output_schema),
-            labels=(("mlrepo.job", row.id),),
+            labels=((JOB_LABEL, row.id),),
         )
         scored = await run_inference(runnable.runtime, plan, [x for x, _ in holdout])
-        correct = sum(
-            1 for r, (_, y) in zip(scored.results, holdout, strict=True) if r.ok and is_correct(r.output, y)
-        )
+        pairs = list(zip(scored.results, holdout, strict=True))
+        correct = sum(1 for r, (_, y) in pairs if r.ok and is_correct(r.output, y))
         accuracy = round(correct / len(holdout), 4)
+        # A record that errored counts as wrong; the count says whether the model failed or erred.
+        holdout_errors = sum(1 for r, _ in pairs if not r.ok)
 
     digest = await asyncio.to_thread(_store_package, settings, trained_dir, staging)
     actor = Actor(account_id=owner.id, role=owner.role, name=owner.name)
@@ -190,6 +193,7 @@ async def run_training_job(service: JobService, row: Job, staging: Path) -> tupl
             "accuracy": accuracy,
             "train_examples": len(train),
             "holdout": len(holdout),
+            "holdout_errors": holdout_errors,
         },
         metrics={
             "runtime": runnable.runtime.name,
@@ -262,6 +266,11 @@ def _assemble(settings: Any, version: ListingVersion, tar_stream: bytes, staging
     archive.write_bytes(tar_stream)
     extract_archive(archive, trained / "model", limits)
     archive.unlink()
+    # Extraction roots are private (0700); the image runs as uid 65534, which must read model/.
+    for root, dirs, _files in os.walk(trained):
+        os.chmod(root, 0o755)
+        for name in dirs:
+            os.chmod(os.path.join(root, name), 0o755)
     return trained
 
 

@@ -111,6 +111,19 @@ class DockerRuntime:
             "hostname": "sandbox",
         }
 
+    def remove_containers(self, label: str, value: str) -> int:
+        """Remove the containers of a run whose worker died (nothing else would ever stop them)."""
+        removed = 0
+        try:
+            found = self.client.containers.list(all=True, filters={"label": f"{label}={value}"})
+        except (DockerException, OSError):
+            return 0
+        for container in found:
+            with contextlib.suppress(DockerException, OSError):
+                container.remove(force=True)
+                removed += 1
+        return removed
+
     def _run_blocking(self, image: str, request: RunRequest, limits: Limits) -> RunResult:
         started = time.perf_counter()
         command = collect_output_command(request.command) if request.collect_output_dir else request.command

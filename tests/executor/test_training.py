@@ -65,6 +65,7 @@ async def test_training_makes_a_private_model_with_held_out_accuracy(jobs, catal
     final = await follow(jobs, people["alice"], view.id)
     assert final.status == JobStatus.SUCCEEDED, final.error
     assert final.result["train_examples"] == 16 and final.result["holdout"] == 4
+    assert final.result["holdout_errors"] == 0
     assert final.result["accuracy"] == 1.0  # every held-out review has a word seen in training
     trained_id = final.result["trained_listing_id"]
 

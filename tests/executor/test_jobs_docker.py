@@ -1,0 +1,101 @@
+"""The job paths on the Docker runtime: inference in fresh containers from the published image, training
+that builds the trained model's image FROM the algorithm's, and the reconciler removing the containers a
+dead worker left running."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+from executor_support import BASE_IMAGE, publish_dataset, publish_model
+from sqlalchemy import update
+from test_training import ALGORITHM, EXAMPLES
+
+from catalog.enums import JobStatus
+from executor.jobs import JOB_LABEL, JobService
+from infra.settings import Settings
+from infra.tables import Job, ListingVersion, utcnow
+
+MODEL = """
+import json, sys
+for line in sys.stdin:
+    record = json.loads(line)
+    print(json.dumps({"id": record["id"], "output": {"label": "positive", "internal": 1}}))
+"""
+
+
+@pytest.fixture
+async def jobs(settings: Settings, catalog, docker_runtime):
+    service = JobService(settings.model_copy(update={"runtime": "docker", "job_heartbeat_s": 0.2}), catalog)
+    yield service
+    await service.queue.close()
+
+
+async def follow(jobs: JobService, actor, job_id: str):
+    return [view async for view in jobs.watch(actor, job_id)][-1]
+
+
+async def test_inference_job_in_docker(jobs, catalog, people, settings, docker_runtime) -> None:
+    published = await publish_model(settings, catalog, people["producer"], MODEL, docker=docker_runtime)
+    view = await jobs.submit(people["alice"], published.listing_id, "inference", records=["a", "b", "c"])
+    final = await follow(jobs, people["alice"], view.id)
+    assert final.status == JobStatus.SUCCEEDED, final.error
+    assert final.metrics["runtime"] == "docker"
+    assert final.result["records"] == [{"output": {"label": "positive"}}] * 3
+
+
+async def test_training_job_in_docker_builds_the_trained_image(
+    jobs, catalog, people, settings, docker_runtime
+) -> None:
+    algorithm = await publish_model(
+        settings,
+        catalog,
+        people["producer"],
+        ALGORITHM,
+        kind="algorithm",
+        trainable=True,
+        docker=docker_runtime,
+    )
+    dataset_id = await publish_dataset(settings, catalog, people["producer"], EXAMPLES, "reviews-docker")
+    view = await jobs.submit(people["alice"], algorithm.listing_id, "training", dataset_listing_id=dataset_id)
+    final = await follow(jobs, people["alice"], view.id)
+    assert final.status == JobStatus.SUCCEEDED, final.error
+    assert final.metrics["runtime"] == "docker" and final.result["accuracy"] == 1.0
+    trained_id = final.result["trained_listing_id"]
+    async with catalog.db.session() as session:
+        version = (
+            await session.execute(
+                ListingVersion.__table__.select().where(ListingVersion.listing_id == trained_id)
+            )
+        ).one()
+    assert version.image_ref and version.image_ref.startswith("mlrepo-trained/")
+    run = await jobs.submit(people["alice"], trained_id, "inference", records=["lovely plot"])
+    scored = await follow(jobs, people["alice"], run.id)
+    assert scored.result["records"] == [{"output": {"label": "positive"}}]
+
+
+async def test_reconciler_removes_containers_a_dead_worker_left(
+    jobs, catalog, people, settings, docker_runtime
+) -> None:
+    published = await publish_model(settings, catalog, people["producer"], MODEL, docker=docker_runtime)
+    view = await jobs.submit(people["alice"], published.listing_id, "inference", records=["a"])
+    await follow(jobs, people["alice"], view.id)
+    async with catalog.db.session() as session:  # as if its worker died mid-run
+        await session.execute(
+            update(Job)
+            .where(Job.id == view.id)
+            .values(status="running", heartbeat_at=utcnow() - timedelta(minutes=5), attempts=1)
+        )
+    orphan = docker_runtime.client.containers.run(
+        BASE_IMAGE, ["sleep", "600"], detach=True, network_mode="none", labels={JOB_LABEL: view.id}
+    )
+    try:
+        assert (await jobs.reconcile())["requeued"] == 1
+        left = docker_runtime.client.containers.list(all=True, filters={"label": f"{JOB_LABEL}={view.id}"})
+        assert left == []
+    finally:
+        orphan.remove(force=True) if orphan.id in [
+            c.id for c in docker_runtime.client.containers.list(all=True)
+        ] else None
+    final = await follow(jobs, people["alice"], view.id)
+    assert final.status == JobStatus.SUCCEEDED and final.attempts == 2
