@@ -1,0 +1,64 @@
+"""From a producer's upload to a requester's results: a code package published through the real
+publishing service (package → test → verify → publish → list), then run as a job in a bwrap copy."""
+
+from __future__ import annotations
+
+import io
+import json
+import zipfile
+
+from catalog.enums import JobStatus
+from catalog.publishing.service import InProcessQueue, PublishingService
+from executor.jobs import JobService
+from executor.publish_sandbox import ExecutorSandbox
+
+PREDICT = """
+import json, sys
+POSITIVE = {"love", "great", "good"}
+for line in sys.stdin:
+    r = json.loads(line)
+    label = "positive" if set(str(r["input"]).lower().split()) & POSITIVE else "negative"
+    print(json.dumps({"id": r["id"], "output": {"label": label, "words": len(str(r["input"]).split())}}))
+"""
+MANIFEST = {
+    "name": "tiny-sentiment",
+    "kind": "model",
+    "category": "Natural Language Processing",
+    "description": "Positive or negative sentiment of a review.",
+    "entrypoint": ["python3", "predict.py"],
+    "input": {"format": "text@1"},
+    "output": {"format": "class-label@1"},
+    "timeout_s": 5,
+    "tests": [{"name": "pos", "input": "I love it", "expected_output": {"label": "positive"}}],
+    "verify": True,
+}
+
+
+def package() -> bytes:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as zf:
+        zf.writestr("mlrepo.json", json.dumps(MANIFEST))
+        zf.writestr("predict.py", PREDICT)
+    return buffer.getvalue()
+
+
+async def test_a_published_package_runs_as_a_job(settings, catalog, people, bwrap_runtime) -> None:
+    settings = settings.model_copy(update={"runtime": "bwrap", "job_heartbeat_s": 0.2})
+    publishing = PublishingService(settings, catalog.db, catalog.listings, ExecutorSandbox(settings))
+    publication = await publishing.submit_package(people["producer"], io.BytesIO(package()))
+    assert isinstance(publishing.queue, InProcessQueue)
+    await publishing.queue.drain()
+    publication = await publishing.get(people["producer"], publication.id)
+    assert publication.status == "published", publication.error
+
+    jobs = JobService(settings, catalog)
+    try:
+        view = await jobs.submit(
+            people["alice"], publication.listing_id, "inference", records=["great fun", "meh"]
+        )
+        final = [v async for v in jobs.watch(people["alice"], view.id)][-1]
+    finally:
+        await jobs.queue.close()
+    assert final.status == JobStatus.SUCCEEDED, final.error
+    # "words" is not in class-label@1: dropped before it is stored or shown.
+    assert final.result["records"] == [{"output": {"label": "positive"}}, {"output": {"label": "negative"}}]
