@@ -427,8 +427,23 @@ class JobService:
                 if status == JobStatus.RUNNING:
                     await session.execute(update(Job).where(Job.id == job_id).values(heartbeat_at=utcnow()))
             if status == JobStatus.CANCELLED and work is not None:
-                work.cancel()  # stops the sandbox (bwrap is killed; docker stops at its call deadline)
+                work.cancel()  # stops the sandbox: the bwrap session or the container is killed
                 return
+
+    async def report_progress(self, job_id: str, values: dict[str, Any]) -> None:
+        """Store a running job's progress (also a heartbeat) and tell watchers; raises ``JobCancelled``
+        when the job is no longer RUNNING (cancelled meanwhile), which stops the run at this point."""
+        async with self.db.session() as session:
+            result = await session.execute(
+                update(Job)
+                .where(Job.id == job_id, Job.status == JobStatus.RUNNING.value)
+                .values(progress=values, heartbeat_at=utcnow())
+            )
+        if result.rowcount == 0:
+            raise JobCancelled(job_id)
+        await self.events.publish(
+            job_id, {"id": job_id, "status": JobStatus.RUNNING.value, "progress": values}
+        )
 
     def _progress_hook(self, job_id: str) -> Callable[[BatchProgress], Awaitable[None]]:
         async def hook(progress: BatchProgress) -> None:
@@ -438,17 +453,7 @@ class JobService:
                 "records_total": progress.total,
                 "failed_calls": progress.failed_calls,
             }
-            async with self.db.session() as session:
-                result = await session.execute(
-                    update(Job)
-                    .where(Job.id == job_id, Job.status == JobStatus.RUNNING.value)
-                    .values(progress=values, heartbeat_at=utcnow())
-                )
-            if result.rowcount == 0:
-                raise JobCancelled(job_id)
-            await self.events.publish(
-                job_id, {"id": job_id, "status": JobStatus.RUNNING.value, "progress": values}
-            )
+            await self.report_progress(job_id, values)
 
         return hook
 

@@ -8,6 +8,9 @@ in-process bus) and re-reads the job row on every event, so what it shows is alw
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import datetime
@@ -24,6 +27,7 @@ from executor.events import job_events_for
 from executor.jobs import ArqJobQueue, JobService, JobView
 
 EXTRAS_KEY = "jobs"
+logger = logging.getLogger("mlrepo.api")
 
 JobStatus = strawberry.enum(JobStatusValue, name="JobStatus")
 JobTask = strawberry.enum(JobTaskValue, name="JobTask")
@@ -36,14 +40,27 @@ async def lifespan(services: Any) -> AsyncIterator[None]:
     queue = ArqJobQueue(settings.redis_url) if settings.redis_url else None
     service = JobService(settings, services.catalog, events=job_events_for(settings.redis_url), queue=queue)
     services.extras[EXTRAS_KEY] = service
-    if queue is None:
-        await service.reconcile()
+    # Without Redis no worker reconciles: this process resumes unfinished jobs, now and periodically.
+    reconciler = asyncio.create_task(_reconcile_forever(service)) if queue is None else None
     try:
         yield
     finally:
+        if reconciler is not None:
+            reconciler.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await reconciler
         services.extras.pop(EXTRAS_KEY, None)
         await service.queue.close()
         await service.events.close()
+
+
+async def _reconcile_forever(service: JobService) -> None:
+    while True:
+        try:
+            await service.reconcile()
+        except Exception:  # a database hiccup must not end the loop; the next round retries
+            logger.warning("job reconciliation failed", exc_info=True)
+        await asyncio.sleep(service.settings.job_stale_after_s)
 
 
 def jobs_of(info: strawberry.Info) -> JobService:
@@ -56,6 +73,7 @@ class JobProgress:
     records_done: int
     records_total: int
     failed_calls: int
+    details: JSON = strawberry.field(description="Everything recorded, e.g. the current stage of a pipeline.")
 
 
 @strawberry.type(description="An inference or training run. Results and logs are shown to its owner only.")
@@ -94,6 +112,7 @@ class Job:
                 records_done=progress.get("records_done", 0),
                 records_total=progress.get("records_total", 0),
                 failed_calls=progress.get("failed_calls", 0),
+                details=progress,
             )
             if progress
             else None,

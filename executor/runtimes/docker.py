@@ -44,6 +44,7 @@ from executor.runtimes.base import (
 DEFAULT_DOCKER_HOST = "unix:///run/mlrepo-docker.sock"
 SANDBOX_USER = "65534:65534"
 RUN_LABEL = "mlrepo.sandbox"
+STOP_POLL_S = 0.25  # how soon a cancelled run notices
 _STDOUT, _STDERR = 1, 2
 
 
@@ -76,7 +77,19 @@ class DockerRuntime:
     async def run(self, package: Package, request: RunRequest, limits: Limits) -> RunResult:
         if package.image is None:
             return RunResult(b"", b"", None, 0.0, Failure(FailureKind.SANDBOX, "no container image to run"))
-        return await asyncio.to_thread(self._run_blocking, package.image, request, limits)
+        stop = threading.Event()
+        work = asyncio.ensure_future(
+            asyncio.to_thread(self._run_blocking, package.image, request, limits, stop)
+        )
+        try:
+            return await asyncio.shield(work)
+        except asyncio.CancelledError:
+            # The job was cancelled: kill the container now instead of at its deadline, and wait for it
+            # to be removed so nothing outlives the run.
+            stop.set()
+            with contextlib.suppress(Exception):
+                await work
+            raise
 
     def container_options(self, request: RunRequest, limits: Limits) -> dict[str, Any]:
         volumes = {}
@@ -124,7 +137,9 @@ class DockerRuntime:
                 removed += 1
         return removed
 
-    def _run_blocking(self, image: str, request: RunRequest, limits: Limits) -> RunResult:
+    def _run_blocking(
+        self, image: str, request: RunRequest, limits: Limits, stop: threading.Event
+    ) -> RunResult:
         started = time.perf_counter()
         command = collect_output_command(request.command) if request.collect_output_dir else request.command
         try:
@@ -136,12 +151,14 @@ class DockerRuntime:
         except (APIError, DockerException, OSError) as exc:
             return _sandbox_failure(started, f"container could not be created: {exc}")
         try:
-            return self._attach_and_wait(container, request.stdin, limits, started)
+            return self._attach_and_wait(container, request.stdin, limits, started, stop)
         finally:
             with contextlib.suppress(DockerException, OSError):
                 container.remove(force=True)
 
-    def _attach_and_wait(self, container: Any, stdin: bytes, limits: Limits, started: float) -> RunResult:
+    def _attach_and_wait(
+        self, container: Any, stdin: bytes, limits: Limits, started: float, stop: threading.Event
+    ) -> RunResult:
         attached = container.attach_socket(params={"stdin": 1, "stdout": 1, "stderr": 1, "stream": 1})
         raw: socket.socket = attached._sock
         try:
@@ -154,7 +171,7 @@ class DockerRuntime:
         out = StreamCapture(limits.max_output_bytes)
         err = StreamCapture(STDERR_KEEP_BYTES, keep_tail=True)
         deadline = started + limits.timeout_s
-        failure = _read_frames(raw, out, err, deadline, limits)
+        failure = _read_frames(raw, out, err, deadline, limits, stop)
         # Close our end first: a container blocked writing to an unread attach stream cannot be killed.
         _hang_up(attached, raw)
         if failure is not None:
@@ -195,15 +212,22 @@ def _feed(raw: socket.socket, data: bytes) -> None:
 
 
 def _read_frames(
-    raw: socket.socket, out: StreamCapture, err: StreamCapture, deadline: float, limits: Limits
+    raw: socket.socket,
+    out: StreamCapture,
+    err: StreamCapture,
+    deadline: float,
+    limits: Limits,
+    stop: threading.Event,
 ) -> Failure | None:
-    """Demultiplex the attach stream (8-byte frame headers) until EOF, the deadline or the cap."""
+    """Demultiplex the attach stream (8-byte frame headers) until EOF, the deadline, the cap or ``stop``."""
     buffer = b""
     while True:
         remaining = deadline - time.perf_counter()
         if remaining <= 0:
             return Failure(FailureKind.TIMEOUT, f"timed out after {limits.timeout_s:g} s")
-        raw.settimeout(remaining)
+        if stop.is_set():
+            return Failure(FailureKind.SANDBOX, "stopped: the job was cancelled")
+        raw.settimeout(min(remaining, STOP_POLL_S))
         try:
             chunk = raw.recv(1 << 16)
         except TimeoutError:

@@ -4,8 +4,11 @@ dead worker left running."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from datetime import timedelta
 
+import docker.errors
 import pytest
 from executor_support import BASE_IMAGE, publish_dataset, publish_model
 from sqlalchemy import update
@@ -94,8 +97,28 @@ async def test_reconciler_removes_containers_a_dead_worker_left(
         left = docker_runtime.client.containers.list(all=True, filters={"label": f"{JOB_LABEL}={view.id}"})
         assert left == []
     finally:
-        orphan.remove(force=True) if orphan.id in [
-            c.id for c in docker_runtime.client.containers.list(all=True)
-        ] else None
+        with contextlib.suppress(docker.errors.NotFound):
+            orphan.remove(force=True)
     final = await follow(jobs, people["alice"], view.id)
     assert final.status == JobStatus.SUCCEEDED and final.attempts == 2
+
+
+async def test_cancel_kills_the_container_at_once(jobs, catalog, people, settings, docker_runtime) -> None:
+    sleeper = "import sys, time\nsys.stdin.read()\ntime.sleep(600)\n"
+    published = await publish_model(
+        settings, catalog, people["producer"], sleeper, docker=docker_runtime, timeout_s=300
+    )
+    view = await jobs.submit(people["alice"], published.listing_id, "inference", records=["a"])
+    label = {"label": f"{JOB_LABEL}={view.id}"}
+    for _ in range(200):
+        if docker_runtime.client.containers.list(filters=label):
+            break
+        await asyncio.sleep(0.05)
+    assert docker_runtime.client.containers.list(filters=label), "the job's container never started"
+    await jobs.cancel(people["alice"], view.id)
+    for _ in range(100):
+        if not docker_runtime.client.containers.list(all=True, filters=label):
+            break
+        await asyncio.sleep(0.05)
+    assert docker_runtime.client.containers.list(all=True, filters=label) == []  # well before its 300 s limit
+    assert (await jobs.get(people["alice"], view.id)).status == JobStatus.CANCELLED
