@@ -197,6 +197,7 @@ class DemandService:
         self.clock = clock
         self._sweeper: asyncio.Task[None] | None = None
         self._swept_until: datetime | None = None
+        self._pending: dict[str, asyncio.Task[str | None]] = {}
 
     @property
     def window(self) -> timedelta:
@@ -246,6 +247,29 @@ class DemandService:
         await self._insert(row)
         return row.id
 
+    def log_search_soon(self, text: str, **event: Any) -> str:
+        """``log_search`` without making the requester wait for the write.
+
+        The id is chosen here and returned at once; every reader of demand (``record_selection``,
+        ``unmet_demand``, ``inbox``, alert sweeps) first waits for the writes still pending, so nothing
+        logged is missed by a read that follows it.
+        """
+        search_id = new_id()
+        task = asyncio.create_task(self.log_search(text, search_id=search_id, **event))
+        self._pending[search_id] = task
+        task.add_done_callback(lambda done: self._logged(search_id, done))
+        return search_id
+
+    def _logged(self, search_id: str, task: asyncio.Task[str | None]) -> None:
+        self._pending.pop(search_id, None)
+        if not task.cancelled() and task.exception() is not None:
+            logger.error("could not log search %s for unmet demand", search_id, exc_info=task.exception())
+
+    async def flush(self) -> None:
+        """Wait until every search logged so far is written."""
+        while self._pending:
+            await asyncio.gather(*list(self._pending.values()), return_exceptions=True)
+
     async def log_gap(
         self, actor: Actor, category: str, input_format: str, output_format: str, text: str | None = None
     ) -> str:
@@ -291,6 +315,7 @@ class DemandService:
 
         The first selection is kept (it says what the search led to); later ones change nothing.
         """
+        await self.flush()
         async with self.db.session() as session:
             row = await session.get(SearchEvent, search_id)
             if row is None:
@@ -310,6 +335,7 @@ class DemandService:
         """Topics of unmet searches (made at or after ``since``), largest first."""
         require_producer(actor)
         self._check_limit(limit)
+        await self.flush()
         conditions = [unmet_clause(self.clock(), self.window)]
         if category is not None:
             conditions.append(_category_is(clean_category(category)))
@@ -321,6 +347,7 @@ class DemandService:
         """Demand in the actor's subscribed categories that appeared since they last marked it seen."""
         require_producer(actor)
         self._check_limit(limit)
+        await self.flush()
         subscriptions = await self.subscriptions(actor)
         if not subscriptions:
             return DemandInbox(subscriptions=(), topics=())
@@ -578,6 +605,7 @@ class DemandService:
                 logger.exception("demand alert sweep failed; retrying next interval")
 
     async def close(self) -> None:
+        await self.flush()
         if self._sweeper is not None:
             self._sweeper.cancel()
             await asyncio.gather(self._sweeper, return_exceptions=True)

@@ -12,7 +12,6 @@ the requester may not see. The first page of each text search is logged for unme
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import binascii
 import hashlib
@@ -38,7 +37,6 @@ from catalog.understanding_feed import UnderstandingFeed
 from catalog.view_cache import ViewCache
 from infra.errors import BadInput, Unavailable
 from infra.settings import Settings
-from infra.tables import new_id
 from ranking.ranker import Ranker
 from ranking.types import Interpretation, RankedResult, ScorePart
 from search.types import Hit, IndexedListing, SearchFilters
@@ -237,7 +235,6 @@ class SearchService:
         self.ranker = ranker
         self.feed = feed
         self.views = ViewCache()
-        self._pending: dict[str, asyncio.Task[str | None]] = {}
 
     def _validate(self, request: SearchRequest, actor: Actor) -> tuple[str, str, SearchFilters, int]:
         text = request.text or ""
@@ -285,7 +282,7 @@ class SearchService:
         search_id = None
         if text and offset == 0:  # the first page only: paging on is not a new need
             inferred = interpretation.top.category if interpretation and interpretation.top else None
-            search_id = self._log_in_background(
+            search_id = self.demand.log_search_soon(
                 text,
                 result_count=total,
                 account_id=actor.account_id,
@@ -321,26 +318,9 @@ class SearchService:
             found.update(fetched)
         return found
 
-    def _log_in_background(self, text: str, **event: Any) -> str:
-        """Log the search for unmet demand without making the requester wait for the write.
-
-        The id is chosen here and returned at once; ``record_selection`` and ``flush`` wait for the write.
-        """
-        search_id = new_id()
-        task = asyncio.create_task(self.demand.log_search(text, search_id=search_id, **event))
-        self._pending[search_id] = task
-        task.add_done_callback(lambda done: self._logged(search_id, done))
-        return search_id
-
-    def _logged(self, search_id: str, task: asyncio.Task[str | None]) -> None:
-        self._pending.pop(search_id, None)
-        if not task.cancelled() and task.exception() is not None:
-            logger.error("could not log search %s for unmet demand", search_id, exc_info=task.exception())
-
     async def flush(self) -> None:
         """Wait until every search logged so far is written (tests, shutdown)."""
-        while self._pending:
-            await asyncio.gather(*list(self._pending.values()), return_exceptions=True)
+        await self.demand.flush()
 
     def _rank(
         self, text: str, query_vector: np.ndarray, filters: SearchFilters, sort: str, needed: int
@@ -390,7 +370,4 @@ class SearchService:
 
     async def record_selection(self, search_id: str, listing_id: str) -> None:
         """The requester selected ``listing_id`` from search ``search_id`` (unmet-demand bookkeeping)."""
-        pending = self._pending.get(search_id)
-        if pending is not None:
-            await asyncio.gather(pending, return_exceptions=True)
         await self.demand.record_selection(search_id, listing_id)
