@@ -35,6 +35,7 @@ from catalog.enums import JobStatus, JobTask, ListingKind, UsageKind
 from catalog.formats import payload_errors
 from executor.allocation import Allocation, Quota, allocate, queue_for
 from executor.batching import BatchProgress
+from executor.datasets import dataset_lines, inference_inputs
 from executor.events import JobEvents, LocalJobEvents
 from executor.inference import InferencePlan, result_payload, run_inference, verdict
 from executor.output_filter import OutputFilter
@@ -188,11 +189,13 @@ class JobService:
         listing = await self.catalog.listings.get(actor, listing_id)  # NOT_FOUND when not visible
         if listing.kind not in RUNNABLE_KINDS:
             raise BadInput(f"a {listing.kind} listing cannot be run", field="listingId")
-        inputs = self._check_inputs(task, listing.input_schema, records, dataset_listing_id)
         if dataset_listing_id is not None:
             dataset = await self.catalog.listings.get(actor, dataset_listing_id)
             if dataset.kind != ListingKind.DATASET:
                 raise BadInput("datasetListingId must name a dataset listing", field="datasetListingId")
+            if task == JobTask.INFERENCE and records is None:  # score the dataset's records
+                records = inference_inputs(await dataset_lines(self.settings, self.db, dataset_listing_id))
+        inputs = self._check_inputs(task, listing.input_schema, records, dataset_listing_id)
         async with self.db.session() as session:
             account = await session.get(Account, actor.account_id)
             if account is None:
@@ -531,7 +534,7 @@ class JobService:
                 raise BadInput("training needs data: a datasetListingId or records", field="datasetListingId")
             return {"records": list(records or []), "dataset_listing_id": dataset_listing_id}
         if records is None or not isinstance(records, list | tuple):
-            raise BadInput("inference needs records: a list of inputs", field="records")
+            raise BadInput("inference needs records: a list of inputs, a file or a dataset", field="records")
         if len(records) > MAX_RECORDS:
             raise BadInput(f"at most {MAX_RECORDS} records per job; got {len(records)}", field="records")
         if input_schema is not None:

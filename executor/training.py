@@ -31,6 +31,7 @@ from catalog.publishing.archive_safety import ArchiveLimits, extract_archive
 from catalog.publishing.images import ImageService
 from catalog.publishing.listing_writer import Target, write_version
 from catalog.publishing.packaging import normalize_package
+from executor.datasets import dataset_lines
 from executor.inference import InferencePlan, run_inference
 from executor.jobs import JOB_LABEL
 from executor.output_filter import OutputFilter
@@ -87,10 +88,9 @@ async def run_training_job(service: JobService, row: Job, staging: Path) -> tupl
         owner = await session.get(Account, row.owner_id)
         dataset_id = (row.inputs or {}).get("dataset_listing_id")
         dataset = await session.get(Listing, dataset_id) if dataset_id else None
-        dataset_version = await service._latest_version(session, dataset_id) if dataset_id else None
     if algorithm is None or version is None or owner is None:
         return JobStatus.FAILED, "the algorithm, its published version or your account no longer exists"
-    examples = parse_examples(await _load_examples(service, row, dataset_version, staging))
+    examples = parse_examples(await _load_examples(service, row, dataset_id))
     train, holdout = split(examples, row.id)
 
     runnable = await prepare_runnable(settings, service.selector, version, staging / "algorithm")
@@ -219,27 +219,11 @@ def _allocation(row: Job) -> Any:
     return Allocation(**row.resources)
 
 
-async def _load_examples(
-    service: JobService, row: Job, dataset_version: ListingVersion | None, staging: Path
-) -> list[Any]:
-    inline = (row.inputs or {}).get("records") or []
-    if dataset_version is None:
-        return list(inline)
-    if not dataset_version.artifact_digest:
-        raise BadInput("the dataset listing has no stored data to train on")
-    store = ArtifactStore.from_settings(service.settings)
-    path = await asyncio.to_thread(store.export, dataset_version.artifact_digest, staging / "dataset")
-    lines = []
-    with open(path, encoding="utf-8") as f:
-        for number, line in enumerate(f, 1):
-            if line.strip():
-                try:
-                    lines.append(json.loads(line))
-                except ValueError:
-                    raise BadInput(
-                        f"training data line {number} is not JSON; expected JSON lines of examples"
-                    ) from None
-    return lines + list(inline)
+async def _load_examples(service: JobService, row: Job, dataset_id: str | None) -> list[Any]:
+    inline = list((row.inputs or {}).get("records") or [])
+    if dataset_id is None:
+        return inline
+    return await dataset_lines(service.settings, service.db, dataset_id) + inline
 
 
 def _world_readable_dir(path: Path) -> Path:

@@ -17,12 +17,14 @@ from datetime import datetime
 from typing import Any
 
 import strawberry
+from strawberry.file_uploads import Upload
 from strawberry.scalars import JSON
 
 from api.graphql.convert import given_fields
 from api.graphql.types import ResourcesInput
 from catalog.enums import JobStatus as JobStatusValue
 from catalog.enums import JobTask as JobTaskValue
+from executor.datasets import MAX_DATA_BYTES, parse_json_lines
 from executor.events import job_events_for
 from executor.jobs import ArqJobQueue, JobService, JobView
 
@@ -149,13 +151,20 @@ class Query:
 
 @strawberry.type
 class Mutation:
-    @strawberry.mutation(description="Run inference or training on a listing in a sandboxed copy.")
-    async def run_job(self, info: strawberry.Info, input: RunJobInput) -> Job:
+    @strawberry.mutation(
+        description="Run inference or training on a listing in a sandboxed copy. Inputs: input.records, "
+        "an uploaded JSON-lines file (file), or input.datasetListingId."
+    )
+    async def run_job(self, info: strawberry.Info, input: RunJobInput, file: Upload | None = None) -> Job:
+        records = input.records
+        if file is not None:
+            data = await asyncio.to_thread(file.file.read, MAX_DATA_BYTES + 1)
+            records = [*(records or []), *parse_json_lines(data, "the uploaded file")]
         view = await jobs_of(info).submit(
             info.context.actor,
             str(input.listing_id),
             JobTaskValue(input.task).value,
-            records=input.records,
+            records=records,
             resources=given_fields(input.resources) if input.resources else None,
             dataset_listing_id=str(input.dataset_listing_id) if input.dataset_listing_id else None,
         )

@@ -171,3 +171,40 @@ async def test_run_job_errors_carry_codes(server) -> None:
             "/graphql", json={"query": RUN, "variables": {"input": {"listingId": "x"}}}
         )
     assert anonymous.json()["errors"][0]["extensions"]["code"] == "UNAUTHENTICATED"
+
+
+async def test_run_job_on_an_uploaded_json_lines_file(server) -> None:
+    address, settings, app = server
+    who = await people(app)
+    published = await publish_model(settings, app.state.services.catalog, who["producer"][0], MODEL)
+    query = (
+        "mutation($input: RunJobInput!, $file: Upload) { runJob(input: $input, file: $file) { id status } }"
+    )
+    operations = {"query": query, "variables": {"input": {"listingId": published.listing_id}, "file": None}}
+    async with httpx.AsyncClient(base_url=f"http://{address}") as http:
+        response = await http.post(
+            "/graphql",
+            data={"operations": json.dumps(operations), "map": json.dumps({"0": ["variables.file"]})},
+            files={
+                "0": (
+                    "inputs.jsonl",
+                    b'"one"\n{"input": "two", "target": "x"}\n"three"\n',
+                    "application/x-ndjson",
+                )
+            },
+            headers={"Authorization": f"Bearer {who['alice'][1]}"},
+        )
+        body = response.json()
+        assert not body.get("errors"), body
+        messages = await subscribe(address, who["alice"][1], body["data"]["runJob"]["id"])
+        final = messages[-1]["data"]["jobStatus"]
+        assert final["status"] == "SUCCEEDED" and final["progress"]["recordsTotal"] == 3
+
+        broken = await http.post(
+            "/graphql",
+            data={"operations": json.dumps(operations), "map": json.dumps({"0": ["variables.file"]})},
+            files={"0": ("inputs.jsonl", b'"one"\nnot json\n', "application/x-ndjson")},
+            headers={"Authorization": f"Bearer {who['alice'][1]}"},
+        )
+    error = broken.json()["errors"][0]
+    assert error["extensions"]["code"] == "BAD_INPUT" and "line 2 is not JSON" in error["message"]

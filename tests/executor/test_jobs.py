@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-from executor_support import publish_model
+from executor_support import publish_dataset, publish_model
 
 from catalog.actors import Actor
 from catalog.enums import JobStatus
@@ -149,3 +149,23 @@ async def test_a_job_that_fails_in_the_sandbox_reports_why(
     async with catalog.db.session() as session:
         listing = await session.get(Listing, published.listing_id)
     assert listing.failure_count == 1
+
+
+async def test_inference_on_a_dataset_listing(jobs: JobService, catalog, people, job_settings) -> None:
+    published = await publish_model(job_settings, catalog, people["producer"], MODEL)
+    lines = [
+        {"input": "good one", "target": "positive"},
+        {"input": "bad one", "target": "negative"},
+        "plain good",
+    ]
+    dataset_id = await publish_dataset(job_settings, catalog, people["producer"], lines, "scored-set")
+    view = await jobs.submit(
+        people["alice"], published.listing_id, "inference", dataset_listing_id=dataset_id
+    )
+    final = (await follow(jobs, people["alice"], view.id))[-1]
+    assert final.status == JobStatus.SUCCEEDED
+    assert [r["output"]["label"] for r in final.result["records"]] == ["positive", "negative", "positive"]
+    with pytest.raises(BadInput, match="datasetListingId must name a dataset listing"):
+        await jobs.submit(
+            people["alice"], published.listing_id, "inference", dataset_listing_id=published.listing_id
+        )

@@ -1,0 +1,65 @@
+"""Job inputs that come as data: JSON-lines uploads and dataset listings' stored files.
+
+One JSON value per line. For inference, a line that is an object with ``input`` contributes that input
+(so a labelled dataset can be scored as is); any other value is the input itself. Training reads the
+same lines as examples (``executor.training.parse_examples``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import select
+
+from infra.artifacts import ArtifactStore
+from infra.db import Database
+from infra.errors import BadInput
+from infra.settings import Settings
+from infra.tables import ListingVersion
+
+MAX_DATA_BYTES = 256 << 20
+
+
+def parse_json_lines(data: bytes, what: str) -> list[Any]:
+    if len(data) > MAX_DATA_BYTES:
+        raise BadInput(f"{what} is larger than {MAX_DATA_BYTES >> 20} MiB")
+    values = []
+    for number, line in enumerate(data.decode("utf-8", "replace").splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            values.append(json.loads(line))
+        except ValueError:
+            raise BadInput(f"{what} line {number} is not JSON; expected one JSON value per line") from None
+    return values
+
+
+def inference_inputs(lines: list[Any]) -> list[Any]:
+    return [line["input"] if isinstance(line, dict) and "input" in line else line for line in lines]
+
+
+async def dataset_lines(settings: Settings, db: Database, dataset_listing_id: str) -> list[Any]:
+    """The JSON lines of a dataset listing's latest stored version (the caller checked it may see it)."""
+    async with db.session() as session:
+        version = await session.scalar(
+            select(ListingVersion)
+            .where(ListingVersion.listing_id == dataset_listing_id)
+            .order_by(ListingVersion.created_at.desc())
+            .limit(1)
+        )
+    if version is None or not version.artifact_digest:
+        raise BadInput("the dataset listing has no stored data", field="datasetListingId")
+    store = ArtifactStore.from_settings(settings)
+    scratch = Path(tempfile.mkdtemp(prefix="dataset-"))
+    try:
+        path = await asyncio.to_thread(store.export, version.artifact_digest, scratch / "data")
+        if path.stat().st_size > MAX_DATA_BYTES:
+            raise BadInput(f"the dataset is larger than {MAX_DATA_BYTES >> 20} MiB", field="datasetListingId")
+        return parse_json_lines(await asyncio.to_thread(path.read_bytes), "the dataset")
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
