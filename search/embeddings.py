@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from infra.errors import Unavailable
+from search.documents import TEXT_RECIPE_VERSION
 
 if TYPE_CHECKING:
     from sentence_transformers import SentenceTransformer
@@ -100,8 +101,10 @@ class Encoder:
 
     @property
     def model_name(self) -> str:
-        """Stored next to each embedding so that a model change can be detected and re-encoded."""
-        return MODEL_NAME if self.model_path is None else self.model_path.name
+        """Stored next to each embedding so that a change of model, or of the text embedded from a
+        listing, can be detected and re-encoded."""
+        model = MODEL_NAME if self.model_path is None else self.model_path.name
+        return f"{model}+text-v{TEXT_RECIPE_VERSION}"
 
     @property
     def loaded(self) -> bool:

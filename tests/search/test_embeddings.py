@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from search_support import listing
 
-from search.documents import listing_text, text_of
+from search.documents import TEXT_RECIPE_VERSION, listing_text, text_of
 from search.embeddings import DIMENSION, Encoder, QueryCache
 
 
@@ -15,7 +15,7 @@ def test_query_vector_is_normalized_float32(encoder: Encoder) -> None:
     assert vector.shape == (DIMENSION,) == (encoder.dim,)
     assert vector.dtype == np.float32
     assert float(np.linalg.norm(vector)) == pytest.approx(1.0, abs=1e-5)
-    assert encoder.model_name == "sentence-transformers/all-MiniLM-L6-v2"
+    assert encoder.model_name == f"sentence-transformers/all-MiniLM-L6-v2+text-v{TEXT_RECIPE_VERSION}"
 
 
 def test_repeated_queries_come_from_the_cache(encoder: Encoder) -> None:
