@@ -41,6 +41,9 @@ logger = logging.getLogger("mlrepo.api")
 GRAPHQL_PATH = "/graphql"
 # Room for the GraphQL document and variables next to the largest allowed upload.
 FORM_OVERHEAD_BYTES = 1 << 20
+# Plain JSON requests carry no files: far below the upload limit, so a huge `variables` value cannot make
+# the server parse hundreds of megabytes (the longest listing field, documentation, is 200k characters).
+MAX_JSON_BODY_BYTES = 8 << 20
 
 
 def limited_body(scope: Scope, receive: Receive, limit: int) -> Receive:
@@ -78,7 +81,7 @@ class MlrepoGraphQL(GraphQL):
         if scope["type"] != "http":
             await super().__call__(scope, receive, send)
             return
-        limit = self._services_of().settings.publish_max_upload_bytes + FORM_OVERHEAD_BYTES
+        limit = self._body_limit(scope)
         try:
             body = limited_body(scope, receive, limit)
             response = await self.run(Request(scope=scope, receive=body))
@@ -89,6 +92,12 @@ class MlrepoGraphQL(GraphQL):
             logger.exception("GraphQL transport failed")
             response = JSONResponse(http_error_body("internal error; it has been logged", INTERNAL), 500)
         await response(scope, receive, send)
+
+    def _body_limit(self, scope: Scope) -> int:
+        content_type = dict(scope.get("headers") or []).get(b"content-type", b"")
+        if content_type.startswith(b"multipart/"):
+            return self._services_of().settings.publish_max_upload_bytes + FORM_OVERHEAD_BYTES
+        return MAX_JSON_BODY_BYTES
 
     async def get_context(self, request: Request | WebSocket, response: Response | WebSocket) -> Context:
         return await build_context(
