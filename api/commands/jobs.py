@@ -3,7 +3,8 @@
 ``worker`` consumes the queue of its resource class (``--resource-class``, default cpu: also publishing)
 from ``MLREPO_REDIS_URL``. ``run`` submits like ``Mutation.runJob`` (same service, same checks) as the
 account of ``--token``, with records from ``--input FILE.jsonl`` (one JSON value per line), ``--record``
-or ``--dataset`` (a dataset listing: scored for inference, trained on for training); with Redis the job goes to a worker, otherwise it runs in this process. It waits for the outcome and prints
+or ``--dataset`` (a dataset listing: scored for inference, trained on for training); with Redis the job
+goes to a worker, otherwise it runs in this process. It waits for the outcome and prints
 the job as JSON; exit 1 when the job did not succeed.
 """
 
