@@ -3,7 +3,7 @@
 ``await CatalogApp.open(settings)`` opens the database, the embedding encoder (loaded lazily, on first
 encode), the search backend and the ranker, fills the index from the database (the rows carry their
 embeddings, so startup does not re-encode), and wires the services the API, the CLI and the worker call:
-``accounts``, ``listings``, ``reviews``, ``usage``, ``importer``, ``search``, ``demand``.
+``accounts``, ``listings``, ``reviews``, ``usage``, ``importer``, ``search``, ``demand``, ``pipelines``.
 
 A process that must not hold the embedded index — the worker, or a CLI write while ``serve`` runs (tantivy
 allows one writer per index directory) — opens with ``with_index=False``: its writes reach the database
@@ -20,6 +20,7 @@ from catalog.demand import DemandService
 from catalog.importer import Importer
 from catalog.indexing import ListingIndex
 from catalog.listings import ListingService
+from catalog.pipelines import PipelineService
 from catalog.reviews import ReviewService
 from catalog.search_service import SearchService
 from catalog.understanding_feed import UnderstandingFeed
@@ -54,6 +55,7 @@ class CatalogApp:
         self.usage = UsageService(db, self.index, settings.usage_window_days)
         self.importer = Importer(self.listings, self.accounts)
         self.demand = DemandService(db, settings, encoder)
+        self.pipelines = PipelineService(db, self.demand)
         self.ranker = Ranker(QueryUnderstanding(encoder.encode_documents))
         self.understanding = UnderstandingFeed(self.ranker.understanding)
         self.index.listeners.append(self.understanding)

@@ -64,6 +64,7 @@ class JobView:
     id: str
     owner_id: str
     listing_id: str | None
+    pipeline_id: str | None
     task: str
     status: str
     resource_class: str
@@ -84,6 +85,7 @@ class JobView:
             id=row.id,
             owner_id=row.owner_id,
             listing_id=row.listing_id,
+            pipeline_id=row.pipeline_id,
             task=row.task,
             status=row.status,
             resource_class=row.resource_class,
@@ -177,24 +179,39 @@ class JobService:
     async def submit(
         self,
         actor: Actor,
-        listing_id: str,
+        listing_id: str | None = None,
         task: str = JobTask.INFERENCE,
         records: Sequence[Any] | None = None,
         resources: dict[str, Any] | None = None,
         dataset_listing_id: str | None = None,
+        *,
+        pipeline_id: str | None = None,
     ) -> JobView:
+        """Queue a run of a listing, or of one of the caller's pipelines (``pipeline_id``).
+
+        A pipeline (or a pipeline listing) runs stage by stage (``executor.pipeline_jobs``); training a
+        pipeline trains its algorithm steps and derives the post-training pipeline
+        (``executor.pipeline_training``).
+        """
         if actor.account_id is None:
             raise Unauthenticated("sign in to run jobs")
         task = _parse_task(task)
-        listing = await self.catalog.listings.get(actor, listing_id)  # NOT_FOUND when not visible
-        if listing.kind not in RUNNABLE_KINDS:
-            raise BadInput(f"a {listing.kind} listing cannot be run", field="listingId")
+        if (listing_id is None) == (pipeline_id is None):
+            raise BadInput("give either a listingId or a pipelineId", field="listingId")
         if dataset_listing_id is not None:
             dataset = await self.catalog.listings.get(actor, dataset_listing_id)
             if dataset.kind != ListingKind.DATASET:
                 raise BadInput("datasetListingId must name a dataset listing", field="datasetListingId")
             if task == JobTask.INFERENCE and records is None:  # score the dataset's records
                 records = inference_inputs(await dataset_lines(self.settings, self.db, dataset_listing_id))
+        if pipeline_id is not None:
+            return await self._submit_pipeline(actor, task, records, resources, pipeline_id=pipeline_id)
+        assert listing_id is not None
+        listing = await self.catalog.listings.get(actor, listing_id)  # NOT_FOUND when not visible
+        if listing.kind not in RUNNABLE_KINDS:
+            raise BadInput(f"a {listing.kind} listing cannot be run", field="listingId")
+        if listing.kind == ListingKind.PIPELINE:
+            return await self._submit_pipeline(actor, task, records, resources, listing_id=listing_id)
         inputs = self._check_inputs(task, listing.input_schema, records, dataset_listing_id)
         async with self.db.session() as session:
             account = await session.get(Account, actor.account_id)
@@ -227,6 +244,40 @@ class JobService:
         await self.queue.enqueue(row.id, row.resource_class, 1)
         return view
 
+    async def _submit_pipeline(
+        self,
+        actor: Actor,
+        task: JobTask,
+        records: Sequence[Any] | None,
+        resources: dict[str, Any] | None,
+        *,
+        pipeline_id: str | None = None,
+        listing_id: str | None = None,
+    ) -> JobView:
+        from executor.pipeline_jobs import submit_pipeline
+        from executor.pipeline_training import submit_pipeline_training
+
+        if task == JobTask.TRAINING:
+            if pipeline_id is None:
+                raise BadInput(
+                    "a pipeline listing runs as published; train a pipeline of your own (its training "
+                    "data is chosen per step)",
+                    field="listingId",
+                )
+            job_id = await submit_pipeline_training(self, actor, pipeline_id, resources)
+        else:
+            job_id = await submit_pipeline(
+                self,
+                actor,
+                records or [],
+                pipeline_id=pipeline_id,
+                listing_id=listing_id,
+                resources=resources,
+            )
+        view = await self.get(actor, job_id)
+        await self._publish(view)
+        return view
+
     async def get(self, actor: Actor, job_id: str) -> JobView:
         """Jobs (and their results) are visible to their owner and admins only; others get NOT_FOUND."""
         async with self.db.session() as session:
@@ -237,7 +288,7 @@ class JobService:
 
     async def cancel(self, actor: Actor, job_id: str) -> JobView:
         await self.get(actor, job_id)
-        if not await self._finish(job_id, JobStatus.CANCELLED, error="cancelled by the requester"):
+        if not await self.finish(job_id, JobStatus.CANCELLED, error="cancelled by the requester"):
             view = await self.get(actor, job_id)
             if view.status != JobStatus.CANCELLED:
                 raise BadInput(f"job {job_id} already finished ({view.status})", field="id")
@@ -277,14 +328,16 @@ class JobService:
 
     async def run(self, job_id: str) -> str:
         """The job function (arq's ``run_job`` or an in-process task); returns the final status."""
-        row = await self._claim(job_id)
+        row = await self.claim(job_id)
         if row is None:
             return "skipped"
         staging = Path(tempfile.mkdtemp(prefix=f"job-{job_id}-", dir=self._staging_root()))
         work = asyncio.current_task()
         heartbeat = asyncio.create_task(self._heartbeat(job_id, work))
         try:
-            if row.task == JobTask.TRAINING:
+            if row.pipeline_id is not None:
+                status, error = await self._run_pipeline(row, staging)
+            elif row.task == JobTask.TRAINING:
                 from executor.training import run_training_job
 
                 status, error = await run_training_job(self, row, staging)
@@ -304,13 +357,22 @@ class JobService:
             with contextlib.suppress(asyncio.CancelledError):
                 await heartbeat
             shutil.rmtree(staging, ignore_errors=True)
-        await self._finish(job_id, status, error=error)
+        await self.finish(job_id, status, error=error)
         return status.value
+
+    async def _run_pipeline(self, row: Job, staging: Path) -> tuple[JobStatus, str | None]:
+        if row.task == JobTask.TRAINING:
+            from executor.pipeline_training import run_pipeline_training_row
+
+            return await run_pipeline_training_row(self, row, staging)
+        from executor.pipeline_jobs import run_pipeline_row
+
+        return await run_pipeline_row(self, row, staging)
 
     async def _run_inference(self, row: Job, staging: Path) -> tuple[JobStatus, str | None]:
         async with self.db.session() as session:
             listing = await session.get(Listing, row.listing_id)
-            version = await self._latest_version(session, row.listing_id)
+            version = await self.latest_version(session, row.listing_id)
         if listing is None or version is None:
             return JobStatus.FAILED, "the listing or its published version no longer exists"
         runnable = await prepare_runnable(self.settings, self.selector, version, staging)
@@ -324,7 +386,7 @@ class JobService:
         )
         records = list((row.inputs or {}).get("records") or [])
         started = time.perf_counter()
-        outcome = await run_inference(runnable.runtime, plan, records, self._progress_hook(row.id))
+        outcome = await run_inference(runnable.runtime, plan, records, self.progress_hook(row.id))
         elapsed = time.perf_counter() - started
         status, error = verdict(outcome)
         latencies = outcome.progress.call_latencies_s
@@ -342,8 +404,8 @@ class JobService:
         logs = "\n".join(f"call {i + 1}: {1000 * s:.0f} ms" for i, s in enumerate(latencies[:200])) + (
             f"\nlast failure: {outcome.last_failure.reason}" if outcome.last_failure else ""
         )
-        await self._store(row.id, result=result_payload(outcome), metrics=metrics, logs=logs)
-        await self._record_usage(row, UsageKind.INFERENCE, status, metrics["per_record_ms"])
+        await self.store(row.id, result=result_payload(outcome), metrics=metrics, logs=logs)
+        await self.record_usage(row, UsageKind.INFERENCE, status, metrics["per_record_ms"])
         return status, error
 
     def limits_for(self, allocation: Allocation, timeout_s: float | None) -> Limits:
@@ -403,7 +465,7 @@ class JobService:
 
     # ------------------------------------------------------------------ internals
 
-    async def _claim(self, job_id: str) -> Job | None:
+    async def claim(self, job_id: str) -> Job | None:
         """QUEUED → RUNNING in one transaction (row lock on PostgreSQL, a write lock on SQLite)."""
         async with self.db.session() as session:
             row = await session.get(Job, job_id, with_for_update=not self.db.is_sqlite)
@@ -448,7 +510,7 @@ class JobService:
             job_id, {"id": job_id, "status": JobStatus.RUNNING.value, "progress": values}
         )
 
-    def _progress_hook(self, job_id: str) -> Callable[[BatchProgress], Awaitable[None]]:
+    def progress_hook(self, job_id: str) -> Callable[[BatchProgress], Awaitable[None]]:
         async def hook(progress: BatchProgress) -> None:
             values = {
                 "batches_done": progress.calls,
@@ -460,13 +522,14 @@ class JobService:
 
         return hook
 
-    async def _store(self, job_id: str, **values: Any) -> None:
+    async def store(self, job_id: str, **values: Any) -> None:
+        """Write fields of a RUNNING job (results, metrics, logs); a job cancelled meanwhile keeps none."""
         async with self.db.session() as session:
             await session.execute(
                 update(Job).where(Job.id == job_id, Job.status == JobStatus.RUNNING.value).values(**values)
             )
 
-    async def _finish(self, job_id: str, status: JobStatus, error: str | None = None) -> bool:
+    async def finish(self, job_id: str, status: JobStatus, error: str | None = None) -> bool:
         """Move a job that is not final yet to ``status``; False when it already was final."""
         async with self.db.session() as session:
             result = await session.execute(
@@ -492,7 +555,7 @@ class JobService:
         except Exception:  # an event is a hint; the row is the truth and watchers re-read it
             logger.warning("could not publish an event for job %s", view.id, exc_info=True)
 
-    async def _record_usage(
+    async def record_usage(
         self, row: Job, kind: UsageKind, status: JobStatus, latency_ms: float | None
     ) -> None:
         if row.listing_id is None or status == JobStatus.CANCELLED:
@@ -509,7 +572,7 @@ class JobService:
             logger.info("listing %s vanished before its usage was recorded", row.listing_id)
 
     @staticmethod
-    async def _latest_version(session: Any, listing_id: str | None) -> ListingVersion | None:
+    async def latest_version(session: Any, listing_id: str | None) -> ListingVersion | None:
         return await session.scalar(
             select(ListingVersion)
             .where(ListingVersion.listing_id == listing_id)

@@ -19,28 +19,21 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import update
-
 from catalog.actors import Actor
 from catalog.enums import JobStatus, JobTask
-from catalog.pipelines import PipelineService
 from catalog.pipelines.running import RunPlan, StageProgress, StepPlan, run_pipeline_job
 from executor.allocation import Quota, allocate
 from executor.inference import InferencePlan, run_inference
 from executor.output_filter import OutputFilter
 from executor.packages import prepare_runnable
 from infra.errors import BadInput, Unauthenticated
-from infra.tables import Account, Job, utcnow
+from infra.tables import Account, Job
 
 if TYPE_CHECKING:
     from executor.contract import RecordOutcome
     from executor.jobs import JobService
 
 MAX_RECORDS = 100_000
-
-
-def pipelines_for(jobs: JobService) -> PipelineService:
-    return PipelineService(jobs.db, jobs.catalog.demand)
 
 
 async def submit_pipeline(
@@ -66,7 +59,7 @@ async def submit_pipeline(
         raise BadInput("a pipeline run needs records: a non-empty list of inputs", field="records")
     if len(records) > MAX_RECORDS:
         raise BadInput(f"at most {MAX_RECORDS} records per job; got {len(records)}", field="records")
-    pipelines = pipelines_for(jobs)
+    pipelines = jobs.catalog.pipelines
     if pipeline_id is not None:
         plan = await pipelines.plan_run(actor, pipeline_id)
     else:
@@ -74,7 +67,7 @@ async def submit_pipeline(
         plan = await pipelines.plan_listing_run(actor, listing_id)
     plan.check_inputs(records)
     async with jobs.db.session() as session:
-        quota = await _quota(session, actor.account_id)
+        quota = await account_quota(session, actor.account_id)
         allocation = allocate(plan.resources, resources, quota)
         for step in plan.steps:  # every stage must fit the quota on its own, or the run would fail midway
             allocate(step.resources, None, quota)
@@ -105,7 +98,7 @@ async def run_pipeline_row(jobs: JobService, row: Job, staging: Path) -> tuple[J
             return JobStatus.FAILED, "the job's account no longer exists"
         owner = Actor(account_id=account.id, role=account.role, name=account.name)
         quota = Quota(account.quota_cpu, account.quota_memory_mb, account.quota_gpu)
-    pipelines = pipelines_for(jobs)
+    pipelines = jobs.catalog.pipelines
     via_listing = bool((row.inputs or {}).get("via_listing")) and row.listing_id is not None
     try:
         if via_listing:
@@ -125,14 +118,14 @@ async def run_pipeline_row(jobs: JobService, row: Job, staging: Path) -> tuple[J
         usage=jobs.catalog.usage,
         account_id=row.owner_id,
     )
-    await jobs._store(row.id, result=verdict.result, metrics=verdict.metrics)
+    await jobs.store(row.id, result=verdict.result, metrics=verdict.metrics)
     return JobStatus(verdict.status), verdict.error
 
 
 def _step_runner(jobs: JobService, row: Job, plan: RunPlan, quota: Quota, staging: Path):
     async def run_step(step: StepPlan, inputs: list[Any]) -> list[RecordOutcome]:
         async with jobs.db.session() as session:
-            version = await jobs._latest_version(session, step.listing_id)
+            version = await jobs.latest_version(session, step.listing_id)
         if version is None:
             raise BadInput(f"{step.listing_name!r} has no published version to run")
         step_dir = staging / f"stage-{step.index}"
@@ -153,33 +146,24 @@ def _step_runner(jobs: JobService, row: Job, plan: RunPlan, quota: Quota, stagin
 
 def _stage_hook(jobs: JobService, job_id: str):
     async def on_stage(progress: StageProgress) -> None:
-        values = {
-            "stage": progress.stage + (1 if progress.state == "done" else 0),
-            "stages": progress.stages,
-            "step_id": progress.step_id,
-            "step": progress.listing_name,
-            "state": progress.state,
-            "records_in": progress.records_in,
-            "records_ok": progress.records_ok,
-        }
-        async with jobs.db.session() as session:
-            result = await session.execute(
-                update(Job)
-                .where(Job.id == job_id, Job.status == JobStatus.RUNNING.value)
-                .values(progress=values, heartbeat_at=utcnow())
-            )
-        if result.rowcount == 0:
-            from executor.jobs import JobCancelled
-
-            raise JobCancelled(job_id)
-        await jobs.events.publish(
-            job_id, {"id": job_id, "status": JobStatus.RUNNING.value, "progress": values}
+        await jobs.report_progress(
+            job_id,
+            {
+                "stage": progress.stage + (1 if progress.state == "done" else 0),
+                "stages": progress.stages,
+                "step_id": progress.step_id,
+                "step": progress.listing_name,
+                "state": progress.state,
+                "records_in": progress.records_in,
+                "records_ok": progress.records_ok,
+            },
         )
 
     return on_stage
 
 
-async def _quota(session: Any, account_id: str) -> Quota:
+async def account_quota(session: Any, account_id: str) -> Quota:
+    """The requester's quota, which bounds every stage's allocation."""
     account = await session.get(Account, account_id)
     if account is None:
         raise Unauthenticated("your account no longer exists")

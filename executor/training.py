@@ -84,7 +84,7 @@ async def run_training_job(service: JobService, row: Job, staging: Path) -> tupl
     settings = service.settings
     async with service.db.session() as session:
         algorithm = await session.get(Listing, row.listing_id)
-        version = await service._latest_version(session, row.listing_id)
+        version = await service.latest_version(session, row.listing_id)
         owner = await session.get(Account, row.owner_id)
         dataset_id = (row.inputs or {}).get("dataset_listing_id")
         dataset = await session.get(Listing, dataset_id) if dataset_id else None
@@ -105,7 +105,7 @@ async def run_training_job(service: JobService, row: Job, staging: Path) -> tupl
     limits = service.limits_for(
         _allocation(row), max(TRAINING_TIMEOUT_FLOOR_S, float(algorithm.timeout_s or 0) * 10)
     )
-    await service._progress_hook(row.id)(_Progress(total=len(train)))
+    await service.progress_hook(row.id)(_Progress(total=len(train)))
     result = await runnable.runtime.run(
         runnable.package,
         RunRequest(
@@ -119,7 +119,7 @@ async def run_training_job(service: JobService, row: Job, staging: Path) -> tupl
     if not result.ok:
         assert result.failure is not None
         status = JobStatus.TIMED_OUT if result.failure.kind == "timeout" else JobStatus.FAILED
-        await service._store(row.id, logs=result.stderr[-4000:].decode("utf-8", "replace"))
+        await service.store(row.id, logs=result.stderr[-4000:].decode("utf-8", "replace"))
         await _record_usage(service, row, dataset, success=False)
         return status, f"training failed: {result.failure.reason}"
 
@@ -186,7 +186,7 @@ async def run_training_job(service: JobService, row: Job, staging: Path) -> tupl
         },
         {"producer_name": owner.name, "storage_location": f"artifact:{digest}"},
     )
-    await service._store(
+    await service.store(
         row.id,
         result={
             "trained_listing_id": listing_id,
@@ -276,7 +276,7 @@ def _build_image(
 
 
 async def _record_usage(service: JobService, row: Job, dataset: Listing | None, success: bool) -> None:
-    await service._record_usage(
+    await service.record_usage(
         row, UsageKind.TRAINING, JobStatus.SUCCEEDED if success else JobStatus.FAILED, None
     )
     if dataset is not None:

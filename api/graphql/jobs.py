@@ -1,4 +1,4 @@
-"""GraphQL for jobs: run a listing (inference or training), watch it, cancel it.
+"""GraphQL for jobs: run a listing or a pipeline (inference or training), watch it, cancel it.
 
 Resolvers only translate; ``executor.jobs.JobService`` checks access, allocates resources and queues the
 job (arq per resource class when ``MLREPO_REDIS_URL`` is set, otherwise a task of this process). The
@@ -82,6 +82,7 @@ class JobProgress:
 class Job:
     id: strawberry.ID
     listing_id: strawberry.ID | None
+    pipeline_id: strawberry.ID | None
     task: JobTask
     status: JobStatus
     resource_class: str
@@ -90,7 +91,8 @@ class Job:
     metrics: JSON
     result: JSON | None = strawberry.field(
         description="records: one {output} or {error} per input, in input order; "
-        "trained_listing_id for training."
+        "trained_listing_id for training; post_training_pipeline_id for a pipeline's training. "
+        "A pipeline run's metrics hold one entry per step (steps)."
     )
     error: str | None
     logs: str
@@ -105,6 +107,7 @@ class Job:
         return cls(
             id=strawberry.ID(view.id),
             listing_id=strawberry.ID(view.listing_id) if view.listing_id else None,
+            pipeline_id=strawberry.ID(view.pipeline_id) if view.pipeline_id else None,
             task=JobTaskValue(view.task),
             status=JobStatusValue(view.status),
             resource_class=view.resource_class,
@@ -129,9 +132,14 @@ class Job:
         )
 
 
-@strawberry.input(description="What to run: a listing, a task, and its inputs.")
+@strawberry.input(description="What to run: a listing or one of your pipelines, a task, and its inputs.")
 class RunJobInput:
-    listing_id: strawberry.ID
+    listing_id: strawberry.ID | None = strawberry.field(
+        default=None, description="A listing (a pipeline listing runs stage by stage)."
+    )
+    pipeline_id: strawberry.ID | None = strawberry.field(
+        default=None, description="One of your pipelines: each stage in its own sandbox and allocation."
+    )
     task: JobTask = JobTaskValue.INFERENCE
     records: JSON | None = strawberry.field(
         default=None, description="Inference inputs: a JSON list, one per record."
@@ -162,11 +170,28 @@ class Mutation:
             records = [*(records or []), *parse_json_lines(data, "the uploaded file")]
         view = await jobs_of(info).submit(
             info.context.actor,
-            str(input.listing_id),
+            str(input.listing_id) if input.listing_id is not None else None,
             JobTaskValue(input.task).value,
             records=records,
             resources=given_fields(input.resources) if input.resources else None,
             dataset_listing_id=str(input.dataset_listing_id) if input.dataset_listing_id else None,
+            pipeline_id=str(input.pipeline_id) if input.pipeline_id is not None else None,
+        )
+        return Job.of(view)
+
+    @strawberry.mutation(
+        description="Train a pipeline as a job: each algorithm step on its chosen training data (one "
+        "training job per step), then the post-training pipeline is derived — result."
+        "post_training_pipeline_id, whose steps are all runnable models."
+    )
+    async def train_pipeline(
+        self, info: strawberry.Info, pipeline_id: strawberry.ID, resources: ResourcesInput | None = None
+    ) -> Job:
+        view = await jobs_of(info).submit(
+            info.context.actor,
+            task=JobTaskValue.TRAINING.value,
+            resources=given_fields(resources) if resources else None,
+            pipeline_id=str(pipeline_id),
         )
         return Job.of(view)
 

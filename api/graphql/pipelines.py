@@ -1,16 +1,13 @@
 """GraphQL for pipelines: build them step by step and read every connection's verdict.
 
-Resolvers only translate: ``catalog.pipelines.PipelineService`` checks access, formats and schemas,
-inserts conditioning steps and logs gaps. The service is opened once per process by ``lifespan`` (the
-schema's area hook) and kept in ``services.extras["pipelines"]``.
+Resolvers only translate: ``catalog.pipelines.PipelineService`` (``CatalogApp.pipelines``) checks access,
+formats and schemas, inserts conditioning steps and logs gaps. Running and training a pipeline are jobs
+(``Mutation.runJob(pipelineId:)``, ``Mutation.trainPipeline`` in the jobs area).
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from datetime import datetime
-from typing import Any
 
 import strawberry
 
@@ -29,24 +26,12 @@ from catalog.pipelines import (
 from catalog.pipelines.publishing import publish_pipeline
 from catalog.pipelines.running import StepPlan
 
-EXTRAS_KEY = "pipelines"
-
 PipelineStepRole = strawberry.enum(StepRole, name="PipelineStepRole")
 PipelineConnectionStatus = strawberry.enum(ConnectionStatus, name="PipelineConnectionStatus")
 
 
-@asynccontextmanager
-async def lifespan(services: Any) -> AsyncIterator[None]:
-    catalog = services.catalog
-    services.extras[EXTRAS_KEY] = PipelineService(catalog.db, catalog.demand)
-    try:
-        yield
-    finally:
-        services.extras.pop(EXTRAS_KEY, None)
-
-
 def pipelines_of(info: strawberry.Info) -> PipelineService:
-    return info.context.services.extras[EXTRAS_KEY]
+    return info.context.catalog.pipelines
 
 
 @strawberry.type(description="A listing that could convert one step's output into the next step's input.")

@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
 
 from api.context import Context, Services
-from api.graphql.pipelines import lifespan
 from api.schema import build_schema
 from catalog.actors import ANONYMOUS, Actor
 from catalog.app import CatalogApp
@@ -24,10 +22,8 @@ PIPELINE_FIELDS = """
 
 
 @pytest.fixture
-async def services(settings: Settings, catalog: CatalogApp) -> AsyncIterator[Services]:
-    services = Services(settings=settings, catalog=catalog)
-    async with lifespan(services):
-        yield services
+def services(settings: Settings, catalog: CatalogApp) -> Services:
+    return Services(settings=settings, catalog=catalog)  # the area's service is ``catalog.pipelines``
 
 
 @pytest.fixture(scope="module")

@@ -1,0 +1,337 @@
+"""Issue 5, done when: through GraphQL a requester builds image → detector → (boxes to crops) → classifier
+from published listings, the service inserts the conditioning step itself, the pipeline trains its
+algorithm step and then runs end to end through ``runJob``, and the result shows per-step metrics.
+
+Everything real: the ASGI app with its lifespan, packages published through the publishing workflow,
+bubblewrap sandboxes for training and every stage, jobs in-process (the API process runs them without
+Redis) and, in the second test, through arq on a throwaway redis-server with a real worker.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import os
+import zipfile
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from api.app import create_app
+from catalog.actors import Actor
+from catalog.app import CatalogApp
+from catalog.publishing.service import PublishingService
+from executor.jobs import JobService, JobView
+from executor.publish_sandbox import ExecutorSandbox
+from executor.runtimes import BwrapRuntime
+from infra.settings import Settings
+
+from .conftest import BOXES_WITH_IMAGE
+
+PACKAGES = Path(__file__).parent / "packages"
+ROOT_CONFTEST = str(Path(__file__).parents[1] / "conftest.py")
+RESOURCES = {"cpu": 1, "memory_mb": 256, "gpu": 0}
+
+
+def manifest(name: str, kind: str, inp: dict[str, Any], out: dict[str, Any], **extra: Any) -> dict[str, Any]:
+    return {
+        "name": name,
+        "kind": kind,
+        "category": "Computer Vision",
+        "description": f"demo {name}",
+        "entrypoint": ["python3", "model.py"],
+        "input": inp,
+        "output": out,
+        "resources": RESOURCES,
+        "timeout_s": 10,
+        **extra,
+    }
+
+
+PARTS = {
+    "detector": manifest(
+        "street-object-detector",
+        "model",
+        {"format": "image@1"},
+        {"format": "bounding-boxes@1", "schema": BOXES_WITH_IMAGE},
+    ),
+    "cropper": manifest(
+        "boxes-to-crops",
+        "model",
+        {"format": "bounding-boxes@1", "schema": BOXES_WITH_IMAGE},
+        {"format": "image-crops@1"},
+    ),
+    "trainable_classifier": manifest(
+        "brightness-classifier",
+        "algorithm",
+        {"format": "image-crops@1"},
+        {"format": "predictions@1"},
+        train_entrypoint=["python3", "model.py", "train"],
+        training_resources=RESOURCES,
+    ),
+}
+
+
+def gray(width: int, height: int, bright: set[tuple[int, int]], level: int = 255) -> dict[str, Any]:
+    pixels = bytes(level if (x, y) in bright else 10 for y in range(height) for x in range(width))
+    return {
+        "data": base64.b64encode(pixels).decode(),
+        "media_type": "image/x-raw-gray",
+        "width": width,
+        "height": height,
+    }
+
+
+def example(level: int, label: str) -> dict[str, Any]:
+    """One crop of uniform brightness and the prediction the classifier should learn to give it."""
+    box = {"x": 0, "y": 0, "width": 2, "height": 2}
+    return {
+        "input": {"crops": [{"image": gray(2, 2, {(0, 0), (1, 0), (0, 1), (1, 1)}, level), "box": box}]},
+        "target": {"predictions": [{"value": label, "location": box, "confidence": round(level / 255, 3)}]},
+    }
+
+
+TRAINING_DATA = [example(level, "lamp") for level in (230, 240, 250)] + [
+    example(level, "sign") for level in (60, 90, 120)
+]
+
+
+async def publish_parts(catalog: CatalogApp, producer: Actor) -> dict[str, str]:
+    """The demo listings, published through the real publishing workflow (sandbox-probed, stored)."""
+    publishing = PublishingService(
+        catalog.settings, catalog.db, catalog.listings, ExecutorSandbox(catalog.settings)
+    )
+    ids = {}
+    for part, data in PARTS.items():
+        upload = io.BytesIO()
+        with zipfile.ZipFile(upload, "w") as zf:
+            zf.writestr("model.py", (PACKAGES / part / "model.py").read_text())
+            zf.writestr("mlrepo.json", json.dumps(data))
+        upload.seek(0)
+        ids[part] = await _published(publishing, producer, await publishing.submit_package(producer, upload))
+    lines = "".join(json.dumps(line) + "\n" for line in TRAINING_DATA).encode()
+    dataset = {
+        "name": "street-crops-labelled",
+        "kind": "dataset",
+        "category": "Computer Vision",
+        "description": "crops of street lamps and signs with their labels",
+        "input": {"format": "image-crops@1"},
+        "output": {"format": "predictions@1"},
+    }
+    ids["dataset"] = await _published(
+        publishing, producer, await publishing.submit_dataset(producer, io.BytesIO(lines), dataset)
+    )
+    return ids
+
+
+async def _published(publishing: PublishingService, producer: Actor, publication: Any) -> str:
+    await publishing.queue.drain()
+    view = await publishing.get(producer, publication.id)
+    assert view.status == "published", (view.status, view.error)
+    return view.listing_id
+
+
+class Client:
+    def __init__(self, http: httpx.AsyncClient, token: str) -> None:
+        self.http, self.token = http, token
+
+    async def body(self, query: str, **variables: Any) -> dict[str, Any]:
+        response = await self.http.post(
+            "/graphql",
+            json={"query": query, "variables": variables},
+            headers={"Authorization": f"Bearer {self.token}"},
+        )
+        assert response.status_code == 200, response.text
+        return response.json()
+
+    async def data(self, query: str, **variables: Any) -> dict[str, Any]:
+        body = await self.body(query, **variables)
+        assert not body.get("errors"), body["errors"]
+        return body["data"]
+
+
+PIPELINE_FIELDS = "id isRunnable isTrained steps { id role listingName kind runnable trainedListingId }"
+JOB_FIELDS = "id pipelineId status error result metrics progress { details }"
+
+
+@pytest.fixture
+def bwrap_settings(request: pytest.FixtureRequest, settings: Settings) -> Settings:
+    require_service = request.config.pluginmanager.get_plugin(ROOT_CONFTEST).require_service
+    require_service("bubblewrap", BwrapRuntime.available(), "bwrap/prlimit/setpriv not installed")
+    require_service("bubblewrap", os.geteuid() == 0, "starting sandboxes as other uids needs root")
+    return settings.model_copy(update={"runtime": "bwrap", "job_heartbeat_s": 0.2})
+
+
+@pytest.fixture
+async def served(bwrap_settings: Settings, encoder) -> AsyncIterator[tuple[httpx.AsyncClient, Any]]:
+    app = create_app(bwrap_settings, migrate=False, encoder=encoder)
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://mlrepo.test") as http:
+            yield http, app.state.services
+
+
+async def watch(jobs: JobService, actor: Actor, job_id: str) -> list[JobView]:
+    """What ``Subscription.jobStatus`` streams for the job, until it is final."""
+    return [view async for view in jobs.watch(actor, job_id)]
+
+
+async def build_and_train(client: Client, ids: dict[str, str]) -> str:
+    """Build the chain through the API, train it, and return the post-training pipeline's id."""
+    created = await client.data('mutation { createPipeline(name: "street scenes") { id } }')
+    pipeline_id = created["createPipeline"]["id"]
+    add = (
+        "mutation($p: ID!, $l: ID!, $d: ID) { addPipelineStep(pipelineId: $p, listingId: $l, "
+        "trainingDataListingId: $d) { insertedConditioningStepIds pipeline { " + PIPELINE_FIELDS + " } } }"
+    )
+    await client.data(add, p=pipeline_id, l=ids["detector"])
+    change = (await client.data(add, p=pipeline_id, l=ids["trainable_classifier"], d=ids["dataset"]))[
+        "addPipelineStep"
+    ]
+    steps = change["pipeline"]["steps"]
+    assert [(s["role"], s["listingName"]) for s in steps] == [
+        ("STEP", "street-object-detector"),
+        ("CONDITIONING", "boxes-to-crops"),
+        ("STEP", "brightness-classifier"),
+    ]
+    assert change["insertedConditioningStepIds"] == [steps[1]["id"]]  # the service inserted it itself
+    assert not change["pipeline"]["isRunnable"] and not steps[2]["runnable"]
+
+    run = "mutation($p: ID!) { runJob(input: {pipelineId: $p, records: [1]}) { id } }"
+    refused = await client.body(run, p=pipeline_id)
+    assert refused["errors"][0]["extensions"]["code"] == "BAD_INPUT"
+    assert "must be trained first" in refused["errors"][0]["message"]
+    return pipeline_id
+
+
+async def test_build_train_and_run_a_pipeline_through_the_api(served) -> None:
+    http, services = served
+    catalog = services.catalog
+    producer = (await catalog.accounts.create("producer", "producer")).as_actor()
+    account = await catalog.accounts.create("requester", "requester")
+    requester = account.as_actor()
+    client = Client(http, (await catalog.accounts.create_token(account.id)).secret)
+    jobs: JobService = services.extras["jobs"]
+    ids = await publish_parts(catalog, producer)
+    pipeline_id = await build_and_train(client, ids)
+
+    # Training is a job: the algorithm step trains on its chosen data, the post-training pipeline follows.
+    train = "mutation($p: ID!) { trainPipeline(pipelineId: $p) { " + JOB_FIELDS + " } }"
+    queued = (await client.data(train, p=pipeline_id))["trainPipeline"]
+    assert queued["pipelineId"] == pipeline_id and queued["status"] in ("QUEUED", "RUNNING")
+    seen = await watch(jobs, requester, queued["id"])
+    trained_job = seen[-1]
+    assert trained_job.status == "succeeded", trained_job.error
+    assert any(v.progress.get("state") == "training" for v in seen) or trained_job.progress["stage"] == 1
+    (step,) = trained_job.result["trained_steps"]
+    assert step["algorithm"] == "brightness-classifier" and step["accuracy"] == 1.0
+    post_id = trained_job.result["post_training_pipeline_id"]
+    query = "query($p: ID!) { pipeline(id: $p) { " + PIPELINE_FIELDS + " } }"
+    post = (await client.data(query, p=post_id))["pipeline"]
+    assert post["isRunnable"] and post["isTrained"]
+    assert all(s["runnable"] and s["kind"] == "model" for s in post["steps"])
+    trained_model = post["steps"][2]["listingName"]
+    assert trained_model.startswith("brightness-classifier-trained-")
+    step_job = (await client.data("query($j: ID!) { job(id: $j) { status result } }", j=step["job_id"]))[
+        "job"
+    ]
+    assert (
+        step_job["status"] == "SUCCEEDED"
+        and step_job["result"]["trained_listing_id"] == step["model_listing_id"]
+    )
+
+    # The post-training pipeline runs end to end through runJob, stage by stage.
+    images = [gray(4, 3, {(1, 1), (2, 1)}), gray(5, 2, {(0, 0)}, level=150)]
+    run = (
+        "mutation($p: ID!, $r: JSON) { runJob(input: {pipelineId: $p, records: $r}) { " + JOB_FIELDS + " } }"
+    )
+    submitted = (await client.data(run, p=post_id, r=images))["runJob"]
+    seen = await watch(jobs, requester, submitted["id"])
+    stages = [(v.progress.get("stage"), v.progress.get("state")) for v in seen if v.status == "running"]
+    assert len({s for s in stages if s[1] is not None}) >= 2, stages  # progress streamed per stage
+    job = (await client.data("query($j: ID!) { job(id: $j) { " + JOB_FIELDS + " } }", j=submitted["id"]))[
+        "job"
+    ]
+    assert job["status"] == "SUCCEEDED", job["error"]
+    assert job["result"]["records"] == [
+        {
+            "output": {
+                "predictions": [
+                    {
+                        "value": "lamp",
+                        "location": {"x": 1, "y": 1, "width": 2, "height": 1},
+                        "confidence": 1.0,
+                    }
+                ]
+            }
+        },
+        {
+            "output": {
+                "predictions": [
+                    {
+                        "value": "sign",
+                        "location": {"x": 0, "y": 0, "width": 1, "height": 1},
+                        "confidence": 0.588,
+                    }
+                ]
+            }
+        },
+    ]
+    per_step = job["metrics"]["steps"]
+    assert [s["listing_name"] for s in per_step] == [
+        "street-object-detector",
+        "boxes-to-crops",
+        trained_model,
+    ]
+    assert all(s["records_in"] == 2 and s["records_ok"] == 2 and s["duration_ms"] > 0 for s in per_step)
+    assert job["progress"]["details"]["stage"] == 3 and job["progress"]["details"]["state"] == "done"
+    # Per-step metrics reached each listing.
+    for listing_id in (ids["detector"], ids["cropper"]):
+        listing = await catalog.listings.get(requester, listing_id)
+        assert listing.usage_count >= 1
+
+
+async def test_a_failing_step_fails_the_pipeline_job_naming_it(served) -> None:
+    http, services = served
+    catalog = services.catalog
+    producer = (await catalog.accounts.create("producer", "producer")).as_actor()
+    account = await catalog.accounts.create("requester", "requester")
+    client = Client(http, (await catalog.accounts.create_token(account.id)).secret)
+    ids = await publish_parts(catalog, producer)
+    # The untrained algorithm published as a model stands in for a step that errs on every record.
+    publishing = PublishingService(
+        catalog.settings, catalog.db, catalog.listings, ExecutorSandbox(catalog.settings)
+    )
+    upload = io.BytesIO()
+    with zipfile.ZipFile(upload, "w") as zf:
+        zf.writestr("model.py", (PACKAGES / "trainable_classifier" / "model.py").read_text())
+        data = {**PARTS["trainable_classifier"], "kind": "model", "name": "never-trained"}
+        zf.writestr("mlrepo.json", json.dumps({k: v for k, v in data.items() if "train" not in k}))
+    upload.seek(0)
+    broken_id = await _published(publishing, producer, await publishing.submit_package(producer, upload))
+
+    pipeline_id = (await client.data('mutation { createPipeline(name: "broken") { id } }'))["createPipeline"][
+        "id"
+    ]
+    for listing_id in (ids["detector"], broken_id):
+        await client.data(
+            "mutation($p: ID!, $l: ID!) { addPipelineStep(pipelineId: $p, listingId: $l) { stepId } }",
+            p=pipeline_id,
+            l=listing_id,
+        )
+    run = "mutation($p: ID!, $r: JSON) { runJob(input: {pipelineId: $p, records: $r}) { id } }"
+    job_id = (await client.data(run, p=pipeline_id, r=[gray(3, 3, {(1, 1)})]))["runJob"]["id"]
+    final = (await watch(services.extras["jobs"], account.as_actor(), job_id))[-1]
+    assert final.status == "failed"
+    assert "step 3 'never-trained' failed for every record" in final.error
+    assert "must be trained first" in final.error
+    assert final.result is None  # nothing partial is shown as a result
+    assert [s["listing_name"] for s in final.metrics["steps"]] == [
+        "street-object-detector",
+        "boxes-to-crops",
+        "never-trained",
+    ]
