@@ -132,7 +132,7 @@ async def test_run_job_on_a_pipeline_runs_every_stage_in_the_sandbox(
     job_id = await submit_pipeline(jobs, requester, [gray(4, 3, {(1, 1), (2, 1)})], pipeline_id=pipeline.id)
     assert claimed == [job_id]
 
-    row = await jobs._claim(job_id)
+    row = await jobs.claim(job_id)
     assert row is not None and row.resources["stages"] == ["cpu", "cpu", "cpu"]
     staging = Path(app.settings.data_dir) / "staging"
     status, error = await run_pipeline_row(jobs, row, staging)
