@@ -13,35 +13,25 @@ import subprocess
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
 
+from catalog.actors import Actor
+from catalog.app import CatalogApp
+from infra.db import Database
 from infra.migrate import upgrade
 from infra.settings import Settings
+from search.embeddings import Encoder
+from tests.services import IN_CI, free_port, require_service
+
+__all__ = ["IN_CI", "free_port", "require_service"]  # also reachable here, for older plugin-manager lookups
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 PG_BIN = Path(os.environ.get("MLREPO_TEST_PG_BIN", "/usr/lib/postgresql/15/bin"))
-IN_CI = os.environ.get("CI", "").lower() == "true"
-
-
-def require_service(name: str, ok: bool, why: str = "") -> None:
-    """Skip locally, fail in CI: a missing service must never turn CI green."""
-    if ok:
-        return
-    message = f"{name} is not available: {why}"
-    if IN_CI:
-        pytest.fail(f"{message} (CI=true: required services must run)")
-    pytest.skip(message)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def _wait_for_port(port: int, timeout: float = 20.0) -> bool:
@@ -238,3 +228,42 @@ def redis_url(redis_server: str | None) -> str:
     port = redis_server.rsplit(":", 1)[1].split("/")[0]
     subprocess.run(["redis-cli", "-p", port, "FLUSHALL"], check=True, capture_output=True)
     return redis_server
+
+
+# --------------------------------------------------------------------------- shared real components
+
+
+@pytest.fixture(scope="session")
+def encoder() -> Encoder:
+    """One real MiniLM for the whole session: loading it costs ~1-2 s, encoding is what tests exercise."""
+    return Encoder()
+
+
+@pytest.fixture
+async def db(settings: Settings) -> AsyncIterator[Database]:
+    """The test's migrated database, for tests below the catalog (no index, no encoder)."""
+    database = Database.from_settings(settings)
+    yield database
+    await database.dispose()
+
+
+@pytest.fixture
+async def catalog_app(settings: Settings, encoder: Encoder) -> AsyncIterator[CatalogApp]:
+    """The real catalog (database + embedded search index + encoder) on the test's database."""
+    app = await CatalogApp.open(settings, encoder=encoder)
+    try:
+        yield app
+    finally:
+        await app.close()
+
+
+@pytest.fixture
+async def alice(catalog_app: CatalogApp) -> Actor:
+    """A producer account in ``catalog_app``."""
+    return (await catalog_app.accounts.create("alice", "producer")).as_actor()
+
+
+@pytest.fixture
+async def bob(catalog_app: CatalogApp) -> Actor:
+    """A requester account in ``catalog_app``."""
+    return (await catalog_app.accounts.create("bob", "requester")).as_actor()

@@ -19,18 +19,6 @@ from infra.tables import Account
 from search.embeddings import Encoder
 
 
-@pytest.fixture(scope="session")
-def encoder() -> Encoder:
-    return Encoder(cache_size=256)
-
-
-@pytest.fixture
-async def db(settings: Settings) -> AsyncIterator[Database]:
-    database = Database.from_settings(settings)
-    yield database
-    await database.dispose()
-
-
 @pytest.fixture
 def clock() -> MovableClock:
     return MovableClock()

@@ -1,4 +1,4 @@
-"""Search fixtures: one real encoder per session (it costs ~1-2 s to load) and a fresh backend per test."""
+"""Search fixtures: a fresh embedded backend per test (the real session `encoder` is tests/conftest.py's)."""
 
 from __future__ import annotations
 
@@ -9,12 +9,6 @@ import pytest
 from search_support import DIM
 
 from search.embedded import EmbeddedBackend
-from search.embeddings import Encoder
-
-
-@pytest.fixture(scope="session")
-def encoder() -> Encoder:
-    return Encoder(cache_size=16)
 
 
 @pytest.fixture
