@@ -60,7 +60,13 @@ class CatalogApp:
         self.understanding = UnderstandingFeed(self.ranker.understanding)
         self.index.listeners.append(self.understanding)
         self.search = SearchService(
-            settings, self.index, self.listings, self.demand, self.ranker, self.understanding
+            settings,
+            self.index,
+            self.listings,
+            self.demand,
+            self.ranker,
+            self.understanding,
+            pipelines=self.pipelines,
         )
 
     @classmethod

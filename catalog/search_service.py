@@ -20,7 +20,7 @@ import logging
 import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -33,6 +33,7 @@ from catalog.formats import normalize_format
 from catalog.indexing import ListingIndex
 from catalog.listing_view import ListingView
 from catalog.listings import ListingService
+from catalog.pipelines.search_context import PipelineSlot, slot_misfits
 from catalog.understanding_feed import UnderstandingFeed
 from catalog.view_cache import ViewCache
 from infra.errors import BadInput, Unavailable
@@ -40,6 +41,9 @@ from infra.settings import Settings
 from ranking.ranker import Ranker
 from ranking.types import Interpretation, RankedResult, ScorePart
 from search.types import Hit, IndexedListing, SearchFilters
+
+if TYPE_CHECKING:
+    from catalog.pipelines import PipelineService
 
 logger = logging.getLogger("mlrepo.catalog")
 
@@ -71,6 +75,9 @@ class SearchRequest:
     sort: str = SortOrder.RELEVANCE.value
     limit: int = 10
     after: str | None = None
+    # Search in the context of a pipeline: candidates for the slot at ``position`` (default: the end).
+    pipeline_id: str | None = None
+    position: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -227,8 +234,10 @@ class SearchService:
         demand: DemandService,
         ranker: Ranker,
         feed: UnderstandingFeed,
+        pipelines: PipelineService | None = None,
     ) -> None:
         self.settings = settings
+        self.pipelines = pipelines
         self.index = index
         self.listings = listings
         self.demand = demand
@@ -264,6 +273,9 @@ class SearchService:
 
     async def search(self, actor: Actor, request: SearchRequest) -> SearchResponse:
         text, sort, filters, offset = self._validate(request, actor)
+        slot = None
+        if request.pipeline_id is not None:
+            filters, slot = await self._narrow_to_slot(actor, request, filters)
         if self.index.backend is None:
             raise Unavailable("this process holds no search index")
         await self.index.sync()
@@ -277,6 +289,10 @@ class SearchService:
             page, total = self._browse(filters, sort, offset, request.limit)
         hydrated = await self._hydrate(actor, [r.id for r in page])
         results = [SearchResult(hydrated[r.id], r.score, r.parts) for r in page if r.id in hydrated]
+        if slot is not None:
+            fitting = [r for r in results if not slot_misfits(slot, r.listing)]
+            total -= len(results) - len(fitting)
+            results = fitting
         next_offset = offset + len(page)
         has_next = next_offset < total
         search_id = None
@@ -300,6 +316,15 @@ class SearchService:
             interpretation=interpretation,
             notes=interpretation.describe() if interpretation else [],
         )
+
+    async def _narrow_to_slot(
+        self, actor: Actor, request: SearchRequest, filters: SearchFilters
+    ) -> tuple[SearchFilters, PipelineSlot]:
+        """Facets restricted to what fits the pipeline slot (formats, step kinds), before ranking; the
+        exact schemas are checked on the hydrated rows (``slot_misfits``)."""
+        if self.pipelines is None:
+            raise Unavailable("this process cannot search in the context of a pipeline")
+        return await self.pipelines.narrow_search(actor, request.pipeline_id, request.position, filters)
 
     async def _hydrate(self, actor: Actor, ids: list[str]) -> dict[str, ListingView]:
         """Full listings for a page: from the cache when it holds the version the index has, else from

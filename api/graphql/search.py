@@ -26,6 +26,15 @@ class SearchInput:
     sort: SortOrder = SortOrder.RELEVANCE
     limit: int = strawberry.field(default=10, description="1..max_page_size results per page.")
     after: str | None = strawberry.field(default=None, description="endCursor of the previous page.")
+    pipeline: strawberry.ID | None = strawberry.field(
+        default=None,
+        description="One of your pipelines: only listings that fit the slot at `position` are returned "
+        "(they read what the step before emits and emit what the step after reads).",
+    )
+    position: int | None = strawberry.field(
+        default=None,
+        description="The slot in the pipeline's step list: 0 = before the first step; default: the end.",
+    )
 
     def to_request(self) -> domain.SearchRequest:
         resources = self.resources
@@ -47,6 +56,8 @@ class SearchInput:
             sort=self.sort.value,
             limit=self.limit,
             after=self.after,
+            pipeline_id=str(self.pipeline) if self.pipeline is not None else None,
+            position=self.position,
         )
 
 

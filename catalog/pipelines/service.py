@@ -87,12 +87,15 @@ class PipelineService:
             )
             return [await self._view(session, actor, p) for p in rows]
 
-    async def search_slot(self, actor: Actor, pipeline_id: str, position: int) -> PipelineSlot:
-        """The slot at ``position`` of the step list, for ``SearchInput.pipeline`` (``search_context``)."""
+    async def search_slot(self, actor: Actor, pipeline_id: str, position: int | None) -> PipelineSlot:
+        """The slot at ``position`` of the step list (None: after the last step), for
+        ``SearchInput.pipeline`` (``search_context``)."""
         async with self.db.session() as session:
             pipeline = await owned_pipeline(session, actor, pipeline_id)
             rows = await load_rows(session, pipeline.id)
-        if not isinstance(position, int) or not 0 <= position <= len(rows):
+        if position is None:
+            position = len(rows)
+        if isinstance(position, bool) or not isinstance(position, int) or not 0 <= position <= len(rows):
             raise BadInput(f"position must be between 0 and {len(rows)} for this pipeline", field="position")
         previous = rows[position - 1] if position > 0 else None
         following = rows[position] if position < len(rows) else None
@@ -105,7 +108,7 @@ class PipelineService:
         )
 
     async def narrow_search(
-        self, actor: Actor, pipeline_id: str, position: int, filters: SearchFilters
+        self, actor: Actor, pipeline_id: str, position: int | None, filters: SearchFilters
     ) -> tuple[SearchFilters, PipelineSlot]:
         """What the catalog search calls for ``SearchInput.pipeline``: facets restricted to the slot.
 

@@ -1,0 +1,139 @@
+"""``Query.search(input: {pipeline, position})`` over the real catalog and index: only listings that fit
+the pipeline's open slot come back — formats filtered before ranking, exact schemas after hydration."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from api.context import Context, Services
+from api.schema import build_schema
+from catalog.actors import Actor
+from catalog.app import CatalogApp
+from infra.settings import Settings
+
+from .conftest import BOXES_WITH_IMAGE
+
+SEARCH = """query($text: String!, $p: ID, $pos: Int, $kinds: [ListingKind!]) {
+  search(input: {text: $text, pipeline: $p, position: $pos, kinds: $kinds}) {
+    totalCount results { listing { name } } } }"""
+
+ADD_UNCONDITIONED = """mutation($p: ID!, $l: ID!) {
+  addPipelineStep(pipelineId: $p, listingId: $l, autoCondition: false) { stepId } }"""
+
+
+@pytest.fixture(scope="module")
+def schema():
+    return build_schema(("search", "pipelines"))
+
+
+async def run(schema, services: Services, actor: Actor, query: str, **variables: Any) -> dict[str, Any]:
+    result = await schema.execute(query, variable_values=variables, context_value=Context(services, actor))
+    if result.errors:
+        return {
+            "errors": [
+                {"message": e.message, "code": (e.extensions or {}).get("code")} for e in result.errors
+            ]
+        }
+    return result.data
+
+
+def names(page: dict[str, Any]) -> list[str]:
+    return sorted(r["listing"]["name"] for r in page["search"]["results"])
+
+
+async def test_search_in_a_pipeline_slot_returns_only_what_fits(
+    schema, settings: Settings, catalog: CatalogApp, producer: Actor, requester: Actor, stranger: Actor
+) -> None:
+    services = Services(settings=settings, catalog=catalog)
+    vision = {"category": "Computer Vision"}
+    make = catalog.listings.create
+    detector = await make(
+        producer,
+        {
+            **vision,
+            "name": "street object detector",
+            "kind": "model",
+            "input_format": "image",
+            "output_format": "bounding-boxes",
+            "output_schema": BOXES_WITH_IMAGE,
+        },
+    )
+    classifier = await make(
+        producer,
+        {
+            **vision,
+            "name": "crop classifier",
+            "kind": "model",
+            "input_format": "image-crops",
+            "output_format": "predictions",
+        },
+    )
+    await make(
+        producer,
+        {
+            **vision,
+            "name": "crop boxes out of images",
+            "kind": "algorithm",
+            "input_format": "bounding-boxes",
+            "input_schema": BOXES_WITH_IMAGE,
+            "output_format": "image-crops",
+        },
+    )
+    # Right formats, but it needs the image beside the boxes in a shape the detector does not emit.
+    await make(
+        producer,
+        {
+            **vision,
+            "name": "crop boxes from a url",
+            "kind": "algorithm",
+            "input_format": "bounding-boxes",
+            "input_schema": {
+                "type": "object",
+                "required": ["boxes", "url"],
+                "properties": {"boxes": BOXES_WITH_IMAGE["properties"]["boxes"], "url": {"type": "string"}},
+            },
+            "output_format": "image-crops",
+        },
+    )
+    await make(
+        producer,
+        {
+            **vision,
+            "name": "crop images to squares",
+            "kind": "model",
+            "input_format": "image",
+            "output_format": "image",
+        },
+    )
+
+    created = await run(schema, services, requester, 'mutation { createPipeline(name: "slots") { id } }')
+    pipeline_id = created["createPipeline"]["id"]
+    for listing in (detector, classifier):
+        await run(
+            schema,
+            services,
+            requester,
+            ADD_UNCONDITIONED,
+            p=pipeline_id,
+            l=listing.id,
+        )
+
+    everything = await run(schema, services, requester, SEARCH, text="crop")
+    assert len(everything["search"]["results"]) >= 4
+    between = await run(schema, services, requester, SEARCH, text="crop", p=pipeline_id, pos=1)
+    assert names(between) == ["crop boxes out of images"]  # the url cropper fails the exact schema
+    at_end = await run(schema, services, requester, SEARCH, text="crop", p=pipeline_id)
+    assert names(at_end) == []  # nothing reads predictions
+    at_start = await run(schema, services, requester, SEARCH, text="crop", p=pipeline_id, pos=0)
+    assert names(at_start) == ["crop images to squares"]  # emits the image the detector reads
+
+    wrong_kind = await run(
+        schema, services, requester, SEARCH, text="crop", p=pipeline_id, pos=1, kinds=["DATASET"]
+    )
+    assert wrong_kind["errors"][0]["code"] == "BAD_INPUT"
+    out_of_range = await run(schema, services, requester, SEARCH, text="crop", p=pipeline_id, pos=7)
+    assert out_of_range["errors"][0]["code"] == "BAD_INPUT"
+    not_theirs = await run(schema, services, stranger, SEARCH, text="crop", p=pipeline_id, pos=1)
+    assert not_theirs["errors"][0]["code"] == "NOT_FOUND"
