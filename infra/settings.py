@@ -47,7 +47,9 @@ class Settings(BaseSettings):
         "auto", description="Sandbox for jobs: docker, bwrap, or auto (docker when reachable)."
     )
     docker_host: str | None = Field(
-        None, description="Docker engine URL, e.g. unix:///run/mlrepo-docker.sock."
+        None,
+        description="Docker engine URL for publishing and jobs alike (infra.docker_engine); "
+        "default: DOCKER_HOST, else unix:///run/mlrepo-docker.sock.",
     )
     registry_url: str | None = Field(None, description="host:port of the OCI registry, e.g. 127.0.0.1:5000.")
     base_image: str = Field(

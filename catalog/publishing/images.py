@@ -23,6 +23,7 @@ from typing import Any
 import docker
 from docker.errors import APIError, BuildError, DockerException, ImageNotFound
 
+from infra.docker_engine import docker_client
 from infra.errors import BadInput, Unavailable
 
 LABEL_PREFIX = "org.mlrepo"
@@ -91,11 +92,7 @@ class ImageService:
     def client(self) -> docker.DockerClient:
         if self._client is None:
             try:
-                self._client = (
-                    docker.DockerClient(base_url=self.docker_host, timeout=120)
-                    if self.docker_host
-                    else docker.from_env(timeout=120)
-                )
+                self._client = docker_client(self.docker_host, timeout=120)
             except DockerException as exc:
                 raise Unavailable(f"the container engine is not reachable: {exc}") from exc
         return self._client

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import socket
 import struct
 import threading
@@ -39,9 +38,8 @@ from executor.runtimes.base import (
     collect_output_command,
     explain_exit,
 )
+from infra.docker_engine import docker_base_url, docker_client
 
-# The engine scripts/start-dockerd.sh starts; never a system dockerd unless configured.
-DEFAULT_DOCKER_HOST = "unix:///run/mlrepo-docker.sock"
 SANDBOX_USER = "65534:65534"
 RUN_LABEL = "mlrepo.sandbox"
 STOP_POLL_S = 0.25  # how soon a cancelled run notices
@@ -57,12 +55,12 @@ class DockerRuntime:
 
     @property
     def base_url(self) -> str:
-        return self.docker_host or os.environ.get("DOCKER_HOST") or DEFAULT_DOCKER_HOST
+        return docker_base_url(self.docker_host)
 
     @property
     def client(self) -> docker.DockerClient:
         if self._client is None:
-            self._client = docker.DockerClient(base_url=self.base_url, timeout=60)
+            self._client = docker_client(self.docker_host, timeout=60)
         return self._client
 
     def available(self) -> bool:
