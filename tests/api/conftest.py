@@ -20,12 +20,6 @@ from infra.settings import Settings
 from search.embeddings import Encoder
 
 
-@pytest.fixture(scope="session")
-def encoder() -> Encoder:
-    """One loaded MiniLM for the whole session: loading it is slow, encoding is what we test."""
-    return Encoder()
-
-
 @dataclass
 class Api:
     """A client for one running app, with the services behind it for arranging test data."""

@@ -6,7 +6,6 @@ from __future__ import annotations
 import os
 import subprocess
 import urllib.request
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -18,20 +17,10 @@ from catalog.publishing.images import ImageService
 from catalog.publishing.service import PublishingService
 from executor.runtimes.bwrap import BwrapRuntime
 from infra.settings import Settings
-from search.embeddings import Encoder
+from tests.services import require_service
 
 DOCKER_SOCK = "/run/mlrepo-docker.sock"
 REGISTRY_PORT = int(os.environ.get("MLREPO_TEST_REGISTRY_PORT", "5000"))
-
-
-def _require(request: pytest.FixtureRequest, name: str, ok: bool, why: str) -> None:
-    """The lead's ``require_service`` (tests/conftest.py), fetched from pytest's plugin registry because
-    every conftest module is named ``conftest``."""
-    wanted = str(REPO / "tests" / "conftest.py")
-    root = next(
-        p for p in request.config.pluginmanager.get_plugins() if getattr(p, "__file__", None) == wanted
-    )
-    root.require_service(name, ok, why)
 
 
 def _script(name: str, *args: str) -> str:
@@ -52,65 +41,43 @@ def _registry_answers(addr: str) -> bool:
 
 
 @pytest.fixture(scope="session")
-def encoder() -> Encoder:
-    return Encoder()
-
-
-@pytest.fixture(scope="session")
-def bwrap_ok(request: pytest.FixtureRequest) -> bool:
-    _require(request, "bubblewrap", BwrapRuntime.available(), "bwrap/prlimit/setpriv not installed")
-    _require(request, "bubblewrap", os.geteuid() == 0, "sandboxes as other uids need root")
+def bwrap_ok() -> bool:
+    require_service("bubblewrap", BwrapRuntime.available(), "bwrap/prlimit/setpriv not installed")
+    require_service("bubblewrap", os.geteuid() == 0, "sandboxes as other uids need root")
     return True
 
 
 @pytest.fixture(scope="session")
-def docker_services(request: pytest.FixtureRequest) -> dict[str, str]:
+def docker_services() -> dict[str, str]:
     """dockerd, the base image and the registry, started by the idempotent scripts when missing."""
     host = f"unix://{DOCKER_SOCK}"
     os.environ.setdefault("DOCKER_HOST", host)
     images = ImageService(host, None, Settings().base_image)
     if not images.available():
         _script("start-dockerd.sh")
-    _require(request, "Docker engine", images.available(), f"no engine answers at {host}")
+    require_service("Docker engine", images.available(), f"no engine answers at {host}")
     try:
         images.client.images.get(images.base_image)
     except Exception:
         _script("build-base-image.sh")
     tags = {t for image in images.client.images.list() for t in image.tags}
-    _require(request, "base image", images.base_image in tags, "scripts/build-base-image.sh did not build it")
+    require_service("base image", images.base_image in tags, "scripts/build-base-image.sh did not build it")
     addr = f"127.0.0.1:{REGISTRY_PORT}"
     if not _registry_answers(addr):
         _script("start-registry.sh", str(REGISTRY_PORT))
-    _require(request, "container registry", _registry_answers(addr), f"nothing answers /v2/ at {addr}")
+    require_service("container registry", _registry_answers(addr), f"nothing answers /v2/ at {addr}")
     return {"docker_host": host, "registry_url": addr}
 
 
 @pytest.fixture
-async def app(settings: Settings, encoder: Encoder) -> AsyncIterator[CatalogApp]:
-    catalog = await CatalogApp.open(settings, encoder=encoder)
-    try:
-        yield catalog
-    finally:
-        await catalog.close()
-
-
-async def _actor(app: CatalogApp, name: str, role: str) -> Actor:
-    return (await app.accounts.create(name, role)).as_actor()
-
-
-@pytest.fixture
-async def alice(app: CatalogApp) -> Actor:
-    return await _actor(app, "alice", "producer")
+def app(catalog_app: CatalogApp) -> CatalogApp:
+    """The catalog under test (``catalog_app``; ``alice`` and ``bob`` come from tests/conftest.py)."""
+    return catalog_app
 
 
 @pytest.fixture
 async def mallory(app: CatalogApp) -> Actor:
-    return await _actor(app, "mallory", "producer")
-
-
-@pytest.fixture
-async def bob(app: CatalogApp) -> Actor:
-    return await _actor(app, "bob", "requester")
+    return (await app.accounts.create("mallory", "producer")).as_actor()
 
 
 @pytest.fixture
