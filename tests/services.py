@@ -1,4 +1,5 @@
-"""What every test area needs to reach real services: ``require_service``, ``IN_CI`` and ``free_port``.
+"""What every test area needs to reach real services: ``require_service``, ``IN_CI``, ``free_port`` and
+``serve_in_background`` (a real uvicorn).
 
 A plain module rather than conftest code because every conftest is a module named ``conftest``: area
 conftests and test modules cannot import from the root one. Import it as ``tests.services`` (pyproject
@@ -7,10 +8,15 @@ puts the project root on ``sys.path``; ``tests`` is a namespace package).
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import os
 import socket
+from collections.abc import AsyncIterator
+from typing import Any
 
 import pytest
+import uvicorn
 
 IN_CI = os.environ.get("CI", "").lower() == "true"
 
@@ -30,3 +36,23 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+@contextlib.asynccontextmanager
+async def serve_in_background(app: Any, **options: Any) -> AsyncIterator[str]:
+    """Serve ``app`` with a real uvicorn on a free local port while the block runs; yields ``host:port``.
+
+    Websocket subscriptions need a real server (the ASGI test transport speaks HTTP only)."""
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", **options))
+    task = asyncio.create_task(server.serve())
+    for _ in range(400):
+        if server.started or task.done():
+            break
+        await asyncio.sleep(0.05)
+    assert server.started, "uvicorn did not start"
+    try:
+        yield f"127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        await asyncio.wait_for(task, 30)

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import httpx
 import pytest
-import uvicorn
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
@@ -17,38 +15,17 @@ from api.app import create_app
 from catalog.app import CatalogApp
 from infra.settings import Settings
 from search.embeddings import Encoder
+from tests.services import serve_in_background
 
 PROTOCOL = "graphql-transport-ws"
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @pytest.fixture
 async def server(tmp_path: Path, encoder: Encoder) -> AsyncIterator[tuple[str, Settings]]:
     """uvicorn serving the app on a fresh, *unmigrated* SQLite data dir: the lifespan must migrate it."""
     settings = Settings(data_dir=tmp_path / "fresh", redis_url=None)
-    port = _free_port()
-    config = uvicorn.Config(
-        create_app(settings, encoder=encoder), host="127.0.0.1", port=port, log_level="warning", lifespan="on"
-    )
-    uv = uvicorn.Server(config)
-    task = asyncio.create_task(uv.serve())
-    for _ in range(400):
-        if uv.started or task.done():
-            break
-        await asyncio.sleep(0.05)
-    assert uv.started, "uvicorn did not start"
-    try:
-        yield f"127.0.0.1:{port}", settings
-    finally:
-        uv.should_exit = True
-        await asyncio.wait_for(task, 30)
+    async with serve_in_background(create_app(settings, encoder=encoder), lifespan="on") as address:
+        yield address, settings
 
 
 async def _token(settings: Settings, name: str) -> str:
