@@ -3,9 +3,10 @@
 ``worker`` consumes the queue of its resource class (``--resource-class``, default cpu: also publishing)
 from ``MLREPO_REDIS_URL``. ``run`` submits like ``Mutation.runJob`` (same service, same checks) as the
 account of ``--token``, with records from ``--input FILE.jsonl`` (one JSON value per line), ``--record``
-or ``--dataset`` (a dataset listing: scored for inference, trained on for training); with Redis the job
-goes to a worker, otherwise it runs in this process. It waits for the outcome and prints
-the job as JSON; exit 1 when the job did not succeed.
+or ``--dataset`` (a dataset listing: scored for inference, trained on for training); ``--pipeline ID``
+runs one of your pipelines instead of a listing (``--task training`` trains it, like
+``Mutation.trainPipeline``). With Redis the job goes to a worker, otherwise it runs in this process.
+It waits for the outcome and prints the job as JSON; exit 1 when the job did not succeed.
 """
 
 from __future__ import annotations
@@ -65,7 +66,8 @@ def register(app: typer.Typer) -> None:
     @app.command()
     def run(
         ctx: typer.Context,
-        listing_id: str = typer.Argument(..., help="The listing to run."),
+        listing_id: str | None = typer.Argument(None, help="The listing to run (or give --pipeline)."),
+        pipeline: str | None = typer.Option(None, "--pipeline", help="Run (or train) one of your pipelines."),
         task: str = typer.Option("inference", "--task", help="inference | training"),
         input_file: Path | None = typer.Option(
             None, "--input", exists=True, dir_okay=False, help="JSON lines."
@@ -78,7 +80,7 @@ def register(app: typer.Typer) -> None:
         memory_mb: int | None = typer.Option(None, "--memory-mb"),
         token: str | None = typer.Option(None, "--token", envvar="MLREPO_TOKEN", help="Your API token."),
     ) -> None:
-        """Run a listing (inference or training) in a sandboxed copy and print the job."""
+        """Run a listing or a pipeline (inference or training) in sandboxed copies and print the job."""
         settings = settings_of(ctx)
 
         async def go() -> dict[str, Any]:
@@ -100,6 +102,7 @@ def register(app: typer.Typer) -> None:
                         records=_records(input_file, record) or None,
                         resources=resources or None,
                         dataset_listing_id=dataset,
+                        pipeline_id=pipeline,
                     )
                     final = submitted
                     async for final in service.watch(actor, submitted.id):  # noqa: B007 - the last is the outcome

@@ -4,12 +4,11 @@ algorithm step and then runs end to end through ``runJob``, and the result shows
 
 Everything real: the ASGI app with its lifespan, packages published through the publishing workflow,
 bubblewrap sandboxes for training and every stage, jobs in-process (the API process runs them without
-Redis) and, in the second test, through arq on a throwaway redis-server with a real worker.
+Redis). ``test_pipeline_worker_cli`` runs the same chain through arq and through ``mlrepo run``.
 """
 
 from __future__ import annotations
 
-import base64
 import io
 import json
 import os
@@ -23,116 +22,23 @@ import pytest
 
 from api.app import create_app
 from catalog.actors import Actor
-from catalog.app import CatalogApp
 from catalog.publishing.service import PublishingService
 from executor.jobs import JobService, JobView
 from executor.publish_sandbox import ExecutorSandbox
 from executor.runtimes import BwrapRuntime
 from infra.settings import Settings
 
-from .conftest import BOXES_WITH_IMAGE
+from .demo_chain import (
+    LAMP_AND_SIGN,
+    LAMP_AND_SIGN_PREDICTED,
+    PACKAGES,
+    PARTS,
+    gray,
+    publish_parts,
+    published,
+)
 
-PACKAGES = Path(__file__).parent / "packages"
 ROOT_CONFTEST = str(Path(__file__).parents[1] / "conftest.py")
-RESOURCES = {"cpu": 1, "memory_mb": 256, "gpu": 0}
-
-
-def manifest(name: str, kind: str, inp: dict[str, Any], out: dict[str, Any], **extra: Any) -> dict[str, Any]:
-    return {
-        "name": name,
-        "kind": kind,
-        "category": "Computer Vision",
-        "description": f"demo {name}",
-        "entrypoint": ["python3", "model.py"],
-        "input": inp,
-        "output": out,
-        "resources": RESOURCES,
-        "timeout_s": 10,
-        **extra,
-    }
-
-
-PARTS = {
-    "detector": manifest(
-        "street-object-detector",
-        "model",
-        {"format": "image@1"},
-        {"format": "bounding-boxes@1", "schema": BOXES_WITH_IMAGE},
-    ),
-    "cropper": manifest(
-        "boxes-to-crops",
-        "model",
-        {"format": "bounding-boxes@1", "schema": BOXES_WITH_IMAGE},
-        {"format": "image-crops@1"},
-    ),
-    "trainable_classifier": manifest(
-        "brightness-classifier",
-        "algorithm",
-        {"format": "image-crops@1"},
-        {"format": "predictions@1"},
-        train_entrypoint=["python3", "model.py", "train"],
-        training_resources=RESOURCES,
-    ),
-}
-
-
-def gray(width: int, height: int, bright: set[tuple[int, int]], level: int = 255) -> dict[str, Any]:
-    pixels = bytes(level if (x, y) in bright else 10 for y in range(height) for x in range(width))
-    return {
-        "data": base64.b64encode(pixels).decode(),
-        "media_type": "image/x-raw-gray",
-        "width": width,
-        "height": height,
-    }
-
-
-def example(level: int, label: str) -> dict[str, Any]:
-    """One crop of uniform brightness and the prediction the classifier should learn to give it."""
-    box = {"x": 0, "y": 0, "width": 2, "height": 2}
-    return {
-        "input": {"crops": [{"image": gray(2, 2, {(0, 0), (1, 0), (0, 1), (1, 1)}, level), "box": box}]},
-        "target": {"predictions": [{"value": label, "location": box, "confidence": round(level / 255, 3)}]},
-    }
-
-
-TRAINING_DATA = [example(level, "lamp") for level in (230, 240, 250)] + [
-    example(level, "sign") for level in (60, 90, 120)
-]
-
-
-async def publish_parts(catalog: CatalogApp, producer: Actor) -> dict[str, str]:
-    """The demo listings, published through the real publishing workflow (sandbox-probed, stored)."""
-    publishing = PublishingService(
-        catalog.settings, catalog.db, catalog.listings, ExecutorSandbox(catalog.settings)
-    )
-    ids = {}
-    for part, data in PARTS.items():
-        upload = io.BytesIO()
-        with zipfile.ZipFile(upload, "w") as zf:
-            zf.writestr("model.py", (PACKAGES / part / "model.py").read_text())
-            zf.writestr("mlrepo.json", json.dumps(data))
-        upload.seek(0)
-        ids[part] = await _published(publishing, producer, await publishing.submit_package(producer, upload))
-    lines = "".join(json.dumps(line) + "\n" for line in TRAINING_DATA).encode()
-    dataset = {
-        "name": "street-crops-labelled",
-        "kind": "dataset",
-        "category": "Computer Vision",
-        "description": "crops of street lamps and signs with their labels",
-        "input": {"format": "image-crops@1"},
-        "output": {"format": "predictions@1"},
-    }
-    ids["dataset"] = await _published(
-        publishing, producer, await publishing.submit_dataset(producer, io.BytesIO(lines), dataset)
-    )
-    return ids
-
-
-async def _published(publishing: PublishingService, producer: Actor, publication: Any) -> str:
-    await publishing.queue.drain()
-    view = await publishing.get(producer, publication.id)
-    assert view.status == "published", (view.status, view.error)
-    return view.listing_id
 
 
 class Client:
@@ -245,11 +151,10 @@ async def test_build_train_and_run_a_pipeline_through_the_api(served) -> None:
     )
 
     # The post-training pipeline runs end to end through runJob, stage by stage.
-    images = [gray(4, 3, {(1, 1), (2, 1)}), gray(5, 2, {(0, 0)}, level=150)]
     run = (
         "mutation($p: ID!, $r: JSON) { runJob(input: {pipelineId: $p, records: $r}) { " + JOB_FIELDS + " } }"
     )
-    submitted = (await client.data(run, p=post_id, r=images))["runJob"]
+    submitted = (await client.data(run, p=post_id, r=LAMP_AND_SIGN))["runJob"]
     seen = await watch(jobs, requester, submitted["id"])
     stages = [(v.progress.get("stage"), v.progress.get("state")) for v in seen if v.status == "running"]
     assert len({s for s in stages if s[1] is not None}) >= 2, stages  # progress streamed per stage
@@ -257,30 +162,7 @@ async def test_build_train_and_run_a_pipeline_through_the_api(served) -> None:
         "job"
     ]
     assert job["status"] == "SUCCEEDED", job["error"]
-    assert job["result"]["records"] == [
-        {
-            "output": {
-                "predictions": [
-                    {
-                        "value": "lamp",
-                        "location": {"x": 1, "y": 1, "width": 2, "height": 1},
-                        "confidence": 1.0,
-                    }
-                ]
-            }
-        },
-        {
-            "output": {
-                "predictions": [
-                    {
-                        "value": "sign",
-                        "location": {"x": 0, "y": 0, "width": 1, "height": 1},
-                        "confidence": 0.588,
-                    }
-                ]
-            }
-        },
-    ]
+    assert job["result"]["records"] == LAMP_AND_SIGN_PREDICTED
     per_step = job["metrics"]["steps"]
     assert [s["listing_name"] for s in per_step] == [
         "street-object-detector",
@@ -312,7 +194,7 @@ async def test_a_failing_step_fails_the_pipeline_job_naming_it(served) -> None:
         data = {**PARTS["trainable_classifier"], "kind": "model", "name": "never-trained"}
         zf.writestr("mlrepo.json", json.dumps({k: v for k, v in data.items() if "train" not in k}))
     upload.seek(0)
-    broken_id = await _published(publishing, producer, await publishing.submit_package(producer, upload))
+    broken_id = await published(publishing, producer, await publishing.submit_package(producer, upload))
 
     pipeline_id = (await client.data('mutation { createPipeline(name: "broken") { id } }'))["createPipeline"][
         "id"

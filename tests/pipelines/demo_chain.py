@@ -1,0 +1,154 @@
+"""The demo chain of issue 5 as published packages: image → detector → (boxes to crops) → a classifier
+*algorithm* that learns its brightness threshold, and a labelled dataset of crops to train it on.
+
+Published through the real publishing workflow (sandbox-probed, stored content-addressed), as a producer
+would; shared by the end-to-end tests of the API, the CLI and the arq worker.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import zipfile
+from pathlib import Path
+from typing import Any
+
+from catalog.actors import Actor
+from catalog.app import CatalogApp
+from catalog.pipelines import PipelineService
+from catalog.publishing.service import PublishingService
+from executor.publish_sandbox import ExecutorSandbox
+
+from .conftest import BOXES_WITH_IMAGE
+
+PACKAGES = Path(__file__).parent / "packages"
+RESOURCES = {"cpu": 1, "memory_mb": 256, "gpu": 0}
+
+
+def manifest(name: str, kind: str, inp: dict[str, Any], out: dict[str, Any], **extra: Any) -> dict[str, Any]:
+    return {
+        "name": name,
+        "kind": kind,
+        "category": "Computer Vision",
+        "description": f"demo {name}",
+        "entrypoint": ["python3", "model.py"],
+        "input": inp,
+        "output": out,
+        "resources": RESOURCES,
+        "timeout_s": 10,
+        **extra,
+    }
+
+
+PARTS = {
+    "detector": manifest(
+        "street-object-detector",
+        "model",
+        {"format": "image@1"},
+        {"format": "bounding-boxes@1", "schema": BOXES_WITH_IMAGE},
+    ),
+    "cropper": manifest(
+        "boxes-to-crops",
+        "model",
+        {"format": "bounding-boxes@1", "schema": BOXES_WITH_IMAGE},
+        {"format": "image-crops@1"},
+    ),
+    "trainable_classifier": manifest(
+        "brightness-classifier",
+        "algorithm",
+        {"format": "image-crops@1"},
+        {"format": "predictions@1"},
+        train_entrypoint=["python3", "model.py", "train"],
+        training_resources=RESOURCES,
+    ),
+}
+
+
+def gray(width: int, height: int, bright: set[tuple[int, int]], level: int = 255) -> dict[str, Any]:
+    pixels = bytes(level if (x, y) in bright else 10 for y in range(height) for x in range(width))
+    return {
+        "data": base64.b64encode(pixels).decode(),
+        "media_type": "image/x-raw-gray",
+        "width": width,
+        "height": height,
+    }
+
+
+def example(level: int, label: str) -> dict[str, Any]:
+    """One crop of uniform brightness and the prediction the classifier should learn to give it."""
+    box = {"x": 0, "y": 0, "width": 2, "height": 2}
+    return {
+        "input": {"crops": [{"image": gray(2, 2, {(0, 0), (1, 0), (0, 1), (1, 1)}, level), "box": box}]},
+        "target": {"predictions": [{"value": label, "location": box, "confidence": round(level / 255, 3)}]},
+    }
+
+
+TRAINING_DATA = [example(level, "lamp") for level in (230, 240, 250)] + [
+    example(level, "sign") for level in (60, 90, 120)
+]
+
+
+async def publish_parts(catalog: CatalogApp, producer: Actor) -> dict[str, str]:
+    """The demo listings, published through the real publishing workflow (sandbox-probed, stored)."""
+    publishing = PublishingService(
+        catalog.settings, catalog.db, catalog.listings, ExecutorSandbox(catalog.settings)
+    )
+    ids = {}
+    for part, data in PARTS.items():
+        upload = io.BytesIO()
+        with zipfile.ZipFile(upload, "w") as zf:
+            zf.writestr("model.py", (PACKAGES / part / "model.py").read_text())
+            zf.writestr("mlrepo.json", json.dumps(data))
+        upload.seek(0)
+        ids[part] = await published(publishing, producer, await publishing.submit_package(producer, upload))
+    lines = "".join(json.dumps(line) + "\n" for line in TRAINING_DATA).encode()
+    dataset = {
+        "name": "street-crops-labelled",
+        "kind": "dataset",
+        "category": "Computer Vision",
+        "description": "crops of street lamps and signs with their labels",
+        "input": {"format": "image-crops@1"},
+        "output": {"format": "predictions@1"},
+    }
+    ids["dataset"] = await published(
+        publishing, producer, await publishing.submit_dataset(producer, io.BytesIO(lines), dataset)
+    )
+    return ids
+
+
+async def published(publishing: PublishingService, producer: Actor, publication: Any) -> str:
+    await publishing.queue.drain()
+    view = await publishing.get(producer, publication.id)
+    assert view.status == "published", (view.status, view.error)
+    return view.listing_id
+
+
+async def build_trainable_chain(pipelines: PipelineService, requester: Actor, ids: dict[str, str]) -> str:
+    """detector → classifier algorithm (trained on the dataset); the service inserts the cropper."""
+    pipeline = await pipelines.create(requester, "street scenes")
+    await pipelines.add_step(requester, pipeline.id, ids["detector"])
+    change = await pipelines.add_step(
+        requester, pipeline.id, ids["trainable_classifier"], training_data_listing_id=ids["dataset"]
+    )
+    assert len(change.inserted_conditioning_step_ids) == 1
+    return pipeline.id
+
+
+LAMP_AND_SIGN = [gray(4, 3, {(1, 1), (2, 1)}), gray(5, 2, {(0, 0)}, level=150)]
+LAMP_AND_SIGN_PREDICTED = [
+    {
+        "output": {
+            "predictions": [
+                {"value": "lamp", "location": {"x": 1, "y": 1, "width": 2, "height": 1}, "confidence": 1.0}
+            ]
+        }
+    },
+    {
+        "output": {
+            "predictions": [
+                {"value": "sign", "location": {"x": 0, "y": 0, "width": 1, "height": 1}, "confidence": 0.588}
+            ]
+        }
+    },
+]
