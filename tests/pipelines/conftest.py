@@ -6,7 +6,7 @@ Listings are written as the catalog writes them — formats normalised and schem
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pytest
@@ -20,7 +20,6 @@ from catalog.pipelines import PipelineService
 from infra.db import Database
 from infra.settings import Settings
 from infra.tables import Listing
-from search.embeddings import Encoder
 
 IMAGE = FORMATS["image@1"].schema
 BOXES = FORMATS["bounding-boxes@1"].schema["properties"]["boxes"]
@@ -32,13 +31,6 @@ BOXES_WITH_IMAGE = {
 }
 
 MakeListing = Callable[..., Awaitable[Listing]]
-
-
-@pytest.fixture
-async def db(settings: Settings) -> AsyncIterator[Database]:
-    database = Database.from_settings(settings)
-    yield database
-    await database.dispose()
 
 
 @pytest.fixture
@@ -130,15 +122,7 @@ async def vision(make_listing: MakeListing) -> dict[str, Listing]:
     }
 
 
-@pytest.fixture(scope="session")
-def encoder() -> Encoder:
-    """One embedding model for the session (loaded on first use): catalog writes embed listings."""
-    return Encoder.from_settings(Settings())
-
-
 @pytest.fixture
-async def catalog(settings: Settings, encoder: Encoder) -> AsyncIterator[CatalogApp]:
+def catalog(catalog_app: CatalogApp) -> CatalogApp:
     """The real catalog (database + embedded search index) that the API and publishing go through."""
-    app = await CatalogApp.open(settings, encoder=encoder)
-    yield app
-    await app.close()
+    return catalog_app

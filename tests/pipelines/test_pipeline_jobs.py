@@ -28,11 +28,11 @@ from executor.runtimes import BwrapRuntime
 from infra.errors import BadInput
 from infra.settings import Settings
 from infra.tables import Job, Listing
+from tests.services import require_service
 
 from .conftest import BOXES_WITH_IMAGE
 
 PACKAGES = Path(__file__).parent / "packages"
-ROOT_CONFTEST = str(Path(__file__).parents[1] / "conftest.py")
 
 
 def manifest(name: str, kind: str, inp: dict[str, Any], out: dict[str, Any]) -> dict[str, Any]:
@@ -70,8 +70,7 @@ DEMO = {
 
 
 @pytest.fixture
-async def app(request: pytest.FixtureRequest, settings: Settings, encoder) -> AsyncIterator[CatalogApp]:
-    require_service = request.config.pluginmanager.get_plugin(ROOT_CONFTEST).require_service
+async def app(settings: Settings, encoder) -> AsyncIterator[CatalogApp]:
     require_service("bubblewrap", BwrapRuntime.available(), "bwrap/prlimit/setpriv not installed")
     require_service("bubblewrap", os.geteuid() == 0, "starting sandboxes as other uids needs root")
     bwrap_settings = settings.model_copy(update={"runtime": "bwrap"})

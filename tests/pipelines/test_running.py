@@ -33,15 +33,14 @@ from executor.runtimes import BwrapRuntime, Package
 from executor.runtimes.base import Limits
 from infra.errors import BadInput
 from infra.tables import Listing
+from tests.services import require_service
 
 MakeListing = Callable[..., Awaitable[Listing]]
 PACKAGES = Path(__file__).parent / "packages"
-ROOT_CONFTEST = str(Path(__file__).parents[1] / "conftest.py")
 
 
 @pytest.fixture(scope="module")
-def bwrap(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> BwrapRuntime:
-    require_service = request.config.pluginmanager.get_plugin(ROOT_CONFTEST).require_service
+def bwrap(tmp_path_factory: pytest.TempPathFactory) -> BwrapRuntime:
     require_service("bubblewrap", BwrapRuntime.available(), "bwrap/prlimit/setpriv not installed")
     require_service("bubblewrap", os.geteuid() == 0, "starting sandboxes as other uids needs root")
     return BwrapRuntime(work_dir=tmp_path_factory.mktemp("bwrap-work"))
