@@ -22,13 +22,13 @@ import subprocess
 import tempfile
 import textwrap
 import time
-import zipfile
 from pathlib import Path
 from typing import Any
 
+from benchmarks.sentiment_package import sentiment_manifest, wait_published, zip_package
 from catalog.app import CatalogApp
 from catalog.enums import JobStatus
-from catalog.publishing.service import InProcessQueue, PublishingService
+from catalog.publishing.service import PublishingService
 from executor.jobs import JobService
 from executor.publish_sandbox import ExecutorSandbox
 from executor.runtimes import BwrapRuntime, DockerRuntime, Limits, Package, RunRequest, Runtime
@@ -80,27 +80,15 @@ WORDS = [
 ]
 
 
-def manifest(name: str) -> dict[str, Any]:
-    return {
-        "name": name,
-        "kind": "model",
-        "category": "Natural Language Processing",
-        "description": "Sentiment of a review (small MLP over hashed words).",
-        "entrypoint": ["python3", "predict.py"],
-        "input": {"format": "text@1"},
-        "output": {"format": "class-label@1"},
-        "resources": {"cpu": 1, "memory_mb": 512, "gpu": 0},
-        "timeout_s": 30,
-        "tests": [],
-    }
-
-
 def package(name: str) -> bytes:
-    buffer = io.BytesIO()
-    with zipfile.ZipFile(buffer, "w") as zf:
-        zf.writestr("mlrepo.json", json.dumps(manifest(name)))
-        zf.writestr("predict.py", PREDICT)
-    return buffer.getvalue()
+    manifest = sentiment_manifest(
+        name,
+        "Sentiment of a review (small MLP over hashed words).",
+        resources={"cpu": 1, "memory_mb": 512, "gpu": 0},
+        timeout_s=30,
+        tests=[],
+    )
+    return zip_package(manifest, PREDICT)
 
 
 def records(n: int) -> list[str]:
@@ -148,13 +136,10 @@ def direct(code_dir: Path, inputs: list[str], python: str) -> float:
 async def publish(settings: Settings, catalog: CatalogApp, name: str) -> str:
     service = PublishingService(settings, catalog.db, catalog.listings, ExecutorSandbox(settings))
     actor = (await catalog.accounts.create(f"producer-{name}", "producer")).as_actor()
-    pub = await service.submit_package(actor, io.BytesIO(package(name)))
-    assert isinstance(service.queue, InProcessQueue)
-    await service.queue.drain()
-    pub = await service.get(actor, pub.id)
-    if pub.status != "published" or pub.listing_id is None:
-        raise RuntimeError(f"publishing {name} failed: {pub.error}")
-    return pub.listing_id
+    submitted = await service.submit_package(actor, io.BytesIO(package(name)))
+    published = await wait_published(service, actor, submitted)
+    assert published.listing_id is not None
+    return published.listing_id
 
 
 async def full_path(

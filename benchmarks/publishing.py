@@ -17,13 +17,13 @@ import statistics
 import tempfile
 import textwrap
 import time
-import zipfile
 from pathlib import Path
 from typing import Any
 
+from benchmarks.sentiment_package import sentiment_manifest, wait_published, zip_package
 from catalog.app import CatalogApp
 from catalog.publishing.images import ImageService
-from catalog.publishing.service import InProcessQueue, PublishingService
+from catalog.publishing.service import PublishingService
 from executor.publish_sandbox import ExecutorSandbox
 from infra.migrate import upgrade_async
 from infra.settings import Settings
@@ -40,31 +40,17 @@ PREDICT = textwrap.dedent(
 )
 
 
-def manifest(name: str, **extra: Any) -> dict[str, Any]:
-    return {
-        "name": name,
-        "kind": "model",
-        "category": "Natural Language Processing",
-        "description": "Positive or negative sentiment of a review.",
-        "entrypoint": ["python3", "predict.py"],
-        "input": {"format": "text@1"},
-        "output": {"format": "class-label@1"},
-        "timeout_s": 5,
-        "tests": [
+def manifest(name: str) -> dict[str, Any]:
+    return sentiment_manifest(
+        name,
+        "Positive or negative sentiment of a review.",
+        timeout_s=5,
+        tests=[
             {"name": "pos", "input": "I love it", "expected_output": {"label": "positive"}},
             {"name": "neg", "input": "it broke", "expected_output": {"label": "negative"}},
         ],
-        "verify": True,
-        **extra,
-    }
-
-
-def package(name: str) -> bytes:
-    buffer = io.BytesIO()
-    with zipfile.ZipFile(buffer, "w") as zf:
-        zf.writestr("mlrepo.json", json.dumps(manifest(name)))
-        zf.writestr("predict.py", PREDICT)
-    return buffer.getvalue()
+        verify=True,
+    )
 
 
 def producer_image(images: ImageService, registry: str, name: str) -> str:
@@ -104,12 +90,8 @@ async def scenario(
             del data["entrypoint"]
             pub = await service.submit_image(actor, data, image_ref=ref)
         else:
-            pub = await service.submit_package(actor, io.BytesIO(package(name)))
-        assert isinstance(service.queue, InProcessQueue)
-        await service.queue.drain()
-        pub = await service.get(actor, pub.id)
-        if pub.status != "published":
-            raise RuntimeError(f"{label}: {pub.error}")
+            pub = await service.submit_package(actor, io.BytesIO(zip_package(manifest(name), PREDICT)))
+        pub = await wait_published(service, actor, pub)
         totals.append((time.perf_counter() - started) * 1000)
         for step in pub.steps:
             per_step.setdefault(step.name, []).append(step.duration_ms or 0.0)
