@@ -20,21 +20,12 @@ from catalog.actors import Actor
 from executor.runtimes import BwrapRuntime, DockerRuntime, Package, Runtime
 from infra.settings import Settings
 from infra.tables import Account
+from tests.services import require_service
 
 if TYPE_CHECKING:
     from catalog.app import CatalogApp
 
 REPO = Path(__file__).resolve().parents[2]
-
-
-def require_service(request: pytest.FixtureRequest, name: str, ok: bool, why: str) -> None:
-    """The lead's ``require_service`` from tests/conftest.py (skip locally, fail under CI=true). Both
-    conftests are modules named ``conftest``, so it is fetched from pytest's plugin registry."""
-    wanted = str(REPO / "tests" / "conftest.py")
-    root = next(
-        p for p in request.config.pluginmanager.get_plugins() if getattr(p, "__file__", None) == wanted
-    )
-    root.require_service(name, ok, why)
 
 
 def _try_script(name: str) -> None:
@@ -44,11 +35,11 @@ def _try_script(name: str) -> None:
 
 
 @pytest.fixture(scope="session")
-def bwrap_runtime(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> BwrapRuntime:
+def bwrap_runtime(tmp_path_factory: pytest.TempPathFactory) -> BwrapRuntime:
     if not BwrapRuntime.available():
         _try_script("install-bwrap.sh")
-    require_service(request, "bubblewrap", BwrapRuntime.available(), "bwrap/prlimit/setpriv not installed")
-    require_service(request, "bubblewrap", os.geteuid() == 0, "starting sandboxes as other uids needs root")
+    require_service("bubblewrap", BwrapRuntime.available(), "bwrap/prlimit/setpriv not installed")
+    require_service("bubblewrap", os.geteuid() == 0, "starting sandboxes as other uids needs root")
     # A uid range of its own, so leftover checks never see other suites' sandboxes running meanwhile.
     return BwrapRuntime(
         work_dir=tmp_path_factory.mktemp("bwrap-work"), uid_base=TEST_UID_BASE, uid_count=TEST_UID_COUNT
@@ -56,19 +47,17 @@ def bwrap_runtime(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempP
 
 
 @pytest.fixture(scope="session")
-def docker_runtime(request: pytest.FixtureRequest) -> DockerRuntime:
+def docker_runtime() -> DockerRuntime:
     runtime = DockerRuntime()
     if not runtime.available():
         _try_script("start-dockerd.sh")
-    require_service(request, "Docker engine", runtime.available(), "no engine answers at DOCKER_HOST")
+    require_service("Docker engine", runtime.available(), "no engine answers at DOCKER_HOST")
     try:
         runtime.client.images.get(BASE_IMAGE)
     except Exception:
         _try_script("build-base-image.sh")
     images = {tag for image in runtime.client.images.list() for tag in image.tags}
-    require_service(
-        request, "base image", BASE_IMAGE in images, f"{BASE_IMAGE} missing (scripts/build-base-image.sh)"
-    )
+    require_service("base image", BASE_IMAGE in images, f"{BASE_IMAGE} missing (scripts/build-base-image.sh)")
     return runtime
 
 

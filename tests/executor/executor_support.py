@@ -1,4 +1,4 @@
-"""Constants shared by the executor tests and their conftest (importable as a plain module)."""
+"""Constants and helpers shared by the executor tests and their conftest (importable as a plain module)."""
 
 from __future__ import annotations
 
@@ -7,11 +7,14 @@ import io
 import os
 import tarfile
 import textwrap
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from catalog.actors import Actor
+from executor.jobs import JobService, JobView
 from executor.runtimes import DockerRuntime
 from infra.settings import Settings
 from infra.tables import Listing, ListingVersion
@@ -133,3 +136,23 @@ async def publish_dataset(
             )
         )
     return listing.id
+
+
+@asynccontextmanager
+async def job_service(settings: Settings, catalog: CatalogApp, **overrides: Any) -> AsyncIterator[JobService]:
+    """A real ``JobService`` on ``settings`` with ``overrides`` (e.g. ``runtime``), its queue closed after."""
+    service = JobService(settings.model_copy(update=overrides), catalog)
+    try:
+        yield service
+    finally:
+        await service.queue.close()
+
+
+async def watch_all(jobs: JobService, actor: Actor, job_id: str) -> list[JobView]:
+    """Every view the job's status stream sends until the job is final (the last one is the outcome)."""
+    return [view async for view in jobs.watch(actor, job_id)]
+
+
+async def outcome(jobs: JobService, actor: Actor, job_id: str) -> JobView:
+    """The job's final view, once it has one."""
+    return (await watch_all(jobs, actor, job_id))[-1]

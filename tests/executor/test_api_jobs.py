@@ -5,19 +5,19 @@ from __future__ import annotations
 
 import asyncio
 import json
-import socket
 from collections.abc import AsyncIterator
 
 import httpx
 import pytest
-import uvicorn
 from executor_support import publish_model
+from starlette.applications import Starlette
 from websockets.asyncio.client import connect
 
 from api.app import create_app
 from catalog.actors import Actor
 from infra.settings import Settings
 from search.embeddings import Encoder
+from tests.services import serve_in_background
 
 PROTOCOL = "graphql-transport-ws"
 MODEL = """
@@ -36,34 +36,14 @@ WATCH = """subscription Watch($id: ID!) {
 }"""
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.fixture
-async def server(settings: Settings, bwrap_runtime) -> AsyncIterator[tuple[str, Settings]]:
+async def server(
+    settings: Settings, bwrap_runtime, encoder: Encoder
+) -> AsyncIterator[tuple[str, Settings, Starlette]]:
     settings = settings.model_copy(update={"runtime": "bwrap", "job_heartbeat_s": 0.2})
-    port = free_port()
-    config = uvicorn.Config(
-        create_app(settings, migrate=False, encoder=Encoder()),
-        host="127.0.0.1",
-        port=port,
-        log_level="warning",
-    )
-    uv = uvicorn.Server(config)
-    task = asyncio.create_task(uv.serve())
-    for _ in range(400):
-        if uv.started or task.done():
-            break
-        await asyncio.sleep(0.05)
-    assert uv.started
-    try:
-        yield f"127.0.0.1:{port}", settings, config.app
-    finally:
-        uv.should_exit = True
-        await asyncio.wait_for(task, 30)
+    app = create_app(settings, migrate=False, encoder=encoder)
+    async with serve_in_background(app) as address:
+        yield address, settings, app
 
 
 async def people(app) -> dict[str, tuple[Actor, str]]:

@@ -6,11 +6,10 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-from executor_support import publish_dataset, publish_model
+from executor_support import outcome, publish_dataset, publish_model, watch_all
 
-from catalog.actors import Actor
 from catalog.enums import JobStatus
-from executor.jobs import JobService, JobView
+from executor.jobs import JobService
 from infra.errors import BadInput, NotFound
 from infra.settings import Settings
 from infra.tables import Listing, UsageEvent
@@ -39,13 +38,6 @@ async def jobs(job_settings: Settings, catalog) -> JobService:
     await service.queue.close()
 
 
-async def follow(jobs: JobService, actor: Actor, job_id: str) -> list[JobView]:
-    views = []
-    async for view in jobs.watch(actor, job_id):
-        views.append(view)
-    return views
-
-
 async def test_inference_job_runs_to_success_with_progress_filtering_and_usage(
     jobs: JobService, catalog, people, job_settings: Settings
 ) -> None:
@@ -55,7 +47,7 @@ async def test_inference_job_runs_to_success_with_progress_filtering_and_usage(
     assert view.status == JobStatus.QUEUED
     assert view.resources == {"cpu": 1.0, "memory_mb": 256, "gpu": 0} and view.resource_class == "cpu"
 
-    seen = await follow(jobs, people["alice"], view.id)
+    seen = await watch_all(jobs, people["alice"], view.id)
     final = seen[-1]
     assert final.status == JobStatus.SUCCEEDED, final.error
     assert JobStatus.RUNNING in [v.status for v in seen[:-1]] or final.progress["batches_done"] >= 1
@@ -82,7 +74,7 @@ async def test_results_are_visible_to_the_owner_only(jobs: JobService, catalog, 
         await jobs.get(people["bob"], view.id)
     with pytest.raises(NotFound):
         await jobs.cancel(people["bob"], view.id)
-    await follow(jobs, people["alice"], view.id)
+    await watch_all(jobs, people["alice"], view.id)
     with pytest.raises(BadInput, match="already finished"):
         await jobs.cancel(people["alice"], view.id)
 
@@ -94,7 +86,7 @@ async def test_allocation_is_bounded_by_the_quota(jobs: JobService, catalog, peo
         row.resources = {"cpu": 8, "memory_mb": 4096, "gpu": 0}  # more than alice may use
     view = await jobs.submit(people["alice"], published.listing_id, "inference", records=["good"])
     assert view.resources == {"cpu": 2.0, "memory_mb": 1024, "gpu": 0}
-    await follow(jobs, people["alice"], view.id)
+    await watch_all(jobs, people["alice"], view.id)
     with pytest.raises(BadInput, match=r"resources.cpu=3 exceeds your quota of 2"):
         await jobs.submit(
             people["alice"], published.listing_id, "inference", records=["x"], resources={"cpu": 3}
@@ -143,7 +135,7 @@ async def test_a_job_that_fails_in_the_sandbox_reports_why(
     crashing = "import sys\nraise SystemExit('model weights missing')\n"
     published = await publish_model(job_settings, catalog, people["producer"], crashing)
     view = await jobs.submit(people["alice"], published.listing_id, "inference", records=["a", "b"])
-    final = (await follow(jobs, people["alice"], view.id))[-1]
+    final = await outcome(jobs, people["alice"], view.id)
     assert final.status == JobStatus.FAILED
     assert "model weights missing" in final.error
     async with catalog.db.session() as session:
@@ -162,7 +154,7 @@ async def test_inference_on_a_dataset_listing(jobs: JobService, catalog, people,
     view = await jobs.submit(
         people["alice"], published.listing_id, "inference", dataset_listing_id=dataset_id
     )
-    final = (await follow(jobs, people["alice"], view.id))[-1]
+    final = await outcome(jobs, people["alice"], view.id)
     assert final.status == JobStatus.SUCCEEDED
     assert [r["output"]["label"] for r in final.result["records"]] == ["positive", "negative", "positive"]
     with pytest.raises(BadInput, match="datasetListingId must name a dataset listing"):

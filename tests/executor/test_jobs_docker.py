@@ -6,11 +6,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import AsyncIterator
 from datetime import timedelta
 
 import docker.errors
 import pytest
-from executor_support import BASE_IMAGE, publish_dataset, publish_model
+from executor_support import BASE_IMAGE, job_service, outcome, publish_dataset, publish_model
 from sqlalchemy import update
 from test_training import ALGORITHM, EXAMPLES
 
@@ -28,20 +29,15 @@ for line in sys.stdin:
 
 
 @pytest.fixture
-async def jobs(settings: Settings, catalog, docker_runtime):
-    service = JobService(settings.model_copy(update={"runtime": "docker", "job_heartbeat_s": 0.2}), catalog)
-    yield service
-    await service.queue.close()
-
-
-async def follow(jobs: JobService, actor, job_id: str):
-    return [view async for view in jobs.watch(actor, job_id)][-1]
+async def jobs(settings: Settings, catalog, docker_runtime) -> AsyncIterator[JobService]:
+    async with job_service(settings, catalog, runtime="docker", job_heartbeat_s=0.2) as service:
+        yield service
 
 
 async def test_inference_job_in_docker(jobs, catalog, people, settings, docker_runtime) -> None:
     published = await publish_model(settings, catalog, people["producer"], MODEL, docker=docker_runtime)
     view = await jobs.submit(people["alice"], published.listing_id, "inference", records=["a", "b", "c"])
-    final = await follow(jobs, people["alice"], view.id)
+    final = await outcome(jobs, people["alice"], view.id)
     assert final.status == JobStatus.SUCCEEDED, final.error
     assert final.metrics["runtime"] == "docker"
     assert final.result["records"] == [{"output": {"label": "positive"}}] * 3
@@ -61,7 +57,7 @@ async def test_training_job_in_docker_builds_the_trained_image(
     )
     dataset_id = await publish_dataset(settings, catalog, people["producer"], EXAMPLES, "reviews-docker")
     view = await jobs.submit(people["alice"], algorithm.listing_id, "training", dataset_listing_id=dataset_id)
-    final = await follow(jobs, people["alice"], view.id)
+    final = await outcome(jobs, people["alice"], view.id)
     assert final.status == JobStatus.SUCCEEDED, final.error
     assert final.metrics["runtime"] == "docker" and final.result["accuracy"] == 1.0
     trained_id = final.result["trained_listing_id"]
@@ -73,7 +69,7 @@ async def test_training_job_in_docker_builds_the_trained_image(
         ).one()
     assert version.image_ref and version.image_ref.startswith("mlrepo-trained/")
     run = await jobs.submit(people["alice"], trained_id, "inference", records=["lovely plot"])
-    scored = await follow(jobs, people["alice"], run.id)
+    scored = await outcome(jobs, people["alice"], run.id)
     assert scored.result["records"] == [{"output": {"label": "positive"}}]
 
 
@@ -82,7 +78,7 @@ async def test_reconciler_removes_containers_a_dead_worker_left(
 ) -> None:
     published = await publish_model(settings, catalog, people["producer"], MODEL, docker=docker_runtime)
     view = await jobs.submit(people["alice"], published.listing_id, "inference", records=["a"])
-    await follow(jobs, people["alice"], view.id)
+    await outcome(jobs, people["alice"], view.id)
     async with catalog.db.session() as session:  # as if its worker died mid-run
         await session.execute(
             update(Job)
@@ -99,7 +95,7 @@ async def test_reconciler_removes_containers_a_dead_worker_left(
     finally:
         with contextlib.suppress(docker.errors.NotFound):
             orphan.remove(force=True)
-    final = await follow(jobs, people["alice"], view.id)
+    final = await outcome(jobs, people["alice"], view.id)
     assert final.status == JobStatus.SUCCEEDED and final.attempts == 2
 
 

@@ -3,8 +3,10 @@ data → a private model listing of the requester, with held-out accuracy, runna
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+
 import pytest
-from executor_support import publish_dataset, publish_model
+from executor_support import job_service, outcome, publish_dataset, publish_model
 
 from catalog.enums import JobStatus
 from executor.jobs import JobService
@@ -45,15 +47,9 @@ EXAMPLES = [
 
 
 @pytest.fixture
-async def jobs(settings: Settings, catalog, bwrap_runtime):
-    service = JobService(settings.model_copy(update={"runtime": "bwrap", "job_heartbeat_s": 0.2}), catalog)
-    yield service
-    await service.queue.close()
-
-
-async def follow(jobs: JobService, actor, job_id: str):
-    views = [view async for view in jobs.watch(actor, job_id)]
-    return views[-1]
+async def jobs(settings: Settings, catalog, bwrap_runtime) -> AsyncIterator[JobService]:
+    async with job_service(settings, catalog, runtime="bwrap", job_heartbeat_s=0.2) as service:
+        yield service
 
 
 async def test_training_makes_a_private_model_with_held_out_accuracy(jobs, catalog, people, settings) -> None:
@@ -62,7 +58,7 @@ async def test_training_makes_a_private_model_with_held_out_accuracy(jobs, catal
     )
     dataset_id = await publish_dataset(settings, catalog, people["producer"], EXAMPLES, "reviews")
     view = await jobs.submit(people["alice"], algorithm.listing_id, "training", dataset_listing_id=dataset_id)
-    final = await follow(jobs, people["alice"], view.id)
+    final = await outcome(jobs, people["alice"], view.id)
     assert final.status == JobStatus.SUCCEEDED, final.error
     assert final.result["train_examples"] == 16 and final.result["holdout"] == 4
     assert final.result["holdout_errors"] == 0
@@ -85,7 +81,7 @@ async def test_training_makes_a_private_model_with_held_out_accuracy(jobs, catal
 
     # The new model runs like any other, for its owner only.
     run = await jobs.submit(people["alice"], trained_id, "inference", records=["great story", "dull cast"])
-    scored = await follow(jobs, people["alice"], run.id)
+    scored = await outcome(jobs, people["alice"], run.id)
     assert [r["output"]["label"] for r in scored.result["records"]] == ["positive", "negative"]
     with pytest.raises(NotFound):
         await jobs.submit(people["bob"], trained_id, "inference", records=["x"])
@@ -99,7 +95,7 @@ async def test_a_failing_train_entrypoint_fails_the_job_with_its_reason(
         settings, catalog, people["producer"], broken, kind="algorithm", trainable=True
     )
     view = await jobs.submit(people["alice"], algorithm.listing_id, "training", records=EXAMPLES)
-    final = await follow(jobs, people["alice"], view.id)
+    final = await outcome(jobs, people["alice"], view.id)
     assert final.status == JobStatus.FAILED
     assert "training failed" in final.error and "missing.jsonl" in final.error
 

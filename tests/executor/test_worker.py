@@ -14,12 +14,12 @@ from datetime import timedelta
 
 import pytest
 from arq.worker import Worker
-from executor_support import publish_model
+from executor_support import publish_model, watch_all
 from sqlalchemy import update
 
 from catalog.enums import JobStatus
 from executor.events import RedisJobEvents
-from executor.jobs import ArqJobQueue, JobService, JobView
+from executor.jobs import ArqJobQueue, JobService
 from executor.worker import worker_settings
 from infra.settings import Settings
 from infra.tables import Job, utcnow
@@ -58,16 +58,12 @@ def burst_worker(settings: Settings) -> Worker:
     return Worker(**{**worker_settings(settings), "poll_delay": 0.05}, burst=True, handle_signals=False)
 
 
-async def follow(jobs: JobService, actor, job_id: str) -> list[JobView]:
-    return [view async for view in jobs.watch(actor, job_id)]
-
-
 async def test_a_job_runs_on_an_arq_worker_and_streams_its_status(
     arq_jobs, arq_settings, catalog, people
 ) -> None:
     published = await publish_model(arq_settings, catalog, people["producer"], MODEL)
     view = await arq_jobs.submit(people["alice"], published.listing_id, "inference", records=["a", "b", "c"])
-    watching = asyncio.create_task(follow(arq_jobs, people["alice"], view.id))
+    watching = asyncio.create_task(watch_all(arq_jobs, people["alice"], view.id))
     await asyncio.sleep(0.1)
     worker = burst_worker(arq_settings)
     try:
