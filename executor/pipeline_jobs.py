@@ -21,7 +21,14 @@ from typing import TYPE_CHECKING, Any
 
 from catalog.actors import Actor
 from catalog.enums import JobStatus, JobTask
-from catalog.pipelines.running import RunPlan, StageProgress, StepPlan, run_pipeline_job
+from catalog.pipelines.running import (
+    RunPlan,
+    StageProgress,
+    StepPlan,
+    max_resources,
+    resource_class_for,
+    run_pipeline_job,
+)
 from executor.allocation import Quota, allocate
 from executor.inference import InferencePlan, run_inference
 from executor.output_filter import OutputFilter
@@ -66,21 +73,50 @@ async def submit_pipeline(
         assert listing_id is not None
         plan = await pipelines.plan_listing_run(actor, listing_id)
     plan.check_inputs(records)
+    return await queue_staged_job(
+        jobs,
+        actor.account_id,
+        [step.resources for step in plan.steps],
+        resources,
+        task=JobTask.INFERENCE,
+        pipeline_id=plan.pipeline_id,
+        listing_id=listing_id,
+        inputs={"records": list(records), "via_listing": listing_id is not None},
+    )
+
+
+async def queue_staged_job(
+    jobs: JobService,
+    owner_id: str,
+    stages: Sequence[dict[str, Any]],
+    requested: dict[str, Any] | None,
+    *,
+    task: JobTask,
+    pipeline_id: str,
+    listing_id: str | None,
+    inputs: dict[str, Any],
+) -> str:
+    """Queue a job of several stages run one after another (a pipeline's steps, or its trainings).
+
+    It is allocated for its most demanding stage and queued on that stage's resource class; each stage
+    is allocated against the owner's quota as a job of its own would be (so a request the quota refuses
+    is refused now, not midway). Returns the job id.
+    """
     async with jobs.db.session() as session:
-        quota = await account_quota(session, actor.account_id)
-        allocation = allocate(plan.resources, resources, quota)
-        for step in plan.steps:  # every stage must fit the quota on its own, or the run would fail midway
-            allocate(step.resources, None, quota)
+        quota = await account_quota(session, owner_id)
+        allocation = allocate(max_resources(stages), requested, quota)
+        for resources in stages:
+            allocate(resources, None, quota)
         row = Job(
-            owner_id=actor.account_id,
+            owner_id=owner_id,
             listing_id=listing_id,
-            pipeline_id=plan.pipeline_id,
-            task=JobTask.INFERENCE.value,
+            pipeline_id=pipeline_id,
+            task=task.value,
             status=JobStatus.QUEUED.value,
             resource_class=allocation.resource_class,
-            resources={**allocation.as_dict(), "stages": list(plan.resource_classes)},
-            inputs={"records": list(records), "via_listing": listing_id is not None},
-            progress={"stage": 0, "stages": len(plan.steps)},
+            resources={**allocation.as_dict(), "stages": [resource_class_for(r) for r in stages]},
+            inputs=inputs,
+            progress={"stage": 0, "stages": len(stages)},
             metrics={},
             logs="",
             attempts=0,
@@ -92,12 +128,7 @@ async def submit_pipeline(
 
 async def run_pipeline_row(jobs: JobService, row: Job, staging: Path) -> tuple[JobStatus, str | None]:
     """The worker side of a claimed (RUNNING) pipeline job; returns its final status and error."""
-    async with jobs.db.session() as session:
-        account = await session.get(Account, row.owner_id)
-        if account is None:
-            return JobStatus.FAILED, "the job's account no longer exists"
-        owner = Actor(account_id=account.id, role=account.role, name=account.name)
-        quota = Quota(account.quota_cpu, account.quota_memory_mb, account.quota_gpu)
+    owner, quota = await job_owner(jobs, row)
     pipelines = jobs.catalog.pipelines
     via_listing = bool((row.inputs or {}).get("via_listing")) and row.listing_id is not None
     try:
@@ -160,6 +191,16 @@ def _stage_hook(jobs: JobService, job_id: str):
         )
 
     return on_stage
+
+
+async def job_owner(jobs: JobService, row: Job) -> tuple[Actor, Quota]:
+    """Who a job runs as (its plan is re-read with the owner's visibility) and the quota bounding it."""
+    async with jobs.db.session() as session:
+        account = await session.get(Account, row.owner_id)
+        if account is None:
+            raise Unauthenticated("the job's account no longer exists")
+        actor = Actor(account_id=account.id, role=account.role, name=account.name)
+        return actor, Quota(account.quota_cpu, account.quota_memory_mb, account.quota_gpu)
 
 
 async def account_quota(session: Any, account_id: str) -> Quota:

@@ -17,12 +17,11 @@ from typing import TYPE_CHECKING, Any
 
 from catalog.actors import Actor
 from catalog.enums import JobStatus, JobTask
-from catalog.pipelines.running import max_resources
 from catalog.pipelines.training import PipelineTraining, TrainingTask
 from executor.allocation import allocate
-from executor.pipeline_jobs import account_quota
+from executor.pipeline_jobs import account_quota, job_owner, queue_staged_job
 from infra.errors import BadInput, MlrepoError, Unauthenticated
-from infra.tables import Account, Job
+from infra.tables import Job
 
 if TYPE_CHECKING:
     from executor.jobs import JobService, JobView
@@ -48,39 +47,23 @@ async def submit_pipeline_training(
     if not any(step.needs_training for step in view.steps):
         raise BadInput(f"pipeline {view.name!r} has no step to train; run it as it is", field="pipelineId")
     tasks = await PipelineTraining(jobs.catalog.pipelines).plan(actor, pipeline_id)
-    async with jobs.db.session() as session:
-        quota = await account_quota(session, actor.account_id)
-        allocation = allocate(max_resources([t.resources for t in tasks]), resources, quota)
-        for task in tasks:  # every step's training must fit on its own, or the job would fail midway
-            allocate(task.resources, None, quota)
-        row = Job(
-            owner_id=actor.account_id,
-            listing_id=None,
-            pipeline_id=view.id,
-            task=JobTask.TRAINING.value,
-            status=JobStatus.QUEUED.value,
-            resource_class=allocation.resource_class,
-            resources={**allocation.as_dict(), "stages": [t.resource_class for t in tasks]},
-            inputs={},
-            progress={"stage": 0, "stages": len(tasks)},
-            metrics={},
-            logs="",
-            attempts=0,
-        )
-        session.add(row)
-    await jobs.queue.enqueue(row.id, row.resource_class, 1)
-    return row.id
+    return await queue_staged_job(
+        jobs,
+        actor.account_id,
+        [task.resources for task in tasks],
+        resources,
+        task=JobTask.TRAINING,
+        pipeline_id=view.id,
+        listing_id=None,
+        inputs={},
+    )
 
 
 async def run_pipeline_training_row(
     jobs: JobService, row: Job, staging: Path
 ) -> tuple[JobStatus, str | None]:
     """The worker side of a claimed pipeline training job; returns its final status and error."""
-    async with jobs.db.session() as session:
-        account = await session.get(Account, row.owner_id)
-        if account is None:
-            return JobStatus.FAILED, "the job's account no longer exists"
-        owner = Actor(account_id=account.id, role=account.role, name=account.name)
+    owner, _ = await job_owner(jobs, row)
     assert row.pipeline_id is not None
     training = PipelineTraining(jobs.catalog.pipelines)
     try:

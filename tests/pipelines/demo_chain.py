@@ -91,9 +91,7 @@ TRAINING_DATA = [example(level, "lamp") for level in (230, 240, 250)] + [
 
 async def publish_parts(catalog: CatalogApp, producer: Actor) -> dict[str, str]:
     """The demo listings, published through the real publishing workflow (sandbox-probed, stored)."""
-    publishing = PublishingService(
-        catalog.settings, catalog.db, catalog.listings, ExecutorSandbox(catalog.settings)
-    )
+    publishing = publishing_of(catalog)
     ids = {}
     for part, data in PARTS.items():
         upload = io.BytesIO()
@@ -102,19 +100,33 @@ async def publish_parts(catalog: CatalogApp, producer: Actor) -> dict[str, str]:
             zf.writestr("mlrepo.json", json.dumps(data))
         upload.seek(0)
         ids[part] = await published(publishing, producer, await publishing.submit_package(producer, upload))
-    lines = "".join(json.dumps(line) + "\n" for line in TRAINING_DATA).encode()
+    ids["dataset"] = await publish_crops(catalog, producer, "street-crops-labelled", TRAINING_DATA)
+    return ids
+
+
+async def publish_crops(
+    catalog: CatalogApp, producer: Actor, name: str, examples: list[dict[str, Any]]
+) -> str:
+    """A dataset of labelled crops (JSON lines of {input, target}), the classifier's training data."""
+    publishing = publishing_of(catalog)
+    lines = "".join(json.dumps(line) + "\n" for line in examples).encode()
     dataset = {
-        "name": "street-crops-labelled",
+        "name": name,
         "kind": "dataset",
         "category": "Computer Vision",
         "description": "crops of street lamps and signs with their labels",
         "input": {"format": "image-crops@1"},
         "output": {"format": "predictions@1"},
     }
-    ids["dataset"] = await published(
+    return await published(
         publishing, producer, await publishing.submit_dataset(producer, io.BytesIO(lines), dataset)
     )
-    return ids
+
+
+def publishing_of(catalog: CatalogApp) -> PublishingService:
+    return PublishingService(
+        catalog.settings, catalog.db, catalog.listings, ExecutorSandbox(catalog.settings)
+    )
 
 
 async def published(publishing: PublishingService, producer: Actor, publication: Any) -> str:

@@ -33,7 +33,10 @@ from .demo_chain import (
     LAMP_AND_SIGN_PREDICTED,
     PACKAGES,
     PARTS,
+    TRAINING_DATA,
+    build_trainable_chain,
     gray,
+    publish_crops,
     publish_parts,
     published,
 )
@@ -217,3 +220,31 @@ async def test_a_failing_step_fails_the_pipeline_job_naming_it(served) -> None:
         "boxes-to-crops",
         "never-trained",
     ]
+
+
+async def test_a_step_that_fails_to_train_fails_the_training_job_naming_it(served) -> None:
+    http, services = served
+    catalog = services.catalog
+    producer = (await catalog.accounts.create("producer", "producer")).as_actor()
+    account = await catalog.accounts.create("requester", "requester")
+    client = Client(http, (await catalog.accounts.create_token(account.id)).secret)
+    ids = await publish_parts(catalog, producer)
+    only_lamps = await publish_crops(catalog, producer, "lamps-only", TRAINING_DATA[:3])  # no sign to learn
+    pipeline_id = await build_trainable_chain(
+        catalog.pipelines, account.as_actor(), {**ids, "dataset": only_lamps}
+    )
+
+    train = "mutation($p: ID!) { trainPipeline(pipelineId: $p) { id } }"
+    job_id = (await client.data(train, p=pipeline_id))["trainPipeline"]["id"]
+    final = (await watch(services.extras["jobs"], account.as_actor(), job_id))[-1]
+    assert final.status == "failed" and final.result is None
+    assert "step 1 'brightness-classifier' did not train" in final.error and "training failed" in final.error
+    pipeline = (await client.data("query($p: ID!) { pipeline(id: $p) { isTrained } }", p=pipeline_id))[
+        "pipeline"
+    ]
+    assert pipeline == {"isTrained": False}
+    no_steps = await client.body(
+        "mutation($p: ID!) { trainPipeline(pipelineId: $p) { id } }",
+        p=(await client.data('mutation { createPipeline(name: "empty") { id } }'))["createPipeline"]["id"],
+    )
+    assert no_steps["errors"][0]["extensions"]["code"] == "BAD_INPUT"

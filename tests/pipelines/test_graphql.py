@@ -2,17 +2,16 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import pytest
 
-from api.context import Context, Services
+from api.context import Services
 from api.schema import build_schema
 from catalog.actors import ANONYMOUS, Actor
 from catalog.app import CatalogApp
 from infra.settings import Settings
 
 from .conftest import BOXES_WITH_IMAGE
+from .graphql_support import run
 
 PIPELINE_FIELDS = """
   id name inputFormat outputFormat isComplete isRunnable
@@ -29,17 +28,6 @@ def services(settings: Settings, catalog: CatalogApp) -> Services:
 @pytest.fixture(scope="module")
 def schema():
     return build_schema(("pipelines",))
-
-
-async def run(schema, services: Services, actor: Actor, query: str, **variables: Any) -> dict[str, Any]:
-    result = await schema.execute(query, variable_values=variables, context_value=Context(services, actor))
-    if result.errors:
-        return {
-            "errors": [
-                {"message": e.message, "code": (e.extensions or {}).get("code")} for e in result.errors
-            ]
-        }
-    return result.data
 
 
 async def test_build_the_demo_chain_through_the_api(

@@ -7,13 +7,14 @@ from typing import Any
 
 import pytest
 
-from api.context import Context, Services
+from api.context import Services
 from api.schema import build_schema
 from catalog.actors import Actor
 from catalog.app import CatalogApp
 from infra.settings import Settings
 
 from .conftest import BOXES_WITH_IMAGE
+from .graphql_support import run
 
 SEARCH = """query($text: String!, $p: ID, $pos: Int, $kinds: [ListingKind!]) {
   search(input: {text: $text, pipeline: $p, position: $pos, kinds: $kinds}) {
@@ -26,17 +27,6 @@ ADD_UNCONDITIONED = """mutation($p: ID!, $l: ID!) {
 @pytest.fixture(scope="module")
 def schema():
     return build_schema(("search", "pipelines"))
-
-
-async def run(schema, services: Services, actor: Actor, query: str, **variables: Any) -> dict[str, Any]:
-    result = await schema.execute(query, variable_values=variables, context_value=Context(services, actor))
-    if result.errors:
-        return {
-            "errors": [
-                {"message": e.message, "code": (e.extensions or {}).get("code")} for e in result.errors
-            ]
-        }
-    return result.data
 
 
 def names(page: dict[str, Any]) -> list[str]:
