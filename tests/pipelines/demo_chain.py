@@ -54,6 +54,9 @@ PARTS = {
         {"format": "bounding-boxes@1", "schema": BOXES_WITH_IMAGE},
         {"format": "image-crops@1"},
     ),
+    "classifier": manifest(
+        "crop-classifier", "model", {"format": "image-crops@1"}, {"format": "predictions@1"}
+    ),
     "trainable_classifier": manifest(
         "brightness-classifier",
         "algorithm",
@@ -89,18 +92,29 @@ TRAINING_DATA = [example(level, "lamp") for level in (230, 240, 250)] + [
 ]
 
 
-async def publish_parts(catalog: CatalogApp, producer: Actor) -> dict[str, str]:
-    """The demo listings, published through the real publishing workflow (sandbox-probed, stored)."""
+TRAINABLE_CHAIN = ("detector", "cropper", "trainable_classifier")
+
+
+async def publish_parts(
+    catalog: CatalogApp,
+    producer: Actor,
+    parts: tuple[str, ...] = TRAINABLE_CHAIN,
+    *,
+    with_dataset: bool = True,
+) -> dict[str, str]:
+    """Demo listings (and the training data), published through the real publishing workflow."""
     publishing = publishing_of(catalog)
     ids = {}
-    for part, data in PARTS.items():
+    for part in parts:
+        data = PARTS[part]
         upload = io.BytesIO()
         with zipfile.ZipFile(upload, "w") as zf:
             zf.writestr("model.py", (PACKAGES / part / "model.py").read_text())
             zf.writestr("mlrepo.json", json.dumps(data))
         upload.seek(0)
         ids[part] = await published(publishing, producer, await publishing.submit_package(producer, upload))
-    ids["dataset"] = await publish_crops(catalog, producer, "street-crops-labelled", TRAINING_DATA)
+    if with_dataset:
+        ids["dataset"] = await publish_crops(catalog, producer, "street-crops-labelled", TRAINING_DATA)
     return ids
 
 

@@ -14,7 +14,7 @@ import json
 import os
 import zipfile
 from collections.abc import AsyncIterator
-from pathlib import Path
+from dataclasses import dataclass
 from typing import Any
 
 import httpx
@@ -22,11 +22,13 @@ import pytest
 
 from api.app import create_app
 from catalog.actors import Actor
+from catalog.app import CatalogApp
 from catalog.publishing.service import PublishingService
 from executor.jobs import JobService, JobView
 from executor.publish_sandbox import ExecutorSandbox
 from executor.runtimes import BwrapRuntime
 from infra.settings import Settings
+from tests.services import require_service
 
 from .demo_chain import (
     LAMP_AND_SIGN,
@@ -40,8 +42,6 @@ from .demo_chain import (
     publish_parts,
     published,
 )
-
-ROOT_CONFTEST = str(Path(__file__).parents[1] / "conftest.py")
 
 
 class Client:
@@ -68,8 +68,7 @@ JOB_FIELDS = "id pipelineId status error result metrics progress { details }"
 
 
 @pytest.fixture
-def bwrap_settings(request: pytest.FixtureRequest, settings: Settings) -> Settings:
-    require_service = request.config.pluginmanager.get_plugin(ROOT_CONFTEST).require_service
+def bwrap_settings(settings: Settings) -> Settings:
     require_service("bubblewrap", BwrapRuntime.available(), "bwrap/prlimit/setpriv not installed")
     require_service("bubblewrap", os.geteuid() == 0, "starting sandboxes as other uids needs root")
     return settings.model_copy(update={"runtime": "bwrap", "job_heartbeat_s": 0.2})
@@ -82,6 +81,36 @@ async def served(bwrap_settings: Settings, encoder) -> AsyncIterator[tuple[httpx
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://mlrepo.test") as http:
             yield http, app.state.services
+
+
+@dataclass
+class World:
+    """The running API, a producer whose demo parts are published, and a requester's GraphQL client."""
+
+    services: Any
+    client: Client
+    producer: Actor
+    requester: Actor
+    ids: dict[str, str]
+
+    @property
+    def catalog(self) -> CatalogApp:
+        return self.services.catalog
+
+    @property
+    def jobs(self) -> JobService:
+        return self.services.extras["jobs"]
+
+
+@pytest.fixture
+async def world(served: tuple[httpx.AsyncClient, Any]) -> World:
+    http, services = served
+    accounts = services.catalog.accounts
+    producer = (await accounts.create("producer", "producer")).as_actor()
+    account = await accounts.create("requester", "requester")
+    client = Client(http, (await accounts.create_token(account.id)).secret)
+    ids = await publish_parts(services.catalog, producer)
+    return World(services, client, producer, account.as_actor(), ids)
 
 
 async def watch(jobs: JobService, actor: Actor, job_id: str) -> list[JobView]:
@@ -117,15 +146,14 @@ async def build_and_train(client: Client, ids: dict[str, str]) -> str:
     return pipeline_id
 
 
-async def test_build_train_and_run_a_pipeline_through_the_api(served) -> None:
-    http, services = served
-    catalog = services.catalog
-    producer = (await catalog.accounts.create("producer", "producer")).as_actor()
-    account = await catalog.accounts.create("requester", "requester")
-    requester = account.as_actor()
-    client = Client(http, (await catalog.accounts.create_token(account.id)).secret)
-    jobs: JobService = services.extras["jobs"]
-    ids = await publish_parts(catalog, producer)
+async def test_build_train_and_run_a_pipeline_through_the_api(world: World) -> None:
+    catalog, client, jobs, requester, ids = (
+        world.catalog,
+        world.client,
+        world.jobs,
+        world.requester,
+        world.ids,
+    )
     pipeline_id = await build_and_train(client, ids)
 
     # Training is a job: the algorithm step trains on its chosen data, the post-training pipeline follows.
@@ -180,13 +208,8 @@ async def test_build_train_and_run_a_pipeline_through_the_api(served) -> None:
         assert listing.usage_count >= 1
 
 
-async def test_a_failing_step_fails_the_pipeline_job_naming_it(served) -> None:
-    http, services = served
-    catalog = services.catalog
-    producer = (await catalog.accounts.create("producer", "producer")).as_actor()
-    account = await catalog.accounts.create("requester", "requester")
-    client = Client(http, (await catalog.accounts.create_token(account.id)).secret)
-    ids = await publish_parts(catalog, producer)
+async def test_a_failing_step_fails_the_pipeline_job_naming_it(world: World) -> None:
+    catalog, client, producer, ids = world.catalog, world.client, world.producer, world.ids
     # The untrained algorithm published as a model stands in for a step that errs on every record.
     publishing = PublishingService(
         catalog.settings, catalog.db, catalog.listings, ExecutorSandbox(catalog.settings)
@@ -210,7 +233,7 @@ async def test_a_failing_step_fails_the_pipeline_job_naming_it(served) -> None:
         )
     run = "mutation($p: ID!, $r: JSON) { runJob(input: {pipelineId: $p, records: $r}) { id } }"
     job_id = (await client.data(run, p=pipeline_id, r=[gray(3, 3, {(1, 1)})]))["runJob"]["id"]
-    final = (await watch(services.extras["jobs"], account.as_actor(), job_id))[-1]
+    final = (await watch(world.jobs, world.requester, job_id))[-1]
     assert final.status == "failed"
     assert "step 3 'never-trained' failed for every record" in final.error
     assert "must be trained first" in final.error
@@ -222,21 +245,16 @@ async def test_a_failing_step_fails_the_pipeline_job_naming_it(served) -> None:
     ]
 
 
-async def test_a_step_that_fails_to_train_fails_the_training_job_naming_it(served) -> None:
-    http, services = served
-    catalog = services.catalog
-    producer = (await catalog.accounts.create("producer", "producer")).as_actor()
-    account = await catalog.accounts.create("requester", "requester")
-    client = Client(http, (await catalog.accounts.create_token(account.id)).secret)
-    ids = await publish_parts(catalog, producer)
+async def test_a_step_that_fails_to_train_fails_the_training_job_naming_it(world: World) -> None:
+    catalog, client, producer, ids = world.catalog, world.client, world.producer, world.ids
     only_lamps = await publish_crops(catalog, producer, "lamps-only", TRAINING_DATA[:3])  # no sign to learn
     pipeline_id = await build_trainable_chain(
-        catalog.pipelines, account.as_actor(), {**ids, "dataset": only_lamps}
+        catalog.pipelines, world.requester, {**ids, "dataset": only_lamps}
     )
 
     train = "mutation($p: ID!) { trainPipeline(pipelineId: $p) { id } }"
     job_id = (await client.data(train, p=pipeline_id))["trainPipeline"]["id"]
-    final = (await watch(services.extras["jobs"], account.as_actor(), job_id))[-1]
+    final = (await watch(world.jobs, world.requester, job_id))[-1]
     assert final.status == "failed" and final.result is None
     assert "step 1 'brightness-classifier' did not train" in final.error and "training failed" in final.error
     pipeline = (await client.data("query($p: ID!) { pipeline(id: $p) { isTrained } }", p=pipeline_id))[

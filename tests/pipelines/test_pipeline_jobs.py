@@ -7,66 +7,26 @@ runs every stage in its own sandbox copy with its own allocation.
 
 from __future__ import annotations
 
-import base64
-import io
 import os
-import zipfile
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from catalog.actors import Actor
 from catalog.app import CatalogApp
 from catalog.pipelines import PipelineService, StepRole
-from catalog.publishing.service import PublishingService
 from executor.jobs import JobService
 from executor.pipeline_jobs import run_pipeline_row, submit_pipeline
-from executor.publish_sandbox import ExecutorSandbox
 from executor.runtimes import BwrapRuntime
 from infra.errors import BadInput
 from infra.settings import Settings
 from infra.tables import Job, Listing
 from tests.services import require_service
 
-from .conftest import BOXES_WITH_IMAGE
+from .demo_chain import gray, publish_parts
 
 PACKAGES = Path(__file__).parent / "packages"
-
-
-def manifest(name: str, kind: str, inp: dict[str, Any], out: dict[str, Any]) -> dict[str, Any]:
-    return {
-        "name": name,
-        "kind": kind,
-        "category": "Computer Vision",
-        "description": f"demo {name}",
-        "entrypoint": ["python3", "model.py"],
-        "input": inp,
-        "output": out,
-        "resources": {"cpu": 1, "memory_mb": 256, "gpu": 0},
-        "timeout_s": 10,
-    }
-
-
-DEMO = {
-    "detector": manifest(
-        "street-object-detector",
-        "model",
-        {"format": "image@1"},
-        {"format": "bounding-boxes@1", "schema": BOXES_WITH_IMAGE},
-    ),
-    # Published as a model: publishing requires a train entrypoint of every algorithm (see the report).
-    "cropper": manifest(
-        "boxes-to-crops",
-        "model",
-        {"format": "bounding-boxes@1", "schema": BOXES_WITH_IMAGE},
-        {"format": "image-crops@1"},
-    ),
-    "classifier": manifest(
-        "crop-classifier", "model", {"format": "image-crops@1"}, {"format": "predictions@1"}
-    ),
-}
 
 
 @pytest.fixture
@@ -79,37 +39,10 @@ async def app(settings: Settings, encoder) -> AsyncIterator[CatalogApp]:
     await catalog.close()
 
 
-async def publish_demo(app: CatalogApp, producer: Actor) -> dict[str, str]:
-    publishing = PublishingService(app.settings, app.db, app.listings, ExecutorSandbox(app.settings))
-    ids = {}
-    for part, data in DEMO.items():
-        upload = io.BytesIO()
-        with zipfile.ZipFile(upload, "w") as zf:
-            zf.writestr("model.py", (PACKAGES / part / "model.py").read_text())
-            zf.writestr("mlrepo.json", __import__("json").dumps(data))
-        upload.seek(0)
-        publication = await publishing.submit_package(producer, upload)
-        await publishing.queue.drain()
-        view = await publishing.get(producer, publication.id)
-        assert view.status == "published", (view.status, view.error)
-        ids[part] = view.listing_id
-    return ids
-
-
-def gray(width: int, height: int, bright: set[tuple[int, int]]) -> dict[str, Any]:
-    pixels = bytes(255 if (x, y) in bright else 10 for y in range(height) for x in range(width))
-    return {
-        "data": base64.b64encode(pixels).decode(),
-        "media_type": "image/x-raw-gray",
-        "width": width,
-        "height": height,
-    }
-
-
 async def test_run_job_on_a_pipeline_runs_every_stage_in_the_sandbox(
     app: CatalogApp, producer: Actor, requester: Actor
 ) -> None:
-    ids = await publish_demo(app, producer)
+    ids = await publish_parts(app, producer, ("detector", "cropper", "classifier"), with_dataset=False)
     pipelines = PipelineService(app.db, app.demand)
     pipeline = await pipelines.create(requester, "street scenes")
     await pipelines.add_step(requester, pipeline.id, ids["detector"])

@@ -19,15 +19,13 @@ from executor.jobs import ArqJobQueue, JobService, JobView
 from executor.runtimes import BwrapRuntime
 from executor.worker import worker_settings
 from infra.settings import Settings
+from tests.services import require_service
 
 from .demo_chain import LAMP_AND_SIGN, LAMP_AND_SIGN_PREDICTED, build_trainable_chain, publish_parts
 
-ROOT_CONFTEST = str(Path(__file__).parents[1] / "conftest.py")
-
 
 @pytest.fixture
-def require_bwrap(request: pytest.FixtureRequest) -> None:
-    require_service = request.config.pluginmanager.get_plugin(ROOT_CONFTEST).require_service
+def require_bwrap() -> None:
     require_service("bubblewrap", BwrapRuntime.available(), "bwrap/prlimit/setpriv not installed")
     require_service("bubblewrap", os.geteuid() == 0, "starting sandboxes as other uids needs root")
 

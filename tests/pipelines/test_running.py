@@ -7,7 +7,6 @@ each step's validated output on to the next.
 
 from __future__ import annotations
 
-import base64
 import os
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
@@ -35,6 +34,8 @@ from infra.errors import BadInput
 from infra.tables import Listing
 from tests.services import require_service
 
+from .demo_chain import gray
+
 MakeListing = Callable[..., Awaitable[Listing]]
 PACKAGES = Path(__file__).parent / "packages"
 
@@ -59,16 +60,6 @@ def sandboxed(runtime: BwrapRuntime, packages: dict[str, str]):
         return (await run_inference(runtime, plan, inputs)).results
 
     return run_step
-
-
-def gray_image(width: int, height: int, bright: set[tuple[int, int]], level: int = 255) -> dict[str, Any]:
-    pixels = bytes(level if (x, y) in bright else 10 for y in range(height) for x in range(width))
-    return {
-        "data": base64.b64encode(pixels).decode(),
-        "media_type": "image/x-raw-gray",
-        "width": width,
-        "height": height,
-    }
 
 
 def demo_packages(vision: dict[str, Listing], cropper: str = "cropper") -> dict[str, str]:
@@ -141,9 +132,9 @@ async def test_demo_chain_runs_end_to_end_in_the_sandbox(
     async def on_stage(progress: StageProgress) -> None:
         stages.append(progress)
 
-    lamp = gray_image(6, 5, {(1, 1), (2, 1), (1, 2), (2, 2)})
-    sign = gray_image(6, 5, {(4, 3), (5, 3)}, level=150)
-    odd = gray_image(13, 1, {(0, 0)})
+    lamp = gray(6, 5, {(1, 1), (2, 1), (1, 2), (2, 2)})
+    sign = gray(6, 5, {(4, 3), (5, 3)}, level=150)
+    odd = gray(13, 1, {(0, 0)})
     verdict = await run_pipeline_job(
         plan,
         [lamp, sign, odd],
@@ -200,7 +191,7 @@ async def test_a_failing_step_fails_the_run_and_is_named(
 ) -> None:
     plan = await service.plan_run(requester, await demo_pipeline(service, requester, vision))
     run_step = sandboxed(bwrap, demo_packages(vision, cropper="broken"))
-    inputs = [gray_image(2, 2, {(0, 0)})]
+    inputs = [gray(2, 2, {(0, 0)})]
     with pytest.raises(StepFailed, match="step 2 'boxes-to-crops' failed for every record") as err:
         await run_pipeline(plan, inputs, run_step)
     assert err.value.details["step_id"] == plan.steps[1].step_id
@@ -232,4 +223,4 @@ async def test_inputs_must_fit_the_first_step(
     with pytest.raises(
         BadInput, match=r"input record 1 does not fit step 1 'street-object-detector' \(image@1\)"
     ):
-        await run_pipeline(plan, [gray_image(1, 1, set()), {"text": "not an image"}], never)
+        await run_pipeline(plan, [gray(1, 1, set()), {"text": "not an image"}], never)
