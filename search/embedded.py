@@ -196,6 +196,14 @@ class EmbeddedBackend:
         return self._ann.ready
 
     @property
+    def vector_index_state(self) -> str:
+        """``hnsw`` (the graph answers), ``building`` (exact until it is ready) or ``exact`` (not
+        wanted at this size): what ``/healthz`` reports, so a benchmark measures the steady state."""
+        if self._ann.ready:
+            return "hnsw"
+        return "building" if self._ann.building else "exact"
+
+    @property
     def ann_searches(self) -> int:
         """How many vector searches the HNSW graph answered (the others were exact)."""
         return self._ann.answered
@@ -248,10 +256,13 @@ class EmbeddedBackend:
         with self._lock:
             return int(self._table.mask(filters).sum())
 
-    def get(self, ids: Sequence[str]) -> dict[str, IndexedListing]:
+    def get(self, ids: Sequence[str], *, with_embeddings: bool = True) -> dict[str, IndexedListing]:
+        """Projections by id. Ranking a search reads a couple of hundred of them and never their
+        vectors: ``with_embeddings=False`` skips copying each vector out (most of this call's cost)."""
         with self._lock:
             slot_of = self._table.slot_of
-            return {i: self._table.with_embedding(slot_of[i]) for i in ids if i in slot_of}
+            read = self._table.with_embedding if with_embeddings else self._table.doc_at
+            return {i: read(slot_of[i]) for i in ids if i in slot_of}
 
     def __len__(self) -> int:
         return len(self._table)

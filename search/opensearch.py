@@ -210,7 +210,7 @@ class OpenSearchBackend:
         response = self._call("count", self.client.count, index=self.alias, body=q.count_query(filters))
         return int(response["count"])
 
-    def get(self, ids: Sequence[str]) -> dict[str, IndexedListing]:
+    def get(self, ids: Sequence[str], *, with_embeddings: bool = True) -> dict[str, IndexedListing]:
         if not ids:
             return {}
         response = self._call("mget", self.client.mget, index=self.alias, body=q.mget_body(ids))
