@@ -283,8 +283,10 @@ class SearchService:
         query_vector: np.ndarray | None = None
         if text:
             query_vector = self.index.encoder.encode_query(text)
-            interpretation, ranked = self._rank(text, query_vector, filters, sort, offset + request.limit)
-            page, total = ranked[offset : offset + request.limit], len(ranked)
+            interpretation, ranked, total = self._rank(
+                text, query_vector, filters, sort, offset + request.limit
+            )
+            page = ranked[offset : offset + request.limit]
         else:
             page, total = self._browse(filters, sort, offset, request.limit)
         hydrated = await self._hydrate(actor, [r.id for r in page])
@@ -349,22 +351,31 @@ class SearchService:
 
     def _rank(
         self, text: str, query_vector: np.ndarray, filters: SearchFilters, sort: str, needed: int
-    ) -> tuple[Interpretation, list[RankedResult]]:
+    ) -> tuple[Interpretation, list[RankedResult], int]:
+        """The first ``needed`` ranked results and how many candidates were ranked.
+
+        Every candidate is scored, but by relevance only the first ``needed`` get their explanation built
+        (most of the ranking cost); another sort reorders every candidate, so all are explained. The
+        ranker ranks exactly the candidates that have a projection, so their count is the total."""
         backend = self.index.backend
         assert backend is not None
         depth = max(self.ranker.weights.candidate_depth, needed)
         keyword_hits: list[Hit] = backend.keyword(text, filters, depth)
         vector_hits: list[Hit] = backend.vector(query_vector, filters, depth)
         projections = backend.get(
-            list(dict.fromkeys([h.id for h in keyword_hits] + [h.id for h in vector_hits]))
+            list(dict.fromkeys([h.id for h in keyword_hits] + [h.id for h in vector_hits])),
+            with_embeddings=False,  # ranking reads labels, formats and quality fields, never the vectors
         )
-        interpretation, ranked = self.ranker.rank(text, query_vector, keyword_hits, vector_hits, projections)
+        limit = needed if sort == SortOrder.RELEVANCE else None
+        interpretation, ranked = self.ranker.rank(
+            text, query_vector, keyword_hits, vector_hits, projections, limit=limit
+        )
         if sort != SortOrder.RELEVANCE:
             ranked = sorted(ranked, key=lambda r: (-_sort_value(projections[r.id], sort), -r.score, r.id))
             ranked = [
                 RankedResult(r.id, r.score, (_sort_part(projections[r.id], sort), *r.parts)) for r in ranked
             ]
-        return interpretation, ranked
+        return interpretation, ranked, len(projections)
 
     def _browse(
         self, filters: SearchFilters, sort: str, offset: int, limit: int
@@ -375,7 +386,7 @@ class SearchService:
         order = SortOrder.NEWEST.value if sort == SortOrder.RELEVANCE else sort
         hits = backend.filtered(filters, order, limit, offset)
         total = backend.count(filters)
-        projections = backend.get([h.id for h in hits])
+        projections = backend.get([h.id for h in hits], with_embeddings=False)
         ranked = [
             RankedResult(h.id, h.score, (_sort_part(projections[h.id], order),))
             for h in hits
