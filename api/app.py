@@ -147,7 +147,13 @@ async def healthz(request: Request) -> JSONResponse:
     services: Services | None = getattr(request.app.state, "services", None)
     if services is None:
         return JSONResponse({"status": "starting"}, status_code=503)
-    return JSONResponse({"status": "ok"})
+    body = {"status": "ok"}
+    # Past the ANN threshold vector search stays exact (slower) until a background HNSW build finishes:
+    # "building", then "hnsw". Small catalogs are always exact and say nothing more.
+    state = getattr(services.catalog.index.backend, "vector_index_state", "exact")
+    if state != "exact":
+        body["vector_index"] = state
+    return JSONResponse(body)
 
 
 async def root(_request: Request) -> RedirectResponse:
