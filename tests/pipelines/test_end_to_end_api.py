@@ -207,6 +207,18 @@ async def test_build_train_and_run_a_pipeline_through_the_api(world: World) -> N
         listing = await catalog.listings.get(requester, listing_id)
         assert listing.usage_count >= 1
 
+    # Published as a listing of kind PIPELINE (its trained step is private, so is the listing), it runs
+    # through runJob(listingId) like any listing, with the latency measured from the run above.
+    publish = """mutation($p: ID!) {
+      publishPipeline(pipelineId: $p, visibility: PRIVATE) { id kind latencyP50Ms } }"""
+    listed = (await client.data(publish, p=post_id))["publishPipeline"]
+    assert listed["kind"] == "PIPELINE" and listed["latencyP50Ms"] is not None
+    by_listing = "mutation($l: ID!, $r: JSON) { runJob(input: {listingId: $l, records: $r}) { id } }"
+    job_id = (await client.data(by_listing, l=listed["id"], r=LAMP_AND_SIGN))["runJob"]["id"]
+    final = (await watch(jobs, requester, job_id))[-1]
+    assert final.status == "succeeded" and final.result["records"] == LAMP_AND_SIGN_PREDICTED
+    assert (final.listing_id, final.pipeline_id) == (listed["id"], post_id)
+
 
 async def test_a_failing_step_fails_the_pipeline_job_naming_it(world: World) -> None:
     catalog, client, producer, ids = world.catalog, world.client, world.producer, world.ids
