@@ -11,6 +11,7 @@ import os
 import threading
 from collections import OrderedDict
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -86,6 +87,12 @@ class Encoder:
         self.cache = QueryCache(cache_size)
         self._model: SentenceTransformer | None = None
         self._load_lock = threading.Lock()
+        # Every model call runs on this one thread. torch keeps an OpenMP thread team per calling
+        # thread; once documents had been encoded from a worker thread (imports, label embeddings, via
+        # asyncio.to_thread) the two teams fought over the cores and each query encode took ~1.7x as long
+        # (9.5 -> 16 ms measured here) for as long as that worker lived.
+        self._runner = ThreadPoolExecutor(max_workers=1, thread_name_prefix="encoder")
+        self._runner_ident: int | None = None
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Encoder:
@@ -143,6 +150,12 @@ class Encoder:
         return self._encode(list(texts), batch_size=batch_size)
 
     def _encode(self, texts: list[str], batch_size: int) -> np.ndarray:
+        if threading.get_ident() == self._runner_ident:
+            return self._encode_here(texts, batch_size)
+        return self._runner.submit(self._encode_here, texts, batch_size).result()
+
+    def _encode_here(self, texts: list[str], batch_size: int) -> np.ndarray:
+        self._runner_ident = threading.get_ident()
         model = self._load()
         vectors = model.encode(
             texts,
