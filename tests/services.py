@@ -12,7 +12,9 @@ import asyncio
 import contextlib
 import os
 import socket
+import sys
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -56,3 +58,20 @@ async def serve_in_background(app: Any, **options: Any) -> AsyncIterator[str]:
     finally:
         server.should_exit = True
         await asyncio.wait_for(task, 30)
+
+
+async def run_mlrepo(data_dir: Path, *args: str, timeout: float = 180) -> tuple[int, str, str]:
+    """Run the installed ``mlrepo`` CLI as a user would: its own process, on ``data_dir``'s SQLite
+    catalog, bwrap sandboxes and in-process jobs (no database or Redis URL leaks in from the caller)."""
+    env = {**os.environ, "MLREPO_DATA_DIR": str(data_dir), "MLREPO_RUNTIME": "bwrap"}
+    env.pop("MLREPO_DATABASE_URL", None)
+    env.pop("MLREPO_REDIS_URL", None)
+    proc = await asyncio.create_subprocess_exec(
+        str(Path(sys.executable).parent / "mlrepo"),
+        *args,
+        env=env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await asyncio.wait_for(proc.communicate(), timeout)
+    return proc.returncode or 0, out.decode(), err.decode()

@@ -2,17 +2,14 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
-import os
-import sys
-from pathlib import Path
 
 from executor_support import publish_model
 
 from catalog.actors import Actor
 from catalog.app import CatalogApp
 from infra.settings import Settings
+from tests.services import run_mlrepo
 
 MODEL = """
 import json, sys
@@ -24,17 +21,7 @@ for line in sys.stdin:
 
 
 async def mlrepo(settings: Settings, *args: str) -> tuple[int, str, str]:
-    env = {**os.environ, "MLREPO_DATA_DIR": str(settings.data_dir), "MLREPO_RUNTIME": "bwrap"}
-    env.pop("MLREPO_DATABASE_URL", None)
-    proc = await asyncio.create_subprocess_exec(
-        str(Path(sys.executable).parent / "mlrepo"),
-        *args,
-        env=env,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    out, err = await asyncio.wait_for(proc.communicate(), 120)
-    return proc.returncode, out.decode(), err.decode()
+    return await run_mlrepo(settings.data_dir, *args)
 
 
 async def test_mlrepo_run_prints_the_finished_job(sqlite_settings: Settings, bwrap_runtime, tmp_path) -> None:

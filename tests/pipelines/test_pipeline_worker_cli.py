@@ -6,8 +6,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import sys
-from pathlib import Path
 
 import pytest
 from arq.worker import Worker
@@ -19,7 +17,7 @@ from executor.jobs import ArqJobQueue, JobService, JobView
 from executor.runtimes import BwrapRuntime
 from executor.worker import worker_settings
 from infra.settings import Settings
-from tests.services import require_service
+from tests.services import require_service, run_mlrepo
 
 from .demo_chain import LAMP_AND_SIGN, LAMP_AND_SIGN_PREDICTED, build_trainable_chain, publish_parts
 
@@ -74,18 +72,7 @@ async def test_a_pipeline_trains_and_runs_on_an_arq_worker(
 
 
 async def mlrepo(settings: Settings, *args: str) -> tuple[int, str, str]:
-    env = {**os.environ, "MLREPO_DATA_DIR": str(settings.data_dir), "MLREPO_RUNTIME": "bwrap"}
-    env.pop("MLREPO_DATABASE_URL", None)
-    env.pop("MLREPO_REDIS_URL", None)
-    proc = await asyncio.create_subprocess_exec(
-        str(Path(sys.executable).parent / "mlrepo"),
-        *args,
-        env=env,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    out, err = await asyncio.wait_for(proc.communicate(), 180)
-    return proc.returncode, out.decode(), err.decode()
+    return await run_mlrepo(settings.data_dir, *args)
 
 
 async def test_mlrepo_run_trains_and_runs_a_pipeline(
