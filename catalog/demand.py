@@ -197,7 +197,9 @@ class DemandService:
         self.clock = clock
         self._sweeper: asyncio.Task[None] | None = None
         self._swept_until: datetime | None = None
-        self._pending: dict[str, asyncio.Task[str | None]] = {}
+        self._queued: list[SearchEvent] = []
+        self._writer: asyncio.Task[None] | None = None
+        self._write_lock = asyncio.Lock()
 
     @property
     def window(self) -> timedelta:
@@ -227,12 +229,31 @@ class DemandService:
         with what the requester selects next, or None for a search without text (facet browsing says
         nothing in words that could be grouped).
         """
+        row = self._search_row(
+            text, result_count, account_id, category, facets, top_ids, embedding, search_id
+        )
+        if row is None:
+            return None
+        await self._insert([row])
+        return row.id
+
+    def _search_row(
+        self,
+        text: str,
+        result_count: int,
+        account_id: str | None = None,
+        category: str | None = None,
+        facets: dict[str, Any] | None = None,
+        top_ids: Sequence[str] = (),
+        embedding: np.ndarray | bytes | None = None,
+        search_id: str | None = None,
+    ) -> SearchEvent | None:
         text = " ".join(text.split())[: self.settings.max_query_chars]
         if not text:
             return None
         if result_count < 0:
             raise BadInput("result_count must not be negative", field="result_count")
-        row = SearchEvent(
+        return SearchEvent(
             id=search_id or new_id(),
             account_id=account_id,
             text=text,
@@ -244,31 +265,42 @@ class DemandService:
             embedding=vector_bytes(embedding),
             created_at=self.clock(),
         )
-        await self._insert(row)
-        return row.id
 
     def log_search_soon(self, text: str, **event: Any) -> str:
         """``log_search`` without making the requester wait for the write.
 
-        The id is chosen here and returned at once; every reader of demand (``record_selection``,
-        ``unmet_demand``, ``inbox``, alert sweeps) first waits for the writes still pending, so nothing
-        logged is missed by a read that follows it.
+        The id is chosen and the row built here, and returned at once; rows are written in batches
+        (``demand_log_batch_s``: one transaction for every search of that interval instead of one per
+        search, which on a busy server competed with the next request's query encoding). Every reader of
+        demand (``record_selection``, ``unmet_demand``, ``inbox``, alert sweeps) first calls ``flush``,
+        so nothing logged is missed by a read that follows it.
         """
         search_id = new_id()
-        task = asyncio.create_task(self.log_search(text, search_id=search_id, **event))
-        self._pending[search_id] = task
-        task.add_done_callback(lambda done: self._logged(search_id, done))
+        row = self._search_row(text, search_id=search_id, **event)
+        if row is None:
+            return search_id
+        self._queued.append(row)
+        if self._writer is None or self._writer.done():
+            self._writer = asyncio.create_task(self._write_batches())
         return search_id
 
-    def _logged(self, search_id: str, task: asyncio.Task[str | None]) -> None:
-        self._pending.pop(search_id, None)
-        if not task.cancelled() and task.exception() is not None:
-            logger.error("could not log search %s for unmet demand", search_id, exc_info=task.exception())
+    async def _write_batches(self) -> None:
+        """Drain the queue, a batch at a time, after gathering for ``demand_log_batch_s``."""
+        await asyncio.sleep(self.settings.demand_log_batch_s)
+        await self._write_queued()
+
+    async def _write_queued(self) -> None:
+        async with self._write_lock:  # batches are written in the order they were queued
+            while self._queued:
+                rows, self._queued = self._queued, []
+                try:
+                    await self._insert(rows)
+                except Exception:
+                    logger.exception("could not log %d searches for unmet demand", len(rows))
 
     async def flush(self) -> None:
-        """Wait until every search logged so far is written."""
-        while self._pending:
-            await asyncio.gather(*list(self._pending.values()), return_exceptions=True)
+        """Write every search logged so far, now (readers of demand, tests, shutdown)."""
+        await self._write_queued()
 
     async def log_gap(
         self, actor: Actor, category: str, input_format: str, output_format: str, text: str | None = None
@@ -293,22 +325,23 @@ class DemandService:
             embedding=vector_bytes(embedding[0]) if embedding is not None else None,
             created_at=self.clock(),
         )
-        await self._insert(row)
+        await self._insert([row])
         return row.id
 
-    async def _insert(self, row: SearchEvent) -> None:
+    async def _insert(self, rows: list[SearchEvent]) -> None:
         async with self.db.session() as session:
-            session.add(row)
-        if row.result_count == 0:
-            self.alert_hub.publish(
-                DemandAlert(
-                    search_id=row.id,
-                    text=row.text,
-                    category=row.category,
-                    reason=_reason(0, row.facets),
-                    created_at=as_utc(row.created_at),
+            session.add_all(rows)
+        for row in rows:
+            if row.result_count == 0:
+                self.alert_hub.publish(
+                    DemandAlert(
+                        search_id=row.id,
+                        text=row.text,
+                        category=row.category,
+                        reason=_reason(0, row.facets),
+                        created_at=as_utc(row.created_at),
+                    )
                 )
-            )
 
     async def record_selection(self, search_id: str, listing_id: str) -> None:
         """The requester picked ``listing_id`` from search ``search_id``: that search's need was met.
@@ -606,10 +639,11 @@ class DemandService:
 
     async def close(self) -> None:
         await self.flush()
-        if self._sweeper is not None:
-            self._sweeper.cancel()
-            await asyncio.gather(self._sweeper, return_exceptions=True)
-            self._sweeper = None
+        for task in (self._sweeper, self._writer):  # the writer has nothing left to write after flush
+            if task is not None:
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
+        self._sweeper = self._writer = None
 
 
 def _decode(blob: bytes | None, dim: int | None) -> np.ndarray | None:

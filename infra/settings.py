@@ -98,6 +98,11 @@ class Settings(BaseSettings):
     demand_max_queries: int = Field(
         2000, ge=1, description="Most recent distinct unmet queries grouped per request (bounds CPU)."
     )
+    demand_log_batch_s: float = Field(
+        0.2,
+        ge=0,
+        description="Searches are logged for unmet demand in batches gathered this long (one write each).",
+    )
     demand_alert_sweep_s: float = Field(
         30.0, gt=0, description="How often live demand alerts look for searches whose window just closed."
     )

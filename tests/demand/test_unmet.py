@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from demand_support import WINDOW_S, MovableClock, People, add_listing, add_usage
+from sqlalchemy import select
 
 from catalog.demand import DemandService
 from infra.db import Database
@@ -124,3 +125,33 @@ async def test_an_overlong_category_is_shortened_not_refused(demand: DemandServi
     [topic] = await demand.unmet_demand(people.producer)
     [counted] = topic.categories
     assert len(counted.category) == 100 and counted.category.startswith("Vision Vision")
+
+
+async def test_searches_logged_in_the_background_are_written_in_one_batch(
+    demand: DemandService, people: People, db: Database
+) -> None:
+    texts = ["segment brain tumors in MRI", "count cars in parking lot photos", "detect potholes"]
+    ids = [demand.log_search_soon(text, result_count=0) for text in texts]
+    assert len(set(ids)) == 3
+
+    async with db.session() as session:  # nothing written yet: the batch is still gathering
+        assert (await session.scalars(select(SearchEvent))).all() == []
+    assert demand._writer is not None
+    await demand._writer  # the background writer drains the queue by itself, no reader needed
+
+    async with db.session() as session:
+        rows = {row.id: row.text for row in (await session.scalars(select(SearchEvent))).all()}
+    assert rows == dict(zip(ids, texts, strict=True))
+
+
+async def test_a_failed_background_batch_is_reported_and_later_searches_still_logged(
+    demand: DemandService, people: People, db: Database, caplog
+) -> None:
+    demand.log_search_soon("segment brain tumors in MRI", result_count=0, facets={"bad": object()})
+    await demand.flush()  # a facet the JSON column cannot hold: the database refuses the batch
+    assert "could not log 1 searches for unmet demand" in caplog.text
+
+    kept = demand.log_search_soon("count cars in parking lot photos", result_count=0)
+    await demand.flush()
+    async with db.session() as session:
+        assert [row.id for row in (await session.scalars(select(SearchEvent))).all()] == [kept]
