@@ -12,6 +12,7 @@ the requester may not see. The first page of each text search is logged for unme
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import hashlib
@@ -282,9 +283,13 @@ class SearchService:
         interpretation: Interpretation | None = None
         query_vector: np.ndarray | None = None
         if text:
-            query_vector = self.index.encoder.encode_query(text)
+            needed = offset + request.limit
+            encoding = self.index.encoder.submit_query(text)
+            # BM25 needs no vector: it runs here while the model encodes the query on its own thread.
+            keyword_hits = self.index.backend.keyword(text, filters, self._depth(needed))
+            query_vector = await asyncio.wrap_future(encoding)
             interpretation, ranked, total = self._rank(
-                text, query_vector, filters, sort, offset + request.limit
+                text, query_vector, keyword_hits, filters, sort, needed
             )
             page = ranked[offset : offset + request.limit]
         else:
@@ -349,8 +354,18 @@ class SearchService:
         """Wait until every search logged so far is written (tests, shutdown)."""
         await self.demand.flush()
 
+    def _depth(self, needed: int) -> int:
+        """Candidates asked of each list: enough to fill the page, and deep enough for fusion."""
+        return max(self.ranker.weights.candidate_depth, needed)
+
     def _rank(
-        self, text: str, query_vector: np.ndarray, filters: SearchFilters, sort: str, needed: int
+        self,
+        text: str,
+        query_vector: np.ndarray,
+        keyword_hits: list[Hit],
+        filters: SearchFilters,
+        sort: str,
+        needed: int,
     ) -> tuple[Interpretation, list[RankedResult], int]:
         """The first ``needed`` ranked results and how many candidates were ranked.
 
@@ -359,9 +374,7 @@ class SearchService:
         ranker ranks exactly the candidates that have a projection, so their count is the total."""
         backend = self.index.backend
         assert backend is not None
-        depth = max(self.ranker.weights.candidate_depth, needed)
-        keyword_hits: list[Hit] = backend.keyword(text, filters, depth)
-        vector_hits: list[Hit] = backend.vector(query_vector, filters, depth)
+        vector_hits: list[Hit] = backend.vector(query_vector, filters, self._depth(needed))
         projections = backend.get(
             list(dict.fromkeys([h.id for h in keyword_hits] + [h.id for h in vector_hits])),
             with_embeddings=False,  # ranking reads labels, formats and quality fields, never the vectors

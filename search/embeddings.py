@@ -11,7 +11,7 @@ import os
 import threading
 from collections import OrderedDict
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -134,11 +134,25 @@ class Encoder:
 
     def encode_query(self, text: str) -> np.ndarray:
         """One query's vector; cached, so callers must not modify the returned array."""
+        return self.submit_query(text).result()
+
+    def submit_query(self, text: str) -> Future[np.ndarray]:
+        """``encode_query`` started on the model thread: the caller does other work (keyword search)
+        while the model runs, then takes ``.result()`` (or awaits ``asyncio.wrap_future`` of it)."""
         key = " ".join(text.split())
         cached = self.cache.get(key)
         if cached is not None:
-            return cached
-        vector = self._encode([key], batch_size=1)[0]
+            done: Future[np.ndarray] = Future()
+            done.set_result(cached)
+            return done
+        if threading.get_ident() == self._runner_ident:
+            done = Future()
+            done.set_result(self._encode_query_here(key))
+            return done
+        return self._runner.submit(self._encode_query_here, key)
+
+    def _encode_query_here(self, key: str) -> np.ndarray:
+        vector = self._encode_here([key], batch_size=1)[0]
         vector.setflags(write=False)
         self.cache.put(key, vector)
         return vector
