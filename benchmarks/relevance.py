@@ -176,6 +176,7 @@ TUNE_GRID: dict[str, list] = {
     "rrf_k": [30.0, 60.0],
     "keyword_weight": [0.5, 0.7, 1.0],
     "category_boost": [0.0, 0.05, 0.1, 0.2, 0.3],
+    "distinctive_words_boost": [0.0, 0.3, 0.5, 0.7],
     "candidate_depth": list(TUNE_DEPTHS),
 }
 

@@ -8,15 +8,19 @@ candidates under the same facet filters and the projections of their union::
     ranker.understanding.update(upserted, removed_ids)      # on index writes
     interpretation, results = ranker.rank(text, qvec, keyword_hits, vector_hits, projections)
 
-Scores are sums of ``ScorePart`` values on a fixed scale (``ranking.weights``), largest part first.
+Scores are sums of ``ScorePart`` values on a fixed scale (``ranking.weights``), largest part first:
+the fused keyword / semantic relevance, the boosts for what the request was understood to mean, the
+boost for request words that are rare among this request's candidates (``ranking.contrast``), and the
+bounded quality signals.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 
 import numpy as np
 
+from ranking.contrast import NO_DISTINCTIVE_WORDS, DistinctiveWords, distinctive_words
 from ranking.fusion import Contribution, normalized_score_fusion, reciprocal_rank_fusion
 from ranking.query_understanding import QueryUnderstanding, label_of
 from ranking.signals import quality_parts, quality_score
@@ -44,6 +48,12 @@ def _describe_match(name: str, listing: IndexedListing, interpretation: Interpre
     if name == "input_format":
         return f"input format {interpretation.input_format}, as inferred"
     return f"output format {interpretation.output_format}, as inferred"
+
+
+def _describe_distinctive(listing: IndexedListing, contrast: DistinctiveWords, value: float) -> str:
+    shown = contrast.matched(listing)[:4]
+    quoted = ", ".join(f"'{word}'" for word in shown)
+    return f"contains request words rare among the candidates: {quoted} (+{value:.3f})"
 
 
 class Ranker:
@@ -78,24 +88,43 @@ class Ranker:
                 terms.append(("output_format", w.format_boost))
         return terms
 
+    def distinctive_words(self, text: str, candidates: Iterable[IndexedListing]) -> DistinctiveWords:
+        """The request's word weights over its candidates (nothing when the boost is off)."""
+        if self.weights.distinctive_words_boost <= 0:
+            return NO_DISTINCTIVE_WORDS
+        return distinctive_words(text, candidates)
+
     def score(
-        self, contributions: Sequence[Contribution], listing: IndexedListing, interpretation: Interpretation
+        self,
+        contributions: Sequence[Contribution],
+        listing: IndexedListing,
+        interpretation: Interpretation,
+        contrast: DistinctiveWords = NO_DISTINCTIVE_WORDS,
     ) -> float:
         """The final score without building the explanation (equal to the sum of ``explain``'s parts)."""
         return (
             sum(c.value for c in contributions)
             + sum(value for _, value in self.interpretation_terms(listing, interpretation))
+            + self.weights.distinctive_words_boost * contrast.share(listing.id)
             + quality_score(listing, interpretation.constraints, self.weights)
         )
 
     def explain(
-        self, contributions: Sequence[Contribution], listing: IndexedListing, interpretation: Interpretation
+        self,
+        contributions: Sequence[Contribution],
+        listing: IndexedListing,
+        interpretation: Interpretation,
+        contrast: DistinctiveWords = NO_DISTINCTIVE_WORDS,
     ) -> RankedResult:
         parts = [_relevance_part(c) for c in contributions]
         parts += [
             ScorePart(name, value, f"{_describe_match(name, listing, interpretation)} (+{value:.3f})")
             for name, value in self.interpretation_terms(listing, interpretation)
         ]
+        distinct = self.weights.distinctive_words_boost * contrast.share(listing.id)
+        if distinct > 0:
+            detail = _describe_distinctive(listing, contrast, distinct)
+            parts.append(ScorePart("distinctive_words", distinct, detail))
         parts += quality_parts(listing, interpretation.constraints, self.weights)
         parts.sort(key=lambda part: -abs(part.value))
         return RankedResult(listing.id, sum(part.value for part in parts), tuple(parts))
@@ -120,11 +149,17 @@ class Ranker:
             interpretation = self.understanding.interpret(
                 text, query_vector, keyword_hits, vector_hits, listings
             )
-        fused = self.fuse(keyword_hits, vector_hits)
-        order = sorted(
-            (-self.score(contributions, listings[listing_id], interpretation), listing_id)
-            for listing_id, contributions in fused.items()
+        fused = {
+            listing_id: contributions
+            for listing_id, contributions in self.fuse(keyword_hits, vector_hits).items()
             if listing_id in listings  # a candidate deleted or hidden since retrieval is dropped
+        }
+        contrast = self.distinctive_words(text, (listings[i] for i in fused))
+        order = sorted(
+            (-self.score(contributions, listings[listing_id], interpretation, contrast), listing_id)
+            for listing_id, contributions in fused.items()
         )
         chosen = order if limit is None else order[:limit]
-        return interpretation, [self.explain(fused[i], listings[i], interpretation) for _, i in chosen]
+        return interpretation, [
+            self.explain(fused[i], listings[i], interpretation, contrast) for _, i in chosen
+        ]

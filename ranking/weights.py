@@ -4,6 +4,8 @@ Scale: fused relevance is 1.0 for a listing ranked first by every candidate list
 boosts are additive on that scale. Relevance values of neighbouring ranks differ by about 0.01-0.03, so a
 boost of 0.02 moves a listing about one place, and the sum of all quality boosts is capped at
 ``quality_cap`` so that signals reorder near-ties but never lift an irrelevant listing over a relevant one.
+Request words rare among the candidates (``ranking.contrast``) are relevance evidence of their own, not a
+quality signal: up to ``distinctive_words_boost`` on top of the fused relevance.
 
 Values marked "tuned" were chosen by ``python -m benchmarks.relevance DIR --tune`` on
 ``shared/data/relevance/hf-dev`` (a small grid, checked on two halves of the queries; see that module).
@@ -52,7 +54,9 @@ the depth-200 candidate lists; figures are MRR@10 all / even half / odd half unl
   residual on the current score) or a pairwise logistic loss, 2-fold on the even / odd halves. Trained on
   one half and scored on the other: even 0.224-0.249, odd 0.280-0.325, against 0.239 / 0.328 — worse on
   the odd half in every configuration; even fitted and scored on all queries (in-sample) it reaches only
-  0.263-0.293. The hand-set score already sits where a linear model over these features can get;
+  0.263-0.293. The hand-set score already sits where a linear model over these features can get (its
+  word-coverage features used catalog-wide word weights; see ``distinctive_words_boost`` for what did
+  help);
 - a logistic-regression label classifier trained on the catalog's own listing embeddings -> their
   labels (L2 1e-4 / 1e-3, training accuracy 0.98 / 0.89), its probability or log-probability added to
   the label evidence at 0.05-0.4: label@1 0.610-0.637, MRR@10 0.280-0.285 / 0.236-0.242 / 0.324-0.328;
@@ -108,6 +112,22 @@ class RankingWeights:
     # first in one of the two lists (0.5). format_boost: untested (hf-dev declares no formats).
     category_boost: float = 0.2  # times P(listing's label)
     format_boost: float = 0.02  # per matching inferred input/output format
+
+    # --- request words rare among the candidates (``ranking.contrast``): times the listing's share of
+    # their candidate-local weight (0..1). The one addition that lifted both halves of hf-dev. MRR@10 all /
+    # even / odd at the other values' defaults (depth 100), from ``--tune``:
+    #   0 -> 0.283 / 0.239 / 0.328;  0.3 -> 0.290 / 0.244 / 0.335;  0.5 -> 0.293 / 0.250 / 0.336;
+    #   0.6 -> 0.295 / 0.251 / 0.338;  0.7 -> 0.294 / 0.253 / 0.336;  0.9 -> 0.291 / 0.251 / 0.331.
+    # 2-fold: the value best on the even half (0.7) scores 0.336 on the odd half (+0.008), the value best
+    # on the odd half (0.6-0.7) 0.251-0.253 on the even half (+0.012-0.014); paired bootstrap of the gain
+    # on all queries, 90% interval: 0.3 [+0.000, +0.012], 0.5 [+0.002, +0.017], 0.6 [+0.003, +0.020]
+    # (0.5: 34 queries better, 30 worse). 0.5: the middle of the plateau, not its best point. With
+    # it the rest of the grid (fusion x keyword_weight x category_boost x depth) stays best at the values
+    # above (depth 200: 0.294 / 0.251 / 0.337, within noise). Variants within noise of it: description
+    # words only; a short stop list; two-letter words; normalizing by the best candidate's share instead
+    # of the request's total (worse past 0.3). Cost: ~0.3 ms a query for ~150 candidates (word sets are
+    # cached by listing text).
+    distinctive_words_boost: float = 0.5
 
     # --- quality signals (defaults; bounded by quality_cap)
     usage_boost: float = 0.02  # times relative usage in its category (0..1)

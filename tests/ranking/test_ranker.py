@@ -109,3 +109,33 @@ def test_limit_explains_only_the_first_results_in_the_same_order(ranker: Ranker,
 def test_candidates_without_a_projection_are_dropped(ranker: Ranker, catalog) -> None:
     _, results = ranker.rank("x", None, hits("gone", "tr-1"), hits("tr-1", "gone-too"), catalog)
     assert [r.id for r in results] == ["tr-1"]
+
+
+def test_request_words_rare_among_the_candidates_decide_a_near_tie_and_are_explained(ranker: Ranker) -> None:
+    docs = {
+        "plain": listing("plain", "Audio", "Automatic Speech Recognition", description="Transcribe speech."),
+        "medical": listing(
+            "medical", "Audio", "Automatic Speech Recognition", description="Transcribe medical dictation."
+        ),
+        "other": listing("other", description="Detect objects."),
+    }
+    text = "transcribe medical dictation"
+    # "plain" slightly ahead of "medical" in both lists (min-max scaling needs a third, distant hit).
+    keyword = hits("plain", "medical", "other", scores=[10.0, 9.7, 0.0])
+    vector = hits("plain", "medical", "other", scores=[0.8, 0.79, 0.1])
+    _, results = ranker.rank(text, None, keyword, vector, docs)
+    assert [r.id for r in results] == ["medical", "plain", "other"]
+    for result in results:
+        assert result.score == pytest.approx(sum(p.value for p in result.parts))
+    parts = {p.name: p for p in results[0].parts}
+    assert parts["distinctive_words"].value == pytest.approx(
+        ranker.weights.distinctive_words_boost * 1.0  # it has every request word some candidate has
+    )
+    assert parts["distinctive_words"].detail.startswith(
+        "contains request words rare among the candidates: 'dictation', 'medical', 'transcribe' (+"
+    )
+    # Off, the part is gone and the list order alone decides.
+    ranker.weights = ranker.weights.with_(distinctive_words_boost=0.0)
+    _, results = ranker.rank(text, None, keyword, vector, docs)
+    assert [r.id for r in results] == ["plain", "medical", "other"]
+    assert all(p.name != "distinctive_words" for r in results for p in r.parts)

@@ -1,0 +1,94 @@
+"""Request words that set a candidate apart from the other candidates of the same request.
+
+BM25 weighs a request word by how rare it is in the whole catalog. Once retrieval has gathered one
+request's candidates, that is the wrong rarity: the words nearly all of them share ("image", "classify"
+for a request that wants an image classifier) no longer tell them apart, while a word only a few of them
+contain ("medical", "anime", "Korean") is exactly what picks the right one among near-identical
+listings of one label — the ordering problem that label inference cannot solve (``ranking.weights``).
+So each candidate is scored by how much of the request's *candidate-local* word weight it covers::
+
+    weight(word) = log((n + 1) / (df + 0.5))       n candidates, df of them contain the word
+    share(listing) = sum of weight over the request words the listing contains
+                     / sum of weight over the request words any candidate contains
+
+``share`` lies in [0, 1]; the ranker adds ``distinctive_words_boost`` times it (``ranking.weights`` has the
+figures). Words are lower-cased runs of letters and digits of three or more characters, from the
+listing's readable name, tags, subcategories and description; no stemming and no stop list, since a word
+that every candidate contains (``the``) weighs almost nothing here by construction.
+
+Per query this is one set intersection per candidate: each listing's word set is cached by its text.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections import Counter
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from functools import lru_cache
+
+from search.types import IndexedListing
+
+_WORD = re.compile(r"[^\W_]+")
+MIN_WORD_CHARS = 3
+# Word sets kept for this many distinct listing texts (a few KB each): the listings that recent requests
+# retrieved, which is where the next request's candidates mostly come from.
+WORD_CACHE_SIZE = 8192
+
+
+def words(text: str) -> frozenset[str]:
+    """The distinct lower-cased words of ``text`` with at least ``MIN_WORD_CHARS`` characters."""
+    return frozenset(word for word in _WORD.findall(text.lower()) if len(word) >= MIN_WORD_CHARS)
+
+
+@lru_cache(maxsize=WORD_CACHE_SIZE)
+def _words_of_fields(
+    name: str, tags: tuple[str, ...], subcategories: tuple[str, ...], description: str
+) -> frozenset[str]:
+    # Keyed by the fields themselves, so an edited listing is re-read and no id can go stale.
+    return words(" ".join((name.rsplit("/", 1)[-1], *tags, *subcategories, description)))
+
+
+def listing_words(listing: IndexedListing) -> frozenset[str]:
+    """The words of the listing's readable name (without its owner prefix), labels and description."""
+    return _words_of_fields(listing.name, listing.tags, listing.subcategories, listing.description)
+
+
+@dataclass(frozen=True, slots=True)
+class DistinctiveWords:
+    """One request's word weights over its candidates, and each candidate's share of them."""
+
+    weights: dict[str, float] = field(default_factory=dict)  # request words some candidate contains
+    shares: dict[str, float] = field(default_factory=dict)  # listing id -> share in [0, 1]
+
+    def share(self, listing_id: str) -> float:
+        return self.shares.get(listing_id, 0.0)
+
+    def matched(self, listing: IndexedListing) -> list[str]:
+        """The request words this listing contains, the most distinctive first (for explanations)."""
+        found = listing_words(listing).intersection(self.weights)
+        return sorted(found, key=lambda word: (-self.weights[word], word))
+
+
+NO_DISTINCTIVE_WORDS = DistinctiveWords()
+
+
+def distinctive_words(text: str, candidates: Iterable[IndexedListing]) -> DistinctiveWords:
+    """Weigh the words of ``text`` by their rarity among ``candidates`` and score each candidate."""
+    wanted = words(text)
+    if not wanted:
+        return NO_DISTINCTIVE_WORDS
+    found = {listing.id: listing_words(listing) & wanted for listing in candidates}
+    frequency = Counter(word for present in found.values() for word in present)
+    if not frequency:
+        return NO_DISTINCTIVE_WORDS
+    n = len(found)
+    weights = {word: math.log((n + 1) / (df + 0.5)) for word, df in frequency.items()}
+    total = sum(weights.values())
+    shares = {
+        listing_id: sum(weights[word] for word in present) / total
+        for listing_id, present in found.items()
+        if present
+    }
+    return DistinctiveWords(weights, shares)

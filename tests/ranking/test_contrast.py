@@ -1,0 +1,62 @@
+"""Distinctive request words: the word sets, their candidate-local weights, and each listing's share."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import replace
+
+import pytest
+from ranking_support import listing
+
+from ranking.contrast import NO_DISTINCTIVE_WORDS, distinctive_words, listing_words, words
+
+
+def test_words_are_lower_cased_runs_of_three_or_more_letters_or_digits() -> None:
+    assert words("Detect TUMOURS in x-ray scans, v2 or 3D_CT; naïve café") == {
+        "detect", "tumours", "ray", "scans", "naïve", "café",
+    }  # fmt: skip
+    assert words("") == frozenset()
+
+
+def test_listing_words_read_the_name_without_owner_labels_tags_and_description() -> None:
+    doc = listing(
+        "a", "Computer Vision", "Object Detection", name="acme-labs/yolo-shelf-v8",
+        tags=("retail",), description="Finds products on supermarket shelves.",
+    )  # fmt: skip
+    assert listing_words(doc) == {
+        "yolo", "shelf", "object", "detection", "retail", "finds", "products", "supermarket", "shelves",
+    }  # fmt: skip
+    assert "acme" not in listing_words(doc)  # the owner prefix says nothing about what it does
+    # The cache is keyed by the fields, so an edited listing is read again.
+    edited = replace(doc, description="Counts pallets in warehouses.")
+    assert {"counts", "pallets"} <= listing_words(edited)
+    assert "supermarket" not in listing_words(edited)
+
+
+def test_words_shared_by_every_candidate_weigh_less_than_rare_ones() -> None:
+    docs = [
+        listing("common-1", description="classify images of animals"),
+        listing("common-2", description="classify images of vehicles"),
+        listing("medical", description="classify medical images"),
+    ]
+    contrast = distinctive_words("classify medical images please", docs)
+    n = len(docs)
+    assert contrast.weights == {
+        "classify": pytest.approx(math.log((n + 1) / (3 + 0.5))),
+        "images": pytest.approx(math.log((n + 1) / (3 + 0.5))),
+        "medical": pytest.approx(math.log((n + 1) / (1 + 0.5))),
+    }  # "please" is in no candidate, so it weighs nothing and is left out
+    assert contrast.share("medical") == pytest.approx(1.0)  # every request word any candidate has
+    total = sum(contrast.weights.values())
+    common = (contrast.weights["classify"] + contrast.weights["images"]) / total
+    assert contrast.share("common-1") == pytest.approx(common)
+    assert contrast.share("common-1") < contrast.share("medical")
+    assert contrast.share("not-a-candidate") == 0.0
+    assert contrast.matched(docs[2]) == ["medical", "classify", "images"]  # most distinctive first
+
+
+def test_nothing_to_weigh_gives_no_shares() -> None:
+    docs = [listing("a", description="translate german")]
+    assert distinctive_words("ok", docs) is NO_DISTINCTIVE_WORDS  # no word long enough
+    assert distinctive_words("summarize reports", docs) is NO_DISTINCTIVE_WORDS  # no candidate has one
+    assert distinctive_words("translate", []) is NO_DISTINCTIVE_WORDS
