@@ -65,6 +65,16 @@ the depth-200 candidate lists; figures are MRR@10 all / even half / odd half unl
   3-10 vector hits, or of the top 3-5 keyword hits, then searched again): 0.261-0.281;
 - hubness correction of the cosine (CSLS: cosine minus 0.1-0.5 x the listing's mean cosine to its 5-20
   nearest listings): 0.278-0.285 / 0.233-0.244 / 0.322-0.329.
+
+Tried on top of the distinctive-words boost (0.293 / 0.250 / 0.336) and rejected, within noise or worse:
+the same contrast in embedding space (cosine after subtracting the mean embedding of all or the top 20
+candidates, x0.5 / x1, added at 0.1-0.5 on a min-max scale; it would also need candidate vectors at
+rank time): 0.278-0.293 / 0.240-0.248 / 0.312-0.339; fusion adapted to how much the two lists agree
+(keyword_weight 0.7 / 1.0 / 1.3 switched at a top-10 overlap of 0.1 / 0.2 / 0.3): 0.286-0.293 /
+0.242-0.250 / 0.327-0.339; label votes from the candidates with the largest distinctive-word shares
+(weight 0.1-0.4 of the top 5 / 10): 0.289-0.293; variants of the word weights (matches in the name
+x1.5-3, document length normalization 0.25-0.75, matching word pairs added at 0.25-1, query word counts,
+weight^0.5 or ^2): 0.287-0.295 / 0.243-0.254 / 0.328-0.340.
 """
 
 from __future__ import annotations
