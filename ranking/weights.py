@@ -74,7 +74,9 @@ rank time): 0.278-0.293 / 0.240-0.248 / 0.312-0.339; fusion adapted to how much 
 0.242-0.250 / 0.327-0.339; label votes from the candidates with the largest distinctive-word shares
 (weight 0.1-0.4 of the top 5 / 10): 0.289-0.293; variants of the word weights (matches in the name
 x1.5-3, document length normalization 0.25-0.75, matching word pairs added at 0.25-1, query word counts,
-weight^0.5 or ^2): 0.287-0.295 / 0.243-0.254 / 0.328-0.340.
+weight^0.5 or ^2): 0.287-0.295 / 0.243-0.254 / 0.328-0.340; the listing-side mirror of it (the share of
+a listing's own candidate-local word weight that the request contains, penalizing specifics nobody
+asked for; 0.1-0.8): 0.287-0.294 / 0.240-0.250 / 0.335-0.341.
 """
 
 from __future__ import annotations
