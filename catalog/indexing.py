@@ -26,7 +26,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from catalog.clock import as_utc
 from catalog.listing_view import embedding_text, project, vector_bytes
 from infra.db import Database
-from infra.tables import Listing, ListingShare
+from infra.tables import Listing, ListingShare, utcnow
 from search.embeddings import Encoder
 from search.types import IndexedListing, SearchBackend
 
@@ -90,7 +90,8 @@ class ListingIndex:
         self.backend = backend
         self.encoder = encoder
         self._seen: dict[str, datetime] = {}  # id -> updated_at of the row version in the index
-        self._high_water: datetime | None = None
+        self._high_water: datetime | None = None  # None: the next sync reads every row (a repair)
+        self._read_at: datetime | None = None  # when the last complete read of changed rows began
         self._last_sync = 0.0
         self._last_deletion_check = 0.0
         self._sync_lock = asyncio.Lock()
@@ -199,6 +200,7 @@ class ListingIndex:
             return 0
         self._seen.clear()
         self._high_water = None
+        started = utcnow()
         docs: list[IndexedListing] = []
         stamps: list[datetime] = []
         async for rows in self._changed_rows(None, progress):
@@ -206,6 +208,7 @@ class ListingIndex:
             stamps.extend(as_utc(r.updated_at) for r in rows)
         await asyncio.to_thread(self._load_all, docs)
         self._seen = {doc.id: stamp for doc, stamp in zip(docs, stamps, strict=True)}
+        self._read_at = started
         return len(docs)
 
     def _load_all(self, docs: list[IndexedListing]) -> None:
@@ -235,11 +238,25 @@ class ListingIndex:
             if not force and time.monotonic() - self._last_sync < SYNC_INTERVAL_S:
                 return 0
             self._last_sync = time.monotonic()
-            changed = await self._load(self._high_water - SYNC_OVERLAP if self._high_water else None)
+            started = utcnow()
+            changed = await self._load(self._sync_since())
+            self._read_at = started
             if force or time.monotonic() - self._last_deletion_check >= DELETION_CHECK_INTERVAL_S:
                 self._last_deletion_check = time.monotonic()
                 changed += await self._drop_deleted()
             return changed
+
+    def _sync_since(self) -> datetime | None:
+        """Where a sync starts reading (None: every row).
+
+        A row committed after the last read began was stamped at most ``SYNC_OVERLAP`` before its
+        commit (transactions are short, clocks roughly agree), and rows committed before were read then.
+        So the window is the overlap plus the time since the last read, not the last 30 s of writes
+        wherever they fell: after a bulk import those held thousands of rows, re-read every second.
+        """
+        if self._high_water is None or self._read_at is None:
+            return None
+        return self._read_at - SYNC_OVERLAP
 
     async def _drop_deleted(self) -> int:
         async with self.db.session() as session:

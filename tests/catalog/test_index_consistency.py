@@ -3,12 +3,15 @@ across processes (a worker writes rows; the process holding the index syncs them
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 import pytest
 from catalog_helpers import listing_data
-from sqlalchemy import func, select, text
+from sqlalchemy import func, select, text, update
 
 from catalog.actors import ANONYMOUS, Actor
 from catalog.app import CatalogApp
+from catalog.indexing import SYNC_OVERLAP
 from infra.errors import NotFound, Unavailable
 from infra.settings import Settings
 from infra.tables import Listing, ListingVersion
@@ -96,6 +99,33 @@ async def test_worker_writes_reach_the_serving_index_by_sync(
         await worker.listings.delete(alice, created.id)
         await app.index.sync(force=True)
         assert app.backend.get([created.id]) == {}
+    finally:
+        await worker.close()
+
+
+async def test_sync_reads_only_the_window_since_its_last_read_yet_catches_a_late_commit(
+    app: CatalogApp, settings: Settings, encoder: Encoder, alice: Actor
+) -> None:
+    worker = await CatalogApp.open(settings, with_index=False, encoder=encoder)
+    try:
+        first = await worker.listings.create(alice, listing_data("written-just-now"))
+        await app.index.sync(force=True)
+        read_at = app.index._read_at
+        assert read_at is not None and app.backend.get([first.id])
+
+        # A transaction that stamped its row 20 s before the last read began and committed after it.
+        late = await worker.listings.create(alice, listing_data("slow-transaction"))
+        async with worker.db.session() as session:
+            await session.execute(
+                update(Listing)
+                .where(Listing.id == late.id)
+                .values(updated_at=read_at - timedelta(seconds=20))
+            )
+        assert await app.index.sync(force=True) == 1
+        assert app.backend.get([late.id])[late.id].name == "slow-transaction"
+        # Rows already read are not read again: the window starts at the previous read, less the overlap.
+        assert app.index._sync_since() == app.index._read_at - SYNC_OVERLAP
+        assert await app.index.sync(force=True) == 0
     finally:
         await worker.close()
 
