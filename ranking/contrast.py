@@ -16,7 +16,7 @@ figures). Words are lower-cased runs of letters and digits of three or more char
 listing's readable name, tags, subcategories and description; no stemming and no stop list, since a word
 that every candidate contains (``the``) weighs almost nothing here by construction.
 
-Per query this is one set intersection per candidate: each listing's word set is cached by its text.
+Per query this is one scan per candidate for the request's own words (``request_word_matcher``).
 """
 
 from __future__ import annotations
@@ -26,15 +26,11 @@ import re
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from functools import lru_cache
 
 from search.types import IndexedListing
 
 _WORD = re.compile(r"[^\W_]+")
 MIN_WORD_CHARS = 3
-# Word sets kept for this many distinct listing texts (a few KB each): the listings that recent requests
-# retrieved, which is where the next request's candidates mostly come from.
-WORD_CACHE_SIZE = 8192
 
 
 def words(text: str) -> frozenset[str]:
@@ -42,17 +38,26 @@ def words(text: str) -> frozenset[str]:
     return frozenset(word for word in _WORD.findall(text.lower()) if len(word) >= MIN_WORD_CHARS)
 
 
-@lru_cache(maxsize=WORD_CACHE_SIZE)
-def _words_of_fields(
-    name: str, tags: tuple[str, ...], subcategories: tuple[str, ...], description: str
-) -> frozenset[str]:
-    # Keyed by the fields themselves, so an edited listing is re-read and no id can go stale.
-    return words(" ".join((name.rsplit("/", 1)[-1], *tags, *subcategories, description)))
+def listing_text(listing: IndexedListing) -> str:
+    """The lower-cased readable name (without its owner prefix), tags, labels and description."""
+    name = listing.name.rsplit("/", 1)[-1]
+    return " ".join((name, *listing.tags, *listing.subcategories, listing.description)).lower()
 
 
 def listing_words(listing: IndexedListing) -> frozenset[str]:
-    """The words of the listing's readable name (without its owner prefix), labels and description."""
-    return _words_of_fields(listing.name, listing.tags, listing.subcategories, listing.description)
+    """Every word of ``listing_text`` (the candidates are matched against the request's words only)."""
+    return words(listing_text(listing))
+
+
+def request_word_matcher(wanted: Iterable[str]) -> re.Pattern[str]:
+    """Finds exactly the words of ``wanted`` that ``words`` would split out of a lower-cased text.
+
+    Why not ``words(text) & wanted`` per candidate: tokenizing ~150 descriptions per request cost
+    ~3 ms at catalog scale (no cache holds 100k listings' word sets); one alternation of the request's
+    dozen words, anchored so that a match is a whole run of letters and digits, scans them in ~0.5 ms.
+    """
+    alternatives = "|".join(re.escape(word) for word in sorted(wanted, key=lambda w: (-len(w), w)))
+    return re.compile(rf"(?<![^\W_])(?:{alternatives})(?![^\W_])")
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,13 +66,14 @@ class DistinctiveWords:
 
     weights: dict[str, float] = field(default_factory=dict)  # request words some candidate contains
     shares: dict[str, float] = field(default_factory=dict)  # listing id -> share in [0, 1]
+    found: dict[str, frozenset[str]] = field(default_factory=dict)  # listing id -> request words in it
 
     def share(self, listing_id: str) -> float:
         return self.shares.get(listing_id, 0.0)
 
     def matched(self, listing: IndexedListing) -> list[str]:
         """The request words this listing contains, the most distinctive first (for explanations)."""
-        found = listing_words(listing).intersection(self.weights)
+        found = self.found.get(listing.id, frozenset())
         return sorted(found, key=lambda word: (-self.weights[word], word))
 
 
@@ -79,7 +85,8 @@ def distinctive_words(text: str, candidates: Iterable[IndexedListing]) -> Distin
     wanted = words(text)
     if not wanted:
         return NO_DISTINCTIVE_WORDS
-    found = {listing.id: listing_words(listing) & wanted for listing in candidates}
+    matcher = request_word_matcher(wanted)
+    found = {listing.id: frozenset(matcher.findall(listing_text(listing))) for listing in candidates}
     frequency = Counter(word for present in found.values() for word in present)
     if not frequency:
         return NO_DISTINCTIVE_WORDS
@@ -91,4 +98,4 @@ def distinctive_words(text: str, candidates: Iterable[IndexedListing]) -> Distin
         for listing_id, present in found.items()
         if present
     }
-    return DistinctiveWords(weights, shares)
+    return DistinctiveWords(weights, shares, {i: present for i, present in found.items() if present})

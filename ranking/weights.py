@@ -137,8 +137,8 @@ class RankingWeights:
     # it the rest of the grid (fusion x keyword_weight x category_boost x depth) stays best at the values
     # above (depth 200: 0.294 / 0.251 / 0.337, within noise). Variants within noise of it: description
     # words only; a short stop list; two-letter words; normalizing by the best candidate's share instead
-    # of the request's total (worse past 0.3). Cost: ~0.3 ms a query for ~150 candidates (word sets are
-    # cached by listing text).
+    # of the request's total (worse past 0.3). Cost: one scan of each candidate's text for the
+    # request's own words (``ranking.contrast.request_word_matcher``), ~0.5 ms for ~150 candidates.
     distinctive_words_boost: float = 0.5
 
     # --- quality signals (defaults; bounded by quality_cap)

@@ -8,7 +8,13 @@ from dataclasses import replace
 import pytest
 from ranking_support import listing
 
-from ranking.contrast import NO_DISTINCTIVE_WORDS, distinctive_words, listing_words, words
+from ranking.contrast import (
+    NO_DISTINCTIVE_WORDS,
+    distinctive_words,
+    listing_words,
+    request_word_matcher,
+    words,
+)
 
 
 def test_words_are_lower_cased_runs_of_three_or_more_letters_or_digits() -> None:
@@ -27,10 +33,16 @@ def test_listing_words_read_the_name_without_owner_labels_tags_and_description()
         "yolo", "shelf", "object", "detection", "retail", "finds", "products", "supermarket", "shelves",
     }  # fmt: skip
     assert "acme" not in listing_words(doc)  # the owner prefix says nothing about what it does
-    # The cache is keyed by the fields, so an edited listing is read again.
     edited = replace(doc, description="Counts pallets in warehouses.")
     assert {"counts", "pallets"} <= listing_words(edited)
     assert "supermarket" not in listing_words(edited)
+
+
+def test_the_request_matcher_finds_exactly_the_words_that_tokenizing_would() -> None:
+    text = "x-ray_scan: Detect tumours (CT/MRI), tumour-free; 3d_ct 3dct naïve café ct ray"
+    wanted = {"ray", "scan", "tumour", "tumours", "3dct", "naïve", "detect", "mri", "free", "xray"}
+    assert set(request_word_matcher(wanted).findall(text.lower())) == words(text) & wanted
+    assert request_word_matcher({"c++", "a.b"}).findall("c++ axb a.b") == ["c++", "a.b"]  # escaped
 
 
 def test_words_shared_by_every_candidate_weigh_less_than_rare_ones() -> None:
