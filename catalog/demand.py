@@ -207,31 +207,17 @@ class DemandService:
 
     # ------------------------------------------------------------------ logging
 
-    async def log_search(
-        self,
-        text: str,
-        *,
-        result_count: int,
-        account_id: str | None = None,
-        category: str | None = None,
-        facets: dict[str, Any] | None = None,
-        top_ids: Sequence[str] = (),
-        embedding: np.ndarray | bytes | None = None,
-        search_id: str | None = None,
-    ) -> str | None:
+    async def log_search(self, text: str, **event: Any) -> str | None:
         """Record one search (first page only: paging through results is not a new need).
 
-        ``search_id`` lets the search service hand the id to the requester before this write completes
-        (it logs in the background to keep the write off the search's latency).
-
-        ``category`` is the one given or inferred; ``embedding`` the query vector the search already
-        computed (saves encoding it again when demand is grouped). Returns the search id to pass along
-        with what the requester selects next, or None for a search without text (facet browsing says
-        nothing in words that could be grouped).
+        ``event`` holds the fields of ``_search_row``: ``result_count`` (required), ``account_id``,
+        ``category`` (the one given or inferred), ``facets``, ``top_ids``, ``embedding`` (the query vector
+        the search already computed, saving an encode when demand is grouped) and ``search_id`` (lets the
+        search service hand the id to the requester before the write completes). Returns the search id
+        to pass along with what the requester selects next, or None for a search without text (facet
+        browsing says nothing in words that could be grouped).
         """
-        row = self._search_row(
-            text, result_count, account_id, category, facets, top_ids, embedding, search_id
-        )
+        row = self._search_row(text, **event)
         if row is None:
             return None
         await self._insert([row])
@@ -240,6 +226,7 @@ class DemandService:
     def _search_row(
         self,
         text: str,
+        *,
         result_count: int,
         account_id: str | None = None,
         category: str | None = None,

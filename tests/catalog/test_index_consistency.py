@@ -3,6 +3,7 @@ across processes (a worker writes rows; the process holding the index syncs them
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from datetime import timedelta
 
 import pytest
@@ -80,54 +81,52 @@ async def test_a_failed_commit_undoes_the_index_write(app: CatalogApp, alice: Ac
     assert (await app.listings.get(alice, fine.id)).name == "fine"
 
 
+@pytest.fixture
+async def worker(settings: Settings, encoder: Encoder) -> AsyncIterator[CatalogApp]:
+    """Another process's view of the same database: it writes rows and holds no index."""
+    app = await CatalogApp.open(settings, with_index=False, encoder=encoder)
+    yield app
+    await app.close()
+
+
 async def test_worker_writes_reach_the_serving_index_by_sync(
-    app: CatalogApp, settings: Settings, encoder: Encoder, alice: Actor
+    app: CatalogApp, worker: CatalogApp, alice: Actor
 ) -> None:
-    worker = await CatalogApp.open(settings, with_index=False, encoder=encoder)
-    try:
-        created = await worker.listings.create(alice, listing_data("from-the-worker"))
-        assert app.backend.get([created.id]) == {}
-        assert await app.index.sync(force=True) == 1
-        assert app.backend.get([created.id])[created.id].name == "from-the-worker"
-        assert await app.index.sync() == 0  # throttled: at most once per second unless forced
+    created = await worker.listings.create(alice, listing_data("from-the-worker"))
+    assert app.backend.get([created.id]) == {}
+    assert await app.index.sync(force=True) == 1
+    assert app.backend.get([created.id])[created.id].name == "from-the-worker"
+    assert await app.index.sync() == 0  # throttled: at most once per second unless forced
 
-        await worker.usage.record(created.id, "inference", success=True, latency_ms=7)
-        await app.index.sync(force=True)
-        indexed = app.backend.get([created.id])[created.id]
-        assert (indexed.relative_usage, indexed.latency_p50_ms) == (1.0, 7)
+    await worker.usage.record(created.id, "inference", success=True, latency_ms=7)
+    await app.index.sync(force=True)
+    indexed = app.backend.get([created.id])[created.id]
+    assert (indexed.relative_usage, indexed.latency_p50_ms) == (1.0, 7)
 
-        await worker.listings.delete(alice, created.id)
-        await app.index.sync(force=True)
-        assert app.backend.get([created.id]) == {}
-    finally:
-        await worker.close()
+    await worker.listings.delete(alice, created.id)
+    await app.index.sync(force=True)
+    assert app.backend.get([created.id]) == {}
 
 
 async def test_sync_reads_only_the_window_since_its_last_read_yet_catches_a_late_commit(
-    app: CatalogApp, settings: Settings, encoder: Encoder, alice: Actor
+    app: CatalogApp, worker: CatalogApp, alice: Actor
 ) -> None:
-    worker = await CatalogApp.open(settings, with_index=False, encoder=encoder)
-    try:
-        first = await worker.listings.create(alice, listing_data("written-just-now"))
-        await app.index.sync(force=True)
-        read_at = app.index._read_at
-        assert read_at is not None and app.backend.get([first.id])
+    first = await worker.listings.create(alice, listing_data("written-just-now"))
+    await app.index.sync(force=True)
+    read_at = app.index._read_at
+    assert read_at is not None and app.backend.get([first.id])
 
-        # A transaction that stamped its row 20 s before the last read began and committed after it.
-        late = await worker.listings.create(alice, listing_data("slow-transaction"))
-        async with worker.db.session() as session:
-            await session.execute(
-                update(Listing)
-                .where(Listing.id == late.id)
-                .values(updated_at=read_at - timedelta(seconds=20))
-            )
-        assert await app.index.sync(force=True) == 1
-        assert app.backend.get([late.id])[late.id].name == "slow-transaction"
-        # Rows already read are not read again: the window starts at the previous read, less the overlap.
-        assert app.index._sync_since() == app.index._read_at - SYNC_OVERLAP
-        assert await app.index.sync(force=True) == 0
-    finally:
-        await worker.close()
+    # A transaction that stamped its row 20 s before the last read began and committed after it.
+    late = await worker.listings.create(alice, listing_data("slow-transaction"))
+    async with worker.db.session() as session:
+        await session.execute(
+            update(Listing).where(Listing.id == late.id).values(updated_at=read_at - timedelta(seconds=20))
+        )
+    assert await app.index.sync(force=True) == 1
+    assert app.backend.get([late.id])[late.id].name == "slow-transaction"
+    # Rows already read are not read again: the window starts at the previous read, less the overlap.
+    assert app.index._sync_since() == app.index._read_at - SYNC_OVERLAP
+    assert await app.index.sync(force=True) == 0
 
 
 async def test_reindex_and_restart_rebuild_from_the_database(
