@@ -8,7 +8,10 @@ dir; every query then goes through the catalog's search service — the code pat
 Before it, in the same run and from the same candidate lists, the baselines: BM25 only, dense only, and
 plain reciprocal-rank fusion (k=60, equal weights, no boosts); and how often query understanding puts
 the (category, subcategory) of a relevant listing first / among its first three guesses (label
-accuracy, the quantity the category boost depends on), over all queries and the even / odd halves.
+accuracy, the quantity the category boost depends on), over all queries and the even / odd halves; and
+the label oracle: MRR@10 when query understanding is replaced by the truth (every label of a relevant
+listing at probability 1) at the configured ``category_boost`` and at stronger ones, the ceiling of what
+better label inference can buy.
 
 ``--tune`` runs the documented tuning procedure before the measurement: a small grid over the
 fusion and query-understanding weights, each configuration scored on all queries and on the two halves
@@ -30,13 +33,15 @@ import tempfile
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from infra.settings import Settings
 from ranking.fusion import reciprocal_rank_fusion
-from ranking.query_understanding import QueryUnderstanding, label_of
+from ranking.query_understanding import Label, QueryUnderstanding, label_of
 from ranking.ranker import Ranker
+from ranking.types import Interpretation, LabelGuess
 from ranking.weights import DEFAULT_WEIGHTS, RankingWeights
 from search.types import Hit, IndexedListing, SearchFilters
 
@@ -45,6 +50,7 @@ if TYPE_CHECKING:
 
 CUTOFFS = (1, 5, 10)
 TUNE_DEPTHS = (50, 100, 200)
+ORACLE_BOOSTS = (0.3, 0.5, 1.0)  # besides the configured category_boost
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,11 +123,66 @@ def plain_rrf(candidates: Candidates) -> list[str]:
     return sorted(fused, key=lambda i: (-sum(c.value for c in fused[i]), i))
 
 
-def ranked_ids(ranker: Ranker, c: Candidates, listings: dict[str, IndexedListing]) -> list[str]:
-    """The ranker's first ids for already retrieved candidates, cut to the depth its weights ask for."""
+def ranked_ids(
+    ranker: Ranker,
+    c: Candidates,
+    listings: dict[str, IndexedListing],
+    interpretation: Interpretation | None = None,
+) -> list[str]:
+    """The ranker's first ids for already retrieved candidates, cut to the depth its weights ask for
+    (``interpretation`` replaces query understanding's, as the label oracle does)."""
     c = c.cut(ranker.weights.candidate_depth)
-    _, results = ranker.rank(c.query.text, c.vector, c.keyword, c.semantic, listings, limit=max(CUTOFFS))  # type: ignore[arg-type]
+    _, results = ranker.rank(
+        c.query.text,
+        c.vector,  # type: ignore[arg-type]
+        c.keyword,
+        c.semantic,
+        listings,
+        interpretation=interpretation,
+        limit=max(CUTOFFS),
+    )
     return [r.id for r in results]
+
+
+def relevant_labels(query: Query, listings: dict[str, IndexedListing]) -> set[Label]:
+    """The labels of the listings that answer ``query`` (empty when none is in the catalog)."""
+    matches = name_matcher(query.relevant)
+    return {label_of(listing) for listing in listings.values() if matches(listing.name)}
+
+
+def oracle_interpretation(labels: Iterable[Label]) -> Interpretation:
+    """What query understanding would say if it knew the answer: each label at probability 1."""
+    ordered = sorted(labels, key=lambda label: (label[0], label[1] or ""))
+    return Interpretation(labels=tuple(LabelGuess(category, sub, 1.0) for category, sub in ordered))
+
+
+def halves(per_query: Sequence[float]) -> list[float]:
+    """Mean over all queries, the even half and the odd half (by position), rounded for printing."""
+    parts = (per_query, per_query[0::2], per_query[1::2])
+    return [round(sum(part) / max(len(part), 1), 4) for part in parts]
+
+
+def label_oracle(
+    ranker: Ranker,
+    runs: Sequence[Candidates],
+    listings: dict[str, IndexedListing],
+    names: dict[str, str],
+    boosts: Iterable[float],
+) -> dict[float, list[float]]:
+    """MRR@10 [all, even, odd] at each category boost with the true labels given instead of inferred.
+
+    Why: whether better label inference can reach a target at all. If even the truth at the configured
+    boost stays below it, the remaining gap is ordering among listings of one label, not inference."""
+    truths = [oracle_interpretation(relevant_labels(c.query, listings)) for c in runs]
+    figures = {}
+    for boost in boosts:
+        oracle = Ranker(ranker.understanding, ranker.weights.with_(category_boost=boost))
+        per_query = [
+            evaluate(partial(ranked_ids, oracle, listings=listings, interpretation=truth), [c], names)
+            for c, truth in zip(runs, truths, strict=True)
+        ]
+        figures[boost] = halves([scores.reciprocal for scores in per_query])
+    return figures
 
 
 def evaluate(
@@ -198,9 +259,7 @@ def tune(
         ranker.weights = weights
         ranker.understanding.weights = weights
         per_query = [evaluate(lambda c: ranked_ids(ranker, c, listings), [c], names).reciprocal for c in runs]
-        figures = [
-            round(sum(part) / max(len(part), 1), 4) for part in (per_query, per_query[0::2], per_query[1::2])
-        ]
+        figures = halves(per_query)
         rows.append((figures, config))
         print(json.dumps({"MRR@10": figures[0], "even": figures[1], "odd": figures[2], **config}), flush=True)
     rows.sort(key=lambda row: -row[0][0])
@@ -217,16 +276,12 @@ def label_accuracy(
     space = ranker.understanding.space
     hits: dict[str, list[bool]] = {"label@1": [], "label@3": []}
     for c in runs:
-        matches = name_matcher(c.query.relevant)
-        wanted = {label_of(listing) for listing in listings.values() if matches(listing.name)}
+        wanted = relevant_labels(c.query, listings)
         scores = ranker.understanding.label_scores(c.vector, c.keyword, c.semantic, listings)  # type: ignore[arg-type]
         guesses = [space.labels[i] for i in sorted(range(len(scores)), key=lambda i: -scores[i])[:3]]
         hits["label@1"].append(bool(guesses) and guesses[0] in wanted)
         hits["label@3"].append(bool(wanted.intersection(guesses)))
-    return {
-        name: [round(sum(part) / max(len(part), 1), 4) for part in (found, found[0::2], found[1::2])]
-        for name, found in hits.items()
-    }
+    return {name: halves([float(hit) for hit in found]) for name, found in hits.items()}
 
 
 async def search_service_names(
@@ -269,6 +324,10 @@ async def run(directory: Path, do_tune: bool, weights: RankingWeights) -> dict[s
                 print(json.dumps({"baseline": label, **evaluate(rank, runs, names).as_dict()}), flush=True)
             accuracy = label_accuracy(app.ranker, runs, listings)
             print(json.dumps({"query_understanding": "all/even/odd", **accuracy}), flush=True)
+            boosts = sorted({weights.category_boost, *ORACLE_BOOSTS})
+            for boost, figures in label_oracle(app.ranker, runs, listings, names, boosts).items():
+                oracle = {"label_oracle": "all/even/odd", "category_boost": boost, "MRR@10": figures}
+                print(json.dumps(oracle), flush=True)
             ranked, seconds = await search_service_names(app, queries)
             seconds.sort()
             print(

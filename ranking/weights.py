@@ -77,6 +77,40 @@ x1.5-3, document length normalization 0.25-0.75, matching word pairs added at 0.
 weight^0.5 or ^2): 0.287-0.295 / 0.243-0.254 / 0.328-0.340; the listing-side mirror of it (the share of
 a listing's own candidate-local word weight that the request contains, penalizing specifics nobody
 asked for; 0.1-0.8): 0.287-0.294 / 0.240-0.250 / 0.335-0.341.
+
+Label inference, re-examined on top of the distinctive-words boost (0.293 / 0.250 / 0.336; label@1 0.637 /
+0.575 / 0.699). The label oracle (``benchmarks.relevance`` prints it: every label of a relevant listing
+at probability 1 instead of the inferred ones) reaches 0.333 / 0.287 / 0.380 at category_boost 0.2, 0.351
+at 0.3, 0.377 at 0.5, 0.392 at 1.0. So even perfect labels only just reach 0.33 at this boost, and a
+stronger boost pays only if nearly every label is right: at 0.5 the inferred labels give 0.286. Per query,
+a wrong top label that becomes right gains ~0.10 in reciprocal rank at boost 0.2 (0.24 at 0.5), so each
++0.01 of label@1 is worth ~+0.001 of MRR@10 here. Of the wrong top labels, 18% have no relevant listing
+among the candidates at all and most of the rest are labels a request's wording does not decide (a
+translation request answered by a text-to-text model, a plain image classification request by a
+zero-shot one). Everything below was chosen looking only at failures of the even half and checked on
+the odd half; rejected, since none moved MRR@10 beyond noise on both halves:
+- confidence-gated boost (category boost lo x p, or hi x p when the top label's p >= 0.5 / 0.7 / 0.9;
+  lo 0-0.2, hi 0.2-0.6, label_temperature 0.03-0.08): 0.289-0.294 / 0.246-0.250 / 0.329-0.339. The
+  probabilities are poorly calibrated (top p >= 0.9 for 244 queries, right for 78% of them; below,
+  ~45%), and being sure when the label is right adds nothing: p set to 1 exactly where the top label is
+  right gives 0.291 at 0.2. Also flat: p^0.5 or p^2 (0.291-0.294), max_labels 1 / 2 / 5 / all and
+  min_label_probability 0-0.2 (0.291-0.293);
+- task definitions rewritten to say what goes in and what comes out and what separates a task from its
+  neighbours (text-to-image vs image-to-text, zero-shot vs trained label sets, table vs passage QA,
+  speech emotion as audio classification), and an unknown subcategory looked up as "category
+  subcategory" ("Classification" under "Audio"): the label text ALONE picks the right label for 0.477 ->
+  0.513 (even 0.449 -> 0.483, odd, held out, 0.505 -> 0.544), but mixed with the neighbour votes label@1
+  0.637 -> 0.627-0.632 and MRR@10 0.292 / 0.249 / 0.335 (the votes already fix what the text fixes);
+  with vote weights 0.1-0.3 each re-tuned: 0.287-0.295;
+- label evidence combined as a product of experts (log softmax of the label-text similarity at
+  temperature 0.02 / 0.05 + b x log(votes + eps), b 0.5 / 1, eps 0.05 / 0.2), with either label text:
+  label@1 up to 0.649 / 0.580 / 0.718, MRR@10 0.290-0.296 / 0.246-0.252 / 0.332-0.340 over category
+  boosts 0.1-0.5 (best +0.003: noise);
+- general-purpose labels sharing the boost of the tasks they can serve (zero-shot classifiers for plain
+  classification, text-to-text models for translation / summarization / QA, text generation for
+  conversation; share 0.25-1 of that probability): 0.287-0.293 / 0.245-0.250 / 0.329-0.336, worse on the
+  even half that suggested it.
+The lever left is ordering among candidates of one label (the oracle at boost 1.0 stays at 0.39).
 """
 
 from __future__ import annotations
