@@ -109,7 +109,11 @@ the odd half; rejected, since none moved MRR@10 beyond noise on both halves:
 - general-purpose labels sharing the boost of the tasks they can serve (zero-shot classifiers for plain
   classification, text-to-text models for translation / summarization / QA, text generation for
   conversation; share 0.25-1 of that probability): 0.287-0.293 / 0.245-0.250 / 0.329-0.336, worse on the
-  even half that suggested it.
+  even half that suggested it;
+- label votes from the top 5 / 10 / 20 of the fused list before the category boost (keyword, semantic
+  and distinctive-word parts together; by 1/rank or exp(score gap / 0.05-0.1)), alone (label@1
+  0.586-0.613) or added at 0.2-0.4 beside or instead of the two per-list votes: label@1 0.605-0.654,
+  MRR@10 0.285-0.296 / 0.239-0.251 / 0.330-0.342 (it would also need a second scoring pass).
 The lever left is ordering among candidates of one label (the oracle at boost 1.0 stays at 0.39).
 """
 
