@@ -13,8 +13,8 @@ So each candidate is scored by how much of the request's *candidate-local* word 
 
 ``share`` lies in [0, 1]; the ranker adds ``distinctive_words_boost`` times it (``ranking.weights`` has the
 figures). Words are lower-cased runs of letters and digits of three or more characters, from the
-listing's readable name, tags, subcategories and description; no stemming and no stop list, since a word
-that every candidate contains (``the``) weighs almost nothing here by construction.
+listing's readable name, tags, subcategories and description; no stemming, and only Lucene's short English
+stop list (``STOP_WORDS``): a word that every candidate contains weighs almost nothing by construction.
 
 Per query this is one scan per candidate for the request's own words (``request_word_matcher``).
 """
@@ -31,11 +31,21 @@ from search.types import IndexedListing
 
 _WORD = re.compile(r"[^\W_]+")
 MIN_WORD_CHARS = 3
+# Lucene's English stop words (those of three letters or more). In a large catalog they are in nearly every
+# candidate and weigh nothing anyway; in a small one "the" can be rare among the candidates, and an
+# explanation saying a listing won on "the" reads as nonsense. Relevance is unchanged (``ranking.weights``).
+STOP_WORDS = frozenset({
+    "and", "are", "but", "for", "into", "not", "such", "that", "the", "their", "then", "there", "these",
+    "they", "this", "was", "will", "with",
+})  # fmt: skip
 
 
 def words(text: str) -> frozenset[str]:
-    """The distinct lower-cased words of ``text`` with at least ``MIN_WORD_CHARS`` characters."""
-    return frozenset(word for word in _WORD.findall(text.lower()) if len(word) >= MIN_WORD_CHARS)
+    """The distinct lower-cased words of ``text`` with at least ``MIN_WORD_CHARS`` characters, stop
+    words left out."""
+    return frozenset(
+        word for word in _WORD.findall(text.lower()) if len(word) >= MIN_WORD_CHARS and word not in STOP_WORDS
+    )
 
 
 def listing_text(listing: IndexedListing) -> str:

@@ -24,6 +24,16 @@ def test_words_are_lower_cased_runs_of_three_or_more_letters_or_digits() -> None
     assert words("") == frozenset()
 
 
+def test_stop_words_never_count_as_distinctive() -> None:
+    assert words("The model for the task, and THIS one with that") == {"model", "task", "one"}
+    docs = [
+        listing("a", "NLP", "Text Classification", description="Sentiment of the product reviews."),
+        listing("b", "NLP", "Text Classification", description="Spam filter for email."),
+    ]
+    contrast = distinctive_words("classify the sentiment of reviews", docs)
+    assert "the" not in contrast.weights and contrast.matched(docs[0]) == ["reviews", "sentiment"]
+
+
 def test_listing_words_read_the_name_without_owner_labels_tags_and_description() -> None:
     doc = listing(
         "a", "Computer Vision", "Object Detection", name="acme-labs/yolo-shelf-v8",
