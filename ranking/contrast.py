@@ -16,7 +16,8 @@ figures). Words are lower-cased runs of letters and digits of three or more char
 listing's readable name, tags, subcategories and description; no stemming, and only Lucene's short English
 stop list (``STOP_WORDS``): a word that every candidate contains weighs almost nothing by construction.
 
-Per query this is one scan per candidate for the request's own words (``request_word_matcher``).
+Per query this looks for the request's own dozen words in each candidate's text (``RequestWords``): a
+substring test per word, confirmed as a whole word only where the substring occurs.
 """
 
 from __future__ import annotations
@@ -59,15 +60,42 @@ def listing_words(listing: IndexedListing) -> frozenset[str]:
     return words(listing_text(listing))
 
 
-def request_word_matcher(wanted: Iterable[str]) -> re.Pattern[str]:
+class RequestWords:
     """Finds exactly the words of ``wanted`` that ``words`` would split out of a lower-cased text.
 
-    Why not ``words(text) & wanted`` per candidate: tokenizing ~150 descriptions per request cost
-    ~3 ms at catalog scale (no cache holds 100k listings' word sets); one alternation of the request's
-    dozen words, anchored so that a match is a whole run of letters and digits, scans them in ~0.5 ms.
+    Why not ``words(text) & wanted`` per candidate: tokenizing ~170 descriptions per request costs ~3 ms
+    at catalog scale (no cache holds 100k listings' word sets), and one regex alternation of the
+    request's words scanning every text still ~1.2 ms. A substring test (``in``, a C loop) per request
+    word rules out most (candidate, word) pairs in ~0.2 ms; only where the substring occurs is it checked
+    to be a whole run of letters and digits (``_WORD_CHAR`` on either side, the rule ``words`` splits by).
     """
-    alternatives = "|".join(re.escape(word) for word in sorted(wanted, key=lambda w: (-len(w), w)))
-    return re.compile(rf"(?<![^\W_])(?:{alternatives})(?![^\W_])")
+
+    __slots__ = ("wanted",)
+
+    def __init__(self, wanted: Iterable[str]) -> None:
+        self.wanted = tuple(sorted(wanted))
+
+    def found_in(self, text: str) -> frozenset[str]:
+        present = [word for word in self.wanted if word in text]
+        if not present:
+            return _NOTHING
+        return frozenset(word for word in present if _occurs_as_word(text, word))
+
+
+_NOTHING: frozenset[str] = frozenset()
+_WORD_CHAR = re.compile(r"[^\W_]")
+
+
+def _occurs_as_word(text: str, word: str) -> bool:
+    """Whether ``word`` occurs in ``text`` with no letter or digit right before or after it."""
+    match_char = _WORD_CHAR.match
+    start = text.find(word)
+    while start >= 0:
+        end = start + len(word)
+        if not (start and match_char(text, start - 1)) and not match_char(text, end):
+            return True
+        start = text.find(word, start + 1)
+    return False
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,8 +123,8 @@ def distinctive_words(text: str, candidates: Iterable[IndexedListing]) -> Distin
     wanted = words(text)
     if not wanted:
         return NO_DISTINCTIVE_WORDS
-    matcher = request_word_matcher(wanted)
-    found = {listing.id: frozenset(matcher.findall(listing_text(listing))) for listing in candidates}
+    matcher = RequestWords(wanted)
+    found = {listing.id: matcher.found_in(listing_text(listing)) for listing in candidates}
     frequency = Counter(word for present in found.values() for word in present)
     if not frequency:
         return NO_DISTINCTIVE_WORDS

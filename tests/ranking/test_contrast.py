@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import random
 from dataclasses import replace
 
 import pytest
@@ -10,9 +11,9 @@ from ranking_support import listing
 
 from ranking.contrast import (
     NO_DISTINCTIVE_WORDS,
+    RequestWords,
     distinctive_words,
     listing_words,
-    request_word_matcher,
     words,
 )
 
@@ -51,8 +52,20 @@ def test_listing_words_read_the_name_without_owner_labels_tags_and_description()
 def test_the_request_matcher_finds_exactly_the_words_that_tokenizing_would() -> None:
     text = "x-ray_scan: Detect tumours (CT/MRI), tumour-free; 3d_ct 3dct naïve café ct ray"
     wanted = {"ray", "scan", "tumour", "tumours", "3dct", "naïve", "detect", "mri", "free", "xray"}
-    assert set(request_word_matcher(wanted).findall(text.lower())) == words(text) & wanted
-    assert request_word_matcher({"c++", "a.b"}).findall("c++ axb a.b") == ["c++", "a.b"]  # escaped
+    assert RequestWords(wanted).found_in(text.lower()) == words(text) & wanted
+    assert RequestWords({"age", "image"}).found_in("images, an image of an imaged age") == {"image", "age"}
+    assert RequestWords({"age"}).found_in("images of pages") == frozenset()  # substrings only
+
+
+def test_the_request_matcher_agrees_with_tokenizing_on_random_texts() -> None:
+    """Differential check: whole-word matching must never differ from ``words(text) & wanted``."""
+    rng = random.Random(7)
+    alphabet = "ab1é_- .,/"
+    for _ in range(3000):
+        text = "".join(rng.choice(alphabet) for _ in range(rng.randint(0, 40)))
+        wanted = {"".join(rng.choice("ab1é") for _ in range(rng.randint(3, 4))) for _ in range(6)}
+        wanted |= set(list(words(text))[:2])
+        assert RequestWords(wanted).found_in(text.lower()) == words(text) & wanted, (text, wanted)
 
 
 def test_words_shared_by_every_candidate_weigh_less_than_rare_ones() -> None:
