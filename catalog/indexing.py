@@ -21,7 +21,7 @@ from typing import Protocol
 
 import numpy as np
 from sqlalchemy import func, select, update
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from catalog.clock import as_utc
 from catalog.listing_view import embedding_text, project, vector_bytes
@@ -40,7 +40,7 @@ DELETION_CHECK_INTERVAL_S = 10.0  # deletions by other processes are rare; count
 SYNC_OVERLAP = timedelta(seconds=30)
 
 
-async def shares_of(session: AsyncSession, ids: Sequence[str]) -> dict[str, list[str]]:
+async def shares_of(session: AsyncSession | AsyncConnection, ids: Sequence[str]) -> dict[str, list[str]]:
     """Account ids each listing is shared with (read in the caller's transaction)."""
     found: dict[str, list[str]] = {}
     for start in range(0, len(ids), 500):

@@ -12,6 +12,7 @@ from datetime import datetime
 from typing import Any
 
 import numpy as np
+from sqlalchemy import Row
 
 from catalog.clock import as_utc
 from infra.tables import Listing
@@ -21,6 +22,9 @@ from search.types import IndexedListing
 
 @dataclass(frozen=True, slots=True)
 class ListingView:
+    """What callers read about a listing; built by ``of`` from an ORM row or a plain row of
+    ``VIEW_COLUMNS``."""
+
     id: str
     kind: str
     name: str
@@ -67,7 +71,7 @@ class ListingView:
         return self.success_count / runs if runs else None
 
     @classmethod
-    def of(cls, row: Listing, shared_with: Iterable[str] = ()) -> ListingView:
+    def of(cls, row: Listing | Row[Any], shared_with: Iterable[str] = ()) -> ListingView:
         return cls(
             id=row.id,
             kind=row.kind,
@@ -109,6 +113,12 @@ class ListingView:
             updated_at=as_utc(row.updated_at),
             shared_with=sorted(shared_with),
         )
+
+
+# The columns a view is built from: all but the embedding (1.5 KB a row) and the model it came from.
+VIEW_COLUMNS = tuple(
+    column for column in Listing.__table__.columns if column.key not in ("embedding", "embedding_model")
+)
 
 
 def embedding_text(row: Listing) -> str:

