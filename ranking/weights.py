@@ -115,6 +115,34 @@ the odd half; rejected, since none moved MRR@10 beyond noise on both halves:
   0.586-0.613) or added at 0.2-0.4 beside or instead of the two per-list votes: label@1 0.605-0.654,
   MRR@10 0.285-0.296 / 0.239-0.251 / 0.330-0.342 (it would also need a second scoring pass).
 The lever left is ordering among candidates of one label (the oracle at boost 1.0 stays at 0.39).
+
+Embedding-side ideas, on top of the distinctive-words boost, from one snapshot of the depth-200 lists
+(0.292 / 0.247 / 0.338 there; the benchmark's search-service path prints 0.292 / 0.250 / 0.336):
+- kept: request words weighted in the keyword query by the model's own reading of the request
+  (``ranking.term_weights``, ``keyword_term_weight_power`` below): 0.302 / 0.260 / 0.345. BM25 alone gets
+  slightly worse with it (0.238 -> 0.232): the gain is in what the keyword list adds to the vector list.
+  Controls: the same weights shuffled among each request's words 0.270-0.280 / 0.223-0.245 / 0.309-0.318;
+  a stop list instead (weight 0 for NLTK's 179 words, scikit-learn's 318, or pronouns only) 0.288-0.293 /
+  0.243-0.247 / 0.333-0.339, and the weights on top of any of them still 0.300-0.301. Within noise of the
+  kept form: a word's wordpieces by mean / max / first distance instead of the distance of their mean
+  vector (0.299-0.302 / 0.254 / 0.344-0.349); rank-based weights 0.294 / 0.252 / 0.335. Rejected: the
+  same weights also in the distinctive-words weights (0.299 / 0.260 / 0.338: the odd half loses the
+  gain); the reverse, cosine to the mean (filler scores highest), 0.284-0.293; weights from what a word
+  does to the query vector (its tokens left out of the mean pool, or the word deleted and the request
+  re-encoded, scored by the drop in cosine to the centroid of the top 10 vector hits or to the full
+  query; floors 0 / 0.25 / 0.5): in BM25 0.251-0.291 / 0.224-0.245 / 0.279-0.339, in the distinctive
+  words 0.271-0.295 / 0.234-0.251 / 0.307-0.340, in both 0.229-0.289;
+- rejected, isotropy post-processing ("all-but-the-top", Mu & Viswanath 2018: the catalog's mean listing
+  embedding subtracted and its top D = 1-8 principal components projected out of listings and query
+  alike, re-normalized; for the vector list only, for the neighbour votes too, or with the label vectors
+  transformed as well): dense alone 0.238 -> 0.201-0.220, ranker 0.270-0.280 / 0.231-0.242 /
+  0.303-0.322. Queries and listings are not centred alike (cosine of the two means 0.68): centring the
+  queries by their own mean instead (in-sample; it would need a log of past queries) gives dense 0.252
+  but the ranker 0.291-0.295 / 0.246-0.254 / 0.333-0.340, within noise;
+- rejected, a second query text of only the request's words found in the catalog's listing texts
+  (document frequency >= 1 or >= 2), encoded in the same batch and blended with the full query's vector
+  (weight 0.7 / 0.5 / 0.3 / 0 on the full one), for the vector list only or for query understanding too:
+  0.262-0.294 / 0.228-0.256 / 0.296-0.340.
 """
 
 from __future__ import annotations
@@ -180,6 +208,19 @@ class RankingWeights:
     # Lucene's English stop words are left out (0.2929 -> 0.2924, within noise) so that no explanation
     # credits "the", which in a small catalog can be rare among the candidates.
     distinctive_words_boost: float = 0.5
+
+    # --- request words weighted in the keyword query (``ranking.term_weights``): each word's BM25 term
+    # boosted by (its distance from the request's mean token vector / the largest) ** power; 0 = off.
+    # MRR@10 all / even / odd from one snapshot at the values above (unweighted 0.292 / 0.247 / 0.338):
+    #   power 0.5 -> 0.293 / 0.247 / 0.339;  1 -> 0.297 / 0.253 / 0.341;  1.5 -> 0.299 / 0.255 / 0.343;
+    #   2 -> 0.302 / 0.260 / 0.345;  2.5 -> 0.300 / 0.261 / 0.339;  3 -> 0.296 / 0.256 / 0.336.
+    # 2: the middle of the plateau; paired bootstrap of its gain, 90% interval [+0.001, +0.019] (45 queries
+    # better, 26 worse). With it every cell of distinctive_words_boost 0.3-0.7 x category_boost 0.1-0.3
+    # gains 0.005-0.012 and the values above stay best; keyword_weight 0.7 / 1.3: 0.293 / 0.292. At other
+    # depths one half gains: 50: 0.288 / 0.247 / 0.329 -> 0.293 / 0.244 / 0.341; 200: 0.291 / 0.246 /
+    # 0.337 -> 0.300 / 0.263 / 0.338.
+    # Not wired yet: the encoder returns no token vectors and the keyword backends take no term weights.
+    keyword_term_weight_power: float = 2.0
 
     # --- quality signals (defaults; bounded by quality_cap)
     usage_boost: float = 0.02  # times relative usage in its category (0..1)
