@@ -28,9 +28,9 @@ from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
+from search.documents import WORD_PATTERN
 from search.types import IndexedListing
 
-_WORD = re.compile(r"[^\W_]+")
 MIN_WORD_CHARS = 3
 # Lucene's English stop words (those of three letters or more). In a large catalog they are in nearly every
 # candidate and weigh nothing anyway; in a small one "the" can be rare among the candidates, and an
@@ -45,7 +45,9 @@ def words(text: str) -> frozenset[str]:
     """The distinct lower-cased words of ``text`` with at least ``MIN_WORD_CHARS`` characters, stop
     words left out."""
     return frozenset(
-        word for word in _WORD.findall(text.lower()) if len(word) >= MIN_WORD_CHARS and word not in STOP_WORDS
+        word
+        for word in WORD_PATTERN.findall(text.lower())
+        if len(word) >= MIN_WORD_CHARS and word not in STOP_WORDS
     )
 
 

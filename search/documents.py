@@ -6,6 +6,7 @@ listing embedded one way at publish time and another way at reindex time would d
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 
 from search.types import IndexedListing
@@ -29,6 +30,10 @@ TEXT_FIELD_BOOSTS: dict[str, float] = {
     "category": 1.0,
     "description": 1.0,
 }
+
+# A word as ranking weighs it and as request word weights name it: a run of letters and digits (the
+# keyword backends then analyze each word their own way).
+WORD_PATTERN = re.compile(r"[^\W_]+")
 
 
 def _dedupe(parts: Iterable[str]) -> list[str]:

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import threading
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -213,9 +213,15 @@ class EmbeddedBackend:
         return self._ann.wait(timeout)
 
     # ------------------------------------------------------------------ reads
-    def keyword(self, text: str, filters: SearchFilters, limit: int) -> list[Hit]:
+    def keyword(
+        self,
+        text: str,
+        filters: SearchFilters,
+        limit: int,
+        word_weights: Mapping[str, float] | None = None,
+    ) -> list[Hit]:
         check_page(limit)
-        scored = self._keyword.search(text, filters, limit)
+        scored = self._keyword.search(text, filters, limit, word_weights)
         with self._lock:
             hits = []
             for key, score in scored:

@@ -13,7 +13,7 @@ import json
 import math
 import os
 import shutil
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
 import tantivy
@@ -224,21 +224,41 @@ class KeywordIndex:
             self.writer = None
 
     # ------------------------------------------------------------------ reads
-    def text_query(self, text: str) -> tantivy.Query | None:
+    def text_query(self, text: str, word_weights: Mapping[str, float] | None = None) -> tantivy.Query | None:
         """A disjunction of the analyzed query words over the boosted text fields; ``None`` if the text
         has no searchable word (only stop words or punctuation). Built from terms, not parsed, so that
-        no user input can be a query-syntax error."""
-        words = list(dict.fromkeys(self.analyzer.analyze(text)))
-        if not words:
+        no user input can be a query-syntax error. ``word_weights`` boosts each word's terms (a term
+        several words stem to takes the largest of their weights)."""
+        terms = list(dict.fromkeys(self.analyzer.analyze(text)))
+        if not terms:
             return None
+        boosts = self.term_boosts(word_weights or {})
         per_field = []
-        for attribute, boost in TEXT_FIELD_BOOSTS.items():
+        for attribute, field_boost in TEXT_FIELD_BOOSTS.items():
             name = TEXT_FIELDS[attribute]
-            terms = [(tantivy.Occur.Should, tantivy.Query.term_query(self.schema, name, w)) for w in words]
+            clauses = [
+                (tantivy.Occur.Should, self._weighted_term(name, term, boosts.get(term, 1.0)))
+                for term in terms
+            ]
             per_field.append(
-                (tantivy.Occur.Should, tantivy.Query.boost_query(tantivy.Query.boolean_query(terms), boost))
+                (
+                    tantivy.Occur.Should,
+                    tantivy.Query.boost_query(tantivy.Query.boolean_query(clauses), field_boost),
+                )
             )
         return tantivy.Query.boolean_query(per_field)
+
+    def term_boosts(self, word_weights: Mapping[str, float]) -> dict[str, float]:
+        """Word weights as index-term boosts, through the same analyzer the index uses."""
+        boosts: dict[str, float] = {}
+        for word, weight in word_weights.items():
+            for term in self.analyzer.analyze(word):
+                boosts[term] = max(boosts.get(term, 0.0), float(weight))
+        return boosts
+
+    def _weighted_term(self, field: str, term: str, boost: float) -> tantivy.Query:
+        query = tantivy.Query.term_query(self.schema, field, term)
+        return query if boost == 1.0 else tantivy.Query.boost_query(query, boost)
 
     def filter_clauses(self, filters: SearchFilters) -> list[tuple[tantivy.Occur, tantivy.Query]]:
         """The facet rules of ``search.filters`` as (occur, query) clauses: ``Must`` to keep matches,
@@ -286,10 +306,16 @@ class KeywordIndex:
     def _range(self, name: str, lower: float | None, upper: float | None) -> tantivy.Query:
         return tantivy.Query.range_query(self.schema, name, tantivy.FieldType.Float, lower, upper)
 
-    def search(self, text: str, filters: SearchFilters, limit: int) -> list[tuple[int, float]]:
+    def search(
+        self,
+        text: str,
+        filters: SearchFilters,
+        limit: int,
+        word_weights: Mapping[str, float] | None = None,
+    ) -> list[tuple[int, float]]:
         """``(key, bm25 score)`` of the best ``limit`` listings matching ``text`` and ``filters``."""
         validate_filters(filters)
-        query = self.text_query(text)
+        query = self.text_query(text, word_weights)
         if query is None or limit <= 0:
             return []
         clauses = [(tantivy.Occur.Must, query)]

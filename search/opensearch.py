@@ -19,7 +19,7 @@ the next search sees them, like the embedded backend.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -181,12 +181,18 @@ class OpenSearchBackend:
     def _search(self, body: dict[str, Any]) -> dict[str, Any]:
         return self._call("search", self.client.search, index=self.alias, body=body)
 
-    def keyword(self, text: str, filters: SearchFilters, limit: int) -> list[Hit]:
+    def keyword(
+        self,
+        text: str,
+        filters: SearchFilters,
+        limit: int,
+        word_weights: Mapping[str, float] | None = None,
+    ) -> list[Hit]:
         check_page(limit)
         validate_filters(filters)
         if not text.strip() or limit == 0:
             return []
-        return q.hits_from_response(self._search(q.keyword_query(text, filters, limit)))
+        return q.hits_from_response(self._search(q.keyword_query(text, filters, limit, word_weights)))
 
     def vector(self, vector: np.ndarray, filters: SearchFilters, limit: int) -> list[Hit]:
         check_page(limit)

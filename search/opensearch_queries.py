@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from search.documents import TEXT_FIELD_BOOSTS
+from search.documents import TEXT_FIELD_BOOSTS, WORD_PATTERN
 from search.filters import is_hidden, readers_of, viewer_readers, wanted_kinds
 from search.types import Hit, IndexedListing, SearchFilters
 
@@ -260,19 +260,38 @@ def filter_clauses(filters: SearchFilters) -> list[dict[str, Any]]:
     return clauses
 
 
-def keyword_query(text: str, filters: SearchFilters, limit: int) -> dict[str, Any]:
-    """BM25 over the boosted text fields (summed across fields, like the embedded backend), filtered."""
+def keyword_query(
+    text: str, filters: SearchFilters, limit: int, word_weights: Mapping[str, float] | None = None
+) -> dict[str, Any]:
+    """BM25 over the boosted text fields (summed across fields, like the embedded backend), filtered.
+
+    With ``word_weights`` the text becomes one ``multi_match`` per word, boosted by its weight (1.0 for
+    words it does not name), so each word's terms count as much as in the embedded backend."""
     return {
         "size": limit,
         "_source": False,
         "track_total_hits": False,
-        "query": {
-            "bool": {
-                "must": [{"multi_match": {"query": text, "fields": SEARCH_FIELDS, "type": "most_fields"}}],
-                "filter": filter_clauses(filters),
-            }
-        },
+        "query": {"bool": {"must": [text_match(text, word_weights)], "filter": filter_clauses(filters)}},
     }
+
+
+def text_match(text: str, word_weights: Mapping[str, float] | None = None) -> dict[str, Any]:
+    """The text part of ``keyword_query``."""
+    if not word_weights:
+        return {"multi_match": {"query": text, "fields": SEARCH_FIELDS, "type": "most_fields"}}
+    words = dict.fromkeys(match.lower() for match in WORD_PATTERN.findall(text))
+    should = [
+        {
+            "multi_match": {
+                "query": word,
+                "fields": SEARCH_FIELDS,
+                "type": "most_fields",
+                "boost": float(word_weights.get(word, 1.0)),
+            }
+        }
+        for word in words
+    ]
+    return {"bool": {"should": should, "minimum_should_match": 1}}
 
 
 def knn_query(vector: np.ndarray, filters: SearchFilters, limit: int) -> dict[str, Any]:

@@ -6,7 +6,7 @@ Backends answer keyword and vector candidate queries under the same ``SearchFilt
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -76,7 +76,16 @@ class SearchBackend(Protocol):
 
     def delete(self, ids: Sequence[str]) -> None: ...
 
-    def keyword(self, text: str, filters: SearchFilters, limit: int) -> list[Hit]: ...
+    def keyword(
+        self,
+        text: str,
+        filters: SearchFilters,
+        limit: int,
+        word_weights: Mapping[str, float] | None = None,
+    ) -> list[Hit]:
+        """BM25 candidates. ``word_weights`` (lower-cased request word -> boost) scales each word's
+        terms; words it does not name count 1.0."""
+        ...
 
     def vector(self, vector: np.ndarray, filters: SearchFilters, limit: int) -> list[Hit]: ...
 

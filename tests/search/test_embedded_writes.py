@@ -152,3 +152,19 @@ def test_writer_in_another_process_is_a_conflict(index_dir: Path) -> None:
     finally:
         holder.communicate("", timeout=30)
     EmbeddedBackend(index_dir, DIM).close()  # the lock died with its process
+
+
+def test_word_weights_scale_each_words_terms(backend: EmbeddedBackend) -> None:
+    """A request word weighted down stops deciding the order; weights of 1 change nothing."""
+    backend.upsert([
+        listing("audio", name="audio tagger", description="tags audio clips of our users", embedding=axis(1)),
+        listing("speech", name="speech model", description="transcribes speech", embedding=axis(2)),
+    ])  # fmt: skip
+    text = "transcribe speech for our audio users"
+    plain = backend.keyword(text, ANY, 5)
+    assert ids(plain) == ["audio", "speech"]  # more of the request's words, each counted fully
+    assert backend.keyword(text, ANY, 5, {word: 1.0 for word in text.split()}) == plain
+    weighted = backend.keyword(text, ANY, 5, {"our": 0.0, "audio": 0.1, "users": 0.1, "speech": 1.0})
+    assert ids(weighted) == ["speech", "audio"]
+    stemmed = backend.keyword(text, ANY, 5, {"transcribe": 3.0})  # stems to the same term as "transcribes"
+    assert stemmed[0].id == "speech" and stemmed[0].score > plain[1].score

@@ -268,3 +268,22 @@ def test_unreachable_opensearch_fails_loading_cleanly() -> None:
             backend.load([listing("a", embedding=None)])
     finally:
         backend.close()
+
+
+def test_word_weights_become_one_boosted_match_per_word() -> None:
+    fields = q.keyword_query("x", SearchFilters(), 5)["query"]["bool"]["must"][0]["multi_match"]["fields"]
+    body = q.keyword_query(
+        "Sentiment of sentiment, reviews", SearchFilters(), 5, {"sentiment": 0.5, "of": 0.0}
+    )
+    assert body["query"]["bool"]["must"] == [
+        {
+            "bool": {
+                "should": [
+                    {"multi_match": {"query": w, "fields": fields, "type": "most_fields", "boost": b}}
+                    for w, b in (("sentiment", 0.5), ("of", 0.0), ("reviews", 1.0))
+                ],
+                "minimum_should_match": 1,
+            }
+        }
+    ]
+    assert q.keyword_query("a b", SearchFilters(), 5, {}) == q.keyword_query("a b", SearchFilters(), 5)
