@@ -132,6 +132,13 @@ Embedding-side ideas, on top of the distinctive-words boost, from one snapshot o
   re-encoded, scored by the drop in cosine to the centroid of the top 10 vector hits or to the full
   query; floors 0 / 0.25 / 0.5): in BM25 0.251-0.291 / 0.224-0.245 / 0.279-0.339, in the distinctive
   words 0.271-0.295 / 0.234-0.251 / 0.307-0.340, in both 0.229-0.289;
+- rejected, the same word weights without the forward pass, so BM25 could run while the query encodes
+  (the kept form re-run alongside: power 1 / 1.5 / 2 / 2.5 / 3 -> 0.297-0.302 / 0.253-0.260 /
+  0.339-0.345): the model's input wordpiece embeddings in place of its contextual token vectors, same
+  formula, power 1-3, 0.289-0.292 / 0.241-0.251 / 0.330-0.338 (with or without [CLS]/[SEP] in the mean,
+  or the vocabulary's mean row subtracted first): it is the context that sets filler apart ("their",
+  "am", "want" keep 0.6-0.7 of the top weight); each word's catalog IDF / the request's largest, power
+  1 / 2 / 3, 0.288 / 0.277 / 0.268 (odd half 0.331-0.313);
 - rejected, isotropy post-processing ("all-but-the-top", Mu & Viswanath 2018: the catalog's mean listing
   embedding subtracted and its top D = 1-8 principal components projected out of listings and query
   alike, re-normalized; for the vector list only, for the neighbour votes too, or with the label vectors
