@@ -111,15 +111,18 @@ class Candidates:
 
     query: Query
     vector: object
-    keyword: list[Hit]
+    keyword: list[Hit]  # as the search service asks for them: words weighted (``ranking.term_weights``)
     semantic: list[Hit]
+    bm25: list[Hit]  # plain BM25, every word counted alike: the baselines
 
     def cut(self, depth: int) -> Candidates:
-        return Candidates(self.query, self.vector, self.keyword[:depth], self.semantic[:depth])
+        return Candidates(
+            self.query, self.vector, self.keyword[:depth], self.semantic[:depth], self.bm25[:depth]
+        )
 
 
 def plain_rrf(candidates: Candidates) -> list[str]:
-    fused = reciprocal_rank_fusion({"k": candidates.keyword, "v": candidates.semantic}, {"k": 1, "v": 1}, 60)
+    fused = reciprocal_rank_fusion({"k": candidates.bm25, "v": candidates.semantic}, {"k": 1, "v": 1}, 60)
     return sorted(fused, key=lambda i: (-sum(c.value for c in fused[i]), i))
 
 
@@ -215,13 +218,13 @@ def retrieve(app: CatalogApp, queries: Sequence[Query], depth: int) -> list[Cand
     filters = SearchFilters()
     runs = []
     for query in queries:
-        vector = app.encoder.encode_query(query.text)
+        encoding = app.encoder.submit_query(query.text, with_words=True).result()
+        word_weights = app.ranker.keyword_word_weights(encoding.word_distances or {})
+        bm25 = app.backend.keyword(query.text, filters, depth)
+        keyword = app.backend.keyword(query.text, filters, depth, word_weights) if word_weights else bm25
         runs.append(
             Candidates(
-                query,
-                vector,
-                app.backend.keyword(query.text, filters, depth),
-                app.backend.vector(vector, filters, depth),
+                query, encoding.vector, keyword, app.backend.vector(encoding.vector, filters, depth), bm25
             )
         )
     return runs
@@ -316,7 +319,7 @@ async def run(directory: Path, do_tune: bool, weights: RankingWeights) -> dict[s
                 tune(ranker, runs, listings, names)
                 runs = [c.cut(weights.candidate_depth) for c in runs]
             baselines = {
-                "bm25": lambda c: [h.id for h in c.keyword],
+                "bm25": lambda c: [h.id for h in c.bm25],
                 "dense": lambda c: [h.id for h in c.semantic],
                 "rrf": plain_rrf,
             }

@@ -284,10 +284,7 @@ class SearchService:
         query_vector: np.ndarray | None = None
         if text:
             needed = offset + request.limit
-            encoding = self.index.encoder.submit_query(text)
-            # BM25 needs no vector: it runs here while the model encodes the query on its own thread.
-            keyword_hits = self.index.backend.keyword(text, filters, self._depth(needed))
-            query_vector = await asyncio.wrap_future(encoding)
+            query_vector, keyword_hits = await self._encode_and_match(text, filters, self._depth(needed))
             interpretation, ranked, total = self._rank(
                 text, query_vector, keyword_hits, filters, sort, needed
             )
@@ -323,6 +320,24 @@ class SearchService:
             interpretation=interpretation,
             notes=interpretation.describe() if interpretation else [],
         )
+
+    async def _encode_and_match(
+        self, text: str, filters: SearchFilters, depth: int
+    ) -> tuple[np.ndarray, list[Hit]]:
+        """The query vector and the keyword candidates.
+
+        The keyword query weighs each request word by how the model read it (``ranking.term_weights``),
+        so BM25 waits for the encode, whose forward pass gives those weights; with the weights off, BM25
+        runs while the model encodes on its own thread instead."""
+        backend, encoder = self.index.backend, self.index.encoder
+        assert backend is not None
+        if self.ranker.weights.keyword_term_weight_power <= 0:
+            pending = encoder.submit_query(text)
+            keyword_hits = backend.keyword(text, filters, depth)
+            return (await asyncio.wrap_future(pending)).vector, keyword_hits
+        encoding = await asyncio.wrap_future(encoder.submit_query(text, with_words=True))
+        word_weights = self.ranker.keyword_word_weights(encoding.word_distances or {})
+        return encoding.vector, backend.keyword(text, filters, depth, word_weights)
 
     async def _narrow_to_slot(
         self, actor: Actor, request: SearchRequest, filters: SearchFilters

@@ -24,6 +24,7 @@ from ranking.contrast import NO_DISTINCTIVE_WORDS, DistinctiveWords, distinctive
 from ranking.fusion import Contribution, normalized_score_fusion, reciprocal_rank_fusion
 from ranking.query_understanding import QueryUnderstanding, label_of
 from ranking.signals import quality_parts, quality_score
+from ranking.term_weights import keyword_word_weights
 from ranking.types import Interpretation, RankedResult, ScorePart
 from ranking.weights import DEFAULT_WEIGHTS, RankingWeights
 from search.types import Hit, IndexedListing
@@ -70,6 +71,11 @@ class Ranker:
         if w.fusion == "score":
             return normalized_score_fusion(lists, weights)
         return reciprocal_rank_fusion(lists, weights, w.rrf_k)
+
+    def keyword_word_weights(self, word_distances: Mapping[str, float]) -> dict[str, float]:
+        """Weights of the request's words in the keyword query (``ranking.term_weights``); empty when
+        off (every word counts 1)."""
+        return keyword_word_weights(word_distances, self.weights.keyword_term_weight_power)
 
     def interpretation_terms(
         self, listing: IndexedListing, interpretation: Interpretation

@@ -226,7 +226,8 @@ class RankingWeights:
     # gains 0.005-0.012 and the values above stay best; keyword_weight 0.7 / 1.3: 0.293 / 0.292. At other
     # depths one half gains: 50: 0.288 / 0.247 / 0.329 -> 0.293 / 0.244 / 0.341; 200: 0.291 / 0.246 /
     # 0.337 -> 0.300 / 0.263 / 0.338.
-    # Not wired yet: the encoder returns no token vectors and the keyword backends take no term weights.
+    # Cost: BM25 now waits for the encode (whose forward pass gives the distances) instead of running
+    # beside it, and one extra tokenization for the words' spans (``catalog.search_service``).
     keyword_term_weight_power: float = 2.0
 
     # --- quality signals (defaults; bounded by quality_cap)

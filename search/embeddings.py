@@ -10,8 +10,9 @@ from __future__ import annotations
 import os
 import threading
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -19,6 +20,7 @@ import numpy as np
 
 from infra.errors import Unavailable
 from search.documents import TEXT_RECIPE_VERSION
+from search.word_distances import word_distances
 
 if TYPE_CHECKING:
     from sentence_transformers import SentenceTransformer
@@ -43,8 +45,17 @@ def normalize_rows(matrix: np.ndarray) -> np.ndarray:
     return matrix / np.where(norms == 0, 1.0, norms).astype(np.float32)
 
 
+@dataclass(frozen=True, slots=True)
+class QueryEncoding:
+    """A query's vector and, when asked for, how far each of its words stands from its meaning
+    (``search.word_distances``; None when not read)."""
+
+    vector: np.ndarray
+    word_distances: Mapping[str, float] | None = None
+
+
 class QueryCache:
-    """A small thread-safe LRU of query text -> vector; size 0 disables it."""
+    """A small thread-safe LRU of query text -> ``QueryEncoding``; size 0 disables it."""
 
     def __init__(self, size: int) -> None:
         self.size = size
@@ -53,21 +64,22 @@ class QueryCache:
         self.hits = 0
         self.misses = 0
 
-    def get(self, key: str) -> np.ndarray | None:
+    def get(self, key: str, with_words: bool = False) -> QueryEncoding | None:
+        """The cached encoding; with ``with_words``, only one that has its word distances."""
         with self._lock:
-            vector = self._items.get(key)
-            if vector is None:
+            encoding = self._items.get(key)
+            if encoding is None or (with_words and encoding.word_distances is None):
                 self.misses += 1
                 return None
             self._items.move_to_end(key)
             self.hits += 1
-            return vector
+            return encoding
 
-    def put(self, key: str, vector: np.ndarray) -> None:
+    def put(self, key: str, encoding: QueryEncoding) -> None:
         if self.size <= 0:
             return
         with self._lock:
-            self._items[key] = vector
+            self._items[key] = encoding
             self._items.move_to_end(key)
             while len(self._items) > self.size:
                 self._items.popitem(last=False)
@@ -133,29 +145,49 @@ class Encoder:
             return self._model
 
     def encode_query(self, text: str) -> np.ndarray:
-        """One query's vector; cached, so callers must not modify the returned array."""
-        return self.submit_query(text).result()
+        """One query's vector (the model alone); cached, so callers must not modify the returned array."""
+        return self.submit_query(text).result().vector
 
-    def submit_query(self, text: str) -> Future[np.ndarray]:
-        """``encode_query`` started on the model thread: the caller does other work (keyword search)
-        while the model runs, then takes ``.result()`` (or awaits ``asyncio.wrap_future`` of it)."""
+    def submit_query(self, text: str, with_words: bool = False) -> Future[QueryEncoding]:
+        """The query's encoding, started on the model thread: the caller does other work while the model
+        runs, then takes ``.result()`` (or awaits ``asyncio.wrap_future`` of it). ``with_words`` also
+        reads each word's distance from the query's meaning off the same forward pass."""
         key = " ".join(text.split())
-        cached = self.cache.get(key)
+        cached = self.cache.get(key, with_words)
         if cached is not None:
-            done: Future[np.ndarray] = Future()
+            done: Future[QueryEncoding] = Future()
             done.set_result(cached)
             return done
         if threading.get_ident() == self._runner_ident:
             done = Future()
-            done.set_result(self._encode_query_here(key))
+            done.set_result(self._encode_query_here(key, with_words))
             return done
-        return self._runner.submit(self._encode_query_here, key)
+        return self._runner.submit(self._encode_query_here, key, with_words)
 
-    def _encode_query_here(self, key: str) -> np.ndarray:
-        vector = self._encode_here([key], batch_size=1)[0]
-        vector.setflags(write=False)
-        self.cache.put(key, vector)
-        return vector
+    def _encode_query_here(self, key: str, with_words: bool) -> QueryEncoding:
+        if with_words:
+            encoding = self._read_query_here(key)
+        else:
+            encoding = QueryEncoding(self._encode_here([key], batch_size=1)[0])
+        encoding.vector.setflags(write=False)
+        self.cache.put(key, encoding)
+        return encoding
+
+    def _read_query_here(self, key: str) -> QueryEncoding:
+        """The vector and the word distances from one forward pass (the same vector as
+        ``_encode_here``: mean pooling of these token vectors, normalized), plus one tokenization for the
+        words' character spans (~0.5 ms)."""
+        self._runner_ident = threading.get_ident()
+        model = self._load()
+        output = model.encode(
+            [key], batch_size=1, output_value=None, normalize_embeddings=True, show_progress_bar=False
+        )[0]
+        tokens = output["token_embeddings"].float().numpy()
+        spans = model.tokenizer(
+            key, return_offsets_mapping=True, truncation=True, max_length=model.max_seq_length
+        )["offset_mapping"]
+        vector = normalize_rows(output["sentence_embedding"].float().numpy()[None, :])[0]
+        return QueryEncoding(vector, word_distances(key, tokens, spans))
 
     def encode_documents(self, texts: Sequence[str], batch_size: int = 64) -> np.ndarray:
         """An ``len(texts) x dim`` matrix; an empty input gives a ``0 x dim`` matrix."""

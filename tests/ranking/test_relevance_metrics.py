@@ -76,6 +76,7 @@ def test_label_oracle_lifts_the_relevant_label_by_the_boost_it_is_given(encoder:
         None,
         hits("wrong", "right", scores=[2.0, 1.0]),
         [],
+        hits("wrong", "right", scores=[2.0, 1.0]),
     )
     names = {i: item.name for i, item in listings.items()}
     figures = label_oracle(ranker, [run], listings, names, boosts=(0.0, 2.0))

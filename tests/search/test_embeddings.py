@@ -7,7 +7,7 @@ import pytest
 from search_support import listing
 
 from search.documents import TEXT_RECIPE_VERSION, listing_text, text_of
-from search.embeddings import DIMENSION, Encoder, QueryCache
+from search.embeddings import DIMENSION, Encoder, QueryCache, QueryEncoding
 
 
 def test_query_vector_is_normalized_float32(encoder: Encoder) -> None:
@@ -45,7 +45,7 @@ def test_similar_meaning_scores_higher(encoder: Encoder) -> None:
 
 def test_lru_cache_evicts_least_recently_used() -> None:
     cache = QueryCache(2)
-    a, b, c = (np.full(2, i, dtype=np.float32) for i in range(3))
+    a, b, c = (QueryEncoding(np.full(2, i, dtype=np.float32)) for i in range(3))
     cache.put("a", a)
     cache.put("b", b)
     assert cache.get("a") is a  # a is now the most recent
@@ -54,6 +54,20 @@ def test_lru_cache_evicts_least_recently_used() -> None:
     disabled = QueryCache(0)
     disabled.put("a", a)
     assert disabled.get("a") is None and len(disabled) == 0
+
+
+def test_a_cached_vector_without_word_distances_is_a_miss_for_a_search_that_needs_them(
+    encoder: Encoder,
+) -> None:
+    text = "We want our app to transcribe Korean speech recordings."
+    plain = encoder.encode_query(text)
+    read = encoder.submit_query(text, with_words=True).result()
+    np.testing.assert_allclose(read.vector, plain, atol=1e-6)  # one forward pass, the same vector
+    assert read.word_distances is not None and set(read.word_distances) == {
+        "we", "want", "our", "app", "to", "transcribe", "korean", "speech", "recordings",
+    }  # fmt: skip
+    assert encoder.submit_query(text).result() is read  # now cached with its distances, for both
+    assert encoder.submit_query(" ".join(text.split()), with_words=True).result() is read
 
 
 def test_listing_text_reads_like_a_sentence() -> None:
