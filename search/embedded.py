@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import threading
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -30,7 +30,7 @@ from search.columns import SORTS, ListingTable, ordered_slots
 from search.dirlock import DirectoryLock
 from search.filters import validate_filters
 from search.keyword import KeywordIndex, combine, doc_key, fingerprint
-from search.types import Hit, IndexedListing, SearchFilters
+from search.types import Hit, IndexedListing, SearchFilters, WordWeights
 from search.validation import check_page, check_sort, checked_batch, unit_query
 from search.vectors import EXACT_WHEN_MATCHING_AT_MOST, AnnIndex, exact_search
 
@@ -214,11 +214,7 @@ class EmbeddedBackend:
 
     # ------------------------------------------------------------------ reads
     def keyword(
-        self,
-        text: str,
-        filters: SearchFilters,
-        limit: int,
-        word_weights: Mapping[str, float] | None = None,
+        self, text: str, filters: SearchFilters, limit: int, word_weights: WordWeights | None = None
     ) -> list[Hit]:
         check_page(limit)
         scored = self._keyword.search(text, filters, limit, word_weights)

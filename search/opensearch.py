@@ -19,7 +19,7 @@ the next search sees them, like the embedded backend.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -27,7 +27,7 @@ import numpy as np
 from infra.errors import Unavailable
 from search import opensearch_queries as q
 from search.filters import validate_filters
-from search.types import Hit, IndexedListing, SearchFilters
+from search.types import Hit, IndexedListing, SearchFilters, WordWeights
 from search.validation import check_page, check_sort, checked_batch, unit_query
 
 if TYPE_CHECKING:
@@ -182,11 +182,7 @@ class OpenSearchBackend:
         return self._call("search", self.client.search, index=self.alias, body=body)
 
     def keyword(
-        self,
-        text: str,
-        filters: SearchFilters,
-        limit: int,
-        word_weights: Mapping[str, float] | None = None,
+        self, text: str, filters: SearchFilters, limit: int, word_weights: WordWeights | None = None
     ) -> list[Hit]:
         check_page(limit)
         validate_filters(filters)

@@ -62,6 +62,10 @@ class SearchFilters:
     include_suspended: bool = False
 
 
+# Lower-cased request word -> how much its terms count in a keyword query (1.0 when not named).
+WordWeights = Mapping[str, float]
+
+
 @dataclass(frozen=True, slots=True)
 class Hit:
     id: str
@@ -77,11 +81,7 @@ class SearchBackend(Protocol):
     def delete(self, ids: Sequence[str]) -> None: ...
 
     def keyword(
-        self,
-        text: str,
-        filters: SearchFilters,
-        limit: int,
-        word_weights: Mapping[str, float] | None = None,
+        self, text: str, filters: SearchFilters, limit: int, word_weights: WordWeights | None = None
     ) -> list[Hit]:
         """BM25 candidates. ``word_weights`` (lower-cased request word -> boost) scales each word's
         terms; words it does not name count 1.0."""
