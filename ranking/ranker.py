@@ -75,7 +75,10 @@ class Ranker:
     def keyword_word_weights(self, word_distances: Mapping[str, float]) -> dict[str, float]:
         """Weights of the request's words in the keyword query (``ranking.term_weights``); empty when
         off (every word counts 1)."""
-        return keyword_word_weights(word_distances, self.weights.keyword_term_weight_power)
+        w = self.weights
+        return keyword_word_weights(
+            word_distances, w.keyword_term_weight_power, w.keyword_term_weight_min_words
+        )
 
     def interpretation_terms(
         self, listing: IndexedListing, interpretation: Interpretation

@@ -32,12 +32,16 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 
-def keyword_word_weights(distances: Mapping[str, float], power: float) -> dict[str, float]:
+def keyword_word_weights(
+    distances: Mapping[str, float], power: float, min_words: int = 0
+) -> dict[str, float]:
     """Each word -> ``(distance / largest distance) ** power`` in [0, 1], the most distinctive word 1.0.
 
-    Empty (every word keeps weight 1) when ``power`` is 0, or when no word is told apart from the
-    others (all distances 0)."""
+    Empty (every word keeps weight 1) when ``power`` is 0, when no word is told apart from the others
+    (all distances 0), or when the request has fewer than ``min_words`` distinct words: a short request
+    is all content, its mean token vector is just its few words, and a word's distance from it says
+    nothing about filler ("image captioning" would weigh "captioning" 0.07)."""
     top = max(distances.values(), default=0.0)
-    if power <= 0 or top <= 0:
+    if power <= 0 or top <= 0 or len(distances) < min_words:
         return {}
     return {word: (distance / top) ** power for word, distance in distances.items()}

@@ -229,6 +229,11 @@ class RankingWeights:
     # Cost: BM25 now waits for the encode (whose forward pass gives the distances) instead of running
     # beside it, and one extra tokenization for the words' spans (``catalog.search_service``).
     keyword_term_weight_power: float = 2.0
+    # Requests with fewer distinct words than this keep every word at 1: in a short request every word is
+    # content, and the distances say nothing ("image captioning": 'captioning' 0.07, "translate english to
+    # german": 'to' 0.70 over 'english' 0.35). A guard, not tuned: hf-dev's shortest request has 9
+    # distinct words, so its figures are unchanged.
+    keyword_term_weight_min_words: int = 8
 
     # --- quality signals (defaults; bounded by quality_cap)
     usage_boost: float = 0.02  # times relative usage in its category (0..1)
