@@ -150,6 +150,23 @@ Embedding-side ideas, on top of the distinctive-words boost, from one snapshot o
   (document frequency >= 1 or >= 2), encoded in the same batch and blended with the full query's vector
   (weight 0.7 / 0.5 / 0.3 / 0 on the full one), for the vector list only or for query understanding too:
   0.262-0.294 / 0.228-0.256 / 0.296-0.340.
+
+The same reading on the dense side, on top of the kept keyword weights (0.302 / 0.259 / 0.345; dense list
+alone 0.240 / 0.203 / 0.276): the query vector re-pooled from the one forward pass's token vectors with
+weights, for the vector list only (figures below), or for query understanding too (all variants
+0.295-0.307 / 0.245-0.267 / 0.336-0.353, never above the former by more than 0.004). Rejected, no
+variant lifting both halves beyond noise:
+- each token weighted by its distance d from the mean token vector (d^0.5 / 1 / 2 / 3 / 4, (d / max)^1-3,
+  1 + 1 / 3 / 10 x d; [CLS]/[SEP] at their own weight, at 1 or at 0), alone or blended 0.3 / 0.5 / 0.7
+  with the plain vector: 0.295-0.307 / 0.253-0.264 / 0.336-0.353. Where the odd half gains (d^2-3 with
+  [CLS]/[SEP] at 1: 0.306-0.307 / 0.260-0.261 / 0.352-0.353) it is the special tokens' growing share:
+  plain mean pooling with [CLS]/[SEP] weighted 2-20 does as much, 0.302-0.305 / 0.253-0.260 /
+  0.347-0.354; the distances shuffled among the words, 0.298-0.301 / 0.251-0.255 / 0.342-0.351;
+- each token weighted by its word's keyword weight ((d / max)^1-3 as above, [CLS]/[SEP] at 1 or 0, blends
+  0.3-0.7): the dense list alone gains (0.249-0.254, best 0.253 / 0.210 / 0.296 at power 2), the ranker
+  0.300-0.307 / 0.259-0.267 / 0.338-0.348; the best (power 2, [CLS]/[SEP] at 1) 0.307 / 0.267 / 0.347,
+  paired bootstrap of its gain 90% [-0.001, +0.011] (32 queries better, 21 worse); presumably what they find
+  reaches the fused list already through the weighted keyword list.
 """
 
 from __future__ import annotations
