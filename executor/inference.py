@@ -1,8 +1,9 @@
 """Inference through a sandbox: records → batched scoring calls → filtered outputs → a job verdict.
 
-Each scoring call is a fresh sandbox copy (``Runtime.run``) fed one batch in the invocation contract; the
-per-call deadline is the producer's limit plus a fixed allowance for starting the sandbox, which is ours
-to pay, not the producer's.
+Each scoring call is a fresh sandbox copy fed one batch in the invocation contract. While a batch runs, the
+copy for the next call is prepared (``Runtime.prepare``: a container created, started and waiting on
+stdin), so a call's start overlaps the previous call instead of adding to it. The per-call deadline is
+the producer's limit plus a fixed allowance, which is ours to pay, not the producer's.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from catalog.enums import JobStatus
 from executor.batching import BatchOutcome, BatchPolicy, CallResult, ProgressHook, run_in_batches
 from executor.contract import encode_records, parse_outputs
 from executor.output_filter import OutputFilter
-from executor.runtimes.base import Limits, Package, RunRequest, Runtime
+from executor.runtimes.base import Limits, Package, PreparedRun, RunRequest, Runtime
 
 SANDBOX_START_ALLOWANCE_S = 2.0
 
@@ -35,23 +36,48 @@ class InferencePlan:
         return replace(self.limits, timeout_s=self.limits.timeout_s + SANDBOX_START_ALLOWANCE_S)
 
 
+class NextSandbox:
+    """At most one copy prepared ahead: ``take`` hands it out (or prepares one on the spot) and, when more
+    calls are to come, starts preparing the one after."""
+
+    def __init__(self, runtime: Runtime, package: Package, request: RunRequest, limits: Limits) -> None:
+        self._prepare = lambda: runtime.prepare(package, request, limits)
+        self._ready: PreparedRun | None = None
+
+    def take(self, more_to_come: bool) -> PreparedRun:
+        sandbox, self._ready = self._ready or self._prepare(), None
+        if more_to_come:
+            self._ready = self._prepare()
+        return sandbox
+
+    async def discard(self) -> None:
+        """Remove a copy prepared but never needed (the last batch answered, or the job ended early)."""
+        ready, self._ready = self._ready, None
+        if ready is not None:
+            await ready.discard()
+
+
 async def run_inference(
     runtime: Runtime, plan: InferencePlan, inputs: Sequence[Any], on_progress: ProgressHook | None = None
 ) -> BatchOutcome:
     limits = plan.call_limits()
+    sandboxes = NextSandbox(
+        runtime, plan.package, RunRequest(command=plan.package.entrypoint, labels=dict(plan.labels)), limits
+    )
+    sent: set[int] = set()
 
     async def score(batch: Sequence[int]) -> CallResult:
-        request = RunRequest(
-            command=plan.package.entrypoint,
-            stdin=encode_records((i, inputs[i]) for i in batch),
-            labels=dict(plan.labels),
-        )
-        result = await runtime.run(plan.package, request, limits)
+        sent.update(batch)  # a retried piece is sent again; records never sent mean more calls to come
+        sandbox = sandboxes.take(more_to_come=len(sent) < len(inputs))
+        result = await sandbox.feed(encode_records((i, inputs[i]) for i in batch))
         parsed = parse_outputs(result.stdout, batch)
         outcomes = {i: plan.output_filter.apply(o) for i, o in parsed.outcomes.items()}
         return CallResult(outcomes, result.duration_s, result.failure)
 
-    return await run_in_batches(len(inputs), score, plan.policy(), on_progress)
+    try:
+        return await run_in_batches(len(inputs), score, plan.policy(), on_progress)
+    finally:
+        await sandboxes.discard()
 
 
 def verdict(outcome: BatchOutcome) -> tuple[JobStatus, str | None]:

@@ -14,7 +14,7 @@ and both speak the invocation contract of architecture.md §4 on stdin/stdout.
 from __future__ import annotations
 
 import signal
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from pathlib import Path
 from typing import Protocol
@@ -105,6 +105,18 @@ class RunResult:
         return self.failure is None
 
 
+class PreparedRun(Protocol):
+    """A fresh sandbox copy made ready before its input is known (``Runtime.prepare``).
+
+    ``feed`` runs it on ``stdin`` and returns what ``Runtime.run`` would; the limits' clock (timeout)
+    starts when the input is fed, not while the copy waited. ``discard`` removes a copy never fed. Each
+    is used at most once: a prepared copy is still one copy per call."""
+
+    async def feed(self, stdin: bytes) -> RunResult: ...
+
+    async def discard(self) -> None: ...
+
+
 class Runtime(Protocol):
     """Runs one command in a fresh, throwaway copy of a package, under ``limits``."""
 
@@ -112,7 +124,25 @@ class Runtime(Protocol):
 
     async def run(self, package: Package, request: RunRequest, limits: Limits) -> RunResult: ...
 
+    def prepare(self, package: Package, request: RunRequest, limits: Limits) -> PreparedRun:
+        """A copy for ``request`` (its ``stdin`` is ignored) that ``feed`` runs later."""
+        ...
+
     def can_run(self, package: Package) -> bool: ...
+
+
+class DeferredRun:
+    """``PreparedRun`` for a runtime whose copies start fast (bwrap, ~20 ms): nothing happens before
+    ``feed``, which is a plain ``run``."""
+
+    def __init__(self, runtime: Runtime, package: Package, request: RunRequest, limits: Limits) -> None:
+        self.runtime, self.package, self.request, self.limits = runtime, package, request, limits
+
+    async def feed(self, stdin: bytes) -> RunResult:
+        return await self.runtime.run(self.package, replace(self.request, stdin=stdin), self.limits)
+
+    async def discard(self) -> None:
+        return None
 
 
 def collect_output_command(command: tuple[str, ...]) -> tuple[str, ...]:

@@ -33,6 +33,7 @@ from executor.runtimes.base import (
     DATA_DIR,
     OUTPUT_DIR,
     SANDBOX_ENV,
+    DeferredRun,
     Failure,
     FailureKind,
     Limits,
@@ -71,6 +72,10 @@ class BwrapRuntime:
 
     def can_run(self, package: Package) -> bool:
         return package.code_dir is not None and self.available()
+
+    def prepare(self, package: Package, request: RunRequest, limits: Limits) -> DeferredRun:
+        """Copies start in ~20 ms: nothing to gain from starting one ahead of its input."""
+        return DeferredRun(self, package, request, limits)
 
     async def run(self, package: Package, request: RunRequest, limits: Limits) -> RunResult:
         if package.code_dir is None:

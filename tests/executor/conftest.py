@@ -81,6 +81,11 @@ def make_package_bwrap(bwrap_runtime: BwrapRuntime, tmp_path: Path) -> PackageFa
     return package_factory(bwrap_runtime, tmp_path)
 
 
+@pytest.fixture
+def make_package_docker(docker_runtime: DockerRuntime, tmp_path: Path) -> PackageFactory:
+    return package_factory(docker_runtime, tmp_path)
+
+
 def package_factory(sandbox: Runtime, tmp_path: Path) -> PackageFactory:
     counter = iter(range(1000))
 

@@ -2,10 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
+import uuid
+from dataclasses import replace
+
+import pytest
+
 from catalog.enums import JobStatus
+from executor.contract import encode_records, parse_outputs
 from executor.inference import InferencePlan, result_payload, run_inference, verdict
 from executor.output_filter import OutputFilter
-from executor.runtimes import Limits, Runtime
+from executor.runtimes import DockerRuntime, Limits, RunRequest, Runtime
 
 SENTIMENT_SCHEMA = {
     "type": "object",
@@ -73,3 +80,50 @@ async def test_a_job_whose_every_record_times_out_is_timed_out(
     outcome = await run_inference(bwrap_runtime, plan_for(make_package_bwrap(MODEL), timeout_s=0.5), ["slow"])
     status, reason = verdict(outcome)
     assert status == JobStatus.TIMED_OUT and "timed out after 2.5 s" in (reason or "")
+
+
+async def test_a_prepared_copy_waits_for_its_input_and_its_clock_starts_when_fed(
+    sandbox: Runtime, make_package
+) -> None:
+    """A copy prepared ahead (while another batch runs) must not spend the producer's time waiting."""
+    package = make_package(MODEL)
+    limits = Limits(timeout_s=1.0, memory_mb=256)
+    prepared = sandbox.prepare(package, RunRequest(command=package.entrypoint), limits)
+    await asyncio.sleep(1.5)  # longer than the timeout
+    result = await prepared.feed(encode_records([(0, "good")]))
+    assert result.failure is None, result.failure
+    assert parse_outputs(result.stdout, [0]).outcomes[0].output["label"] == "positive"
+
+
+async def test_copies_prepared_ahead_never_outlive_the_job(
+    docker_runtime: DockerRuntime, make_package_docker
+) -> None:
+    package = make_package_docker(MODEL)
+    label = ("mlrepo.test-ahead", uuid.uuid4().hex)
+    plan = replace(plan_for(package), labels=(label,))
+    outcome = await run_inference(docker_runtime, plan, [f"good {i}" for i in range(200)])
+    assert outcome.progress.calls >= 2 and outcome.succeeded == 200
+    request = RunRequest(command=package.entrypoint, labels=dict([label]))
+    await docker_runtime.prepare(package, request, plan.limits).discard()  # prepared, never needed
+    assert docker_runtime.client.containers.list(all=True, filters={"label": "=".join(label)}) == []
+
+
+async def test_a_cancelled_job_leaves_neither_its_running_nor_its_prepared_copy(
+    docker_runtime: DockerRuntime, make_package_docker
+) -> None:
+    package = make_package_docker(MODEL)
+    label = ("mlrepo.test-ahead", uuid.uuid4().hex)
+    plan = replace(plan_for(package, timeout_s=60.0), labels=(label,))
+    inputs = [f"good {i}" for i in range(40)] + ["slow"] + [f"good {i}" for i in range(200)]
+    job = asyncio.ensure_future(run_inference(docker_runtime, plan, inputs))
+    running = {"label": "=".join(label), "status": "running"}
+    for _ in range(300):  # the batch holding "slow" runs while the next copy waits for its input
+        if len(docker_runtime.client.containers.list(filters=running)) >= 2:
+            break
+        await asyncio.sleep(0.1)
+    else:
+        raise AssertionError("never saw a running batch and a prepared copy side by side")
+    job.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await job
+    assert docker_runtime.client.containers.list(all=True, filters={"label": "=".join(label)}) == []
