@@ -176,7 +176,8 @@ of a listing's words (stems under 4 / 5 / 6 characters as whole words): 0.308-0.
 common prefix of word and stem instead ("classif" for "classify", which the stem "classifi" misses):
 0.303-0.307 / 0.255-0.261 / 0.350-0.354 (even half within noise); the request word itself as a prefix,
 no stemmer: 0.301 / 0.263 / 0.339; exact stem equality (every candidate text through the analyzer):
-0.300 / 0.260 / 0.340.
+0.300 / 0.260 / 0.340. Also rejected: request words whose keyword weight is under 0.05 / 0.1 / 0.2 / 0.3
+left out of the distinctive words (filler such as "our", "want"): 0.295-0.301 / 0.256-0.258 / 0.335-0.345.
 """
 
 from __future__ import annotations
