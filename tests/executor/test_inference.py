@@ -114,7 +114,9 @@ async def test_a_cancelled_job_leaves_neither_its_running_nor_its_prepared_copy(
     package = make_package_docker(MODEL)
     label = ("mlrepo.test-ahead", uuid.uuid4().hex)
     plan = replace(plan_for(package, timeout_s=60.0), labels=(label,))
-    inputs = [f"good {i}" for i in range(40)] + ["slow"] + [f"good {i}" for i in range(200)]
+    # The probe takes 32 records; the next batch grows at most 32-fold, so with 2000 more to come the
+    # batch holding "slow" cannot be the last one, and a copy is prepared for the call after it.
+    inputs = [f"good {i}" for i in range(40)] + ["slow"] + [f"good {i}" for i in range(2000)]
     job = asyncio.ensure_future(run_inference(docker_runtime, plan, inputs))
     running = {"label": "=".join(label), "status": "running"}
     for _ in range(300):  # the batch holding "slow" runs while the next copy waits for its input
