@@ -87,9 +87,9 @@ async def test_a_prepared_copy_waits_for_its_input_and_its_clock_starts_when_fed
 ) -> None:
     """A copy prepared ahead (while another batch runs) must not spend the producer's time waiting."""
     package = make_package(MODEL)
-    limits = Limits(timeout_s=1.0, memory_mb=256)
+    limits = Limits(timeout_s=3.0, memory_mb=256)
     prepared = sandbox.prepare(package, RunRequest(command=package.entrypoint), limits)
-    await asyncio.sleep(1.5)  # longer than the timeout
+    await asyncio.sleep(4.0)  # longer than the timeout
     result = await prepared.feed(encode_records([(0, "good")]))
     assert result.failure is None, result.failure
     assert parse_outputs(result.stdout, [0]).outcomes[0].output["label"] == "positive"
