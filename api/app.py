@@ -34,11 +34,16 @@ from catalog.app import CatalogApp
 from infra.errors import MlrepoError
 from infra.migrate import upgrade_async
 from infra.settings import Settings, get_settings
+from infra.timing import collecting, server_timing, stage
 from search.embeddings import Encoder
 
 logger = logging.getLogger("mlrepo.api")
 
 GRAPHQL_PATH = "/graphql"
+# The whole request in the view (body, parsing, execution, JSON) in the ``Server-Timing`` header; the
+# stages the services mark inside it (``infra.timing``: encode, keyword, vector, rank, hydrate...) are
+# parts of it.
+GRAPHQL_STAGE = "graphql"
 # Room for the GraphQL document and variables next to the largest allowed upload.
 FORM_OVERHEAD_BYTES = 1 << 20
 # Plain JSON requests carry no files: far below the upload limit, so a huge `variables` value cannot make
@@ -82,15 +87,18 @@ class MlrepoGraphQL(GraphQL):
             await super().__call__(scope, receive, send)
             return
         limit = self._body_limit(scope)
-        try:
-            body = limited_body(scope, receive, limit)
-            response = await self.run(Request(scope=scope, receive=body))
-        except HTTPException as exc:
-            # Unparseable JSON, no query, wrong method...: the client's mistake, said in GraphQL's shape.
-            response = JSONResponse(http_error_body(exc.reason), status_code=exc.status_code)
-        except Exception:
-            logger.exception("GraphQL transport failed")
-            response = JSONResponse(http_error_body("internal error; it has been logged", INTERNAL), 500)
+        with collecting() as seconds:
+            try:
+                with stage(GRAPHQL_STAGE):
+                    body = limited_body(scope, receive, limit)
+                    response = await self.run(Request(scope=scope, receive=body))
+            except HTTPException as exc:
+                # Unparseable JSON, no query, wrong method...: the client's mistake, in GraphQL's shape.
+                response = JSONResponse(http_error_body(exc.reason), status_code=exc.status_code)
+            except Exception:
+                logger.exception("GraphQL transport failed")
+                response = JSONResponse(http_error_body("internal error; it has been logged", INTERNAL), 500)
+        response.headers["Server-Timing"] = server_timing(seconds)
         await response(scope, receive, send)
 
     def _body_limit(self, scope: Scope) -> int:

@@ -39,6 +39,7 @@ from catalog.understanding_feed import UnderstandingFeed
 from catalog.view_cache import ViewCache
 from infra.errors import BadInput, Unavailable
 from infra.settings import Settings
+from infra.timing import stage
 from ranking.ranker import Ranker
 from ranking.types import Interpretation, RankedResult, ScorePart
 from search.types import Hit, IndexedListing, SearchFilters
@@ -279,7 +280,8 @@ class SearchService:
             filters, slot = await self._narrow_to_slot(actor, request, filters)
         if self.index.backend is None:
             raise Unavailable("this process holds no search index")
-        await self.index.sync()
+        with stage("index_sync"):
+            await self.index.sync()
         interpretation: Interpretation | None = None
         query_vector: np.ndarray | None = None
         if text:
@@ -291,7 +293,8 @@ class SearchService:
             page = ranked[offset : offset + request.limit]
         else:
             page, total = self._browse(filters, sort, offset, request.limit)
-        hydrated = await self._hydrate(actor, [r.id for r in page])
+        with stage("hydrate"):
+            hydrated = await self._hydrate(actor, [r.id for r in page])
         results = [SearchResult(hydrated[r.id], r.score, r.parts) for r in page if r.id in hydrated]
         if slot is not None:
             fitting = [r for r in results if not slot_misfits(slot, r.listing)]
@@ -333,11 +336,15 @@ class SearchService:
         assert backend is not None
         if self.ranker.weights.keyword_term_weight_power <= 0:
             pending = encoder.submit_query(text)
-            keyword_hits = backend.keyword(text, filters, depth)
-            return (await asyncio.wrap_future(pending)).vector, keyword_hits
-        encoding = await asyncio.wrap_future(encoder.submit_query(text, with_words=True))
-        word_weights = self.ranker.keyword_word_weights(encoding.word_distances or {})
-        return encoding.vector, backend.keyword(text, filters, depth, word_weights)
+            with stage("keyword"):
+                keyword_hits = backend.keyword(text, filters, depth)
+            with stage("encode"):  # what is left of it once BM25 is done
+                return (await asyncio.wrap_future(pending)).vector, keyword_hits
+        with stage("encode"):
+            encoding = await asyncio.wrap_future(encoder.submit_query(text, with_words=True))
+        with stage("keyword"):
+            word_weights = self.ranker.keyword_word_weights(encoding.word_distances or {})
+            return encoding.vector, backend.keyword(text, filters, depth, word_weights)
 
     async def _narrow_to_slot(
         self, actor: Actor, request: SearchRequest, filters: SearchFilters
@@ -389,15 +396,18 @@ class SearchService:
         ranker ranks exactly the candidates that have a projection, so their count is the total."""
         backend = self.index.backend
         assert backend is not None
-        vector_hits: list[Hit] = backend.vector(query_vector, filters, self._depth(needed))
-        projections = backend.get(
-            list(dict.fromkeys([h.id for h in keyword_hits] + [h.id for h in vector_hits])),
-            with_embeddings=False,  # ranking reads labels, formats and quality fields, never the vectors
-        )
+        with stage("vector"):
+            vector_hits: list[Hit] = backend.vector(query_vector, filters, self._depth(needed))
+        with stage("projections"):
+            projections = backend.get(
+                list(dict.fromkeys([h.id for h in keyword_hits] + [h.id for h in vector_hits])),
+                with_embeddings=False,  # ranking reads labels, formats and quality fields, never vectors
+            )
         limit = needed if sort == SortOrder.RELEVANCE else None
-        interpretation, ranked = self.ranker.rank(
-            text, query_vector, keyword_hits, vector_hits, projections, limit=limit
-        )
+        with stage("rank"):
+            interpretation, ranked = self.ranker.rank(
+                text, query_vector, keyword_hits, vector_hits, projections, limit=limit
+            )
         if sort != SortOrder.RELEVANCE:
             ranked = sorted(ranked, key=lambda r: (-_sort_value(projections[r.id], sort), -r.score, r.id))
             ranked = [

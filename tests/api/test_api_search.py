@@ -5,6 +5,8 @@ from __future__ import annotations
 import pytest
 from api_helpers import new_listing
 
+from infra.timing import parse_server_timing
+
 SEARCH = """query($input: SearchInput!) { search(input: $input) {
     totalCount searchId notes
     pageInfo { hasNextPage endCursor }
@@ -128,3 +130,25 @@ async def test_invalid_search_input_is_bad_input(api, input_: dict) -> None:
 
 async def test_search_with_wrong_token_is_unauthenticated(api) -> None:
     assert await api.error_code(SEARCH, {"input": {"text": "x"}}, token="mlr_wrong") == "UNAUTHENTICATED"
+
+
+async def test_server_timing_header_names_the_search_stages(api, catalog) -> None:
+    """Clients and the latency benchmark see where a served search spent its time."""
+    response = await api.post(SEARCH, {"input": {"text": "sentiment of product reviews"}})
+    assert response.status_code == 200 and not response.json().get("errors")
+    stages = parse_server_timing(response.headers["Server-Timing"])
+    searched = {"index_sync", "encode", "keyword", "vector", "projections", "rank", "hydrate"}
+    assert set(stages) == {"graphql", *searched}
+    assert all(value >= 0 for value in stages.values())
+    assert sum(stages[name] for name in searched) <= stages["graphql"] + 0.01  # parts of the whole
+
+    browsed = await api.post(SEARCH, {"input": {"category": "Computer Vision"}})
+    assert set(parse_server_timing(browsed.headers["Server-Timing"])) == {"graphql", "index_sync", "hydrate"}
+
+
+async def test_server_timing_header_on_a_refused_request(api) -> None:
+    response = await api.http.post(
+        "/graphql", content=b"{not json", headers={"content-type": "application/json"}
+    )
+    assert response.status_code == 400
+    assert set(parse_server_timing(response.headers["Server-Timing"])) == {"graphql"}
