@@ -13,15 +13,15 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
-from sqlalchemy import func, select, update
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
+from sqlalchemy import Connection, Select, func, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from catalog.clock import as_utc
 from catalog.listing_view import embedding_text, project, vector_bytes
@@ -40,17 +40,34 @@ DELETION_CHECK_INTERVAL_S = 10.0  # deletions by other processes are rare; count
 SYNC_OVERLAP = timedelta(seconds=30)
 
 
-async def shares_of(session: AsyncSession | AsyncConnection, ids: Sequence[str]) -> dict[str, list[str]]:
+SHARES_PER_QUERY = 500  # ids per IN (...) list
+
+
+def _shares_statements(ids: Sequence[str]) -> Iterator[Select[tuple[str, str]]]:
+    for start in range(0, len(ids), SHARES_PER_QUERY):
+        chunk = list(ids[start : start + SHARES_PER_QUERY])
+        columns = (ListingShare.listing_id, ListingShare.account_id)
+        yield select(*columns).where(ListingShare.listing_id.in_(chunk))
+
+
+def _add_shares(found: dict[str, list[str]], rows: Iterable[Any]) -> None:
+    for listing_id, account_id in rows:
+        found.setdefault(listing_id, []).append(account_id)
+
+
+async def shares_of(session: AsyncSession, ids: Sequence[str]) -> dict[str, list[str]]:
     """Account ids each listing is shared with (read in the caller's transaction)."""
     found: dict[str, list[str]] = {}
-    for start in range(0, len(ids), 500):
-        rows = await session.execute(
-            select(ListingShare.listing_id, ListingShare.account_id).where(
-                ListingShare.listing_id.in_(list(ids[start : start + 500]))
-            )
-        )
-        for listing_id, account_id in rows:
-            found.setdefault(listing_id, []).append(account_id)
+    for statement in _shares_statements(ids):
+        _add_shares(found, await session.execute(statement))
+    return found
+
+
+def shares_read(connection: Connection, ids: Sequence[str]) -> dict[str, list[str]]:
+    """``shares_of`` on a synchronous connection (``Database.read``)."""
+    found: dict[str, list[str]] = {}
+    for statement in _shares_statements(ids):
+        _add_shares(found, connection.execute(statement))
     return found
 
 

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import threading
+
 import pytest
-from sqlalchemy import select
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy import Connection, insert, select, text
+from sqlalchemy.exc import DBAPIError, IntegrityError
 
 from infra.db import Database
 from infra.settings import Settings
@@ -46,5 +48,43 @@ async def test_foreign_keys_are_enforced(settings: Settings) -> None:
         with pytest.raises(IntegrityError):
             async with db.session() as session:
                 session.add(Listing(kind="model", name="orphan", category="x", owner_id="does-not-exist"))
+    finally:
+        await db.dispose()
+
+
+async def test_read_sees_committed_writes_and_refuses_to_write(settings: Settings) -> None:
+    """``Database.read`` (search pages are hydrated through it) reads the latest commit, on SQLite from a
+    reader thread of its own, and a write through it fails on every database."""
+    db = Database.from_settings(settings)
+    try:
+        async with db.session() as session:
+            session.add(Account(name="ada", role="producer"))
+
+        def names(connection: Connection) -> tuple[list[str], str]:
+            found = list(connection.execute(select(Account.name)).scalars())
+            return found, threading.current_thread().name
+
+        found, thread = await db.read(names)
+        assert found == ["ada"]
+        if db.is_sqlite:
+            assert thread.startswith("db-reader")
+
+        def write(connection: Connection) -> None:
+            connection.execute(insert(Account).values(id="x", name="eve", role="producer"))
+
+        with pytest.raises(DBAPIError, match=r"(?i)read.?only"):
+            await db.read(write)
+        assert (await db.read(names))[0] == ["ada"]
+        await db.dispose()  # usable afterwards, like the engine itself
+        assert (await db.read(names))[0] == ["ada"]
+    finally:
+        await db.dispose()
+
+
+async def test_read_on_an_in_memory_sqlite_database_uses_its_one_engine() -> None:
+    """Another engine could not see an in-memory database, so ``read`` goes through the async one."""
+    db = Database("sqlite+aiosqlite:///:memory:")
+    try:
+        assert await db.read(lambda connection: connection.execute(text("select 42")).scalar()) == 42
     finally:
         await db.dispose()
