@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import uuid
 
 import httpx
 import pytest
@@ -11,6 +12,7 @@ from pydantic import BaseModel, Field, ValidationError
 
 from api.app import create_app
 from api.errors import coded_error
+from api.schema import _parsed
 from infra.errors import NotFound
 
 
@@ -178,3 +180,17 @@ async def test_streamed_body_over_the_limit_is_413(sqlite_settings, encoder) -> 
             )
     assert response.status_code == 413
     assert response.json()["errors"][0]["extensions"]["code"] == "BAD_INPUT"
+
+
+async def test_documents_are_parsed_once_and_bad_ones_every_time(api) -> None:
+    """The parse cache keeps only documents that parsed: a syntax error, sent twice, is reported twice
+    with its code (the token limit too), and a good document is parsed once however often it is sent."""
+    before = _parsed.cache_info()
+    query = f"{{ categories {{ name count }} }} # {uuid.uuid4()}"  # new to the process-wide cache
+    for _ in range(3):
+        await api.data(query)
+    after = _parsed.cache_info()
+    assert after.misses == before.misses + 1 and after.hits == before.hits + 2
+    for _ in range(2):
+        assert await api.error_code("{ listing(id: ") == "BAD_INPUT"
+        assert await api.error_code("{ me { " + " ".join(["name"] * 6000) + " } }") == "BAD_INPUT"
