@@ -178,6 +178,26 @@ common prefix of word and stem instead ("classif" for "classify", which the stem
 no stemmer: 0.301 / 0.263 / 0.339; exact stem equality (every candidate text through the analyzer):
 0.300 / 0.260 / 0.340. Also rejected: request words whose keyword weight is under 0.05 / 0.1 / 0.2 / 0.3
 left out of the distinctive words (filler such as "our", "want"): 0.295-0.301 / 0.256-0.258 / 0.335-0.345.
+
+Late interaction (ColBERT-style MaxSim over MiniLM's own contextual token vectors, no training), measured
+and NOT taken: the best single list found on hf-dev, but a small gain on top of the ranker for a large
+storage cost. Each request word's vector (its wordpieces' mean, as ``search.word_distances`` reads them)
+is matched to its most similar token of a listing's embedded text ([CLS]/[SEP] left out), and the
+listing scores the mean of those maxima. Alone, over the whole catalog, it reaches MRR@10 0.262 / 0.221 /
+0.304 against dense 0.238 and BM25 0.238 (request words weighted by the keyword weights instead of
+equally: 0.255; the listing-to-request direction: 0.224; both directions averaged: 0.262). Added to the
+ranker's score at 0.3-0.7 x its min-max over the candidates: 0.310-0.311 / 0.256-0.267 / 0.356-0.366;
+the best, 0.3, is 41 queries better and 24 worse, paired bootstrap 90% [+0.002, +0.016]; only over the
+top 20 / 30 / 50 candidates: 0.306-0.312. Variants, no better: the distinctive-words boost dropped for it
+(0.310 / 0.267 / 0.353), earlier layers of the model (layer 5: 0.297-0.305; layers 0-4 alone 0.09-0.15),
+tokens centred by the catalog's mean token vector (0.305-0.309), each word scored by its contrast to the
+other candidates (z-score or excess over the mean or a quantile: 0.286-0.309). The cost is the listings'
+token vectors, ~75 per listing here: 29 KB per listing in int8, which keeps the gain (~2.9 GB at 100k
+listings, against a 1.5 GB memory budget for the whole server); projected to 64 / 128 principal
+dimensions 0.306-0.310; 1 bit per dimension 0.300-0.305; only each listing's 8-32 tokens farthest from
+its mean 0.275-0.288 (the matches on common tokens matter). So +0.009 would need a token store of its
+own, kept in step with the index, and ~1-2 ms per search; left for when a stronger encoder is not an
+option.
 """
 
 from __future__ import annotations
