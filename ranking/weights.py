@@ -275,7 +275,7 @@ class RankingWeights:
     # depths one half gains: 50: 0.288 / 0.247 / 0.329 -> 0.293 / 0.244 / 0.341; 200: 0.291 / 0.246 /
     # 0.337 -> 0.300 / 0.263 / 0.338.
     # Cost: BM25 now waits for the encode (whose forward pass gives the distances) instead of running
-    # beside it, and one extra tokenization for the words' spans (``catalog.search_service``).
+    # beside it (``catalog.search_service``); the words' spans come from the same tokenization.
     keyword_term_weight_power: float = 2.0
     # Requests with fewer distinct words than this keep every word at 1: in a short request every word is
     # content, and the distances say nothing ("image captioning": 'captioning' 0.07, "translate english to

@@ -3,9 +3,9 @@
 MiniLM's contextual token vectors of words that carry little of a sentence's meaning ("we", "our",
 "want", "to") crowd around the sentence's mean token vector (the anisotropy of these models), while the
 words the meaning depends on stand apart. The mean of all token vectors is what mean pooling makes the
-query vector from, so the token vectors come out of the forward pass that encodes the query anyway: no
-second pass, one extra tokenization for the character spans. Ranking turns the distances into keyword
-weights (``ranking.term_weights``); search only reads them off the model::
+query vector from, so the token vectors come out of the forward pass that encodes the query anyway, and
+the character spans out of its tokenization (``Encoder._forward_one``). Ranking turns the distances into
+keyword weights (``ranking.term_weights``); search only reads them off the model::
 
     distance(word) = 1 - cos(mean of the word's token vectors, mean of all the query's token vectors)
 

@@ -36,6 +36,20 @@ def test_documents_batch_matches_single_queries(encoder: Encoder) -> None:
     assert encoder.encode_documents([]).shape == (0, DIMENSION)
 
 
+def test_a_query_encodes_as_the_model_encodes_a_document(encoder: Encoder) -> None:
+    """Queries take a leaner path through the model than ``SentenceTransformer.encode`` (one forward
+    pass, one tokenization that also gives the word spans); the vector must be the same, also for a
+    request longer than the model reads (truncated alike)."""
+    long = " ".join(f"word{i} of a very long request about speech" for i in range(80))
+    texts = ["caption my holiday photos", "Translate Korean subtitles into English, please!", long]
+    documents = encoder.encode_documents(texts, batch_size=1)
+    for text, document in zip(texts, documents, strict=True):
+        read = encoder.submit_query(text, with_words=True).result()
+        np.testing.assert_allclose(read.vector, document, atol=1e-6)
+    assert read.word_distances is not None
+    assert "word0" in read.word_distances and "word79" not in read.word_distances  # past the input length
+
+
 def test_similar_meaning_scores_higher(encoder: Encoder) -> None:
     query = encoder.encode_query("is this movie review positive or negative")
     docs = encoder.encode_documents(["sentiment analysis of film critiques", "segment tumours in MRI scans"])
