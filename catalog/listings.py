@@ -27,7 +27,7 @@ from catalog.enums import ListingKind, Visibility
 from catalog.formats import normalize_format, validate_listing_io
 from catalog.indexing import ListingIndex, shares_of, shares_read
 from catalog.listing_input import ListingFields, ListingInput, parse_listing, parse_listing_patch
-from catalog.listing_view import VIEW_COLUMNS, ListingView
+from catalog.listing_view import VIEW_SELECT, ListingView
 from infra.db import Database
 from infra.errors import BadInput, Conflict, Forbidden, NotFound, Unauthenticated
 from infra.tables import Account, Listing, ListingShare, ListingVersion, utcnow
@@ -172,7 +172,7 @@ class ListingService:
         SQLite reader thread ~0.5 ms."""
         if not ids:
             return {}
-        query = select(*VIEW_COLUMNS).where(Listing.id.in_(list(ids)), visible_to(actor))
+        query = VIEW_SELECT.where(Listing.id.in_(list(ids)), visible_to(actor))
 
         def read(connection: Connection) -> dict[str, ListingView]:
             rows = connection.execute(query).all()
