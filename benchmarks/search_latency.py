@@ -47,6 +47,7 @@ import httpx
 
 from api.app import GRAPHQL_STAGE
 from benchmarks.synthetic_catalog import queries, write_listings
+from catalog.search_service import SEARCH_STAGES
 from infra.timing import parse_server_timing
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -60,8 +61,6 @@ WARMUP = 15
 # see the same machine: this one's speed drifts by up to 2x within minutes.
 ALTERNATE_BLOCK = 20
 READY_MARK = "ready"
-# The search service's stages in the order a search runs them (``catalog.search_service``), for the report.
-SEARCH_STAGES = ("index_sync", "encode", "keyword", "vector", "projections", "rank", "hydrate")
 STARTUP_TIMEOUT_S = 900
 
 

@@ -51,6 +51,10 @@ logger = logging.getLogger("mlrepo.catalog")
 
 MAX_FACET_CHARS = 100
 MAX_OFFSET = 10_000
+# The stages a search is timed in (``infra.timing``, the ``Server-Timing`` header), in the order it runs
+# them; a search without text runs only the first and the last.
+SEARCH_STAGES = ("index_sync", "encode", "keyword", "vector", "projections", "rank", "hydrate")
+INDEX_SYNC, ENCODE, KEYWORD, VECTOR, PROJECTIONS, RANK, HYDRATE = SEARCH_STAGES
 
 
 @dataclass(frozen=True, slots=True)
@@ -280,7 +284,7 @@ class SearchService:
             filters, slot = await self._narrow_to_slot(actor, request, filters)
         if self.index.backend is None:
             raise Unavailable("this process holds no search index")
-        with stage("index_sync"):
+        with stage(INDEX_SYNC):
             await self.index.sync()
         interpretation: Interpretation | None = None
         query_vector: np.ndarray | None = None
@@ -293,7 +297,7 @@ class SearchService:
             page = ranked[offset : offset + request.limit]
         else:
             page, total = self._browse(filters, sort, offset, request.limit)
-        with stage("hydrate"):
+        with stage(HYDRATE):
             hydrated = await self._hydrate(actor, [r.id for r in page])
         results = [SearchResult(hydrated[r.id], r.score, r.parts) for r in page if r.id in hydrated]
         if slot is not None:
@@ -336,13 +340,13 @@ class SearchService:
         assert backend is not None
         if self.ranker.weights.keyword_term_weight_power <= 0:
             pending = encoder.submit_query(text)
-            with stage("keyword"):
+            with stage(KEYWORD):
                 keyword_hits = backend.keyword(text, filters, depth)
-            with stage("encode"):  # what is left of it once BM25 is done
+            with stage(ENCODE):  # what is left of it once BM25 is done
                 return (await asyncio.wrap_future(pending)).vector, keyword_hits
-        with stage("encode"):
+        with stage(ENCODE):
             encoding = await asyncio.wrap_future(encoder.submit_query(text, with_words=True))
-        with stage("keyword"):
+        with stage(KEYWORD):
             word_weights = self.ranker.keyword_word_weights(encoding.word_distances or {})
             return encoding.vector, backend.keyword(text, filters, depth, word_weights)
 
@@ -396,15 +400,15 @@ class SearchService:
         ranker ranks exactly the candidates that have a projection, so their count is the total."""
         backend = self.index.backend
         assert backend is not None
-        with stage("vector"):
+        with stage(VECTOR):
             vector_hits: list[Hit] = backend.vector(query_vector, filters, self._depth(needed))
-        with stage("projections"):
+        with stage(PROJECTIONS):
             projections = backend.get(
                 list(dict.fromkeys([h.id for h in keyword_hits] + [h.id for h in vector_hits])),
                 with_embeddings=False,  # ranking reads labels, formats and quality fields, never vectors
             )
         limit = needed if sort == SortOrder.RELEVANCE else None
-        with stage("rank"):
+        with stage(RANK):
             interpretation, ranked = self.ranker.rank(
                 text, query_vector, keyword_hits, vector_hits, projections, limit=limit
             )
