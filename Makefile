@@ -17,17 +17,31 @@ BENCH_ARGS ?=
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-.PHONY: install run migrate seed serve test services lint format bench docs clean
+.PHONY: install lock run migrate seed serve test services lint format bench docs clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 
-$(STAMP): pyproject.toml | $(BIN)/python
+$(STAMP): pyproject.toml constraints.txt | $(BIN)/python
 	$(BIN)/pip install torch==$(TORCH_VERSION)
-	$(BIN)/pip install -e '.[dev]'
+	$(BIN)/pip install -c constraints.txt -e '.[dev]'
 	touch $@
 
 install: $(STAMP)
+
+## Re-resolve every dependency from pyproject.toml in a throwaway venv and pin the result in
+## constraints.txt: installs (and CI on a clean checkout) then get the versions the suite last passed
+## with, not whatever PyPI published since. Run it when changing dependencies, then run `make test`.
+LOCK_VENV := .lock-venv
+lock:
+	rm -rf $(LOCK_VENV)
+	$(PYTHON) -m venv $(LOCK_VENV)
+	$(LOCK_VENV)/bin/pip install torch==$(TORCH_VERSION)
+	$(LOCK_VENV)/bin/pip install -e '.[dev]'
+	{ sed -n '/^#/p' constraints.txt; \
+	  $(LOCK_VENV)/bin/pip freeze --exclude-editable | sed 's/^\(torch==[^+]*\)+.*/\1/'; } > constraints.txt.new
+	mv constraints.txt.new constraints.txt
+	rm -rf $(LOCK_VENV)
 
 migrate: install
 	$(BIN)/mlrepo migrate
