@@ -37,6 +37,7 @@ from executor.allocation import Allocation, Quota, allocate, queue_for
 from executor.batching import BatchProgress
 from executor.datasets import dataset_lines, inference_inputs
 from executor.events import JobEvents, LocalJobEvents
+from executor.gpus import GpuPool, leased_gpus, parse_devices
 from executor.inference import InferencePlan, result_payload, run_inference, verdict
 from executor.output_filter import OutputFilter
 from executor.packages import prepare_runnable
@@ -166,6 +167,7 @@ class JobService:
         events: JobEvents | None = None,
         queue: JobQueue | None = None,
         selector: RuntimeSelector | None = None,
+        gpus: GpuPool | None = None,
     ) -> None:
         self.settings = settings
         self.catalog = catalog
@@ -173,6 +175,7 @@ class JobService:
         self.events = events or LocalJobEvents()
         self.queue: JobQueue = queue or InProcessJobQueue(self.run)
         self.selector = selector or RuntimeSelector(settings)
+        self.gpus = gpus or GpuPool(parse_devices(settings.gpu_devices))
 
     # ------------------------------------------------------------------ requester side
 
@@ -335,14 +338,16 @@ class JobService:
         work = asyncio.current_task()
         heartbeat = asyncio.create_task(self._heartbeat(job_id, work))
         try:
-            if row.pipeline_id is not None:
-                status, error = await self._run_pipeline(row, staging)
-            elif row.task == JobTask.TRAINING:
-                from executor.training import run_training_job
+            # The job's devices for as long as it runs; a pipeline's row holds its most demanding step's.
+            async with self.gpus.lease(int((row.resources or {}).get("gpu") or 0)):
+                if row.pipeline_id is not None:
+                    status, error = await self._run_pipeline(row, staging)
+                elif row.task == JobTask.TRAINING:
+                    from executor.training import run_training_job
 
-                status, error = await run_training_job(self, row, staging)
-            else:
-                status, error = await self._run_inference(row, staging)
+                    status, error = await run_training_job(self, row, staging)
+                else:
+                    status, error = await self._run_inference(row, staging)
         except JobCancelled:
             status, error = JobStatus.CANCELLED, "cancelled by the requester"
         except asyncio.CancelledError:
@@ -416,6 +421,7 @@ class JobService:
             pids=self.settings.sandbox_pids,
             max_output_bytes=self.settings.sandbox_max_output_bytes,
             tmpfs_mb=self.settings.sandbox_tmpfs_mb,
+            gpus=leased_gpus()[: allocation.gpu],
         )
 
     # ------------------------------------------------------------------ recovery

@@ -68,6 +68,11 @@ class Settings(BaseSettings):
     job_stale_after_s: float = Field(60.0, description="A RUNNING job without a heartbeat this long is lost.")
     job_max_attempts: int = Field(3, description="Runs of a job (first + retries after a lost worker).")
     worker_resource_class: str = Field("cpu", description="Which job queue this worker takes: cpu | gpu.")
+    gpu_devices: str = Field(
+        "auto",
+        description="GPUs this process leases to sandboxed jobs: auto (every /dev/nvidiaN), "
+        "empty for none, or indices such as 0,1 (workers sharing a host need disjoint sets).",
+    )
 
     artifact_key_dir: Path | None = Field(
         None, description="Where per-artifact encryption keys live (0600 files); defaults to data_dir/keys."

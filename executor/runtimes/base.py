@@ -47,6 +47,8 @@ class Limits:
     tmpfs_mb: int = 64
     output_dir_mb: int = 256
     max_file_mb: int = 256
+    # GPU indices leased to this run (``executor.gpus``): exactly these devices appear in the sandbox.
+    gpus: tuple[int, ...] = ()
 
     def thread_env(self) -> dict[str, str]:
         """BLAS/OpenMP thread pools sized to the CPU share, so numpy neither oversubscribes nor

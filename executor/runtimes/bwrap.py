@@ -11,7 +11,11 @@ architecture.md §5, which records what goes wrong otherwise on these machines:
 - only the package copy and the Python runtime (``/usr`` + the two files the dynamic loader needs) are
   bound, read-only; ``/tmp`` and ``/output`` are size-capped tmpfs;
 - ``prlimit`` sets address space, processes, file size and CPU time; the wall-clock timeout is enforced
-  here by killing the session.
+  here by killing the session;
+- a run with GPUs gets exactly its leased device nodes (``executor.gpus``), and its memory is capped by
+  the data segment instead of the address space: CUDA reserves far more address space than it uses (on
+  an H200, ``cuInit`` fails with CUDA_ERROR_OUT_OF_MEMORY under a 2 GiB RLIMIT_AS and works under a
+  512 MiB RLIMIT_DATA).
 
 Each run uses a uid drawn from a dedicated range, so RLIMIT_NPROC (counted per uid) of one sandbox never
 counts another's processes, and no host file is owned by it.
@@ -28,6 +32,7 @@ import tempfile
 from dataclasses import replace
 from pathlib import Path
 
+from executor.gpus import DEV_DIR, device_nodes
 from executor.runtimes.base import (
     APP_DIR,
     DATA_DIR,
@@ -60,9 +65,11 @@ class BwrapRuntime:
         runtime_root: Path = Path("/"),
         uid_base: int = 200_000,
         uid_count: int = 50_000,
+        dev_dir: Path = DEV_DIR,
     ) -> None:
         self.work_dir = work_dir
         self.runtime_root = runtime_root
+        self.dev_dir = dev_dir  # where GPU device nodes are found
         self.uid_base = uid_base
         self.uid_count = uid_count
 
@@ -127,9 +134,10 @@ class BwrapRuntime:
         cpu_seconds = max(1, math.ceil(limits.timeout_s * max(limits.cpus, 1.0)) + 1)
         env = {**SANDBOX_ENV, **limits.thread_env()}
         command = collect_output_command(request.command) if request.collect_output_dir else request.command
+        memory_limit = "--data" if limits.gpus else "--as"
         argv = [
             "prlimit",
-            f"--as={limits.memory_mb << 20}",
+            f"{memory_limit}={limits.memory_mb << 20}",
             f"--nproc={limits.pids}",
             f"--fsize={limits.max_file_mb << 20}",
             f"--cpu={cpu_seconds}",
@@ -165,6 +173,8 @@ class BwrapRuntime:
         for target, link in MERGED_USR_LINKS:
             argv += ["--symlink", target, link]
         argv += ["--proc", "/proc", "--dev", "/dev"]
+        for node in device_nodes(limits.gpus, self.dev_dir):
+            argv += ["--dev-bind", str(node), f"/dev/{node.name}"]
         argv += ["--size", str(limits.tmpfs_mb << 20), "--tmpfs", "/tmp"]
         argv += ["--size", str(limits.output_dir_mb << 20), "--tmpfs", OUTPUT_DIR]
         argv += ["--ro-bind", str(copy), APP_DIR]

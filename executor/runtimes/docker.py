@@ -20,7 +20,7 @@ from typing import Any
 
 import docker
 from docker.errors import APIError, DockerException, ImageNotFound
-from docker.types import LogConfig, Ulimit
+from docker.types import DeviceRequest, LogConfig, Ulimit
 
 from executor.runtimes.base import (
     APP_DIR,
@@ -88,7 +88,7 @@ class DockerRuntime:
         if request.data_dir is not None:
             volumes[str(request.data_dir)] = {"bind": DATA_DIR, "mode": "ro"}
         file_limit = limits.max_file_mb << 20
-        return {
+        options: dict[str, Any] = {
             "stdin_open": True,
             "tty": False,
             "network_mode": "none",
@@ -115,6 +115,9 @@ class DockerRuntime:
             "labels": {RUN_LABEL: "1", **request.labels},
             "hostname": "sandbox",
         }
+        if limits.gpus:  # the leased GPUs only (``executor.gpus``); needs the NVIDIA container toolkit
+            options["device_requests"] = gpu_requests(limits.gpus)
+        return options
 
     def remove_containers(self, label: str, value: str) -> int:
         """Remove the containers of a run whose worker died (nothing else would ever stop them)."""
@@ -254,6 +257,11 @@ class PreparedContainer:
             started = await self._start
             if isinstance(started, _Started):
                 await asyncio.to_thread(started.close)
+
+
+def gpu_requests(gpus: tuple[int, ...]) -> list[DeviceRequest]:
+    """Docker's form of "these GPUs and no other": what ``docker run --gpus device=0,2`` sends."""
+    return [DeviceRequest(device_ids=[str(index) for index in gpus], capabilities=[["gpu"]])]
 
 
 def _remove(container: Any) -> None:
