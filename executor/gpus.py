@@ -87,6 +87,7 @@ class GpuPool:
         self.devices = tuple(devices)
         self._free = list(self.devices)
         self._changed: asyncio.Condition | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     @property
     def free(self) -> tuple[int, ...]:
@@ -104,17 +105,30 @@ class GpuPool:
                 f"(MLREPO_GPU_DEVICES); run it on a GPU worker, or ask for resources {{gpu: 0}} to run "
                 "it on CPU"
             )
-        if self._changed is None:
-            self._changed = asyncio.Condition()
+        if self._loop is not asyncio.get_running_loop():  # a Condition serves the loop it was made in
+            self._changed, self._loop = asyncio.Condition(), asyncio.get_running_loop()
         async with self._changed:
             await self._changed.wait_for(lambda: len(self._free) >= count)
             taken = tuple(self._free[:count])
             del self._free[:count]
         token = _leased.set(taken)
+        changed = self._changed
         try:
             yield taken
         finally:
             _leased.reset(token)
-            async with self._changed:
+            async with changed:
                 self._free = sorted({*self._free, *taken}, key=self.devices.index)
                 self._changed.notify_all()
+
+
+_pools: dict[tuple[int, ...], GpuPool] = {}
+
+
+def shared_pool(devices: Sequence[int]) -> GpuPool:
+    """One pool per device set in this process, so that jobs and publishing's sandbox runs in one API
+    process or worker never lease the same GPU twice."""
+    key = tuple(devices)
+    if key not in _pools:
+        _pools[key] = GpuPool(key)
+    return _pools[key]

@@ -37,7 +37,7 @@ from executor.allocation import Allocation, Quota, allocate, queue_for
 from executor.batching import BatchProgress
 from executor.datasets import dataset_lines, inference_inputs
 from executor.events import JobEvents, LocalJobEvents
-from executor.gpus import GpuPool, leased_gpus, parse_devices
+from executor.gpus import GpuPool, leased_gpus, parse_devices, shared_pool
 from executor.inference import InferencePlan, result_payload, run_inference, verdict
 from executor.output_filter import OutputFilter
 from executor.packages import prepare_runnable
@@ -175,7 +175,7 @@ class JobService:
         self.events = events or LocalJobEvents()
         self.queue: JobQueue = queue or InProcessJobQueue(self.run)
         self.selector = selector or RuntimeSelector(settings)
-        self.gpus = gpus or GpuPool(parse_devices(settings.gpu_devices))
+        self.gpus = gpus or shared_pool(parse_devices(settings.gpu_devices))
 
     # ------------------------------------------------------------------ requester side
 

@@ -27,6 +27,8 @@ class SandboxLimits:
     timeout_s: float = 30.0
     memory_mb: int = 512
     cpus: float = 1.0
+    # GPUs the listing suggests: the executor lends what its worker has, up to this many.
+    gpus: int = 0
 
 
 @dataclass(frozen=True)

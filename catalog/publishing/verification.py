@@ -47,6 +47,7 @@ def limits_for(timeout_s: float, records: int, resources: dict[str, Any] | None)
         timeout_s=timeout_s * max(records, 1) + STARTUP_GRACE_S,
         memory_mb=int(resources.get("memory_mb") or 512),
         cpus=float(resources.get("cpu") or 1.0),
+        gpus=int(resources.get("gpu") or 0),
     )
 
 

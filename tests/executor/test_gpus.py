@@ -21,8 +21,11 @@ import pytest
 from executor_support import TEST_UID_BASE, TEST_UID_COUNT, outcome, publish_model
 
 from catalog.enums import JobStatus
-from executor.gpus import GpuPool, device_nodes, discover, leased_gpus, parse_devices
+from catalog.publishing.sandbox import RunTarget, SandboxLimits
+from catalog.publishing.verification import limits_for
+from executor.gpus import GpuPool, device_nodes, discover, leased_gpus, parse_devices, shared_pool
 from executor.jobs import JobService
+from executor.publish_sandbox import ExecutorSandbox
 from executor.runtimes import BwrapRuntime, DockerRuntime, Limits, Package, RunRequest, RuntimeSelector
 from infra.errors import BadInput, Unavailable
 from infra.settings import Settings
@@ -139,11 +142,15 @@ def gpu_bwrap(bwrap_runtime: BwrapRuntime, fake_dev: Path) -> BwrapRuntime:
     )
 
 
-async def sandbox_view(runtime: BwrapRuntime, tmp_path: Path, limits: Limits) -> dict:
+def device_lister(tmp_path: Path) -> Path:
     code = tmp_path / "pkg"
     code.mkdir(exist_ok=True)
     (code / "list.py").write_text(LIST_DEVICES)
-    package = Package(entrypoint=("python3", "list.py"), code_dir=code)
+    return code
+
+
+async def sandbox_view(runtime: BwrapRuntime, tmp_path: Path, limits: Limits) -> dict:
+    package = Package(entrypoint=("python3", "list.py"), code_dir=device_lister(tmp_path))
     result = await runtime.run(package, RunRequest(command=("python3", "list.py")), limits)
     assert result.ok, result.stderr.decode()
     return json.loads(result.stdout)
@@ -173,6 +180,33 @@ def test_docker_requests_the_leased_gpus_only() -> None:
     (wanted,) = runtime.container_options(request, Limits(gpus=(0, 2)))["device_requests"]
     assert wanted["DeviceIDs"] == ["0", "2"] and wanted["Capabilities"] == [["gpu"]]
     assert wanted["Count"] == 0  # ids, not "any N"
+
+
+async def test_publishing_lends_the_suggested_gpus_up_to_what_the_worker_has(
+    settings: Settings, gpu_bwrap: BwrapRuntime, tmp_path: Path
+) -> None:
+    assert limits_for(5.0, 1, {"gpu": 2}).gpus == 2 and limits_for(5.0, 1, None).gpus == 0
+    target = RunTarget(command=("python3", "list.py"), code_dir=device_lister(tmp_path))
+
+    async def nodes_seen(pool: GpuPool, limits: SandboxLimits) -> list[str]:
+        sandbox = ExecutorSandbox(settings.model_copy(update={"runtime": "bwrap"}), gpus=pool)
+        sandbox.bwrap = gpu_bwrap
+        outcome = await sandbox.run(target, b"", limits)
+        assert outcome.ok, outcome.reason
+        return json.loads(outcome.stdout)["nodes"]
+
+    two = GpuPool((0, 1))
+    assert await nodes_seen(two, SandboxLimits(gpus=1)) == ["nvidia-uvm", "nvidia0", "nvidiactl"]
+    assert await nodes_seen(two, SandboxLimits(gpus=3)) == ["nvidia-uvm", "nvidia0", "nvidia1", "nvidiactl"]
+    assert await nodes_seen(two, SandboxLimits()) == []
+    assert two.free == (0, 1)
+    assert await nodes_seen(GpuPool(()), SandboxLimits(gpus=1)) == []  # verified without a GPU
+
+
+async def test_jobs_and_publishing_in_one_process_share_one_pool(settings: Settings, catalog) -> None:
+    assert shared_pool((0, 1)) is shared_pool([0, 1]) and shared_pool((0,)) is not shared_pool((0, 1))
+    one_gpu = settings.model_copy(update={"gpu_devices": "0"})
+    assert JobService(one_gpu, catalog).gpus is ExecutorSandbox(one_gpu).gpus
 
 
 # --------------------------------------------------------------------------- a job end to end
