@@ -14,7 +14,8 @@ import asyncio
 import json
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 import pytest
@@ -24,7 +25,7 @@ from catalog.enums import JobStatus
 from catalog.publishing.sandbox import RunTarget, SandboxLimits
 from catalog.publishing.verification import limits_for
 from executor.gpus import GpuPool, device_nodes, discover, leased_gpus, parse_devices, shared_pool
-from executor.jobs import JobService
+from executor.jobs import JobService, JobView
 from executor.publish_sandbox import ExecutorSandbox
 from executor.runtimes import BwrapRuntime, DockerRuntime, Limits, Package, RunRequest, RuntimeSelector
 from infra.errors import BadInput, Unavailable
@@ -218,7 +219,6 @@ for line in sys.stdin:
     record = json.loads(line)
     print(json.dumps({"id": record["id"], "output": {"label": nodes or "none", "confidence": 1.0}}))
 """
-ONE_GPU = {"gpu": 1}
 
 
 @pytest.fixture
@@ -229,50 +229,55 @@ async def gpu_people(catalog, people):
     return people
 
 
-def gpu_jobs(settings: Settings, catalog, runtime: BwrapRuntime, gpus: tuple[int, ...]) -> JobService:
+@asynccontextmanager
+async def gpu_jobs(
+    settings: Settings, catalog, runtime: BwrapRuntime, gpus: tuple[int, ...]
+) -> AsyncIterator[JobService]:
+    """A real in-process JobService whose bwrap finds GPUs in the fake /dev and whose pool is ``gpus``."""
     job_settings = settings.model_copy(update={"runtime": "bwrap", "job_heartbeat_s": 0.2})
     selector = RuntimeSelector(job_settings)
     selector.bwrap = runtime
-    return JobService(job_settings, catalog, selector=selector, gpus=GpuPool(gpus))
+    jobs = JobService(job_settings, catalog, selector=selector, gpus=GpuPool(gpus))
+    try:
+        yield jobs
+    finally:
+        await jobs.queue.close()
+
+
+async def run_device_model(jobs: JobService, people, listing_id: str, **resources) -> JobView:
+    """alice runs the published DEVICE_MODEL on ``resources``; the job's final view."""
+    view = await jobs.submit(people["alice"], listing_id, "inference", records=["x"], resources=resources)
+    return await outcome(jobs, people["alice"], view.id)
+
+
+@pytest.fixture
+async def device_model(settings: Settings, catalog, gpu_people) -> str:
+    return (await publish_model(settings, catalog, gpu_people["producer"], DEVICE_MODEL)).listing_id
+
+
+def label(view: JobView) -> str:
+    return view.result["records"][0]["output"]["label"]
 
 
 async def test_a_gpu_job_sees_the_gpu_it_was_leased_and_a_cpu_job_none(
-    settings: Settings, catalog, gpu_people, gpu_bwrap: BwrapRuntime
+    settings: Settings, catalog, gpu_people, gpu_bwrap: BwrapRuntime, device_model: str
 ) -> None:
-    jobs = gpu_jobs(settings, catalog, gpu_bwrap, gpus=(1,))
-    try:
-        published = await publish_model(settings, catalog, gpu_people["producer"], DEVICE_MODEL)
-        alice = gpu_people["alice"]
-        on_gpu = await jobs.submit(
-            alice, published.listing_id, "inference", records=["x"], resources={"gpu": 1}
-        )
-        final = await outcome(jobs, alice, on_gpu.id)
-        assert final.status == JobStatus.SUCCEEDED, final.error
-        assert final.resource_class == "gpu"
-        assert final.result["records"][0]["output"]["label"] == "nvidia-uvm,nvidia1,nvidiactl"
-        on_cpu = await jobs.submit(alice, published.listing_id, "inference", records=["x"])
-        final = await outcome(jobs, alice, on_cpu.id)
-        assert final.result["records"][0]["output"]["label"] == "none"
+    async with gpu_jobs(settings, catalog, gpu_bwrap, gpus=(1,)) as jobs:
+        on_gpu = await run_device_model(jobs, gpu_people, device_model, gpu=1)
+        assert on_gpu.status == JobStatus.SUCCEEDED, on_gpu.error
+        assert on_gpu.resource_class == "gpu" and label(on_gpu) == "nvidia-uvm,nvidia1,nvidiactl"
+        on_cpu = await run_device_model(jobs, gpu_people, device_model)
+        assert on_cpu.resource_class == "cpu" and label(on_cpu) == "none"
         assert jobs.gpus.free == (1,)
-    finally:
-        await jobs.queue.close()
 
 
 async def test_a_gpu_job_on_a_worker_without_gpus_fails_with_the_reason(
-    settings: Settings, catalog, gpu_people, gpu_bwrap: BwrapRuntime
+    settings: Settings, catalog, gpu_people, gpu_bwrap: BwrapRuntime, device_model: str
 ) -> None:
-    jobs = gpu_jobs(settings, catalog, gpu_bwrap, gpus=())
-    try:
-        published = await publish_model(settings, catalog, gpu_people["producer"], DEVICE_MODEL)
-        alice = gpu_people["alice"]
-        view = await jobs.submit(
-            alice, published.listing_id, "inference", records=["x"], resources={"gpu": 1}
-        )
-        final = await outcome(jobs, alice, view.id)
-        assert final.status == JobStatus.FAILED
-        assert "needs 1 GPU(s) and this worker has 0" in final.error
-    finally:
-        await jobs.queue.close()
+    async with gpu_jobs(settings, catalog, gpu_bwrap, gpus=()) as jobs:
+        view = await run_device_model(jobs, gpu_people, device_model, gpu=1)
+        assert view.status == JobStatus.FAILED
+        assert "needs 1 GPU(s) and this worker has 0" in view.error
 
 
 async def test_the_setting_reaches_the_pool(settings: Settings, catalog) -> None:
