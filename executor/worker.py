@@ -24,6 +24,7 @@ from catalog.publishing.jobs import (
 )
 from executor.allocation import queue_for
 from executor.events import RedisJobEvents
+from executor.gpus import parse_devices
 from executor.jobs import ArqJobQueue, JobService
 from executor.publish_sandbox import ExecutorSandbox
 from infra.errors import Unavailable
@@ -32,6 +33,7 @@ from infra.settings import Settings, get_settings
 logger = logging.getLogger("mlrepo.worker")
 
 CTX_JOBS = "jobs"
+ARQ_MAX_JOBS = 10  # arq's own default
 CTX_CATALOG = "catalog"
 
 
@@ -80,6 +82,14 @@ async def on_shutdown(ctx: dict[str, Any]) -> None:
         await catalog.close()
 
 
+def max_jobs_for(settings: Settings) -> int:
+    """How many jobs this worker takes at once. A GPU worker takes no more than it has GPUs: a job it
+    took would otherwise wait here for a device, looking RUNNING, while another GPU worker sat idle."""
+    if settings.worker_resource_class == "gpu":
+        return max(1, len(parse_devices(settings.gpu_devices)))
+    return ARQ_MAX_JOBS
+
+
 def worker_settings(settings: Settings) -> dict[str, Any]:
     """arq ``Worker`` keyword arguments for this deployment (``WorkerSettings`` uses the environment's)."""
     if not settings.redis_url:
@@ -93,6 +103,7 @@ def worker_settings(settings: Settings) -> dict[str, Any]:
         "functions": functions,
         "cron_jobs": cron_jobs,
         "queue_name": queue_for(settings.worker_resource_class),
+        "max_jobs": max_jobs_for(settings),
         "redis_settings": RedisSettings.from_dsn(settings.redis_url),
         "on_startup": on_startup,
         "on_shutdown": on_shutdown,
@@ -113,6 +124,7 @@ class WorkerSettings:
     functions = [run_job, reconcile_jobs, *PUBLISHING_FUNCTIONS]
     cron_jobs = [cron(reconcile_jobs, second={0}, run_at_startup=False, unique=True)]
     queue_name = queue_for(_settings.worker_resource_class)
+    max_jobs = max_jobs_for(_settings)
     redis_settings = RedisSettings.from_dsn(_settings.redis_url or "redis://127.0.0.1:6379")
     on_startup = on_startup
     on_shutdown = on_shutdown

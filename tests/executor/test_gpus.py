@@ -24,10 +24,12 @@ from executor_support import TEST_UID_BASE, TEST_UID_COUNT, outcome, publish_mod
 from catalog.enums import JobStatus
 from catalog.publishing.sandbox import RunTarget, SandboxLimits
 from catalog.publishing.verification import limits_for
+from executor.allocation import queue_for
 from executor.gpus import GpuPool, device_nodes, discover, leased_gpus, parse_devices, shared_pool
 from executor.jobs import JobService, JobView
 from executor.publish_sandbox import ExecutorSandbox
 from executor.runtimes import BwrapRuntime, DockerRuntime, Limits, Package, RunRequest, RuntimeSelector
+from executor.worker import ARQ_MAX_JOBS, worker_settings
 from infra.errors import BadInput, Unavailable
 from infra.settings import Settings
 from infra.tables import Account
@@ -202,6 +204,18 @@ async def test_publishing_lends_the_suggested_gpus_up_to_what_the_worker_has(
     assert await nodes_seen(two, SandboxLimits()) == []
     assert two.free == (0, 1)
     assert await nodes_seen(GpuPool(()), SandboxLimits(gpus=1)) == []  # verified without a GPU
+
+
+def test_a_gpu_worker_takes_no_more_jobs_than_it_has_gpus(settings: Settings) -> None:
+    queued = settings.model_copy(update={"redis_url": "redis://127.0.0.1:1"})
+
+    def gpu_worker(devices: str) -> dict:
+        update = {"worker_resource_class": "gpu", "gpu_devices": devices}
+        return worker_settings(queued.model_copy(update=update))
+
+    assert gpu_worker("0,1")["queue_name"] == queue_for("gpu") and gpu_worker("0,1")["max_jobs"] == 2
+    assert gpu_worker("")["max_jobs"] == 1  # takes one at a time and fails it with the reason
+    assert worker_settings(queued)["max_jobs"] == ARQ_MAX_JOBS
 
 
 async def test_jobs_and_publishing_in_one_process_share_one_pool(settings: Settings, catalog) -> None:
