@@ -286,6 +286,31 @@ def account_create(
         typer.echo(f"token (shown once): {token.secret}")
 
 
+@account_app.command("quota")
+def account_quota(
+    ctx: typer.Context,
+    account: str = typer.Argument(..., help="Account name or id."),
+    cpu: float | None = typer.Option(None, "--cpu", help="Cores one job may use."),
+    memory_mb: int | None = typer.Option(None, "--memory-mb", help="MiB one job may use."),
+    gpu: int | None = typer.Option(None, "--gpu", help="GPUs one job may use (the default is 0)."),
+) -> None:
+    """Show an account's job quota, or change the values given (as the operator: no token needed)."""
+    settings = settings_of(ctx)
+    _migrate(settings)
+
+    async def run():
+        async with open_catalog(settings, with_index=False) as catalog:
+            if cpu is None and memory_mb is None and gpu is None:
+                return await catalog.accounts.resolve(account)
+            return await catalog.accounts.set_quota(account, cpu=cpu, memory_mb=memory_mb, gpu=gpu)
+
+    info = run_async(run())
+    typer.echo(
+        f"account {info.name} quota: cpu {info.quota_cpu:g}, memory {info.quota_memory_mb} MiB, "
+        f"gpu {info.quota_gpu}"
+    )
+
+
 @token_app.command("create")
 def token_create(
     ctx: typer.Context,

@@ -29,6 +29,8 @@ SYSTEM_ACCOUNT_NAME = "mlrepo"  # owns imported and demo listings that name no o
 ACCOUNT_NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,99}$")
 # Writing last_used_at on every request would turn every read into a write; a minute's accuracy is enough.
 LAST_USED_RESOLUTION = timedelta(minutes=1)
+# The most a quota may grant: a typo ("--gpu 80") should be refused, not become a promise no worker keeps.
+QUOTA_LIMITS = {"cpu": 1024.0, "memory_mb": 4 << 20, "gpu": 64}
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,6 +90,16 @@ def validate_account_name(name: str) -> str:
     return name
 
 
+def _quota_value(key: str, value: float) -> float | int:
+    """A quota value within ``QUOTA_LIMITS``; memory and GPUs are whole numbers."""
+    whole = key != "cpu"
+    if isinstance(value, bool) or not 0 <= value <= QUOTA_LIMITS[key] or (whole and value != int(value)):
+        kind = "a whole number" if whole else "a number"
+        limit = QUOTA_LIMITS[key]
+        raise BadInput(f"quota {key} must be {kind} from 0 to {limit:g}; got {value!r}", field=key)
+    return int(value) if whole else float(value)
+
+
 class AccountService:
     def __init__(self, db: Database) -> None:
         self.db = db
@@ -142,6 +154,32 @@ class AccountService:
             )
             if row is None:
                 raise NotFound(f"no account named {name_or_id!r}")
+            return AccountInfo.of(row)
+
+    async def set_quota(
+        self,
+        name_or_id: str,
+        cpu: float | None = None,
+        memory_mb: int | None = None,
+        gpu: int | None = None,
+    ) -> AccountInfo:
+        """Change what an account's jobs may be allocated (the operator's decision: the CLI calls it).
+
+        Only the given values change. A cpu quota of 0 stops the account's jobs from being allocated at
+        all; gpu is a count of devices, and it is the only way an account's jobs ever get a GPU."""
+        changes = {
+            key: _quota_value(key, value)
+            for key, value in (("cpu", cpu), ("memory_mb", memory_mb), ("gpu", gpu))
+            if value is not None
+        }
+        target = await self.resolve(name_or_id)
+        async with self.db.session() as session:
+            row = await session.get(Account, target.id)
+            if row is None:
+                raise NotFound(f"no account named {name_or_id!r}")
+            for key, value in changes.items():
+                setattr(row, f"quota_{key}", value)
+            await session.flush()
             return AccountInfo.of(row)
 
     async def me(self, actor: Actor) -> AccountInfo:

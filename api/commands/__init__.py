@@ -67,3 +67,8 @@ def run_async(coroutine: Coroutine[Any, Any, T]) -> T:
 
 def print_json(value: Any) -> None:
     sys.stdout.write(json.dumps(value, indent=2, default=str, ensure_ascii=False) + "\n")
+
+
+def resources_given(cpu: float | None, memory_mb: int | None, gpu: int | None) -> dict[str, Any]:
+    """The resource options a command was given (``--cpu``, ``--memory-mb``, ``--gpu``), by name."""
+    return {k: v for k, v in (("cpu", cpu), ("memory_mb", memory_mb), ("gpu", gpu)) if v is not None}

@@ -17,7 +17,15 @@ from typing import Any
 
 import typer
 
-from api.commands import EXIT_FAILURE, fail, open_catalog, print_json, run_async, settings_of
+from api.commands import (
+    EXIT_FAILURE,
+    fail,
+    open_catalog,
+    print_json,
+    resources_given,
+    run_async,
+    settings_of,
+)
 from catalog.enums import JobStatus
 from infra.errors import BadInput
 
@@ -78,6 +86,7 @@ def register(app: typer.Typer) -> None:
         dataset: str | None = typer.Option(None, "--dataset", help="Training data: a dataset listing id."),
         cpu: float | None = typer.Option(None, "--cpu"),
         memory_mb: int | None = typer.Option(None, "--memory-mb"),
+        gpu: int | None = typer.Option(None, "--gpu", help="GPUs (within your quota; 0 runs on CPU)."),
         token: str | None = typer.Option(None, "--token", envvar="MLREPO_TOKEN", help="Your API token."),
     ) -> None:
         """Run a listing or a pipeline (inference or training) in sandboxed copies and print the job."""
@@ -94,7 +103,7 @@ def register(app: typer.Typer) -> None:
                     settings, catalog, events=job_events_for(settings.redis_url), queue=queue
                 )
                 try:
-                    resources = {k: v for k, v in (("cpu", cpu), ("memory_mb", memory_mb)) if v is not None}
+                    resources = resources_given(cpu, memory_mb, gpu)
                     submitted = await service.submit(
                         actor,
                         listing_id,

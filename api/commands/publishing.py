@@ -17,7 +17,15 @@ from typing import Any
 
 import typer
 
-from api.commands import EXIT_FAILURE, fail, open_catalog, print_json, run_async, settings_of
+from api.commands import (
+    EXIT_FAILURE,
+    fail,
+    open_catalog,
+    print_json,
+    resources_given,
+    run_async,
+    settings_of,
+)
 from catalog.publishing.service import ArqQueue, InProcessQueue, PublicationView, PublishingService
 from executor.publish_sandbox import ExecutorSandbox
 from infra.errors import Unauthenticated
@@ -26,7 +34,7 @@ POLL_S = 0.5
 
 
 def _requirements(cpu: float | None, memory_mb: int | None, gpu: int | None, **rest: Any) -> dict[str, Any]:
-    resources = {k: v for k, v in (("cpu", cpu), ("memory_mb", memory_mb), ("gpu", gpu)) if v is not None}
+    resources = resources_given(cpu, memory_mb, gpu)
     out = {k: v for k, v in rest.items() if v is not None}
     if resources:
         out["resources"] = resources

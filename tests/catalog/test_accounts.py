@@ -60,3 +60,39 @@ async def test_only_admins_issue_tokens_for_others(app: CatalogApp) -> None:
     assert (await app.accounts.authenticate(issued.secret)).account_id == bob.id
     with pytest.raises(NotFound):  # someone else's token id looks like no token at all
         await app.accounts.revoke_token(ada, issued.id)
+
+
+async def test_the_operator_sets_quotas_and_only_the_values_given_change(app: CatalogApp) -> None:
+    ada = await app.accounts.create("ada", "requester")
+    assert (ada.quota_cpu, ada.quota_memory_mb, ada.quota_gpu) == (4.0, 8192, 0)
+    changed = await app.accounts.set_quota("ada", gpu=2)
+    assert (changed.quota_cpu, changed.quota_memory_mb, changed.quota_gpu) == (4.0, 8192, 2)
+    changed = await app.accounts.set_quota(ada.id, cpu=0.5, memory_mb=1024)
+    assert (changed.quota_cpu, changed.quota_memory_mb, changed.quota_gpu) == (0.5, 1024, 2)
+    assert (await app.accounts.get(ada.id)).quota_gpu == 2  # stored, not only returned
+
+
+@pytest.mark.parametrize(
+    ("values", "field"),
+    [
+        ({"cpu": -1}, "cpu"),
+        ({"cpu": float("nan")}, "cpu"),
+        ({"cpu": 5000}, "cpu"),
+        ({"memory_mb": 1.5}, "memory_mb"),
+        ({"gpu": 65}, "gpu"),
+        ({"gpu": True}, "gpu"),
+        ({"gpu": 1, "memory_mb": -5}, "memory_mb"),
+    ],
+)
+async def test_bad_quotas_are_refused_and_change_nothing(app: CatalogApp, values: dict, field: str) -> None:
+    await app.accounts.create("ada", "requester")
+    with pytest.raises(BadInput, match=f"quota {field} must be") as refused:
+        await app.accounts.set_quota("ada", **values)
+    assert refused.value.details["field"] == field
+    ada = await app.accounts.resolve("ada")
+    assert (ada.quota_cpu, ada.quota_memory_mb, ada.quota_gpu) == (4.0, 8192, 0)
+
+
+async def test_quota_of_an_unknown_account_is_not_found(app: CatalogApp) -> None:
+    with pytest.raises(NotFound):
+        await app.accounts.set_quota("nobody", gpu=1)

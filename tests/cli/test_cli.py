@@ -121,6 +121,20 @@ def test_accounts_tokens_and_authenticated_search(runner, sqlite_settings, tmp_p
     assert wrong.exit_code == 2 and "UNAUTHENTICATED" in wrong.stderr
 
 
+def test_the_operator_shows_and_sets_quotas(runner, sqlite_settings) -> None:
+    assert mlrepo(runner, sqlite_settings, "account", "create", "carol").exit_code == 0
+    shown = mlrepo(runner, sqlite_settings, "account", "quota", "carol")
+    assert shown.exit_code == 0
+    assert shown.stdout.strip() == "account carol quota: cpu 4, memory 8192 MiB, gpu 0"
+    granted = mlrepo(runner, sqlite_settings, "account", "quota", "carol", "--gpu", "1", "--cpu", "2.5")
+    assert granted.stdout.strip() == "account carol quota: cpu 2.5, memory 8192 MiB, gpu 1"
+    refused = mlrepo(runner, sqlite_settings, "account", "quota", "carol", "--gpu", "100")
+    assert refused.exit_code == 2 and "quota gpu must be a whole number from 0 to 64" in refused.stderr
+    unknown = mlrepo(runner, sqlite_settings, "account", "quota", "nobody", "--gpu", "1")
+    assert unknown.exit_code == 2 and "NOT_FOUND" in unknown.stderr
+    assert "gpu 1" in mlrepo(runner, sqlite_settings, "account", "quota", "carol").stdout
+
+
 def test_search_facets_and_bad_input(runner, sqlite_settings, tmp_path) -> None:
     source = write_lines(tmp_path / "two.jsonl", [json.dumps(GOOD_1), json.dumps(GOOD_2)])
     assert mlrepo(runner, sqlite_settings, "import", str(source)).exit_code == 0

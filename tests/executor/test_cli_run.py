@@ -53,3 +53,12 @@ async def test_mlrepo_run_prints_the_finished_job(sqlite_settings: Settings, bwr
         sqlite_settings, "run", published.listing_id, "--record", "x", "--token", "wrong"
     )
     assert code == 2 and "UNAUTHENTICATED" in err
+
+    code, _, err = await mlrepo(
+        sqlite_settings, "run", published.listing_id, "--record", "x", "--gpu", "1", "--token", token
+    )
+    assert code == 2 and "resources.gpu=1 exceeds your quota of 0" in err
+    code, out, err = await mlrepo(
+        sqlite_settings, "run", published.listing_id, "--record", "good", "--gpu", "0", "--token", token
+    )
+    assert code == 0 and json.loads(out)["resources"]["gpu"] == 0, err
