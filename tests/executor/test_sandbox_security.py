@@ -97,7 +97,7 @@ def sandbox_processes() -> list[str]:
         try:
             if entry.name.isdigit() and TEST_UID_BASE <= entry.stat().st_uid < TEST_UID_BASE + TEST_UID_COUNT:
                 found.append(entry.name + " " + (entry / "cmdline").read_bytes().decode(errors="replace"))
-        except FileNotFoundError:
+        except (FileNotFoundError, ProcessLookupError):  # it exited while we looked (ESRCH on read)
             continue
     return found
 
