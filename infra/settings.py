@@ -63,6 +63,11 @@ class Settings(BaseSettings):
     sandbox_max_output_bytes: int = Field(64 << 20, description="Most stdout one sandbox call may produce.")
     sandbox_tmpfs_mb: int = Field(64, description="Size of a sandbox's /tmp.")
     sandbox_pids: int = Field(64, description="Most processes (threads included) in one sandbox.")
+    sandbox_cgroups: bool = Field(
+        True,
+        description="Hold each bwrap run to its CPU share and resident memory with a cgroup of its own, "
+        "where the host allows (root and a writable cgroup hierarchy).",
+    )
     job_max_batch_records: int = Field(10_000, description="Upper bound on records sent in one scoring call.")
     job_heartbeat_s: float = Field(5.0, description="How often a running job proves its worker is alive.")
     job_stale_after_s: float = Field(60.0, description="A RUNNING job without a heartbeat this long is lost.")

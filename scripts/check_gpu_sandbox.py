@@ -6,7 +6,9 @@ suite cannot do this (no CI machine has a GPU; tests/executor/test_gpus.py check
 stand-in device nodes). It uses the real ``GpuPool`` and ``BwrapRuntime`` with the host's /dev, and runs a
 probe that talks to NVIDIA's driver API through ctypes, so it needs nothing but Python and the driver
 inside the sandbox: initialise CUDA, create a context, allocate 256 MiB, fill it on the device and read it
-back. Prints one JSON line; exits 0 when both runs behave, 1 when not, 2 when there is no GPU here.
+back. It also reports the host's cgroup hierarchy and spins a CPU-bound run allocated a quarter of a core
+for a second, to show the share holds there. Prints one JSON line; exits 0 when the runs behave, 1 when
+not, 2 when there is no GPU here.
 """
 
 from __future__ import annotations
@@ -24,6 +26,13 @@ from executor.runtimes.base import Limits, Package, RunRequest
 from executor.runtimes.bwrap import BwrapRuntime
 from infra.errors import Unavailable
 
+SPIN = """
+import json, time
+started = time.monotonic()
+while time.monotonic() - started < 1.0:
+    pass
+print(json.dumps({"cpu_s": round(time.process_time(), 3)}))
+"""
 CUDA_SUCCESS = 0
 CUDA_ERROR_NO_DEVICE = 100
 PROBE = r"""
@@ -55,9 +64,11 @@ print(json.dumps(out))
 """
 
 
-async def probe(runtime: BwrapRuntime, code_dir: Path, gpus: tuple[int, ...], python: str) -> dict:
-    package = Package(entrypoint=(python, "probe.py"), code_dir=code_dir)
-    limits = Limits(timeout_s=120, memory_mb=1024, gpus=gpus)
+async def probe(
+    runtime: BwrapRuntime, code_dir: Path, gpus: tuple[int, ...], python: str, script: str = "probe.py"
+) -> dict:
+    package = Package(entrypoint=(python, script), code_dir=code_dir)
+    limits = Limits(timeout_s=120, memory_mb=1024, gpus=gpus, cpus=0.25 if script == "spin.py" else 1.0)
     result = await runtime.run(package, RunRequest(command=package.entrypoint), limits)
     if not result.ok:
         return {
@@ -76,6 +87,7 @@ async def main(spec: str, python: str) -> int:
         code_dir = Path(tmp) / "probe"
         code_dir.mkdir()
         (code_dir / "probe.py").write_text(PROBE)
+        (code_dir / "spin.py").write_text(SPIN)
         runtime = BwrapRuntime()
         try:
             async with pool.lease(1) as gpus:
@@ -84,6 +96,8 @@ async def main(spec: str, python: str) -> int:
             print(json.dumps({"error": exc.message, "devices": list(pool.devices)}))
             return 2
         not_leased = await probe(runtime, code_dir, (), python)
+        quarter_core = await probe(runtime, code_dir, (), python, "spin.py")
+    tree = runtime.cgroup_tree
     ok = (
         leased.get("cuInit") == CUDA_SUCCESS
         and leased.get("devices") == 1
@@ -91,7 +105,15 @@ async def main(spec: str, python: str) -> int:
         and not_leased.get("cuInit") == CUDA_ERROR_NO_DEVICE
         and not not_leased.get("nodes")
     )
-    print(json.dumps({"ok": ok, "devices": list(pool.devices), "leased": leased, "not_leased": not_leased}))
+    report = {
+        "ok": ok,
+        "devices": list(pool.devices),
+        "cgroups": tree.version if tree else None,
+        "leased": leased,
+        "not_leased": not_leased,
+        "quarter_core_spin": quarter_core,
+    }
+    print(json.dumps(report))
     return 0 if ok else 1
 
 

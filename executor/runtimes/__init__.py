@@ -30,7 +30,9 @@ class RuntimeSelector:
         self.mode = settings.runtime
         self.docker = DockerRuntime(settings.docker_host)
         self.bwrap = BwrapRuntime(
-            work_dir=settings.sandbox_work_dir, runtime_root=settings.bwrap_runtime_root
+            work_dir=settings.sandbox_work_dir,
+            runtime_root=settings.bwrap_runtime_root,
+            cgroups=settings.sandbox_cgroups,
         )
 
     def select(self, package: Package, has_code: bool | None = None) -> Runtime:

@@ -12,6 +12,8 @@ architecture.md §5, which records what goes wrong otherwise on these machines:
   bound, read-only; ``/tmp`` and ``/output`` are size-capped tmpfs;
 - ``prlimit`` sets address space, processes, file size and CPU time; the wall-clock timeout is enforced
   here by killing the session;
+- where the host lets us (root, a writable cgroup hierarchy), each run also gets a cgroup of its own
+  (``executor.cgroups``) holding it to its CPU share and resident memory;
 - a run with GPUs gets exactly its leased device nodes (``executor.gpus``), and its memory is capped by
   the data segment instead of the address space: CUDA reserves far more address space than it uses (on
   an H200, ``cuInit`` fails with CUDA_ERROR_OUT_OF_MEMORY under a 2 GiB RLIMIT_AS and works under a
@@ -32,6 +34,7 @@ import tempfile
 from dataclasses import replace
 from pathlib import Path
 
+from executor.cgroups import CgroupTree, RunGroups, detect
 from executor.gpus import DEV_DIR, device_nodes
 from executor.runtimes.base import (
     APP_DIR,
@@ -48,6 +51,7 @@ from executor.runtimes.base import (
     collect_output_command,
 )
 from executor.runtimes.process import run_process
+from infra.errors import Unavailable
 
 # Bound read-only from ``runtime_root``: the interpreter and libraries, and what ld.so needs to find
 # alternatives-managed libraries such as libblas.so.3 (numpy).
@@ -66,12 +70,18 @@ class BwrapRuntime:
         uid_base: int = 200_000,
         uid_count: int = 50_000,
         dev_dir: Path = DEV_DIR,
+        cgroups: bool = True,
     ) -> None:
         self.work_dir = work_dir
         self.runtime_root = runtime_root
         self.dev_dir = dev_dir  # where GPU device nodes are found
+        self.cgroups = cgroups  # a cgroup per run where the host allows (``cgroup_tree``)
         self.uid_base = uid_base
         self.uid_count = uid_count
+
+    @property
+    def cgroup_tree(self) -> CgroupTree | None:
+        return detect() if self.cgroups else None
 
     @staticmethod
     def available() -> bool:
@@ -94,9 +104,28 @@ class BwrapRuntime:
                 data = await asyncio.to_thread(self._private_copy, request.data_dir, scratch / "data")
                 request = replace(request, data_dir=data)
             argv = self.command(copy, request, limits)
-            return await run_process(argv, request.stdin, limits, LAUNCH_ENV)
+            tree = self.cgroup_tree
+            if tree is None:
+                return await run_process(argv, request.stdin, limits, LAUNCH_ENV)
+            return await self._run_in_cgroup(tree, argv, request.stdin, limits)
         finally:
             await asyncio.to_thread(shutil.rmtree, scratch, True)
+
+    @staticmethod
+    async def _run_in_cgroup(tree: CgroupTree, argv: list[str], stdin: bytes, limits: Limits) -> RunResult:
+        try:
+            groups: RunGroups = await asyncio.to_thread(tree.create, limits.cpus, limits.memory_mb)
+        except Unavailable as exc:
+            return RunResult(b"", b"", None, 0.0, Failure(FailureKind.SANDBOX, exc.message))
+        try:
+            launcher, variables = groups.wrap(argv)
+            result = await run_process(launcher, stdin, limits, {**LAUNCH_ENV, **variables})
+            if not result.ok and groups.oom_killed():
+                reason = f"memory limit of {limits.memory_mb} MB exceeded (resident memory)"
+                result = replace(result, failure=Failure(FailureKind.MEMORY, reason))
+            return result
+        finally:
+            await asyncio.to_thread(groups.remove)
 
     def _scratch_root(self) -> Path:
         """Where copies go: the configured dir if the sandbox uid can traverse every directory above it

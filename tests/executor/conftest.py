@@ -7,9 +7,11 @@ A runtime that cannot run here skips locally and fails under CI=true (``require_
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
+import tempfile
 import textwrap
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -131,3 +133,21 @@ async def people(catalog: CatalogApp) -> dict[str, Actor]:
             await session.flush()
             actors[name] = Actor(account_id=row.id, role=role, name=name)
     return actors
+
+
+@pytest.fixture
+def fake_dev() -> Iterator[Path]:
+    """A /dev with two "GPUs" and the control nodes, world-traversable (bwrap binds as the sandbox uid)."""
+    root = Path(tempfile.mkdtemp(prefix="mlrepo-fake-dev-"))
+    root.chmod(0o755)
+    for name, target in (
+        ("nvidia0", "/dev/zero"),
+        ("nvidia1", "/dev/zero"),
+        ("nvidiactl", "/dev/null"),
+        ("nvidia-uvm", "/dev/null"),
+    ):
+        (root / name).symlink_to(target)
+    (root / "nvidia-caps").mkdir()  # a directory, not a GPU
+    (root / "nvidia10x").touch()  # not a GPU node name
+    yield root
+    shutil.rmtree(root)

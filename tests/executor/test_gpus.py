@@ -12,9 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-import shutil
-import tempfile
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
@@ -35,24 +33,6 @@ from infra.settings import Settings
 from infra.tables import Account
 
 # --------------------------------------------------------------------------- device discovery
-
-
-@pytest.fixture
-def fake_dev() -> Iterator[Path]:
-    """A /dev with two "GPUs" and the control nodes, world-traversable (bwrap binds as the sandbox uid)."""
-    root = Path(tempfile.mkdtemp(prefix="mlrepo-fake-dev-"))
-    root.chmod(0o755)
-    for name, target in (
-        ("nvidia0", "/dev/zero"),
-        ("nvidia1", "/dev/zero"),
-        ("nvidiactl", "/dev/null"),
-        ("nvidia-uvm", "/dev/null"),
-    ):
-        (root / name).symlink_to(target)
-    (root / "nvidia-caps").mkdir()  # a directory, not a GPU
-    (root / "nvidia10x").touch()  # not a GPU node name
-    yield root
-    shutil.rmtree(root)
 
 
 def test_discover_finds_gpu_nodes_only(fake_dev: Path, tmp_path: Path) -> None:
