@@ -89,6 +89,13 @@ class CgroupTree:
     def version(self) -> int:
         return 2 if self.unified else 1
 
+    @property
+    def parents(self) -> list[Path]:
+        """The directories that hold the runs' groups (one per controller on v1)."""
+        if self.unified:
+            return [self.root / PARENT]
+        return [self.root / controller / PARENT for controller in ("cpu", "memory")]
+
     def create(self, cpus: float, memory_mb: int) -> RunGroups:
         name = f"run-{os.getpid()}-{secrets.token_hex(6)}"
         quota = max(1000, int(cpus * CPU_PERIOD_US))  # the kernel's floor is 1 ms per period
@@ -139,6 +146,23 @@ class CgroupTree:
             raise
         return groups
 
+    def sweep(self) -> int:
+        """Remove the groups of runs whose worker process is gone (a worker killed mid-run leaves its
+        emptied groups behind: the sandbox dies with it, the directories do not). Returns how many."""
+        removed = 0
+        for parent in self.parents:
+            for group in parent.glob("run-*-*") if parent.is_dir() else ():
+                if _pid_alive(group.name.split("-")[1]):
+                    continue
+                with contextlib.suppress(OSError):
+                    RunGroups((group,), group, "").remove()
+                    removed += 1
+        return removed
+
+
+def _pid_alive(pid: str) -> bool:
+    return pid.isdigit() and Path(f"/proc/{pid}").exists()
+
 
 def _write(path: Path, value: str) -> None:
     path.write_text(value)
@@ -153,6 +177,7 @@ def detect(root: Path = CGROUP_ROOT) -> CgroupTree | None:
         tree: CgroupTree | None = CgroupTree(root)
         try:
             tree.create(1.0, 64).remove()
+            tree.sweep()
         except (Unavailable, OSError):
             tree = None
         _detected[root] = tree

@@ -48,8 +48,7 @@ def tree() -> CgroupTree:
 
 
 def run_groups_left(tree: CgroupTree) -> list[Path]:
-    parents = [tree.root / PARENT] if tree.unified else [tree.root / c / PARENT for c in ("cpu", "memory")]
-    return [d for p in parents if p.exists() for d in p.glob(f"run-{os.getpid()}-*")]
+    return [d for p in tree.parents if p.exists() for d in p.glob(f"run-{os.getpid()}-*")]
 
 
 async def run_code(runtime: BwrapRuntime, tmp_path: Path, source: str, limits: Limits):
@@ -105,6 +104,20 @@ async def test_without_cgroups_a_run_keeps_its_rlimits_only(
     assert plain.cgroup_tree is None
     result = await run_code(plain, tmp_path, "print('ran')\n", Limits())
     assert result.ok and result.stdout == b"ran\n"
+
+
+def test_groups_left_by_a_dead_worker_are_swept(tree: CgroupTree) -> None:
+    dead_pid = 4_194_304 + 1  # above the kernel's largest pid_max: never a live process
+    live = tree.create(1.0, 64)
+    stale = [parent / f"run-{dead_pid}-deadbeef" for parent in tree.parents]
+    for group in stale:
+        group.mkdir()
+    try:
+        assert tree.sweep() == len(stale)
+        assert not any(group.exists() for group in stale)
+        assert all(d.exists() for d in live.dirs)  # this worker's own groups stay
+    finally:
+        live.remove()
 
 
 # --------------------------------------------------------------------------- layout, without a kernel
