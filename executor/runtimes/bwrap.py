@@ -26,6 +26,7 @@ counts another's processes, and no host file is owned by it.
 from __future__ import annotations
 
 import asyncio
+import logging
 import math
 import os
 import secrets
@@ -58,6 +59,7 @@ from infra.errors import Unavailable
 RUNTIME_BINDS = ("usr", "etc/alternatives", "etc/ld.so.cache")
 MERGED_USR_LINKS = (("usr/bin", "/bin"), ("usr/sbin", "/sbin"), ("usr/lib", "/lib"), ("usr/lib64", "/lib64"))
 LAUNCH_ENV = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin"}
+logger = logging.getLogger("mlrepo.sandbox")
 
 
 class BwrapRuntime:
@@ -125,7 +127,10 @@ class BwrapRuntime:
                 result = replace(result, failure=Failure(FailureKind.MEMORY, reason))
             return result
         finally:
-            await asyncio.to_thread(groups.remove)
+            try:
+                await asyncio.to_thread(groups.remove)
+            except OSError as exc:  # the result stands; a worker started after this one sweeps it
+                logger.warning("could not remove the sandbox cgroup %s: %s", groups.dirs, exc)
 
     def _scratch_root(self) -> Path:
         """Where copies go: the configured dir if the sandbox uid can traverse every directory above it
