@@ -397,6 +397,7 @@ class JobService:
         latencies = outcome.progress.call_latencies_s
         metrics = {
             "runtime": runnable.runtime.name,
+            "gpus": list(leased_gpus()),
             "version": runnable.version,
             "records": len(records),
             "succeeded": outcome.succeeded,

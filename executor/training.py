@@ -32,6 +32,7 @@ from catalog.publishing.images import ImageService
 from catalog.publishing.listing_writer import Target, write_version
 from catalog.publishing.packaging import normalize_package
 from executor.datasets import dataset_lines
+from executor.gpus import leased_gpus
 from executor.inference import InferencePlan, run_inference
 from executor.jobs import JOB_LABEL
 from executor.output_filter import OutputFilter
@@ -197,6 +198,7 @@ async def run_training_job(service: JobService, row: Job, staging: Path) -> tupl
         },
         metrics={
             "runtime": runnable.runtime.name,
+            "gpus": list(leased_gpus()),
             "training_s": round(result.duration_s, 3),
             "accuracy": accuracy,
         },

@@ -260,8 +260,9 @@ async def test_a_gpu_job_sees_the_gpu_it_was_leased_and_a_cpu_job_none(
         on_gpu = await run_device_model(jobs, gpu_people, device_model, gpu=1)
         assert on_gpu.status == JobStatus.SUCCEEDED, on_gpu.error
         assert on_gpu.resource_class == "gpu" and label(on_gpu) == "nvidia-uvm,nvidia1,nvidiactl"
+        assert on_gpu.metrics["gpus"] == [1]  # which devices ran it, for the requester and the operator
         on_cpu = await run_device_model(jobs, gpu_people, device_model)
-        assert on_cpu.resource_class == "cpu" and label(on_cpu) == "none"
+        assert on_cpu.resource_class == "cpu" and label(on_cpu) == "none" and on_cpu.metrics["gpus"] == []
         assert jobs.gpus.free == (1,)
 
 
