@@ -15,6 +15,7 @@ from infra.errors import BadInput
 
 DEFAULT_RESOURCES = {"cpu": 1.0, "memory_mb": 512, "gpu": 0}
 MIN_MEMORY_MB = 64
+CPU_CLASS, GPU_CLASS = "cpu", "gpu"  # resource classes: which workers may take a job
 QUEUE_PREFIX = "mlrepo:jobs:"
 # cpu jobs share arq's default queue with publishing, so one plain worker does both.
 CPU_QUEUE = "arq:queue"
@@ -35,7 +36,7 @@ class Allocation:
 
     @property
     def resource_class(self) -> str:
-        return "gpu" if self.gpu > 0 else "cpu"
+        return GPU_CLASS if self.gpu > 0 else CPU_CLASS
 
     @property
     def queue_name(self) -> str:
@@ -46,7 +47,7 @@ class Allocation:
 
 
 def queue_for(resource_class: str) -> str:
-    return CPU_QUEUE if resource_class == "cpu" else QUEUE_PREFIX + resource_class
+    return CPU_QUEUE if resource_class == CPU_CLASS else QUEUE_PREFIX + resource_class
 
 
 def allocate(suggested: dict[str, Any] | None, requested: dict[str, Any] | None, quota: Quota) -> Allocation:

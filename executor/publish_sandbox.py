@@ -30,6 +30,9 @@ class ExecutorSandbox:
     def can_run_images(self) -> bool:
         return self.mode != "bwrap" and self.docker.available()
 
+    def gpus_available(self) -> int:
+        return len(self.gpus.devices)
+
     async def run(self, target: RunTarget, stdin: bytes, limits: SandboxLimits) -> SandboxOutcome:
         package = Package(entrypoint=target.command, image=target.image, code_dir=target.code_dir)
         runtime: BwrapRuntime | DockerRuntime

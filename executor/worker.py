@@ -2,8 +2,10 @@
 
 One worker takes one queue: the resource class it was started for (``MLREPO_WORKER_RESOURCE_CLASS``,
 default cpu). cpu jobs share arq's default queue with publishing, so a plain worker does both; gpu workers
-take only gpu jobs. On startup — and then every minute — the reconciler re-queues what the database says
-should run (Redis keeps nothing on disk here) and fails jobs whose worker was lost too often.
+take gpu jobs, the publications a cpu worker hands them (a listing that suggests GPUs is verified on one),
+and the periodic re-verification of such listings. On startup — and then every minute — the reconciler
+re-queues what the database says should run (Redis keeps nothing on disk here) and fails jobs whose worker
+was lost too often.
 
 Without ``MLREPO_REDIS_URL`` none of this process exists: ``JobService`` runs the same ``run`` in-process.
 """
@@ -17,12 +19,13 @@ from arq import cron
 from arq.connections import RedisSettings
 
 from catalog.publishing.jobs import (
+    GPU_PUBLISHING_FUNCTIONS,
     PUBLISHING_FUNCTIONS,
     publishing_cron_jobs,
     start_publishing,
     stop_publishing,
 )
-from executor.allocation import queue_for
+from executor.allocation import CPU_CLASS, GPU_CLASS, queue_for
 from executor.events import RedisJobEvents
 from executor.gpus import parse_devices
 from executor.jobs import ArqJobQueue, JobService
@@ -71,7 +74,8 @@ async def on_startup(ctx: dict[str, Any]) -> None:
     catalog = await CatalogApp.open(settings, with_index=False)
     ctx[CTX_CATALOG] = catalog
     await start_jobs(ctx, settings, catalog)
-    await start_publishing(ctx, settings, catalog, ExecutorSandbox(settings))
+    sandbox = ExecutorSandbox(settings)
+    await start_publishing(ctx, settings, catalog, sandbox, gpu_queue=queue_for(GPU_CLASS))
 
 
 async def on_shutdown(ctx: dict[str, Any]) -> None:
@@ -85,7 +89,7 @@ async def on_shutdown(ctx: dict[str, Any]) -> None:
 def max_jobs_for(settings: Settings) -> int:
     """How many jobs this worker takes at once. A GPU worker takes no more than it has GPUs: a job it
     took would otherwise wait here for a device, looking RUNNING, while another GPU worker sat idle."""
-    if settings.worker_resource_class == "gpu":
+    if settings.worker_resource_class == GPU_CLASS:
         return max(1, len(parse_devices(settings.gpu_devices)))
     return ARQ_MAX_JOBS
 
@@ -96,9 +100,12 @@ def worker_settings(settings: Settings) -> dict[str, Any]:
         raise Unavailable("mlrepo worker needs MLREPO_REDIS_URL (without Redis, jobs run in the API process)")
     functions: list[Any] = [run_job, reconcile_jobs]
     cron_jobs = [cron(reconcile_jobs, second={0}, run_at_startup=False, unique=True)]
-    if settings.worker_resource_class == "cpu":
+    if settings.worker_resource_class == CPU_CLASS:
         functions += list(PUBLISHING_FUNCTIONS)
         cron_jobs += publishing_cron_jobs(settings)
+    elif settings.worker_resource_class == GPU_CLASS:
+        functions += list(GPU_PUBLISHING_FUNCTIONS)
+        cron_jobs += publishing_cron_jobs(settings, on_gpu_worker=True)
     return {
         "functions": functions,
         "cron_jobs": cron_jobs,
@@ -121,7 +128,7 @@ class WorkerSettings:
     builds the same from its own Settings through ``worker_settings``)."""
 
     _settings = get_settings()
-    functions = [run_job, reconcile_jobs, *PUBLISHING_FUNCTIONS]
+    functions = [run_job, reconcile_jobs, *dict.fromkeys([*PUBLISHING_FUNCTIONS, *GPU_PUBLISHING_FUNCTIONS])]
     cron_jobs = [cron(reconcile_jobs, second={0}, run_at_startup=False, unique=True)]
     queue_name = queue_for(_settings.worker_resource_class)
     max_jobs = max_jobs_for(_settings)

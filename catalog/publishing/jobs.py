@@ -36,21 +36,36 @@ async def reverify_job(ctx: dict[str, Any]) -> list[dict[str, Any]]:
     return [asdict(r) for r in results]
 
 
+async def reverify_gpu_job(ctx: dict[str, Any]) -> list[dict[str, Any]]:
+    """The GPU workers' share of re-verification: the verified listings that suggest GPUs."""
+    results = await ctx[CTX_KEY].verify_all(gpu_listings_only=True)
+    return [asdict(r) for r in results]
+
+
 PUBLISHING_FUNCTIONS = (publish_job, reverify_job)
+# A GPU worker runs the publications handed to it and re-verifies the listings that suggest GPUs.
+GPU_PUBLISHING_FUNCTIONS = (publish_job, reverify_gpu_job)
 
 
-def publishing_cron_jobs(settings: Settings) -> list[CronJob]:
+def publishing_cron_jobs(settings: Settings, on_gpu_worker: bool = False) -> list[CronJob]:
     """Re-verification on the hours implied by ``verify_interval_s`` (at least hourly, at most daily)."""
     hours_apart = min(max(settings.verify_interval_s // 3600, 1), 24)
     hours = set(range(0, 24, hours_apart)) if hours_apart < 24 else {3}
-    return [cron(reverify_job, hour=hours, minute={17}, run_at_startup=False, unique=True)]
+    job = reverify_gpu_job if on_gpu_worker else reverify_job
+    return [cron(job, hour=hours, minute={17}, run_at_startup=False, unique=True)]
 
 
 async def start_publishing(
-    ctx: dict[str, Any], settings: Settings, catalog: CatalogApp, sandbox: Sandbox
+    ctx: dict[str, Any],
+    settings: Settings,
+    catalog: CatalogApp,
+    sandbox: Sandbox,
+    gpu_queue: str | None = None,
 ) -> PublishingService:
-    """Put the worker's PublishingService into ``ctx`` and re-queue unfinished publications."""
-    queue = ArqQueue(settings.redis_url) if settings.redis_url else None
+    """Put the worker's PublishingService into ``ctx`` and re-queue unfinished publications.
+
+    ``gpu_queue``: the GPU workers' arq queue, where publications that need a GPU are handed."""
+    queue = ArqQueue(settings.redis_url, gpu_queue=gpu_queue) if settings.redis_url else None
     service = PublishingService(settings, catalog.db, catalog.listings, sandbox, queue=queue)
     ctx[CTX_KEY] = service
     await service.recover()

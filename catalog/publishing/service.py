@@ -34,7 +34,7 @@ from catalog.publishing.packaging import checkout_package
 from catalog.publishing.sandbox import RunTarget, Sandbox
 from catalog.publishing.steps import PublicationStatus, initial_steps
 from catalog.publishing.verification import compare_signatures, limits_for, run_unit_tests
-from catalog.publishing.workflow import PublishWorkflow
+from catalog.publishing.workflow import GPU_ROUTE, HANDED_TO_GPU_WORKER, PublishWorkflow
 from infra.artifacts import ArtifactStore
 from infra.db import Database
 from infra.errors import BadInput, Forbidden, NotFound, Unauthenticated, Unavailable
@@ -50,7 +50,12 @@ STALE_RUNNING_S = 900.0
 
 
 class PublishQueue(Protocol):
-    async def enqueue(self, publication_id: str) -> None: ...
+    async def enqueue(self, publication_id: str, on_gpu: bool = False) -> None: ...
+
+    async def gpu_workers_alive(self) -> bool:
+        """Whether a worker with GPUs takes publications now (``on_gpu``): where GPUs live only on
+        dedicated workers, a listing that suggests GPUs is verified there (``workflow``)."""
+        ...
 
 
 class InProcessQueue:
@@ -60,7 +65,7 @@ class InProcessQueue:
         self._run = run
         self._tasks: set[asyncio.Task[Any]] = set()
 
-    async def enqueue(self, publication_id: str) -> None:
+    async def enqueue(self, publication_id: str, on_gpu: bool = False) -> None:
         task = asyncio.create_task(self._run(publication_id), name=f"publish:{publication_id}")
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
@@ -70,26 +75,51 @@ class InProcessQueue:
         while self._tasks:
             await asyncio.gather(*list(self._tasks), return_exceptions=True)
 
+    async def gpu_workers_alive(self) -> bool:
+        return False  # one process: it verifies with whatever GPUs it has
+
 
 class ArqQueue:
-    """Redis configured: the job goes to the arq queue that ``mlrepo worker`` consumes."""
+    """Redis configured: the job goes to the arq queue that ``mlrepo worker`` consumes.
 
-    def __init__(self, redis_url: str, queue_name: str | None = None) -> None:
+    ``gpu_queue`` is the queue of the GPU workers (the worker passes ``executor.allocation``'s name: the
+    catalog may not import the executor); without it nothing is ever handed to a GPU worker."""
+
+    def __init__(self, redis_url: str, queue_name: str | None = None, gpu_queue: str | None = None) -> None:
         self.redis_url = redis_url
         self.queue_name = queue_name
+        self.gpu_queue = gpu_queue
         self._pool: Any = None
 
-    async def enqueue(self, publication_id: str) -> None:
+    async def _connection(self) -> Any:
         from arq import create_pool
         from arq.connections import RedisSettings
 
         if self._pool is None:
             self._pool = await create_pool(RedisSettings.from_dsn(self.redis_url))
-        kwargs = {"_queue_name": self.queue_name} if self.queue_name else {}
+        return self._pool
+
+    async def enqueue(self, publication_id: str, on_gpu: bool = False) -> None:
+        pool = await self._connection()
+        queue_name, job_id = self.queue_name, f"publish:{publication_id}"
+        if on_gpu:
+            if self.gpu_queue is None:
+                raise Unavailable("this process knows no GPU worker queue to hand the publication to")
+            # Its own job id: the first delivery's result still holds the plain id for an hour.
+            queue_name, job_id = self.gpu_queue, f"{job_id}:gpu"
+        kwargs = {"_queue_name": queue_name} if queue_name else {}
         # The job id dedupes: enqueueing the same publication twice runs it once.
-        await self._pool.enqueue_job(
-            "publish_job", publication_id, _job_id=f"publish:{publication_id}", **kwargs
-        )
+        await pool.enqueue_job("publish_job", publication_id, _job_id=job_id, **kwargs)
+
+    async def gpu_workers_alive(self) -> bool:
+        """A live arq worker refreshes its queue's health-check key every ``health_check_interval``
+        (30 s, kept 31 s), busy or not; the key's presence is the GPU workers' heartbeat."""
+        from arq.constants import health_check_key_suffix
+
+        if self.gpu_queue is None:
+            return False
+        pool = await self._connection()
+        return bool(await pool.exists(self.gpu_queue + health_check_key_suffix))
 
     async def close(self) -> None:
         if self._pool is not None:
@@ -178,8 +208,10 @@ class PublishingService:
         self.sandbox = sandbox
         self.store = store or ArtifactStore.from_settings(settings)
         self.images = images if images is not None else ImageService.from_settings(settings)
-        self.workflow = PublishWorkflow(settings, db, listings, self.store, sandbox, self.images)
         self.queue: PublishQueue = queue or InProcessQueue(self.run)
+        self.workflow = PublishWorkflow(
+            settings, db, listings, self.store, sandbox, self.images, self.queue.gpu_workers_alive
+        )
 
     @property
     def upload_root(self) -> Path:
@@ -340,13 +372,18 @@ class PublishingService:
             return [PublicationView.of(p) for p in rows]
 
     async def run(self, publication_id: str) -> str:
-        """The publish job body (arq ``publish_job`` and the in-process queue call this)."""
-        return await self.workflow.run(publication_id)
+        """The publish job body (arq ``publish_job`` and the in-process queue call this). A publication the
+        workflow hands to a GPU worker goes back on the queue, to the GPU workers' side of it."""
+        outcome = await self.workflow.run(publication_id)
+        if outcome == HANDED_TO_GPU_WORKER:
+            await self.queue.enqueue(publication_id, on_gpu=True)
+        return outcome
 
     async def recover(self, stale_after_s: float = STALE_RUNNING_S) -> int:
         """Re-enqueue what the database says is unfinished: every QUEUED publication (Redis may have lost
         it) and every RUNNING one whose record has not moved for ``stale_after_s`` (its worker died; steps
-        record progress, so a live job never looks stale). Each step is safe to repeat."""
+        record progress, so a live job never looks stale). Each step is safe to repeat. One handed to a GPU
+        worker goes back to the GPU workers' queue, and waits there for one (as a GPU job does)."""
         cutoff = utcnow() - timedelta(seconds=stale_after_s)
         async with self.db.session() as session:
             await session.execute(
@@ -354,33 +391,46 @@ class PublishingService:
                 .where(Publication.status == PublicationStatus.RUNNING.value, Publication.updated_at < cutoff)
                 .values(status=PublicationStatus.QUEUED.value, updated_at=utcnow())
             )
-            ids = list(
-                (
-                    await session.scalars(
-                        select(Publication.id).where(Publication.status == PublicationStatus.QUEUED.value)
+            queued = (
+                await session.execute(
+                    select(Publication.id, Publication.metadata_json).where(
+                        Publication.status == PublicationStatus.QUEUED.value
                     )
-                ).all()
-            )
-        for publication_id in ids:
-            await self.queue.enqueue(publication_id)
-        return len(ids)
+                )
+            ).all()
+        for publication_id, meta in queued:
+            await self.queue.enqueue(publication_id, on_gpu=(meta or {}).get("route") == GPU_ROUTE)
+        return len(queued)
 
     # ------------------------------------------------------------------ re-verification
 
-    async def verify_all(self) -> list[VerificationResult]:
-        """Re-run every verified listing's unit tests (``mlrepo verify --all`` and the periodic job)."""
+    async def verify_all(self, gpu_listings_only: bool = False) -> list[VerificationResult]:
+        """Re-run every verified listing's unit tests (``mlrepo verify --all`` and the periodic job).
+
+        Listings that suggest GPUs are re-verified where they were verified: by the GPU workers' own
+        periodic job (``gpu_listings_only``) while one is alive, not without a GPU here, where their tests
+        could fail for want of one and suspend a listing that works."""
         async with self.db.session() as session:
-            ids = list(
-                (
-                    await session.scalars(
-                        select(Listing.id).where(
-                            Listing.verification_status == VerificationStatus.VERIFIED.value
-                        )
+            rows = (
+                await session.execute(
+                    select(Listing.id, Listing.resources).where(
+                        Listing.verification_status == VerificationStatus.VERIFIED.value
                     )
-                ).all()
-            )
+                )
+            ).all()
+        gpu_workers_verify = (
+            not gpu_listings_only
+            and self.sandbox.gpus_available() == 0
+            and await self.queue.gpu_workers_alive()
+        )
         results = []
-        for listing_id in ids:
+        for listing_id, resources in rows:
+            suggests_gpu = int((resources or {}).get("gpu") or 0) > 0
+            if gpu_listings_only and not suggests_gpu:
+                continue
+            if gpu_workers_verify and suggests_gpu:
+                results.append(VerificationResult(listing_id, "skipped", ["re-verified by a GPU worker"]))
+                continue
             results.append(await self.verify_listing(listing_id))
         return results
 

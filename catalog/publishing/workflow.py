@@ -9,6 +9,12 @@ Guarantees, whatever fails and wherever:
   which is removed when the job ends; the only files that outlive it are in the artifact store;
 - each failure is recorded with its step, a clear message and its error code.
 
+GPUs: the test and verify steps lend a listing the GPUs it suggests, up to what this process has. Where
+GPUs live only on dedicated GPU workers (``mlrepo worker --resource-class gpu``), a worker without any
+that finds, once the package step has read the manifest, a listing suggesting GPUs hands the whole
+publication to them while one is alive: it goes back to QUEUED, routed ``gpu``, its upload kept, and a
+GPU worker runs it from the start. Without a live GPU worker it is verified here, without a GPU.
+
 Per source kind:
 - **package**: safe extraction + manifest + normalization to a deterministic tar.gz (package); re-extract
   the normalized package and compare every file checksum, then probe the entrypoint in the sandbox (test);
@@ -24,7 +30,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import shutil
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -69,6 +75,9 @@ from infra.tables import Account, Publication, utcnow
 logger = logging.getLogger("mlrepo.publishing")
 
 Log = Callable[[str], None]
+# ``run``'s outcome when the publication was handed to a GPU worker; ``metadata_json["route"]`` records it.
+HANDED_TO_GPU_WORKER = "handed_to_gpu_worker"
+GPU_ROUTE = "gpu"
 REQUIREMENT_KEYS = ("resources", "training_resources", "timeout_s", "encrypt", "verify")
 
 
@@ -100,6 +109,8 @@ class Job:
     built_image: str | None = None
     listed_id: str | None = None  # the listing the version was written to
     archive: ExtractionReport | None = None
+    route: str | None = None  # GPU_ROUTE once handed to a GPU worker
+    hand_to_gpu_worker: bool = False
 
 
 def merge_requirements(manifest: dict[str, Any], requirements: dict[str, Any]) -> dict[str, Any]:
@@ -118,6 +129,7 @@ class PublishWorkflow:
         store: ArtifactStore,
         sandbox: Sandbox,
         images: ImageService | None = None,
+        gpu_workers_alive: Callable[[], Awaitable[bool]] | None = None,
     ) -> None:
         self.settings = settings
         self.db = db
@@ -125,6 +137,7 @@ class PublishWorkflow:
         self.store = store
         self.sandbox = sandbox
         self.images = images
+        self.gpu_workers_alive = gpu_workers_alive
         self.limits = ArchiveLimits.from_settings(settings)
 
     @property
@@ -143,21 +156,46 @@ class PublishWorkflow:
         status, error = PublicationStatus.PUBLISHED, None
         try:
             await recorder.run(StepName.PACKAGE, lambda log: self._package(job, log))
-            await recorder.run(StepName.TEST, lambda log: self._test(job, log))
-            await recorder.run(StepName.VERIFY, lambda log: self._verify(job, log))
-            await recorder.run(StepName.PUBLISH, lambda log: self._publish(job, log))
-            await recorder.run(StepName.LIST, lambda log: self._list(job, log))
+            if not job.hand_to_gpu_worker:
+                await recorder.run(StepName.TEST, lambda log: self._test(job, log))
+                await recorder.run(StepName.VERIFY, lambda log: self._verify(job, log))
+                await recorder.run(StepName.PUBLISH, lambda log: self._publish(job, log))
+                await recorder.run(StepName.LIST, lambda log: self._list(job, log))
         except StepFailed as failed:
             status, error = PublicationStatus.FAILED, f"{failed.step}: {failed.error.message}"
         finally:
             await asyncio.to_thread(shutil.rmtree, job.staging, True)
-            if job.upload is not None:
+            if job.upload is not None and not job.hand_to_gpu_worker:  # the GPU worker starts from it
                 await asyncio.to_thread(shutil.rmtree, job.upload.parent, True)
             if self.images is not None and (job.image_id or job.built_image):
                 for tag in ("source", "normalized", "built"):
                     await asyncio.to_thread(self.images.remove, f"mlrepo-staging/{publication_id}:{tag}")
+        if job.hand_to_gpu_worker:
+            await self._requeue_for_gpu_worker(job)
+            return HANDED_TO_GPU_WORKER
         await self._finish(job, status, error, recorder.timings)
         return status.value
+
+    async def _requeue_for_gpu_worker(self, job: Job) -> None:
+        """Back to QUEUED, routed to the GPU workers (the caller enqueues it there; recovery re-enqueues
+        it there if that enqueue is lost)."""
+        async with self.db.session() as session:
+            pub = await session.get(Publication, job.publication_id)
+            if pub is None:
+                return
+            pub.status = PublicationStatus.QUEUED.value
+            pub.metadata_json = {**(pub.metadata_json or {}), "route": GPU_ROUTE}
+            pub.updated_at = utcnow()
+        logger.info("publication %s handed to a GPU worker", job.publication_id)
+
+    async def _wants_gpu_worker(self, job: Job) -> bool:
+        """A listing suggesting GPUs, on a worker with none, while a GPU worker is alive (never twice)."""
+        assert job.manifest is not None
+        if job.route == GPU_ROUTE or job.source_kind == "dataset" or job.manifest.resources.gpu <= 0:
+            return False
+        if self.sandbox.gpus_available() > 0 or self.gpu_workers_alive is None:
+            return False
+        return await self.gpu_workers_alive()
 
     async def _load(self, publication_id: str) -> Job | None:
         async with self.db.session() as session:
@@ -187,6 +225,7 @@ class PublishWorkflow:
                 requirements=dict(pub.requirements or {}),
                 listing_id=pub.listing_id,
                 expected_digest=meta.get("expected_digest"),
+                route=meta.get("route"),
             )
 
     async def _finish(
@@ -238,6 +277,12 @@ class PublishWorkflow:
         )
         where = f"listing {job.target.listing_id}" if job.target.listing_id else "a new listing"
         log(f"target: version {job.target.version} of {where}")
+        gpus = job.manifest.resources.gpu
+        if await self._wants_gpu_worker(job):
+            job.hand_to_gpu_worker = True
+            log(f"the listing suggests {gpus} GPU(s) and this worker has none: handed to a GPU worker")
+        elif job.route == GPU_ROUTE:
+            log(f"on a GPU worker with {self.sandbox.gpus_available()} GPU(s); the listing suggests {gpus}")
 
     def _upload(self, job: Job) -> Path:
         if job.upload is None or not job.upload.is_file():

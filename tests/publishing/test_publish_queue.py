@@ -31,8 +31,11 @@ class Dropped:
     def __init__(self) -> None:
         self.lost: list[str] = []
 
-    async def enqueue(self, publication_id: str) -> None:
+    async def enqueue(self, publication_id: str, on_gpu: bool = False) -> None:
         self.lost.append(publication_id)
+
+    async def gpu_workers_alive(self) -> bool:
+        return False
 
 
 async def run_worker(redis_url: str, service: PublishingService) -> None:
