@@ -110,10 +110,11 @@ class Deployment:
         worker = self.worker(on_gpu=True, burst=False)
         running = asyncio.create_task(worker.main())
         try:
-            for _ in range(200):
+            for _ in range(600):
                 if await self.cpu.queue.gpu_workers_alive():
                     break
                 await asyncio.sleep(0.05)
+            assert await self.cpu.queue.gpu_workers_alive(), "the GPU worker never reported in"
             yield
         finally:
             for _ in range(100):  # let arq finish its own bookkeeping of a job before stopping it
