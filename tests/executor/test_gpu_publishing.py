@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 from arq.connections import RedisSettings
 from arq.worker import Worker, func
-from executor_support import TEST_UID_BASE, TEST_UID_COUNT
+from executor_support import TEST_UID_BASE, TEST_UID_COUNT, long_running
 
 from catalog.actors import Actor
 from catalog.app import CatalogApp
@@ -107,25 +107,13 @@ class Deployment:
     @contextlib.asynccontextmanager
     async def gpu_worker_alive(self) -> AsyncIterator[None]:
         """A long-running GPU worker: its heartbeat is what the cpu side looks for."""
-        worker = self.worker(on_gpu=True, burst=False)
-        running = asyncio.create_task(worker.main())
-        try:
+        async with long_running(self.worker(on_gpu=True, burst=False)):
             for _ in range(600):
                 if await self.cpu.queue.gpu_workers_alive():
                     break
                 await asyncio.sleep(0.05)
             assert await self.cpu.queue.gpu_workers_alive(), "the GPU worker never reported in"
             yield
-        finally:
-            for _ in range(100):  # let arq finish its own bookkeeping of a job before stopping it
-                if all(task.done() for task in worker.tasks.values()):
-                    break
-                await asyncio.sleep(0.05)
-            running.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await running
-            with contextlib.suppress(asyncio.CancelledError):
-                await worker.close()
 
 
 @pytest.fixture

@@ -5,7 +5,6 @@ process that gets SIGKILLed mid-job), Redis pub/sub events, and the reconciler a
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 import signal
 import subprocess
@@ -14,7 +13,7 @@ from datetime import timedelta
 
 import pytest
 from arq.worker import Worker
-from executor_support import publish_model, watch_all
+from executor_support import long_running, publish_model, watch_all
 from sqlalchemy import update
 
 from catalog.enums import JobStatus
@@ -132,24 +131,11 @@ async def test_a_worker_killed_mid_job_leaves_no_job_running_forever(
     # A long-running worker (not burst: the dead worker's arq entry stays "in progress" until arq's own
     # job timeout, and our claim makes that stale entry a no-op when it comes back).
     survivor = Worker(**{**worker_settings(arq_settings), "poll_delay": 0.05}, handle_signals=False)
-    running = asyncio.create_task(survivor.main())
-    try:
+    async with long_running(survivor):
         for _ in range(400):
             if (await arq_jobs.get(people["alice"], view.id)).is_final:
                 break
             await asyncio.sleep(0.05)
-    finally:
-        # The job row turns final before arq writes its own result to Redis: let that bookkeeping end
-        # first, or cancelling main() cancels it and close() re-raises the CancelledError.
-        for _ in range(100):
-            if all(task.done() for task in survivor.tasks.values()):
-                break
-            await asyncio.sleep(0.05)
-        running.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await running
-        with contextlib.suppress(asyncio.CancelledError):
-            await survivor.close()
     final = await arq_jobs.get(people["alice"], view.id)
     assert final.status == JobStatus.SUCCEEDED and final.attempts == 2
 
