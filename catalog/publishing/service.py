@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any, BinaryIO, Protocol
 
 from docker.errors import ImageNotFound
+from redis.exceptions import RedisError
 from sqlalchemy import select, update
 
 from catalog.access import can_modify
@@ -118,8 +119,12 @@ class ArqQueue:
 
         if self.gpu_queue is None:
             return False
-        pool = await self._connection()
-        return bool(await pool.exists(self.gpu_queue + health_check_key_suffix))
+        try:
+            pool = await self._connection()
+            return bool(await pool.exists(self.gpu_queue + health_check_key_suffix))
+        except (OSError, RedisError) as exc:  # a blip must not fail the publication: verify here instead
+            logger.warning("could not see whether a GPU worker is alive: %s", exc)
+            return False
 
     async def close(self) -> None:
         if self._pool is not None:

@@ -282,7 +282,8 @@ class PublishWorkflow:
             job.hand_to_gpu_worker = True
             log(f"the listing suggests {gpus} GPU(s) and this worker has none: handed to a GPU worker")
         elif job.route == GPU_ROUTE:
-            log(f"on a GPU worker with {self.sandbox.gpus_available()} GPU(s); the listing suggests {gpus}")
+            lent = self.sandbox.gpus_available()
+            log(f"routed to the GPU workers: this one has {lent} GPU(s), the listing suggests {gpus}")
 
     def _upload(self, job: Job) -> Path:
         if job.upload is None or not job.upload.is_file():

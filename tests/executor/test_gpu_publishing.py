@@ -165,7 +165,8 @@ async def test_a_gpu_listing_is_handed_to_a_live_gpu_worker_and_verified_there(
         done = await settled(deployment.cpu, producer, submitted.id)
 
         assert done.status == "published", done.error
-        assert "on a GPU worker with 1 GPU(s); the listing suggests 1" in step_log(done, "package")
+        routed = "routed to the GPU workers: this one has 1 GPU(s), the listing suggests 1"
+        assert routed in step_log(done, "package")
         listing = await catalog.listings.get(producer, done.listing_id)
         assert listing.verification_status == "verified"
         async with catalog.db.session() as session:
@@ -239,3 +240,12 @@ def test_gpu_workers_take_handed_publications_and_reverify_the_gpu_listings(sett
     }
     assert [c.coroutine.__name__ for c in gpu["cron_jobs"]] == ["reconcile_jobs", "reverify_gpu_job"]
     assert [c.coroutine.__name__ for c in cpu["cron_jobs"]] == ["reconcile_jobs", "reverify_job"]
+
+
+async def test_a_redis_that_cannot_answer_means_no_gpu_worker_rather_than_a_failed_publication() -> None:
+    queue = ArqQueue("redis://127.0.0.1:1", gpu_queue="mlrepo:jobs:gpu")
+    try:
+        assert await queue.gpu_workers_alive() is False
+    finally:
+        await queue.close()
+    assert await ArqQueue("redis://127.0.0.1:1").gpu_workers_alive() is False  # no GPU queue: not asked
