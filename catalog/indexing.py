@@ -207,11 +207,14 @@ class ListingIndex:
 
     # ------------------------------------------------------------------ bulk paths
 
-    async def rebuild(self, progress: Callable[[int, int], None] | None = None) -> int:
+    async def rebuild(
+        self, progress: Callable[[int, int], None] | None = None, *, force: bool = False
+    ) -> int:
         """Replace the index with every listing in the database (startup and ``mlrepo reindex``).
 
         The rows carry their embeddings, so this is a read and a bulk load, not a re-encode (rows without
-        one, or embedded by another model, are encoded and stored back).
+        one, or embedded by another model, are encoded and stored back). At startup a backend may keep an
+        index it judges current; ``force`` (``mlrepo reindex``, the operator's repair) rewrites it anyway.
         """
         if self.backend is None:
             return 0
@@ -223,16 +226,16 @@ class ListingIndex:
         async for rows in self._changed_rows(None, progress):
             docs.extend(await self._project(rows))
             stamps.extend(as_utc(r.updated_at) for r in rows)
-        await asyncio.to_thread(self._load_all, docs)
+        await asyncio.to_thread(self._load_all, docs, force)
         self._seen = {doc.id: stamp for doc, stamp in zip(docs, stamps, strict=True)}
         self._read_at = started
         return len(docs)
 
-    def _load_all(self, docs: list[IndexedListing]) -> None:
+    def _load_all(self, docs: list[IndexedListing], force: bool = False) -> None:
         assert self.backend is not None
         load = getattr(self.backend, "load", None)
-        if load is not None:  # the embedded backend's bulk path (reuses an up-to-date tantivy index)
-            load(docs)
+        if load is not None:  # the backends' bulk path (may reuse an index that is up to date)
+            load(docs, rebuild=force)
         else:
             self.backend.clear()
             for start in range(0, len(docs), LOAD_BATCH):

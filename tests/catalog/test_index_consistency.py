@@ -3,7 +3,9 @@ across processes (a worker writes rows; the process holding the index syncs them
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from datetime import timedelta
 
 import pytest
@@ -17,6 +19,7 @@ from infra.errors import NotFound, Unavailable
 from infra.settings import Settings
 from infra.tables import Listing, ListingVersion
 from search.embeddings import Encoder
+from search.keyword import MARKER_FILE, KeywordIndex
 from search.types import SearchFilters
 
 EVERYTHING = SearchFilters(viewer_is_admin=True, include_suspended=True)
@@ -149,3 +152,29 @@ async def test_reindex_and_restart_rebuild_from_the_database(
         await reopened.close()
     with pytest.raises(NotFound):
         await reopened.listings.get(ANONYMOUS, "missing")
+
+
+async def test_reindex_rebuilds_an_index_whose_marker_still_vouches_for_it(
+    app: CatalogApp, settings: Settings, encoder: Encoder, alice: Actor
+) -> None:
+    """``mlrepo reindex`` is the operator's repair: it rewrites the index even when the marker (count and
+    digest) matches the database, because the marker cannot see damage behind it."""
+    created = await app.listings.create(alice, listing_data("zebrafish-counter"))
+    projection = app.backend.get([created.id])[created.id]
+    await app.close()
+
+    # Damage behind the marker: the document's text changes while the marker keeps vouching for it.
+    keyword = KeywordIndex(settings.index_dir / "keyword")
+    marker = json.loads((keyword.directory / MARKER_FILE).read_text())
+    try:
+        keyword.apply([replace(projection, name="damaged")], [], marker["count"], int(marker["digest"], 16))
+    finally:
+        keyword.close()
+
+    reopened = await CatalogApp.open(settings, encoder=encoder)
+    try:
+        assert reopened.backend.keyword("zebrafish", EVERYTHING, 5) == []  # startup trusts the marker
+        assert await reopened.listings.reindex() == 1
+        assert [h.id for h in reopened.backend.keyword("zebrafish", EVERYTHING, 5)] == [created.id]
+    finally:
+        await reopened.close()
