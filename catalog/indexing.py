@@ -228,7 +228,13 @@ class ListingIndex:
             stamps.extend(as_utc(r.updated_at) for r in rows)
         await asyncio.to_thread(self._load_all, docs, force)
         self._seen = {doc.id: stamp for doc, stamp in zip(docs, stamps, strict=True)}
-        self._read_at = started
+        # Rows other processes changed or deleted while the snapshot was read and loaded are stale in it
+        # (with OpenSearch their own index writes went to the physical index the alias swap dropped, and
+        # they believe them done): catch up now, not at some later sync — ``mlrepo reindex`` exits here.
+        caught_up_at = utcnow()
+        await self._load(started - SYNC_OVERLAP)
+        self._read_at = caught_up_at
+        await self._drop_deleted()
         return len(docs)
 
     def _load_all(self, docs: list[IndexedListing], force: bool = False) -> None:

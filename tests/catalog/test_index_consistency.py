@@ -3,6 +3,7 @@ across processes (a worker writes rows; the process holding the index syncs them
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator
 from dataclasses import replace
@@ -178,3 +179,31 @@ async def test_reindex_rebuilds_an_index_whose_marker_still_vouches_for_it(
         assert [h.id for h in reopened.backend.keyword("zebrafish", EVERYTHING, 5)] == [created.id]
     finally:
         await reopened.close()
+
+
+async def test_rebuild_catches_up_with_writes_committed_while_it_loaded(
+    app: CatalogApp, worker: CatalogApp, alice: Actor
+) -> None:
+    """A rebuild loads a snapshot; rows another process changed or deleted meanwhile (with OpenSearch:
+    written to the physical index the alias swap then dropped) must not stay stale once it returns."""
+    renamed = await app.listings.create(alice, listing_data("before-the-snapshot"))
+    doomed = await app.listings.create(alice, listing_data("deleted-meanwhile"))
+    loop = asyncio.get_running_loop()
+
+    async def meanwhile() -> None:
+        await worker.listings.update(alice, renamed.id, {"name": "after-the-snapshot"})
+        await worker.listings.delete(alice, doomed.id)
+
+    class WritesDuringTheLoad:
+        """Called right after the backend took the snapshot: another process commits then."""
+
+        def rebuild(self, listings: object) -> None:
+            asyncio.run_coroutine_threadsafe(meanwhile(), loop).result()
+
+        def update(self, upserted: object = (), removed: object = ()) -> None:
+            pass
+
+    app.index.listeners.append(WritesDuringTheLoad())
+    assert await app.listings.reindex() == 2
+    assert app.backend.get([renamed.id])[renamed.id].name == "after-the-snapshot"
+    assert app.backend.get([doomed.id]) == {}
