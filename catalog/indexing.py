@@ -106,7 +106,8 @@ class ListingIndex:
         self.db = db
         self.backend = backend
         self.encoder = encoder
-        self._seen: dict[str, datetime] = {}  # id -> updated_at of the row version in the index
+        # id -> updated_at of the row version in the index (None: unknown, re-read at the next sync)
+        self._seen: dict[str, datetime | None] = {}
         self._high_water: datetime | None = None  # None: the next sync reads every row (a repair)
         self._read_at: datetime | None = None  # when the last complete read of changed rows began
         self._last_sync = 0.0
@@ -190,7 +191,11 @@ class ListingIndex:
         return self.backend.get(ids) if self.backend is not None else {}
 
     def restore(self, previous: dict[str, IndexedListing], ids: Sequence[str]) -> None:
-        """Undo an index write whose transaction did not commit: put back what was there before."""
+        """Undo an index write whose transaction raised: put back what was there before.
+
+        Raising does not prove that nothing committed (the connection may drop, or the task be cancelled,
+        after the database committed), so the entries are then of an unknown version: the next sync
+        compares every row version and runs the deletion check, and repairs whichever way it went."""
         if self.backend is None:
             return
         try:
@@ -201,9 +206,11 @@ class ListingIndex:
                 self.put(list(previous.values()))
         except Exception:  # the next sync() repairs from the database; never mask the original error
             logger.exception("could not restore index entries %s; the next sync will repair them", ids)
+        finally:
             for listing_id in ids:
-                self._seen.pop(listing_id, None)
+                self._seen[listing_id] = None  # indexed or not, in an unknown version
             self._high_water = None
+            self._last_deletion_check = 0.0
 
     # ------------------------------------------------------------------ bulk paths
 

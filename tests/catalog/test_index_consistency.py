@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import replace
 from datetime import timedelta
 
 import pytest
 from catalog_helpers import listing_data
-from sqlalchemy import func, select, text, update
+from sqlalchemy import event, func, select, text, update
+from sqlalchemy.orm import Session
 
 from catalog.actors import ANONYMOUS, Actor
 from catalog.app import CatalogApp
@@ -207,3 +208,53 @@ async def test_rebuild_catches_up_with_writes_committed_while_it_loaded(
     assert await app.listings.reindex() == 2
     assert app.backend.get([renamed.id])[renamed.id].name == "after-the-snapshot"
     assert app.backend.get([doomed.id]) == {}
+
+
+@pytest.fixture
+def reply_lost_after_commit() -> Iterator[Callable[[], None]]:
+    """Arms a failure *after* the database committed a transaction that wrote listings: what a caller sees
+    when the connection drops before COMMIT's reply, or when its task is cancelled while awaiting it."""
+    armed = False
+
+    def note_listing_writes(session: Session, _context: object) -> None:
+        if any(isinstance(row, Listing) for row in (*session.new, *session.dirty, *session.deleted)):
+            session.info["wrote_listings"] = True
+
+    def lose_the_reply(session: Session) -> None:
+        nonlocal armed
+        if armed and session.info.pop("wrote_listings", False):
+            armed = False
+            raise ConnectionError("connection lost after COMMIT")
+
+    def arm() -> None:
+        nonlocal armed
+        armed = True
+
+    event.listen(Session, "after_flush", note_listing_writes)
+    event.listen(Session, "after_commit", lose_the_reply)
+    try:
+        yield arm
+    finally:
+        event.remove(Session, "after_commit", lose_the_reply)
+        event.remove(Session, "after_flush", note_listing_writes)
+
+
+async def test_a_write_whose_commit_outcome_is_unknown_is_repaired_by_the_next_sync(
+    app: CatalogApp, alice: Actor, reply_lost_after_commit: Callable[[], None]
+) -> None:
+    """The index entry is put back when the commit raises, but the database may hold the new row anyway:
+    the next sync must compare again instead of trusting the version it was handed before the commit."""
+    changed = await app.listings.create(alice, listing_data("changed-after-all"))
+    deleted = await app.listings.create(alice, listing_data("deleted-after-all"))
+
+    reply_lost_after_commit()
+    with pytest.raises(ConnectionError):
+        await app.listings.update(alice, changed.id, {"description": "Committed before the reply was lost."})
+    reply_lost_after_commit()
+    with pytest.raises(ConnectionError):
+        await app.listings.delete(alice, deleted.id)
+    assert (await app.listings.get(alice, changed.id)).description == "Committed before the reply was lost."
+
+    await app.index.sync(force=True)
+    assert app.backend.get([changed.id])[changed.id].description == "Committed before the reply was lost."
+    assert app.backend.get([deleted.id]) == {}
