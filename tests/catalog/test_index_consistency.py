@@ -258,3 +258,19 @@ async def test_a_write_whose_commit_outcome_is_unknown_is_repaired_by_the_next_s
     await app.index.sync(force=True)
     assert app.backend.get([changed.id])[changed.id].description == "Committed before the reply was lost."
     assert app.backend.get([deleted.id]) == {}
+
+
+async def test_a_catalog_opened_for_reindex_reads_the_rows_once(
+    app: CatalogApp, settings: Settings, encoder: Encoder, alice: Actor
+) -> None:
+    """``mlrepo reindex`` always rebuilds, so its catalog does not load the index first (every row read and
+    projected twice, and the first load's rebuild thrown away)."""
+    await app.listings.create(alice, listing_data("indexed-once"))
+    await app.close()
+    reopened = await CatalogApp.open(settings, encoder=encoder, load_index=False)
+    try:
+        assert reopened.backend.count(EVERYTHING) == 0
+        assert await reopened.listings.reindex() == 1
+        assert reopened.backend.count(EVERYTHING) == 1
+    finally:
+        await reopened.close()
