@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import replace
 from datetime import timedelta
 
+import numpy as np
 import pytest
 from catalog_helpers import listing_data
 from sqlalchemy import event, func, select, text, update
@@ -16,13 +17,16 @@ from sqlalchemy.orm import Session
 
 from catalog.actors import ANONYMOUS, Actor
 from catalog.app import CatalogApp
-from catalog.indexing import SYNC_OVERLAP
+from catalog.indexing import SYNC_OVERLAP, ListingIndex
+from catalog.listing_view import vector_bytes, vector_of
 from infra.errors import NotFound, Unavailable
 from infra.settings import Settings
-from infra.tables import Listing, ListingVersion
+from infra.tables import Listing, ListingVersion, utcnow
 from search.embeddings import Encoder
 from search.keyword import MARKER_FILE, KeywordIndex
+from search.opensearch import OpenSearchBackend
 from search.types import SearchFilters
+from tests.search.opensearch_cluster import InMemoryCluster
 
 EVERYTHING = SearchFilters(viewer_is_admin=True, include_suspended=True)
 
@@ -274,3 +278,35 @@ async def test_a_catalog_opened_for_reindex_reads_the_rows_once(
         assert reopened.backend.count(EVERYTHING) == 1
     finally:
         await reopened.close()
+
+
+async def test_rows_reembedded_at_startup_reach_an_opensearch_index_that_looks_current(
+    app: CatalogApp, alice: Actor
+) -> None:
+    """After a change of embedding model or of the embedded text recipe, startup re-encodes the rows, but a
+    shared OpenSearch index with as many documents as the database is kept and still holds the old
+    vectors: they must be replaced by the time the load returns, or vector search compares new query
+    vectors with old listing vectors."""
+    created = await app.listings.create(alice, listing_data("re-embedded"))
+    previous_model = np.zeros(app.encoder.dim, dtype=np.float32)
+    previous_model[0] = 1.0
+    async with app.db.session() as session:  # as the previous release left it, long ago
+        await session.execute(
+            update(Listing)
+            .where(Listing.id == created.id)
+            .values(
+                embedding=vector_bytes(previous_model),
+                embedding_model="previous-model+text-v1",
+                updated_at=utcnow() - timedelta(days=1),
+            )
+        )
+    cluster = InMemoryCluster()
+    opensearch = OpenSearchBackend(cluster, "listings", app.encoder.dim)  # type: ignore[arg-type]
+    opensearch.load([replace(app.backend.get([created.id])[created.id], embedding=previous_model)])
+
+    assert await ListingIndex(app.db, opensearch, app.encoder).load() == 1
+    async with app.db.session() as session:
+        row = await session.get(Listing, created.id)
+        assert row is not None and row.embedding_model == app.encoder.model_name
+    indexed = np.asarray(cluster.served("listings")[created.id]["embedding"], dtype=np.float32)
+    assert np.allclose(indexed, vector_of(row.embedding), atol=1e-6)

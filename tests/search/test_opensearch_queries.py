@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-
 import numpy as np
 import pytest
 from search_support import listing
@@ -15,6 +13,7 @@ from search.embedded import EmbeddedBackend
 from search.factory import make_backend, open_backend
 from search.opensearch import OpenSearchBackend
 from search.types import Hit, SearchFilters
+from tests.search.opensearch_cluster import InMemoryCluster
 
 HIDE_SUSPENDED = {"term": {"hidden": False}}
 PUBLIC_ONLY = {"terms": {"readers": [":public"]}}
@@ -291,75 +290,10 @@ def test_word_weights_become_one_boosted_match_per_word() -> None:
     assert q.keyword_query("a b", SearchFilters(), 5, {}) == q.keyword_query("a b", SearchFilters(), 5)
 
 
-class _Indices:
-    """The index-management requests ``load`` sends, answered from a dict (no server on these machines)."""
-
-    def __init__(self, cluster: _Cluster) -> None:
-        self.cluster = cluster
-
-    def put_index_template(self, name: str, body: dict) -> None:
-        self.cluster.requests.append(("template", name))
-
-    def get_alias(self, name: str) -> dict:
-        from opensearchpy.exceptions import NotFoundError
-
-        behind = {index: {} for index, alias in self.cluster.aliases.items() if alias == name}
-        if not behind:
-            raise NotFoundError(404, "alias missing", {})
-        return behind
-
-    def create(self, index: str, body: dict) -> None:
-        self.cluster.requests.append(("create", index))
-        self.cluster.docs[index] = {}
-
-    def update_aliases(self, body: dict) -> None:
-        self.cluster.requests.append(("swap", body["actions"][-1]["add"]["index"]))
-        for action in body["actions"]:
-            ((op, target),) = action.items()
-            if op == "remove":
-                self.cluster.aliases.pop(target["index"], None)
-            else:
-                self.cluster.aliases[target["index"]] = target["alias"]
-
-    def delete(self, index: str) -> None:
-        self.cluster.docs.pop(index, None)
-
-    def refresh(self, index: str) -> None:
-        pass
-
-
-class _Cluster:
-    """Just enough of ``opensearchpy.OpenSearch`` for ``OpenSearchBackend.load`` to run without a server."""
-
-    def __init__(self) -> None:
-        from opensearchpy.serializer import JSONSerializer
-
-        self.transport = type("Transport", (), {"serializer": JSONSerializer()})()
-        self.indices = _Indices(self)
-        self.aliases: dict[str, str] = {}  # physical index -> alias
-        self.docs: dict[str, dict[str, dict]] = {}  # physical index -> id -> source
-        self.requests: list[tuple[str, str]] = []
-
-    def _physical(self, name: str) -> str:
-        return next((index for index, alias in self.aliases.items() if alias == name), name)
-
-    def count(self, index: str, body: dict) -> dict:
-        return {"count": len(self.docs[self._physical(index)])}
-
-    def bulk(self, body: str, **params: object) -> dict:
-        lines = [json.loads(line) for line in body.splitlines() if line]
-        items = []
-        for action, source in zip(lines[::2], lines[1::2], strict=True):
-            meta = action["index"]
-            self.docs[self._physical(meta["_index"])][meta["_id"]] = source
-            items.append({"index": {"_id": meta["_id"], "status": 200}})
-        return {"errors": False, "items": items}
-
-
 def test_reindex_rebuilds_even_when_the_live_index_has_as_many_documents() -> None:
     """Startup trusts a current index with the database's count; ``mlrepo reindex`` (``rebuild=True``) must
     not, or a stale document (written to the index by a transaction that never committed) survives it."""
-    cluster = _Cluster()
+    cluster = InMemoryCluster()
     backend = OpenSearchBackend(cluster, "listings", 8)  # type: ignore[arg-type]
     assert backend.load([listing("a", name="stale name", embedding=None)]) is True
     (first,) = cluster.aliases
