@@ -208,7 +208,7 @@ class OpenSearchBackend:
         check_page(limit, offset)
         sort = check_sort(sort, q.SORTS)
         validate_filters(filters)
-        if limit == 0:
+        if q.window(limit, offset) == 0:  # nothing asked, or a page past what OpenSearch can return
             return []
         return q.sorted_hits_from_response(self._search(q.sorted_query(filters, sort, limit, offset)), offset)
 

@@ -304,3 +304,19 @@ def test_reindex_rebuilds_even_when_the_live_index_has_as_many_documents() -> No
     (second,) = cluster.aliases
     assert second != first and ("swap", second) in cluster.requests
     assert cluster.docs[second]["a"]["name"] == "fresh name"
+
+
+def test_requests_stay_within_the_result_window_opensearch_answers() -> None:
+    """The search service issues cursors up to offset 10,000 and asks for offset + limit candidates; the
+    embedded backend answers any depth, OpenSearch refuses from + size (and a k-NN k) above 10,000 with an
+    error. Deeper requests are cut to the window: the results end there instead of failing."""
+    vector = np.ones(8, dtype=np.float32)
+    assert q.keyword_query("x", SearchFilters(), 10_100)["size"] == q.MAX_RESULT_WINDOW == 10_000
+    knn = q.knn_query(vector, SearchFilters(), 10_100)
+    assert knn["size"] == knn["query"]["knn"]["embedding"]["k"] == 10_000
+    page = q.sorted_query(SearchFilters(), "newest", 100, 9_950)
+    assert (page["from"], page["size"]) == (9_950, 50)
+    assert q.keyword_query("x", SearchFilters(), 100)["size"] == 100
+    # Past the window there is nothing to ask for: the backend answers an empty page without a request.
+    backend = OpenSearchBackend(InMemoryCluster(), "listings", 8)  # type: ignore[arg-type]
+    assert backend.filtered(SearchFilters(), "newest", 100, 10_000) == []
