@@ -147,8 +147,9 @@ class ListingIndex:
             async with self.db.session() as session:
                 yield session, changes
                 await session.flush()
-                touched = [*changes.rows, *changes.removed]
-                previous = self.current(touched) if touched else {}
+                ids = [*changes.rows, *changes.removed]
+                previous = self.current(ids) if ids else {}
+                touched = ids  # only from here on can the index have changed: undo it on failure
                 rows = list(changes.rows.values())
                 shared = await shares_of(session, [r.id for r in rows if r.visibility == "shared"])
                 if rows:

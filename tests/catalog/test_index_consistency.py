@@ -19,6 +19,7 @@ from catalog.actors import ANONYMOUS, Actor
 from catalog.app import CatalogApp
 from catalog.indexing import SYNC_OVERLAP, ListingIndex
 from catalog.listing_view import vector_bytes, vector_of
+from catalog.listings import ListingService
 from infra.errors import NotFound, Unavailable
 from infra.settings import Settings
 from infra.tables import Listing, ListingVersion, utcnow
@@ -310,3 +311,21 @@ async def test_rows_reembedded_at_startup_reach_an_opensearch_index_that_looks_c
         assert row is not None and row.embedding_model == app.encoder.model_name
     indexed = np.asarray(cluster.served("listings")[created.id]["embedding"], dtype=np.float32)
     assert np.allclose(indexed, vector_of(row.embedding), atol=1e-6)
+
+
+async def test_an_index_read_that_fails_before_any_index_write_undoes_nothing(
+    app: CatalogApp, alice: Actor
+) -> None:
+    """A write reads the entries it is about to replace (to put them back if the commit fails); when that
+    read fails nothing was written, so nothing may be "put back": removing the live entries of a shared
+    index would hide the listings from every process until some sync repaired them."""
+    created = await app.listings.create(alice, listing_data("still-listed"))
+    cluster = InMemoryCluster()
+    opensearch = OpenSearchBackend(cluster, "listings", app.encoder.dim)  # type: ignore[arg-type]
+    index = ListingIndex(app.db, opensearch, app.encoder)
+    await index.load()
+
+    cluster.fail_next("mget")
+    with pytest.raises(Unavailable):
+        await ListingService(app.db, index).update(alice, created.id, {"description": "Never written."})
+    assert cluster.served("listings")[created.id]["description"] == created.description

@@ -3,7 +3,8 @@
 OpenSearch cannot be obtained on the build machines (no Docker Hub, no package), so the backend's
 *decisions* — when to rebuild, which index the alias serves, what each document holds — are checked
 against this, and its queries against a real server in ``test_opensearch_live.py`` where one is given.
-It answers index management, ``count`` and ``bulk`` (index and delete actions); nothing else.
+It answers index management, ``count``, ``bulk`` (index and delete actions) and ``mget``; nothing else.
+``fail_next(name)`` makes the next such request fail as an unreachable server does.
 """
 
 from __future__ import annotations
@@ -58,6 +59,17 @@ class InMemoryCluster:
         self.aliases: dict[str, str] = {}  # physical index -> alias
         self.docs: dict[str, dict[str, dict[str, Any]]] = {}  # physical index -> id -> _source
         self.requests: list[tuple[str, str]] = []
+        self._failing: set[str] = set()
+
+    def fail_next(self, request: str) -> None:
+        self._failing.add(request)
+
+    def _answer(self, request: str) -> None:
+        from opensearchpy.exceptions import ConnectionError
+
+        if request in self._failing:
+            self._failing.discard(request)
+            raise ConnectionError("N/A", f"{request} failed: connection refused", None)
 
     def _physical(self, name: str) -> str:
         return next((index for index, alias in self.aliases.items() if alias == name), name)
@@ -69,7 +81,13 @@ class InMemoryCluster:
     def count(self, index: str, body: dict) -> dict:
         return {"count": len(self.docs[self._physical(index)])}
 
+    def mget(self, index: str, body: dict) -> dict:
+        self._answer("mget")
+        docs = self.docs[self._physical(index)]
+        return {"docs": [{"_id": i, "found": i in docs, "_source": docs.get(i)} for i in body["ids"]]}
+
     def bulk(self, body: str, **params: object) -> dict:
+        self._answer("bulk")
         lines = [json.loads(line) for line in body.splitlines() if line]
         items = []
         while lines:
