@@ -220,5 +220,6 @@ class OpenSearchBackend:
     def get(self, ids: Sequence[str], *, with_embeddings: bool = True) -> dict[str, IndexedListing]:
         if not ids:
             return {}
-        response = self._call("mget", self.client.mget, index=self.alias, body=q.mget_body(ids))
+        params = q.mget_params(with_embeddings)
+        response = self._call("mget", self.client.mget, index=self.alias, body=q.mget_body(ids), **params)
         return q.docs_from_mget(response)

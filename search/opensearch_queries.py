@@ -362,3 +362,9 @@ def docs_from_mget(response: Mapping[str, Any]) -> dict[str, IndexedListing]:
 
 def mget_body(ids: Sequence[str]) -> dict[str, Any]:
     return {"ids": list(dict.fromkeys(ids))}
+
+
+def mget_params(with_embeddings: bool) -> dict[str, str]:
+    """Query parameters of ``mget``: without the vector when the caller does not need it (ranking reads
+    ~200 projections per search; their vectors would be ~77k floats of JSON to send and parse)."""
+    return {} if with_embeddings else {"_source_excludes": "embedding"}

@@ -81,10 +81,19 @@ class InMemoryCluster:
     def count(self, index: str, body: dict) -> dict:
         return {"count": len(self.docs[self._physical(index)])}
 
-    def mget(self, index: str, body: dict) -> dict:
+    def mget(self, index: str, body: dict, _source_excludes: str | None = None) -> dict:
         self._answer("mget")
+        self.requests.append(("mget", _source_excludes or ""))
         docs = self.docs[self._physical(index)]
-        return {"docs": [{"_id": i, "found": i in docs, "_source": docs.get(i)} for i in body["ids"]]}
+        excluded = set((_source_excludes or "").split(","))
+        return {
+            "docs": [
+                {"_id": i, "found": True, "_source": {k: v for k, v in docs[i].items() if k not in excluded}}
+                if i in docs
+                else {"_id": i, "found": False}
+                for i in body["ids"]
+            ]
+        }
 
     def bulk(self, body: str, **params: object) -> dict:
         self._answer("bulk")

@@ -320,3 +320,16 @@ def test_requests_stay_within_the_result_window_opensearch_answers() -> None:
     # Past the window there is nothing to ask for: the backend answers an empty page without a request.
     backend = OpenSearchBackend(InMemoryCluster(), "listings", 8)  # type: ignore[arg-type]
     assert backend.filtered(SearchFilters(), "newest", 100, 10_000) == []
+
+
+def test_get_leaves_the_vectors_out_when_the_caller_does_not_need_them() -> None:
+    """Ranking reads a couple of hundred projections per search and never their vectors: fetching 384
+    floats of JSON for each would cost more than the rest of the search."""
+    cluster = InMemoryCluster()
+    backend = OpenSearchBackend(cluster, "listings", 8)  # type: ignore[arg-type]
+    backend.load([listing("a", embedding=np.ones(8)), listing("b", embedding=None)])
+
+    lean = backend.get(["a", "b", "missing"], with_embeddings=False)
+    assert set(lean) == {"a", "b"} and lean["a"].embedding is None and lean["a"].name == "listing a"
+    full = backend.get(["a"])["a"].embedding
+    assert full is not None and np.allclose(full, np.ones(8) / np.sqrt(8))
