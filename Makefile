@@ -6,8 +6,11 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.mlrepo-installed
-# torch first and pinned: sentence-transformers would otherwise pull a multi-GB CUDA build.
+# torch first, pinned, from PyTorch's CPU index: PyPI's Linux torch is the CUDA build whatever the pin,
+# with multi-GB nvidia-* dependencies (sentence-transformers would pull it too). An extra index, so that
+# where it cannot be reached a local wheel or mirror still serves.
 TORCH_VERSION := 2.13.0
+TORCH_INDEX ?= https://download.pytorch.org/whl/cpu
 HOST ?= 127.0.0.1
 PORT ?= 8000
 PYTEST_ARGS ?=
@@ -23,7 +26,7 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 
 $(STAMP): pyproject.toml constraints.txt | $(BIN)/python
-	$(BIN)/pip install torch==$(TORCH_VERSION)
+	$(BIN)/pip install torch==$(TORCH_VERSION) --extra-index-url $(TORCH_INDEX)
 	$(BIN)/pip install -c constraints.txt -e '.[dev]'
 	touch $@
 
@@ -36,7 +39,7 @@ LOCK_VENV := .lock-venv
 lock:
 	rm -rf $(LOCK_VENV)
 	$(PYTHON) -m venv $(LOCK_VENV)
-	$(LOCK_VENV)/bin/pip install torch==$(TORCH_VERSION)
+	$(LOCK_VENV)/bin/pip install torch==$(TORCH_VERSION) --extra-index-url $(TORCH_INDEX)
 	$(LOCK_VENV)/bin/pip install -e '.[dev]'
 	{ sed -n '/^#/p' constraints.txt; \
 	  $(LOCK_VENV)/bin/pip freeze --exclude-editable | sed 's/^\(torch==[^+]*\)+.*/\1/'; } > constraints.txt.new

@@ -167,7 +167,7 @@ def reindex(ctx: typer.Context) -> None:
     settings = settings_of(ctx)
 
     async def run() -> int:
-        async with open_catalog(settings) as catalog:
+        async with open_catalog(settings, load_index=False) as catalog:
             with tqdm(total=0, unit="listing", desc="reindex", disable=None) as bar:
 
                 def progress(done: int, total: int) -> None:

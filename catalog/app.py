@@ -77,10 +77,13 @@ class CatalogApp:
         with_index: bool = True,
         migrate: bool = False,
         encoder: Encoder | None = None,
+        load_index: bool = True,
     ) -> CatalogApp:
         """Open everything; ``migrate`` applies migrations first (``serve`` does, tests use templates).
 
-        ``encoder`` lets tests and benchmarks share one loaded model across many apps.
+        ``encoder`` lets tests and benchmarks share one loaded model across many apps. ``load_index=False``
+        holds the index without filling it, for a caller that rebuilds it at once (``mlrepo reindex``):
+        loading first would read and project every row twice.
         """
         if migrate:
             from infra.migrate import upgrade_async
@@ -93,7 +96,7 @@ class CatalogApp:
             if with_index:
                 backend = open_backend(settings, encoder.dim)
             app = cls(settings, db, encoder, backend)
-            if with_index:
+            if with_index and load_index:
                 count = await app.index.load()
                 logger.info("search index loaded with %d listings", count)
             return app

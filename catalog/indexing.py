@@ -106,7 +106,8 @@ class ListingIndex:
         self.db = db
         self.backend = backend
         self.encoder = encoder
-        self._seen: dict[str, datetime] = {}  # id -> updated_at of the row version in the index
+        # id -> updated_at of the row version in the index (None: unknown, re-read at the next sync)
+        self._seen: dict[str, datetime | None] = {}
         self._high_water: datetime | None = None  # None: the next sync reads every row (a repair)
         self._read_at: datetime | None = None  # when the last complete read of changed rows began
         self._last_sync = 0.0
@@ -146,8 +147,9 @@ class ListingIndex:
             async with self.db.session() as session:
                 yield session, changes
                 await session.flush()
-                touched = [*changes.rows, *changes.removed]
-                previous = self.current(touched) if touched else {}
+                ids = [*changes.rows, *changes.removed]
+                previous = self.current(ids) if ids else {}
+                touched = ids  # only from here on can the index have changed: undo it on failure
                 rows = list(changes.rows.values())
                 shared = await shares_of(session, [r.id for r in rows if r.visibility == "shared"])
                 if rows:
@@ -190,7 +192,11 @@ class ListingIndex:
         return self.backend.get(ids) if self.backend is not None else {}
 
     def restore(self, previous: dict[str, IndexedListing], ids: Sequence[str]) -> None:
-        """Undo an index write whose transaction did not commit: put back what was there before."""
+        """Undo an index write whose transaction raised: put back what was there before.
+
+        Raising does not prove that nothing committed (the connection may drop, or the task be cancelled,
+        after the database committed), so the entries are then of an unknown version: the next sync
+        compares every row version and runs the deletion check, and repairs whichever way it went."""
         if self.backend is None:
             return
         try:
@@ -201,17 +207,22 @@ class ListingIndex:
                 self.put(list(previous.values()))
         except Exception:  # the next sync() repairs from the database; never mask the original error
             logger.exception("could not restore index entries %s; the next sync will repair them", ids)
+        finally:
             for listing_id in ids:
-                self._seen.pop(listing_id, None)
+                self._seen[listing_id] = None  # indexed or not, in an unknown version
             self._high_water = None
+            self._last_deletion_check = 0.0
 
     # ------------------------------------------------------------------ bulk paths
 
-    async def rebuild(self, progress: Callable[[int, int], None] | None = None) -> int:
+    async def rebuild(
+        self, progress: Callable[[int, int], None] | None = None, *, force: bool = False
+    ) -> int:
         """Replace the index with every listing in the database (startup and ``mlrepo reindex``).
 
         The rows carry their embeddings, so this is a read and a bulk load, not a re-encode (rows without
-        one, or embedded by another model, are encoded and stored back).
+        one, or embedded by another model, are encoded and stored back). At startup a backend may keep an
+        index it judges current; ``force`` (``mlrepo reindex``, the operator's repair) rewrites it anyway.
         """
         if self.backend is None:
             return 0
@@ -223,16 +234,22 @@ class ListingIndex:
         async for rows in self._changed_rows(None, progress):
             docs.extend(await self._project(rows))
             stamps.extend(as_utc(r.updated_at) for r in rows)
-        await asyncio.to_thread(self._load_all, docs)
+        await asyncio.to_thread(self._load_all, docs, force)
         self._seen = {doc.id: stamp for doc, stamp in zip(docs, stamps, strict=True)}
-        self._read_at = started
+        # Rows other processes changed or deleted while the snapshot was read and loaded are stale in it
+        # (with OpenSearch their own index writes went to the physical index the alias swap dropped, and
+        # they believe them done): catch up now, not at some later sync — ``mlrepo reindex`` exits here.
+        caught_up_at = utcnow()
+        await self._load(started - SYNC_OVERLAP)
+        self._read_at = caught_up_at
+        await self._drop_deleted()
         return len(docs)
 
-    def _load_all(self, docs: list[IndexedListing]) -> None:
+    def _load_all(self, docs: list[IndexedListing], force: bool = False) -> None:
         assert self.backend is not None
         load = getattr(self.backend, "load", None)
-        if load is not None:  # the embedded backend's bulk path (reuses an up-to-date tantivy index)
-            load(docs)
+        if load is not None:  # the backends' bulk path (may reuse an index that is up to date)
+            load(docs, rebuild=force)
         else:
             self.backend.clear()
             for start in range(0, len(docs), LOAD_BATCH):

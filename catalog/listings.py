@@ -479,5 +479,5 @@ class ListingService:
     # ------------------------------------------------------------------ index maintenance
 
     async def reindex(self, progress: Any = None) -> int:
-        """Rebuild the whole index from the database (``mlrepo reindex``)."""
-        return await self.index.rebuild(progress)
+        """Rebuild the whole index from the database (``mlrepo reindex``), even one that looks current."""
+        return await self.index.rebuild(progress, force=True)

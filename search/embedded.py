@@ -5,7 +5,7 @@ every projection and calls ``load(docs)``. The vectors and facet columns are alw
 those docs (cheap: no re-encoding). The tantivy index on disk is reused only when its marker — schema
 version, document count and an order-independent digest of every indexed field — equals what the docs
 would produce; otherwise it is rebuilt from them in one commit. Either way, after ``load`` the index is
-exactly the database's projection; ``mlrepo reindex`` is ``load`` (after ``clear`` to force a rebuild).
+exactly the database's projection; ``mlrepo reindex`` is ``load(docs, rebuild=True)``: always rebuilt.
 Above ``ann_threshold`` vectors an HNSW graph is built in the background (exact search answers
 meanwhile); ``close`` saves it and the next ``load`` restores it when the vectors are unchanged.
 
@@ -77,14 +77,18 @@ class EmbeddedBackend:
                 raise Conflict(f"listing ids {other} and {doc.id} hash to the same index key")
 
     # ------------------------------------------------------------------ lifecycle
-    def load(self, docs: Iterable[IndexedListing]) -> bool:
-        """Replace everything with ``docs`` (all listings from the database); True if tantivy was rebuilt."""
+    def load(self, docs: Iterable[IndexedListing], *, rebuild: bool = False) -> bool:
+        """Replace everything with ``docs`` (all listings from the database); True if tantivy was rebuilt.
+
+        ``rebuild`` (``mlrepo reindex``) rewrites the index and the HNSW graph even when their markers
+        match: the operator's repair must not trust what the markers cannot see (a damaged segment, an
+        analyzer that changed with a tantivy upgrade)."""
         with self._lock:
             docs = checked_batch(docs, self.dim)
             self._check_keys(docs, fresh=True)
             fingerprints = {doc.id: fingerprint(doc) for doc in docs}
             digest = combine(fingerprints.values())
-            rebuilt = not self._keyword.matches(len(docs), digest)
+            rebuilt = rebuild or not self._keyword.matches(len(docs), digest)
             if rebuilt:
                 self._keyword.apply(docs, [], len(docs), digest, replace_all=True)
             self._table.clear()
@@ -95,7 +99,8 @@ class EmbeddedBackend:
             self._slot_of_key = {doc_key(doc.id): slot for doc, slot in zip(docs, slots, strict=True)}
             if self._wants_ann():
                 keys, slots_with_vectors = self._vector_keys()
-                if not self._ann.restore(self._graph_file, self._vector_digest(keys, slots_with_vectors)):
+                digest_of_vectors = self._vector_digest(keys, slots_with_vectors)
+                if rebuild or not self._ann.restore(self._graph_file, digest_of_vectors):
                     self._ann.build(keys, self._table.vectors[slots_with_vectors])
             return rebuilt
 

@@ -7,7 +7,8 @@ so searches never see a half-built index (zero-downtime reindex), then deletes t
 
 Startup (``load``): unlike the embedded backend, the cluster is shared by every api/worker process and
 outlives them, so ``load`` trusts the live index when it has the current mapping version and exactly as
-many documents as the database, and otherwise rebuilds it behind the alias. ``reindex`` always rebuilds.
+many documents as the database, and otherwise rebuilds it behind the alias. ``reindex`` always rebuilds,
+and so does ``mlrepo reindex`` (``load(docs, rebuild=True)``): the operator's repair trusts nothing.
 
 Writes: bulk requests retry throttling (429) with exponential backoff; index/delete actions are idempotent
 by ``_id``, so a caller may safely repeat a write that raised. OpenSearch bulk writes are not atomic
@@ -137,13 +138,17 @@ class OpenSearchBackend:
             self._call("delete old index", self.client.indices.delete, index=name)
 
     # ------------------------------------------------------------------ lifecycle
-    def load(self, docs: Iterable[IndexedListing]) -> bool:
-        """Make the alias serve ``docs``; True if it had to be rebuilt (see the module docstring)."""
+    def load(self, docs: Iterable[IndexedListing], *, rebuild: bool = False) -> bool:
+        """Make the alias serve ``docs``; True if it had to be rebuilt (see the module docstring).
+
+        ``rebuild`` (``mlrepo reindex``) always rebuilds: a count that matches says nothing about stale
+        documents (a write that reached the index but whose transaction never committed)."""
         docs = checked_batch(docs, self.dim)
         self.ensure()
         indices = self._physical_indices()
         current = len(indices) == 1 and f"-v{q.MAPPING_VERSION}-" in indices[0]
-        if current and self.count(SearchFilters(viewer_is_admin=True, include_suspended=True)) == len(docs):
+        everything = SearchFilters(viewer_is_admin=True, include_suspended=True)
+        if not rebuild and current and self.count(everything) == len(docs):
             return False
         self.reindex(docs)
         return True
@@ -203,7 +208,7 @@ class OpenSearchBackend:
         check_page(limit, offset)
         sort = check_sort(sort, q.SORTS)
         validate_filters(filters)
-        if limit == 0:
+        if q.window(limit, offset) == 0:  # nothing asked, or a page past what OpenSearch can return
             return []
         return q.sorted_hits_from_response(self._search(q.sorted_query(filters, sort, limit, offset)), offset)
 
@@ -215,5 +220,6 @@ class OpenSearchBackend:
     def get(self, ids: Sequence[str], *, with_embeddings: bool = True) -> dict[str, IndexedListing]:
         if not ids:
             return {}
-        response = self._call("mget", self.client.mget, index=self.alias, body=q.mget_body(ids))
+        params = q.mget_params(with_embeddings)
+        response = self._call("mget", self.client.mget, index=self.alias, body=q.mget_body(ids), **params)
         return q.docs_from_mget(response)

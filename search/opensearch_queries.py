@@ -23,6 +23,10 @@ MAPPING_VERSION = 1
 ANALYZER = "mlrepo_english"
 HNSW_M = 16
 HNSW_EF_CONSTRUCTION = 128
+# OpenSearch answers at most this many hits per request (``index.max_result_window``, and the largest k
+# of a k-NN query); deeper requests fail there, while the embedded backend answers any depth. Requests are
+# cut to it, so results end at the window instead of erroring (the search service's cursors stop near it).
+MAX_RESULT_WINDOW = 10_000
 
 # Text fields searched by keyword queries, with the boosts every backend shares.
 _TEXT_FIELD_PATHS = {
@@ -216,6 +220,11 @@ def delete_actions(index: str, ids: Iterable[str]) -> Iterator[dict[str, Any]]:
 # ---------------------------------------------------------------------- queries
 
 
+def window(limit: int, offset: int = 0) -> int:
+    """How many of ``limit`` hits from ``offset`` OpenSearch can return (0: the page is past the window)."""
+    return max(0, min(limit, MAX_RESULT_WINDOW - offset))
+
+
 def _fits(field: str, limit: float) -> dict[str, Any]:
     """The listing's requirement is at most ``limit``, or it states none."""
     return {
@@ -268,7 +277,7 @@ def keyword_query(
     With ``word_weights`` the text becomes one ``multi_match`` per word, boosted by its weight (1.0 for
     words it does not name), so each word's terms count as much as in the embedded backend."""
     return {
-        "size": limit,
+        "size": window(limit),
         "_source": False,
         "track_total_hits": False,
         "query": {"bool": {"must": [text_match(text, word_weights)], "filter": filter_clauses(filters)}},
@@ -297,16 +306,16 @@ def text_match(text: str, word_weights: Mapping[str, float] | None = None) -> di
 def knn_query(vector: np.ndarray, filters: SearchFilters, limit: int) -> dict[str, Any]:
     """k-NN with the filters applied *inside* the HNSW search (Lucene efficient filtering), so the top
     ``limit`` are taken among matching listings only."""
-    knn: dict[str, Any] = {"vector": [float(x) for x in vector], "k": limit}
+    knn: dict[str, Any] = {"vector": [float(x) for x in vector], "k": window(limit)}
     clauses = filter_clauses(filters)
     if clauses:
         knn["filter"] = {"bool": {"filter": clauses}}
-    return {"size": limit, "_source": False, "query": {"knn": {"embedding": knn}}}
+    return {"size": window(limit), "_source": False, "query": {"knn": {"embedding": knn}}}
 
 
 def sorted_query(filters: SearchFilters, sort: str, limit: int, offset: int) -> dict[str, Any]:
     return {
-        "size": limit,
+        "size": window(limit, offset),
         "from": offset,
         "_source": False,
         "track_total_hits": False,
@@ -353,3 +362,9 @@ def docs_from_mget(response: Mapping[str, Any]) -> dict[str, IndexedListing]:
 
 def mget_body(ids: Sequence[str]) -> dict[str, Any]:
     return {"ids": list(dict.fromkeys(ids))}
+
+
+def mget_params(with_embeddings: bool) -> dict[str, str]:
+    """Query parameters of ``mget``: without the vector when the caller does not need it (ranking reads
+    ~200 projections per search; their vectors would be ~77k floats of JSON to send and parse)."""
+    return {} if with_embeddings else {"_source_excludes": "embedding"}

@@ -39,13 +39,15 @@ def settings_of(ctx: typer.Context) -> Settings:
 
 
 @asynccontextmanager
-async def open_catalog(settings: Settings, *, with_index: bool = True) -> AsyncIterator[CatalogApp]:
+async def open_catalog(
+    settings: Settings, *, with_index: bool = True, load_index: bool = True
+) -> AsyncIterator[CatalogApp]:
     """The catalog for one command. Commands that only write (accounts, tokens, imports) pass
     ``with_index=False``: a running ``mlrepo serve`` holds the embedded index and picks their rows up
-    from the database."""
+    from the database. ``load_index=False``: the command rebuilds the index itself (``reindex``)."""
     from catalog.app import CatalogApp  # imported late: it pulls in the model and index libraries
 
-    catalog = await CatalogApp.open(settings, with_index=with_index)
+    catalog = await CatalogApp.open(settings, with_index=with_index, load_index=load_index)
     try:
         yield catalog
     finally:

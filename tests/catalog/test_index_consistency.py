@@ -3,21 +3,31 @@ across processes (a worker writes rows; the process holding the index syncs them
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import asyncio
+import json
+from collections.abc import AsyncIterator, Callable, Iterator
+from dataclasses import replace
 from datetime import timedelta
 
+import numpy as np
 import pytest
 from catalog_helpers import listing_data
-from sqlalchemy import func, select, text, update
+from sqlalchemy import event, func, select, text, update
+from sqlalchemy.orm import Session
 
 from catalog.actors import ANONYMOUS, Actor
 from catalog.app import CatalogApp
-from catalog.indexing import SYNC_OVERLAP
+from catalog.indexing import SYNC_OVERLAP, ListingIndex
+from catalog.listing_view import vector_bytes, vector_of
+from catalog.listings import ListingService
 from infra.errors import NotFound, Unavailable
 from infra.settings import Settings
-from infra.tables import Listing, ListingVersion
+from infra.tables import Listing, ListingVersion, utcnow
 from search.embeddings import Encoder
+from search.keyword import MARKER_FILE, KeywordIndex
+from search.opensearch import OpenSearchBackend
 from search.types import SearchFilters
+from tests.search.opensearch_cluster import InMemoryCluster
 
 EVERYTHING = SearchFilters(viewer_is_admin=True, include_suspended=True)
 
@@ -149,3 +159,173 @@ async def test_reindex_and_restart_rebuild_from_the_database(
         await reopened.close()
     with pytest.raises(NotFound):
         await reopened.listings.get(ANONYMOUS, "missing")
+
+
+async def test_reindex_rebuilds_an_index_whose_marker_still_vouches_for_it(
+    app: CatalogApp, settings: Settings, encoder: Encoder, alice: Actor
+) -> None:
+    """``mlrepo reindex`` is the operator's repair: it rewrites the index even when the marker (count and
+    digest) matches the database, because the marker cannot see damage behind it."""
+    created = await app.listings.create(alice, listing_data("zebrafish-counter"))
+    projection = app.backend.get([created.id])[created.id]
+    await app.close()
+
+    # Damage behind the marker: the document's text changes while the marker keeps vouching for it.
+    keyword = KeywordIndex(settings.index_dir / "keyword")
+    marker = json.loads((keyword.directory / MARKER_FILE).read_text())
+    try:
+        keyword.apply([replace(projection, name="damaged")], [], marker["count"], int(marker["digest"], 16))
+    finally:
+        keyword.close()
+
+    reopened = await CatalogApp.open(settings, encoder=encoder)
+    try:
+        assert reopened.backend.keyword("zebrafish", EVERYTHING, 5) == []  # startup trusts the marker
+        assert await reopened.listings.reindex() == 1
+        assert [h.id for h in reopened.backend.keyword("zebrafish", EVERYTHING, 5)] == [created.id]
+    finally:
+        await reopened.close()
+
+
+async def test_rebuild_catches_up_with_writes_committed_while_it_loaded(
+    app: CatalogApp, worker: CatalogApp, alice: Actor
+) -> None:
+    """A rebuild loads a snapshot; rows another process changed or deleted meanwhile (with OpenSearch:
+    written to the physical index the alias swap then dropped) must not stay stale once it returns."""
+    renamed = await app.listings.create(alice, listing_data("before-the-snapshot"))
+    doomed = await app.listings.create(alice, listing_data("deleted-meanwhile"))
+    loop = asyncio.get_running_loop()
+
+    async def meanwhile() -> None:
+        await worker.listings.update(alice, renamed.id, {"name": "after-the-snapshot"})
+        await worker.listings.delete(alice, doomed.id)
+
+    class WritesDuringTheLoad:
+        """Called right after the backend took the snapshot: another process commits then."""
+
+        def rebuild(self, listings: object) -> None:
+            asyncio.run_coroutine_threadsafe(meanwhile(), loop).result()
+
+        def update(self, upserted: object = (), removed: object = ()) -> None:
+            pass
+
+    app.index.listeners.append(WritesDuringTheLoad())
+    assert await app.listings.reindex() == 2
+    assert app.backend.get([renamed.id])[renamed.id].name == "after-the-snapshot"
+    assert app.backend.get([doomed.id]) == {}
+
+
+@pytest.fixture
+def reply_lost_after_commit() -> Iterator[Callable[[], None]]:
+    """Arms a failure *after* the database committed a transaction that wrote listings: what a caller sees
+    when the connection drops before COMMIT's reply, or when its task is cancelled while awaiting it."""
+    armed = False
+
+    def note_listing_writes(session: Session, _context: object) -> None:
+        if any(isinstance(row, Listing) for row in (*session.new, *session.dirty, *session.deleted)):
+            session.info["wrote_listings"] = True
+
+    def lose_the_reply(session: Session) -> None:
+        nonlocal armed
+        if armed and session.info.pop("wrote_listings", False):
+            armed = False
+            raise ConnectionError("connection lost after COMMIT")
+
+    def arm() -> None:
+        nonlocal armed
+        armed = True
+
+    event.listen(Session, "after_flush", note_listing_writes)
+    event.listen(Session, "after_commit", lose_the_reply)
+    try:
+        yield arm
+    finally:
+        event.remove(Session, "after_commit", lose_the_reply)
+        event.remove(Session, "after_flush", note_listing_writes)
+
+
+async def test_a_write_whose_commit_outcome_is_unknown_is_repaired_by_the_next_sync(
+    app: CatalogApp, alice: Actor, reply_lost_after_commit: Callable[[], None]
+) -> None:
+    """The index entry is put back when the commit raises, but the database may hold the new row anyway:
+    the next sync must compare again instead of trusting the version it was handed before the commit."""
+    changed = await app.listings.create(alice, listing_data("changed-after-all"))
+    deleted = await app.listings.create(alice, listing_data("deleted-after-all"))
+
+    reply_lost_after_commit()
+    with pytest.raises(ConnectionError):
+        await app.listings.update(alice, changed.id, {"description": "Committed before the reply was lost."})
+    reply_lost_after_commit()
+    with pytest.raises(ConnectionError):
+        await app.listings.delete(alice, deleted.id)
+    assert (await app.listings.get(alice, changed.id)).description == "Committed before the reply was lost."
+
+    await app.index.sync(force=True)
+    assert app.backend.get([changed.id])[changed.id].description == "Committed before the reply was lost."
+    assert app.backend.get([deleted.id]) == {}
+
+
+async def test_a_catalog_opened_for_reindex_reads_the_rows_once(
+    app: CatalogApp, settings: Settings, encoder: Encoder, alice: Actor
+) -> None:
+    """``mlrepo reindex`` always rebuilds, so its catalog does not load the index first (every row read and
+    projected twice, and the first load's rebuild thrown away)."""
+    await app.listings.create(alice, listing_data("indexed-once"))
+    await app.close()
+    reopened = await CatalogApp.open(settings, encoder=encoder, load_index=False)
+    try:
+        assert reopened.backend.count(EVERYTHING) == 0
+        assert await reopened.listings.reindex() == 1
+        assert reopened.backend.count(EVERYTHING) == 1
+    finally:
+        await reopened.close()
+
+
+async def test_rows_reembedded_at_startup_reach_an_opensearch_index_that_looks_current(
+    app: CatalogApp, alice: Actor
+) -> None:
+    """After a change of embedding model or of the embedded text recipe, startup re-encodes the rows, but a
+    shared OpenSearch index with as many documents as the database is kept and still holds the old
+    vectors: they must be replaced by the time the load returns, or vector search compares new query
+    vectors with old listing vectors."""
+    created = await app.listings.create(alice, listing_data("re-embedded"))
+    previous_model = np.zeros(app.encoder.dim, dtype=np.float32)
+    previous_model[0] = 1.0
+    async with app.db.session() as session:  # as the previous release left it, long ago
+        await session.execute(
+            update(Listing)
+            .where(Listing.id == created.id)
+            .values(
+                embedding=vector_bytes(previous_model),
+                embedding_model="previous-model+text-v1",
+                updated_at=utcnow() - timedelta(days=1),
+            )
+        )
+    cluster = InMemoryCluster()
+    opensearch = OpenSearchBackend(cluster, "listings", app.encoder.dim)  # type: ignore[arg-type]
+    opensearch.load([replace(app.backend.get([created.id])[created.id], embedding=previous_model)])
+
+    assert await ListingIndex(app.db, opensearch, app.encoder).load() == 1
+    async with app.db.session() as session:
+        row = await session.get(Listing, created.id)
+        assert row is not None and row.embedding_model == app.encoder.model_name
+    indexed = np.asarray(cluster.served("listings")[created.id]["embedding"], dtype=np.float32)
+    assert np.allclose(indexed, vector_of(row.embedding), atol=1e-6)
+
+
+async def test_an_index_read_that_fails_before_any_index_write_undoes_nothing(
+    app: CatalogApp, alice: Actor
+) -> None:
+    """A write reads the entries it is about to replace (to put them back if the commit fails); when that
+    read fails nothing was written, so nothing may be "put back": removing the live entries of a shared
+    index would hide the listings from every process until some sync repaired them."""
+    created = await app.listings.create(alice, listing_data("still-listed"))
+    cluster = InMemoryCluster()
+    opensearch = OpenSearchBackend(cluster, "listings", app.encoder.dim)  # type: ignore[arg-type]
+    index = ListingIndex(app.db, opensearch, app.encoder)
+    await index.load()
+
+    cluster.fail_next("mget")
+    with pytest.raises(Unavailable):
+        await ListingService(app.db, index).update(alice, created.id, {"description": "Never written."})
+    assert cluster.served("listings")[created.id]["description"] == created.description

@@ -55,6 +55,8 @@ def test_visibility(live: OpenSearchBackend, viewer: str | None, admin: bool, ex
 def test_load_trusts_a_current_index(live: OpenSearchBackend) -> None:
     assert live.load(CATALOG) is False
     assert found(live, SearchFilters()) == PUBLIC_ACTIVE
+    assert live.load(CATALOG, rebuild=True) is True  # mlrepo reindex trusts no count
+    assert found(live, SearchFilters()) == PUBLIC_ACTIVE
 
 
 def test_writes_and_zero_downtime_reindex() -> None:

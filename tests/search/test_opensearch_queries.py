@@ -13,6 +13,7 @@ from search.embedded import EmbeddedBackend
 from search.factory import make_backend, open_backend
 from search.opensearch import OpenSearchBackend
 from search.types import Hit, SearchFilters
+from tests.search.opensearch_cluster import InMemoryCluster
 
 HIDE_SUSPENDED = {"term": {"hidden": False}}
 PUBLIC_ONLY = {"terms": {"readers": [":public"]}}
@@ -287,3 +288,48 @@ def test_word_weights_become_one_boosted_match_per_word() -> None:
         }
     ]
     assert q.keyword_query("a b", SearchFilters(), 5, {}) == q.keyword_query("a b", SearchFilters(), 5)
+
+
+def test_reindex_rebuilds_even_when_the_live_index_has_as_many_documents() -> None:
+    """Startup trusts a current index with the database's count; ``mlrepo reindex`` (``rebuild=True``) must
+    not, or a stale document (written to the index by a transaction that never committed) survives it."""
+    cluster = InMemoryCluster()
+    backend = OpenSearchBackend(cluster, "listings", 8)  # type: ignore[arg-type]
+    assert backend.load([listing("a", name="stale name", embedding=None)]) is True
+    (first,) = cluster.aliases
+    fresh = [listing("a", name="fresh name", embedding=None)]
+
+    assert backend.load(fresh) is False  # same count: startup keeps it
+    assert backend.load(fresh, rebuild=True) is True
+    (second,) = cluster.aliases
+    assert second != first and ("swap", second) in cluster.requests
+    assert cluster.docs[second]["a"]["name"] == "fresh name"
+
+
+def test_requests_stay_within_the_result_window_opensearch_answers() -> None:
+    """The search service issues cursors up to offset 10,000 and asks for offset + limit candidates; the
+    embedded backend answers any depth, OpenSearch refuses from + size (and a k-NN k) above 10,000 with an
+    error. Deeper requests are cut to the window: the results end there instead of failing."""
+    vector = np.ones(8, dtype=np.float32)
+    assert q.keyword_query("x", SearchFilters(), 10_100)["size"] == q.MAX_RESULT_WINDOW == 10_000
+    knn = q.knn_query(vector, SearchFilters(), 10_100)
+    assert knn["size"] == knn["query"]["knn"]["embedding"]["k"] == 10_000
+    page = q.sorted_query(SearchFilters(), "newest", 100, 9_950)
+    assert (page["from"], page["size"]) == (9_950, 50)
+    assert q.keyword_query("x", SearchFilters(), 100)["size"] == 100
+    # Past the window there is nothing to ask for: the backend answers an empty page without a request.
+    backend = OpenSearchBackend(InMemoryCluster(), "listings", 8)  # type: ignore[arg-type]
+    assert backend.filtered(SearchFilters(), "newest", 100, 10_000) == []
+
+
+def test_get_leaves_the_vectors_out_when_the_caller_does_not_need_them() -> None:
+    """Ranking reads a couple of hundred projections per search and never their vectors: fetching 384
+    floats of JSON for each would cost more than the rest of the search."""
+    cluster = InMemoryCluster()
+    backend = OpenSearchBackend(cluster, "listings", 8)  # type: ignore[arg-type]
+    backend.load([listing("a", embedding=np.ones(8)), listing("b", embedding=None)])
+
+    lean = backend.get(["a", "b", "missing"], with_embeddings=False)
+    assert set(lean) == {"a", "b"} and lean["a"].embedding is None and lean["a"].name == "listing a"
+    full = backend.get(["a"])["a"].embedding
+    assert full is not None and np.allclose(full, np.ones(8) / np.sqrt(8))

@@ -1,0 +1,113 @@
+"""An in-memory stand-in for the few OpenSearch requests ``OpenSearchBackend.load`` and its writes send.
+
+OpenSearch cannot be obtained on the build machines (no Docker Hub, no package), so the backend's
+*decisions* — when to rebuild, which index the alias serves, what each document holds — are checked
+against this, and its queries against a real server in ``test_opensearch_live.py`` where one is given.
+It answers index management, ``count``, ``bulk`` (index and delete actions) and ``mget``; nothing else.
+``fail_next(name)`` makes the next such request fail as an unreachable server does.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+
+class _Indices:
+    def __init__(self, cluster: InMemoryCluster) -> None:
+        self.cluster = cluster
+
+    def put_index_template(self, name: str, body: dict) -> None:
+        self.cluster.requests.append(("template", name))
+
+    def get_alias(self, name: str) -> dict:
+        from opensearchpy.exceptions import NotFoundError
+
+        behind = {index: {} for index, alias in self.cluster.aliases.items() if alias == name}
+        if not behind:
+            raise NotFoundError(404, "alias missing", {})
+        return behind
+
+    def create(self, index: str, body: dict) -> None:
+        self.cluster.requests.append(("create", index))
+        self.cluster.docs[index] = {}
+
+    def update_aliases(self, body: dict) -> None:
+        self.cluster.requests.append(("swap", body["actions"][-1]["add"]["index"]))
+        for action in body["actions"]:
+            ((op, target),) = action.items()
+            if op == "remove":
+                self.cluster.aliases.pop(target["index"], None)
+            else:
+                self.cluster.aliases[target["index"]] = target["alias"]
+
+    def delete(self, index: str) -> None:
+        self.cluster.docs.pop(index, None)
+
+    def refresh(self, index: str) -> None:
+        pass
+
+
+class InMemoryCluster:
+    """Just enough of ``opensearchpy.OpenSearch`` for ``OpenSearchBackend(cluster, alias, dim)``."""
+
+    def __init__(self) -> None:
+        from opensearchpy.serializer import JSONSerializer
+
+        self.transport = type("Transport", (), {"serializer": JSONSerializer()})()
+        self.indices = _Indices(self)
+        self.aliases: dict[str, str] = {}  # physical index -> alias
+        self.docs: dict[str, dict[str, dict[str, Any]]] = {}  # physical index -> id -> _source
+        self.requests: list[tuple[str, str]] = []
+        self._failing: set[str] = set()
+
+    def fail_next(self, request: str) -> None:
+        self._failing.add(request)
+
+    def _answer(self, request: str) -> None:
+        from opensearchpy.exceptions import ConnectionError
+
+        if request in self._failing:
+            self._failing.discard(request)
+            raise ConnectionError("N/A", f"{request} failed: connection refused", None)
+
+    def _physical(self, name: str) -> str:
+        return next((index for index, alias in self.aliases.items() if alias == name), name)
+
+    def served(self, alias: str) -> dict[str, dict[str, Any]]:
+        """The documents ``alias`` serves, by id."""
+        return self.docs[self._physical(alias)]
+
+    def count(self, index: str, body: dict) -> dict:
+        return {"count": len(self.docs[self._physical(index)])}
+
+    def mget(self, index: str, body: dict, _source_excludes: str | None = None) -> dict:
+        self._answer("mget")
+        self.requests.append(("mget", _source_excludes or ""))
+        docs = self.docs[self._physical(index)]
+        excluded = set((_source_excludes or "").split(","))
+        return {
+            "docs": [
+                {"_id": i, "found": True, "_source": {k: v for k, v in docs[i].items() if k not in excluded}}
+                if i in docs
+                else {"_id": i, "found": False}
+                for i in body["ids"]
+            ]
+        }
+
+    def bulk(self, body: str, **params: object) -> dict:
+        self._answer("bulk")
+        lines = [json.loads(line) for line in body.splitlines() if line]
+        items = []
+        while lines:
+            ((op, meta),) = lines.pop(0).items()
+            docs = self.docs[self._physical(meta["_index"])]
+            if op == "delete":
+                status = 200 if docs.pop(meta["_id"], None) is not None else 404
+            else:
+                docs[meta["_id"]], status = lines.pop(0), 200
+            items.append({op: {"_id": meta["_id"], "status": status}})
+        return {"errors": any(item[op]["status"] >= 300 for item in items for op in item), "items": items}
+
+    def close(self) -> None:
+        pass
