@@ -6,11 +6,18 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.mlrepo-installed
-# torch first, pinned, from PyTorch's CPU index: PyPI's Linux torch is the CUDA build whatever the pin,
-# with multi-GB nvidia-* dependencies (sentence-transformers would pull it too). An extra index, so that
-# where it cannot be reached a local wheel or mirror still serves.
+# torch first, pinned to its CPU build: PyPI's Linux torch is the CUDA build whatever the version pin, with
+# multi-GB nvidia-* dependencies (sentence-transformers would pull it too). The CPU build comes from the
+# configured indexes and local wheels when they hold it (no detour to an index that may be unreachable:
+# pip retries it for every dependency), else from PyTorch's CPU index, else (macOS, whose wheels carry no
+# +cpu label) the plain pin.
 TORCH_VERSION := 2.13.0
 TORCH_INDEX ?= https://download.pytorch.org/whl/cpu
+define install_torch
+$(1) install "torch==$(TORCH_VERSION)+cpu" \
+	  || $(1) install "torch==$(TORCH_VERSION)+cpu" --extra-index-url $(TORCH_INDEX) \
+	  || $(1) install "torch==$(TORCH_VERSION)"
+endef
 HOST ?= 127.0.0.1
 PORT ?= 8000
 PYTEST_ARGS ?=
@@ -26,7 +33,7 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 
 $(STAMP): pyproject.toml constraints.txt | $(BIN)/python
-	$(BIN)/pip install torch==$(TORCH_VERSION) --extra-index-url $(TORCH_INDEX)
+	$(call install_torch,$(BIN)/pip)
 	$(BIN)/pip install -c constraints.txt -e '.[dev]'
 	touch $@
 
@@ -39,7 +46,7 @@ LOCK_VENV := .lock-venv
 lock:
 	rm -rf $(LOCK_VENV)
 	$(PYTHON) -m venv $(LOCK_VENV)
-	$(LOCK_VENV)/bin/pip install torch==$(TORCH_VERSION) --extra-index-url $(TORCH_INDEX)
+	$(call install_torch,$(LOCK_VENV)/bin/pip)
 	$(LOCK_VENV)/bin/pip install -e '.[dev]'
 	{ sed -n '/^#/p' constraints.txt; \
 	  $(LOCK_VENV)/bin/pip freeze --exclude-editable | sed 's/^\(torch==[^+]*\)+.*/\1/'; } > constraints.txt.new
