@@ -473,20 +473,38 @@ class JobService:
     # ------------------------------------------------------------------ internals
 
     async def claim(self, job_id: str) -> Job | None:
-        """QUEUED → RUNNING in one transaction (row lock on PostgreSQL, a write lock on SQLite)."""
+        """QUEUED → RUNNING in one transaction. The move is a conditional UPDATE (``WHERE status =
+        'queued'``): on SQLite a read takes no lock, so two deliveries could both read QUEUED, and only
+        the row count tells which of them won."""
         async with self.db.session() as session:
             row = await session.get(Job, job_id, with_for_update=not self.db.is_sqlite)
             if row is None or row.status != JobStatus.QUEUED:
                 return None
-            if (row.attempts or 0) >= self.settings.job_max_attempts:
-                row.status = JobStatus.FAILED.value
-                row.error = f"the job did not finish in {row.attempts} attempts; giving up"
-                row.finished_at = utcnow()
-                return None
-            row.status = JobStatus.RUNNING.value
-            row.attempts = (row.attempts or 0) + 1
-            row.started_at = row.heartbeat_at = utcnow()
-            await session.flush()
+            attempts, now = row.attempts or 0, utcnow()
+            gave_up = attempts >= self.settings.job_max_attempts
+            values: dict[str, Any] = (
+                {
+                    "status": JobStatus.FAILED.value,
+                    "error": f"the job did not finish in {attempts} attempts; giving up",
+                    "finished_at": now,
+                }
+                if gave_up
+                else {
+                    "status": JobStatus.RUNNING.value,
+                    "attempts": attempts + 1,
+                    "started_at": now,
+                    "heartbeat_at": now,
+                }
+            )
+            result = await session.execute(
+                update(Job)
+                .where(Job.id == job_id, Job.status == JobStatus.QUEUED.value)
+                .values(**values)
+                .execution_options(synchronize_session=False)
+            )
+            if result.rowcount == 0 or gave_up:
+                return None  # another delivery claimed it first (or it is out of attempts)
+            await session.refresh(row)
             claimed = row
         await self._publish(JobView.of(claimed))
         return claimed

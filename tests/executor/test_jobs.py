@@ -12,7 +12,7 @@ from catalog.enums import JobStatus
 from executor.jobs import JobService
 from infra.errors import BadInput, NotFound
 from infra.settings import Settings
-from infra.tables import Listing, UsageEvent
+from infra.tables import Job, Listing, UsageEvent
 
 MODEL = """
 import json, sys, time
@@ -161,3 +161,27 @@ async def test_inference_on_a_dataset_listing(jobs: JobService, catalog, people,
         await jobs.submit(
             people["alice"], published.listing_id, "inference", dataset_listing_id=published.listing_id
         )
+
+
+async def test_concurrent_deliveries_of_a_job_claim_it_once(jobs: JobService, catalog, people) -> None:
+    """The same job delivered twice at once (reconciler and queue, two workers) runs once: on SQLite a
+    read takes no lock, so both deliveries used to see QUEUED and both moved the job to RUNNING."""
+    for _ in range(10):
+        async with catalog.db.session() as session:
+            row = Job(
+                owner_id=people["alice"].account_id,
+                task="inference",
+                status=JobStatus.QUEUED.value,
+                resource_class="cpu",
+                resources={"cpu": 1.0, "memory_mb": 64, "gpu": 0},
+                inputs={"records": []},
+                progress={},
+                metrics={},
+                logs="",
+                attempts=0,
+            )
+            session.add(row)
+        claims = await asyncio.gather(*(jobs.claim(row.id) for _ in range(3)))
+        assert [c for c in claims if c is not None] and sum(c is not None for c in claims) == 1
+        async with catalog.db.session() as session:
+            assert (await session.get(Job, row.id)).attempts == 1
