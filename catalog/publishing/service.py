@@ -47,10 +47,17 @@ COPY_CHUNK = 1 << 20
 SOURCE_KINDS = ("package", "image", "dataset")
 # A RUNNING publication whose record has not changed for this long lost its worker.
 STALE_RUNNING_S = 900.0
+DELIVERIES_KEY = "deliveries"  # in metadata_json: how often recovery re-queued it after a lost worker
+
+
+def _deliveries(meta: dict[str, Any] | None) -> int:
+    return int((meta or {}).get(DELIVERIES_KEY) or 0)
 
 
 class PublishQueue(Protocol):
-    async def enqueue(self, publication_id: str) -> None: ...
+    async def enqueue(self, publication_id: str, delivery: int = 0) -> None:
+        """``delivery`` counts re-queues after a lost worker: each is a new job, not a duplicate."""
+        ...
 
 
 class InProcessQueue:
@@ -60,7 +67,7 @@ class InProcessQueue:
         self._run = run
         self._tasks: set[asyncio.Task[Any]] = set()
 
-    async def enqueue(self, publication_id: str) -> None:
+    async def enqueue(self, publication_id: str, delivery: int = 0) -> None:
         task = asyncio.create_task(self._run(publication_id), name=f"publish:{publication_id}")
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
@@ -79,17 +86,17 @@ class ArqQueue:
         self.queue_name = queue_name
         self._pool: Any = None
 
-    async def enqueue(self, publication_id: str) -> None:
+    async def enqueue(self, publication_id: str, delivery: int = 0) -> None:
         from arq import create_pool
         from arq.connections import RedisSettings
 
         if self._pool is None:
             self._pool = await create_pool(RedisSettings.from_dsn(self.redis_url))
         kwargs = {"_queue_name": self.queue_name} if self.queue_name else {}
-        # The job id dedupes: enqueueing the same publication twice runs it once.
-        await self._pool.enqueue_job(
-            "publish_job", publication_id, _job_id=f"publish:{publication_id}", **kwargs
-        )
+        # The job id dedupes: enqueueing the same delivery twice runs it once. A lost worker's job stays
+        # in Redis, "in progress" until arq's own job timeout, so a re-queue after it needs an id of its own.
+        job_id = f"publish:{publication_id}" + (f":{delivery}" if delivery else "")
+        await self._pool.enqueue_job("publish_job", publication_id, _job_id=job_id, **kwargs)
 
     async def close(self) -> None:
         if self._pool is not None:
@@ -349,21 +356,35 @@ class PublishingService:
         record progress, so a live job never looks stale). Each step is safe to repeat."""
         cutoff = utcnow() - timedelta(seconds=stale_after_s)
         async with self.db.session() as session:
-            await session.execute(
-                update(Publication)
-                .where(Publication.status == PublicationStatus.RUNNING.value, Publication.updated_at < cutoff)
-                .values(status=PublicationStatus.QUEUED.value, updated_at=utcnow())
-            )
-            ids = list(
-                (
-                    await session.scalars(
-                        select(Publication.id).where(Publication.status == PublicationStatus.QUEUED.value)
+            stale = (
+                await session.execute(
+                    select(Publication.id, Publication.metadata_json).where(
+                        Publication.status == PublicationStatus.RUNNING.value, Publication.updated_at < cutoff
                     )
-                ).all()
-            )
-        for publication_id in ids:
-            await self.queue.enqueue(publication_id)
-        return len(ids)
+                )
+            ).all()
+            for publication_id, meta in stale:
+                meta = dict(meta or {})
+                meta[DELIVERIES_KEY] = _deliveries(meta) + 1
+                await session.execute(
+                    update(Publication)
+                    .where(
+                        Publication.id == publication_id,
+                        Publication.status == PublicationStatus.RUNNING.value,
+                        Publication.updated_at < cutoff,
+                    )
+                    .values(status=PublicationStatus.QUEUED.value, updated_at=utcnow(), metadata_json=meta)
+                )
+            queued = (
+                await session.execute(
+                    select(Publication.id, Publication.metadata_json).where(
+                        Publication.status == PublicationStatus.QUEUED.value
+                    )
+                )
+            ).all()
+        for publication_id, meta in queued:
+            await self.queue.enqueue(publication_id, _deliveries(meta))
+        return len(queued)
 
     # ------------------------------------------------------------------ re-verification
 

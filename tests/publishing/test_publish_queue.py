@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import io
 from datetime import timedelta
 
 from arq.connections import RedisSettings
 from arq.worker import Worker, func
 from publishing_support import package_files, sentiment_manifest, zip_bytes
+from redis.asyncio import Redis
 
 from catalog.actors import Actor
 from catalog.app import CatalogApp
@@ -31,7 +34,7 @@ class Dropped:
     def __init__(self) -> None:
         self.lost: list[str] = []
 
-    async def enqueue(self, publication_id: str) -> None:
+    async def enqueue(self, publication_id: str, delivery: int = 0) -> None:
         self.lost.append(publication_id)
 
 
@@ -131,3 +134,56 @@ async def test_a_live_running_publication_is_not_taken_twice(
     assert await service.recover() == 0
     assert await service.run(pub.id) == "skipped"  # the duplicate delivery does not claim it
     assert (await service.get(alice, pub.id)).status == "running"
+
+
+async def test_a_publication_whose_worker_was_killed_is_published_by_another(
+    settings: Settings, app: CatalogApp, alice: Actor, redis_url: str, bwrap_ok: bool
+) -> None:
+    """A worker killed mid-publication leaves its arq job in Redis, marked in progress until arq's own job
+    timeout (a day). Recovery used to re-enqueue it under the same arq job id, which arq dedupes: the
+    publication stayed QUEUED and no worker ran it."""
+    queue = ArqQueue(redis_url)
+    try:
+        pub = await service_with(settings, app, queue).submit_package(
+            alice, io.BytesIO(zip_bytes(package_files(sentiment_manifest())))
+        )
+    finally:
+        await queue.close()
+    redis = Redis.from_url(redis_url)
+    try:  # what arq writes when a worker takes the job; the worker then dies without a word
+        await redis.set(f"arq:in-progress:publish:{pub.id}", b"1", px=24 * 3600 * 1000)
+    finally:
+        await redis.aclose()
+    async with app.db.session() as session:
+        row = await session.get(Publication, pub.id)
+        row.status, row.updated_at = "running", utcnow() - timedelta(hours=1)
+
+    ctx: dict = {}
+    worker_settings = settings.model_copy(update={"runtime": "bwrap", "redis_url": redis_url})
+    service = await start_publishing(ctx, worker_settings, app, ExecutorSandbox(worker_settings))
+    survivor = Worker(
+        functions=[func(f, name=f.__name__) for f in PUBLISHING_FUNCTIONS],
+        redis_settings=RedisSettings.from_dsn(redis_url),
+        poll_delay=0.05,
+        ctx={"publishing": service},
+        handle_signals=False,
+    )
+    running = asyncio.create_task(survivor.main())  # not burst: the dead worker's entry never leaves
+    try:
+        for _ in range(1200):
+            if (await service.get(alice, pub.id)).status in ("published", "failed"):
+                break
+            await asyncio.sleep(0.05)
+    finally:
+        for _ in range(100):  # let arq write its own result before stopping it
+            if all(task.done() for task in survivor.tasks.values()):
+                break
+            await asyncio.sleep(0.05)
+        running.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await running
+        with contextlib.suppress(asyncio.CancelledError):
+            await survivor.close()
+        await stop_publishing(ctx)
+    done = await service.get(alice, pub.id)
+    assert done.status == "published", (done.status, done.error)
