@@ -36,14 +36,24 @@ async def reverify_job(ctx: dict[str, Any]) -> list[dict[str, Any]]:
     return [asdict(r) for r in results]
 
 
-PUBLISHING_FUNCTIONS = (publish_job, reverify_job)
+async def recover_job(ctx: dict[str, Any]) -> int:
+    """Re-queue publications whose worker was lost since start-up (start-up recovery sees only those
+    stale by then); returns how many publications are queued."""
+    return await ctx[CTX_KEY].recover()
+
+
+PUBLISHING_FUNCTIONS = (publish_job, reverify_job, recover_job)
 
 
 def publishing_cron_jobs(settings: Settings) -> list[CronJob]:
-    """Re-verification on the hours implied by ``verify_interval_s`` (at least hourly, at most daily)."""
+    """Re-verification on the hours implied by ``verify_interval_s`` (at least hourly, at most daily), and
+    recovery of lost publications every minute."""
     hours_apart = min(max(settings.verify_interval_s // 3600, 1), 24)
     hours = set(range(0, 24, hours_apart)) if hours_apart < 24 else {3}
-    return [cron(reverify_job, hour=hours, minute={17}, run_at_startup=False, unique=True)]
+    return [
+        cron(reverify_job, hour=hours, minute={17}, run_at_startup=False, unique=True),
+        cron(recover_job, second={30}, run_at_startup=False, unique=True),
+    ]
 
 
 async def start_publishing(

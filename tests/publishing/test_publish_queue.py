@@ -117,9 +117,10 @@ async def test_reverify_job_and_its_schedule(
     assert results == [
         {"listing_id": (await service.get(alice, pub.id)).listing_id, "outcome": "verified", "problems": []}
     ]
-    [daily] = publishing_cron_jobs(settings)
+    [daily] = [job for job in publishing_cron_jobs(settings) if job.coroutine is reverify_job]
     assert daily.hour == {3}
-    [hourly] = publishing_cron_jobs(settings.model_copy(update={"verify_interval_s": 3600}))
+    hourly_settings = settings.model_copy(update={"verify_interval_s": 3600})
+    [hourly] = [job for job in publishing_cron_jobs(hourly_settings) if job.coroutine is reverify_job]
     assert hourly.hour == set(range(24))
 
 
@@ -187,3 +188,21 @@ async def test_a_publication_whose_worker_was_killed_is_published_by_another(
         await stop_publishing(ctx)
     done = await service.get(alice, pub.id)
     assert done.status == "published", (done.status, done.error)
+
+
+async def test_a_publication_lost_after_the_worker_started_is_recovered_later(
+    settings: Settings, app: CatalogApp, alice: Actor, bwrap_ok: bool
+) -> None:
+    """Start-up recovery only takes publications stale by then; a worker restarted at once (or another
+    worker dying later) used to leave its publication RUNNING forever: nothing looked again."""
+    dropped = Dropped()
+    service = service_with(settings, app, dropped)
+    pub = await service.submit_package(alice, io.BytesIO(zip_bytes(package_files(sentiment_manifest()))))
+    async with app.db.session() as session:  # its worker died a moment ago: not stale at start-up
+        (await session.get(Publication, pub.id)).status = "running"
+    assert await service.recover() == 0
+    async with app.db.session() as session:  # ... and the periodic recovery finds it once it is
+        (await session.get(Publication, pub.id)).updated_at = utcnow() - timedelta(hours=1)
+    [recovery] = [job for job in publishing_cron_jobs(settings) if job.coroutine is not reverify_job]
+    assert await recovery.coroutine({"publishing": service}) == 1
+    assert (await service.get(alice, pub.id)).status == "queued" and dropped.lost[-1] == pub.id
