@@ -42,10 +42,11 @@ def settings_of(ctx: typer.Context) -> Settings:
 async def open_catalog(settings: Settings, *, with_index: bool = True) -> AsyncIterator[CatalogApp]:
     """The catalog for one command. Commands that only write (accounts, tokens, imports) pass
     ``with_index=False``: a running ``mlrepo serve`` holds the embedded index and picks their rows up
-    from the database."""
+    from the database. Migrations are applied first (a no-op when current), so that a command run on a
+    new data dir answers like on an empty catalog instead of failing on a missing table."""
     from catalog.app import CatalogApp  # imported late: it pulls in the model and index libraries
 
-    catalog = await CatalogApp.open(settings, with_index=with_index)
+    catalog = await CatalogApp.open(settings, with_index=with_index, migrate=True)
     try:
         yield catalog
     finally:
