@@ -512,10 +512,16 @@ class JobService:
     async def _heartbeat(self, job_id: str, work: asyncio.Task[Any] | None) -> None:
         while True:
             await asyncio.sleep(self.settings.job_heartbeat_s)
-            async with self.db.session() as session:
-                status = await session.scalar(select(Job.status).where(Job.id == job_id))
-                if status == JobStatus.RUNNING:
-                    await session.execute(update(Job).where(Job.id == job_id).values(heartbeat_at=utcnow()))
+            try:
+                async with self.db.session() as session:
+                    status = await session.scalar(select(Job.status).where(Job.id == job_id))
+                    if status == JobStatus.RUNNING:
+                        await session.execute(
+                            update(Job).where(Job.id == job_id).values(heartbeat_at=utcnow())
+                        )
+            except Exception:  # a database hiccup must not end the heartbeats: the job would look lost
+                logger.warning("job %s: heartbeat failed; retrying", job_id, exc_info=True)
+                continue
             if status == JobStatus.CANCELLED and work is not None:
                 work.cancel()  # stops the sandbox: the bwrap session or the container is killed
                 return

@@ -4,6 +4,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import sqlite3
+from datetime import timedelta
 
 import pytest
 from executor_support import outcome, publish_dataset, publish_model, watch_all
@@ -12,7 +15,7 @@ from catalog.enums import JobStatus
 from executor.jobs import JobService
 from infra.errors import BadInput, NotFound
 from infra.settings import Settings
-from infra.tables import Job, Listing, UsageEvent
+from infra.tables import Job, Listing, UsageEvent, utcnow
 
 MODEL = """
 import json, sys, time
@@ -185,3 +188,58 @@ async def test_concurrent_deliveries_of_a_job_claim_it_once(jobs: JobService, ca
         assert [c for c in claims if c is not None] and sum(c is not None for c in claims) == 1
         async with catalog.db.session() as session:
             assert (await session.get(Job, row.id)).attempts == 1
+
+
+async def test_the_heartbeat_outlives_a_database_error(sqlite_settings: Settings, caplog) -> None:
+    """A heartbeat that met one database error (here: the file locked past SQLite's busy timeout) used to
+    end for good: the job then looked lost to the reconciler, which ran it again while it still ran, and
+    a cancel no longer stopped its sandbox."""
+    from catalog.app import CatalogApp
+
+    settings = sqlite_settings.model_copy(update={"job_heartbeat_s": 0.05})
+    async with await CatalogApp.open(settings, with_index=False) as catalog:
+        account = await catalog.accounts.create("alice", "requester")
+        async with catalog.db.session() as session:
+            row = Job(
+                owner_id=account.id,
+                task="inference",
+                status=JobStatus.RUNNING.value,
+                resource_class="cpu",
+                resources={"cpu": 1.0, "memory_mb": 64, "gpu": 0},
+                inputs={"records": []},
+                progress={},
+                metrics={},
+                logs="",
+                attempts=1,
+                heartbeat_at=utcnow() - timedelta(hours=1),
+            )
+            session.add(row)
+        jobs = JobService(settings, catalog)
+        beating = asyncio.create_task(jobs._heartbeat(row.id, None))
+        locker = sqlite3.connect(settings.data_dir / "mlrepo.db", isolation_level=None)
+        try:
+            locker.execute("BEGIN EXCLUSIVE")  # no other writer until it ends
+            for _ in range(600):  # until a heartbeat has failed (SQLite's busy timeout is 10 s)
+                if beating.done() or "heartbeat" in caplog.text:
+                    break
+                await asyncio.sleep(0.05)
+        finally:
+            locker.execute("ROLLBACK")
+            locker.close()
+
+        async def beat_is_fresh() -> bool:
+            async with catalog.db.session() as session:
+                beat = (await session.get(Job, row.id)).heartbeat_at
+            return beat.replace(tzinfo=None) > utcnow().replace(tzinfo=None) - timedelta(minutes=1)
+
+        for _ in range(200):  # the next heartbeat, now that the database answers again
+            if beating.done() or await beat_is_fresh():
+                break
+            await asyncio.sleep(0.05)
+        try:
+            assert not beating.done(), beating.exception()
+            assert await beat_is_fresh()
+        finally:
+            beating.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await beating
