@@ -447,15 +447,39 @@ class JobService:
                 beat = _aware(row.heartbeat_at or row.started_at or row.created_at)
                 if beat >= stale_before:
                     continue
+                gave_up = (row.attempts or 0) >= self.settings.job_max_attempts
+                values: dict[str, Any] = (
+                    {
+                        "status": JobStatus.FAILED.value,
+                        "error": f"the worker running this job was lost {row.attempts} times; giving up",
+                        "finished_at": now,
+                    }
+                    if gave_up
+                    else {
+                        "status": JobStatus.QUEUED.value,
+                        "logs": _append_log(
+                            row.logs, f"worker lost during attempt {row.attempts}; re-queued"
+                        ),
+                    }
+                )
+                # Only if nothing moved since the read: its worker may have finished it (or beaten) since.
+                unchanged = (
+                    Job.heartbeat_at.is_(None)
+                    if row.heartbeat_at is None
+                    else Job.heartbeat_at == row.heartbeat_at
+                )
+                result = await session.execute(
+                    update(Job)
+                    .where(Job.id == row.id, Job.status == JobStatus.RUNNING.value, unchanged)
+                    .values(**values)
+                    .execution_options(synchronize_session=False)
+                )
+                if result.rowcount == 0:
+                    continue
                 lost.append(row.id)
-                if (row.attempts or 0) >= self.settings.job_max_attempts:
-                    row.status = JobStatus.FAILED.value
-                    row.error = f"the worker running this job was lost {row.attempts} times; giving up"
-                    row.finished_at = now
+                if gave_up:
                     failed += 1
                 else:
-                    row.status = JobStatus.QUEUED.value
-                    row.logs = _append_log(row.logs, f"worker lost during attempt {row.attempts}; re-queued")
                     requeue.append((row.id, row.resource_class, (row.attempts or 0) + 1))
         for job_id in lost:
             await asyncio.to_thread(self._remove_orphans, job_id)

@@ -243,3 +243,43 @@ async def test_the_heartbeat_outlives_a_database_error(sqlite_settings: Settings
             beating.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await beating
+
+
+class _DroppingQueue:
+    """A queue that only counts: the test looks at the rows, no job is to run."""
+
+    def __init__(self) -> None:
+        self.enqueued = 0
+
+    async def enqueue(self, job_id: str, resource_class: str, attempt: int) -> None:
+        self.enqueued += 1
+
+    async def close(self) -> None:
+        return None
+
+
+async def test_the_reconciler_never_requeues_a_job_that_finished_meanwhile(
+    job_settings: Settings, catalog, people
+) -> None:
+    """The reconciler read a stale RUNNING job, then wrote QUEUED over it unconditionally: a job whose
+    worker finished it in between was run again, its result and usage counted twice."""
+    jobs = JobService(job_settings, catalog, queue=_DroppingQueue())
+    for _ in range(10):
+        async with catalog.db.session() as session:
+            row = Job(
+                owner_id=people["alice"].account_id,
+                task="inference",
+                status=JobStatus.RUNNING.value,
+                resource_class="cpu",
+                resources={"cpu": 1.0, "memory_mb": 64, "gpu": 0},
+                inputs={"records": []},
+                progress={},
+                metrics={},
+                logs="",
+                attempts=1,
+                heartbeat_at=utcnow() - timedelta(hours=1),
+            )
+            session.add(row)
+        _, finished = await asyncio.gather(jobs.reconcile(), jobs.finish(row.id, JobStatus.SUCCEEDED))
+        status = (await jobs.get(people["alice"], row.id)).status
+        assert status == (JobStatus.SUCCEEDED if finished else JobStatus.QUEUED)
