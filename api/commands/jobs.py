@@ -27,6 +27,7 @@ from api.commands import (
     settings_of,
 )
 from catalog.enums import JobStatus
+from executor.contract import reject_constant
 from infra.errors import BadInput
 
 
@@ -39,12 +40,12 @@ def _records(input_file: Path | None, record: list[str]) -> list[Any]:
     for number, line in enumerate(lines, 1):
         if line.strip():
             try:
-                values.append(json.loads(line))
+                values.append(json.loads(line, parse_constant=reject_constant))
             except ValueError as exc:
                 raise BadInput(f"{input_file}:{number}: not JSON: {exc}") from None
     for text in record:
         try:
-            values.append(json.loads(text))
+            values.append(json.loads(text, parse_constant=reject_constant))
         except ValueError:
             values.append(text)  # a bare string is the common case: --record "great movie"
     return values

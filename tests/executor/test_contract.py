@@ -33,3 +33,20 @@ def test_parse_outputs_matches_ids_in_any_order_and_ignores_noise() -> None:
         2: RecordOutcome(output={"label": "b"}),
     }
     assert parsed.ignored_lines == 5
+
+
+def test_an_output_with_nan_or_infinity_is_an_error_of_its_record() -> None:
+    """Python's json.dumps writes NaN and Infinity, which are not JSON: PostgreSQL refused to store such a
+    result (the whole job failed with a database error) while SQLite kept it and served it as is."""
+    stdout = b"\n".join(
+        [
+            b'{"id": 0, "output": {"score": NaN}}',
+            b'{"id": 1, "output": [1, -Infinity]}',
+            b'{"id": 2, "output": {"score": 0.5}}',
+        ]
+    )
+    parsed = parse_outputs(stdout, [0, 1, 2])
+    assert parsed.outcomes[2] == RecordOutcome(output={"score": 0.5})
+    for index in (0, 1):
+        assert not parsed.outcomes[index].ok
+        assert "NaN or Infinity" in (parsed.outcomes[index].error or "")

@@ -12,6 +12,7 @@ import pytest
 from executor_support import outcome, publish_dataset, publish_model, watch_all
 
 from catalog.enums import JobStatus
+from executor.datasets import parse_json_lines
 from executor.jobs import JobService
 from infra.errors import BadInput, NotFound
 from infra.settings import Settings
@@ -283,3 +284,21 @@ async def test_the_reconciler_never_requeues_a_job_that_finished_meanwhile(
         _, finished = await asyncio.gather(jobs.reconcile(), jobs.finish(row.id, JobStatus.SUCCEEDED))
         status = (await jobs.get(people["alice"], row.id)).status
         assert status == (JobStatus.SUCCEEDED if finished else JobStatus.QUEUED)
+
+
+async def test_nan_in_an_output_fails_that_record_alike_on_both_databases(
+    jobs: JobService, catalog, people, job_settings
+) -> None:
+    """PostgreSQL refused a result holding NaN (the job failed with a DBAPIError, every result lost);
+    SQLite stored it and the job succeeded: now the record with NaN fails with its reason, on both."""
+    nan_model = MODEL.replace('"confidence": 0.75', '"confidence": float("nan") if "nan" in text else 0.75')
+    published = await publish_model(
+        job_settings, catalog, people["producer"], nan_model, output_schema={"type": "object"}
+    )
+    view = await jobs.submit(people["alice"], published.listing_id, "inference", records=["good", "nan"])
+    final = await outcome(jobs, people["alice"], view.id)
+    assert final.status == JobStatus.SUCCEEDED, final.error
+    first, second = final.result["records"]
+    assert first["output"]["confidence"] == 0.75 and "NaN or Infinity" in second["error"]
+    with pytest.raises(BadInput, match="not JSON"):
+        parse_json_lines(b'"ok"\n{"x": NaN}\n', "the uploaded file")
