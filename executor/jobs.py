@@ -244,8 +244,16 @@ class JobService:
             session.add(row)
         view = JobView.of(row)
         await self._publish(view)
-        await self.queue.enqueue(row.id, row.resource_class, 1)
+        await self.deliver(row.id, row.resource_class, 1)
         return view
+
+    async def deliver(self, job_id: str, resource_class: str, attempt: int) -> None:
+        """Hand a QUEUED job to the queue. Its row is written already, so a queue that refuses it now
+        (Redis down) fails nothing: the reconciler re-queues what the database says is queued."""
+        try:
+            await self.queue.enqueue(job_id, resource_class, attempt)
+        except Exception:
+            logger.warning("job %s is queued, but the queue refused it for now", job_id, exc_info=True)
 
     async def _submit_pipeline(
         self,
@@ -484,7 +492,7 @@ class JobService:
         for job_id in lost:
             await asyncio.to_thread(self._remove_orphans, job_id)
         for job_id, resource_class, attempt in requeue:
-            await self.queue.enqueue(job_id, resource_class, attempt)
+            await self.deliver(job_id, resource_class, attempt)
         return {"requeued": len(requeue), "failed": failed}
 
     def _remove_orphans(self, job_id: str) -> None:

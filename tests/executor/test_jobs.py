@@ -13,7 +13,7 @@ from executor_support import outcome, publish_dataset, publish_model, watch_all
 
 from catalog.enums import JobStatus
 from executor.datasets import parse_json_lines
-from executor.jobs import JobService
+from executor.jobs import ArqJobQueue, JobService
 from infra.errors import BadInput, NotFound
 from infra.settings import Settings
 from infra.tables import Job, Listing, UsageEvent, utcnow
@@ -302,3 +302,15 @@ async def test_nan_in_an_output_fails_that_record_alike_on_both_databases(
     assert first["output"]["confidence"] == 0.75 and "NaN or Infinity" in second["error"]
     with pytest.raises(BadInput, match="not JSON"):
         parse_json_lines(b'"ok"\n{"x": NaN}\n', "the uploaded file")
+
+
+async def test_a_job_submitted_while_redis_is_down_is_accepted_for_the_reconciler(
+    job_settings: Settings, catalog, people
+) -> None:
+    """The job row was written, then handing it to Redis failed: the requester got an INTERNAL error
+    for a job that existed and would run once the reconciler re-queued it (a retry made a second one)."""
+    published = await publish_model(job_settings, catalog, people["producer"], MODEL)
+    jobs = JobService(job_settings, catalog, queue=ArqJobQueue("redis://127.0.0.1:1"))  # nothing listens
+    view = await jobs.submit(people["alice"], published.listing_id, "inference", records=["good"])
+    assert (await jobs.get(people["alice"], view.id)).status == JobStatus.QUEUED
+    assert (await jobs.reconcile())["requeued"] == 1  # still refused by Redis, and still no error
