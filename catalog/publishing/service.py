@@ -288,8 +288,18 @@ class PublishingService:
             if upload_path is not None:
                 shutil.rmtree(upload_path.parent, ignore_errors=True)
             raise
-        await self.queue.enqueue(publication_id)
+        await self._deliver(publication_id, 0)
         return await self.get(actor, publication_id)
+
+    async def _deliver(self, publication_id: str, delivery: int) -> None:
+        """Hand a QUEUED publication to the queue. Its record and upload are written already, so a queue
+        that refuses it now (Redis down) fails nothing: recovery re-queues what the database says."""
+        try:
+            await self.queue.enqueue(publication_id, delivery)
+        except Exception:
+            logger.warning(
+                "publication %s is queued, but the queue refused it for now", publication_id, exc_info=True
+            )
 
     async def _check_owner(self, actor: Actor, listing_id: str) -> None:
         async with self.db.session() as session:
@@ -383,7 +393,7 @@ class PublishingService:
                 )
             ).all()
         for publication_id, meta in queued:
-            await self.queue.enqueue(publication_id, _deliveries(meta))
+            await self._deliver(publication_id, _deliveries(meta))
         return len(queued)
 
     # ------------------------------------------------------------------ re-verification

@@ -206,3 +206,14 @@ async def test_a_publication_lost_after_the_worker_started_is_recovered_later(
     [recovery] = [job for job in publishing_cron_jobs(settings) if job.coroutine is not reverify_job]
     assert await recovery.coroutine({"publishing": service}) == 1
     assert (await service.get(alice, pub.id)).status == "queued" and dropped.lost[-1] == pub.id
+
+
+async def test_a_publication_submitted_while_redis_is_down_is_accepted_for_recovery(
+    settings: Settings, app: CatalogApp, alice: Actor, bwrap_ok: bool
+) -> None:
+    """The publication and its staged upload were written, then handing it to Redis failed: the
+    producer got an INTERNAL error for a publication that existed and would run once recovered."""
+    queue = ArqQueue("redis://127.0.0.1:1")  # nothing listens there
+    service = service_with(settings, app, queue)
+    pub = await service.submit_package(alice, io.BytesIO(zip_bytes(package_files(sentiment_manifest()))))
+    assert (await service.get(alice, pub.id)).status == "queued"
