@@ -12,6 +12,7 @@ from arq.worker import Worker, func
 from publishing_support import package_files, sentiment_manifest, zip_bytes
 from redis.asyncio import Redis
 
+from api.graphql.publishing import recover_forever
 from catalog.actors import Actor
 from catalog.app import CatalogApp
 from catalog.publishing.jobs import (
@@ -217,3 +218,30 @@ async def test_a_publication_submitted_while_redis_is_down_is_accepted_for_recov
     service = service_with(settings, app, queue)
     pub = await service.submit_package(alice, io.BytesIO(zip_bytes(package_files(sentiment_manifest()))))
     assert (await service.get(alice, pub.id)).status == "queued"
+
+
+async def test_without_redis_the_api_process_keeps_recovering_lost_publications(
+    settings: Settings, app: CatalogApp, alice: Actor, bwrap_ok: bool
+) -> None:
+    """Without Redis the API process recovered only at its start, which passes over publications not yet
+    stale then (a crash shortly before the restart, or another process sharing the database): those
+    stayed RUNNING forever."""
+    pub = await service_with(settings, app, Dropped()).submit_package(
+        alice, io.BytesIO(zip_bytes(package_files(sentiment_manifest())))
+    )
+    async with app.db.session() as session:  # a process died running it a while ago
+        row = await session.get(Publication, pub.id)
+        row.status, row.updated_at = "running", utcnow() - timedelta(hours=1)
+    service = service_with(settings, app, None)
+    recovering = asyncio.create_task(recover_forever(service, period_s=0.05))
+    try:
+        for _ in range(1200):
+            if (await service.get(alice, pub.id)).status in ("published", "failed"):
+                break
+            await asyncio.sleep(0.05)
+    finally:
+        recovering.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await recovering
+        await service.queue.drain()
+    assert (await service.get(alice, pub.id)).status == "published"
