@@ -122,7 +122,10 @@ class WorkerSettings:
 
     _settings = get_settings()
     functions = [run_job, reconcile_jobs, *PUBLISHING_FUNCTIONS]
-    cron_jobs = [cron(reconcile_jobs, second={0}, run_at_startup=False, unique=True)]
+    cron_jobs = [
+        cron(reconcile_jobs, second={0}, run_at_startup=False, unique=True),
+        *(publishing_cron_jobs(_settings) if _settings.worker_resource_class == "cpu" else []),
+    ]
     queue_name = queue_for(_settings.worker_resource_class)
     max_jobs = max_jobs_for(_settings)
     redis_settings = RedisSettings.from_dsn(_settings.redis_url or "redis://127.0.0.1:6379")
