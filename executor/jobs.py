@@ -346,16 +346,20 @@ class JobService:
         work = asyncio.current_task()
         heartbeat = asyncio.create_task(self._heartbeat(job_id, work))
         try:
-            # The job's devices for as long as it runs; a pipeline's row holds its most demanding step's.
-            async with self.gpus.lease(int((row.resources or {}).get("gpu") or 0)):
-                if row.pipeline_id is not None:
-                    status, error = await self._run_pipeline(row, staging)
-                elif row.task == JobTask.TRAINING:
-                    from executor.training import run_training_job
+            unavailable = await self._listing_unavailable(row)
+            if unavailable is not None:
+                status, error = JobStatus.FAILED, unavailable
+            else:
+                # The job's devices while it runs; a pipeline's row holds its most demanding step's.
+                async with self.gpus.lease(int((row.resources or {}).get("gpu") or 0)):
+                    if row.pipeline_id is not None:
+                        status, error = await self._run_pipeline(row, staging)
+                    elif row.task == JobTask.TRAINING:
+                        from executor.training import run_training_job
 
-                    status, error = await run_training_job(self, row, staging)
-                else:
-                    status, error = await self._run_inference(row, staging)
+                        status, error = await run_training_job(self, row, staging)
+                    else:
+                        status, error = await self._run_inference(row, staging)
         except JobCancelled:
             status, error = JobStatus.CANCELLED, "cancelled by the requester"
         except asyncio.CancelledError:
@@ -372,6 +376,23 @@ class JobService:
             shutil.rmtree(staging, ignore_errors=True)
         await self.finish(job_id, status, error=error)
         return status.value
+
+    async def _listing_unavailable(self, row: Job) -> str | None:
+        """Why the job's listing may no longer run for its owner, or None. Checked again when the job
+        starts, because it may have waited in the queue while the listing was suspended (its behaviour
+        changed) or made private. A pipeline job re-plans with its owner's visibility instead."""
+        if row.pipeline_id is not None or row.listing_id is None:
+            return None
+        async with self.db.session() as session:
+            account = await session.get(Account, row.owner_id)
+        if account is None:
+            return "the job's account no longer exists"
+        owner = Actor(account_id=account.id, role=account.role, name=account.name)
+        try:
+            await self.catalog.listings.get(owner, row.listing_id)
+        except NotFound:
+            return "the listing is no longer available to you (suspended, made private or deleted)"
+        return None
 
     async def _run_pipeline(self, row: Job, staging: Path) -> tuple[JobStatus, str | None]:
         if row.task == JobTask.TRAINING:

@@ -314,3 +314,27 @@ async def test_a_job_submitted_while_redis_is_down_is_accepted_for_the_reconcile
     view = await jobs.submit(people["alice"], published.listing_id, "inference", records=["good"])
     assert (await jobs.get(people["alice"], view.id)).status == JobStatus.QUEUED
     assert (await jobs.reconcile())["requeued"] == 1  # still refused by Redis, and still no error
+
+
+async def test_a_job_queued_before_its_listing_was_pulled_does_not_run_it(
+    job_settings: Settings, catalog, people
+) -> None:
+    """Visibility was checked at submission only: a job waiting in the queue while its listing was
+    suspended (failed re-verification: changed or tampered behaviour) or made private still ran it."""
+    published = await publish_model(job_settings, catalog, people["producer"], MODEL)
+    jobs = JobService(job_settings, catalog, queue=_DroppingQueue())  # queued, not yet taken
+    waiting = [
+        await jobs.submit(people["alice"], published.listing_id, "inference", records=["good"])
+        for _ in range(2)
+    ]
+    await catalog.listings.set_system_fields(
+        published.listing_id, verification_status="suspended", status="suspended"
+    )
+    assert await jobs.run(waiting[0].id) == JobStatus.FAILED
+    failed = await jobs.get(people["alice"], waiting[0].id)
+    assert "no longer available" in failed.error and failed.result is None
+    async with catalog.db.session() as session:
+        assert (await session.get(Listing, published.listing_id)).usage_count == 0
+    # Its owner still runs it (to see what changed).
+    own = await jobs.submit(people["producer"], published.listing_id, "inference", records=["good"])
+    assert await jobs.run(own.id) == JobStatus.SUCCEEDED
