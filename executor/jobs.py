@@ -205,8 +205,11 @@ class JobService:
             dataset = await self.catalog.listings.get(actor, dataset_listing_id)
             if dataset.kind != ListingKind.DATASET:
                 raise BadInput("datasetListingId must name a dataset listing", field="datasetListingId")
-            if task == JobTask.INFERENCE and records is None:  # score the dataset's records
-                records = inference_inputs(await dataset_lines(self.settings, self.db, dataset_listing_id))
+            if task == JobTask.INFERENCE:  # score the dataset's records (then any given inline)
+                lines = await dataset_lines(self.settings, self.db, dataset_listing_id)
+                if records is not None and not isinstance(records, list | tuple):
+                    raise BadInput("records must be a list of inputs", field="records")
+                records = [*inference_inputs(lines), *(records or [])]
         if pipeline_id is not None:
             return await self._submit_pipeline(actor, task, records, resources, pipeline_id=pipeline_id)
         assert listing_id is not None

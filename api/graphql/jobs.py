@@ -145,7 +145,9 @@ class RunJobInput:
     records: JSON | None = strawberry.field(
         default=None, description="Inference inputs: a JSON list, one per record."
     )
-    dataset_listing_id: strawberry.ID | None = strawberry.field(default=None, description="Training data.")
+    dataset_listing_id: strawberry.ID | None = strawberry.field(
+        default=None, description="A dataset listing: training data, or inputs to score (then any records)."
+    )
     resources: ResourcesInput | None = strawberry.field(
         default=None, description="Ask for specific resources (within your quota); default: the listing's."
     )

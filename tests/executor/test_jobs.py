@@ -338,3 +338,23 @@ async def test_a_job_queued_before_its_listing_was_pulled_does_not_run_it(
     # Its owner still runs it (to see what changed).
     own = await jobs.submit(people["producer"], published.listing_id, "inference", records=["good"])
     assert await jobs.run(own.id) == JobStatus.SUCCEEDED
+
+
+async def test_inference_on_a_dataset_and_records_scores_both(
+    jobs: JobService, catalog, people, job_settings
+) -> None:
+    """Records given with a dataset silently replaced it: the dataset was never scored (training, and
+    records with an uploaded file, take both)."""
+    published = await publish_model(job_settings, catalog, people["producer"], MODEL)
+    dataset_id = await publish_dataset(
+        job_settings, catalog, people["producer"], [{"input": "good one"}, "bad one"], "scored-set"
+    )
+    view = await jobs.submit(
+        people["alice"],
+        published.listing_id,
+        "inference",
+        records=["good extra"],
+        dataset_listing_id=dataset_id,
+    )
+    final = await outcome(jobs, people["alice"], view.id)
+    assert [r["output"]["label"] for r in final.result["records"]] == ["positive", "negative", "positive"]
