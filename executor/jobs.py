@@ -52,6 +52,7 @@ if TYPE_CHECKING:
 logger = logging.getLogger("mlrepo.executor")
 
 MAX_RECORDS = 100_000
+IN_PROCESS_MAX_JOBS = 10  # jobs one process runs at once without Redis (an arq worker's ``max_jobs``)
 MAX_LOG_CHARS = 20_000
 RUNNABLE_KINDS = frozenset(
     {ListingKind.MODEL, ListingKind.ALGORITHM, ListingKind.PIPELINE, ListingKind.NOTEBOOK}
@@ -137,16 +138,35 @@ class ArqJobQueue:
 
 
 class InProcessJobQueue:
-    """No Redis: the same job function runs as a task of this process."""
+    """No Redis: the same job function runs as a task of this process, at most ``max_jobs`` at a time
+    (as an arq worker takes at most its ``max_jobs``); the others wait, QUEUED, for their turn."""
 
-    def __init__(self, runner: Callable[[str], Awaitable[Any]]) -> None:
+    def __init__(self, runner: Callable[[str], Awaitable[Any]], max_jobs: int = IN_PROCESS_MAX_JOBS) -> None:
         self.runner = runner
+        self.max_jobs = max_jobs
         self.tasks: set[asyncio.Task[Any]] = set()
+        self._waiting: set[str] = set()  # a job re-queued while it waits for its turn is not doubled
+        self._turns: asyncio.Semaphore | None = None
 
     async def enqueue(self, job_id: str, resource_class: str, attempt: int) -> None:
-        task = asyncio.create_task(self.runner(job_id), name=f"job:{job_id}")
+        if job_id in self._waiting:
+            return
+        self._waiting.add(job_id)
+        task = asyncio.create_task(self._take_turn(job_id), name=f"job:{job_id}")
         self.tasks.add(task)
         task.add_done_callback(self.tasks.discard)
+
+    async def _take_turn(self, job_id: str) -> Any:
+        if self._turns is None:
+            self._turns = asyncio.Semaphore(self.max_jobs)
+        try:
+            await self._turns.acquire()
+        finally:
+            self._waiting.discard(job_id)
+        try:
+            return await self.runner(job_id)
+        finally:
+            self._turns.release()
 
     async def close(self) -> None:
         for task in list(self.tasks):

@@ -13,7 +13,7 @@ from executor_support import outcome, publish_dataset, publish_model, watch_all
 
 from catalog.enums import JobStatus
 from executor.datasets import parse_json_lines
-from executor.jobs import ArqJobQueue, JobService
+from executor.jobs import IN_PROCESS_MAX_JOBS, ArqJobQueue, InProcessJobQueue, JobService
 from infra.errors import BadInput, NotFound
 from infra.settings import Settings
 from infra.tables import Job, Listing, UsageEvent, utcnow
@@ -358,3 +358,27 @@ async def test_inference_on_a_dataset_and_records_scores_both(
     )
     final = await outcome(jobs, people["alice"], view.id)
     assert [r["output"]["label"] for r in final.result["records"]] == ["positive", "negative", "positive"]
+
+
+async def test_jobs_run_in_process_take_turns(job_settings: Settings, catalog, people) -> None:
+    """Without Redis every submitted job started its sandbox at once: one requester's script submitting
+    hundreds of jobs ran hundreds of sandboxes, each within the quota, together far beyond it."""
+    jobs = JobService(job_settings, catalog)
+    jobs.queue = InProcessJobQueue(jobs.run, max_jobs=2)
+    assert JobService(job_settings, catalog).queue.max_jobs == IN_PROCESS_MAX_JOBS
+    slow = MODEL.replace('if text == "sleep":\n        time.sleep(60)', "time.sleep(0.5)")
+    published = await publish_model(job_settings, catalog, people["producer"], slow)
+    views = [
+        await jobs.submit(people["alice"], published.listing_id, "inference", records=["good"])
+        for _ in range(5)
+    ]
+    most_running = 0
+    for _ in range(600):
+        statuses = [(await jobs.get(people["alice"], v.id)).status for v in views]
+        most_running = max(most_running, statuses.count(JobStatus.RUNNING))
+        if all(JobStatus(s).is_final for s in statuses):
+            break
+        await asyncio.sleep(0.02)
+    assert statuses == [JobStatus.SUCCEEDED] * 5
+    assert most_running <= 2
+    await jobs.queue.close()
