@@ -99,8 +99,10 @@ async def run_in_batches(
                 f"not run: {progress.failed_in_a_row} scoring calls failed in a row "
                 f"(last: {_reason(last_failure)})"
             )
+            # Given up on because calls kept timing out, they count as timed out (as a lone slow record).
+            timed_out = last_failure is not None and last_failure.kind == FailureKind.TIMEOUT
             for index in [i for piece in retry for i in piece] + list(range(cursor, total)):
-                results[index] = RecordOutcome(error=reason)
+                results[index] = RecordOutcome(error=reason, timed_out=timed_out)
             progress.done = total
             break
         if retry:
