@@ -42,6 +42,28 @@ async def jobs(job_settings: Settings, catalog) -> JobService:
     await service.queue.close()
 
 
+async def bare_job(catalog, owner_id: str, status: JobStatus) -> Job:
+    """A job row of no listing, as the queue or a worker would find it (RUNNING: its last heartbeat
+    an hour ago), for the tests of claiming and recovery."""
+    running = status == JobStatus.RUNNING
+    async with catalog.db.session() as session:
+        row = Job(
+            owner_id=owner_id,
+            task="inference",
+            status=status.value,
+            resource_class="cpu",
+            resources={"cpu": 1.0, "memory_mb": 64, "gpu": 0},
+            inputs={"records": []},
+            progress={},
+            metrics={},
+            logs="",
+            attempts=1 if running else 0,
+            heartbeat_at=utcnow() - timedelta(hours=1) if running else None,
+        )
+        session.add(row)
+    return row
+
+
 async def test_inference_job_runs_to_success_with_progress_filtering_and_usage(
     jobs: JobService, catalog, people, job_settings: Settings
 ) -> None:
@@ -171,20 +193,7 @@ async def test_concurrent_deliveries_of_a_job_claim_it_once(jobs: JobService, ca
     """The same job delivered twice at once (reconciler and queue, two workers) runs once: on SQLite a
     read takes no lock, so both deliveries used to see QUEUED and both moved the job to RUNNING."""
     for _ in range(10):
-        async with catalog.db.session() as session:
-            row = Job(
-                owner_id=people["alice"].account_id,
-                task="inference",
-                status=JobStatus.QUEUED.value,
-                resource_class="cpu",
-                resources={"cpu": 1.0, "memory_mb": 64, "gpu": 0},
-                inputs={"records": []},
-                progress={},
-                metrics={},
-                logs="",
-                attempts=0,
-            )
-            session.add(row)
+        row = await bare_job(catalog, people["alice"].account_id, JobStatus.QUEUED)
         claims = await asyncio.gather(*(jobs.claim(row.id) for _ in range(3)))
         assert [c for c in claims if c is not None] and sum(c is not None for c in claims) == 1
         async with catalog.db.session() as session:
@@ -200,21 +209,7 @@ async def test_the_heartbeat_outlives_a_database_error(sqlite_settings: Settings
     settings = sqlite_settings.model_copy(update={"job_heartbeat_s": 0.05})
     async with await CatalogApp.open(settings, with_index=False) as catalog:
         account = await catalog.accounts.create("alice", "requester")
-        async with catalog.db.session() as session:
-            row = Job(
-                owner_id=account.id,
-                task="inference",
-                status=JobStatus.RUNNING.value,
-                resource_class="cpu",
-                resources={"cpu": 1.0, "memory_mb": 64, "gpu": 0},
-                inputs={"records": []},
-                progress={},
-                metrics={},
-                logs="",
-                attempts=1,
-                heartbeat_at=utcnow() - timedelta(hours=1),
-            )
-            session.add(row)
+        row = await bare_job(catalog, account.id, JobStatus.RUNNING)
         jobs = JobService(settings, catalog)
         beating = asyncio.create_task(jobs._heartbeat(row.id, None))
         locker = sqlite3.connect(settings.data_dir / "mlrepo.db", isolation_level=None)
@@ -266,21 +261,7 @@ async def test_the_reconciler_never_requeues_a_job_that_finished_meanwhile(
     worker finished it in between was run again, its result and usage counted twice."""
     jobs = JobService(job_settings, catalog, queue=_DroppingQueue())
     for _ in range(10):
-        async with catalog.db.session() as session:
-            row = Job(
-                owner_id=people["alice"].account_id,
-                task="inference",
-                status=JobStatus.RUNNING.value,
-                resource_class="cpu",
-                resources={"cpu": 1.0, "memory_mb": 64, "gpu": 0},
-                inputs={"records": []},
-                progress={},
-                metrics={},
-                logs="",
-                attempts=1,
-                heartbeat_at=utcnow() - timedelta(hours=1),
-            )
-            session.add(row)
+        row = await bare_job(catalog, people["alice"].account_id, JobStatus.RUNNING)
         _, finished = await asyncio.gather(jobs.reconcile(), jobs.finish(row.id, JobStatus.SUCCEEDED))
         status = (await jobs.get(people["alice"], row.id)).status
         assert status == (JobStatus.SUCCEEDED if finished else JobStatus.QUEUED)

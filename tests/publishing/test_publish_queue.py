@@ -54,6 +54,14 @@ async def run_worker(redis_url: str, service: PublishingService) -> None:
         await worker.close()
 
 
+async def until_finished(service: PublishingService, owner: Actor, publication_id: str) -> None:
+    """Return once the publication is PUBLISHED or FAILED (or after a minute: the caller's assert says)."""
+    for _ in range(1200):
+        if (await service.get(owner, publication_id)).status in ("published", "failed"):
+            return
+        await asyncio.sleep(0.05)
+
+
 def service_with(settings: Settings, app: CatalogApp, queue) -> PublishingService:
     return PublishingService(
         settings.model_copy(update={"runtime": "bwrap"}),
@@ -172,10 +180,7 @@ async def test_a_publication_whose_worker_was_killed_is_published_by_another(
     )
     running = asyncio.create_task(survivor.main())  # not burst: the dead worker's entry never leaves
     try:
-        for _ in range(1200):
-            if (await service.get(alice, pub.id)).status in ("published", "failed"):
-                break
-            await asyncio.sleep(0.05)
+        await until_finished(service, alice, pub.id)
     finally:
         for _ in range(100):  # let arq write its own result before stopping it
             if all(task.done() for task in survivor.tasks.values()):
@@ -235,10 +240,7 @@ async def test_without_redis_the_api_process_keeps_recovering_lost_publications(
     service = service_with(settings, app, None)
     recovering = asyncio.create_task(recover_forever(service, period_s=0.05))
     try:
-        for _ in range(1200):
-            if (await service.get(alice, pub.id)).status in ("published", "failed"):
-                break
-            await asyncio.sleep(0.05)
+        await until_finished(service, alice, pub.id)
     finally:
         recovering.cancel()
         with contextlib.suppress(asyncio.CancelledError):
