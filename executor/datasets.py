@@ -30,7 +30,7 @@ def parse_json_lines(data: bytes, what: str) -> list[Any]:
     if len(data) > MAX_DATA_BYTES:
         raise BadInput(f"{what} is larger than {MAX_DATA_BYTES >> 20} MiB")
     values = []
-    for number, line in enumerate(data.decode("utf-8", "replace").splitlines(), 1):
+    for number, line in enumerate(data.decode("utf-8-sig", "replace").splitlines(), 1):
         if not line.strip():
             continue
         try:

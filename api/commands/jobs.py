@@ -34,7 +34,7 @@ from infra.errors import BadInput
 def _records(input_file: Path | None, record: list[str]) -> list[Any]:
     values: list[Any] = []
     try:
-        lines = input_file.read_text(encoding="utf-8").splitlines() if input_file else []
+        lines = input_file.read_text(encoding="utf-8-sig").splitlines() if input_file else []
     except UnicodeDecodeError as exc:
         raise BadInput(f"{input_file}: not UTF-8 text (byte {exc.start}); expected JSON lines") from None
     for number, line in enumerate(lines, 1):

@@ -156,7 +156,7 @@ def register(app: typer.Typer) -> None:
 
 def _read_manifest(path: Path) -> Any:
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
+        return json.loads(path.read_text(encoding="utf-8-sig"))
     except (OSError, UnicodeDecodeError, ValueError) as exc:
         fail(f"{path}: not valid JSON: {exc}")
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 from executor.contract import RecordOutcome, encode_records, parse_outputs
+from executor.datasets import parse_json_lines
 
 
 def test_encode_records_writes_one_json_line_per_record() -> None:
@@ -50,3 +51,9 @@ def test_an_output_with_nan_or_infinity_is_an_error_of_its_record() -> None:
     for index in (0, 1):
         assert not parsed.outcomes[index].ok
         assert "NaN or Infinity" in (parsed.outcomes[index].error or "")
+
+
+def test_json_lines_saved_with_a_byte_order_mark_are_read() -> None:
+    """Files saved by Windows tools often start with a UTF-8 byte order mark; the first line was then
+    "not JSON", and the upload (or dataset) refused."""
+    assert parse_json_lines(b'\xef\xbb\xbf"a"\n{"input": "b"}\n', "the file") == ["a", {"input": "b"}]
