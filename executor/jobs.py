@@ -702,6 +702,12 @@ class JobService:
         if task == JobTask.TRAINING:
             if dataset_listing_id is None and not records:
                 raise BadInput("training needs data: a datasetListingId or records", field="datasetListingId")
+            if records is not None and not isinstance(records, list | tuple):
+                raise BadInput("records must be a list of training examples", field="records")
+            if records:
+                from executor.training import parse_examples
+
+                parse_examples(list(records))  # refused now, with its reason, not later in the worker
             return {"records": list(records or []), "dataset_listing_id": dataset_listing_id}
         if records is None or not isinstance(records, list | tuple):
             raise BadInput("inference needs records: a list of inputs, a file or a dataset", field="records")

@@ -135,3 +135,19 @@ async def test_a_model_trained_from_an_encrypted_algorithm_is_stored_encrypted(
     assert (await outcome(jobs, people["alice"], run.id)).result["records"] == [
         {"output": {"label": "positive"}}
     ]
+
+
+async def test_malformed_inline_training_examples_are_refused_at_submission(
+    jobs, catalog, people, settings
+) -> None:
+    """Inline training records were taken as they came (an object's keys became "examples") and the job
+    failed later, in the worker; bad input is refused when it is given, with its reason."""
+    algorithm = await publish_model(
+        settings, catalog, people["producer"], ALGORITHM, kind="algorithm", trainable=True
+    )
+    for records, reason in (
+        ({"input": "great film", "target": "positive"}, "records must be a list"),
+        (["great film"], "training example 1 must be an object"),
+    ):
+        with pytest.raises(BadInput, match=reason):
+            await jobs.submit(people["alice"], algorithm.listing_id, "training", records=records)
