@@ -63,8 +63,10 @@ def allocate(suggested: dict[str, Any] | None, requested: dict[str, Any] | None,
                 f"resources.{key}={value:g} exceeds your quota of {limits[key]:g}", field=f"resources.{key}"
             )
         values[key] = value
-    if values["cpu"] <= 0:
+    if quota.cpu <= 0:
         raise BadInput("your CPU quota is 0: no job can be allocated", field="resources.cpu")
+    if values["cpu"] <= 0:
+        raise BadInput("resources.cpu must be more than 0: a job needs some CPU", field="resources.cpu")
     return Allocation(
         cpu=float(values["cpu"]),
         memory_mb=max(MIN_MEMORY_MB, int(values["memory_mb"])),

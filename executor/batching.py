@@ -7,6 +7,11 @@ fraction of the limit, growing at most ``growth``-fold per step so one lucky mea
 and a call that still fails is retried on what it left unanswered, halved, down to single records, which
 then fail with their reason. Results come back in input order with per-record errors.
 
+A model that answers nothing at all is given up on after ``max_failed_calls`` failed calls *in a row*
+without a single answer; isolating one bad record takes about log2(batch) + 1 such calls, so the budget
+counts from the last answered record, not from the start of the job (a few bad records among many
+would otherwise leave the good records after them unrun).
+
 This module is pure scheduling: the scoring call is injected, so the same logic drives sandboxes in jobs
 and plain coroutines in tests.
 """
@@ -56,6 +61,7 @@ class BatchProgress:
     done: int = 0
     calls: int = 0
     failed_calls: int = 0
+    failed_in_a_row: int = 0  # failed calls since the last call that answered a record
     call_latencies_s: list[float] = field(default_factory=list)
 
 
@@ -88,10 +94,15 @@ async def run_in_batches(
     last_failure: Failure | None = None
 
     while retry or cursor < total:
-        if progress.failed_calls >= policy.max_failed_calls:
-            reason = f"not run: {progress.failed_calls} scoring calls failed (last: {_reason(last_failure)})"
+        if progress.failed_in_a_row >= policy.max_failed_calls:
+            reason = (
+                f"not run: {progress.failed_in_a_row} scoring calls failed in a row "
+                f"(last: {_reason(last_failure)})"
+            )
+            # Given up on because calls kept timing out, they count as timed out (as a lone slow record).
+            timed_out = last_failure is not None and last_failure.kind == FailureKind.TIMEOUT
             for index in [i for piece in retry for i in piece] + list(range(cursor, total)):
-                results[index] = RecordOutcome(error=reason)
+                results[index] = RecordOutcome(error=reason, timed_out=timed_out)
             progress.done = total
             break
         if retry:
@@ -108,6 +119,8 @@ async def run_in_batches(
         for index in answered:
             results[index] = outcome.outcomes[index]
         missing = [i for i in batch if i not in outcome.outcomes]
+        if answered:
+            progress.failed_in_a_row = 0
 
         if outcome.failure is None:
             if batch and len(batch) >= largest_ok:
@@ -117,6 +130,7 @@ async def run_in_batches(
                 results[index] = RecordOutcome(error="the entrypoint returned no output for this record")
         else:
             progress.failed_calls += 1
+            progress.failed_in_a_row += 0 if answered else 1
             last_failure = outcome.failure
             if len(batch) > 1 and outcome.failure.kind == FailureKind.TIMEOUT:
                 # The batch was too big for the limit: trust the measurement for the batches to come.

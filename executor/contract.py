@@ -14,6 +14,13 @@ from dataclasses import dataclass
 from typing import Any
 
 MAX_ERROR_CHARS = 2000
+NOT_JSON_NUMBER = "the output contains NaN or Infinity, which JSON does not allow"
+
+
+def reject_constant(name: str) -> Any:
+    """``parse_constant`` for ``json.loads``: Python writes NaN and Infinity, but they are not JSON
+    (PostgreSQL refuses to store them, and clients cannot parse them)."""
+    raise ValueError(f"{name} is not JSON")
 
 
 @dataclass(frozen=True)
@@ -47,11 +54,14 @@ def parse_outputs(stdout: bytes, expected: Sequence[int]) -> ParsedOutput:
     wanted = set(expected)
     outcomes: dict[int, RecordOutcome] = {}
     ignored = 0
+    constants: list[str] = []  # NaN / Infinity met in the current line (parsed as None, then refused)
+    decoder = json.JSONDecoder(parse_constant=lambda name: constants.append(name))
     for line in stdout.splitlines():
         if not line.strip():
             continue
+        constants.clear()
         try:
-            message = json.loads(line)
+            message = decoder.decode(line.decode("utf-8"))
         except ValueError:
             ignored += 1
             continue
@@ -65,7 +75,9 @@ def parse_outputs(stdout: bytes, expected: Sequence[int]) -> ParsedOutput:
         if record_id in outcomes:
             ignored += 1
             continue
-        if "error" in message and message["error"] is not None:
+        if constants:
+            outcomes[record_id] = RecordOutcome(error=NOT_JSON_NUMBER)
+        elif "error" in message and message["error"] is not None:
             outcomes[record_id] = RecordOutcome(error=str(message["error"])[:MAX_ERROR_CHARS])
         elif "output" in message:
             outcomes[record_id] = RecordOutcome(output=message["output"])

@@ -16,6 +16,7 @@ from typing import Any
 
 from sqlalchemy import select
 
+from executor.contract import reject_constant
 from infra.artifacts import ArtifactStore
 from infra.db import Database
 from infra.errors import BadInput
@@ -29,13 +30,16 @@ def parse_json_lines(data: bytes, what: str) -> list[Any]:
     if len(data) > MAX_DATA_BYTES:
         raise BadInput(f"{what} is larger than {MAX_DATA_BYTES >> 20} MiB")
     values = []
-    for number, line in enumerate(data.decode("utf-8", "replace").splitlines(), 1):
+    for number, line in enumerate(data.decode("utf-8-sig", "replace").splitlines(), 1):
         if not line.strip():
             continue
         try:
-            values.append(json.loads(line))
+            values.append(json.loads(line, parse_constant=reject_constant))
         except ValueError:
-            raise BadInput(f"{what} line {number} is not JSON; expected one JSON value per line") from None
+            raise BadInput(
+                f"{what} line {number} is not JSON (NaN and Infinity are not either); "
+                "expected one JSON value per line"
+            ) from None
     return values
 
 

@@ -99,6 +99,12 @@ class GpuPool:
         if count <= 0:
             yield ()
             return
+        held = leased_gpus()
+        if count <= len(held) and set(held) <= set(self.devices):
+            # Nested in a job's lease (a pipeline's step trained as a job of its own, in the same task):
+            # it runs on the job's devices. Waiting for free ones would wait for itself.
+            yield held[:count]
+            return
         if count > len(self.devices):
             raise Unavailable(
                 f"this job needs {count} GPU(s) and this worker has {len(self.devices)} "

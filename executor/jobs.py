@@ -52,6 +52,7 @@ if TYPE_CHECKING:
 logger = logging.getLogger("mlrepo.executor")
 
 MAX_RECORDS = 100_000
+IN_PROCESS_MAX_JOBS = 10  # jobs one process runs at once without Redis (an arq worker's ``max_jobs``)
 MAX_LOG_CHARS = 20_000
 RUNNABLE_KINDS = frozenset(
     {ListingKind.MODEL, ListingKind.ALGORITHM, ListingKind.PIPELINE, ListingKind.NOTEBOOK}
@@ -137,16 +138,35 @@ class ArqJobQueue:
 
 
 class InProcessJobQueue:
-    """No Redis: the same job function runs as a task of this process."""
+    """No Redis: the same job function runs as a task of this process, at most ``max_jobs`` at a time
+    (as an arq worker takes at most its ``max_jobs``); the others wait, QUEUED, for their turn."""
 
-    def __init__(self, runner: Callable[[str], Awaitable[Any]]) -> None:
+    def __init__(self, runner: Callable[[str], Awaitable[Any]], max_jobs: int = IN_PROCESS_MAX_JOBS) -> None:
         self.runner = runner
+        self.max_jobs = max_jobs
         self.tasks: set[asyncio.Task[Any]] = set()
+        self._waiting: set[str] = set()  # a job re-queued while it waits for its turn is not doubled
+        self._turns: asyncio.Semaphore | None = None
 
     async def enqueue(self, job_id: str, resource_class: str, attempt: int) -> None:
-        task = asyncio.create_task(self.runner(job_id), name=f"job:{job_id}")
+        if job_id in self._waiting:
+            return
+        self._waiting.add(job_id)
+        task = asyncio.create_task(self._take_turn(job_id), name=f"job:{job_id}")
         self.tasks.add(task)
         task.add_done_callback(self.tasks.discard)
+
+    async def _take_turn(self, job_id: str) -> Any:
+        if self._turns is None:
+            self._turns = asyncio.Semaphore(self.max_jobs)
+        try:
+            await self._turns.acquire()
+        finally:
+            self._waiting.discard(job_id)
+        try:
+            return await self.runner(job_id)
+        finally:
+            self._turns.release()
 
     async def close(self) -> None:
         for task in list(self.tasks):
@@ -205,8 +225,11 @@ class JobService:
             dataset = await self.catalog.listings.get(actor, dataset_listing_id)
             if dataset.kind != ListingKind.DATASET:
                 raise BadInput("datasetListingId must name a dataset listing", field="datasetListingId")
-            if task == JobTask.INFERENCE and records is None:  # score the dataset's records
-                records = inference_inputs(await dataset_lines(self.settings, self.db, dataset_listing_id))
+            if task == JobTask.INFERENCE:  # score the dataset's records (then any given inline)
+                lines = await dataset_lines(self.settings, self.db, dataset_listing_id)
+                if records is not None and not isinstance(records, list | tuple):
+                    raise BadInput("records must be a list of inputs", field="records")
+                records = [*inference_inputs(lines), *(records or [])]
         if pipeline_id is not None:
             return await self._submit_pipeline(actor, task, records, resources, pipeline_id=pipeline_id)
         assert listing_id is not None
@@ -244,8 +267,16 @@ class JobService:
             session.add(row)
         view = JobView.of(row)
         await self._publish(view)
-        await self.queue.enqueue(row.id, row.resource_class, 1)
+        await self.deliver(row.id, row.resource_class, 1)
         return view
+
+    async def deliver(self, job_id: str, resource_class: str, attempt: int) -> None:
+        """Hand a QUEUED job to the queue. Its row is written already, so a queue that refuses it now
+        (Redis down) fails nothing: the reconciler re-queues what the database says is queued."""
+        try:
+            await self.queue.enqueue(job_id, resource_class, attempt)
+        except Exception:
+            logger.warning("job %s is queued, but the queue refused it for now", job_id, exc_info=True)
 
     async def _submit_pipeline(
         self,
@@ -338,16 +369,20 @@ class JobService:
         work = asyncio.current_task()
         heartbeat = asyncio.create_task(self._heartbeat(job_id, work))
         try:
-            # The job's devices for as long as it runs; a pipeline's row holds its most demanding step's.
-            async with self.gpus.lease(int((row.resources or {}).get("gpu") or 0)):
-                if row.pipeline_id is not None:
-                    status, error = await self._run_pipeline(row, staging)
-                elif row.task == JobTask.TRAINING:
-                    from executor.training import run_training_job
+            unavailable = await self._listing_unavailable(row)
+            if unavailable is not None:
+                status, error = JobStatus.FAILED, unavailable
+            else:
+                # The job's devices while it runs; a pipeline's row holds its most demanding step's.
+                async with self.gpus.lease(int((row.resources or {}).get("gpu") or 0)):
+                    if row.pipeline_id is not None:
+                        status, error = await self._run_pipeline(row, staging)
+                    elif row.task == JobTask.TRAINING:
+                        from executor.training import run_training_job
 
-                    status, error = await run_training_job(self, row, staging)
-                else:
-                    status, error = await self._run_inference(row, staging)
+                        status, error = await run_training_job(self, row, staging)
+                    else:
+                        status, error = await self._run_inference(row, staging)
         except JobCancelled:
             status, error = JobStatus.CANCELLED, "cancelled by the requester"
         except asyncio.CancelledError:
@@ -364,6 +399,23 @@ class JobService:
             shutil.rmtree(staging, ignore_errors=True)
         await self.finish(job_id, status, error=error)
         return status.value
+
+    async def _listing_unavailable(self, row: Job) -> str | None:
+        """Why the job's listing may no longer run for its owner, or None. Checked again when the job
+        starts, because it may have waited in the queue while the listing was suspended (its behaviour
+        changed) or made private. A pipeline job re-plans with its owner's visibility instead."""
+        if row.pipeline_id is not None or row.listing_id is None:
+            return None
+        async with self.db.session() as session:
+            account = await session.get(Account, row.owner_id)
+        if account is None:
+            return "the job's account no longer exists"
+        owner = Actor(account_id=account.id, role=account.role, name=account.name)
+        try:
+            await self.catalog.listings.get(owner, row.listing_id)
+        except NotFound:
+            return "the listing is no longer available to you (suspended, made private or deleted)"
+        return None
 
     async def _run_pipeline(self, row: Job, staging: Path) -> tuple[JobStatus, str | None]:
         if row.task == JobTask.TRAINING:
@@ -447,20 +499,44 @@ class JobService:
                 beat = _aware(row.heartbeat_at or row.started_at or row.created_at)
                 if beat >= stale_before:
                     continue
+                gave_up = (row.attempts or 0) >= self.settings.job_max_attempts
+                values: dict[str, Any] = (
+                    {
+                        "status": JobStatus.FAILED.value,
+                        "error": f"the worker running this job was lost {row.attempts} times; giving up",
+                        "finished_at": now,
+                    }
+                    if gave_up
+                    else {
+                        "status": JobStatus.QUEUED.value,
+                        "logs": _append_log(
+                            row.logs, f"worker lost during attempt {row.attempts}; re-queued"
+                        ),
+                    }
+                )
+                # Only if nothing moved since the read: its worker may have finished it (or beaten) since.
+                unchanged = (
+                    Job.heartbeat_at.is_(None)
+                    if row.heartbeat_at is None
+                    else Job.heartbeat_at == row.heartbeat_at
+                )
+                result = await session.execute(
+                    update(Job)
+                    .where(Job.id == row.id, Job.status == JobStatus.RUNNING.value, unchanged)
+                    .values(**values)
+                    .execution_options(synchronize_session=False)
+                )
+                if result.rowcount == 0:
+                    continue
                 lost.append(row.id)
-                if (row.attempts or 0) >= self.settings.job_max_attempts:
-                    row.status = JobStatus.FAILED.value
-                    row.error = f"the worker running this job was lost {row.attempts} times; giving up"
-                    row.finished_at = now
+                if gave_up:
                     failed += 1
                 else:
-                    row.status = JobStatus.QUEUED.value
-                    row.logs = _append_log(row.logs, f"worker lost during attempt {row.attempts}; re-queued")
                     requeue.append((row.id, row.resource_class, (row.attempts or 0) + 1))
         for job_id in lost:
             await asyncio.to_thread(self._remove_orphans, job_id)
         for job_id, resource_class, attempt in requeue:
-            await self.queue.enqueue(job_id, resource_class, attempt)
+            await self.deliver(job_id, resource_class, attempt)
         return {"requeued": len(requeue), "failed": failed}
 
     def _remove_orphans(self, job_id: str) -> None:
@@ -473,20 +549,38 @@ class JobService:
     # ------------------------------------------------------------------ internals
 
     async def claim(self, job_id: str) -> Job | None:
-        """QUEUED → RUNNING in one transaction (row lock on PostgreSQL, a write lock on SQLite)."""
+        """QUEUED → RUNNING in one transaction. The move is a conditional UPDATE (``WHERE status =
+        'queued'``): on SQLite a read takes no lock, so two deliveries could both read QUEUED, and only
+        the row count tells which of them won."""
         async with self.db.session() as session:
             row = await session.get(Job, job_id, with_for_update=not self.db.is_sqlite)
             if row is None or row.status != JobStatus.QUEUED:
                 return None
-            if (row.attempts or 0) >= self.settings.job_max_attempts:
-                row.status = JobStatus.FAILED.value
-                row.error = f"the job did not finish in {row.attempts} attempts; giving up"
-                row.finished_at = utcnow()
-                return None
-            row.status = JobStatus.RUNNING.value
-            row.attempts = (row.attempts or 0) + 1
-            row.started_at = row.heartbeat_at = utcnow()
-            await session.flush()
+            attempts, now = row.attempts or 0, utcnow()
+            gave_up = attempts >= self.settings.job_max_attempts
+            values: dict[str, Any] = (
+                {
+                    "status": JobStatus.FAILED.value,
+                    "error": f"the job did not finish in {attempts} attempts; giving up",
+                    "finished_at": now,
+                }
+                if gave_up
+                else {
+                    "status": JobStatus.RUNNING.value,
+                    "attempts": attempts + 1,
+                    "started_at": now,
+                    "heartbeat_at": now,
+                }
+            )
+            result = await session.execute(
+                update(Job)
+                .where(Job.id == job_id, Job.status == JobStatus.QUEUED.value)
+                .values(**values)
+                .execution_options(synchronize_session=False)
+            )
+            if result.rowcount == 0 or gave_up:
+                return None  # another delivery claimed it first (or it is out of attempts)
+            await session.refresh(row)
             claimed = row
         await self._publish(JobView.of(claimed))
         return claimed
@@ -494,10 +588,16 @@ class JobService:
     async def _heartbeat(self, job_id: str, work: asyncio.Task[Any] | None) -> None:
         while True:
             await asyncio.sleep(self.settings.job_heartbeat_s)
-            async with self.db.session() as session:
-                status = await session.scalar(select(Job.status).where(Job.id == job_id))
-                if status == JobStatus.RUNNING:
-                    await session.execute(update(Job).where(Job.id == job_id).values(heartbeat_at=utcnow()))
+            try:
+                async with self.db.session() as session:
+                    status = await session.scalar(select(Job.status).where(Job.id == job_id))
+                    if status == JobStatus.RUNNING:
+                        await session.execute(
+                            update(Job).where(Job.id == job_id).values(heartbeat_at=utcnow())
+                        )
+            except Exception:  # a database hiccup must not end the heartbeats: the job would look lost
+                logger.warning("job %s: heartbeat failed; retrying", job_id, exc_info=True)
+                continue
             if status == JobStatus.CANCELLED and work is not None:
                 work.cancel()  # stops the sandbox: the bwrap session or the container is killed
                 return
@@ -602,6 +702,12 @@ class JobService:
         if task == JobTask.TRAINING:
             if dataset_listing_id is None and not records:
                 raise BadInput("training needs data: a datasetListingId or records", field="datasetListingId")
+            if records is not None and not isinstance(records, list | tuple):
+                raise BadInput("records must be a list of training examples", field="records")
+            if records:
+                from executor.training import parse_examples
+
+                parse_examples(list(records))  # refused now, with its reason, not later in the worker
             return {"records": list(records or []), "dataset_listing_id": dataset_listing_id}
         if records is None or not isinstance(records, list | tuple):
             raise BadInput("inference needs records: a list of inputs, a file or a dataset", field="records")

@@ -122,7 +122,7 @@ async def queue_staged_job(
             attempts=0,
         )
         session.add(row)
-    await jobs.queue.enqueue(row.id, row.resource_class, 1)
+    await jobs.deliver(row.id, row.resource_class, 1)
     return row.id
 
 

@@ -20,7 +20,11 @@ from infra.settings import Settings
 class ExecutorSandbox:
     def __init__(self, settings: Settings, gpus: GpuPool | None = None) -> None:
         self.mode = settings.runtime
-        self.bwrap = BwrapRuntime(work_dir=settings.data_dir / "sandbox", cgroups=settings.sandbox_cgroups)
+        self.bwrap = BwrapRuntime(
+            work_dir=settings.data_dir / "sandbox",
+            runtime_root=settings.bwrap_runtime_root,  # the interpreter jobs will get: verify on it
+            cgroups=settings.sandbox_cgroups,
+        )
         self.docker = DockerRuntime(settings.docker_host)
         self.gpus = gpus or shared_pool(parse_devices(settings.gpu_devices))
 

@@ -38,7 +38,7 @@ from executor.jobs import JOB_LABEL
 from executor.output_filter import OutputFilter
 from executor.packages import prepare_runnable
 from executor.runtimes import DockerRuntime, Package, RunRequest
-from infra.artifacts import ArtifactStore
+from infra.artifacts import ArtifactStore, StoredArtifact
 from infra.errors import BadInput
 from infra.tables import Account, Job, Listing, ListingVersion
 
@@ -149,7 +149,9 @@ async def run_training_job(service: JobService, row: Job, staging: Path) -> tupl
         # A record that errored counts as wrong; the count says whether the model failed or erred.
         holdout_errors = sum(1 for r, _ in pairs if not r.ok)
 
-    digest = await asyncio.to_thread(_store_package, settings, trained_dir, staging)
+    # The model carries the algorithm's code: encrypted at rest when the producer had it encrypted.
+    stored = await asyncio.to_thread(_store_package, settings, trained_dir, staging, bool(version.encrypted))
+    digest = stored.digest
     actor = Actor(account_id=owner.id, role=owner.role, name=owner.name)
     source = dataset.name if dataset else "uploaded data"
     fields = {
@@ -181,6 +183,7 @@ async def run_training_job(service: JobService, row: Job, staging: Path) -> tupl
         {
             "artifact_kind": "package",
             "artifact_digest": digest,
+            "encrypted": stored.encrypted,
             "image_ref": image,
             "manifest": manifest,
             "notes": f"trained by job {row.id}",
@@ -260,9 +263,9 @@ def _assemble(settings: Any, version: ListingVersion, tar_stream: bytes, staging
     return trained
 
 
-def _store_package(settings: Any, trained_dir: Path, staging: Path) -> str:
+def _store_package(settings: Any, trained_dir: Path, staging: Path, encrypt: bool) -> StoredArtifact:
     tarball = normalize_package(trained_dir, staging / "trained.tar.gz")
-    return ArtifactStore.from_settings(settings).put_file(tarball).digest
+    return ArtifactStore.from_settings(settings).put_file(tarball, encrypt=encrypt)
 
 
 def _build_image(

@@ -129,7 +129,10 @@ class WorkerSettings:
 
     _settings = get_settings()
     functions = [run_job, reconcile_jobs, *dict.fromkeys([*PUBLISHING_FUNCTIONS, *GPU_PUBLISHING_FUNCTIONS])]
-    cron_jobs = [cron(reconcile_jobs, second={0}, run_at_startup=False, unique=True)]
+    cron_jobs = [
+        cron(reconcile_jobs, second={0}, run_at_startup=False, unique=True),
+        *publishing_cron_jobs(_settings, on_gpu_worker=_settings.worker_resource_class == GPU_CLASS),
+    ]
     queue_name = queue_for(_settings.worker_resource_class)
     max_jobs = max_jobs_for(_settings)
     redis_settings = RedisSettings.from_dsn(_settings.redis_url or "redis://127.0.0.1:6379")

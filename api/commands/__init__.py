@@ -44,10 +44,12 @@ async def open_catalog(
 ) -> AsyncIterator[CatalogApp]:
     """The catalog for one command. Commands that only write (accounts, tokens, imports) pass
     ``with_index=False``: a running ``mlrepo serve`` holds the embedded index and picks their rows up
-    from the database. ``load_index=False``: the command rebuilds the index itself (``reindex``)."""
+    from the database. ``load_index=False``: the command rebuilds the index itself (``reindex``).
+    Migrations are applied first (a no-op when current), so that a command run on a new data dir answers
+    like on an empty catalog instead of failing on a missing table."""
     from catalog.app import CatalogApp  # imported late: it pulls in the model and index libraries
 
-    catalog = await CatalogApp.open(settings, with_index=with_index, load_index=load_index)
+    catalog = await CatalogApp.open(settings, with_index=with_index, load_index=load_index, migrate=True)
     try:
         yield catalog
     finally:

@@ -27,21 +27,25 @@ from api.commands import (
     settings_of,
 )
 from catalog.enums import JobStatus
+from executor.contract import reject_constant
 from infra.errors import BadInput
 
 
 def _records(input_file: Path | None, record: list[str]) -> list[Any]:
     values: list[Any] = []
-    lines = input_file.read_text().splitlines() if input_file else []
+    try:
+        lines = input_file.read_text(encoding="utf-8-sig").splitlines() if input_file else []
+    except UnicodeDecodeError as exc:
+        raise BadInput(f"{input_file}: not UTF-8 text (byte {exc.start}); expected JSON lines") from None
     for number, line in enumerate(lines, 1):
         if line.strip():
             try:
-                values.append(json.loads(line))
+                values.append(json.loads(line, parse_constant=reject_constant))
             except ValueError as exc:
                 raise BadInput(f"{input_file}:{number}: not JSON: {exc}") from None
     for text in record:
         try:
-            values.append(json.loads(text))
+            values.append(json.loads(text, parse_constant=reject_constant))
         except ValueError:
             values.append(text)  # a bare string is the common case: --record "great movie"
     return values

@@ -2,9 +2,10 @@
 
 ``publish`` submits like ``Mutation.publishPackage/publishImage/publishDataset`` does (same service, same
 checks) as the account of ``--token``; with ``MLREPO_REDIS_URL`` set the job goes to the arq worker,
-otherwise it runs in this process. It waits for the outcome unless ``--no-wait`` and exits 1 when the
-publication fails. ``verify --all`` re-runs every verified listing's unit tests and suspends those whose
-behaviour changed (exit 1 when any was suspended or could not be checked).
+otherwise it runs in this process. It waits for the outcome unless ``--no-wait`` (which needs Redis: a
+job of this process ends with it) and exits 1 when the publication fails. ``verify --all`` re-runs every
+verified listing's unit tests and suspends those whose behaviour changed (exit 1 when any was suspended
+or could not be checked).
 """
 
 from __future__ import annotations
@@ -96,7 +97,7 @@ def register(app: typer.Typer) -> None:
             fail(f"give the {kind} file to publish")
         settings = settings_of(ctx)
         requirements = _requirements(cpu, memory_mb, gpu, encrypt=encrypt, verify=verify, timeout_s=timeout)
-        manifest_data = json.loads(manifest.read_text()) if manifest else None
+        manifest_data = _read_manifest(manifest) if manifest else None
         if kind in ("image", "dataset") and manifest_data is None:
             fail(f"--manifest is required for kind {kind}")
 
@@ -114,7 +115,8 @@ def register(app: typer.Typer) -> None:
                     view = await _submit(
                         service, actor, kind, path, manifest_data, image, listing, requirements, expected
                     )
-                    if wait:
+                    # Without Redis the job runs in this process: it must not end before the job does.
+                    if wait or isinstance(service.queue, InProcessQueue):
                         view = await _wait(service, actor, view)
                 finally:
                     if queue is not None:
@@ -150,6 +152,13 @@ def register(app: typer.Typer) -> None:
         print_json(results)
         if any(r["outcome"] in ("suspended", "error") for r in results):
             raise typer.Exit(EXIT_FAILURE)
+
+
+def _read_manifest(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text(encoding="utf-8-sig"))
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        fail(f"{path}: not valid JSON: {exc}")
 
 
 async def _submit(

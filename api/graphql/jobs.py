@@ -27,6 +27,7 @@ from catalog.enums import JobTask as JobTaskValue
 from executor.datasets import MAX_DATA_BYTES, parse_json_lines
 from executor.events import job_events_for
 from executor.jobs import ArqJobQueue, JobService, JobView
+from infra.errors import BadInput
 
 EXTRAS_KEY = "jobs"
 logger = logging.getLogger("mlrepo.api")
@@ -144,7 +145,9 @@ class RunJobInput:
     records: JSON | None = strawberry.field(
         default=None, description="Inference inputs: a JSON list, one per record."
     )
-    dataset_listing_id: strawberry.ID | None = strawberry.field(default=None, description="Training data.")
+    dataset_listing_id: strawberry.ID | None = strawberry.field(
+        default=None, description="A dataset listing: training data, or inputs to score (then any records)."
+    )
     resources: ResourcesInput | None = strawberry.field(
         default=None, description="Ask for specific resources (within your quota); default: the listing's."
     )
@@ -166,6 +169,10 @@ class Mutation:
     async def run_job(self, info: strawberry.Info, input: RunJobInput, file: Upload | None = None) -> Job:
         records = input.records
         if file is not None:
+            if records is not None and not isinstance(records, list):
+                raise BadInput(
+                    "records must be a JSON list of inputs (the file's lines are added)", field="records"
+                )
             data = await asyncio.to_thread(file.file.read, MAX_DATA_BYTES + 1)
             records = [*(records or []), *parse_json_lines(data, "the uploaded file")]
         view = await jobs_of(info).submit(

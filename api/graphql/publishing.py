@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import datetime
@@ -30,6 +31,8 @@ from executor.publish_sandbox import ExecutorSandbox
 
 EXTRAS_KEY = "publishing"
 SHUTDOWN_GRACE_S = 30.0
+RECOVER_EVERY_S = 60.0
+logger = logging.getLogger("mlrepo.api")
 
 PublicationStatus = strawberry.enum(PublicationStatusValue, name="PublicationStatus")
 PublicationStepStatus = strawberry.enum(StepStatusValue, name="PublicationStepStatus")
@@ -52,17 +55,34 @@ async def lifespan(services: Any) -> AsyncIterator[None]:
         settings, catalog.db, catalog.listings, ExecutorSandbox(settings), queue=queue
     )
     services.extras[EXTRAS_KEY] = service
+    recovering = None
     if queue is None:
         await service.recover()
+        recovering = asyncio.create_task(recover_forever(service, RECOVER_EVERY_S))
     try:
         yield
     finally:
+        if recovering is not None:
+            recovering.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await recovering
         services.extras.pop(EXTRAS_KEY, None)
         if isinstance(service.queue, InProcessQueue):
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(service.queue.drain(), SHUTDOWN_GRACE_S)
         if queue is not None:
             await queue.close()
+
+
+async def recover_forever(service: PublishingService, period_s: float) -> None:
+    """Without Redis no worker recovers: this process re-queues, now and then, publications lost since it
+    started (start-up recovery passes over those not yet stale at that moment)."""
+    while True:
+        await asyncio.sleep(period_s)
+        try:
+            await service.recover()
+        except Exception:  # a database hiccup must not end the loop; the next round retries
+            logger.warning("publication recovery failed", exc_info=True)
 
 
 def publishing_of(info: strawberry.Info) -> PublishingService:

@@ -42,17 +42,28 @@ async def reverify_gpu_job(ctx: dict[str, Any]) -> list[dict[str, Any]]:
     return [asdict(r) for r in results]
 
 
-PUBLISHING_FUNCTIONS = (publish_job, reverify_job)
+async def recover_job(ctx: dict[str, Any]) -> int:
+    """Re-queue publications whose worker was lost since start-up (start-up recovery sees only those
+    stale by then); returns how many publications are queued."""
+    return await ctx[CTX_KEY].recover()
+
+
+PUBLISHING_FUNCTIONS = (publish_job, reverify_job, recover_job)
 # A GPU worker runs the publications handed to it and re-verifies the listings that suggest GPUs.
 GPU_PUBLISHING_FUNCTIONS = (publish_job, reverify_gpu_job)
 
 
 def publishing_cron_jobs(settings: Settings, on_gpu_worker: bool = False) -> list[CronJob]:
-    """Re-verification on the hours implied by ``verify_interval_s`` (at least hourly, at most daily)."""
+    """Re-verification on the hours implied by ``verify_interval_s`` (at least hourly, at most daily), and
+    (on cpu workers) recovery of lost publications every minute."""
     hours_apart = min(max(settings.verify_interval_s // 3600, 1), 24)
     hours = set(range(0, 24, hours_apart)) if hours_apart < 24 else {3}
-    job = reverify_gpu_job if on_gpu_worker else reverify_job
-    return [cron(job, hour=hours, minute={17}, run_at_startup=False, unique=True)]
+    if on_gpu_worker:
+        return [cron(reverify_gpu_job, hour=hours, minute={17}, run_at_startup=False, unique=True)]
+    return [
+        cron(reverify_job, hour=hours, minute={17}, run_at_startup=False, unique=True),
+        cron(recover_job, second={30}, run_at_startup=False, unique=True),
+    ]
 
 
 async def start_publishing(

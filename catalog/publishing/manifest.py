@@ -262,7 +262,7 @@ def decode_manifest(raw: bytes, filename: str) -> dict[str, Any]:
     if len(raw) > MAX_MANIFEST_BYTES:
         raise ManifestError([f"{filename}: larger than {MAX_MANIFEST_BYTES} bytes"])
     try:
-        text = raw.decode("utf-8")
+        text = raw.decode("utf-8-sig")  # a byte order mark (Windows editors) is not content
         return json.loads(text) if filename.endswith(".json") else tomllib.loads(text)
     except (UnicodeDecodeError, json.JSONDecodeError, tomllib.TOMLDecodeError) as exc:
         raise ManifestError([f"{filename}: not valid {filename.rsplit('.', 1)[1].upper()}: {exc}"]) from None

@@ -48,10 +48,18 @@ COPY_CHUNK = 1 << 20
 SOURCE_KINDS = ("package", "image", "dataset")
 # A RUNNING publication whose record has not changed for this long lost its worker.
 STALE_RUNNING_S = 900.0
+DELIVERIES_KEY = "deliveries"  # in metadata_json: how often recovery re-queued it after a lost worker
+
+
+def _deliveries(meta: dict[str, Any] | None) -> int:
+    return int((meta or {}).get(DELIVERIES_KEY) or 0)
 
 
 class PublishQueue(Protocol):
-    async def enqueue(self, publication_id: str, on_gpu: bool = False) -> None: ...
+    async def enqueue(self, publication_id: str, delivery: int = 0, on_gpu: bool = False) -> None:
+        """``delivery`` counts re-queues after a lost worker: each is a new job, not a duplicate.
+        ``on_gpu``: to the GPU workers' queue."""
+        ...
 
     async def gpu_workers_alive(self) -> bool:
         """Whether a worker with GPUs takes publications now (``on_gpu``): where GPUs live only on
@@ -66,7 +74,7 @@ class InProcessQueue:
         self._run = run
         self._tasks: set[asyncio.Task[Any]] = set()
 
-    async def enqueue(self, publication_id: str, on_gpu: bool = False) -> None:
+    async def enqueue(self, publication_id: str, delivery: int = 0, on_gpu: bool = False) -> None:
         task = asyncio.create_task(self._run(publication_id), name=f"publish:{publication_id}")
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
@@ -100,16 +108,18 @@ class ArqQueue:
             self._pool = await create_pool(RedisSettings.from_dsn(self.redis_url))
         return self._pool
 
-    async def enqueue(self, publication_id: str, on_gpu: bool = False) -> None:
+    async def enqueue(self, publication_id: str, delivery: int = 0, on_gpu: bool = False) -> None:
         pool = await self._connection()
-        queue_name, job_id = self.queue_name, f"publish:{publication_id}"
+        # The job id dedupes: enqueueing the same delivery twice runs it once. A lost worker's job stays
+        # in Redis, "in progress" until arq's own job timeout, so a re-queue after it needs an id of its own;
+        # so does the hand-off to a GPU worker (the first delivery's result holds the plain id for an hour).
+        queue_name = self.queue_name
+        job_id = f"publish:{publication_id}" + (f":{delivery}" if delivery else "")
         if on_gpu:
             if self.gpu_queue is None:
                 raise Unavailable("this process knows no GPU worker queue to hand the publication to")
-            # Its own job id: the first delivery's result still holds the plain id for an hour.
             queue_name, job_id = self.gpu_queue, f"{job_id}:gpu"
         kwargs = {"_queue_name": queue_name} if queue_name else {}
-        # The job id dedupes: enqueueing the same publication twice runs it once.
         await pool.enqueue_job("publish_job", publication_id, _job_id=job_id, **kwargs)
 
     async def gpu_workers_alive(self) -> bool:
@@ -318,8 +328,18 @@ class PublishingService:
             if upload_path is not None:
                 shutil.rmtree(upload_path.parent, ignore_errors=True)
             raise
-        await self.queue.enqueue(publication_id)
+        await self._deliver(publication_id, 0)
         return await self.get(actor, publication_id)
+
+    async def _deliver(self, publication_id: str, delivery: int, on_gpu: bool = False) -> None:
+        """Hand a QUEUED publication to the queue. Its record and upload are written already, so a queue
+        that refuses it now (Redis down) fails nothing: recovery re-queues what the database says."""
+        try:
+            await self.queue.enqueue(publication_id, delivery, on_gpu=on_gpu)
+        except Exception:
+            logger.warning(
+                "publication %s is queued, but the queue refused it for now", publication_id, exc_info=True
+            )
 
     async def _check_owner(self, actor: Actor, listing_id: str) -> None:
         async with self.db.session() as session:
@@ -381,7 +401,7 @@ class PublishingService:
         workflow hands to a GPU worker goes back on the queue, to the GPU workers' side of it."""
         outcome = await self.workflow.run(publication_id)
         if outcome == HANDED_TO_GPU_WORKER:
-            await self.queue.enqueue(publication_id, on_gpu=True)
+            await self._deliver(publication_id, 0, on_gpu=True)
         return outcome
 
     async def recover(self, stale_after_s: float = STALE_RUNNING_S) -> int:
@@ -391,11 +411,25 @@ class PublishingService:
         worker goes back to the GPU workers' queue, and waits there for one (as a GPU job does)."""
         cutoff = utcnow() - timedelta(seconds=stale_after_s)
         async with self.db.session() as session:
-            await session.execute(
-                update(Publication)
-                .where(Publication.status == PublicationStatus.RUNNING.value, Publication.updated_at < cutoff)
-                .values(status=PublicationStatus.QUEUED.value, updated_at=utcnow())
-            )
+            stale = (
+                await session.execute(
+                    select(Publication.id, Publication.metadata_json).where(
+                        Publication.status == PublicationStatus.RUNNING.value, Publication.updated_at < cutoff
+                    )
+                )
+            ).all()
+            for publication_id, meta in stale:
+                meta = dict(meta or {})
+                meta[DELIVERIES_KEY] = _deliveries(meta) + 1
+                await session.execute(
+                    update(Publication)
+                    .where(
+                        Publication.id == publication_id,
+                        Publication.status == PublicationStatus.RUNNING.value,
+                        Publication.updated_at < cutoff,
+                    )
+                    .values(status=PublicationStatus.QUEUED.value, updated_at=utcnow(), metadata_json=meta)
+                )
             queued = (
                 await session.execute(
                     select(Publication.id, Publication.metadata_json).where(
@@ -404,7 +438,8 @@ class PublishingService:
                 )
             ).all()
         for publication_id, meta in queued:
-            await self.queue.enqueue(publication_id, on_gpu=(meta or {}).get("route") == GPU_ROUTE)
+            on_gpu = (meta or {}).get("route") == GPU_ROUTE
+            await self._deliver(publication_id, _deliveries(meta), on_gpu=on_gpu)
         return len(queued)
 
     # ------------------------------------------------------------------ re-verification

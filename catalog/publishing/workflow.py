@@ -114,9 +114,17 @@ class Job:
 
 
 def merge_requirements(manifest: dict[str, Any], requirements: dict[str, Any]) -> dict[str, Any]:
-    """The producer's requirements given with the upload override those in the manifest."""
+    """The producer's requirements given with the upload override those in the manifest; within
+    ``resources`` (and ``training_resources``) only the values given change, the others stay the
+    manifest's."""
     merged = dict(manifest)
-    merged.update({k: v for k, v in requirements.items() if k in REQUIREMENT_KEYS and v is not None})
+    for key, value in requirements.items():
+        if key not in REQUIREMENT_KEYS or value is None:
+            continue
+        if isinstance(value, dict):
+            given = {k: v for k, v in value.items() if v is not None}
+            value = {**merged[key], **given} if isinstance(merged.get(key), dict) else given
+        merged[key] = value
     return merged
 
 

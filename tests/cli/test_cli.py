@@ -162,6 +162,15 @@ def test_migrate_and_reindex(runner, sqlite_settings, tmp_path) -> None:
     assert reindexed.exit_code == 0 and "reindexed 2 listings" in reindexed.stdout
 
 
+def test_a_first_command_on_a_new_data_dir_answers_without_a_traceback(runner, tmp_path) -> None:
+    """Only migrate, serve, import, seed and account commands set the database up; token create, search,
+    run, publish and verify on a new data dir used to end in a "no such table" traceback."""
+    fresh = Settings(data_dir=tmp_path / "fresh")
+    token = mlrepo(runner, fresh, "token", "create", "bob")
+    assert token.exit_code == 2 and "no account named 'bob'" in token.stderr
+    assert mlrepo(runner, fresh, "verify", "--all").exit_code == 0
+
+
 def test_unreachable_database_fails_cleanly(runner, tmp_path) -> None:
     settings = Settings(data_dir=tmp_path, database_url="postgresql+asyncpg://nobody@127.0.0.1:1/none")
     result = mlrepo(runner, settings, "migrate")

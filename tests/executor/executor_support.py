@@ -74,6 +74,7 @@ async def publish_model(
     name: str = "tiny-sentiment",
     kind: str = "model",
     trainable: bool = False,
+    encrypt: bool = False,
 ) -> Published:
     """What publishing leaves behind, made with the real artifact store (and a real image for docker):
     a listing, and a version pointing at the stored package and its image."""
@@ -84,7 +85,7 @@ async def publish_model(
     root.mkdir(parents=True)
     (root / "model.py").write_text(textwrap.dedent(source))
     tarball = normalize_package(root, settings.data_dir / f"{name}.tar.gz")
-    stored = ArtifactStore.from_settings(settings).put_file(tarball)
+    stored = ArtifactStore.from_settings(settings).put_file(tarball, encrypt=encrypt)
     image = build_image(docker, root) if docker is not None else None
     async with catalog.db.session() as session:
         listing = Listing(
@@ -107,6 +108,7 @@ async def publish_model(
                 version="1.0.0",
                 artifact_kind="package",
                 artifact_digest=stored.digest,
+                encrypted=stored.encrypted,
                 image_ref=image,
                 manifest={
                     "command": ["python3", "model.py"],

@@ -188,3 +188,28 @@ async def test_run_job_on_an_uploaded_json_lines_file(server) -> None:
         )
     error = broken.json()["errors"][0]
     assert error["extensions"]["code"] == "BAD_INPUT" and "line 2 is not JSON" in error["message"]
+
+
+async def test_records_that_are_not_a_list_are_refused_with_a_file_too(server) -> None:
+    """With a file, inline records used to be spread into the list: an object's keys (or a string's
+    characters) silently became records to score."""
+    address, settings, app = server
+    who = await people(app)
+    published = await publish_model(settings, app.state.services.catalog, who["producer"][0], MODEL)
+    query = (
+        "mutation($input: RunJobInput!, $file: Upload) { runJob(input: $input, file: $file) { id status } }"
+    )
+    async with httpx.AsyncClient(base_url=f"http://{address}") as http:
+        for records in ({"text": "good"}, "good"):
+            variables = {"input": {"listingId": published.listing_id, "records": records}, "file": None}
+            response = await http.post(
+                "/graphql",
+                data={
+                    "operations": json.dumps({"query": query, "variables": variables}),
+                    "map": json.dumps({"0": ["variables.file"]}),
+                },
+                files={"0": ("inputs.jsonl", b'"one"\n', "application/x-ndjson")},
+                headers={"Authorization": f"Bearer {who['alice'][1]}"},
+            )
+            error = response.json()["errors"][0]
+            assert error["extensions"]["code"] == "BAD_INPUT" and "records" in error["message"]

@@ -8,8 +8,10 @@ from collections.abc import Sequence
 
 import pytest
 
+from catalog.enums import JobStatus
 from executor.batching import BatchPolicy, BatchProgress, CallResult, run_in_batches
 from executor.contract import RecordOutcome
+from executor.inference import verdict
 from executor.runtimes.base import Failure, FailureKind
 
 
@@ -139,3 +141,27 @@ async def test_no_records_means_no_calls() -> None:
     model = SimulatedModel(timeout_s=1.0)
     outcome = await run_in_batches(0, model, BatchPolicy(timeout_s=1.0))
     assert outcome.results == [] and model.calls == []
+
+
+async def test_a_few_crashing_records_among_many_cost_only_their_own_results() -> None:
+    """Isolating each crashing record takes a handful of failed calls; the budget used to count every
+    failed call of the whole job, so four bad records in 10,000 left thousands of good ones "not run"."""
+    model = SimulatedModel(timeout_s=10.0, per_record_s=0.0001)
+    model.crash_on = {700, 2345, 5000, 9999}
+    outcome = await run_in_batches(10_000, model, BatchPolicy(timeout_s=10.0))
+    failed = {i: r.error for i, r in enumerate(outcome.results) if not r.ok}
+    assert failed == {i: "exited with status 1: ValueError" for i in sorted(model.crash_on)}
+    assert [r.output for i, r in enumerate(outcome.results) if i not in failed] == [
+        i * 10 for i in range(10_000) if i not in failed
+    ]
+    assert outcome.progress.failed_calls > 16  # more than the budget in all, but never 16 in a row
+
+
+async def test_a_model_that_times_out_on_everything_ends_timed_out() -> None:
+    """One hanging record made the job TIMED_OUT, but a hundred made it FAILED ("timed out after 1 s"):
+    the records given up on after the failed-call budget did not count as timed out."""
+    model = SimulatedModel(timeout_s=1.0)
+    model.slow = {i: 5.0 for i in range(100)}
+    outcome = await run_in_batches(100, model, BatchPolicy(timeout_s=1.0))
+    status, reason = verdict(outcome)
+    assert status == JobStatus.TIMED_OUT and "timed out after 1" in (reason or "")

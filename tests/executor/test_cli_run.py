@@ -62,3 +62,17 @@ async def test_mlrepo_run_prints_the_finished_job(sqlite_settings: Settings, bwr
         sqlite_settings, "run", published.listing_id, "--record", "good", "--gpu", "0", "--token", token
     )
     assert code == 0 and json.loads(out)["resources"]["gpu"] == 0, err
+
+
+async def test_an_input_file_that_is_not_utf8_is_a_clear_error(sqlite_settings: Settings, tmp_path) -> None:
+    """A binary file given as --input used to end the command with a UnicodeDecodeError traceback."""
+    async with await CatalogApp.open(sqlite_settings, with_index=False) as catalog:
+        alice = await catalog.accounts.create("alice", "requester")
+        token = (await catalog.accounts.create_token(alice.id)).secret
+    inputs = tmp_path / "in.jsonl"
+    inputs.write_bytes(b'"good"\n\xff\xfe\x00\n')
+    code, _, err = await mlrepo(
+        sqlite_settings, "run", "any-listing", "--input", str(inputs), "--token", token
+    )
+    assert code == 2 and "Traceback" not in err, err
+    assert "not UTF-8" in err and "BAD_INPUT" in err

@@ -17,7 +17,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 
 import pytest
-from executor_support import TEST_UID_BASE, TEST_UID_COUNT, outcome, publish_model
+from executor_support import TEST_UID_BASE, TEST_UID_COUNT, outcome, publish_dataset, publish_model
 
 from catalog.enums import JobStatus
 from catalog.publishing.sandbox import RunTarget, SandboxLimits
@@ -30,7 +30,7 @@ from executor.runtimes import BwrapRuntime, DockerRuntime, Limits, Package, RunR
 from executor.worker import ARQ_MAX_JOBS, worker_settings
 from infra.errors import BadInput, Unavailable
 from infra.settings import Settings
-from infra.tables import Account
+from infra.tables import Account, Listing
 
 # --------------------------------------------------------------------------- device discovery
 
@@ -279,3 +279,32 @@ async def test_the_setting_reaches_the_pool(settings: Settings, catalog) -> None
     assert JobService(settings.model_copy(update={"gpu_devices": "3,1"}), catalog).gpus.devices == (3, 1)
     assert JobService(settings.model_copy(update={"gpu_devices": ""}), catalog).gpus.devices == ()
     assert JobService(settings, catalog).gpus.devices == discover()  # "auto"
+
+
+async def test_training_a_pipeline_with_a_gpu_step_on_a_one_gpu_worker_finishes(
+    settings: Settings, catalog, gpu_people, gpu_bwrap: BwrapRuntime
+) -> None:
+    """The pipeline job leases the GPU of its most demanding step, then trains that step as a job of its
+    own in the same worker; that job waited for a free GPU, which its own pipeline job held: the two
+    stayed RUNNING forever on a worker with one GPU."""
+    from test_training import ALGORITHM, EXAMPLES
+
+    algorithm = await publish_model(
+        settings, catalog, gpu_people["producer"], ALGORITHM, kind="algorithm", trainable=True
+    )
+    async with catalog.db.session() as session:
+        row = await session.get(Listing, algorithm.listing_id)
+        row.training_resources = {"cpu": 1, "memory_mb": 256, "gpu": 1}
+        row.input_format = "text@1"
+    dataset_id = await publish_dataset(settings, catalog, gpu_people["producer"], EXAMPLES, "reviews")
+    alice = gpu_people["alice"]
+    pipeline = await catalog.pipelines.create(alice, "gpu training")
+    await catalog.pipelines.add_step(
+        alice, pipeline.id, algorithm.listing_id, training_data_listing_id=dataset_id
+    )
+    async with gpu_jobs(settings, catalog, gpu_bwrap, gpus=(0,)) as jobs:
+        view = await jobs.submit(alice, task="training", pipeline_id=pipeline.id)
+        assert view.resources["gpu"] == 1
+        final = await asyncio.wait_for(outcome(jobs, alice, view.id), 120)  # a guard, not a measure
+        assert final.status == JobStatus.SUCCEEDED, final.error
+        assert jobs.gpus.free == (0,)

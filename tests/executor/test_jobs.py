@@ -4,15 +4,19 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import sqlite3
+from datetime import timedelta
 
 import pytest
 from executor_support import outcome, publish_dataset, publish_model, watch_all
 
 from catalog.enums import JobStatus
-from executor.jobs import JobService
+from executor.datasets import parse_json_lines
+from executor.jobs import IN_PROCESS_MAX_JOBS, ArqJobQueue, InProcessJobQueue, JobService
 from infra.errors import BadInput, NotFound
 from infra.settings import Settings
-from infra.tables import Listing, UsageEvent
+from infra.tables import Job, Listing, UsageEvent, utcnow
 
 MODEL = """
 import json, sys, time
@@ -36,6 +40,28 @@ async def jobs(job_settings: Settings, catalog) -> JobService:
     service = JobService(job_settings, catalog)
     yield service
     await service.queue.close()
+
+
+async def bare_job(catalog, owner_id: str, status: JobStatus) -> Job:
+    """A job row of no listing, as the queue or a worker would find it (RUNNING: its last heartbeat
+    an hour ago), for the tests of claiming and recovery."""
+    running = status == JobStatus.RUNNING
+    async with catalog.db.session() as session:
+        row = Job(
+            owner_id=owner_id,
+            task="inference",
+            status=status.value,
+            resource_class="cpu",
+            resources={"cpu": 1.0, "memory_mb": 64, "gpu": 0},
+            inputs={"records": []},
+            progress={},
+            metrics={},
+            logs="",
+            attempts=1 if running else 0,
+            heartbeat_at=utcnow() - timedelta(hours=1) if running else None,
+        )
+        session.add(row)
+    return row
 
 
 async def test_inference_job_runs_to_success_with_progress_filtering_and_usage(
@@ -161,3 +187,179 @@ async def test_inference_on_a_dataset_listing(jobs: JobService, catalog, people,
         await jobs.submit(
             people["alice"], published.listing_id, "inference", dataset_listing_id=published.listing_id
         )
+
+
+async def test_concurrent_deliveries_of_a_job_claim_it_once(jobs: JobService, catalog, people) -> None:
+    """The same job delivered twice at once (reconciler and queue, two workers) runs once: on SQLite a
+    read takes no lock, so both deliveries used to see QUEUED and both moved the job to RUNNING."""
+    for _ in range(10):
+        row = await bare_job(catalog, people["alice"].account_id, JobStatus.QUEUED)
+        claims = await asyncio.gather(*(jobs.claim(row.id) for _ in range(3)))
+        assert [c for c in claims if c is not None] and sum(c is not None for c in claims) == 1
+        async with catalog.db.session() as session:
+            assert (await session.get(Job, row.id)).attempts == 1
+
+
+async def test_the_heartbeat_outlives_a_database_error(sqlite_settings: Settings, caplog) -> None:
+    """A heartbeat that met one database error (here: the file locked past SQLite's busy timeout) used to
+    end for good: the job then looked lost to the reconciler, which ran it again while it still ran, and
+    a cancel no longer stopped its sandbox."""
+    from catalog.app import CatalogApp
+
+    settings = sqlite_settings.model_copy(update={"job_heartbeat_s": 0.05})
+    async with await CatalogApp.open(settings, with_index=False) as catalog:
+        account = await catalog.accounts.create("alice", "requester")
+        row = await bare_job(catalog, account.id, JobStatus.RUNNING)
+        jobs = JobService(settings, catalog)
+        beating = asyncio.create_task(jobs._heartbeat(row.id, None))
+        locker = sqlite3.connect(settings.data_dir / "mlrepo.db", isolation_level=None)
+        try:
+            locker.execute("BEGIN EXCLUSIVE")  # no other writer until it ends
+            for _ in range(600):  # until a heartbeat has failed (SQLite's busy timeout is 10 s)
+                if beating.done() or "heartbeat" in caplog.text:
+                    break
+                await asyncio.sleep(0.05)
+        finally:
+            locker.execute("ROLLBACK")
+            locker.close()
+
+        async def beat_is_fresh() -> bool:
+            async with catalog.db.session() as session:
+                beat = (await session.get(Job, row.id)).heartbeat_at
+            return beat.replace(tzinfo=None) > utcnow().replace(tzinfo=None) - timedelta(minutes=1)
+
+        for _ in range(200):  # the next heartbeat, now that the database answers again
+            if beating.done() or await beat_is_fresh():
+                break
+            await asyncio.sleep(0.05)
+        try:
+            assert not beating.done(), beating.exception()
+            assert await beat_is_fresh()
+        finally:
+            beating.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await beating
+
+
+class _DroppingQueue:
+    """A queue that only counts: the test looks at the rows, no job is to run."""
+
+    def __init__(self) -> None:
+        self.enqueued = 0
+
+    async def enqueue(self, job_id: str, resource_class: str, attempt: int) -> None:
+        self.enqueued += 1
+
+    async def close(self) -> None:
+        return None
+
+
+async def test_the_reconciler_never_requeues_a_job_that_finished_meanwhile(
+    job_settings: Settings, catalog, people
+) -> None:
+    """The reconciler read a stale RUNNING job, then wrote QUEUED over it unconditionally: a job whose
+    worker finished it in between was run again, its result and usage counted twice."""
+    jobs = JobService(job_settings, catalog, queue=_DroppingQueue())
+    for _ in range(10):
+        row = await bare_job(catalog, people["alice"].account_id, JobStatus.RUNNING)
+        _, finished = await asyncio.gather(jobs.reconcile(), jobs.finish(row.id, JobStatus.SUCCEEDED))
+        status = (await jobs.get(people["alice"], row.id)).status
+        assert status == (JobStatus.SUCCEEDED if finished else JobStatus.QUEUED)
+
+
+async def test_nan_in_an_output_fails_that_record_alike_on_both_databases(
+    jobs: JobService, catalog, people, job_settings
+) -> None:
+    """PostgreSQL refused a result holding NaN (the job failed with a DBAPIError, every result lost);
+    SQLite stored it and the job succeeded: now the record with NaN fails with its reason, on both."""
+    nan_model = MODEL.replace('"confidence": 0.75', '"confidence": float("nan") if "nan" in text else 0.75')
+    published = await publish_model(
+        job_settings, catalog, people["producer"], nan_model, output_schema={"type": "object"}
+    )
+    view = await jobs.submit(people["alice"], published.listing_id, "inference", records=["good", "nan"])
+    final = await outcome(jobs, people["alice"], view.id)
+    assert final.status == JobStatus.SUCCEEDED, final.error
+    first, second = final.result["records"]
+    assert first["output"]["confidence"] == 0.75 and "NaN or Infinity" in second["error"]
+    with pytest.raises(BadInput, match="not JSON"):
+        parse_json_lines(b'"ok"\n{"x": NaN}\n', "the uploaded file")
+
+
+async def test_a_job_submitted_while_redis_is_down_is_accepted_for_the_reconciler(
+    job_settings: Settings, catalog, people
+) -> None:
+    """The job row was written, then handing it to Redis failed: the requester got an INTERNAL error
+    for a job that existed and would run once the reconciler re-queued it (a retry made a second one)."""
+    published = await publish_model(job_settings, catalog, people["producer"], MODEL)
+    jobs = JobService(job_settings, catalog, queue=ArqJobQueue("redis://127.0.0.1:1"))  # nothing listens
+    view = await jobs.submit(people["alice"], published.listing_id, "inference", records=["good"])
+    assert (await jobs.get(people["alice"], view.id)).status == JobStatus.QUEUED
+    assert (await jobs.reconcile())["requeued"] == 1  # still refused by Redis, and still no error
+
+
+async def test_a_job_queued_before_its_listing_was_pulled_does_not_run_it(
+    job_settings: Settings, catalog, people
+) -> None:
+    """Visibility was checked at submission only: a job waiting in the queue while its listing was
+    suspended (failed re-verification: changed or tampered behaviour) or made private still ran it."""
+    published = await publish_model(job_settings, catalog, people["producer"], MODEL)
+    jobs = JobService(job_settings, catalog, queue=_DroppingQueue())  # queued, not yet taken
+    waiting = [
+        await jobs.submit(people["alice"], published.listing_id, "inference", records=["good"])
+        for _ in range(2)
+    ]
+    await catalog.listings.set_system_fields(
+        published.listing_id, verification_status="suspended", status="suspended"
+    )
+    assert await jobs.run(waiting[0].id) == JobStatus.FAILED
+    failed = await jobs.get(people["alice"], waiting[0].id)
+    assert "no longer available" in failed.error and failed.result is None
+    async with catalog.db.session() as session:
+        assert (await session.get(Listing, published.listing_id)).usage_count == 0
+    # Its owner still runs it (to see what changed).
+    own = await jobs.submit(people["producer"], published.listing_id, "inference", records=["good"])
+    assert await jobs.run(own.id) == JobStatus.SUCCEEDED
+
+
+async def test_inference_on_a_dataset_and_records_scores_both(
+    jobs: JobService, catalog, people, job_settings
+) -> None:
+    """Records given with a dataset silently replaced it: the dataset was never scored (training, and
+    records with an uploaded file, take both)."""
+    published = await publish_model(job_settings, catalog, people["producer"], MODEL)
+    dataset_id = await publish_dataset(
+        job_settings, catalog, people["producer"], [{"input": "good one"}, "bad one"], "scored-set"
+    )
+    view = await jobs.submit(
+        people["alice"],
+        published.listing_id,
+        "inference",
+        records=["good extra"],
+        dataset_listing_id=dataset_id,
+    )
+    final = await outcome(jobs, people["alice"], view.id)
+    assert [r["output"]["label"] for r in final.result["records"]] == ["positive", "negative", "positive"]
+
+
+async def test_jobs_run_in_process_take_turns(job_settings: Settings, catalog, people) -> None:
+    """Without Redis every submitted job started its sandbox at once: one requester's script submitting
+    hundreds of jobs ran hundreds of sandboxes, each within the quota, together far beyond it."""
+    jobs = JobService(job_settings, catalog)
+    jobs.queue = InProcessJobQueue(jobs.run, max_jobs=2)
+    assert JobService(job_settings, catalog).queue.max_jobs == IN_PROCESS_MAX_JOBS
+    slow = MODEL.replace('if text == "sleep":\n        time.sleep(60)', "time.sleep(0.5)")
+    published = await publish_model(job_settings, catalog, people["producer"], slow)
+    views = [
+        await jobs.submit(people["alice"], published.listing_id, "inference", records=["good"])
+        for _ in range(5)
+    ]
+    most_running = 0
+    for _ in range(600):
+        statuses = [(await jobs.get(people["alice"], v.id)).status for v in views]
+        most_running = max(most_running, statuses.count(JobStatus.RUNNING))
+        if all(JobStatus(s).is_final for s in statuses):
+            break
+        await asyncio.sleep(0.02)
+    assert statuses == [JobStatus.SUCCEEDED] * 5
+    assert most_running <= 2
+    await jobs.queue.close()

@@ -7,10 +7,12 @@ from collections.abc import AsyncIterator
 
 import pytest
 from executor_support import job_service, outcome, publish_dataset, publish_model
+from sqlalchemy import select
 
 from catalog.enums import JobStatus
 from executor.jobs import JobService
 from executor.training import is_correct, parse_examples, split
+from infra.artifacts import ArtifactStore
 from infra.errors import BadInput, NotFound
 from infra.settings import Settings
 from infra.tables import Listing, ListingVersion
@@ -110,3 +112,42 @@ def test_examples_split_and_scoring_rules() -> None:
     assert is_correct([1, 2], [1, 2])
     with pytest.raises(BadInput, match="training example 1 must be an object"):
         parse_examples(["just text"])
+
+
+async def test_a_model_trained_from_an_encrypted_algorithm_is_stored_encrypted(
+    jobs, catalog, people, settings
+) -> None:
+    """The producer asked for their code to be encrypted at rest; the trained model (their code plus
+    the learned files) was stored as a plain artifact."""
+    algorithm = await publish_model(
+        settings, catalog, people["producer"], ALGORITHM, kind="algorithm", trainable=True, encrypt=True
+    )
+    view = await jobs.submit(people["alice"], algorithm.listing_id, "training", records=EXAMPLES)
+    final = await outcome(jobs, people["alice"], view.id)
+    assert final.status == JobStatus.SUCCEEDED, final.error
+    async with catalog.db.session() as session:
+        version = await session.scalar(
+            select(ListingVersion).where(ListingVersion.listing_id == final.result["trained_listing_id"])
+        )
+    stored = ArtifactStore.from_settings(settings).locate(version.artifact_digest)
+    assert stored.encrypted and version.encrypted
+    run = await jobs.submit(people["alice"], version.listing_id, "inference", records=["great story"])
+    assert (await outcome(jobs, people["alice"], run.id)).result["records"] == [
+        {"output": {"label": "positive"}}
+    ]
+
+
+async def test_malformed_inline_training_examples_are_refused_at_submission(
+    jobs, catalog, people, settings
+) -> None:
+    """Inline training records were taken as they came (an object's keys became "examples") and the job
+    failed later, in the worker; bad input is refused when it is given, with its reason."""
+    algorithm = await publish_model(
+        settings, catalog, people["producer"], ALGORITHM, kind="algorithm", trainable=True
+    )
+    for records, reason in (
+        ({"input": "great film", "target": "positive"}, "records must be a list"),
+        (["great film"], "training example 1 must be an object"),
+    ):
+        with pytest.raises(BadInput, match=reason):
+            await jobs.submit(people["alice"], algorithm.listing_id, "training", records=records)

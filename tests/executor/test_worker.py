@@ -157,3 +157,13 @@ async def test_a_job_lost_too_often_fails_with_its_reason(arq_jobs, arq_settings
     final = await arq_jobs.get(people["alice"], view.id)
     assert final.status == JobStatus.FAILED
     assert final.error == "the worker running this job was lost 3 times; giving up"
+
+
+def test_the_arq_entry_point_schedules_what_mlrepo_worker_schedules(arq_settings: Settings) -> None:
+    """``arq executor.worker.WorkerSettings`` scheduled job reconciliation only: no re-verification and
+    no recovery of lost publications, unlike ``mlrepo worker`` whose settings it claims to mirror."""
+    from executor.worker import WorkerSettings
+
+    cpu = arq_settings.model_copy(update={"worker_resource_class": "cpu"})
+    names = {job.name for job in worker_settings(cpu)["cron_jobs"]}
+    assert {job.name for job in WorkerSettings.cron_jobs} == names

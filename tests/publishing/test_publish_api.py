@@ -116,3 +116,24 @@ async def test_errors_carry_codes(client: Client) -> None:
     other = await client.token("mallory")
     missing = await client.query(PUBLICATION, {"id": done["id"]}, other)
     assert missing["errors"][0]["extensions"]["code"] == "NOT_FOUND"
+
+
+async def test_required_resources_override_only_the_values_given(client: Client) -> None:
+    """Requirements replaced the manifest's whole resources: one value given (``memoryMb``) failed the
+    publication on the others (sent as null), and through the CLI reset them to the defaults."""
+    token = await client.token("alice")
+    manifest = sentiment_manifest(resources={"cpu": 2, "memory_mb": 256, "gpu": 0})
+    body = await client.upload(
+        PUBLISH,
+        {"requirements": {"resources": {"memoryMb": 300}}},
+        zip_bytes(package_files(manifest)),
+        token,
+    )
+    done = await wait_until_done(client, body["data"]["publishPackage"]["id"], token)
+    assert done["status"] == "PUBLISHED", done["error"]
+    listing = await client.query(
+        "query($id: ID!) { listing(id: $id) { resources { cpu memoryMb gpu } } }",
+        {"id": done["listingId"]},
+        token,
+    )
+    assert listing["data"]["listing"]["resources"] == {"cpu": 2.0, "memoryMb": 300, "gpu": 0}

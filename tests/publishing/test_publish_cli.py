@@ -54,3 +54,37 @@ def test_failed_publication_exits_1_with_the_reason(
     assert "entrypoint: required" in json.loads(result.stdout)["error"]
     unauthenticated = mlrepo(sqlite_settings, "publish", str(package), "--token", "nope")
     assert unauthenticated.exit_code == 2 and "UNAUTHENTICATED" in unauthenticated.stderr
+
+
+def test_no_wait_without_redis_still_publishes(
+    sqlite_settings: Settings, producer_token: str, tmp_path: Path
+) -> None:
+    """Without Redis the publication runs in this process: ``--no-wait`` used to exit before it began,
+    leaving it QUEUED with nothing to ever run it."""
+    package = tmp_path / "tiny.zip"
+    package.write_bytes(zip_bytes(package_files(sentiment_manifest())))
+    result = mlrepo(sqlite_settings, "publish", str(package), "--no-wait", "--token", producer_token)
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["status"] == "published"
+
+
+def test_a_manifest_that_is_not_json_is_a_clear_error(
+    sqlite_settings: Settings, producer_token: str, tmp_path: Path
+) -> None:
+    """A malformed --manifest ended the command with a JSONDecodeError traceback."""
+    data = tmp_path / "data.jsonl"
+    data.write_text('{"input": "x"}\n')
+    manifest = tmp_path / "manifest.json"
+    manifest.write_text("{not json")
+    result = mlrepo(
+        sqlite_settings,
+        "publish",
+        str(data),
+        "--kind",
+        "dataset",
+        "--manifest",
+        str(manifest),
+        "--token",
+        producer_token,
+    )
+    assert result.exit_code == 2 and "manifest.json" in result.stderr and "not valid JSON" in result.stderr

@@ -151,3 +151,10 @@ def test_package_without_manifest_is_rejected(tmp_path: Path) -> None:
     (tmp_path / "p" / "predict.py").write_text("")
     with pytest.raises(ManifestError, match=r"has no mlrepo\.json or mlrepo\.toml"):
         find_package_root(tmp_path / "p")
+
+
+def test_a_manifest_saved_with_a_byte_order_mark_is_read() -> None:
+    """An mlrepo.json or mlrepo.toml saved by a Windows editor often starts with a UTF-8 byte order
+    mark; the upload then failed as "not valid JSON" (or TOML) on a manifest that is."""
+    assert decode_manifest(b'\xef\xbb\xbf{"name": "x"}', "mlrepo.json") == {"name": "x"}
+    assert decode_manifest(b'\xef\xbb\xbfname = "x"\n', "mlrepo.toml") == {"name": "x"}

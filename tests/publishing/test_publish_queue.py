@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import io
 from datetime import timedelta
 
 from arq.connections import RedisSettings
 from arq.worker import Worker, func
 from publishing_support import package_files, sentiment_manifest, zip_bytes
+from redis.asyncio import Redis
 
+from api.graphql.publishing import recover_forever
 from catalog.actors import Actor
 from catalog.app import CatalogApp
 from catalog.publishing.jobs import (
@@ -31,7 +35,7 @@ class Dropped:
     def __init__(self) -> None:
         self.lost: list[str] = []
 
-    async def enqueue(self, publication_id: str, on_gpu: bool = False) -> None:
+    async def enqueue(self, publication_id: str, delivery: int = 0, on_gpu: bool = False) -> None:
         self.lost.append(publication_id)
 
     async def gpu_workers_alive(self) -> bool:
@@ -51,6 +55,14 @@ async def run_worker(redis_url: str, service: PublishingService) -> None:
         await worker.main()
     finally:
         await worker.close()
+
+
+async def until_finished(service: PublishingService, owner: Actor, publication_id: str) -> None:
+    """Return once the publication is PUBLISHED or FAILED (or after a minute: the caller's assert says)."""
+    for _ in range(1200):
+        if (await service.get(owner, publication_id)).status in ("published", "failed"):
+            return
+        await asyncio.sleep(0.05)
 
 
 def service_with(settings: Settings, app: CatalogApp, queue) -> PublishingService:
@@ -117,9 +129,10 @@ async def test_reverify_job_and_its_schedule(
     assert results == [
         {"listing_id": (await service.get(alice, pub.id)).listing_id, "outcome": "verified", "problems": []}
     ]
-    [daily] = publishing_cron_jobs(settings)
+    [daily] = [job for job in publishing_cron_jobs(settings) if job.coroutine is reverify_job]
     assert daily.hour == {3}
-    [hourly] = publishing_cron_jobs(settings.model_copy(update={"verify_interval_s": 3600}))
+    hourly_settings = settings.model_copy(update={"verify_interval_s": 3600})
+    [hourly] = [job for job in publishing_cron_jobs(hourly_settings) if job.coroutine is reverify_job]
     assert hourly.hour == set(range(24))
 
 
@@ -134,3 +147,106 @@ async def test_a_live_running_publication_is_not_taken_twice(
     assert await service.recover() == 0
     assert await service.run(pub.id) == "skipped"  # the duplicate delivery does not claim it
     assert (await service.get(alice, pub.id)).status == "running"
+
+
+async def test_a_publication_whose_worker_was_killed_is_published_by_another(
+    settings: Settings, app: CatalogApp, alice: Actor, redis_url: str, bwrap_ok: bool
+) -> None:
+    """A worker killed mid-publication leaves its arq job in Redis, marked in progress until arq's own job
+    timeout (a day). Recovery used to re-enqueue it under the same arq job id, which arq dedupes: the
+    publication stayed QUEUED and no worker ran it."""
+    queue = ArqQueue(redis_url)
+    try:
+        pub = await service_with(settings, app, queue).submit_package(
+            alice, io.BytesIO(zip_bytes(package_files(sentiment_manifest())))
+        )
+    finally:
+        await queue.close()
+    redis = Redis.from_url(redis_url)
+    try:  # what arq writes when a worker takes the job; the worker then dies without a word
+        await redis.set(f"arq:in-progress:publish:{pub.id}", b"1", px=24 * 3600 * 1000)
+    finally:
+        await redis.aclose()
+    async with app.db.session() as session:
+        row = await session.get(Publication, pub.id)
+        row.status, row.updated_at = "running", utcnow() - timedelta(hours=1)
+
+    ctx: dict = {}
+    worker_settings = settings.model_copy(update={"runtime": "bwrap", "redis_url": redis_url})
+    service = await start_publishing(ctx, worker_settings, app, ExecutorSandbox(worker_settings))
+    survivor = Worker(
+        functions=[func(f, name=f.__name__) for f in PUBLISHING_FUNCTIONS],
+        redis_settings=RedisSettings.from_dsn(redis_url),
+        poll_delay=0.05,
+        ctx={"publishing": service},
+        handle_signals=False,
+    )
+    running = asyncio.create_task(survivor.main())  # not burst: the dead worker's entry never leaves
+    try:
+        await until_finished(service, alice, pub.id)
+    finally:
+        for _ in range(100):  # let arq write its own result before stopping it
+            if all(task.done() for task in survivor.tasks.values()):
+                break
+            await asyncio.sleep(0.05)
+        running.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await running
+        with contextlib.suppress(asyncio.CancelledError):
+            await survivor.close()
+        await stop_publishing(ctx)
+    done = await service.get(alice, pub.id)
+    assert done.status == "published", (done.status, done.error)
+
+
+async def test_a_publication_lost_after_the_worker_started_is_recovered_later(
+    settings: Settings, app: CatalogApp, alice: Actor, bwrap_ok: bool
+) -> None:
+    """Start-up recovery only takes publications stale by then; a worker restarted at once (or another
+    worker dying later) used to leave its publication RUNNING forever: nothing looked again."""
+    dropped = Dropped()
+    service = service_with(settings, app, dropped)
+    pub = await service.submit_package(alice, io.BytesIO(zip_bytes(package_files(sentiment_manifest()))))
+    async with app.db.session() as session:  # its worker died a moment ago: not stale at start-up
+        (await session.get(Publication, pub.id)).status = "running"
+    assert await service.recover() == 0
+    async with app.db.session() as session:  # ... and the periodic recovery finds it once it is
+        (await session.get(Publication, pub.id)).updated_at = utcnow() - timedelta(hours=1)
+    [recovery] = [job for job in publishing_cron_jobs(settings) if job.coroutine is not reverify_job]
+    assert await recovery.coroutine({"publishing": service}) == 1
+    assert (await service.get(alice, pub.id)).status == "queued" and dropped.lost[-1] == pub.id
+
+
+async def test_a_publication_submitted_while_redis_is_down_is_accepted_for_recovery(
+    settings: Settings, app: CatalogApp, alice: Actor, bwrap_ok: bool
+) -> None:
+    """The publication and its staged upload were written, then handing it to Redis failed: the
+    producer got an INTERNAL error for a publication that existed and would run once recovered."""
+    queue = ArqQueue("redis://127.0.0.1:1")  # nothing listens there
+    service = service_with(settings, app, queue)
+    pub = await service.submit_package(alice, io.BytesIO(zip_bytes(package_files(sentiment_manifest()))))
+    assert (await service.get(alice, pub.id)).status == "queued"
+
+
+async def test_without_redis_the_api_process_keeps_recovering_lost_publications(
+    settings: Settings, app: CatalogApp, alice: Actor, bwrap_ok: bool
+) -> None:
+    """Without Redis the API process recovered only at its start, which passes over publications not yet
+    stale then (a crash shortly before the restart, or another process sharing the database): those
+    stayed RUNNING forever."""
+    pub = await service_with(settings, app, Dropped()).submit_package(
+        alice, io.BytesIO(zip_bytes(package_files(sentiment_manifest())))
+    )
+    async with app.db.session() as session:  # a process died running it a while ago
+        row = await session.get(Publication, pub.id)
+        row.status, row.updated_at = "running", utcnow() - timedelta(hours=1)
+    service = service_with(settings, app, None)
+    recovering = asyncio.create_task(recover_forever(service, period_s=0.05))
+    try:
+        await until_finished(service, alice, pub.id)
+    finally:
+        recovering.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await recovering
+        await service.queue.drain()
+    assert (await service.get(alice, pub.id)).status == "published"
