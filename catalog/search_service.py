@@ -290,7 +290,7 @@ class SearchService:
         query_vector: np.ndarray | None = None
         if text:
             needed = offset + request.limit
-            query_vector, keyword_hits = await self._encode_and_match(text, filters, self._depth(needed))
+            query_vector, keyword_hits = await self._encode_and_match(text, filters, self._depth())
             interpretation, ranked, total = self._rank(
                 text, query_vector, keyword_hits, filters, sort, needed
             )
@@ -380,9 +380,14 @@ class SearchService:
         """Wait until every search logged so far is written (tests, shutdown)."""
         await self.demand.flush()
 
-    def _depth(self, needed: int) -> int:
-        """Candidates asked of each list: enough to fill the page, and deep enough for fusion."""
-        return max(self.ranker.weights.candidate_depth, needed)
+    def _depth(self) -> int:
+        """Candidates asked of each list: deep enough for fusion and to fill the largest page.
+
+        The same for every page of a search: fusion scales scores over the candidate lists and the
+        interpretation reads them, so a deeper retrieval for a later page would re-rank the earlier
+        ones, and paging would repeat some listings and skip others. A text search therefore pages
+        through exactly the candidates its first page ranked (``total_count``)."""
+        return max(self.ranker.weights.candidate_depth, self.settings.max_page_size)
 
     def _rank(
         self,
@@ -401,7 +406,7 @@ class SearchService:
         backend = self.index.backend
         assert backend is not None
         with stage(VECTOR):
-            vector_hits: list[Hit] = backend.vector(query_vector, filters, self._depth(needed))
+            vector_hits: list[Hit] = backend.vector(query_vector, filters, self._depth())
         with stage(PROJECTIONS):
             projections = backend.get(
                 list(dict.fromkeys([h.id for h in keyword_hits] + [h.id for h in vector_hits])),

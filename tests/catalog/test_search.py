@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 from catalog_helpers import listing_data, make_actor
 from sqlalchemy import select
@@ -127,6 +129,22 @@ async def test_paging_with_cursors(demo: CatalogApp) -> None:
     assert len(seen) == len(set(seen)) == first.total_count
     with pytest.raises(BadInput, match="different search"):
         await demo.search.search(ANONYMOUS, SearchRequest(text="other", limit=4, after=first.end_cursor))
+
+
+async def test_paging_past_the_candidate_depth_neither_repeats_nor_skips(demo: CatalogApp) -> None:
+    """Every page of a text search ranks the same candidates: a deeper retrieval on a later page re-scales
+    the fused scores and reorders the listings, so earlier pages' listings came back and others never did."""
+    demo.ranker.weights = replace(demo.ranker.weights, candidate_depth=4)
+    demo.search.settings = demo.settings.model_copy(update={"max_page_size": 4})
+    first = await demo.search.search(ANONYMOUS, SearchRequest(text="classify text or images", limit=3))
+    seen, response = list(first.ids), first
+    while response.has_next_page:
+        response = await demo.search.search(
+            ANONYMOUS, SearchRequest(text="classify text or images", limit=3, after=response.end_cursor)
+        )
+        assert response.total_count == first.total_count
+        seen += response.ids
+    assert len(seen) == len(set(seen)) == first.total_count
 
 
 async def test_sorts_order_by_their_field(demo: CatalogApp) -> None:
