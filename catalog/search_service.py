@@ -300,12 +300,13 @@ class SearchService:
         with stage(HYDRATE):
             hydrated = await self._hydrate(actor, [r.id for r in page])
         results = [SearchResult(hydrated[r.id], r.score, r.parts) for r in page if r.id in hydrated]
+        next_offset = offset + len(page)
+        # Paging walks what was ranked: listings dropped from this page below still leave the rest ahead.
+        has_next = next_offset < total
         if slot is not None:
             fitting = [r for r in results if not slot_misfits(slot, r.listing)]
             total -= len(results) - len(fitting)
             results = fitting
-        next_offset = offset + len(page)
-        has_next = next_offset < total
         search_id = None
         if text and offset == 0:  # the first page only: paging on is not a new need
             inferred = interpretation.top.category if interpretation and interpretation.top else None

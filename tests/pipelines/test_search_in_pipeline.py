@@ -127,3 +127,49 @@ async def test_search_in_a_pipeline_slot_returns_only_what_fits(
     assert out_of_range["errors"][0]["code"] == "BAD_INPUT"
     not_theirs = await run(schema, services, stranger, SEARCH, text="crop", p=pipeline_id, pos=1)
     assert not_theirs["errors"][0]["code"] == "NOT_FOUND"
+
+
+async def test_a_page_whose_candidates_misfit_the_slot_still_leads_to_the_next_page(
+    schema, settings: Settings, catalog: CatalogApp, producer: Actor, requester: Actor
+) -> None:
+    """Candidates that fail the exact schema are dropped after ranking; the listings ranked after them
+    must still be reachable, so ``hasNextPage`` counts what was ranked, not what this page kept."""
+    services = Services(settings=settings, catalog=catalog)
+    vision = {"category": "Computer Vision"}
+    make = catalog.listings.create
+    detector = await make(
+        producer,
+        {**vision, "name": "street object detector", "kind": "model", "input_format": "image",
+         "output_format": "bounding-boxes", "output_schema": BOXES_WITH_IMAGE},
+    )  # fmt: skip
+    url_schema = {
+        "type": "object",
+        "required": ["boxes", "url"],
+        "properties": {"boxes": BOXES_WITH_IMAGE["properties"]["boxes"], "url": {"type": "string"}},
+    }
+    await make(
+        producer,
+        {**vision, "name": "crop boxes from a url", "kind": "algorithm", "input_format": "bounding-boxes",
+         "input_schema": url_schema, "output_format": "image-crops"},
+    )  # fmt: skip
+    await make(
+        producer,
+        {**vision, "name": "cut detections out of pictures", "kind": "algorithm",
+         "input_format": "bounding-boxes", "input_schema": BOXES_WITH_IMAGE, "output_format": "image-crops"},
+    )  # fmt: skip
+    created = await run(schema, services, requester, 'mutation { createPipeline(name: "paged") { id } }')
+    pipeline_id = created["createPipeline"]["id"]
+    await run(schema, services, requester, ADD_UNCONDITIONED, p=pipeline_id, l=detector.id)
+
+    query = """query($p: ID, $after: String) {
+      search(input: {text: "crop boxes from a url", pipeline: $p, limit: 1, after: $after}) {
+        results { listing { name } } pageInfo { hasNextPage endCursor } } }"""
+    found: list[str] = []
+    after = None
+    for _ in range(5):
+        page = (await run(schema, services, requester, query, p=pipeline_id, after=after))["search"]
+        found += [r["listing"]["name"] for r in page["results"]]
+        if not page["pageInfo"]["hasNextPage"]:
+            break
+        after = page["pageInfo"]["endCursor"]
+    assert found == ["cut detections out of pictures"]
