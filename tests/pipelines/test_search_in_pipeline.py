@@ -11,7 +11,9 @@ from api.context import Services
 from api.schema import build_schema
 from catalog.actors import Actor
 from catalog.app import CatalogApp
+from catalog.search_service import SearchRequest
 from infra.settings import Settings
+from infra.tables import SearchEvent
 
 from .conftest import BOXES_WITH_IMAGE
 from .graphql_support import run
@@ -173,3 +175,22 @@ async def test_a_page_whose_candidates_misfit_the_slot_still_leads_to_the_next_p
             break
         after = page["pageInfo"]["endCursor"]
     assert found == ["cut detections out of pictures"]
+
+
+async def test_a_step_added_right_after_the_search_meets_it(
+    settings: Settings, catalog: CatalogApp, producer: Actor, requester: Actor
+) -> None:
+    """Searches are logged in batches; the searchId handed back must be usable at once, not only after
+    the batch is written (it was NOT_FOUND within ``demand_log_batch_s`` of the search)."""
+    catalog.demand.settings = settings.model_copy(update={"demand_log_batch_s": 60.0})
+    echo = await catalog.listings.create(
+        producer,
+        {"name": "echo text", "kind": "model", "category": "Natural Language Processing",
+         "input_format": "text", "output_format": "text"},
+    )  # fmt: skip
+    pipeline = await catalog.pipelines.create(requester, "found at once")
+    found = await catalog.search.search(requester, SearchRequest(text="echo text"))
+    assert found.search_id is not None and found.ids == [echo.id]
+    await catalog.pipelines.add_step(requester, pipeline.id, echo.id, search_id=found.search_id)
+    async with catalog.db.session() as session:
+        assert (await session.get(SearchEvent, found.search_id)).selected_listing_id == echo.id
