@@ -27,6 +27,7 @@ from infra.tables import Listing, UsageEvent, utcnow
 RUN_KINDS = frozenset({UsageKind.INFERENCE.value, UsageKind.TRAINING.value, UsageKind.PIPELINE_STEP.value})
 LATENCY_SAMPLE = 500  # latency percentiles over the listing's most recent runs
 RELATIVE_EPSILON = 1e-9
+SEARCH_ID_CHARS = UsageEvent.__table__.c.search_id.type.length
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,6 +66,9 @@ class UsageService:
         A view only records the event (it marks a search as satisfied for unmet demand).
         """
         kind = parse_usage_kind(kind)
+        if search_id is not None and len(search_id) > SEARCH_ID_CHARS:
+            # Longer than any search id: not one this service issued (and PostgreSQL would refuse it).
+            raise BadInput(f"searchId is not a search id: {search_id[:40]!r}", field="search_id")
         if latency_ms is not None and (latency_ms < 0 or latency_ms != latency_ms):
             raise BadInput(
                 f"latency_ms must be a non-negative number; got {latency_ms!r}", field="latency_ms"
