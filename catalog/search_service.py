@@ -130,6 +130,22 @@ def _finite(
     return float(value)
 
 
+def check_no_nul(request: SearchRequest) -> None:
+    """NUL is never meaningful in a search, and PostgreSQL cannot store it: the search's log row would
+    fail, and with it every search logged in the same batch."""
+    for name, value in (
+        ("text", request.text),
+        ("category", request.category),
+        ("subcategory", request.subcategory),
+        ("inputFormat", request.input_format),
+        ("outputFormat", request.output_format),
+        ("after", request.after),
+        ("pipeline", request.pipeline_id),
+    ):
+        if isinstance(value, str) and "\x00" in value:
+            raise BadInput(f"{name} must not contain NUL characters", field=name)
+
+
 def _facet_text(name: str, value: str | None) -> str | None:
     if value is None or not value.strip():
         return None
@@ -255,6 +271,7 @@ class SearchService:
         text = request.text or ""
         if not isinstance(text, str):
             raise BadInput("text must be a string", field="text")
+        check_no_nul(request)
         if len(text) > self.settings.max_query_chars:
             raise BadInput(
                 f"text is longer than {self.settings.max_query_chars} characters ({len(text)})", field="text"
