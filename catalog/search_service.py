@@ -272,6 +272,8 @@ class SearchService:
         if not isinstance(text, str):
             raise BadInput("text must be a string", field="text")
         check_no_nul(request)
+        if request.position is not None and request.pipeline_id is None:
+            raise BadInput("position names a slot of a pipeline: give the pipeline too", field="position")
         if len(text) > self.settings.max_query_chars:
             raise BadInput(
                 f"text is longer than {self.settings.max_query_chars} characters ({len(text)})", field="text"

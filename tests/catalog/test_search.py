@@ -84,6 +84,8 @@ async def test_facets_filter_before_ranking(demo: CatalogApp) -> None:
         (SearchRequest(text="x", input_format="hologram"), "inputFormat"),
         (SearchRequest(text="x", resources=ResourceLimits(cpu=-2)), "resources.cpu"),
         (SearchRequest(text="x", after="garbage"), "after"),
+        # A slot without its pipeline (say, a null variable) searched everything, unrestricted.
+        (SearchRequest(text="x", position=1), "position"),
     ],
 )
 async def test_invalid_requests_are_bad_input(app: CatalogApp, request_: SearchRequest, field: str) -> None:
