@@ -108,6 +108,27 @@ async def test_missing_token_means_anonymous_and_writes_need_one(api) -> None:
     assert await api.error_code(create) == "UNAUTHENTICATED"
 
 
+@pytest.mark.parametrize(
+    ("query", "producer"),
+    [
+        ('{ listing(id: "a\\u0000b") { id } }', False),
+        ('{ listings(filter: {category: "a\\u0000b"}) { totalCount } }', False),
+        ('{ unmetDemand(category: "a\\u0000b") { label } }', True),
+        ('mutation { subscribeDemand(category: "a\\u0000b") { category } }', True),
+    ],
+)
+async def test_a_nul_character_is_the_clients_error_not_internal(
+    api, database_url: str, query: str, producer: bool
+) -> None:
+    """PostgreSQL refuses NUL in text (SQLite stores it): that reached clients as INTERNAL."""
+    token = await api.account("pat") if producer else None
+    body = await api.gql(query, token=token)
+    codes = [error["extensions"]["code"] for error in body.get("errors") or []]
+    assert "INTERNAL" not in codes
+    if database_url.startswith("postgresql"):
+        assert codes == ["BAD_INPUT"] and "NUL" in body["errors"][0]["message"]
+
+
 async def test_healthz(api) -> None:
     response = await api.http.get("/healthz")
     assert response.status_code == 200 and response.json() == {"status": "ok"}
