@@ -19,6 +19,31 @@ Schema = dict[str, Any] | bool
 
 _NUMERIC = {"integer", "number"}
 _ALL_TYPES = frozenset({"null", "boolean", "object", "array", "number", "integer", "string"})
+# Assertions outside the subset compared here. On the producer's side ignoring one only widens what it may
+# emit (still conservative); on the consumer's side it would say yes to payloads the consumer rejects.
+# A ``$ref`` still there after resolution points outside the schema.
+_UNCOMPARED = frozenset(
+    {
+        "not",
+        "if",
+        "then",
+        "else",
+        "dependentRequired",
+        "dependentSchemas",
+        "dependencies",
+        "propertyNames",
+        "patternProperties",
+        "prefixItems",
+        "contains",
+        "minContains",
+        "maxContains",
+        "unevaluatedProperties",
+        "unevaluatedItems",
+        "$ref",
+        "$dynamicRef",
+        "$recursiveRef",
+    }
+)
 
 
 def fit_reasons(producer: Schema, consumer: Schema) -> list[str]:
@@ -102,6 +127,16 @@ def _fit(p: Schema, c: Schema, path: str, p_root: Schema, c_root: Schema) -> lis
         p = {}
     if not isinstance(p, dict) or not isinstance(c, dict):
         return [f"{path}: not a JSON Schema object"]
+    if p == c and (p_root == c_root or not _has_ref(c)):
+        return []  # the same constraints admit the same payloads
+    uncompared = sorted(_UNCOMPARED & set(c))
+    if uncompared:
+        p_values = _values(p)
+        if p_values is not None:  # a finite set of values: the validator answers exactly
+            return _values_fit(p_values, c, path, c_root)
+        return [
+            f"{path}: the consumer uses {', '.join(uncompared)}, which cannot be checked against the producer"
+        ]
 
     for key in ("anyOf", "oneOf"):
         if isinstance(p.get(key), list):
@@ -114,11 +149,16 @@ def _fit(p: Schema, c: Schema, path: str, p_root: Schema, c_root: Schema) -> lis
     for key in ("anyOf", "oneOf"):
         if isinstance(c.get(key), list):
             base = {k: v for k, v in c.items() if k != key}
+            branches = [
+                {**base, **(_resolve(branch, c_root) if isinstance(branch, dict) else {})}
+                for branch in c[key]
+            ]
             attempts = []
-            for branch in c[key]:
-                merged = {**base, **(_resolve(branch, c_root) if isinstance(branch, dict) else {})}
+            for i, merged in enumerate(branches):
                 attempt = _fit(p, merged, path, p_root, c_root)
                 if not attempt:
+                    if key == "oneOf" and _may_match_another(p, branches, i):
+                        return [f"{path}: may match more than one of the consumer's oneOf branches"]
                     return []
                 attempts.append(attempt)
             return [f"{path}: fits none of the consumer's {key} branches ({attempts[0][0]})"]
@@ -166,6 +206,29 @@ def _fit(p: Schema, c: Schema, path: str, p_root: Schema, c_root: Schema) -> lis
                     f"{path}: the consumer needs {key} {c[key]!r}, the producer gives {p.get(key)!r}"
                 )
     return reasons
+
+
+def _may_match_another(p: dict[str, Any], branches: list[dict[str, Any]], fitting: int) -> bool:
+    """Whether a payload of ``p`` might also satisfy a oneOf branch besides ``fitting`` (oneOf then
+    rejects it); only branches of types ``p`` never emits are proven not to match."""
+    emitted = _types(p) or set(_ALL_TYPES)
+    if emitted & _NUMERIC:
+        emitted |= _NUMERIC  # an integer is a number, and a whole number is an integer
+    for i, branch in enumerate(branches):
+        if i == fitting:
+            continue
+        accepted = _types(branch)
+        if accepted is None or emitted & accepted:
+            return True
+    return False
+
+
+def _has_ref(schema: Any) -> bool:
+    if isinstance(schema, dict):
+        return "$ref" in schema or any(_has_ref(v) for v in schema.values())
+    if isinstance(schema, list):
+        return any(_has_ref(v) for v in schema)
+    return False
 
 
 def _values_fit(values: list[Any], c: dict[str, Any], path: str, c_root: Schema) -> list[str]:

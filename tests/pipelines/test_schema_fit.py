@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import pytest
+from jsonschema import Draft202012Validator
+
 from catalog.schema_fit import fit_reasons
 
 
@@ -52,3 +55,55 @@ def test_any_of_and_local_refs() -> None:
     with_ref = {"$defs": {"s": {"type": "string"}}, "type": "array", "items": {"$ref": "#/$defs/s"}}
     assert fit_reasons(with_ref, {"type": "array", "items": {"type": "string"}}) == []
     assert fit_reasons(with_ref, {"type": "array", "items": {"type": "integer"}})
+
+
+# (producer, consumer, a value the producer may emit that the consumer rejects)
+UNCOMPARED_CONSUMERS = [
+    (
+        {"type": "array", "items": {"type": "integer"}},
+        {"type": "array", "prefixItems": [{"type": "string"}]},
+        [1],
+    ),
+    ({"type": "string"}, {"type": "string", "not": {"const": ""}}, ""),
+    (
+        {
+            "type": "object",
+            "properties": {"a": {"type": "integer"}},
+            "additionalProperties": {"type": "integer"},
+        },
+        {"type": "object", "patternProperties": {"^b": {"type": "string"}}},
+        {"b": 1},
+    ),
+    ({"type": "object"}, {"type": "object", "propertyNames": {"maxLength": 2}}, {"long": 1}),
+    ({"type": "array"}, {"type": "array", "contains": {"type": "string"}}, []),
+    ({"type": "object"}, {"type": "object", "dependentRequired": {"a": ["b"]}}, {"a": 1}),
+    (
+        {"type": "object"},
+        {"type": "object", "if": {"required": ["a"]}, "then": {"required": ["b"]}},
+        {"a": 1},
+    ),
+    ({"type": "integer"}, {"oneOf": [{"type": "number"}, {"type": "integer"}]}, 1),
+    (
+        {"type": "object"},
+        {"oneOf": [{"type": "object", "properties": {"a": {}}}, {"type": "object"}]},
+        {},
+    ),
+]
+
+
+@pytest.mark.parametrize(("producer", "consumer", "witness"), UNCOMPARED_CONSUMERS)
+def test_consumer_keywords_it_cannot_compare_are_a_no(
+    producer: dict, consumer: dict, witness: object
+) -> None:
+    """Ignoring a consumer's keyword said yes to payloads the run then rejected (the witness)."""
+    assert Draft202012Validator(producer).is_valid(witness)
+    assert not Draft202012Validator(consumer).is_valid(witness)
+    assert fit_reasons(producer, consumer)
+
+
+def test_the_same_schema_fits_itself_and_disjoint_one_of_branches_still_fit() -> None:
+    for _, consumer, _ in UNCOMPARED_CONSUMERS:
+        assert fit_reasons(consumer, consumer) == []
+    either = {"oneOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"}}]}
+    assert fit_reasons({"type": "string", "maxLength": 3}, either) == []
+    assert fit_reasons({"type": "array", "items": {"type": "string"}}, either) == []
