@@ -143,7 +143,7 @@ def _fit(p: Schema, c: Schema, path: str, p_root: Schema, c_root: Schema) -> lis
             base = {k: v for k, v in p.items() if k != key}
             reasons: list[str] = []
             for i, branch in enumerate(p[key]):
-                merged = {**base, **(_resolve(branch, p_root) if isinstance(branch, dict) else {})}
+                merged = _travelling_branch(base, _resolve(branch, p_root))
                 reasons += _fit(merged, c, f"{path}<{key}[{i}]>", p_root, c_root)
             return reasons
     for key in ("anyOf", "oneOf"):
@@ -206,6 +206,33 @@ def _fit(p: Schema, c: Schema, path: str, p_root: Schema, c_root: Schema) -> lis
                     f"{path}: the consumer needs {key} {c[key]!r}, the producer gives {p.get(key)!r}"
                 )
     return reasons
+
+
+def _travelling_branch(base: dict[str, Any], branch: Schema) -> dict[str, Any]:
+    """One anyOf/oneOf branch of a producer as its payloads arrive: valid under the base and the branch,
+    but projected by the base's own ``properties`` — ``project_to_schema`` never looks into branches."""
+    if not isinstance(branch, dict):
+        return dict(base)
+    merged = {**base, **branch}
+    if not any(key in branch for key in ("properties", "required", "additionalProperties")):
+        return merged
+    required = set(base.get("required") or []) | set(branch.get("required") or [])
+    if "properties" in base:
+        # Only the base's properties (and keys its additionalProperties schema keeps) arrive.
+        merged["properties"] = base["properties"]
+        if "additionalProperties" in base:
+            merged["additionalProperties"] = base["additionalProperties"]
+        else:
+            merged.pop("additionalProperties", None)
+        if not isinstance(base.get("additionalProperties"), dict):
+            required &= set(base["properties"])
+    else:
+        # Nothing is dropped at this level, and nothing below it is projected: keys arrive as they were
+        # emitted, so the branch's property schemas (which assume projection below) prove nothing.
+        merged.pop("properties", None)
+        merged["additionalProperties"] = {}
+    merged["required"] = sorted(required)
+    return merged
 
 
 def _may_match_another(p: dict[str, Any], branches: list[dict[str, Any]], fitting: int) -> bool:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 from jsonschema import Draft202012Validator
 
+from catalog.formats import project_to_schema
 from catalog.schema_fit import fit_reasons
 
 
@@ -107,3 +108,33 @@ def test_the_same_schema_fits_itself_and_disjoint_one_of_branches_still_fit() ->
     either = {"oneOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"}}]}
     assert fit_reasons({"type": "string", "maxLength": 3}, either) == []
     assert fit_reasons({"type": "array", "items": {"type": "string"}}, either) == []
+
+
+def test_a_producers_branches_travel_as_its_own_properties_project_them() -> None:
+    """Projection reads a schema's own ``properties``, never its anyOf branches': judging a branch as if
+    its properties were the ones kept said yes to payloads the consumer then rejected."""
+    closed = {"type": "object", "properties": {"a": {"type": "string"}}, "additionalProperties": False}
+    loose = {"anyOf": [{"type": "object", "properties": {"a": {"type": "string"}}}]}
+    emitted = project_to_schema(loose, {"a": "x", "b": 1})  # valid for the branch; "b" is not dropped
+    assert not Draft202012Validator(closed).is_valid(emitted)
+    assert fit_reasons(loose, closed)
+
+    needs_b = {"type": "object", "required": ["b"]}
+    kept_a = {
+        "type": "object",
+        "properties": {"a": {}},
+        "anyOf": [{"required": ["b"], "properties": {"b": {}}}],
+    }
+    emitted = project_to_schema(kept_a, {"a": 1, "b": 2})  # "b" is dropped: only "a" is declared
+    assert not Draft202012Validator(needs_b).is_valid(emitted)
+    assert fit_reasons(kept_a, needs_b)
+
+    # Branches that only narrow what the schema's own properties keep still fit.
+    tagged = {
+        "type": "object",
+        "required": ["kind"],
+        "properties": {"kind": {"type": "string"}, "n": {"type": "integer"}},
+        "additionalProperties": False,
+        "anyOf": [{"required": ["n"]}, {"properties": {"kind": {"const": "none"}}}],
+    }
+    assert fit_reasons(tagged, {"type": "object", "required": ["kind"]}) == []
