@@ -149,10 +149,12 @@ def _fit(p: Schema, c: Schema, path: str, p_root: Schema, c_root: Schema) -> lis
     for key in ("anyOf", "oneOf"):
         if isinstance(c.get(key), list):
             base = {k: v for k, v in c.items() if k != key}
-            branches = [
-                {**base, **(_resolve(branch, c_root) if isinstance(branch, dict) else {})}
-                for branch in c[key]
-            ]
+            # The consumer's own keywords hold whichever branch matches; a branch merged over them may
+            # replace one (its ``required``, its ``properties``), so they are checked on their own too.
+            own = _fit(p, base, path, p_root, c_root)
+            if own:
+                return own
+            branches = [_consumer_branch(base, branch, c_root) for branch in c[key]]
             attempts = []
             for i, merged in enumerate(branches):
                 attempt = _fit(p, merged, path, p_root, c_root)
@@ -235,7 +237,14 @@ def _travelling_branch(base: dict[str, Any], branch: Schema) -> dict[str, Any]:
     return merged
 
 
-def _may_match_another(p: dict[str, Any], branches: list[dict[str, Any]], fitting: int) -> bool:
+def _consumer_branch(base: dict[str, Any], branch: Any, c_root: Schema) -> Schema:
+    """A consumer's anyOf/oneOf branch with the consumer's own keywords (``false`` accepts nothing)."""
+    if isinstance(branch, dict):
+        return {**base, **_resolve(branch, c_root)}
+    return False if branch is False else base
+
+
+def _may_match_another(p: dict[str, Any], branches: list[Schema], fitting: int) -> bool:
     """Whether a payload of ``p`` might also satisfy a oneOf branch besides ``fitting`` (oneOf then
     rejects it); only branches of types ``p`` never emits are proven not to match."""
     emitted = _types(p) or set(_ALL_TYPES)
@@ -244,8 +253,8 @@ def _may_match_another(p: dict[str, Any], branches: list[dict[str, Any]], fittin
     for i, branch in enumerate(branches):
         if i == fitting:
             continue
-        accepted = _types(branch)
-        if accepted is None or emitted & accepted:
+        accepted = _types(branch) if isinstance(branch, dict) else None
+        if branch is not False and (accepted is None or emitted & accepted):
             return True
     return False
 

@@ -138,3 +138,20 @@ def test_a_producers_branches_travel_as_its_own_properties_project_them() -> Non
         "anyOf": [{"required": ["n"]}, {"properties": {"kind": {"const": "none"}}}],
     }
     assert fit_reasons(tagged, {"type": "object", "required": ["kind"]}) == []
+
+
+def test_a_consumers_branches_add_to_its_own_constraints_not_replace_them() -> None:
+    """A payload must satisfy the consumer's own keywords *and* a branch: merging a branch over them
+    (its ``required`` or ``properties`` replacing the consumer's) forgot the consumer's own."""
+    producer = {"type": "object", "required": ["a", "b"], "properties": {"a": {"type": "integer"}, "b": {}}}
+    needs_c = {"type": "object", "required": ["c"], "anyOf": [{"required": ["b"]}]}
+    a_is_text = {
+        "type": "object",
+        "properties": {"a": {"type": "string"}},
+        "anyOf": [{"properties": {"b": {}}}],
+    }
+    for consumer in (needs_c, a_is_text):
+        assert not Draft202012Validator(consumer).is_valid({"a": 1, "b": 2})
+        assert fit_reasons(producer, consumer)
+    assert fit_reasons(producer, {"type": "object", "required": ["a"], "anyOf": [{"required": ["b"]}]}) == []
+    assert fit_reasons({"type": "string"}, {"anyOf": [False]})  # a false branch accepts nothing
