@@ -269,11 +269,14 @@ def _has_ref(schema: Any) -> bool:
 
 def _values_fit(values: list[Any], c: dict[str, Any], path: str, c_root: Schema) -> list[str]:
     from jsonschema import Draft202012Validator  # local: only finite-value producers need it
+    from referencing.exceptions import Unresolvable
 
-    validator = Draft202012Validator(
-        {**c, "$defs": c_root.get("$defs", {})} if isinstance(c_root, dict) else c
-    )
-    bad = [v for v in values if not validator.is_valid(v)]
+    # ``c`` validated as the part of the consumer's schema it is, so its references resolve in the whole.
+    validator = Draft202012Validator(c_root).evolve(schema=c)
+    try:
+        bad = [v for v in values if not validator.is_valid(v)]
+    except Unresolvable as exc:
+        return [f"{path}: the consumer refers to a schema that cannot be resolved ({exc})"]
     return [f"{path}: the consumer rejects the value {v!r}" for v in bad]
 
 

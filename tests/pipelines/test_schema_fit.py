@@ -155,3 +155,18 @@ def test_a_consumers_branches_add_to_its_own_constraints_not_replace_them() -> N
         assert fit_reasons(producer, consumer)
     assert fit_reasons(producer, {"type": "object", "required": ["a"], "anyOf": [{"required": ["b"]}]}) == []
     assert fit_reasons({"type": "string"}, {"anyOf": [False]})  # a false branch accepts nothing
+
+
+def test_fixed_values_are_checked_against_the_consumer_with_all_its_references() -> None:
+    """A producer's fixed values meeting a consumer property that refers elsewhere in the consumer's
+    schema (``definitions``, or any pointer) crashed the check instead of answering."""
+    consumer = {
+        "definitions": {"n": {"type": "integer"}},
+        "type": "object",
+        "properties": {"a": {"type": "object", "properties": {"b": {"$ref": "#/definitions/n"}}}},
+    }
+    fixed = {"type": "object", "properties": {"a": {"const": {"b": 1}}}}
+    assert fit_reasons(fixed, consumer) == []
+    assert fit_reasons({"type": "object", "properties": {"a": {"const": {"b": "x"}}}}, consumer)
+    remote = {"type": "object", "properties": {"b": {"$ref": "https://example.com/n.json"}}}
+    assert fit_reasons({"const": {"b": 1}}, remote)  # cannot be resolved: no, not a crash
