@@ -48,7 +48,10 @@ _UNCOMPARED = frozenset(
 
 def fit_reasons(producer: Schema, consumer: Schema) -> list[str]:
     """Why payloads admitted by ``producer`` might be rejected by ``consumer``; empty when they never are."""
-    return _fit(producer, consumer, "$", producer, consumer)
+    try:
+        return _fit(producer, consumer, "$", producer, consumer)
+    except RecursionError:  # schemas that refer to themselves (trees) are compared only so deep
+        return ["$: the schemas nest (or refer to themselves) too deeply to be compared"]
 
 
 def _resolve(schema: Schema, root: Schema) -> Schema:

@@ -170,3 +170,14 @@ def test_fixed_values_are_checked_against_the_consumer_with_all_its_references()
     assert fit_reasons({"type": "object", "properties": {"a": {"const": {"b": "x"}}}}, consumer)
     remote = {"type": "object", "properties": {"b": {"$ref": "https://example.com/n.json"}}}
     assert fit_reasons({"const": {"b": 1}}, remote)  # cannot be resolved: no, not a crash
+
+
+def test_recursive_schemas_get_an_answer_not_a_crash() -> None:
+    """A tree of labels refers to itself; comparing two such schemas recursed until Python gave up."""
+    tree = {
+        "type": "object",
+        "properties": {"label": {"type": "string"}, "children": {"type": "array", "items": {"$ref": "#"}}},
+    }
+    labelled = {**tree, "required": ["label"]}
+    assert isinstance(fit_reasons(labelled, tree), list)
+    assert fit_reasons(tree, {**tree, "properties": {**tree["properties"], "label": {"type": "integer"}}})
