@@ -330,6 +330,13 @@ class DemandService:
                     )
                 )
 
+    async def require_search(self, search_id: str) -> None:
+        """NOT_FOUND unless ``search_id`` names a logged search (checked before acting on a selection)."""
+        await self.flush()
+        async with self.db.session() as session:
+            if await session.get(SearchEvent, search_id) is None:
+                raise NotFound(f"no search with id {search_id!r}")
+
     async def record_selection(self, search_id: str, listing_id: str) -> None:
         """The requester picked ``listing_id`` from search ``search_id``: that search's need was met.
 
