@@ -232,7 +232,10 @@ def _sort_value(doc: IndexedListing, sort: str) -> float:
     return doc.created_at
 
 
-def _sort_part(doc: IndexedListing, sort: str) -> ScorePart:
+def _sort_part(doc: IndexedListing, sort: str, counted: bool = True) -> ScorePart:
+    """Why a result sits where it does under ``sort``. Without text the field is the score; with text the
+    score stays the relevance, so the part adds nothing (``counted=False``) and the parts still sum to it.
+    """
     details = {
         SortOrder.USAGE: f"sorted by usage: {doc.relative_usage:.0%} of its category's most used",
         SortOrder.ACCURACY: f"sorted by accuracy: {doc.accuracy}"
@@ -244,7 +247,8 @@ def _sort_part(doc: IndexedListing, sort: str) -> ScorePart:
         SortOrder.NEWEST: "sorted by newest",
     }
     value = _sort_value(doc, sort)
-    return ScorePart(sort, value if math.isfinite(value) else 0.0, details[SortOrder(sort)])
+    counted_value = value if counted and math.isfinite(value) else 0.0
+    return ScorePart(sort, counted_value, details[SortOrder(sort)])
 
 
 class SearchService:
@@ -440,7 +444,8 @@ class SearchService:
         if sort != SortOrder.RELEVANCE:
             ranked = sorted(ranked, key=lambda r: (-_sort_value(projections[r.id], sort), -r.score, r.id))
             ranked = [
-                RankedResult(r.id, r.score, (_sort_part(projections[r.id], sort), *r.parts)) for r in ranked
+                RankedResult(r.id, r.score, (_sort_part(projections[r.id], sort, counted=False), *r.parts))
+                for r in ranked
             ]
         return interpretation, ranked, len(projections)
 

@@ -155,6 +155,9 @@ async def test_sorts_order_by_their_field(demo: CatalogApp) -> None:
     )
     accuracies = [r.listing.accuracy for r in by_accuracy.results if r.listing.accuracy is not None]
     assert accuracies == sorted(accuracies, reverse=True)
+    for result in by_accuracy.results:  # the parts still add up to the score (the sort adds nothing)
+        assert result.score == pytest.approx(sum(part.value for part in result.parts))
+        assert result.parts[0].detail.startswith("sorted by accuracy")
     by_latency = await demo.search.search(ANONYMOUS, SearchRequest(sort="latency", limit=50))
     latencies = [r.listing.latency_p50_ms for r in by_latency.results if r.listing.latency_p50_ms is not None]
     assert latencies == sorted(latencies) and by_latency.total_count == 39
