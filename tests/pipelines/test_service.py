@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable
 
 import pytest
@@ -323,3 +324,18 @@ async def test_the_best_conditioner_is_found_among_many(
     await service.add_step(requester, pipeline.id, tokenizer.id)
     change = await service.add_step(requester, pipeline.id, reader.id)
     assert [s.listing_id for s in change.pipeline.steps] == [tokenizer.id, best.id, reader.id]
+
+
+async def test_concurrent_edits_of_one_pipeline_apply_one_after_the_other(
+    service: PipelineService, requester: Actor, make_listing: MakeListing
+) -> None:
+    """On SQLite each edit read the steps before it held the write lock, so concurrent adds all took the
+    same position and the pipeline's order was lost (PostgreSQL locks the pipeline row)."""
+    first = await make_listing("first", input_format="text", output_format="text")
+    others = [await make_listing(f"echo-{i}", input_format="text", output_format="text") for i in range(4)]
+    pipeline = await service.create(requester, "busy")
+    await service.add_step(requester, pipeline.id, first.id)
+    await asyncio.gather(*(service.add_step(requester, pipeline.id, listing.id) for listing in others))
+    steps = (await service.get(requester, pipeline.id)).steps
+    assert [s.position for s in steps] == [0, 1, 2, 3, 4]
+    assert steps[0].listing_id == first.id and {s.listing_id for s in steps[1:]} == {x.id for x in others}
