@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 import numpy as np
-from sqlalchemy import false, func, or_, select
+from sqlalchemy import false, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from catalog.choices import parse_choice
@@ -74,6 +74,13 @@ class UsageService:
                 f"latency_ms must be a non-negative number; got {latency_ms!r}", field="latency_ms"
             )
         async with self.index.atomic() as (session, changes):
+            if self.db.is_sqlite:
+                # SQLite has no row locks and takes its write lock at a transaction's first write: the
+                # counters read before it would be stale when runs finish together. Write first.
+                touch = (
+                    update(Listing).where(Listing.id == listing_id).values(usage_count=Listing.usage_count)
+                )
+                await session.execute(touch)
             row = await session.get(Listing, listing_id, with_for_update=not self.db.is_sqlite)
             if row is None:
                 raise NotFound(f"no listing with id {listing_id!r}")
