@@ -143,12 +143,36 @@ class MlrepoGraphQL(GraphQL):
             value = json.loads(data)
         except (UnicodeDecodeError, ValueError) as exc:
             raise HTTPException(400, "Unable to parse request body as JSON") from exc
+        except RecursionError as exc:  # the decoder's own limit: a body nested thousands deep
+            raise HTTPException(400, "The request body nests too deeply") from exc
         if not isinstance(value, dict | list):
             raise HTTPException(400, "The request body (and `variables`) must be a JSON object")
+        if _has_unpaired_surrogate(value):
+            raise HTTPException(400, "The request body holds an unpaired \\uD800-\\uDFFF escape: not text")
         return value
 
     def encode_json(self, data: object) -> str:
         return json.dumps(data, separators=(",", ":"), default=str)
+
+
+def _has_unpaired_surrogate(value: object) -> bool:
+    """JSON may escape half of a UTF-16 pair; Python decodes it to a str that cannot be encoded, which
+    every database, tokenizer and index below then fails on (the GraphQL parser refuses the same escape
+    in a query's own text). Walked without recursion: the body may nest as deep as the decoder allows."""
+    pending = [value]
+    while pending:
+        item = pending.pop()
+        if isinstance(item, str):
+            try:
+                item.encode()
+            except UnicodeEncodeError:
+                return True
+        elif isinstance(item, dict):
+            pending.extend(item.keys())
+            pending.extend(item.values())
+        elif isinstance(item, list):
+            pending.extend(item)
+    return False
 
 
 async def healthz(request: Request) -> JSONResponse:

@@ -45,7 +45,21 @@ async def test_malformed_graphql_is_bad_input(api, query: str) -> None:
         (b'"just a string"', "application/json"),  # JSON, but not an object
         (b'[{"query": "{ me { name } }"}]', "application/json"),  # batching is off
         (b"\xff\xfe\x00", "application/json"),  # not decodable text
+        # An unpaired surrogate escape decodes to a str no database or tokenizer takes (was INTERNAL).
+        (
+            b'{"query": "query($t: String!) { search(input: {text: $t}) { totalCount } }", '
+            b'"variables": {"t": "ok \\ud800"}}',
+            "application/json",
+        ),
+        (
+            b'{"query": "query($id: ID!) { listing(id: $id) { id } }", "variables": {"id": "\\udfff"}}',
+            "application/json",
+        ),
         (b"--x\r\ngarbage", "multipart/form-data; boundary=x"),
+        (
+            b'{"query": "{ me { name } }", "variables": {"x": ' + b"[" * 50_000 + b"]" * 50_000 + b"}}",
+            "application/json",
+        ),  # nested past the decoder's recursion limit (was HTTP 500)
     ],
 )
 async def test_unparseable_requests_are_400_with_code(api, content: bytes, content_type: str) -> None:
