@@ -68,6 +68,18 @@ async def test_unparseable_requests_are_400_with_code(api, content: bytes, conte
     assert response.json()["errors"][0]["extensions"]["code"] == "BAD_INPUT"
 
 
+@pytest.mark.parametrize(
+    ("content", "says"),
+    [
+        (b'"just a string"', "must be a JSON object"),
+        (b'{"query": "{ me { name } }", "variables": {"x": "\\ud800"}}', "unpaired"),
+    ],
+)
+async def test_unusable_bodies_say_what_is_wrong(api, content: bytes, says: str) -> None:
+    response = await api.http.post("/graphql", content=content, headers={"content-type": "application/json"})
+    assert response.status_code == 400 and says in response.json()["errors"][0]["message"]
+
+
 async def test_long_input_is_not_echoed_in_full(api) -> None:
     body = await api.gql("query($id: ID!) { listing(id: $id) { id } }", {"id": "x" * 100_000})
     error = body["errors"][0]
