@@ -76,9 +76,12 @@ class UsageService:
         async with self.index.atomic() as (session, changes):
             if self.db.is_sqlite:
                 # SQLite has no row locks and takes its write lock at a transaction's first write: the
-                # counters read before it would be stale when runs finish together. Write first.
+                # counters read before it would be stale when runs finish together. Write first (a
+                # no-op: updated_at is named so that its onupdate does not stamp a mere view).
                 touch = (
-                    update(Listing).where(Listing.id == listing_id).values(usage_count=Listing.usage_count)
+                    update(Listing)
+                    .where(Listing.id == listing_id)
+                    .values(usage_count=Listing.usage_count, updated_at=Listing.updated_at)
                 )
                 await session.execute(touch)
             row = await session.get(Listing, listing_id, with_for_update=not self.db.is_sqlite)

@@ -24,6 +24,9 @@ async def test_concurrent_runs_are_all_counted(app: CatalogApp, alice: Actor) ->
     )
     stats = await app.usage.stats(view.id)
     assert (stats.usage_count, stats.success_count) == (20, 20)
+    before = await app.listings.get(ANONYMOUS, view.id)
+    await app.usage.record(view.id, "view")  # a view changes nothing about the listing itself
+    assert (await app.listings.get(ANONYMOUS, view.id)).updated_at == before.updated_at
 
 
 async def test_relative_usage_is_derived_per_category(app: CatalogApp, alice: Actor) -> None:
