@@ -94,7 +94,9 @@ class MlrepoGraphQL(GraphQL):
                     response = await self.run(Request(scope=scope, receive=body))
             except HTTPException as exc:
                 # Unparseable JSON, no query, wrong method...: the client's mistake, in GraphQL's shape.
-                response = JSONResponse(http_error_body(exc.reason), status_code=exc.status_code)
+                # strawberry rewords a JSONDecodeError as "Unable to parse…": ours says what is wrong.
+                reason = exc.__cause__.reason if isinstance(exc.__cause__, UnusableJson) else exc.reason
+                response = JSONResponse(http_error_body(reason), status_code=exc.status_code)
             except Exception:
                 logger.exception("GraphQL transport failed")
                 response = JSONResponse(http_error_body("internal error; it has been logged", INTERNAL), 500)
@@ -138,17 +140,52 @@ class MlrepoGraphQL(GraphQL):
         return await super().process_result(request, result)
 
     def decode_json(self, data: str | bytes) -> object:
-        """strawberry lets undecodable bytes and non-object JSON bodies escape as 500s; they are 400s."""
+        """strawberry lets undecodable bytes and non-object JSON bodies escape as 500s; they are 400s
+        (and, on a websocket, messages that are not JSON: closed with 4400)."""
         try:
             value = json.loads(data)
         except (UnicodeDecodeError, ValueError) as exc:
-            raise HTTPException(400, "Unable to parse request body as JSON") from exc
+            raise UnusableJson("Unable to parse request body as JSON") from exc
+        except RecursionError as exc:  # the decoder's own limit: a body nested thousands deep
+            raise UnusableJson("The request body nests too deeply") from exc
         if not isinstance(value, dict | list):
-            raise HTTPException(400, "The request body (and `variables`) must be a JSON object")
+            raise UnusableJson("The request body (and `variables`) must be a JSON object")
+        if _has_unpaired_surrogate(value):
+            raise UnusableJson("The request body holds an unpaired \\uD800-\\uDFFF escape: not text")
         return value
 
     def encode_json(self, data: object) -> str:
         return json.dumps(data, separators=(",", ":"), default=str)
+
+
+class UnusableJson(HTTPException, json.JSONDecodeError):
+    """A body or message the service cannot use. Over HTTP it is a 400; strawberry's websocket loop
+    catches only ``JSONDecodeError`` (closing with 4400), and let the HTTP exception kill the connection
+    with no close frame."""
+
+    def __init__(self, reason: str) -> None:
+        json.JSONDecodeError.__init__(self, reason, "", 0)
+        self.status_code, self.reason = 400, reason
+
+
+def _has_unpaired_surrogate(value: object) -> bool:
+    """JSON may escape half of a UTF-16 pair; Python decodes it to a str that cannot be encoded, which
+    every database, tokenizer and index below then fails on (the GraphQL parser refuses the same escape
+    in a query's own text). Walked without recursion: the body may nest as deep as the decoder allows."""
+    pending = [value]
+    while pending:
+        item = pending.pop()
+        if isinstance(item, str):
+            try:
+                item.encode()
+            except UnicodeEncodeError:
+                return True
+        elif isinstance(item, dict):
+            pending.extend(item.keys())
+            pending.extend(item.values())
+        elif isinstance(item, list):
+            pending.extend(item)
+    return False
 
 
 async def healthz(request: Request) -> JSONResponse:

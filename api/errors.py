@@ -16,6 +16,7 @@ from typing import Any
 
 from graphql.error import GraphQLError
 from pydantic import ValidationError
+from sqlalchemy.exc import DBAPIError
 from strawberry.exceptions import StrawberryGraphQLError
 from strawberry.extensions import MaskErrors
 from strawberry.schema.exceptions import CannotGetOperationTypeError, InvalidOperationTypeError
@@ -32,6 +33,9 @@ INTERNAL = "INTERNAL"
 _CLIENT_DOCUMENT_ERRORS = (GraphQLError, CannotGetOperationTypeError, InvalidOperationTypeError)
 _JSON_SCALARS = (str, int, float, bool, type(None))
 MAX_MESSAGE_CHARS = 500
+# PostgreSQL's character_not_in_repertoire: a NUL in a text value, which it cannot store (SQLite can).
+# Only a client's input carries one, so it is that input's fault, not an incident.
+UNSTORABLE_TEXT_SQLSTATE = "22021"
 
 
 def _root_cause(error: GraphQLError) -> BaseException | None:
@@ -89,6 +93,8 @@ def coded_error(error: GraphQLError) -> GraphQLError:
             return _internal(error, cause)
         extensions = {"code": cause.code, **_public_details(cause.details)}
         return _rebuilt(error, cause.message, extensions)
+    if isinstance(cause, DBAPIError) and getattr(cause.orig, "sqlstate", None) == UNSTORABLE_TEXT_SQLSTATE:
+        return _rebuilt(error, "text values must not contain NUL characters", {"code": BAD_INPUT})
     if isinstance(cause, ValidationError):
         return _rebuilt(error, describe_validation_error(cause), {"code": BAD_INPUT})
     if isinstance(cause, StrawberryGraphQLError):

@@ -27,7 +27,7 @@ from sqlalchemy.exc import IntegrityError
 
 from catalog.actors import Actor
 from catalog.clock import as_utc
-from catalog.demand_alerts import DemandAlert, DemandAlertHub, category_key
+from catalog.demand_alerts import DemandAlert, DemandAlertHub
 from catalog.demand_topics import central_member, cluster_by_similarity, keywords, normalize_query
 from infra.db import Database
 from infra.errors import BadInput, Forbidden, NotFound, Unauthenticated, Unavailable
@@ -152,8 +152,14 @@ def _reason(result_count: int, facets: dict[str, Any] | None) -> str:
     return NO_RESULTS if result_count == 0 else NO_SELECTION
 
 
+def same_category(column: Any, category: str) -> ColumnElement[bool]:
+    """Categories match regardless of case, with the database's lower() on both sides: SQLite folds only
+    ASCII, so a name lowered in Python never equalled a column holding an accented capital."""
+    return func.lower(column) == func.lower(category.strip())
+
+
 def _category_is(category: str) -> ColumnElement[bool]:
-    return func.lower(SearchEvent.category) == category_key(category)
+    return same_category(SearchEvent.category, category)
 
 
 def _not_selected() -> ColumnElement[bool]:
@@ -330,6 +336,13 @@ class DemandService:
                     )
                 )
 
+    async def require_search(self, search_id: str) -> None:
+        """NOT_FOUND unless ``search_id`` names a logged search (checked before acting on a selection)."""
+        await self.flush()
+        async with self.db.session() as session:
+            if await session.get(SearchEvent, search_id) is None:
+                raise NotFound(f"no search with id {search_id!r}")
+
     async def record_selection(self, search_id: str, listing_id: str) -> None:
         """The requester picked ``listing_id`` from search ``search_id``: that search's need was met.
 
@@ -387,8 +400,7 @@ class DemandService:
         require_producer(actor)
         statement = update(DemandSubscription).where(DemandSubscription.account_id == actor.account_id)
         if category is not None:
-            key = category_key(clean_category(category))
-            statement = statement.where(func.lower(DemandSubscription.category) == key)
+            statement = statement.where(same_category(DemandSubscription.category, clean_category(category)))
         async with self.db.session() as session:
             result = await session.execute(statement.values(last_seen_at=self.clock()))
             if category is not None and result.rowcount == 0:
@@ -529,12 +541,12 @@ class DemandService:
     async def unsubscribe(self, actor: Actor, category: str) -> bool:
         """Stop following ``category``; False when the actor was not subscribed to it."""
         require_producer(actor)
-        key = category_key(clean_category(category))
+        cleaned = clean_category(category)
         async with self.db.session() as session:
             result = await session.execute(
                 delete(DemandSubscription).where(
                     DemandSubscription.account_id == actor.account_id,
-                    func.lower(DemandSubscription.category) == key,
+                    same_category(DemandSubscription.category, cleaned),
                 )
             )
             return result.rowcount > 0
@@ -554,7 +566,7 @@ class DemandService:
             row = await session.scalar(
                 select(DemandSubscription).where(
                     DemandSubscription.account_id == actor.account_id,
-                    func.lower(DemandSubscription.category) == category_key(category),
+                    same_category(DemandSubscription.category, category),
                 )
             )
             return _subscription_info(row) if row else None

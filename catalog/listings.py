@@ -216,15 +216,17 @@ class ListingService:
         kinds = parse_choices(ListingKind, filter.kinds, "kinds")
         if kinds:
             conditions.append(Listing.kind.in_(kinds))
+        # Case-insensitive with the database's lower() on both sides: SQLite folds only ASCII, so a
+        # Python-lowered "électronique" never equalled the column's "Électronique".
         if filter.category:
-            conditions.append(func.lower(Listing.category) == filter.category.strip().lower())
+            conditions.append(func.lower(Listing.category) == func.lower(filter.category.strip()))
         if filter.subcategory:
             values = subcategory_values(self.db)
             conditions.append(
                 exists(
                     select(1)
                     .select_from(values)
-                    .where(func.lower(values.c.value) == filter.subcategory.lower())
+                    .where(func.lower(values.c.value) == func.lower(filter.subcategory))
                 )
             )
         if filter.owner_id:

@@ -19,11 +19,39 @@ Schema = dict[str, Any] | bool
 
 _NUMERIC = {"integer", "number"}
 _ALL_TYPES = frozenset({"null", "boolean", "object", "array", "number", "integer", "string"})
+# Assertions outside the subset compared here. On the producer's side ignoring one only widens what it may
+# emit (still conservative); on the consumer's side it would say yes to payloads the consumer rejects.
+# A ``$ref`` still there after resolution points outside the schema.
+_UNCOMPARED = frozenset(
+    {
+        "not",
+        "if",
+        "then",
+        "else",
+        "dependentRequired",
+        "dependentSchemas",
+        "dependencies",
+        "propertyNames",
+        "patternProperties",
+        "prefixItems",
+        "contains",
+        "minContains",
+        "maxContains",
+        "unevaluatedProperties",
+        "unevaluatedItems",
+        "$ref",
+        "$dynamicRef",
+        "$recursiveRef",
+    }
+)
 
 
 def fit_reasons(producer: Schema, consumer: Schema) -> list[str]:
     """Why payloads admitted by ``producer`` might be rejected by ``consumer``; empty when they never are."""
-    return _fit(producer, consumer, "$", producer, consumer)
+    try:
+        return _fit(producer, consumer, "$", producer, consumer)
+    except RecursionError:  # schemas that refer to themselves (trees) are compared only so deep
+        return ["$: the schemas nest (or refer to themselves) too deeply to be compared"]
 
 
 def _resolve(schema: Schema, root: Schema) -> Schema:
@@ -102,23 +130,40 @@ def _fit(p: Schema, c: Schema, path: str, p_root: Schema, c_root: Schema) -> lis
         p = {}
     if not isinstance(p, dict) or not isinstance(c, dict):
         return [f"{path}: not a JSON Schema object"]
+    if p == c and (p_root == c_root or not _has_ref(c)):
+        return []  # the same constraints admit the same payloads
+    uncompared = sorted(_UNCOMPARED & set(c))
+    if uncompared:
+        p_values = _values(p)
+        if p_values is not None:  # a finite set of values: the validator answers exactly
+            return _values_fit(p_values, c, path, c_root)
+        return [
+            f"{path}: the consumer uses {', '.join(uncompared)}, which cannot be checked against the producer"
+        ]
 
     for key in ("anyOf", "oneOf"):
         if isinstance(p.get(key), list):
             base = {k: v for k, v in p.items() if k != key}
             reasons: list[str] = []
             for i, branch in enumerate(p[key]):
-                merged = {**base, **(_resolve(branch, p_root) if isinstance(branch, dict) else {})}
+                merged = _travelling_branch(base, _resolve(branch, p_root))
                 reasons += _fit(merged, c, f"{path}<{key}[{i}]>", p_root, c_root)
             return reasons
     for key in ("anyOf", "oneOf"):
         if isinstance(c.get(key), list):
             base = {k: v for k, v in c.items() if k != key}
+            # The consumer's own keywords hold whichever branch matches; a branch merged over them may
+            # replace one (its ``required``, its ``properties``), so they are checked on their own too.
+            own = _fit(p, base, path, p_root, c_root)
+            if own:
+                return own
+            branches = [_consumer_branch(base, branch, c_root) for branch in c[key]]
             attempts = []
-            for branch in c[key]:
-                merged = {**base, **(_resolve(branch, c_root) if isinstance(branch, dict) else {})}
+            for i, merged in enumerate(branches):
                 attempt = _fit(p, merged, path, p_root, c_root)
                 if not attempt:
+                    if key == "oneOf" and _may_match_another(p, branches, i):
+                        return [f"{path}: may match more than one of the consumer's oneOf branches"]
                     return []
                 attempts.append(attempt)
             return [f"{path}: fits none of the consumer's {key} branches ({attempts[0][0]})"]
@@ -168,13 +213,73 @@ def _fit(p: Schema, c: Schema, path: str, p_root: Schema, c_root: Schema) -> lis
     return reasons
 
 
+def _travelling_branch(base: dict[str, Any], branch: Schema) -> dict[str, Any]:
+    """One anyOf/oneOf branch of a producer as its payloads arrive: valid under the base and the branch,
+    but projected by the base's own ``properties`` — ``project_to_schema`` never looks into branches."""
+    if not isinstance(branch, dict):
+        return dict(base)
+    merged = {**base, **branch}
+    if not any(key in branch for key in ("properties", "required", "additionalProperties")):
+        return merged
+    required = set(base.get("required") or []) | set(branch.get("required") or [])
+    if "properties" in base:
+        # Only the base's properties (and keys its additionalProperties schema keeps) arrive.
+        merged["properties"] = base["properties"]
+        if "additionalProperties" in base:
+            merged["additionalProperties"] = base["additionalProperties"]
+        else:
+            merged.pop("additionalProperties", None)
+        if not isinstance(base.get("additionalProperties"), dict):
+            required &= set(base["properties"])
+    else:
+        # Nothing is dropped at this level, and nothing below it is projected: keys arrive as they were
+        # emitted, so the branch's property schemas (which assume projection below) prove nothing.
+        merged.pop("properties", None)
+        merged["additionalProperties"] = {}
+    merged["required"] = sorted(required)
+    return merged
+
+
+def _consumer_branch(base: dict[str, Any], branch: Any, c_root: Schema) -> Schema:
+    """A consumer's anyOf/oneOf branch with the consumer's own keywords (``false`` accepts nothing)."""
+    if isinstance(branch, dict):
+        return {**base, **_resolve(branch, c_root)}
+    return False if branch is False else base
+
+
+def _may_match_another(p: dict[str, Any], branches: list[Schema], fitting: int) -> bool:
+    """Whether a payload of ``p`` might also satisfy a oneOf branch besides ``fitting`` (oneOf then
+    rejects it); only branches of types ``p`` never emits are proven not to match."""
+    emitted = _types(p) or set(_ALL_TYPES)
+    if emitted & _NUMERIC:
+        emitted |= _NUMERIC  # an integer is a number, and a whole number is an integer
+    for i, branch in enumerate(branches):
+        if i == fitting:
+            continue
+        accepted = _types(branch) if isinstance(branch, dict) else None
+        if branch is not False and (accepted is None or emitted & accepted):
+            return True
+    return False
+
+
+def _has_ref(schema: Any) -> bool:
+    if isinstance(schema, dict):
+        return "$ref" in schema or any(_has_ref(v) for v in schema.values())
+    if isinstance(schema, list):
+        return any(_has_ref(v) for v in schema)
+    return False
+
+
 def _values_fit(values: list[Any], c: dict[str, Any], path: str, c_root: Schema) -> list[str]:
     from jsonschema import Draft202012Validator  # local: only finite-value producers need it
+    from referencing.exceptions import Unresolvable
 
-    validator = Draft202012Validator(
-        {**c, "$defs": c_root.get("$defs", {})} if isinstance(c_root, dict) else c
-    )
-    bad = [v for v in values if not validator.is_valid(v)]
+    # ``c`` validated as the part of the consumer's schema it is, so its references resolve in the whole.
+    validator = Draft202012Validator(c_root).evolve(schema=c)
+    try:
+        bad = [v for v in values if not validator.is_valid(v)]
+    except Unresolvable as exc:
+        return [f"{path}: the consumer refers to a schema that cannot be resolved ({exc})"]
     return [f"{path}: the consumer rejects the value {v!r}" for v in bad]
 
 

@@ -130,6 +130,22 @@ def _finite(
     return float(value)
 
 
+def check_no_nul(request: SearchRequest) -> None:
+    """NUL is never meaningful in a search, and PostgreSQL cannot store it: the search's log row would
+    fail, and with it every search logged in the same batch."""
+    for name, value in (
+        ("text", request.text),
+        ("category", request.category),
+        ("subcategory", request.subcategory),
+        ("inputFormat", request.input_format),
+        ("outputFormat", request.output_format),
+        ("after", request.after),
+        ("pipeline", request.pipeline_id),
+    ):
+        if isinstance(value, str) and "\x00" in value:
+            raise BadInput(f"{name} must not contain NUL characters", field=name)
+
+
 def _facet_text(name: str, value: str | None) -> str | None:
     if value is None or not value.strip():
         return None
@@ -216,7 +232,10 @@ def _sort_value(doc: IndexedListing, sort: str) -> float:
     return doc.created_at
 
 
-def _sort_part(doc: IndexedListing, sort: str) -> ScorePart:
+def _sort_part(doc: IndexedListing, sort: str, counted: bool = True) -> ScorePart:
+    """Why a result sits where it does under ``sort``. Without text the field is the score; with text the
+    score stays the relevance, so the part adds nothing (``counted=False``) and the parts still sum to it.
+    """
     details = {
         SortOrder.USAGE: f"sorted by usage: {doc.relative_usage:.0%} of its category's most used",
         SortOrder.ACCURACY: f"sorted by accuracy: {doc.accuracy}"
@@ -228,7 +247,8 @@ def _sort_part(doc: IndexedListing, sort: str) -> ScorePart:
         SortOrder.NEWEST: "sorted by newest",
     }
     value = _sort_value(doc, sort)
-    return ScorePart(sort, value if math.isfinite(value) else 0.0, details[SortOrder(sort)])
+    counted_value = value if counted and math.isfinite(value) else 0.0
+    return ScorePart(sort, counted_value, details[SortOrder(sort)])
 
 
 class SearchService:
@@ -255,6 +275,9 @@ class SearchService:
         text = request.text or ""
         if not isinstance(text, str):
             raise BadInput("text must be a string", field="text")
+        check_no_nul(request)
+        if request.position is not None and request.pipeline_id is None:
+            raise BadInput("position names a slot of a pipeline: give the pipeline too", field="position")
         if len(text) > self.settings.max_query_chars:
             raise BadInput(
                 f"text is longer than {self.settings.max_query_chars} characters ({len(text)})", field="text"
@@ -290,7 +313,7 @@ class SearchService:
         query_vector: np.ndarray | None = None
         if text:
             needed = offset + request.limit
-            query_vector, keyword_hits = await self._encode_and_match(text, filters, self._depth(needed))
+            query_vector, keyword_hits = await self._encode_and_match(text, filters, self._depth())
             interpretation, ranked, total = self._rank(
                 text, query_vector, keyword_hits, filters, sort, needed
             )
@@ -300,12 +323,13 @@ class SearchService:
         with stage(HYDRATE):
             hydrated = await self._hydrate(actor, [r.id for r in page])
         results = [SearchResult(hydrated[r.id], r.score, r.parts) for r in page if r.id in hydrated]
+        next_offset = offset + len(page)
+        # Paging walks what was ranked: listings dropped from this page below still leave the rest ahead.
+        has_next = next_offset < total
         if slot is not None:
             fitting = [r for r in results if not slot_misfits(slot, r.listing)]
             total -= len(results) - len(fitting)
             results = fitting
-        next_offset = offset + len(page)
-        has_next = next_offset < total
         search_id = None
         if text and offset == 0:  # the first page only: paging on is not a new need
             inferred = interpretation.top.category if interpretation and interpretation.top else None
@@ -380,9 +404,14 @@ class SearchService:
         """Wait until every search logged so far is written (tests, shutdown)."""
         await self.demand.flush()
 
-    def _depth(self, needed: int) -> int:
-        """Candidates asked of each list: enough to fill the page, and deep enough for fusion."""
-        return max(self.ranker.weights.candidate_depth, needed)
+    def _depth(self) -> int:
+        """Candidates asked of each list: deep enough for fusion and to fill the largest page.
+
+        The same for every page of a search: fusion scales scores over the candidate lists and the
+        interpretation reads them, so a deeper retrieval for a later page would re-rank the earlier
+        ones, and paging would repeat some listings and skip others. A text search therefore pages
+        through exactly the candidates its first page ranked (``total_count``)."""
+        return max(self.ranker.weights.candidate_depth, self.settings.max_page_size)
 
     def _rank(
         self,
@@ -401,7 +430,7 @@ class SearchService:
         backend = self.index.backend
         assert backend is not None
         with stage(VECTOR):
-            vector_hits: list[Hit] = backend.vector(query_vector, filters, self._depth(needed))
+            vector_hits: list[Hit] = backend.vector(query_vector, filters, self._depth())
         with stage(PROJECTIONS):
             projections = backend.get(
                 list(dict.fromkeys([h.id for h in keyword_hits] + [h.id for h in vector_hits])),
@@ -415,7 +444,8 @@ class SearchService:
         if sort != SortOrder.RELEVANCE:
             ranked = sorted(ranked, key=lambda r: (-_sort_value(projections[r.id], sort), -r.score, r.id))
             ranked = [
-                RankedResult(r.id, r.score, (_sort_part(projections[r.id], sort), *r.parts)) for r in ranked
+                RankedResult(r.id, r.score, (_sort_part(projections[r.id], sort, counted=False), *r.parts))
+                for r in ranked
             ]
         return interpretation, ranked, len(projections)
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 import numpy as np
-from sqlalchemy import false, func, or_, select
+from sqlalchemy import false, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from catalog.choices import parse_choice
@@ -27,6 +27,7 @@ from infra.tables import Listing, UsageEvent, utcnow
 RUN_KINDS = frozenset({UsageKind.INFERENCE.value, UsageKind.TRAINING.value, UsageKind.PIPELINE_STEP.value})
 LATENCY_SAMPLE = 500  # latency percentiles over the listing's most recent runs
 RELATIVE_EPSILON = 1e-9
+SEARCH_ID_CHARS = UsageEvent.__table__.c.search_id.type.length
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,11 +66,24 @@ class UsageService:
         A view only records the event (it marks a search as satisfied for unmet demand).
         """
         kind = parse_usage_kind(kind)
+        if search_id is not None and len(search_id) > SEARCH_ID_CHARS:
+            # Longer than any search id: not one this service issued (and PostgreSQL would refuse it).
+            raise BadInput(f"searchId is not a search id: {search_id[:40]!r}", field="search_id")
         if latency_ms is not None and (latency_ms < 0 or latency_ms != latency_ms):
             raise BadInput(
                 f"latency_ms must be a non-negative number; got {latency_ms!r}", field="latency_ms"
             )
         async with self.index.atomic() as (session, changes):
+            if self.db.is_sqlite:
+                # SQLite has no row locks and takes its write lock at a transaction's first write: the
+                # counters read before it would be stale when runs finish together. Write first (a
+                # no-op: updated_at is named so that its onupdate does not stamp a mere view).
+                touch = (
+                    update(Listing)
+                    .where(Listing.id == listing_id)
+                    .values(usage_count=Listing.usage_count, updated_at=Listing.updated_at)
+                )
+                await session.execute(touch)
             row = await session.get(Listing, listing_id, with_for_update=not self.db.is_sqlite)
             if row is None:
                 raise NotFound(f"no listing with id {listing_id!r}")

@@ -151,6 +151,9 @@ class RunJobInput:
     resources: ResourcesInput | None = strawberry.field(
         default=None, description="Ask for specific resources (within your quota); default: the listing's."
     )
+    search_id: str | None = strawberry.field(
+        default=None, description="The search the listing was found through: the run counts as its selection."
+    )
 
 
 @strawberry.type
@@ -175,6 +178,11 @@ class Mutation:
                 )
             data = await asyncio.to_thread(file.file.read, MAX_DATA_BYTES + 1)
             records = [*(records or []), *parse_json_lines(data, "the uploaded file")]
+        search_id = input.search_id
+        if search_id is not None:  # checked before anything is queued: a bad id leaves no job behind
+            if input.listing_id is None:
+                raise BadInput("searchId goes with the listingId that search found", field="searchId")
+            await info.context.catalog.demand.require_search(search_id)
         view = await jobs_of(info).submit(
             info.context.actor,
             str(input.listing_id) if input.listing_id is not None else None,
@@ -184,6 +192,8 @@ class Mutation:
             dataset_listing_id=str(input.dataset_listing_id) if input.dataset_listing_id else None,
             pipeline_id=str(input.pipeline_id) if input.pipeline_id is not None else None,
         )
+        if search_id is not None:
+            await info.context.catalog.search.record_selection(search_id, str(input.listing_id))
         return Job.of(view)
 
     @strawberry.mutation(

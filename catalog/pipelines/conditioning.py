@@ -12,7 +12,7 @@ import itertools
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import case, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from catalog.access import visible_to
@@ -60,6 +60,18 @@ def _rank_key(listing: Listing) -> tuple[Any, ...]:
     return (not verified, -accuracy, -listing.relative_usage, -listing.usage_count, latency, listing.name)
 
 
+# ``_rank_key`` in SQL: the candidates kept under ``MAX_CANDIDATES`` are the best ones, not any ones.
+RANK_ORDER = (
+    case((Listing.verification_status == VerificationStatus.VERIFIED.value, 0), else_=1),
+    func.coalesce(Listing.accuracy, -1.0).desc(),
+    Listing.relative_usage.desc(),
+    Listing.usage_count.desc(),
+    func.coalesce(Listing.latency_p50_ms, 1e300),
+    Listing.name,
+    Listing.id,
+)
+
+
 async def find_conditioners(
     session: AsyncSession, actor: Actor, producer: Listing, consumer: Listing
 ) -> list[Listing]:
@@ -82,6 +94,7 @@ async def find_conditioners(
                     Listing.id.not_in([producer.id, consumer.id]),
                     visible_to(actor),
                 )
+                .order_by(*RANK_ORDER)
                 .limit(MAX_CANDIDATES)
             )
         )

@@ -236,6 +236,8 @@ class PipelineService:
         """
         if after is not None and at_start:
             raise BadInput("give either 'after' or 'at_start', not both")
+        if search_id is not None:
+            await self.demand.flush()  # searches are logged in batches: a fresh one may not be written yet
         async with self.db.session() as session:
             pipeline = await owned_pipeline(session, actor, pipeline_id, lock=True)
             listing = await visible_listing(session, actor, listing_id)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import itertools
 from collections.abc import Sequence
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from catalog.access import visible_to
@@ -36,14 +36,19 @@ async def owned_pipeline(
     """The pipeline if ``actor`` owns it (or is an admin); NOT_FOUND otherwise, so ids do not leak.
 
     ``lock`` (for changes) holds the row until the transaction ends, so two concurrent edits of one
-    pipeline are applied one after the other instead of interleaving their step positions. SQLite
-    has no row locks; its single writer gives the same order.
+    pipeline are applied one after the other instead of interleaving their step positions. SQLite has
+    no row locks, and its transaction only takes the write lock at its first write: an edit that read
+    the steps first computed positions from what another edit was about to change. So on SQLite a
+    no-op write of the row comes first, and the reads after it wait for the other edit to commit.
     """
     require_account(actor)
     pipeline = None
     if isinstance(pipeline_id, str):
-        for_update = lock and session.bind.dialect.name != "sqlite"
-        pipeline = await session.get(Pipeline, pipeline_id, with_for_update=for_update)
+        sqlite = session.bind.dialect.name == "sqlite"
+        if lock and sqlite:
+            touch = update(Pipeline).where(Pipeline.id == pipeline_id).values(updated_at=Pipeline.updated_at)
+            await session.execute(touch)
+        pipeline = await session.get(Pipeline, pipeline_id, with_for_update=lock and not sqlite)
     if pipeline is None or not (actor.is_admin or pipeline.owner_id == actor.account_id):
         raise NotFound(f"pipeline {pipeline_id!r} not found")
     return pipeline

@@ -45,13 +45,39 @@ async def test_malformed_graphql_is_bad_input(api, query: str) -> None:
         (b'"just a string"', "application/json"),  # JSON, but not an object
         (b'[{"query": "{ me { name } }"}]', "application/json"),  # batching is off
         (b"\xff\xfe\x00", "application/json"),  # not decodable text
+        # An unpaired surrogate escape decodes to a str no database or tokenizer takes (was INTERNAL).
+        (
+            b'{"query": "query($t: String!) { search(input: {text: $t}) { totalCount } }", '
+            b'"variables": {"t": "ok \\ud800"}}',
+            "application/json",
+        ),
+        (
+            b'{"query": "query($id: ID!) { listing(id: $id) { id } }", "variables": {"id": "\\udfff"}}',
+            "application/json",
+        ),
         (b"--x\r\ngarbage", "multipart/form-data; boundary=x"),
+        (
+            b'{"query": "{ me { name } }", "variables": {"x": ' + b"[" * 50_000 + b"]" * 50_000 + b"}}",
+            "application/json",
+        ),  # nested past the decoder's recursion limit (was HTTP 500)
     ],
 )
 async def test_unparseable_requests_are_400_with_code(api, content: bytes, content_type: str) -> None:
     response = await api.http.post("/graphql", content=content, headers={"content-type": content_type})
     assert 400 <= response.status_code < 500
     assert response.json()["errors"][0]["extensions"]["code"] == "BAD_INPUT"
+
+
+@pytest.mark.parametrize(
+    ("content", "says"),
+    [
+        (b'"just a string"', "must be a JSON object"),
+        (b'{"query": "{ me { name } }", "variables": {"x": "\\ud800"}}', "unpaired"),
+    ],
+)
+async def test_unusable_bodies_say_what_is_wrong(api, content: bytes, says: str) -> None:
+    response = await api.http.post("/graphql", content=content, headers={"content-type": "application/json"})
+    assert response.status_code == 400 and says in response.json()["errors"][0]["message"]
 
 
 async def test_long_input_is_not_echoed_in_full(api) -> None:
@@ -106,6 +132,27 @@ async def test_missing_token_means_anonymous_and_writes_need_one(api) -> None:
     assert (await api.data("{ me { name } }"))["me"] is None
     create = 'mutation { createListing(input: {name: "x", kind: MODEL, category: "c"}) { id } }'
     assert await api.error_code(create) == "UNAUTHENTICATED"
+
+
+@pytest.mark.parametrize(
+    ("query", "producer"),
+    [
+        ('{ listing(id: "a\\u0000b") { id } }', False),
+        ('{ listings(filter: {category: "a\\u0000b"}) { totalCount } }', False),
+        ('{ unmetDemand(category: "a\\u0000b") { label } }', True),
+        ('mutation { subscribeDemand(category: "a\\u0000b") { category } }', True),
+    ],
+)
+async def test_a_nul_character_is_the_clients_error_not_internal(
+    api, database_url: str, query: str, producer: bool
+) -> None:
+    """PostgreSQL refuses NUL in text (SQLite stores it): that reached clients as INTERNAL."""
+    token = await api.account("pat") if producer else None
+    body = await api.gql(query, token=token)
+    codes = [error["extensions"]["code"] for error in body.get("errors") or []]
+    assert "INTERNAL" not in codes
+    if database_url.startswith("postgresql"):
+        assert codes == ["BAD_INPUT"] and "NUL" in body["errors"][0]["message"]
 
 
 async def test_healthz(api) -> None:

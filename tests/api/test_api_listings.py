@@ -175,6 +175,17 @@ async def test_listing_view_with_search_id_counts_as_selection(api) -> None:
     assert [(e.kind, e.search_id) for e in events] == [("view", "s-1")]
 
 
+async def test_listing_view_with_a_search_id_no_search_could_have_is_bad_input(api) -> None:
+    """On PostgreSQL the over-long id reached the 32-character column and failed as INTERNAL; on SQLite
+    it was stored. Either way it is the caller's mistake, and nothing is recorded."""
+    alice = await api.account("alice")
+    listing_id = (await new_listing(api, alice))["createListing"]["id"]
+    viewed = "query($id: ID!, $s: String) { listing(id: $id, searchId: $s) { id } }"
+    assert await api.error_code(viewed, {"id": listing_id, "s": "s" * 33}) == "BAD_INPUT"
+    async with api.services.catalog.db.session() as session:
+        assert (await session.scalars(select(UsageEvent))).all() == []
+
+
 async def test_create_rejects_bad_fields_with_codes(api) -> None:
     alice = await api.account("alice")
     body = await api.gql(

@@ -92,3 +92,21 @@ async def test_websocket_with_wrong_header_is_closed_4403(server) -> None:
     with pytest.raises(ConnectionClosed) as closed:
         await socket.recv()
     assert closed.value.rcvd is not None and closed.value.rcvd.code == 4403
+
+
+UNPAIRED = (
+    '{"id": "1", "type": "subscribe", "payload": {"query": "{ me { name } }", "variables": {"x": "\\ud800"}}}'
+)
+
+
+@pytest.mark.parametrize("message", ["{not json", '"just a string"', UNPAIRED])
+async def test_a_websocket_message_that_is_not_usable_json_is_closed_4400(server, message: str) -> None:
+    """The body checks raised the HTTP layer's exception inside the websocket loop too: the connection
+    died with a traceback and no close frame instead of graphql-transport-ws's 4400."""
+    address, _settings = server
+    socket = await _handshake(address)
+    assert json.loads(await socket.recv()) == {"type": "connection_ack"}
+    await socket.send(message)
+    with pytest.raises(ConnectionClosed) as closed:
+        await socket.recv()
+    assert closed.value.rcvd is not None and closed.value.rcvd.code == 4400

@@ -243,3 +243,11 @@ async def test_list_filters_and_category_counts(app: CatalogApp, alice: Actor) -
         ("Sentiment Analysis", 1),
     }
     assert categories["Computer Vision"].count == 1
+
+
+async def test_a_category_with_accented_capitals_filters_exactly(app: CatalogApp, alice: Actor) -> None:
+    """SQLite's lower() folds ASCII only: comparing it with a Python-lowered filter found nothing there."""
+    await app.listings.create(alice, listing_data(category="Électronique", subcategory="Écoute"))
+    by_category = await app.listings.list(ANONYMOUS, ListingFilter(category="Électronique"))
+    by_subcategory = await app.listings.list(ANONYMOUS, ListingFilter(subcategory="Écoute"))
+    assert by_category.total_count == by_subcategory.total_count == 1

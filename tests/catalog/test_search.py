@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 from catalog_helpers import listing_data, make_actor
 from sqlalchemy import select
@@ -82,6 +84,8 @@ async def test_facets_filter_before_ranking(demo: CatalogApp) -> None:
         (SearchRequest(text="x", input_format="hologram"), "inputFormat"),
         (SearchRequest(text="x", resources=ResourceLimits(cpu=-2)), "resources.cpu"),
         (SearchRequest(text="x", after="garbage"), "after"),
+        # A slot without its pipeline (say, a null variable) searched everything, unrestricted.
+        (SearchRequest(text="x", position=1), "position"),
     ],
 )
 async def test_invalid_requests_are_bad_input(app: CatalogApp, request_: SearchRequest, field: str) -> None:
@@ -129,12 +133,31 @@ async def test_paging_with_cursors(demo: CatalogApp) -> None:
         await demo.search.search(ANONYMOUS, SearchRequest(text="other", limit=4, after=first.end_cursor))
 
 
+async def test_paging_past_the_candidate_depth_neither_repeats_nor_skips(demo: CatalogApp) -> None:
+    """Every page of a text search ranks the same candidates: a deeper retrieval on a later page re-scales
+    the fused scores and reorders the listings, so earlier pages' listings came back and others never did."""
+    demo.ranker.weights = replace(demo.ranker.weights, candidate_depth=4)
+    demo.search.settings = demo.settings.model_copy(update={"max_page_size": 4})
+    first = await demo.search.search(ANONYMOUS, SearchRequest(text="classify text or images", limit=3))
+    seen, response = list(first.ids), first
+    while response.has_next_page:
+        response = await demo.search.search(
+            ANONYMOUS, SearchRequest(text="classify text or images", limit=3, after=response.end_cursor)
+        )
+        assert response.total_count == first.total_count
+        seen += response.ids
+    assert len(seen) == len(set(seen)) == first.total_count
+
+
 async def test_sorts_order_by_their_field(demo: CatalogApp) -> None:
     by_accuracy = await demo.search.search(
         ANONYMOUS, SearchRequest(text="classify", sort="ACCURACY", limit=10)
     )
     accuracies = [r.listing.accuracy for r in by_accuracy.results if r.listing.accuracy is not None]
     assert accuracies == sorted(accuracies, reverse=True)
+    for result in by_accuracy.results:  # the parts still add up to the score (the sort adds nothing)
+        assert result.score == pytest.approx(sum(part.value for part in result.parts))
+        assert result.parts[0].detail.startswith("sorted by accuracy")
     by_latency = await demo.search.search(ANONYMOUS, SearchRequest(sort="latency", limit=50))
     latencies = [r.listing.latency_p50_ms for r in by_latency.results if r.listing.latency_p50_ms is not None]
     assert latencies == sorted(latencies) and by_latency.total_count == 39

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from datetime import timedelta
 
 import pytest
@@ -12,6 +13,20 @@ from catalog.actors import ANONYMOUS, Actor
 from catalog.app import CatalogApp
 from infra.errors import BadInput, Forbidden, NotFound, Unauthenticated
 from infra.tables import UsageEvent, utcnow
+
+
+async def test_concurrent_runs_are_all_counted(app: CatalogApp, alice: Actor) -> None:
+    """On SQLite each record read the counters before it held the write lock: of 20 runs finishing
+    together, one was counted."""
+    view = await app.listings.create(alice, listing_data())
+    await asyncio.gather(
+        *(app.usage.record(view.id, "inference", success=True, latency_ms=5.0) for _ in range(20))
+    )
+    stats = await app.usage.stats(view.id)
+    assert (stats.usage_count, stats.success_count) == (20, 20)
+    before = await app.listings.get(ANONYMOUS, view.id)
+    await app.usage.record(view.id, "view")  # a view changes nothing about the listing itself
+    assert (await app.listings.get(ANONYMOUS, view.id)).updated_at == before.updated_at
 
 
 async def test_relative_usage_is_derived_per_category(app: CatalogApp, alice: Actor) -> None:

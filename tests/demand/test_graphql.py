@@ -8,6 +8,7 @@ from typing import Any
 
 import httpx
 import pytest
+from sqlalchemy import select
 from starlette.applications import Starlette
 
 from api.app import create_app
@@ -15,6 +16,7 @@ from api.context import Context
 from api.schema import schema
 from catalog.demand import DemandService
 from infra.settings import Settings
+from infra.tables import Job
 from search.embeddings import Encoder
 
 TOPICS = """query($category: String, $since: DateTime, $limit: Int! = 20) {
@@ -203,3 +205,28 @@ async def test_search_view_and_demand_end_to_end(settings: Settings, encoder: En
     assert reasons == {"translate english to swahili": (1, 0), "forecast electricity demand": (0, 1)}
     swahili = next(topic for topic in topics if topic["label"] == "translate english to swahili")
     assert swahili["categories"] == [{"category": "Audio", "count": 1}] and swahili["requesters"] == 1
+
+
+RUN = "mutation($input: RunJobInput!) { runJob(input: $input) { id } }"
+
+
+async def test_a_run_with_its_search_id_satisfies_the_search(settings: Settings, encoder: Encoder) -> None:
+    """The search page says its searchId makes a view *or a run* count as a selection; runJob took none."""
+    instant = settings.model_copy(update={"demand_window_s": 0})
+    app = create_app(instant, migrate=False, encoder=encoder)
+    async with app.router.lifespan_context(app):
+        producer = await token_for(app, "pat", "producer")
+        requester = await token_for(app, "rita", "requester")
+        listing = {"name": "pothole-detector", "kind": "MODEL", "category": "Computer Vision",
+                   "description": "Detects potholes and road damage in dashcam photos."}  # fmt: skip
+        listing_id = (await data(app, CREATE_LISTING, {"input": listing}, producer))["createListing"]["id"]
+        found = (await data(app, SEARCH, {"input": {"text": "detect potholes"}}, requester))["search"]
+        run = {"listingId": listing_id, "records": ["a"], "searchId": found["searchId"]}
+
+        unknown = {**run, "searchId": "no-such-search"}
+        assert await error_code(app, RUN, {"input": unknown}, requester) == "NOT_FOUND"
+        async with app.state.services.catalog.db.session() as session:
+            assert (await session.scalars(select(Job))).all() == []  # refused before anything was queued
+
+        await data(app, RUN, {"input": run}, requester)
+        assert (await data(app, TOPICS, {}, producer))["unmetDemand"] == []

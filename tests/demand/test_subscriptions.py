@@ -122,3 +122,18 @@ async def test_alerts_do_not_replay_windows_that_closed_while_nobody_listened(
     finally:
         pending.cancel()
         await stream.aclose()
+
+
+async def test_a_category_with_accented_capitals_matches_itself(
+    demand: DemandService, people: People
+) -> None:
+    """SQLite's lower() folds ASCII only, so the column never equalled the Python-lowered name: on
+    SQLite a producer could not unsubscribe from, mark seen or see demand in "Électronique"."""
+    await demand.subscribe(people.producer, "Électronique")
+    assert await demand.subscribe(people.producer, "Électronique") is not None  # idempotent, no clash
+    await demand.log_search("amplifier schematics", result_count=0, category="Électronique")
+    assert [t.label for t in await demand.unmet_demand(people.producer, category="Électronique")] == [
+        "amplifier schematics"
+    ]
+    assert [s.category for s in await demand.mark_seen(people.producer, "Électronique")] == ["Électronique"]
+    assert await demand.unsubscribe(people.producer, "Électronique") is True

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import timedelta, timezone
+
 from demand_support import WINDOW_S, MovableClock, People, add_listing, add_usage
 from sqlalchemy import select
 
@@ -155,3 +157,19 @@ async def test_a_failed_background_batch_is_reported_and_later_searches_still_lo
     await demand.flush()
     async with db.session() as session:
         assert [row.id for row in (await session.scalars(select(SearchEvent))).all()] == [kept]
+
+
+async def test_since_means_the_same_instant_whatever_its_utc_offset(
+    demand: DemandService, people: People, clock: MovableClock
+) -> None:
+    """SQLite compares the stored UTC text with the bound value's wall-clock digits: a ``since`` in
+    another offset filtered by the wrong instant there, and correctly on PostgreSQL."""
+    await demand.log_search("count penguins in drone footage", result_count=0)
+    an_hour_earlier = clock.now - timedelta(hours=1)
+    for offset in (0, 5, -8):
+        since = an_hour_earlier.astimezone(timezone(timedelta(hours=offset)))
+        assert [t.label for t in await demand.unmet_demand(people.producer, since=since)] == [
+            "count penguins in drone footage"
+        ], since.isoformat()
+        later = (clock.now + timedelta(minutes=1)).astimezone(timezone(timedelta(hours=offset)))
+        assert await demand.unmet_demand(people.producer, since=later) == [], later.isoformat()

@@ -11,7 +11,9 @@ from api.context import Services
 from api.schema import build_schema
 from catalog.actors import Actor
 from catalog.app import CatalogApp
+from catalog.search_service import SearchRequest
 from infra.settings import Settings
+from infra.tables import SearchEvent
 
 from .conftest import BOXES_WITH_IMAGE
 from .graphql_support import run
@@ -127,3 +129,68 @@ async def test_search_in_a_pipeline_slot_returns_only_what_fits(
     assert out_of_range["errors"][0]["code"] == "BAD_INPUT"
     not_theirs = await run(schema, services, stranger, SEARCH, text="crop", p=pipeline_id, pos=1)
     assert not_theirs["errors"][0]["code"] == "NOT_FOUND"
+
+
+async def test_a_page_whose_candidates_misfit_the_slot_still_leads_to_the_next_page(
+    schema, settings: Settings, catalog: CatalogApp, producer: Actor, requester: Actor
+) -> None:
+    """Candidates that fail the exact schema are dropped after ranking; the listings ranked after them
+    must still be reachable, so ``hasNextPage`` counts what was ranked, not what this page kept."""
+    services = Services(settings=settings, catalog=catalog)
+    vision = {"category": "Computer Vision"}
+    make = catalog.listings.create
+    detector = await make(
+        producer,
+        {**vision, "name": "street object detector", "kind": "model", "input_format": "image",
+         "output_format": "bounding-boxes", "output_schema": BOXES_WITH_IMAGE},
+    )  # fmt: skip
+    url_schema = {
+        "type": "object",
+        "required": ["boxes", "url"],
+        "properties": {"boxes": BOXES_WITH_IMAGE["properties"]["boxes"], "url": {"type": "string"}},
+    }
+    await make(
+        producer,
+        {**vision, "name": "crop boxes from a url", "kind": "algorithm", "input_format": "bounding-boxes",
+         "input_schema": url_schema, "output_format": "image-crops"},
+    )  # fmt: skip
+    await make(
+        producer,
+        {**vision, "name": "cut detections out of pictures", "kind": "algorithm",
+         "input_format": "bounding-boxes", "input_schema": BOXES_WITH_IMAGE, "output_format": "image-crops"},
+    )  # fmt: skip
+    created = await run(schema, services, requester, 'mutation { createPipeline(name: "paged") { id } }')
+    pipeline_id = created["createPipeline"]["id"]
+    await run(schema, services, requester, ADD_UNCONDITIONED, p=pipeline_id, l=detector.id)
+
+    query = """query($p: ID, $after: String) {
+      search(input: {text: "crop boxes from a url", pipeline: $p, limit: 1, after: $after}) {
+        results { listing { name } } pageInfo { hasNextPage endCursor } } }"""
+    found: list[str] = []
+    after = None
+    for _ in range(5):
+        page = (await run(schema, services, requester, query, p=pipeline_id, after=after))["search"]
+        found += [r["listing"]["name"] for r in page["results"]]
+        if not page["pageInfo"]["hasNextPage"]:
+            break
+        after = page["pageInfo"]["endCursor"]
+    assert found == ["cut detections out of pictures"]
+
+
+async def test_a_step_added_right_after_the_search_meets_it(
+    settings: Settings, catalog: CatalogApp, producer: Actor, requester: Actor
+) -> None:
+    """Searches are logged in batches; the searchId handed back must be usable at once, not only after
+    the batch is written (it was NOT_FOUND within ``demand_log_batch_s`` of the search)."""
+    catalog.demand.settings = settings.model_copy(update={"demand_log_batch_s": 60.0})
+    echo = await catalog.listings.create(
+        producer,
+        {"name": "echo text", "kind": "model", "category": "Natural Language Processing",
+         "input_format": "text", "output_format": "text"},
+    )  # fmt: skip
+    pipeline = await catalog.pipelines.create(requester, "found at once")
+    found = await catalog.search.search(requester, SearchRequest(text="echo text"))
+    assert found.search_id is not None and found.ids == [echo.id]
+    await catalog.pipelines.add_step(requester, pipeline.id, echo.id, search_id=found.search_id)
+    async with catalog.db.session() as session:
+        assert (await session.get(SearchEvent, found.search_id)).selected_listing_id == echo.id

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable
 
 import pytest
@@ -300,3 +301,41 @@ async def test_adding_a_listing_found_by_search_meets_that_search(
     await service.add_step(requester, pipeline.id, model.id, search_id=search_id)
     async with db.session() as session:
         assert (await session.get(SearchEvent, search_id)).selected_listing_id == model.id
+
+
+async def test_the_best_conditioner_is_found_among_many(
+    service: PipelineService, requester: Actor, make_listing: MakeListing, db: Database
+) -> None:
+    """Candidates were cut to the first 200 rows the database returned, before they were ranked: with
+    more fitting converters than that, the verified one could be left out of the choice."""
+    tokenizer = await make_listing("wordpiece", kind="algorithm", input_format="text", output_format="tokens")
+    reader = await make_listing("embedder", input_format="vector", output_format="class-label")
+    async with db.session() as session:
+        session.add_all(
+            Listing(name=f"tokens-to-vector-{i:03}", kind="model", category="Natural Language Processing",
+                    input_format="tokens@1", output_format="vector@1", accuracy=0.5)
+            for i in range(210)
+        )  # fmt: skip
+    best = await make_listing(
+        "verified-tokens-to-vector", input_format="tokens", output_format="vector",
+        verification_status="verified", accuracy=0.9,
+    )  # fmt: skip
+    pipeline = await service.create(requester, "many converters")
+    await service.add_step(requester, pipeline.id, tokenizer.id)
+    change = await service.add_step(requester, pipeline.id, reader.id)
+    assert [s.listing_id for s in change.pipeline.steps] == [tokenizer.id, best.id, reader.id]
+
+
+async def test_concurrent_edits_of_one_pipeline_apply_one_after_the_other(
+    service: PipelineService, requester: Actor, make_listing: MakeListing
+) -> None:
+    """On SQLite each edit read the steps before it held the write lock, so concurrent adds all took the
+    same position and the pipeline's order was lost (PostgreSQL locks the pipeline row)."""
+    first = await make_listing("first", input_format="text", output_format="text")
+    others = [await make_listing(f"echo-{i}", input_format="text", output_format="text") for i in range(4)]
+    pipeline = await service.create(requester, "busy")
+    await service.add_step(requester, pipeline.id, first.id)
+    await asyncio.gather(*(service.add_step(requester, pipeline.id, listing.id) for listing in others))
+    steps = (await service.get(requester, pipeline.id)).steps
+    assert [s.position for s in steps] == [0, 1, 2, 3, 4]
+    assert steps[0].listing_id == first.id and {s.listing_id for s in steps[1:]} == {x.id for x in others}
