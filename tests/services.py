@@ -1,5 +1,5 @@
 """What every test area needs to reach real services: ``require_service``, ``IN_CI``, ``free_port`` and
-``serve_in_background`` (a real uvicorn).
+``serve_in_background`` (a real uvicorn), ``long_running`` (a real arq worker for the length of a block).
 
 A plain module rather than conftest code because every conftest is a module named ``conftest``: area
 conftests and test modules cannot import from the root one. Import it as ``tests.services`` (pyproject
@@ -75,3 +75,23 @@ async def run_mlrepo(data_dir: Path, *args: str, timeout: float = 180) -> tuple[
     )
     out, err = await asyncio.wait_for(proc.communicate(), timeout)
     return proc.returncode or 0, out.decode(), err.decode()
+
+
+@contextlib.asynccontextmanager
+async def long_running(worker: Any) -> AsyncIterator[Any]:
+    """``worker`` (not burst) runs as a task of this loop for the block, then stops cleanly."""
+    running = asyncio.create_task(worker.main())
+    try:
+        yield worker
+    finally:
+        # A job's row turns final before arq writes its own result to Redis: let that bookkeeping end
+        # first, or cancelling main() cancels it and close() re-raises the CancelledError.
+        for _ in range(100):
+            if all(task.done() for task in worker.tasks.values()):
+                break
+            await asyncio.sleep(0.05)
+        running.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await running
+        with contextlib.suppress(asyncio.CancelledError):
+            await worker.close()

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import hashlib
 import io
 import os
@@ -22,8 +20,6 @@ from infra.settings import Settings
 from infra.tables import Listing, ListingVersion
 
 if TYPE_CHECKING:
-    from arq.worker import Worker
-
     from catalog.app import CatalogApp
 
 BASE_IMAGE = Settings().base_image
@@ -162,23 +158,3 @@ async def watch_all(jobs: JobService, actor: Actor, job_id: str) -> list[JobView
 async def outcome(jobs: JobService, actor: Actor, job_id: str) -> JobView:
     """The job's final view, once it has one."""
     return (await watch_all(jobs, actor, job_id))[-1]
-
-
-@asynccontextmanager
-async def long_running(worker: Worker) -> AsyncIterator[Worker]:
-    """``worker`` (not burst) runs as a task of this loop for the block, then stops cleanly."""
-    running = asyncio.create_task(worker.main())
-    try:
-        yield worker
-    finally:
-        # A job's row turns final before arq writes its own result to Redis: let that bookkeeping end
-        # first, or cancelling main() cancels it and close() re-raises the CancelledError.
-        for _ in range(100):
-            if all(task.done() for task in worker.tasks.values()):
-                break
-            await asyncio.sleep(0.05)
-        running.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await running
-        with contextlib.suppress(asyncio.CancelledError):
-            await worker.close()

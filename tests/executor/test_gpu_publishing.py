@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 from arq.connections import RedisSettings
 from arq.worker import Worker, func
-from executor_support import TEST_UID_BASE, TEST_UID_COUNT, long_running
+from executor_support import TEST_UID_BASE, TEST_UID_COUNT
 
 from catalog.actors import Actor
 from catalog.app import CatalogApp
@@ -32,6 +32,7 @@ from executor.publish_sandbox import ExecutorSandbox
 from executor.runtimes import BwrapRuntime
 from infra.settings import Settings
 from infra.tables import Publication
+from tests.services import long_running
 
 GPU_ONLY_PREDICT = textwrap.dedent(
     """

@@ -13,7 +13,7 @@ from datetime import timedelta
 
 import pytest
 from arq.worker import Worker
-from executor_support import long_running, publish_model, watch_all
+from executor_support import publish_model, watch_all
 from sqlalchemy import update
 
 from catalog.enums import JobStatus
@@ -22,6 +22,7 @@ from executor.jobs import ArqJobQueue, JobService
 from executor.worker import worker_settings
 from infra.settings import Settings
 from infra.tables import Job, utcnow
+from tests.services import long_running
 
 MODEL = """
 import json, sys, time

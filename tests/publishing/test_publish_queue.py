@@ -27,6 +27,7 @@ from catalog.search_service import SearchRequest
 from executor.publish_sandbox import ExecutorSandbox
 from infra.settings import Settings
 from infra.tables import Publication, utcnow
+from tests.services import long_running
 
 
 class Dropped:
@@ -181,19 +182,10 @@ async def test_a_publication_whose_worker_was_killed_is_published_by_another(
         ctx={"publishing": service},
         handle_signals=False,
     )
-    running = asyncio.create_task(survivor.main())  # not burst: the dead worker's entry never leaves
     try:
-        await until_finished(service, alice, pub.id)
+        async with long_running(survivor):  # not burst: the dead worker's entry never leaves
+            await until_finished(service, alice, pub.id)
     finally:
-        for _ in range(100):  # let arq write its own result before stopping it
-            if all(task.done() for task in survivor.tasks.values()):
-                break
-            await asyncio.sleep(0.05)
-        running.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await running
-        with contextlib.suppress(asyncio.CancelledError):
-            await survivor.close()
         await stop_publishing(ctx)
     done = await service.get(alice, pub.id)
     assert done.status == "published", (done.status, done.error)
