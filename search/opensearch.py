@@ -6,9 +6,16 @@ server. Listings live in a physical index ``{alias}-v{mapping}-{stamp}`` reached
 so searches never see a half-built index (zero-downtime reindex), then deletes the old one.
 
 Startup (``load``): unlike the embedded backend, the cluster is shared by every api/worker process and
-outlives them, so ``load`` trusts the live index when it has the current mapping version and exactly as
-many documents as the database, and otherwise rebuilds it behind the alias. ``reindex`` always rebuilds,
-and so does ``mlrepo reindex`` (``load(docs, rebuild=True)``): the operator's repair trusts nothing.
+outlives them, so ``load`` trusts the live index when it has the current mapping version, as many
+documents as the database and the same sum of document fingerprints (one aggregation request; a document
+that reached the index from a transaction that never committed changes the sum), and otherwise rebuilds
+it behind the alias. ``reindex`` always rebuilds, and so does ``mlrepo reindex``
+(``load(docs, rebuild=True)``): the operator's repair trusts nothing.
+
+Leftovers: a rebuild that dies before its swap leaves an index no alias points to. Every ``ensure``
+(each load and rebuild) deletes such indices of this alias once their builder's heartbeat — in the
+mapping's ``_meta``, set at creation and renewed every ``HEARTBEAT_S`` while loading — is older than
+``ABANDONED_AFTER_S``, so a rebuild running in another process right now is left alone.
 
 Writes: bulk requests retry throttling (429) with exponential backoff; index/delete actions are idempotent
 by ``_id``, so a caller may safely repeat a write that raised. OpenSearch bulk writes are not atomic
@@ -39,6 +46,9 @@ if TYPE_CHECKING:
 BULK_CHUNK = 500
 BULK_RETRIES = 5
 REQUEST_TIMEOUT_S = 30
+HEARTBEAT_S = 60
+# Far above a heartbeat interval plus the longest bulk retry (5 backoffs of at most 30 s).
+ABANDONED_AFTER_S = 15 * 60
 
 
 class OpenSearchBackend:
@@ -116,16 +126,36 @@ class OpenSearchBackend:
             name=self.alias,
             body=q.index_template(self.alias, self.dim),
         )
+        self._delete_abandoned()
         if not self._physical_indices():
             self._swap_to(self._create_index())
+
+    def _delete_abandoned(self) -> None:
+        """Delete what crashed rebuilds left behind (see the module docstring)."""
+        pattern = f"{self.alias}-v*"
+        indices = self._call("index listing", self.client.indices.get, index=pattern, allow_no_indices=True)
+        for name in q.abandoned_indices(self.alias, indices, time.time(), ABANDONED_AFTER_S):
+            # Another process may be deleting it too: already gone is fine.
+            self._call("delete abandoned index", self.client.indices.delete, index=name, ignore=[404])
 
     def _create_index(self) -> str:
         name = q.physical_index_name(
             self.alias, time.strftime("%Y%m%d%H%M%S") + f"{time.time_ns() % 10**6:06d}"
         )
-        body = {"settings": q.index_settings(), "mappings": q.index_mappings(self.dim)}
+        mappings = {**q.index_mappings(self.dim), "_meta": q.index_meta(heartbeat=time.time())}
+        body = {"settings": q.index_settings(), "mappings": mappings}
         self._call("create index", self.client.indices.create, index=name, body=body)
         return name
+
+    def _heartbeating(self, index: str, actions: Iterator[dict[str, Any]]) -> Iterator[dict[str, Any]]:
+        """Pass ``actions`` through, renewing ``index``'s heartbeat every ``HEARTBEAT_S`` meanwhile."""
+        last = time.monotonic()
+        for action in actions:
+            if time.monotonic() - last >= HEARTBEAT_S:
+                body = {"_meta": q.index_meta(heartbeat=time.time())}
+                self._call("heartbeat", self.client.indices.put_mapping, index=index, body=body)
+                last = time.monotonic()
+            yield action
 
     def _swap_to(self, new_index: str) -> None:
         old = [name for name in self._physical_indices() if name != new_index]
@@ -141,14 +171,12 @@ class OpenSearchBackend:
     def load(self, docs: Iterable[IndexedListing], *, rebuild: bool = False) -> bool:
         """Make the alias serve ``docs``; True if it had to be rebuilt (see the module docstring).
 
-        ``rebuild`` (``mlrepo reindex``) always rebuilds: a count that matches says nothing about stale
-        documents (a write that reached the index but whose transaction never committed)."""
+        ``rebuild`` (``mlrepo reindex``) always rebuilds: the digest cannot see a damaged index."""
         docs = checked_batch(docs, self.dim)
         self.ensure()
         indices = self._physical_indices()
         current = len(indices) == 1 and f"-v{q.MAPPING_VERSION}-" in indices[0]
-        everything = SearchFilters(viewer_is_admin=True, include_suspended=True)
-        if not rebuild and current and self.count(everything) == len(docs):
+        if not rebuild and current and self._digest() == (len(docs), sum(map(q.fingerprint, docs))):
             return False
         self.reindex(docs)
         return True
@@ -159,7 +187,7 @@ class OpenSearchBackend:
         self.ensure()
         new_index = self._create_index()
         try:
-            self._bulk(q.index_actions(new_index, docs))
+            self._bulk(self._heartbeating(new_index, q.index_actions(new_index, docs)))
             self._call("refresh", self.client.indices.refresh, index=new_index)
         except Exception:
             self._call("delete failed index", self.client.indices.delete, index=new_index)
@@ -211,6 +239,10 @@ class OpenSearchBackend:
         if q.window(limit, offset) == 0:  # nothing asked, or a page past what OpenSearch can return
             return []
         return q.sorted_hits_from_response(self._search(q.sorted_query(filters, sort, limit, offset)), offset)
+
+    def _digest(self) -> tuple[int, int]:
+        """``(documents, sum of their fingerprints)`` of the served index."""
+        return q.digest_from_response(self._search(q.digest_query()))
 
     def count(self, filters: SearchFilters) -> int:
         validate_filters(filters)

@@ -8,7 +8,9 @@ OpenSearch) of the keyword query, of the k-NN query's efficient pre-filter, and 
 
 from __future__ import annotations
 
+import hashlib
 import math
+import re
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
@@ -19,7 +21,12 @@ from search.filters import is_hidden, readers_of, viewer_readers, wanted_kinds
 from search.types import Hit, IndexedListing, SearchFilters
 
 # Bump when the mapping or ``to_document`` changes: ``load`` then rebuilds into a fresh physical index.
-MAPPING_VERSION = 1
+# 2: documents carry a ``fingerprint``.
+MAPPING_VERSION = 2
+# A document's fingerprint is below 2**FINGERPRINT_BITS, so OpenSearch's ``sum`` aggregation (a double)
+# adds 2**(53 - FINGERPRINT_BITS) = 33 million of them exactly: startup compares that sum with the
+# database's instead of trusting a count. One stale document escapes it with odds 2**-28.
+FINGERPRINT_BITS = 28
 ANALYZER = "mlrepo_english"
 HNSW_M = 16
 HNSW_EF_CONSTRUCTION = 128
@@ -78,7 +85,7 @@ def index_mappings(dim: int) -> dict[str, Any]:
     """Strict mappings: a field nobody declared is an error, not a silently guessed type."""
     return {
         "dynamic": "strict",
-        "_meta": {"mapping_version": MAPPING_VERSION},
+        "_meta": index_meta(),
         "properties": {
             "id": _KEYWORD,
             "kind": _KEYWORD,
@@ -104,6 +111,7 @@ def index_mappings(dim: int) -> dict[str, Any]:
             "gpu": {"type": "long"},
             "relative_usage": {"type": "double"},
             "created_at": {"type": "double"},
+            "fingerprint": {"type": "long"},
             "embedding": {
                 "type": "knn_vector",
                 "dimension": dim,
@@ -131,6 +139,30 @@ def physical_index_name(alias: str, stamp: str) -> str:
     return f"{alias}-v{MAPPING_VERSION}-{stamp}"
 
 
+def index_meta(heartbeat: float | None = None) -> dict[str, Any]:
+    """The mapping's ``_meta``; a rebuild's index carries the time its builder was last alive."""
+    meta: dict[str, Any] = {"mapping_version": MAPPING_VERSION}
+    if heartbeat is not None:
+        meta["rebuild_heartbeat"] = heartbeat
+    return meta
+
+
+def abandoned_indices(alias: str, indices: Mapping[str, Any], now: float, after_s: float) -> list[str]:
+    """Physical indices of ``alias`` (any mapping version) that no alias points to and whose builder has
+    not been alive for ``after_s``: left by a rebuild that crashed, or by a swap that died before deleting
+    the old index. ``indices`` is a get-index answer. An unaliased index with a fresh heartbeat is a
+    rebuild in progress in another process and is kept; one without a heartbeat predates heartbeats."""
+    pattern = re.compile(re.escape(alias) + r"-v\d+-\d+")
+    abandoned = []
+    for name, index in indices.items():
+        if not pattern.fullmatch(name) or index.get("aliases"):
+            continue
+        heartbeat = (index.get("mappings") or {}).get("_meta", {}).get("rebuild_heartbeat")
+        if heartbeat is None or now - float(heartbeat) > after_s:
+            abandoned.append(name)
+    return sorted(abandoned)
+
+
 def alias_swap_actions(alias: str, new_index: str, old_indices: Iterable[str]) -> dict[str, Any]:
     """One atomic ``_aliases`` request: readers see the old index until they see the complete new one."""
     actions: list[dict[str, Any]] = [
@@ -145,7 +177,27 @@ def alias_swap_actions(alias: str, new_index: str, old_indices: Iterable[str]) -
 
 def to_document(doc: IndexedListing) -> dict[str, Any]:
     """The ``_source`` of a listing; ``readers`` and ``hidden`` precompute the visibility rules."""
-    source: dict[str, Any] = {
+    source = _fields(doc)
+    source["fingerprint"] = _fingerprint_of(source, doc.embedding)
+    if doc.embedding is not None:
+        source["embedding"] = [float(x) for x in np.asarray(doc.embedding, dtype=np.float32)]
+    return source
+
+
+def fingerprint(doc: IndexedListing) -> int:
+    """A hash of the whole document, below 2**FINGERPRINT_BITS (see ``digest_query``)."""
+    return _fingerprint_of(_fields(doc), doc.embedding)
+
+
+def _fingerprint_of(fields: Mapping[str, Any], embedding: np.ndarray | None) -> int:
+    digest = hashlib.blake2b(repr(fields).encode(), digest_size=8)
+    if embedding is not None:
+        digest.update(np.asarray(embedding, dtype=np.float32).tobytes())
+    return int.from_bytes(digest.digest(), "big") >> (64 - FINGERPRINT_BITS)
+
+
+def _fields(doc: IndexedListing) -> dict[str, Any]:
+    return {
         "id": doc.id,
         "kind": doc.kind,
         "name": doc.name,
@@ -171,9 +223,6 @@ def to_document(doc: IndexedListing) -> dict[str, Any]:
         "relative_usage": doc.relative_usage,
         "created_at": doc.created_at,
     }
-    if doc.embedding is not None:
-        source["embedding"] = [float(x) for x in np.asarray(doc.embedding, dtype=np.float32)]
-    return source
 
 
 def from_document(source: Mapping[str, Any]) -> IndexedListing:
@@ -329,6 +378,21 @@ def count_query(filters: SearchFilters) -> dict[str, Any]:
 
 
 # ---------------------------------------------------------------------- responses
+
+
+def digest_query() -> dict[str, Any]:
+    """How many documents the index holds and the sum of their fingerprints, without reading them."""
+    return {
+        "size": 0,
+        "track_total_hits": True,
+        "query": {"match_all": {}},
+        "aggs": {"fingerprints": {"sum": {"field": "fingerprint"}}},
+    }
+
+
+def digest_from_response(response: Mapping[str, Any]) -> tuple[int, int]:
+    """``(count, fingerprint sum)`` from the answer to ``digest_query``."""
+    return int(response["hits"]["total"]["value"]), round(response["aggregations"]["fingerprints"]["value"])
 
 
 def cosine_from_score(score: float) -> float:

@@ -3,12 +3,14 @@
 OpenSearch cannot be obtained on the build machines (no Docker Hub, no package), so the backend's
 *decisions* — when to rebuild, which index the alias serves, what each document holds — are checked
 against this, and its queries against a real server in ``test_opensearch_live.py`` where one is given.
-It answers index management, ``count``, ``bulk`` (index and delete actions) and ``mget``; nothing else.
+It answers index management, ``count``, ``bulk`` (index and delete actions), ``mget`` and the digest
+aggregation ``load`` sends (``search`` with nothing else); ``meta`` holds each index's mapping ``_meta``.
 ``fail_next(name)`` makes the next such request fail as an unreachable server does.
 """
 
 from __future__ import annotations
 
+import fnmatch
 import json
 from typing import Any
 
@@ -31,6 +33,20 @@ class _Indices:
     def create(self, index: str, body: dict) -> None:
         self.cluster.requests.append(("create", index))
         self.cluster.docs[index] = {}
+        self.cluster.meta[index] = body["mappings"].get("_meta", {})
+
+    def get(self, index: str, allow_no_indices: bool) -> dict:
+        return {
+            name: {
+                "aliases": {self.cluster.aliases[name]: {}} if name in self.cluster.aliases else {},
+                "mappings": {"_meta": self.cluster.meta[name]},
+            }
+            for name in self.cluster.docs
+            if fnmatch.fnmatchcase(name, index)
+        }
+
+    def put_mapping(self, index: str, body: dict) -> None:
+        self.cluster.meta[index] = body["_meta"]
 
     def update_aliases(self, body: dict) -> None:
         self.cluster.requests.append(("swap", body["actions"][-1]["add"]["index"]))
@@ -41,8 +57,14 @@ class _Indices:
             else:
                 self.cluster.aliases[target["index"]] = target["alias"]
 
-    def delete(self, index: str) -> None:
+    def delete(self, index: str, ignore: list[int] | None = None) -> None:
+        from opensearchpy.exceptions import NotFoundError
+
+        self.cluster.requests.append(("delete", index))
+        if index not in self.cluster.docs and 404 not in (ignore or []):
+            raise NotFoundError(404, "index_not_found_exception", {})
         self.cluster.docs.pop(index, None)
+        self.cluster.meta.pop(index, None)
 
     def refresh(self, index: str) -> None:
         pass
@@ -58,6 +80,7 @@ class InMemoryCluster:
         self.indices = _Indices(self)
         self.aliases: dict[str, str] = {}  # physical index -> alias
         self.docs: dict[str, dict[str, dict[str, Any]]] = {}  # physical index -> id -> _source
+        self.meta: dict[str, dict[str, Any]] = {}  # physical index -> its mapping's _meta
         self.requests: list[tuple[str, str]] = []
         self._failing: set[str] = set()
 
@@ -80,6 +103,13 @@ class InMemoryCluster:
 
     def count(self, index: str, body: dict) -> dict:
         return {"count": len(self.docs[self._physical(index)])}
+
+    def search(self, index: str, body: dict) -> dict:
+        """Only ``opensearch_queries.digest_query``: the document count and the sum of fingerprints."""
+        assert body["size"] == 0 and set(body["aggs"]) == {"fingerprints"}, "only the digest is answered"
+        docs = self.docs[self._physical(index)].values()
+        total = float(sum(doc.get("fingerprint", 0) for doc in docs))
+        return {"hits": {"total": {"value": len(docs)}}, "aggregations": {"fingerprints": {"value": total}}}
 
     def mget(self, index: str, body: dict, _source_excludes: str | None = None) -> dict:
         self._answer("mget")

@@ -8,13 +8,15 @@ This is the one suite skipped even under ``CI=true``: OpenSearch cannot be obtai
 from __future__ import annotations
 
 import os
+import time
 import uuid
 from collections.abc import Iterator
 
 import pytest
 from search_support import CATALOG, DIM, FACET_CASES, PUBLIC_ACTIVE, VISIBILITY_CASES, axis, found, listing
 
-from search.opensearch import OpenSearchBackend
+from search import opensearch_queries as q
+from search.opensearch import ABANDONED_AFTER_S, OpenSearchBackend
 from search.types import SearchFilters
 
 URL = os.environ.get("MLREPO_OPENSEARCH_URL")
@@ -78,6 +80,34 @@ def test_writes_and_zero_downtime_reindex() -> None:
         assert [h.id for h in backend.filtered(ANY, "newest", 1, offset=1)]
     finally:
         for index in backend._physical_indices():
+            backend.client.indices.delete(index=index)
+        backend.client.indices.delete_index_template(name=backend.alias)
+        backend.close()
+
+
+def test_startup_replaces_a_stale_document_and_deletes_a_crashed_rebuilds_index() -> None:
+    """The digest (count and fingerprint sum, one aggregation) sees a document whose transaction never
+    committed; an index a crashed rebuild left unaliased is deleted, one being built right now is not."""
+    assert URL
+    backend = OpenSearchBackend.connect(URL, f"mlrepo-test-{uuid.uuid4().hex[:8]}", DIM)
+    committed = [listing("a", name="fresh name", embedding=axis(1)), listing("b", embedding=axis(2))]
+    try:
+        backend.load(committed)
+        backend.upsert([listing("a", name="never committed", embedding=axis(1))])
+        assert backend.load(committed) is True
+        assert backend.get(["a"])["a"].name == "fresh name"
+        assert backend.load(committed) is False
+        (served,) = backend._physical_indices()
+
+        crashed = backend._create_index()
+        long_ago = {"_meta": q.index_meta(heartbeat=time.time() - ABANDONED_AFTER_S - 60)}
+        backend.client.indices.put_mapping(index=crashed, body=long_ago)
+        building = backend._create_index()
+        assert backend.load(committed) is False
+        assert set(backend.client.indices.get(index=f"{backend.alias}-v*")) == {served, building}
+        assert backend.count(ANY) == 2
+    finally:
+        for index in backend.client.indices.get(index=f"{backend.alias}-v*"):
             backend.client.indices.delete(index=index)
         backend.client.indices.delete_index_template(name=backend.alias)
         backend.close()

@@ -11,7 +11,7 @@ from infra.settings import Settings
 from search import opensearch_queries as q
 from search.embedded import EmbeddedBackend
 from search.factory import make_backend, open_backend
-from search.opensearch import OpenSearchBackend
+from search.opensearch import ABANDONED_AFTER_S, OpenSearchBackend
 from search.types import Hit, SearchFilters
 from tests.search.opensearch_cluster import InMemoryCluster
 
@@ -55,7 +55,8 @@ def test_template_covers_the_physical_indices_behind_the_alias() -> None:
     template = q.index_template("mlrepo-listings", 8)
     assert template["index_patterns"] == ["mlrepo-listings-*"]
     assert template["template"]["mappings"]["properties"]["embedding"]["dimension"] == 8
-    assert q.physical_index_name("mlrepo-listings", "20260101").startswith("mlrepo-listings-v1-")
+    name = q.physical_index_name("mlrepo-listings", "20260101")
+    assert name == f"mlrepo-listings-v{q.MAPPING_VERSION}-20260101"
 
 
 def test_alias_swap_is_one_atomic_request() -> None:
@@ -290,20 +291,58 @@ def test_word_weights_become_one_boosted_match_per_word() -> None:
     assert q.keyword_query("a b", SearchFilters(), 5, {}) == q.keyword_query("a b", SearchFilters(), 5)
 
 
-def test_reindex_rebuilds_even_when_the_live_index_has_as_many_documents() -> None:
-    """Startup trusts a current index with the database's count; ``mlrepo reindex`` (``rebuild=True``) must
-    not, or a stale document (written to the index by a transaction that never committed) survives it."""
+def test_startup_rebuilds_an_index_with_a_stale_document_though_the_count_matches() -> None:
+    """A crash between an index write and its database commit leaves a document the database never
+    agreed to, in an index with exactly the database's count: startup must not keep it until someone
+    runs ``mlrepo reindex``. It compares one aggregated digest, never reading the documents."""
     cluster = InMemoryCluster()
     backend = OpenSearchBackend(cluster, "listings", 8)  # type: ignore[arg-type]
-    assert backend.load([listing("a", name="stale name", embedding=None)]) is True
+    committed = [listing("a", name="fresh name", embedding=np.ones(8)), listing("b", embedding=None)]
+    assert backend.load(committed) is True
+    backend.upsert([listing("a", name="never committed", embedding=np.ones(8))])  # then the process died
     (first,) = cluster.aliases
-    fresh = [listing("a", name="fresh name", embedding=None)]
 
-    assert backend.load(fresh) is False  # same count: startup keeps it
-    assert backend.load(fresh, rebuild=True) is True
+    assert backend.load(committed) is True
+    (second,) = cluster.aliases
+    assert second != first and cluster.docs[second]["a"]["name"] == "fresh name"
+    backend.upsert([listing("b", embedding=np.ones(8))])  # only a vector differs
+    assert backend.load(committed) is True
+    assert backend.load(committed) is False  # identical: the shared index is kept
+    assert [r for r in cluster.requests if r[0] == "mget"] == []
+
+
+def test_reindex_rebuilds_even_an_index_that_matches_the_database() -> None:
+    """``mlrepo reindex`` (``rebuild=True``) is the operator's repair: the digest cannot see a damaged
+    index, so the repair trusts nothing."""
+    cluster = InMemoryCluster()
+    backend = OpenSearchBackend(cluster, "listings", 8)  # type: ignore[arg-type]
+    docs = [listing("a", embedding=None)]
+    assert backend.load(docs) is True
+    (first,) = cluster.aliases
+    assert backend.load(docs, rebuild=True) is True
     (second,) = cluster.aliases
     assert second != first and ("swap", second) in cluster.requests
-    assert cluster.docs[second]["a"]["name"] == "fresh name"
+
+
+def test_indices_left_by_a_crashed_rebuild_are_deleted_but_not_one_being_built() -> None:
+    """A rebuild that dies between creating its index and swapping the alias (a killed process) leaves an
+    index nobody serves; the next load deletes it. An index another process is loading right now has a
+    fresh heartbeat and must survive, or that rebuild fails (or swaps in a deleted index)."""
+    cluster = InMemoryCluster()
+    backend = OpenSearchBackend(cluster, "listings", 8)  # type: ignore[arg-type]
+    backend.load([listing("a", embedding=None)])
+    (served,) = cluster.aliases
+    crashed = backend._create_index()  # as a reindex does first; then the process was killed
+    cluster.meta[crashed]["rebuild_heartbeat"] -= ABANDONED_AFTER_S + 1  # ... long ago
+    older_release = "listings-v1-20250101000000000000"  # from before heartbeats: never one in progress
+    backend.client.indices.create(index=older_release, body={"mappings": {}})
+    building = backend._create_index()  # another process's reindex, loading right now
+    not_ours = "listings-v1-archive"
+    backend.client.indices.create(index=not_ours, body={"mappings": {}})
+
+    assert backend.load([listing("a", embedding=None)]) is False
+    assert set(cluster.docs) == {served, building, not_ours}
+    assert cluster.aliases == {served: "listings"}
 
 
 def test_requests_stay_within_the_result_window_opensearch_answers() -> None:
