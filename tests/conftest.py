@@ -24,14 +24,18 @@ from infra.db import Database
 from infra.migrate import upgrade
 from infra.settings import Settings
 from search.embeddings import Encoder
-from tests.services import IN_CI, free_port, require_service
+from tests.services import IN_CI, POSTGRES_ROOT, free_port, postgres_bin_dir, require_service
 
 __all__ = ["IN_CI", "free_port", "require_service"]  # also reachable here, for older plugin-manager lookups
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
-PG_BIN = Path(os.environ.get("MLREPO_TEST_PG_BIN", "/usr/lib/postgresql/15/bin"))
+PG_BIN = postgres_bin_dir()  # whatever major version the distribution installed
+NO_POSTGRES = (
+    f"no runnable PostgreSQL server (initdb, pg_ctl) in {PG_BIN or f'{POSTGRES_ROOT}/*/bin or on PATH'} "
+    "or no psql (scripts/test-services.sh installs them; MLREPO_TEST_PG_BIN names another directory)"
+)
 
 
 def _wait_for_port(port: int, timeout: float = 20.0) -> bool:
@@ -48,9 +52,10 @@ def _wait_for_port(port: int, timeout: float = 20.0) -> bool:
 
 
 class PostgresCluster:
-    """A throwaway PG 15 cluster owned by the ``postgres`` user (PG refuses to run as root)."""
+    """A throwaway cluster of the installed PostgreSQL, owned by ``postgres`` (it refuses to run as root)."""
 
-    def __init__(self) -> None:
+    def __init__(self, bin_dir: Path) -> None:
+        self.bin = bin_dir
         self.port = free_port()
         self.root = Path(tempfile.mkdtemp(prefix="mlrepo-pg-"))
         self.data = self.root / "data"
@@ -62,14 +67,16 @@ class PostgresCluster:
         if os.geteuid() == 0:
             shutil.chown(self.root, "postgres")
         subprocess.run(
-            self._as_postgres(str(PG_BIN / "initdb"), "-D", str(self.data), "-A", "trust", "-U", "postgres"),
+            self._as_postgres(
+                str(self.bin / "initdb"), "-D", str(self.data), "-A", "trust", "-U", "postgres"
+            ),
             check=True,
             capture_output=True,
         )
         options = f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1 -c fsync=off"
         subprocess.run(
             self._as_postgres(
-                str(PG_BIN / "pg_ctl"),
+                str(self.bin / "pg_ctl"),
                 "-D",
                 str(self.data),
                 "-o",
@@ -107,7 +114,7 @@ class PostgresCluster:
 
     def stop(self) -> None:
         subprocess.run(
-            self._as_postgres(str(PG_BIN / "pg_ctl"), "-D", str(self.data), "-m", "immediate", "stop"),
+            self._as_postgres(str(self.bin / "pg_ctl"), "-D", str(self.data), "-m", "immediate", "stop"),
             capture_output=True,
         )
         shutil.rmtree(self.root, ignore_errors=True)
@@ -115,10 +122,10 @@ class PostgresCluster:
 
 @pytest.fixture(scope="session")
 def postgres_cluster() -> Iterator[PostgresCluster | None]:
-    if not (PG_BIN / "initdb").exists() or shutil.which("psql") is None:
+    if PG_BIN is None or not (PG_BIN / "initdb").exists() or shutil.which("psql") is None:
         yield None
         return
-    cluster = PostgresCluster()
+    cluster = PostgresCluster(PG_BIN)
     try:
         cluster.start()
     except subprocess.CalledProcessError as exc:
@@ -138,7 +145,7 @@ def postgres_cluster() -> Iterator[PostgresCluster | None]:
 @pytest.fixture(scope="session")
 def postgres_url(postgres_cluster: PostgresCluster | None) -> str:
     """URL of an empty, unmigrated database on the throwaway cluster (session-wide)."""
-    require_service("PostgreSQL", postgres_cluster is not None, f"no runnable server under {PG_BIN}")
+    require_service("PostgreSQL", postgres_cluster is not None, NO_POSTGRES)
     assert postgres_cluster is not None
     postgres_cluster.psql("CREATE DATABASE mlrepo_session")
     return postgres_cluster.url("mlrepo_session")
@@ -175,7 +182,7 @@ def database_url(
         target = tmp_path / "mlrepo.db"
         shutil.copyfile(sqlite_template, target)
         return f"sqlite+aiosqlite:///{target}"
-    require_service("PostgreSQL", postgres_cluster is not None, f"no runnable server under {PG_BIN}")
+    require_service("PostgreSQL", postgres_cluster is not None, NO_POSTGRES)
     assert postgres_cluster is not None
     return _fresh_postgres_database(postgres_cluster)
 

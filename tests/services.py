@@ -1,5 +1,6 @@
 """What every test area needs to reach real services: ``require_service``, ``IN_CI``, ``free_port`` and
-``serve_in_background`` (a real uvicorn), ``long_running`` (a real arq worker for the length of a block).
+``serve_in_background`` (a real uvicorn), ``long_running`` (a real arq worker for the length of a block),
+``postgres_bin_dir`` (where the installed PostgreSQL server's initdb and pg_ctl are).
 
 A plain module rather than conftest code because every conftest is a module named ``conftest``: area
 conftests and test modules cannot import from the root one. Import it as ``tests.services`` (pyproject
@@ -11,6 +12,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import re
+import shutil
 import socket
 import sys
 from collections.abc import AsyncIterator
@@ -31,6 +34,32 @@ def require_service(name: str, ok: bool, why: str = "") -> None:
     if IN_CI:
         pytest.fail(f"{message} (CI=true: required services must run)")
     pytest.skip(message)
+
+
+POSTGRES_ROOT = Path("/usr/lib/postgresql")
+
+
+def postgres_bin_dir(root: Path = POSTGRES_ROOT) -> Path | None:
+    """The directory of the PostgreSQL server programs (initdb, pg_ctl), of whatever version is installed.
+
+    ``scripts/test-services.sh`` installs the distribution's ``postgresql``, whose major version varies
+    (15 on Debian 12, 16 on Ubuntu 24.04, 17 on Debian 13): ``MLREPO_TEST_PG_BIN`` if set, else the newest
+    ``root/<version>/bin`` holding both (Debian, Ubuntu), else the directory of ``pg_ctl`` on PATH (Fedora,
+    Homebrew); None when there is no server."""
+    override = os.environ.get("MLREPO_TEST_PG_BIN")
+    if override:
+        return Path(override)
+    installed = [version / "bin" for version in root.glob("*") if _has_server(version / "bin")]
+    if installed:
+        return max(installed, key=lambda bin_dir: [int(n) for n in re.findall(r"\d+", bin_dir.parent.name)])
+    pg_ctl = shutil.which("pg_ctl")
+    if pg_ctl is not None and _has_server(Path(pg_ctl).parent):
+        return Path(pg_ctl).parent
+    return None
+
+
+def _has_server(bin_dir: Path) -> bool:
+    return (bin_dir / "initdb").is_file() and (bin_dir / "pg_ctl").is_file()
 
 
 def free_port() -> int:
