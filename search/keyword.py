@@ -9,6 +9,7 @@ to the BM25 score. Hits are mapped back to listings through ``key``, a fast fiel
 from __future__ import annotations
 
 import hashlib
+import importlib.metadata
 import json
 import math
 import os
@@ -25,6 +26,9 @@ from search.types import IndexedListing, SearchFilters
 
 # Bump when the schema, the analyzer or ``_document`` changes: a mismatching index is rebuilt.
 SCHEMA_VERSION = 1
+# What wrote an index: another tantivy may read its format differently or analyze words differently
+# (stemmer, folding), so an index from another version is rebuilt like one from another schema.
+WRITTEN_BY = {"schema_version": SCHEMA_VERSION, "tantivy": importlib.metadata.version("tantivy")}
 ANALYZER = "mlrepo_en"
 # tantivy field of each boosted listing attribute (category/subcategories also have exact-match fields).
 TEXT_FIELDS = {
@@ -117,6 +121,10 @@ def combine(fingerprints: Iterable[int]) -> int:
     return sum(fingerprints) % (1 << 64)
 
 
+def _written_by_us(marker: Mapping[str, object]) -> bool:
+    return all(marker.get(key) == value for key, value in WRITTEN_BY.items())
+
+
 class KeywordIndex:
     """A tantivy index in ``directory`` that this process alone writes to (tantivy's writer lock)."""
 
@@ -138,7 +146,7 @@ class KeywordIndex:
 
     def _open(self) -> tantivy.Index:
         marker = self._read_marker()
-        if marker is not None and marker.get("schema_version") != SCHEMA_VERSION:
+        if marker is not None and not _written_by_us(marker):
             self._wipe()
         try:
             index = tantivy.Index(self.schema, path=str(self.directory), reuse=True)
@@ -167,7 +175,7 @@ class KeywordIndex:
         marker = self._read_marker()
         return (
             marker is not None
-            and marker.get("schema_version") == SCHEMA_VERSION
+            and _written_by_us(marker)
             and marker.get("count") == count
             and marker.get("digest") == f"{digest:016x}"
             and self.index.searcher().num_docs == count
@@ -177,7 +185,7 @@ class KeywordIndex:
         (self.directory / MARKER_FILE).unlink(missing_ok=True)
 
     def _write_marker(self, count: int, digest: int) -> None:
-        marker = {"schema_version": SCHEMA_VERSION, "count": count, "digest": f"{digest:016x}"}
+        marker = {**WRITTEN_BY, "count": count, "digest": f"{digest:016x}"}
         tmp = self.directory / (MARKER_FILE + ".tmp")
         tmp.write_text(json.dumps(marker))
         os.replace(tmp, self.directory / MARKER_FILE)

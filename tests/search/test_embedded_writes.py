@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.metadata
 import json
 import subprocess
 import sys
@@ -115,6 +116,26 @@ def test_missing_or_foreign_marker_forces_rebuild(index_dir: Path) -> None:
     with EmbeddedBackend(index_dir, DIM) as backend:
         assert backend.load(docs) is True
         assert set(ids(backend.keyword("listing", ANY, 5))) == {"a", "b"}
+
+
+def test_an_index_written_by_another_tantivy_version_is_rebuilt(index_dir: Path) -> None:
+    """An upgrade of tantivy may change the on-disk format or how the analyzer stems and folds words: an
+    index the previous version wrote, with a matching count and digest, must not be reused."""
+    docs = [listing("a"), listing("b")]
+    with EmbeddedBackend(index_dir, DIM) as backend:
+        backend.load(docs)
+    marker = index_dir / "keyword" / MARKER_FILE
+    data = json.loads(marker.read_text())
+    assert data["tantivy"] == importlib.metadata.version("tantivy")
+    marker.write_text(json.dumps({**data, "tantivy": "0.21.0"}))  # as the previous release left it
+    with EmbeddedBackend(index_dir, DIM) as backend:
+        assert backend.load(docs) is True
+        assert set(ids(backend.keyword("listing", ANY, 5))) == {"a", "b"}
+    assert json.loads(marker.read_text()) == data
+    del data["tantivy"]  # a marker from before versions were recorded
+    marker.write_text(json.dumps(data))
+    with EmbeddedBackend(index_dir, DIM) as backend:
+        assert backend.load(docs) is True
 
 
 def test_clear_then_load_is_a_reindex(backend: EmbeddedBackend) -> None:
