@@ -4,8 +4,9 @@ Startup: the database is the source of truth and stores each listing's embedding
 every projection and calls ``load(docs)``. The vectors and facet columns are always rebuilt in memory from
 those docs (cheap: no re-encoding). The tantivy index on disk is reused only when its marker — schema
 version, tantivy version, document count and an order-independent digest of every indexed field —
-equals what the docs would produce; otherwise it is rebuilt from them in one commit. Either way, after ``load`` the index is
-exactly the database's projection; ``mlrepo reindex`` is ``load(docs, rebuild=True)``: always rebuilt.
+equals what the docs would produce; otherwise it is rebuilt from them in one commit. Either way, after
+``load`` the index is exactly the database's projection; ``mlrepo reindex`` is ``load(docs,
+rebuild=True)``: always rebuilt.
 Above ``ann_threshold`` vectors an HNSW graph is built in the background (exact search answers
 meanwhile); ``close`` saves it and the next ``load`` restores it when the vectors are unchanged.
 
