@@ -92,6 +92,8 @@ class AnnIndex:
     _index: object | None = None
     _building: bool = False
     _generation: int = 0  # bumped by drop(): a build started before it must not install its graph
+    _running: int = -1  # the generation the build in progress was started for
+    _queued: tuple | None = None  # (keys, vectors) to build once a dropped build has stopped
     _pending: list = field(default_factory=list)
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _idle: threading.Event = field(default_factory=_set_event)
@@ -123,15 +125,20 @@ class AnnIndex:
         )
 
     def build(self, keys: np.ndarray, vectors: np.ndarray, background: bool = True) -> None:
-        """Start (re)building from a snapshot of ``keys``/``vectors``; a build in progress is kept."""
+        """Start (re)building from a snapshot of ``keys``/``vectors``; a build in progress is kept, unless
+        ``drop`` abandoned it: then this snapshot is built as soon as that one has stopped (a reload during
+        a build must not leave vector search exact until the next write)."""
+        keys = np.asarray(keys, dtype=np.uint64).copy()
+        data = np.ascontiguousarray(vectors, dtype=np.float32).copy()
         with self._lock:
             if self._building:
+                if self._running != self._generation:
+                    self._queued = (keys, data)
+                    self._pending.clear()  # the snapshot holds every write so far
                 return
             self._building = True
             self._idle.clear()
-            generation = self._generation
-        keys = np.asarray(keys, dtype=np.uint64).copy()
-        data = np.ascontiguousarray(vectors, dtype=np.float32).copy()
+            generation = self._running = self._generation
         if background:
             # Not a daemon: usearch's native build threads abort the interpreter if killed at exit.
             args = (keys, data, generation)
@@ -140,26 +147,37 @@ class AnnIndex:
             self._build(keys, data, generation)
 
     def _build(self, keys: np.ndarray, data: np.ndarray, generation: int) -> None:
-        index = None
+        while True:
+            index = self._graph_of(keys, data, generation)
+            with self._lock:
+                if index is not None and generation == self._generation:
+                    for op, op_keys, op_vectors in self._pending:
+                        self._apply(index, op, op_keys, op_vectors)
+                    self._index = index
+                queued, self._queued = self._queued, None
+                if queued is None or generation == self._generation:
+                    self._pending.clear()
+                    self._building = False
+                    break
+                # Dropped and asked again meanwhile: build the newer snapshot; the writes recorded
+                # since it was taken stay pending for the new graph.
+                (keys, data), generation = queued, self._generation
+                self._running = generation
+        self._idle.set()
+
+    def _graph_of(self, keys: np.ndarray, data: np.ndarray, generation: int):  # -> Index | None
+        """A graph of ``keys``/``data``, or None when it failed or ``drop`` abandoned it."""
         try:
             index = self._new_index()
             # In chunks, so that drop() or close() stops a long build within a second or two.
             for start in range(0, len(keys), BUILD_CHUNK):
                 if generation != self._generation:
-                    index = None
-                    break
+                    return None
                 index.add(keys[start : start + BUILD_CHUNK], data[start : start + BUILD_CHUNK], threads=2)
         except Exception:  # a failed build leaves the exact path in charge; nothing is lost
             log.exception("building the HNSW index failed; vector search stays exact")
-            index = None
-        with self._lock:
-            if index is not None and generation == self._generation:
-                for op, op_keys, op_vectors in self._pending:
-                    self._apply(index, op, op_keys, op_vectors)
-                self._index = index
-            self._pending.clear()
-            self._building = False
-        self._idle.set()
+            return None
+        return index
 
     @staticmethod
     def _apply(index, op: str, keys: np.ndarray, vectors: np.ndarray | None) -> None:
@@ -194,6 +212,7 @@ class AnnIndex:
         with self._lock:
             self._index = None
             self._pending.clear()
+            self._queued = None
             self._generation += 1
 
     # ------------------------------------------------------------------ persistence

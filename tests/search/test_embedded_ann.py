@@ -10,6 +10,7 @@ from search_support import listing
 
 from search.embedded import EmbeddedBackend
 from search.types import SearchFilters
+from search.vectors import BUILD_CHUNK, AnnIndex
 
 DIM = 32
 N = 600
@@ -99,3 +100,21 @@ def test_graph_saved_on_close_is_restored_only_for_the_same_vectors(tmp_path: Pa
         third.load(moved)
         third.wait_for_ann(60)  # a different vector: the saved graph is stale and gets rebuilt
         assert third.vector(-vectors[0], SearchFilters(), 1)[0].id == "v0"
+
+
+def test_a_build_a_reload_interrupts_is_started_again() -> None:
+    """A reload (``load``) drops the graph, which stops a build in progress, and at once asks for a build
+    of what it loaded: that request came while the stopped build was still winding down and was ignored,
+    so vector search stayed exact (slow at 100k listings) until the next write happened to start one."""
+    rng = np.random.default_rng(3)
+    vectors = rng.standard_normal((10 * BUILD_CHUNK, DIM)).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    keys = np.arange(1, len(vectors) + 1, dtype=np.uint64)
+    ann = AnnIndex(DIM)
+    ann.build(keys, vectors)  # the first start's build, many chunks long
+    ann.drop()  # a reload ...
+    ann.build(keys[::-1], vectors[::-1])  # ... and the build of what it loaded
+    assert ann.wait(120) and ann.ready
+    slot_of_key = {int(key): slot for slot, key in enumerate(keys)}
+    found = ann.search(vectors, vectors[7], np.ones(len(vectors), dtype=bool), 1, slot_of_key)
+    assert found is not None and list(found[0]) == [7]
