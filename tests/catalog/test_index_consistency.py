@@ -20,6 +20,7 @@ from catalog.app import CatalogApp
 from catalog.indexing import SYNC_OVERLAP, ListingIndex
 from catalog.listing_view import vector_bytes, vector_of
 from catalog.listings import ListingService
+from catalog.usage import UsageService
 from infra.errors import NotFound, Unavailable
 from infra.settings import Settings
 from infra.tables import Listing, ListingVersion, utcnow
@@ -329,3 +330,25 @@ async def test_an_index_read_that_fails_before_any_index_write_undoes_nothing(
     with pytest.raises(Unavailable):
         await ListingService(app.db, index).update(alice, created.id, {"description": "Never written."})
     assert cluster.served("listings")[created.id]["description"] == created.description
+
+
+async def test_an_opensearch_index_kept_in_step_by_ordinary_writes_is_kept_at_the_next_start(
+    app: CatalogApp, alice: Actor
+) -> None:
+    """Startup compares a digest of every document with the database's projection: documents written by
+    creates, updates and usage must digest exactly as the rows read back at startup, or every start of
+    every process would rebuild the shared index."""
+    cluster = InMemoryCluster()
+    opensearch = OpenSearchBackend(cluster, "listings", app.encoder.dim)  # type: ignore[arg-type]
+    index = ListingIndex(app.db, opensearch, app.encoder)
+    await index.load()
+    listings = ListingService(app.db, index)
+    created = await listings.create(alice, listing_data("kept-at-start"))
+    await listings.create(alice, listing_data("also-kept"))
+    await listings.update(alice, created.id, {"description": "Changed after it was listed."})
+    await UsageService(app.db, index, 30).record(created.id, "inference", success=True, latency_ms=12.0)
+    (served,) = cluster.aliases
+
+    assert await ListingIndex(app.db, opensearch, app.encoder).load() == 2
+    assert cluster.aliases == {served: "listings"}
+    assert cluster.served("listings")[created.id]["description"] == "Changed after it was listed."
