@@ -154,10 +154,11 @@ class PipelineService:
         if not view.steps:
             raise BadInput(f"pipeline {pipeline.name!r} has no steps")
         problems = [f"open connection: {c.reason}" for c in view.open_connections]
+        problems += [s.unavailable_reason for s in view.steps if not s.available]
         problems += [
             f"{s.listing_name!r} must be trained first (choose its training data and train the pipeline)"
             for s in view.steps
-            if not s.runnable
+            if s.available and not s.runnable
         ]
         if problems:
             raise BadInput(f"pipeline {pipeline.name!r} cannot run yet: {'; '.join(problems)}")

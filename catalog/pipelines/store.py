@@ -63,6 +63,16 @@ async def visible_listing(session: AsyncSession, actor: Actor, listing_id: str) 
     return listing
 
 
+async def unseen_listing_ids(session: AsyncSession, actor: Actor, rows: Sequence[Row]) -> set[str]:
+    """The steps' listings ``actor`` may no longer see: a listing visible when it was added may since
+    have been made private or suspended by its owner, and a pipeline must not keep showing it."""
+    ids = {listing.id for _, listing in rows}
+    if not ids or actor.is_admin:
+        return set()
+    seen = await session.scalars(select(Listing.id).where(Listing.id.in_(ids), visible_to(actor)))
+    return ids - set(seen)
+
+
 async def load_rows(session: AsyncSession, pipeline_id: str) -> list[Row]:
     result = await session.execute(
         select(PipelineStep, Listing)

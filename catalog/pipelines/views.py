@@ -13,6 +13,8 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
+UNAVAILABLE_LISTING_NAME = "(unavailable listing)"
+
 
 class StepRole(StrEnum):
     STEP = "step"
@@ -51,10 +53,20 @@ class StepView:
     needs_training: bool
     training_data_listing_id: str | None
     trained_listing_id: str | None
+    # False once the step's listing is no longer visible to the viewer (made private, shared with
+    # others only, suspended): the step then shows nothing of the listing but its id.
+    available: bool = True
 
     @property
     def runnable(self) -> bool:
-        return not self.needs_training or self.trained_listing_id is not None
+        return self.available and (not self.needs_training or self.trained_listing_id is not None)
+
+    @property
+    def unavailable_reason(self) -> str:
+        return (
+            f"step {self.position + 1} uses listing {self.listing_id}, which is no longer available to you "
+            "(its owner made it private or it was suspended); remove that step"
+        )
 
 
 @dataclass(frozen=True, slots=True)
