@@ -140,6 +140,10 @@ async def test_publish_a_runnable_pipeline_as_a_listing(
     assert (listing.input_format, listing.output_format) == ("image@1", "predictions@1")
     assert listing.resources == {"cpu": 2, "memory_mb": 2048, "gpu": 1}
     assert listing.latency_p50_ms == 100.0 and listing.accuracy is None
+    # What anyone who sees the listing reads names none of its steps (one may be another's private model).
+    published = repr(await catalog.listings.get(stranger, listing.id))
+    assert pipeline.id not in published
+    assert not [part for part in vision.values() if part.id in published]
     assert (await service.get(requester, pipeline.id)).listing_id == listing.id
     assert (await catalog.listings.get(requester, listing.id)).id == listing.id
 
