@@ -236,7 +236,7 @@ class PipelineService:
         ``search_id`` is the search the listing was found through: adding it meets that search's need.
         """
         if after is not None and at_start:
-            raise BadInput("give either 'after' or 'at_start', not both")
+            raise BadInput("give either 'after' or 'atStart', not both", field="atStart")
         if search_id is not None:
             await self.demand.flush()  # searches are logged in batches: a fresh one may not be written yet
         async with self.db.session() as session:

@@ -198,6 +198,9 @@ async def test_unknown_forbidden_and_wrong_kind_listings_are_refused(
         await service.add_step(requester, pipeline.id, hidden.id)
     with pytest.raises(BadInput, match="'reviews' is a dataset"):
         await service.add_step(requester, pipeline.id, dataset.id)
+    with pytest.raises(BadInput, match="give either 'after' or 'atStart', not both") as both:
+        await service.add_step(requester, pipeline.id, "nope", after="ghost", at_start=True)
+    assert both.value.details == {"field": "atStart"}
     with pytest.raises(NotFound, match="step 'ghost' is not in this pipeline"):
         await service.add_step(
             requester, pipeline.id, (await make_listing("m", input_format="text")).id, after="ghost"
