@@ -193,6 +193,26 @@ async def test_listing_view_with_a_search_id_no_search_could_have_is_bad_input(a
         assert (await session.scalars(select(UsageEvent))).all() == []
 
 
+async def test_listing_input_errors_name_the_graphql_fields(api) -> None:
+    """The catalog checks listing fields under its own names (latency_ms, training_resources, ...);
+    a GraphQL client sent latencyP50Ms, trainingResources, sharedWith and must be told those."""
+    alice = await api.account("alice")
+    create = "mutation($input: CreateListingInput!) { createListing(input: $input) { id } }"
+    base = {"name": "x", "kind": "MODEL", "category": "nlp"}
+    for extra, name in (
+        ({"latencyP50Ms": -5}, "latencyP50Ms"),
+        ({"trainingResources": {"cpu": 2}}, "trainingResources"),
+        ({"sharedWith": ["bob"]}, "sharedWith"),
+        ({"inputFormat": "no-such-format"}, "inputFormat"),
+        ({"resources": {"memoryMb": -1}}, "resources.memoryMb"),
+    ):
+        (error,) = (await api.gql(create, {"input": {**base, **extra}}, alice))["errors"]
+        assert error["extensions"]["code"] == "BAD_INPUT"
+        named = error["extensions"].get("fields") or [error["extensions"].get("field")]
+        assert named == [name], error
+        assert error["message"].startswith(f"{name}:"), error
+
+
 async def test_create_rejects_bad_fields_with_codes(api) -> None:
     alice = await api.account("alice")
     body = await api.gql(
