@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Sequence
+from dataclasses import replace
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -60,23 +61,7 @@ async def build_view(session: AsyncSession, actor: Actor, pipeline: Pipeline) ->
 
 
 def step_view(step: PipelineStep, listing: Listing, available: bool = True) -> StepView:
-    if not available:
-        return StepView(
-            id=step.id,
-            position=step.position,
-            role=step.role,
-            listing_id=listing.id,
-            listing_name=UNAVAILABLE_LISTING_NAME,
-            kind=listing.kind,
-            input_format=None,
-            output_format=None,
-            resources=None,
-            needs_training=False,
-            training_data_listing_id=step.training_data_listing_id,
-            trained_listing_id=step.trained_listing_id,
-            available=False,
-        )
-    return StepView(
+    view = StepView(
         id=step.id,
         position=step.position,
         role=step.role,
@@ -89,6 +74,17 @@ def step_view(step: PipelineStep, listing: Listing, available: bool = True) -> S
         needs_training=needs_training(listing),
         training_data_listing_id=step.training_data_listing_id,
         trained_listing_id=step.trained_listing_id,
+    )
+    if available:
+        return view
+    return replace(
+        view,
+        listing_name=UNAVAILABLE_LISTING_NAME,
+        input_format=None,
+        output_format=None,
+        resources=None,
+        needs_training=False,
+        available=False,
     )
 
 
