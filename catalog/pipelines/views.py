@@ -63,8 +63,9 @@ class StepView:
 
     @property
     def unavailable_reason(self) -> str:
+        # No listing id: a stranger running a published pipeline reads this too.
         return (
-            f"step {self.position + 1} uses listing {self.listing_id}, which is no longer available to you "
+            f"the listing of step {self.position + 1} is no longer available to you "
             "(its owner made it private or it was suspended); remove that step"
         )
 
