@@ -165,7 +165,12 @@ class PipelineService:
         for step, listing in await load_rows(session, pipeline.id):
             runs = listing
             if step.trained_listing_id is not None:
-                runs = await visible_listing(session, actor, step.trained_listing_id)
+                try:
+                    runs = await visible_listing(session, actor, step.trained_listing_id)
+                except NotFound:  # e.g. a published pipeline whose trained model its publisher kept private
+                    raise BadInput(
+                        f"the model trained for step {step.position + 1} is not available to you"
+                    ) from None
             else:
                 await visible_listing(session, actor, listing.id)
             if runs.kind == ListingKind.PIPELINE:

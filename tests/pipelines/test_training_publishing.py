@@ -38,7 +38,12 @@ async def pre_training(
 
 
 async def test_training_needs_data_then_yields_a_runnable_post_training_pipeline(
-    service: PipelineService, requester: Actor, make_listing: MakeListing, pre_training: tuple[str, Listing]
+    service: PipelineService,
+    catalog: CatalogApp,
+    requester: Actor,
+    stranger: Actor,
+    make_listing: MakeListing,
+    pre_training: tuple[str, Listing],
 ) -> None:
     pipeline_id, trainer = pre_training
     training = PipelineTraining(service)
@@ -85,6 +90,13 @@ async def test_training_needs_data_then_yields_a_runnable_post_training_pipeline
     assert original.is_runnable and original.steps[2].trained_listing_id == post.steps[2].listing_id
     plan = await service.plan_run(requester, pipeline_id)
     assert plan.steps[2].listing_name == "crop-classifier (trained)"
+
+    # Published for everyone, it cannot run for others (its trained model is private): they are told
+    # why, without the private model's id.
+    listing = await publish_pipeline(service, catalog.listings, requester, pipeline_id, category="Vision")
+    with pytest.raises(BadInput, match="the model trained for step 3 is not available to you") as refused:
+        await service.plan_listing_run(stranger, listing.id)
+    assert post.steps[2].listing_id not in str(refused.value)
 
 
 async def test_a_trained_model_must_keep_the_algorithms_formats(
