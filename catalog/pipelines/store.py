@@ -18,7 +18,7 @@ from catalog.actors import Actor
 from catalog.enums import ListingKind
 from catalog.formats import canonical_ref
 from catalog.pipelines.conditioning import needs_training
-from catalog.pipelines.views import StepRole
+from catalog.pipelines.views import StepRole, unavailable_reason
 from infra.errors import BadInput, NotFound, Unauthenticated
 from infra.tables import Listing, Pipeline, PipelineStep
 
@@ -71,6 +71,15 @@ async def unseen_listing_ids(session: AsyncSession, actor: Actor, rows: Sequence
         return set()
     seen = await session.scalars(select(Listing.id).where(Listing.id.in_(ids), visible_to(actor)))
     return ids - set(seen)
+
+
+async def require_visible_steps(session: AsyncSession, actor: Actor, rows: Sequence[Row]) -> None:
+    """BadInput when a step's listing is no longer visible to ``actor`` (it must not be trained or
+    copied, and its name must not be shown)."""
+    unseen = await unseen_listing_ids(session, actor, rows)
+    problems = [unavailable_reason(step.position) for step, listing in rows if listing.id in unseen]
+    if problems:
+        raise BadInput("; ".join(problems))
 
 
 async def load_rows(session: AsyncSession, pipeline_id: str) -> list[Row]:

@@ -16,6 +16,16 @@ from typing import Any
 UNAVAILABLE_LISTING_NAME = "(unavailable listing)"
 
 
+def unavailable_reason(position: int) -> str:
+    """Why a step whose listing the viewer may no longer see blocks the pipeline.
+
+    No listing id or name: a stranger running a published pipeline reads this too."""
+    return (
+        f"the listing of step {position + 1} is no longer available to you "
+        "(its owner made it private or it was suspended); remove that step"
+    )
+
+
 class StepRole(StrEnum):
     STEP = "step"
     CONDITIONING = "conditioning"
@@ -63,11 +73,7 @@ class StepView:
 
     @property
     def unavailable_reason(self) -> str:
-        # No listing id: a stranger running a published pipeline reads this too.
-        return (
-            f"the listing of step {self.position + 1} is no longer available to you "
-            "(its owner made it private or it was suspended); remove that step"
-        )
+        return unavailable_reason(self.position)
 
 
 @dataclass(frozen=True, slots=True)

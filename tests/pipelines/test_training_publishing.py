@@ -99,6 +99,29 @@ async def test_training_needs_data_then_yields_a_runnable_post_training_pipeline
     assert post.steps[2].listing_id not in str(refused.value)
 
 
+async def test_a_step_made_private_later_is_neither_trained_nor_named(
+    service: PipelineService,
+    requester: Actor,
+    make_listing: MakeListing,
+    db: Database,
+    pre_training: tuple[str, Listing],
+) -> None:
+    pipeline_id, trainer = pre_training
+    crops = await make_listing(
+        "labelled-crops", kind="dataset", input_format="image-crops", output_format="predictions"
+    )
+    step_id = (await service.get(requester, pipeline_id)).steps[2].id
+    await service.set_training_data(requester, pipeline_id, step_id, crops.id)
+    async with db.session() as session:
+        (await session.get(Listing, trainer.id)).visibility = "private"
+
+    training = PipelineTraining(service)
+    for attempt in (training.plan, training.derive_post_training):
+        with pytest.raises(BadInput, match="the listing of step 3 is no longer available") as refused:
+            await attempt(requester, pipeline_id)
+        assert "crop-classifier-trainer" not in str(refused.value)
+
+
 async def test_a_trained_model_must_keep_the_algorithms_formats(
     service: PipelineService, requester: Actor, make_listing: MakeListing, pre_training: tuple[str, Listing]
 ) -> None:
