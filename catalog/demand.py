@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -531,12 +531,13 @@ class DemandService:
                     account_id=actor.account_id, category=category, created_at=self.clock()
                 )
                 session.add(row)
-            return _subscription_info(row)
         except IntegrityError:  # a concurrent subscribe won the race
             found = await self._subscription(actor, category)
             if found is None:
                 raise
             return found
+        await self._refollow(actor)
+        return _subscription_info(row)
 
     async def unsubscribe(self, actor: Actor, category: str) -> bool:
         """Stop following ``category``; False when the actor was not subscribed to it."""
@@ -549,7 +550,10 @@ class DemandService:
                     same_category(DemandSubscription.category, cleaned),
                 )
             )
-            return result.rowcount > 0
+        if result.rowcount > 0:
+            await self._refollow(actor)
+            return True
+        return False
 
     async def subscriptions(self, actor: Actor) -> list[DemandSubscriptionInfo]:
         require_producer(actor)
@@ -560,6 +564,11 @@ class DemandService:
                 .order_by(DemandSubscription.category)
             )
             return [_subscription_info(row) for row in rows]
+
+    async def _refollow(self, actor: Actor) -> None:
+        """Running ``alerts`` streams that follow the actor's subscriptions follow the change."""
+        categories = [sub.category for sub in await self.subscriptions(actor)]
+        self.alert_hub.refollow(actor.account_id, categories)
 
     async def _subscription(self, actor: Actor, category: str) -> DemandSubscriptionInfo | None:
         async with self.db.session() as session:
@@ -574,20 +583,28 @@ class DemandService:
     # ------------------------------------------------------------------ live alerts
 
     async def alerts(self, actor: Actor, category: str | None = None) -> AsyncIterator[DemandAlert]:
-        """Unmet searches as they happen, in ``category`` or else in the actor's subscribed categories.
+        """Unmet searches as they happen, in ``category`` or else in the actor's subscribed categories
+        (as they change: a later subscribe or unsubscribe in this process applies to the running stream).
 
         No-result searches and pipeline gaps arrive when logged; searches whose selection window closes
         while someone listens arrive from a sweep every ``demand_alert_sweep_s``.
         """
         require_producer(actor)
-        categories: Iterable[str]
         if category is not None:
-            categories = [clean_category(category)]
+            listening = self.alert_hub.listen([clean_category(category)])
         else:
-            categories = [sub.category for sub in await self.subscriptions(actor)]
-            if not categories:
-                raise BadInput("subscribe to a category first, or name one to listen to", field="category")
-        async with self.alert_hub.listen(categories) as listener:
+            # Registered before the subscriptions are read, so a subscribe in between is not missed;
+            # later (un)subscribes change the running stream (``_refollow``).
+            listening = self.alert_hub.listen([], follower=actor.account_id)
+        async with listening as listener:
+            if category is None:
+                categories = [sub.category for sub in await self.subscriptions(actor)]
+                if not listener.refollowed:  # else a (un)subscribe since then has set newer ones
+                    listener.follow(categories)
+                if not listener.categories:
+                    raise BadInput(
+                        "subscribe to a category first, or name one to listen to", field="category"
+                    )
             self._ensure_sweeper()
             async for alert in listener:
                 yield alert

@@ -34,11 +34,20 @@ def category_key(category: str) -> str:
 
 
 class DemandListener:
-    """What one subscriber receives: alerts in its categories (all categories when ``None``)."""
+    """What one subscriber receives: alerts in its categories (all categories when ``None``).
 
-    def __init__(self, categories: Iterable[str] | None) -> None:
-        self.categories = None if categories is None else frozenset(category_key(c) for c in categories)
+    ``follower`` is the account whose subscriptions the categories are (None: fixed categories); the
+    hub changes them when that account subscribes or unsubscribes, so a running stream follows.
+    """
+
+    def __init__(self, categories: Iterable[str] | None, follower: str | None = None) -> None:
+        self.follower = follower
+        self.refollowed = False  # set once the hub changed the categories (they are then the newest)
+        self.follow(categories)
         self.queue: asyncio.Queue[DemandAlert] = asyncio.Queue(maxsize=LISTENER_QUEUE_SIZE)
+
+    def follow(self, categories: Iterable[str] | None) -> None:
+        self.categories = None if categories is None else frozenset(category_key(c) for c in categories)
 
     def wants(self, alert: DemandAlert) -> bool:
         if self.categories is None:
@@ -70,9 +79,19 @@ class DemandAlertHub:
             if listener.wants(alert):
                 listener.offer(alert)
 
+    def refollow(self, account_id: str, categories: Iterable[str]) -> None:
+        """``account_id`` now follows ``categories``: its listeners that follow its subscriptions change."""
+        wanted = list(categories)
+        for listener in self._listeners:
+            if listener.follower == account_id:
+                listener.follow(wanted)
+                listener.refollowed = True
+
     @asynccontextmanager
-    async def listen(self, categories: Iterable[str] | None) -> AsyncIterator[DemandListener]:
-        listener = DemandListener(categories)
+    async def listen(
+        self, categories: Iterable[str] | None, follower: str | None = None
+    ) -> AsyncIterator[DemandListener]:
+        listener = DemandListener(categories, follower)
         self._listeners.add(listener)
         try:
             yield listener

@@ -5,7 +5,8 @@ no re-encoding is needed) and after ``mlrepo reindex``. Writes through ``Listing
 inside the same transaction. Other processes (the worker records usage and metrics) only write rows, so a
 process holding an index calls ``sync()`` — cheap and throttled — to pick up rows changed since its last
 look (by ``updated_at``, with an overlap window because transactions commit out of timestamp order), and
-notices deletions when the row count and its own count disagree.
+notices deletions when the row count and its own count disagree. Until then this process's searches see
+the other process's change late (``catalog.search_service`` says how late).
 """
 
 from __future__ import annotations

@@ -87,8 +87,10 @@ class ReviewService:
             return self._view(review, author.name if author else "")
 
     async def list(self, actor: Actor, listing_id: str, first: int = 20, offset: int = 0) -> list[ReviewView]:
-        if not 1 <= first <= MAX_REVIEWS_PAGE or offset < 0:
-            raise BadInput(f"first must be 1..{MAX_REVIEWS_PAGE} and offset ≥ 0", field="first")
+        if not 1 <= first <= MAX_REVIEWS_PAGE:
+            raise BadInput(f"first must be 1..{MAX_REVIEWS_PAGE}; got {first}", field="first")
+        if offset < 0:
+            raise BadInput(f"offset must be ≥ 0; got {offset}", field="offset")
         async with self.db.session() as session:
             await self._require_visible(session, actor, listing_id)
             rows = await session.execute(

@@ -5,8 +5,14 @@ text asks the backend for keyword and vector candidates under the same filters a
 ``ranking.Ranker`` fuse them with the interpretation of the text and the quality signals; every result
 carries the parts of its score. Other sorts (USAGE, ACCURACY, LATENCY, NEWEST) order the same candidates
 — or, without text, every listing passing the facets — by that field. Results are hydrated from the
-database through the same visibility rule as every other read, so a stale index can never show a listing
-the requester may not see. The first page of each text search is logged for unmet demand
+view cache when it holds the version the index has, else from the database through the same visibility
+rule as every other read, and each is re-checked for the requester. So a result is exactly as fresh as
+the index: a change made through this process shows at once, but one made by another process (worker,
+CLI) only after this process's next ``ListingIndex.sync`` — up to ``SYNC_INTERVAL_S`` (1 s) late for a
+listing made private, unshared or suspended, up to ``DELETION_CHECK_INTERVAL_S`` (10 s) for a deleted
+one. Reading every page from the database would close that window at the cost of a round trip per
+search, which the latency budget does not pay (``view_cache``). The first page of each text search is
+logged for unmet demand
 (``catalog.demand``); its id comes back so a view, run or pipeline step can mark the search satisfied.
 """
 
@@ -385,7 +391,10 @@ class SearchService:
 
     async def _hydrate(self, actor: Actor, ids: list[str]) -> dict[str, ListingView]:
         """Full listings for a page: from the cache when it holds the version the index has, else from
-        the database (which applies the visibility rule itself); either way re-checked for ``actor``."""
+        the database (which applies the visibility rule itself); either way re-checked for ``actor``.
+
+        A cached view is only as fresh as the index: another process's change to it is seen after the
+        next sync (see the module docstring), not here."""
         found: dict[str, ListingView] = {}
         missing = []
         for listing_id in ids:

@@ -68,7 +68,7 @@ class UsageService:
         kind = parse_usage_kind(kind)
         if search_id is not None and len(search_id) > SEARCH_ID_CHARS:
             # Longer than any search id: not one this service issued (and PostgreSQL would refuse it).
-            raise BadInput(f"searchId is not a search id: {search_id[:40]!r}", field="search_id")
+            raise BadInput(f"searchId is not a search id: {search_id[:40]!r}", field="searchId")
         if latency_ms is not None and (latency_ms < 0 or latency_ms != latency_ms):
             raise BadInput(
                 f"latency_ms must be a non-negative number; got {latency_ms!r}", field="latency_ms"

@@ -3,7 +3,10 @@
 Search results must come back as full listings (documentation, schemas, examples), which the index does
 not hold; reading them from the database costs a round trip per search — more than the rest of the
 search after encoding. An entry is used only when its ``updated_at`` equals the row version the index
-was last given (``ListingIndex.version_of``), so a hit is exactly as fresh as the index itself.
+was last given (``ListingIndex.version_of``), so a hit is exactly as fresh as the index itself — and no
+fresher: a listing another process made private, suspended or deleted is still served from here (and
+re-checked against its *cached* visibility) until ``ListingIndex.sync`` brings in the new row version
+(≤ 1 s) or notices the deletion (≤ 10 s).
 """
 
 from __future__ import annotations

@@ -171,7 +171,8 @@ class Mutation:
 @strawberry.type
 class Subscription:
     @strawberry.subscription(
-        description="Unmet searches as they happen, in `category` or else in the categories you follow."
+        description="Unmet searches as they happen, in `category` or else in the categories you follow "
+        "(a later subscribeDemand or unsubscribeDemand changes a running stream)."
     )
     async def demand_alerts(
         self, info: strawberry.Info, category: str | None = None

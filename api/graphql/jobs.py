@@ -20,7 +20,7 @@ import strawberry
 from strawberry.file_uploads import Upload
 from strawberry.scalars import JSON
 
-from api.graphql.convert import given_fields
+from api.graphql.convert import errors_in_graphql_terms, given_fields
 from api.graphql.types import ResourcesInput
 from catalog.enums import JobStatus as JobStatusValue
 from catalog.enums import JobTask as JobTaskValue
@@ -183,15 +183,16 @@ class Mutation:
             if input.listing_id is None:
                 raise BadInput("searchId goes with the listingId that search found", field="searchId")
             await info.context.catalog.demand.require_search(search_id)
-        view = await jobs_of(info).submit(
-            info.context.actor,
-            str(input.listing_id) if input.listing_id is not None else None,
-            JobTaskValue(input.task).value,
-            records=records,
-            resources=given_fields(input.resources) if input.resources else None,
-            dataset_listing_id=str(input.dataset_listing_id) if input.dataset_listing_id else None,
-            pipeline_id=str(input.pipeline_id) if input.pipeline_id is not None else None,
-        )
+        with errors_in_graphql_terms():
+            view = await jobs_of(info).submit(
+                info.context.actor,
+                str(input.listing_id) if input.listing_id is not None else None,
+                JobTaskValue(input.task).value,
+                records=records,
+                resources=given_fields(input.resources) if input.resources else None,
+                dataset_listing_id=str(input.dataset_listing_id) if input.dataset_listing_id else None,
+                pipeline_id=str(input.pipeline_id) if input.pipeline_id is not None else None,
+            )
         if search_id is not None:
             await info.context.catalog.search.record_selection(search_id, str(input.listing_id))
         return Job.of(view)
@@ -204,12 +205,13 @@ class Mutation:
     async def train_pipeline(
         self, info: strawberry.Info, pipeline_id: strawberry.ID, resources: ResourcesInput | None = None
     ) -> Job:
-        view = await jobs_of(info).submit(
-            info.context.actor,
-            task=JobTaskValue.TRAINING.value,
-            resources=given_fields(resources) if resources else None,
-            pipeline_id=str(pipeline_id),
-        )
+        with errors_in_graphql_terms():
+            view = await jobs_of(info).submit(
+                info.context.actor,
+                task=JobTaskValue.TRAINING.value,
+                resources=given_fields(resources) if resources else None,
+                pipeline_id=str(pipeline_id),
+            )
         return Job.of(view)
 
     @strawberry.mutation(description="Cancel a queued or running job of yours (idempotent).")

@@ -7,7 +7,7 @@ import strawberry
 from strawberry import UNSET
 from strawberry.scalars import JSON
 
-from api.graphql.convert import given_fields
+from api.graphql.convert import errors_in_graphql_terms, given_fields
 from api.graphql.types import Account, Listing, ListingKind, PageInfo, ResourcesInput, Review, Visibility
 from catalog.enums import UsageKind
 from catalog.listings import ListingFilter, encode_cursor
@@ -19,6 +19,7 @@ LISTING_INPUT_NAMES = {
     "timeout_s": "timeout",
     "producer_name": "producer",
 }
+CATALOG_LISTING_NAMES = {catalog: graphql for graphql, catalog in LISTING_INPUT_NAMES.items()}
 
 
 @strawberry.input(description="Listing fields to change; fields left out stay as they are.")
@@ -185,7 +186,9 @@ class Mutation:
     @strawberry.mutation(description="Create a listing owned by the caller.")
     async def create_listing(self, info: strawberry.Info, input: CreateListingInput) -> Listing:
         ctx = info.context
-        return Listing.from_view(await ctx.catalog.listings.create(ctx.actor, listing_values(input)))
+        with errors_in_graphql_terms(CATALOG_LISTING_NAMES):
+            view = await ctx.catalog.listings.create(ctx.actor, listing_values(input))
+        return Listing.from_view(view)
 
     @strawberry.mutation(
         description="Change a listing's metadata (owner or admin); a new version is recorded."
@@ -194,7 +197,8 @@ class Mutation:
         self, info: strawberry.Info, id: strawberry.ID, input: UpdateListingInput
     ) -> Listing:
         ctx = info.context
-        view = await ctx.catalog.listings.update(ctx.actor, str(id), listing_values(input))
+        with errors_in_graphql_terms(CATALOG_LISTING_NAMES):
+            view = await ctx.catalog.listings.update(ctx.actor, str(id), listing_values(input))
         return Listing.from_view(view)
 
     @strawberry.mutation(description="Delete a listing (owner or admin) and its index entry.")

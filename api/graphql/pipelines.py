@@ -70,6 +70,10 @@ class PipelineStep:
     runnable: bool
     training_data_listing_id: strawberry.ID | None
     trained_listing_id: strawberry.ID | None
+    available: bool = strawberry.field(
+        description="False once the step's listing is no longer visible to you (made private or "
+        "suspended by its owner): the step then shows only its listing id; remove it to run the pipeline."
+    )
 
     @classmethod
     def of(cls, step: StepView) -> PipelineStep:
@@ -87,6 +91,7 @@ class PipelineStep:
             runnable=step.runnable,
             training_data_listing_id=_id(step.training_data_listing_id),
             trained_listing_id=_id(step.trained_listing_id),
+            available=step.available,
         )
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Sequence
+from dataclasses import replace
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -22,18 +23,30 @@ from catalog.pipelines.conditioning import (
     find_conditioners,
     needs_training,
 )
-from catalog.pipelines.store import Row, load_rows
-from catalog.pipelines.views import ConnectionStatus, ConnectionView, PipelineView, StepRole, StepView
+from catalog.pipelines.store import Row, load_rows, unseen_listing_ids
+from catalog.pipelines.views import (
+    UNAVAILABLE_LISTING_NAME,
+    ConnectionStatus,
+    ConnectionView,
+    PipelineView,
+    StepRole,
+    StepView,
+)
 from infra.tables import Listing, Pipeline, PipelineStep
 
 
 async def build_view(session: AsyncSession, actor: Actor, pipeline: Pipeline) -> PipelineView:
     rows = await load_rows(session, pipeline.id)
-    steps = tuple(step_view(step, listing) for step, listing in rows)
+    unseen = await unseen_listing_ids(session, actor, rows)
+    steps = tuple(step_view(step, listing, listing.id not in unseen) for step, listing in rows)
     connections = []
     chosen = [i for i, (step, _) in enumerate(rows) if step.role == StepRole.STEP]
     for i, j in itertools.pairwise(chosen):
-        connections.append(await connection_view(session, actor, rows[i], rows[i + 1 : j], rows[j]))
+        hidden = [view for view in steps[i : j + 1] if not view.available]
+        if hidden:
+            connections.append(unavailable_connection(steps[i], steps[i + 1 : j], steps[j], hidden))
+        else:
+            connections.append(await connection_view(session, actor, rows[i], rows[i + 1 : j], rows[j]))
     return PipelineView(
         id=pipeline.id,
         owner_id=pipeline.owner_id,
@@ -47,8 +60,8 @@ async def build_view(session: AsyncSession, actor: Actor, pipeline: Pipeline) ->
     )
 
 
-def step_view(step: PipelineStep, listing: Listing) -> StepView:
-    return StepView(
+def step_view(step: PipelineStep, listing: Listing, available: bool = True) -> StepView:
+    view = StepView(
         id=step.id,
         position=step.position,
         role=step.role,
@@ -61,6 +74,34 @@ def step_view(step: PipelineStep, listing: Listing) -> StepView:
         needs_training=needs_training(listing),
         training_data_listing_id=step.training_data_listing_id,
         trained_listing_id=step.trained_listing_id,
+    )
+    if available:
+        return view
+    return replace(
+        view,
+        listing_name=UNAVAILABLE_LISTING_NAME,
+        input_format=None,
+        output_format=None,
+        resources=None,
+        needs_training=False,
+        available=False,
+    )
+
+
+def unavailable_connection(
+    producer: StepView, between: Sequence[StepView], consumer: StepView, hidden: Sequence[StepView]
+) -> ConnectionView:
+    """A connection through a step the viewer may no longer see is open, and says nothing of that
+    listing (not even its formats: they are part of what its owner withdrew)."""
+    return ConnectionView(
+        from_step_id=producer.id,
+        to_step_id=consumer.id,
+        status=ConnectionStatus.OPEN,
+        output_format=producer.output_format,
+        input_format=consumer.input_format,
+        conditioning_step_ids=tuple(step.id for step in between),
+        reason=f"it goes through step {', '.join(str(step.position + 1) for step in hidden)}, "
+        "whose listing is no longer available to you",
     )
 
 

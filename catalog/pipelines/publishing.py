@@ -4,7 +4,9 @@ The listing goes through the catalog's own ``ListingService.create`` (validation
 index — all or nothing). What it declares is derived, not typed in: input = the first step's input,
 output = the last step's output, suggested resources = the per-field maximum over its steps (steps run
 one after another), latency and accuracy = medians over the pipeline's successful runs (none until it
-has run: an unmeasured figure is left empty rather than guessed).
+has run: an unmeasured figure is left empty rather than guessed). The listing names none of its steps or
+the private pipeline behind it (``pipelines.listing_id`` links them): anyone who can see the listing reads
+its ``extra``, and a step may be a listing only the publisher may see, such as their trained model.
 """
 
 from __future__ import annotations
@@ -72,7 +74,9 @@ async def publish_pipeline(
         raise Conflict(f"pipeline {view.name!r} is already published as listing {view.listing_id}")
     if not view.is_runnable:
         reasons = [c.reason for c in view.open_connections] + [
-            f"{s.listing_name!r} is not trained" for s in view.steps if not s.runnable
+            f"{s.listing_name!r} is not trained" if s.available else s.unavailable_reason
+            for s in view.steps
+            if not s.runnable
         ]
         raise BadInput(
             f"only a runnable pipeline can be published: {'; '.join(reasons) or 'it has no steps'}"
@@ -96,8 +100,6 @@ async def publish_pipeline(
         "resources": plan.resources or None,
         "latency_ms": figures["latency_ms"],
         "accuracy": figures["accuracy"],
-        "pipeline_id": view.id,
-        "pipeline_steps": [s.listing_id for s in plan.steps],
         "resource_classes": list(plan.resource_classes),
     }
     listing = await listings.create(actor, {k: v for k, v in data.items() if v is not None})

@@ -154,17 +154,23 @@ class PipelineService:
         if not view.steps:
             raise BadInput(f"pipeline {pipeline.name!r} has no steps")
         problems = [f"open connection: {c.reason}" for c in view.open_connections]
+        problems += [s.unavailable_reason for s in view.steps if not s.available]
         problems += [
             f"{s.listing_name!r} must be trained first (choose its training data and train the pipeline)"
             for s in view.steps
-            if not s.runnable
+            if s.available and not s.runnable
         ]
         if problems:
             raise BadInput(f"pipeline {pipeline.name!r} cannot run yet: {'; '.join(problems)}")
         for step, listing in await load_rows(session, pipeline.id):
             runs = listing
             if step.trained_listing_id is not None:
-                runs = await visible_listing(session, actor, step.trained_listing_id)
+                try:
+                    runs = await visible_listing(session, actor, step.trained_listing_id)
+                except NotFound:  # e.g. a published pipeline whose trained model its publisher kept private
+                    raise BadInput(
+                        f"the model trained for step {step.position + 1} is not available to you"
+                    ) from None
             else:
                 await visible_listing(session, actor, listing.id)
             if runs.kind == ListingKind.PIPELINE:
@@ -235,7 +241,7 @@ class PipelineService:
         ``search_id`` is the search the listing was found through: adding it meets that search's need.
         """
         if after is not None and at_start:
-            raise BadInput("give either 'after' or 'at_start', not both")
+            raise BadInput("give either 'after' or 'atStart', not both", field="atStart")
         if search_id is not None:
             await self.demand.flush()  # searches are logged in batches: a fresh one may not be written yet
         async with self.db.session() as session:

@@ -18,7 +18,7 @@ from catalog.actors import Actor
 from catalog.enums import ListingKind
 from catalog.formats import canonical_ref
 from catalog.pipelines.conditioning import needs_training
-from catalog.pipelines.views import StepRole
+from catalog.pipelines.views import StepRole, unavailable_reason
 from infra.errors import BadInput, NotFound, Unauthenticated
 from infra.tables import Listing, Pipeline, PipelineStep
 
@@ -61,6 +61,25 @@ async def visible_listing(session: AsyncSession, actor: Actor, listing_id: str) 
     if listing is None:
         raise NotFound(f"listing {listing_id!r} not found")
     return listing
+
+
+async def unseen_listing_ids(session: AsyncSession, actor: Actor, rows: Sequence[Row]) -> set[str]:
+    """The steps' listings ``actor`` may no longer see: a listing visible when it was added may since
+    have been made private or suspended by its owner, and a pipeline must not keep showing it."""
+    ids = {listing.id for _, listing in rows}
+    if not ids or actor.is_admin:
+        return set()
+    seen = await session.scalars(select(Listing.id).where(Listing.id.in_(ids), visible_to(actor)))
+    return ids - set(seen)
+
+
+async def require_visible_steps(session: AsyncSession, actor: Actor, rows: Sequence[Row]) -> None:
+    """BadInput when a step's listing is no longer visible to ``actor`` (it must not be trained or
+    copied, and its name must not be shown)."""
+    unseen = await unseen_listing_ids(session, actor, rows)
+    problems = [unavailable_reason(step.position) for step, listing in rows if listing.id in unseen]
+    if problems:
+        raise BadInput("; ".join(problems))
 
 
 async def load_rows(session: AsyncSession, pipeline_id: str) -> list[Row]:

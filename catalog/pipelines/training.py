@@ -21,7 +21,7 @@ from catalog.formats import check_connection
 from catalog.pipelines.conditioning import needs_training
 from catalog.pipelines.running import resource_class_for
 from catalog.pipelines.service import PipelineService
-from catalog.pipelines.store import load_rows, owned_pipeline, visible_listing
+from catalog.pipelines.store import load_rows, owned_pipeline, require_visible_steps, visible_listing
 from catalog.pipelines.views import PipelineView, StepRole
 from infra.errors import BadInput
 from infra.tables import Listing, Pipeline, PipelineStep
@@ -53,8 +53,10 @@ class PipelineTraining:
         """One task per step still to train; BadInput naming every step that has no training data."""
         async with self.db.session() as session:
             pipeline = await owned_pipeline(session, actor, pipeline_id)
+            rows = await load_rows(session, pipeline.id)
+            await require_visible_steps(session, actor, rows)
             tasks, missing = [], []
-            for step, listing in await load_rows(session, pipeline.id):
+            for step, listing in rows:
                 if not needs_training(listing) or step.trained_listing_id is not None:
                     continue
                 if step.training_data_listing_id is None:
@@ -107,6 +109,7 @@ class PipelineTraining:
         async with self.db.session() as session:
             source = await owned_pipeline(session, actor, pipeline_id)
             rows = await load_rows(session, source.id)
+            await require_visible_steps(session, actor, rows)
             untrained = [
                 listing.name
                 for step, listing in rows

@@ -13,6 +13,18 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
+UNAVAILABLE_LISTING_NAME = "(unavailable listing)"
+
+
+def unavailable_reason(position: int) -> str:
+    """Why a step whose listing the viewer may no longer see blocks the pipeline.
+
+    No listing id or name: a stranger running a published pipeline reads this too."""
+    return (
+        f"the listing of step {position + 1} is no longer available to you "
+        "(its owner made it private or it was suspended); remove that step"
+    )
+
 
 class StepRole(StrEnum):
     STEP = "step"
@@ -51,10 +63,17 @@ class StepView:
     needs_training: bool
     training_data_listing_id: str | None
     trained_listing_id: str | None
+    # False once the step's listing is no longer visible to the viewer (made private, shared with
+    # others only, suspended): the step then shows nothing of the listing but its id.
+    available: bool = True
 
     @property
     def runnable(self) -> bool:
-        return not self.needs_training or self.trained_listing_id is not None
+        return self.available and (not self.needs_training or self.trained_listing_id is not None)
+
+    @property
+    def unavailable_reason(self) -> str:
+        return unavailable_reason(self.position)
 
 
 @dataclass(frozen=True, slots=True)

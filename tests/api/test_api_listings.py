@@ -159,6 +159,12 @@ async def test_reviews(api) -> None:
     )
     assert read["listing"]["rating"] == {"average": 2.0, "count": 1}
     assert read["listing"]["reviews"] == [{"rating": 2, "text": "changed my mind"}]
+    paged = """query($id: ID!, $first: Int!, $offset: Int!) {
+        listing(id: $id) { reviews(first: $first, offset: $offset) { rating } } }"""
+    for first, offset, field in ((0, 0, "first"), (5, -1, "offset")):
+        body = await api.gql(paged, {"id": listing_id, "first": first, "offset": offset})
+        assert body["errors"][0]["extensions"] == {"code": "BAD_INPUT", "field": field}
+        assert body["errors"][0]["message"].startswith(field)
 
     assert await api.error_code(review, {"id": listing_id, "rating": 5, "text": "mine"}, alice) == "FORBIDDEN"
     assert await api.error_code(review, {"id": listing_id, "rating": 9, "text": ""}, bob) == "BAD_INPUT"
@@ -181,9 +187,30 @@ async def test_listing_view_with_a_search_id_no_search_could_have_is_bad_input(a
     alice = await api.account("alice")
     listing_id = (await new_listing(api, alice))["createListing"]["id"]
     viewed = "query($id: ID!, $s: String) { listing(id: $id, searchId: $s) { id } }"
-    assert await api.error_code(viewed, {"id": listing_id, "s": "s" * 33}) == "BAD_INPUT"
+    refused = (await api.gql(viewed, {"id": listing_id, "s": "s" * 33}))["errors"][0]
+    assert refused["extensions"] == {"code": "BAD_INPUT", "field": "searchId"}
     async with api.services.catalog.db.session() as session:
         assert (await session.scalars(select(UsageEvent))).all() == []
+
+
+async def test_listing_input_errors_name_the_graphql_fields(api) -> None:
+    """The catalog checks listing fields under its own names (latency_ms, training_resources, ...);
+    a GraphQL client sent latencyP50Ms, trainingResources, sharedWith and must be told those."""
+    alice = await api.account("alice")
+    create = "mutation($input: CreateListingInput!) { createListing(input: $input) { id } }"
+    base = {"name": "x", "kind": "MODEL", "category": "nlp"}
+    for extra, name in (
+        ({"latencyP50Ms": -5}, "latencyP50Ms"),
+        ({"trainingResources": {"cpu": 2}}, "trainingResources"),
+        ({"sharedWith": ["bob"]}, "sharedWith"),
+        ({"inputFormat": "no-such-format"}, "inputFormat"),
+        ({"resources": {"memoryMb": -1}}, "resources.memoryMb"),
+    ):
+        (error,) = (await api.gql(create, {"input": {**base, **extra}}, alice))["errors"]
+        assert error["extensions"]["code"] == "BAD_INPUT"
+        named = error["extensions"].get("fields") or [error["extensions"].get("field")]
+        assert named == [name], error
+        assert error["message"].startswith(f"{name}:"), error
 
 
 async def test_create_rejects_bad_fields_with_codes(api) -> None:

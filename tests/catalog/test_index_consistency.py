@@ -20,6 +20,7 @@ from catalog.app import CatalogApp
 from catalog.indexing import SYNC_OVERLAP, ListingIndex
 from catalog.listing_view import vector_bytes, vector_of
 from catalog.listings import ListingService
+from catalog.search_service import SearchRequest
 from catalog.usage import UsageService
 from infra.errors import NotFound, Unavailable
 from infra.settings import Settings
@@ -117,6 +118,25 @@ async def test_worker_writes_reach_the_serving_index_by_sync(
     await worker.listings.delete(alice, created.id)
     await app.index.sync(force=True)
     assert app.backend.get([created.id]) == {}
+
+
+async def test_a_listing_another_process_withdraws_leaves_search_results_by_the_next_sync(
+    app: CatalogApp, worker: CatalogApp, alice: Actor, bob: Actor
+) -> None:
+    """What ``catalog.search_service`` promises: cached results are as fresh as the index, and a sync
+    brings in another process's visibility change or deletion even for a listing served from cache."""
+    made_private = await app.listings.create(alice, listing_data("withdrawn-sentiment-model"))
+    deleted = await app.listings.create(alice, listing_data("deleted-sentiment-model"))
+
+    async def found() -> set[str]:
+        response = await app.search.search(bob, SearchRequest(text="sentiment model", limit=20))
+        return {result.listing.id for result in response.results}
+
+    assert {made_private.id, deleted.id} <= await found()  # and now in the view cache
+    await worker.listings.update(alice, made_private.id, {"visibility": "private"})
+    await worker.listings.delete(alice, deleted.id)
+    await app.index.sync(force=True)
+    assert not {made_private.id, deleted.id} & await found()
 
 
 async def test_sync_reads_only_the_window_since_its_last_read_yet_catches_a_late_commit(

@@ -86,6 +86,27 @@ async def test_alerts_arrive_for_subscribed_categories_only(demand: DemandServic
     await _listening(demand, 0)
 
 
+async def test_a_running_stream_follows_later_unsubscribes_and_subscribes(
+    demand: DemandService, people: People
+) -> None:
+    await demand.subscribe(people.producer, "Audio")
+    stream = demand.alerts(people.producer)
+    pending = asyncio.ensure_future(_next_alert(stream))
+    try:
+        await _listening(demand, 1)
+        assert await demand.unsubscribe(people.producer, "audio") is True
+        await demand.subscribe(people.producer, "Tabular")
+        await demand.subscribe(people.other_producer, "Audio")  # another account's change is not ours
+        await demand.log_search("transcribe spanish podcasts", result_count=0, category="Audio")
+        later = await demand.log_search("predict customer churn", result_count=0, category="Tabular")
+
+        alert = await pending
+        assert (alert.search_id, alert.category) == (later, "Tabular")
+    finally:
+        pending.cancel()
+        await stream.aclose()
+
+
 async def test_alert_when_a_selection_window_closes(
     demand: DemandService, people: People, clock: MovableClock
 ) -> None:

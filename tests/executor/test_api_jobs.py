@@ -146,6 +146,10 @@ async def test_run_job_errors_carry_codes(server) -> None:
     body = await gql(address, RUN, over, who["alice"][1])
     assert body["errors"][0]["extensions"]["code"] == "BAD_INPUT"
     assert "exceeds your quota" in body["errors"][0]["message"]
+    negative = {"input": {"listingId": published.listing_id, "records": ["a"], "resources": {"memoryMb": -1}}}
+    (error,) = (await gql(address, RUN, negative, who["alice"][1]))["errors"]
+    assert error["extensions"] == {"code": "BAD_INPUT", "field": "resources.memoryMb"}
+    assert error["message"].startswith("resources.memoryMb must be a non-negative number")
     async with httpx.AsyncClient(base_url=f"http://{address}") as http:
         anonymous = await http.post(
             "/graphql", json={"query": RUN, "variables": {"input": {"listingId": "x"}}}

@@ -198,11 +198,48 @@ async def test_unknown_forbidden_and_wrong_kind_listings_are_refused(
         await service.add_step(requester, pipeline.id, hidden.id)
     with pytest.raises(BadInput, match="'reviews' is a dataset"):
         await service.add_step(requester, pipeline.id, dataset.id)
+    with pytest.raises(BadInput, match="give either 'after' or 'atStart', not both") as both:
+        await service.add_step(requester, pipeline.id, "nope", after="ghost", at_start=True)
+    assert both.value.details == {"field": "atStart"}
     with pytest.raises(NotFound, match="step 'ghost' is not in this pipeline"):
         await service.add_step(
             requester, pipeline.id, (await make_listing("m", input_format="text")).id, after="ghost"
         )
     assert (await service.get(requester, pipeline.id)).steps == ()
+
+
+async def test_a_step_whose_listing_was_made_private_later_shows_nothing_of_it(
+    service: PipelineService,
+    requester: Actor,
+    producer: Actor,
+    make_listing: MakeListing,
+    db: Database,
+) -> None:
+    first = await make_listing("public-tokenizer", input_format="text", output_format="text")
+    later_private = await make_listing("soon-secret-model", input_format="text", output_format="text")
+    later_suspended = await make_listing("soon-suspended-model", input_format="text", output_format="text")
+    pipeline = await service.create(requester, "chain")
+    for listing in (first, later_private, later_suspended):
+        await service.add_step(requester, pipeline.id, listing.id)
+    async with db.session() as session:
+        hidden = await session.get(Listing, later_private.id)
+        hidden.visibility, hidden.name = "private", "secret-renamed-model"
+        (await session.get(Listing, later_suspended.id)).verification_status = "suspended"
+
+    view = await service.get(requester, pipeline.id)
+    assert [s.available for s in view.steps] == [True, False, False]
+    assert [s.listing_id for s in view.steps] == [first.id, later_private.id, later_suspended.id]
+    assert "secret" not in repr(view) and "suspended-model" not in repr(view)
+    assert [s.input_format for s in view.steps[1:]] == [None, None]
+    assert [c.status for c in view.connections] == [ConnectionStatus.OPEN] * 2
+    assert not view.is_runnable
+    with pytest.raises(BadInput, match="the listing of step 2 is no longer available") as refused:
+        await service.plan_run(requester, pipeline.id)
+    assert "secret" not in str(refused.value) and later_private.id not in str(refused.value)
+    # Its owner still sees it in full, as before.
+    owned = await service.create(producer, "mine")
+    await service.add_step(producer, owned.id, later_private.id)
+    assert [s.listing_name for s in (await service.get(producer, owned.id)).steps] == ["secret-renamed-model"]
 
 
 async def test_pipelines_are_private_to_their_owner(

@@ -38,7 +38,12 @@ async def pre_training(
 
 
 async def test_training_needs_data_then_yields_a_runnable_post_training_pipeline(
-    service: PipelineService, requester: Actor, make_listing: MakeListing, pre_training: tuple[str, Listing]
+    service: PipelineService,
+    catalog: CatalogApp,
+    requester: Actor,
+    stranger: Actor,
+    make_listing: MakeListing,
+    pre_training: tuple[str, Listing],
 ) -> None:
     pipeline_id, trainer = pre_training
     training = PipelineTraining(service)
@@ -85,6 +90,36 @@ async def test_training_needs_data_then_yields_a_runnable_post_training_pipeline
     assert original.is_runnable and original.steps[2].trained_listing_id == post.steps[2].listing_id
     plan = await service.plan_run(requester, pipeline_id)
     assert plan.steps[2].listing_name == "crop-classifier (trained)"
+
+    # Published for everyone, it cannot run for others (its trained model is private): they are told
+    # why, without the private model's id.
+    listing = await publish_pipeline(service, catalog.listings, requester, pipeline_id, category="Vision")
+    with pytest.raises(BadInput, match="the model trained for step 3 is not available to you") as refused:
+        await service.plan_listing_run(stranger, listing.id)
+    assert post.steps[2].listing_id not in str(refused.value)
+
+
+async def test_a_step_made_private_later_is_neither_trained_nor_named(
+    service: PipelineService,
+    requester: Actor,
+    make_listing: MakeListing,
+    db: Database,
+    pre_training: tuple[str, Listing],
+) -> None:
+    pipeline_id, trainer = pre_training
+    crops = await make_listing(
+        "labelled-crops", kind="dataset", input_format="image-crops", output_format="predictions"
+    )
+    step_id = (await service.get(requester, pipeline_id)).steps[2].id
+    await service.set_training_data(requester, pipeline_id, step_id, crops.id)
+    async with db.session() as session:
+        (await session.get(Listing, trainer.id)).visibility = "private"
+
+    training = PipelineTraining(service)
+    for attempt in (training.plan, training.derive_post_training):
+        with pytest.raises(BadInput, match="the listing of step 3 is no longer available") as refused:
+            await attempt(requester, pipeline_id)
+        assert "crop-classifier-trainer" not in str(refused.value)
 
 
 async def test_a_trained_model_must_keep_the_algorithms_formats(
@@ -140,6 +175,10 @@ async def test_publish_a_runnable_pipeline_as_a_listing(
     assert (listing.input_format, listing.output_format) == ("image@1", "predictions@1")
     assert listing.resources == {"cpu": 2, "memory_mb": 2048, "gpu": 1}
     assert listing.latency_p50_ms == 100.0 and listing.accuracy is None
+    # What anyone who sees the listing reads names none of its steps (one may be another's private model).
+    published = repr(await catalog.listings.get(stranger, listing.id))
+    assert pipeline.id not in published
+    assert not [part for part in vision.values() if part.id in published]
     assert (await service.get(requester, pipeline.id)).listing_id == listing.id
     assert (await catalog.listings.get(requester, listing.id)).id == listing.id
 
