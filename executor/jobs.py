@@ -179,6 +179,16 @@ class JobCancelled(Exception):
     pass
 
 
+@dataclass(frozen=True)
+class _Use:
+    """A run to count for a listing once its job is final."""
+
+    listing_id: str
+    kind: UsageKind
+    success: bool
+    latency_ms: float | None
+
+
 class JobService:
     def __init__(
         self,
@@ -196,6 +206,7 @@ class JobService:
         self.queue: JobQueue = queue or InProcessJobQueue(self.run)
         self.selector = selector or RuntimeSelector(settings)
         self.gpus = gpus or shared_pool(parse_devices(settings.gpu_devices))
+        self._uses: dict[str, list[_Use]] = {}  # per running job: counted once it finishes
 
     # ------------------------------------------------------------------ requester side
 
@@ -397,7 +408,8 @@ class JobService:
             with contextlib.suppress(asyncio.CancelledError):
                 await heartbeat
             shutil.rmtree(staging, ignore_errors=True)
-        await self.finish(job_id, status, error=error)
+            uses = self._uses.pop(job_id, [])
+        await self.finish(job_id, status, error=error, uses=uses)
         return status.value
 
     async def _listing_unavailable(self, row: Job) -> str | None:
@@ -636,9 +648,15 @@ class JobService:
                 update(Job).where(Job.id == job_id, Job.status == JobStatus.RUNNING.value).values(**values)
             )
 
-    async def finish(self, job_id: str, status: JobStatus, error: str | None = None) -> bool:
-        """Move a job that is not final yet to ``status``; False when it already was final."""
-        async with self.db.session() as session:
+    async def finish(
+        self, job_id: str, status: JobStatus, error: str | None = None, uses: Sequence[_Use] = ()
+    ) -> bool:
+        """Move a job that is not final yet to ``status``; False when it already was final.
+
+        Its ``uses`` (runs to count for listings) are counted in the same transaction, and only when
+        this call made the job final: a cancel that landed after the last batch won, and the requester
+        gets no result of that run."""
+        async with self.catalog.index.atomic() as (session, changes):
             result = await session.execute(
                 update(Job)
                 .where(Job.id == job_id, Job.status.in_([JobStatus.QUEUED.value, JobStatus.RUNNING.value]))
@@ -646,6 +664,18 @@ class JobService:
             )
             changed = result.rowcount > 0
             row = await session.get(Job, job_id) if changed else None
+            for use in uses if row is not None else ():
+                counted = await self.catalog.usage.record_in(
+                    session,
+                    changes,
+                    use.listing_id,
+                    use.kind.value,
+                    account_id=row.owner_id,
+                    success=use.success,
+                    latency_ms=use.latency_ms,
+                )
+                if counted is None:
+                    logger.info("listing %s vanished before its usage was recorded", use.listing_id)
         if row is not None:
             await self._publish(JobView.of(row))
         return changed
@@ -663,20 +693,21 @@ class JobService:
             logger.warning("could not publish an event for job %s", view.id, exc_info=True)
 
     async def record_usage(
-        self, row: Job, kind: UsageKind, status: JobStatus, latency_ms: float | None
+        self,
+        row: Job,
+        kind: UsageKind,
+        status: JobStatus,
+        latency_ms: float | None,
+        listing_id: str | None = None,
     ) -> None:
-        if row.listing_id is None or status == JobStatus.CANCELLED:
+        """Count the job's run for its listing (or ``listing_id``, e.g. a training's dataset) when ``run``
+        makes the job final (``finish``), not before: a cancel may still come first."""
+        listing_id = listing_id or row.listing_id
+        if listing_id is None or status == JobStatus.CANCELLED:
             return
-        try:
-            await self.catalog.usage.record(
-                row.listing_id,
-                kind.value,
-                account_id=row.owner_id,
-                success=status == JobStatus.SUCCEEDED,
-                latency_ms=latency_ms if status == JobStatus.SUCCEEDED else None,
-            )
-        except NotFound:
-            logger.info("listing %s vanished before its usage was recorded", row.listing_id)
+        success = status == JobStatus.SUCCEEDED
+        use = _Use(listing_id, kind, success, latency_ms if success else None)
+        self._uses.setdefault(row.id, []).append(use)
 
     @staticmethod
     async def latest_version(session: Any, listing_id: str | None) -> ListingVersion | None:

@@ -329,10 +329,7 @@ def _build_image(
 
 
 async def _record_usage(service: JobService, row: Job, dataset: Listing | None, success: bool) -> None:
-    await service.record_usage(
-        row, UsageKind.TRAINING, JobStatus.SUCCEEDED if success else JobStatus.FAILED, None
-    )
+    status = JobStatus.SUCCEEDED if success else JobStatus.FAILED
+    await service.record_usage(row, UsageKind.TRAINING, status, None)
     if dataset is not None:
-        await service.catalog.usage.record(
-            dataset.id, UsageKind.TRAINING.value, account_id=row.owner_id, success=success
-        )
+        await service.record_usage(row, UsageKind.TRAINING, status, None, listing_id=dataset.id)

@@ -14,6 +14,7 @@ from sqlalchemy import select
 
 from catalog.enums import JobStatus
 from executor.datasets import parse_json_lines
+from executor.events import LocalJobEvents
 from executor.jobs import IN_PROCESS_MAX_JOBS, ArqJobQueue, InProcessJobQueue, JobService
 from infra.errors import BadInput, NotFound
 from infra.settings import Settings
@@ -366,3 +367,45 @@ async def test_jobs_run_in_process_take_turns(job_settings: Settings, catalog, p
     assert statuses == [JobStatus.SUCCEEDED] * 5
     assert most_running <= 2
     await jobs.queue.close()
+
+
+class CancelAfterLastBatch(LocalJobEvents):
+    """The real in-process events, with a requester who cancels the moment the last batch is reported:
+    the run has nothing left to do but finish."""
+
+    def __init__(self, requester) -> None:
+        super().__init__()
+        self.requester = requester
+        self.jobs: JobService | None = None
+        self.cancelled: list[str] = []
+
+    async def publish(self, job_id: str, event: dict) -> None:
+        await super().publish(job_id, event)
+        progress = event.get("progress") or {}
+        last_batch = (
+            progress.get("records_total") and progress.get("records_done") == progress["records_total"]
+        )
+        if last_batch and not self.cancelled:
+            self.cancelled.append(job_id)
+            await self.jobs.cancel(self.requester, job_id)
+
+
+async def test_a_cancel_after_the_last_batch_counts_no_usage(catalog, people, job_settings: Settings) -> None:
+    """The requester gets no result from a job cancelled this late, yet its run was counted for the
+    listing (a success, with its latency), as if the job had finished."""
+    published = await publish_model(job_settings, catalog, people["producer"], MODEL)
+    events = CancelAfterLastBatch(people["alice"])
+    jobs = JobService(job_settings, catalog, events=events)
+    events.jobs = jobs
+    try:
+        view = await jobs.submit(people["alice"], published.listing_id, "inference", records=["good movie"])
+        await asyncio.gather(*jobs.queue.tasks)
+    finally:
+        await jobs.queue.close()
+    assert events.cancelled == [view.id]
+    final = await jobs.get(people["alice"], view.id)
+    assert final.status == JobStatus.CANCELLED and final.result is None
+    async with catalog.db.session() as session:
+        listing = await session.get(Listing, published.listing_id)
+        uses = (await session.scalars(select(UsageEvent).where(UsageEvent.listing_id == listing.id))).all()
+    assert (listing.usage_count, listing.success_count, uses) == (0, 0, [])
