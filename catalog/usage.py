@@ -73,36 +73,27 @@ class UsageService:
             raise BadInput(
                 f"latency_ms must be a non-negative number; got {latency_ms!r}", field="latency_ms"
             )
+        event = UsageEvent(
+            listing_id=listing_id,
+            account_id=account_id,
+            kind=kind,
+            success=success,
+            latency_ms=latency_ms,
+            search_id=search_id,
+        )
         async with self.index.atomic() as (session, changes):
-            row = await self.record_in(
-                session,
-                changes,
-                listing_id,
-                kind,
-                account_id=account_id,
-                success=success,
-                latency_ms=latency_ms,
-                search_id=search_id,
-            )
+            row = await self.record_in(session, changes, event)
             if row is None:
                 raise NotFound(f"no listing with id {listing_id!r}")
         return self._stats(row)
 
     async def record_in(
-        self,
-        session: AsyncSession,
-        changes: IndexChanges,
-        listing_id: str,
-        kind: str,
-        *,
-        account_id: str | None = None,
-        success: bool | None = None,
-        latency_ms: float | None = None,
-        search_id: str | None = None,
+        self, session: AsyncSession, changes: IndexChanges, event: UsageEvent
     ) -> Listing | None:
-        """``record``, inside the caller's ``ListingIndex.atomic`` transaction, with values already checked:
-        a job counts its run in the transaction that makes it final, so a cancel that won instead counts
-        nothing. None (and nothing written) when the listing is gone."""
+        """``record`` of a new ``event`` with values already checked, inside the caller's
+        ``ListingIndex.atomic`` transaction: a job counts its run in the transaction that makes it final,
+        so a cancel that won instead counts nothing. None (and nothing written) when the listing is gone."""
+        listing_id, kind, success, latency_ms = event.listing_id, event.kind, event.success, event.latency_ms
         if self.db.is_sqlite:
             # SQLite has no row locks and takes its write lock at a transaction's first write: the
             # counters read before it would be stale when runs finish together. Write first (a
@@ -116,16 +107,7 @@ class UsageService:
         row = await session.get(Listing, listing_id, with_for_update=not self.db.is_sqlite)
         if row is None:
             return None
-        session.add(
-            UsageEvent(
-                listing_id=listing_id,
-                account_id=account_id,
-                kind=kind,
-                success=success,
-                latency_ms=latency_ms,
-                search_id=search_id,
-            )
-        )
+        session.add(event)
         if kind in RUN_KINDS:
             row.usage_count = (row.usage_count or 0) + 1
             if success is True:

@@ -44,7 +44,7 @@ from executor.packages import prepare_runnable
 from executor.runtimes import Limits, RuntimeSelector
 from infra.errors import BadInput, NotFound, Unauthenticated
 from infra.settings import Settings
-from infra.tables import Account, Job, Listing, ListingVersion, utcnow
+from infra.tables import Account, Job, Listing, ListingVersion, UsageEvent, utcnow
 
 if TYPE_CHECKING:
     from catalog.app import CatalogApp
@@ -179,16 +179,6 @@ class JobCancelled(Exception):
     pass
 
 
-@dataclass(frozen=True)
-class _Use:
-    """A run to count for a listing once its job is final."""
-
-    listing_id: str
-    kind: UsageKind
-    success: bool
-    latency_ms: float | None
-
-
 class JobService:
     def __init__(
         self,
@@ -206,7 +196,7 @@ class JobService:
         self.queue: JobQueue = queue or InProcessJobQueue(self.run)
         self.selector = selector or RuntimeSelector(settings)
         self.gpus = gpus or shared_pool(parse_devices(settings.gpu_devices))
-        self._uses: dict[str, list[_Use]] = {}  # per running job: counted once it finishes
+        self._uses: dict[str, list[UsageEvent]] = {}  # per running job: counted once it finishes
 
     # ------------------------------------------------------------------ requester side
 
@@ -649,7 +639,7 @@ class JobService:
             )
 
     async def finish(
-        self, job_id: str, status: JobStatus, error: str | None = None, uses: Sequence[_Use] = ()
+        self, job_id: str, status: JobStatus, error: str | None = None, uses: Sequence[UsageEvent] = ()
     ) -> bool:
         """Move a job that is not final yet to ``status``; False when it already was final.
 
@@ -665,15 +655,7 @@ class JobService:
             changed = result.rowcount > 0
             row = await session.get(Job, job_id) if changed else None
             for use in uses if row is not None else ():
-                counted = await self.catalog.usage.record_in(
-                    session,
-                    changes,
-                    use.listing_id,
-                    use.kind.value,
-                    account_id=row.owner_id,
-                    success=use.success,
-                    latency_ms=use.latency_ms,
-                )
+                counted = await self.catalog.usage.record_in(session, changes, use)
                 if counted is None:
                     logger.info("listing %s vanished before its usage was recorded", use.listing_id)
         if row is not None:
@@ -706,7 +688,13 @@ class JobService:
         if listing_id is None or status == JobStatus.CANCELLED:
             return
         success = status == JobStatus.SUCCEEDED
-        use = _Use(listing_id, kind, success, latency_ms if success else None)
+        use = UsageEvent(
+            listing_id=listing_id,
+            account_id=row.owner_id,
+            kind=kind.value,
+            success=success,
+            latency_ms=latency_ms if success else None,
+        )
         self._uses.setdefault(row.id, []).append(use)
 
     @staticmethod
