@@ -73,43 +73,54 @@ class UsageService:
             raise BadInput(
                 f"latency_ms must be a non-negative number; got {latency_ms!r}", field="latency_ms"
             )
+        event = UsageEvent(
+            listing_id=listing_id,
+            account_id=account_id,
+            kind=kind,
+            success=success,
+            latency_ms=latency_ms,
+            search_id=search_id,
+        )
         async with self.index.atomic() as (session, changes):
-            if self.db.is_sqlite:
-                # SQLite has no row locks and takes its write lock at a transaction's first write: the
-                # counters read before it would be stale when runs finish together. Write first (a
-                # no-op: updated_at is named so that its onupdate does not stamp a mere view).
-                touch = (
-                    update(Listing)
-                    .where(Listing.id == listing_id)
-                    .values(usage_count=Listing.usage_count, updated_at=Listing.updated_at)
-                )
-                await session.execute(touch)
-            row = await session.get(Listing, listing_id, with_for_update=not self.db.is_sqlite)
+            row = await self.record_in(session, changes, event)
             if row is None:
                 raise NotFound(f"no listing with id {listing_id!r}")
-            session.add(
-                UsageEvent(
-                    listing_id=listing_id,
-                    account_id=account_id,
-                    kind=kind,
-                    success=success,
-                    latency_ms=latency_ms,
-                    search_id=search_id,
-                )
-            )
-            if kind in RUN_KINDS:
-                row.usage_count = (row.usage_count or 0) + 1
-                if success is True:
-                    row.success_count = (row.success_count or 0) + 1
-                elif success is False:
-                    row.failure_count = (row.failure_count or 0) + 1
-                await session.flush()
-                if latency_ms is not None:
-                    row.latency_p50_ms, row.latency_p95_ms = await self._latency(session, listing_id)
-                row.updated_at = utcnow()
-                changes.put(row)
-                await self._refresh_relative_usage(session, row.category, changes)
         return self._stats(row)
+
+    async def record_in(
+        self, session: AsyncSession, changes: IndexChanges, event: UsageEvent
+    ) -> Listing | None:
+        """``record`` of a new ``event`` with values already checked, inside the caller's
+        ``ListingIndex.atomic`` transaction: a job counts its run in the transaction that makes it final,
+        so a cancel that won instead counts nothing. None (and nothing written) when the listing is gone."""
+        listing_id, kind, success, latency_ms = event.listing_id, event.kind, event.success, event.latency_ms
+        if self.db.is_sqlite:
+            # SQLite has no row locks and takes its write lock at a transaction's first write: the
+            # counters read before it would be stale when runs finish together. Write first (a
+            # no-op: updated_at is named so that its onupdate does not stamp a mere view).
+            touch = (
+                update(Listing)
+                .where(Listing.id == listing_id)
+                .values(usage_count=Listing.usage_count, updated_at=Listing.updated_at)
+            )
+            await session.execute(touch)
+        row = await session.get(Listing, listing_id, with_for_update=not self.db.is_sqlite)
+        if row is None:
+            return None
+        session.add(event)
+        if kind in RUN_KINDS:
+            row.usage_count = (row.usage_count or 0) + 1
+            if success is True:
+                row.success_count = (row.success_count or 0) + 1
+            elif success is False:
+                row.failure_count = (row.failure_count or 0) + 1
+            await session.flush()
+            if latency_ms is not None:
+                row.latency_p50_ms, row.latency_p95_ms = await self._latency(session, listing_id)
+            row.updated_at = utcnow()
+            changes.put(row)
+            await self._refresh_relative_usage(session, row.category, changes)
+        return row
 
     async def refresh_category(self, category: str) -> int:
         """Recompute relative usage of one category (e.g. after the window moved on); returns rows changed."""

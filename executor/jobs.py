@@ -44,7 +44,7 @@ from executor.packages import prepare_runnable
 from executor.runtimes import Limits, RuntimeSelector
 from infra.errors import BadInput, NotFound, Unauthenticated
 from infra.settings import Settings
-from infra.tables import Account, Job, Listing, ListingVersion, utcnow
+from infra.tables import Account, Job, Listing, ListingVersion, UsageEvent, utcnow
 
 if TYPE_CHECKING:
     from catalog.app import CatalogApp
@@ -59,6 +59,7 @@ RUNNABLE_KINDS = frozenset(
 )
 JOB_FUNCTION = "run_job"
 JOB_LABEL = "mlrepo.job"  # on every container of a job, so a lost worker's containers can be found
+DEFERRED = "deferred"  # what ``run`` returns for a job left QUEUED: its account runs its most jobs already
 
 
 @dataclass(frozen=True)
@@ -141,9 +142,15 @@ class InProcessJobQueue:
     """No Redis: the same job function runs as a task of this process, at most ``max_jobs`` at a time
     (as an arq worker takes at most its ``max_jobs``); the others wait, QUEUED, for their turn."""
 
-    def __init__(self, runner: Callable[[str], Awaitable[Any]], max_jobs: int = IN_PROCESS_MAX_JOBS) -> None:
+    def __init__(
+        self,
+        runner: Callable[[str], Awaitable[Any]],
+        max_jobs: int = IN_PROCESS_MAX_JOBS,
+        retry_deferred_s: float = 5.0,
+    ) -> None:
         self.runner = runner
         self.max_jobs = max_jobs
+        self.retry_deferred_s = retry_deferred_s
         self.tasks: set[asyncio.Task[Any]] = set()
         self._waiting: set[str] = set()  # a job re-queued while it waits for its turn is not doubled
         self._turns: asyncio.Semaphore | None = None
@@ -159,14 +166,21 @@ class InProcessJobQueue:
     async def _take_turn(self, job_id: str) -> Any:
         if self._turns is None:
             self._turns = asyncio.Semaphore(self.max_jobs)
-        try:
-            await self._turns.acquire()
-        finally:
-            self._waiting.discard(job_id)
-        try:
-            return await self.runner(job_id)
-        finally:
-            self._turns.release()
+        while True:
+            try:
+                await self._turns.acquire()
+            finally:
+                self._waiting.discard(job_id)
+            try:
+                outcome = await self.runner(job_id)
+            finally:
+                self._turns.release()
+            if outcome != DEFERRED:
+                return outcome
+            # Its account runs its most jobs: tried again later (as arq does), holding no turn meanwhile,
+            # and still waiting here, so that the reconciler re-queueing it does not double it.
+            self._waiting.add(job_id)
+            await asyncio.sleep(self.retry_deferred_s)
 
     async def close(self) -> None:
         for task in list(self.tasks):
@@ -177,6 +191,10 @@ class InProcessJobQueue:
 
 class JobCancelled(Exception):
     pass
+
+
+class JobDeferred(Exception):
+    """Not claimed: the job's account runs ``job_max_running_per_account`` jobs already."""
 
 
 class JobService:
@@ -193,9 +211,10 @@ class JobService:
         self.catalog = catalog
         self.db = catalog.db
         self.events = events or LocalJobEvents()
-        self.queue: JobQueue = queue or InProcessJobQueue(self.run)
+        self.queue: JobQueue = queue or InProcessJobQueue(self.run, retry_deferred_s=settings.job_heartbeat_s)
         self.selector = selector or RuntimeSelector(settings)
         self.gpus = gpus or shared_pool(parse_devices(settings.gpu_devices))
+        self._uses: dict[str, list[UsageEvent]] = {}  # per running job: counted once it finishes
 
     # ------------------------------------------------------------------ requester side
 
@@ -361,8 +380,12 @@ class JobService:
     # ------------------------------------------------------------------ worker side
 
     async def run(self, job_id: str) -> str:
-        """The job function (arq's ``run_job`` or an in-process task); returns the final status."""
-        row = await self.claim(job_id)
+        """The job function (arq's ``run_job`` or an in-process task); returns the final status, or
+        ``DEFERRED`` when the job stays QUEUED for a later delivery (its account's limit of running jobs)."""
+        try:
+            row = await self.claim(job_id)
+        except JobDeferred:
+            return DEFERRED
         if row is None:
             return "skipped"
         staging = Path(tempfile.mkdtemp(prefix=f"job-{job_id}-", dir=self._staging_root()))
@@ -397,7 +420,8 @@ class JobService:
             with contextlib.suppress(asyncio.CancelledError):
                 await heartbeat
             shutil.rmtree(staging, ignore_errors=True)
-        await self.finish(job_id, status, error=error)
+            uses = self._uses.pop(job_id, [])
+        await self.finish(job_id, status, error=error, uses=uses)
         return status.value
 
     async def _listing_unavailable(self, row: Job) -> str | None:
@@ -551,13 +575,16 @@ class JobService:
     async def claim(self, job_id: str) -> Job | None:
         """QUEUED → RUNNING in one transaction. The move is a conditional UPDATE (``WHERE status =
         'queued'``): on SQLite a read takes no lock, so two deliveries could both read QUEUED, and only
-        the row count tells which of them won."""
+        the row count tells which of them won. Raises ``JobDeferred``, leaving the job QUEUED, when its
+        account runs ``job_max_running_per_account`` jobs already."""
         async with self.db.session() as session:
             row = await session.get(Job, job_id, with_for_update=not self.db.is_sqlite)
             if row is None or row.status != JobStatus.QUEUED:
                 return None
             attempts, now = row.attempts or 0, utcnow()
             gave_up = attempts >= self.settings.job_max_attempts
+            if not gave_up and await self._account_at_limit(session, row):
+                raise JobDeferred(job_id)
             values: dict[str, Any] = (
                 {
                     "status": JobStatus.FAILED.value,
@@ -584,6 +611,22 @@ class JobService:
             claimed = row
         await self._publish(JobView.of(claimed))
         return claimed
+
+    async def _account_at_limit(self, session: Any, row: Job) -> bool:
+        """Whether the job's account runs its most jobs already. A pipeline's step job does not count
+        (nor wait): it runs in its pipeline job's place."""
+        limit = self.settings.job_max_running_per_account
+        if not limit or _is_step_job(row.inputs):
+            return False
+        # Serializes the claims of one account until this transaction ends: the write locks its row
+        # (PostgreSQL) or the database (SQLite), so two claims cannot both count a free place.
+        await session.execute(
+            update(Account).where(Account.id == row.owner_id).values(quota_cpu=Account.quota_cpu)
+        )
+        running = await session.scalars(
+            select(Job.inputs).where(Job.owner_id == row.owner_id, Job.status == JobStatus.RUNNING.value)
+        )
+        return sum(not _is_step_job(inputs) for inputs in running) >= limit
 
     async def _heartbeat(self, job_id: str, work: asyncio.Task[Any] | None) -> None:
         while True:
@@ -636,9 +679,15 @@ class JobService:
                 update(Job).where(Job.id == job_id, Job.status == JobStatus.RUNNING.value).values(**values)
             )
 
-    async def finish(self, job_id: str, status: JobStatus, error: str | None = None) -> bool:
-        """Move a job that is not final yet to ``status``; False when it already was final."""
-        async with self.db.session() as session:
+    async def finish(
+        self, job_id: str, status: JobStatus, error: str | None = None, uses: Sequence[UsageEvent] = ()
+    ) -> bool:
+        """Move a job that is not final yet to ``status``; False when it already was final.
+
+        Its ``uses`` (runs to count for listings) are counted in the same transaction, and only when
+        this call made the job final: a cancel that landed after the last batch won, and the requester
+        gets no result of that run."""
+        async with self.catalog.index.atomic() as (session, changes):
             result = await session.execute(
                 update(Job)
                 .where(Job.id == job_id, Job.status.in_([JobStatus.QUEUED.value, JobStatus.RUNNING.value]))
@@ -646,6 +695,10 @@ class JobService:
             )
             changed = result.rowcount > 0
             row = await session.get(Job, job_id) if changed else None
+            for use in uses if row is not None else ():
+                counted = await self.catalog.usage.record_in(session, changes, use)
+                if counted is None:
+                    logger.info("listing %s vanished before its usage was recorded", use.listing_id)
         if row is not None:
             await self._publish(JobView.of(row))
         return changed
@@ -663,20 +716,27 @@ class JobService:
             logger.warning("could not publish an event for job %s", view.id, exc_info=True)
 
     async def record_usage(
-        self, row: Job, kind: UsageKind, status: JobStatus, latency_ms: float | None
+        self,
+        row: Job,
+        kind: UsageKind,
+        status: JobStatus,
+        latency_ms: float | None,
+        listing_id: str | None = None,
     ) -> None:
-        if row.listing_id is None or status == JobStatus.CANCELLED:
+        """Count the job's run for its listing (or ``listing_id``, e.g. a training's dataset) when ``run``
+        makes the job final (``finish``), not before: a cancel may still come first."""
+        listing_id = listing_id or row.listing_id
+        if listing_id is None or status == JobStatus.CANCELLED:
             return
-        try:
-            await self.catalog.usage.record(
-                row.listing_id,
-                kind.value,
-                account_id=row.owner_id,
-                success=status == JobStatus.SUCCEEDED,
-                latency_ms=latency_ms if status == JobStatus.SUCCEEDED else None,
-            )
-        except NotFound:
-            logger.info("listing %s vanished before its usage was recorded", row.listing_id)
+        success = status == JobStatus.SUCCEEDED
+        use = UsageEvent(
+            listing_id=listing_id,
+            account_id=row.owner_id,
+            kind=kind.value,
+            success=success,
+            latency_ms=latency_ms if success else None,
+        )
+        self._uses.setdefault(row.id, []).append(use)
 
     @staticmethod
     async def latest_version(session: Any, listing_id: str | None) -> ListingVersion | None:
@@ -732,6 +792,10 @@ def _parse_task(task: str) -> JobTask:
         return JobTask(str(task).lower())
     except ValueError:
         raise BadInput(f"task must be one of {', '.join(t.value for t in JobTask)}; got {task!r}") from None
+
+
+def _is_step_job(inputs: dict[str, Any] | None) -> bool:
+    return bool((inputs or {}).get("pipeline_job_id"))
 
 
 def _aware(moment: datetime) -> datetime:

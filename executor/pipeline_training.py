@@ -15,6 +15,8 @@ import asyncio
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from sqlalchemy import select
+
 from catalog.actors import Actor
 from catalog.enums import JobStatus, JobTask
 from catalog.pipelines.training import PipelineTraining, TrainingTask
@@ -22,6 +24,9 @@ from executor.allocation import allocate
 from executor.pipeline_jobs import account_quota, job_owner, queue_staged_job
 from infra.errors import BadInput, MlrepoError, Unauthenticated
 from infra.tables import Job
+
+# A step's job a retry takes over: done, or one a worker may still run (the reconciler re-queues it).
+REUSABLE_STEP_STATUSES = (JobStatus.SUCCEEDED.value, JobStatus.RUNNING.value, JobStatus.QUEUED.value)
 
 if TYPE_CHECKING:
     from executor.jobs import JobService, JobView
@@ -112,7 +117,43 @@ async def run_pipeline_training_row(
 
 
 async def _train_step_as_job(jobs: JobService, parent: Job, owner: Actor, task: TrainingTask) -> JobView:
-    """One step's training as its own job row, run here and now; returns that job once final."""
+    """One step's training as its own job row, run here and now; returns that job once final.
+
+    A retried pipeline job takes the step's job of its earlier attempt when that one succeeded or may
+    still (its worker died with the pipeline's: the reconciler re-queues it too): training the step
+    again in a new job would leave the first model an orphan."""
+    job_id = await _earlier_step_job(jobs, parent, task) or await _new_step_job(jobs, parent, task)
+    try:
+        await jobs.run(job_id)  # "skipped" when it is not QUEUED (finished, or another worker has it)
+    except asyncio.CancelledError:  # the pipeline job was cancelled (or this worker is stopping)
+        await jobs.finish(job_id, JobStatus.CANCELLED, error="the pipeline training job was stopped")
+        raise
+    final = None
+    async for final in jobs.watch(owner, job_id):  # noqa: B007 - the last view is the outcome
+        pass
+    assert final is not None
+    return final
+
+
+async def _earlier_step_job(jobs: JobService, parent: Job, task: TrainingTask) -> str | None:
+    async with jobs.db.session() as session:
+        rows = (
+            await session.scalars(
+                select(Job)
+                .where(
+                    Job.owner_id == parent.owner_id,
+                    Job.listing_id == task.algorithm_listing_id,
+                    Job.task == JobTask.TRAINING.value,
+                    Job.status.in_(REUSABLE_STEP_STATUSES),
+                )
+                .order_by(Job.created_at.desc())
+            )
+        ).all()
+    mine = {"pipeline_job_id": parent.id, "pipeline_step_id": task.step_id}
+    return next((row.id for row in rows if mine.items() <= (row.inputs or {}).items()), None)
+
+
+async def _new_step_job(jobs: JobService, parent: Job, task: TrainingTask) -> str:
     async with jobs.db.session() as session:
         quota = await account_quota(session, parent.owner_id)
         allocation = allocate(task.resources, None, quota)
@@ -135,13 +176,4 @@ async def _train_step_as_job(jobs: JobService, parent: Job, owner: Actor, task: 
             attempts=0,
         )
         session.add(row)
-    try:
-        await jobs.run(row.id)  # "skipped" when the reconciler handed it to another worker first
-    except asyncio.CancelledError:  # the pipeline job was cancelled (or this worker is stopping)
-        await jobs.finish(row.id, JobStatus.CANCELLED, error="the pipeline training job was stopped")
-        raise
-    final = None
-    async for final in jobs.watch(owner, row.id):  # noqa: B007 - the last view is the outcome
-        pass
-    assert final is not None
-    return final
+    return row.id

@@ -11,6 +11,8 @@ Conventions (the contract of architecture.md §4, made concrete):
   entrypoint reads ``/app/model/…``), stored content-addressed like any package, and for Docker built as
   an image FROM the algorithm's image;
 - accuracy is the share of held-out examples whose output (its ``label`` when it has one) equals the target.
+- a retry after a lost worker adopts the model its earlier attempt wrote (found by name and
+  ``training_job_id``), so the job ends with one model, not a CONFLICT on that model's name.
 """
 
 from __future__ import annotations
@@ -25,6 +27,8 @@ from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from sqlalchemy import select
+
 from catalog.actors import Actor
 from catalog.enums import JobStatus, UsageKind
 from catalog.publishing.archive_safety import ArchiveLimits, extract_archive
@@ -34,7 +38,7 @@ from catalog.publishing.packaging import normalize_package
 from executor.datasets import dataset_lines
 from executor.gpus import leased_gpus
 from executor.inference import InferencePlan, run_inference
-from executor.jobs import JOB_LABEL
+from executor.jobs import JOB_LABEL, _append_log
 from executor.output_filter import OutputFilter
 from executor.packages import prepare_runnable
 from executor.runtimes import DockerRuntime, Package, RunRequest
@@ -49,6 +53,7 @@ HOLDOUT_SHARE = 0.2
 MIN_EXAMPLES_FOR_HOLDOUT = 5
 TARGET_KEYS = ("target", "label", "output")
 TRAINING_TIMEOUT_FLOOR_S = 60.0
+TRAINING_RESULT_KEY = "training_result"  # in the model version's manifest: what a retry adopts
 
 
 def parse_examples(lines: list[Any]) -> list[tuple[Any, Any]]:
@@ -93,6 +98,10 @@ async def run_training_job(service: JobService, row: Job, staging: Path) -> tupl
         return JobStatus.FAILED, "the algorithm, its published version or your account no longer exists"
     examples = parse_examples(await _load_examples(service, row, dataset_id))
     train, holdout = split(examples, row.id)
+    name = f"{algorithm.name}-trained-{row.id[:8]}"
+    earlier = await _model_of_earlier_attempt(service, row, name)
+    if earlier is not None:
+        return await _adopt(service, row, earlier, dataset)
 
     runnable = await prepare_runnable(settings, service.selector, version, staging / "algorithm")
     if not runnable.package.train_entrypoint:
@@ -155,7 +164,7 @@ async def run_training_job(service: JobService, row: Job, staging: Path) -> tupl
     actor = Actor(account_id=owner.id, role=owner.role, name=owner.name)
     source = dataset.name if dataset else "uploaded data"
     fields = {
-        "name": f"{algorithm.name}-trained-{row.id[:8]}",
+        "name": name,
         "kind": "model",
         "category": algorithm.category,
         "subcategories": list(algorithm.subcategories or []),
@@ -174,7 +183,20 @@ async def run_training_job(service: JobService, row: Job, staging: Path) -> tupl
         "accuracy_dataset": f"held-out {len(holdout)} of {source}" if holdout else None,
     }
     manifest = dict(version.manifest or {})
-    manifest.update({"trained_from": algorithm.id, "training_job_id": row.id, "train_entrypoint": None})
+    training_result = {
+        "accuracy": accuracy,
+        "train_examples": len(train),
+        "holdout": len(holdout),
+        "holdout_errors": holdout_errors,
+    }
+    manifest.update(
+        {
+            "trained_from": algorithm.id,
+            "training_job_id": row.id,
+            TRAINING_RESULT_KEY: training_result,
+            "train_entrypoint": None,
+        }
+    )
     listing_id = await write_version(
         service.catalog.listings,
         actor,
@@ -192,13 +214,7 @@ async def run_training_job(service: JobService, row: Job, staging: Path) -> tupl
     )
     await service.store(
         row.id,
-        result={
-            "trained_listing_id": listing_id,
-            "accuracy": accuracy,
-            "train_examples": len(train),
-            "holdout": len(holdout),
-            "holdout_errors": holdout_errors,
-        },
+        result={"trained_listing_id": listing_id, **training_result},
         metrics={
             "runtime": runnable.runtime.name,
             "gpus": list(leased_gpus()),
@@ -208,6 +224,38 @@ async def run_training_job(service: JobService, row: Job, staging: Path) -> tupl
         logs=result.stderr[-4000:].decode("utf-8", "replace"),
     )
     await _record_usage(service, row, dataset, success=True)
+    return JobStatus.SUCCEEDED, None
+
+
+async def _model_of_earlier_attempt(service: JobService, row: Job, name: str) -> ListingVersion | None:
+    """The model version an earlier attempt of this job wrote, when its worker died before the job
+    finished (the listing, its version and artifact are written in one transaction: it is complete)."""
+    async with service.db.session() as session:
+        versions = (
+            await session.scalars(
+                select(ListingVersion)
+                .join(Listing, Listing.id == ListingVersion.listing_id)
+                .where(Listing.owner_id == row.owner_id, Listing.name == name)
+            )
+        ).all()
+    return next((v for v in versions if (v.manifest or {}).get("training_job_id") == row.id), None)
+
+
+async def _adopt(
+    service: JobService, row: Job, model: ListingVersion, dataset: Listing | None
+) -> tuple[JobStatus, str | None]:
+    """Finish a retried training with the model its earlier attempt wrote, rather than train again and
+    collide with that model's name. Its use is recorded unless that attempt got as far as storing its
+    result (it records the use right after)."""
+    stored = (row.result or {}).get("trained_listing_id") == model.listing_id
+    result = {"trained_listing_id": model.listing_id, **(model.manifest or {}).get(TRAINING_RESULT_KEY, {})}
+    await service.store(
+        row.id,
+        result=result,
+        logs=_append_log(row.logs, f"adopted model {model.listing_id}, written by an earlier attempt"),
+    )
+    if not stored:
+        await _record_usage(service, row, dataset, success=True)
     return JobStatus.SUCCEEDED, None
 
 
@@ -281,10 +329,7 @@ def _build_image(
 
 
 async def _record_usage(service: JobService, row: Job, dataset: Listing | None, success: bool) -> None:
-    await service.record_usage(
-        row, UsageKind.TRAINING, JobStatus.SUCCEEDED if success else JobStatus.FAILED, None
-    )
+    status = JobStatus.SUCCEEDED if success else JobStatus.FAILED
+    await service.record_usage(row, UsageKind.TRAINING, status, None)
     if dataset is not None:
-        await service.catalog.usage.record(
-            dataset.id, UsageKind.TRAINING.value, account_id=row.owner_id, success=success
-        )
+        await service.record_usage(row, UsageKind.TRAINING, status, None, listing_id=dataset.id)

@@ -13,10 +13,12 @@ Without ``MLREPO_REDIS_URL`` none of this process exists: ``JobService`` runs th
 from __future__ import annotations
 
 import logging
+import sys
 from typing import Any
 
-from arq import cron
+from arq import cron, func
 from arq.connections import RedisSettings
+from arq.worker import Retry
 
 from catalog.publishing.jobs import (
     GPU_PUBLISHING_FUNCTIONS,
@@ -28,7 +30,7 @@ from catalog.publishing.jobs import (
 from executor.allocation import CPU_CLASS, GPU_CLASS, queue_for
 from executor.events import RedisJobEvents
 from executor.gpus import parse_devices
-from executor.jobs import ArqJobQueue, JobService
+from executor.jobs import DEFERRED, ArqJobQueue, JobService
 from executor.publish_sandbox import ExecutorSandbox
 from infra.errors import Unavailable
 from infra.settings import Settings, get_settings
@@ -41,7 +43,16 @@ CTX_CATALOG = "catalog"
 
 
 async def run_job(ctx: dict[str, Any], job_id: str) -> str:
-    return await ctx[CTX_JOBS].run(job_id)
+    jobs: JobService = ctx[CTX_JOBS]
+    outcome = await jobs.run(job_id)
+    if outcome == DEFERRED:  # its account runs its most jobs already: back to the queue, for later
+        raise Retry(defer=jobs.settings.job_heartbeat_s)
+    return outcome
+
+
+# arq counts a deferral as a try; the database bounds a job's real attempts (``job_max_attempts``), so
+# arq must not drop a job that only waited for its account's turn.
+RUN_JOB = func(run_job, name="run_job", max_tries=sys.maxsize)
 
 
 async def reconcile_jobs(ctx: dict[str, Any]) -> dict[str, int]:
@@ -98,7 +109,7 @@ def worker_settings(settings: Settings) -> dict[str, Any]:
     """arq ``Worker`` keyword arguments for this deployment (``WorkerSettings`` uses the environment's)."""
     if not settings.redis_url:
         raise Unavailable("mlrepo worker needs MLREPO_REDIS_URL (without Redis, jobs run in the API process)")
-    functions: list[Any] = [run_job, reconcile_jobs]
+    functions: list[Any] = [RUN_JOB, reconcile_jobs]
     cron_jobs = [cron(reconcile_jobs, second={0}, run_at_startup=False, unique=True)]
     if settings.worker_resource_class == CPU_CLASS:
         functions += list(PUBLISHING_FUNCTIONS)
@@ -128,7 +139,7 @@ class WorkerSettings:
     builds the same from its own Settings through ``worker_settings``)."""
 
     _settings = get_settings()
-    functions = [run_job, reconcile_jobs, *dict.fromkeys([*PUBLISHING_FUNCTIONS, *GPU_PUBLISHING_FUNCTIONS])]
+    functions = [RUN_JOB, reconcile_jobs, *dict.fromkeys([*PUBLISHING_FUNCTIONS, *GPU_PUBLISHING_FUNCTIONS])]
     cron_jobs = [
         cron(reconcile_jobs, second={0}, run_at_startup=False, unique=True),
         *publishing_cron_jobs(_settings, on_gpu_worker=_settings.worker_resource_class == GPU_CLASS),

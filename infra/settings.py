@@ -71,7 +71,15 @@ class Settings(BaseSettings):
     job_max_batch_records: int = Field(10_000, description="Upper bound on records sent in one scoring call.")
     job_heartbeat_s: float = Field(5.0, description="How often a running job proves its worker is alive.")
     job_stale_after_s: float = Field(60.0, description="A RUNNING job without a heartbeat this long is lost.")
-    job_max_attempts: int = Field(3, description="Runs of a job (first + retries after a lost worker).")
+    job_max_attempts: int = Field(
+        3, description="Runs of a job or a publication (first + retries after a lost worker)."
+    )
+    job_max_running_per_account: int = Field(
+        0,
+        ge=0,
+        description="Jobs one account runs at once across all workers (0: no limit); the others wait "
+        "QUEUED and start as its running ones finish.",
+    )
     worker_resource_class: str = Field("cpu", description="Which job queue this worker takes: cpu | gpu.")
     gpu_devices: str = Field(
         "auto",

@@ -33,7 +33,7 @@ from catalog.publishing.images import ImageService, check_registry_ref
 from catalog.publishing.manifest import parse_manifest
 from catalog.publishing.packaging import checkout_package
 from catalog.publishing.sandbox import RunTarget, Sandbox
-from catalog.publishing.steps import PublicationStatus, initial_steps
+from catalog.publishing.steps import PublicationStatus, StepStatus, initial_steps
 from catalog.publishing.verification import compare_signatures, limits_for, run_unit_tests
 from catalog.publishing.workflow import GPU_ROUTE, HANDED_TO_GPU_WORKER, PublishWorkflow
 from infra.artifacts import ArtifactStore
@@ -53,6 +53,22 @@ DELIVERIES_KEY = "deliveries"  # in metadata_json: how often recovery re-queued 
 
 def _deliveries(meta: dict[str, Any] | None) -> int:
     return int((meta or {}).get(DELIVERIES_KEY) or 0)
+
+
+def _given_up(runs: int, steps: list[Any] | None) -> dict[str, Any]:
+    """The columns of a publication whose worker was lost on each of its ``runs``: a package that takes
+    its worker down every time would otherwise be recovered, and run again, forever."""
+    error = (
+        f"the worker running this publication was lost {runs} times (the package may crash or exhaust "
+        "its worker); giving up"
+    )
+    steps = [
+        {**step, "status": StepStatus.FAILED.value, "error": error}
+        if step.get("status") == StepStatus.RUNNING.value
+        else step
+        for step in steps or []
+    ]
+    return {"status": PublicationStatus.FAILED.value, "error": error, "steps": steps, "upload_path": None}
 
 
 class PublishQueue(Protocol):
@@ -407,29 +423,40 @@ class PublishingService:
     async def recover(self, stale_after_s: float = STALE_RUNNING_S) -> int:
         """Re-enqueue what the database says is unfinished: every QUEUED publication (Redis may have lost
         it) and every RUNNING one whose record has not moved for ``stale_after_s`` (its worker died; steps
-        record progress, so a live job never looks stale). Each step is safe to repeat. One handed to a GPU
+        record progress, so a live job never looks stale). Each step is safe to repeat, but a publication that
+        lost its worker on each of its ``job_max_attempts`` runs FAILS instead. One handed to a GPU
         worker goes back to the GPU workers' queue, and waits there for one (as a GPU job does)."""
         cutoff = utcnow() - timedelta(seconds=stale_after_s)
         async with self.db.session() as session:
             stale = (
                 await session.execute(
-                    select(Publication.id, Publication.metadata_json).where(
+                    select(
+                        Publication.id, Publication.metadata_json, Publication.steps, Publication.upload_path
+                    ).where(
                         Publication.status == PublicationStatus.RUNNING.value, Publication.updated_at < cutoff
                     )
                 )
             ).all()
-            for publication_id, meta in stale:
+            given_up: list[str] = []
+            for publication_id, meta, steps, upload_path in stale:
                 meta = dict(meta or {})
-                meta[DELIVERIES_KEY] = _deliveries(meta) + 1
-                await session.execute(
+                runs = _deliveries(meta) + 1  # the first delivery, then one per earlier recovery
+                if runs >= self.settings.job_max_attempts:
+                    values = _given_up(runs, steps)
+                else:
+                    meta[DELIVERIES_KEY] = runs
+                    values = {"status": PublicationStatus.QUEUED.value, "metadata_json": meta}
+                changed = await session.execute(
                     update(Publication)
                     .where(
                         Publication.id == publication_id,
                         Publication.status == PublicationStatus.RUNNING.value,
                         Publication.updated_at < cutoff,
                     )
-                    .values(status=PublicationStatus.QUEUED.value, updated_at=utcnow(), metadata_json=meta)
+                    .values(updated_at=utcnow(), **values)
                 )
+                if changed.rowcount and upload_path and values["status"] == PublicationStatus.FAILED.value:
+                    given_up.append(upload_path)
             queued = (
                 await session.execute(
                     select(Publication.id, Publication.metadata_json).where(
@@ -437,6 +464,8 @@ class PublishingService:
                     )
                 )
             ).all()
+        for upload_path in given_up:  # its staged upload would otherwise stay on disk for good
+            await asyncio.to_thread(shutil.rmtree, Path(upload_path).parent, True)
         for publication_id, meta in queued:
             on_gpu = (meta or {}).get("route") == GPU_ROUTE
             await self._deliver(publication_id, _deliveries(meta), on_gpu=on_gpu)

@@ -233,7 +233,7 @@ def test_gpu_workers_take_handed_publications_and_reverify_the_gpu_listings(sett
     queued = settings.model_copy(update={"redis_url": "redis://127.0.0.1:1", "gpu_devices": ""})
     gpu = worker_settings(queued.model_copy(update={"worker_resource_class": "gpu"}))
     cpu = worker_settings(queued)
-    assert {f.__name__ for f in gpu["functions"]} == {
+    assert {func(f).name for f in gpu["functions"]} == {
         "run_job",
         "reconcile_jobs",
         "publish_job",

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import sqlite3
 from datetime import timedelta
 
@@ -14,7 +15,8 @@ from sqlalchemy import select
 
 from catalog.enums import JobStatus
 from executor.datasets import parse_json_lines
-from executor.jobs import IN_PROCESS_MAX_JOBS, ArqJobQueue, InProcessJobQueue, JobService
+from executor.events import LocalJobEvents
+from executor.jobs import IN_PROCESS_MAX_JOBS, ArqJobQueue, InProcessJobQueue, JobDeferred, JobService
 from infra.errors import BadInput, NotFound
 from infra.settings import Settings
 from infra.tables import Job, Listing, UsageEvent, utcnow
@@ -366,3 +368,94 @@ async def test_jobs_run_in_process_take_turns(job_settings: Settings, catalog, p
     assert statuses == [JobStatus.SUCCEEDED] * 5
     assert most_running <= 2
     await jobs.queue.close()
+
+
+class CancelAfterLastBatch(LocalJobEvents):
+    """The real in-process events, with a requester who cancels the moment the last batch is reported:
+    the run has nothing left to do but finish."""
+
+    def __init__(self, requester) -> None:
+        super().__init__()
+        self.requester = requester
+        self.jobs: JobService | None = None
+        self.cancelled: list[str] = []
+
+    async def publish(self, job_id: str, event: dict) -> None:
+        await super().publish(job_id, event)
+        progress = event.get("progress") or {}
+        last_batch = (
+            progress.get("records_total") and progress.get("records_done") == progress["records_total"]
+        )
+        if last_batch and not self.cancelled:
+            self.cancelled.append(job_id)
+            await self.jobs.cancel(self.requester, job_id)
+
+
+async def test_a_cancel_after_the_last_batch_counts_no_usage(catalog, people, job_settings: Settings) -> None:
+    """The requester gets no result from a job cancelled this late, yet its run was counted for the
+    listing (a success, with its latency), as if the job had finished."""
+    published = await publish_model(job_settings, catalog, people["producer"], MODEL)
+    events = CancelAfterLastBatch(people["alice"])
+    jobs = JobService(job_settings, catalog, events=events)
+    events.jobs = jobs
+    try:
+        view = await jobs.submit(people["alice"], published.listing_id, "inference", records=["good movie"])
+        await asyncio.gather(*jobs.queue.tasks)
+    finally:
+        await jobs.queue.close()
+    assert events.cancelled == [view.id]
+    final = await jobs.get(people["alice"], view.id)
+    assert final.status == JobStatus.CANCELLED and final.result is None
+    async with catalog.db.session() as session:
+        listing = await session.get(Listing, published.listing_id)
+        uses = (await session.scalars(select(UsageEvent).where(UsageEvent.listing_id == listing.id))).all()
+    assert (listing.usage_count, listing.success_count, uses) == (0, 0, [])
+
+
+async def test_an_account_runs_at_most_its_limit_of_jobs_at_once(
+    catalog, people, job_settings: Settings
+) -> None:
+    """Quotas bounded one job; nothing bounded how many one account ran, so one requester could hold
+    every worker. Past ``job_max_running_per_account`` a claim leaves the job QUEUED (no attempt spent)
+    for a later delivery; concurrent claims of one account are serialized, so two cannot both pass."""
+    jobs = JobService(job_settings.model_copy(update={"job_max_running_per_account": 2}), catalog)
+    alice, bob = people["alice"].account_id, people["bob"].account_id
+    try:
+        queued = [await bare_job(catalog, alice, JobStatus.QUEUED) for _ in range(4)]
+        outcomes = await asyncio.gather(*(jobs.claim(row.id) for row in queued), return_exceptions=True)
+        assert sum(isinstance(o, Job) for o in outcomes) == 2
+        assert all(isinstance(o, Job | JobDeferred) for o in outcomes), outcomes
+        waiting = [row for row, o in zip(queued, outcomes, strict=True) if isinstance(o, JobDeferred)]
+        async with catalog.db.session() as session:
+            rows = [await session.get(Job, row.id) for row in waiting]
+        assert [(r.status, r.attempts) for r in rows] == [("queued", 0)] * 2
+        assert await jobs.claim((await bare_job(catalog, bob, JobStatus.QUEUED)).id) is not None  # his own
+        step = await bare_job(catalog, alice, JobStatus.QUEUED)  # a pipeline's step: in its job's place
+        async with catalog.db.session() as session:
+            (await session.get(Job, step.id)).inputs = {"records": [], "pipeline_job_id": queued[0].id}
+        assert await jobs.claim(step.id) is not None
+        running = [o for o in outcomes if isinstance(o, Job)]
+        assert await jobs.finish(running[0].id, JobStatus.SUCCEEDED)
+        assert await jobs.claim(waiting[0].id) is not None  # a place came free
+        with pytest.raises(JobDeferred):
+            await jobs.claim(waiting[1].id)
+    finally:
+        await jobs.queue.close()
+
+
+async def test_jobs_past_the_account_limit_wait_their_turn_in_process(
+    catalog, people, job_settings: Settings
+) -> None:
+    published = await publish_model(job_settings, catalog, people["producer"], MODEL)
+    jobs = JobService(job_settings.model_copy(update={"job_max_running_per_account": 1}), catalog)
+    try:
+        views = [
+            await jobs.submit(people["alice"], published.listing_id, "inference", records=[f"good {i}"])
+            for i in range(3)
+        ]
+        finals = [await outcome(jobs, people["alice"], view.id) for view in views]
+    finally:
+        await jobs.queue.close()
+    assert [f.status for f in finals] == [JobStatus.SUCCEEDED] * 3 and all(f.attempts == 1 for f in finals)
+    ran = sorted(finals, key=lambda f: f.started_at)
+    assert all(a.finished_at <= b.started_at for a, b in itertools.pairwise(ran))  # one at a time

@@ -4,10 +4,11 @@ data → a private model listing of the requester, with held-out accuracy, runna
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from datetime import timedelta
 
 import pytest
 from executor_support import job_service, outcome, publish_dataset, publish_model
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 from catalog.enums import JobStatus
 from executor.jobs import JobService
@@ -15,7 +16,7 @@ from executor.training import is_correct, parse_examples, split
 from infra.artifacts import ArtifactStore
 from infra.errors import BadInput, NotFound
 from infra.settings import Settings
-from infra.tables import Listing, ListingVersion
+from infra.tables import Job, Listing, ListingVersion, utcnow
 
 # Learns which words go with which label; predicts by vote. Reads /data, writes /output, loads /app/model.
 ALGORITHM = """
@@ -87,6 +88,38 @@ async def test_training_makes_a_private_model_with_held_out_accuracy(jobs, catal
     assert [r["output"]["label"] for r in scored.result["records"]] == ["positive", "negative"]
     with pytest.raises(NotFound):
         await jobs.submit(people["bob"], trained_id, "inference", records=["x"])
+
+
+async def test_a_training_retried_after_its_worker_died_adopts_the_model_it_wrote(
+    jobs, catalog, people, settings
+) -> None:
+    """The worker died after writing the trained model's listing, before the job finished: the retry
+    trained again and failed with CONFLICT (the model's name was taken by its own earlier attempt),
+    leaving that model an orphan. The retry now adopts it: SUCCEEDED, one model, its use counted once."""
+    algorithm = await publish_model(
+        settings, catalog, people["producer"], ALGORITHM, kind="algorithm", trainable=True, name="word-vote"
+    )
+    view = await jobs.submit(people["alice"], algorithm.listing_id, "training", records=EXAMPLES)
+    first = await outcome(jobs, people["alice"], view.id)
+    assert first.status == JobStatus.SUCCEEDED, first.error
+    async with catalog.db.session() as session:  # as a death right after writing the listing leaves it
+        row = await session.get(Job, view.id)
+        row.status, row.result, row.finished_at = JobStatus.RUNNING.value, None, None
+        row.heartbeat_at = utcnow() - timedelta(hours=1)
+        await session.execute(update(Listing).where(Listing.id == algorithm.listing_id).values(usage_count=0))
+    assert await jobs.reconcile() == {"requeued": 1, "failed": 0}
+    retried = await outcome(jobs, people["alice"], view.id)
+    assert retried.status == JobStatus.SUCCEEDED, retried.error
+    assert retried.attempts == 2
+    assert retried.result["trained_listing_id"] == first.result["trained_listing_id"]
+    assert retried.result["accuracy"] == first.result["accuracy"] == 1.0
+    async with catalog.db.session() as session:
+        owned = (
+            await session.scalars(select(Listing.id).where(Listing.owner_id == people["alice"].account_id))
+        ).all()
+        algo_row = await session.get(Listing, algorithm.listing_id)
+    assert owned == [first.result["trained_listing_id"]]
+    assert algo_row.usage_count == 1  # the death came before the use was recorded: counted once now
 
 
 async def test_a_failing_train_entrypoint_fails_the_job_with_its_reason(

@@ -5,6 +5,7 @@ process that gets SIGKILLed mid-job), Redis pub/sub events, and the reconciler a
 from __future__ import annotations
 
 import asyncio
+import itertools
 import os
 import signal
 import subprocess
@@ -168,3 +169,27 @@ def test_the_arq_entry_point_schedules_what_mlrepo_worker_schedules(arq_settings
     cpu = arq_settings.model_copy(update={"worker_resource_class": "cpu"})
     names = {job.name for job in worker_settings(cpu)["cron_jobs"]}
     assert {job.name for job in WorkerSettings.cron_jobs} == names
+
+
+async def test_jobs_past_the_account_limit_wait_their_turn_on_arq(arq_settings, catalog, people) -> None:
+    """A job its account may not start yet goes back to arq, deferred, as often as it takes: not
+    counted against arq's tries (it would be dropped after ``job_max_attempts`` deferrals)."""
+    limited = arq_settings.model_copy(update={"job_max_running_per_account": 1, "job_max_attempts": 1})
+    jobs = JobService(limited, catalog, queue=ArqJobQueue(limited.redis_url))
+    try:
+        published = await publish_model(limited, catalog, people["producer"], MODEL)
+        views = [
+            await jobs.submit(people["alice"], published.listing_id, "inference", records=[f"r{i}"])
+            for i in range(3)
+        ]
+        worker = burst_worker(limited)
+        try:
+            await worker.main()
+        finally:
+            await worker.close()
+        finals = [await jobs.get(people["alice"], view.id) for view in views]
+    finally:
+        await jobs.queue.close()
+    assert [f.status for f in finals] == [JobStatus.SUCCEEDED] * 3, [f.error for f in finals]
+    ran = sorted(finals, key=lambda f: f.started_at)
+    assert all(a.finished_at <= b.started_at for a, b in itertools.pairwise(ran))  # one at a time

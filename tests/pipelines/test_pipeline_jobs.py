@@ -9,22 +9,25 @@ from __future__ import annotations
 
 import os
 from collections.abc import AsyncIterator
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
+from sqlalchemy import select, update
 
 from catalog.actors import Actor
 from catalog.app import CatalogApp
+from catalog.enums import JobStatus
 from catalog.pipelines import PipelineService, StepRole
 from executor.jobs import JobService
 from executor.pipeline_jobs import run_pipeline_row, submit_pipeline
 from executor.runtimes import BwrapRuntime
 from infra.errors import BadInput
 from infra.settings import Settings
-from infra.tables import Job, Listing
+from infra.tables import Job, Listing, PipelineStep, utcnow
 from tests.services import require_service
 
-from .demo_chain import gray, publish_parts
+from .demo_chain import build_trainable_chain, gray, publish_parts
 
 PACKAGES = Path(__file__).parent / "packages"
 
@@ -92,3 +95,41 @@ async def test_run_job_on_a_pipeline_runs_every_stage_in_the_sandbox(
         assert stored.progress["stage"] == 3 and stored.progress["state"] == "done"
         for listing_id in ids.values():
             assert (await session.get(Listing, listing_id)).usage_count == 1
+
+
+async def test_a_pipeline_training_retried_after_its_worker_died_keeps_the_model_already_trained(
+    app: CatalogApp, producer: Actor, requester: Actor, settings: Settings
+) -> None:
+    """The worker died after a step's training job had written its model, before the model was attached
+    to the step: the retry trained that step again in a new job, leaving the first model an orphan.
+    The retry now takes the step's earlier job (and so its model)."""
+    ids = await publish_parts(app, producer)
+    pipeline_id = await build_trainable_chain(app.pipelines, requester, ids)
+    jobs = JobService(settings.model_copy(update={"runtime": "bwrap", "job_heartbeat_s": 0.2}), app)
+    try:
+        view = await jobs.submit(requester, task="training", pipeline_id=pipeline_id)
+        first = [v async for v in jobs.watch(requester, view.id)][-1]
+        assert first.status == JobStatus.SUCCEEDED, first.error
+        [step] = first.result["trained_steps"]
+        async with app.db.session() as session:  # what a death right after the step's job leaves
+            await session.execute(
+                update(PipelineStep).where(PipelineStep.id == step["step_id"]).values(trained_listing_id=None)
+            )
+            row = await session.get(Job, view.id)
+            row.status, row.result, row.finished_at = JobStatus.RUNNING.value, None, None
+            row.heartbeat_at = utcnow() - timedelta(hours=1)
+        await app.pipelines.delete(requester, first.result["post_training_pipeline_id"])
+        assert await jobs.reconcile() == {"requeued": 1, "failed": 0}
+        retried = [v async for v in jobs.watch(requester, view.id)][-1]
+    finally:
+        await jobs.queue.close()
+    assert retried.status == JobStatus.SUCCEEDED, retried.error
+    [again] = retried.result["trained_steps"]
+    assert (again["job_id"], again["model_listing_id"]) == (step["job_id"], step["model_listing_id"])
+    async with app.db.session() as session:
+        models = (
+            await session.scalars(
+                select(Listing.id).where(Listing.owner_id == requester.account_id, Listing.kind == "model")
+            )
+        ).all()
+    assert models == [step["model_listing_id"]]

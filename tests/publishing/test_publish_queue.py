@@ -242,3 +242,31 @@ async def test_without_redis_the_api_process_keeps_recovering_lost_publications(
             await recovering
         await service.queue.drain()
     assert (await service.get(alice, pub.id)).status == "published"
+
+
+async def test_a_publication_that_keeps_killing_its_worker_fails_after_bounded_runs(
+    settings: Settings, app: CatalogApp, alice: Actor
+) -> None:
+    """A package that takes its worker down every time was recovered forever (one more run every
+    15 minutes); like a job, it now gets ``job_max_attempts`` runs, then FAILS with the reason."""
+    dropped = Dropped()
+    service = service_with(settings, app, dropped)
+    pub = await service.submit_package(alice, io.BytesIO(zip_bytes(package_files(sentiment_manifest()))))
+    runs = settings.job_max_attempts
+    for run in range(1, runs + 1):  # a worker takes it, starts a step and dies mid-step
+        async with app.db.session() as session:
+            row = await session.get(Publication, pub.id)
+            assert row.status == "queued", (run, row.status, row.error)
+            row.status, row.updated_at = "running", utcnow() - timedelta(hours=1)
+            row.steps = [
+                {**step, "status": "running"} if step["name"] == "package" else step for step in row.steps
+            ]
+        await service.recover()
+    failed = await service.get(alice, pub.id)
+    assert failed.status == "failed"
+    assert f"lost {runs} times" in failed.error
+    assert [s.status for s in failed.steps if s.name == "package"] == ["failed"]
+    assert await service.recover() == 0  # and stays failed
+    async with app.db.session() as session:
+        row = await session.get(Publication, pub.id)
+        assert row.upload_path is None and row.status == "failed"
