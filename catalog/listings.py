@@ -99,6 +99,22 @@ class CategoryCount:
     subcategories: list[SubcategoryCount]
 
 
+async def require_modifiable(
+    session: AsyncSession, actor: Actor, row: Listing | None, listing_id: str, refusal: str
+) -> Listing:
+    """``row`` when ``actor`` may change it. A listing the actor cannot even see is NOT_FOUND with the
+    message of a missing id (FORBIDDEN would confirm that a private listing exists); one they see but do
+    not own is FORBIDDEN with ``refusal``. Every write path (edits, publishing versions) goes through here."""
+    if row is None:
+        raise NotFound(f"no listing with id {listing_id!r}")
+    if not can_modify(actor, row):
+        shares = await shares_of(session, [row.id])
+        if not can_see(actor, row, set(shares.get(row.id, []))):
+            raise NotFound(f"no listing with id {listing_id!r}")
+        raise Forbidden(refusal)
+    return row
+
+
 # ---------------------------------------------------------------------------- cursors
 
 
@@ -444,14 +460,9 @@ class ListingService:
         if actor.is_anonymous:
             raise Unauthenticated("sign in to change listings")
         row = await session.get(Listing, listing_id, with_for_update=not self.db.is_sqlite)
-        if row is None:
-            raise NotFound(f"no listing with id {listing_id!r}")
-        if not can_modify(actor, row):
-            shares = await shares_of(session, [row.id])
-            if not can_see(actor, row, set(shares.get(row.id, []))):
-                raise NotFound(f"no listing with id {listing_id!r}")
-            raise Forbidden("only the listing's owner (or an admin) may change it")
-        return row
+        return await require_modifiable(
+            session, actor, row, listing_id, "only the listing's owner (or an admin) may change it"
+        )
 
     # ------------------------------------------------------------------ shares
 

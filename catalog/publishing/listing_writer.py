@@ -19,12 +19,19 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
-from catalog.access import can_modify
 from catalog.actors import Actor
 from catalog.listing_input import parse_listing, parse_listing_patch
-from catalog.listings import EMBEDDED_FIELDS, ListingService, check_io, check_kind_rules
-from infra.errors import Conflict, Forbidden, NotFound
+from catalog.listings import (
+    EMBEDDED_FIELDS,
+    ListingService,
+    check_io,
+    check_kind_rules,
+    require_modifiable,
+)
+from infra.errors import Conflict, NotFound
 from infra.tables import Listing, ListingVersion, utcnow
+
+NOT_OWNER = "only the listing's owner may publish a new version of it"
 
 
 @dataclass(frozen=True)
@@ -50,11 +57,9 @@ async def resolve_target(
     """Which listing this publication adds a version to, and which version number it gets."""
     async with listings.db.session() as session:
         if listing_id is not None:
-            row = await session.get(Listing, listing_id)
-            if row is None:
-                raise NotFound(f"no listing with id {listing_id!r}")
-            if not can_modify(actor, row):
-                raise Forbidden("only the listing's owner may publish a new version of it")
+            row = await require_modifiable(
+                session, actor, await session.get(Listing, listing_id), listing_id, NOT_OWNER
+            )
         else:
             row = await session.scalar(
                 select(Listing).where(Listing.owner_id == actor.account_id, Listing.name == name)
@@ -120,8 +125,7 @@ async def write_version(
             row = await session.get(Listing, target.listing_id, with_for_update=not listings.db.is_sqlite)
             if row is None:
                 raise NotFound(f"listing {target.listing_id} was deleted while publishing")
-            if not can_modify(actor, row):
-                raise Forbidden("only the listing's owner may publish a new version of it")
+            await require_modifiable(session, actor, row, target.listing_id, NOT_OWNER)
             for column, value in {**values, **system_values}.items():
                 setattr(row, column, value)
             row.embedding, row.embedding_model = vector_row.embedding, vector_row.embedding_model

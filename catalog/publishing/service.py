@@ -24,12 +24,12 @@ from docker.errors import ImageNotFound
 from redis.exceptions import RedisError
 from sqlalchemy import select, update
 
-from catalog.access import can_modify
 from catalog.actors import Actor
 from catalog.enums import VerificationStatus
-from catalog.listings import ListingService
+from catalog.listings import ListingService, require_modifiable
 from catalog.publishing.archive_safety import ArchiveLimits
 from catalog.publishing.images import ImageService, check_registry_ref
+from catalog.publishing.listing_writer import NOT_OWNER
 from catalog.publishing.manifest import parse_manifest
 from catalog.publishing.packaging import checkout_package
 from catalog.publishing.sandbox import RunTarget, Sandbox
@@ -359,11 +359,9 @@ class PublishingService:
 
     async def _check_owner(self, actor: Actor, listing_id: str) -> None:
         async with self.db.session() as session:
-            row = await session.get(Listing, listing_id)
-        if row is None:
-            raise NotFound(f"no listing with id {listing_id!r}")
-        if not can_modify(actor, row):
-            raise Forbidden("only the listing's owner may publish a new version of it")
+            await require_modifiable(
+                session, actor, await session.get(Listing, listing_id), listing_id, NOT_OWNER
+            )
 
     def _stage_upload(self, publication_id: str, upload: BinaryIO) -> Path:
         """Stream the upload to ``uploads/<id>/upload``; partial or oversized uploads leave nothing."""

@@ -285,6 +285,28 @@ async def test_only_the_owner_publishes_new_versions(
     assert (await app.listings.get(alice, v1.listing_id)).version == "1.0.0"
 
 
+async def test_publishing_onto_an_invisible_listing_is_not_found(
+    publishing: PublishingService, app: CatalogApp, alice: Actor, mallory: Actor
+) -> None:
+    """A listing the publisher cannot see must look missing (NOT_FOUND, same message as an unknown id),
+    never FORBIDDEN: that would confirm that a private listing with this id exists."""
+    v1 = await publish(publishing, alice, zip_bytes(package_files(sentiment_manifest(verify=False))))
+    await app.listings.update(alice, v1.listing_id, {"visibility": "private"})
+    payload = zip_bytes(package_files(sentiment_manifest(version="9.9.9", verify=False)))
+    with pytest.raises(NotFound) as hidden:
+        await publishing.submit_package(mallory, io.BytesIO(payload), listing_id=v1.listing_id)
+    with pytest.raises(NotFound) as missing:
+        await publishing.submit_package(mallory, io.BytesIO(payload), listing_id="no-such-listing")
+    assert hidden.value.message == missing.value.message.replace("no-such-listing", v1.listing_id)
+    # Named in the manifest instead: the publication's step says NOT_FOUND too.
+    sneaky = zip_bytes(
+        package_files(sentiment_manifest(version="9.9.9", listing_id=v1.listing_id, verify=False))
+    )
+    pub = await publish(publishing, mallory, sneaky)
+    assert pub.status == "failed" and step(pub, "package").error_code == "NOT_FOUND"
+    assert [v.version for v in await versions_of(app, v1.listing_id)] == ["1.0.0"]
+
+
 async def test_existing_version_number_is_a_conflict(publishing: PublishingService, alice: Actor) -> None:
     payload = zip_bytes(package_files(sentiment_manifest(version="1.0.0")))
     assert (await publish(publishing, alice, payload)).status == "published"
