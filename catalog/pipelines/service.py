@@ -125,7 +125,7 @@ class PipelineService:
         async with self.db.session() as session:
             pipeline = await owned_pipeline(session, actor, pipeline_id)
             plans: list[StepPlan] = []
-            await self._plan_steps(session, actor, pipeline, plans, depth=0)
+            await self._plan_steps(session, actor, pipeline, f"pipeline {pipeline.name!r}", plans, depth=0)
         return RunPlan(pipeline_id=pipeline.id, steps=tuple(plans))
 
     async def plan_listing_run(self, actor: Actor, listing_id: str) -> RunPlan:
@@ -142,17 +142,27 @@ class PipelineService:
             if source is None:
                 raise BadInput(f"pipeline listing {listing.name!r} has no stored steps to run")
             plans: list[StepPlan] = []
-            await self._plan_steps(session, actor, source, plans, depth=0)
+            await self._plan_steps(
+                session, actor, source, f"pipeline listing {listing.name!r}", plans, depth=0
+            )
         return RunPlan(pipeline_id=source.id, steps=tuple(plans))
 
     async def _plan_steps(
-        self, session: AsyncSession, actor: Actor, pipeline: Pipeline, plans: list[StepPlan], depth: int
+        self,
+        session: AsyncSession,
+        actor: Actor,
+        pipeline: Pipeline,
+        label: str,
+        plans: list[StepPlan],
+        depth: int,
     ) -> None:
+        """Append ``pipeline``'s steps to ``plans``. ``label`` names it in errors as the caller knows it:
+        behind a listing, by the listing's name (the stored pipeline and its name are its owner's)."""
         if depth > MAX_NESTING:
             raise BadInput(f"pipelines nest deeper than {MAX_NESTING} levels")
         view = await self._view(session, actor, pipeline)
         if not view.steps:
-            raise BadInput(f"pipeline {pipeline.name!r} has no steps")
+            raise BadInput(f"{label} has no steps")
         problems = [f"open connection: {c.reason}" for c in view.open_connections]
         problems += [s.unavailable_reason for s in view.steps if not s.available]
         problems += [
@@ -161,7 +171,7 @@ class PipelineService:
             if s.available and not s.runnable
         ]
         if problems:
-            raise BadInput(f"pipeline {pipeline.name!r} cannot run yet: {'; '.join(problems)}")
+            raise BadInput(f"{label} cannot run yet: {'; '.join(problems)}")
         for step, listing in await load_rows(session, pipeline.id):
             runs = listing
             if step.trained_listing_id is not None:
@@ -177,7 +187,9 @@ class PipelineService:
                 source = await source_pipeline(session, runs.id)
                 if source is None:
                     raise BadInput(f"pipeline listing {runs.name!r} has no stored steps to run")
-                await self._plan_steps(session, actor, source, plans, depth + 1)
+                await self._plan_steps(
+                    session, actor, source, f"pipeline listing {runs.name!r}", plans, depth + 1
+                )
                 continue
             resources = dict(runs.resources or {})
             plans.append(

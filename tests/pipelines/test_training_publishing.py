@@ -215,3 +215,27 @@ async def test_publish_a_runnable_pipeline_as_a_listing(
         BadInput, match="only a runnable pipeline can be published: 'crop-classifier-trainer'"
     ):
         await publish_pipeline(service, catalog.listings, requester, unrunnable_id)
+
+
+async def test_a_published_pipeline_that_cannot_run_does_not_name_its_private_pipeline(
+    service: PipelineService,
+    catalog: CatalogApp,
+    requester: Actor,
+    stranger: Actor,
+    db: Database,
+    vision: dict[str, Listing],
+) -> None:
+    """The stored pipeline behind a listing stays private, its name included: a stranger whose run is
+    refused (a step's listing made private later) is told the listing's name, never the pipeline's."""
+    pipeline = await service.create(requester, "codename falcon")
+    await service.add_step(requester, pipeline.id, vision["detector"].id)
+    await service.add_step(requester, pipeline.id, vision["classifier"].id)
+    listing = await publish_pipeline(
+        service, catalog.listings, requester, pipeline.id, name="street scenes", category="Vision"
+    )
+    async with db.session() as session:
+        (await session.get(Listing, vision["classifier"].id)).visibility = "private"
+    with pytest.raises(BadInput, match="step 3 is no longer available to you") as refused:
+        await service.plan_listing_run(stranger, listing.id)
+    assert "codename falcon" not in refused.value.message
+    assert "'street scenes'" in refused.value.message
