@@ -42,7 +42,7 @@ from executor.inference import InferencePlan, result_payload, run_inference, ver
 from executor.output_filter import OutputFilter
 from executor.packages import prepare_runnable
 from executor.runtimes import Limits, RuntimeSelector
-from infra.errors import BadInput, NotFound, Unauthenticated
+from infra.errors import BadInput, MlrepoError, NotFound, Unauthenticated
 from infra.settings import Settings
 from infra.tables import Account, Job, Listing, ListingVersion, UsageEvent, utcnow
 
@@ -59,6 +59,8 @@ RUNNABLE_KINDS = frozenset(
 )
 JOB_FUNCTION = "run_job"
 JOB_LABEL = "mlrepo.job"  # on every container of a job, so a lost worker's containers can be found
+# What the requester reads when a job fails on an error that was not written for them (see failure_reason).
+INTERNAL_FAILURE = "internal error while running the job; the operator's log has it under job {job_id}"
 DEFERRED = "deferred"  # what ``run`` returns for a job left QUEUED: its account runs its most jobs already
 
 
@@ -414,7 +416,7 @@ class JobService:
             status, error = JobStatus.CANCELLED, "cancelled by the requester"
         except Exception as exc:  # the job fails with its reason; the worker carries on
             logger.exception("job %s failed", job_id)
-            status, error = JobStatus.FAILED, f"{type(exc).__name__}: {getattr(exc, 'message', exc)}"
+            status, error = JobStatus.FAILED, failure_reason(job_id, exc)
         finally:
             heartbeat.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -785,6 +787,14 @@ class JobService:
                         field=f"records[{index}]",
                     )
         return {"records": list(records)}
+
+
+def failure_reason(job_id: str, exc: Exception) -> str:
+    """The ``error`` a job's owner reads. Our errors are written for them; any other exception's text
+    is the server's own (host paths, engine and database addresses), kept in the operator's log."""
+    if isinstance(exc, MlrepoError):
+        return f"{type(exc).__name__}: {exc.message}"
+    return INTERNAL_FAILURE.format(job_id=job_id)
 
 
 def _parse_task(task: str) -> JobTask:

@@ -17,6 +17,7 @@ from catalog.enums import JobStatus
 from executor.datasets import parse_json_lines
 from executor.events import LocalJobEvents
 from executor.jobs import IN_PROCESS_MAX_JOBS, ArqJobQueue, InProcessJobQueue, JobDeferred, JobService
+from infra.artifacts import ArtifactStore
 from infra.errors import BadInput, NotFound
 from infra.settings import Settings
 from infra.tables import Job, Listing, UsageEvent, utcnow
@@ -170,6 +171,24 @@ async def test_a_job_that_fails_in_the_sandbox_reports_why(
     async with catalog.db.session() as session:
         listing = await session.get(Listing, published.listing_id)
     assert listing.failure_count == 1
+
+
+async def test_an_internal_failure_is_not_shown_to_the_requester(
+    jobs: JobService, catalog, people, job_settings
+) -> None:
+    """An unexpected error inside the worker (here: the stored package replaced by a directory, so
+    reading it fails with an OSError naming the host path) fails the job with a generic reason: its
+    text, with server paths, belongs in the operator's log, not in what the requester reads."""
+    published = await publish_model(job_settings, catalog, people["producer"], MODEL)
+    blob = ArtifactStore.from_settings(job_settings).locate(published.digest).path
+    blob.chmod(0o644)
+    blob.unlink()
+    blob.mkdir()
+    view = await jobs.submit(people["alice"], published.listing_id, "inference", records=["good"])
+    final = await outcome(jobs, people["alice"], view.id)
+    assert final.status == JobStatus.FAILED
+    assert str(job_settings.data_dir) not in f"{final.error} {final.logs} {final.result}"
+    assert "IsADirectoryError" not in final.error and view.id in final.error
 
 
 async def test_inference_on_a_dataset_listing(jobs: JobService, catalog, people, job_settings) -> None:
