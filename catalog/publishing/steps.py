@@ -111,7 +111,11 @@ class StepRecorder:
             raise StepFailed(name, exc) from exc
         except Exception as exc:
             logger.exception("publication %s: step %s crashed", self.publication_id, name)
-            error = MlrepoError(f"internal error in step {name}: {type(exc).__name__}: {exc}")
+            # Its text is the server's (host paths, engine addresses): the log above has it in full.
+            error = MlrepoError(
+                f"internal error in step {name}; the operator's log has it under publication "
+                f"{self.publication_id}"
+            )
             await self._finish(name, started, lines, StepStatus.FAILED, error=error)
             raise StepFailed(name, error) from exc
         await self._finish(name, started, lines, StepStatus.SUCCEEDED)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import shutil
 import tarfile
 from pathlib import Path
 
@@ -305,6 +306,27 @@ async def test_publishing_onto_an_invisible_listing_is_not_found(
     pub = await publish(publishing, mallory, sneaky)
     assert pub.status == "failed" and step(pub, "package").error_code == "NOT_FOUND"
     assert [v.version for v in await versions_of(app, v1.listing_id)] == ["1.0.0"]
+
+
+async def test_an_internal_failure_shows_the_producer_no_server_paths(
+    publishing: PublishingService, alice: Actor
+) -> None:
+    """A step that fails on an unexpected error (here the artifact store's temp directory is a file,
+    so storing fails with an OSError naming the host path) fails the publication with a generic reason;
+    the text, with server paths, is for the operator's log."""
+    spool = publishing.store.root / "tmp"
+    shutil.rmtree(spool)
+    spool.write_text("not a directory")
+    try:
+        pub = await publish(publishing, alice, zip_bytes(package_files(sentiment_manifest(verify=False))))
+    finally:
+        spool.unlink()
+        spool.mkdir()
+    failed = step(pub, "publish")
+    assert pub.status == "failed" and failed.status == "failed" and failed.error_code == "INTERNAL"
+    shown = repr(pub)
+    assert str(publishing.store.root) not in shown and "NotADirectoryError" not in shown
+    assert pub.id in failed.error
 
 
 async def test_existing_version_number_is_a_conflict(publishing: PublishingService, alice: Actor) -> None:
