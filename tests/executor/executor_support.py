@@ -140,6 +140,19 @@ async def publish_dataset(
     return listing.id
 
 
+class DroppingQueue:
+    """A queue that only counts: the test looks at the rows, or runs a job itself with ``run``."""
+
+    def __init__(self) -> None:
+        self.enqueued = 0
+
+    async def enqueue(self, job_id: str, resource_class: str, attempt: int) -> None:
+        self.enqueued += 1
+
+    async def close(self) -> None:
+        return None
+
+
 @asynccontextmanager
 async def job_service(settings: Settings, catalog: CatalogApp, **overrides: Any) -> AsyncIterator[JobService]:
     """A real ``JobService`` on ``settings`` with ``overrides`` (e.g. ``runtime``), its queue closed after."""

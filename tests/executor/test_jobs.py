@@ -10,7 +10,7 @@ import sqlite3
 from datetime import timedelta
 
 import pytest
-from executor_support import outcome, publish_dataset, publish_model, watch_all
+from executor_support import DroppingQueue, outcome, publish_dataset, publish_model, watch_all
 from sqlalchemy import select
 
 from catalog.enums import JobStatus
@@ -263,25 +263,12 @@ async def test_the_heartbeat_outlives_a_database_error(sqlite_settings: Settings
                 await beating
 
 
-class _DroppingQueue:
-    """A queue that only counts: the test looks at the rows, no job is to run."""
-
-    def __init__(self) -> None:
-        self.enqueued = 0
-
-    async def enqueue(self, job_id: str, resource_class: str, attempt: int) -> None:
-        self.enqueued += 1
-
-    async def close(self) -> None:
-        return None
-
-
 async def test_the_reconciler_never_requeues_a_job_that_finished_meanwhile(
     job_settings: Settings, catalog, people
 ) -> None:
     """The reconciler read a stale RUNNING job, then wrote QUEUED over it unconditionally: a job whose
     worker finished it in between was run again, its result and usage counted twice."""
-    jobs = JobService(job_settings, catalog, queue=_DroppingQueue())
+    jobs = JobService(job_settings, catalog, queue=DroppingQueue())
     for _ in range(10):
         row = await bare_job(catalog, people["alice"].account_id, JobStatus.RUNNING)
         _, finished = await asyncio.gather(jobs.reconcile(), jobs.finish(row.id, JobStatus.SUCCEEDED))
@@ -325,7 +312,7 @@ async def test_a_job_queued_before_its_listing_was_pulled_does_not_run_it(
     """Visibility was checked at submission only: a job waiting in the queue while its listing was
     suspended (failed re-verification: changed or tampered behaviour) or made private still ran it."""
     published = await publish_model(job_settings, catalog, people["producer"], MODEL)
-    jobs = JobService(job_settings, catalog, queue=_DroppingQueue())  # queued, not yet taken
+    jobs = JobService(job_settings, catalog, queue=DroppingQueue())  # queued, not yet taken
     waiting = [
         await jobs.submit(people["alice"], published.listing_id, "inference", records=["good"])
         for _ in range(2)

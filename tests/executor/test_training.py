@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator
 from datetime import timedelta
 
 import pytest
-from executor_support import job_service, outcome, publish_dataset, publish_model
+from executor_support import DroppingQueue, job_service, outcome, publish_dataset, publish_model
 from sqlalchemy import select, update
 
 from catalog.enums import JobStatus
@@ -88,6 +88,30 @@ async def test_training_makes_a_private_model_with_held_out_accuracy(jobs, catal
     assert [r["output"]["label"] for r in scored.result["records"]] == ["positive", "negative"]
     with pytest.raises(NotFound):
         await jobs.submit(people["bob"], trained_id, "inference", records=["x"])
+
+
+async def test_a_training_queued_before_its_dataset_was_made_private_does_not_read_it(
+    catalog, people, settings, bwrap_runtime
+) -> None:
+    """The dataset's visibility was checked at submission only, and its file read when the job ran:
+    a training that waited in the queue while the producer made the dataset private still trained on
+    it (the algorithm listing itself is re-checked when the job starts; its data must be too)."""
+    algorithm = await publish_model(
+        settings, catalog, people["producer"], ALGORITHM, kind="algorithm", trainable=True, name="word-vote"
+    )
+    dataset_id = await publish_dataset(settings, catalog, people["producer"], EXAMPLES, "reviews")
+    jobs = JobService(settings.model_copy(update={"runtime": "bwrap"}), catalog, queue=DroppingQueue())
+    waiting = await jobs.submit(
+        people["alice"], algorithm.listing_id, "training", dataset_listing_id=dataset_id
+    )
+    await catalog.listings.update(people["producer"], dataset_id, {"visibility": "private"})
+    assert await jobs.run(waiting.id) == JobStatus.FAILED
+    failed = await jobs.get(people["alice"], waiting.id)
+    assert "no longer available" in failed.error and failed.result is None
+    async with catalog.db.session() as session:
+        assert (await session.get(Listing, dataset_id)).usage_count == 0
+        trained = await session.scalars(select(Listing).where(Listing.owner_id == people["alice"].account_id))
+        assert trained.all() == []
 
 
 async def test_a_training_retried_after_its_worker_died_adopts_the_model_it_wrote(
