@@ -9,6 +9,7 @@ bounded queue and, when it is full, the oldest alert is dropped for that listene
 from __future__ import annotations
 
 import asyncio
+import hashlib
 from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -26,6 +27,14 @@ class DemandAlert:
     category: str | None
     reason: str
     created_at: datetime
+
+    @property
+    def public_id(self) -> str:
+        """What producers are shown instead of ``search_id``: a search id lets whoever holds it mark that
+        search satisfied (``listing(id, searchId)``, ``runJob``), so a producer could clear competitors'
+        unmet demand with the ids its alerts carried. A one-way digest identifies the alert and grants
+        nothing."""
+        return hashlib.sha256(b"mlrepo-demand-alert:" + self.search_id.encode()).hexdigest()[:32]
 
 
 def category_key(category: str) -> str:

@@ -106,7 +106,10 @@ class DemandInbox:
 
 @strawberry.type(description="One search that just became unmet demand.")
 class DemandAlert:
-    search_id: strawberry.ID
+    id: strawberry.ID = strawberry.field(
+        description="Identifies the alert. Not the search's id, which would let its holder mark the search "
+        "satisfied."
+    )
     text: str
     category: str | None
     reason: str = strawberry.field(description="no_results, no_selection or pipeline_gap.")
@@ -115,7 +118,7 @@ class DemandAlert:
     @classmethod
     def of(cls, alert: DemandAlertValue) -> DemandAlert:
         return cls(
-            search_id=strawberry.ID(alert.search_id),
+            id=strawberry.ID(alert.public_id),
             text=alert.text,
             category=alert.category,
             reason=alert.reason,

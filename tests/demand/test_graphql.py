@@ -15,6 +15,7 @@ from api.app import create_app
 from api.context import Context
 from api.schema import schema
 from catalog.demand import DemandService
+from infra.errors import NotFound
 from infra.settings import Settings
 from infra.tables import Job
 from search.embeddings import Encoder
@@ -29,7 +30,7 @@ SUBSCRIBE = "mutation($c: String!) { subscribeDemand(category: $c) { category cr
 UNSUBSCRIBE = "mutation($c: String!) { unsubscribeDemand(category: $c) }"
 INBOX = "{ demandInbox { subscriptions { category } topics { label count categories { category } } } }"
 MARK_SEEN = "mutation { markDemandSeen { category lastSeenAt } }"
-ALERTS = "subscription($c: String) { demandAlerts(category: $c) { searchId text category reason createdAt } }"
+ALERTS = "subscription($c: String) { demandAlerts(category: $c) { id text category reason createdAt } }"
 
 
 @pytest.fixture
@@ -151,8 +152,12 @@ async def test_demand_alerts_subscription_streams_new_unmet_searches(app: Starle
         pending.cancel()
         await stream.aclose()
     assert not result.errors, result.errors
-    assert result.data["demandAlerts"]["searchId"] == search_id
-    assert result.data["demandAlerts"]["reason"] == "no_results"
+    alert = result.data["demandAlerts"]
+    assert alert["reason"] == "no_results" and alert["text"] == "speech to text in spanish"
+    # The alert names no search id: with one, a producer could mark a competitor's unmet search satisfied.
+    assert search_id not in str(alert)
+    with pytest.raises(NotFound):
+        await demand.record_selection(alert["id"], "any-listing")
 
 
 async def test_demand_alerts_refuse_requesters(app: Starlette) -> None:
