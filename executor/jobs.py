@@ -426,8 +426,9 @@ class JobService:
 
     async def _listing_unavailable(self, row: Job) -> str | None:
         """Why the job's listing may no longer run for its owner, or None. Checked again when the job
-        starts, because it may have waited in the queue while the listing was suspended (its behaviour
-        changed) or made private. A pipeline job re-plans with its owner's visibility instead."""
+        starts, because it may have waited in the queue while the listing (or the dataset a training reads)
+        was suspended (its behaviour changed) or made private. A pipeline job re-plans with its owner's
+        visibility instead."""
         if row.pipeline_id is not None or row.listing_id is None:
             return None
         async with self.db.session() as session:
@@ -439,6 +440,12 @@ class JobService:
             await self.catalog.listings.get(owner, row.listing_id)
         except NotFound:
             return "the listing is no longer available to you (suspended, made private or deleted)"
+        dataset_id = (row.inputs or {}).get("dataset_listing_id")
+        if dataset_id is not None:  # a training reads its dataset when it runs, not when it was queued
+            try:
+                await self.catalog.listings.get(owner, dataset_id)
+            except NotFound:
+                return "the training dataset is no longer available to you (made private or deleted)"
         return None
 
     async def _run_pipeline(self, row: Job, staging: Path) -> tuple[JobStatus, str | None]:

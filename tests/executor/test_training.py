@@ -184,3 +184,39 @@ async def test_malformed_inline_training_examples_are_refused_at_submission(
     ):
         with pytest.raises(BadInput, match=reason):
             await jobs.submit(people["alice"], algorithm.listing_id, "training", records=records)
+
+
+class _HeldQueue:
+    """Jobs stay QUEUED until the test runs them (as when every worker is busy)."""
+
+    async def enqueue(self, job_id: str, resource_class: str, attempt: int) -> None:
+        return None
+
+    async def close(self) -> None:
+        return None
+
+
+async def test_a_training_queued_before_its_dataset_was_made_private_does_not_read_it(
+    catalog, people, settings, bwrap_runtime
+) -> None:
+    """Only the algorithm was checked again when a queued job started: a training that waited while the
+    dataset's producer made it private still read that data and made a model of it for the requester."""
+    algorithm = await publish_model(
+        settings, catalog, people["producer"], ALGORITHM, kind="algorithm", trainable=True, name="word-vote"
+    )
+    dataset_id = await publish_dataset(settings, catalog, people["producer"], EXAMPLES, "reviews")
+    jobs = JobService(settings.model_copy(update={"runtime": "bwrap"}), catalog, queue=_HeldQueue())
+    view = await jobs.submit(people["alice"], algorithm.listing_id, "training", dataset_listing_id=dataset_id)
+    async with catalog.db.session() as session:
+        await session.execute(update(Listing).where(Listing.id == dataset_id).values(visibility="private"))
+
+    assert await jobs.run(view.id) == JobStatus.FAILED
+    failed = await jobs.get(people["alice"], view.id)
+    assert "training dataset is no longer available" in failed.error and "reviews" not in failed.error
+    assert failed.result is None
+    async with catalog.db.session() as session:
+        owned = (
+            await session.scalars(select(Listing.id).where(Listing.owner_id == people["alice"].account_id))
+        ).all()
+        usage = {row.id: row.usage_count for row in await session.scalars(select(Listing))}
+    assert owned == [] and usage[dataset_id] == 0 and usage[algorithm.listing_id] == 0
