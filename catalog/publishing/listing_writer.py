@@ -7,8 +7,9 @@ changes is one ``ListingIndex.atomic`` transaction, built from the listing servi
 helpers (``prepare``, ``check_io``, ``check_kind_rules``), so the rules stay in one place.
 
 Also here: finding the listing a publication targets, with the owner rule (only the listing's owner —
-or an admin — adds versions; anyone else gets FORBIDDEN) and the version rule (versions are immutable:
-an existing version number is a CONFLICT; no number means the next patch version).
+or an admin — adds versions; anyone else gets FORBIDDEN), the kind rule (a new version keeps the
+listing's kind) and the version rule (versions are immutable: an existing version number is a CONFLICT;
+no number means the next patch version).
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from catalog.access import can_modify
 from catalog.actors import Actor
 from catalog.listing_input import parse_listing, parse_listing_patch
 from catalog.listings import EMBEDDED_FIELDS, ListingService, check_io, check_kind_rules
-from infra.errors import Conflict, Forbidden, NotFound
+from infra.errors import BadInput, Conflict, Forbidden, NotFound
 from infra.tables import Listing, ListingVersion, utcnow
 
 
@@ -45,9 +46,17 @@ def next_patch(version: str) -> str:
 
 
 async def resolve_target(
-    listings: ListingService, actor: Actor, name: str, listing_id: str | None, version: str | None
+    listings: ListingService,
+    actor: Actor,
+    name: str,
+    kind: str,
+    listing_id: str | None,
+    version: str | None,
 ) -> Target:
-    """Which listing this publication adds a version to, and which version number it gets."""
+    """Which listing this publication adds a version to, and which version number it gets.
+
+    A new version keeps the listing's kind: a dataset that became a model would break the trainings,
+    pipelines and reviews that name it as a dataset."""
     async with listings.db.session() as session:
         if listing_id is not None:
             row = await session.get(Listing, listing_id)
@@ -61,6 +70,17 @@ async def resolve_target(
             )
         if row is None:
             return Target(None, version or "1.0.0", None)
+        if row.kind != kind and listing_id is None:
+            raise Conflict(
+                f"you already have a {row.kind} listing named {row.name!r}; publish this {kind} under "
+                "another name",
+                field="name",
+            )
+        if row.kind != kind:
+            raise BadInput(
+                f"kind: listing {row.id} is a {row.kind}; a new version of it must be one too, not a {kind}",
+                field="kind",
+            )
         existing = set(
             (
                 await session.scalars(
