@@ -774,24 +774,34 @@ class JobService:
             if records:
                 from executor.training import parse_examples
 
-                parse_examples(list(records))  # refused now, with its reason, not later in the worker
+                examples = parse_examples(list(records))  # refused now, with its reason, not in the worker
+                check_against_input_schema(
+                    input_schema, {f"records[{i}].input": x for i, (x, _) in enumerate(examples)}
+                )
             return {"records": list(records or []), "dataset_listing_id": dataset_listing_id}
         if records is None or not isinstance(records, list | tuple):
             raise BadInput("inference needs records: a list of inputs, a file or a dataset", field="records")
         if len(records) > MAX_RECORDS:
             raise BadInput(f"at most {MAX_RECORDS} records per job; got {len(records)}", field="records")
-        if input_schema is not None:
-            validator = Draft202012Validator(input_schema)
-            for index, record in enumerate(records):
-                if validator.is_valid(record):
-                    continue
-                problems = payload_errors(input_schema, record, limit=3)
-                if problems:
-                    raise BadInput(
-                        f"records[{index}] does not match the listing's input schema: {'; '.join(problems)}",
-                        field=f"records[{index}]",
-                    )
+        check_against_input_schema(
+            input_schema, {f"records[{i}]": record for i, record in enumerate(records)}
+        )
         return {"records": list(records)}
+
+
+def check_against_input_schema(input_schema: dict[str, Any] | None, values: dict[str, Any]) -> None:
+    """Each of ``values`` (named by its place in the request) must match the listing's input schema."""
+    if input_schema is None:
+        return
+    validator = Draft202012Validator(input_schema)
+    for place, value in values.items():
+        if validator.is_valid(value):
+            continue
+        problems = payload_errors(input_schema, value, limit=3)
+        if problems:
+            raise BadInput(
+                f"{place} does not match the listing's input schema: {'; '.join(problems)}", field=place
+            )
 
 
 def _parse_task(task: str) -> JobTask:

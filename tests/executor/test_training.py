@@ -220,3 +220,35 @@ async def test_a_training_queued_before_its_dataset_was_made_private_does_not_re
         ).all()
         usage = {row.id: row.usage_count for row in await session.scalars(select(Listing))}
     assert owned == [] and usage[dataset_id] == 0 and usage[algorithm.listing_id] == 0
+
+
+async def test_training_examples_must_match_the_algorithms_input_schema(
+    jobs, catalog, people, settings
+) -> None:
+    """Inference records were checked against the listing's input schema, training examples never: an
+    image example for a text algorithm was queued and trained on (or failed deep in the producer's code)."""
+    algorithm = await publish_model(
+        settings, catalog, people["producer"], ALGORITHM, kind="algorithm", trainable=True
+    )
+    async with catalog.db.session() as session:
+        await session.execute(
+            update(Listing)
+            .where(Listing.id == algorithm.listing_id)
+            .values(input_format="text@1", input_schema={"type": "string"})
+        )
+    records = [*EXAMPLES, {"input": {"pixels": [0, 255]}, "target": "positive"}]
+    with pytest.raises(
+        BadInput, match=r"records\[20\].input does not match the listing's input schema"
+    ) as bad:
+        await jobs.submit(people["alice"], algorithm.listing_id, "training", records=records)
+    assert bad.value.details["field"] == "records[20].input"
+    async with catalog.db.session() as session:
+        assert (await session.scalars(select(Job.id))).all() == []
+
+    # A dataset's examples are read when the job runs: it fails with the same reason, and makes no model.
+    dataset_id = await publish_dataset(settings, catalog, people["producer"], records, "mixed")
+    view = await jobs.submit(people["alice"], algorithm.listing_id, "training", dataset_listing_id=dataset_id)
+    final = await outcome(jobs, people["alice"], view.id)
+    assert final.status == JobStatus.FAILED
+    assert "training example 21 input does not match the listing's input schema" in final.error
+    assert final.result is None
