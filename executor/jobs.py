@@ -54,6 +54,7 @@ logger = logging.getLogger("mlrepo.executor")
 MAX_RECORDS = 100_000
 IN_PROCESS_MAX_JOBS = 10  # jobs one process runs at once without Redis (an arq worker's ``max_jobs``)
 MAX_LOG_CHARS = 20_000
+CODE_ARTIFACT_KINDS = frozenset({"package", "image"})  # versions that carry a program to run
 RUNNABLE_KINDS = frozenset(
     {ListingKind.MODEL, ListingKind.ALGORITHM, ListingKind.PIPELINE, ListingKind.NOTEBOOK}
 )
@@ -255,7 +256,7 @@ class JobService:
         listing = await self.catalog.listings.get(actor, listing_id)  # NOT_FOUND when not visible
         if listing.kind not in RUNNABLE_KINDS:
             raise BadInput(f"a {listing.kind} listing cannot be run", field="listingId")
-        if listing.kind == ListingKind.PIPELINE:
+        if listing.kind == ListingKind.PIPELINE and not await self._carries_code(listing_id):
             return await self._submit_pipeline(actor, task, records, resources, listing_id=listing_id)
         inputs = self._check_inputs(task, listing.input_schema, records, dataset_listing_id)
         async with self.db.session() as session:
@@ -744,6 +745,13 @@ class JobService:
             latency_ms=latency_ms if success else None,
         )
         self._uses.setdefault(row.id, []).append(use)
+
+    async def _carries_code(self, listing_id: str) -> bool:
+        """A pipeline published as a code package or image runs as one program, like a model; one
+        published from stored steps (``publishPipeline``) runs those steps."""
+        async with self.db.session() as session:
+            version = await self.latest_version(session, listing_id)
+        return version is not None and version.artifact_kind in CODE_ARTIFACT_KINDS
 
     @staticmethod
     async def latest_version(session: Any, listing_id: str | None) -> ListingVersion | None:

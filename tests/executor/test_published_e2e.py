@@ -122,3 +122,27 @@ async def test_a_dataset_published_as_an_archive_feeds_a_job(
     assert final.status == JobStatus.SUCCEEDED, final.error
     # The .jsonl members in path order; the README is not data.
     assert final.result["records"] == [{"output": {"label": "positive"}}, {"output": {"label": "negative"}}]
+
+
+async def test_a_pipeline_published_as_a_code_package_runs(settings, catalog, people, bwrap_runtime) -> None:
+    """The manifest takes kind 'pipeline' for a package (and verified it in the sandbox), but runJob
+    took every pipeline listing for one published from stored steps: "has no stored steps to run"."""
+    settings = settings.model_copy(update={"runtime": "bwrap", "job_heartbeat_s": 0.2})
+    publishing = PublishingService(settings, catalog.db, catalog.listings, ExecutorSandbox(settings))
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as zf:
+        zf.writestr("mlrepo.json", json.dumps({**MANIFEST, "name": "packaged-chain", "kind": "pipeline"}))
+        zf.writestr("predict.py", PREDICT)
+    publication = await publishing.submit_package(people["producer"], io.BytesIO(buffer.getvalue()))
+    await publishing.queue.drain()
+    publication = await publishing.get(people["producer"], publication.id)
+    assert publication.status == "published", publication.error
+
+    jobs = JobService(settings, catalog)
+    try:
+        view = await jobs.submit(people["alice"], publication.listing_id, "inference", records=["great fun"])
+        final = [v async for v in jobs.watch(people["alice"], view.id)][-1]
+    finally:
+        await jobs.queue.close()
+    assert final.status == JobStatus.SUCCEEDED, final.error
+    assert final.result["records"] == [{"output": {"label": "positive"}}]
