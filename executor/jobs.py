@@ -33,6 +33,7 @@ from sqlalchemy import select, update
 from catalog.actors import Actor
 from catalog.enums import JobStatus, JobTask, ListingKind, UsageKind
 from catalog.formats import payload_errors
+from catalog.pipelines.store import carries_code
 from executor.allocation import Allocation, Quota, allocate, queue_for
 from executor.batching import BatchProgress
 from executor.datasets import dataset_lines, inference_inputs
@@ -54,7 +55,6 @@ logger = logging.getLogger("mlrepo.executor")
 MAX_RECORDS = 100_000
 IN_PROCESS_MAX_JOBS = 10  # jobs one process runs at once without Redis (an arq worker's ``max_jobs``)
 MAX_LOG_CHARS = 20_000
-CODE_ARTIFACT_KINDS = frozenset({"package", "image"})  # versions that carry a program to run
 RUNNABLE_KINDS = frozenset(
     {ListingKind.MODEL, ListingKind.ALGORITHM, ListingKind.PIPELINE, ListingKind.NOTEBOOK}
 )
@@ -750,8 +750,7 @@ class JobService:
         """A pipeline published as a code package or image runs as one program, like a model; one
         published from stored steps (``publishPipeline``) runs those steps."""
         async with self.db.session() as session:
-            version = await self.latest_version(session, listing_id)
-        return version is not None and version.artifact_kind in CODE_ARTIFACT_KINDS
+            return await carries_code(session, listing_id)
 
     @staticmethod
     async def latest_version(session: Any, listing_id: str | None) -> ListingVersion | None:
