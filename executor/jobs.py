@@ -41,7 +41,7 @@ from executor.events import JobEvents, LocalJobEvents
 from executor.gpus import GpuPool, leased_gpus, parse_devices, shared_pool
 from executor.inference import InferencePlan, result_payload, run_inference, verdict
 from executor.output_filter import OutputFilter
-from executor.packages import prepare_runnable
+from executor.packages import commands_of, prepare_runnable
 from executor.runtimes import Limits, RuntimeSelector
 from infra.errors import BadInput, NotFound, Unauthenticated
 from infra.settings import Settings
@@ -266,11 +266,13 @@ class JobService:
             quota = Quota(account.quota_cpu, account.quota_memory_mb, account.quota_gpu)
             suggested = listing.training_resources if task == JobTask.TRAINING else listing.resources
             allocation = allocate(suggested or listing.resources, resources, quota)
-            if (
-                await session.scalar(select(ListingVersion.id).where(ListingVersion.listing_id == listing_id))
-                is None
-            ):
+            version = await self.latest_version(session, listing_id)
+            if version is None:
                 raise BadInput("this listing has no published version to run", field="listingId")
+            if task == JobTask.TRAINING and commands_of(version.manifest or {})[1] is None:
+                raise BadInput(
+                    f"{listing.name!r} cannot be trained: it declares no train entrypoint", field="listingId"
+                )
             row = Job(
                 owner_id=actor.account_id,
                 listing_id=listing_id,

@@ -252,3 +252,15 @@ async def test_training_examples_must_match_the_algorithms_input_schema(
     assert final.status == JobStatus.FAILED
     assert "training example 21 input does not match the listing's input schema" in final.error
     assert final.result is None
+
+
+async def test_a_listing_without_a_train_entrypoint_is_refused_at_submission(
+    jobs, catalog, people, settings
+) -> None:
+    """Training a model that declares no train entrypoint was queued, took a worker and a copy of the
+    package, then failed there; the version says so at submission already."""
+    model = await publish_model(settings, catalog, people["producer"], ALGORITHM, name="ready-model")
+    with pytest.raises(BadInput, match="'ready-model' cannot be trained: it declares no train entrypoint"):
+        await jobs.submit(people["alice"], model.listing_id, "training", records=EXAMPLES)
+    async with catalog.db.session() as session:
+        assert (await session.scalars(select(Job.id))).all() == []
