@@ -33,6 +33,7 @@ from sqlalchemy import select, update
 from catalog.actors import Actor
 from catalog.enums import JobStatus, JobTask, ListingKind, UsageKind
 from catalog.formats import payload_errors
+from catalog.pipelines.store import carries_code
 from executor.allocation import Allocation, Quota, allocate, queue_for
 from executor.batching import BatchProgress
 from executor.datasets import dataset_lines, inference_inputs
@@ -40,7 +41,7 @@ from executor.events import JobEvents, LocalJobEvents
 from executor.gpus import GpuPool, leased_gpus, parse_devices, shared_pool
 from executor.inference import InferencePlan, result_payload, run_inference, verdict
 from executor.output_filter import OutputFilter
-from executor.packages import prepare_runnable
+from executor.packages import commands_of, prepare_runnable
 from executor.runtimes import Limits, RuntimeSelector
 from infra.errors import BadInput, MlrepoError, NotFound, Unauthenticated
 from infra.settings import Settings
@@ -257,7 +258,7 @@ class JobService:
         listing = await self.catalog.listings.get(actor, listing_id)  # NOT_FOUND when not visible
         if listing.kind not in RUNNABLE_KINDS:
             raise BadInput(f"a {listing.kind} listing cannot be run", field="listingId")
-        if listing.kind == ListingKind.PIPELINE:
+        if listing.kind == ListingKind.PIPELINE and not await self._carries_code(listing_id):
             return await self._submit_pipeline(actor, task, records, resources, listing_id=listing_id)
         inputs = self._check_inputs(task, listing.input_schema, records, dataset_listing_id)
         async with self.db.session() as session:
@@ -267,11 +268,13 @@ class JobService:
             quota = Quota(account.quota_cpu, account.quota_memory_mb, account.quota_gpu)
             suggested = listing.training_resources if task == JobTask.TRAINING else listing.resources
             allocation = allocate(suggested or listing.resources, resources, quota)
-            if (
-                await session.scalar(select(ListingVersion.id).where(ListingVersion.listing_id == listing_id))
-                is None
-            ):
+            version = await self.latest_version(session, listing_id)
+            if version is None:
                 raise BadInput("this listing has no published version to run", field="listingId")
+            if task == JobTask.TRAINING and commands_of(version.manifest or {})[1] is None:
+                raise BadInput(
+                    f"{listing.name!r} cannot be trained: it declares no train entrypoint", field="listingId"
+                )
             row = Job(
                 owner_id=actor.account_id,
                 listing_id=listing_id,
@@ -747,6 +750,12 @@ class JobService:
         )
         self._uses.setdefault(row.id, []).append(use)
 
+    async def _carries_code(self, listing_id: str) -> bool:
+        """A pipeline published as a code package or image runs as one program, like a model; one
+        published from stored steps (``publishPipeline``) runs those steps."""
+        async with self.db.session() as session:
+            return await carries_code(session, listing_id)
+
     @staticmethod
     async def latest_version(session: Any, listing_id: str | None) -> ListingVersion | None:
         return await session.scalar(
@@ -776,23 +785,18 @@ class JobService:
             if records:
                 from executor.training import parse_examples
 
-                parse_examples(list(records))  # refused now, with its reason, not later in the worker
+                examples = parse_examples(list(records))  # refused now, with its reason, not in the worker
+                check_against_input_schema(
+                    input_schema, {f"records[{i}].input": x for i, (x, _) in enumerate(examples)}
+                )
             return {"records": list(records or []), "dataset_listing_id": dataset_listing_id}
         if records is None or not isinstance(records, list | tuple):
             raise BadInput("inference needs records: a list of inputs, a file or a dataset", field="records")
         if len(records) > MAX_RECORDS:
             raise BadInput(f"at most {MAX_RECORDS} records per job; got {len(records)}", field="records")
-        if input_schema is not None:
-            validator = Draft202012Validator(input_schema)
-            for index, record in enumerate(records):
-                if validator.is_valid(record):
-                    continue
-                problems = payload_errors(input_schema, record, limit=3)
-                if problems:
-                    raise BadInput(
-                        f"records[{index}] does not match the listing's input schema: {'; '.join(problems)}",
-                        field=f"records[{index}]",
-                    )
+        check_against_input_schema(
+            input_schema, {f"records[{i}]": record for i, record in enumerate(records)}
+        )
         return {"records": list(records)}
 
 
@@ -802,6 +806,21 @@ def failure_reason(job_id: str, exc: Exception) -> str:
     if isinstance(exc, MlrepoError):
         return f"{type(exc).__name__}: {exc.message}"
     return INTERNAL_FAILURE.format(job_id=job_id)
+
+
+def check_against_input_schema(input_schema: dict[str, Any] | None, values: dict[str, Any]) -> None:
+    """Each of ``values`` (named by its place in the request) must match the listing's input schema."""
+    if input_schema is None:
+        return
+    validator = Draft202012Validator(input_schema)
+    for place, value in values.items():
+        if validator.is_valid(value):
+            continue
+        problems = payload_errors(input_schema, value, limit=3)
+        if problems:
+            raise BadInput(
+                f"{place} does not match the listing's input schema: {'; '.join(problems)}", field=place
+            )
 
 
 def _parse_task(task: str) -> JobTask:

@@ -38,7 +38,7 @@ from catalog.publishing.packaging import normalize_package
 from executor.datasets import dataset_lines
 from executor.gpus import leased_gpus
 from executor.inference import InferencePlan, run_inference
-from executor.jobs import JOB_LABEL, _append_log
+from executor.jobs import JOB_LABEL, _append_log, check_against_input_schema
 from executor.output_filter import OutputFilter
 from executor.packages import prepare_runnable
 from executor.runtimes import DockerRuntime, Package, RunRequest
@@ -97,6 +97,10 @@ async def run_training_job(service: JobService, row: Job, staging: Path) -> tupl
     if algorithm is None or version is None or owner is None:
         return JobStatus.FAILED, "the algorithm, its published version or your account no longer exists"
     examples = parse_examples(await _load_examples(service, row, dataset_id))
+    # Inline examples were checked at submission; a dataset's are read only now.
+    check_against_input_schema(
+        algorithm.input_schema, {f"training example {i + 1} input": x for i, (x, _) in enumerate(examples)}
+    )
     train, holdout = split(examples, row.id)
     name = f"{algorithm.name}-trained-{row.id[:8]}"
     earlier = await _model_of_earlier_attempt(service, row, name)

@@ -26,6 +26,7 @@ from catalog.pipelines.running import RunPlan, StepPlan, resource_class_for
 from catalog.pipelines.search_context import PipelineSlot, restrict_filters
 from catalog.pipelines.store import (
     Row,
+    carries_code,
     check_training_data,
     chosen_pairs,
     load_rows,
@@ -183,7 +184,7 @@ class PipelineService:
                     ) from None
             else:
                 await visible_listing(session, actor, listing.id)
-            if runs.kind == ListingKind.PIPELINE:
+            if runs.kind == ListingKind.PIPELINE and not await carries_code(session, runs.id):
                 source = await source_pipeline(session, runs.id)
                 if source is None:
                     raise BadInput(f"pipeline listing {runs.name!r} has no stored steps to run")

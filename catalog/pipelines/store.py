@@ -20,7 +20,9 @@ from catalog.formats import canonical_ref
 from catalog.pipelines.conditioning import needs_training
 from catalog.pipelines.views import StepRole, unavailable_reason
 from infra.errors import BadInput, NotFound, Unauthenticated
-from infra.tables import Listing, Pipeline, PipelineStep
+from infra.tables import Listing, ListingVersion, Pipeline, PipelineStep
+
+CODE_ARTIFACT_KINDS = frozenset({"package", "image"})  # versions that carry a program to run
 
 Row = tuple[PipelineStep, Listing]
 
@@ -118,6 +120,18 @@ async def source_pipeline(session: AsyncSession, listing_id: str) -> Pipeline | 
     return (
         await session.execute(select(Pipeline).where(Pipeline.listing_id == listing_id))
     ).scalar_one_or_none()
+
+
+async def carries_code(session: AsyncSession, listing_id: str) -> bool:
+    """Whether the listing's latest version is a program (a code package or an image): a pipeline
+    published that way runs as one step, like a model, not through stored steps."""
+    kind = await session.scalar(
+        select(ListingVersion.artifact_kind)
+        .where(ListingVersion.listing_id == listing_id)
+        .order_by(ListingVersion.created_at.desc())
+        .limit(1)
+    )
+    return kind in CODE_ARTIFACT_KINDS
 
 
 async def refuse_cycle(session: AsyncSession, pipeline: Pipeline, listing: Listing) -> None:

@@ -7,8 +7,9 @@ changes is one ``ListingIndex.atomic`` transaction, built from the listing servi
 helpers (``prepare``, ``check_io``, ``check_kind_rules``), so the rules stay in one place.
 
 Also here: finding the listing a publication targets, with the owner rule (only the listing's owner —
-or an admin — adds versions; anyone else gets FORBIDDEN) and the version rule (versions are immutable:
-an existing version number is a CONFLICT; no number means the next patch version).
+or an admin — adds versions; anyone else gets FORBIDDEN), the kind rule (a new version keeps the
+listing's kind) and the version rule (versions are immutable: an existing version number is a CONFLICT;
+no number means the next patch version).
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from catalog.listings import (
     check_kind_rules,
     require_modifiable,
 )
-from infra.errors import Conflict, NotFound
+from infra.errors import BadInput, Conflict, NotFound
 from infra.tables import Listing, ListingVersion, utcnow
 
 NOT_OWNER = "only the listing's owner may publish a new version of it"
@@ -52,9 +53,17 @@ def next_patch(version: str) -> str:
 
 
 async def resolve_target(
-    listings: ListingService, actor: Actor, name: str, listing_id: str | None, version: str | None
+    listings: ListingService,
+    actor: Actor,
+    name: str,
+    kind: str,
+    listing_id: str | None,
+    version: str | None,
 ) -> Target:
-    """Which listing this publication adds a version to, and which version number it gets."""
+    """Which listing this publication adds a version to, and which version number it gets.
+
+    A new version keeps the listing's kind: a dataset that became a model would break the trainings,
+    pipelines and reviews that name it as a dataset."""
     async with listings.db.session() as session:
         if listing_id is not None:
             row = await require_modifiable(
@@ -66,6 +75,17 @@ async def resolve_target(
             )
         if row is None:
             return Target(None, version or "1.0.0", None)
+        if row.kind != kind and listing_id is None:
+            raise Conflict(
+                f"you already have a {row.kind} listing named {row.name!r}; publish this {kind} under "
+                "another name",
+                field="name",
+            )
+        if row.kind != kind:
+            raise BadInput(
+                f"kind: listing {row.id} is a {row.kind}; a new version of it must be one too, not a {kind}",
+                field="kind",
+            )
         existing = set(
             (
                 await session.scalars(

@@ -280,6 +280,7 @@ class PublishWorkflow:
             self.listings,
             job.actor,
             job.manifest.name,
+            job.manifest.kind.value,
             job.listing_id or job.manifest.listing_id,
             job.manifest.version,
         )

@@ -7,10 +7,13 @@ import io
 import json
 import zipfile
 
+import pytest
+
 from catalog.enums import JobStatus
 from catalog.publishing.service import InProcessQueue, PublishingService
 from executor.jobs import JobService
 from executor.publish_sandbox import ExecutorSandbox
+from infra.errors import BadInput
 
 PREDICT = """
 import json, sys
@@ -62,3 +65,84 @@ async def test_a_published_package_runs_as_a_job(settings, catalog, people, bwra
     assert final.status == JobStatus.SUCCEEDED, final.error
     # "words" is not in class-label@1: dropped before it is stored or shown.
     assert final.result["records"] == [{"output": {"label": "positive"}}, {"output": {"label": "negative"}}]
+
+
+def zip_of(files: dict[str, str]) -> bytes:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as zf:
+        for name, text in files.items():
+            zf.writestr(name, text)
+    return buffer.getvalue()
+
+
+def dataset_archive() -> bytes:
+    """A dataset as producers ship them: JSON-lines parts in a folder, with a README beside them."""
+    return zip_of(
+        {
+            "reviews/README.md": "Two parts of labelled reviews.\n",
+            "reviews/part-2.jsonl": json.dumps({"input": "meh", "target": "negative"}) + "\n",
+            "reviews/part-1.jsonl": json.dumps({"input": "great fun", "target": "positive"}) + "\n",
+        }
+    )
+
+
+async def test_a_dataset_published_as_an_archive_feeds_a_job(
+    settings, catalog, people, bwrap_runtime
+) -> None:
+    """A dataset archive is published (extracted safely, stored as uploaded), but a job read the stored
+    archive's bytes as JSON lines: every archive dataset failed as "line 1 is not JSON"."""
+    settings = settings.model_copy(update={"runtime": "bwrap", "job_heartbeat_s": 0.2})
+    publishing = PublishingService(settings, catalog.db, catalog.listings, ExecutorSandbox(settings))
+    manifest = {"name": "review-parts", "kind": "dataset", "category": "Natural Language Processing"}
+    model = await publishing.submit_package(people["producer"], io.BytesIO(package()))
+    dataset = await publishing.submit_dataset(people["producer"], io.BytesIO(dataset_archive()), manifest)
+    await publishing.queue.drain()
+    model, dataset = [await publishing.get(people["producer"], p.id) for p in (model, dataset)]
+    assert model.status == dataset.status == "published", (model.error, dataset.error)
+    model_id, dataset_id = model.listing_id, dataset.listing_id
+
+    readme_only = await publishing.submit_dataset(
+        people["producer"],
+        io.BytesIO(zip_of({"README.md": "no data here"})),
+        {**manifest, "name": "review-notes"},
+    )
+    await publishing.queue.drain()
+    readme_only = await publishing.get(people["producer"], readme_only.id)
+
+    jobs = JobService(settings, catalog)
+    try:
+        view = await jobs.submit(people["alice"], model_id, "inference", dataset_listing_id=dataset_id)
+        final = [v async for v in jobs.watch(people["alice"], view.id)][-1]
+        with pytest.raises(BadInput, match="holds no JSON-lines file"):
+            await jobs.submit(
+                people["alice"], model_id, "inference", dataset_listing_id=readme_only.listing_id
+            )
+    finally:
+        await jobs.queue.close()
+    assert final.status == JobStatus.SUCCEEDED, final.error
+    # The .jsonl members in path order; the README is not data.
+    assert final.result["records"] == [{"output": {"label": "positive"}}, {"output": {"label": "negative"}}]
+
+
+async def test_a_pipeline_published_as_a_code_package_runs(settings, catalog, people, bwrap_runtime) -> None:
+    """The manifest takes kind 'pipeline' for a package (and verified it in the sandbox), but runJob
+    took every pipeline listing for one published from stored steps: "has no stored steps to run"."""
+    settings = settings.model_copy(update={"runtime": "bwrap", "job_heartbeat_s": 0.2})
+    publishing = PublishingService(settings, catalog.db, catalog.listings, ExecutorSandbox(settings))
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as zf:
+        zf.writestr("mlrepo.json", json.dumps({**MANIFEST, "name": "packaged-chain", "kind": "pipeline"}))
+        zf.writestr("predict.py", PREDICT)
+    publication = await publishing.submit_package(people["producer"], io.BytesIO(buffer.getvalue()))
+    await publishing.queue.drain()
+    publication = await publishing.get(people["producer"], publication.id)
+    assert publication.status == "published", publication.error
+
+    jobs = JobService(settings, catalog)
+    try:
+        view = await jobs.submit(people["alice"], publication.listing_id, "inference", records=["great fun"])
+        final = [v async for v in jobs.watch(people["alice"], view.id)][-1]
+    finally:
+        await jobs.queue.close()
+    assert final.status == JobStatus.SUCCEEDED, final.error
+    assert final.result["records"] == [{"output": {"label": "positive"}}]

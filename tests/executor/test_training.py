@@ -208,3 +208,47 @@ async def test_malformed_inline_training_examples_are_refused_at_submission(
     ):
         with pytest.raises(BadInput, match=reason):
             await jobs.submit(people["alice"], algorithm.listing_id, "training", records=records)
+
+
+async def test_training_examples_must_match_the_algorithms_input_schema(
+    jobs, catalog, people, settings
+) -> None:
+    """Inference records were checked against the listing's input schema, training examples never: an
+    image example for a text algorithm was queued and trained on (or failed deep in the producer's code)."""
+    algorithm = await publish_model(
+        settings, catalog, people["producer"], ALGORITHM, kind="algorithm", trainable=True
+    )
+    async with catalog.db.session() as session:
+        await session.execute(
+            update(Listing)
+            .where(Listing.id == algorithm.listing_id)
+            .values(input_format="text@1", input_schema={"type": "string"})
+        )
+    records = [*EXAMPLES, {"input": {"pixels": [0, 255]}, "target": "positive"}]
+    with pytest.raises(
+        BadInput, match=r"records\[20\].input does not match the listing's input schema"
+    ) as bad:
+        await jobs.submit(people["alice"], algorithm.listing_id, "training", records=records)
+    assert bad.value.details["field"] == "records[20].input"
+    async with catalog.db.session() as session:
+        assert (await session.scalars(select(Job.id))).all() == []
+
+    # A dataset's examples are read when the job runs: it fails with the same reason, and makes no model.
+    dataset_id = await publish_dataset(settings, catalog, people["producer"], records, "mixed")
+    view = await jobs.submit(people["alice"], algorithm.listing_id, "training", dataset_listing_id=dataset_id)
+    final = await outcome(jobs, people["alice"], view.id)
+    assert final.status == JobStatus.FAILED
+    assert "training example 21 input does not match the listing's input schema" in final.error
+    assert final.result is None
+
+
+async def test_a_listing_without_a_train_entrypoint_is_refused_at_submission(
+    jobs, catalog, people, settings
+) -> None:
+    """Training a model that declares no train entrypoint was queued, took a worker and a copy of the
+    package, then failed there; the version says so at submission already."""
+    model = await publish_model(settings, catalog, people["producer"], ALGORITHM, name="ready-model")
+    with pytest.raises(BadInput, match="'ready-model' cannot be trained: it declares no train entrypoint"):
+        await jobs.submit(people["alice"], model.listing_id, "training", records=EXAMPLES)
+    async with catalog.db.session() as session:
+        assert (await session.scalars(select(Job.id))).all() == []

@@ -31,7 +31,7 @@ from executor.output_filter import OutputFilter
 from executor.runtimes import BwrapRuntime, Package
 from executor.runtimes.base import Limits
 from infra.errors import BadInput
-from infra.tables import Listing
+from infra.tables import Listing, ListingVersion
 from tests.services import require_service
 
 from .demo_chain import gray
@@ -224,3 +224,40 @@ async def test_inputs_must_fit_the_first_step(
         BadInput, match=r"input record 1 does not fit step 1 'street-object-detector' \(image@1\)"
     ):
         await run_pipeline(plan, [gray(1, 1, set()), {"text": "not an image"}], never)
+
+
+async def test_a_pipeline_listing_published_as_code_is_one_step(
+    service: PipelineService, requester: Actor, make_listing: MakeListing, vision: dict[str, Listing], db
+) -> None:
+    """A pipeline published as a code package runs as one program; as a step, planning wanted the stored
+    steps only publishPipeline leaves ("has no stored steps to run") and refused the whole pipeline."""
+    packaged = await make_listing(
+        "packaged-crop-classifier",
+        kind="pipeline",
+        input_format="image-crops@1",
+        output_format="predictions@1",
+    )
+    described = await make_listing(
+        "described-crop-classifier",
+        kind="pipeline",
+        input_format="image-crops@1",
+        output_format="predictions@1",
+    )
+    async with db.session() as session:
+        session.add(ListingVersion(listing_id=packaged.id, version="1.0.0", artifact_kind="package"))
+        session.add(ListingVersion(listing_id=described.id, version="1.0.0", artifact_kind="metadata"))
+    pipelines = {}
+    for name, last in (("packaged", packaged), ("described", described)):
+        pipeline = await service.create(requester, name)
+        await service.add_step(requester, pipeline.id, vision["detector"].id)
+        await service.add_step(requester, pipeline.id, last.id)
+        pipelines[name] = pipeline.id
+
+    plan = await service.plan_run(requester, pipelines["packaged"])
+    assert [s.listing_name for s in plan.steps] == [
+        "street-object-detector",
+        "boxes-to-crops",
+        "packaged-crop-classifier",
+    ]
+    with pytest.raises(BadInput, match="'described-crop-classifier' has no stored steps to run"):
+        await service.plan_run(requester, pipelines["described"])

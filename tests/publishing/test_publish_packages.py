@@ -336,6 +336,31 @@ async def test_existing_version_number_is_a_conflict(publishing: PublishingServi
     assert again.status == "failed" and step(again, "package").error_code == "CONFLICT"
 
 
+async def test_a_new_version_keeps_the_listings_kind(
+    publishing: PublishingService, app: CatalogApp, alice: Actor
+) -> None:
+    """A model published under the name of its producer's dataset (or onto its id) became that dataset's
+    next version: the dataset listing turned into a model, and trainings and pipelines naming it broke."""
+    manifest = {"name": "tiny-sentiment", "kind": "dataset", "category": "Natural Language Processing"}
+    data = await publishing.submit_dataset(
+        alice, io.BytesIO(b'{"input": "great", "target": "pos"}\n'), manifest
+    )
+    await publishing.queue.drain()
+    data = await publishing.get(alice, data.id)
+    assert data.status == "published", data.error
+
+    by_name = await publish(publishing, alice, zip_bytes(package_files(sentiment_manifest())))
+    assert by_name.status == "failed" and step(by_name, "package").error_code == "CONFLICT"
+    assert "dataset listing named 'tiny-sentiment'" in by_name.error
+    by_id = await publish(
+        publishing, alice, zip_bytes(package_files(sentiment_manifest())), listing_id=data.listing_id
+    )
+    assert by_id.status == "failed" and step(by_id, "package").error_code == "BAD_INPUT"
+    listing = await app.listings.get(alice, data.listing_id)
+    assert listing.kind == "dataset" and listing.version == "1.0.0"
+    assert [v.version for v in await versions_of(app, data.listing_id)] == ["1.0.0"]
+
+
 async def test_requesters_and_strangers_cannot_publish_or_peek(
     publishing: PublishingService, alice: Actor, bob: Actor, mallory: Actor
 ) -> None:
