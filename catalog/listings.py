@@ -135,6 +135,34 @@ def decode_cursor(cursor: str) -> tuple[datetime, str]:
 # ---------------------------------------------------------------------------- helpers
 
 
+async def metadata_version(session: AsyncSession, listing_id: str, version: str) -> ListingVersion:
+    """The version row of an edit that changes only the listing's fields.
+
+    Jobs, verification and pipelines run a listing's latest version. A version number given by an edit
+    changes no code, so its row points at the artifact of the latest version that has one (its package
+    or image, manifest, encryption and verification signatures): the listing keeps running what it ran.
+    A listing that never had an artifact (created from fields alone) gets a bare ``metadata`` row."""
+    published = await session.scalar(
+        select(ListingVersion)
+        .where(ListingVersion.listing_id == listing_id, ListingVersion.artifact_kind != "metadata")
+        .order_by(ListingVersion.created_at.desc())
+        .limit(1)
+    )
+    if published is None:
+        return ListingVersion(listing_id=listing_id, version=version, artifact_kind="metadata")
+    return ListingVersion(
+        listing_id=listing_id,
+        version=version,
+        artifact_kind=published.artifact_kind,
+        artifact_digest=published.artifact_digest,
+        image_ref=published.image_ref,
+        manifest=dict(published.manifest or {}),
+        encrypted=published.encrypted,
+        reference_signatures=dict(published.reference_signatures or {}),
+        notes=f"fields edited; runs the {published.artifact_kind} of version {published.version}",
+    )
+
+
 def subcategory_values(db: Database):
     """The elements of ``listings.subcategories`` as a table (JSON functions differ per engine)."""
     if db.is_sqlite:
@@ -403,9 +431,7 @@ class ListingService:
                     await session.execute(delete(ListingShare).where(ListingShare.listing_id == listing_id))
                     session.add_all(ListingShare(listing_id=listing_id, account_id=a) for a in new_shares)
                 if row.version != old_version:
-                    session.add(
-                        ListingVersion(listing_id=row.id, version=row.version, artifact_kind="metadata")
-                    )
+                    session.add(await metadata_version(session, row.id, row.version))
                 changes.put(row)
                 await session.flush()
                 shares = (await shares_of(session, [row.id])).get(row.id, [])
