@@ -28,6 +28,8 @@ from catalog.formats import normalize_format, validate_listing_io
 from catalog.indexing import ListingIndex, shares_of, shares_read
 from catalog.listing_input import ListingFields, ListingInput, parse_listing, parse_listing_patch
 from catalog.listing_view import VIEW_SELECT, ListingView
+from catalog.provenance import refuse_redistribution
+from catalog.versions import latest_published_version
 from infra.db import Database
 from infra.errors import BadInput, Conflict, Forbidden, NotFound, Unauthenticated
 from infra.tables import Account, Listing, ListingShare, ListingVersion, utcnow
@@ -142,12 +144,7 @@ async def metadata_version(session: AsyncSession, listing_id: str, version: str)
     changes no code, so its row points at the artifact of the latest version that has one (its package
     or image, manifest, encryption and verification signatures): the listing keeps running what it ran.
     A listing that never had an artifact (created from fields alone) gets a bare ``metadata`` row."""
-    published = await session.scalar(
-        select(ListingVersion)
-        .where(ListingVersion.listing_id == listing_id, ListingVersion.artifact_kind != "metadata")
-        .order_by(ListingVersion.created_at.desc())
-        .limit(1)
-    )
+    published = await latest_published_version(session, listing_id)
     if published is None:
         return ListingVersion(listing_id=listing_id, version=version, artifact_kind="metadata")
     return ListingVersion(
@@ -409,11 +406,10 @@ class ListingService:
             row = await self._modifiable(session, actor, listing_id)
             self._check_update(row, values)
             visibility = values.get("visibility", row.visibility)
-            new_shares = (
-                await self._resolve_shares(session, patch, visibility)
-                if "shared_with" in patch.given() or "visibility" in values
-                else None
-            )
+            audience_changes = "shared_with" in patch.given() or "visibility" in values
+            if audience_changes and visibility != Visibility.PRIVATE:
+                await refuse_redistribution(session, row.id)
+            new_shares = await self._resolve_shares(session, patch, visibility) if audience_changes else None
         vector_row = None
         if set(EMBEDDED_FIELDS) & set(values):  # encode outside the transaction: no lock held while it runs
             vector_row = Listing(**{c: values.get(c, getattr(row, c)) for c in EMBEDDED_FIELDS})
