@@ -7,25 +7,21 @@ updated before the commit, and if the commit fails the index change is undone.
 
 from __future__ import annotations
 
-import base64
-import binascii
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, and_, delete, exists, func, or_, select, true
+from sqlalchemy import Connection, delete, exists, func, or_, select, true
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from catalog.access import can_modify, can_see, visible_to
 from catalog.actors import Actor
 from catalog.choices import parse_choices
-from catalog.clock import as_utc
 from catalog.enums import ListingKind, Visibility
 from catalog.formats import normalize_format, validate_listing_io
 from catalog.indexing import ListingIndex, shares_of, shares_read
+from catalog.keyset import check_page_size, encode_cursor, newest_first
 from catalog.listing_input import ListingFields, ListingInput, parse_listing, parse_listing_patch
 from catalog.listing_view import VIEW_SELECT, ListingView
 from catalog.provenance import refuse_redistribution
@@ -115,23 +111,6 @@ async def require_modifiable(
             raise NotFound(f"no listing with id {listing_id!r}")
         raise Forbidden(refusal)
     return row
-
-
-# ---------------------------------------------------------------------------- cursors
-
-
-def encode_cursor(created_at: datetime, listing_id: str) -> str:
-    raw = json.dumps([as_utc(created_at).isoformat(), listing_id]).encode()
-    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
-
-
-def decode_cursor(cursor: str) -> tuple[datetime, str]:
-    try:
-        padded = cursor + "=" * (-len(cursor) % 4)
-        stamp, listing_id = json.loads(base64.urlsafe_b64decode(padded.encode()))
-        return as_utc(datetime.fromisoformat(stamp)), str(listing_id)
-    except (ValueError, TypeError, binascii.Error, json.JSONDecodeError):
-        raise BadInput(f"'after' is not a cursor this service issued: {cursor!r}", field="after") from None
 
 
 # ---------------------------------------------------------------------------- helpers
@@ -232,18 +211,11 @@ class ListingService:
         max_page_size: int = 100,
     ) -> Page:
         """Newest first, with an opaque cursor (``after`` = the previous page's ``end_cursor``)."""
-        if first < 1 or first > max_page_size:
-            raise BadInput(f"first must be between 1 and {max_page_size}; got {first}", field="first")
+        check_page_size(first, max_page_size)
         conditions = [visible_to(actor), *self._filter_conditions(filter or ListingFilter())]
         async with self.db.session() as session:
             total = await session.scalar(select(func.count()).select_from(Listing).where(*conditions)) or 0
-            query = select(Listing).where(*conditions)
-            if after:
-                stamp, last_id = decode_cursor(after)
-                query = query.where(
-                    or_(Listing.created_at < stamp, and_(Listing.created_at == stamp, Listing.id < last_id))
-                )
-            query = query.order_by(Listing.created_at.desc(), Listing.id.desc()).limit(first + 1)
+            query = newest_first(select(Listing).where(*conditions), Listing, after, first)
             rows = list((await session.scalars(query)).all())
             has_next = len(rows) > first
             rows = rows[:first]

@@ -10,7 +10,8 @@ from strawberry.scalars import JSON
 from api.graphql.convert import errors_in_graphql_terms, given_fields
 from api.graphql.types import Account, Listing, ListingKind, PageInfo, ResourcesInput, Review, Visibility
 from catalog.enums import UsageKind
-from catalog.listings import ListingFilter, encode_cursor
+from catalog.keyset import encode_cursor
+from catalog.listings import ListingFilter
 
 # GraphQL names that differ from the catalog's listing fields (``catalog.listing_input.ListingFields``).
 LISTING_INPUT_NAMES = {
