@@ -214,3 +214,9 @@ class Mutation:
     ) -> Review:
         ctx = info.context
         return Review.from_view(await ctx.catalog.reviews.add(ctx.actor, str(listing_id), rating, text))
+
+    @strawberry.mutation(description="Withdraw a review: its author's own, or any review for an admin.")
+    async def delete_review(self, info: strawberry.Info, id: strawberry.ID) -> DeletePayload:
+        ctx = info.context
+        await ctx.catalog.reviews.delete(ctx.actor, str(id))
+        return DeletePayload(id=id, deleted=True)
