@@ -329,6 +329,34 @@ def token_create(
     typer.echo(token.secret)
 
 
+@token_app.command("list")
+def token_list(ctx: typer.Context, account: str = typer.Argument(..., help="Account name or id.")) -> None:
+    """List an account's tokens, newest first: id, name, created, last used, revoked (never secrets)."""
+    settings = settings_of(ctx)
+
+    async def run():
+        async with open_catalog(settings, with_index=False) as catalog:
+            return await catalog.accounts.tokens(None, account)
+
+    for token in run_async(run()):
+        used = token.last_used_at.isoformat(timespec="seconds") if token.last_used_at else "never used"
+        state = "revoked" if token.revoked else "active"
+        typer.echo(f"{token.id}  {token.name}  created {token.created_at:%Y-%m-%d %H:%M}  {used}  {state}")
+
+
+@token_app.command("revoke")
+def token_revoke(ctx: typer.Context, token_id: str = typer.Argument(..., help="The token's id.")) -> None:
+    """Revoke a token at once (as the operator: no token needed); requests with it are refused."""
+    settings = settings_of(ctx)
+
+    async def run():
+        async with open_catalog(settings, with_index=False) as catalog:
+            return await catalog.accounts.revoke_token(None, token_id)
+
+    token = run_async(run())
+    typer.echo(f"revoked token {token.id} ({token.name}) of account {token.account_id}")
+
+
 def _register_areas() -> None:
     for module in import_areas("api.commands", COMMAND_AREAS):
         module.register(app)

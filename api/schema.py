@@ -33,7 +33,7 @@ from strawberry.types import ExecutionContext
 from api.areas import import_areas
 from api.errors import ErrorCodes
 
-AREAS: tuple[str, ...] = ("listings", "search", "jobs", "publishing", "pipelines", "demand")
+AREAS: tuple[str, ...] = ("listings", "search", "jobs", "publishing", "pipelines", "demand", "accounts")
 
 # Abuse limits on the document itself (not on data): far above anything a real client sends.
 MAX_DEPTH = 12

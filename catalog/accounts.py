@@ -62,6 +62,24 @@ class AccountInfo:
 
 
 @dataclass(frozen=True, slots=True)
+class TokenInfo:
+    """A token as its owner may review it: never its secret (only the hash is stored)."""
+
+    id: str
+    account_id: str
+    name: str
+    created_at: datetime
+    last_used_at: datetime | None
+    revoked: bool
+
+    @classmethod
+    def of(cls, row: ApiToken) -> TokenInfo:
+        last = row.last_used_at
+        return cls(row.id, row.account_id, row.name, as_utc(row.created_at), as_utc(last) if last else None,
+                   bool(row.revoked))  # fmt: skip
+
+
+@dataclass(frozen=True, slots=True)
 class IssuedToken:
     """The only moment the secret exists outside the caller's hands: show it once, never store it."""
 
@@ -202,23 +220,52 @@ class AccountService:
             return IssuedToken(id=row.id, account_id=account_id, name=row.name, secret=secret)
 
     async def issue_token(
-        self, actor: Actor, account_id: str | None = None, name: str = "default"
+        self, actor: Actor, account: str | None = None, name: str = "default"
     ) -> IssuedToken:
-        """A token for the actor's own account, or for any account when the actor is an admin."""
+        """A token for the actor's own account, or for any account (a name or id) when the actor is an
+        admin."""
         if actor.is_anonymous:
             raise Unauthenticated("sign in to create API tokens")
-        target = account_id or actor.account_id
+        target = (await self.resolve(account)).id if account else actor.account_id
         assert target is not None
         if target != actor.account_id and not actor.is_admin:
             raise Forbidden("only an admin may create tokens for another account")
         return await self.create_token(target, name)
 
-    async def revoke_token(self, actor: Actor, token_id: str) -> None:
+    async def revoke_token(self, actor: Actor | None, token_id: str) -> TokenInfo:
+        """Revoke a token at once (its owner's, any for an admin; ``actor`` None: the operator, from the
+        CLI). Revoking a revoked token changes nothing; someone else's is NOT_FOUND, like a missing one."""
+        if actor is not None and actor.is_anonymous:
+            raise Unauthenticated("sign in to revoke API tokens")
         async with self.db.session() as session:
             row = await session.get(ApiToken, token_id)
-            if row is None or (row.account_id != actor.account_id and not actor.is_admin):
+            if row is None or (
+                actor is not None and row.account_id != actor.account_id and not actor.is_admin
+            ):
                 raise NotFound(f"no token with id {token_id!r}")
             row.revoked = True
+            return TokenInfo.of(row)
+
+    async def tokens(self, actor: Actor | None, account: str | None = None) -> list[TokenInfo]:
+        """An account's tokens, newest first: the actor's own, or ``account``'s (a name or id) for an
+        admin or the operator (``actor`` None)."""
+        if actor is not None and actor.is_anonymous:
+            raise Unauthenticated("sign in to see your API tokens")
+        if account is None:
+            if actor is None:
+                raise BadInput("name the account whose tokens to list", field="account")
+            account_id = actor.account_id
+        else:
+            account_id = (await self.resolve(account)).id
+            if actor is not None and account_id != actor.account_id and not actor.is_admin:
+                raise Forbidden("only an admin may list another account's tokens")
+        async with self.db.session() as session:
+            rows = await session.scalars(
+                select(ApiToken)
+                .where(ApiToken.account_id == account_id)
+                .order_by(ApiToken.created_at.desc(), ApiToken.id.desc())
+            )
+            return [TokenInfo.of(row) for row in rows]
 
     async def authenticate(self, secret: str | None) -> Actor:
         """The actor a bearer token stands for; a missing, unknown or revoked token is ``Unauthenticated``."""

@@ -7,27 +7,25 @@ updated before the commit, and if the commit fails the index change is undone.
 
 from __future__ import annotations
 
-import base64
-import binascii
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, and_, delete, exists, func, or_, select, true
+from sqlalchemy import Connection, delete, exists, func, or_, select, true
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from catalog.access import can_modify, can_see, visible_to
 from catalog.actors import Actor
 from catalog.choices import parse_choices
-from catalog.clock import as_utc
 from catalog.enums import ListingKind, Visibility
 from catalog.formats import normalize_format, validate_listing_io
 from catalog.indexing import ListingIndex, shares_of, shares_read
+from catalog.keyset import check_page_size, encode_cursor, newest_first
 from catalog.listing_input import ListingFields, ListingInput, parse_listing, parse_listing_patch
 from catalog.listing_view import VIEW_SELECT, ListingView
+from catalog.provenance import refuse_redistribution
+from catalog.versions import latest_published_version
 from infra.db import Database
 from infra.errors import BadInput, Conflict, Forbidden, NotFound, Unauthenticated
 from infra.tables import Account, Listing, ListingShare, ListingVersion, utcnow
@@ -115,24 +113,30 @@ async def require_modifiable(
     return row
 
 
-# ---------------------------------------------------------------------------- cursors
-
-
-def encode_cursor(created_at: datetime, listing_id: str) -> str:
-    raw = json.dumps([as_utc(created_at).isoformat(), listing_id]).encode()
-    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
-
-
-def decode_cursor(cursor: str) -> tuple[datetime, str]:
-    try:
-        padded = cursor + "=" * (-len(cursor) % 4)
-        stamp, listing_id = json.loads(base64.urlsafe_b64decode(padded.encode()))
-        return as_utc(datetime.fromisoformat(stamp)), str(listing_id)
-    except (ValueError, TypeError, binascii.Error, json.JSONDecodeError):
-        raise BadInput(f"'after' is not a cursor this service issued: {cursor!r}", field="after") from None
-
-
 # ---------------------------------------------------------------------------- helpers
+
+
+async def metadata_version(session: AsyncSession, listing_id: str, version: str) -> ListingVersion:
+    """The version row of an edit that changes only the listing's fields.
+
+    Jobs, verification and pipelines run a listing's latest version. A version number given by an edit
+    changes no code, so its row points at the artifact of the latest version that has one (its package
+    or image, manifest, encryption and verification signatures): the listing keeps running what it ran.
+    A listing that never had an artifact (created from fields alone) gets a bare ``metadata`` row."""
+    published = await latest_published_version(session, listing_id)
+    if published is None:
+        return ListingVersion(listing_id=listing_id, version=version, artifact_kind="metadata")
+    return ListingVersion(
+        listing_id=listing_id,
+        version=version,
+        artifact_kind=published.artifact_kind,
+        artifact_digest=published.artifact_digest,
+        image_ref=published.image_ref,
+        manifest=dict(published.manifest or {}),
+        encrypted=published.encrypted,
+        reference_signatures=dict(published.reference_signatures or {}),
+        notes=f"fields edited; runs the {published.artifact_kind} of version {published.version}",
+    )
 
 
 def subcategory_values(db: Database):
@@ -207,18 +211,11 @@ class ListingService:
         max_page_size: int = 100,
     ) -> Page:
         """Newest first, with an opaque cursor (``after`` = the previous page's ``end_cursor``)."""
-        if first < 1 or first > max_page_size:
-            raise BadInput(f"first must be between 1 and {max_page_size}; got {first}", field="first")
+        check_page_size(first, max_page_size)
         conditions = [visible_to(actor), *self._filter_conditions(filter or ListingFilter())]
         async with self.db.session() as session:
             total = await session.scalar(select(func.count()).select_from(Listing).where(*conditions)) or 0
-            query = select(Listing).where(*conditions)
-            if after:
-                stamp, last_id = decode_cursor(after)
-                query = query.where(
-                    or_(Listing.created_at < stamp, and_(Listing.created_at == stamp, Listing.id < last_id))
-                )
-            query = query.order_by(Listing.created_at.desc(), Listing.id.desc()).limit(first + 1)
+            query = newest_first(select(Listing).where(*conditions), Listing, after, first)
             rows = list((await session.scalars(query)).all())
             has_next = len(rows) > first
             rows = rows[:first]
@@ -381,11 +378,10 @@ class ListingService:
             row = await self._modifiable(session, actor, listing_id)
             self._check_update(row, values)
             visibility = values.get("visibility", row.visibility)
-            new_shares = (
-                await self._resolve_shares(session, patch, visibility)
-                if "shared_with" in patch.given() or "visibility" in values
-                else None
-            )
+            audience_changes = "shared_with" in patch.given() or "visibility" in values
+            if audience_changes and visibility != Visibility.PRIVATE:
+                await refuse_redistribution(session, row.id)
+            new_shares = await self._resolve_shares(session, patch, visibility) if audience_changes else None
         vector_row = None
         if set(EMBEDDED_FIELDS) & set(values):  # encode outside the transaction: no lock held while it runs
             vector_row = Listing(**{c: values.get(c, getattr(row, c)) for c in EMBEDDED_FIELDS})
@@ -403,9 +399,7 @@ class ListingService:
                     await session.execute(delete(ListingShare).where(ListingShare.listing_id == listing_id))
                     session.add_all(ListingShare(listing_id=listing_id, account_id=a) for a in new_shares)
                 if row.version != old_version:
-                    session.add(
-                        ListingVersion(listing_id=row.id, version=row.version, artifact_kind="metadata")
-                    )
+                    session.add(await metadata_version(session, row.id, row.version))
                 changes.put(row)
                 await session.flush()
                 shares = (await shares_of(session, [row.id])).get(row.id, [])

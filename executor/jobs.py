@@ -31,8 +31,10 @@ from jsonschema import Draft202012Validator
 from sqlalchemy import select, update
 
 from catalog.actors import Actor
+from catalog.choices import parse_choices
 from catalog.enums import JobStatus, JobTask, ListingKind, UsageKind
 from catalog.formats import payload_errors
+from catalog.keyset import check_page_size, encode_cursor, newest_first
 from catalog.pipelines.store import carries_code
 from executor.allocation import Allocation, Quota, allocate, queue_for
 from executor.batching import BatchProgress
@@ -63,6 +65,13 @@ JOB_LABEL = "mlrepo.job"  # on every container of a job, so a lost worker's cont
 # What the requester reads when a job fails on an error that was not written for them (see failure_reason).
 INTERNAL_FAILURE = "internal error while running the job; the operator's log has it under job {job_id}"
 DEFERRED = "deferred"  # what ``run`` returns for a job left QUEUED: its account runs its most jobs already
+
+
+@dataclass(frozen=True)
+class JobPage:
+    items: list[JobView]
+    end_cursor: str | None
+    has_next_page: bool
 
 
 @dataclass(frozen=True)
@@ -343,6 +352,34 @@ class JobService:
             if row is None or not (actor.is_admin or row.owner_id == actor.account_id):
                 raise NotFound(f"no job with id {job_id!r}")
             return JobView.of(row)
+
+    async def list_mine(
+        self,
+        actor: Actor,
+        *,
+        statuses: Sequence[object] | None = None,
+        listing_id: str | None = None,
+        first: int = 20,
+        after: str | None = None,
+        max_page_size: int = 100,
+    ) -> JobPage:
+        """The actor's own jobs, newest first, so a requester can find a job whose id they lost; an
+        admin reaches others' jobs by id (``get``), not through this list."""
+        if actor.account_id is None:
+            raise Unauthenticated("sign in to list your jobs")
+        check_page_size(first, max_page_size)
+        query = select(Job).where(Job.owner_id == actor.account_id)
+        wanted = parse_choices(JobStatus, statuses, "status")
+        if wanted:
+            query = query.where(Job.status.in_(wanted))
+        if listing_id:
+            query = query.where(Job.listing_id == listing_id)
+        async with self.db.session() as session:
+            rows = list((await session.scalars(newest_first(query, Job, after, first))).all())
+        has_next = len(rows) > first
+        rows = rows[:first]
+        cursor = encode_cursor(rows[-1].created_at, rows[-1].id) if has_next else None
+        return JobPage([JobView.of(r) for r in rows], cursor, has_next)
 
     async def cancel(self, actor: Actor, job_id: str) -> JobView:
         await self.get(actor, job_id)

@@ -31,6 +31,7 @@ from sqlalchemy import select
 
 from catalog.actors import Actor
 from catalog.enums import JobStatus, UsageKind
+from catalog.provenance import REDISTRIBUTION_KEY, redistribution_of
 from catalog.publishing.archive_safety import ArchiveLimits, extract_archive
 from catalog.publishing.images import ImageService
 from catalog.publishing.listing_writer import Target, write_version
@@ -196,6 +197,7 @@ async def run_training_job(service: JobService, row: Job, staging: Path) -> tupl
     manifest.update(
         {
             "trained_from": algorithm.id,
+            REDISTRIBUTION_KEY: redistribution_of(version.manifest, algorithm.owner_id, owner.id),
             "training_job_id": row.id,
             TRAINING_RESULT_KEY: training_result,
             "train_entrypoint": None,

@@ -21,9 +21,10 @@ from strawberry.file_uploads import Upload
 from strawberry.scalars import JSON
 
 from api.graphql.convert import errors_in_graphql_terms, given_fields
-from api.graphql.types import ResourcesInput
+from api.graphql.types import PageInfo, ResourcesInput
 from catalog.enums import JobStatus as JobStatusValue
 from catalog.enums import JobTask as JobTaskValue
+from catalog.keyset import encode_cursor
 from executor.datasets import MAX_DATA_BYTES, parse_json_lines
 from executor.events import job_events_for
 from executor.jobs import ArqJobQueue, JobService, JobView
@@ -157,10 +158,47 @@ class RunJobInput:
 
 
 @strawberry.type
+class JobEdge:
+    node: Job
+    cursor: str
+
+
+@strawberry.type
+class JobConnection:
+    edges: list[JobEdge]
+    page_info: PageInfo
+
+
+@strawberry.type
 class Query:
     @strawberry.field(description="One of your jobs, with its status, progress and (when done) results.")
     async def job(self, info: strawberry.Info, id: strawberry.ID) -> Job:
         return Job.of(await jobs_of(info).get(info.context.actor, str(id)))
+
+    @strawberry.field(
+        description="Your jobs, newest first, with cursor pagination (first: 1..100); optionally only "
+        "those in the given statuses or on one listing."
+    )
+    async def my_jobs(
+        self,
+        info: strawberry.Info,
+        status: list[JobStatus] | None = None,
+        listing_id: strawberry.ID | None = None,
+        first: int = 20,
+        after: str | None = None,
+    ) -> JobConnection:
+        page = await jobs_of(info).list_mine(
+            info.context.actor,
+            statuses=status,
+            listing_id=str(listing_id) if listing_id else None,
+            first=first,
+            after=after,
+            max_page_size=info.context.settings.max_page_size,
+        )
+        return JobConnection(
+            edges=[JobEdge(node=Job.of(v), cursor=encode_cursor(v.created_at, v.id)) for v in page.items],
+            page_info=PageInfo(has_next_page=page.has_next_page, end_cursor=page.end_cursor),
+        )
 
 
 @strawberry.type

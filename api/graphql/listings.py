@@ -10,7 +10,8 @@ from strawberry.scalars import JSON
 from api.graphql.convert import errors_in_graphql_terms, given_fields
 from api.graphql.types import Account, Listing, ListingKind, PageInfo, ResourcesInput, Review, Visibility
 from catalog.enums import UsageKind
-from catalog.listings import ListingFilter, encode_cursor
+from catalog.keyset import encode_cursor
+from catalog.listings import ListingFilter
 
 # GraphQL names that differ from the catalog's listing fields (``catalog.listing_input.ListingFields``).
 LISTING_INPUT_NAMES = {
@@ -213,3 +214,9 @@ class Mutation:
     ) -> Review:
         ctx = info.context
         return Review.from_view(await ctx.catalog.reviews.add(ctx.actor, str(listing_id), rating, text))
+
+    @strawberry.mutation(description="Withdraw a review: its author's own, or any review for an admin.")
+    async def delete_review(self, info: strawberry.Info, id: strawberry.ID) -> DeletePayload:
+        ctx = info.context
+        await ctx.catalog.reviews.delete(ctx.actor, str(id))
+        return DeletePayload(id=id, deleted=True)

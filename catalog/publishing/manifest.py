@@ -32,7 +32,7 @@ import re
 import shlex
 import tomllib
 from pathlib import Path, PurePosixPath
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
@@ -99,6 +99,9 @@ class Manifest(BaseModel):
     tags: list[str] = Field(default_factory=list)
     entrypoint: list[str] | None = None
     train_entrypoint: list[str] | None = None
+    trained_models: Literal["private", "shareable"] | None = Field(
+        None, description="Algorithms: may models other accounts train from it be public or shared?"
+    )
     dependencies: list[str] = Field(default_factory=list)
     input: IOSpec | None = None
     output: IOSpec | None = None
@@ -191,6 +194,8 @@ def _semantic_errors(m: Manifest, source_kind: str) -> list[str]:
         )
     if needs_command and m.kind == ListingKind.ALGORITHM and not m.train_entrypoint:
         errors.append("train_entrypoint: required for algorithms (reads /data, writes the model to /output)")
+    if m.trained_models is not None and m.kind != ListingKind.ALGORITHM:
+        errors.append(f"trained_models: only algorithms are trained; a {m.kind.value} has no trained models")
     if m.kind == ListingKind.DATASET and (m.entrypoint or m.train_entrypoint):
         errors.append("entrypoint: a dataset is not runnable; remove entrypoint/train_entrypoint")
     errors += _command_errors("entrypoint", m.entrypoint)

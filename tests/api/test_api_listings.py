@@ -149,8 +149,9 @@ async def test_reviews(api) -> None:
     alice, bob = await api.account("alice"), await api.account("bob", "requester")
     listing_id = (await new_listing(api, alice))["createListing"]["id"]
     review = """mutation($id: ID!, $rating: Int!, $text: String!) {
-        addReview(listingId: $id, rating: $rating, text: $text) { rating text author listingId } }"""
+        addReview(listingId: $id, rating: $rating, text: $text) { id rating text author listingId } }"""
     added = await api.data(review, {"id": listing_id, "rating": 4, "text": "works well"}, bob)
+    assert added["addReview"].pop("id")
     assert added["addReview"] == {"rating": 4, "text": "works well", "author": "bob", "listingId": listing_id}
     await api.data(review, {"id": listing_id, "rating": 2, "text": "changed my mind"}, bob)
     read = await api.data(
@@ -170,6 +171,19 @@ async def test_reviews(api) -> None:
     assert await api.error_code(review, {"id": listing_id, "rating": 9, "text": ""}, bob) == "BAD_INPUT"
     assert await api.error_code(review, {"id": listing_id, "rating": 3, "text": ""}) == "UNAUTHENTICATED"
     assert await api.error_code(review, {"id": "nope", "rating": 3, "text": ""}, bob) == "NOT_FOUND"
+
+    # Its author withdraws it; nobody else can (NOT_FOUND: a review id is not proof of authorship).
+    review_id = (await api.data(review, {"id": listing_id, "rating": 1, "text": "broken"}, bob))["addReview"]
+    withdraw = "mutation($id: ID!) { deleteReview(id: $id) { id deleted } }"
+    carol = await api.account("carol", "requester")
+    assert await api.error_code(withdraw, {"id": review_id["id"]}, carol) == "NOT_FOUND"
+    assert await api.error_code(withdraw, {"id": review_id["id"]}) == "NOT_FOUND"
+    deleted = await api.data(withdraw, {"id": review_id["id"]}, bob)
+    assert deleted["deleteReview"] == {"id": review_id["id"], "deleted": True}
+    read = await api.data(
+        "query($id: ID!) { listing(id: $id) { rating { average count } } }", {"id": listing_id}
+    )
+    assert read["listing"]["rating"] == {"average": None, "count": 0}
 
 
 async def test_listing_view_with_search_id_counts_as_selection(api) -> None:

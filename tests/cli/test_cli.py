@@ -120,6 +120,20 @@ def test_accounts_tokens_and_authenticated_search(runner, sqlite_settings, tmp_p
     wrong = mlrepo(runner, sqlite_settings, "search", "sentiment", "--token", "mlr_wrong")
     assert wrong.exit_code == 2 and "UNAUTHENTICATED" in wrong.stderr
 
+    # A leaked token is revoked by the operator at once (there was no way to, short of the database).
+    listed = mlrepo(runner, sqlite_settings, "token", "list", "alice")
+    assert listed.exit_code == 0, listed.output
+    lines = listed.stdout.splitlines()
+    assert [line.split()[1] for line in lines] == ["laptop", "default"] and token not in listed.stdout
+    assert "active" in lines[1] and "never used" not in lines[1]  # the search above used it
+    revoked = mlrepo(runner, sqlite_settings, "token", "revoke", lines[1].split()[0])
+    assert revoked.exit_code == 0 and "revoked token" in revoked.stdout
+    refused = mlrepo(runner, sqlite_settings, "search", "sentiment", "--token", token)
+    assert refused.exit_code == 2 and "revoked" in refused.stderr
+    assert "revoked" in mlrepo(runner, sqlite_settings, "token", "list", "alice").stdout.splitlines()[1]
+    missing = mlrepo(runner, sqlite_settings, "token", "revoke", "nope")
+    assert missing.exit_code == 2 and "NOT_FOUND" in missing.stderr
+
 
 def test_the_operator_shows_and_sets_quotas(runner, sqlite_settings) -> None:
     assert mlrepo(runner, sqlite_settings, "account", "create", "carol").exit_code == 0

@@ -71,6 +71,7 @@ async def publish_model(
     kind: str = "model",
     trainable: bool = False,
     encrypt: bool = False,
+    manifest: dict | None = None,
 ) -> Published:
     """What publishing leaves behind, made with the real artifact store (and a real image for docker):
     a listing, and a version pointing at the stored package and its image."""
@@ -110,6 +111,7 @@ async def publish_model(
                     "command": ["python3", "model.py"],
                     "entrypoint": ["python3", "model.py"],
                     **({"train_entrypoint": ["python3", "model.py", "train"]} if trainable else {}),
+                    **(manifest or {}),
                 },
             )
         )

@@ -217,3 +217,51 @@ async def test_records_that_are_not_a_list_are_refused_with_a_file_too(server) -
             )
             error = response.json()["errors"][0]
             assert error["extensions"]["code"] == "BAD_INPUT" and "records" in error["message"]
+
+
+MY_JOBS = """query($first: Int!, $after: String, $status: [JobStatus!], $listingId: ID) {
+  myJobs(first: $first, after: $after, status: $status, listingId: $listingId) {
+    edges { cursor node { id status listingId } } pageInfo { hasNextPage endCursor } } }"""
+
+
+async def test_my_jobs_lists_ones_own_jobs_newest_first_in_pages(server) -> None:
+    """A requester who lost a job's id could not find the job again: ``job(id)`` was the only way in."""
+    address, settings, app = server
+    who = await people(app)
+    catalog = app.state.services.catalog
+    first_model = await publish_model(settings, catalog, who["producer"][0], MODEL)
+    other_model = await publish_model(settings, catalog, who["producer"][0], MODEL, name="other-model")
+    # Bob first: his token's first use is a write, which on SQLite would queue behind Alice's running jobs.
+    await gql(address, RUN, {"input": {"listingId": first_model.listing_id, "records": ["b"]}}, who["bob"][1])
+    ids = []
+    for listing_id in (first_model.listing_id, other_model.listing_id, other_model.listing_id):
+        variables = {"input": {"listingId": listing_id, "records": ["a"]}}
+        ids.append((await gql(address, RUN, variables, who["alice"][1]))["data"]["runJob"]["id"])
+    await subscribe(address, who["alice"][1], ids[0])  # until it is final
+
+    async def page(token: str, **variables) -> dict:
+        body = await gql(address, MY_JOBS, {"first": 2, **variables}, token)
+        assert not body.get("errors"), body
+        return body["data"]["myJobs"]
+
+    first = await page(who["alice"][1])
+    assert [e["node"]["id"] for e in first["edges"]] == [ids[2], ids[1]]
+    assert first["pageInfo"]["hasNextPage"] and first["pageInfo"]["endCursor"] == first["edges"][-1]["cursor"]
+    rest = await page(who["alice"][1], after=first["pageInfo"]["endCursor"])
+    assert [e["node"]["id"] for e in rest["edges"]] == [ids[0]]
+    assert rest["pageInfo"] == {"hasNextPage": False, "endCursor": None}
+
+    done = await page(who["alice"][1], status=["SUCCEEDED"], listingId=first_model.listing_id)
+    assert [(e["node"]["id"], e["node"]["status"]) for e in done["edges"]] == [(ids[0], "SUCCEEDED")]
+    bobs = await page(who["bob"][1])
+    assert len(bobs["edges"]) == 1 and bobs["edges"][0]["node"]["id"] not in ids
+
+    for variables, code in (
+        ({"first": 0}, "BAD_INPUT"),
+        ({"first": 2, "after": "not-a-cursor"}, "BAD_INPUT"),
+    ):
+        body = await gql(address, MY_JOBS, variables, who["alice"][1])
+        assert body["errors"][0]["extensions"]["code"] == code, body
+    async with httpx.AsyncClient(base_url=f"http://{address}") as http:
+        anonymous = (await http.post("/graphql", json={"query": MY_JOBS, "variables": {"first": 2}})).json()
+    assert anonymous["errors"][0]["extensions"]["code"] == "UNAUTHENTICATED"

@@ -465,3 +465,27 @@ async def test_jobs_past_the_account_limit_wait_their_turn_in_process(
     assert [f.status for f in finals] == [JobStatus.SUCCEEDED] * 3 and all(f.attempts == 1 for f in finals)
     ran = sorted(finals, key=lambda f: f.started_at)
     assert all(a.finished_at <= b.started_at for a, b in itertools.pairwise(ran))  # one at a time
+
+
+async def test_a_version_given_by_an_edit_keeps_running_the_published_artifact(
+    jobs: JobService, catalog, people, job_settings
+) -> None:
+    """An edit with a new version number changes no code: the model and the dataset keep running what
+    they were published with (the edit's version row used to carry no artifact, so every later job
+    failed with "this listing version declares no entrypoint to run")."""
+    model = await publish_model(job_settings, catalog, people["producer"], MODEL)
+    dataset_id = await publish_dataset(job_settings, catalog, people["producer"], ["good one"], "bumped-set")
+    for listing_id in (model.listing_id, dataset_id):
+        await catalog.listings.update(
+            people["producer"], listing_id, {"version": "1.1.0", "description": "clearer words"}
+        )
+    view = await jobs.submit(people["alice"], model.listing_id, "inference", dataset_listing_id=dataset_id)
+    final = await outcome(jobs, people["alice"], view.id)
+    assert final.status == JobStatus.SUCCEEDED, final.error
+    assert [r["output"]["label"] for r in final.result["records"]] == ["positive"]
+    versions = await catalog.listings.versions(people["alice"], model.listing_id)
+    assert [(v.version, v.artifact_digest) for v in versions] == [
+        ("1.0.0", model.digest),
+        ("1.1.0", model.digest),
+    ]
+    assert versions[1].notes == "fields edited; runs the package of version 1.0.0"

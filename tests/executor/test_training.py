@@ -14,7 +14,7 @@ from catalog.enums import JobStatus
 from executor.jobs import JobService
 from executor.training import is_correct, parse_examples, split
 from infra.artifacts import ArtifactStore
-from infra.errors import BadInput, NotFound
+from infra.errors import BadInput, Forbidden, NotFound
 from infra.settings import Settings
 from infra.tables import Job, Listing, ListingVersion, utcnow
 
@@ -252,3 +252,44 @@ async def test_a_listing_without_a_train_entrypoint_is_refused_at_submission(
         await jobs.submit(people["alice"], model.listing_id, "training", records=EXAMPLES)
     async with catalog.db.session() as session:
         assert (await session.scalars(select(Job.id))).all() == []
+
+
+async def test_a_model_trained_from_another_producers_algorithm_stays_private_unless_allowed(
+    jobs, catalog, people, settings
+) -> None:
+    """A trained model is the algorithm's code plus weights: making it public or sharing it would hand
+    the algorithm's code on. Its producer decides (manifest ``trained_models``, private by default);
+    training one's own algorithm is never limited."""
+
+    async def trained_by(trainer: str, algorithm_id: str) -> str:
+        view = await jobs.submit(people[trainer], algorithm_id, "training", records=EXAMPLES)
+        final = await outcome(jobs, people[trainer], view.id)
+        assert final.status == JobStatus.SUCCEEDED, final.error
+        return final.result["trained_listing_id"]
+
+    guarded = await publish_model(
+        settings, catalog, people["producer"], ALGORITHM, kind="algorithm", trainable=True, name="word-vote"
+    )
+    open_one = await publish_model(
+        settings, catalog, people["producer"], ALGORITHM, kind="algorithm", trainable=True,
+        name="open-vote", manifest={"trained_models": "shareable"},
+    )  # fmt: skip
+    alices = await trained_by("alice", guarded.listing_id)
+    for change in ({"visibility": "public"}, {"visibility": "shared", "shared_with": ["bob"]}):
+        with pytest.raises(Forbidden, match="trained from another producer's algorithm") as refused:
+            await catalog.listings.update(people["alice"], alices, change)
+        assert refused.value.details["field"] == "visibility"
+    # An edit that gives it a new version carries the producer's decision on.
+    await catalog.listings.update(people["alice"], alices, {"version": "1.1.0", "description": "mine"})
+    with pytest.raises(Forbidden):
+        await catalog.listings.update(people["alice"], alices, {"visibility": "public"})
+    assert (await catalog.listings.get(people["alice"], alices)).visibility == "private"
+
+    allowed = await trained_by("alice", open_one.listing_id)
+    assert (
+        await catalog.listings.update(people["alice"], allowed, {"visibility": "public"})
+    ).visibility == "public"
+    own = await trained_by("producer", guarded.listing_id)
+    assert (
+        await catalog.listings.update(people["producer"], own, {"visibility": "public"})
+    ).visibility == "public"

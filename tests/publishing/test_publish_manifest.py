@@ -106,6 +106,8 @@ def test_every_problem_is_reported_at_once() -> None:
         ),
         ({"tests": [{"name": "t", "input": "a", "expected_output": {"label": "x"}}] * 2}, "unique"),
         ({"kind": "dataset"}, "kind: publish datasets"),
+        ({"trained_models": "shareable"}, "trained_models: only algorithms are trained"),
+        ({"trained_models": "public"}, "trained_models:"),
     ],
 )
 def test_field_errors_name_the_field(override: dict[str, Any], needle: str) -> None:
