@@ -1,4 +1,5 @@
-"""GraphQL for publishing: upload a code package, an image or a dataset; watch the publish job's steps.
+"""GraphQL for publishing: upload a code package, an image, a dataset or a notebook; watch the publish
+job's steps.
 
 Uploads use the GraphQL multipart request spec (strawberry ``Upload``; the view must be created with
 ``multipart_uploads_enabled=True``). Resolvers only translate: ``catalog.publishing.PublishingService``
@@ -43,6 +44,7 @@ class PublicationSource(Enum):
     PACKAGE = "package"
     IMAGE = "image"
     DATASET = "dataset"
+    NOTEBOOK = "notebook"
 
 
 @asynccontextmanager
@@ -226,6 +228,30 @@ class Mutation:
         sha256: str | None = None,
     ) -> Publication:
         view = await publishing_of(info).submit_dataset(
+            info.context.actor,
+            file.file,
+            manifest,
+            listing_id=str(listing_id) if listing_id else None,
+            requirements=_requirements(requirements),
+            expected_digest=f"sha256:{sha256}" if sha256 else None,
+        )
+        return Publication.of(view)
+
+    @strawberry.mutation(
+        description="Publish a Jupyter notebook (.ipynb) as it is. The manifest (kind notebook) may be "
+        "given here, in the notebook's metadata.mlrepo, or both (this one wins); description and "
+        "documentation default to the notebook's markdown."
+    )
+    async def publish_notebook(
+        self,
+        info: strawberry.Info,
+        file: Upload,
+        manifest: JSON | None = None,
+        listing_id: strawberry.ID | None = None,
+        requirements: PublishRequirementsInput | None = None,
+        sha256: str | None = None,
+    ) -> Publication:
+        view = await publishing_of(info).submit_notebook(
             info.context.actor,
             file.file,
             manifest,
