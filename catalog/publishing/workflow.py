@@ -334,6 +334,9 @@ class PublishWorkflow:
 
     async def _package_notebook(self, job: Job, log: Log) -> None:
         upload = self._upload(job)
+        limit = self.settings.publish_max_notebook_bytes
+        if upload.stat().st_size > limit:
+            raise BadInput(f"the notebook is larger than the limit of {limit} bytes for notebooks")
         digest = await asyncio.to_thread(sha256_file, upload)
         if job.expected_digest and job.expected_digest.lower() != digest:
             raise UnsafeArchive(

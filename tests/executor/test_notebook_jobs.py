@@ -5,6 +5,7 @@ result; a failing cell fails that record only, naming the cell. Real bwrap sandb
 from __future__ import annotations
 
 import io
+import json
 
 from catalog.enums import JobStatus
 from catalog.publishing.service import InProcessQueue, PublishingService
@@ -17,6 +18,10 @@ from tests.publishing.notebook_support import (
     word_stats_manifest,
     word_stats_notebook,
 )
+
+
+def word_stats_notebook_cells() -> list[dict]:
+    return json.loads(word_stats_notebook())["cells"]
 
 
 async def publish_notebook(settings, catalog, producer, raw: bytes, manifest: dict) -> str:
@@ -98,7 +103,15 @@ async def test_a_notebook_job_respects_the_producers_timeout(
     assert slow == {"error": "timed out after 3 s"}  # the producer's 1 s plus the sandbox start allowance
 
 
-def word_stats_notebook_cells() -> list[dict]:
-    import json
-
-    return json.loads(word_stats_notebook())["cells"]
+async def test_a_notebook_is_verified_and_runs_in_docker(settings, catalog, people, docker_runtime) -> None:
+    """MLREPO_RUNTIME=docker: the notebook's package is built into an image (FROM the base image, whose
+    Python has no Jupyter either), probed and verified in a container, and its jobs run in containers."""
+    settings = settings.model_copy(update={"runtime": "docker", "job_heartbeat_s": 0.2})
+    raw = word_stats_notebook()
+    listing_id = await publish_notebook(settings, catalog, people["producer"], raw, word_stats_manifest())
+    final = await run_job(settings, catalog, people["alice"], listing_id, [{"text": "a bb", "top": 1}])
+    assert final.status == JobStatus.SUCCEEDED, final.error
+    assert final.metrics["runtime"] == "docker"
+    (record,) = final.result["records"]
+    assert record["output"] == {"words": 2, "longest": ["bb"]}
+    assert record["notebook"]["cells"][3]["metadata"]["tags"] == ["injected-parameters"]

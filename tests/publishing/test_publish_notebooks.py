@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 from notebook_support import code, md, notebook_bytes, word_stats_manifest, word_stats_notebook
-from publishing_support import files_outside, package_files, sentiment_manifest, zip_bytes
+from publishing_support import files_outside, make_service, package_files, sentiment_manifest, zip_bytes
 from sqlalchemy import select
 
 from catalog.actors import Actor
@@ -28,6 +28,7 @@ from catalog.publishing.packaging import checkout_package
 from catalog.publishing.service import InProcessQueue, PublicationView, PublishingService
 from catalog.search_service import SearchRequest
 from infra.errors import BadInput
+from infra.settings import Settings
 from infra.tables import Listing, ListingVersion
 
 RUNNER = Path(__file__).resolve().parents[2] / "catalog" / "publishing" / "notebook_runner.py"
@@ -227,3 +228,12 @@ async def test_a_notebook_version_keeps_the_listing_kind(publishing: PublishingS
     assert model.status == "published", model.error
     pub = await publish(publishing, alice, word_stats_notebook(), word_stats_manifest())
     assert pub.status == "failed" and "you already have a model listing named 'word-stats'" in pub.error
+
+
+async def test_a_notebook_over_its_size_limit_is_refused_before_it_is_parsed(
+    settings: Settings, app: CatalogApp, alice: Actor, bwrap_ok: bool
+) -> None:
+    limited = settings.model_copy(update={"runtime": "bwrap", "publish_max_notebook_bytes": 100})
+    pub = await publish(make_service(limited, app), alice, word_stats_notebook(), word_stats_manifest())
+    assert pub.status == "failed" and step(pub, "package").error_code == "BAD_INPUT"
+    assert "larger than the limit of 100 bytes for notebooks" in pub.error
