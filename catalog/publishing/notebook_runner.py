@@ -140,11 +140,12 @@ def _jsonable(value):
 def run_record(notebook, value, output_variable, parameters):
     """Execute the notebook for one record; returns the reply (without its id)."""
     overrides, problem = _overrides(value, parameters)
-    executed = dict(notebook, cells=[])
     if problem is not None:
-        executed["cells"] = notebook["cells"]
-        return {"error": problem, "notebook": executed}
-    namespace = {"__name__": "__main__", "__builtins__": builtins}
+        return {"error": problem}  # nothing ran, so there is no executed notebook to show
+    executed = dict(notebook, cells=[])
+    # ``display`` is a builtin, as in Jupyter: a notebook's own ``display`` shadows it.
+    names = dict(vars(builtins))
+    namespace = {"__name__": "__main__", "__builtins__": names}
     error, count = None, 0
     for index, cell in enumerate(notebook["cells"]):
         copy = dict(cell)
@@ -156,7 +157,7 @@ def run_record(notebook, value, output_variable, parameters):
             continue
         count += 1
         outputs = _Cell()
-        namespace["display"] = outputs.display
+        names["display"] = outputs.display
         try:
             _run_cell(index, _source(cell), namespace, outputs, count)
         except (Exception, SystemExit) as exc:
@@ -189,13 +190,14 @@ def run_record(notebook, value, output_variable, parameters):
 
 
 def _bounded(executed):
-    """Keep one reply small enough for the contract's line limit: past it, only error outputs stay."""
+    """Keep one reply small enough for the contract's line limit: past it, only error outputs stay, and
+    a notebook still too large (its own markdown, say) is left out of the reply."""
     if len(json.dumps(executed, default=repr)) <= MAX_NOTEBOOK_BYTES:
         return executed
     for cell in executed["cells"]:
         if cell.get("cell_type") == "code":
             cell["outputs"] = [o for o in cell["outputs"] if o["output_type"] == "error"]
-    return executed
+    return executed if len(json.dumps(executed, default=repr)) <= MAX_NOTEBOOK_BYTES else None
 
 
 def main(argv):

@@ -237,3 +237,24 @@ async def test_a_notebook_over_its_size_limit_is_refused_before_it_is_parsed(
     pub = await publish(make_service(limited, app), alice, word_stats_notebook(), word_stats_manifest())
     assert pub.status == "failed" and step(pub, "package").error_code == "BAD_INPUT"
     assert "larger than the limit of 100 bytes for notebooks" in pub.error
+
+
+def test_the_runner_keeps_replies_within_the_contracts_line_limit(tmp_path: Path) -> None:
+    """Cells printing a lot: each output text is capped, and past 512 KiB only the error outputs stay
+    (publish-time replies are refused beyond 1 MiB a line)."""
+    cells = [code(f"print('x' * 20000)  # {i}") for i in range(60)]
+    raw = notebook_bytes([*cells, code("display([1, 2])\noutput = 'done'")])
+    (reply,) = run_runner(tmp_path, raw, [{"id": 1, "input": None}])
+    assert reply["output"] == "done"
+    assert len(json.dumps(reply)) < 1 << 20
+    assert all(c["outputs"] == [] for c in reply["notebook"]["cells"])
+
+    small = notebook_bytes([code("print('x' * 20000)"), code("display([1, 2])\noutput = 1")])
+    (reply,) = run_runner(tmp_path, small, [{"id": 1, "input": None}])
+    printed, shown = (c["outputs"][0] for c in reply["notebook"]["cells"])
+    assert printed["text"].endswith("... (truncated)") and len(printed["text"]) < 10_100
+    assert shown == {"output_type": "display_data", "data": {"text/plain": "[1, 2]"}, "metadata": {}}
+    own = notebook_bytes([code("def display(x):\n    return 'mine'\noutput = display(1)")])
+    assert run_runner(tmp_path, own, [{"id": 1, "input": None}])[0]["output"] == "mine"
+    (typo,) = run_runner(tmp_path, small, [{"id": 1, "input": {"x": 1}}])
+    assert "no cell tagged 'parameters'" in typo["error"] and "notebook" not in typo
