@@ -159,6 +159,17 @@ def _requirements(value: PublishRequirementsInput | None) -> dict[str, Any]:
     return given_fields(value) if value else {}
 
 
+def _upload_options(
+    listing_id: strawberry.ID | None, requirements: PublishRequirementsInput | None, sha256: str | None
+) -> dict[str, Any]:
+    """The options every file upload (package, dataset, notebook) passes on to the service."""
+    return {
+        "listing_id": str(listing_id) if listing_id else None,
+        "requirements": _requirements(requirements),
+        "expected_digest": f"sha256:{sha256}" if sha256 else None,
+    }
+
+
 @strawberry.type
 class Query:
     @strawberry.field(description="A publication of yours, with every step's status and error log.")
@@ -186,9 +197,7 @@ class Mutation:
         view = await publishing_of(info).submit_package(
             info.context.actor,
             file.file,
-            listing_id=str(listing_id) if listing_id else None,
-            requirements=_requirements(requirements),
-            expected_digest=f"sha256:{sha256}" if sha256 else None,
+            **_upload_options(listing_id, requirements, sha256),
         )
         return Publication.of(view)
 
@@ -231,9 +240,7 @@ class Mutation:
             info.context.actor,
             file.file,
             manifest,
-            listing_id=str(listing_id) if listing_id else None,
-            requirements=_requirements(requirements),
-            expected_digest=f"sha256:{sha256}" if sha256 else None,
+            **_upload_options(listing_id, requirements, sha256),
         )
         return Publication.of(view)
 
@@ -255,8 +262,6 @@ class Mutation:
             info.context.actor,
             file.file,
             manifest,
-            listing_id=str(listing_id) if listing_id else None,
-            requirements=_requirements(requirements),
-            expected_digest=f"sha256:{sha256}" if sha256 else None,
+            **_upload_options(listing_id, requirements, sha256),
         )
         return Publication.of(view)
