@@ -154,6 +154,17 @@ def check_kind_rules(kind: str, values: dict[str, Any]) -> None:
         )
 
 
+def check_kind_kept(row: Listing, kind: str) -> None:
+    """A listing keeps its kind for life, whether edited (``ListingService.update``) or given a new version
+    (``catalog.publishing.listing_writer``): the trainings, pipelines and reviews that name it rely on
+    it, and a dataset that became a model would break them. Another kind is another listing."""
+    if kind != row.kind:
+        raise BadInput(
+            f"kind: listing {row.id} is a {row.kind} and stays one; a {kind} is a listing of its own",
+            field="kind",
+        )
+
+
 def check_io(values: dict[str, Any]) -> None:
     """Normalise formats to ``name@version`` and fill/check the exact schemas (``catalog.formats``)."""
     for side in ("input", "output"):
@@ -416,6 +427,8 @@ class ListingService:
     @staticmethod
     def _check_update(row: Listing, values: dict[str, Any]) -> None:
         """Re-check formats and kind rules on the listing as it will be after the update."""
+        if "kind" in values:
+            check_kind_kept(row, values["kind"])
         io = {c: getattr(row, c) for c in ("input_format", "input_schema", "output_format", "output_schema")}
         for side in ("input", "output"):
             if f"{side}_format" in values and f"{side}_schema" not in values:

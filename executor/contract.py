@@ -30,6 +30,8 @@ class RecordOutcome:
     output: Any = None
     error: str | None = None
     timed_out: bool = False
+    # A notebook listing's executed notebook for this record (nbformat 4, cells with their outputs).
+    notebook: dict[str, Any] | None = None
 
     @property
     def ok(self) -> bool:
@@ -49,8 +51,11 @@ def encode_records(records: Iterable[tuple[int, Any]]) -> bytes:
     )
 
 
-def parse_outputs(stdout: bytes, expected: Sequence[int]) -> ParsedOutput:
-    """Answers for the ``expected`` ids; the first answer per id wins, everything else is ignored."""
+def parse_outputs(stdout: bytes, expected: Sequence[int], keep_notebooks: bool = False) -> ParsedOutput:
+    """Answers for the ``expected`` ids; the first answer per id wins, everything else is ignored.
+
+    ``keep_notebooks``: the program is a notebook's runner, whose replies also carry the executed notebook
+    (``notebook``); any other program's extra fields are dropped like everything undeclared."""
     wanted = set(expected)
     outcomes: dict[int, RecordOutcome] = {}
     ignored = 0
@@ -75,12 +80,15 @@ def parse_outputs(stdout: bytes, expected: Sequence[int]) -> ParsedOutput:
         if record_id in outcomes:
             ignored += 1
             continue
+        executed = message.get("notebook") if keep_notebooks else None
+        notebook = executed if isinstance(executed, dict) else None
         if constants:
-            outcomes[record_id] = RecordOutcome(error=NOT_JSON_NUMBER)
+            outcomes[record_id] = RecordOutcome(error=NOT_JSON_NUMBER, notebook=notebook)
         elif "error" in message and message["error"] is not None:
-            outcomes[record_id] = RecordOutcome(error=str(message["error"])[:MAX_ERROR_CHARS])
+            error = str(message["error"])[:MAX_ERROR_CHARS]
+            outcomes[record_id] = RecordOutcome(error=error, notebook=notebook)
         elif "output" in message:
-            outcomes[record_id] = RecordOutcome(output=message["output"])
+            outcomes[record_id] = RecordOutcome(output=message["output"], notebook=notebook)
         else:
             ignored += 1
     return ParsedOutput(outcomes, ignored)

@@ -14,7 +14,7 @@ from typing import Any
 
 from catalog.enums import JobStatus
 from executor.batching import BatchOutcome, BatchPolicy, CallResult, ProgressHook, run_in_batches
-from executor.contract import encode_records, parse_outputs
+from executor.contract import RecordOutcome, encode_records, parse_outputs
 from executor.output_filter import OutputFilter
 from executor.runtimes.base import Limits, Package, PreparedRun, RunRequest, Runtime
 
@@ -28,6 +28,7 @@ class InferencePlan:
     output_filter: OutputFilter
     max_batch: int = 10_000
     labels: tuple[tuple[str, str], ...] = ()
+    executed_notebooks: bool = False  # a notebook's runner: keep each record's executed notebook
 
     def policy(self) -> BatchPolicy:
         return BatchPolicy(timeout_s=self.limits.timeout_s, max_batch=self.max_batch)
@@ -70,7 +71,7 @@ async def run_inference(
         sent.update(batch)  # a retried piece is sent again; records never sent mean more calls to come
         sandbox = sandboxes.take(more_to_come=len(sent) < len(inputs))
         result = await sandbox.feed(encode_records((i, inputs[i]) for i in batch))
-        parsed = parse_outputs(result.stdout, batch)
+        parsed = parse_outputs(result.stdout, batch, keep_notebooks=plan.executed_notebooks)
         outcomes = {i: plan.output_filter.apply(o) for i, o in parsed.outcomes.items()}
         return CallResult(outcomes, result.duration_s, result.failure)
 
@@ -92,10 +93,18 @@ def verdict(outcome: BatchOutcome) -> tuple[JobStatus, str | None]:
     return JobStatus.FAILED, first
 
 
+def _record(result: RecordOutcome) -> dict[str, Any]:
+    record: dict[str, Any] = {"output": result.output} if result.ok else {"error": result.error}
+    if result.notebook is not None:
+        record["notebook"] = result.notebook
+    return record
+
+
 def result_payload(outcome: BatchOutcome) -> dict[str, Any]:
-    """What is stored on the job row (visible to its owner): outputs in input order, per-record errors."""
+    """What is stored on the job row (visible to its owner): outputs in input order, per-record errors,
+    and for a notebook listing each record's executed notebook."""
     return {
-        "records": [{"output": r.output} if r.ok else {"error": r.error} for r in outcome.results],
+        "records": [_record(r) for r in outcome.results],
         "succeeded": outcome.succeeded,
         "failed": len(outcome.results) - outcome.succeeded,
     }

@@ -513,6 +513,7 @@ class JobService:
             output_filter=OutputFilter.for_listing(listing.output_format, listing.output_schema),
             max_batch=self.settings.job_max_batch_records,
             labels=((JOB_LABEL, row.id),),
+            executed_notebooks=runnable.notebook,
         )
         records = list((row.inputs or {}).get("records") or [])
         started = time.perf_counter()

@@ -9,6 +9,7 @@ verdicts, ~10x faster), and the reasons of a rejection always come from jsonsche
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 from jsonschema import Draft202012Validator
@@ -42,6 +43,7 @@ class OutputFilter:
         value = project_to_schema(self.schema, outcome.output)
         valid = self._fast_check(value) if self._fast_check is not None else self._validator.is_valid(value)
         if valid:
-            return RecordOutcome(output=value)
+            return replace(outcome, output=value)
         problems = payload_errors(self.schema, value, MAX_REASONS)
-        return RecordOutcome(error="output does not match the declared schema: " + "; ".join(problems))
+        error = "output does not match the declared schema: " + "; ".join(problems)
+        return replace(outcome, output=None, error=error)

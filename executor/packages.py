@@ -17,7 +17,7 @@ from docker.errors import ImageNotFound
 
 from catalog.publishing.archive_safety import ArchiveLimits
 from catalog.publishing.images import ImageService
-from catalog.publishing.packaging import checkout_package
+from catalog.publishing.packaging import PACKAGED_KINDS, checkout_package
 from executor.runtimes import BwrapRuntime, DockerRuntime, Package, Runtime, RuntimeSelector
 from infra.artifacts import ArtifactStore
 from infra.errors import BadInput, Unavailable
@@ -30,6 +30,7 @@ class Runnable:
     runtime: Runtime
     package: Package
     version: str
+    notebook: bool = False  # a notebook's runner, whose replies carry the executed notebook
 
 
 def commands_of(manifest: dict[str, Any]) -> tuple[tuple[str, ...], tuple[str, ...] | None]:
@@ -46,7 +47,7 @@ async def prepare_runnable(
     command, train = commands_of(manifest)
     if not command and not train:
         raise BadInput("this listing version declares no entrypoint to run")
-    has_code = version.artifact_kind == "package" and bool(version.artifact_digest)
+    has_code = version.artifact_kind in PACKAGED_KINDS and bool(version.artifact_digest)
     runtime = selector.select(Package(entrypoint=command, image=version.image_ref), has_code=has_code)
     code_dir = None
     if isinstance(runtime, DockerRuntime):
@@ -59,7 +60,7 @@ async def prepare_runnable(
     else:  # pragma: no cover - only two runtimes exist
         raise Unavailable(f"unknown runtime {runtime!r}")
     package = Package(entrypoint=command, image=version.image_ref, code_dir=code_dir, train_entrypoint=train)
-    return Runnable(runtime, package, version.version)
+    return Runnable(runtime, package, version.version, notebook=version.artifact_kind == "notebook")
 
 
 def _ensure_image(settings: Settings, runtime: DockerRuntime, ref: str) -> None:

@@ -94,6 +94,9 @@ class Settings(BaseSettings):
         None, description="64 hex chars; when set, per-artifact keys are stored wrapped by this key."
     )
     publish_max_upload_bytes: int = Field(512 << 20, description="Largest upload a producer may publish.")
+    publish_max_notebook_bytes: int = Field(
+        64 << 20, description="Largest Jupyter notebook a producer may publish (it is parsed whole)."
+    )
     publish_max_files: int = Field(10_000, description="Most files an uploaded archive may unpack to.")
     publish_max_unpacked_bytes: int = Field(1 << 30, description="Most bytes an archive may unpack to.")
     publish_max_compression_ratio: float = Field(

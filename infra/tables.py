@@ -145,7 +145,8 @@ class ListingVersion(Base):
     id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
     listing_id: Mapped[str] = mapped_column(ForeignKey("listings.id", ondelete="CASCADE"), index=True)
     version: Mapped[str] = mapped_column(String(50))
-    artifact_kind: Mapped[str | None] = mapped_column(String(16))  # package | image | dataset | metadata
+    # package | image | dataset | notebook | metadata
+    artifact_kind: Mapped[str | None] = mapped_column(String(16))
     artifact_digest: Mapped[str | None] = mapped_column(String(80))
     image_ref: Mapped[str | None] = mapped_column(String(300))
     manifest: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)

@@ -1,11 +1,11 @@
 """``mlrepo publish`` and ``mlrepo verify``: publishing and re-verification from the command line.
 
-``publish`` submits like ``Mutation.publishPackage/publishImage/publishDataset`` does (same service, same
-checks) as the account of ``--token``; with ``MLREPO_REDIS_URL`` set the job goes to the arq worker,
-otherwise it runs in this process. It waits for the outcome unless ``--no-wait`` (which needs Redis: a
-job of this process ends with it) and exits 1 when the publication fails. ``verify --all`` re-runs every
-verified listing's unit tests and suspends those whose behaviour changed (exit 1 when any was suspended
-or could not be checked).
+``publish`` submits like ``Mutation.publishPackage/publishImage/publishDataset/publishNotebook`` does
+(same service, same checks) as the account of ``--token``; with ``MLREPO_REDIS_URL`` set the job goes
+to the arq worker, otherwise it runs in this process. It waits for the outcome unless ``--no-wait``
+(which needs Redis: a job of this process ends with it) and exits 1 when the publication fails.
+``verify --all`` re-runs every verified listing's unit tests and suspends those whose behaviour changed
+(exit 1 when any was suspended or could not be checked).
 """
 
 from __future__ import annotations
@@ -59,14 +59,15 @@ def register(app: typer.Typer) -> None:
             None,
             exists=True,
             dir_okay=False,
-            help="Code package (zip/tar.gz), dataset file, or docker save tarball.",
+            help="Code package (zip/tar.gz), dataset file, Jupyter notebook (.ipynb) or docker save tarball.",
         ),
-        kind: str = typer.Option("package", "--kind", help="package | image | dataset"),
+        kind: str = typer.Option("package", "--kind", help="package | image | dataset | notebook"),
         manifest: Path | None = typer.Option(
             None,
             "--manifest",
             exists=True,
-            help="JSON manifest (images and datasets; packages carry their own).",
+            help="JSON manifest (images and datasets; packages carry their own; optional for a "
+            "notebook, over its metadata.mlrepo).",
         ),
         image: str | None = typer.Option(
             None, "--image", help="Image pushed to mlrepo's registry (kind image)."
@@ -90,9 +91,9 @@ def register(app: typer.Typer) -> None:
             None, "--token", envvar="MLREPO_TOKEN", help="The producer's API token."
         ),
     ) -> None:
-        """Publish a code package, a container image or a dataset, and print the publication."""
-        if kind not in ("package", "image", "dataset"):
-            fail("--kind must be package, image or dataset")
+        """Publish a code package, a container image, a dataset or a notebook, and print the publication."""
+        if kind not in ("package", "image", "dataset", "notebook"):
+            fail("--kind must be package, image, dataset or notebook")
         if kind != "image" and path is None:
             fail(f"give the {kind} file to publish")
         settings = settings_of(ctx)
@@ -182,6 +183,15 @@ async def _submit(
                 actor, manifest or {}, tarball=f, listing_id=listing, requirements=requirements
             )
     with open(path or "", "rb") as f:
+        if kind == "notebook":
+            return await service.submit_notebook(
+                actor,
+                f,
+                manifest,
+                listing_id=listing,
+                requirements=requirements,
+                expected_digest=expected,
+            )
         if kind == "dataset":
             return await service.submit_dataset(
                 actor,

@@ -1,4 +1,5 @@
-"""GraphQL for publishing: upload a code package, an image or a dataset; watch the publish job's steps.
+"""GraphQL for publishing: upload a code package, an image, a dataset or a notebook; watch the publish
+job's steps.
 
 Uploads use the GraphQL multipart request spec (strawberry ``Upload``; the view must be created with
 ``multipart_uploads_enabled=True``). Resolvers only translate: ``catalog.publishing.PublishingService``
@@ -43,6 +44,7 @@ class PublicationSource(Enum):
     PACKAGE = "package"
     IMAGE = "image"
     DATASET = "dataset"
+    NOTEBOOK = "notebook"
 
 
 @asynccontextmanager
@@ -157,6 +159,17 @@ def _requirements(value: PublishRequirementsInput | None) -> dict[str, Any]:
     return given_fields(value) if value else {}
 
 
+def _upload_options(
+    listing_id: strawberry.ID | None, requirements: PublishRequirementsInput | None, sha256: str | None
+) -> dict[str, Any]:
+    """The options every file upload (package, dataset, notebook) passes on to the service."""
+    return {
+        "listing_id": str(listing_id) if listing_id else None,
+        "requirements": _requirements(requirements),
+        "expected_digest": f"sha256:{sha256}" if sha256 else None,
+    }
+
+
 @strawberry.type
 class Query:
     @strawberry.field(description="A publication of yours, with every step's status and error log.")
@@ -184,9 +197,7 @@ class Mutation:
         view = await publishing_of(info).submit_package(
             info.context.actor,
             file.file,
-            listing_id=str(listing_id) if listing_id else None,
-            requirements=_requirements(requirements),
-            expected_digest=f"sha256:{sha256}" if sha256 else None,
+            **_upload_options(listing_id, requirements, sha256),
         )
         return Publication.of(view)
 
@@ -229,8 +240,28 @@ class Mutation:
             info.context.actor,
             file.file,
             manifest,
-            listing_id=str(listing_id) if listing_id else None,
-            requirements=_requirements(requirements),
-            expected_digest=f"sha256:{sha256}" if sha256 else None,
+            **_upload_options(listing_id, requirements, sha256),
+        )
+        return Publication.of(view)
+
+    @strawberry.mutation(
+        description="Publish a Jupyter notebook (.ipynb) as it is. The manifest (kind notebook) may be "
+        "given here, in the notebook's metadata.mlrepo, or both (this one wins); description and "
+        "documentation default to the notebook's markdown."
+    )
+    async def publish_notebook(
+        self,
+        info: strawberry.Info,
+        file: Upload,
+        manifest: JSON | None = None,
+        listing_id: strawberry.ID | None = None,
+        requirements: PublishRequirementsInput | None = None,
+        sha256: str | None = None,
+    ) -> Publication:
+        view = await publishing_of(info).submit_notebook(
+            info.context.actor,
+            file.file,
+            manifest,
+            **_upload_options(listing_id, requirements, sha256),
         )
         return Publication.of(view)

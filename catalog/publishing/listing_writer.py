@@ -26,10 +26,11 @@ from catalog.listings import (
     EMBEDDED_FIELDS,
     ListingService,
     check_io,
+    check_kind_kept,
     check_kind_rules,
     require_modifiable,
 )
-from infra.errors import BadInput, Conflict, NotFound
+from infra.errors import Conflict, NotFound
 from infra.tables import Listing, ListingVersion, utcnow
 
 NOT_OWNER = "only the listing's owner may publish a new version of it"
@@ -81,11 +82,7 @@ async def resolve_target(
                 "another name",
                 field="name",
             )
-        if row.kind != kind:
-            raise BadInput(
-                f"kind: listing {row.id} is a {row.kind}; a new version of it must be one too, not a {kind}",
-                field="kind",
-            )
+        check_kind_kept(row, kind)
         existing = set(
             (
                 await session.scalars(

@@ -116,6 +116,8 @@ class Manifest(BaseModel):
     accuracy_metric: str | None = None
     accuracy_dataset: str | None = None
     examples: list[dict[str, Any]] = Field(default_factory=list, max_length=MAX_EXAMPLES)
+    # Notebook uploads only: the variable whose value is a record's output (``catalog.publishing.notebook``).
+    output_variable: str | None = None
 
     @field_validator("entrypoint", "train_entrypoint", mode="before")
     @classmethod
@@ -186,7 +188,7 @@ def _command_errors(field: str, command: list[str] | None) -> list[str]:
 
 def _semantic_errors(m: Manifest, source_kind: str) -> list[str]:
     errors: list[str] = []
-    needs_command = source_kind == "package" and m.runnable
+    needs_command = source_kind in ("package", "notebook") and m.runnable
     if needs_command and not m.entrypoint:
         errors.append(
             f"entrypoint: required for kind {m.kind.value!r} (the command that reads JSON lines on stdin "
@@ -243,8 +245,9 @@ def _io_errors(m: Manifest) -> list[str]:
 def parse_manifest(data: Any, source_kind: str = "package") -> Manifest:
     """Validate a manifest document (already decoded) for an upload of ``source_kind``.
 
-    ``source_kind`` is ``package``, ``image`` or ``dataset``: a code package must name its entrypoint;
-    an image runs its own ENTRYPOINT; a dataset runs nothing.
+    ``source_kind`` is ``package``, ``image``, ``dataset`` or ``notebook``: a code package must name its
+    entrypoint; an image runs its own ENTRYPOINT; a dataset runs nothing; a notebook's entrypoint is its
+    runner (``catalog.publishing.notebook`` writes it).
     """
     if not isinstance(data, dict):
         raise ManifestError(["manifest: must be a JSON/TOML object"])
@@ -257,6 +260,10 @@ def parse_manifest(data: Any, source_kind: str = "package") -> Manifest:
         errors.append(f"kind: a dataset upload must have kind 'dataset', not {manifest.kind.value!r}")
     if source_kind in ("package", "image") and manifest.kind == ListingKind.DATASET:
         errors.append("kind: publish datasets with publishDataset, not as a code package or image")
+    if source_kind == "notebook" and manifest.kind != ListingKind.NOTEBOOK:
+        errors.append(f"kind: a notebook upload must have kind 'notebook', not {manifest.kind.value!r}")
+    if source_kind != "notebook" and manifest.output_variable is not None:
+        errors.append("output_variable: only notebook uploads read their output from a variable")
     if errors:
         raise ManifestError(errors)
     return manifest

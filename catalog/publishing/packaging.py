@@ -16,6 +16,9 @@ from pathlib import Path
 from catalog.publishing.archive_safety import ArchiveLimits, ExtractionReport, extract_archive
 from infra.artifacts import ArtifactStore
 
+# Artifact kinds stored as a normalized code package (a notebook is packaged with its runner).
+PACKAGED_KINDS = frozenset({"package", "notebook"})
+
 
 def _entries(root: Path) -> list[Path]:
     found = []

@@ -31,7 +31,7 @@ from catalog.publishing.archive_safety import ArchiveLimits
 from catalog.publishing.images import ImageService, check_registry_ref
 from catalog.publishing.listing_writer import NOT_OWNER
 from catalog.publishing.manifest import parse_manifest
-from catalog.publishing.packaging import checkout_package
+from catalog.publishing.packaging import PACKAGED_KINDS, checkout_package
 from catalog.publishing.sandbox import RunTarget, Sandbox
 from catalog.publishing.steps import PublicationStatus, StepStatus, initial_steps
 from catalog.publishing.verification import compare_signatures, limits_for, run_unit_tests
@@ -45,7 +45,7 @@ from infra.tables import Listing, ListingVersion, Publication, new_id, utcnow
 logger = logging.getLogger("mlrepo.publishing")
 
 COPY_CHUNK = 1 << 20
-SOURCE_KINDS = ("package", "image", "dataset")
+SOURCE_KINDS = ("package", "image", "dataset", "notebook")
 # A RUNNING publication whose record has not changed for this long lost its worker.
 STALE_RUNNING_S = 900.0
 DELIVERIES_KEY = "deliveries"  # in metadata_json: how often recovery re-queued it after a lost worker
@@ -277,6 +277,24 @@ class PublishingService:
         parse_manifest(manifest, "dataset")
         return await self._submit(
             actor, "dataset", upload, None, manifest, listing_id, requirements, expected_digest
+        )
+
+    async def submit_notebook(
+        self,
+        actor: Actor,
+        upload: BinaryIO,
+        manifest: dict[str, Any] | None = None,
+        *,
+        listing_id: str | None = None,
+        requirements: dict[str, Any] | None = None,
+        expected_digest: str | None = None,
+    ) -> PublicationView:
+        """A Jupyter notebook (``.ipynb``) as it is. Its manifest is ``manifest`` over the notebook's own
+        ``metadata.mlrepo``; both are read with the notebook, in the package step."""
+        if manifest is not None and not isinstance(manifest, dict):
+            raise BadInput("manifest: must be a JSON object", field="manifest")
+        return await self._submit(
+            actor, "notebook", upload, None, manifest, listing_id, requirements, expected_digest
         )
 
     async def submit_image(
@@ -517,7 +535,7 @@ class PublishingService:
         staging = Path(tempfile.mkdtemp(prefix="verify-", dir=self._staging_root()))
         try:
             problems = []
-            stored = version.artifact_kind == "package" and version.artifact_digest
+            stored = version.artifact_kind in PACKAGED_KINDS and version.artifact_digest
             if stored and not await asyncio.to_thread(self.store.verify, version.artifact_digest):
                 problems.append(f"artifact {version.artifact_digest} no longer matches its digest")
             if not problems:

@@ -65,10 +65,16 @@ async def _run_records(
     return parse_replies(outcome.stdout, [rid for rid, _ in records]), outcome.runtime, outcome.duration_s
 
 
-async def probe(sandbox: Sandbox, target: RunTarget, probe_input: Any, limits: SandboxLimits) -> str:
-    """Send one record; the program must answer it per the contract (an ``error`` reply is fine)."""
+async def probe(
+    sandbox: Sandbox, target: RunTarget, probe_input: Any, limits: SandboxLimits, must_succeed: bool = False
+) -> str:
+    """Send one record; the program must answer it per the contract. An ``error`` reply is fine unless
+    ``must_succeed``: a notebook probed on its own default parameters has no excuse to fail."""
     replies, runtime, duration = await _run_records(sandbox, target, [(PROBE_ID, probe_input)], limits)
     reply = replies[PROBE_ID]
+    if must_succeed and not reply.ok:
+        given = "the first unit test's input" if probe_input is not None else "its default parameters"
+        raise BadInput(f"the run on {given} failed: {reply.error}")
     verdict = "output" if reply.ok else f"error {reply.error!r}"
     return f"contract probe answered with {verdict} in {duration * 1000:.0f} ms ({runtime})"
 

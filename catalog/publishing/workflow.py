@@ -23,6 +23,9 @@ Per source kind:
 - **image**: ``docker load`` the tarball or pull from mlrepo's registry, derive the normalized image
   (package); probe it (test); unit tests in Docker (verify); push by digest (publish); listing (list);
 - **dataset**: safe extraction when it is an archive (test); artifact store (publish); listing (list).
+- **notebook**: the ``.ipynb`` checked and described (``notebook``), then packaged with its runner and
+  handled as a code package from there on, except that the test step runs it once on its default
+  parameters (or the first unit test's) and fails when a cell raises: a notebook has no other input.
 """
 
 from __future__ import annotations
@@ -56,7 +59,8 @@ from catalog.publishing.manifest import (
     load_package_manifest,
     parse_manifest,
 )
-from catalog.publishing.packaging import normalize_package, unpack_package
+from catalog.publishing.notebook import notebook_manifest, parse_notebook, write_notebook_package
+from catalog.publishing.packaging import PACKAGED_KINDS, normalize_package, unpack_package
 from catalog.publishing.sandbox import RunTarget, Sandbox
 from catalog.publishing.steps import (
     PublicationStatus,
@@ -273,6 +277,8 @@ class PublishWorkflow:
             await self._package_code(job, log)
         elif job.source_kind == "image":
             await self._package_image(job, log)
+        elif job.source_kind == "notebook":
+            await self._package_notebook(job, log)
         else:
             await self._package_dataset(job, log)
         assert job.manifest is not None
@@ -325,6 +331,30 @@ class PublishWorkflow:
         }
         job.package_file = await asyncio.to_thread(normalize_package, root, job.staging / "package.tar.gz")
         log(f"normalized package {sha256_file(job.package_file)} ({job.package_file.stat().st_size} bytes)")
+
+    async def _package_notebook(self, job: Job, log: Log) -> None:
+        upload = self._upload(job)
+        limit = self.settings.publish_max_notebook_bytes
+        if upload.stat().st_size > limit:
+            raise BadInput(f"the notebook is larger than the limit of {limit} bytes for notebooks")
+        digest = await asyncio.to_thread(sha256_file, upload)
+        if job.expected_digest and job.expected_digest.lower() != digest:
+            raise UnsafeArchive(
+                "checksum", f"upload digest {digest} differs from the declared {job.expected_digest}"
+            )
+        raw = await asyncio.to_thread(upload.read_bytes)
+        notebook = await asyncio.to_thread(parse_notebook, raw)
+        cells = notebook.cells
+        code = sum(1 for c in cells if c["cell_type"] == "code")
+        log(f"notebook {digest}: nbformat 4, {len(cells)} cells ({code} code), every code cell compiles")
+        job.manifest = parse_manifest(
+            merge_requirements(notebook_manifest(notebook, job.manifest_data), job.requirements), "notebook"
+        )
+        root = await asyncio.to_thread(write_notebook_package, raw, job.staging / "src")
+        job.package_files = {p.name: await asyncio.to_thread(sha256_file, p) for p in root.iterdir()}
+        job.package_file = await asyncio.to_thread(normalize_package, root, job.staging / "package.tar.gz")
+        size = job.package_file.stat().st_size
+        log(f"packaged with its runner: {sha256_file(job.package_file)} ({size} bytes)")
 
     async def _package_image(self, job: Job, log: Log) -> None:
         images = self._require_images()
@@ -386,7 +416,7 @@ class PublishWorkflow:
         target = await self._run_target(job, log)
         first = job.manifest.tests[0].input if job.manifest.tests else None
         limits = limits_for(job.manifest.timeout_s, 1, job.manifest.resources.model_dump())
-        log(await probe(self.sandbox, target, first, limits))
+        log(await probe(self.sandbox, target, first, limits, must_succeed=job.source_kind == "notebook"))
 
     async def _run_target(self, job: Job, log: Log) -> RunTarget:
         assert job.manifest is not None
@@ -480,7 +510,7 @@ class PublishWorkflow:
 
     async def _list(self, job: Job, log: Log) -> None:
         assert job.manifest is not None and job.target is not None
-        if job.source_kind == "package":
+        if job.source_kind in PACKAGED_KINDS:
             await self._containerize(job, log)
         manifest = job.manifest
         version_values = {

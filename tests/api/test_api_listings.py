@@ -48,6 +48,10 @@ async def test_update_records_a_version_and_is_owner_only(api) -> None:
     assert (
         await api.error_code(update, {"id": "missing", "input": {"description": "x"}}, alice) == "NOT_FOUND"
     )
+    # Publishing a version of another kind is refused; so is an edit (it turned a model into a dataset).
+    assert (
+        await api.error_code(update, {"id": listing_id, "input": {"kind": "DATASET"}}, alice) == "BAD_INPUT"
+    )
     assert await api.error_code(update, {"id": listing_id, "input": {"accuracy": 2.0}}, alice) == "BAD_INPUT"
 
 

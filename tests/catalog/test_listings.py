@@ -108,6 +108,20 @@ async def test_update_changes_given_fields_and_records_versions(app: CatalogApp,
     assert (await app.listings.get(alice, listing.id)).accuracy == 0.91
 
 
+async def test_an_edit_keeps_the_listings_kind(app: CatalogApp, alice: Actor) -> None:
+    """Publishing a version of another kind was refused, but updateListing turned a model into a dataset,
+    breaking the trainings, pipelines and reviews that name it."""
+    listing = await app.listings.create(alice, listing_data())
+    with pytest.raises(BadInput, match=f"kind: listing {listing.id} is a model and stays one") as refused:
+        await app.listings.update(alice, listing.id, {"kind": "dataset", "description": "Now data."})
+    assert refused.value.details.get("field") == "kind"
+    unchanged = await app.listings.get(alice, listing.id)
+    assert unchanged.kind == "model" and unchanged.description == listing.description
+    assert [v.version for v in await app.listings.versions(alice, listing.id)] == ["1.0.0"]
+    same = await app.listings.update(alice, listing.id, {"kind": "model", "description": "Same kind."})
+    assert same.kind == "model" and same.description == "Same kind."
+
+
 async def test_update_reembeds_text_changes(app: CatalogApp, alice: Actor) -> None:
     listing = await app.listings.create(alice, listing_data())
     before = app.backend.get([listing.id])[listing.id].embedding.copy()

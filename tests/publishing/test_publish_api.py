@@ -9,6 +9,7 @@ from typing import Any
 
 import httpx
 import pytest
+from notebook_support import word_stats_manifest, word_stats_notebook
 from publishing_support import package_files, sentiment_manifest, zip_bytes
 
 from api.app import create_app
@@ -137,3 +138,30 @@ async def test_required_resources_override_only_the_values_given(client: Client)
         token,
     )
     assert listing["data"]["listing"]["resources"] == {"cpu": 2.0, "memoryMb": 300, "gpu": 0}
+
+
+PUBLISH_NOTEBOOK = """
+mutation($file: Upload!, $manifest: JSON) {
+  publishNotebook(file: $file, manifest: $manifest) { id sourceKind status }
+}"""
+LISTING = "query($id: ID!) { listing(id: $id) { kind description documentation verificationStatus } }"
+
+
+async def test_publish_a_notebook_through_graphql(client: Client) -> None:
+    token = await client.token("alice")
+    body = await client.upload(
+        PUBLISH_NOTEBOOK, {"manifest": word_stats_manifest()}, word_stats_notebook(), token
+    )
+    assert not body.get("errors"), body
+    assert body["data"]["publishNotebook"]["sourceKind"] == "NOTEBOOK"
+    done = await wait_until_done(client, body["data"]["publishNotebook"]["id"], token)
+    assert done["status"] == "PUBLISHED", done
+    listing = (await client.query(LISTING, {"id": done["listingId"]}))["data"]["listing"]
+    assert listing["kind"] == "NOTEBOOK" and listing["verificationStatus"] == "VERIFIED"
+    assert listing["description"].startswith("Counts the words of an English text")
+    assert listing["documentation"].startswith("# Word statistics")
+
+    not_a_notebook = await client.upload(PUBLISH_NOTEBOOK, {}, b"print('hi')", token)
+    failed = await wait_until_done(client, not_a_notebook["data"]["publishNotebook"]["id"], token)
+    assert failed["status"] == "FAILED" and "not a JSON notebook" in failed["error"]
+    assert failed["steps"][0]["errorCode"] == "BAD_INPUT"

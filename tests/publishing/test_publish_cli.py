@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
+from notebook_support import word_stats_manifest, word_stats_notebook
 from publishing_support import package_files, sentiment_manifest, zip_bytes
 from typer.testing import CliRunner
 
@@ -88,3 +89,20 @@ def test_a_manifest_that_is_not_json_is_a_clear_error(
         producer_token,
     )
     assert result.exit_code == 2 and "manifest.json" in result.stderr and "not valid JSON" in result.stderr
+
+
+def test_publish_a_notebook_as_it_is(sqlite_settings: Settings, producer_token: str, tmp_path: Path) -> None:
+    notebook = tmp_path / "word-stats.ipynb"
+    notebook.write_bytes(word_stats_notebook())
+    manifest = tmp_path / "manifest.json"
+    manifest.write_text(json.dumps(word_stats_manifest()))
+    args = ("publish", str(notebook), "--kind", "notebook", "--token", producer_token)
+    result = mlrepo(sqlite_settings, *args, "--manifest", str(manifest))
+    assert result.exit_code == 0, result.output
+    publication = json.loads(result.stdout)
+    assert publication["status"] == "published" and publication["source_kind"] == "notebook"
+    assert [s["status"] for s in publication["steps"]] == ["succeeded"] * 5
+    # Without --manifest the notebook's own metadata.mlrepo is its manifest; here it has none.
+    bare = mlrepo(sqlite_settings, *args)
+    assert bare.exit_code == 1
+    assert "name: Field required" in json.loads(bare.stdout)["error"]
