@@ -6,7 +6,8 @@ account of ``--token``, with records from ``--input FILE.jsonl`` (one JSON value
 or ``--dataset`` (a dataset listing: scored for inference, trained on for training); ``--pipeline ID``
 runs one of your pipelines instead of a listing (``--task training`` trains it, like
 ``Mutation.trainPipeline``). With Redis the job goes to a worker, otherwise it runs in this process.
-It waits for the outcome and prints the job as JSON; exit 1 when the job did not succeed.
+It waits for the outcome and prints the job as JSON, its per-record ``outputs`` included; exit 1 when the
+job did not succeed.
 """
 
 from __future__ import annotations
@@ -120,7 +121,7 @@ def register(app: typer.Typer) -> None:
                     final = submitted
                     async for final in service.watch(actor, submitted.id):  # noqa: B007 - the last is the outcome
                         pass
-                    return dict(final.__dict__)
+                    return {**final.__dict__, "outputs": await service.all_outputs(final)}
                 finally:
                     await service.queue.close()
                     await service.events.close()

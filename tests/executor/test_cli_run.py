@@ -47,7 +47,7 @@ async def test_mlrepo_run_prints_the_finished_job(sqlite_settings: Settings, bwr
     assert code == 0, (code, out, err)
     job = json.loads(out)
     assert job["status"] == "succeeded"
-    assert [r["output"]["label"] for r in job["result"]["records"]] == ["positive", "negative", "positive"]
+    assert [r["output"]["label"] for r in job["outputs"]] == ["positive", "negative", "positive"]
 
     code, _, err = await mlrepo(
         sqlite_settings, "run", published.listing_id, "--record", "x", "--token", "wrong"

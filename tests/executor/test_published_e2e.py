@@ -64,7 +64,10 @@ async def test_a_published_package_runs_as_a_job(settings, catalog, people, bwra
         await jobs.queue.close()
     assert final.status == JobStatus.SUCCEEDED, final.error
     # "words" is not in class-label@1: dropped before it is stored or shown.
-    assert final.result["records"] == [{"output": {"label": "positive"}}, {"output": {"label": "negative"}}]
+    assert await jobs.all_outputs(final) == [
+        {"output": {"label": "positive"}},
+        {"output": {"label": "negative"}},
+    ]
 
 
 def zip_of(files: dict[str, str]) -> bytes:
@@ -121,7 +124,10 @@ async def test_a_dataset_published_as_an_archive_feeds_a_job(
         await jobs.queue.close()
     assert final.status == JobStatus.SUCCEEDED, final.error
     # The .jsonl members in path order; the README is not data.
-    assert final.result["records"] == [{"output": {"label": "positive"}}, {"output": {"label": "negative"}}]
+    assert await jobs.all_outputs(final) == [
+        {"output": {"label": "positive"}},
+        {"output": {"label": "negative"}},
+    ]
 
 
 async def test_a_pipeline_published_as_a_code_package_runs(settings, catalog, people, bwrap_runtime) -> None:
@@ -145,4 +151,4 @@ async def test_a_pipeline_published_as_a_code_package_runs(settings, catalog, pe
     finally:
         await jobs.queue.close()
     assert final.status == JobStatus.SUCCEEDED, final.error
-    assert final.result["records"] == [{"output": {"label": "positive"}}]
+    assert await jobs.all_outputs(final) == [{"output": {"label": "positive"}}]

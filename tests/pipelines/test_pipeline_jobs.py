@@ -20,7 +20,7 @@ from catalog.app import CatalogApp
 from catalog.enums import JobStatus
 from catalog.pipelines import PipelineService, StepRole
 from executor.jobs import JobService
-from executor.pipeline_jobs import run_pipeline_row, submit_pipeline
+from executor.pipeline_jobs import submit_pipeline
 from executor.runtimes import BwrapRuntime
 from infra.errors import BadInput
 from infra.settings import Settings
@@ -67,14 +67,13 @@ async def test_run_job_on_a_pipeline_runs_every_stage_in_the_sandbox(
     job_id = await submit_pipeline(jobs, requester, [gray(4, 3, {(1, 1), (2, 1)})], pipeline_id=pipeline.id)
     assert claimed == [job_id]
 
-    row = await jobs.claim(job_id)
-    assert row is not None and row.resources["stages"] == ["cpu", "cpu", "cpu"]
-    staging = Path(app.settings.data_dir) / "staging"
-    status, error = await run_pipeline_row(jobs, row, staging)
-    assert (status, error) == ("succeeded", None)
+    assert await jobs.run(job_id) == "succeeded"
+    view = await jobs.get(requester, job_id)
+    assert view.resources["stages"] == ["cpu", "cpu", "cpu"] and view.error is None
+    assert view.result == {"succeeded": 1, "failed": 0} and view.outputs_count == 1
     async with app.db.session() as session:
         stored = await session.get(Job, job_id)
-        assert stored.result["records"] == [
+        assert await jobs.all_outputs(view) == [
             {
                 "output": {
                     "predictions": [
