@@ -21,6 +21,7 @@ from typing import Any
 from sqlalchemy import select
 
 from catalog.publishing.archive_safety import (
+    GZIPPED_FILE,
     ArchiveLimits,
     UnsafeArchive,
     detect_format,
@@ -108,7 +109,7 @@ class DatasetReader:
 
     The file is exported from the artifact store into ``scratch``; an archive (zip, tar, tar.gz) is
     extracted there with publishing's safety limits and its ``.jsonl`` / ``.ndjson`` members are read in
-    path order.
+    path order; a gzipped file (``.jsonl.gz``) is decompressed under the same limits and read whole.
     """
 
     def __init__(self, settings: Settings, digest: str, scratch: Path) -> None:
@@ -137,10 +138,12 @@ def _json_lines_files(path: Path, root: Path, limits: ArchiveLimits) -> list[Pat
     with open(path, "rb") as f:
         head = f.read(512)
     try:
-        detect_format(head)
+        fmt = detect_format(head)
     except UnsafeArchive:  # a single-file dataset
         return [path]
     report = extract_archive(path, root, limits)
+    if fmt == GZIPPED_FILE:  # one compressed file: its content is the data, whatever it was called
+        return [root / name for name in report.files]
     parts = sorted(name for name in report.files if name.lower().endswith(JSON_LINES_SUFFIXES))
     if not parts:
         raise BadInput(

@@ -4,6 +4,7 @@ outputs are a JSON-lines artifact referenced when the job becomes final, and rea
 
 from __future__ import annotations
 
+import gzip
 import json
 
 import pytest
@@ -179,3 +180,20 @@ async def test_a_dataset_record_that_does_not_fit_the_input_schema_is_refused_at
         version.artifact_digest = ArtifactStore.from_settings(job_settings).put_bytes(b'"a"\n{oops\n').digest
     with pytest.raises(BadInput, match="line 2 is not JSON"):
         await jobs.submit(people["alice"], published.listing_id, "inference", dataset_listing_id=broken)
+
+
+async def test_a_gzipped_dataset_feeds_a_job(
+    jobs: JobService, catalog, people, job_settings: Settings
+) -> None:
+    published = await publish_model(job_settings, catalog, people["producer"], MODEL, output_schema=None)
+    dataset_id = await publish_dataset(job_settings, catalog, people["producer"], [], "gzipped")
+    data = gzip.compress(b"".join(json.dumps({"input": f"g{i}"}).encode() + b"\n" for i in range(40)))
+    async with catalog.db.session() as session:
+        version = await session.scalar(select(ListingVersion).where(ListingVersion.listing_id == dataset_id))
+        version.artifact_digest = ArtifactStore.from_settings(job_settings).put_bytes(data).digest
+    view = await jobs.submit(
+        people["alice"], published.listing_id, "inference", dataset_listing_id=dataset_id
+    )
+    final = await outcome(jobs, people["alice"], view.id)
+    assert final.status == JobStatus.SUCCEEDED, final.error
+    assert await jobs.all_outputs(final) == [{"output": {"label": f"g{i}"}} for i in range(40)]
