@@ -65,11 +65,26 @@ class BatchProgress:
     call_latencies_s: list[float] = field(default_factory=list)
 
 
+@dataclass(frozen=True)
+class BatchCarry:
+    """What one run of ``run_in_batches`` learnt, handed to the next when a job scores its records a
+    chunk at a time: the batch size reached and the per-record estimate (so each chunk does not start
+    over with a probe), and the failed calls in a row (so a model that answers nothing is given up on
+    once, not once per chunk)."""
+
+    per_record_s: float | None = None
+    size: int | None = None
+    largest_ok: int = 0
+    failed_in_a_row: int = 0
+    last_failure: Failure | None = None
+
+
 @dataclass
 class BatchOutcome:
     results: list[RecordOutcome]
     progress: BatchProgress
     last_failure: Failure | None = None
+    carry: BatchCarry = field(default_factory=BatchCarry)
 
     @property
     def succeeded(self) -> int:
@@ -81,17 +96,23 @@ class BatchOutcome:
 
 
 async def run_in_batches(
-    total: int, call: ScoringCall, policy: BatchPolicy, on_progress: ProgressHook | None = None
+    total: int,
+    call: ScoringCall,
+    policy: BatchPolicy,
+    on_progress: ProgressHook | None = None,
+    carry: BatchCarry | None = None,
 ) -> BatchOutcome:
-    """Score records ``0..total-1`` through ``call``; see the module docstring for the strategy."""
+    """Score records ``0..total-1`` through ``call``; see the module docstring for the strategy.
+    ``carry`` continues where the previous chunk of the same job left off (``BatchOutcome.carry``)."""
+    carry = carry or BatchCarry()
     results: list[RecordOutcome | None] = [None] * total
-    progress = BatchProgress(total=total)
-    per_record: float | None = None
-    largest_ok = 0
-    size = policy.first_batch
+    progress = BatchProgress(total=total, failed_in_a_row=carry.failed_in_a_row)
+    per_record: float | None = carry.per_record_s
+    largest_ok = carry.largest_ok
+    size = carry.size or policy.first_batch
     retry: deque[list[int]] = deque()  # unanswered pieces of failed calls, processed first
     cursor = 0
-    last_failure: Failure | None = None
+    last_failure: Failure | None = carry.last_failure
 
     while retry or cursor < total:
         if progress.failed_in_a_row >= policy.max_failed_calls:
@@ -149,7 +170,8 @@ async def run_in_batches(
             await on_progress(progress)
 
     final = [r if r is not None else RecordOutcome(error="not run") for r in results]
-    return BatchOutcome(final, progress, last_failure)
+    learnt = BatchCarry(per_record, size, largest_ok, progress.failed_in_a_row, last_failure)
+    return BatchOutcome(final, progress, last_failure, learnt)
 
 
 def _failed_record(failure: Failure) -> RecordOutcome:

@@ -10,15 +10,23 @@ members, a README or a licence, are not data), extracted with publishing's safet
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import shutil
 import tempfile
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy import select
 
-from catalog.publishing.archive_safety import ArchiveLimits, UnsafeArchive, detect_format, extract_archive
+from catalog.publishing.archive_safety import (
+    GZIPPED_FILE,
+    ArchiveLimits,
+    UnsafeArchive,
+    detect_format,
+    extract_archive,
+)
 from executor.contract import reject_constant
 from infra.artifacts import ArtifactStore
 from infra.db import Database
@@ -33,26 +41,40 @@ JSON_LINES_SUFFIXES = (".jsonl", ".ndjson")
 def parse_json_lines(data: bytes, what: str) -> list[Any]:
     if len(data) > MAX_DATA_BYTES:
         raise BadInput(f"{what} is larger than {MAX_DATA_BYTES >> 20} MiB")
-    values = []
-    for number, line in enumerate(data.decode("utf-8-sig", "replace").splitlines(), 1):
+    return list(_json_values(data.decode("utf-8-sig", "replace").splitlines(), what))
+
+
+def _json_values(lines: Iterable[str], what: str, first_number: int = 1) -> Iterator[Any]:
+    for number, line in enumerate(lines, first_number):
         if not line.strip():
             continue
         try:
-            values.append(json.loads(line, parse_constant=reject_constant))
+            yield json.loads(line, parse_constant=reject_constant)
         except ValueError:
             raise BadInput(
                 f"{what} line {number} is not JSON (NaN and Infinity are not either); "
                 "expected one JSON value per line"
             ) from None
-    return values
 
 
-def inference_inputs(lines: list[Any]) -> list[Any]:
-    return [line["input"] if isinstance(line, dict) and "input" in line else line for line in lines]
+def check_inline_count(settings: Settings, count: int) -> None:
+    """Records given in the request (a list or an uploaded file) ride on the job row; a dataset listing
+    is the way to score more (its records are streamed from its stored file)."""
+    limit = settings.job_max_inline_records
+    if count > limit:
+        raise BadInput(
+            f"at most {limit} records per job in the request; got {count} (publish them as a dataset "
+            "listing and pass datasetListingId to score more)",
+            field="records",
+        )
 
 
-async def dataset_lines(settings: Settings, db: Database, dataset_listing_id: str) -> list[Any]:
-    """The JSON lines of a dataset listing's latest stored version (the caller checked it may see it)."""
+def inference_inputs(lines: Iterable[Any]) -> Iterator[Any]:
+    return (line["input"] if isinstance(line, dict) and "input" in line else line for line in lines)
+
+
+async def dataset_digest(db: Database, dataset_listing_id: str) -> str:
+    """The stored file of a dataset listing's latest version (the caller checked it may see it)."""
     async with db.session() as session:
         version = await session.scalar(
             select(ListingVersion)
@@ -62,35 +84,73 @@ async def dataset_lines(settings: Settings, db: Database, dataset_listing_id: st
         )
     if version is None or not version.artifact_digest:
         raise BadInput("the dataset listing has no stored data", field="datasetListingId")
-    store = ArtifactStore.from_settings(settings)
+    return version.artifact_digest
+
+
+async def dataset_lines(settings: Settings, db: Database, dataset_listing_id: str) -> list[Any]:
+    """All the JSON lines of a dataset listing's latest stored version, in memory: training reads its
+    examples whole (at most ``MAX_DATA_BYTES`` of them); inference streams them (``DatasetReader``)."""
+    digest = await dataset_digest(db, dataset_listing_id)
     scratch = Path(tempfile.mkdtemp(prefix="dataset-"))
     try:
-        path = await asyncio.to_thread(store.export, version.artifact_digest, scratch / "data")
-        data = await asyncio.to_thread(_json_lines_of, path, ArchiveLimits.from_settings(settings))
-        return parse_json_lines(data, "the dataset")
+        return await asyncio.to_thread(_read_all, settings, digest, scratch)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
 
 
-def _json_lines_of(path: Path, limits: ArchiveLimits) -> bytes:
-    """The stored file itself, or the JSON-lines members of the archive it is, joined in path order."""
+def _read_all(settings: Settings, digest: str, scratch: Path) -> list[Any]:
+    reader = DatasetReader(settings, digest, scratch)
+    _check_size(sum(part.stat().st_size for part in reader.parts))
+    return list(reader.values())
+
+
+class DatasetReader:
+    """A dataset's stored file, readable one JSON value at a time: memory stays bounded whatever its size.
+
+    The file is exported from the artifact store into ``scratch``; an archive (zip, tar, tar.gz) is
+    extracted there with publishing's safety limits and its ``.jsonl`` / ``.ndjson`` members are read in
+    path order; a gzipped file (``.jsonl.gz``) is decompressed under the same limits and read whole.
+    """
+
+    def __init__(self, settings: Settings, digest: str, scratch: Path) -> None:
+        scratch.mkdir(parents=True, exist_ok=True)
+        path = ArtifactStore.from_settings(settings).export(digest, scratch / "data")
+        self.parts = _json_lines_files(path, scratch / "extracted", ArchiveLimits.from_settings(settings))
+
+    def values(self) -> Iterator[Any]:
+        for part in self.parts:
+            with open(part, encoding="utf-8-sig", errors="replace") as lines:
+                yield from _json_values((line.rstrip("\n") for line in lines), "the dataset")
+
+    def inputs(self) -> Iterator[Any]:
+        return inference_inputs(self.values())
+
+
+def job_inputs(settings: Settings, digest: str | None, inline: list[Any], scratch: Path) -> Iterator[Any]:
+    """An inference job's inputs in order: its dataset's records (``digest``: streamed from the stored
+    file, exported into ``scratch``), then those given inline."""
+    dataset = DatasetReader(settings, digest, scratch).inputs() if digest is not None else iter(())
+    return itertools.chain(dataset, inline)
+
+
+def _json_lines_files(path: Path, root: Path, limits: ArchiveLimits) -> list[Path]:
+    """The stored file itself, or the JSON-lines files of the archive it is, in path order."""
     with open(path, "rb") as f:
         head = f.read(512)
     try:
-        detect_format(head)
+        fmt = detect_format(head)
     except UnsafeArchive:  # a single-file dataset
-        _check_size(path.stat().st_size)
-        return path.read_bytes()
-    root = path.parent / "extracted"
+        return [path]
     report = extract_archive(path, root, limits)
+    if fmt == GZIPPED_FILE:  # one compressed file: its content is the data, whatever it was called
+        return [root / name for name in report.files]
     parts = sorted(name for name in report.files if name.lower().endswith(JSON_LINES_SUFFIXES))
     if not parts:
         raise BadInput(
             "the dataset archive holds no JSON-lines file (*.jsonl or *.ndjson) to read",
             field="datasetListingId",
         )
-    _check_size(sum((root / name).stat().st_size for name in parts))
-    return b"\n".join((root / name).read_bytes() for name in parts)
+    return [root / name for name in parts]
 
 
 def _check_size(size: int) -> None:

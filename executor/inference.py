@@ -8,15 +8,22 @@ the producer's limit plus a fixed allowance, which is ours to pay, not the produ
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from catalog.enums import JobStatus
-from executor.batching import BatchOutcome, BatchPolicy, CallResult, ProgressHook, run_in_batches
+from executor.batching import (
+    BatchCarry,
+    BatchOutcome,
+    BatchPolicy,
+    CallResult,
+    ProgressHook,
+    run_in_batches,
+)
 from executor.contract import RecordOutcome, encode_records, parse_outputs
 from executor.output_filter import OutputFilter
-from executor.runtimes.base import Limits, Package, PreparedRun, RunRequest, Runtime
+from executor.runtimes.base import Failure, Limits, Package, PreparedRun, RunRequest, Runtime
 
 SANDBOX_START_ALLOWANCE_S = 2.0
 
@@ -59,7 +66,11 @@ class NextSandbox:
 
 
 async def run_inference(
-    runtime: Runtime, plan: InferencePlan, inputs: Sequence[Any], on_progress: ProgressHook | None = None
+    runtime: Runtime,
+    plan: InferencePlan,
+    inputs: Sequence[Any],
+    on_progress: ProgressHook | None = None,
+    carry: BatchCarry | None = None,
 ) -> BatchOutcome:
     limits = plan.call_limits()
     sandboxes = NextSandbox(
@@ -76,35 +87,67 @@ async def run_inference(
         return CallResult(outcomes, result.duration_s, result.failure)
 
     try:
-        return await run_in_batches(len(inputs), score, plan.policy(), on_progress)
+        return await run_in_batches(len(inputs), score, plan.policy(), on_progress, carry)
     finally:
         await sandboxes.discard()
 
 
 def verdict(outcome: BatchOutcome) -> tuple[JobStatus, str | None]:
     """A job succeeds when any record did; when none did, it fails with the first record's reason."""
-    if not outcome.results:
-        return JobStatus.SUCCEEDED, None
-    if outcome.succeeded:
-        return JobStatus.SUCCEEDED, None
-    first = next(r.error for r in outcome.results if r.error)
-    if outcome.all_timed_out:
-        return JobStatus.TIMED_OUT, first
-    return JobStatus.FAILED, first
+    return Tally().add(outcome).verdict()
 
 
-def _record(result: RecordOutcome) -> dict[str, Any]:
+@dataclass
+class Tally:
+    """A job's outcome summed over the chunks it was scored in, without keeping the records: counts,
+    the calls' latencies, the first error and whether every record timed out."""
+
+    records: int = 0
+    succeeded: int = 0
+    calls: int = 0
+    failed_calls: int = 0
+    all_timed_out: bool = True
+    first_error: str | None = None
+    last_failure: Failure | None = None
+    call_latencies_s: list[float] = field(default_factory=list)
+
+    def add(self, outcome: BatchOutcome) -> Tally:
+        self.records += len(outcome.results)
+        self.succeeded += outcome.succeeded
+        self.calls += outcome.progress.calls
+        self.failed_calls += outcome.progress.failed_calls
+        self.call_latencies_s += outcome.progress.call_latencies_s
+        self.all_timed_out = self.all_timed_out and all(r.timed_out for r in outcome.results)
+        if self.first_error is None:
+            self.first_error = next((r.error for r in outcome.results if r.error), None)
+        self.last_failure = outcome.last_failure or self.last_failure
+        return self
+
+    @property
+    def failed(self) -> int:
+        return self.records - self.succeeded
+
+    def verdict(self) -> tuple[JobStatus, str | None]:
+        if not self.records or self.succeeded:
+            return JobStatus.SUCCEEDED, None
+        if self.all_timed_out:
+            return JobStatus.TIMED_OUT, self.first_error
+        return JobStatus.FAILED, self.first_error
+
+    def summary(self) -> dict[str, Any]:
+        """What is stored on the job row: counts only, whatever the number of records."""
+        return {"succeeded": self.succeeded, "failed": self.failed}
+
+
+def output_records(outcome: BatchOutcome) -> Iterator[dict[str, Any]]:
+    """The job's outputs (shown to its owner): one ``{output}`` or ``{error}`` per record, in input order
+    (with its executed notebook for a notebook listing)."""
+    return (record_line(r) for r in outcome.results)
+
+
+def record_line(result: RecordOutcome) -> dict[str, Any]:
+    """One record's output or error, and for a notebook listing its executed notebook."""
     record: dict[str, Any] = {"output": result.output} if result.ok else {"error": result.error}
     if result.notebook is not None:
         record["notebook"] = result.notebook
     return record
-
-
-def result_payload(outcome: BatchOutcome) -> dict[str, Any]:
-    """What is stored on the job row (visible to its owner): outputs in input order, per-record errors,
-    and for a notebook listing each record's executed notebook."""
-    return {
-        "records": [_record(r) for r in outcome.results],
-        "succeeded": outcome.succeeded,
-        "failed": len(outcome.results) - outcome.succeeded,
-    }

@@ -21,14 +21,16 @@ import shutil
 import statistics
 import tempfile
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from itertools import islice
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from jsonschema import Draft202012Validator
 from sqlalchemy import select, update
+from sqlalchemy.orm import defer
 
 from catalog.actors import Actor
 from catalog.choices import parse_choices
@@ -38,13 +40,25 @@ from catalog.keyset import check_page_size, encode_cursor, newest_first
 from catalog.pipelines.store import carries_code
 from executor.allocation import Allocation, Quota, allocate, queue_for
 from executor.batching import BatchProgress
-from executor.datasets import dataset_lines, inference_inputs
+from executor.datasets import DatasetReader, check_inline_count, dataset_digest, job_inputs
 from executor.events import JobEvents, LocalJobEvents
 from executor.gpus import GpuPool, leased_gpus, parse_devices, shared_pool
-from executor.inference import InferencePlan, result_payload, run_inference, verdict
+from executor.inference import InferencePlan, Tally, output_records, run_inference
+from executor.job_outputs import (
+    START,
+    OutputsCursor,
+    OutputsPage,
+    OutputsWriter,
+    StoredOutputs,
+    read_all,
+    read_page,
+    write_outputs,
+)
 from executor.output_filter import OutputFilter
 from executor.packages import commands_of, prepare_runnable
 from executor.runtimes import Limits, RuntimeSelector
+from executor.schema_check import compile_check
+from infra.artifacts import ArtifactStore
 from infra.errors import BadInput, MlrepoError, NotFound, Unauthenticated
 from infra.settings import Settings
 from infra.tables import Account, Job, Listing, ListingVersion, UsageEvent, utcnow
@@ -54,7 +68,6 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("mlrepo.executor")
 
-MAX_RECORDS = 100_000
 IN_PROCESS_MAX_JOBS = 10  # jobs one process runs at once without Redis (an arq worker's ``max_jobs``)
 MAX_LOG_CHARS = 20_000
 RUNNABLE_KINDS = frozenset(
@@ -86,7 +99,9 @@ class JobView:
     resources: dict[str, Any]
     progress: dict[str, Any]
     metrics: dict[str, Any]
-    result: dict[str, Any] | None
+    result: dict[str, Any] | None  # a small summary; per-record outputs are in the artifact store
+    outputs_digest: str | None
+    outputs_count: int | None
     error: str | None
     logs: str
     attempts: int
@@ -108,6 +123,8 @@ class JobView:
             progress=dict(row.progress or {}),
             metrics=dict(row.metrics or {}),
             result=row.result,
+            outputs_digest=row.outputs_digest,
+            outputs_count=row.outputs_count,
             error=row.error,
             logs=row.logs or "",
             attempts=row.attempts or 0,
@@ -227,6 +244,8 @@ class JobService:
         self.selector = selector or RuntimeSelector(settings)
         self.gpus = gpus or shared_pool(parse_devices(settings.gpu_devices))
         self._uses: dict[str, list[UsageEvent]] = {}  # per running job: counted once it finishes
+        self._outputs: dict[str, StoredOutputs] = {}  # per running job: referenced once it finishes
+        self._artifacts: ArtifactStore | None = None
 
     # ------------------------------------------------------------------ requester side
 
@@ -252,24 +271,28 @@ class JobService:
         task = _parse_task(task)
         if (listing_id is None) == (pipeline_id is None):
             raise BadInput("give either a listingId or a pipelineId", field="listingId")
+        digest = None  # the stored file of a dataset whose records inference scores (then any inline)
         if dataset_listing_id is not None:
             dataset = await self.catalog.listings.get(actor, dataset_listing_id)
             if dataset.kind != ListingKind.DATASET:
                 raise BadInput("datasetListingId must name a dataset listing", field="datasetListingId")
-            if task == JobTask.INFERENCE:  # score the dataset's records (then any given inline)
-                lines = await dataset_lines(self.settings, self.db, dataset_listing_id)
+            if task == JobTask.INFERENCE:
                 if records is not None and not isinstance(records, list | tuple):
                     raise BadInput("records must be a list of inputs", field="records")
-                records = [*inference_inputs(lines), *(records or [])]
+                digest = await dataset_digest(self.db, dataset_listing_id)
         if pipeline_id is not None:
+            records = await self._with_dataset(records, digest)
             return await self._submit_pipeline(actor, task, records, resources, pipeline_id=pipeline_id)
         assert listing_id is not None
         listing = await self.catalog.listings.get(actor, listing_id)  # NOT_FOUND when not visible
         if listing.kind not in RUNNABLE_KINDS:
             raise BadInput(f"a {listing.kind} listing cannot be run", field="listingId")
         if listing.kind == ListingKind.PIPELINE and not await self._carries_code(listing_id):
+            records = await self._with_dataset(records, digest)
             return await self._submit_pipeline(actor, task, records, resources, listing_id=listing_id)
-        inputs = self._check_inputs(task, listing.input_schema, records, dataset_listing_id)
+        inputs = self._check_inputs(task, listing.input_schema, records, dataset_listing_id, digest)
+        if digest is not None:
+            inputs["dataset_records"] = await self._scan_dataset(digest, listing.input_schema)
         async with self.db.session() as session:
             account = await session.get(Account, actor.account_id)
             if account is None:
@@ -302,6 +325,45 @@ class JobService:
         await self._publish(view)
         await self.deliver(row.id, row.resource_class, 1)
         return view
+
+    async def _scan_dataset(self, digest: str, input_schema: dict[str, Any] | None) -> int:
+        """Count a dataset's records, refusing it now (not in the worker) when one is not JSON or does
+        not match the listing's input schema; read as a stream, so memory stays bounded."""
+        check = input_check(input_schema)
+
+        def scan(scratch: Path) -> int:
+            count = 0
+            for count, value in enumerate(DatasetReader(self.settings, digest, scratch).inputs(), 1):
+                check(f"the dataset's record {count}", value, "datasetListingId")
+            return count
+
+        return await self._in_scratch(scan)
+
+    async def _with_dataset(self, records: Sequence[Any] | None, digest: str | None) -> Sequence[Any] | None:
+        """A pipeline runs its records stage by stage in memory: the dataset's, then those given inline,
+        at most ``job_max_inline_records`` of them together."""
+        if digest is None:
+            return records
+        limit = self.settings.job_max_inline_records
+
+        def load(scratch: Path) -> list[Any]:
+            loaded = list(islice(DatasetReader(self.settings, digest, scratch).inputs(), limit + 1))
+            if len(loaded) + len(records or ()) > limit:
+                raise BadInput(
+                    f"a pipeline run takes at most {limit} records (its dataset's and any given); "
+                    "this dataset has more: run its listings one by one, or split the dataset",
+                    field="datasetListingId",
+                )
+            return [*loaded, *(records or ())]
+
+        return await self._in_scratch(load)
+
+    async def _in_scratch(self, work: Callable[[Path], Any]) -> Any:
+        scratch = Path(tempfile.mkdtemp(prefix="dataset-", dir=self._staging_root()))
+        try:
+            return await asyncio.to_thread(work, scratch)
+        finally:
+            await asyncio.to_thread(shutil.rmtree, scratch, True)
 
     async def deliver(self, job_id: str, resource_class: str, attempt: int) -> None:
         """Hand a QUEUED job to the queue. Its row is written already, so a queue that refuses it now
@@ -346,9 +408,10 @@ class JobService:
         return view
 
     async def get(self, actor: Actor, job_id: str) -> JobView:
-        """Jobs (and their results) are visible to their owner and admins only; others get NOT_FOUND."""
+        """Jobs (and their results) are visible to their owner and admins only; others get NOT_FOUND.
+        The job's inputs are not loaded: a view never shows them, and they may be many records."""
         async with self.db.session() as session:
-            row = await session.get(Job, job_id)
+            row = await session.scalar(select(Job).options(defer(Job.inputs)).where(Job.id == job_id))
             if row is None or not (actor.is_admin or row.owner_id == actor.account_id):
                 raise NotFound(f"no job with id {job_id!r}")
             return JobView.of(row)
@@ -368,7 +431,7 @@ class JobService:
         if actor.account_id is None:
             raise Unauthenticated("sign in to list your jobs")
         check_page_size(first, max_page_size)
-        query = select(Job).where(Job.owner_id == actor.account_id)
+        query = select(Job).options(defer(Job.inputs)).where(Job.owner_id == actor.account_id)
         wanted = parse_choices(JobStatus, statuses, "status")
         if wanted:
             query = query.where(Job.status.in_(wanted))
@@ -380,6 +443,31 @@ class JobService:
         rows = rows[:first]
         cursor = encode_cursor(rows[-1].created_at, rows[-1].id) if has_next else None
         return JobPage([JobView.of(r) for r in rows], cursor, has_next)
+
+    async def outputs(
+        self, actor: Actor, job_id: str, first: int, after: OutputsCursor = START
+    ) -> OutputsPage:
+        """A page of a final job's per-record outputs (``{output}`` or ``{error}``, in input order); an
+        empty page for a job that has none (not final yet, cancelled, training)."""
+        view = await self.get(actor, job_id)
+        if first < 1 or first > self.settings.job_outputs_page_size:
+            raise BadInput(
+                f"first must be between 1 and {self.settings.job_outputs_page_size}; got {first}",
+                field="first",
+            )
+        if view.outputs_digest is None:
+            if after != START:
+                raise BadInput("this job has no outputs to page through", field="after")
+            return OutputsPage(START, [], [], 0)
+        return await asyncio.to_thread(
+            read_page, self.artifacts, view.outputs_digest, view.outputs_count or 0, after, first
+        )
+
+    async def all_outputs(self, view: JobView) -> list[dict[str, Any]]:
+        """Every output of a job its caller may see (``view`` came from ``get``)."""
+        if view.outputs_digest is None:
+            return []
+        return await asyncio.to_thread(read_all, self.artifacts, view.outputs_digest)
 
     async def cancel(self, actor: Actor, job_id: str) -> JobView:
         await self.get(actor, job_id)
@@ -463,11 +551,12 @@ class JobService:
                 await heartbeat
             shutil.rmtree(staging, ignore_errors=True)
             uses = self._uses.pop(job_id, [])
-        await self.finish(job_id, status, error=error, uses=uses)
+            outputs = self._outputs.pop(job_id, None)
+        await self.finish(job_id, status, error=error, uses=uses, outputs=outputs)
         return status.value
 
     async def _listing_unavailable(self, row: Job) -> str | None:
-        """Why the job's listing (or the dataset a training reads) may no longer be used by its owner,
+        """Why the job's listing (or the dataset it reads) may no longer be used by its owner,
         or None. Checked again when the job starts, because it may have waited in the queue while the
         listing was suspended (its behaviour changed) or made private. A pipeline job re-plans with its
         owner's visibility instead."""
@@ -487,7 +576,8 @@ class JobService:
             try:
                 await self.catalog.listings.get(owner, dataset_id)
             except NotFound:
-                return "the training data is no longer available to you (suspended, made private or deleted)"
+                what = "training data" if row.task == JobTask.TRAINING else "dataset to score"
+                return f"the {what} is no longer available to you (suspended, made private or deleted)"
         return None
 
     async def _run_pipeline(self, row: Job, staging: Path) -> tuple[JobStatus, str | None]:
@@ -515,30 +605,56 @@ class JobService:
             labels=((JOB_LABEL, row.id),),
             executed_notebooks=runnable.notebook,
         )
-        records = list((row.inputs or {}).get("records") or [])
         started = time.perf_counter()
-        outcome = await run_inference(runnable.runtime, plan, records, self.progress_hook(row.id))
+        tally = await self._score_in_chunks(row, runnable.runtime, plan, staging)
         elapsed = time.perf_counter() - started
-        status, error = verdict(outcome)
-        latencies = outcome.progress.call_latencies_s
+        status, error = tally.verdict()
+        latencies = tally.call_latencies_s
         metrics = {
             "runtime": runnable.runtime.name,
             "gpus": list(leased_gpus()),
             "version": runnable.version,
-            "records": len(records),
-            "succeeded": outcome.succeeded,
-            "calls": outcome.progress.calls,
-            "failed_calls": outcome.progress.failed_calls,
+            "records": tally.records,
+            "succeeded": tally.succeeded,
+            "calls": tally.calls,
+            "failed_calls": tally.failed_calls,
             "duration_s": round(elapsed, 4),
-            "per_record_ms": round(1000 * elapsed / max(1, len(records)), 4),
+            "per_record_ms": round(1000 * elapsed / max(1, tally.records), 4),
             "call_p50_ms": round(1000 * statistics.median(latencies), 2) if latencies else None,
         }
         logs = "\n".join(f"call {i + 1}: {1000 * s:.0f} ms" for i, s in enumerate(latencies[:200])) + (
-            f"\nlast failure: {outcome.last_failure.reason}" if outcome.last_failure else ""
+            f"\nlast failure: {tally.last_failure.reason}" if tally.last_failure else ""
         )
-        await self.store(row.id, result=result_payload(outcome), metrics=metrics, logs=logs)
+        await self.store(row.id, result=tally.summary(), metrics=metrics, logs=logs)
         await self.record_usage(row, UsageKind.INFERENCE, status, metrics["per_record_ms"])
         return status, error
+
+    async def _score_in_chunks(self, row: Job, runtime: Any, plan: InferencePlan, staging: Path) -> Tally:
+        """Score the job's records (its dataset's, streamed from the stored file, then those given inline)
+        a chunk of ``job_max_batch_records`` at a time, writing each chunk's outputs out before reading
+        the next: memory stays bounded whatever the dataset's size. What batching learnt (batch size,
+        failures in a row) carries from one chunk to the next, so chunks do not each start over."""
+        inputs = row.inputs or {}
+        inline = list(inputs.get("records") or [])
+        total = int(inputs.get("dataset_records") or 0) + len(inline)
+        source = await asyncio.to_thread(
+            job_inputs, self.settings, inputs.get("dataset_digest"), inline, staging / "dataset"
+        )
+        size = max(1, self.settings.job_max_batch_records)
+        writer = OutputsWriter(staging / "outputs")
+        tally, carry = Tally(), None
+        try:
+            while chunk := await asyncio.to_thread(lambda: list(islice(source, size))):
+                hook = self.progress_hook(row.id, done_before=tally, total=total)
+                outcome = await run_inference(runtime, plan, chunk, hook, carry)
+                carry = outcome.carry
+                tally.add(outcome)
+                await asyncio.to_thread(writer.extend, output_records(outcome))
+            await self.keep_written_outputs(row.id, writer)
+        except BaseException:
+            writer.discard()
+            raise
+        return tally
 
     def limits_for(self, allocation: Allocation, timeout_s: float | None) -> Limits:
         return Limits(
@@ -710,13 +826,19 @@ class JobService:
             job_id, {"id": job_id, "status": JobStatus.RUNNING.value, "progress": values}
         )
 
-    def progress_hook(self, job_id: str) -> Callable[[BatchProgress], Awaitable[None]]:
+    def progress_hook(
+        self, job_id: str, done_before: Tally | None = None, total: int | None = None
+    ) -> Callable[[BatchProgress], Awaitable[None]]:
+        """Reports a batch run's progress; for one chunk of a job, counted on from the chunks before it
+        (``done_before``) out of the job's ``total``."""
+        before = done_before or Tally()
+
         async def hook(progress: BatchProgress) -> None:
             values = {
-                "batches_done": progress.calls,
-                "records_done": progress.done,
-                "records_total": progress.total,
-                "failed_calls": progress.failed_calls,
+                "batches_done": before.calls + progress.calls,
+                "records_done": before.records + progress.done,
+                "records_total": progress.total if total is None else total,
+                "failed_calls": before.failed_calls + progress.failed_calls,
             }
             await self.report_progress(job_id, values)
 
@@ -729,19 +851,43 @@ class JobService:
                 update(Job).where(Job.id == job_id, Job.status == JobStatus.RUNNING.value).values(**values)
             )
 
+    @property
+    def artifacts(self) -> ArtifactStore:
+        if self._artifacts is None:
+            self._artifacts = ArtifactStore.from_settings(self.settings)
+        return self._artifacts
+
+    async def keep_outputs(self, job_id: str, staging: Path, records: Iterable[dict[str, Any]]) -> None:
+        """Store a running job's per-record outputs; ``finish`` references them (see ``job_outputs``)."""
+        self._outputs[job_id] = await asyncio.to_thread(
+            write_outputs, self.artifacts, staging / "outputs", records
+        )
+
+    async def keep_written_outputs(self, job_id: str, writer: OutputsWriter) -> None:
+        """Store outputs a job wrote as it went (``OutputsWriter``); ``finish`` references them."""
+        self._outputs[job_id] = await asyncio.to_thread(writer.store, self.artifacts)
+
     async def finish(
-        self, job_id: str, status: JobStatus, error: str | None = None, uses: Sequence[UsageEvent] = ()
+        self,
+        job_id: str,
+        status: JobStatus,
+        error: str | None = None,
+        uses: Sequence[UsageEvent] = (),
+        outputs: StoredOutputs | None = None,
     ) -> bool:
         """Move a job that is not final yet to ``status``; False when it already was final.
 
-        Its ``uses`` (runs to count for listings) are counted in the same transaction, and only when
-        this call made the job final: a cancel that landed after the last batch won, and the requester
-        gets no result of that run."""
+        Its ``uses`` (runs to count for listings) are counted, and its ``outputs`` referenced, in the same
+        transaction, and only when this call made the job final: a cancel that landed after the last
+        batch won, and the requester gets no result of that run."""
+        values: dict[str, Any] = {"status": status.value, "error": error, "finished_at": utcnow()}
+        if outputs is not None and status != JobStatus.CANCELLED:
+            values.update(outputs_digest=outputs.digest, outputs_count=outputs.count)
         async with self.catalog.index.atomic() as (session, changes):
             result = await session.execute(
                 update(Job)
                 .where(Job.id == job_id, Job.status.in_([JobStatus.QUEUED.value, JobStatus.RUNNING.value]))
-                .values(status=status.value, error=error, finished_at=utcnow())
+                .values(**values)
             )
             changed = result.rowcount > 0
             row = await session.get(Job, job_id) if changed else None
@@ -814,6 +960,7 @@ class JobService:
         input_schema: dict[str, Any] | None,
         records: Sequence[Any] | None,
         dataset_listing_id: str | None,
+        digest: str | None = None,
     ) -> dict[str, Any]:
         if task == JobTask.TRAINING:
             if dataset_listing_id is None and not records:
@@ -828,14 +975,23 @@ class JobService:
                     input_schema, {f"records[{i}].input": x for i, (x, _) in enumerate(examples)}
                 )
             return {"records": list(records or []), "dataset_listing_id": dataset_listing_id}
+        if digest is not None and records is None:
+            records = []
         if records is None or not isinstance(records, list | tuple):
             raise BadInput("inference needs records: a list of inputs, a file or a dataset", field="records")
-        if len(records) > MAX_RECORDS:
-            raise BadInput(f"at most {MAX_RECORDS} records per job; got {len(records)}", field="records")
+        check_inline_count(self.settings, len(records))
         check_against_input_schema(
             input_schema, {f"records[{i}]": record for i, record in enumerate(records)}
         )
-        return {"records": list(records)}
+        if digest is None:
+            return {"records": list(records)}
+        # The dataset is read from its stored file when the job runs (pinned: a later version of the
+        # dataset does not change what this job scores); only its reference is kept on the row.
+        return {
+            "records": list(records),
+            "dataset_listing_id": dataset_listing_id,
+            "dataset_digest": digest,
+        }
 
 
 def failure_reason(job_id: str, exc: Exception) -> str:
@@ -848,17 +1004,29 @@ def failure_reason(job_id: str, exc: Exception) -> str:
 
 def check_against_input_schema(input_schema: dict[str, Any] | None, values: dict[str, Any]) -> None:
     """Each of ``values`` (named by its place in the request) must match the listing's input schema."""
-    if input_schema is None:
-        return
-    validator = Draft202012Validator(input_schema)
+    check = input_check(input_schema)
     for place, value in values.items():
-        if validator.is_valid(value):
-            continue
+        check(place, value, place)
+
+
+def input_check(input_schema: dict[str, Any] | None) -> Callable[[str, Any, str], None]:
+    """A check of one value against the listing's input schema (compiled once: a dataset's records are
+    checked one by one); it raises BadInput naming the value's ``place`` and the request ``field``."""
+    if input_schema is None:
+        return lambda place, value, field: None
+    validator = Draft202012Validator(input_schema)
+    fast = compile_check(input_schema)
+
+    def check(place: str, value: Any, field: str) -> None:
+        if fast(value) if fast is not None else validator.is_valid(value):
+            return
         problems = payload_errors(input_schema, value, limit=3)
         if problems:
             raise BadInput(
-                f"{place} does not match the listing's input schema: {'; '.join(problems)}", field=place
+                f"{place} does not match the listing's input schema: {'; '.join(problems)}", field=field
             )
+
+    return check
 
 
 def _parse_task(task: str) -> JobTask:

@@ -30,6 +30,7 @@ from catalog.pipelines.running import (
     run_pipeline_job,
 )
 from executor.allocation import Quota, allocate
+from executor.datasets import check_inline_count
 from executor.inference import InferencePlan, run_inference
 from executor.output_filter import OutputFilter
 from executor.packages import prepare_runnable
@@ -39,8 +40,6 @@ from infra.tables import Account, Job
 if TYPE_CHECKING:
     from executor.contract import RecordOutcome
     from executor.jobs import JobService
-
-MAX_RECORDS = 100_000
 
 
 async def submit_pipeline(
@@ -64,8 +63,7 @@ async def submit_pipeline(
         raise BadInput("give either a pipeline id or a pipeline listing id")
     if not isinstance(records, list | tuple) or not records:
         raise BadInput("a pipeline run needs records: a non-empty list of inputs", field="records")
-    if len(records) > MAX_RECORDS:
-        raise BadInput(f"at most {MAX_RECORDS} records per job; got {len(records)}", field="records")
+    check_inline_count(jobs.settings, len(records))
     pipelines = jobs.catalog.pipelines
     if pipeline_id is not None:
         plan = await pipelines.plan_run(actor, pipeline_id)
@@ -149,7 +147,11 @@ async def run_pipeline_row(jobs: JobService, row: Job, staging: Path) -> tuple[J
         usage=jobs.catalog.usage,
         account_id=row.owner_id,
     )
-    await jobs.store(row.id, result=verdict.result, metrics=verdict.metrics)
+    summary = None
+    if verdict.result is not None:  # its records become the job's outputs, its counts the summary
+        summary = {key: value for key, value in verdict.result.items() if key != "records"}
+        await jobs.keep_outputs(row.id, staging, verdict.result["records"])
+    await jobs.store(row.id, result=summary, metrics=verdict.metrics)
     return JobStatus(verdict.status), verdict.error
 
 

@@ -258,13 +258,26 @@ class ArtifactStore:
         raise Conflict(f"the key file of artifact {digest} is unreadable")
 
     # ---- reading -----------------------------------------------------------------------------------
-    def iter_plaintext(self, digest: str) -> Iterator[bytes]:
-        """Yield the artifact's plaintext in chunks, decrypting and authenticating when encrypted."""
+    def iter_plaintext(self, digest: str, start: int = 0) -> Iterator[bytes]:
+        """Yield the artifact's plaintext in chunks, decrypting and authenticating when encrypted.
+
+        ``start`` skips that many plaintext bytes first: a seek for a plain blob (so a reader paging
+        through a large file pays for its page, not for everything before it), a skip when encrypted."""
         art = self.locate(digest)
         if not art.encrypted:
             with open(art.path, "rb") as f:
+                f.seek(start)
                 yield from iter(lambda: f.read(CHUNK_SIZE), b"")
             return
+        skip = start
+        for chunk in self._iter_decrypted(digest, art):
+            if skip >= len(chunk):
+                skip -= len(chunk)
+                continue
+            yield chunk[skip:]
+            skip = 0
+
+    def _iter_decrypted(self, digest: str, art: StoredArtifact) -> Iterator[bytes]:
         hexpart = parse_digest(digest)
         aead = AESGCM(self._load_key(digest))
         with open(art.path, "rb") as f:

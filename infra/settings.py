@@ -69,6 +69,15 @@ class Settings(BaseSettings):
         "where the host allows (root and a writable cgroup hierarchy).",
     )
     job_max_batch_records: int = Field(10_000, description="Upper bound on records sent in one scoring call.")
+    job_max_inline_records: int = Field(
+        100_000,
+        description="Most records one job takes in its request (records, an uploaded file) or, for a "
+        "pipeline, from its dataset; a model streams a dataset listing's records from the stored file, "
+        "any number.",
+    )
+    job_outputs_page_size: int = Field(
+        1000, description="Most per-record outputs one page of `Job.outputs` returns (`first`)."
+    )
     job_heartbeat_s: float = Field(5.0, description="How often a running job proves its worker is alive.")
     job_stale_after_s: float = Field(60.0, description="A RUNNING job without a heartbeat this long is lost.")
     job_max_attempts: int = Field(

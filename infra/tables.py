@@ -242,7 +242,10 @@ class Job(Base):
     resource_class: Mapped[str] = mapped_column(String(16), default="cpu")
     resources: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     inputs: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
-    result: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    result: Mapped[dict[str, Any] | None] = mapped_column(JSON)  # a small summary, never per-record data
+    # Per-record outputs: a JSON-lines artifact, referenced only by the transaction that makes the job final.
+    outputs_digest: Mapped[str | None] = mapped_column(String(80))
+    outputs_count: Mapped[int | None] = mapped_column(Integer)
     progress: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     metrics: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     logs: Mapped[str] = mapped_column(Text, default="")

@@ -6,12 +6,14 @@ account of ``--token``, with records from ``--input FILE.jsonl`` (one JSON value
 or ``--dataset`` (a dataset listing: scored for inference, trained on for training); ``--pipeline ID``
 runs one of your pipelines instead of a listing (``--task training`` trains it, like
 ``Mutation.trainPipeline``). With Redis the job goes to a worker, otherwise it runs in this process.
-It waits for the outcome and prints the job as JSON; exit 1 when the job did not succeed.
+It waits for the outcome and prints the job as JSON, its per-record ``outputs`` included; exit 1 when the
+job did not succeed.
 """
 
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -21,13 +23,14 @@ from api.commands import (
     EXIT_FAILURE,
     fail,
     open_catalog,
-    print_json,
     resources_given,
     run_async,
     settings_of,
 )
 from catalog.enums import JobStatus
 from executor.contract import reject_constant
+from executor.job_outputs import iter_lines
+from infra.artifacts import ArtifactStore
 from infra.errors import BadInput
 
 
@@ -49,6 +52,19 @@ def _records(input_file: Path | None, record: list[str]) -> list[Any]:
         except ValueError:
             values.append(text)  # a bare string is the common case: --record "great movie"
     return values
+
+
+def print_job(job: dict[str, Any], store: ArtifactStore) -> None:
+    """The job as one JSON object, its per-record ``outputs`` included: written one output at a time
+    from the stored file, so printing a job of a million records does not hold them all."""
+    head = json.dumps(job, indent=2, default=str, ensure_ascii=False)
+    out = sys.stdout
+    out.write(head[:-2] + ',\n  "outputs": [')
+    digest = job.get("outputs_digest")
+    for index, line in enumerate(iter_lines(store, digest) if digest else ()):
+        record = json.dumps(json.loads(line), ensure_ascii=False)
+        out.write(("," if index else "") + "\n    " + record)
+    out.write(("\n  ]" if digest and job.get("outputs_count") else "]") + "\n}\n")
 
 
 def register(app: typer.Typer) -> None:
@@ -126,6 +142,6 @@ def register(app: typer.Typer) -> None:
                     await service.events.close()
 
         job = run_async(go())
-        print_json(job)
+        print_job(job, ArtifactStore.from_settings(settings))
         if job["status"] != JobStatus.SUCCEEDED:
             raise typer.Exit(EXIT_FAILURE)

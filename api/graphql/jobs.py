@@ -27,6 +27,7 @@ from catalog.enums import JobTask as JobTaskValue
 from catalog.keyset import encode_cursor
 from executor.datasets import MAX_DATA_BYTES, parse_json_lines
 from executor.events import job_events_for
+from executor.job_outputs import START, OutputsCursor
 from executor.jobs import ArqJobQueue, JobService, JobView
 from infra.errors import BadInput
 
@@ -80,6 +81,43 @@ class JobProgress:
     details: JSON = strawberry.field(description="Everything recorded, e.g. the current stage of a pipeline.")
 
 
+@strawberry.type(description="One record's outcome: its output, or its error (and, in a pipeline, the step).")
+class JobOutput:
+    index: int = strawberry.field(description="The record's place among the job's inputs (from 0).")
+    output: JSON | None
+    error: str | None
+    step_id: strawberry.ID | None = strawberry.field(description="The pipeline step the record failed at.")
+    step: str | None
+    notebook: JSON | None = strawberry.field(
+        description="For a notebook listing: the record's executed notebook (nbformat 4, with outputs)."
+    )
+
+    @classmethod
+    def of(cls, index: int, record: dict[str, Any]) -> JobOutput:
+        step_id = record.get("step_id")
+        return cls(
+            index=index,
+            output=record.get("output"),
+            error=record.get("error"),
+            step_id=strawberry.ID(step_id) if step_id else None,
+            step=record.get("step"),
+            notebook=record.get("notebook"),
+        )
+
+
+@strawberry.type
+class JobOutputEdge:
+    node: JobOutput
+    cursor: str
+
+
+@strawberry.type
+class JobOutputConnection:
+    edges: list[JobOutputEdge]
+    page_info: PageInfo
+    total_count: int
+
+
 @strawberry.type(description="An inference or training run. Results and logs are shown to its owner only.")
 class Job:
     id: strawberry.ID
@@ -92,9 +130,12 @@ class Job:
     progress: JobProgress | None
     metrics: JSON
     result: JSON | None = strawberry.field(
-        description="records: one {output} or {error} per input, in input order; "
-        "trained_listing_id for training; post_training_pipeline_id for a pipeline's training. "
-        "A pipeline run's metrics hold one entry per step (steps)."
+        description="A summary: succeeded and failed record counts for inference (each record's outcome "
+        "is in outputs); trained_listing_id for training; post_training_pipeline_id for a pipeline's "
+        "training. A pipeline run's metrics hold one entry per step (steps)."
+    )
+    outputs_count: int = strawberry.field(
+        description="How many per-record outputs the job has (0 until it is final)."
     )
     error: str | None
     logs: str
@@ -102,6 +143,28 @@ class Job:
     created_at: datetime
     started_at: datetime | None
     finished_at: datetime | None
+
+    @strawberry.field(
+        description="Per-record outputs of a final inference job, in input order, with cursor pagination "
+        "(first: 1..MLREPO_JOB_OUTPUTS_PAGE_SIZE; pass pageInfo.endCursor as after)."
+    )
+    async def outputs(
+        self, info: strawberry.Info, first: int = 100, after: str | None = None
+    ) -> JobOutputConnection:
+        start = OutputsCursor.decode(after) if after is not None else START
+        page = await jobs_of(info).outputs(info.context.actor, str(self.id), first, start)
+        edges = [
+            JobOutputEdge(
+                node=JobOutput.of(page.start.index + i, record),
+                cursor=page.cursor_after(i).encode(),
+            )
+            for i, record in enumerate(page.records)
+        ]
+        return JobOutputConnection(
+            edges=edges,
+            page_info=PageInfo(has_next_page=page.has_next_page, end_cursor=page.end.encode()),
+            total_count=page.total,
+        )
 
     @classmethod
     def of(cls, view: JobView) -> Job:
@@ -125,6 +188,7 @@ class Job:
             else None,
             metrics=view.metrics,
             result=view.result,
+            outputs_count=view.outputs_count or 0,
             error=view.error,
             logs=view.logs,
             attempts=view.attempts,

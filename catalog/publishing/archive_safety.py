@@ -48,6 +48,8 @@ from typing import BinaryIO
 from infra.errors import BadInput
 
 _CHUNK = 1 << 16
+GZIPPED_FILE = "gz"  # one gzipped file, not an archive of several
+GZIPPED_MEMBER = "data"  # the name it is extracted under (a gzip header's own name is not trusted)
 _DRIVE = re.compile(r"^[A-Za-z]:")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
@@ -81,7 +83,7 @@ class ArchiveLimits:
 
 @dataclass
 class ExtractionReport:
-    format: str  # zip | tar | tar.gz
+    format: str  # zip | tar | tar.gz | gz (one gzipped file)
     files: dict[str, str] = field(default_factory=dict)  # relative path -> "sha256:<hex>"
     total_bytes: int = 0
     archive_bytes: int = 0
@@ -128,14 +130,28 @@ def check_ratio(unpacked: int, packed: int, limits: ArchiveLimits, what: str) ->
 
 
 def detect_format(head: bytes) -> str:
-    """Recognize the archive by its magic bytes, never by the producer's file name."""
+    """Recognize the archive by its magic bytes, never by the producer's file name. A gzip stream is a
+    tar.gz when what it starts with is a tar header, else one gzipped file (``GZIPPED_FILE``, e.g. a
+    dataset's ``.jsonl.gz``)."""
     if head.startswith(b"PK\x03\x04") or head.startswith(b"PK\x05\x06"):
         return "zip"
     if head.startswith(b"\x1f\x8b"):
-        return "tar.gz"
-    if len(head) >= 262 and head[257:262] == b"ustar":
+        return "tar.gz" if _is_tar(_gunzip_head(head)) else GZIPPED_FILE
+    if _is_tar(head):
         return "tar"
     raise UnsafeArchive("corrupt", "not a zip, tar or tar.gz archive")
+
+
+def _is_tar(head: bytes) -> bool:
+    return len(head) >= 262 and head[257:262] == b"ustar"
+
+
+def _gunzip_head(head: bytes) -> bytes:
+    """What the first bytes of a gzip stream decompress to (a tar header needs 262), as far as they go."""
+    try:
+        return zlib.decompressobj(16 + zlib.MAX_WBITS).decompress(head, 512)
+    except zlib.error:
+        return b""  # unreadable: left to the extraction, which names the reason
 
 
 # ------------------------------------------------------------------------------------ extraction
@@ -274,6 +290,19 @@ def _tar_members(path: Path, writer: _Writer, compressed: bool) -> None:
             raise UnsafeArchive("corrupt", f"unreadable tar: {exc}") from exc
 
 
+def _gzipped_file(path: Path, writer: _Writer) -> None:
+    """One gzipped file, decompressed under the same limits as an archive's members (total size, and
+    the expansion ratio a gzip bomb gives away); GzipFile checks the CRC-32 and length trailer."""
+    writer.count_member(GZIPPED_MEMBER)
+    with open(path, "rb") as raw, gzip.GzipFile(fileobj=raw, mode="rb") as stream:
+        try:
+            writer.add_file(PurePosixPath(GZIPPED_MEMBER), stream, False, path.stat().st_size)  # type: ignore[arg-type]
+        except gzip.BadGzipFile as exc:
+            raise UnsafeArchive("checksum", f"gzip stream failed its check: {exc}") from exc
+        except (EOFError, zlib.error, OSError) as exc:
+            raise UnsafeArchive("corrupt", f"unreadable gzip file: {exc}") from exc
+
+
 def _check_tar_member(member: tarfile.TarInfo, writer: _Writer) -> None:
     writer.count_member(member.name)
     check_member_name(member.name, writer.limits)
@@ -317,6 +346,8 @@ def extract_archive(
     try:
         if fmt == "zip":
             _zip_members(archive, writer)
+        elif fmt == GZIPPED_FILE:
+            _gzipped_file(archive, writer)
         else:
             _tar_members(archive, writer, compressed=fmt == "tar.gz")
     except BaseException:

@@ -44,6 +44,7 @@ from catalog.actors import Actor
 from catalog.enums import VerificationStatus
 from catalog.listings import ListingService
 from catalog.publishing.archive_safety import (
+    GZIPPED_FILE,
     ArchiveLimits,
     ExtractionReport,
     UnsafeArchive,
@@ -311,6 +312,10 @@ class PublishWorkflow:
             extract_archive, upload, job.staging / "src", self.limits, job.expected_digest
         )
         job.archive = report
+        if report.format == GZIPPED_FILE:
+            raise UnsafeArchive(
+                "corrupt", "a code package is a zip, tar or tar.gz archive, not one gzipped file"
+            )
         log(
             f"{report.format} upload {report.archive_digest}: "
             f"{len(report.files)} files, {report.total_bytes} bytes"

@@ -31,8 +31,12 @@ for line in sys.stdin:
 RUN = """mutation Run($input: RunJobInput!) {
   runJob(input: $input) { id status resourceClass resources }
 }"""
+OUTPUTS = """query Outputs($id: ID!, $first: Int!, $after: String) {
+  job(id: $id) { outputs(first: $first, after: $after) {
+    totalCount pageInfo { hasNextPage endCursor } edges { cursor node { index output error } } } }
+}"""
 WATCH = """subscription Watch($id: ID!) {
-  jobStatus(id: $id) { id status error progress { batchesDone recordsDone recordsTotal } result }
+  jobStatus(id: $id) { id status error progress { batchesDone recordsDone recordsTotal } result outputsCount }
 }"""
 
 
@@ -108,7 +112,21 @@ async def test_run_job_and_watch_it_over_graphql_transport_ws(server) -> None:
     assert statuses[-1] == "SUCCEEDED" and "RUNNING" in statuses
     final = messages[-1]["data"]["jobStatus"]
     assert final["progress"]["recordsDone"] == final["progress"]["recordsTotal"] == 2
-    assert final["result"]["records"] == [{"output": {"label": "positive"}}] * 2  # "secret" dropped
+    assert final["result"] == {"succeeded": 2, "failed": 0} and final["outputsCount"] == 2
+    outputs = await gql(address, OUTPUTS, {"id": job["id"], "first": 10}, who["alice"][1])
+    edges = outputs["data"]["job"]["outputs"]["edges"]
+    assert [e["node"]["output"] for e in edges] == [{"label": "positive"}] * 2  # "secret" dropped
+    # Paged: one output a page, the second page from the first's endCursor.
+    first = (await gql(address, OUTPUTS, {"id": job["id"], "first": 1}, who["alice"][1]))["data"]["job"]
+    page = first["outputs"]
+    assert page["totalCount"] == 2 and page["pageInfo"]["hasNextPage"] and len(page["edges"]) == 1
+    after = page["pageInfo"]["endCursor"]
+    assert page["edges"][0]["cursor"] == after
+    rest = await gql(address, OUTPUTS, {"id": job["id"], "first": 1, "after": after}, who["alice"][1])
+    page = rest["data"]["job"]["outputs"]
+    assert [e["node"]["index"] for e in page["edges"]] == [1] and not page["pageInfo"]["hasNextPage"]
+    forged = await gql(address, OUTPUTS, {"id": job["id"], "first": 1, "after": "nonsense"}, who["alice"][1])
+    assert forged["errors"][0]["extensions"]["code"] == "BAD_INPUT"
 
     other = await gql(address, "query($id: ID!) { job(id: $id) { id } }", {"id": job["id"]}, who["bob"][1])
     assert other["errors"][0]["extensions"]["code"] == "NOT_FOUND"

@@ -6,8 +6,11 @@ import json
 
 from executor_support import publish_model
 
+from api.commands.jobs import print_job
 from catalog.actors import Actor
 from catalog.app import CatalogApp
+from executor.job_outputs import write_outputs
+from infra.artifacts import ArtifactStore
 from infra.settings import Settings
 from tests.services import run_mlrepo
 
@@ -47,7 +50,7 @@ async def test_mlrepo_run_prints_the_finished_job(sqlite_settings: Settings, bwr
     assert code == 0, (code, out, err)
     job = json.loads(out)
     assert job["status"] == "succeeded"
-    assert [r["output"]["label"] for r in job["result"]["records"]] == ["positive", "negative", "positive"]
+    assert [r["output"]["label"] for r in job["outputs"]] == ["positive", "negative", "positive"]
 
     code, _, err = await mlrepo(
         sqlite_settings, "run", published.listing_id, "--record", "x", "--token", "wrong"
@@ -76,3 +79,16 @@ async def test_an_input_file_that_is_not_utf8_is_a_clear_error(sqlite_settings: 
     )
     assert code == 2 and "Traceback" not in err, err
     assert "not UTF-8" in err and "BAD_INPUT" in err
+
+
+def test_the_printed_job_streams_its_outputs_from_the_stored_file(tmp_path, capsys) -> None:
+    """``mlrepo run`` read every output into one list before printing; it writes them one by one now."""
+    store = ArtifactStore(tmp_path / "artifacts")
+    records = [{"output": {"n": i, "text": "é"}} for i in range(3000)] + [{"error": "no"}]
+    stored = write_outputs(store, tmp_path / "staging", records)
+    job = {"id": "j1", "status": "succeeded", "outputs_digest": stored.digest, "outputs_count": stored.count}
+    print_job(job, store)
+    assert json.loads(capsys.readouterr().out) == {**job, "outputs": records}
+    cancelled = {"id": "j2", "status": "cancelled", "outputs_digest": None, "outputs_count": None}
+    print_job(cancelled, store)
+    assert json.loads(capsys.readouterr().out) == {**cancelled, "outputs": []}

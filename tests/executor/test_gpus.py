@@ -249,8 +249,8 @@ async def device_model(settings: Settings, catalog, gpu_people) -> str:
     return (await publish_model(settings, catalog, gpu_people["producer"], DEVICE_MODEL)).listing_id
 
 
-def label(view: JobView) -> str:
-    return view.result["records"][0]["output"]["label"]
+async def label(jobs: JobService, view: JobView) -> str:
+    return (await jobs.all_outputs(view))[0]["output"]["label"]
 
 
 async def test_a_gpu_job_sees_the_gpu_it_was_leased_and_a_cpu_job_none(
@@ -259,10 +259,14 @@ async def test_a_gpu_job_sees_the_gpu_it_was_leased_and_a_cpu_job_none(
     async with gpu_jobs(settings, catalog, gpu_bwrap, gpus=(1,)) as jobs:
         on_gpu = await run_device_model(jobs, gpu_people, device_model, gpu=1)
         assert on_gpu.status == JobStatus.SUCCEEDED, on_gpu.error
-        assert on_gpu.resource_class == "gpu" and label(on_gpu) == "nvidia-uvm,nvidia1,nvidiactl"
+        assert on_gpu.resource_class == "gpu" and await label(jobs, on_gpu) == "nvidia-uvm,nvidia1,nvidiactl"
         assert on_gpu.metrics["gpus"] == [1]  # which devices ran it, for the requester and the operator
         on_cpu = await run_device_model(jobs, gpu_people, device_model)
-        assert on_cpu.resource_class == "cpu" and label(on_cpu) == "none" and on_cpu.metrics["gpus"] == []
+        assert (
+            on_cpu.resource_class == "cpu"
+            and await label(jobs, on_cpu) == "none"
+            and on_cpu.metrics["gpus"] == []
+        )
         assert jobs.gpus.free == (1,)
 
 

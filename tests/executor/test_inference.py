@@ -10,7 +10,7 @@ import pytest
 
 from catalog.enums import JobStatus
 from executor.contract import encode_records, parse_outputs
-from executor.inference import InferencePlan, result_payload, run_inference, verdict
+from executor.inference import InferencePlan, Tally, output_records, run_inference, verdict
 from executor.output_filter import OutputFilter
 from executor.runtimes import DockerRuntime, Limits, RunRequest, Runtime
 
@@ -60,9 +60,8 @@ async def test_outputs_are_filtered_and_errors_are_per_record(sandbox: Runtime, 
     assert all(r.output == {"label": "positive", "confidence": 0.9} for r in results[4:])
     assert outcome.progress.calls >= 2  # a small probe first, then a bigger batch
     assert verdict(outcome) == (JobStatus.SUCCEEDED, None)
-    payload = result_payload(outcome)
-    assert payload["succeeded"] == 62 and payload["failed"] == 2
-    assert "internal" not in str(payload)
+    assert Tally().add(outcome).summary() == {"succeeded": 62, "failed": 2}
+    assert "internal" not in str(list(output_records(outcome)))
 
 
 async def test_a_record_slower_than_the_limit_fails_alone(bwrap_runtime: Runtime, make_package_bwrap) -> None:

@@ -83,7 +83,7 @@ async def test_inference_job_runs_to_success_with_progress_filtering_and_usage(
     assert JobStatus.RUNNING in [v.status for v in seen[:-1]] or final.progress["batches_done"] >= 1
     assert final.progress["records_done"] == final.progress["records_total"] == 42
     assert final.progress["batches_done"] >= 2  # a probe batch, then the rest
-    outputs = [r["output"] for r in final.result["records"]]
+    outputs = [r["output"] for r in await jobs.all_outputs(final)]
     assert outputs[0] == {"label": "positive", "confidence": 0.75}  # "debug" is not declared: dropped
     assert outputs[1]["label"] == "negative"
     assert final.metrics["runtime"] == "bwrap" and final.metrics["records"] == 42
@@ -204,7 +204,11 @@ async def test_inference_on_a_dataset_listing(jobs: JobService, catalog, people,
     )
     final = await outcome(jobs, people["alice"], view.id)
     assert final.status == JobStatus.SUCCEEDED
-    assert [r["output"]["label"] for r in final.result["records"]] == ["positive", "negative", "positive"]
+    assert [r["output"]["label"] for r in await jobs.all_outputs(final)] == [
+        "positive",
+        "negative",
+        "positive",
+    ]
     with pytest.raises(BadInput, match="datasetListingId must name a dataset listing"):
         await jobs.submit(
             people["alice"], published.listing_id, "inference", dataset_listing_id=published.listing_id
@@ -288,7 +292,7 @@ async def test_nan_in_an_output_fails_that_record_alike_on_both_databases(
     view = await jobs.submit(people["alice"], published.listing_id, "inference", records=["good", "nan"])
     final = await outcome(jobs, people["alice"], view.id)
     assert final.status == JobStatus.SUCCEEDED, final.error
-    first, second = final.result["records"]
+    first, second = await jobs.all_outputs(final)
     assert first["output"]["confidence"] == 0.75 and "NaN or Infinity" in second["error"]
     with pytest.raises(BadInput, match="not JSON"):
         parse_json_lines(b'"ok"\n{"x": NaN}\n', "the uploaded file")
@@ -347,7 +351,11 @@ async def test_inference_on_a_dataset_and_records_scores_both(
         dataset_listing_id=dataset_id,
     )
     final = await outcome(jobs, people["alice"], view.id)
-    assert [r["output"]["label"] for r in final.result["records"]] == ["positive", "negative", "positive"]
+    assert [r["output"]["label"] for r in await jobs.all_outputs(final)] == [
+        "positive",
+        "negative",
+        "positive",
+    ]
 
 
 async def test_jobs_run_in_process_take_turns(job_settings: Settings, catalog, people) -> None:
@@ -412,6 +420,7 @@ async def test_a_cancel_after_the_last_batch_counts_no_usage(catalog, people, jo
     assert events.cancelled == [view.id]
     final = await jobs.get(people["alice"], view.id)
     assert final.status == JobStatus.CANCELLED and final.result is None
+    assert final.outputs_digest is None and await jobs.all_outputs(final) == []  # stored, never referenced
     async with catalog.db.session() as session:
         listing = await session.get(Listing, published.listing_id)
         uses = (await session.scalars(select(UsageEvent).where(UsageEvent.listing_id == listing.id))).all()
@@ -482,7 +491,7 @@ async def test_a_version_given_by_an_edit_keeps_running_the_published_artifact(
     view = await jobs.submit(people["alice"], model.listing_id, "inference", dataset_listing_id=dataset_id)
     final = await outcome(jobs, people["alice"], view.id)
     assert final.status == JobStatus.SUCCEEDED, final.error
-    assert [r["output"]["label"] for r in final.result["records"]] == ["positive"]
+    assert [r["output"]["label"] for r in await jobs.all_outputs(final)] == ["positive"]
     versions = await catalog.listings.versions(people["alice"], model.listing_id)
     assert [(v.version, v.artifact_digest) for v in versions] == [
         ("1.0.0", model.digest),

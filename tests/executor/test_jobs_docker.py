@@ -40,7 +40,7 @@ async def test_inference_job_in_docker(jobs, catalog, people, settings, docker_r
     final = await outcome(jobs, people["alice"], view.id)
     assert final.status == JobStatus.SUCCEEDED, final.error
     assert final.metrics["runtime"] == "docker"
-    assert final.result["records"] == [{"output": {"label": "positive"}}] * 3
+    assert await jobs.all_outputs(final) == [{"output": {"label": "positive"}}] * 3
 
 
 async def test_training_job_in_docker_builds_the_trained_image(
@@ -70,7 +70,7 @@ async def test_training_job_in_docker_builds_the_trained_image(
     assert version.image_ref and version.image_ref.startswith("mlrepo-trained/")
     run = await jobs.submit(people["alice"], trained_id, "inference", records=["lovely plot"])
     scored = await outcome(jobs, people["alice"], run.id)
-    assert scored.result["records"] == [{"output": {"label": "positive"}}]
+    assert await jobs.all_outputs(scored) == [{"output": {"label": "positive"}}]
 
 
 async def test_reconciler_removes_containers_a_dead_worker_left(

@@ -34,11 +34,13 @@ async def publish_notebook(settings, catalog, producer, raw: bytes, manifest: di
     return publication.listing_id
 
 
-async def run_job(settings, catalog, requester, listing_id: str, records: list) -> object:
+async def run_job(settings, catalog, requester, listing_id: str, records: list) -> tuple[object, list]:
+    """The job once final, and its outputs (one per record, each with its executed notebook)."""
     jobs = JobService(settings, catalog)
     try:
         view = await jobs.submit(requester, listing_id, "inference", records=records)
-        return [v async for v in jobs.watch(requester, view.id)][-1]
+        final = [v async for v in jobs.watch(requester, view.id)][-1]
+        return final, await jobs.all_outputs(final)
     finally:
         await jobs.queue.close()
 
@@ -55,7 +57,7 @@ async def test_a_notebook_runs_as_a_job_with_parameters_and_executed_notebooks(
     )
     listing_id = await publish_notebook(settings, catalog, people["producer"], raw, word_stats_manifest())
 
-    final = await run_job(
+    final, outputs = await run_job(
         settings,
         catalog,
         people["alice"],
@@ -63,7 +65,7 @@ async def test_a_notebook_runs_as_a_job_with_parameters_and_executed_notebooks(
         [{"text": "one two three", "top": 2}, {"top": 0}, None, {"txet": "typo"}],
     )
     assert final.status == JobStatus.SUCCEEDED, final.error
-    given, zero, defaults, typo = final.result["records"]
+    given, zero, defaults, typo = outputs
     assert given["output"] == {"words": 3, "longest": ["three", "one"]}
     assert defaults["output"] == {"words": 4, "longest": ["quick"]}
     assert zero["error"] == "cell 5: AssertionError: top must be positive"
@@ -96,9 +98,11 @@ async def test_a_notebook_job_respects_the_producers_timeout(
     )
     manifest = {"name": "sleeper", "category": "Other", "timeout_s": 1}
     listing_id = await publish_notebook(settings, catalog, people["producer"], raw, manifest)
-    final = await run_job(settings, catalog, people["alice"], listing_id, [{"seconds": 0}, {"seconds": 30}])
+    final, outputs = await run_job(
+        settings, catalog, people["alice"], listing_id, [{"seconds": 0}, {"seconds": 30}]
+    )
     assert final.status == JobStatus.SUCCEEDED, final.error
-    fast, slow = final.result["records"]
+    fast, slow = outputs
     assert fast["output"] == 0
     assert slow == {"error": "timed out after 3 s"}  # the producer's 1 s plus the sandbox start allowance
 
@@ -109,9 +113,11 @@ async def test_a_notebook_is_verified_and_runs_in_docker(settings, catalog, peop
     settings = settings.model_copy(update={"runtime": "docker", "job_heartbeat_s": 0.2})
     raw = word_stats_notebook()
     listing_id = await publish_notebook(settings, catalog, people["producer"], raw, word_stats_manifest())
-    final = await run_job(settings, catalog, people["alice"], listing_id, [{"text": "a bb", "top": 1}])
+    final, outputs = await run_job(
+        settings, catalog, people["alice"], listing_id, [{"text": "a bb", "top": 1}]
+    )
     assert final.status == JobStatus.SUCCEEDED, final.error
     assert final.metrics["runtime"] == "docker"
-    (record,) = final.result["records"]
+    (record,) = outputs
     assert record["output"] == {"words": 2, "longest": ["bb"]}
     assert record["notebook"]["cells"][3]["metadata"]["tags"] == ["injected-parameters"]

@@ -3,6 +3,7 @@ publishing service (package → test → verify → publish → list), then run 
 
 from __future__ import annotations
 
+import gzip
 import io
 import json
 import zipfile
@@ -64,7 +65,10 @@ async def test_a_published_package_runs_as_a_job(settings, catalog, people, bwra
         await jobs.queue.close()
     assert final.status == JobStatus.SUCCEEDED, final.error
     # "words" is not in class-label@1: dropped before it is stored or shown.
-    assert final.result["records"] == [{"output": {"label": "positive"}}, {"output": {"label": "negative"}}]
+    assert await jobs.all_outputs(final) == [
+        {"output": {"label": "positive"}},
+        {"output": {"label": "negative"}},
+    ]
 
 
 def zip_of(files: dict[str, str]) -> bytes:
@@ -121,7 +125,10 @@ async def test_a_dataset_published_as_an_archive_feeds_a_job(
         await jobs.queue.close()
     assert final.status == JobStatus.SUCCEEDED, final.error
     # The .jsonl members in path order; the README is not data.
-    assert final.result["records"] == [{"output": {"label": "positive"}}, {"output": {"label": "negative"}}]
+    assert await jobs.all_outputs(final) == [
+        {"output": {"label": "positive"}},
+        {"output": {"label": "negative"}},
+    ]
 
 
 async def test_a_pipeline_published_as_a_code_package_runs(settings, catalog, people, bwrap_runtime) -> None:
@@ -145,4 +152,41 @@ async def test_a_pipeline_published_as_a_code_package_runs(settings, catalog, pe
     finally:
         await jobs.queue.close()
     assert final.status == JobStatus.SUCCEEDED, final.error
-    assert final.result["records"] == [{"output": {"label": "positive"}}]
+    assert await jobs.all_outputs(final) == [{"output": {"label": "positive"}}]
+
+
+async def test_a_gzipped_json_lines_dataset_is_published_and_feeds_a_job(
+    settings, catalog, people, bwrap_runtime
+) -> None:
+    """A dataset shipped as one ``.jsonl.gz`` was taken for a tar.gz: publishing refused it as an
+    unreadable tar. It is accepted now, under the same decompression-bomb limits as archives."""
+    settings = settings.model_copy(update={"runtime": "bwrap", "job_heartbeat_s": 0.2})
+    publishing = PublishingService(settings, catalog.db, catalog.listings, ExecutorSandbox(settings))
+    manifest = {"name": "review-lines", "kind": "dataset", "category": "Natural Language Processing"}
+    lines = "".join(json.dumps({"input": text}) + "\n" for text in ["great fun", "meh", "good plot"])
+    model = await publishing.submit_package(people["producer"], io.BytesIO(package()))
+    dataset = await publishing.submit_dataset(
+        people["producer"], io.BytesIO(gzip.compress(lines.encode())), manifest
+    )
+    bomb = await publishing.submit_dataset(
+        people["producer"], io.BytesIO(gzip.compress(b"\n" * (30 << 20))), {**manifest, "name": "bomb"}
+    )
+    await publishing.queue.drain()
+    model, dataset, bomb = [await publishing.get(people["producer"], p.id) for p in (model, dataset, bomb)]
+    assert model.status == dataset.status == "published", (model.error, dataset.error)
+    assert bomb.status == "failed" and "expands" in bomb.error
+
+    jobs = JobService(settings, catalog)
+    try:
+        view = await jobs.submit(
+            people["alice"], model.listing_id, "inference", dataset_listing_id=dataset.listing_id
+        )
+        final = [v async for v in jobs.watch(people["alice"], view.id)][-1]
+    finally:
+        await jobs.queue.close()
+    assert final.status == JobStatus.SUCCEEDED, final.error
+    assert [r["output"]["label"] for r in await jobs.all_outputs(final)] == [
+        "positive",
+        "negative",
+        "positive",
+    ]

@@ -85,7 +85,7 @@ async def test_training_makes_a_private_model_with_held_out_accuracy(jobs, catal
     # The new model runs like any other, for its owner only.
     run = await jobs.submit(people["alice"], trained_id, "inference", records=["great story", "dull cast"])
     scored = await outcome(jobs, people["alice"], run.id)
-    assert [r["output"]["label"] for r in scored.result["records"]] == ["positive", "negative"]
+    assert [r["output"]["label"] for r in await jobs.all_outputs(scored)] == ["positive", "negative"]
     with pytest.raises(NotFound):
         await jobs.submit(people["bob"], trained_id, "inference", records=["x"])
 
@@ -189,7 +189,7 @@ async def test_a_model_trained_from_an_encrypted_algorithm_is_stored_encrypted(
     stored = ArtifactStore.from_settings(settings).locate(version.artifact_digest)
     assert stored.encrypted and version.encrypted
     run = await jobs.submit(people["alice"], version.listing_id, "inference", records=["great story"])
-    assert (await outcome(jobs, people["alice"], run.id)).result["records"] == [
+    assert await jobs.all_outputs(await outcome(jobs, people["alice"], run.id)) == [
         {"output": {"label": "positive"}}
     ]
 

@@ -75,7 +75,7 @@ async def test_a_job_runs_on_an_arq_worker_and_streams_its_status(
     statuses = [v.status for v in seen]
     assert statuses[0] == JobStatus.QUEUED and statuses[-1] == JobStatus.SUCCEEDED
     assert JobStatus.RUNNING in statuses
-    assert seen[-1].result["records"] == [{"output": {"label": "positive"}}] * 3
+    assert await arq_jobs.all_outputs(seen[-1]) == [{"output": {"label": "positive"}}] * 3
 
 
 async def test_jobs_redis_lost_are_requeued_by_the_reconciler(

@@ -64,7 +64,10 @@ class Client:
 
 
 PIPELINE_FIELDS = "id isRunnable isTrained steps { id role listingName kind runnable trainedListingId }"
-JOB_FIELDS = "id pipelineId status error result metrics progress { details }"
+JOB_FIELDS = (
+    "id pipelineId status error result metrics progress { details } "
+    "outputs { totalCount edges { node { output } } }"
+)
 
 
 @pytest.fixture
@@ -193,7 +196,8 @@ async def test_build_train_and_run_a_pipeline_through_the_api(world: World) -> N
         "job"
     ]
     assert job["status"] == "SUCCEEDED", job["error"]
-    assert job["result"]["records"] == LAMP_AND_SIGN_PREDICTED
+    assert [{"output": e["node"]["output"]} for e in job["outputs"]["edges"]] == LAMP_AND_SIGN_PREDICTED
+    assert job["outputs"]["totalCount"] == len(LAMP_AND_SIGN_PREDICTED)
     per_step = job["metrics"]["steps"]
     assert [s["listing_name"] for s in per_step] == [
         "street-object-detector",
@@ -216,7 +220,7 @@ async def test_build_train_and_run_a_pipeline_through_the_api(world: World) -> N
     by_listing = "mutation($l: ID!, $r: JSON) { runJob(input: {listingId: $l, records: $r}) { id } }"
     job_id = (await client.data(by_listing, l=listed["id"], r=LAMP_AND_SIGN))["runJob"]["id"]
     final = (await watch(jobs, requester, job_id))[-1]
-    assert final.status == "succeeded" and final.result["records"] == LAMP_AND_SIGN_PREDICTED
+    assert final.status == "succeeded" and await jobs.all_outputs(final) == LAMP_AND_SIGN_PREDICTED
     assert (final.listing_id, final.pipeline_id) == (listed["id"], post_id)
 
 

@@ -7,6 +7,7 @@ runs every stage in its own sandbox copy with its own allocation.
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import AsyncIterator
 from datetime import timedelta
@@ -20,11 +21,12 @@ from catalog.app import CatalogApp
 from catalog.enums import JobStatus
 from catalog.pipelines import PipelineService, StepRole
 from executor.jobs import JobService
-from executor.pipeline_jobs import run_pipeline_row, submit_pipeline
+from executor.pipeline_jobs import submit_pipeline
 from executor.runtimes import BwrapRuntime
+from infra.artifacts import ArtifactStore
 from infra.errors import BadInput
 from infra.settings import Settings
-from infra.tables import Job, Listing, PipelineStep, utcnow
+from infra.tables import Job, Listing, ListingVersion, PipelineStep, utcnow
 from tests.services import require_service
 
 from .demo_chain import build_trainable_chain, gray, publish_parts
@@ -67,14 +69,13 @@ async def test_run_job_on_a_pipeline_runs_every_stage_in_the_sandbox(
     job_id = await submit_pipeline(jobs, requester, [gray(4, 3, {(1, 1), (2, 1)})], pipeline_id=pipeline.id)
     assert claimed == [job_id]
 
-    row = await jobs.claim(job_id)
-    assert row is not None and row.resources["stages"] == ["cpu", "cpu", "cpu"]
-    staging = Path(app.settings.data_dir) / "staging"
-    status, error = await run_pipeline_row(jobs, row, staging)
-    assert (status, error) == ("succeeded", None)
+    assert await jobs.run(job_id) == "succeeded"
+    view = await jobs.get(requester, job_id)
+    assert view.resources["stages"] == ["cpu", "cpu", "cpu"] and view.error is None
+    assert view.result == {"succeeded": 1, "failed": 0} and view.outputs_count == 1
     async with app.db.session() as session:
         stored = await session.get(Job, job_id)
-        assert stored.result["records"] == [
+        assert await jobs.all_outputs(view) == [
             {
                 "output": {
                     "predictions": [
@@ -95,6 +96,49 @@ async def test_run_job_on_a_pipeline_runs_every_stage_in_the_sandbox(
         assert stored.progress["stage"] == 3 and stored.progress["state"] == "done"
         for listing_id in ids.values():
             assert (await session.get(Listing, listing_id)).usage_count == 1
+
+
+async def test_a_pipeline_fed_a_dataset_takes_at_most_the_inline_limit_of_records(
+    app: CatalogApp, producer: Actor, requester: Actor
+) -> None:
+    """A pipeline runs its records stage by stage in memory, so a dataset feeding one is bounded by
+    ``job_max_inline_records`` (a model streams a dataset of any size; a pipeline does not yet)."""
+    ids = await publish_parts(app, producer, ("detector", "cropper", "classifier"), with_dataset=False)
+    pipelines = PipelineService(app.db, app.demand)
+    pipeline = await pipelines.create(requester, "street scenes")
+    await pipelines.add_step(requester, pipeline.id, ids["detector"])
+    await pipelines.add_step(requester, pipeline.id, ids["classifier"])
+    images = [gray(4, 3, {(1, 1), (2, 1)}), gray(4, 3, {(0, 0)})]
+    data = "".join(json.dumps({"input": image}) + "\n" for image in images).encode()
+    digest = ArtifactStore.from_settings(app.settings).put_bytes(data).digest
+    async with app.db.session() as session:
+        dataset = Listing(
+            kind="dataset", name="frames", category="cv", owner_id=producer.account_id, visibility="public"
+        )
+        session.add(dataset)
+        await session.flush()
+        session.add(
+            ListingVersion(
+                listing_id=dataset.id, version="1.0.0", artifact_kind="dataset", artifact_digest=digest
+            )
+        )
+
+    class Recorder:  # the job queue: nothing runs here
+        async def enqueue(self, job_id: str, resource_class: str, attempt: int) -> None:
+            return None
+
+        async def close(self) -> None:
+            return None
+
+    narrow = JobService(app.settings.model_copy(update={"job_max_inline_records": 2}), app, queue=Recorder())
+    with pytest.raises(BadInput, match="a pipeline run takes at most 2 records") as refused:
+        await narrow.submit(
+            requester, records=[images[0]], dataset_listing_id=dataset.id, pipeline_id=pipeline.id
+        )
+    assert refused.value.details["field"] == "datasetListingId"
+    view = await narrow.submit(requester, dataset_listing_id=dataset.id, pipeline_id=pipeline.id)
+    async with app.db.session() as session:
+        assert (await session.get(Job, view.id)).inputs["records"] == images
 
 
 async def test_a_pipeline_training_retried_after_its_worker_died_keeps_the_model_already_trained(

@@ -64,7 +64,7 @@ async def test_a_pipeline_trains_and_runs_on_an_arq_worker(
         seen = await drain_on_worker(arq_settings, jobs, requester, run.id)
         final = seen[-1]
         assert final.status == JobStatus.SUCCEEDED, final.error
-        assert final.result["records"] == LAMP_AND_SIGN_PREDICTED
+        assert await jobs.all_outputs(final) == LAMP_AND_SIGN_PREDICTED
         assert len(final.metrics["steps"]) == 3
     finally:
         await jobs.queue.close()
@@ -96,7 +96,7 @@ async def test_mlrepo_run_trains_and_runs_a_pipeline(
     records = [arg for image in LAMP_AND_SIGN for arg in ("--record", json.dumps(image))]
     code, out, err = await mlrepo(sqlite_settings, "run", "--pipeline", post_id, *records, "--token", token)
     assert code == 0, (code, out, err)
-    assert json.loads(out)["result"]["records"] == LAMP_AND_SIGN_PREDICTED
+    assert json.loads(out)["outputs"] == LAMP_AND_SIGN_PREDICTED
 
     code, _, err = await mlrepo(sqlite_settings, "run", "--token", token)
     assert code == 2 and "listingId or a pipelineId" in err

@@ -321,8 +321,39 @@ def test_corrupt_uploads_are_rejected(tmp_path: Path, payload: bytes) -> None:
     assert not (tmp_path / "out").exists()
 
 
-def test_format_is_detected_by_content_not_name() -> None:
+def test_format_is_detected_by_content_not_name(tmp_path: Path) -> None:
     assert detect_format(b"PK\x03\x04rest") == "zip"
-    assert detect_format(b"\x1f\x8b\x08") == "tar.gz"
+    tgz = make_tar(tmp_path / "a.tgz", list(GOOD)).read_bytes()
+    assert detect_format(tgz[:512]) == "tar.gz"
+    # One gzipped file (a dataset's .jsonl.gz) is not a tar.gz: it was refused as an unreadable tar.
+    assert detect_format(gzip.compress(b'{"input": "a"}\n' * 100)[:512]) == "gz"
     with pytest.raises(UnsafeArchive):
         detect_format(b"#!/bin/sh")
+
+
+# ----------------------------------------------------------------------------- one gzipped file
+
+
+def test_a_gzipped_file_extracts_as_one_member(tmp_path: Path) -> None:
+    """A dataset's .jsonl.gz was taken for a tar.gz and refused as an unreadable tar."""
+    data = b'{"input": "good"}\n' * 1000
+    src = tmp_path / "data.jsonl.gz"
+    src.write_bytes(gzip.compress(data))
+    report = extract_archive(src, tmp_path / "out")
+    assert report.format == "gz" and list(report.files) == ["data"]
+    assert (tmp_path / "out" / "data").read_bytes() == data
+
+
+def test_a_gzipped_file_keeps_the_archive_limits(tmp_path: Path) -> None:
+    bomb = tmp_path / "bomb.jsonl.gz"
+    bomb.write_bytes(gzip.compress(b"\n" * (30 << 20)))
+    assert bomb.stat().st_size < 100_000
+    assert_rejected(bomb, tmp_path / "out", "compression-ratio")
+    big = tmp_path / "big.jsonl.gz"
+    big.write_bytes(gzip.compress(b'"x"\n' * 20_000))
+    assert_rejected(big, tmp_path / "out", "too-large", ArchiveLimits(max_unpacked_bytes=40_000))
+    broken = bytearray(gzip.compress(b'"x"\n' * 100))
+    broken[-8] ^= 0xFF  # the CRC-32 in the trailer
+    corrupt = tmp_path / "corrupt.jsonl.gz"
+    corrupt.write_bytes(bytes(broken))
+    assert_rejected(corrupt, tmp_path / "out", "checksum")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import io
 import shutil
 import tarfile
@@ -204,9 +205,15 @@ def _absolute() -> bytes:
     return targz_bytes([*package_files(sentiment_manifest()).items(), ("/tmp/mlrepo-absolute-escape", b"x")])
 
 
+def _gzipped_file() -> bytes:
+    """One gzipped file is a dataset's format (.jsonl.gz), not a code package's."""
+    return gzip.compress(b"print('hi')\n")
+
+
 @pytest.mark.parametrize(
     ("build", "reason"),
     [
+        (_gzipped_file, "corrupt"),
         (_traversal, "path-traversal"),
         (_symlink, "link"),
         (_device, "special-file"),

@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises:
-Create Date: 2026-11-28 10:04:38.545693
+Create Date: 2026-11-28 20:50:36.053049
 """
 
 from collections.abc import Sequence
@@ -86,6 +86,8 @@ def upgrade() -> None:
         sa.Column("resources", sa.JSON(), nullable=False),
         sa.Column("inputs", sa.JSON(), nullable=False),
         sa.Column("result", sa.JSON(), nullable=True),
+        sa.Column("outputs_digest", sa.String(length=80), nullable=True),
+        sa.Column("outputs_count", sa.Integer(), nullable=True),
         sa.Column("progress", sa.JSON(), nullable=False),
         sa.Column("metrics", sa.JSON(), nullable=False),
         sa.Column("logs", sa.Text(), nullable=False),
