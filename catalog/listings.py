@@ -163,6 +163,31 @@ def check_io(values: dict[str, Any]) -> None:
         values[f"{side}_format"], values[f"{side}_schema"] = normalized_format, normalized_schema
 
 
+async def _update_version(session: AsyncSession, row: Listing) -> ListingVersion:
+    """The version an update records: it changes what the listing says, not what it runs, so it carries
+    the artifact of the version before it. Jobs, datasets and re-verification read the latest version;
+    a bare row there would leave a published model nothing to run and nothing to re-check."""
+    previous = await session.scalar(
+        select(ListingVersion)
+        .where(ListingVersion.listing_id == row.id)
+        .order_by(ListingVersion.created_at.desc())
+        .limit(1)
+    )
+    if previous is None or previous.artifact_kind in (None, "metadata"):
+        return ListingVersion(listing_id=row.id, version=row.version, artifact_kind="metadata")
+    return ListingVersion(
+        listing_id=row.id,
+        version=row.version,
+        artifact_kind=previous.artifact_kind,
+        artifact_digest=previous.artifact_digest,
+        image_ref=previous.image_ref,
+        manifest=dict(previous.manifest or {}),
+        encrypted=previous.encrypted,
+        reference_signatures=dict(previous.reference_signatures or {}),
+        notes=f"listing update; the artifact of version {previous.version}",
+    )
+
+
 class ListingService:
     def __init__(self, db: Database, index: ListingIndex) -> None:
         self.db = db
@@ -403,9 +428,7 @@ class ListingService:
                     await session.execute(delete(ListingShare).where(ListingShare.listing_id == listing_id))
                     session.add_all(ListingShare(listing_id=listing_id, account_id=a) for a in new_shares)
                 if row.version != old_version:
-                    session.add(
-                        ListingVersion(listing_id=row.id, version=row.version, artifact_kind="metadata")
-                    )
+                    session.add(await _update_version(session, row))
                 changes.put(row)
                 await session.flush()
                 shares = (await shares_of(session, [row.id])).get(row.id, [])

@@ -271,7 +271,13 @@ class JobService:
             version = await self.latest_version(session, listing_id)
             if version is None:
                 raise BadInput("this listing has no published version to run", field="listingId")
-            if task == JobTask.TRAINING and commands_of(version.manifest or {})[1] is None:
+            command, train = commands_of(version.manifest or {})
+            if task == JobTask.INFERENCE and not command:
+                raise BadInput(
+                    f"{listing.name!r} cannot be run: it has no published code (a catalog entry only)",
+                    field="listingId",
+                )
+            if task == JobTask.TRAINING and train is None:
                 raise BadInput(
                     f"{listing.name!r} cannot be trained: it declares no train entrypoint", field="listingId"
                 )
