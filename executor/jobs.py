@@ -808,9 +808,10 @@ class JobService:
 
 def failure_reason(job_id: str, exc: Exception) -> str:
     """The ``error`` a job's owner reads. Our errors are written for them; any other exception's text
-    is the server's own (host paths, engine and database addresses), kept in the operator's log."""
+    is the server's own (host paths, engine and database addresses), kept in the operator's log. Ours end
+    with the code the API would answer (``[BAD_INPUT]``), as the command line writes them."""
     if isinstance(exc, MlrepoError):
-        return f"{type(exc).__name__}: {exc.message}"
+        return f"{exc.message} [{exc.code}]"
     return INTERNAL_FAILURE.format(job_id=job_id)
 
 
