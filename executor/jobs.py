@@ -41,7 +41,7 @@ from executor.events import JobEvents, LocalJobEvents
 from executor.gpus import GpuPool, leased_gpus, parse_devices, shared_pool
 from executor.inference import InferencePlan, result_payload, run_inference, verdict
 from executor.output_filter import OutputFilter
-from executor.packages import commands_of, prepare_runnable
+from executor.packages import NO_CODE, commands_of, prepare_runnable, serves_inference
 from executor.runtimes import Limits, RuntimeSelector
 from infra.errors import BadInput, MlrepoError, NotFound, Unauthenticated
 from infra.settings import Settings
@@ -271,13 +271,9 @@ class JobService:
             version = await self.latest_version(session, listing_id)
             if version is None:
                 raise BadInput("this listing has no published version to run", field="listingId")
-            command, train = commands_of(version.manifest or {})
-            if task == JobTask.INFERENCE and not command:
-                raise BadInput(
-                    f"{listing.name!r} cannot be run: it has no published code (a catalog entry only)",
-                    field="listingId",
-                )
-            if task == JobTask.TRAINING and train is None:
+            if task == JobTask.INFERENCE and not serves_inference(version):
+                raise BadInput(f"{listing.name!r} {NO_CODE}", field="listingId")
+            if task == JobTask.TRAINING and commands_of(version.manifest or {})[1] is None:
                 raise BadInput(
                     f"{listing.name!r} cannot be trained: it declares no train entrypoint", field="listingId"
                 )
