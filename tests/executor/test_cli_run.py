@@ -76,3 +76,16 @@ async def test_an_input_file_that_is_not_utf8_is_a_clear_error(sqlite_settings: 
     )
     assert code == 2 and "Traceback" not in err, err
     assert "not UTF-8" in err and "BAD_INPUT" in err
+
+
+async def test_what_to_run_and_the_token_are_asked_for_in_the_commands_own_terms(
+    sqlite_settings: Settings,
+) -> None:
+    """Without --token the command said "an API token is required", and without a listing "give either
+    a listingId or a pipelineId" (GraphQL's names): neither said which option to give."""
+    code, _, err = await mlrepo(sqlite_settings, "run", "any-listing", "--record", "x")
+    assert code == 2 and "--token" in err and "MLREPO_TOKEN" in err, err
+    code, _, err = await mlrepo(sqlite_settings, "run", "--record", "x", "--token", "t")
+    assert code == 2 and "LISTING_ID or --pipeline" in err, err
+    code, _, err = await mlrepo(sqlite_settings, "run", "a-listing", "--pipeline", "p", "--token", "t")
+    assert code == 2 and "LISTING_ID or --pipeline" in err, err
