@@ -329,6 +329,23 @@ def token_create(
     typer.echo(token.secret)
 
 
+@token_app.command("revoke")
+def token_revoke(
+    ctx: typer.Context,
+    account: str = typer.Argument(..., help="Account name or id."),
+    name: str | None = typer.Option(None, "--name", help="Only the tokens with this label (default: all)."),
+) -> None:
+    """Revoke an account's tokens (as the operator): requests carrying them fail with UNAUTHENTICATED."""
+    settings = settings_of(ctx)
+
+    async def run() -> int:
+        async with open_catalog(settings, with_index=False) as catalog:
+            return await catalog.accounts.revoke_tokens(account, name)
+
+    count = run_async(run())
+    typer.echo(f"revoked {count} token{'s' if count != 1 else ''} of {account}")
+
+
 def _register_areas() -> None:
     for module in import_areas("api.commands", COMMAND_AREAS):
         module.register(app)
