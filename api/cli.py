@@ -357,6 +357,24 @@ def token_revoke(ctx: typer.Context, token_id: str = typer.Argument(..., help="T
     typer.echo(f"revoked token {token.id} ({token.name}) of account {token.account_id}")
 
 
+@token_app.command("revoke-all")
+def token_revoke_all(
+    ctx: typer.Context,
+    account: str = typer.Argument(..., help="Account name or id."),
+    name: str | None = typer.Option(None, "--name", help="Only the tokens with this label (default: all)."),
+) -> None:
+    """Revoke all of an account's tokens, or those with one label (as the operator): requests carrying
+    them fail with UNAUTHENTICATED."""
+    settings = settings_of(ctx)
+
+    async def run() -> int:
+        async with open_catalog(settings, with_index=False) as catalog:
+            return await catalog.accounts.revoke_tokens(account, name)
+
+    count = run_async(run())
+    typer.echo(f"revoked {count} token{'s' if count != 1 else ''} of {account}")
+
+
 def _register_areas() -> None:
     for module in import_areas("api.commands", COMMAND_AREAS):
         module.register(app)

@@ -267,6 +267,22 @@ class AccountService:
             )
             return [TokenInfo.of(row) for row in rows]
 
+    async def revoke_tokens(self, name_or_id: str, name: str | None = None) -> int:
+        """Revoke an account's live tokens (those labelled ``name``, or all): the operator's answer to a
+        leaked token (trusted callers: the CLI). Returns how many; none to revoke is ``NotFound``."""
+        account = await self.resolve(name_or_id)
+        async with self.db.session() as session:
+            query = select(ApiToken).where(ApiToken.account_id == account.id, ApiToken.revoked.is_(False))
+            if name is not None:
+                query = query.where(ApiToken.name == name)
+            rows = (await session.scalars(query)).all()
+            if not rows:
+                label = f" named {name!r}" if name is not None else ""
+                raise NotFound(f"account {account.name!r} has no live token{label}")
+            for row in rows:
+                row.revoked = True
+            return len(rows)
+
     async def authenticate(self, secret: str | None) -> Actor:
         """The actor a bearer token stands for; a missing, unknown or revoked token is ``Unauthenticated``."""
         if not secret:

@@ -55,7 +55,7 @@ from executor.job_outputs import (
     write_outputs,
 )
 from executor.output_filter import OutputFilter
-from executor.packages import commands_of, prepare_runnable
+from executor.packages import NO_CODE, commands_of, prepare_runnable, serves_inference
 from executor.runtimes import Limits, RuntimeSelector
 from executor.schema_check import compile_check
 from infra.artifacts import ArtifactStore
@@ -303,6 +303,8 @@ class JobService:
             version = await self.latest_version(session, listing_id)
             if version is None:
                 raise BadInput("this listing has no published version to run", field="listingId")
+            if task == JobTask.INFERENCE and not serves_inference(version):
+                raise BadInput(f"{listing.name!r} {NO_CODE}", field="listingId")
             if task == JobTask.TRAINING and commands_of(version.manifest or {})[1] is None:
                 raise BadInput(
                     f"{listing.name!r} cannot be trained: it declares no train entrypoint", field="listingId"
@@ -996,9 +998,10 @@ class JobService:
 
 def failure_reason(job_id: str, exc: Exception) -> str:
     """The ``error`` a job's owner reads. Our errors are written for them; any other exception's text
-    is the server's own (host paths, engine and database addresses), kept in the operator's log."""
+    is the server's own (host paths, engine and database addresses), kept in the operator's log. Ours end
+    with the code the API would answer (``[BAD_INPUT]``), as the command line writes them."""
     if isinstance(exc, MlrepoError):
-        return f"{type(exc).__name__}: {exc.message}"
+        return f"{exc.message} [{exc.code}]"
     return INTERNAL_FAILURE.format(job_id=job_id)
 
 

@@ -39,6 +39,15 @@ def commands_of(manifest: dict[str, Any]) -> tuple[tuple[str, ...], tuple[str, .
     return command, tuple(train) if train else None
 
 
+NO_CODE = "cannot be run: it has no published code (a catalog entry only)"
+
+
+def serves_inference(version: ListingVersion | None) -> bool:
+    """Whether a version has a command to score records with. A catalog entry (the demo catalog, an
+    import, createListing) has a version without one: a job on it is refused before it is queued."""
+    return version is not None and bool(commands_of(version.manifest or {})[0])
+
+
 async def prepare_runnable(
     settings: Settings, selector: RuntimeSelector, version: ListingVersion, staging: Path
 ) -> Runnable:

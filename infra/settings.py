@@ -10,7 +10,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -136,6 +136,14 @@ class Settings(BaseSettings):
     demand_alert_sweep_s: float = Field(
         30.0, gt=0, description="How often live demand alerts look for searches whose window just closed."
     )
+
+    @field_validator("data_dir", "sandbox_work_dir", "bwrap_runtime_root", "artifact_key_dir")
+    @classmethod
+    def _absolute(cls, value: Path | None) -> Path | None:
+        """Directories are made absolute once, against the directory the process started in: the Docker
+        engine takes only absolute paths for what it binds into a job's container (a relative ``var``
+        is read as a volume name and the run fails), and a later change of directory must not move them."""
+        return None if value is None else value.expanduser().absolute()
 
     @property
     def resolved_database_url(self) -> str:

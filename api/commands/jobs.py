@@ -110,6 +110,10 @@ def register(app: typer.Typer) -> None:
         token: str | None = typer.Option(None, "--token", envvar="MLREPO_TOKEN", help="Your API token."),
     ) -> None:
         """Run a listing or a pipeline (inference or training) in sandboxed copies and print the job."""
+        if (listing_id is None) == (pipeline is None):
+            fail("give a LISTING_ID or --pipeline ID (one of them)")
+        if not token:
+            fail("give --token (or MLREPO_TOKEN) of your account [UNAUTHENTICATED]")
         settings = settings_of(ctx)
 
         async def go() -> dict[str, Any]:

@@ -103,7 +103,8 @@ def register(app: typer.Typer) -> None:
             fail(f"--manifest is required for kind {kind}")
 
         async def run() -> PublicationView:
-            async with open_catalog(settings) as catalog:
+            # Without the index, like the worker: a running `mlrepo serve` holds it and picks the listing up.
+            async with open_catalog(settings, with_index=False) as catalog:
                 if not token:
                     raise Unauthenticated("give --token (or MLREPO_TOKEN) of the producer account")
                 actor = await catalog.accounts.authenticate(token)
@@ -141,7 +142,7 @@ def register(app: typer.Typer) -> None:
         settings = settings_of(ctx)
 
         async def run() -> list[dict[str, Any]]:
-            async with open_catalog(settings) as catalog:
+            async with open_catalog(settings, with_index=False) as catalog:
                 service = PublishingService(settings, catalog.db, catalog.listings, ExecutorSandbox(settings))
                 if all_:
                     results = await service.verify_all()

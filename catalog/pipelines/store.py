@@ -104,7 +104,10 @@ async def step_row(session: AsyncSession, pipeline_id: str, step_id: str) -> Row
 def check_training_data(algorithm: Listing, dataset: Listing) -> None:
     """Training data must be a dataset whose declared records match what the algorithm learns from."""
     if not needs_training(algorithm):
-        raise BadInput(f"{algorithm.name!r} is not trained, so it takes no training data")
+        raise BadInput(
+            f"{algorithm.name!r} runs as it is (it declares no training_resources), "
+            "so it takes no training data"
+        )
     if dataset.kind != ListingKind.DATASET:
         raise BadInput(f"training data must be a dataset listing; {dataset.name!r} is a {dataset.kind}")
     for side in ("input_format", "output_format"):

@@ -91,7 +91,9 @@ class PipelineTraining:
                 raise BadInput(f"step {step_id!r} is not in this pipeline")
             step, algorithm = row
             if not needs_training(algorithm):
-                raise BadInput(f"{algorithm.name!r} is not trained; it runs as it is")
+                raise BadInput(
+                    f"{algorithm.name!r} runs as it is (it declares no training_resources): nothing to train"
+                )
             model = await visible_listing(session, actor, model_listing_id)
             check_trained_model(algorithm, model)
             step.trained_listing_id = model.id

@@ -22,7 +22,8 @@ def unavailable_reason(position: int) -> str:
     No listing id or name: a stranger running a published pipeline reads this too."""
     return (
         f"the listing of step {position + 1} is no longer available to you "
-        "(its owner made it private or it was suspended); remove that step"
+        "(its owner made it private or it was suspended); the pipeline runs again once its owner removes "
+        "or replaces that step"
     )
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import socket
 import struct
 import threading
@@ -39,6 +40,8 @@ from executor.runtimes.base import (
     explain_exit,
 )
 from infra.docker_engine import docker_base_url, docker_client
+
+logger = logging.getLogger("mlrepo.executor.docker")
 
 SANDBOX_USER = "65534:65534"
 RUN_LABEL = "mlrepo.sandbox"
@@ -143,18 +146,18 @@ class DockerRuntime:
         except ImageNotFound:
             return _sandbox_failure(begun, f"image {image} is not available to the engine")
         except (APIError, DockerException, OSError) as exc:
-            return _sandbox_failure(begun, f"container could not be created: {exc}")
+            return _engine_failure(begun, "container could not be created", exc)
         try:
             attached = container.attach_socket(params={"stdin": 1, "stdout": 1, "stderr": 1, "stream": 1})
         except (APIError, DockerException, OSError) as exc:
             _remove(container)
-            return _sandbox_failure(begun, f"container could not be attached: {exc}")
+            return _engine_failure(begun, "container could not be attached", exc)
         started = _Started(container, attached, attached._sock)
         try:
             container.start()
         except (APIError, DockerException) as exc:
             started.close()
-            return _sandbox_failure(begun, f"container did not start: {exc}")
+            return _engine_failure(begun, "container did not start", exc)
         return started
 
     def _finish_blocking(
@@ -322,6 +325,13 @@ def _read_frames(
                 return Failure(
                     FailureKind.OUTPUT_LIMIT, f"output exceeded the limit of {limits.max_output_bytes} bytes"
                 )
+
+
+def _engine_failure(started: float, what: str, exc: BaseException) -> RunResult:
+    """The engine's own text names its socket, its API and host paths: it goes to the operator's log,
+    and the run's reason, which the job's owner reads, says what failed."""
+    logger.warning("%s: %s", what, exc)
+    return _sandbox_failure(started, f"{what}: the container engine refused it (the worker's log says why)")
 
 
 def _sandbox_failure(started: float, reason: str) -> RunResult:

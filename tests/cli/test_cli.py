@@ -202,3 +202,29 @@ def test_seed_is_idempotent_and_finds_the_demo_sentiment_model(runner, sqlite_se
     results = json.loads(found.stdout)["results"]
     assert any("sentiment" in r["name"].lower() and r["kind"] == "model" for r in results[:3]), results[:3]
     assert all(r["explanation"] for r in results[:3])
+
+
+def test_the_operator_revokes_tokens(runner, sqlite_settings) -> None:
+    """The README promises that a revoked token fails the request, but nothing let anyone revoke one:
+    a leaked token stayed valid for good."""
+    created = mlrepo(runner, sqlite_settings, "account", "create", "alice", "--token")
+    token = created.stdout.split("token (shown once): ")[1].strip()
+    laptop = mlrepo(runner, sqlite_settings, "token", "create", "alice", "--name", "laptop").stdout.strip()
+
+    revoked = mlrepo(runner, sqlite_settings, "token", "revoke-all", "alice", "--name", "laptop")
+    assert revoked.exit_code == 0 and "revoked 1 token" in revoked.stdout, revoked.output
+    refused = mlrepo(runner, sqlite_settings, "search", "x", "--token", laptop)
+    assert refused.exit_code == 2 and "revoked" in refused.stderr and "UNAUTHENTICATED" in refused.stderr
+    assert mlrepo(runner, sqlite_settings, "search", "x", "--token", token).exit_code == 0
+
+    again = mlrepo(runner, sqlite_settings, "token", "revoke-all", "alice", "--name", "laptop")
+    assert (
+        again.exit_code == 2
+        and "no live token named 'laptop'" in again.stderr
+        and "NOT_FOUND" in again.stderr
+    )
+    everything = mlrepo(runner, sqlite_settings, "token", "revoke-all", "alice")
+    assert everything.exit_code == 0 and "revoked 1 token" in everything.stdout
+    assert mlrepo(runner, sqlite_settings, "search", "x", "--token", token).exit_code == 2
+    unknown = mlrepo(runner, sqlite_settings, "token", "revoke-all", "nobody")
+    assert unknown.exit_code == 2 and "NOT_FOUND" in unknown.stderr

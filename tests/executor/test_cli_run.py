@@ -92,3 +92,16 @@ def test_the_printed_job_streams_its_outputs_from_the_stored_file(tmp_path, caps
     cancelled = {"id": "j2", "status": "cancelled", "outputs_digest": None, "outputs_count": None}
     print_job(cancelled, store)
     assert json.loads(capsys.readouterr().out) == {**cancelled, "outputs": []}
+
+
+async def test_what_to_run_and_the_token_are_asked_for_in_the_commands_own_terms(
+    sqlite_settings: Settings,
+) -> None:
+    """Without --token the command said "an API token is required", and without a listing "give either
+    a listingId or a pipelineId" (GraphQL's names): neither said which option to give."""
+    code, _, err = await mlrepo(sqlite_settings, "run", "any-listing", "--record", "x")
+    assert code == 2 and "--token" in err and "MLREPO_TOKEN" in err, err
+    code, _, err = await mlrepo(sqlite_settings, "run", "--record", "x", "--token", "t")
+    assert code == 2 and "LISTING_ID or --pipeline" in err, err
+    code, _, err = await mlrepo(sqlite_settings, "run", "a-listing", "--pipeline", "p", "--token", "t")
+    assert code == 2 and "LISTING_ID or --pipeline" in err, err

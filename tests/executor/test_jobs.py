@@ -20,7 +20,7 @@ from executor.jobs import IN_PROCESS_MAX_JOBS, ArqJobQueue, InProcessJobQueue, J
 from infra.artifacts import ArtifactStore
 from infra.errors import BadInput, NotFound
 from infra.settings import Settings
-from infra.tables import Job, Listing, UsageEvent, utcnow
+from infra.tables import Job, Listing, ListingVersion, UsageEvent, utcnow
 
 MODEL = """
 import json, sys, time
@@ -213,6 +213,45 @@ async def test_inference_on_a_dataset_listing(jobs: JobService, catalog, people,
         await jobs.submit(
             people["alice"], published.listing_id, "inference", dataset_listing_id=published.listing_id
         )
+
+
+async def test_a_new_version_by_update_keeps_the_published_code(
+    jobs: JobService, catalog, people, job_settings
+) -> None:
+    """``updateListing`` with a new ``version`` (a better description) recorded a version without the
+    package, and runs read the latest version: the published model failed every job with "declares no
+    entrypoint to run" from then on, and its re-verification was skipped (no reference behaviour)."""
+    published = await publish_model(job_settings, catalog, people["producer"], MODEL)
+    await catalog.listings.update(
+        people["producer"], published.listing_id, {"version": "1.0.1", "description": "Sharper words."}
+    )
+    view = await jobs.submit(people["alice"], published.listing_id, "inference", records=["good"])
+    final = await outcome(jobs, people["alice"], view.id)
+    assert final.status == JobStatus.SUCCEEDED, final.error
+    assert final.metrics["version"] == "1.0.1"
+    async with catalog.db.session() as session:
+        versions = (
+            await session.execute(
+                select(ListingVersion)
+                .where(ListingVersion.listing_id == published.listing_id)
+                .order_by(ListingVersion.created_at)
+            )
+        ).scalars()
+        first, second = versions
+    assert (second.artifact_kind, second.artifact_digest) == ("package", published.digest)
+    assert second.reference_signatures == first.reference_signatures and "1.0.0" in second.notes
+
+
+async def test_a_listing_without_code_is_refused_at_submission(jobs: JobService, catalog, people) -> None:
+    """A catalog entry (the demo catalog, an import, createListing) has no code to run: the job was
+    queued and failed in the worker with "BadInput: this listing version declares no entrypoint"."""
+    entry = await catalog.listings.create(
+        people["producer"], {"name": "described-only", "kind": "model", "category": "nlp"}
+    )
+    with pytest.raises(BadInput, match="'described-only' cannot be run: it has no published code"):
+        await jobs.submit(people["alice"], entry.id, "inference", records=["good"])
+    async with catalog.db.session() as session:
+        assert await session.scalar(select(Job.id).where(Job.listing_id == entry.id)) is None
 
 
 async def test_concurrent_deliveries_of_a_job_claim_it_once(jobs: JobService, catalog, people) -> None:

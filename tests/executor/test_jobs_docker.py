@@ -8,6 +8,7 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 from datetime import timedelta
+from pathlib import Path
 
 import docker.errors
 import pytest
@@ -17,6 +18,8 @@ from test_training import ALGORITHM, EXAMPLES
 
 from catalog.enums import JobStatus
 from executor.jobs import JOB_LABEL, JobService
+from executor.runtimes import Limits
+from executor.runtimes.base import FailureKind, RunRequest
 from infra.settings import Settings
 from infra.tables import Job, ListingVersion, utcnow
 
@@ -119,3 +122,19 @@ async def test_cancel_kills_the_container_at_once(jobs, catalog, people, setting
         await asyncio.sleep(0.05)
     assert docker_runtime.client.api.containers(all=True, filters=label) == []  # well before its 300 s limit
     assert (await jobs.get(people["alice"], view.id)).status == JobStatus.CANCELLED
+
+
+async def test_an_engine_refusal_is_explained_without_the_engines_text(
+    make_package_docker, docker_runtime, caplog
+) -> None:
+    """A container the engine refuses to create (here: a relative bind source, which it reads as a bad volume
+    name) failed with the engine's own text, "400 Client Error for http+docker://localhost/v1.41/...",
+    shown to the job's owner. The owner reads what failed; the engine's text goes to the worker's log."""
+    package = make_package_docker("print('never runs')")
+    request = RunRequest(command=package.entrypoint, data_dir=Path("var/relative-data"))
+    result = await docker_runtime.run(package, request, Limits(timeout_s=10))
+    assert result.failure is not None and result.failure.kind == FailureKind.SANDBOX
+    reason = result.failure.reason
+    assert "container could not be created" in reason and "log" in reason
+    assert "http+docker" not in reason and "relative-data" not in reason, reason
+    assert "relative-data" in caplog.text

@@ -239,6 +239,8 @@ async def test_training_examples_must_match_the_algorithms_input_schema(
     final = await outcome(jobs, people["alice"], view.id)
     assert final.status == JobStatus.FAILED
     assert "training example 21 input does not match the listing's input schema" in final.error
+    # The requester reads the API's error code, as everywhere else, not the Python class ("BadInput: ...").
+    assert final.error.endswith("[BAD_INPUT]") and not final.error.startswith("BadInput")
     assert final.result is None
 
 

@@ -177,3 +177,36 @@ async def test_a_pipeline_training_retried_after_its_worker_died_keeps_the_model
             )
         ).all()
     assert models == [step["model_listing_id"]]
+
+
+async def test_a_pipeline_with_a_step_without_code_is_refused_at_submission(
+    app: CatalogApp, producer: Actor, requester: Actor
+) -> None:
+    """A step on a catalog entry (the demo catalog's listings, an import) has nothing to run: the job was
+    queued and failed in the worker with "step 1 ... declares no entrypoint to run"."""
+    entry = await app.listings.create(
+        producer,
+        {
+            "name": "described-labeller",
+            "kind": "model",
+            "category": "nlp",
+            "input_format": "text",
+            "output_format": "class-label",
+        },
+    )
+    pipeline = await app.pipelines.create(requester, "described only")
+    await app.pipelines.add_step(requester, pipeline.id, entry.id)
+    queued: list[str] = []
+
+    class Recorder:
+        async def enqueue(self, job_id: str, resource_class: str, attempt: int) -> None:
+            queued.append(job_id)
+
+        async def close(self) -> None:
+            return None
+
+    jobs = JobService(app.settings, app, queue=Recorder())
+    with pytest.raises(BadInput, match="step 1 'described-labeller' cannot be run: it has no published code"):
+        await submit_pipeline(jobs, requester, ["great"], pipeline_id=pipeline.id)
+    async with app.db.session() as session:
+        assert (await session.scalars(select(Job.id))).all() == [] and queued == []

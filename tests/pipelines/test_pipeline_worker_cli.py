@@ -99,4 +99,4 @@ async def test_mlrepo_run_trains_and_runs_a_pipeline(
     assert json.loads(out)["outputs"] == LAMP_AND_SIGN_PREDICTED
 
     code, _, err = await mlrepo(sqlite_settings, "run", "--token", token)
-    assert code == 2 and "listingId or a pipelineId" in err
+    assert code == 2 and "LISTING_ID or --pipeline" in err

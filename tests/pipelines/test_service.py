@@ -318,7 +318,10 @@ async def test_algorithm_steps_take_training_data_of_matching_format(
         await service.set_training_data(requester, pipeline.id, step.id, texts.id)
     with pytest.raises(BadInput, match="must be a dataset listing"):
         await service.set_training_data(requester, pipeline.id, step.id, vision["classifier"].id)
-    with pytest.raises(BadInput, match="'boxes-to-crops' is not trained"):
+    with pytest.raises(
+        BadInput,
+        match=r"'boxes-to-crops' runs as it is \(it declares no training_resources\), so it takes no",
+    ):
         await service.add_step(
             requester, pipeline.id, vision["cropper"].id, training_data_listing_id=crops.id
         )

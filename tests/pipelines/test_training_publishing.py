@@ -238,4 +238,6 @@ async def test_a_published_pipeline_that_cannot_run_does_not_name_its_private_pi
     with pytest.raises(BadInput, match="step 3 is no longer available to you") as refused:
         await service.plan_listing_run(stranger, listing.id)
     assert "codename falcon" not in refused.value.message
+    # Nor told to "remove that step" of a pipeline that is not theirs: the advice is for its owner.
+    assert "remove that step" not in refused.value.message and "its owner removes" in refused.value.message
     assert "'street scenes'" in refused.value.message

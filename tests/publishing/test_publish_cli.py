@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from pathlib import Path
 
@@ -106,3 +107,31 @@ def test_publish_a_notebook_as_it_is(sqlite_settings: Settings, producer_token: 
     bare = mlrepo(sqlite_settings, *args)
     assert bare.exit_code == 1
     assert "name: Field required" in json.loads(bare.stdout)["error"]
+
+
+async def test_publish_and_verify_beside_a_running_server(
+    sqlite_settings: Settings, producer_token: str, tmp_path: Path
+) -> None:
+    """``mlrepo serve`` holds the embedded index (one writer per directory): ``publish`` and ``verify``
+    opened it too and stopped with CONFLICT "in use by another process" whenever the server ran. Like
+    ``import`` and the worker, they write the database only; the server picks the listing up."""
+    from catalog.actors import ANONYMOUS
+    from catalog.app import CatalogApp
+    from catalog.search_service import SearchRequest
+
+    package = tmp_path / "tiny.zip"
+    package.write_bytes(zip_bytes(package_files(sentiment_manifest())))
+    server = await CatalogApp.open(sqlite_settings)  # holds the index, as `mlrepo serve` does
+    try:
+        published = await asyncio.to_thread(
+            mlrepo, sqlite_settings, "publish", str(package), "--token", producer_token
+        )
+        assert published.exit_code == 0, published.output
+        listing_id = json.loads(published.stdout)["listing_id"]
+        verified = await asyncio.to_thread(mlrepo, sqlite_settings, "verify", listing_id)
+        assert verified.exit_code == 0, verified.output
+        await server.index.sync(force=True)
+        found = await server.search.search(ANONYMOUS, SearchRequest(text="positive or negative review"))
+        assert listing_id in [result.listing.id for result in found.results]
+    finally:
+        await server.close()
