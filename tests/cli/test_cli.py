@@ -7,12 +7,15 @@ encode, exactly as a person running it would.
 from __future__ import annotations
 
 import json
+import os
+import time
 from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
 
 from api.cli import app
+from infra.artifacts import ArtifactStore
 from infra.settings import Settings
 
 GOOD_1 = {
@@ -202,3 +205,23 @@ def test_seed_is_idempotent_and_finds_the_demo_sentiment_model(runner, sqlite_se
     results = json.loads(found.stdout)["results"]
     assert any("sentiment" in r["name"].lower() and r["kind"] == "model" for r in results[:3]), results[:3]
     assert all(r["explanation"] for r in results[:3])
+
+
+def test_gc_reports_by_default_and_deletes_with_delete(runner, settings) -> None:
+    store = ArtifactStore.from_settings(settings)
+    old, young = store.put_bytes(b"abandoned"), store.put_bytes(b"being written")
+    then = time.time() - 2 * settings.gc_grace_s
+    os.utime(old.path, (then, then))
+
+    dry = mlrepo(runner, settings, "gc")
+    assert dry.exit_code == 0, dry.output
+    assert "would delete (dry run; --delete to act): 1 blobs" in dry.output
+    assert "younger than 86400 s: 1 blobs" in dry.output
+    assert store.exists(old.digest)
+
+    done = mlrepo(runner, settings, "gc", "--delete", "--json")
+    assert done.exit_code == 0, done.output
+    report = json.loads(done.output)
+    assert report["deleted"] is True and report["garbage_digests"] == [old.digest]
+    assert report["garbage"] == {"files": 1, "bytes": len(b"abandoned")}
+    assert not store.exists(old.digest) and store.exists(young.digest)
