@@ -27,7 +27,8 @@ stored it more than the grace period before committing its row. Writers commit s
 writing (a publication lists its version right after storing and containerizing the package; a job's
 final transaction names its outputs right after storing them; training stores the model and writes the
 version), and a writer reusing an old blob makes it young first (``infra.artifacts.refresh``) — see
-``infra.artifact_gc`` for how a sweep and such a writer cannot cross. Hence ``gc_grace_s`` has a floor.
+``infra.artifact_gc`` for how a sweep and such a writer cannot cross. Hence ``gc_grace_s`` has a floor
+of an hour: a publication's package is named by no row until its image is pushed and its version listed.
 """
 
 from __future__ import annotations

@@ -114,9 +114,9 @@ class Settings(BaseSettings):
     verify_interval_s: int = Field(86_400, description="How often the worker re-verifies listings.")
     gc_grace_s: int = Field(
         86_400,
-        ge=600,
-        description="Artifact garbage collection spares unreferenced blobs younger than this (seconds): "
-        "a writer stores a blob before committing the row that references it.",
+        ge=3600,
+        description="Artifact garbage collection spares unreferenced blobs younger than this (seconds, "
+        "at least an hour): a writer stores a blob before committing the row that references it.",
     )
     gc_interval_hours: int = Field(
         0,

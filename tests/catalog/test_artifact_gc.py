@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from pydantic import ValidationError
 
 from catalog.actors import Actor
 from catalog.app import CatalogApp
@@ -207,3 +208,9 @@ def test_digests_are_found_anywhere_in_a_document() -> None:
     digest = "sha256:" + "ab" * 32
     assert digests_in({"steps": [{"config": {"model": f"artifact:{digest}"}}]}) == {digest}
     assert digests_in(None) == set() and digests_in("sha256:short") == set()
+
+
+def test_a_grace_period_under_an_hour_is_refused(tmp_path: Path) -> None:
+    """A publication's package is named by no row until its image is pushed and its version listed."""
+    with pytest.raises(ValidationError, match="gc_grace_s"):
+        Settings(data_dir=tmp_path, gc_grace_s=600)
