@@ -8,7 +8,7 @@ was deleted), partial writes, staged uploads and staging directories nobody will
 What counts as a reference (every row that can lead a reader to a blob):
 
 * ``listing_versions.artifact_digest`` of every version, and any digest inside its ``manifest``;
-  ``listings.storage_location`` (``artifact:<digest>``, trained models);
+  ``listings.storage_location`` (``artifact:<digest>``, trained models) and any digest in ``extra``;
 * ``jobs.outputs_digest`` of every job, and any digest in its ``result``; the ``inputs`` of a job that
   is not final yet (its pinned dataset: the listing may be deleted while the job waits in the queue —
   a final job never reads its inputs again);
@@ -33,6 +33,7 @@ of an hour: a publication's package is named by no row until its image is pushed
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import os
@@ -127,9 +128,8 @@ def read_references(connection: Connection) -> tuple[set[str], set[str], set[str
     versions = select(ListingVersion.artifact_digest, ListingVersion.manifest)
     for digest, manifest in _rows(connection, versions):
         refs |= digests_in(digest) | digests_in(manifest)
-    location = Listing.storage_location
-    for (value,) in _rows(connection, select(location).where(location.is_not(None))):
-        refs |= digests_in(value)
+    for location, extra in _rows(connection, select(Listing.storage_location, Listing.extra)):
+        refs |= digests_in(location) | digests_in(extra)
     active_jobs: set[str] = set()
     for job_id, status, outputs, result, inputs in _rows(
         connection, select(Job.id, Job.status, Job.outputs_digest, Job.result, Job.inputs)
@@ -156,8 +156,6 @@ async def collect_garbage(
     settings: Settings, db: Database, *, delete: bool, store: ArtifactStore | None = None
 ) -> GcReport:
     """Report (and with ``delete``, remove) what no row references and is older than ``gc_grace_s``."""
-    import asyncio
-
     store = store or ArtifactStore.from_settings(settings)
     cutoff = time.time() - settings.gc_grace_s  # fixed before the references are read: see above
     refs, active_publications, active_jobs = await db.read(read_references)

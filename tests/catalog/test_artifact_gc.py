@@ -105,6 +105,18 @@ async def test_a_trained_models_storage_location_keeps_its_package(
     assert (await gc(catalog_app, settings)).store.garbage.files == 0
 
 
+async def test_a_digest_in_a_listings_extra_fields_keeps_its_blob(
+    catalog_app: CatalogApp, alice: Actor, settings: Settings, store: ArtifactStore
+) -> None:
+    art = old_blob(store, b"weights referenced from extra")
+    listing = await catalog_app.listings.create(
+        alice, {"name": "w", "kind": "model", "category": "nlp", "extra": {"weights": art.digest}}
+    )
+    assert (await gc(catalog_app, settings)).store.garbage.files == 0
+    await catalog_app.listings.delete(alice, listing.id)
+    assert (await gc(catalog_app, settings)).store.garbage_digests == [art.digest]
+
+
 async def test_job_outputs_stay_while_referenced_crashed_ones_go(
     catalog_app: CatalogApp, alice: Actor, settings: Settings, store: ArtifactStore, tmp_path: Path
 ) -> None:
