@@ -180,6 +180,38 @@ def reindex(ctx: typer.Context) -> None:
 
 
 @app.command()
+def gc(
+    ctx: typer.Context,
+    delete: bool = typer.Option(False, "--delete", help="Remove the garbage (default: only report it)."),
+    as_json: bool = typer.Option(False, "--json", help="Print the report as JSON (with the digests)."),
+) -> None:
+    """Report (or with --delete remove) artifacts no row references, older than MLREPO_GC_GRACE_S."""
+    from catalog.artifact_gc import collect_garbage
+
+    settings = settings_of(ctx)
+
+    async def run():
+        async with open_catalog(settings, with_index=False) as catalog:
+            return await collect_garbage(settings, catalog.db, delete=delete)
+
+    report = run_async(run())
+    if as_json:
+        print_json(report.as_dict())
+        return
+    s = report.store
+    verb = "deleted" if delete else "would delete (dry run; --delete to act)"
+    typer.echo(f"referenced: {s.referenced.files} blobs, {s.referenced.bytes} bytes")
+    young = f"{s.young.files} blobs, {s.young.bytes} bytes"
+    typer.echo(f"unreferenced but younger than {report.grace_s} s: {young}")
+    typer.echo(
+        f"{verb}: {s.garbage.files} blobs, {s.keys.files} keys, {s.partial.files} partial writes, "
+        f"{report.directories.files} upload/staging directories; {report.freed_bytes} bytes"
+    )
+    if s.kept_racing:
+        typer.echo(f"kept {s.kept_racing} files a writer reused during the collection")
+
+
+@app.command()
 def seed(ctx: typer.Context) -> None:
     """Load the demo catalog (idempotent: listings that exist are left alone)."""
     settings = settings_of(ctx)

@@ -18,8 +18,10 @@ from typing import Any
 
 from arq import cron, func
 from arq.connections import RedisSettings
+from arq.cron import CronJob
 from arq.worker import Retry
 
+from catalog.artifact_gc import collect_garbage
 from catalog.publishing.jobs import (
     GPU_PUBLISHING_FUNCTIONS,
     PUBLISHING_FUNCTIONS,
@@ -57,6 +59,22 @@ RUN_JOB = func(run_job, name="run_job", max_tries=sys.maxsize)
 
 async def reconcile_jobs(ctx: dict[str, Any]) -> dict[str, int]:
     return await ctx[CTX_JOBS].reconcile()
+
+
+async def collect_artifact_garbage(ctx: dict[str, Any]) -> dict[str, Any]:
+    """The periodic ``mlrepo gc --delete`` (``gc_interval_hours``); the report without its digest list."""
+    catalog = ctx[CTX_CATALOG]
+    report = await collect_garbage(catalog.settings, catalog.db, delete=True)
+    return {k: v for k, v in report.as_dict().items() if k != "garbage_digests"}
+
+
+def gc_cron_jobs(settings: Settings) -> list[CronJob]:
+    """Garbage collection every ``gc_interval_hours`` (none when 0, the default), on cpu workers only:
+    ``unique`` lets one of several workers run each one."""
+    if settings.gc_interval_hours <= 0:
+        return []
+    hours = set(range(0, 24, settings.gc_interval_hours))
+    return [cron(collect_artifact_garbage, hour=hours, minute={43}, run_at_startup=False, unique=True)]
 
 
 async def start_jobs(ctx: dict[str, Any], settings: Settings, catalog: Any) -> JobService:
@@ -113,7 +131,7 @@ def worker_settings(settings: Settings) -> dict[str, Any]:
     cron_jobs = [cron(reconcile_jobs, second={0}, run_at_startup=False, unique=True)]
     if settings.worker_resource_class == CPU_CLASS:
         functions += list(PUBLISHING_FUNCTIONS)
-        cron_jobs += publishing_cron_jobs(settings)
+        cron_jobs += publishing_cron_jobs(settings) + gc_cron_jobs(settings)
     elif settings.worker_resource_class == GPU_CLASS:
         functions += list(GPU_PUBLISHING_FUNCTIONS)
         cron_jobs += publishing_cron_jobs(settings, on_gpu_worker=True)
@@ -143,6 +161,7 @@ class WorkerSettings:
     cron_jobs = [
         cron(reconcile_jobs, second={0}, run_at_startup=False, unique=True),
         *publishing_cron_jobs(_settings, on_gpu_worker=_settings.worker_resource_class == GPU_CLASS),
+        *(gc_cron_jobs(_settings) if _settings.worker_resource_class == CPU_CLASS else []),
     ]
     queue_name = queue_for(_settings.worker_resource_class)
     max_jobs = max_jobs_for(_settings)

@@ -172,7 +172,7 @@ class ArtifactStore:
                 os.fsync(out.fileno())
             digest = DIGEST_PREFIX + h.hexdigest()
             final = self._blob_path(digest, encrypt)
-            if final.exists():
+            if refresh(final):  # already stored: now it is young again, so no collection takes it
                 return StoredArtifact(digest, size, encrypt, final)
             if encrypt:
                 blob = self._encrypt_to_temp(spool, digest)
@@ -195,7 +195,7 @@ class ArtifactStore:
     def _encrypt_to_temp(self, plain: Path, digest: str) -> Path:
         hexpart = parse_digest(digest)
         key_path = self._key_path(digest)
-        key = self._load_key(digest) if key_path.exists() else self._create_key(digest)
+        key = self._load_key(digest) if refresh(key_path) else self._create_key(digest)
         aead = AESGCM(key)
         prefix = secrets.token_bytes(8)
         fd, name = tempfile.mkstemp(dir=self.root / "tmp", prefix="enc-")
@@ -347,6 +347,20 @@ class ArtifactStore:
         """Remove partial writes left by a crashed process (they are never referenced by a digest)."""
         shutil.rmtree(self.root / "tmp", ignore_errors=True)
         (self.root / "tmp").mkdir(parents=True, exist_ok=True)
+
+
+def refresh(path: Path) -> bool:
+    """Set ``path``'s modification time to now; False when it does not exist (any more).
+
+    Why: garbage collection (``infra.artifact_gc``) only takes unreferenced blobs and keys older than
+    its grace period. A writer that finds its content already stored is about to reference that old
+    blob, so it makes it young first; when a collection removed it in the meantime, the writer sees
+    False and stores the content again instead of pointing a new row at nothing."""
+    try:
+        os.utime(path)
+    except FileNotFoundError:
+        return False
+    return True
 
 
 def _fsync_dir(path: Path) -> None:

@@ -112,6 +112,18 @@ class Settings(BaseSettings):
         100.0, description="Unpacked/packed size ratio above which an archive is treated as a zip bomb."
     )
     verify_interval_s: int = Field(86_400, description="How often the worker re-verifies listings.")
+    gc_grace_s: int = Field(
+        86_400,
+        ge=3600,
+        description="Artifact garbage collection spares unreferenced blobs younger than this (seconds, "
+        "at least an hour): a writer stores a blob before committing the row that references it.",
+    )
+    gc_interval_hours: int = Field(
+        0,
+        ge=0,
+        le=24,
+        description="Hours between garbage collections on the (cpu) worker; 0: never (run `mlrepo gc`).",
+    )
 
     usage_window_days: int = Field(
         30, description="Relative usage in a category counts runs within this many days (recent demand)."

@@ -7,12 +7,15 @@ encode, exactly as a person running it would.
 from __future__ import annotations
 
 import json
+import os
+import time
 from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
 
 from api.cli import app
+from infra.artifacts import ArtifactStore
 from infra.settings import Settings
 
 GOOD_1 = {
@@ -228,3 +231,23 @@ def test_the_operator_revokes_tokens(runner, sqlite_settings) -> None:
     assert mlrepo(runner, sqlite_settings, "search", "x", "--token", token).exit_code == 2
     unknown = mlrepo(runner, sqlite_settings, "token", "revoke-all", "nobody")
     assert unknown.exit_code == 2 and "NOT_FOUND" in unknown.stderr
+
+
+def test_gc_reports_by_default_and_deletes_with_delete(runner, settings) -> None:
+    store = ArtifactStore.from_settings(settings)
+    old, young = store.put_bytes(b"abandoned"), store.put_bytes(b"being written")
+    then = time.time() - 2 * settings.gc_grace_s
+    os.utime(old.path, (then, then))
+
+    dry = mlrepo(runner, settings, "gc")
+    assert dry.exit_code == 0, dry.output
+    assert "would delete (dry run; --delete to act): 1 blobs" in dry.output
+    assert "younger than 86400 s: 1 blobs" in dry.output
+    assert store.exists(old.digest)
+
+    done = mlrepo(runner, settings, "gc", "--delete", "--json")
+    assert done.exit_code == 0, done.output
+    report = json.loads(done.output)
+    assert report["deleted"] is True and report["garbage_digests"] == [old.digest]
+    assert report["garbage"] == {"files": 1, "bytes": len(b"abandoned")}
+    assert not store.exists(old.digest) and store.exists(young.digest)

@@ -10,6 +10,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from datetime import timedelta
 
 import pytest
@@ -20,7 +21,8 @@ from sqlalchemy import update
 from catalog.enums import JobStatus
 from executor.events import RedisJobEvents
 from executor.jobs import ArqJobQueue, JobService
-from executor.worker import worker_settings
+from executor.worker import collect_artifact_garbage, worker_settings
+from infra.artifacts import ArtifactStore
 from infra.settings import Settings
 from infra.tables import Job, utcnow
 from tests.services import long_running
@@ -193,3 +195,24 @@ async def test_jobs_past_the_account_limit_wait_their_turn_on_arq(arq_settings, 
     assert [f.status for f in finals] == [JobStatus.SUCCEEDED] * 3, [f.error for f in finals]
     ran = sorted(finals, key=lambda f: f.started_at)
     assert all(a.finished_at <= b.started_at for a, b in itertools.pairwise(ran))  # one at a time
+
+
+def test_garbage_collection_on_the_worker_is_off_unless_asked_for(settings: Settings) -> None:
+    base = settings.model_copy(update={"redis_url": "redis://127.0.0.1:1", "worker_resource_class": "cpu"})
+    by_name = {job.name: job for job in worker_settings(base)["cron_jobs"]}
+    assert "cron:collect_artifact_garbage" not in by_name
+    every_6h = base.model_copy(update={"gc_interval_hours": 6})
+    by_name = {job.name: job for job in worker_settings(every_6h)["cron_jobs"]}
+    assert by_name["cron:collect_artifact_garbage"].hour == {0, 6, 12, 18}
+    gpu = every_6h.model_copy(update={"worker_resource_class": "gpu"})
+    assert "cron:collect_artifact_garbage" not in {job.name for job in worker_settings(gpu)["cron_jobs"]}
+
+
+async def test_the_workers_garbage_collection_deletes(settings: Settings, catalog) -> None:
+    store = ArtifactStore.from_settings(settings)
+    old = store.put_bytes(b"outputs of a job that crashed")
+    then = time.time() - 2 * settings.gc_grace_s
+    os.utime(old.path, (then, then))
+    report = await collect_artifact_garbage({"catalog": catalog})
+    assert report["deleted"] is True and report["garbage"]["files"] == 1
+    assert not store.exists(old.digest)

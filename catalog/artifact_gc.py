@@ -1,0 +1,225 @@
+"""Artifact garbage collection (``mlrepo gc``, and optionally a periodic run on the worker).
+
+The artifact store only grows: packages of failed publications, outputs of jobs that crashed before
+their final transaction, packages of deleted listings and versions (and of trained models whose listing
+was deleted), partial writes, staged uploads and staging directories nobody will come back for.
+``collect_garbage`` finds them and, with ``delete=True``, removes them.
+
+What counts as a reference (every row that can lead a reader to a blob):
+
+* ``listing_versions.artifact_digest`` of every version, and any digest inside its ``manifest``;
+  ``listings.storage_location`` (``artifact:<digest>``, trained models) and any digest in ``extra``;
+* ``jobs.outputs_digest`` of every job, and any digest in its ``result``; the ``inputs`` of a job that
+  is not final yet (its pinned dataset: the listing may be deleted while the job waits in the queue —
+  a final job never reads its inputs again);
+* a publication that is not final yet: its ``artifact_digest`` and any digest in its metadata (a final
+  one's package is referenced by its listing version, or by nothing when it failed or was deleted);
+* any digest in a pipeline step's ``config``.
+
+Digests inside JSON are found by pattern (``sha256:`` + 64 hex), so a reference a later feature adds
+to one of those documents is honoured without touching this module; holding a blob too long is the
+safe mistake. Docker images (``image_ref``, image ids) are not in the artifact store and out of scope.
+
+Why the grace period makes this safe against writers running right now: the cutoff is fixed *before*
+the references are read, in one snapshot (REPEATABLE READ on PostgreSQL, one read transaction on
+SQLite). A blob older than the cutoff whose reference is not in that snapshot would need a writer that
+stored it more than the grace period before committing its row. Writers commit seconds to minutes after
+writing (a publication lists its version right after storing and containerizing the package; a job's
+final transaction names its outputs right after storing them; training stores the model and writes the
+version), and a writer reusing an old blob makes it young first (``infra.artifacts.refresh``) — see
+``infra.artifact_gc`` for how a sweep and such a writer cannot cross. Hence ``gc_grace_s`` has a floor
+of an hour: a publication's package is named by no row until its image is pushed and its version listed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import re
+import shutil
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Connection, select
+
+from catalog.enums import JobStatus
+from catalog.publishing.steps import PublicationStatus
+from infra.artifact_gc import SweepReport, SweepTally, sweep
+from infra.artifacts import ArtifactStore
+from infra.db import Database
+from infra.settings import Settings
+from infra.tables import Job, Listing, ListingVersion, PipelineStep, Publication
+
+logger = logging.getLogger(__name__)
+
+DIGEST_PATTERN = re.compile(r"sha256:[0-9a-f]{64}")
+_ACTIVE_JOBS = (JobStatus.QUEUED.value, JobStatus.RUNNING.value)
+_ACTIVE_PUBLICATIONS = (PublicationStatus.QUEUED.value, PublicationStatus.RUNNING.value)
+_JOB_STAGING = re.compile(r"job-([0-9a-f]{32})-.+")
+_PUBLICATION_DIR = re.compile(r"[0-9a-f]{32}")
+_BATCH = 1000
+
+
+@dataclass
+class GcReport:
+    """The store's sweep, plus the directories of finished (or vanished) publications and jobs."""
+
+    store: SweepReport
+    directories: SweepTally = field(default_factory=SweepTally)  # uploads/ and staging/ leftovers
+    grace_s: int = 0
+
+    @property
+    def freed_bytes(self) -> int:
+        return self.store.freed_bytes + self.directories.bytes
+
+    def as_dict(self) -> dict[str, Any]:
+        s = self.store
+        tally = {
+            name: {"files": t.files, "bytes": t.bytes}
+            for name, t in (
+                ("referenced", s.referenced),
+                ("young", s.young),
+                ("garbage", s.garbage),
+                ("keys", s.keys),
+                ("partial", s.partial),
+                ("directories", self.directories),
+            )
+        }
+        return {
+            "deleted": s.deleted,
+            "grace_s": self.grace_s,
+            **tally,
+            "kept_racing": s.kept_racing,
+            "freed_bytes": self.freed_bytes,
+            "garbage_digests": list(s.garbage_digests),
+        }
+
+
+def digests_in(document: Any) -> set[str]:
+    """Every artifact digest mentioned anywhere in a JSON document (or a plain string)."""
+    if document is None:
+        return set()
+    text = document if isinstance(document, str) else json.dumps(document)
+    return set(DIGEST_PATTERN.findall(text))
+
+
+def _begin_snapshot(connection: Connection) -> None:
+    """Make every following SELECT see the same committed state (a reference that moves from one row to
+    another in one transaction is then seen in exactly one of them, never in neither)."""
+    if connection.dialect.name == "sqlite":
+        connection.exec_driver_sql("BEGIN")  # WAL: the snapshot is taken at the first read
+    else:
+        connection.exec_driver_sql("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+
+
+def _rows(connection: Connection, statement: Any) -> Iterable[Any]:
+    return connection.execution_options(yield_per=_BATCH).execute(statement)
+
+
+def read_references(connection: Connection) -> tuple[set[str], set[str], set[str]]:
+    """(referenced digests, ids of publications not final, ids of jobs not final), in one snapshot."""
+    _begin_snapshot(connection)
+    refs: set[str] = set()
+    versions = select(ListingVersion.artifact_digest, ListingVersion.manifest)
+    for digest, manifest in _rows(connection, versions):
+        refs |= digests_in(digest) | digests_in(manifest)
+    for location, extra in _rows(connection, select(Listing.storage_location, Listing.extra)):
+        refs |= digests_in(location) | digests_in(extra)
+    active_jobs: set[str] = set()
+    for job_id, status, outputs, result, inputs in _rows(
+        connection, select(Job.id, Job.status, Job.outputs_digest, Job.result, Job.inputs)
+    ):
+        refs |= digests_in(outputs) | digests_in(result)
+        if status in _ACTIVE_JOBS:
+            active_jobs.add(job_id)
+            refs |= digests_in(inputs)
+    active_publications: set[str] = set()
+    for pub_id, digest, meta in _rows(
+        connection,
+        select(Publication.id, Publication.artifact_digest, Publication.metadata_json).where(
+            Publication.status.in_(_ACTIVE_PUBLICATIONS)
+        ),
+    ):
+        active_publications.add(pub_id)
+        refs |= digests_in(digest) | digests_in(meta)
+    for (config,) in _rows(connection, select(PipelineStep.config)):
+        refs |= digests_in(config)
+    return refs, active_publications, active_jobs
+
+
+async def collect_garbage(
+    settings: Settings, db: Database, *, delete: bool, store: ArtifactStore | None = None
+) -> GcReport:
+    """Report (and with ``delete``, remove) what no row references and is older than ``gc_grace_s``."""
+    store = store or ArtifactStore.from_settings(settings)
+    cutoff = time.time() - settings.gc_grace_s  # fixed before the references are read: see above
+    refs, active_publications, active_jobs = await db.read(read_references)
+    swept = await asyncio.to_thread(sweep, store, refs, cutoff, delete=delete)
+    report = GcReport(swept, grace_s=settings.gc_grace_s)
+    await asyncio.to_thread(
+        _sweep_directories, settings.data_dir, active_publications, active_jobs, cutoff, delete, report
+    )
+    logger.info(
+        "artifact gc (%s): %d garbage blobs, %d bytes",
+        "deleted" if delete else "dry run",
+        swept.garbage.files,
+        report.freed_bytes,
+    )
+    return report
+
+
+def _sweep_directories(
+    data_dir: Path,
+    active_publications: set[str],
+    active_jobs: set[str],
+    cutoff: float,
+    delete: bool,
+    report: GcReport,
+) -> None:
+    """Staged uploads (``uploads/<publication>``) and staging directories (``staging/<publication>``,
+    ``staging/job-<job>-*``) whose publication or job is final or gone, untouched since the cutoff. A
+    directory whose row does not exist yet is young (the upload is staged just before its row commits).
+    Other staging directories (verification, dataset scans) are removed by their owner's ``finally``."""
+    candidates: list[Path] = []
+    for path in _subdirs(data_dir / "uploads"):
+        if _PUBLICATION_DIR.fullmatch(path.name) and path.name not in active_publications:
+            candidates.append(path)
+    for path in _subdirs(data_dir / "staging"):
+        job = _JOB_STAGING.fullmatch(path.name)
+        owner = job.group(1) if job is not None else path.name
+        active = active_jobs if job is not None else active_publications
+        if (job is not None or _PUBLICATION_DIR.fullmatch(path.name)) and owner not in active:
+            candidates.append(path)
+    for path in candidates:
+        newest, size = _newest_and_size(path)
+        if newest >= cutoff:
+            continue
+        if delete:
+            shutil.rmtree(path, ignore_errors=True)
+        report.directories.add(size)
+
+
+def _subdirs(directory: Path) -> list[Path]:
+    try:
+        return [p for p in directory.iterdir() if p.is_dir() and not p.is_symlink()]
+    except FileNotFoundError:
+        return []
+
+
+def _newest_and_size(directory: Path) -> tuple[float, int]:
+    newest = os.lstat(directory).st_mtime
+    size = 0
+    for root, dirs, files in os.walk(directory):
+        for name, is_file in [(d, False) for d in dirs] + [(f, True) for f in files]:
+            try:
+                st = os.lstat(os.path.join(root, name))
+            except FileNotFoundError:
+                continue
+            newest = max(newest, st.st_mtime)
+            size += st.st_size if is_file else 0
+    return newest, size

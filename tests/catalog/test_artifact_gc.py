@@ -1,0 +1,228 @@
+"""Artifact garbage collection against the database (SQLite and PostgreSQL): every kind of row that
+references a blob keeps it, deleting what referenced it frees it, and young blobs always stay."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from pydantic import ValidationError
+
+from catalog.actors import Actor
+from catalog.app import CatalogApp
+from catalog.artifact_gc import collect_garbage, digests_in
+from catalog.publishing.listing_writer import Target, write_version
+from executor.job_outputs import write_outputs
+from infra.artifacts import ArtifactStore, StoredArtifact
+from infra.settings import Settings
+from infra.tables import Job, Publication
+
+OLD_S = 3 * 86_400  # well past the default grace period (one day)
+
+
+@pytest.fixture
+def store(settings: Settings) -> ArtifactStore:
+    return ArtifactStore.from_settings(settings)
+
+
+def age(*paths: Path) -> None:
+    then = time.time() - OLD_S
+    for path in paths:
+        os.utime(path, (then, then))
+
+
+def old_blob(store: ArtifactStore, data: bytes, encrypt: bool = False) -> StoredArtifact:
+    art = store.put_bytes(data, encrypt=encrypt)
+    age(art.path)
+    return art
+
+
+async def list_package(app: CatalogApp, actor: Actor, name: str, art: StoredArtifact) -> str:
+    """A listing with one version pointing at ``art``, written the way publishing writes it."""
+    return await write_version(
+        app.listings,
+        actor,
+        Target(None, "1.0.0", None),
+        {"name": name, "kind": "algorithm", "category": "nlp", "description": f"{name} for gc tests"},
+        {"artifact_kind": "package", "artifact_digest": art.digest, "encrypted": art.encrypted},
+        {"producer_name": "alice"},
+    )
+
+
+async def add_row(app: CatalogApp, row: Any) -> None:
+    async with app.db.session() as session:
+        session.add(row)
+
+
+async def set_status(app: CatalogApp, table: Any, row_id: str, status: str) -> None:
+    async with app.db.session() as session:
+        (await session.get(table, row_id)).status = status
+
+
+async def gc(app: CatalogApp, settings: Settings, delete: bool = True):
+    return await collect_garbage(settings, app.db, delete=delete)
+
+
+async def test_deleting_a_listing_frees_its_package(
+    catalog_app: CatalogApp, alice: Actor, settings: Settings, store: ArtifactStore
+) -> None:
+    art = old_blob(store, b"package of a listing")
+    listing_id = await list_package(catalog_app, alice, "tagger", art)
+    report = await gc(catalog_app, settings)
+    assert report.store.garbage.files == 0 and store.exists(art.digest)
+
+    await catalog_app.listings.delete(alice, listing_id)
+    dry = await gc(catalog_app, settings, delete=False)
+    assert dry.store.garbage_digests == [art.digest] and store.exists(art.digest)
+    report = await gc(catalog_app, settings)
+    assert report.store.garbage_digests == [art.digest]
+    assert report.freed_bytes >= len(b"package of a listing")
+    assert not store.exists(art.digest)
+
+
+async def test_deleting_an_encrypted_listing_frees_its_key(
+    catalog_app: CatalogApp, alice: Actor, settings: Settings, store: ArtifactStore
+) -> None:
+    art = old_blob(store, b"encrypted package", encrypt=True)
+    age(store._key_path(art.digest))
+    listing_id = await list_package(catalog_app, alice, "secret", art)
+    assert (await gc(catalog_app, settings)).store.keys.files == 0
+    await catalog_app.listings.delete(alice, listing_id)
+    report = await gc(catalog_app, settings)
+    assert report.store.keys.files == 1 and not store._key_path(art.digest).exists()
+
+
+async def test_a_trained_models_storage_location_keeps_its_package(
+    catalog_app: CatalogApp, alice: Actor, settings: Settings, store: ArtifactStore
+) -> None:
+    art = old_blob(store, b"model")
+    await catalog_app.listings.create(
+        alice, {"name": "m", "kind": "model", "category": "nlp", "storage_location": f"artifact:{art.digest}"}
+    )
+    assert (await gc(catalog_app, settings)).store.garbage.files == 0
+
+
+async def test_a_digest_in_a_listings_extra_fields_keeps_its_blob(
+    catalog_app: CatalogApp, alice: Actor, settings: Settings, store: ArtifactStore
+) -> None:
+    art = old_blob(store, b"weights referenced from extra")
+    listing = await catalog_app.listings.create(
+        alice, {"name": "w", "kind": "model", "category": "nlp", "extra": {"weights": art.digest}}
+    )
+    assert (await gc(catalog_app, settings)).store.garbage.files == 0
+    await catalog_app.listings.delete(alice, listing.id)
+    assert (await gc(catalog_app, settings)).store.garbage_digests == [art.digest]
+
+
+async def test_job_outputs_stay_while_referenced_crashed_ones_go(
+    catalog_app: CatalogApp, alice: Actor, settings: Settings, store: ArtifactStore, tmp_path: Path
+) -> None:
+    finished = write_outputs(store, tmp_path / "a", [{"id": 1, "output": "kept"}])
+    crashed = write_outputs(store, tmp_path / "b", [{"id": 1, "output": "never referenced"}])
+    age(store.locate(finished.digest).path, store.locate(crashed.digest).path)
+    await add_row(
+        catalog_app,
+        Job(
+            owner_id=alice.account_id,
+            task="inference",
+            status="succeeded",
+            outputs_digest=finished.digest,
+            outputs_count=1,
+        ),
+    )
+    report = await gc(catalog_app, settings)
+    assert report.store.garbage_digests == [crashed.digest]
+    assert store.exists(finished.digest)
+
+
+async def test_a_running_jobs_outputs_are_not_collected(
+    catalog_app: CatalogApp, alice: Actor, settings: Settings, store: ArtifactStore, tmp_path: Path
+) -> None:
+    """Outputs are stored before the job's final transaction names them: the grace period covers it."""
+    job = Job(owner_id=alice.account_id, task="inference", status="running")
+    await add_row(catalog_app, job)
+    outputs = write_outputs(store, tmp_path / "out", [{"id": 1, "output": "just written"}])
+    report = await gc(catalog_app, settings)
+    assert report.store.young.files == 1 and report.store.garbage.files == 0
+    async with catalog_app.db.session() as session:
+        row = await session.get(Job, job.id)
+        row.status, row.outputs_digest, row.outputs_count = "succeeded", outputs.digest, 1
+    age(store.locate(outputs.digest).path)
+    assert (await gc(catalog_app, settings)).store.garbage.files == 0
+    assert store.read_bytes(outputs.digest).startswith(b'{"id":1')
+
+
+async def test_a_waiting_job_keeps_its_pinned_dataset_after_the_listing_is_deleted(
+    catalog_app: CatalogApp, alice: Actor, settings: Settings, store: ArtifactStore
+) -> None:
+    data = old_blob(store, b'{"text": "a record"}\n')
+    listing_id = await list_package(catalog_app, alice, "corpus", data)
+    job = Job(
+        owner_id=alice.account_id,
+        task="inference",
+        status="queued",
+        inputs={"dataset_listing_id": listing_id, "dataset_digest": data.digest},
+    )
+    await add_row(catalog_app, job)
+    await catalog_app.listings.delete(alice, listing_id)
+    assert (await gc(catalog_app, settings)).store.garbage.files == 0
+    await set_status(catalog_app, Job, job.id, "failed")  # a final job never reads its inputs again
+    assert (await gc(catalog_app, settings)).store.garbage_digests == [data.digest]
+
+
+async def test_an_unfinished_publication_keeps_its_package_a_failed_one_does_not(
+    catalog_app: CatalogApp, alice: Actor, settings: Settings, store: ArtifactStore
+) -> None:
+    art = old_blob(store, b"package being listed")
+    pub = Publication(
+        owner_id=alice.account_id, source_kind="package", status="running", artifact_digest=art.digest
+    )
+    await add_row(catalog_app, pub)
+    assert (await gc(catalog_app, settings)).store.garbage.files == 0
+    await set_status(catalog_app, Publication, pub.id, "failed")
+    assert (await gc(catalog_app, settings)).store.garbage_digests == [art.digest]
+
+
+async def test_uploads_and_staging_of_finished_publications_and_jobs_go(
+    catalog_app: CatalogApp, alice: Actor, settings: Settings
+) -> None:
+    failed = Publication(owner_id=alice.account_id, source_kind="package", status="failed")
+    queued = Publication(owner_id=alice.account_id, source_kind="package", status="queued")
+    running = Job(owner_id=alice.account_id, task="inference", status="running")
+    for row in (failed, queued, running):
+        await add_row(catalog_app, row)
+    dirs = {
+        "failed upload": settings.data_dir / "uploads" / failed.id,
+        "queued upload": settings.data_dir / "uploads" / queued.id,
+        "running job": settings.data_dir / "staging" / f"job-{running.id}-x1",
+        "crashed job": settings.data_dir / "staging" / f"job-{'0' * 32}-x2",
+        "verification": settings.data_dir / "staging" / "verify-x3",
+    }
+    for path in dirs.values():
+        path.mkdir(parents=True)
+        (path / "upload").write_bytes(b"12345")
+        age(path / "upload", path)
+    dry = await gc(catalog_app, settings, delete=False)
+    assert dry.directories.files == 2 and all(p.exists() for p in dirs.values())
+    report = await gc(catalog_app, settings)
+    assert (report.directories.files, report.directories.bytes) == (2, 10)
+    assert {name for name, path in dirs.items() if path.exists()} == {
+        "queued upload",
+        "running job",
+        "verification",
+    }
+
+
+def test_digests_are_found_anywhere_in_a_document() -> None:
+    digest = "sha256:" + "ab" * 32
+    assert digests_in({"steps": [{"config": {"model": f"artifact:{digest}"}}]}) == {digest}
+    assert digests_in(None) == set() and digests_in("sha256:short") == set()
+
+
+def test_a_grace_period_under_an_hour_is_refused(tmp_path: Path) -> None:
+    """A publication's package is named by no row until its image is pushed and its version listed."""
+    with pytest.raises(ValidationError, match="gc_grace_s"):
+        Settings(data_dir=tmp_path, gc_grace_s=600)
