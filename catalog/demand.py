@@ -52,6 +52,9 @@ MAX_CATEGORY_CHARS = 100
 MAX_FORMAT_CHARS = 64
 # Rows read per grouping, as a multiple of the distinct-query cap: repeats of a query are common.
 ROWS_PER_DISTINCT_QUERY = 5
+# How far back a sweep looks again for no-result searches logged by other API processes: a row is stamped
+# when its search ran and committed up to a logging batch (plus a transaction) later, out of order.
+OTHERS_OVERLAP = timedelta(seconds=30)
 
 
 @dataclass(frozen=True, slots=True)
@@ -203,6 +206,11 @@ class DemandService:
         self.clock = clock
         self._sweeper: asyncio.Task[None] | None = None
         self._swept_until: datetime | None = None
+        # No-result searches and gaps already alerted here (logged here, or found by a sweep), by id with
+        # their time, so a sweep re-reading its overlap announces another process's ones once.
+        self._alerted: dict[str, datetime] = {}
+        self._others_floor: datetime | None = None  # when the sweeper started: older ones are not news
+        self._others_swept_until: datetime | None = None
         self._queued: list[SearchEvent] = []
         self._writer: asyncio.Task[None] | None = None
         self._write_lock = asyncio.Lock()
@@ -324,6 +332,11 @@ class DemandService:
     async def _insert(self, rows: list[SearchEvent]) -> None:
         async with self.db.session() as session:
             session.add_all(rows)
+            if self.alert_hub.listener_count:  # alerted below: a sweep must not announce them again
+                await session.flush()  # (marked before the commit, so no sweep reads them unmarked)
+                self._alerted.update(
+                    (row.id, as_utc(row.created_at)) for row in rows if row.result_count == 0
+                )
         for row in rows:
             if row.result_count == 0:
                 self.alert_hub.publish(
@@ -586,8 +599,9 @@ class DemandService:
         """Unmet searches as they happen, in ``category`` or else in the actor's subscribed categories
         (as they change: a later subscribe or unsubscribe in this process applies to the running stream).
 
-        No-result searches and pipeline gaps arrive when logged; searches whose selection window closes
-        while someone listens arrive from a sweep every ``demand_alert_sweep_s``.
+        No-result searches and pipeline gaps arrive when logged (those logged by another API process,
+        from the next sweep); searches whose selection window closes while someone listens arrive from a
+        sweep every ``demand_alert_sweep_s``.
         """
         require_producer(actor)
         if category is not None:
@@ -610,7 +624,35 @@ class DemandService:
                 yield alert
 
     async def sweep_expired(self) -> int:
-        """Alert on searches whose selection window closed since the last sweep without a selection."""
+        """Alert on searches whose selection window closed since the last sweep without a selection, and
+        on no-result searches and pipeline gaps other API processes logged since the last sweep."""
+        return await self._sweep_closed_windows() + await self._sweep_others()
+
+    async def _sweep_others(self) -> int:
+        """Another process's no-result searches reach this process's listeners only through the database:
+        each process alerts live on what it logs itself (``_insert``)."""
+        if self._others_floor is None or self._others_swept_until is None:
+            return 0  # nobody has listened yet
+        now = self.clock()
+        since = max(self._others_floor, self._others_swept_until - OTHERS_OVERLAP)
+        events = await self._unmet_events([SearchEvent.result_count == 0, SearchEvent.created_at > since])
+        fresh = [event for event in reversed(events) if event.id not in self._alerted]  # oldest first
+        for event in fresh:
+            self._alerted[event.id] = event.created_at
+            self.alert_hub.publish(
+                DemandAlert(
+                    search_id=event.id,
+                    text=event.text,
+                    category=event.category,
+                    reason=event.reason,
+                    created_at=event.created_at,
+                )
+            )
+        self._others_swept_until = max(self._others_swept_until, now)
+        self._alerted = {key: at for key, at in self._alerted.items() if at > since}
+        return len(fresh)
+
+    async def _sweep_closed_windows(self) -> int:
         cutoff = self.clock() - self.window
         start = self._swept_until or cutoff
         self._swept_until = max(start, cutoff)
@@ -643,6 +685,8 @@ class DemandService:
         # Windows that closed while nobody listened are not news: start from now (the inbox has them).
         baseline = self.clock() - self.window
         self._swept_until = max(self._swept_until or baseline, baseline)
+        self._others_floor = self._others_swept_until = self.clock()
+        self._alerted = {}  # all older than the floor
         self._sweeper = asyncio.create_task(self._sweep_while_listened())
 
     async def _sweep_while_listened(self) -> None:
