@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -55,6 +56,9 @@ ROWS_PER_DISTINCT_QUERY = 5
 # How far back a sweep looks again for no-result searches logged by other API processes: a row is stamped
 # when its search ran and committed up to a logging batch (plus a transaction) later, out of order.
 OTHERS_OVERLAP = timedelta(seconds=30)
+# Beyond its logging batch, how long another API process may take to commit a search it served.
+OTHER_PROCESS_GRACE_S = 1.0
+SEARCH_POLL_S = 0.05
 
 
 @dataclass(frozen=True, slots=True)
@@ -351,22 +355,35 @@ class DemandService:
 
     async def require_search(self, search_id: str) -> None:
         """NOT_FOUND unless ``search_id`` names a logged search (checked before acting on a selection)."""
+        if not await self._search_logged(search_id):
+            raise NotFound(f"no search with id {search_id!r}")
+
+    async def _search_logged(self, search_id: str) -> bool:
+        """Whether ``search_id`` is a logged search. This process's queue is written first; a search
+        another API process served (the requester's next request may reach any of them) is in that
+        process's queue for up to its ``demand_log_batch_s``, so an unknown id is looked for that long,
+        plus ``OTHER_PROCESS_GRACE_S``, before it is declared unknown."""
         await self.flush()
-        async with self.db.session() as session:
-            if await session.get(SearchEvent, search_id) is None:
-                raise NotFound(f"no search with id {search_id!r}")
+        deadline = time.monotonic() + self.settings.demand_log_batch_s + OTHER_PROCESS_GRACE_S
+        while True:
+            async with self.db.session() as session:
+                found = await session.scalar(select(SearchEvent.id).where(SearchEvent.id == search_id))
+            if found is not None:
+                return True
+            if time.monotonic() >= deadline:
+                return False
+            await asyncio.sleep(SEARCH_POLL_S)
 
     async def record_selection(self, search_id: str, listing_id: str) -> None:
         """The requester picked ``listing_id`` from search ``search_id``: that search's need was met.
 
         The first selection is kept (it says what the search led to); later ones change nothing.
         """
-        await self.flush()
+        if not await self._search_logged(search_id):
+            raise NotFound(f"no search with id {search_id!r}")
         async with self.db.session() as session:
             row = await session.get(SearchEvent, search_id)
-            if row is None:
-                raise NotFound(f"no search with id {search_id!r}")
-            if row.selected_listing_id is None:
+            if row is not None and row.selected_listing_id is None:
                 row.selected_listing_id = listing_id
 
     # ------------------------------------------------------------------ reading demand
