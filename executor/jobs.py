@@ -367,15 +367,15 @@ class JobService:
             try:
                 view = await self.get(actor, job_id)
                 yield view
-                last = (view.status, view.progress)
+                last = _change_key(view)
                 while not view.is_final:
                     # Re-read on every event, and now and then anyway: events may be lost (Redis restart).
                     with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(wake.wait(), timeout=self.settings.job_heartbeat_s)
                     wake.clear()
                     view = await self.get(actor, job_id)
-                    if (view.status, view.progress) != last:
-                        last = (view.status, view.progress)
+                    if _change_key(view) != last:
+                        last = _change_key(view)
                         yield view
             finally:
                 pumping.cancel()
@@ -571,6 +571,7 @@ class JobService:
                     requeue.append((row.id, row.resource_class, (row.attempts or 0) + 1))
         for job_id in lost:
             await asyncio.to_thread(self._remove_orphans, job_id)
+            await self._publish_status(job_id)
         for job_id, resource_class, attempt in requeue:
             await self.deliver(job_id, resource_class, attempt)
         return {"requeued": len(requeue), "failed": failed}
@@ -715,6 +716,14 @@ class JobService:
             await self._publish(JobView.of(row))
         return changed
 
+    async def _publish_status(self, job_id: str) -> None:
+        """Tell watchers about a change made without a view in hand (the reconciler's)."""
+        async with self.db.session() as session:
+            row = await session.get(Job, job_id)
+            view = JobView.of(row) if row is not None else None
+        if view is not None:
+            await self._publish(view)
+
     async def _status(self, job_id: str) -> str | None:
         async with self.db.session() as session:
             return await session.scalar(select(Job.status).where(Job.id == job_id))
@@ -798,6 +807,12 @@ class JobService:
             input_schema, {f"records[{i}]": record for i, record in enumerate(records)}
         )
         return {"records": list(records)}
+
+
+def _change_key(view: JobView) -> tuple[Any, ...]:
+    """What a status stream reports a change of. ``attempts`` too: a job whose worker died is re-queued
+    and claimed again, often between two looks, and is then RUNNING again, from the start."""
+    return (view.status, view.progress, view.attempts)
 
 
 def failure_reason(job_id: str, exc: Exception) -> str:

@@ -16,7 +16,14 @@ from sqlalchemy import select
 from catalog.enums import JobStatus
 from executor.datasets import parse_json_lines
 from executor.events import LocalJobEvents
-from executor.jobs import IN_PROCESS_MAX_JOBS, ArqJobQueue, InProcessJobQueue, JobDeferred, JobService
+from executor.jobs import (
+    IN_PROCESS_MAX_JOBS,
+    ArqJobQueue,
+    InProcessJobQueue,
+    JobDeferred,
+    JobService,
+    JobView,
+)
 from infra.artifacts import ArtifactStore
 from infra.errors import BadInput, NotFound
 from infra.settings import Settings
@@ -465,3 +472,29 @@ async def test_jobs_past_the_account_limit_wait_their_turn_in_process(
     assert [f.status for f in finals] == [JobStatus.SUCCEEDED] * 3 and all(f.attempts == 1 for f in finals)
     ran = sorted(finals, key=lambda f: f.started_at)
     assert all(a.finished_at <= b.started_at for a, b in itertools.pairwise(ran))  # one at a time
+
+
+async def test_a_status_stream_shows_that_a_lost_job_runs_again(
+    job_settings: Settings, catalog, people
+) -> None:
+    """The stream compared status and progress only: a job re-queued after its worker died and claimed
+    again at once (RUNNING → QUEUED → RUNNING between two looks) showed its subscriber nothing until it
+    ended, though it had started over on another worker."""
+    quiet = job_settings.model_copy(update={"job_heartbeat_s": 60})  # changes show by their events only
+    jobs = JobService(quiet, catalog, queue=DroppingQueue())
+    row = await bare_job(catalog, people["alice"].account_id, JobStatus.RUNNING)
+    stream = jobs.watch(people["alice"], row.id)
+    assert (await anext(stream)).attempts == 1
+    assert (await jobs.reconcile())["requeued"] == 1
+    assert await jobs.claim(row.id) is not None  # another worker takes it at once
+
+    async def restarted() -> JobView:
+        async for view in stream:  # (it may show the QUEUED in between too)
+            if view.attempts == 2 or view.is_final:
+                return view
+        raise AssertionError("the stream ended")
+
+    again = await asyncio.wait_for(restarted(), 10)
+    assert (again.status, again.attempts) == (JobStatus.RUNNING, 2)
+    await jobs.finish(row.id, JobStatus.SUCCEEDED)
+    assert [view.status async for view in stream][-1] == JobStatus.SUCCEEDED
