@@ -614,7 +614,8 @@ class DemandService:
 
     async def alerts(self, actor: Actor, category: str | None = None) -> AsyncIterator[DemandAlert]:
         """Unmet searches as they happen, in ``category`` or else in the actor's subscribed categories
-        (as they change: a later subscribe or unsubscribe in this process applies to the running stream).
+        (as they change: a later subscribe or unsubscribe applies to the running stream, at once when made
+        through this process, else from the next sweep).
 
         No-result searches and pipeline gaps arrive when logged (those logged by another API process,
         from the next sweep); searches whose selection window closes while someone listens arrive from a
@@ -642,8 +643,28 @@ class DemandService:
 
     async def sweep_expired(self) -> int:
         """Alert on searches whose selection window closed since the last sweep without a selection, and
-        on no-result searches and pipeline gaps other API processes logged since the last sweep."""
+        on no-result searches and pipeline gaps other API processes logged since the last sweep. Streams
+        that follow subscriptions first take up (un)subscribes made through other API processes."""
+        await self._refollow_listening()
         return await self._sweep_closed_windows() + await self._sweep_others()
+
+    async def _refollow_listening(self) -> None:
+        """A subscribe or unsubscribe through this process changes its running streams at once
+        (``_refollow``); one through another API process reaches them here, from the database."""
+        followers = self.alert_hub.followers
+        if not followers:
+            return
+        categories: dict[str, list[str]] = {account_id: [] for account_id in followers}
+        async with self.db.session() as session:
+            rows = await session.execute(
+                select(DemandSubscription.account_id, DemandSubscription.category).where(
+                    DemandSubscription.account_id.in_(followers)
+                )
+            )
+            for account_id, category in rows:
+                categories[account_id].append(category)
+        for account_id, followed in categories.items():
+            self.alert_hub.refollow(account_id, followed)
 
     async def _sweep_others(self) -> int:
         """Another process's no-result searches reach this process's listeners only through the database:

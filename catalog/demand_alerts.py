@@ -88,6 +88,11 @@ class DemandAlertHub:
             if listener.wants(alert):
                 listener.offer(alert)
 
+    @property
+    def followers(self) -> set[str]:
+        """Accounts with a listener that follows their subscriptions."""
+        return {listener.follower for listener in self._listeners if listener.follower is not None}
+
     def refollow(self, account_id: str, categories: Iterable[str]) -> None:
         """``account_id`` now follows ``categories``: its listeners that follow its subscriptions change."""
         wanted = list(categories)

@@ -199,3 +199,26 @@ async def test_alerts_reach_listeners_served_by_another_api_process(
         pending.cancel()
         await stream.aclose()
         await other.close()
+
+
+async def test_a_stream_follows_subscriptions_made_through_another_api_process(
+    demand: DemandService, people: People, db: Database, settings: Settings, encoder: Encoder
+) -> None:
+    """The producer's stream runs on one server; they subscribe to another category through the other."""
+    quiet = {"demand_window_s": WINDOW_S, "demand_alert_sweep_s": 3600}  # sweeps when the test says
+    other = DemandService(db, settings.model_copy(update=quiet), encoder)
+    await other.subscribe(people.producer, "Audio")
+    stream = other.alerts(people.producer)
+    pending = asyncio.ensure_future(anext(stream))
+    try:
+        await _listening(other, 1)
+        await demand.subscribe(people.producer, "Tabular")
+        await demand.unsubscribe(people.producer, "Audio")
+        await other.sweep_expired()
+        await other.log_search("transcribe spanish podcasts", result_count=0, category="Audio")
+        churn = await other.log_search("predict customer churn", result_count=0, category="Tabular")
+        assert (await asyncio.wait_for(pending, ALERT_TIMEOUT_S)).search_id == churn
+    finally:
+        pending.cancel()
+        await stream.aclose()
+        await other.close()
