@@ -10,7 +10,7 @@ import sqlite3
 from datetime import timedelta
 
 import pytest
-from executor_support import DroppingQueue, outcome, publish_dataset, publish_model, watch_all
+from executor_support import DroppingQueue, job_service, outcome, publish_dataset, publish_model, watch_all
 from sqlalchemy import select
 
 from catalog.enums import JobStatus
@@ -164,6 +164,25 @@ async def test_cancel_stops_a_running_job(jobs: JobService, catalog, people, job
     assert not jobs.queue.tasks
     assert (await jobs.get(people["alice"], view.id)).status == JobStatus.CANCELLED
     assert (await jobs.cancel(people["alice"], view.id)).status == JobStatus.CANCELLED  # idempotent
+
+
+async def test_a_cancel_stops_the_sandbox_at_once_not_at_the_next_heartbeat(
+    catalog, people, job_settings: Settings
+) -> None:
+    """The worker found a cancel (made through any API process) only at its next heartbeat: the sandbox
+    ran on for up to ``job_heartbeat_s`` (5 s by default). The cancel's event wakes it now."""
+    async with job_service(job_settings, catalog, job_heartbeat_s=60) as jobs:
+        published = await publish_model(job_settings, catalog, people["producer"], MODEL, timeout_s=60)
+        view = await jobs.submit(people["alice"], published.listing_id, "inference", records=["sleep"])
+        async for current in jobs.watch(people["alice"], view.id):
+            if current.status == JobStatus.RUNNING:
+                break
+        await jobs.cancel(people["alice"], view.id)
+        for _ in range(200):
+            if not jobs.queue.tasks:
+                break
+            await asyncio.sleep(0.05)
+        assert not jobs.queue.tasks  # the run (and its sandbox) ended well before a heartbeat was due
 
 
 async def test_a_job_that_fails_in_the_sandbox_reports_why(
