@@ -21,11 +21,13 @@ from strawberry.exceptions import StrawberryGraphQLError
 from strawberry.extensions import MaskErrors
 from strawberry.schema.exceptions import CannotGetOperationTypeError, InvalidOperationTypeError
 
-from infra.errors import MlrepoError
+from infra.db import is_unreachable
+from infra.errors import MlrepoError, Unavailable
 
 logger = logging.getLogger("mlrepo.api")
 
 BAD_INPUT = "BAD_INPUT"
+DATABASE_UNREACHABLE = "the database cannot be reached right now; retry later"
 INTERNAL = "INTERNAL"
 
 # graphql-core errors raised while parsing, validating or coercing the request have no original
@@ -97,6 +99,11 @@ def coded_error(error: GraphQLError) -> GraphQLError:
         return _rebuilt(error, "text values must not contain NUL characters", {"code": BAD_INPUT})
     if isinstance(cause, ValidationError):
         return _rebuilt(error, describe_validation_error(cause), {"code": BAD_INPUT})
+    if cause is not None and is_unreachable(cause):
+        # The database is down or restarting: every request fails alike until it is back, which the
+        # client should retry, and which is no bug (one line each, not a traceback per request).
+        logger.warning("database unreachable in GraphQL operation at path %s: %r", error.path, cause)
+        return _rebuilt(error, DATABASE_UNREACHABLE, {"code": Unavailable.code})
     if isinstance(cause, StrawberryGraphQLError):
         return _rebuilt(error, error.message, {"code": BAD_INPUT, **(cause.extensions or {})})
     if cause is None or isinstance(cause, _CLIENT_DOCUMENT_ERRORS):

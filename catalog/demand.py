@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -52,6 +53,12 @@ MAX_CATEGORY_CHARS = 100
 MAX_FORMAT_CHARS = 64
 # Rows read per grouping, as a multiple of the distinct-query cap: repeats of a query are common.
 ROWS_PER_DISTINCT_QUERY = 5
+# How far back a sweep looks again for no-result searches logged by other API processes: a row is stamped
+# when its search ran and committed up to a logging batch (plus a transaction) later, out of order.
+OTHERS_OVERLAP = timedelta(seconds=30)
+# Beyond its logging batch, how long another API process may take to commit a search it served.
+OTHER_PROCESS_GRACE_S = 1.0
+SEARCH_POLL_S = 0.05
 
 
 @dataclass(frozen=True, slots=True)
@@ -203,6 +210,11 @@ class DemandService:
         self.clock = clock
         self._sweeper: asyncio.Task[None] | None = None
         self._swept_until: datetime | None = None
+        # No-result searches and gaps already alerted here (logged here, or found by a sweep), by id with
+        # their time, so a sweep re-reading its overlap announces another process's ones once.
+        self._alerted: dict[str, datetime] = {}
+        self._others_floor: datetime | None = None  # when the sweeper started: older ones are not news
+        self._others_swept_until: datetime | None = None
         self._queued: list[SearchEvent] = []
         self._writer: asyncio.Task[None] | None = None
         self._write_lock = asyncio.Lock()
@@ -324,6 +336,11 @@ class DemandService:
     async def _insert(self, rows: list[SearchEvent]) -> None:
         async with self.db.session() as session:
             session.add_all(rows)
+            if self.alert_hub.listener_count:  # alerted below: a sweep must not announce them again
+                await session.flush()  # (marked before the commit, so no sweep reads them unmarked)
+                self._alerted.update(
+                    (row.id, as_utc(row.created_at)) for row in rows if row.result_count == 0
+                )
         for row in rows:
             if row.result_count == 0:
                 self.alert_hub.publish(
@@ -338,22 +355,35 @@ class DemandService:
 
     async def require_search(self, search_id: str) -> None:
         """NOT_FOUND unless ``search_id`` names a logged search (checked before acting on a selection)."""
+        if not await self._search_logged(search_id):
+            raise NotFound(f"no search with id {search_id!r}")
+
+    async def _search_logged(self, search_id: str) -> bool:
+        """Whether ``search_id`` is a logged search. This process's queue is written first; a search
+        another API process served (the requester's next request may reach any of them) is in that
+        process's queue for up to its ``demand_log_batch_s``, so an unknown id is looked for that long,
+        plus ``OTHER_PROCESS_GRACE_S``, before it is declared unknown."""
         await self.flush()
-        async with self.db.session() as session:
-            if await session.get(SearchEvent, search_id) is None:
-                raise NotFound(f"no search with id {search_id!r}")
+        deadline = time.monotonic() + self.settings.demand_log_batch_s + OTHER_PROCESS_GRACE_S
+        while True:
+            async with self.db.session() as session:
+                found = await session.scalar(select(SearchEvent.id).where(SearchEvent.id == search_id))
+            if found is not None:
+                return True
+            if time.monotonic() >= deadline:
+                return False
+            await asyncio.sleep(SEARCH_POLL_S)
 
     async def record_selection(self, search_id: str, listing_id: str) -> None:
         """The requester picked ``listing_id`` from search ``search_id``: that search's need was met.
 
         The first selection is kept (it says what the search led to); later ones change nothing.
         """
-        await self.flush()
+        if not await self._search_logged(search_id):
+            raise NotFound(f"no search with id {search_id!r}")
         async with self.db.session() as session:
             row = await session.get(SearchEvent, search_id)
-            if row is None:
-                raise NotFound(f"no search with id {search_id!r}")
-            if row.selected_listing_id is None:
+            if row is not None and row.selected_listing_id is None:
                 row.selected_listing_id = listing_id
 
     # ------------------------------------------------------------------ reading demand
@@ -584,10 +614,12 @@ class DemandService:
 
     async def alerts(self, actor: Actor, category: str | None = None) -> AsyncIterator[DemandAlert]:
         """Unmet searches as they happen, in ``category`` or else in the actor's subscribed categories
-        (as they change: a later subscribe or unsubscribe in this process applies to the running stream).
+        (as they change: a later subscribe or unsubscribe applies to the running stream, at once when made
+        through this process, else from the next sweep).
 
-        No-result searches and pipeline gaps arrive when logged; searches whose selection window closes
-        while someone listens arrive from a sweep every ``demand_alert_sweep_s``.
+        No-result searches and pipeline gaps arrive when logged (those logged by another API process,
+        from the next sweep); searches whose selection window closes while someone listens arrive from a
+        sweep every ``demand_alert_sweep_s``.
         """
         require_producer(actor)
         if category is not None:
@@ -610,7 +642,55 @@ class DemandService:
                 yield alert
 
     async def sweep_expired(self) -> int:
-        """Alert on searches whose selection window closed since the last sweep without a selection."""
+        """Alert on searches whose selection window closed since the last sweep without a selection, and
+        on no-result searches and pipeline gaps other API processes logged since the last sweep. Streams
+        that follow subscriptions first take up (un)subscribes made through other API processes."""
+        await self._refollow_listening()
+        return await self._sweep_closed_windows() + await self._sweep_others()
+
+    async def _refollow_listening(self) -> None:
+        """A subscribe or unsubscribe through this process changes its running streams at once
+        (``_refollow``); one through another API process reaches them here, from the database."""
+        followers = self.alert_hub.followers
+        if not followers:
+            return
+        categories: dict[str, list[str]] = {account_id: [] for account_id in followers}
+        async with self.db.session() as session:
+            rows = await session.execute(
+                select(DemandSubscription.account_id, DemandSubscription.category).where(
+                    DemandSubscription.account_id.in_(followers)
+                )
+            )
+            for account_id, category in rows:
+                categories[account_id].append(category)
+        for account_id, followed in categories.items():
+            self.alert_hub.refollow(account_id, followed)
+
+    async def _sweep_others(self) -> int:
+        """Another process's no-result searches reach this process's listeners only through the database:
+        each process alerts live on what it logs itself (``_insert``)."""
+        if self._others_floor is None or self._others_swept_until is None:
+            return 0  # nobody has listened yet
+        now = self.clock()
+        since = max(self._others_floor, self._others_swept_until - OTHERS_OVERLAP)
+        events = await self._unmet_events([SearchEvent.result_count == 0, SearchEvent.created_at > since])
+        fresh = [event for event in reversed(events) if event.id not in self._alerted]  # oldest first
+        for event in fresh:
+            self._alerted[event.id] = event.created_at
+            self.alert_hub.publish(
+                DemandAlert(
+                    search_id=event.id,
+                    text=event.text,
+                    category=event.category,
+                    reason=event.reason,
+                    created_at=event.created_at,
+                )
+            )
+        self._others_swept_until = max(self._others_swept_until, now)
+        self._alerted = {key: at for key, at in self._alerted.items() if at > since}
+        return len(fresh)
+
+    async def _sweep_closed_windows(self) -> int:
         cutoff = self.clock() - self.window
         start = self._swept_until or cutoff
         self._swept_until = max(start, cutoff)
@@ -643,6 +723,8 @@ class DemandService:
         # Windows that closed while nobody listened are not news: start from now (the inbox has them).
         baseline = self.clock() - self.window
         self._swept_until = max(self._swept_until or baseline, baseline)
+        self._others_floor = self._others_swept_until = self.clock()
+        self._alerted = {}  # all older than the floor
         self._sweeper = asyncio.create_task(self._sweep_while_listened())
 
     async def _sweep_while_listened(self) -> None:

@@ -1,8 +1,8 @@
 """Live unmet-demand alerts: an in-process fan-out from the demand log to listening producers.
 
-In-process is enough because searches are logged by the API process that also serves the
-``demandAlerts`` subscriptions; the durable record is the database (a producer who was not listening
-finds the same demand in their inbox). A slow listener never holds up a search: each listener has a
+Each API process fans out what it logs itself; what other API processes log reaches its listeners through
+the database, by ``DemandService``'s sweep. The durable record is the database (a producer who was not
+listening finds the same demand in their inbox). A slow listener never holds up a search: each listener has a
 bounded queue and, when it is full, the oldest alert is dropped for that listener only.
 """
 
@@ -87,6 +87,11 @@ class DemandAlertHub:
         for listener in list(self._listeners):
             if listener.wants(alert):
                 listener.offer(alert)
+
+    @property
+    def followers(self) -> set[str]:
+        """Accounts with a listener that follows their subscriptions."""
+        return {listener.follower for listener in self._listeners if listener.follower is not None}
 
     def refollow(self, account_id: str, categories: Iterable[str]) -> None:
         """``account_id`` now follows ``categories``: its listeners that follow its subscriptions change."""

@@ -494,15 +494,15 @@ class JobService:
             try:
                 view = await self.get(actor, job_id)
                 yield view
-                last = (view.status, view.progress)
+                last = _change_key(view)
                 while not view.is_final:
                     # Re-read on every event, and now and then anyway: events may be lost (Redis restart).
                     with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(wake.wait(), timeout=self.settings.job_heartbeat_s)
                     wake.clear()
                     view = await self.get(actor, job_id)
-                    if (view.status, view.progress) != last:
-                        last = (view.status, view.progress)
+                    if _change_key(view) != last:
+                        last = _change_key(view)
                         yield view
             finally:
                 pumping.cancel()
@@ -727,6 +727,7 @@ class JobService:
                     requeue.append((row.id, row.resource_class, (row.attempts or 0) + 1))
         for job_id in lost:
             await asyncio.to_thread(self._remove_orphans, job_id)
+            await self._publish_status(job_id)
         for job_id, resource_class, attempt in requeue:
             await self.deliver(job_id, resource_class, attempt)
         return {"requeued": len(requeue), "failed": failed}
@@ -797,8 +798,32 @@ class JobService:
         return sum(not _is_step_job(inputs) for inputs in running) >= limit
 
     async def _heartbeat(self, job_id: str, work: asyncio.Task[Any] | None) -> None:
+        cancelled = asyncio.Event()
+        listening = asyncio.create_task(self._hear_cancel(job_id, cancelled))
+        try:
+            await self._beat(job_id, work, cancelled)
+        finally:
+            listening.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await listening
+
+    async def _hear_cancel(self, job_id: str, cancelled: asyncio.Event) -> None:
+        """Wake the heartbeat when the job's events say it was cancelled (a cancel through any API process
+        publishes one), so its sandbox stops at once, not up to ``job_heartbeat_s`` later. Best effort:
+        without events the next beat still finds the cancel in the database."""
+        try:
+            async with self.events.subscribe(job_id) as stream:
+                async for event in stream:
+                    if event.get("status") == JobStatus.CANCELLED:
+                        cancelled.set()
+        except Exception:
+            logger.info("job %s: no cancel events; the heartbeat alone will notice", job_id, exc_info=True)
+
+    async def _beat(self, job_id: str, work: asyncio.Task[Any] | None, cancelled: asyncio.Event) -> None:
         while True:
-            await asyncio.sleep(self.settings.job_heartbeat_s)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(cancelled.wait(), timeout=self.settings.job_heartbeat_s)
+            cancelled.clear()
             try:
                 async with self.db.session() as session:
                     status = await session.scalar(select(Job.status).where(Job.id == job_id))
@@ -901,6 +926,14 @@ class JobService:
             await self._publish(JobView.of(row))
         return changed
 
+    async def _publish_status(self, job_id: str) -> None:
+        """Tell watchers about a change made without a view in hand (the reconciler's)."""
+        async with self.db.session() as session:
+            row = await session.get(Job, job_id)
+            view = JobView.of(row) if row is not None else None
+        if view is not None:
+            await self._publish(view)
+
     async def _status(self, job_id: str) -> str | None:
         async with self.db.session() as session:
             return await session.scalar(select(Job.status).where(Job.id == job_id))
@@ -994,6 +1027,12 @@ class JobService:
             "dataset_listing_id": dataset_listing_id,
             "dataset_digest": digest,
         }
+
+
+def _change_key(view: JobView) -> tuple[Any, ...]:
+    """What a status stream reports a change of. ``attempts`` too: a job whose worker died is re-queued
+    and claimed again, often between two looks, and is then RUNNING again, from the start."""
+    return (view.status, view.progress, view.attempts)
 
 
 def failure_reason(job_id: str, exc: Exception) -> str:

@@ -12,14 +12,19 @@ Without ``MLREPO_REDIS_URL`` none of this process exists: ``JobService`` runs th
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import signal
 import sys
+import time
 from typing import Any
 
 from arq import cron, func
 from arq.connections import RedisSettings
 from arq.cron import CronJob
 from arq.worker import Retry
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from catalog.artifact_gc import collect_garbage
 from catalog.publishing.jobs import (
@@ -42,6 +47,10 @@ logger = logging.getLogger("mlrepo.worker")
 CTX_JOBS = "jobs"
 ARQ_MAX_JOBS = 10  # arq's own default
 CTX_CATALOG = "catalog"
+# Failures that mean Redis went away (restarted, unreachable): the worker is started again.
+REDIS_LOST = (RedisConnectionError, RedisTimeoutError, OSError)
+REDIS_RETRY_FIRST_S = 1.0
+REDIS_RETRY_MAX_S = 30.0
 
 
 async def run_job(ctx: dict[str, Any], job_id: str) -> str:
@@ -173,8 +182,35 @@ class WorkerSettings:
 
 
 def run_worker(settings: Settings, burst: bool = False) -> None:
-    """Run a worker in this process until it is stopped (``burst``: until its queue is empty)."""
+    """Run a worker in this process until it is stopped (``burst``: until its queue is empty).
+
+    arq's worker ends, and the process with it, when Redis drops its connection: a Redis restart (which
+    the queue survives: the reconciler re-queues from the database) stopped every worker for good. So a
+    worker that lost Redis is started again, after a pause that grows while Redis stays away."""
     from arq.worker import Worker
 
-    worker = Worker(**worker_settings(settings), burst=burst)
-    worker.run()
+    pause = REDIS_RETRY_FIRST_S
+    while True:
+        worker = Worker(**worker_settings(settings), burst=burst)
+        started = time.monotonic()
+        try:
+            worker.run()
+            return  # stopped (a signal) or, in burst mode, done
+        except REDIS_LOST as exc:
+            logger.warning("lost Redis (%s); starting the worker again in %.0f s", exc, pause)
+        _release(worker)
+        if time.monotonic() - started > REDIS_RETRY_MAX_S:
+            pause = REDIS_RETRY_FIRST_S  # it ran a good while: this is a new outage
+        time.sleep(pause)
+        pause = min(pause * 2, REDIS_RETRY_MAX_S)
+
+
+def _release(worker: Any) -> None:
+    """What a worker whose ``close`` failed on the missing Redis leaves open: its catalog and job services
+    (``on_shutdown`` never ran) and arq's signal handlers (they would keep SIGTERM from ending the pause;
+    without them the default action stops the process, which has no job left to finish)."""
+    with contextlib.suppress(Exception):
+        worker.loop.run_until_complete(on_shutdown(worker.ctx))
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(Exception):
+            worker.loop.remove_signal_handler(signum)

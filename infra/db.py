@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import socket
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from typing import TypeVar
 
 from sqlalchemy import Connection, Engine, create_engine, event, make_url
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     AsyncSession,
@@ -19,6 +21,37 @@ from sqlalchemy.ext.asyncio import (
 from infra.settings import Settings
 
 T = TypeVar("T")
+
+# SQLSTATEs of a server that is not there for now: class 08 (connection exception) and the operator
+# interventions a restart causes (admin shutdown, crash shutdown, "the database system is starting up").
+UNREACHABLE_SQLSTATE_CLASS = "08"
+UNREACHABLE_SQLSTATES = frozenset({"57P01", "57P02", "57P03"})
+
+
+def is_unreachable(exc: BaseException) -> bool:
+    """Whether ``exc`` (or what it wraps) says the database server cannot be reached right now — down,
+    restarting, its connection cut — rather than that a statement failed. The pool reconnects once the
+    server is back (``pool_pre_ping``), so such a failure is worth a retry, not a bug report.
+
+    asyncpg raises the socket's own error when it cannot connect (SQLAlchemy wraps only DBAPI errors):
+    ``ConnectionRefusedError``, a failed name lookup, or an ``OSError`` gathering one per address."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, ConnectionError | socket.gaierror):
+            return True
+        if isinstance(current, OSError) and str(current).startswith("Multiple exceptions: "):
+            return True
+        if isinstance(current, DBAPIError) and current.connection_invalidated:
+            return True
+        state = getattr(current, "sqlstate", None)
+        if isinstance(state, str) and (
+            state.startswith(UNREACHABLE_SQLSTATE_CLASS) or state in UNREACHABLE_SQLSTATES
+        ):
+            return True
+        current = getattr(current, "orig", None) or current.__cause__ or current.__context__
+    return False
 
 
 def _configure_sqlite(engine: AsyncEngine) -> None:

@@ -28,6 +28,11 @@ class Settings(BaseSettings):
     search_backend: Literal["embedded", "opensearch"] = Field(
         "embedded", description="Search index: embedded (tantivy + vectors under data_dir) or opensearch."
     )
+    search_index_dir: Path | None = Field(
+        None,
+        description="Where the embedded backend keeps its index (one process each); default data_dir/index. "
+        "API processes sharing a data_dir each need their own.",
+    )
     opensearch_url: str | None = Field(None, description="OpenSearch base URL, e.g. http://127.0.0.1:9200.")
     opensearch_index: str = Field("mlrepo-listings", description="OpenSearch index (alias) name.")
     embedding_model_path: str | None = Field(
@@ -165,7 +170,7 @@ class Settings(BaseSettings):
 
     @property
     def index_dir(self) -> Path:
-        return self.data_dir / "index"
+        return self.search_index_dir or self.data_dir / "index"
 
     @property
     def artifact_dir(self) -> Path:

@@ -28,7 +28,7 @@ class DirectoryLock:
             self._fd = None
             raise Conflict(
                 f"the search index at {directory} is in use by another process (one writer per index); "
-                "stop it or point MLREPO_DATA_DIR elsewhere"
+                "stop it, or give this process an index of its own (MLREPO_SEARCH_INDEX_DIR)"
             ) from exc
         os.ftruncate(self._fd, 0)
         os.write(self._fd, f"{os.getpid()}\n".encode())

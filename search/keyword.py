@@ -140,7 +140,8 @@ class KeywordIndex:
             if "LockBusy" in str(exc) or "lock" in str(exc).lower():
                 raise Conflict(
                     f"the search index at {self.directory} is in use by another process "
-                    "(tantivy allows one writer); stop it or point MLREPO_DATA_DIR elsewhere"
+                    "(tantivy allows one writer); stop it, or give this process an index of its own "
+                    "(MLREPO_SEARCH_INDEX_DIR)"
                 ) from exc
             raise Unavailable(f"cannot open the search index at {self.directory}: {exc}") from exc
 

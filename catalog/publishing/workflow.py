@@ -273,6 +273,9 @@ class PublishWorkflow:
     # ------------------------------------------------------------------ package
 
     async def _package(self, job: Job, log: Log) -> None:
+        # Only the run that claimed the publication gets here; what lies in its staging directory is a
+        # dead earlier run's (a worker killed mid-step cleans nothing up): start from nothing.
+        await asyncio.to_thread(shutil.rmtree, job.staging, True)
         job.staging.mkdir(parents=True, exist_ok=True)
         if job.source_kind == "package":
             await self._package_code(job, log)

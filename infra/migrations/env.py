@@ -5,14 +5,23 @@ from __future__ import annotations
 import asyncio
 
 from alembic import context
+from sqlalchemy import text
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from infra.tables import Base
 
 target_metadata = Base.metadata
 
+# Any constant both processes agree on: the key of the PostgreSQL advisory lock migrations hold.
+MIGRATION_LOCK_KEY = 0x6D6C7265706F  # "mlrepo"
+
 
 def _run(connection) -> None:
+    if connection.dialect.name == "postgresql":
+        # Two `mlrepo serve` (or a `mlrepo migrate` beside one) started together each saw no
+        # alembic_version table and created it: the loser failed on a duplicate key and did not start.
+        # Held until the migration transaction commits, so the next one finds the schema current.
+        connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK_KEY})
     context.configure(
         connection=connection,
         target_metadata=target_metadata,

@@ -9,6 +9,9 @@ from demand_support import WINDOW_S, MovableClock, People
 
 from catalog.demand import DemandService
 from catalog.demand_alerts import DemandAlert
+from infra.db import Database
+from infra.settings import Settings
+from search.embeddings import Encoder
 
 ALERT_TIMEOUT_S = 10
 
@@ -158,3 +161,64 @@ async def test_a_category_with_accented_capitals_matches_itself(
     ]
     assert [s.category for s in await demand.mark_seen(people.producer, "Électronique")] == ["Électronique"]
     assert await demand.unsubscribe(people.producer, "Électronique") is True
+
+
+async def test_alerts_reach_listeners_served_by_another_api_process(
+    demand: DemandService,
+    people: People,
+    clock: MovableClock,
+    db: Database,
+    settings: Settings,
+    encoder: Encoder,
+) -> None:
+    """Two ``mlrepo serve`` behind one address: the search is logged by one, the producer listens on the
+    other. Each process alerts live on its own searches only; the other's reach it by the sweep."""
+    # Sweeps only when the test says (the machine may be slow enough for a timed one to run midway).
+    quiet = {"demand_window_s": WINDOW_S, "demand_alert_sweep_s": 3600}
+    other = DemandService(db, settings.model_copy(update=quiet), encoder, clock=clock)
+    stream = other.alerts(people.producer, "Audio")
+    pending = asyncio.ensure_future(anext(stream))  # its timeout starts once the alerts are due
+    try:
+        await _listening(other, 1)
+        clock.advance(1)
+        search_id = await demand.log_search("transcribe spanish podcasts", result_count=0, category="Audio")
+        gap_id = await demand.log_gap(people.requester, "audio", "audio@1", "text@1")
+        assert await other.sweep_expired() == 2
+        alerts = [await asyncio.wait_for(pending, ALERT_TIMEOUT_S), await _next_alert(stream)]
+        assert {(a.search_id, a.reason) for a in alerts} == {
+            (search_id, "no_results"),
+            (gap_id, "pipeline_gap"),
+        }
+        assert await other.sweep_expired() == 0  # each is announced once
+
+        own = await other.log_search("speech to text in spanish", result_count=0, category="Audio")
+        assert (await _next_alert(stream)).search_id == own  # live, where it was logged
+        clock.advance(1)
+        assert await other.sweep_expired() == 0  # and not again by the sweep
+    finally:
+        pending.cancel()
+        await stream.aclose()
+        await other.close()
+
+
+async def test_a_stream_follows_subscriptions_made_through_another_api_process(
+    demand: DemandService, people: People, db: Database, settings: Settings, encoder: Encoder
+) -> None:
+    """The producer's stream runs on one server; they subscribe to another category through the other."""
+    quiet = {"demand_window_s": WINDOW_S, "demand_alert_sweep_s": 3600}  # sweeps when the test says
+    other = DemandService(db, settings.model_copy(update=quiet), encoder)
+    await other.subscribe(people.producer, "Audio")
+    stream = other.alerts(people.producer)
+    pending = asyncio.ensure_future(anext(stream))
+    try:
+        await _listening(other, 1)
+        await demand.subscribe(people.producer, "Tabular")
+        await demand.unsubscribe(people.producer, "Audio")
+        await other.sweep_expired()
+        await other.log_search("transcribe spanish podcasts", result_count=0, category="Audio")
+        churn = await other.log_search("predict customer churn", result_count=0, category="Tabular")
+        assert (await asyncio.wait_for(pending, ALERT_TIMEOUT_S)).search_id == churn
+    finally:
+        pending.cancel()
+        await stream.aclose()
+        await other.close()

@@ -4,12 +4,16 @@ from __future__ import annotations
 
 from datetime import timedelta, timezone
 
+import pytest
 from demand_support import WINDOW_S, MovableClock, People, add_listing, add_usage
 from sqlalchemy import select
 
 from catalog.demand import DemandService
 from infra.db import Database
+from infra.errors import NotFound
+from infra.settings import Settings
 from infra.tables import SearchEvent
+from search.embeddings import Encoder
 
 
 async def test_searches_without_results_become_one_topic(demand: DemandService, people: People) -> None:
@@ -173,3 +177,23 @@ async def test_since_means_the_same_instant_whatever_its_utc_offset(
         ], since.isoformat()
         later = (clock.now + timedelta(minutes=1)).astimezone(timezone(timedelta(hours=offset)))
         assert await demand.unmet_demand(people.producer, since=later) == [], later.isoformat()
+
+
+async def test_a_selection_through_another_api_process_finds_a_search_still_being_logged(
+    demand: DemandService, db: Database, settings: Settings, encoder: Encoder
+) -> None:
+    """The requester searched on one server and runs or views the pick on another at once: the search is
+    still in the first one's logging batch, and must not be refused as an unknown search."""
+    listing = await add_listing(db, "colorizer")
+    other = DemandService(db, settings, encoder)
+    try:
+        search_id = demand.log_search_soon("colorize old photos", result_count=2)  # queued, not written
+        await other.require_search(search_id)
+        await other.record_selection(search_id, listing)
+        async with db.session() as session:
+            row = await session.get(SearchEvent, search_id)
+            assert row is not None and row.selected_listing_id == listing
+        with pytest.raises(NotFound):
+            await other.require_search("0" * 32)  # never logged anywhere: refused after the grace
+    finally:
+        await other.close()

@@ -10,13 +10,20 @@ import sqlite3
 from datetime import timedelta
 
 import pytest
-from executor_support import DroppingQueue, outcome, publish_dataset, publish_model, watch_all
+from executor_support import DroppingQueue, job_service, outcome, publish_dataset, publish_model, watch_all
 from sqlalchemy import select
 
 from catalog.enums import JobStatus
 from executor.datasets import parse_json_lines
 from executor.events import LocalJobEvents
-from executor.jobs import IN_PROCESS_MAX_JOBS, ArqJobQueue, InProcessJobQueue, JobDeferred, JobService
+from executor.jobs import (
+    IN_PROCESS_MAX_JOBS,
+    ArqJobQueue,
+    InProcessJobQueue,
+    JobDeferred,
+    JobService,
+    JobView,
+)
 from infra.artifacts import ArtifactStore
 from infra.errors import BadInput, NotFound
 from infra.settings import Settings
@@ -157,6 +164,25 @@ async def test_cancel_stops_a_running_job(jobs: JobService, catalog, people, job
     assert not jobs.queue.tasks
     assert (await jobs.get(people["alice"], view.id)).status == JobStatus.CANCELLED
     assert (await jobs.cancel(people["alice"], view.id)).status == JobStatus.CANCELLED  # idempotent
+
+
+async def test_a_cancel_stops_the_sandbox_at_once_not_at_the_next_heartbeat(
+    catalog, people, job_settings: Settings
+) -> None:
+    """The worker found a cancel (made through any API process) only at its next heartbeat: the sandbox
+    ran on for up to ``job_heartbeat_s`` (5 s by default). The cancel's event wakes it now."""
+    async with job_service(job_settings, catalog, job_heartbeat_s=60) as jobs:
+        published = await publish_model(job_settings, catalog, people["producer"], MODEL, timeout_s=60)
+        view = await jobs.submit(people["alice"], published.listing_id, "inference", records=["sleep"])
+        async for current in jobs.watch(people["alice"], view.id):
+            if current.status == JobStatus.RUNNING:
+                break
+        await jobs.cancel(people["alice"], view.id)
+        for _ in range(200):
+            if not jobs.queue.tasks:
+                break
+            await asyncio.sleep(0.05)
+        assert not jobs.queue.tasks  # the run (and its sandbox) ended well before a heartbeat was due
 
 
 async def test_a_job_that_fails_in_the_sandbox_reports_why(
@@ -537,3 +563,29 @@ async def test_a_version_given_by_an_edit_keeps_running_the_published_artifact(
         ("1.1.0", model.digest),
     ]
     assert versions[1].notes == "fields edited; runs the package of version 1.0.0"
+
+
+async def test_a_status_stream_shows_that_a_lost_job_runs_again(
+    job_settings: Settings, catalog, people
+) -> None:
+    """The stream compared status and progress only: a job re-queued after its worker died and claimed
+    again at once (RUNNING → QUEUED → RUNNING between two looks) showed its subscriber nothing until it
+    ended, though it had started over on another worker."""
+    quiet = job_settings.model_copy(update={"job_heartbeat_s": 60})  # changes show by their events only
+    jobs = JobService(quiet, catalog, queue=DroppingQueue())
+    row = await bare_job(catalog, people["alice"].account_id, JobStatus.RUNNING)
+    stream = jobs.watch(people["alice"], row.id)
+    assert (await anext(stream)).attempts == 1
+    assert (await jobs.reconcile())["requeued"] == 1
+    assert await jobs.claim(row.id) is not None  # another worker takes it at once
+
+    async def restarted() -> JobView:
+        async for view in stream:  # (it may show the QUEUED in between too)
+            if view.attempts == 2 or view.is_final:
+                return view
+        raise AssertionError("the stream ended")
+
+    again = await asyncio.wait_for(restarted(), 10)
+    assert (again.status, again.attempts) == (JobStatus.RUNNING, 2)
+    await jobs.finish(row.id, JobStatus.SUCCEEDED)
+    assert [view.status async for view in stream][-1] == JobStatus.SUCCEEDED

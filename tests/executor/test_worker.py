@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -14,18 +15,26 @@ import time
 from datetime import timedelta
 
 import pytest
+from arq import create_pool
+from arq.connections import RedisSettings
 from arq.worker import Worker
 from executor_support import publish_model, watch_all
 from sqlalchemy import update
 
 from catalog.enums import JobStatus
+from executor.allocation import CPU_CLASS, queue_for
 from executor.events import RedisJobEvents
 from executor.jobs import ArqJobQueue, JobService
 from executor.worker import collect_artifact_garbage, worker_settings
 from infra.artifacts import ArtifactStore
 from infra.settings import Settings
 from infra.tables import Job, utcnow
-from tests.services import long_running
+from tests.services import free_port, long_running, require_service
+
+# ``mlrepo worker`` in a process of its own, configured by its environment.
+RUN_WORKER = (
+    "from executor.worker import run_worker; from infra.settings import Settings; run_worker(Settings())"
+)
 
 MODEL = """
 import json, sys, time
@@ -109,10 +118,7 @@ async def test_a_worker_killed_mid_job_leaves_no_job_running_forever(
         "MLREPO_RUNTIME": "bwrap",
         "MLREPO_JOB_HEARTBEAT_S": "0.3",
     }
-    code = (
-        "from executor.worker import run_worker; from infra.settings import Settings; run_worker(Settings())"
-    )
-    worker = subprocess.Popen([sys.executable, "-c", code], env=env, start_new_session=True)
+    worker = subprocess.Popen([sys.executable, "-c", RUN_WORKER], env=env, start_new_session=True)
     try:
         for _ in range(600):
             if (await arq_jobs.get(people["alice"], view.id)).status == JobStatus.RUNNING:
@@ -216,3 +222,58 @@ async def test_the_workers_garbage_collection_deletes(settings: Settings, catalo
     report = await collect_artifact_garbage({"catalog": catalog})
     assert report["deleted"] is True and report["garbage"]["files"] == 1
     assert not store.exists(old.digest)
+
+
+def _redis_server(port: int) -> subprocess.Popen:
+    return subprocess.Popen(
+        ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+
+
+async def _reconciled_through(redis_url: str) -> dict:
+    """A job only a live worker answers: the reconciler, through the cpu queue."""
+    for _ in range(100):  # redis-server takes a moment to listen
+        try:
+            pool = await create_pool(RedisSettings.from_dsn(redis_url))
+            break
+        except Exception:
+            await asyncio.sleep(0.1)
+    try:
+        job = await pool.enqueue_job("reconcile_jobs", _queue_name=queue_for(CPU_CLASS))
+        assert job is not None
+        return await job.result(timeout=60, poll_delay=0.1)
+    finally:
+        await pool.aclose()
+
+
+async def test_a_worker_carries_on_after_redis_restarts(sqlite_settings: Settings) -> None:
+    """Redis keeps nothing on disk and may restart under running workers: arq's worker exits when its
+    connection drops, which stopped every ``mlrepo worker`` until someone restarted them by hand."""
+    require_service("Redis", shutil.which("redis-server") is not None, "redis-server is not installed")
+    port = free_port()  # a server of its own: the session's is shared with other tests
+    redis_url = f"redis://127.0.0.1:{port}/0"
+    redis = _redis_server(port)
+    env = {
+        **os.environ,
+        "MLREPO_DATA_DIR": str(sqlite_settings.data_dir),
+        "MLREPO_DATABASE_URL": sqlite_settings.resolved_database_url,
+        "MLREPO_REDIS_URL": redis_url,
+    }
+    worker = subprocess.Popen([sys.executable, "-c", RUN_WORKER], env=env, start_new_session=True)
+    try:
+        assert await _reconciled_through(redis_url) == {"requeued": 0, "failed": 0}
+        redis.terminate()
+        redis.wait(timeout=10)
+        await asyncio.sleep(0.5)  # the worker's next poll finds Redis gone
+        redis = _redis_server(port)
+        assert await _reconciled_through(redis_url) == {"requeued": 0, "failed": 0}
+        assert worker.poll() is None
+        worker.terminate()  # and a stop signal still stops it
+        assert worker.wait(timeout=30) is not None
+    finally:
+        worker.kill()
+        worker.wait()
+        redis.terminate()
+        redis.wait(timeout=10)

@@ -270,3 +270,24 @@ async def test_a_publication_that_keeps_killing_its_worker_fails_after_bounded_r
     async with app.db.session() as session:
         row = await session.get(Publication, pub.id)
         assert row.upload_path is None and row.status == "failed"
+
+
+async def test_a_publication_whose_worker_died_after_unpacking_it_is_published_on_its_next_run(
+    settings: Settings, app: CatalogApp, alice: Actor, bwrap_ok: bool
+) -> None:
+    """A worker killed mid-publication (kill -9: no cleanup) leaves the upload unpacked in the
+    publication's staging directory. The recovered run unpacked it again into the same place, failed on
+    the leftover (FileExistsError) and FAILED the publication as an internal error in step package."""
+    service = service_with(settings, app, Dropped())
+    pub = await service.submit_package(alice, io.BytesIO(zip_bytes(package_files(sentiment_manifest()))))
+    leftover = service.workflow.staging_root / pub.id / "src"  # what the dead worker had unpacked
+    leftover.mkdir(parents=True)
+    (leftover / "model.py").write_text("half-written")
+    async with app.db.session() as session:
+        row = await session.get(Publication, pub.id)
+        row.status, row.updated_at = "running", utcnow() - timedelta(hours=1)
+
+    assert await service.recover() == 1
+    await service.run(pub.id)
+    done = await service.get(alice, pub.id)
+    assert done.status == "published", (done.status, done.error)
