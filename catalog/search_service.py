@@ -26,7 +26,7 @@ import hashlib
 import json
 import logging
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -307,21 +307,21 @@ class SearchService:
             await self.index.sync()
         interpretation: Interpretation | None = None
         query_vector: np.ndarray | None = None
-        browse_order = None
+        browse_order = rest = None
         if text:
             query_vector, keyword_hits = await self._encode_and_match(text, filters, self._depth())
-            # Every candidate is explained, not just this page's: later pages read them from the snapshot.
-            interpretation, ranked, total = self._rank(text, query_vector, keyword_hits, filters, sort, None)
-            exhausted = True
+            interpretation, ranked, rest, total = self._rank(
+                text, query_vector, keyword_hits, filters, sort, request.limit
+            )
+            held, exhausted = total, True  # every candidate, the ones after ``ranked`` explained by ``rest``
         else:
             browse_order = sort
             chunk = max(self.settings.search_snapshot_chunk, request.limit)
             ranked, total = self._browse(filters, sort, 0, chunk)
-            exhausted = total <= chunk
+            held, exhausted = len(ranked), total <= chunk
         page = ranked[: request.limit]
-        has_next = len(page) < len(ranked) or not exhausted
         snapshot = None
-        if has_next:  # only a search with a next page needs its ranking kept
+        if len(page) < held or not exhausted:  # only a search with a next page needs its ranking kept
             snapshot = self.snapshots.keep_soon(
                 actor.account_id,
                 request_fingerprint(request),
@@ -330,6 +330,7 @@ class SearchService:
                 browse_order=browse_order,
                 exhausted=exhausted,
                 interpretation=interpretation,
+                later=(rest, held - len(ranked)) if rest is not None else None,
             )
         results, total = await self._hydrated_page(actor, page, total, slot)
         search_id = None
@@ -388,7 +389,7 @@ class SearchService:
         interpretation: Interpretation | None,
     ) -> SearchResponse:
         # Paging walks what was ranked: listings dropped from this page still leave the rest ahead.
-        has_next = snapshot is not None and (position < len(snapshot.entries) or not snapshot.exhausted)
+        has_next = snapshot is not None and (position < snapshot.held or not snapshot.exhausted)
         return SearchResponse(
             results=results,
             total_count=total,
@@ -487,12 +488,14 @@ class SearchService:
         keyword_hits: list[Hit],
         filters: SearchFilters,
         sort: str,
-        needed: int | None,
-    ) -> tuple[Interpretation, list[RankedResult], int]:
-        """The first ``needed`` ranked results (all when None) and how many candidates were ranked.
+        needed: int,
+    ) -> tuple[Interpretation, list[RankedResult], Callable[[], list[RankedResult]], int]:
+        """The first ``needed`` ranked results (or more), a function giving the rest, and how many
+        candidates were ranked.
 
-        Every candidate is scored, but by relevance only the first ``needed`` get their explanation built;
-        another sort reorders every candidate, so all are explained. The ranker ranks exactly the
+        Every candidate is scored, but by relevance only the first ``needed`` get their explanation built
+        here; the function builds the others' when called (off the first page's path, for its snapshot).
+        Another sort reorders every candidate, so all are explained at once. The ranker ranks exactly the
         candidates that have a projection, so their count is the total."""
         backend = self.index.backend
         assert backend is not None
@@ -505,7 +508,7 @@ class SearchService:
             )
         limit = needed if sort == SortOrder.RELEVANCE else None
         with stage(RANK):
-            interpretation, ranked = self.ranker.rank(
+            interpretation, ranked, rest = self.ranker.rank_in_parts(
                 text, query_vector, keyword_hits, vector_hits, projections, limit=limit
             )
         if sort != SortOrder.RELEVANCE:
@@ -514,7 +517,7 @@ class SearchService:
                 RankedResult(r.id, r.score, (_sort_part(projections[r.id], sort, counted=False), *r.parts))
                 for r in ranked
             ]
-        return interpretation, ranked, len(projections)
+        return interpretation, ranked, rest, len(projections)
 
     def _browse(
         self, filters: SearchFilters, sort: str, offset: int, limit: int

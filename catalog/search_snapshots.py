@@ -81,6 +81,22 @@ class Snapshot:
     exhausted: bool = True
     interpretation: Interpretation | None = None
     chunks: int = 1
+    # Entries after ``entries`` whose explanations are built only when the snapshot is written, and
+    # how many there are (a first page does not wait for explanations it does not show).
+    later: tuple[Callable[[], list[RankedResult]], int] | None = None
+
+    @property
+    def held(self) -> int:
+        """How many ranked listings the snapshot holds (those still to be explained included)."""
+        return len(self.entries) + (self.later[1] if self.later is not None else 0)
+
+    def complete(self) -> list[RankedResult]:
+        """Every entry, explained (runs on the writer's thread)."""
+        if self.later is not None:
+            explain_rest, _ = self.later
+            self.entries = self.entries + explain_rest()
+            self.later = None
+        return self.entries
 
     def cursor(self, position: int, issued_at: float) -> str:
         raw = json.dumps(
@@ -163,6 +179,10 @@ def decode_cursor(cursor: str) -> Cursor:
     return parsed
 
 
+def _first_chunks(snapshots: Sequence[Snapshot]) -> list[SearchSnapshot]:
+    return [snapshot.rows(0, snapshot.complete(), snapshot.exhausted) for snapshot in snapshots]
+
+
 def _expired_message(expired_at: datetime) -> str:
     return (
         f"'after' expired at {expired_at.isoformat(timespec='seconds')} (search results are kept for "
@@ -184,7 +204,7 @@ class SnapshotStore:
         self.db = db
         self.settings = settings
         self.clock = clock
-        self._queued: list[SearchSnapshot] = []
+        self._queued: list[Snapshot] = []  # packed when written: compressing is off the first page too
         self._writer: asyncio.Task[None] | None = None
         self._write_lock = asyncio.Lock()
         self._purged_at: datetime | None = None
@@ -203,8 +223,11 @@ class SnapshotStore:
         browse_order: str | None = None,
         exhausted: bool = True,
         interpretation: Interpretation | None = None,
+        later: tuple[Callable[[], list[RankedResult]], int] | None = None,
     ) -> Snapshot:
-        """A new snapshot, queued for the next batch; its cursors may be handed out at once."""
+        """A new snapshot, queued for the next batch; its cursors may be handed out at once.
+
+        ``later``: a function giving the entries after ``entries`` (explaining them), and their count."""
         snapshot = Snapshot(
             id=new_id(),
             account_id=account_id,
@@ -215,8 +238,9 @@ class SnapshotStore:
             browse_order=browse_order,
             exhausted=exhausted,
             interpretation=interpretation,
+            later=later,
         )
-        self._queued.append(snapshot.rows(0, snapshot.entries, exhausted))
+        self._queued.append(snapshot)
         if self._writer is None or self._writer.done():
             self._writer = asyncio.create_task(self._write_batches())
         return snapshot
@@ -229,12 +253,14 @@ class SnapshotStore:
         """Write every queued snapshot now (a reader of this process's cursors, tests, shutdown)."""
         async with self._write_lock:
             while self._queued:
-                rows, self._queued = self._queued, []
+                queued, self._queued = self._queued, []
                 try:
+                    # zlib lets go of the GIL: packing on a thread leaves most of it off the event loop
+                    rows = await asyncio.to_thread(_first_chunks, queued)
                     async with self.db.session() as session:
                         session.add_all(rows)
                 except Exception:  # later pages of these searches get an error, never a wrong page
-                    logger.exception("could not store %d search snapshots", len(rows))
+                    logger.exception("could not store %d search snapshots", len(queued))
             await self._purge_now_and_then()
 
     async def _purge_now_and_then(self) -> None:

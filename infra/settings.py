@@ -48,7 +48,7 @@ class Settings(BaseSettings):
         description="How long the ranked list behind a search stays pageable (its cursors then expire).",
     )
     search_snapshot_chunk: int = Field(
-        200,
+        50,
         ge=1,
         description="Listings a facet-only search keeps per snapshot chunk (more are added as it pages).",
     )

@@ -100,6 +100,24 @@ async def test_text_search_pages_stay_put_while_listings_are_added_edited_and_bo
     assert await paged_across(app, ANONYMOUS, request, change) == expected
 
 
+async def test_later_pages_carry_the_scores_and_explanations_the_first_page_ranked(
+    app: CatalogApp, alice: Actor
+) -> None:
+    """The first page explains only its own results; the others' explanations are built when the
+    snapshot is written, and must be exactly those a larger first page shows."""
+    await fill(app, alice)
+    whole = await app.search.search(ANONYMOUS, SearchRequest(text=TEXT, limit=6))
+    first = await app.search.search(ANONYMOUS, SearchRequest(text=TEXT, limit=3))
+    assert first.end_cursor is not None
+    second = await app.search.search(ANONYMOUS, SearchRequest(text=TEXT, limit=3, after=first.end_cursor))
+
+    def explained(results: list) -> list[tuple]:
+        return [(r.listing.id, r.score, r.parts) for r in results]
+
+    assert explained(first.results + second.results) == explained(whole.results)
+    assert second.interpretation == whole.interpretation and second.notes == whole.notes
+
+
 @pytest.mark.parametrize("sort", ["newest", "usage"])
 async def test_facet_only_pages_stay_put_while_listings_are_added_and_boosted(
     app: CatalogApp, alice: Actor, sort: str
