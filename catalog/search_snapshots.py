@@ -43,6 +43,7 @@ from typing import Any
 from sqlalchemy import delete, select
 from sqlalchemy.exc import IntegrityError
 
+from infra.batching import BatchWriter
 from infra.db import Database
 from infra.errors import BadInput, CursorExpired
 from infra.settings import Settings
@@ -204,9 +205,10 @@ class SnapshotStore:
         self.db = db
         self.settings = settings
         self.clock = clock
-        self._queued: list[Snapshot] = []  # packed when written: compressing is off the first page too
-        self._writer: asyncio.Task[None] | None = None
-        self._write_lock = asyncio.Lock()
+        # Packed when written: explaining and compressing are off the first page too.
+        self._batches = BatchWriter(
+            self._insert, lambda: self.settings.search_snapshot_batch_s, "could not store %d search snapshots"
+        )
         self._purged_at: datetime | None = None
 
     @property
@@ -240,28 +242,21 @@ class SnapshotStore:
             interpretation=interpretation,
             later=later,
         )
-        self._queued.append(snapshot)
-        if self._writer is None or self._writer.done():
-            self._writer = asyncio.create_task(self._write_batches())
+        self._batches.add(snapshot)
         return snapshot
 
-    async def _write_batches(self) -> None:
-        await asyncio.sleep(self.settings.search_snapshot_batch_s)
-        await self.flush()
+    async def _insert(self, snapshots: list[Snapshot]) -> None:
+        """One batch (if it fails, later pages of these searches get an error, never a wrong page);
+        storage grows only here, so expired snapshots are purged here too, now and then."""
+        # zlib lets go of the GIL: packing on a thread leaves most of it off the event loop
+        rows = await asyncio.to_thread(_first_chunks, snapshots)
+        async with self.db.session() as session:
+            session.add_all(rows)
+        await self._purge_now_and_then()
 
     async def flush(self) -> None:
         """Write every queued snapshot now (a reader of this process's cursors, tests, shutdown)."""
-        async with self._write_lock:
-            while self._queued:
-                queued, self._queued = self._queued, []
-                try:
-                    # zlib lets go of the GIL: packing on a thread leaves most of it off the event loop
-                    rows = await asyncio.to_thread(_first_chunks, queued)
-                    async with self.db.session() as session:
-                        session.add_all(rows)
-                except Exception:  # later pages of these searches get an error, never a wrong page
-                    logger.exception("could not store %d search snapshots", len(queued))
-            await self._purge_now_and_then()
+        await self._batches.flush()
 
     async def _purge_now_and_then(self) -> None:
         now = self.clock()
@@ -347,8 +342,4 @@ class SnapshotStore:
         return snapshot
 
     async def close(self) -> None:
-        await self.flush()
-        if self._writer is not None:
-            self._writer.cancel()
-            await asyncio.gather(self._writer, return_exceptions=True)
-            self._writer = None
+        await self._batches.close()

@@ -198,29 +198,30 @@ async def test_a_step_added_right_after_the_search_meets_it(
 
 
 async def test_a_slot_search_pages_what_its_first_page_ranked(
-    schema, settings: Settings, catalog: CatalogApp, producer: Actor, requester: Actor
+    catalog: CatalogApp, producer: Actor, requester: Actor
 ) -> None:
     """A listing that fits the slot, published between two pages, neither pushes a listing of the first
     page onto the second nor hides one: the pages are those of the search as it was ranked."""
-    services = Services(settings=settings, catalog=catalog)
-    vision = {"category": "Computer Vision"}
+
+    def made(name: str, kind: str, **formats: Any) -> dict[str, Any]:
+        return {"category": "Computer Vision", "name": name, "kind": kind, **formats}
+
+    def cropper(name: str) -> dict[str, Any]:
+        return made(name, "algorithm", input_format="bounding-boxes", input_schema=BOXES_WITH_IMAGE,
+                    output_format="image-crops")  # fmt: skip
+
     make = catalog.listings.create
     detector = await make(
         producer,
-        {**vision, "name": "street object detector", "kind": "model", "input_format": "image",
-         "output_format": "bounding-boxes", "output_schema": BOXES_WITH_IMAGE},
+        made("street object detector", "model", input_format="image", output_format="bounding-boxes",
+             output_schema=BOXES_WITH_IMAGE),
     )  # fmt: skip
-
-    def cropper(name: str) -> dict[str, Any]:
-        return {**vision, "name": name, "kind": "algorithm", "input_format": "bounding-boxes",
-                "input_schema": BOXES_WITH_IMAGE, "output_format": "image-crops"}  # fmt: skip
 
     for thing in ("cars", "people", "signs", "bicycles", "lamps"):
         await make(producer, cropper(f"crop {thing} out of pictures"))
-    created = await run(schema, services, requester, 'mutation { createPipeline(name: "paged") { id } }')
-    pipeline_id = created["createPipeline"]["id"]
-    await run(schema, services, requester, ADD_UNCONDITIONED, p=pipeline_id, l=detector.id)
-    request = SearchRequest(text="crop detected boxes out of pictures", pipeline_id=pipeline_id, limit=2)
+    pipeline = await catalog.pipelines.create(requester, "paged")
+    await catalog.pipelines.add_step(requester, pipeline.id, detector.id, auto_condition=False)
+    request = SearchRequest(text="crop detected boxes out of pictures", pipeline_id=pipeline.id, limit=2)
 
     async def pages(change=None) -> list[str]:
         response = await catalog.search.search(requester, request)
