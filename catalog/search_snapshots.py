@@ -54,7 +54,7 @@ logger = logging.getLogger("mlrepo.catalog")
 
 CURSOR_PREFIX = "p1."
 WRITE_GRACE_S = 2.0  # how long past the batch interval a reader waits for another process's write
-POLL_S = 0.05
+POLL_S = 0.1  # each poll is one primary-key read
 PURGE_EVERY_S = 60.0
 NOT_ISSUED = "'after' is not a cursor this service issued to you; search again without it"
 
