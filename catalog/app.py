@@ -24,6 +24,7 @@ from catalog.pipelines import PipelineService
 from catalog.reviews import ReviewService
 from catalog.search_service import SearchService
 from catalog.search_snapshots import SnapshotStore
+from catalog.snapshot_rows import snapshot_rows
 from catalog.understanding_feed import UnderstandingFeed
 from catalog.usage import UsageService
 from infra.db import Database
@@ -67,7 +68,7 @@ class CatalogApp:
             self.demand,
             self.ranker,
             self.understanding,
-            SnapshotStore(db, settings),
+            SnapshotStore(snapshot_rows(db, settings), settings),
             pipelines=self.pipelines,
         )
 

@@ -6,11 +6,12 @@ position in it, so a later page reads the list instead of searching again: a lis
 boosted or re-ranked in between cannot move from one page to another, and none repeats or is skipped.
 Listings that became invisible to the requester are dropped when the page is hydrated, as on any page.
 
-The snapshot lives in the database (``search_snapshots``), so every API process pages every other's
-searches. It is written off the first page's path, in batches gathered for ``search_snapshot_batch_s``
-(like the search log, ``catalog.demand``): a cursor comes back before its snapshot is stored, so a reader
-that does not find one yet flushes its own queue and, for a cursor younger than the batch interval plus
-``WRITE_GRACE_S``, waits for another process's batch. Expired rows are purged by the writer.
+The snapshot lives in the database (``search_snapshots``), or in Redis when one is configured
+(``catalog.snapshot_rows``), so every API process pages every other's searches. It is written off the
+first page's path, in batches gathered for ``search_snapshot_batch_s`` (like the search log,
+``catalog.demand``): a cursor comes back before its snapshot is stored, so a reader that does not find one
+yet flushes its own queue and, for a cursor younger than the batch interval plus ``WRITE_GRACE_S``, waits
+for another process's batch. Expired rows are purged by the writer (Redis expires them itself).
 
 A text search's snapshot holds every candidate it ranked (``candidate_depth`` from each list, so a couple
 of hundred). A facet-only search may match the whole catalog: its snapshot holds ``search_snapshot_chunk``
@@ -40,11 +41,8 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import delete, select
-from sqlalchemy.exc import IntegrityError
-
+from catalog.snapshot_rows import SnapshotRows
 from infra.batching import BatchWriter
-from infra.db import Database
 from infra.errors import BadInput, CursorExpired
 from infra.settings import Settings
 from infra.tables import SearchSnapshot, new_id, utcnow
@@ -199,10 +197,13 @@ def _as_utc(moment: datetime) -> datetime:
 
 
 class SnapshotStore:
-    """Snapshots in the database, written in batches off the search path, read by every process."""
+    """Snapshots written in batches off the search path, read by every process (``snapshot_rows``:
+    in the database, or in Redis when configured)."""
 
-    def __init__(self, db: Database, settings: Settings, clock: Callable[[], datetime] = utcnow) -> None:
-        self.db = db
+    def __init__(
+        self, rows: SnapshotRows, settings: Settings, clock: Callable[[], datetime] = utcnow
+    ) -> None:
+        self.rows = rows
         self.settings = settings
         self.clock = clock
         # Packed when written: explaining and compressing are off the first page too.
@@ -249,9 +250,7 @@ class SnapshotStore:
         """One batch (if it fails, later pages of these searches get an error, never a wrong page);
         storage grows only here, so expired snapshots are purged here too, now and then."""
         # zlib lets go of the GIL: packing on a thread leaves most of it off the event loop
-        rows = await asyncio.to_thread(_first_chunks, snapshots)
-        async with self.db.session() as session:
-            session.add_all(rows)
+        await self.rows.add(await asyncio.to_thread(_first_chunks, snapshots))
         await self._purge_now_and_then()
 
     async def flush(self) -> None:
@@ -270,10 +269,7 @@ class SnapshotStore:
 
     async def purge(self) -> int:
         """Delete expired snapshots (every process's): storage holds only those still pageable."""
-        async with self.db.session() as session:
-            expired = delete(SearchSnapshot).where(SearchSnapshot.expires_at <= self.clock())
-            result = await session.execute(expired)
-            return int(result.rowcount or 0)
+        return await self.rows.purge(self.clock())
 
     async def open(self, cursor: Cursor, account_id: str | None, fingerprint: str) -> Snapshot:
         """The snapshot ``cursor`` pages, checked for this account and request (BadInput, CursorExpired)."""
@@ -298,14 +294,7 @@ class SnapshotStore:
         return snapshot
 
     async def _load(self, snapshot_id: str) -> Snapshot | None:
-        async with self.db.session() as session:
-            rows = (
-                await session.scalars(
-                    select(SearchSnapshot)
-                    .where(SearchSnapshot.id == snapshot_id)
-                    .order_by(SearchSnapshot.seq)
-                )
-            ).all()
+        rows = await self.rows.load(snapshot_id)
         if not rows:
             return None
         first, last = rows[0], rows[-1]
@@ -328,10 +317,7 @@ class SnapshotStore:
 
         Two requests extending the same snapshot at once both try to write chunk ``snapshot.chunks``;
         the loser reads the winner's, so both hand out the same continuation."""
-        try:
-            async with self.db.session() as session:
-                session.add(snapshot.rows(snapshot.chunks, entries, exhausted))
-        except IntegrityError:
+        if not await self.rows.add_if_absent(snapshot.rows(snapshot.chunks, entries, exhausted)):
             stored = await self._load(snapshot.id)
             if stored is None:
                 raise CursorExpired(_expired_message(snapshot.expires_at), field="after") from None
@@ -343,3 +329,4 @@ class SnapshotStore:
 
     async def close(self) -> None:
         await self._batches.close()
+        await self.rows.close()

@@ -261,3 +261,50 @@ async def test_another_process_serves_the_next_pages(
     third = await other_process.search.search(alice, _after(request, second.end_cursor))
     rest = await rest_of(app, alice, request, third)
     assert first.ids + second.ids + third.ids + [i for page in rest for i in page.ids] == expected
+
+
+@pytest.fixture
+async def redis_processes(
+    settings: Settings, encoder: Encoder, tmp_path: Path, redis_url: str
+) -> AsyncIterator[tuple[CatalogApp, CatalogApp]]:
+    """Two API processes on one database that keep their snapshots in Redis."""
+    apps = []
+    for name in ("one", "two"):
+        update = {"data_dir": tmp_path / name, "redis_url": redis_url, "search_snapshot_batch_s": 0.3}
+        apps.append(await CatalogApp.open(settings.model_copy(update=update), encoder=encoder))
+    yield apps[0], apps[1]
+    for app in apps:
+        await app.close()
+
+
+async def test_with_redis_snapshots_live_there_serve_every_process_and_expire(
+    redis_processes: tuple[CatalogApp, CatalogApp], redis_url: str
+) -> None:
+    from redis.asyncio import Redis
+
+    one, two = redis_processes
+    alice = await make_actor(one, "alice")
+    await fill(one, alice)
+    await two.index.sync()
+    request = SearchRequest(text=TEXT, limit=3)
+    expected = await every_id(two, alice, request)
+    first = await two.search.search(alice, request)  # its snapshot is still queued in ``two``
+    assert first.end_cursor is not None
+    await one.listings.create(alice, listing_data("meanwhile", description=f"{TEXT}.", accuracy=0.99))
+    rest = await rest_of(one, alice, request, first)
+    assert first.ids + [i for page in rest for i in page.ids] == expected
+
+    key = f"mlrepo:search-snapshot:{cursor_fields(first.end_cursor)['s']}"
+    client = Redis.from_url(redis_url)
+    try:
+        ttl_ms = await client.pttl(key)
+        assert 0 < ttl_ms <= one.settings.search_snapshot_ttl_s * 1000  # Redis expires it by itself
+    finally:
+        await client.aclose()
+    async with one.db.session() as session:  # nothing of it in the database
+        assert await session.scalar(select(func.count()).select_from(SearchSnapshot)) == 0
+    with pytest.raises(BadInput, match="issued to you"):
+        await one.search.search(ANONYMOUS, _after(request, first.end_cursor))
+    one.search.snapshots.clock = lambda: utcnow() + timedelta(seconds=one.settings.search_snapshot_ttl_s + 1)
+    with pytest.raises(CursorExpired):
+        await one.search.search(alice, _after(request, first.end_cursor))
