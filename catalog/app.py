@@ -23,6 +23,8 @@ from catalog.listings import ListingService
 from catalog.pipelines import PipelineService
 from catalog.reviews import ReviewService
 from catalog.search_service import SearchService
+from catalog.search_snapshots import SnapshotStore
+from catalog.snapshot_rows import snapshot_rows
 from catalog.understanding_feed import UnderstandingFeed
 from catalog.usage import UsageService
 from infra.db import Database
@@ -66,6 +68,7 @@ class CatalogApp:
             self.demand,
             self.ranker,
             self.understanding,
+            SnapshotStore(snapshot_rows(db, settings), settings),
             pipelines=self.pipelines,
         )
 
@@ -109,6 +112,7 @@ class CatalogApp:
     async def close(self) -> None:
         try:
             await self.search.flush()
+            await self.search.snapshots.close()
             await self.demand.close()
             if self.backend is not None:
                 self.backend.close()

@@ -30,6 +30,7 @@ from catalog.actors import Actor
 from catalog.clock import as_utc
 from catalog.demand_alerts import DemandAlert, DemandAlertHub
 from catalog.demand_topics import central_member, cluster_by_similarity, keywords, normalize_query
+from infra.batching import BatchWriter
 from infra.db import Database
 from infra.errors import BadInput, Forbidden, NotFound, Unauthenticated, Unavailable
 from infra.settings import Settings
@@ -215,9 +216,11 @@ class DemandService:
         self._alerted: dict[str, datetime] = {}
         self._others_floor: datetime | None = None  # when the sweeper started: older ones are not news
         self._others_swept_until: datetime | None = None
-        self._queued: list[SearchEvent] = []
-        self._writer: asyncio.Task[None] | None = None
-        self._write_lock = asyncio.Lock()
+        self._log = BatchWriter(
+            self._insert,
+            lambda: self.settings.demand_log_batch_s,
+            "could not log %d searches for unmet demand",
+        )
 
     @property
     def window(self) -> timedelta:
@@ -284,28 +287,12 @@ class DemandService:
         row = self._search_row(text, search_id=search_id, **event)
         if row is None:
             return search_id
-        self._queued.append(row)
-        if self._writer is None or self._writer.done():
-            self._writer = asyncio.create_task(self._write_batches())
+        self._log.add(row)
         return search_id
-
-    async def _write_batches(self) -> None:
-        """Drain the queue, a batch at a time, after gathering for ``demand_log_batch_s``."""
-        await asyncio.sleep(self.settings.demand_log_batch_s)
-        await self._write_queued()
-
-    async def _write_queued(self) -> None:
-        async with self._write_lock:  # batches are written in the order they were queued
-            while self._queued:
-                rows, self._queued = self._queued, []
-                try:
-                    await self._insert(rows)
-                except Exception:
-                    logger.exception("could not log %d searches for unmet demand", len(rows))
 
     async def flush(self) -> None:
         """Write every search logged so far, now (readers of demand, tests, shutdown)."""
-        await self._write_queued()
+        await self._log.flush()
 
     async def log_gap(
         self, actor: Actor, category: str, input_format: str, output_format: str, text: str | None = None
@@ -736,12 +723,11 @@ class DemandService:
                 logger.exception("demand alert sweep failed; retrying next interval")
 
     async def close(self) -> None:
-        await self.flush()
-        for task in (self._sweeper, self._writer):  # the writer has nothing left to write after flush
-            if task is not None:
-                task.cancel()
-                await asyncio.gather(task, return_exceptions=True)
-        self._sweeper = self._writer = None
+        await self._log.close()
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            await asyncio.gather(self._sweeper, return_exceptions=True)
+            self._sweeper = None
 
 
 def _decode(blob: bytes | None, dim: int | None) -> np.ndarray | None:

@@ -6,26 +6,27 @@ text asks the backend for keyword and vector candidates under the same filters a
 carries the parts of its score. Other sorts (USAGE, ACCURACY, LATENCY, NEWEST) order the same candidates
 — or, without text, every listing passing the facets — by that field. Results are hydrated from the
 view cache when it holds the version the index has, else from the database through the same visibility
-rule as every other read, and each is re-checked for the requester. So a result is exactly as fresh as
-the index: a change made through this process shows at once, but one made by another process (worker,
-CLI) only after this process's next ``ListingIndex.sync`` — up to ``SYNC_INTERVAL_S`` (1 s) late for a
-listing made private, unshared or suspended, up to ``DELETION_CHECK_INTERVAL_S`` (10 s) for a deleted
-one. Reading every page from the database would close that window at the cost of a round trip per
-search, which the latency budget does not pay (``view_cache``). The first page of each text search is
-logged for unmet demand
-(``catalog.demand``); its id comes back so a view, run or pipeline step can mark the search satisfied.
+rule as every other read, and each is re-checked for the requester. A search with a next page keeps what
+it ranked as a snapshot (``catalog.search_snapshots``) that its later pages read, so they never repeat or
+skip a listing however the catalog changes in between; only hydration is done again for them.
+
+A result is exactly as fresh as the index: a change made through this process shows at once, but one
+made by another process (worker, CLI) only after this process's next ``ListingIndex.sync`` — up to
+``SYNC_INTERVAL_S`` (1 s) late for a listing made private, unshared or suspended, up to
+``DELETION_CHECK_INTERVAL_S`` (10 s) for a deleted one. Reading every page from the database would close
+that window at the cost of a round trip per search, which the latency budget does not pay
+(``view_cache``). The first page of each text search is logged for unmet demand (``catalog.demand``); its
+id comes back so a view, run or pipeline step can mark the search satisfied.
 """
 
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
 import hashlib
 import json
 import logging
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -41,6 +42,7 @@ from catalog.indexing import ListingIndex
 from catalog.listing_view import ListingView
 from catalog.listings import ListingService
 from catalog.pipelines.search_context import PipelineSlot, slot_misfits
+from catalog.search_snapshots import Cursor, Snapshot, SnapshotStore, decode_cursor
 from catalog.understanding_feed import UnderstandingFeed
 from catalog.view_cache import ViewCache
 from infra.errors import BadInput, Unavailable
@@ -56,7 +58,7 @@ if TYPE_CHECKING:
 logger = logging.getLogger("mlrepo.catalog")
 
 MAX_FACET_CHARS = 100
-MAX_OFFSET = 10_000
+MAX_OFFSET = 10_000  # the deepest a facet-only search pages (the most listings its snapshot holds)
 # The stages a search is timed in (``infra.timing``, the ``Server-Timing`` header), in the order it runs
 # them; a search without text runs only the first and the last.
 SEARCH_STAGES = ("index_sync", "encode", "keyword", "vector", "projections", "rank", "hydrate")
@@ -206,24 +208,6 @@ def request_fingerprint(request: SearchRequest) -> str:
     return hashlib.sha256(json.dumps(material, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
-def encode_cursor(offset: int, fingerprint: str) -> str:
-    raw = json.dumps({"o": offset, "q": fingerprint}).encode()
-    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
-
-
-def decode_cursor(cursor: str, fingerprint: str) -> int:
-    try:
-        data = json.loads(base64.urlsafe_b64decode((cursor + "=" * (-len(cursor) % 4)).encode()))
-        offset, issued_for = int(data["o"]), data["q"]
-    except (ValueError, TypeError, KeyError, binascii.Error):
-        raise BadInput(f"'after' is not a cursor this service issued: {cursor!r}", field="after") from None
-    if issued_for != fingerprint:
-        raise BadInput("'after' belongs to a different search; start again without it", field="after")
-    if not 0 <= offset <= MAX_OFFSET:
-        raise BadInput(f"'after' points past the last page ({offset})", field="after")
-    return offset
-
-
 # ---------------------------------------------------------------------------- sorting by a field
 
 
@@ -266,9 +250,11 @@ class SearchService:
         demand: DemandService,
         ranker: Ranker,
         feed: UnderstandingFeed,
+        snapshots: SnapshotStore,
         pipelines: PipelineService | None = None,
     ) -> None:
         self.settings = settings
+        self.snapshots = snapshots
         self.pipelines = pipelines
         self.index = index
         self.listings = listings
@@ -277,7 +263,9 @@ class SearchService:
         self.feed = feed
         self.views = ViewCache()
 
-    def _validate(self, request: SearchRequest, actor: Actor) -> tuple[str, str, SearchFilters, int]:
+    def _validate(
+        self, request: SearchRequest, actor: Actor
+    ) -> tuple[str, str, SearchFilters, Cursor | None]:
         text = request.text or ""
         if not isinstance(text, str):
             raise BadInput("text must be a string", field="text")
@@ -303,41 +291,50 @@ class SearchService:
         if category is not None:
             category = self.feed.canonical_category(category)
         filters = build_filters(request, actor, category)
-        offset = decode_cursor(request.after, request_fingerprint(request)) if request.after else 0
-        return text, sort, filters, offset
+        cursor = decode_cursor(request.after) if request.after else None
+        return text, sort, filters, cursor
 
     async def search(self, actor: Actor, request: SearchRequest) -> SearchResponse:
-        text, sort, filters, offset = self._validate(request, actor)
+        text, sort, filters, cursor = self._validate(request, actor)
         slot = None
         if request.pipeline_id is not None:
             filters, slot = await self._narrow_to_slot(actor, request, filters)
         if self.index.backend is None:
             raise Unavailable("this process holds no search index")
+        if cursor is not None:
+            return await self._later_page(actor, request, cursor, filters, slot)
         with stage(INDEX_SYNC):
             await self.index.sync()
         interpretation: Interpretation | None = None
         query_vector: np.ndarray | None = None
+        browse_order = rest = None
         if text:
-            needed = offset + request.limit
             query_vector, keyword_hits = await self._encode_and_match(text, filters, self._depth())
-            interpretation, ranked, total = self._rank(
-                text, query_vector, keyword_hits, filters, sort, needed
+            interpretation, ranked, rest, total = self._rank(
+                text, query_vector, keyword_hits, filters, sort, request.limit
             )
-            page = ranked[offset : offset + request.limit]
+            held, exhausted = total, True  # every candidate, the ones after ``ranked`` explained by ``rest``
         else:
-            page, total = self._browse(filters, sort, offset, request.limit)
-        with stage(HYDRATE):
-            hydrated = await self._hydrate(actor, [r.id for r in page])
-        results = [SearchResult(hydrated[r.id], r.score, r.parts) for r in page if r.id in hydrated]
-        next_offset = offset + len(page)
-        # Paging walks what was ranked: listings dropped from this page below still leave the rest ahead.
-        has_next = next_offset < total
-        if slot is not None:
-            fitting = [r for r in results if not slot_misfits(slot, r.listing)]
-            total -= len(results) - len(fitting)
-            results = fitting
+            browse_order = sort
+            chunk = max(self.settings.search_snapshot_chunk, request.limit)
+            ranked, total = self._browse(filters, sort, 0, chunk)
+            held, exhausted = len(ranked), total <= chunk
+        page = ranked[: request.limit]
+        snapshot = None
+        if len(page) < held or not exhausted:  # only a search with a next page needs its ranking kept
+            snapshot = self.snapshots.keep_soon(
+                actor.account_id,
+                request_fingerprint(request),
+                ranked,
+                total,
+                browse_order=browse_order,
+                exhausted=exhausted,
+                interpretation=interpretation,
+                later=(rest, held - len(ranked)) if rest is not None else None,
+            )
+        results, total = await self._hydrated_page(actor, page, total, slot)
         search_id = None
-        if text and offset == 0:  # the first page only: paging on is not a new need
+        if text:  # the first page only: paging on is not a new need
             inferred = interpretation.top.category if interpretation and interpretation.top else None
             search_id = self.demand.log_search_soon(
                 text,
@@ -348,15 +345,77 @@ class SearchService:
                 top_ids=[r.listing.id for r in results],
                 embedding=query_vector,
             )
+        return self._response(results, total, snapshot, len(page), search_id, interpretation)
+
+    async def _later_page(
+        self,
+        actor: Actor,
+        request: SearchRequest,
+        cursor: Cursor,
+        filters: SearchFilters,
+        slot: PipelineSlot | None,
+    ) -> SearchResponse:
+        """A page after the first: read from the search's snapshot, never ranked again."""
+        snapshot = await self.snapshots.open(cursor, actor.account_id, request_fingerprint(request))
+        with stage(INDEX_SYNC):
+            await self.index.sync()
+        end = cursor.position + request.limit
+        if end > len(snapshot.entries) and not snapshot.exhausted:
+            snapshot = await self._extend(snapshot, filters)
+        page = snapshot.entries[cursor.position : end]
+        results, total = await self._hydrated_page(actor, page, snapshot.total, slot)
+        return self._response(results, total, snapshot, end, None, snapshot.interpretation)
+
+    async def _hydrated_page(
+        self, actor: Actor, page: list[RankedResult], total: int, slot: PipelineSlot | None
+    ) -> tuple[list[SearchResult], int]:
+        """The page's listings as ``actor`` may see them now (those hidden since are dropped)."""
+        with stage(HYDRATE):
+            hydrated = await self._hydrate(actor, [r.id for r in page])
+        results = [SearchResult(hydrated[r.id], r.score, r.parts) for r in page if r.id in hydrated]
+        if slot is not None:
+            fitting = [r for r in results if not slot_misfits(slot, r.listing)]
+            total -= len(results) - len(fitting)
+            results = fitting
+        return results, total
+
+    def _response(
+        self,
+        results: list[SearchResult],
+        total: int,
+        snapshot: Snapshot | None,
+        position: int,
+        search_id: str | None,
+        interpretation: Interpretation | None,
+    ) -> SearchResponse:
+        # Paging walks what was ranked: listings dropped from this page still leave the rest ahead.
+        has_next = snapshot is not None and (position < snapshot.held or not snapshot.exhausted)
         return SearchResponse(
             results=results,
             total_count=total,
             has_next_page=has_next,
-            end_cursor=encode_cursor(next_offset, request_fingerprint(request)) if has_next else None,
+            end_cursor=snapshot.cursor(position, self.snapshots.clock().timestamp())
+            if snapshot is not None and has_next
+            else None,
             search_id=search_id,
             interpretation=interpretation,
             notes=interpretation.describe() if interpretation else [],
         )
+
+    async def _extend(self, snapshot: Snapshot, filters: SearchFilters) -> Snapshot:
+        """The next chunk of a facet-only search: the first listings of the current order it does not hold.
+
+        Held listings keep their place (nothing repeats) and every visible listing not held yet is still
+        ahead (nothing is skipped); only the order within the new chunk is as of now."""
+        assert snapshot.browse_order is not None
+        chunk = self.settings.search_snapshot_chunk
+        depth = min(len(snapshot.entries) + chunk, MAX_OFFSET)
+        fresh, _ = self._browse(filters, snapshot.browse_order, 0, depth)
+        held = {r.id for r in snapshot.entries}
+        rest = [r for r in fresh if r.id not in held]
+        exhausted = (len(fresh) < depth and len(rest) <= chunk) or depth >= MAX_OFFSET
+        room = max(MAX_OFFSET - len(snapshot.entries), 0)
+        return await self.snapshots.append(snapshot, rest[: min(chunk, room)], exhausted)
 
     async def _encode_and_match(
         self, text: str, filters: SearchFilters, depth: int
@@ -430,12 +489,14 @@ class SearchService:
         filters: SearchFilters,
         sort: str,
         needed: int,
-    ) -> tuple[Interpretation, list[RankedResult], int]:
-        """The first ``needed`` ranked results and how many candidates were ranked.
+    ) -> tuple[Interpretation, list[RankedResult], Callable[[], list[RankedResult]], int]:
+        """The first ``needed`` ranked results (or more), a function giving the rest, and how many
+        candidates were ranked.
 
         Every candidate is scored, but by relevance only the first ``needed`` get their explanation built
-        (most of the ranking cost); another sort reorders every candidate, so all are explained. The
-        ranker ranks exactly the candidates that have a projection, so their count is the total."""
+        here; the function builds the others' when called (off the first page's path, for its snapshot).
+        Another sort reorders every candidate, so all are explained at once. The ranker ranks exactly the
+        candidates that have a projection, so their count is the total."""
         backend = self.index.backend
         assert backend is not None
         with stage(VECTOR):
@@ -447,7 +508,7 @@ class SearchService:
             )
         limit = needed if sort == SortOrder.RELEVANCE else None
         with stage(RANK):
-            interpretation, ranked = self.ranker.rank(
+            interpretation, ranked, rest = self.ranker.rank_in_parts(
                 text, query_vector, keyword_hits, vector_hits, projections, limit=limit
             )
         if sort != SortOrder.RELEVANCE:
@@ -456,7 +517,7 @@ class SearchService:
                 RankedResult(r.id, r.score, (_sort_part(projections[r.id], sort, counted=False), *r.parts))
                 for r in ranked
             ]
-        return interpretation, ranked, len(projections)
+        return interpretation, ranked, rest, len(projections)
 
     def _browse(
         self, filters: SearchFilters, sort: str, offset: int, limit: int

@@ -22,6 +22,13 @@ class BadInput(MlrepoError):
     code = "BAD_INPUT"
 
 
+class CursorExpired(BadInput):
+    """A paging cursor whose search snapshot has expired. Its own code because, unlike other bad input,
+    the client did nothing wrong and has one fix: search again from the first page."""
+
+    code = "CURSOR_EXPIRED"
+
+
 class NotFound(MlrepoError):
     code = "NOT_FOUND"
 

@@ -47,6 +47,21 @@ class Settings(BaseSettings):
     port: int = Field(8000, description="Port `mlrepo serve` listens on.")
     max_query_chars: int = Field(1000, description="Longest search text accepted.")
     max_page_size: int = Field(100, description="Most results one search or listings page returns.")
+    search_snapshot_ttl_s: int = Field(
+        900,
+        gt=0,
+        description="How long the ranked list behind a search stays pageable (its cursors then expire).",
+    )
+    search_snapshot_chunk: int = Field(
+        50,
+        ge=1,
+        description="Listings a facet-only search keeps per snapshot chunk (more are added as it pages).",
+    )
+    search_snapshot_batch_s: float = Field(
+        0.2,
+        ge=0,
+        description="Search snapshots are written in batches gathered this long (off the first page).",
+    )
 
     runtime: Literal["docker", "bwrap", "auto"] = Field(
         "auto", description="Sandbox for jobs: docker, bwrap, or auto (docker when reachable)."

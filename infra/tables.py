@@ -198,6 +198,30 @@ class SearchEvent(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, index=True)
 
 
+class SearchSnapshot(Base):
+    """One chunk of the ranked list behind a search with more than one page (point-in-time paging).
+
+    Later pages read it instead of searching again, so what changed in between (listings published,
+    edited, boosted) cannot shift them. Every API process reads the same rows; a row lives until
+    ``expires_at`` (``search_snapshot_ttl_s``) and is then purged. ``seq`` 0 is written with the first
+    page; a facet-only search past its first chunk appends the next one (``catalog.search_snapshots``).
+    """
+
+    __tablename__ = "search_snapshots"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    seq: Mapped[int] = mapped_column(Integer, primary_key=True)
+    account_id: Mapped[str | None] = mapped_column(String(32))  # whose search: nobody else may page it
+    fingerprint: Mapped[str] = mapped_column(String(16))  # the request it answers (facets, text, sort)
+    secret: Mapped[str] = mapped_column(String(64))  # signs its cursors: a changed position is refused
+    total: Mapped[int] = mapped_column(Integer)
+    browse_order: Mapped[str | None] = mapped_column(String(16))  # set: more chunks may be appended
+    exhausted: Mapped[bool] = mapped_column(Boolean, default=True)  # nothing ranked beyond this chunk
+    interpretation: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    entries: Mapped[bytes] = mapped_column(LargeBinary)  # zlib JSON [[id, score, [[name, value, detail]]]]
+    expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
+
+
 class DemandSubscription(Base):
     __tablename__ = "demand_subscriptions"
 

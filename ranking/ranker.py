@@ -16,7 +16,7 @@ bounded quality signals.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 
@@ -154,6 +154,26 @@ class Ranker:
         which is most of the per-result cost. ``interpretation`` may be passed in (computed once and
         reused across pages); otherwise it is inferred from the same candidates.
         """
+        interpretation, first, _ = self.rank_in_parts(
+            text, query_vector, keyword_hits, vector_hits, listings, interpretation, limit
+        )
+        return interpretation, first
+
+    def rank_in_parts(
+        self,
+        text: str,
+        query_vector: np.ndarray | None,
+        keyword_hits: Sequence[Hit],
+        vector_hits: Sequence[Hit],
+        listings: Mapping[str, IndexedListing],
+        interpretation: Interpretation | None = None,
+        limit: int | None = None,
+    ) -> tuple[Interpretation, list[RankedResult], Callable[[], list[RankedResult]]]:
+        """``rank``, plus a function that explains the candidates after the first ``limit`` when called.
+
+        A search keeps every candidate, explained, for its later pages (``catalog.search_snapshots``),
+        but its first page need not wait for explanations it does not show: it calls this later, off the
+        request path. Nothing here is mutated afterwards, so the call may run on another thread."""
         if interpretation is None:
             interpretation = self.understanding.interpret(
                 text, query_vector, keyword_hits, vector_hits, listings
@@ -168,7 +188,10 @@ class Ranker:
             (-self.score(contributions, listings[listing_id], interpretation, contrast), listing_id)
             for listing_id, contributions in fused.items()
         )
-        chosen = order if limit is None else order[:limit]
-        return interpretation, [
-            self.explain(fused[i], listings[i], interpretation, contrast) for _, i in chosen
-        ]
+        cut = len(order) if limit is None else limit
+        understood = interpretation
+
+        def explained(chosen: Sequence[tuple[float, str]]) -> list[RankedResult]:
+            return [self.explain(fused[i], listings[i], understood, contrast) for _, i in chosen]
+
+        return interpretation, explained(order[:cut]), lambda: explained(order[cut:])

@@ -25,7 +25,11 @@ class SearchInput:
     verified_only: bool = False
     sort: SortOrder = SortOrder.RELEVANCE
     limit: int = strawberry.field(default=10, description="1..max_page_size results per page.")
-    after: str | None = strawberry.field(default=None, description="endCursor of the previous page.")
+    after: str | None = strawberry.field(
+        default=None,
+        description="endCursor of the previous page of the same search: later pages read what the first "
+        "ranked, for search_snapshot_ttl_s (then CURSOR_EXPIRED: search again).",
+    )
     pipeline: strawberry.ID | None = strawberry.field(
         default=None,
         description="One of your pipelines: only listings that fit the slot at `position` are returned "

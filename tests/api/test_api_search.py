@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 import pytest
 from api_helpers import new_listing
 from sqlalchemy import select
 
 from catalog.search_service import HYDRATE, INDEX_SYNC, SEARCH_STAGES
-from infra.tables import SearchEvent
+from infra.tables import SearchEvent, utcnow
 from infra.timing import parse_server_timing
 
 SEARCH = """query($input: SearchInput!) { search(input: $input) {
@@ -109,6 +111,24 @@ async def test_sorts_and_paging(api, catalog) -> None:
         SEARCH, {"input": {"text": "something else", "after": first["pageInfo"]["endCursor"]}}
     )
     assert other == "BAD_INPUT"
+
+
+async def test_an_expired_cursor_has_its_own_code_and_a_foreign_one_is_bad_input(api, catalog) -> None:
+    """CURSOR_EXPIRED tells a client to search again from the first page; another account's cursor is
+    refused as BAD_INPUT, like one that was never issued."""
+    bob = await api.account("bob", "requester")
+    first = await search(api, bob, text="classifier", limit=1)
+    cursor = first["pageInfo"]["endCursor"]
+    variables = {"input": {"text": "classifier", "limit": 1, "after": cursor}}
+    assert await api.error_code(SEARCH, variables, catalog["alice"]) == "BAD_INPUT"
+    assert await api.error_code(SEARCH, variables) == "BAD_INPUT"  # anonymous
+    assert (await api.data(SEARCH, variables, bob))["search"]["results"]
+    snapshots = api.services.catalog.search.snapshots
+    ttl = api.services.catalog.settings.search_snapshot_ttl_s
+    snapshots.clock = lambda: utcnow() + timedelta(seconds=ttl + 1)
+    body = await api.gql(SEARCH, variables, bob)
+    assert body["errors"][0]["extensions"] == {"code": "CURSOR_EXPIRED", "field": "after"}
+    assert "search again" in body["errors"][0]["message"]
 
 
 @pytest.mark.parametrize(

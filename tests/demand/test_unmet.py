@@ -142,8 +142,8 @@ async def test_searches_logged_in_the_background_are_written_in_one_batch(
 
     async with db.session() as session:  # nothing written yet: the batch is still gathering
         assert (await session.scalars(select(SearchEvent))).all() == []
-    assert demand._writer is not None
-    await demand._writer  # the background writer drains the queue by itself, no reader needed
+    assert demand._log.task is not None
+    await demand._log.task  # the background writer drains the queue by itself, no reader needed
 
     async with db.session() as session:
         rows = {row.id: row.text for row in (await session.scalars(select(SearchEvent))).all()}

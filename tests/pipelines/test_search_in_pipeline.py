@@ -3,6 +3,7 @@ the pipeline's open slot come back — formats filtered before ranking, exact sc
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -194,3 +195,48 @@ async def test_a_step_added_right_after_the_search_meets_it(
     await catalog.pipelines.add_step(requester, pipeline.id, echo.id, search_id=found.search_id)
     async with catalog.db.session() as session:
         assert (await session.get(SearchEvent, found.search_id)).selected_listing_id == echo.id
+
+
+async def test_a_slot_search_pages_what_its_first_page_ranked(
+    catalog: CatalogApp, producer: Actor, requester: Actor
+) -> None:
+    """A listing that fits the slot, published between two pages, neither pushes a listing of the first
+    page onto the second nor hides one: the pages are those of the search as it was ranked."""
+
+    def made(name: str, kind: str, **formats: Any) -> dict[str, Any]:
+        return {"category": "Computer Vision", "name": name, "kind": kind, **formats}
+
+    def cropper(name: str) -> dict[str, Any]:
+        return made(name, "algorithm", input_format="bounding-boxes", input_schema=BOXES_WITH_IMAGE,
+                    output_format="image-crops")  # fmt: skip
+
+    make = catalog.listings.create
+    detector = await make(
+        producer,
+        made("street object detector", "model", input_format="image", output_format="bounding-boxes",
+             output_schema=BOXES_WITH_IMAGE),
+    )  # fmt: skip
+
+    for thing in ("cars", "people", "signs", "bicycles", "lamps"):
+        await make(producer, cropper(f"crop {thing} out of pictures"))
+    pipeline = await catalog.pipelines.create(requester, "paged")
+    await catalog.pipelines.add_step(requester, pipeline.id, detector.id, auto_condition=False)
+    request = SearchRequest(text="crop detected boxes out of pictures", pipeline_id=pipeline.id, limit=2)
+
+    async def pages(change=None) -> list[str]:
+        response = await catalog.search.search(requester, request)
+        ids = list(response.ids)
+        if change is not None:
+            await change()
+        while response.has_next_page:
+            response = await catalog.search.search(requester, replace(request, after=response.end_cursor))
+            ids += response.ids
+        return ids
+
+    expected = await pages()
+    assert len(expected) == 5
+
+    async def publish() -> None:
+        await make(producer, cropper("crop detected boxes out of pictures"))
+
+    assert await pages(publish) == expected

@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises:
-Create Date: 2026-11-28 20:50:36.053049
+Create Date: 2026-11-28 21:55:29.106649
 """
 
 from collections.abc import Sequence
@@ -48,6 +48,24 @@ def upgrade() -> None:
     with op.batch_alter_table("search_events", schema=None) as batch_op:
         batch_op.create_index(batch_op.f("ix_search_events_category"), ["category"], unique=False)
         batch_op.create_index(batch_op.f("ix_search_events_created_at"), ["created_at"], unique=False)
+
+    op.create_table(
+        "search_snapshots",
+        sa.Column("id", sa.String(length=32), nullable=False),
+        sa.Column("seq", sa.Integer(), nullable=False),
+        sa.Column("account_id", sa.String(length=32), nullable=True),
+        sa.Column("fingerprint", sa.String(length=16), nullable=False),
+        sa.Column("secret", sa.String(length=64), nullable=False),
+        sa.Column("total", sa.Integer(), nullable=False),
+        sa.Column("browse_order", sa.String(length=16), nullable=True),
+        sa.Column("exhausted", sa.Boolean(), nullable=False),
+        sa.Column("interpretation", sa.JSON(), nullable=True),
+        sa.Column("entries", sa.LargeBinary(), nullable=False),
+        sa.Column("expires_at", sa.DateTime(timezone=True), nullable=False),
+        sa.PrimaryKeyConstraint("id", "seq"),
+    )
+    with op.batch_alter_table("search_snapshots", schema=None) as batch_op:
+        batch_op.create_index(batch_op.f("ix_search_snapshots_expires_at"), ["expires_at"], unique=False)
 
     op.create_table(
         "api_tokens",
@@ -326,6 +344,10 @@ def downgrade() -> None:
         batch_op.drop_index(batch_op.f("ix_api_tokens_account_id"))
 
     op.drop_table("api_tokens")
+    with op.batch_alter_table("search_snapshots", schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f("ix_search_snapshots_expires_at"))
+
+    op.drop_table("search_snapshots")
     with op.batch_alter_table("search_events", schema=None) as batch_op:
         batch_op.drop_index(batch_op.f("ix_search_events_created_at"))
         batch_op.drop_index(batch_op.f("ix_search_events_category"))

@@ -1,0 +1,332 @@
+"""Point-in-time paging: the ranked list behind a search, kept for its later pages (like a search_after PIT).
+
+A search that has a next page keeps what it ranked — ids in order, each with its score and the parts that
+explain it — under a snapshot id, for ``search_snapshot_ttl_s``. Its cursors name the snapshot and a
+position in it, so a later page reads the list instead of searching again: a listing published, edited,
+boosted or re-ranked in between cannot move from one page to another, and none repeats or is skipped.
+Listings that became invisible to the requester are dropped when the page is hydrated, as on any page.
+
+The snapshot lives in the database (``search_snapshots``), or in Redis when one is configured
+(``catalog.snapshot_rows``), so every API process pages every other's searches. It is written off the
+first page's path, in batches gathered for ``search_snapshot_batch_s`` (like the search log,
+``catalog.demand``): a cursor comes back before its snapshot is stored, so a reader that does not find one
+yet flushes its own queue and, for a cursor younger than the batch interval plus ``WRITE_GRACE_S``, waits
+for another process's batch. Expired rows are purged by the writer (Redis expires them itself).
+
+A text search's snapshot holds every candidate it ranked (``candidate_depth`` from each list, so a couple
+of hundred). A facet-only search may match the whole catalog: its snapshot holds ``search_snapshot_chunk``
+listings, and paging past them appends the next chunk — the first listings of the current order that the
+snapshot does not hold yet. Listings already held keep their place, so nothing repeats, and every visible
+listing not yet held is still ahead, so nothing is skipped; a chunk appended later is ordered as of then.
+
+Cursors are opaque (base64 of JSON) and signed with the snapshot's own secret (HMAC over snapshot id,
+position and the request's fingerprint), so a cursor whose position was changed is refused rather than
+answered with a page the search never reached. A snapshot belongs to the account that searched (or to
+anonymous callers): another account's cursor is refused like an unknown one, without saying it exists.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import hashlib
+import hmac
+import json
+import logging
+import secrets
+import zlib
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from catalog.snapshot_rows import SnapshotRows
+from infra.batching import BatchWriter
+from infra.errors import BadInput, CursorExpired
+from infra.settings import Settings
+from infra.tables import SearchSnapshot, new_id, utcnow
+from ranking.types import Constraints, Interpretation, LabelGuess, RankedResult, ScorePart
+
+logger = logging.getLogger("mlrepo.catalog")
+
+CURSOR_PREFIX = "p1."
+WRITE_GRACE_S = 2.0  # how long past the batch interval a reader waits for another process's write
+POLL_S = 0.1  # each poll is one primary-key read
+PURGE_EVERY_S = 60.0
+NOT_ISSUED = "'after' is not a cursor this service issued to you; search again without it"
+
+
+@dataclass(frozen=True, slots=True)
+class Cursor:
+    snapshot_id: str
+    position: int
+    issued_at: float  # epoch seconds: tells an expired snapshot from one not written yet
+    mac: str
+
+
+@dataclass(slots=True)
+class Snapshot:
+    """What a search ranked, as later pages read it (chunks concatenated in ``entries``)."""
+
+    id: str
+    account_id: str | None
+    fingerprint: str
+    total: int
+    entries: list[RankedResult]
+    expires_at: datetime
+    secret: str = field(default_factory=lambda: secrets.token_hex(16))
+    browse_order: str | None = None  # facet-only searches: the order further chunks are taken in
+    exhausted: bool = True
+    interpretation: Interpretation | None = None
+    chunks: int = 1
+    # Entries after ``entries`` whose explanations are built only when the snapshot is written, and
+    # how many there are (a first page does not wait for explanations it does not show).
+    later: tuple[Callable[[], list[RankedResult]], int] | None = None
+
+    @property
+    def held(self) -> int:
+        """How many ranked listings the snapshot holds (those still to be explained included)."""
+        return len(self.entries) + (self.later[1] if self.later is not None else 0)
+
+    def complete(self) -> list[RankedResult]:
+        """Every entry, explained (runs on the writer's thread)."""
+        if self.later is not None:
+            explain_rest, _ = self.later
+            self.entries = self.entries + explain_rest()
+            self.later = None
+        return self.entries
+
+    def cursor(self, position: int, issued_at: float) -> str:
+        raw = json.dumps(
+            {"s": self.id, "p": position, "t": int(issued_at), "m": self._mac(position)},
+            separators=(",", ":"),
+        ).encode()
+        return CURSOR_PREFIX + base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+    def _mac(self, position: int) -> str:
+        message = f"{self.id}:{position}:{self.fingerprint}".encode()
+        return hmac.new(self.secret.encode(), message, hashlib.sha256).hexdigest()[:32]
+
+    def check(self, cursor: Cursor, account_id: str | None, fingerprint: str, now: datetime) -> None:
+        """BadInput unless ``cursor`` was issued by this snapshot, to this account, for this request."""
+        if self.account_id != account_id:
+            raise BadInput(NOT_ISSUED, field="after")
+        if self.fingerprint != fingerprint:
+            raise BadInput("'after' belongs to a different search; start again without it", field="after")
+        if not hmac.compare_digest(self._mac(cursor.position), cursor.mac):
+            raise BadInput(NOT_ISSUED, field="after")
+        if self.expires_at <= now:
+            raise CursorExpired(_expired_message(self.expires_at), field="after")
+
+    def rows(self, first_seq: int, entries: Sequence[RankedResult], exhausted: bool) -> SearchSnapshot:
+        return SearchSnapshot(
+            id=self.id,
+            seq=first_seq,
+            account_id=self.account_id,
+            fingerprint=self.fingerprint,
+            secret=self.secret,
+            total=self.total,
+            browse_order=self.browse_order,
+            exhausted=exhausted,
+            interpretation=asdict(self.interpretation) if self.interpretation is not None else None,
+            entries=pack_entries(entries),
+            expires_at=self.expires_at,
+        )
+
+
+# ---------------------------------------------------------------------------- encoding (pure)
+
+
+def pack_entries(entries: Sequence[RankedResult]) -> bytes:
+    """zlib JSON: the explanations repeat their phrases, so a text search's ~200 entries shrink ~6x."""
+    raw = [[r.id, r.score, [[p.name, p.value, p.detail] for p in r.parts]] for r in entries]
+    return zlib.compress(json.dumps(raw, separators=(",", ":")).encode(), 1)
+
+
+def unpack_entries(blob: bytes) -> list[RankedResult]:
+    return [
+        RankedResult(i, score, tuple(ScorePart(n, v, d) for n, v, d in parts))
+        for i, score, parts in json.loads(zlib.decompress(blob))
+    ]
+
+
+def interpretation_from(data: dict[str, Any] | None) -> Interpretation | None:
+    if data is None:
+        return None
+    return Interpretation(
+        labels=tuple(LabelGuess(**guess) for guess in data.get("labels", ())),
+        input_format=data.get("input_format"),
+        output_format=data.get("output_format"),
+        constraints=Constraints(**data.get("constraints", {})),
+    )
+
+
+def decode_cursor(cursor: str) -> Cursor:
+    """The parts of a cursor (BadInput when it is not one this service could have issued)."""
+    try:
+        if not cursor.startswith(CURSOR_PREFIX):
+            raise ValueError(cursor)
+        body = cursor[len(CURSOR_PREFIX) :]
+        data = json.loads(base64.urlsafe_b64decode((body + "=" * (-len(body) % 4)).encode()))
+        parsed = Cursor(str(data["s"]), int(data["p"]), float(data["t"]), str(data["m"]))
+    except (ValueError, TypeError, KeyError, AttributeError, binascii.Error):
+        message = f"'after' is not a cursor this service issued: {cursor[:80]!r}"
+        raise BadInput(message, field="after") from None
+    if parsed.position < 0 or len(parsed.snapshot_id) != 32:
+        raise BadInput(NOT_ISSUED, field="after")
+    return parsed
+
+
+def _first_chunks(snapshots: Sequence[Snapshot]) -> list[SearchSnapshot]:
+    return [snapshot.rows(0, snapshot.complete(), snapshot.exhausted) for snapshot in snapshots]
+
+
+def _expired_message(expired_at: datetime) -> str:
+    return (
+        f"'after' expired at {expired_at.isoformat(timespec='seconds')} (search results are kept for "
+        "paging for a limited time); search again without it"
+    )
+
+
+def _as_utc(moment: datetime) -> datetime:
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)  # SQLite drops the zone
+
+
+# ---------------------------------------------------------------------------- storage
+
+
+class SnapshotStore:
+    """Snapshots written in batches off the search path, read by every process (``snapshot_rows``:
+    in the database, or in Redis when configured)."""
+
+    def __init__(
+        self, rows: SnapshotRows, settings: Settings, clock: Callable[[], datetime] = utcnow
+    ) -> None:
+        self.rows = rows
+        self.settings = settings
+        self.clock = clock
+        # Packed when written: explaining and compressing are off the first page too.
+        self._batches = BatchWriter(
+            self._insert, lambda: self.settings.search_snapshot_batch_s, "could not store %d search snapshots"
+        )
+        self._purged_at: datetime | None = None
+
+    @property
+    def ttl(self) -> timedelta:
+        return timedelta(seconds=self.settings.search_snapshot_ttl_s)
+
+    def keep_soon(
+        self,
+        account_id: str | None,
+        fingerprint: str,
+        entries: Sequence[RankedResult],
+        total: int,
+        *,
+        browse_order: str | None = None,
+        exhausted: bool = True,
+        interpretation: Interpretation | None = None,
+        later: tuple[Callable[[], list[RankedResult]], int] | None = None,
+    ) -> Snapshot:
+        """A new snapshot, queued for the next batch; its cursors may be handed out at once.
+
+        ``later``: a function giving the entries after ``entries`` (explaining them), and their count."""
+        snapshot = Snapshot(
+            id=new_id(),
+            account_id=account_id,
+            fingerprint=fingerprint,
+            total=total,
+            entries=list(entries),
+            expires_at=self.clock() + self.ttl,
+            browse_order=browse_order,
+            exhausted=exhausted,
+            interpretation=interpretation,
+            later=later,
+        )
+        self._batches.add(snapshot)
+        return snapshot
+
+    async def _insert(self, snapshots: list[Snapshot]) -> None:
+        """One batch (if it fails, later pages of these searches get an error, never a wrong page);
+        storage grows only here, so expired snapshots are purged here too, now and then."""
+        # zlib lets go of the GIL: packing on a thread leaves most of it off the event loop
+        await self.rows.add(await asyncio.to_thread(_first_chunks, snapshots))
+        await self._purge_now_and_then()
+
+    async def flush(self) -> None:
+        """Write every queued snapshot now (a reader of this process's cursors, tests, shutdown)."""
+        await self._batches.flush()
+
+    async def _purge_now_and_then(self) -> None:
+        now = self.clock()
+        if self._purged_at is not None and (now - self._purged_at).total_seconds() < PURGE_EVERY_S:
+            return
+        self._purged_at = now
+        try:
+            await self.purge()
+        except Exception:
+            logger.exception("could not purge expired search snapshots")
+
+    async def purge(self) -> int:
+        """Delete expired snapshots (every process's): storage holds only those still pageable."""
+        return await self.rows.purge(self.clock())
+
+    async def open(self, cursor: Cursor, account_id: str | None, fingerprint: str) -> Snapshot:
+        """The snapshot ``cursor`` pages, checked for this account and request (BadInput, CursorExpired)."""
+        now = self.clock()
+        snapshot = await self._load(cursor.snapshot_id)
+        if snapshot is None:
+            await self.flush()  # issued by this process and still queued
+            snapshot = await self._load(cursor.snapshot_id)
+        age = now.timestamp() - cursor.issued_at
+        if snapshot is None and age > self.settings.search_snapshot_ttl_s:
+            expired_at = datetime.fromtimestamp(cursor.issued_at, UTC) + self.ttl
+            raise CursorExpired(_expired_message(expired_at), field="after")
+        wait_s = self.settings.search_snapshot_batch_s + WRITE_GRACE_S
+        polls = int(wait_s / POLL_S) if -1 <= age <= wait_s else 0
+        while snapshot is None and polls:
+            await asyncio.sleep(POLL_S)  # another process's batch may not be written yet
+            polls -= 1
+            snapshot = await self._load(cursor.snapshot_id)
+        if snapshot is None:
+            raise BadInput(NOT_ISSUED, field="after")
+        snapshot.check(cursor, account_id, fingerprint, now)
+        return snapshot
+
+    async def _load(self, snapshot_id: str) -> Snapshot | None:
+        rows = await self.rows.load(snapshot_id)
+        if not rows:
+            return None
+        first, last = rows[0], rows[-1]
+        return Snapshot(
+            id=first.id,
+            account_id=first.account_id,
+            fingerprint=first.fingerprint,
+            total=first.total,
+            entries=[entry for row in rows for entry in unpack_entries(row.entries)],
+            expires_at=_as_utc(first.expires_at),
+            secret=first.secret,
+            browse_order=first.browse_order,
+            exhausted=last.exhausted,
+            interpretation=interpretation_from(first.interpretation),
+            chunks=len(rows),
+        )
+
+    async def append(self, snapshot: Snapshot, entries: Sequence[RankedResult], exhausted: bool) -> Snapshot:
+        """Add the next chunk of a facet-only search, now (the next page may come to another process).
+
+        Two requests extending the same snapshot at once both try to write chunk ``snapshot.chunks``;
+        the loser reads the winner's, so both hand out the same continuation."""
+        if not await self.rows.add_if_absent(snapshot.rows(snapshot.chunks, entries, exhausted)):
+            stored = await self._load(snapshot.id)
+            if stored is None:
+                raise CursorExpired(_expired_message(snapshot.expires_at), field="after") from None
+            return stored
+        snapshot.entries.extend(entries)
+        snapshot.exhausted = exhausted
+        snapshot.chunks += 1
+        return snapshot
+
+    async def close(self) -> None:
+        await self._batches.close()
+        await self.rows.close()
