@@ -19,6 +19,13 @@ from infra.errors import NotFound
 from infra.settings import Settings
 from infra.tables import Job
 from search.embeddings import Encoder
+from tests.executor.executor_support import publish_model
+
+MODEL_SOURCE = """
+import json, sys
+for line in sys.stdin:
+    print(json.dumps({"id": json.loads(line)["id"], "output": {"label": "pothole"}}))
+"""
 
 TOPICS = """query($category: String, $since: DateTime, $limit: Int! = 20) {
   unmetDemand(category: $category, since: $since, limit: $limit) {
@@ -222,9 +229,11 @@ async def test_a_run_with_its_search_id_satisfies_the_search(settings: Settings,
     async with app.router.lifespan_context(app):
         producer = await token_for(app, "pat", "producer")
         requester = await token_for(app, "rita", "requester")
-        listing = {"name": "pothole-detector", "kind": "MODEL", "category": "Computer Vision",
-                   "description": "Detects potholes and road damage in dashcam photos."}  # fmt: skip
-        listing_id = (await data(app, CREATE_LISTING, {"input": listing}, producer))["createListing"]["id"]
+        catalog = app.state.services.catalog
+        owner = await catalog.accounts.authenticate(producer)
+        # A runnable model (a listing without code is refused at runJob, before its search counts).
+        published = await publish_model(instant, catalog, owner, MODEL_SOURCE, name="pothole-detector")
+        listing_id = published.listing_id
         found = (await data(app, SEARCH, {"input": {"text": "detect potholes"}}, requester))["search"]
         run = {"listingId": listing_id, "records": ["a"], "searchId": found["searchId"]}
 
