@@ -21,7 +21,7 @@ from infra.settings import Settings
 T = TypeVar("T")
 
 
-def _configure_sqlite(engine: AsyncEngine) -> None:
+def _configure_sqlite(engine: AsyncEngine, busy_timeout_ms: int) -> None:
     """WAL lets the API read while a worker writes; foreign keys are off in SQLite unless asked for."""
 
     @event.listens_for(engine.sync_engine, "connect")
@@ -29,12 +29,12 @@ def _configure_sqlite(engine: AsyncEngine) -> None:
         cursor = dbapi_connection.cursor()
         cursor.execute("PRAGMA journal_mode=WAL")
         cursor.execute("PRAGMA foreign_keys=ON")
-        cursor.execute("PRAGMA busy_timeout=10000")
+        cursor.execute(f"PRAGMA busy_timeout={busy_timeout_ms}")
         cursor.execute("PRAGMA synchronous=NORMAL")
         cursor.close()
 
 
-def _sqlite_reader(url: str) -> Engine | None:
+def _sqlite_reader(url: str, busy_timeout_ms: int) -> Engine | None:
     """A synchronous engine on the same SQLite file whose connections cannot write; None for an
     in-memory database, which another engine could not see."""
     sync_url = make_url(url).set(drivername="sqlite")
@@ -46,7 +46,7 @@ def _sqlite_reader(url: str) -> Engine | None:
     def _on_connect(dbapi_connection, _record) -> None:  # pragma: no cover - driver callback
         cursor = dbapi_connection.cursor()
         cursor.execute("PRAGMA query_only=ON")
-        cursor.execute("PRAGMA busy_timeout=10000")
+        cursor.execute(f"PRAGMA busy_timeout={busy_timeout_ms}")
         cursor.close()
 
     return engine
@@ -55,7 +55,8 @@ def _sqlite_reader(url: str) -> Engine | None:
 class Database:
     """Owns one engine and its session factory; one per process (or per test)."""
 
-    def __init__(self, url: str, echo: bool = False) -> None:
+    def __init__(self, url: str, echo: bool = False, busy_timeout_s: float = 10.0) -> None:
+        """``busy_timeout_s``: how long a SQLite statement waits for the lock another connection holds."""
         self.url = url
         self.is_sqlite = url.startswith("sqlite")
         kwargs: dict = {"echo": echo}
@@ -63,16 +64,16 @@ class Database:
             kwargs.update(pool_size=10, max_overflow=10, pool_pre_ping=True)
         self.engine: AsyncEngine = create_async_engine(url, **kwargs)
         if self.is_sqlite:
-            _configure_sqlite(self.engine)
+            _configure_sqlite(self.engine, round(busy_timeout_s * 1000))
         self.sessionmaker = async_sessionmaker(self.engine, expire_on_commit=False)
-        self._reader = _sqlite_reader(url) if self.is_sqlite else None
+        self._reader = _sqlite_reader(url, round(busy_timeout_s * 1000)) if self.is_sqlite else None
         self._reader_thread: ThreadPoolExecutor | None = None  # started by the first read
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Database:
         if not settings.database_url:
             settings.data_dir.mkdir(parents=True, exist_ok=True)
-        return cls(settings.resolved_database_url)
+        return cls(settings.resolved_database_url, busy_timeout_s=settings.sqlite_busy_timeout_s)
 
     @asynccontextmanager
     async def session(self) -> AsyncIterator[AsyncSession]:
