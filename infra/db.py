@@ -3,18 +3,21 @@
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from typing import TypeVar
 
 from sqlalchemy import Connection, Engine, create_engine, event, make_url
+from sqlalchemy.exc import DBAPIError, OperationalError, PendingRollbackError
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     AsyncSession,
     async_sessionmaker,
     create_async_engine,
 )
+from sqlalchemy.util import await_only
 
 from infra.settings import Settings
 
@@ -32,6 +35,68 @@ def _configure_sqlite(engine: AsyncEngine, busy_timeout_ms: int) -> None:
         cursor.execute(f"PRAGMA busy_timeout={busy_timeout_ms}")
         cursor.execute("PRAGMA synchronous=NORMAL")
         cursor.close()
+
+
+WRITE_STATEMENTS = ("INSERT", "UPDATE", "DELETE", "REPLACE")
+HOLDS_WRITER = "mlrepo_holds_writer"  # in a connection's info while its transaction holds the writer turn
+
+
+class SqliteWriterQueue:
+    """One writing transaction at a time per process, in arrival order.
+
+    SQLite has one write lock per file. A connection that finds it taken sleeps in the busy handler and
+    polls again (sleeps growing to 100 ms), so a waiting writer keeps losing to writers that arrive while
+    it sleeps: with 10 in-process jobs (heartbeat 0.2 s) and requests, waits reached 6.6 s while no
+    transaction held the lock for more than 0.9 s, and a wait past the busy timeout fails with "database
+    is locked". Here a transaction takes a turn (a FIFO ``asyncio.Lock``) before its first write and gives
+    it back when it ends, so this process's writers queue instead of polling; the busy handler still
+    waits for writers of other processes (the worker, a CLI import). A transaction that only reads takes
+    no turn. A wait longer than the busy timeout fails like SQLite would (a writer that waits for its own
+    transaction's lock ends with an error, not a hang).
+    """
+
+    def __init__(self, timeout_s: float) -> None:
+        self.timeout_s = timeout_s
+        self._lock: asyncio.Lock | None = None  # made on first use, in the loop that uses it
+
+    def attach(self, engine: AsyncEngine) -> None:
+        sync = engine.sync_engine
+        event.listen(sync, "before_cursor_execute", self._before_execute)
+        event.listen(sync, "commit", self._release)
+        event.listen(sync, "rollback", self._release)
+        event.listen(sync.pool, "checkin", self._release_record)  # a connection dropped mid-transaction
+
+    def _before_execute(self, conn: Connection, _cursor, statement: str, *_args) -> None:
+        if conn.info.get(HOLDS_WRITER) or not statement.lstrip()[:7].upper().startswith(WRITE_STATEMENTS):
+            return
+        try:
+            await_only(self._take_turn())
+        except TimeoutError:
+            raise OperationalError(statement, None, sqlite3.OperationalError("database is locked")) from None
+        conn.info[HOLDS_WRITER] = True
+
+    async def _take_turn(self) -> None:
+        if self._lock is None:
+            self._lock = asyncio.Lock()
+        async with asyncio.timeout(self.timeout_s):  # a cancelled acquire leaves the lock free
+            await self._lock.acquire()
+
+    def _release(self, conn: Connection) -> None:
+        try:
+            info = conn.info
+        except (
+            DBAPIError,
+            PendingRollbackError,
+        ):  # invalidated mid-transaction: the pool's checkin gives the turn back
+            return
+        self._give_back(info)
+
+    def _release_record(self, _dbapi_connection, record) -> None:
+        self._give_back(record.info)
+
+    def _give_back(self, info: dict) -> None:
+        if info.pop(HOLDS_WRITER, False) and self._lock is not None and self._lock.locked():
+            self._lock.release()
 
 
 def _sqlite_reader(url: str, busy_timeout_ms: int) -> Engine | None:
@@ -65,6 +130,7 @@ class Database:
         self.engine: AsyncEngine = create_async_engine(url, **kwargs)
         if self.is_sqlite:
             _configure_sqlite(self.engine, round(busy_timeout_s * 1000))
+            SqliteWriterQueue(busy_timeout_s).attach(self.engine)
         self.sessionmaker = async_sessionmaker(self.engine, expire_on_commit=False)
         self._reader = _sqlite_reader(url, round(busy_timeout_s * 1000)) if self.is_sqlite else None
         self._reader_thread: ThreadPoolExecutor | None = None  # started by the first read
