@@ -57,7 +57,10 @@ class SqliteWriterQueue:
 
     def __init__(self, timeout_s: float) -> None:
         self.timeout_s = timeout_s
-        self._lock: asyncio.Lock | None = None  # made on first use, in the loop that uses it
+        # Made on first use in the loop that uses it; a Database used again under a new event loop (a CLI
+        # command's second asyncio.run) gets a new one, as its connections are new too.
+        self._lock: asyncio.Lock | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     def attach(self, engine: AsyncEngine) -> None:
         sync = engine.sync_engine
@@ -76,8 +79,9 @@ class SqliteWriterQueue:
         conn.info[HOLDS_WRITER] = True
 
     async def _take_turn(self) -> None:
-        if self._lock is None:
-            self._lock = asyncio.Lock()
+        loop = asyncio.get_running_loop()
+        if self._lock is None or self._loop is not loop:
+            self._lock, self._loop = asyncio.Lock(), loop
         async with asyncio.timeout(self.timeout_s):  # a cancelled acquire leaves the lock free
             await self._lock.acquire()
 

@@ -149,3 +149,22 @@ async def test_a_write_waiting_on_its_own_transaction_fails_instead_of_hanging(
             assert set(await session.scalars(select(Account.name))) == {"ada", "cy"}
     finally:
         await db.dispose()
+
+
+def test_a_database_writes_again_under_a_new_event_loop(sqlite_settings: Settings) -> None:
+    """The CLI may run several ``asyncio.run`` calls on one ``Database``: the writers' turns follow."""
+    db = Database.from_settings(sqlite_settings)
+
+    async def add(name: str) -> None:
+        async with db.session() as session:
+            session.add(Account(name=name, role="producer"))
+        await asyncio.gather(*(bump(name) for _ in range(3)))  # contended: the lock binds to this loop
+        await db.engine.dispose()
+
+    async def bump(name: str) -> None:
+        async with db.session() as session:
+            await session.execute(update(Account).where(Account.name == name).values(quota_cpu=1.0))
+            await asyncio.sleep(0.01)
+
+    asyncio.run(add("ada"))
+    asyncio.run(add("bob"))
