@@ -34,9 +34,11 @@ class LockClock:
 
     def __init__(self) -> None:
         self.pending: dict[int, float] = {}
-        self.holding: dict[int, float] = {}
+        self.holding: dict[int, tuple[float, str]] = {}
+        self.first_write: dict[int, str] = {}
         self.waits: list[float] = []
         self.holds: list[float] = []
+        self.holds_by_first_write: dict[str, list[float]] = defaultdict(list)
 
     def attach(self, engine: Any) -> None:
         from sqlalchemy import event
@@ -48,6 +50,7 @@ class LockClock:
             key = id(conn)
             if key not in self.holding and statement.lstrip().upper().startswith(WRITE_PREFIXES):
                 self.pending[key] = time.perf_counter()
+                self.first_write[key] = " ".join(statement.split()[:3])
 
         @event.listens_for(sync, "after_cursor_execute")
         def _after(conn, *_args) -> None:
@@ -56,7 +59,7 @@ class LockClock:
             if started is not None:
                 now = time.perf_counter()
                 self.waits.append(now - started)
-                self.holding[key] = now
+                self.holding[key] = (now, self.first_write.pop(key, "?"))
 
         @event.listens_for(sync, "handle_error")
         def _error(context) -> None:
@@ -65,9 +68,10 @@ class LockClock:
                 self.waits.append(time.perf_counter() - started)
 
         def _end(conn) -> None:
-            started = self.holding.pop(id(conn), None)
-            if started is not None:
-                self.holds.append(time.perf_counter() - started)
+            held = self.holding.pop(id(conn), None)
+            if held is not None:
+                self.holds.append(time.perf_counter() - held[0])
+                self.holds_by_first_write[held[1]].append(self.holds[-1])
 
         event.listen(sync, "commit", _end)
         event.listen(sync, "rollback", _end)
@@ -198,6 +202,9 @@ async def measure(data_dir: Path, seconds: float, job_count: int, heartbeat_s: f
             print(f"      {error}")
     print(f"  lock wait        {figures(clock.waits)}")
     print(f"  lock hold        {figures(clock.holds)}")
+    print("  lock hold by the transaction's first write:")
+    for name, holds in sorted(clock.holds_by_first_write.items(), key=lambda item: -max(item[1])):
+        print(f"    {name[:40]:40s} {figures(holds)}")
 
 
 def main(argv: list[str] | None = None) -> None:
