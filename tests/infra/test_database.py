@@ -168,3 +168,33 @@ def test_a_database_writes_again_under_a_new_event_loop(sqlite_settings: Setting
 
     asyncio.run(add("ada"))
     asyncio.run(add("bob"))
+
+
+async def test_a_writer_cancelled_while_holding_or_awaiting_its_turn_gives_it_back(
+    sqlite_settings: Settings,
+) -> None:
+    """Job heartbeats are cancelled mid-transaction when their job ends; their turn must not leak."""
+    db = Database.from_settings(sqlite_settings.model_copy(update={"sqlite_busy_timeout_s": 1.0}))
+    holding = asyncio.Event()
+
+    async def write(name: str, hold_s: float = 0.0) -> None:
+        async with db.session() as session:
+            session.add(Account(name=name, role="producer"))
+            await session.flush()
+            holding.set()
+            await asyncio.sleep(hold_s)
+
+    try:
+        holder = asyncio.create_task(write("ada", hold_s=30))
+        await holding.wait()
+        waiter = asyncio.create_task(write("bob"))
+        await asyncio.sleep(0.1)  # bob now awaits his turn
+        for task in (waiter, holder):
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+        await write("cy")  # the turn is free: this write neither waits nor fails
+        async with db.session() as session:
+            assert set(await session.scalars(select(Account.name))) == {"cy"}
+    finally:
+        await db.dispose()
