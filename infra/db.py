@@ -39,6 +39,7 @@ def _configure_sqlite(engine: AsyncEngine, busy_timeout_ms: int) -> None:
 
 WRITE_STATEMENTS = ("INSERT", "UPDATE", "DELETE", "REPLACE")
 HOLDS_WRITER = "mlrepo_holds_writer"  # in a connection's info while its transaction holds the writer turn
+SELF_WAIT = "database is locked by this task's own open transaction (nested writing sessions)"
 
 
 class SqliteWriterQueue:
@@ -46,13 +47,14 @@ class SqliteWriterQueue:
 
     SQLite has one write lock per file. A connection that finds it taken sleeps in the busy handler and
     polls again (sleeps growing to 100 ms), so a waiting writer keeps losing to writers that arrive while
-    it sleeps: with 10 in-process jobs (heartbeat 0.2 s) and requests, waits reached 6.6 s while no
-    transaction held the lock for more than 0.9 s, and a wait past the busy timeout fails with "database
-    is locked". Here a transaction takes a turn (a FIFO ``asyncio.Lock``) before its first write and gives
-    it back when it ends, so this process's writers queue instead of polling; the busy handler still
-    waits for writers of other processes (the worker, a CLI import). A transaction that only reads takes
-    no turn. A wait longer than the busy timeout fails like SQLite would (a writer that waits for its own
-    transaction's lock ends with an error, not a hang).
+    it sleeps: with 10 in-process jobs (heartbeat 0.2 s) and requests (``benchmarks.sqlite_writes``),
+    waits reached 1.2 s while no transaction held the lock for more than 0.7 s, and a wait past the busy
+    timeout fails with "database is locked". Here a transaction takes a turn (a FIFO ``asyncio.Lock``)
+    before its first write and gives it back when it ends, so this process's writers queue instead of
+    polling (longest wait 74 ms in the same run); the busy handler still waits for writers of other
+    processes (the worker, a CLI import). A transaction that only reads takes no turn. A turn not granted
+    within the busy timeout fails as SQLite would, and a task that wants a second turn while its own
+    transaction holds one fails at once: it could only wait for itself.
     """
 
     def __init__(self, timeout_s: float) -> None:
@@ -61,6 +63,7 @@ class SqliteWriterQueue:
         # command's second asyncio.run) gets a new one, as its connections are new too.
         self._lock: asyncio.Lock | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._holder: asyncio.Task | None = None
 
     def attach(self, engine: AsyncEngine) -> None:
         sync = engine.sync_engine
@@ -79,19 +82,19 @@ class SqliteWriterQueue:
         conn.info[HOLDS_WRITER] = True
 
     async def _take_turn(self) -> None:
-        loop = asyncio.get_running_loop()
+        loop, task = asyncio.get_running_loop(), asyncio.current_task()
         if self._lock is None or self._loop is not loop:
-            self._lock, self._loop = asyncio.Lock(), loop
+            self._lock, self._loop, self._holder = asyncio.Lock(), loop, None
+        if self._holder is not None and self._holder is task:
+            raise OperationalError("a second writing transaction", None, sqlite3.OperationalError(SELF_WAIT))
         async with asyncio.timeout(self.timeout_s):  # a cancelled acquire leaves the lock free
             await self._lock.acquire()
+        self._holder = task
 
     def _release(self, conn: Connection) -> None:
         try:
             info = conn.info
-        except (
-            DBAPIError,
-            PendingRollbackError,
-        ):  # invalidated mid-transaction: the pool's checkin gives the turn back
+        except (DBAPIError, PendingRollbackError):  # invalidated: the pool's checkin gives the turn back
             return
         self._give_back(info)
 
@@ -100,6 +103,7 @@ class SqliteWriterQueue:
 
     def _give_back(self, info: dict) -> None:
         if info.pop(HOLDS_WRITER, False) and self._lock is not None and self._lock.locked():
+            self._holder = None
             self._lock.release()
 
 

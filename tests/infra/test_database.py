@@ -134,7 +134,8 @@ async def test_a_write_waiting_on_its_own_transaction_fails_instead_of_hanging(
     sqlite_settings: Settings,
 ) -> None:
     """A second session that writes while the task's first one holds the lock can never get its turn:
-    it fails after the busy timeout, as SQLite's own wait would, and the first transaction still commits."""
+    it fails at once (SQLite would wait out its busy timeout, stalling every writer of the process), and
+    the first transaction still commits."""
     db = Database.from_settings(sqlite_settings.model_copy(update={"sqlite_busy_timeout_s": 0.3}))
     try:
         async with db.session() as outer:
