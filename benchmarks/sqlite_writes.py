@@ -105,6 +105,20 @@ def figures(values: list[float]) -> str:
     return f"n={len(ordered):5d} p50={p50 * 1000:8.1f} ms p99={p99 * 1000:8.1f} ms max={top * 1000:8.1f} ms"
 
 
+def timed_index_puts(index: Any) -> list[float]:
+    """Durations of the index updates ``ListingIndex.atomic`` makes before its commit."""
+    durations: list[float] = []
+    put = index.put
+
+    def timed(*args: Any, **kwargs: Any) -> None:
+        started = time.perf_counter()
+        put(*args, **kwargs)
+        durations.append(time.perf_counter() - started)
+
+    index.put = timed
+    return durations
+
+
 async def prepare(data_dir: Path, listings: int) -> None:
     from catalog.app import CatalogApp
     from infra.migrate import upgrade_async
@@ -140,7 +154,7 @@ async def run_job(jobs: Any, calls: Calls, owner: str, listing_id: str, stop: fl
                 await calls.timed("job progress", jobs.report_progress(row.id, progress))
         finally:
             heartbeat.cancel()
-        use = UsageEvent(listing_id=listing_id, account_id=owner, kind="run", success=True, latency_ms=12.0)
+        use = UsageEvent(listing_id=listing_id, account_id=owner, kind="inference", success=True)
         await calls.timed("job finish", jobs.finish(row.id, JobStatus.SUCCEEDED, uses=[use]))
 
 
@@ -182,6 +196,7 @@ async def measure(data_dir: Path, seconds: float, job_count: int, heartbeat_s: f
         clock = LockClock()
         clock.attach(catalog.db.engine)
         jobs = JobService(settings, catalog)
+        index_puts = timed_index_puts(catalog.index)
         producer = await catalog.accounts.create(f"runner-{RUN}", "admin")
         async with catalog.db.session() as session:
             listing_ids = list((await session.scalars(select(Listing.id).limit(50))).all())
@@ -200,6 +215,7 @@ async def measure(data_dir: Path, seconds: float, job_count: int, heartbeat_s: f
         print(f"  {name:16s} {figures(calls.times[name])} errors={len(calls.errors[name])}")
         for error in calls.errors[name][:2]:
             print(f"      {error}")
+    print(f"  index put        {figures(index_puts)} (inside the transaction, lock held)")
     print(f"  lock wait        {figures(clock.waits)}")
     print(f"  lock hold        {figures(clock.holds)}")
     print("  lock hold by the transaction's first write:")

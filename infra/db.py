@@ -51,7 +51,7 @@ class SqliteWriterQueue:
     waits reached 1.2 s while no transaction held the lock for more than 0.7 s, and a wait past the busy
     timeout fails with "database is locked". Here a transaction takes a turn (a FIFO ``asyncio.Lock``)
     before its first write and gives it back when it ends, so this process's writers queue instead of
-    polling (longest wait 74 ms in the same run); the busy handler still waits for writers of other
+    polling (p99 wait 0.2-0.6 s before, ~20 ms after); the busy handler still waits for writers of other
     processes (the worker, a CLI import). A transaction that only reads takes no turn. A turn not granted
     within the busy timeout fails as SQLite would, and a task that wants a second turn while its own
     transaction holds one fails at once: it could only wait for itself.
