@@ -8,13 +8,14 @@ hash is enough — there is nothing to brute-force.
 from __future__ import annotations
 
 import hashlib
+import logging
 import re
 import secrets
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import select
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy import select, update
+from sqlalchemy.exc import IntegrityError, OperationalError
 
 from catalog.actors import Actor
 from catalog.choices import parse_choice
@@ -23,6 +24,8 @@ from catalog.enums import Role
 from infra.db import Database
 from infra.errors import BadInput, Conflict, Forbidden, NotFound, Unauthenticated
 from infra.tables import Account, ApiToken, utcnow
+
+logger = logging.getLogger("mlrepo.catalog")
 
 TOKEN_PREFIX = "mlr_"
 SYSTEM_ACCOUNT_NAME = "mlrepo"  # owns imported and demo listings that name no owner
@@ -300,8 +303,27 @@ class AccountService:
             token, account = found
             if token.revoked:
                 raise Unauthenticated("the API token has been revoked")
-            now = utcnow()
-            last = token.last_used_at
-            if last is None or as_utc(last) < now - LAST_USED_RESOLUTION:
-                token.last_used_at = now
-            return Actor(account_id=account.id, role=account.role, name=account.name)
+            actor = Actor(account_id=account.id, role=account.role, name=account.name)
+        now = utcnow()
+        last = token.last_used_at
+        if last is None or as_utc(last) < now - LAST_USED_RESOLUTION:
+            await self._note_use(token.id, now)
+        return actor
+
+    async def _note_use(self, token_id: str, now: datetime) -> None:
+        """Stamp a token's ``last_used_at``, best effort, in a transaction of its own.
+
+        A token's first use in a minute is a write, and on SQLite every writer of the process (running
+        jobs' heartbeats and progress, usage, search logs) shares one lock: when it stays taken past the
+        busy timeout the write fails with "database is locked". That must not refuse a valid token (the
+        request would fail UNAVAILABLE), and a stamp accurate to a minute can wait for the next request.
+        """
+        try:
+            async with self.db.session() as session:
+                await session.execute(
+                    update(ApiToken).where(ApiToken.id == token_id).values(last_used_at=now)
+                )
+        except OperationalError:
+            logger.warning(
+                "could not note the use of token %s; it is noted at its next use", token_id, exc_info=True
+            )

@@ -23,6 +23,11 @@ class Settings(BaseSettings):
     database_url: str | None = Field(
         None, description="SQLAlchemy async URL; defaults to a SQLite file under data_dir."
     )
+    sqlite_busy_timeout_s: float = Field(
+        10.0,
+        gt=0,
+        description="How long a SQLite write waits for another writer before it fails (database is locked).",
+    )
     redis_url: str | None = Field(None, description="arq/Redis URL; unset runs jobs in-process.")
 
     search_backend: Literal["embedded", "opensearch"] = Field(

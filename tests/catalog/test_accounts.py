@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
-import pytest
-from sqlalchemy import select
+import sqlite3
 
-from catalog.accounts import hash_token
+import pytest
+from sqlalchemy import make_url, select
+
+from catalog.accounts import AccountService, hash_token
 from catalog.app import CatalogApp
+from infra.db import Database
 from infra.errors import BadInput, Conflict, Forbidden, NotFound, Unauthenticated
+from infra.settings import Settings
 from infra.tables import ApiToken
 
 
@@ -96,3 +100,35 @@ async def test_bad_quotas_are_refused_and_change_nothing(app: CatalogApp, values
 async def test_quota_of_an_unknown_account_is_not_found(app: CatalogApp) -> None:
     with pytest.raises(NotFound):
         await app.accounts.set_quota("nobody", gpu=1)
+
+
+async def test_a_tokens_use_is_noted_to_the_minute(app: CatalogApp) -> None:
+    account = await app.accounts.create("ada", "producer")
+    issued = await app.accounts.create_token(account.id)
+    assert [t.last_used_at for t in await app.accounts.tokens(None, account.id)] == [None]
+    await app.accounts.authenticate(issued.secret)
+    (first,) = [t.last_used_at for t in await app.accounts.tokens(None, account.id)]
+    assert first is not None
+    await app.accounts.authenticate(issued.secret)  # within the minute: no second write
+    assert [t.last_used_at for t in await app.accounts.tokens(None, account.id)] == [first]
+
+
+async def test_a_locked_sqlite_database_does_not_refuse_a_valid_token(sqlite_settings: Settings) -> None:
+    """On SQLite another connection (here: a worker process, a CLI import) may hold the write lock past
+    the busy timeout; the token's first use cannot stamp ``last_used_at`` then, and must still pass."""
+    db = Database.from_settings(sqlite_settings.model_copy(update={"sqlite_busy_timeout_s": 0.2}))
+    accounts = AccountService(db)
+    account = await accounts.create("ada", "producer")
+    issued = await accounts.create_token(account.id)
+    holder = sqlite3.connect(make_url(sqlite_settings.resolved_database_url).database, isolation_level=None)
+    try:
+        holder.execute("BEGIN IMMEDIATE")  # the write lock, held until the end of the check
+        actor = await accounts.authenticate(issued.secret)
+        assert actor.account_id == account.id
+        holder.execute("ROLLBACK")
+        assert [t.last_used_at for t in await accounts.tokens(None, account.id)] == [None]
+        await accounts.authenticate(issued.secret)  # once the lock is free, the use is noted
+        assert [t.last_used_at is not None for t in await accounts.tokens(None, account.id)] == [True]
+    finally:
+        holder.close()
+        await db.dispose()

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import threading
 
 import pytest
-from sqlalchemy import Connection, insert, select, text
+from sqlalchemy import Connection, insert, select, text, update
 from sqlalchemy.exc import DBAPIError, IntegrityError
 
 from infra.db import Database
@@ -86,5 +87,115 @@ async def test_read_on_an_in_memory_sqlite_database_uses_its_one_engine() -> Non
     db = Database("sqlite+aiosqlite:///:memory:")
     try:
         assert await db.read(lambda connection: connection.execute(text("select 42")).scalar()) == 42
+    finally:
+        await db.dispose()
+
+
+async def test_writers_of_one_process_take_turns_instead_of_starving(settings: Settings) -> None:
+    """Each writer holds the write lock across an await (as a job's transaction does while the event
+    loop serves others) and starts its next transaction at once. On SQLite a waiter polls the lock and
+    keeps losing it to the writer that just committed, until its busy timeout fails it with "database is
+    locked"; taking turns in arrival order, every wait is a few holds long and every write lands."""
+    db = Database.from_settings(settings.model_copy(update={"sqlite_busy_timeout_s": 1.0}))
+    writers, rounds = 8, 6
+    try:
+        async with db.session() as session:
+            session.add(Account(name="ada", role="producer", quota_cpu=0.0))
+
+        async def write(rounds_left: int) -> None:
+            for _ in range(rounds_left):
+                async with db.session() as session:
+                    await session.execute(
+                        update(Account).where(Account.name == "ada").values(quota_cpu=Account.quota_cpu + 1)
+                    )
+                    await asyncio.sleep(0.05)
+
+        await asyncio.gather(*(write(rounds) for _ in range(writers)))
+        async with db.session() as session:
+            assert await session.scalar(select(Account.quota_cpu)) == writers * rounds
+    finally:
+        await db.dispose()
+
+
+async def test_a_transaction_that_only_reads_does_not_wait_for_writers(settings: Settings) -> None:
+    db = Database.from_settings(settings.model_copy(update={"sqlite_busy_timeout_s": 1.0}))
+    try:
+        async with db.session() as session:
+            session.add(Account(name="ada", role="producer", quota_cpu=0.0))
+        async with db.session() as writer:
+            await writer.execute(update(Account).values(quota_cpu=1.0))
+            async with db.session() as reader:  # same task, lock held: a read must not queue behind it
+                assert await reader.scalar(select(Account.quota_cpu)) == 0.0
+    finally:
+        await db.dispose()
+
+
+async def test_a_write_waiting_on_its_own_transaction_fails_instead_of_hanging(
+    sqlite_settings: Settings,
+) -> None:
+    """A second session that writes while the task's first one holds the lock can never get its turn:
+    it fails at once (SQLite would wait out its busy timeout, stalling every writer of the process), and
+    the first transaction still commits."""
+    db = Database.from_settings(sqlite_settings.model_copy(update={"sqlite_busy_timeout_s": 0.3}))
+    try:
+        async with db.session() as outer:
+            outer.add(Account(name="ada", role="producer"))
+            await outer.flush()
+            with pytest.raises(DBAPIError, match="database is locked"):
+                async with db.session() as inner:
+                    inner.add(Account(name="bob", role="producer"))
+        async with db.session() as session:  # the turn was given back: writes go on
+            session.add(Account(name="cy", role="producer"))
+        async with db.session() as session:
+            assert set(await session.scalars(select(Account.name))) == {"ada", "cy"}
+    finally:
+        await db.dispose()
+
+
+def test_a_database_writes_again_under_a_new_event_loop(sqlite_settings: Settings) -> None:
+    """The CLI may run several ``asyncio.run`` calls on one ``Database``: the writers' turns follow."""
+    db = Database.from_settings(sqlite_settings)
+
+    async def add(name: str) -> None:
+        async with db.session() as session:
+            session.add(Account(name=name, role="producer"))
+        await asyncio.gather(*(bump(name) for _ in range(3)))  # contended: the lock binds to this loop
+        await db.engine.dispose()
+
+    async def bump(name: str) -> None:
+        async with db.session() as session:
+            await session.execute(update(Account).where(Account.name == name).values(quota_cpu=1.0))
+            await asyncio.sleep(0.01)
+
+    asyncio.run(add("ada"))
+    asyncio.run(add("bob"))
+
+
+async def test_a_writer_cancelled_while_holding_or_awaiting_its_turn_gives_it_back(
+    sqlite_settings: Settings,
+) -> None:
+    """Job heartbeats are cancelled mid-transaction when their job ends; their turn must not leak."""
+    db = Database.from_settings(sqlite_settings.model_copy(update={"sqlite_busy_timeout_s": 1.0}))
+    holding = asyncio.Event()
+
+    async def write(name: str, hold_s: float = 0.0) -> None:
+        async with db.session() as session:
+            session.add(Account(name=name, role="producer"))
+            await session.flush()
+            holding.set()
+            await asyncio.sleep(hold_s)
+
+    try:
+        holder = asyncio.create_task(write("ada", hold_s=30))
+        await holding.wait()
+        waiter = asyncio.create_task(write("bob"))
+        await asyncio.sleep(0.1)  # bob now awaits his turn
+        for task in (waiter, holder):
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+        await write("cy")  # the turn is free: this write neither waits nor fails
+        async with db.session() as session:
+            assert set(await session.scalars(select(Account.name))) == {"cy"}
     finally:
         await db.dispose()
