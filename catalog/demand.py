@@ -664,15 +664,7 @@ class DemandService:
         fresh = [event for event in reversed(events) if event.id not in self._alerted]  # oldest first
         for event in fresh:
             self._alerted[event.id] = event.created_at
-            self.alert_hub.publish(
-                DemandAlert(
-                    search_id=event.id,
-                    text=event.text,
-                    category=event.category,
-                    reason=event.reason,
-                    created_at=event.created_at,
-                )
-            )
+            self.alert_hub.publish(_alert_of(event))
         self._others_swept_until = max(self._others_swept_until, now)
         self._alerted = {key: at for key, at in self._alerted.items() if at > since}
         return len(fresh)
@@ -692,15 +684,7 @@ class DemandService:
             ]
         )
         for event in reversed(events):  # oldest first
-            self.alert_hub.publish(
-                DemandAlert(
-                    search_id=event.id,
-                    text=event.text,
-                    category=event.category,
-                    reason=event.reason,
-                    created_at=event.created_at,
-                )
-            )
+            self.alert_hub.publish(_alert_of(event))
         return len(events)
 
     def _ensure_sweeper(self) -> None:
@@ -728,6 +712,16 @@ class DemandService:
             self._sweeper.cancel()
             await asyncio.gather(self._sweeper, return_exceptions=True)
             self._sweeper = None
+
+
+def _alert_of(event: _UnmetEvent) -> DemandAlert:
+    return DemandAlert(
+        search_id=event.id,
+        text=event.text,
+        category=event.category,
+        reason=event.reason,
+        created_at=event.created_at,
+    )
 
 
 def _decode(blob: bytes | None, dim: int | None) -> np.ndarray | None:
