@@ -362,9 +362,30 @@ class SearchService:
         end = cursor.position + request.limit
         if end > len(snapshot.entries) and not snapshot.exhausted:
             snapshot = await self._extend(snapshot, filters)
-        page = snapshot.entries[cursor.position : end]
+        page = self._explained(snapshot.entries[cursor.position : end], snapshot.interpretation)
         results, total = await self._hydrated_page(actor, page, snapshot.total, slot)
         return self._response(results, total, snapshot, end, None, snapshot.interpretation)
+
+    def _explained(
+        self, page: list[RankedResult], interpretation: Interpretation | None
+    ) -> list[RankedResult]:
+        """The page with explanations built for the entries its snapshot kept as ``reasons`` (every
+        relevance-ranked result after the first page), from the listings as the index holds them now;
+        an entry whose listing left the index stays as it is (hydration drops it)."""
+        pending = [r.id for r in page if r.reasons is not None]
+        if not pending or interpretation is None:
+            return page
+        backend = self.index.backend
+        assert backend is not None
+        with stage(PROJECTIONS):
+            projections = backend.get(pending, with_embeddings=False)
+        with stage(RANK):
+            return [
+                self.ranker.explain_reasons(r, projections[r.id], interpretation)
+                if r.reasons is not None and r.id in projections
+                else r
+                for r in page
+            ]
 
     async def _hydrated_page(
         self, actor: Actor, page: list[RankedResult], total: int, slot: PipelineSlot | None

@@ -80,8 +80,8 @@ class Snapshot:
     exhausted: bool = True
     interpretation: Interpretation | None = None
     chunks: int = 1
-    # Entries after ``entries`` whose explanations are built only when the snapshot is written, and
-    # how many there are (a first page does not wait for explanations it does not show).
+    # Entries after ``entries``, given (with their ``reasons``, not explained) when the snapshot is
+    # written, and how many there are; each later page explains its own (``Ranker.explain_reasons``).
     later: tuple[Callable[[], list[RankedResult]], int] | None = None
 
     @property
@@ -90,7 +90,7 @@ class Snapshot:
         return len(self.entries) + (self.later[1] if self.later is not None else 0)
 
     def complete(self) -> list[RankedResult]:
-        """Every entry, explained (runs on the writer's thread)."""
+        """Every entry (runs on the writer's thread)."""
         if self.later is not None:
             explain_rest, _ = self.later
             self.entries = self.entries + explain_rest()
@@ -139,16 +139,30 @@ class Snapshot:
 
 
 def pack_entries(entries: Sequence[RankedResult]) -> bytes:
-    """zlib JSON: the explanations repeat their phrases, so a text search's ~200 entries shrink ~6x."""
-    raw = [[r.id, r.score, [[p.name, p.value, p.detail] for p in r.parts]] for r in entries]
+    """zlib JSON of each entry's id, score, and either its explanation (the parts) or the ``reasons`` a
+    later page builds it from (``Ranker.explain_reasons``)."""
+    raw = [
+        [r.id, r.score, [[p.name, p.value, p.detail] for p in r.parts], r.reasons]
+        if r.reasons is not None
+        else [r.id, r.score, [[p.name, p.value, p.detail] for p in r.parts]]
+        for r in entries
+    ]
     return zlib.compress(json.dumps(raw, separators=(",", ":")).encode(), 1)
 
 
 def unpack_entries(blob: bytes) -> list[RankedResult]:
+    entries = json.loads(zlib.decompress(blob))
     return [
-        RankedResult(i, score, tuple(ScorePart(n, v, d) for n, v, d in parts))
-        for i, score, parts in json.loads(zlib.decompress(blob))
+        RankedResult(e[0], e[1], tuple(ScorePart(n, v, d) for n, v, d in e[2]), _reasons_of(e))
+        for e in entries
     ]
+
+
+def _reasons_of(entry: list[Any]) -> tuple | None:
+    if len(entry) < 4 or entry[3] is None:
+        return None
+    contributions, share, words = entry[3]
+    return tuple(tuple(c) for c in contributions), share, tuple(tuple(w) for w in words)
 
 
 def interpretation_from(data: dict[str, Any] | None) -> Interpretation | None:

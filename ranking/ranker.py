@@ -57,6 +57,18 @@ def _describe_distinctive(listing: IndexedListing, contrast: DistinctiveWords, v
     return f"contains request words rare among the candidates: {quoted} (+{value:.3f})"
 
 
+def _reasons(contributions: Sequence[Contribution], listing_id: str, contrast: DistinctiveWords) -> tuple:
+    """What ``Ranker.explain_reasons`` needs besides the listing and the interpretation, as plain numbers
+    and words (stored with a search's snapshot): building the explanation itself costs ~15 us a result,
+    which a first page should not pay for the ~150 candidates behind it."""
+    found = contrast.found.get(listing_id, frozenset())
+    return (
+        tuple((c.source, c.value, c.rank, c.raw_score) for c in contributions),
+        contrast.share(listing_id),
+        tuple((word, contrast.weights[word]) for word in sorted(found)),
+    )
+
+
 class Ranker:
     """Stateless per query; the catalog-derived state lives in ``understanding``."""
 
@@ -171,9 +183,10 @@ class Ranker:
     ) -> tuple[Interpretation, list[RankedResult], Callable[[], list[RankedResult]]]:
         """``rank``, plus a function that explains the candidates after the first ``limit`` when called.
 
-        A search keeps every candidate, explained, for its later pages (``catalog.search_snapshots``),
-        but its first page need not wait for explanations it does not show: it calls this later, off the
-        request path. Nothing here is mutated afterwards, so the call may run on another thread."""
+        A search keeps every candidate for its later pages (``catalog.search_snapshots``), but neither its
+        first page nor its snapshot writer pays for explanations nobody may read: the function gives the
+        later candidates with their score and ``reasons`` only, and a later page explains its own ten
+        (``explain_reasons``). Nothing here is mutated afterwards, so the call may run on another thread."""
         if interpretation is None:
             interpretation = self.understanding.interpret(
                 text, query_vector, keyword_hits, vector_hits, listings
@@ -194,4 +207,21 @@ class Ranker:
         def explained(chosen: Sequence[tuple[float, str]]) -> list[RankedResult]:
             return [self.explain(fused[i], listings[i], understood, contrast) for _, i in chosen]
 
-        return interpretation, explained(order[:cut]), lambda: explained(order[cut:])
+        def pending(chosen: Sequence[tuple[float, str]]) -> list[RankedResult]:
+            return [RankedResult(i, -negative, (), _reasons(fused[i], i, contrast)) for negative, i in chosen]
+
+        return interpretation, explained(order[:cut]), lambda: pending(order[cut:])
+
+    def explain_reasons(
+        self, result: RankedResult, listing: IndexedListing, interpretation: Interpretation
+    ) -> RankedResult:
+        """The explanation of a result ``rank_in_parts`` left pending, from its stored ``reasons`` and the
+        listing as it is now: the same parts and score as at ranking time unless the listing's quality
+        signals or labels changed since (then the parts say what it scores now)."""
+        assert result.reasons is not None
+        contributions, share, words = result.reasons
+        contrast = DistinctiveWords(
+            weights=dict(words), shares={result.id: share}, found={result.id: frozenset(w for w, _ in words)}
+        )
+        explained = self.explain([Contribution(*c) for c in contributions], listing, interpretation, contrast)
+        return explained

@@ -86,11 +86,15 @@ class Interpretation:
 
 @dataclass(frozen=True, slots=True)
 class RankedResult:
-    """A listing id, its final score and the parts that add up to it (largest first)."""
+    """A listing id, its final score and the parts that add up to it (largest first).
+
+    ``reasons``: for a result ranked but not yet explained (``Ranker.rank_in_parts``), the numbers its
+    explanation is built from later (``Ranker.explain_reasons``); ``parts`` is empty until then."""
 
     id: str
     score: float
     parts: tuple[ScorePart, ...]
+    reasons: tuple | None = None
 
     @property
     def explanation(self) -> str:
