@@ -242,5 +242,11 @@ async def test_a_run_with_its_search_id_satisfies_the_search(settings: Settings,
         async with app.state.services.catalog.db.session() as session:
             assert (await session.scalars(select(Job))).all() == []  # refused before anything was queued
 
-        await data(app, RUN, {"input": run}, requester)
+        job_id = (await data(app, RUN, {"input": run}, requester))["runJob"]["id"]
         assert (await data(app, TOPICS, {}, producer))["unmetDemand"] == []
+        status = "QUEUED"
+        while status in ("QUEUED", "RUNNING"):  # the job ends before the app does: no sandbox outlives it
+            await asyncio.sleep(0.1)
+            status = (
+                await data(app, "query($id: ID!) { job(id: $id) { status } }", {"id": job_id}, requester)
+            )["job"]["status"]

@@ -250,12 +250,17 @@ async def test_my_jobs_lists_ones_own_jobs_newest_first_in_pages(server) -> None
     first_model = await publish_model(settings, catalog, who["producer"][0], MODEL)
     other_model = await publish_model(settings, catalog, who["producer"][0], MODEL, name="other-model")
     # Bob first: his token's first use is a write, which on SQLite would queue behind Alice's running jobs.
-    await gql(address, RUN, {"input": {"listingId": first_model.listing_id, "records": ["b"]}}, who["bob"][1])
+    bobs_run = await gql(
+        address, RUN, {"input": {"listingId": first_model.listing_id, "records": ["b"]}}, who["bob"][1]
+    )
     ids = []
     for listing_id in (first_model.listing_id, other_model.listing_id, other_model.listing_id):
         variables = {"input": {"listingId": listing_id, "records": ["a"]}}
         ids.append((await gql(address, RUN, variables, who["alice"][1]))["data"]["runJob"]["id"])
-    await subscribe(address, who["alice"][1], ids[0])  # until it is final
+    # Every job runs to its end here: none is left in a sandbox when the server stops.
+    for job_id in ids:
+        await subscribe(address, who["alice"][1], job_id)
+    await subscribe(address, who["bob"][1], bobs_run["data"]["runJob"]["id"])
 
     async def page(token: str, **variables) -> dict:
         body = await gql(address, MY_JOBS, {"first": 2, **variables}, token)
