@@ -244,9 +244,9 @@ async def test_a_run_with_its_search_id_satisfies_the_search(settings: Settings,
 
         job_id = (await data(app, RUN, {"input": run}, requester))["runJob"]["id"]
         assert (await data(app, TOPICS, {}, producer))["unmetDemand"] == []
-        status = "QUEUED"
+        status, deadline = "QUEUED", asyncio.get_running_loop().time() + 60
         while status in ("QUEUED", "RUNNING"):  # the job ends before the app does: no sandbox outlives it
+            assert asyncio.get_running_loop().time() < deadline, f"job {job_id} still {status} after 60 s"
             await asyncio.sleep(0.1)
-            status = (
-                await data(app, "query($id: ID!) { job(id: $id) { status } }", {"id": job_id}, requester)
-            )["job"]["status"]
+            query = "query($id: ID!) { job(id: $id) { status } }"
+            status = (await data(app, query, {"id": job_id}, requester))["job"]["status"]
