@@ -26,10 +26,9 @@ from pathlib import Path
 
 from benchmarks.executor import WORDS, full_path, publish
 from catalog.app import CatalogApp
-from infra.artifacts import ArtifactStore
 from infra.migrate import upgrade_async
 from infra.settings import Settings
-from infra.tables import Job, Listing, ListingVersion
+from infra.tables import Job
 
 
 def write_dataset(path: Path, count: int, compress: bool) -> Path:
@@ -44,23 +43,6 @@ def write_dataset(path: Path, count: int, compress: bool) -> Path:
     return path
 
 
-async def store_dataset(settings: Settings, catalog: CatalogApp, path: Path) -> str:
-    stored = ArtifactStore.from_settings(settings).put_file(path)
-    owner = (await catalog.accounts.create("dataset-owner", "producer")).as_actor()
-    async with catalog.db.session() as session:
-        listing = Listing(
-            kind="dataset", name="reviews", category="nlp", owner_id=owner.account_id, visibility="public"
-        )
-        session.add(listing)
-        await session.flush()
-        session.add(
-            ListingVersion(
-                listing_id=listing.id, version="1.0.0", artifact_kind="dataset", artifact_digest=stored.digest
-            )
-        )
-    return listing.id
-
-
 async def child(count: int, compress: bool) -> dict[str, object]:
     with tempfile.TemporaryDirectory(prefix="mlrepo-bench-dataset-") as tmp:
         settings = Settings(data_dir=Path(tmp) / "data", redis_url=None, runtime="bwrap", job_heartbeat_s=1.0)
@@ -69,9 +51,8 @@ async def child(count: int, compress: bool) -> dict[str, object]:
         try:
             model_id = await publish(settings, catalog, "bench-dataset-mlp")
             name = "reviews.jsonl.gz" if compress else "reviews.jsonl"
-            dataset_id = await store_dataset(
-                settings, catalog, write_dataset(Path(tmp) / name, count, compress)
-            )
+            dataset = write_dataset(Path(tmp) / name, count, compress)
+            dataset_id = await publish(settings, catalog, "reviews", dataset=dataset)
             before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
             seconds, view = await full_path(settings, catalog, model_id, dataset_listing_id=dataset_id)
             if view.outputs_count != count:

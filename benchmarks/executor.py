@@ -133,10 +133,17 @@ def direct(code_dir: Path, inputs: list[str], python: str) -> float:
     return float(done.stdout.strip())
 
 
-async def publish(settings: Settings, catalog: CatalogApp, name: str) -> str:
+async def publish(settings: Settings, catalog: CatalogApp, name: str, dataset: Path | None = None) -> str:
+    """Publish through the real service, as a producer does: the benchmark's model package ``name``, or
+    the JSON-lines file ``dataset`` as a dataset listing ``name``."""
     service = PublishingService(settings, catalog.db, catalog.listings, ExecutorSandbox(settings))
     actor = (await catalog.accounts.create(f"producer-{name}", "producer")).as_actor()
-    submitted = await service.submit_package(actor, io.BytesIO(package(name)))
+    if dataset is None:
+        submitted = await service.submit_package(actor, io.BytesIO(package(name)))
+    else:
+        manifest = {"name": name, "kind": "dataset", "category": "nlp"}
+        with dataset.open("rb") as upload:
+            submitted = await service.submit_dataset(actor, upload, manifest)
     published = await wait_published(service, actor, submitted)
     assert published.listing_id is not None
     return published.listing_id
