@@ -23,13 +23,13 @@ import tempfile
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime
 from itertools import islice
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from jsonschema import Draft202012Validator
-from sqlalchemy import select, update
+from sqlalchemy import and_, or_, select, update
 from sqlalchemy.orm import defer
 
 from catalog.actors import Actor
@@ -60,6 +60,7 @@ from executor.runtimes import Limits, RuntimeSelector
 from executor.schema_check import compile_check
 from infra.artifacts import ArtifactStore
 from infra.errors import BadInput, MlrepoError, NotFound, Unauthenticated
+from infra.heartbeat import keep_beating, lost_before, silent_since
 from infra.settings import Settings
 from infra.tables import Account, Job, Listing, ListingVersion, UsageEvent, utcnow
 
@@ -674,22 +675,25 @@ class JobService:
     async def reconcile(self) -> dict[str, int]:
         """Re-queue what the database says should run; fail what has been lost too often."""
         now = utcnow()
-        stale_before = now - timedelta(seconds=self.settings.job_stale_after_s)
+        stale_before = lost_before(self.settings.job_stale_after_s)
+        silent = silent_since(stale_before, Job.heartbeat_at, Job.started_at, Job.created_at)
         requeue: list[tuple[str, str, int]] = []
         lost: list[str] = []
         failed = 0
         async with self.db.session() as session:
             rows = (
                 await session.scalars(
-                    select(Job).where(Job.status.in_([JobStatus.QUEUED.value, JobStatus.RUNNING.value]))
+                    select(Job).where(
+                        or_(
+                            Job.status == JobStatus.QUEUED.value,
+                            and_(Job.status == JobStatus.RUNNING.value, silent),
+                        )
+                    )
                 )
             ).all()
             for row in rows:
                 if row.status == JobStatus.QUEUED:
                     requeue.append((row.id, row.resource_class, (row.attempts or 0) + 1))
-                    continue
-                beat = _aware(row.heartbeat_at or row.started_at or row.created_at)
-                if beat >= stale_before:
                     continue
                 gave_up = (row.attempts or 0) >= self.settings.job_max_attempts
                 values: dict[str, Any] = (
@@ -707,14 +711,9 @@ class JobService:
                     }
                 )
                 # Only if nothing moved since the read: its worker may have finished it (or beaten) since.
-                unchanged = (
-                    Job.heartbeat_at.is_(None)
-                    if row.heartbeat_at is None
-                    else Job.heartbeat_at == row.heartbeat_at
-                )
                 result = await session.execute(
                     update(Job)
-                    .where(Job.id == row.id, Job.status == JobStatus.RUNNING.value, unchanged)
+                    .where(Job.id == row.id, Job.status == JobStatus.RUNNING.value, silent)
                     .values(**values)
                     .execution_options(synchronize_session=False)
                 )
@@ -820,23 +819,17 @@ class JobService:
             logger.info("job %s: no cancel events; the heartbeat alone will notice", job_id, exc_info=True)
 
     async def _beat(self, job_id: str, work: asyncio.Task[Any] | None, cancelled: asyncio.Event) -> None:
-        while True:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(cancelled.wait(), timeout=self.settings.job_heartbeat_s)
-            cancelled.clear()
-            try:
-                async with self.db.session() as session:
-                    status = await session.scalar(select(Job.status).where(Job.id == job_id))
-                    if status == JobStatus.RUNNING:
-                        await session.execute(
-                            update(Job).where(Job.id == job_id).values(heartbeat_at=utcnow())
-                        )
-            except Exception:  # a database hiccup must not end the heartbeats: the job would look lost
-                logger.warning("job %s: heartbeat failed; retrying", job_id, exc_info=True)
-                continue
+        async def beat() -> bool:
+            async with self.db.session() as session:
+                status = await session.scalar(select(Job.status).where(Job.id == job_id))
+                if status == JobStatus.RUNNING:
+                    await session.execute(update(Job).where(Job.id == job_id).values(heartbeat_at=utcnow()))
             if status == JobStatus.CANCELLED and work is not None:
                 work.cancel()  # stops the sandbox: the bwrap session or the container is killed
-                return
+                return False
+            return True
+
+        await keep_beating(beat, self.settings.job_heartbeat_s, f"job {job_id}", wake=cancelled)
 
     async def report_progress(self, job_id: str, values: dict[str, Any]) -> None:
         """Store a running job's progress (also a heartbeat) and tell watchers; raises ``JobCancelled``
@@ -1080,10 +1073,6 @@ def _parse_task(task: str) -> JobTask:
 
 def _is_step_job(inputs: dict[str, Any] | None) -> bool:
     return bool((inputs or {}).get("pipeline_job_id"))
-
-
-def _aware(moment: datetime) -> datetime:
-    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
 
 
 def _append_log(logs: str | None, line: str) -> str:

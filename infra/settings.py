@@ -103,8 +103,12 @@ class Settings(BaseSettings):
     job_outputs_page_size: int = Field(
         1000, description="Most per-record outputs one page of `Job.outputs` returns (`first`)."
     )
-    job_heartbeat_s: float = Field(5.0, description="How often a running job proves its worker is alive.")
-    job_stale_after_s: float = Field(60.0, description="A RUNNING job without a heartbeat this long is lost.")
+    job_heartbeat_s: float = Field(
+        5.0, description="How often a running job or publication proves its worker is alive."
+    )
+    job_stale_after_s: float = Field(
+        60.0, description="A RUNNING job or publication without a heartbeat this long is lost."
+    )
     job_max_attempts: int = Field(
         3, description="Runs of a job or a publication (first + retries after a lost worker)."
     )
