@@ -59,6 +59,7 @@ from executor.packages import NO_CODE, commands_of, prepare_runnable, serves_inf
 from executor.runtimes import Limits, RuntimeSelector
 from executor.schema_check import compile_check
 from infra.artifacts import ArtifactStore
+from infra.db import is_unreachable, retry_while_unreachable
 from infra.errors import BadInput, MlrepoError, NotFound, Unauthenticated
 from infra.heartbeat import keep_beating, lost_before, silent_since
 from infra.settings import Settings
@@ -546,6 +547,11 @@ class JobService:
                 raise  # the worker is shutting down: the reconciler re-queues the job
             status, error = JobStatus.CANCELLED, "cancelled by the requester"
         except Exception as exc:  # the job fails with its reason; the worker carries on
+            if is_unreachable(exc):
+                # Not the job's fault, and nothing can be written now: it stays RUNNING without heartbeats,
+                # and the reconciler runs it again, as for a lost worker.
+                logger.warning("job %s: the database stayed unreachable; left to the reconciler", job_id)
+                raise
             logger.exception("job %s failed", job_id)
             status, error = JobStatus.FAILED, failure_reason(job_id, exc)
         finally:
@@ -555,7 +561,12 @@ class JobService:
             shutil.rmtree(staging, ignore_errors=True)
             uses = self._uses.pop(job_id, [])
             outputs = self._outputs.pop(job_id, None)
-        await self.finish(job_id, status, error=error, uses=uses, outputs=outputs)
+        # The run is over (its outputs stored): a database restarting right now must not lose its outcome.
+        await retry_while_unreachable(
+            lambda: self.finish(job_id, status, error=error, uses=uses, outputs=outputs),
+            self.settings.job_final_write_retry_s,
+            f"job {job_id}: recording its outcome",
+        )
         return status.value
 
     async def _listing_unavailable(self, row: Job) -> str | None:
@@ -865,11 +876,17 @@ class JobService:
         return hook
 
     async def store(self, job_id: str, **values: Any) -> None:
-        """Write fields of a RUNNING job (results, metrics, logs); a job cancelled meanwhile keeps none."""
-        async with self.db.session() as session:
-            await session.execute(
-                update(Job).where(Job.id == job_id, Job.status == JobStatus.RUNNING.value).values(**values)
-            )
+        """Write fields of a RUNNING job (results, metrics, logs); a job cancelled meanwhile keeps none.
+        Its sandbox has run: the write is retried while the database is unreachable, as ``run``'s last."""
+
+        async def write() -> None:
+            async with self.db.session() as session:
+                running = Job.id == job_id, Job.status == JobStatus.RUNNING.value
+                await session.execute(update(Job).where(*running).values(**values))
+
+        await retry_while_unreachable(
+            write, self.settings.job_final_write_retry_s, f"job {job_id}: storing its result"
+        )
 
     @property
     def artifacts(self) -> ArtifactStore:

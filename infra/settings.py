@@ -109,6 +109,13 @@ class Settings(BaseSettings):
     job_stale_after_s: float = Field(
         60.0, description="A RUNNING job or publication without a heartbeat this long is lost."
     )
+    job_final_write_retry_s: float = Field(
+        120.0,
+        ge=0,
+        description="How long a worker retries writing a finished job's result while the database is "
+        "unreachable (a restart, a failover) before it gives the job up to the reconciler, which runs it "
+        "again.",
+    )
     job_max_attempts: int = Field(
         3, description="Runs of a job or a publication (first + retries after a lost worker)."
     )
