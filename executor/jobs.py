@@ -23,13 +23,13 @@ import tempfile
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime
 from itertools import islice
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from jsonschema import Draft202012Validator
-from sqlalchemy import select, update
+from sqlalchemy import and_, or_, select, update
 from sqlalchemy.orm import defer
 
 from catalog.actors import Actor
@@ -59,7 +59,9 @@ from executor.packages import NO_CODE, commands_of, prepare_runnable, serves_inf
 from executor.runtimes import Limits, RuntimeSelector
 from executor.schema_check import compile_check
 from infra.artifacts import ArtifactStore
+from infra.db import is_unreachable, retry_while_unreachable
 from infra.errors import BadInput, MlrepoError, NotFound, Unauthenticated
+from infra.heartbeat import keep_beating, lost_before, silent_since
 from infra.settings import Settings
 from infra.tables import Account, Job, Listing, ListingVersion, UsageEvent, utcnow
 
@@ -545,6 +547,11 @@ class JobService:
                 raise  # the worker is shutting down: the reconciler re-queues the job
             status, error = JobStatus.CANCELLED, "cancelled by the requester"
         except Exception as exc:  # the job fails with its reason; the worker carries on
+            if is_unreachable(exc):
+                # Not the job's fault, and nothing can be written now: it stays RUNNING without heartbeats,
+                # and the reconciler runs it again, as for a lost worker.
+                logger.warning("job %s: the database stayed unreachable; left to the reconciler", job_id)
+                raise
             logger.exception("job %s failed", job_id)
             status, error = JobStatus.FAILED, failure_reason(job_id, exc)
         finally:
@@ -554,7 +561,12 @@ class JobService:
             shutil.rmtree(staging, ignore_errors=True)
             uses = self._uses.pop(job_id, [])
             outputs = self._outputs.pop(job_id, None)
-        await self.finish(job_id, status, error=error, uses=uses, outputs=outputs)
+        # The run is over (its outputs stored): a database restarting right now must not lose its outcome.
+        await retry_while_unreachable(
+            lambda: self.finish(job_id, status, error=error, uses=uses, outputs=outputs),
+            self.settings.job_final_write_retry_s,
+            f"job {job_id}: recording its outcome",
+        )
         return status.value
 
     async def _listing_unavailable(self, row: Job) -> str | None:
@@ -674,22 +686,25 @@ class JobService:
     async def reconcile(self) -> dict[str, int]:
         """Re-queue what the database says should run; fail what has been lost too often."""
         now = utcnow()
-        stale_before = now - timedelta(seconds=self.settings.job_stale_after_s)
+        stale_before = lost_before(self.settings.job_stale_after_s)
+        silent = silent_since(stale_before, Job.heartbeat_at, Job.started_at, Job.created_at)
         requeue: list[tuple[str, str, int]] = []
         lost: list[str] = []
         failed = 0
         async with self.db.session() as session:
             rows = (
                 await session.scalars(
-                    select(Job).where(Job.status.in_([JobStatus.QUEUED.value, JobStatus.RUNNING.value]))
+                    select(Job).where(
+                        or_(
+                            Job.status == JobStatus.QUEUED.value,
+                            and_(Job.status == JobStatus.RUNNING.value, silent),
+                        )
+                    )
                 )
             ).all()
             for row in rows:
                 if row.status == JobStatus.QUEUED:
                     requeue.append((row.id, row.resource_class, (row.attempts or 0) + 1))
-                    continue
-                beat = _aware(row.heartbeat_at or row.started_at or row.created_at)
-                if beat >= stale_before:
                     continue
                 gave_up = (row.attempts or 0) >= self.settings.job_max_attempts
                 values: dict[str, Any] = (
@@ -707,14 +722,9 @@ class JobService:
                     }
                 )
                 # Only if nothing moved since the read: its worker may have finished it (or beaten) since.
-                unchanged = (
-                    Job.heartbeat_at.is_(None)
-                    if row.heartbeat_at is None
-                    else Job.heartbeat_at == row.heartbeat_at
-                )
                 result = await session.execute(
                     update(Job)
-                    .where(Job.id == row.id, Job.status == JobStatus.RUNNING.value, unchanged)
+                    .where(Job.id == row.id, Job.status == JobStatus.RUNNING.value, silent)
                     .values(**values)
                     .execution_options(synchronize_session=False)
                 )
@@ -820,23 +830,17 @@ class JobService:
             logger.info("job %s: no cancel events; the heartbeat alone will notice", job_id, exc_info=True)
 
     async def _beat(self, job_id: str, work: asyncio.Task[Any] | None, cancelled: asyncio.Event) -> None:
-        while True:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(cancelled.wait(), timeout=self.settings.job_heartbeat_s)
-            cancelled.clear()
-            try:
-                async with self.db.session() as session:
-                    status = await session.scalar(select(Job.status).where(Job.id == job_id))
-                    if status == JobStatus.RUNNING:
-                        await session.execute(
-                            update(Job).where(Job.id == job_id).values(heartbeat_at=utcnow())
-                        )
-            except Exception:  # a database hiccup must not end the heartbeats: the job would look lost
-                logger.warning("job %s: heartbeat failed; retrying", job_id, exc_info=True)
-                continue
+        async def beat() -> bool:
+            async with self.db.session() as session:
+                status = await session.scalar(select(Job.status).where(Job.id == job_id))
+                if status == JobStatus.RUNNING:
+                    await session.execute(update(Job).where(Job.id == job_id).values(heartbeat_at=utcnow()))
             if status == JobStatus.CANCELLED and work is not None:
                 work.cancel()  # stops the sandbox: the bwrap session or the container is killed
-                return
+                return False
+            return True
+
+        await keep_beating(beat, self.settings.job_heartbeat_s, f"job {job_id}", wake=cancelled)
 
     async def report_progress(self, job_id: str, values: dict[str, Any]) -> None:
         """Store a running job's progress (also a heartbeat) and tell watchers; raises ``JobCancelled``
@@ -872,11 +876,17 @@ class JobService:
         return hook
 
     async def store(self, job_id: str, **values: Any) -> None:
-        """Write fields of a RUNNING job (results, metrics, logs); a job cancelled meanwhile keeps none."""
-        async with self.db.session() as session:
-            await session.execute(
-                update(Job).where(Job.id == job_id, Job.status == JobStatus.RUNNING.value).values(**values)
-            )
+        """Write fields of a RUNNING job (results, metrics, logs); a job cancelled meanwhile keeps none.
+        Its sandbox has run: the write is retried while the database is unreachable, as ``run``'s last."""
+
+        async def write() -> None:
+            async with self.db.session() as session:
+                running = Job.id == job_id, Job.status == JobStatus.RUNNING.value
+                await session.execute(update(Job).where(*running).values(**values))
+
+        await retry_while_unreachable(
+            write, self.settings.job_final_write_retry_s, f"job {job_id}: storing its result"
+        )
 
     @property
     def artifacts(self) -> ArtifactStore:
@@ -1080,10 +1090,6 @@ def _parse_task(task: str) -> JobTask:
 
 def _is_step_job(inputs: dict[str, Any] | None) -> bool:
     return bool((inputs or {}).get("pipeline_job_id"))
-
-
-def _aware(moment: datetime) -> datetime:
-    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
 
 
 def _append_log(logs: str | None, line: str) -> str:

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import socket
 import sqlite3
-from collections.abc import AsyncIterator, Callable
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from typing import TypeVar
@@ -23,6 +25,8 @@ from sqlalchemy.util import await_only
 from infra.settings import Settings
 
 T = TypeVar("T")
+
+logger = logging.getLogger("mlrepo.db")
 
 # SQLSTATEs of a server that is not there for now: class 08 (connection exception) and the operator
 # interventions a restart causes (admin shutdown, crash shutdown, "the database system is starting up").
@@ -54,6 +58,33 @@ def is_unreachable(exc: BaseException) -> bool:
             return True
         current = getattr(current, "orig", None) or current.__cause__ or current.__context__
     return False
+
+
+async def retry_while_unreachable(
+    work: Callable[[], Awaitable[T]],
+    budget_s: float,
+    what: str,
+    first_pause_s: float = 0.1,
+    longest_pause_s: float = 2.0,
+) -> T:
+    """``work()``, tried again, with pauses doubling up to ``longest_pause_s``, while it fails because
+    the database cannot be reached (``is_unreachable``), for up to ``budget_s``; then its error is raised.
+    Any other error is raised at once.
+
+    For a write that must not be lost to a short outage (a restart, a failover) — a finished job's
+    result — when the caller has nothing better to do than wait. ``work`` must be safe to repeat: a
+    commit whose acknowledgement was lost may have landed."""
+    deadline = time.monotonic() + budget_s
+    pause = first_pause_s
+    while True:
+        try:
+            return await work()
+        except Exception as exc:
+            if not is_unreachable(exc) or time.monotonic() + pause > deadline:
+                raise
+            logger.warning("%s: the database is unreachable (%s); retrying in %.1f s", what, exc, pause)
+        await asyncio.sleep(pause)
+        pause = min(pause * 2, longest_pause_s)
 
 
 def _configure_sqlite(engine: AsyncEngine, busy_timeout_ms: int) -> None:

@@ -103,8 +103,19 @@ class Settings(BaseSettings):
     job_outputs_page_size: int = Field(
         1000, description="Most per-record outputs one page of `Job.outputs` returns (`first`)."
     )
-    job_heartbeat_s: float = Field(5.0, description="How often a running job proves its worker is alive.")
-    job_stale_after_s: float = Field(60.0, description="A RUNNING job without a heartbeat this long is lost.")
+    job_heartbeat_s: float = Field(
+        5.0, description="How often a running job or publication proves its worker is alive."
+    )
+    job_stale_after_s: float = Field(
+        60.0, description="A RUNNING job or publication without a heartbeat this long is lost."
+    )
+    job_final_write_retry_s: float = Field(
+        120.0,
+        ge=0,
+        description="How long a worker retries writing a finished job's result while the database is "
+        "unreachable (a restart, a failover) before it gives the job up to the reconciler, which runs it "
+        "again.",
+    )
     job_max_attempts: int = Field(
         3, description="Runs of a job or a publication (first + retries after a lost worker)."
     )

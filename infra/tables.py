@@ -250,6 +250,9 @@ class Publication(Base):
     error: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, onupdate=utcnow)
+    # Refreshed by the worker running it (``infra.heartbeat``): a RUNNING publication without a recent one
+    # lost its worker. Not ``updated_at``, which the producer reads as when the publication last changed.
+    heartbeat_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
 
 class Job(Base):

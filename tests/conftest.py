@@ -73,6 +73,10 @@ class PostgresCluster:
             check=True,
             capture_output=True,
         )
+        self.start_server()
+
+    def start_server(self) -> None:
+        """Start the server of the initialized cluster (again, after ``stop_server``), on the same port."""
         options = f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1 -c fsync=off"
         subprocess.run(
             self._as_postgres(
@@ -86,6 +90,15 @@ class PostgresCluster:
                 "-w",
                 "start",
             ),
+            check=True,
+            capture_output=True,
+        )
+
+    def stop_server(self) -> None:
+        """Shut the server down as an operator's restart does (clients' connections are cut), keeping
+        its data: a database outage, ended by ``start_server``."""
+        subprocess.run(
+            self._as_postgres(str(self.bin / "pg_ctl"), "-D", str(self.data), "-m", "fast", "-w", "stop"),
             check=True,
             capture_output=True,
         )
@@ -137,6 +150,20 @@ def postgres_cluster() -> Iterator[PostgresCluster | None]:
         # One migrated template; each test gets a fast copy of it (CREATE DATABASE ... TEMPLATE).
         cluster.psql("CREATE DATABASE mlrepo_template")
         upgrade(Settings(database_url=cluster.url("mlrepo_template")))
+        yield cluster
+    finally:
+        cluster.stop()
+
+
+@pytest.fixture
+def private_postgres_cluster() -> Iterator[PostgresCluster]:
+    """A cluster of the test's own, which it may stop and start again (a database outage) without
+    cutting off any other test's database; it costs an initdb (~1-2 s)."""
+    require_service("PostgreSQL", PG_BIN is not None and shutil.which("psql") is not None, NO_POSTGRES)
+    assert PG_BIN is not None
+    cluster = PostgresCluster(PG_BIN)
+    try:
+        cluster.start()
         yield cluster
     finally:
         cluster.stop()

@@ -16,7 +16,7 @@ import shutil
 import tempfile
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 from pathlib import Path
 from typing import Any, BinaryIO, Protocol
 
@@ -39,6 +39,7 @@ from catalog.publishing.workflow import GPU_ROUTE, HANDED_TO_GPU_WORKER, Publish
 from infra.artifacts import ArtifactStore
 from infra.db import Database
 from infra.errors import BadInput, Forbidden, NotFound, Unauthenticated, Unavailable
+from infra.heartbeat import lost_before, silent_since
 from infra.settings import Settings
 from infra.tables import Listing, ListingVersion, Publication, new_id, utcnow
 
@@ -46,8 +47,6 @@ logger = logging.getLogger("mlrepo.publishing")
 
 COPY_CHUNK = 1 << 20
 SOURCE_KINDS = ("package", "image", "dataset", "notebook")
-# A RUNNING publication whose record has not changed for this long lost its worker.
-STALE_RUNNING_S = 900.0
 DELIVERIES_KEY = "deliveries"  # in metadata_json: how often recovery re-queued it after a lost worker
 
 
@@ -436,21 +435,23 @@ class PublishingService:
             await self._deliver(publication_id, 0, on_gpu=True)
         return outcome
 
-    async def recover(self, stale_after_s: float = STALE_RUNNING_S) -> int:
+    async def recover(self) -> int:
         """Re-enqueue what the database says is unfinished: every QUEUED publication (Redis may have lost
-        it) and every RUNNING one whose record has not moved for ``stale_after_s`` (its worker died; steps
-        record progress, so a live job never looks stale). Each step is safe to repeat, but a publication that
-        lost its worker on each of its ``job_max_attempts`` runs FAILS instead. One handed to a GPU
-        worker goes back to the GPU workers' queue, and waits there for one (as a GPU job does)."""
-        cutoff = utcnow() - timedelta(seconds=stale_after_s)
+        it) and every RUNNING one whose heartbeat is older than ``job_stale_after_s`` (its worker died; a
+        live run beats every ``job_heartbeat_s``, however long its step takes), as the reconciler does
+        for jobs. Each step is safe to repeat, but a publication that lost its worker on each of its
+        ``job_max_attempts`` runs FAILS instead. One handed to a GPU worker goes back to the GPU workers'
+        queue, and waits there for one (as a GPU job does)."""
+        # A RUNNING row without a beat (a claim writes the first) counts from its last change.
+        silent = silent_since(
+            lost_before(self.settings.job_stale_after_s), Publication.heartbeat_at, Publication.updated_at
+        )
         async with self.db.session() as session:
             stale = (
                 await session.execute(
                     select(
                         Publication.id, Publication.metadata_json, Publication.steps, Publication.upload_path
-                    ).where(
-                        Publication.status == PublicationStatus.RUNNING.value, Publication.updated_at < cutoff
-                    )
+                    ).where(Publication.status == PublicationStatus.RUNNING.value, silent)
                 )
             ).all()
             given_up: list[str] = []
@@ -467,7 +468,7 @@ class PublishingService:
                     .where(
                         Publication.id == publication_id,
                         Publication.status == PublicationStatus.RUNNING.value,
-                        Publication.updated_at < cutoff,
+                        silent,
                     )
                     .values(updated_at=utcnow(), **values)
                 )

@@ -2,7 +2,7 @@
 
 Why persisted at every transition: ``Query.publication(id)`` is how a producer watches a publish job
 that runs in another process (the arq worker), and a worker that dies mid-step leaves the step RUNNING
-in the database, which is what the reconciler looks for.
+in the database (recovery finds such a publication by its heartbeat, which stopped: ``infra.heartbeat``).
 """
 
 from __future__ import annotations

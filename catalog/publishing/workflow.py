@@ -74,6 +74,7 @@ from catalog.publishing.verification import limits_for, probe, run_unit_tests
 from infra.artifacts import ArtifactStore, StoredArtifact, sha256_file
 from infra.db import Database
 from infra.errors import BadInput, Unavailable
+from infra.heartbeat import beating
 from infra.settings import Settings
 from infra.tables import Account, Publication, utcnow
 
@@ -167,27 +168,48 @@ class PublishWorkflow:
             return "skipped"
         recorder = StepRecorder(self.db, publication_id)
         status, error = PublicationStatus.PUBLISHED, None
-        try:
-            await recorder.run(StepName.PACKAGE, lambda log: self._package(job, log))
-            if not job.hand_to_gpu_worker:
-                await recorder.run(StepName.TEST, lambda log: self._test(job, log))
-                await recorder.run(StepName.VERIFY, lambda log: self._verify(job, log))
-                await recorder.run(StepName.PUBLISH, lambda log: self._publish(job, log))
-                await recorder.run(StepName.LIST, lambda log: self._list(job, log))
-        except StepFailed as failed:
-            status, error = PublicationStatus.FAILED, f"{failed.step}: {failed.error.message}"
-        finally:
-            await asyncio.to_thread(shutil.rmtree, job.staging, True)
-            if job.upload is not None and not job.hand_to_gpu_worker:  # the GPU worker starts from it
-                await asyncio.to_thread(shutil.rmtree, job.upload.parent, True)
-            if self.images is not None and (job.image_id or job.built_image):
-                for tag in ("source", "normalized", "built"):
-                    await asyncio.to_thread(self.images.remove, f"mlrepo-staging/{publication_id}:{tag}")
+        heartbeat = self._heartbeat(publication_id)
+        async with beating(heartbeat, self.settings.job_heartbeat_s, f"publication {publication_id}"):
+            try:
+                await recorder.run(StepName.PACKAGE, lambda log: self._package(job, log))
+                if not job.hand_to_gpu_worker:
+                    await recorder.run(StepName.TEST, lambda log: self._test(job, log))
+                    await recorder.run(StepName.VERIFY, lambda log: self._verify(job, log))
+                    await recorder.run(StepName.PUBLISH, lambda log: self._publish(job, log))
+                    await recorder.run(StepName.LIST, lambda log: self._list(job, log))
+            except StepFailed as failed:
+                status, error = PublicationStatus.FAILED, f"{failed.step}: {failed.error.message}"
+            finally:
+                await asyncio.to_thread(shutil.rmtree, job.staging, True)
+                if job.upload is not None and not job.hand_to_gpu_worker:  # the GPU worker starts from it
+                    await asyncio.to_thread(shutil.rmtree, job.upload.parent, True)
+                if self.images is not None and (job.image_id or job.built_image):
+                    for tag in ("source", "normalized", "built"):
+                        await asyncio.to_thread(self.images.remove, f"mlrepo-staging/{publication_id}:{tag}")
         if job.hand_to_gpu_worker:
             await self._requeue_for_gpu_worker(job)
             return HANDED_TO_GPU_WORKER
         await self._finish(job, status, error, recorder.timings)
         return status.value
+
+    def _heartbeat(self, publication_id: str) -> Callable[[], Awaitable[bool]]:
+        """One beat of the run that claimed the publication: a step may rightly run for many minutes, and
+        recovery tells such a run from one whose worker died by this beat alone (``infra.heartbeat``)."""
+
+        async def beat() -> bool:
+            async with self.db.session() as session:
+                await session.execute(
+                    update(Publication)
+                    .where(
+                        Publication.id == publication_id,
+                        Publication.status == PublicationStatus.RUNNING.value,
+                    )
+                    # updated_at is when the producer's view last changed, which a beat does not change.
+                    .values(heartbeat_at=utcnow(), updated_at=Publication.updated_at)
+                )
+            return True
+
+        return beat
 
     async def _requeue_for_gpu_worker(self, job: Job) -> None:
         """Back to QUEUED, routed to the GPU workers (the caller enqueues it there; recovery re-enqueues
@@ -217,7 +239,7 @@ class PublishWorkflow:
             claimed = await session.execute(
                 update(Publication)
                 .where(Publication.id == publication_id, Publication.status == PublicationStatus.QUEUED.value)
-                .values(status=PublicationStatus.RUNNING.value, updated_at=utcnow())
+                .values(status=PublicationStatus.RUNNING.value, updated_at=utcnow(), heartbeat_at=utcnow())
             )
             if claimed.rowcount != 1:
                 return None

@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import fcntl
+from collections.abc import Iterator
+from pathlib import Path
 
 from alembic import context
-from sqlalchemy import text
+from sqlalchemy import make_url, text
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from infra.tables import Base
@@ -14,6 +18,27 @@ target_metadata = Base.metadata
 
 # Any constant both processes agree on: the key of the PostgreSQL advisory lock migrations hold.
 MIGRATION_LOCK_KEY = 0x6D6C7265706F  # "mlrepo"
+SQLITE_LOCK_SUFFIX = ".migrate-lock"  # beside the database file: mlrepo.db.migrate-lock
+
+
+@contextlib.contextmanager
+def sqlite_migration_lock(url: str) -> Iterator[None]:
+    """For a SQLite file, an exclusive lock on a file beside it, held while migrating (PostgreSQL's
+    migrations take an advisory lock instead, in ``_run``). Processes started together on a new file each
+    found it empty and created the tables; all but one failed ("table accounts already exists"): each read
+    the empty schema before another wrote it. Now the next one in finds the schema current. It waits as
+    long as the migration holding the lock takes."""
+    database = make_url(url).database if url.startswith("sqlite") else None
+    if not database or database == ":memory:" or database.startswith("file:"):
+        yield
+        return
+    path = Path(database)
+    with open(path.with_name(path.name + SQLITE_LOCK_SUFFIX), "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
 
 
 def _run(connection) -> None:
@@ -54,4 +79,5 @@ if context.is_offline_mode():
     run_migrations_offline()
 else:
     # Called from sync code (alembic command API); there is no running loop here.
-    asyncio.run(_run_async())
+    with sqlite_migration_lock(context.config.get_main_option("sqlalchemy.url") or ""):
+        asyncio.run(_run_async())

@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 
 import pytest
 from sqlalchemy import Connection, insert, select, text, update
 from sqlalchemy.exc import DBAPIError, IntegrityError
 
-from infra.db import Database
+from infra.db import Database, is_unreachable, retry_while_unreachable
 from infra.settings import Settings
 from infra.tables import Account, Listing
+from tests.services import free_port
 
 
 async def test_migrated_schema_round_trips_json_and_binary(settings: Settings) -> None:
@@ -199,3 +201,35 @@ async def test_a_writer_cancelled_while_holding_or_awaiting_its_turn_gives_it_ba
             assert set(await session.scalars(select(Account.name))) == {"cy"}
     finally:
         await db.dispose()
+
+
+async def test_a_write_retried_while_the_database_is_unreachable_gives_up_after_its_budget() -> None:
+    """``retry_while_unreachable`` waits out an outage for a bounded time only, then raises the error; a
+    statement that fails for any other reason is not retried at all."""
+    down = Database(f"postgresql+asyncpg://postgres@127.0.0.1:{free_port()}/mlrepo")  # nothing listens
+    tries = 0
+
+    async def write() -> None:
+        nonlocal tries
+        tries += 1
+        async with down.session() as session:
+            await session.execute(text("SELECT 1"))
+
+    started = time.monotonic()
+    try:
+        with pytest.raises(OSError) as refused:
+            await retry_while_unreachable(write, 0.6, "test write", first_pause_s=0.05, longest_pause_s=0.2)
+    finally:
+        await down.dispose()
+    assert is_unreachable(refused.value) and tries >= 3
+    assert 0.4 <= time.monotonic() - started < 5
+
+    async def bad_statement() -> None:
+        nonlocal tries
+        tries += 1
+        raise ValueError("not an outage")
+
+    tries = 0
+    with pytest.raises(ValueError):
+        await retry_while_unreachable(bad_statement, 5.0, "test write")
+    assert tries == 1

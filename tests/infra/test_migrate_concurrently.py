@@ -1,5 +1,5 @@
-"""Several processes migrating one PostgreSQL database at once: two ``mlrepo serve`` (or a worker's
-``mlrepo migrate`` beside them) started together, as a deployment restarts them."""
+"""Several processes migrating one database (PostgreSQL, or a SQLite file) at once: two ``mlrepo serve``
+(or a worker's ``mlrepo migrate`` beside them) started together, as a deployment restarts them."""
 
 from __future__ import annotations
 
@@ -37,6 +37,20 @@ def test_processes_migrating_at_once_all_succeed(
     name = f"m_{uuid.uuid4().hex[:12]}"
     postgres_cluster.psql(f"CREATE DATABASE {name}")
     url = postgres_cluster.url(name)
+    migrate_at_once(url)
+    assert asyncio.run(_revisions(url)) == [head_revision()]
+
+
+def test_processes_migrating_a_new_sqlite_file_at_once_all_succeed(tmp_path: Path) -> None:
+    """SQLite migrations took no lock (PostgreSQL's take an advisory one): processes started together on
+    a new database file each found it empty and created the tables, and all but one failed."""
+    url = f"sqlite+aiosqlite:///{tmp_path / 'mlrepo.db'}"
+    migrate_at_once(url)
+    assert asyncio.run(_revisions(url)) == [head_revision()]
+
+
+def migrate_at_once(url: str, count: int = 4) -> None:
+    """``count`` processes migrate the database at ``url`` at one moment; each must succeed."""
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     processes = [
         subprocess.Popen(
@@ -47,7 +61,7 @@ def test_processes_migrating_at_once_all_succeed(
             stderr=subprocess.PIPE,
             text=True,
         )
-        for _ in range(4)
+        for _ in range(count)
     ]
     try:
         for process in processes:
@@ -63,7 +77,6 @@ def test_processes_migrating_at_once_all_succeed(
                 process.kill()
     failures = [err for process, (_, err) in zip(processes, outcomes, strict=True) if process.returncode]
     assert not failures, failures[0]
-    assert asyncio.run(_revisions(url)) == [head_revision()]
 
 
 def head_revision() -> str:

@@ -5,11 +5,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import io
+import os
+import signal
+import subprocess
+import sys
+import time
 from datetime import timedelta
 
 from arq.connections import RedisSettings
 from arq.worker import Worker, func
-from publishing_support import package_files, sentiment_manifest, zip_bytes
+from publishing_support import PREDICT, REPO, package_files, sentiment_manifest, zip_bytes
 from redis.asyncio import Redis
 
 from api.graphql.publishing import recover_forever
@@ -28,6 +33,11 @@ from executor.publish_sandbox import ExecutorSandbox
 from infra.settings import Settings
 from infra.tables import Publication, utcnow
 from tests.services import long_running
+
+# ``mlrepo worker`` in a process of its own, configured by its environment.
+RUN_WORKER = (
+    "from executor.worker import run_worker; from infra.settings import Settings; run_worker(Settings())"
+)
 
 
 class Dropped:
@@ -291,3 +301,62 @@ async def test_a_publication_whose_worker_died_after_unpacking_it_is_published_o
     await service.run(pub.id)
     done = await service.get(alice, pub.id)
     assert done.status == "published", (done.status, done.error)
+
+
+async def test_a_publication_whose_worker_process_was_killed_is_recovered_a_few_heartbeats_later(
+    settings: Settings, app: CatalogApp, alice: Actor, redis_url: str, bwrap_ok: bool
+) -> None:
+    """Publications had no heartbeat: one whose worker was killed waited 15 minutes without a change of
+    its record before recovery took it up. Now a live worker's step may run past ``job_stale_after_s``
+    without being taken from it, and a killed worker's publication is re-queued once its heartbeat is
+    that old."""
+    beats = settings.model_copy(
+        update={"runtime": "bwrap", "redis_url": redis_url, "job_heartbeat_s": 0.3, "job_stale_after_s": 2.0}
+    )
+    slow = "import time\ntime.sleep(8)\n" + PREDICT  # its test step outlasts job_stale_after_s
+    queue = ArqQueue(redis_url)
+    try:
+        pub = await service_with(beats, app, queue).submit_package(
+            alice, io.BytesIO(zip_bytes(package_files(sentiment_manifest(verify=False), predict=slow)))
+        )
+    finally:
+        await queue.close()
+    service = service_with(beats, app, Dropped())  # this process recovers; the worker process runs it
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(REPO),
+        "MLREPO_DATA_DIR": str(beats.data_dir),
+        "MLREPO_DATABASE_URL": beats.resolved_database_url,
+        "MLREPO_REDIS_URL": redis_url,
+        "MLREPO_RUNTIME": "bwrap",
+        "MLREPO_JOB_HEARTBEAT_S": "0.3",
+        "MLREPO_JOB_STALE_AFTER_S": "2.0",
+    }
+    worker = subprocess.Popen([sys.executable, "-c", RUN_WORKER], env=env, start_new_session=True)
+    try:
+        for _ in range(1200):
+            steps = {s.name: s.status for s in (await service.get(alice, pub.id)).steps}
+            if steps["test"] == "running":
+                break
+            await asyncio.sleep(0.05)
+        assert steps["test"] == "running", steps
+        await asyncio.sleep(beats.job_stale_after_s + 0.5)
+        await service.recover()  # the step runs on, and its worker beats: not lost
+        assert (await service.get(alice, pub.id)).status == "running"
+        os.killpg(worker.pid, signal.SIGKILL)  # the worker and its sandbox die mid-step
+        killed = time.monotonic()
+    finally:
+        worker.kill()
+        worker.wait()
+
+    await service.recover()
+    assert (await service.get(alice, pub.id)).status == "running"  # its last beat is still fresh
+    while (await service.get(alice, pub.id)).status == "running" and time.monotonic() - killed < 30:
+        await service.recover()
+        await asyncio.sleep(0.1)
+    recovered_after = time.monotonic() - killed
+    print(f"publication re-queued {recovered_after:.1f} s after its worker was killed")
+    assert (await service.get(alice, pub.id)).status == "queued"
+    assert recovered_after < beats.job_stale_after_s + 5
+
+    assert await service.run(pub.id) == "published"  # the next run starts over and publishes it
