@@ -59,7 +59,7 @@ from executor.packages import NO_CODE, commands_of, prepare_runnable, serves_inf
 from executor.runtimes import Limits, RuntimeSelector
 from executor.schema_check import compile_check
 from infra.artifacts import ArtifactStore
-from infra.errors import BadInput, MlrepoError, NotFound, Unauthenticated
+from infra.errors import BadInput, Gone, MlrepoError, NotFound, Unauthenticated
 from infra.settings import Settings
 from infra.tables import Account, Job, Listing, ListingVersion, UsageEvent, utcnow
 
@@ -102,6 +102,7 @@ class JobView:
     result: dict[str, Any] | None  # a small summary; per-record outputs are in the artifact store
     outputs_digest: str | None
     outputs_count: int | None
+    outputs_expired_at: datetime | None  # retention dropped the outputs (``catalog.job_output_retention``)
     error: str | None
     logs: str
     attempts: int
@@ -125,6 +126,7 @@ class JobView:
             result=row.result,
             outputs_digest=row.outputs_digest,
             outputs_count=row.outputs_count,
+            outputs_expired_at=row.outputs_expired_at,
             error=row.error,
             logs=row.logs or "",
             attempts=row.attempts or 0,
@@ -450,13 +452,15 @@ class JobService:
         self, actor: Actor, job_id: str, first: int, after: OutputsCursor = START
     ) -> OutputsPage:
         """A page of a final job's per-record outputs (``{output}`` or ``{error}``, in input order); an
-        empty page for a job that has none (not final yet, cancelled, training)."""
+        empty page for a job that has none (not final yet, cancelled, training); GONE once retention
+        dropped them."""
         view = await self.get(actor, job_id)
         if first < 1 or first > self.settings.job_outputs_page_size:
             raise BadInput(
                 f"first must be between 1 and {self.settings.job_outputs_page_size}; got {first}",
                 field="first",
             )
+        _check_outputs_kept(view)
         if view.outputs_digest is None:
             if after != START:
                 raise BadInput("this job has no outputs to page through", field="after")
@@ -466,7 +470,8 @@ class JobService:
         )
 
     async def all_outputs(self, view: JobView) -> list[dict[str, Any]]:
-        """Every output of a job its caller may see (``view`` came from ``get``)."""
+        """Every output of a job its caller may see (``view`` came from ``get``); GONE once expired."""
+        _check_outputs_kept(view)
         if view.outputs_digest is None:
             return []
         return await asyncio.to_thread(read_all, self.artifacts, view.outputs_digest)
@@ -1069,6 +1074,18 @@ def input_check(input_schema: dict[str, Any] | None) -> Callable[[str, Any, str]
             )
 
     return check
+
+
+def _check_outputs_kept(view: JobView) -> None:
+    """A job whose outputs passed their retention answers GONE, not an empty page: it had outputs, and
+    they will not come back (its summary and metrics remain on the job)."""
+    if view.outputs_expired_at is not None:
+        raise Gone(
+            f"the outputs of job {view.id} were dropped on {view.outputs_expired_at:%Y-%m-%d}, past the "
+            "retention for finished jobs' outputs; its status, summary and metrics remain: run it "
+            "again to get outputs",
+            field="outputs",
+        )
 
 
 def _parse_task(task: str) -> JobTask:

@@ -103,6 +103,13 @@ class Settings(BaseSettings):
     job_outputs_page_size: int = Field(
         1000, description="Most per-record outputs one page of `Job.outputs` returns (`first`)."
     )
+    job_output_retention_days: int = Field(
+        30,
+        ge=0,
+        description="Days a finished job's per-record outputs are kept (0: forever); then the garbage "
+        "collection drops them (the job keeps its status, summary and metrics; `Job.outputs` answers "
+        "GONE). A month lets requesters fetch what they ran without the store growing forever.",
+    )
     job_heartbeat_s: float = Field(5.0, description="How often a running job proves its worker is alive.")
     job_stale_after_s: float = Field(60.0, description="A RUNNING job without a heartbeat this long is lost.")
     job_max_attempts: int = Field(
