@@ -96,9 +96,8 @@ class Settings(BaseSettings):
     job_max_batch_records: int = Field(10_000, description="Upper bound on records sent in one scoring call.")
     job_max_inline_records: int = Field(
         100_000,
-        description="Most records one job takes in its request (records, an uploaded file) or, for a "
-        "pipeline, from its dataset; a model streams a dataset listing's records from the stored file, "
-        "any number.",
+        description="Most records one job takes in its request (records, an uploaded file); a model or a "
+        "pipeline streams a dataset listing's records from the stored file, any number.",
     )
     job_outputs_page_size: int = Field(
         1000, description="Most per-record outputs one page of `Job.outputs` returns (`first`)."
