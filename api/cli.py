@@ -185,7 +185,8 @@ def gc(
     delete: bool = typer.Option(False, "--delete", help="Remove the garbage (default: only report it)."),
     as_json: bool = typer.Option(False, "--json", help="Print the report as JSON (with the digests)."),
 ) -> None:
-    """Report (or with --delete remove) artifacts no row references, older than MLREPO_GC_GRACE_S."""
+    """Report (or with --delete remove) artifacts no row references, older than MLREPO_GC_GRACE_S, after
+    dropping job outputs past MLREPO_JOB_OUTPUT_RETENTION_DAYS."""
     from catalog.artifact_gc import collect_garbage
 
     settings = settings_of(ctx)
@@ -200,6 +201,12 @@ def gc(
         return
     s = report.store
     verb = "deleted" if delete else "would delete (dry run; --delete to act)"
+    if report.retention_days:
+        expired = "dropped" if delete else "would drop"
+        typer.echo(
+            f"job outputs past {report.retention_days} days: {expired} those of {report.expired_outputs} "
+            "jobs (their blobs are counted below)"
+        )
     typer.echo(f"referenced: {s.referenced.files} blobs, {s.referenced.bytes} bytes")
     young = f"{s.young.files} blobs, {s.young.bytes} bytes"
     typer.echo(f"unreferenced but younger than {report.grace_s} s: {young}")

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.sentiment_package import sentiment_manifest, wait_published, zip_package
+from catalog.actors import Actor
 from catalog.app import CatalogApp
 from catalog.enums import JobStatus
 from catalog.publishing.service import PublishingService
@@ -80,15 +81,32 @@ WORDS = [
 ]
 
 
-def package(name: str) -> bytes:
+# A text → text step (lower case, single spaces) to put in front of the model in a pipeline.
+NORMALIZE = textwrap.dedent(
+    """
+    import json, sys
+
+    for line in sys.stdin:
+        record = json.loads(line)
+        text = " ".join(str(record["input"]).lower().split())
+        sys.stdout.write(json.dumps({"id": record["id"], "output": text}) + "\\n")
+    """
+)
+
+
+def package(name: str, normalizer: bool = False) -> bytes:
+    """The sentiment model's package ``name``, or (``normalizer``) the text → text step's."""
     manifest = sentiment_manifest(
         name,
-        "Sentiment of a review (small MLP over hashed words).",
+        "Lower-cases a text and collapses its spaces."
+        if normalizer
+        else "Sentiment of a review (small MLP over hashed words).",
         resources={"cpu": 1, "memory_mb": 512, "gpu": 0},
         timeout_s=30,
         tests=[],
+        **({"output": {"format": "text@1"}} if normalizer else {}),
     )
-    return zip_package(manifest, PREDICT)
+    return zip_package(manifest, NORMALIZE if normalizer else PREDICT)
 
 
 def records(n: int) -> list[str]:
@@ -133,13 +151,15 @@ def direct(code_dir: Path, inputs: list[str], python: str) -> float:
     return float(done.stdout.strip())
 
 
-async def publish(settings: Settings, catalog: CatalogApp, name: str, dataset: Path | None = None) -> str:
-    """Publish through the real service, as a producer does: the benchmark's model package ``name``, or
-    the JSON-lines file ``dataset`` as a dataset listing ``name``."""
+async def publish(
+    settings: Settings, catalog: CatalogApp, name: str, dataset: Path | None = None, normalizer: bool = False
+) -> str:
+    """Publish through the real service, as a producer does: the benchmark's model package ``name`` (the
+    text normalizer's with ``normalizer``), or the JSON-lines file ``dataset`` as a dataset listing."""
     service = PublishingService(settings, catalog.db, catalog.listings, ExecutorSandbox(settings))
     actor = (await catalog.accounts.create(f"producer-{name}", "producer")).as_actor()
     if dataset is None:
-        submitted = await service.submit_package(actor, io.BytesIO(package(name)))
+        submitted = await service.submit_package(actor, io.BytesIO(package(name, normalizer)))
     else:
         manifest = {"name": name, "kind": "dataset", "category": "nlp"}
         with dataset.open("rb") as upload:
@@ -150,12 +170,14 @@ async def publish(settings: Settings, catalog: CatalogApp, name: str, dataset: P
 
 
 async def full_path(
-    settings: Settings, catalog: CatalogApp, listing_id: str, **inputs: Any
+    settings: Settings, catalog: CatalogApp, listing_id: str | None, actor: Actor | None = None, **inputs: Any
 ) -> tuple[float, JobView]:
-    """Run an inference job on ``inputs`` (``records=`` or ``dataset_listing_id=``) to its end, the
-    way a requester does; its wall time and final view. A record that failed is an error."""
+    """Run an inference job on ``inputs`` (``records=`` or ``dataset_listing_id=``; ``pipeline_id=``
+    instead of a listing) to its end, the way a requester (``actor``, or a new one) does; its wall time
+    and final view. A record that failed is an error."""
     jobs = JobService(settings, catalog)
-    actor = (await catalog.accounts.create(f"requester-{settings.runtime}", "requester")).as_actor()
+    if actor is None:
+        actor = (await catalog.accounts.create(f"requester-{settings.runtime}", "requester")).as_actor()
     try:
         started = time.perf_counter()
         submitted = await jobs.submit(actor, listing_id, "inference", **inputs)

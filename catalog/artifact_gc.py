@@ -16,6 +16,10 @@ What counts as a reference (every row that can lead a reader to a blob):
   one's package is referenced by its listing version, or by nothing when it failed or was deleted);
 * any digest in a pipeline step's ``config``.
 
+Before reading them, the collection drops the outputs references of jobs finished longer than
+``job_output_retention_days`` ago (``catalog.job_output_retention``), so their blobs are swept as
+unreferenced by this same run; a dry run drops nothing and counts those outputs as the garbage they would be.
+
 Digests inside JSON are found by pattern (``sha256:`` + 64 hex), so a reference a later feature adds
 to one of those documents is honoured without touching this module; holding a blob too long is the
 safe mistake. Docker images (``image_ref``, image ids) are not in the artifact store and out of scope.
@@ -42,18 +46,21 @@ import shutil
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from datetime import datetime
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Connection, select
 
 from catalog.enums import JobStatus
+from catalog.job_output_retention import expire_job_outputs, is_expiring, outputs_expire_before
 from catalog.publishing.steps import PublicationStatus
 from infra.artifact_gc import SweepReport, SweepTally, sweep
 from infra.artifacts import ArtifactStore
 from infra.db import Database
 from infra.settings import Settings
-from infra.tables import Job, Listing, ListingVersion, PipelineStep, Publication
+from infra.tables import Job, Listing, ListingVersion, PipelineStep, Publication, utcnow
 
 logger = logging.getLogger(__name__)
 
@@ -67,11 +74,14 @@ _BATCH = 1000
 
 @dataclass
 class GcReport:
-    """The store's sweep, plus the directories of finished (or vanished) publications and jobs."""
+    """The store's sweep, plus the directories of finished (or vanished) publications and jobs, and the
+    jobs whose outputs passed their retention (dropped, or for a dry run, that would be)."""
 
     store: SweepReport
     directories: SweepTally = field(default_factory=SweepTally)  # uploads/ and staging/ leftovers
     grace_s: int = 0
+    expired_outputs: int = 0  # jobs whose outputs reference was dropped (their blobs are in ``garbage``)
+    retention_days: int = 0
 
     @property
     def freed_bytes(self) -> int:
@@ -93,6 +103,8 @@ class GcReport:
         return {
             "deleted": s.deleted,
             "grace_s": self.grace_s,
+            "retention_days": self.retention_days,
+            "expired_outputs": self.expired_outputs,
             **tally,
             "kept_racing": s.kept_racing,
             "freed_bytes": self.freed_bytes,
@@ -121,8 +133,19 @@ def _rows(connection: Connection, statement: Any) -> Iterable[Any]:
     return connection.execution_options(yield_per=_BATCH).execute(statement)
 
 
-def read_references(connection: Connection) -> tuple[set[str], set[str], set[str]]:
-    """(referenced digests, ids of publications not final, ids of jobs not final), in one snapshot."""
+@dataclass
+class References:
+    """What the database references, read in one snapshot."""
+
+    digests: set[str] = field(default_factory=set)
+    active_publications: set[str] = field(default_factory=set)  # ids of publications not final
+    active_jobs: set[str] = field(default_factory=set)  # ids of jobs not final
+    expiring_outputs: int = 0  # jobs whose outputs were not counted: past retention (dry run)
+
+
+def read_references(connection: Connection, outputs_expire_before: datetime | None = None) -> References:
+    """Every digest a row references, in one snapshot. A job finished before ``outputs_expire_before``
+    does not reference its outputs (a dry run's view of what the retention would drop)."""
     _begin_snapshot(connection)
     refs: set[str] = set()
     versions = select(ListingVersion.artifact_digest, ListingVersion.manifest)
@@ -131,10 +154,16 @@ def read_references(connection: Connection) -> tuple[set[str], set[str], set[str
     for location, extra in _rows(connection, select(Listing.storage_location, Listing.extra)):
         refs |= digests_in(location) | digests_in(extra)
     active_jobs: set[str] = set()
-    for job_id, status, outputs, result, inputs in _rows(
-        connection, select(Job.id, Job.status, Job.outputs_digest, Job.result, Job.inputs)
+    expiring_outputs = 0
+    for job_id, status, outputs, result, inputs, finished_at in _rows(
+        connection,
+        select(Job.id, Job.status, Job.outputs_digest, Job.result, Job.inputs, Job.finished_at),
     ):
-        refs |= digests_in(outputs) | digests_in(result)
+        if outputs is not None and is_expiring(status, finished_at, outputs_expire_before):
+            expiring_outputs += 1
+        else:
+            refs |= digests_in(outputs)
+        refs |= digests_in(result)
         if status in _ACTIVE_JOBS:
             active_jobs.add(job_id)
             refs |= digests_in(inputs)
@@ -149,24 +178,40 @@ def read_references(connection: Connection) -> tuple[set[str], set[str], set[str
         refs |= digests_in(digest) | digests_in(meta)
     for (config,) in _rows(connection, select(PipelineStep.config)):
         refs |= digests_in(config)
-    return refs, active_publications, active_jobs
+    return References(refs, active_publications, active_jobs, expiring_outputs)
 
 
 async def collect_garbage(
     settings: Settings, db: Database, *, delete: bool, store: ArtifactStore | None = None
 ) -> GcReport:
-    """Report (and with ``delete``, remove) what no row references and is older than ``gc_grace_s``."""
+    """Report (and with ``delete``, remove) what no row references and is older than ``gc_grace_s``,
+    after dropping the outputs of jobs past ``job_output_retention_days`` (a dry run only counts them)."""
     store = store or ArtifactStore.from_settings(settings)
     cutoff = time.time() - settings.gc_grace_s  # fixed before the references are read: see above
-    refs, active_publications, active_jobs = await db.read(read_references)
-    swept = await asyncio.to_thread(sweep, store, refs, cutoff, delete=delete)
-    report = GcReport(swept, grace_s=settings.gc_grace_s)
+    now = utcnow()
+    expire_before = outputs_expire_before(settings, now)
+    expired = await expire_job_outputs(db, expire_before, now) if delete else 0  # committed before the read
+    refs = await db.read(partial(read_references, outputs_expire_before=None if delete else expire_before))
+    swept = await asyncio.to_thread(sweep, store, refs.digests, cutoff, delete=delete)
+    report = GcReport(
+        swept,
+        grace_s=settings.gc_grace_s,
+        expired_outputs=expired if delete else refs.expiring_outputs,
+        retention_days=settings.job_output_retention_days,
+    )
     await asyncio.to_thread(
-        _sweep_directories, settings.data_dir, active_publications, active_jobs, cutoff, delete, report
+        _sweep_directories,
+        settings.data_dir,
+        refs.active_publications,
+        refs.active_jobs,
+        cutoff,
+        delete,
+        report,
     )
     logger.info(
-        "artifact gc (%s): %d garbage blobs, %d bytes",
+        "artifact gc (%s): outputs of %d jobs expired; %d garbage blobs, %d bytes",
         "deleted" if delete else "dry run",
+        report.expired_outputs,
         swept.garbage.files,
         report.freed_bytes,
     )

@@ -14,7 +14,8 @@ import itertools
 import json
 import shutil
 import tempfile
-from collections.abc import Iterable, Iterator
+from collections.abc import AsyncIterator, Iterable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -55,6 +56,23 @@ def _json_values(lines: Iterable[str], what: str, first_number: int = 1) -> Iter
                 f"{what} line {number} is not JSON (NaN and Infinity are not either); "
                 "expected one JSON value per line"
             ) from None
+
+
+@dataclass(frozen=True)
+class DatasetInput:
+    """A dataset listing whose records a job scores, and its stored file, pinned when the job is queued
+    (a later version of the dataset does not change what the job reads)."""
+
+    listing_id: str
+    digest: str
+
+    def job_inputs(self, records: int) -> dict[str, Any]:
+        """What the job row keeps of it: references and the count (``records``), never the records."""
+        return {
+            "dataset_listing_id": self.listing_id,
+            "dataset_digest": self.digest,
+            "dataset_records": records,
+        }
 
 
 def check_inline_count(settings: Settings, count: int) -> None:
@@ -131,6 +149,24 @@ def job_inputs(settings: Settings, digest: str | None, inline: list[Any], scratc
     file, exported into ``scratch``), then those given inline."""
     dataset = DatasetReader(settings, digest, scratch).inputs() if digest is not None else iter(())
     return itertools.chain(dataset, inline)
+
+
+async def job_input_chunks(
+    settings: Settings, inputs: dict[str, Any], scratch: Path
+) -> tuple[int, AsyncIterator[list[Any]]]:
+    """How many records a job has (its ``inputs`` row field: ``dataset_records`` counted at submission,
+    plus those inline), and those records in order, ``job_max_batch_records`` at a time: a caller that
+    is done with a chunk before taking the next holds one chunk, whatever the dataset's size."""
+    inline = list(inputs.get("records") or [])
+    total = int(inputs.get("dataset_records") or 0) + len(inline)
+    source = await asyncio.to_thread(job_inputs, settings, inputs.get("dataset_digest"), inline, scratch)
+    size = max(1, settings.job_max_batch_records)
+
+    async def chunks() -> AsyncIterator[list[Any]]:
+        while chunk := await asyncio.to_thread(lambda: list(itertools.islice(source, size))):
+            yield chunk
+
+    return total, chunks()
 
 
 def _json_lines_files(path: Path, root: Path, limits: ArchiveLimits) -> list[Path]:

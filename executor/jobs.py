@@ -21,10 +21,9 @@ import shutil
 import statistics
 import tempfile
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from itertools import islice
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -40,7 +39,13 @@ from catalog.keyset import check_page_size, encode_cursor, newest_first
 from catalog.pipelines.store import carries_code
 from executor.allocation import Allocation, Quota, allocate, queue_for
 from executor.batching import BatchProgress
-from executor.datasets import DatasetReader, check_inline_count, dataset_digest, job_inputs
+from executor.datasets import (
+    DatasetInput,
+    DatasetReader,
+    check_inline_count,
+    dataset_digest,
+    job_input_chunks,
+)
 from executor.events import JobEvents, LocalJobEvents
 from executor.gpus import GpuPool, leased_gpus, parse_devices, shared_pool
 from executor.inference import InferencePlan, Tally, output_records, run_inference
@@ -52,7 +57,6 @@ from executor.job_outputs import (
     StoredOutputs,
     read_all,
     read_page,
-    write_outputs,
 )
 from executor.output_filter import OutputFilter
 from executor.packages import NO_CODE, commands_of, prepare_runnable, serves_inference
@@ -60,7 +64,7 @@ from executor.runtimes import Limits, RuntimeSelector
 from executor.schema_check import compile_check
 from infra.artifacts import ArtifactStore
 from infra.db import is_unreachable, retry_while_unreachable
-from infra.errors import BadInput, MlrepoError, NotFound, Unauthenticated
+from infra.errors import BadInput, Gone, MlrepoError, NotFound, Unauthenticated
 from infra.heartbeat import keep_beating, lost_before, silent_since
 from infra.settings import Settings
 from infra.tables import Account, Job, Listing, ListingVersion, UsageEvent, utcnow
@@ -104,6 +108,7 @@ class JobView:
     result: dict[str, Any] | None  # a small summary; per-record outputs are in the artifact store
     outputs_digest: str | None
     outputs_count: int | None
+    outputs_expired_at: datetime | None  # retention dropped the outputs (``catalog.job_output_retention``)
     error: str | None
     logs: str
     attempts: int
@@ -127,6 +132,7 @@ class JobView:
             result=row.result,
             outputs_digest=row.outputs_digest,
             outputs_count=row.outputs_count,
+            outputs_expired_at=row.outputs_expired_at,
             error=row.error,
             logs=row.logs or "",
             attempts=row.attempts or 0,
@@ -274,6 +280,7 @@ class JobService:
         if (listing_id is None) == (pipeline_id is None):
             raise BadInput("give either a listingId or a pipelineId", field="listingId")
         digest = None  # the stored file of a dataset whose records inference scores (then any inline)
+        pinned: DatasetInput | None = None  # that dataset, for a pipeline
         if dataset_listing_id is not None:
             dataset = await self.catalog.listings.get(actor, dataset_listing_id)
             if dataset.kind != ListingKind.DATASET:
@@ -282,19 +289,20 @@ class JobService:
                 if records is not None and not isinstance(records, list | tuple):
                     raise BadInput("records must be a list of inputs", field="records")
                 digest = await dataset_digest(self.db, dataset_listing_id)
+                pinned = DatasetInput(dataset_listing_id, digest)
         if pipeline_id is not None:
-            records = await self._with_dataset(records, digest)
-            return await self._submit_pipeline(actor, task, records, resources, pipeline_id=pipeline_id)
+            return await self._submit_pipeline(
+                actor, task, records, resources, pinned, pipeline_id=pipeline_id
+            )
         assert listing_id is not None
         listing = await self.catalog.listings.get(actor, listing_id)  # NOT_FOUND when not visible
         if listing.kind not in RUNNABLE_KINDS:
             raise BadInput(f"a {listing.kind} listing cannot be run", field="listingId")
         if listing.kind == ListingKind.PIPELINE and not await self._carries_code(listing_id):
-            records = await self._with_dataset(records, digest)
-            return await self._submit_pipeline(actor, task, records, resources, listing_id=listing_id)
+            return await self._submit_pipeline(actor, task, records, resources, pinned, listing_id=listing_id)
         inputs = self._check_inputs(task, listing.input_schema, records, dataset_listing_id, digest)
         if digest is not None:
-            inputs["dataset_records"] = await self._scan_dataset(digest, listing.input_schema)
+            inputs["dataset_records"] = await self.scan_dataset(digest, listing.input_schema)
         async with self.db.session() as session:
             account = await session.get(Account, actor.account_id)
             if account is None:
@@ -330,7 +338,7 @@ class JobService:
         await self.deliver(row.id, row.resource_class, 1)
         return view
 
-    async def _scan_dataset(self, digest: str, input_schema: dict[str, Any] | None) -> int:
+    async def scan_dataset(self, digest: str, input_schema: dict[str, Any] | None) -> int:
         """Count a dataset's records, refusing it now (not in the worker) when one is not JSON or does
         not match the listing's input schema; read as a stream, so memory stays bounded."""
         check = input_check(input_schema)
@@ -342,25 +350,6 @@ class JobService:
             return count
 
         return await self._in_scratch(scan)
-
-    async def _with_dataset(self, records: Sequence[Any] | None, digest: str | None) -> Sequence[Any] | None:
-        """A pipeline runs its records stage by stage in memory: the dataset's, then those given inline,
-        at most ``job_max_inline_records`` of them together."""
-        if digest is None:
-            return records
-        limit = self.settings.job_max_inline_records
-
-        def load(scratch: Path) -> list[Any]:
-            loaded = list(islice(DatasetReader(self.settings, digest, scratch).inputs(), limit + 1))
-            if len(loaded) + len(records or ()) > limit:
-                raise BadInput(
-                    f"a pipeline run takes at most {limit} records (its dataset's and any given); "
-                    "this dataset has more: run its listings one by one, or split the dataset",
-                    field="datasetListingId",
-                )
-            return [*loaded, *(records or ())]
-
-        return await self._in_scratch(load)
 
     async def _in_scratch(self, work: Callable[[Path], Any]) -> Any:
         scratch = Path(tempfile.mkdtemp(prefix="dataset-", dir=self._staging_root()))
@@ -383,6 +372,7 @@ class JobService:
         task: JobTask,
         records: Sequence[Any] | None,
         resources: dict[str, Any] | None,
+        dataset: DatasetInput | None,
         *,
         pipeline_id: str | None = None,
         listing_id: str | None = None,
@@ -402,10 +392,11 @@ class JobService:
             job_id = await submit_pipeline(
                 self,
                 actor,
-                records or [],
+                records,
                 pipeline_id=pipeline_id,
                 listing_id=listing_id,
                 resources=resources,
+                dataset=dataset,
             )
         view = await self.get(actor, job_id)
         await self._publish(view)
@@ -452,13 +443,15 @@ class JobService:
         self, actor: Actor, job_id: str, first: int, after: OutputsCursor = START
     ) -> OutputsPage:
         """A page of a final job's per-record outputs (``{output}`` or ``{error}``, in input order); an
-        empty page for a job that has none (not final yet, cancelled, training)."""
+        empty page for a job that has none (not final yet, cancelled, training); GONE once retention
+        dropped them."""
         view = await self.get(actor, job_id)
         if first < 1 or first > self.settings.job_outputs_page_size:
             raise BadInput(
                 f"first must be between 1 and {self.settings.job_outputs_page_size}; got {first}",
                 field="first",
             )
+        _check_outputs_kept(view)
         if view.outputs_digest is None:
             if after != START:
                 raise BadInput("this job has no outputs to page through", field="after")
@@ -468,7 +461,8 @@ class JobService:
         )
 
     async def all_outputs(self, view: JobView) -> list[dict[str, Any]]:
-        """Every output of a job its caller may see (``view`` came from ``get``)."""
+        """Every output of a job its caller may see (``view`` came from ``get``); GONE once expired."""
+        _check_outputs_kept(view)
         if view.outputs_digest is None:
             return []
         return await asyncio.to_thread(read_all, self.artifacts, view.outputs_digest)
@@ -648,17 +642,11 @@ class JobService:
         a chunk of ``job_max_batch_records`` at a time, writing each chunk's outputs out before reading
         the next: memory stays bounded whatever the dataset's size. What batching learnt (batch size,
         failures in a row) carries from one chunk to the next, so chunks do not each start over."""
-        inputs = row.inputs or {}
-        inline = list(inputs.get("records") or [])
-        total = int(inputs.get("dataset_records") or 0) + len(inline)
-        source = await asyncio.to_thread(
-            job_inputs, self.settings, inputs.get("dataset_digest"), inline, staging / "dataset"
-        )
-        size = max(1, self.settings.job_max_batch_records)
+        total, chunks = await job_input_chunks(self.settings, row.inputs or {}, staging / "dataset")
         writer = OutputsWriter(staging / "outputs")
         tally, carry = Tally(), None
         try:
-            while chunk := await asyncio.to_thread(lambda: list(islice(source, size))):
+            async for chunk in chunks:
                 hook = self.progress_hook(row.id, done_before=tally, total=total)
                 outcome = await run_inference(runtime, plan, chunk, hook, carry)
                 carry = outcome.carry
@@ -894,12 +882,6 @@ class JobService:
             self._artifacts = ArtifactStore.from_settings(self.settings)
         return self._artifacts
 
-    async def keep_outputs(self, job_id: str, staging: Path, records: Iterable[dict[str, Any]]) -> None:
-        """Store a running job's per-record outputs; ``finish`` references them (see ``job_outputs``)."""
-        self._outputs[job_id] = await asyncio.to_thread(
-            write_outputs, self.artifacts, staging / "outputs", records
-        )
-
     async def keep_written_outputs(self, job_id: str, writer: OutputsWriter) -> None:
         """Store outputs a job wrote as it went (``OutputsWriter``); ``finish`` references them."""
         self._outputs[job_id] = await asyncio.to_thread(writer.store, self.artifacts)
@@ -1079,6 +1061,18 @@ def input_check(input_schema: dict[str, Any] | None) -> Callable[[str, Any, str]
             )
 
     return check
+
+
+def _check_outputs_kept(view: JobView) -> None:
+    """A job whose outputs passed their retention answers GONE, not an empty page: it had outputs, and
+    they will not come back (its summary and metrics remain on the job)."""
+    if view.outputs_expired_at is not None:
+        raise Gone(
+            f"the outputs of job {view.id} were dropped on {view.outputs_expired_at:%Y-%m-%d}, past the "
+            "retention for finished jobs' outputs; its status, summary and metrics remain: run it "
+            "again to get outputs",
+            field="outputs",
+        )
 
 
 def _parse_task(task: str) -> JobTask:

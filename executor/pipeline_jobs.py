@@ -9,12 +9,19 @@ allocation (from that listing's suggested resources, bounded by the owner's quot
 timeout, through the same batched inference path as a single-listing job; stage progress is stored on
 the job row and published for ``Subscription.jobStatus``.
 
+Records are streamed like a single-listing job's: the dataset's (read from its stored file, pinned at
+submission) then those given inline, ``job_max_batch_records`` at a time. Each chunk goes through every
+stage (conditioning steps included) and its outputs are written out before the next chunk is read, so
+a worker's memory does not grow with the dataset. Each step's sandbox package is prepared once per job,
+and what batching learnt for a step carries from one chunk to the next.
+
 The job is queued on the resource class of its most demanding step (a pipeline with a GPU step waits
 for a GPU worker); the classes of every stage are recorded on the row (``resources.stages``).
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -27,41 +34,48 @@ from catalog.pipelines.running import (
     StepPlan,
     max_resources,
     resource_class_for,
-    run_pipeline_job,
+    stream_pipeline_job,
 )
 from executor.allocation import Quota, allocate
-from executor.datasets import check_inline_count
+from executor.datasets import DatasetInput, check_inline_count, job_input_chunks
 from executor.inference import InferencePlan, run_inference
+from executor.job_outputs import OutputsWriter
 from executor.output_filter import OutputFilter
 from executor.packages import NO_CODE, prepare_runnable, serves_inference
 from infra.errors import BadInput, Unauthenticated
 from infra.tables import Account, Job
 
 if TYPE_CHECKING:
+    from executor.batching import BatchCarry
     from executor.contract import RecordOutcome
     from executor.jobs import JobService
+    from executor.packages import Runnable
 
 
 async def submit_pipeline(
     jobs: JobService,
     actor: Actor,
-    records: Sequence[Any],
+    records: Sequence[Any] | None,
     *,
     pipeline_id: str | None = None,
     listing_id: str | None = None,
     resources: dict[str, Any] | None = None,
+    dataset: DatasetInput | None = None,
 ) -> str:
-    """Queue an inference run of one of the caller's pipelines, or of a visible pipeline listing.
+    """Queue an inference run of one of the caller's pipelines, or of a visible pipeline listing, on
+    ``records`` and/or a ``dataset``'s records (any number: they are streamed when the job runs).
 
     Everything that can be refused is refused here, before a job exists: a pipeline that cannot run
-    (open connections, untrained steps), inputs that do not fit its first step, a quota too small for
-    its most demanding step. Returns the job id.
+    (open connections, untrained steps), inputs that do not fit its first step (a dataset's are read
+    through once), a quota too small for its most demanding step. Returns the job id.
     """
     if actor.account_id is None:
         raise Unauthenticated("sign in to run jobs")
     if (pipeline_id is None) == (listing_id is None):
         raise BadInput("give either a pipeline id or a pipeline listing id")
-    if not isinstance(records, list | tuple) or not records:
+    if records is None and dataset is not None:
+        records = []
+    if not isinstance(records, list | tuple) or not (records or dataset is not None):
         raise BadInput("a pipeline run needs records: a non-empty list of inputs", field="records")
     check_inline_count(jobs.settings, len(records))
     pipelines = jobs.catalog.pipelines
@@ -75,6 +89,12 @@ async def submit_pipeline(
         for step in plan.steps:
             if not serves_inference(await jobs.latest_version(session, step.listing_id)):
                 raise BadInput(f"{step.label} {NO_CODE}", field="pipelineId" if pipeline_id else "listingId")
+    inputs: dict[str, Any] = {"records": list(records), "via_listing": listing_id is not None}
+    if dataset is not None:
+        count = await jobs.scan_dataset(dataset.digest, plan.steps[0].input_schema)
+        if count + len(records) == 0:
+            raise BadInput("the dataset has no records to run the pipeline on", field="datasetListingId")
+        inputs |= dataset.job_inputs(count)
     return await queue_staged_job(
         jobs,
         actor.account_id,
@@ -83,7 +103,7 @@ async def submit_pipeline(
         task=JobTask.INFERENCE,
         pipeline_id=plan.pipeline_id,
         listing_id=listing_id,
-        inputs={"records": list(records), "via_listing": listing_id is not None},
+        inputs=inputs,
     )
 
 
@@ -142,46 +162,72 @@ async def run_pipeline_row(jobs: JobService, row: Job, staging: Path) -> tuple[J
             plan = await pipelines.plan_run(owner, row.pipeline_id)
     except BadInput as exc:  # the pipeline changed since it was queued
         return JobStatus.FAILED, f"the pipeline can no longer run: {exc.message}"
-    records = list((row.inputs or {}).get("records") or [])
-    verdict = await run_pipeline_job(
-        plan,
-        records,
-        _step_runner(jobs, row, plan, quota, staging),
-        on_stage=_stage_hook(jobs, row.id),
-        usage=jobs.catalog.usage,
-        account_id=row.owner_id,
-    )
-    summary = None
-    if verdict.result is not None:  # its records become the job's outputs, its counts the summary
-        summary = {key: value for key, value in verdict.result.items() if key != "records"}
-        await jobs.keep_outputs(row.id, staging, verdict.result["records"])
-    await jobs.store(row.id, result=summary, metrics=verdict.metrics)
+    total, chunks = await job_input_chunks(jobs.settings, row.inputs or {}, staging / "dataset")
+    writer = OutputsWriter(staging / "outputs")
+
+    async def write(records: list[dict[str, Any]]) -> None:
+        await asyncio.to_thread(writer.extend, records)
+
+    try:
+        verdict = await stream_pipeline_job(
+            plan,
+            chunks,
+            _step_runner(jobs, row, plan, quota, staging),
+            write,
+            on_stage=_stage_hook(jobs, row.id, total),
+            usage=jobs.catalog.usage,
+            account_id=row.owner_id,
+        )
+        if verdict.result is not None:  # the written records become the job's outputs
+            await jobs.keep_written_outputs(row.id, writer)
+        else:  # a failed run shows nothing partial
+            writer.discard()
+    except BaseException:
+        writer.discard()
+        raise
+    await jobs.store(row.id, result=verdict.result, metrics=verdict.metrics)
     return JobStatus(verdict.status), verdict.error
 
 
 def _step_runner(jobs: JobService, row: Job, plan: RunPlan, quota: Quota, staging: Path):
+    """Runs a step on one chunk. Its package is prepared (exported, unpacked, containerized) on its first
+    chunk only, and batching's state carries over to the step's next chunk (batch size, failures)."""
+    prepared: dict[int, tuple[Runnable, InferencePlan]] = {}
+    carries: dict[int, BatchCarry | None] = {}
+
     async def run_step(step: StepPlan, inputs: list[Any]) -> list[RecordOutcome]:
-        async with jobs.db.session() as session:
-            version = await jobs.latest_version(session, step.listing_id)
-        if version is None:
-            raise BadInput(f"{step.listing_name!r} has no published version to run")
-        step_dir = staging / f"stage-{step.index}"
-        step_dir.mkdir(parents=True, exist_ok=True)
-        runnable = await prepare_runnable(jobs.settings, jobs.selector, version, step_dir)
-        allocation = allocate(step.resources, None, quota)
-        inference = InferencePlan(
-            package=runnable.package,
-            limits=jobs.limits_for(allocation, step.timeout_s),
-            output_filter=OutputFilter.for_listing(step.output_format, step.output_schema),
-            max_batch=jobs.settings.job_max_batch_records,
-            labels=(("mlrepo.job", row.id), ("mlrepo.stage", str(step.index))),
-        )
-        return (await run_inference(runnable.runtime, inference, inputs)).results
+        if step.index not in prepared:
+            prepared[step.index] = await _prepare_step(jobs, row, step, quota, staging)
+        runnable, inference = prepared[step.index]
+        outcome = await run_inference(runnable.runtime, inference, inputs, carry=carries.get(step.index))
+        carries[step.index] = outcome.carry
+        return outcome.results
 
     return run_step
 
 
-def _stage_hook(jobs: JobService, job_id: str):
+async def _prepare_step(
+    jobs: JobService, row: Job, step: StepPlan, quota: Quota, staging: Path
+) -> tuple[Runnable, InferencePlan]:
+    async with jobs.db.session() as session:
+        version = await jobs.latest_version(session, step.listing_id)
+    if version is None:
+        raise BadInput(f"{step.listing_name!r} has no published version to run")
+    step_dir = staging / f"stage-{step.index}"
+    step_dir.mkdir(parents=True, exist_ok=True)
+    runnable = await prepare_runnable(jobs.settings, jobs.selector, version, step_dir)
+    allocation = allocate(step.resources, None, quota)
+    inference = InferencePlan(
+        package=runnable.package,
+        limits=jobs.limits_for(allocation, step.timeout_s),
+        output_filter=OutputFilter.for_listing(step.output_format, step.output_schema),
+        max_batch=jobs.settings.job_max_batch_records,
+        labels=(("mlrepo.job", row.id), ("mlrepo.stage", str(step.index))),
+    )
+    return runnable, inference
+
+
+def _stage_hook(jobs: JobService, job_id: str, total: int):
     async def on_stage(progress: StageProgress) -> None:
         await jobs.report_progress(
             job_id,
@@ -193,6 +239,8 @@ def _stage_hook(jobs: JobService, job_id: str):
                 "state": progress.state,
                 "records_in": progress.records_in,
                 "records_ok": progress.records_ok,
+                "records_done": progress.records_done,
+                "records_total": total,
             },
         )
 

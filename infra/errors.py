@@ -45,5 +45,13 @@ class Conflict(MlrepoError):
     code = "CONFLICT"
 
 
+class Gone(MlrepoError):
+    """Something that existed and was removed on purpose, for good (a finished job's outputs past their
+    retention). Its own code because, unlike NOT_FOUND, the id is right and retrying or another id will
+    not help: the client has to run it again."""
+
+    code = "GONE"
+
+
 class Unavailable(MlrepoError):
     code = "UNAVAILABLE"

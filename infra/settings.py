@@ -96,12 +96,18 @@ class Settings(BaseSettings):
     job_max_batch_records: int = Field(10_000, description="Upper bound on records sent in one scoring call.")
     job_max_inline_records: int = Field(
         100_000,
-        description="Most records one job takes in its request (records, an uploaded file) or, for a "
-        "pipeline, from its dataset; a model streams a dataset listing's records from the stored file, "
-        "any number.",
+        description="Most records one job takes in its request (records, an uploaded file); a model or a "
+        "pipeline streams a dataset listing's records from the stored file, any number.",
     )
     job_outputs_page_size: int = Field(
         1000, description="Most per-record outputs one page of `Job.outputs` returns (`first`)."
+    )
+    job_output_retention_days: int = Field(
+        30,
+        ge=0,
+        description="Days a finished job's per-record outputs are kept (0: forever); then the garbage "
+        "collection drops them (the job keeps its status, summary and metrics; `Job.outputs` answers "
+        "GONE). A month lets requesters fetch what they ran without the store growing forever.",
     )
     job_heartbeat_s: float = Field(
         5.0, description="How often a running job or publication proves its worker is alive."

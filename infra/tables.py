@@ -273,6 +273,8 @@ class Job(Base):
     # Per-record outputs: a JSON-lines artifact, referenced only by the transaction that makes the job final.
     outputs_digest: Mapped[str | None] = mapped_column(String(80))
     outputs_count: Mapped[int | None] = mapped_column(Integer)
+    # Set when retention dropped the outputs (outputs_digest is then NULL; outputs_count stays).
+    outputs_expired_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     progress: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     metrics: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     logs: Mapped[str] = mapped_column(Text, default="")

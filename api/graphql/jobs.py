@@ -137,6 +137,10 @@ class Job:
     outputs_count: int = strawberry.field(
         description="How many per-record outputs the job has (0 until it is final)."
     )
+    outputs_expired_at: datetime | None = strawberry.field(
+        description="When the outputs were dropped, MLREPO_JOB_OUTPUT_RETENTION_DAYS after the job finished "
+        "(outputs then answers GONE; status, result and metrics stay)."
+    )
     error: str | None
     logs: str
     attempts: int
@@ -146,7 +150,8 @@ class Job:
 
     @strawberry.field(
         description="Per-record outputs of a final inference job, in input order, with cursor pagination "
-        "(first: 1..MLREPO_JOB_OUTPUTS_PAGE_SIZE; pass pageInfo.endCursor as after)."
+        "(first: 1..MLREPO_JOB_OUTPUTS_PAGE_SIZE; pass pageInfo.endCursor as after); GONE once "
+        "outputsExpiredAt is set."
     )
     async def outputs(
         self, info: strawberry.Info, first: int = 100, after: str | None = None
@@ -189,6 +194,7 @@ class Job:
             metrics=view.metrics,
             result=view.result,
             outputs_count=view.outputs_count or 0,
+            outputs_expired_at=view.outputs_expired_at,
             error=view.error,
             logs=view.logs,
             attempts=view.attempts,

@@ -14,11 +14,13 @@ from pydantic import ValidationError
 from catalog.actors import Actor
 from catalog.app import CatalogApp
 from catalog.artifact_gc import collect_garbage, digests_in
+from catalog.job_output_retention import expire_job_outputs, outputs_expire_before
 from catalog.publishing.listing_writer import Target, write_version
 from executor.job_outputs import write_outputs
 from infra.artifacts import ArtifactStore, StoredArtifact
 from infra.settings import Settings
-from infra.tables import Job, Publication
+from infra.tables import Job, Publication, utcnow
+from tests.job_rows import finished_job as finished_job_row
 
 OLD_S = 3 * 86_400  # well past the default grace period (one day)
 
@@ -214,6 +216,94 @@ async def test_uploads_and_staging_of_finished_publications_and_jobs_go(
         "running job",
         "verification",
     }
+
+
+async def finished_job(
+    app: CatalogApp, actor: Actor, store: ArtifactStore, directory: Path, days_ago: float, output: str
+) -> Job:
+    """A succeeded job with one stored output (its blob aged too), finished ``days_ago`` days ago."""
+    outputs = write_outputs(store, directory, [{"output": output}])
+    age(store.locate(outputs.digest).path)
+    job = finished_job_row(actor.account_id, outputs.digest, days_ago)
+    await add_row(app, job)
+    return job
+
+
+async def job_row(app: CatalogApp, job_id: str) -> Job:
+    async with app.db.session() as session:
+        return await session.get(Job, job_id)
+
+
+async def test_outputs_past_their_retention_are_dropped_and_their_blob_swept(
+    catalog_app: CatalogApp, alice: Actor, settings: Settings, store: ArtifactStore, tmp_path: Path
+) -> None:
+    """Finished jobs' outputs were kept forever. Past ``job_output_retention_days`` the row drops its
+    reference (keeping status, summary, metrics and count) and the same collection sweeps the blob."""
+    assert settings.job_output_retention_days == 30
+    old = await finished_job(catalog_app, alice, store, tmp_path / "a", 31, "old")
+    recent = await finished_job(catalog_app, alice, store, tmp_path / "b", 29, "recent")
+    old_digest = old.outputs_digest
+
+    dry = await gc(catalog_app, settings, delete=False)
+    assert dry.expired_outputs == 1 and dry.store.garbage_digests == [old_digest]
+    assert dry.as_dict()["expired_outputs"] == 1 and dry.as_dict()["retention_days"] == 30
+    assert (await job_row(catalog_app, old.id)).outputs_digest == old_digest and store.exists(old_digest)
+
+    report = await gc(catalog_app, settings)
+    assert report.expired_outputs == 1 and report.store.garbage_digests == [old_digest]
+    assert not store.exists(old_digest) and store.exists(recent.outputs_digest)
+    row = await job_row(catalog_app, old.id)
+    assert row.outputs_digest is None and row.outputs_expired_at is not None
+    assert (row.status, row.result, row.metrics, row.outputs_count) == (
+        "succeeded",
+        {"succeeded": 1, "failed": 0},
+        {"records": 1},
+        1,
+    )
+    assert (await job_row(catalog_app, recent.id)).outputs_expired_at is None
+    assert (await gc(catalog_app, settings)).expired_outputs == 0
+
+
+async def test_a_crash_after_expiring_the_row_leaves_the_blob_for_the_next_collection(
+    catalog_app: CatalogApp, alice: Actor, settings: Settings, store: ArtifactStore, tmp_path: Path
+) -> None:
+    """The row is updated first; the blob goes only with a later sweep, so no row names a missing blob."""
+    job = await finished_job(catalog_app, alice, store, tmp_path / "a", 40, "old")
+    now = utcnow()
+    assert await expire_job_outputs(catalog_app.db, outputs_expire_before(settings, now), now) == 1
+    assert store.exists(job.outputs_digest)  # the process "crashed" here
+    report = await gc(catalog_app, settings)
+    assert report.expired_outputs == 0 and report.store.garbage_digests == [job.outputs_digest]
+
+
+async def test_outputs_another_job_still_holds_stay_and_zero_days_keeps_forever(
+    catalog_app: CatalogApp, alice: Actor, settings: Settings, store: ArtifactStore, tmp_path: Path
+) -> None:
+    old = await finished_job(catalog_app, alice, store, tmp_path / "a", 40, "same")
+    recent = await finished_job(catalog_app, alice, store, tmp_path / "b", 1, "same")
+    assert old.outputs_digest == recent.outputs_digest  # one content-addressed blob
+    forever = settings.model_copy(update={"job_output_retention_days": 0})
+    report = await gc(catalog_app, forever)
+    assert (report.expired_outputs, report.store.garbage.files) == (0, 0)
+    assert (await job_row(catalog_app, old.id)).outputs_digest == old.outputs_digest
+
+    report = await gc(catalog_app, settings)
+    assert report.expired_outputs == 1 and report.store.garbage.files == 0
+    assert store.exists(recent.outputs_digest)
+
+
+async def test_unfinished_jobs_keep_their_outputs_whatever_their_age(
+    catalog_app: CatalogApp, alice: Actor, settings: Settings, store: ArtifactStore, tmp_path: Path
+) -> None:
+    job = await finished_job(catalog_app, alice, store, tmp_path / "a", 40, "old")
+    await set_status(catalog_app, Job, job.id, "running")  # e.g. a stale finished_at of an earlier attempt
+    report = await gc(catalog_app, settings)
+    assert report.expired_outputs == 0 and store.exists(job.outputs_digest)
+
+
+def test_a_negative_retention_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(ValidationError, match="job_output_retention_days"):
+        Settings(data_dir=tmp_path, job_output_retention_days=-1)
 
 
 def test_digests_are_found_anywhere_in_a_document() -> None:

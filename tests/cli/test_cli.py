@@ -243,11 +243,13 @@ def test_gc_reports_by_default_and_deletes_with_delete(runner, settings) -> None
     assert dry.exit_code == 0, dry.output
     assert "would delete (dry run; --delete to act): 1 blobs" in dry.output
     assert "younger than 86400 s: 1 blobs" in dry.output
+    assert "job outputs past 30 days: would drop those of 0 jobs" in dry.output
     assert store.exists(old.digest)
 
     done = mlrepo(runner, settings, "gc", "--delete", "--json")
     assert done.exit_code == 0, done.output
     report = json.loads(done.output)
     assert report["deleted"] is True and report["garbage_digests"] == [old.digest]
+    assert (report["retention_days"], report["expired_outputs"]) == (30, 0)
     assert report["garbage"] == {"files": 1, "bytes": len(b"abandoned")}
     assert not store.exists(old.digest) and store.exists(young.digest)

@@ -15,10 +15,14 @@ from websockets.asyncio.client import connect
 
 from api.app import create_app
 from catalog.actors import Actor
+from catalog.artifact_gc import collect_garbage
 from catalog.enums import JobStatus
+from executor.job_outputs import write_outputs
 from executor.jobs import JobService
+from infra.artifacts import ArtifactStore
 from infra.settings import Settings
 from search.embeddings import Encoder
+from tests.job_rows import finished_job
 from tests.services import serve_in_background
 
 PROTOCOL = "graphql-transport-ws"
@@ -285,3 +289,36 @@ async def test_my_jobs_lists_ones_own_jobs_newest_first_in_pages(server) -> None
     async with httpx.AsyncClient(base_url=f"http://{address}") as http:
         anonymous = (await http.post("/graphql", json={"query": MY_JOBS, "variables": {"first": 2}})).json()
     assert anonymous["errors"][0]["extensions"]["code"] == "UNAUTHENTICATED"
+
+
+async def test_outputs_past_their_retention_answer_gone(server, tmp_path) -> None:
+    """A finished job's outputs were kept forever; once the garbage collection drops them (retention),
+    ``outputs`` says GONE (not NOT_FOUND, nor an empty page) and the job keeps its summary and metrics."""
+    address, settings, app = server
+    who = await people(app)
+    catalog = app.state.services.catalog
+    outputs = write_outputs(ArtifactStore.from_settings(settings), tmp_path, [{"output": {"label": "x"}}])
+    job = finished_job(who["alice"][0].account_id, outputs.digest, settings.job_output_retention_days + 1)
+    async with catalog.db.session() as session:
+        session.add(job)
+    assert (await gql(address, OUTPUTS, {"id": job.id, "first": 5}, who["alice"][1]))["data"]["job"][
+        "outputs"
+    ]["totalCount"] == 1
+
+    assert (await collect_garbage(settings, catalog.db, delete=True)).expired_outputs == 1
+    (error,) = (await gql(address, OUTPUTS, {"id": job.id, "first": 5}, who["alice"][1]))["errors"]
+    assert error["extensions"] == {"code": "GONE", "field": "outputs"}
+    assert "were dropped" in error["message"] and "run it again" in error["message"]
+    query = "query J($id: ID!) { job(id: $id) { status result metrics outputsCount outputsExpiredAt } }"
+    body = await gql(address, query, {"id": job.id}, who["alice"][1])
+    kept = body["data"]["job"]
+    assert (kept["status"], kept["result"], kept["metrics"], kept["outputsCount"]) == (
+        "SUCCEEDED",
+        {"succeeded": 1, "failed": 0},
+        {"records": 1},
+        1,
+    )
+    assert kept["outputsExpiredAt"] is not None
+    # Others still get NOT_FOUND: an expired job's existence is not leaked either.
+    other = await gql(address, OUTPUTS, {"id": job.id, "first": 5}, who["bob"][1])
+    assert other["errors"][0]["extensions"]["code"] == "NOT_FOUND"

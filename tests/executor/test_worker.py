@@ -29,6 +29,7 @@ from executor.worker import collect_artifact_garbage, worker_settings
 from infra.artifacts import ArtifactStore
 from infra.settings import Settings
 from infra.tables import Job, utcnow
+from tests.job_rows import finished_job
 from tests.services import free_port, long_running, require_service
 
 # ``mlrepo worker`` in a process of its own, configured by its environment.
@@ -214,14 +215,21 @@ def test_garbage_collection_on_the_worker_is_off_unless_asked_for(settings: Sett
     assert "cron:collect_artifact_garbage" not in {job.name for job in worker_settings(gpu)["cron_jobs"]}
 
 
-async def test_the_workers_garbage_collection_deletes(settings: Settings, catalog) -> None:
+async def test_the_workers_garbage_collection_deletes(settings: Settings, catalog, people) -> None:
+    """It also drops the outputs of jobs finished longer than the retention ago (their blobs go too)."""
     store = ArtifactStore.from_settings(settings)
     old = store.put_bytes(b"outputs of a job that crashed")
+    expired = store.put_bytes(b'{"output":"of a job finished long ago"}\n')
     then = time.time() - 2 * settings.gc_grace_s
-    os.utime(old.path, (then, then))
+    for blob in (old, expired):
+        os.utime(blob.path, (then, then))
+    days_ago = settings.job_output_retention_days + 1
+    async with catalog.db.session() as session:
+        session.add(finished_job(people["alice"].account_id, expired.digest, days_ago))
     report = await collect_artifact_garbage({"catalog": catalog})
-    assert report["deleted"] is True and report["garbage"]["files"] == 1
-    assert not store.exists(old.digest)
+    assert report["deleted"] is True and report["garbage"]["files"] == 2
+    assert report["expired_outputs"] == 1
+    assert not store.exists(old.digest) and not store.exists(expired.digest)
 
 
 def _redis_server(port: int) -> subprocess.Popen:

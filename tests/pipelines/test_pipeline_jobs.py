@@ -7,6 +7,7 @@ runs every stage in its own sandbox copy with its own allocation.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 from collections.abc import AsyncIterator
@@ -98,22 +99,35 @@ async def test_run_job_on_a_pipeline_runs_every_stage_in_the_sandbox(
             assert (await session.get(Listing, listing_id)).usage_count == 1
 
 
-async def test_a_pipeline_fed_a_dataset_takes_at_most_the_inline_limit_of_records(
-    app: CatalogApp, producer: Actor, requester: Actor
-) -> None:
-    """A pipeline runs its records stage by stage in memory, so a dataset feeding one is bounded by
-    ``job_max_inline_records`` (a model streams a dataset of any size; a pipeline does not yet)."""
+class Recorder:
+    """The job queue: the test claims and runs each job itself, as a worker would."""
+
+    def __init__(self) -> None:
+        self.queued: list[str] = []
+
+    async def enqueue(self, job_id: str, resource_class: str, attempt: int) -> None:
+        self.queued.append(job_id)
+
+    async def close(self) -> None:
+        return None
+
+
+async def street_scenes(app: CatalogApp, producer: Actor, requester: Actor) -> str:
+    """The detector → (conditioning) → classifier pipeline."""
     ids = await publish_parts(app, producer, ("detector", "cropper", "classifier"), with_dataset=False)
-    pipelines = PipelineService(app.db, app.demand)
-    pipeline = await pipelines.create(requester, "street scenes")
-    await pipelines.add_step(requester, pipeline.id, ids["detector"])
-    await pipelines.add_step(requester, pipeline.id, ids["classifier"])
-    images = [gray(4, 3, {(1, 1), (2, 1)}), gray(4, 3, {(0, 0)})]
+    pipeline = await app.pipelines.create(requester, "street scenes")
+    await app.pipelines.add_step(requester, pipeline.id, ids["detector"])
+    await app.pipelines.add_step(requester, pipeline.id, ids["classifier"])
+    return pipeline.id
+
+
+async def frames(app: CatalogApp, producer: Actor, images: list[dict], name: str = "frames") -> str:
+    """A dataset listing of ``images``, one ``{"input": image}`` line each."""
     data = "".join(json.dumps({"input": image}) + "\n" for image in images).encode()
     digest = ArtifactStore.from_settings(app.settings).put_bytes(data).digest
     async with app.db.session() as session:
         dataset = Listing(
-            kind="dataset", name="frames", category="cv", owner_id=producer.account_id, visibility="public"
+            kind="dataset", name=name, category="cv", owner_id=producer.account_id, visibility="public"
         )
         session.add(dataset)
         await session.flush()
@@ -122,23 +136,85 @@ async def test_a_pipeline_fed_a_dataset_takes_at_most_the_inline_limit_of_record
                 listing_id=dataset.id, version="1.0.0", artifact_kind="dataset", artifact_digest=digest
             )
         )
+    return dataset.id
 
-    class Recorder:  # the job queue: nothing runs here
-        async def enqueue(self, job_id: str, resource_class: str, attempt: int) -> None:
-            return None
 
-        async def close(self) -> None:
-            return None
-
-    narrow = JobService(app.settings.model_copy(update={"job_max_inline_records": 2}), app, queue=Recorder())
-    with pytest.raises(BadInput, match="a pipeline run takes at most 2 records") as refused:
-        await narrow.submit(
-            requester, records=[images[0]], dataset_listing_id=dataset.id, pipeline_id=pipeline.id
+async def test_a_pipeline_fed_a_dataset_streams_it_chunk_by_chunk_through_every_stage(
+    app: CatalogApp, producer: Actor, requester: Actor
+) -> None:
+    """A pipeline ran its records stage by stage in memory, so a dataset feeding one was copied into the
+    job row and refused past ``job_max_inline_records``. Now the row pins the dataset's stored file and
+    the worker reads it ``job_max_batch_records`` at a time, each chunk through every stage (the
+    conditioning step included) and written out before the next is read."""
+    lamp, dark = gray(4, 3, {(1, 1), (2, 1)}), gray(4, 3, set())
+    odd = gray(13, 1, {(0, 0)})  # the detector cannot take it: an error naming step 1
+    images = [lamp, dark, odd, lamp, lamp]
+    pipeline_id, dataset_id = (
+        await street_scenes(app, producer, requester),
+        await frames(app, producer, images),
+    )
+    queue = Recorder()
+    settings = app.settings.model_copy(update={"job_max_inline_records": 2, "job_max_batch_records": 2})
+    jobs = JobService(settings, app, queue=queue)
+    with pytest.raises(BadInput, match="at most 2 records per job in the request"):
+        await jobs.submit(
+            requester, records=[lamp] * 3, dataset_listing_id=dataset_id, pipeline_id=pipeline_id
         )
-    assert refused.value.details["field"] == "datasetListingId"
-    view = await narrow.submit(requester, dataset_listing_id=dataset.id, pipeline_id=pipeline.id)
+    view = await jobs.submit(
+        requester, records=[dark], dataset_listing_id=dataset_id, pipeline_id=pipeline_id
+    )
     async with app.db.session() as session:
-        assert (await session.get(Job, view.id)).inputs["records"] == images
+        inputs = (await session.get(Job, view.id)).inputs
+    assert inputs["records"] == [dark] and inputs["dataset_records"] == 5
+    assert inputs["dataset_listing_id"] == dataset_id and inputs["dataset_digest"].startswith("sha256:")
+
+    assert await jobs.run(view.id) == "succeeded"
+    final = await jobs.get(requester, view.id)
+    assert final.result == {"succeeded": 5, "failed": 1} and final.outputs_count == 6
+    outputs = await jobs.all_outputs(final)
+    found = [
+        [p["value"] for p in r["output"]["predictions"]] if "output" in r else r["step"] for r in outputs
+    ]
+    assert found == [["lamp"], [], "street-object-detector", ["lamp"], ["lamp"], []]
+    steps = final.metrics["steps"]
+    assert [(s["listing_name"], s["records_in"], s["records_ok"]) for s in steps] == [
+        ("street-object-detector", 6, 5),
+        ("boxes-to-crops", 5, 5),
+        ("crop-classifier", 5, 5),
+    ]
+    assert final.progress["records_done"] == 4 and final.progress["records_total"] == 6  # last chunk's start
+    async with app.db.session() as session:
+        for step in steps:  # one usage event per step for the whole run, not one per chunk
+            assert (await session.get(Listing, step["listing_id"])).usage_count == 1
+
+
+async def test_a_pipeline_dataset_is_checked_at_submission_and_a_cancel_stops_the_stream(
+    app: CatalogApp, producer: Actor, requester: Actor
+) -> None:
+    lamp = gray(4, 3, {(1, 1), (2, 1)})
+    pipeline_id, dataset_id = (
+        await street_scenes(app, producer, requester),
+        await frames(app, producer, [lamp] * 6),
+    )
+    bad_dataset = await frames(app, producer, [lamp, {"text": "no"}], "texts")
+    jobs = JobService(app.settings.model_copy(update={"job_max_batch_records": 1}), app, queue=Recorder())
+    with pytest.raises(BadInput, match="the dataset's record 2 does not match") as refused:
+        await jobs.submit(requester, dataset_listing_id=bad_dataset, pipeline_id=pipeline_id)
+    assert refused.value.details["field"] == "datasetListingId"
+
+    view = await jobs.submit(requester, dataset_listing_id=dataset_id, pipeline_id=pipeline_id)
+    running = asyncio.create_task(jobs.run(view.id))
+    while (await jobs.get(requester, view.id)).progress.get("records_done", 0) < 1:
+        assert not running.done(), "the job ended before it could be cancelled"
+        await asyncio.sleep(0.05)
+    await jobs.cancel(requester, view.id)
+    assert await running == "cancelled"
+    final = await jobs.get(requester, view.id)
+    assert final.outputs_digest is None and final.outputs_count is None and final.result is None
+    assert not list((app.settings.data_dir / "job-staging").iterdir())  # the written chunks are gone
+    async with app.db.session() as session:
+        for step in (await app.pipelines.plan_run(requester, pipeline_id)).steps:
+            assert (await session.get(Listing, step.listing_id)).usage_count == 0
 
 
 async def test_a_pipeline_training_retried_after_its_worker_died_keeps_the_model_already_trained(

@@ -8,7 +8,7 @@ each step's validated output on to the next.
 from __future__ import annotations
 
 import os
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -19,11 +19,14 @@ from catalog.app import CatalogApp
 from catalog.pipelines import PipelineService
 from catalog.pipelines.running import (
     RunPlan,
+    RunVerdict,
     StageProgress,
     StepFailed,
     StepPlan,
+    StepRunner,
     run_pipeline,
     run_pipeline_job,
+    stream_pipeline_job,
 )
 from executor.contract import RecordOutcome
 from executor.inference import InferencePlan, run_inference
@@ -261,3 +264,109 @@ async def test_a_pipeline_listing_published_as_code_is_one_step(
     ]
     with pytest.raises(BadInput, match="'described-crop-classifier' has no stored steps to run"):
         await service.plan_run(requester, pipelines["described"])
+
+
+async def chunks_of(*chunks: list[Any]) -> AsyncIterator[list[Any]]:
+    for chunk in chunks:
+        yield chunk
+
+
+class StreamedRun:
+    """The demo chain streamed in bwrap, chunk by chunk (``stream_pipeline_job``), with what it handed
+    over to be written (``written``: each chunk's outcomes, in order) and its stage reports."""
+
+    def __init__(self, plan: RunPlan, run_step: StepRunner, catalog: CatalogApp, requester: Actor) -> None:
+        self.plan, self.run_step, self.catalog, self.requester = plan, run_step, catalog, requester
+        self.written: list[list[dict[str, Any]]] = []
+        self.stages: list[StageProgress] = []
+
+    async def write(self, records: list[dict[str, Any]]) -> None:
+        self.written.append(records)
+
+    async def on_stage(self, progress: StageProgress) -> None:
+        self.stages.append(progress)
+
+    async def __call__(self, *chunks: list[Any]) -> RunVerdict:
+        return await stream_pipeline_job(
+            self.plan,
+            chunks_of(*chunks),
+            self.run_step,
+            self.write,
+            on_stage=self.on_stage,
+            usage=self.catalog.usage,
+            account_id=self.requester.account_id,
+        )
+
+
+@pytest.fixture
+async def streamed(
+    service: PipelineService,
+    requester: Actor,
+    vision: dict[str, Listing],
+    bwrap: BwrapRuntime,
+    catalog: CatalogApp,
+) -> Callable[[str], Awaitable[StreamedRun]]:
+    """A streamed run of the demo chain whose cropper runs the given package."""
+    plan = await service.plan_run(requester, await demo_pipeline(service, requester, vision))
+
+    async def make(cropper: str) -> StreamedRun:
+        return StreamedRun(plan, sandboxed(bwrap, demo_packages(vision, cropper)), catalog, requester)
+
+    return make
+
+
+async def test_a_run_fed_in_chunks_is_judged_over_all_its_records(streamed, catalog: CatalogApp) -> None:
+    """A run streamed a chunk at a time: each chunk goes through every stage and is written before the
+    next is read; a chunk whose records all fail at a step does not fail a run whose other records pass,
+    and per-step metrics and usage add up over the chunks (one usage event per step, not per chunk)."""
+    lamp = gray(6, 5, {(1, 1), (2, 1), (1, 2), (2, 2)})
+    sign = gray(6, 5, {(4, 3), (5, 3)}, level=150)
+    odd = gray(13, 1, {(0, 0)})
+    run = await streamed("cropper")
+    verdict = await run([lamp, odd], [odd], [sign])
+    written, stages = run.written, run.stages
+    assert (verdict.status, verdict.error, verdict.result) == (
+        "succeeded",
+        None,
+        {"succeeded": 2, "failed": 2},
+    )
+    assert [[next(iter(r)) for r in chunk] for chunk in written] == [
+        ["output", "error"],
+        ["error"],
+        ["output"],
+    ]
+    assert written[2][0]["output"]["predictions"][0]["value"] == "sign"
+    assert [s["records_in"] for s in verdict.metrics["steps"]] == [4, 2, 2]
+    assert [s["records_ok"] for s in verdict.metrics["steps"]] == [2, 2, 2]
+    assert (verdict.metrics["succeeded"], verdict.metrics["failed"]) == (2, 2)
+    # The second chunk stopped at step 1 (nothing left to hand on); progress counts finished records.
+    assert [(s.stage, s.state, s.records_in, s.records_done) for s in stages if s.state == "done"] == [
+        (0, "done", 2, 0),
+        (1, "done", 1, 0),
+        (2, "done", 1, 0),
+        (0, "done", 1, 2),
+        (0, "done", 1, 3),
+        (1, "done", 1, 3),
+        (2, "done", 1, 3),
+    ]
+    for step in run.plan.steps:
+        stats = await catalog.usage.stats(step.listing_id)
+        assert (stats.usage_count, stats.success_count) == (1, 1), step.listing_name
+
+
+async def test_a_step_that_fails_every_record_of_every_chunk_fails_the_streamed_run(
+    streamed, catalog: CatalogApp, vision: dict[str, Listing]
+) -> None:
+    run = await streamed("broken")
+    verdict = await run([gray(2, 2, {(0, 0)})], [gray(3, 2, {(1, 1)})])
+    written = run.written
+    assert verdict.status == "failed" and verdict.result is None and len(written) == 2
+    assert verdict.error.startswith(
+        "step 2 'boxes-to-crops' failed for every record: step 2 'boxes-to-crops':"
+    )
+    assert [(s["listing_name"], s["records_in"], s["records_ok"]) for s in verdict.metrics["steps"]] == [
+        ("street-object-detector", 2, 2),
+        ("boxes-to-crops", 2, 0),
+    ]
+    cropper = await catalog.usage.stats(vision["cropper"].id)
+    assert (cropper.usage_count, cropper.failure_count) == (1, 1)

@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises:
-Create Date: 2026-11-28 23:41:25.895806
+Create Date: 2026-11-29 00:07:42.822763
 """
 
 from collections.abc import Sequence
@@ -106,6 +106,7 @@ def upgrade() -> None:
         sa.Column("result", sa.JSON(), nullable=True),
         sa.Column("outputs_digest", sa.String(length=80), nullable=True),
         sa.Column("outputs_count", sa.Integer(), nullable=True),
+        sa.Column("outputs_expired_at", sa.DateTime(timezone=True), nullable=True),
         sa.Column("progress", sa.JSON(), nullable=False),
         sa.Column("metrics", sa.JSON(), nullable=False),
         sa.Column("logs", sa.Text(), nullable=False),
