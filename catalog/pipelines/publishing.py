@@ -74,9 +74,7 @@ async def publish_pipeline(
         raise Conflict(f"pipeline {view.name!r} is already published as listing {view.listing_id}")
     if not view.is_runnable:
         reasons = [c.reason for c in view.open_connections] + [
-            f"{s.listing_name!r} is not trained" if s.available else s.unavailable_reason
-            for s in view.steps
-            if not s.runnable
+            s.not_runnable_reason or "" for s in view.steps if not s.runnable
         ]
         raise BadInput(
             f"only a runnable pipeline can be published: {'; '.join(reasons) or 'it has no steps'}"

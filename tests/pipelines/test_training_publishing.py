@@ -65,11 +65,13 @@ async def test_training_needs_data_then_yields_a_runnable_post_training_pipeline
     trained: list[TrainingTask] = []
 
     async def train_step(task: TrainingTask) -> str:
-        # Stands for the executor's training job: its product is a private model of the requester.
+        # Stands for the executor's training job: its product is a private model of the requester,
+        # published with code to run (the algorithm's program and what it learned).
         trained.append(task)
         model = await make_listing(
             "crop-classifier (trained)",
             owner=requester,
+            package="classifier",
             visibility="private",
             input_format="image-crops",
             output_format="predictions",
