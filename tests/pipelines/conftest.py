@@ -65,9 +65,12 @@ async def stranger(db: Database) -> Actor:
     return await _account(db, "stranger", "requester")
 
 
-async def add_code_version(db: Database, listing_id: str, package: str, version: str = "1.0.0") -> None:
+async def add_code_version(
+    db: Database, listing_id: str, package: str, version: str = "1.0.0", **manifest: Any
+) -> None:
     """A newest version of the listing recording the command of ``packages/<package>`` as publishing
-    records it: the listing now has code to run (the sandbox tests run that package for it)."""
+    records it: the listing now has code to run (the sandbox tests run that package for it).
+    ``manifest``: more of what publishing or training records (a trained model's provenance)."""
     assert (PACKAGES / package / "model.py").is_file(), package
     async with db.session() as session:
         session.add(
@@ -75,7 +78,7 @@ async def add_code_version(db: Database, listing_id: str, package: str, version:
                 listing_id=listing_id,
                 version=version,
                 artifact_kind="package",
-                manifest={"command": list(PACKAGE_COMMAND)},
+                manifest={"command": list(PACKAGE_COMMAND), **manifest},
                 notes=f"tests/pipelines/packages/{package}",
             )
         )
