@@ -322,3 +322,15 @@ async def test_a_published_pipeline_that_cannot_run_does_not_name_its_private_pi
     # Nor told to "remove that step" of a pipeline that is not theirs: the advice is for its owner.
     assert "remove that step" not in refused.value.message and "its owner removes" in refused.value.message
     assert "'street scenes'" in refused.value.message
+
+    # Used as a step of the stranger's own pipeline, it makes that pipeline not runnable, and says why
+    # (isRunnable said true while runJob refused: the nested chain was not judged).
+    own = await service.create(stranger, "my street scenes")
+    view = (await service.add_step(stranger, own.id, listing.id)).pipeline
+    reason = view.steps[0].not_runnable_reason
+    assert not view.is_runnable and reason is not None
+    assert reason.startswith("step 1: pipeline listing 'street scenes' cannot run (")
+    assert "the listing of step 3 is no longer available to you" in reason
+    assert "codename falcon" not in reason
+    with pytest.raises(BadInput, match="pipeline listing 'street scenes' cannot run"):
+        await service.plan_run(stranger, own.id)
