@@ -16,7 +16,7 @@ from sqlalchemy import Row, select
 
 from catalog.clock import as_utc
 from infra.tables import Listing
-from search.documents import listing_text
+from search.documents import indexed_documentation, listing_text
 from search.types import IndexedListing
 
 
@@ -166,5 +166,6 @@ def project(
         gpu=resources.get("gpu"),
         relative_usage=row.relative_usage or 0.0,
         created_at=as_utc(row.created_at).timestamp() if row.created_at else 0.0,
+        documentation=indexed_documentation(row.documentation or ""),
         embedding=vector if vector is not None else vector_of(row.embedding),
     )

@@ -24,6 +24,7 @@ from catalog.indexing import ListingIndex, shares_of, shares_read
 from catalog.keyset import check_page_size, encode_cursor, newest_first
 from catalog.listing_input import ListingFields, ListingInput, parse_listing, parse_listing_patch
 from catalog.listing_view import VIEW_SELECT, ListingView
+from catalog.pipelines.audience import refuse_unreachable_listing
 from catalog.provenance import refuse_redistribution
 from catalog.versions import latest_published_version
 from infra.db import Database
@@ -393,6 +394,8 @@ class ListingService:
             if audience_changes and visibility != Visibility.PRIVATE:
                 await refuse_redistribution(session, row.id)
             new_shares = await self._resolve_shares(session, patch, visibility) if audience_changes else None
+            if new_shares is not None and row.kind == ListingKind.PIPELINE:
+                await refuse_unreachable_listing(session, row.id, visibility, new_shares)
         vector_row = None
         if set(EMBEDDED_FIELDS) & set(values):  # encode outside the transaction: no lock held while it runs
             vector_row = Listing(**{c: values.get(c, getattr(row, c)) for c in EMBEDDED_FIELDS})

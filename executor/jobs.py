@@ -36,6 +36,7 @@ from catalog.choices import parse_choices
 from catalog.enums import JobStatus, JobTask, ListingKind, UsageKind
 from catalog.formats import payload_errors
 from catalog.keyset import check_page_size, encode_cursor, newest_first
+from catalog.pipelines.runnability import NO_CODE, commands_of, serves_inference
 from catalog.pipelines.store import carries_code
 from executor.allocation import Allocation, Quota, allocate, queue_for
 from executor.batching import BatchProgress
@@ -59,7 +60,7 @@ from executor.job_outputs import (
     read_page,
 )
 from executor.output_filter import OutputFilter
-from executor.packages import NO_CODE, commands_of, prepare_runnable, serves_inference
+from executor.packages import prepare_runnable
 from executor.runtimes import Limits, RuntimeSelector
 from executor.schema_check import compile_check
 from infra.artifacts import ArtifactStore

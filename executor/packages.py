@@ -11,10 +11,10 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from docker.errors import ImageNotFound
 
+from catalog.pipelines.runnability import commands_of
 from catalog.publishing.archive_safety import ArchiveLimits
 from catalog.publishing.images import ImageService
 from catalog.publishing.packaging import PACKAGED_KINDS, checkout_package
@@ -31,21 +31,6 @@ class Runnable:
     package: Package
     version: str
     notebook: bool = False  # a notebook's runner, whose replies carry the executed notebook
-
-
-def commands_of(manifest: dict[str, Any]) -> tuple[tuple[str, ...], tuple[str, ...] | None]:
-    command = tuple(manifest.get("command") or manifest.get("entrypoint") or ())
-    train = manifest.get("train_entrypoint")
-    return command, tuple(train) if train else None
-
-
-NO_CODE = "cannot be run: it has no published code (a catalog entry only)"
-
-
-def serves_inference(version: ListingVersion | None) -> bool:
-    """Whether a version has a command to score records with. A catalog entry (the demo catalog, an
-    import, createListing) has a version without one: a job on it is refused before it is queued."""
-    return version is not None and bool(commands_of(version.manifest or {})[0])
 
 
 async def prepare_runnable(

@@ -41,7 +41,7 @@ from executor.datasets import DatasetInput, check_inline_count, job_input_chunks
 from executor.inference import InferencePlan, run_inference
 from executor.job_outputs import OutputsWriter
 from executor.output_filter import OutputFilter
-from executor.packages import NO_CODE, prepare_runnable, serves_inference
+from executor.packages import prepare_runnable
 from infra.errors import BadInput, Unauthenticated
 from infra.tables import Account, Job
 
@@ -84,11 +84,7 @@ async def submit_pipeline(
     else:
         assert listing_id is not None
         plan = await pipelines.plan_listing_run(actor, listing_id)
-    plan.check_inputs(records)
-    async with jobs.db.session() as session:
-        for step in plan.steps:
-            if not serves_inference(await jobs.latest_version(session, step.listing_id)):
-                raise BadInput(f"{step.label} {NO_CODE}", field="pipelineId" if pipeline_id else "listingId")
+    plan.check_inputs(records)  # the plan refused a step without code already (``runnability``)
     inputs: dict[str, Any] = {"records": list(records), "via_listing": listing_id is not None}
     if dataset is not None:
         count = await jobs.scan_dataset(dataset.digest, plan.steps[0].input_schema)

@@ -23,13 +23,28 @@ TEXT_RECIPE_VERSION = 2
 # name 1, tags 0.5 -> 0.241 (best of a small grid, kept out as tuning noise). Model names ("org/bert-base-
 # finetuned-x") share words with requests mostly by accident, and BM25 already rewards short fields
 # through length normalization. Through the full ranker the change is 0.280 -> 0.283.
+# ``documentation`` (a producer's README or model card, keyword-only: it is not embedded) counts less
+# than the other fields: a word found only deep in a long README is weaker evidence than the same word
+# in the producer's one-paragraph summary, and BM25's length normalization alone does not say so across
+# fields. The hf-dev relevance set carries no documentation, so it cannot tune this figure; 0.5 lets a
+# word present only there still find the listing without letting README boilerplate (install,
+# license, citation sections) outrank descriptions.
 TEXT_FIELD_BOOSTS: dict[str, float] = {
     "name": 1.0,
     "tags": 1.0,
     "subcategories": 1.0,
     "category": 1.0,
     "description": 1.0,
+    "documentation": 0.5,
 }
+
+# How much of a listing's documentation the keyword index holds. Documentation may be 200,000
+# characters (``catalog.listing_input``); an index entry that size for every listing would bloat both the
+# tantivy postings and the in-memory projections the embedded backend keeps (100k listings x 200 KB =
+# 20 GB). 10,000 characters (~1,500 words) hold a model card's overview, intended uses and usage
+# sections, where a requester's words are found; what follows is mostly result tables, citations and
+# license text. Changing it changes every fingerprint, so indexes are rebuilt at the next load.
+DOCUMENTATION_INDEX_CHARS = 10_000
 
 # A word as ranking weighs it and as request word weights name it: a run of letters and digits (the
 # keyword backends then analyze each word their own way).
@@ -71,6 +86,16 @@ def listing_text(
     if not body:
         return tail
     return f"{body} {tail}" if body[-1] in ".!?" else f"{body}. {tail}"
+
+
+def indexed_documentation(documentation: str) -> str:
+    """The part of ``documentation`` that keyword search indexes: at most ``DOCUMENTATION_INDEX_CHARS``,
+    cut at a word boundary so that no truncated word becomes a term nobody searches for."""
+    if len(documentation) <= DOCUMENTATION_INDEX_CHARS:
+        return documentation
+    cut = documentation[: DOCUMENTATION_INDEX_CHARS + 1]
+    boundary = max(cut.rfind(" "), cut.rfind("\n"), cut.rfind("\t"))
+    return cut[:boundary] if boundary > 0 else cut[:DOCUMENTATION_INDEX_CHARS]
 
 
 def text_of(listing: IndexedListing) -> str:

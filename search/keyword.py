@@ -20,12 +20,13 @@ from pathlib import Path
 import tantivy
 
 from infra.errors import Conflict, Unavailable
-from search.documents import TEXT_FIELD_BOOSTS
+from search.documents import TEXT_FIELD_BOOSTS, indexed_documentation
 from search.filters import is_hidden, readers_of, validate_filters, viewer_readers, wanted_kinds
 from search.types import IndexedListing, SearchFilters
 
 # Bump when the schema, the analyzer or ``_document`` changes: a mismatching index is rebuilt.
-SCHEMA_VERSION = 1
+# 2: listings' documentation is a keyword field.
+SCHEMA_VERSION = 2
 # What wrote an index: another tantivy may read its format differently or analyze words differently
 # (stemmer, folding), so an index from another version is rebuilt like one from another schema.
 WRITTEN_BY = {"schema_version": SCHEMA_VERSION, "tantivy": importlib.metadata.version("tantivy")}
@@ -37,6 +38,7 @@ TEXT_FIELDS = {
     "subcategories": "subcategory_text",
     "category": "category_text",
     "description": "description",
+    "documentation": "documentation",
 }
 _EXACT_FIELDS = ("kind", "category", "subcategory", "input_format", "output_format", "verification")
 _RANGE_FIELDS = ("latency", "accuracy", "cpu", "memory_mb", "gpu")
@@ -87,6 +89,7 @@ def _document(doc: IndexedListing) -> tantivy.Document:
         "subcategory_text": list(doc.subcategories),
         "category_text": doc.category,
         "description": doc.description,
+        "documentation": indexed_documentation(doc.documentation),
         "kind": doc.kind,
         "category": doc.category,
         "subcategory": list(doc.subcategories),
@@ -109,8 +112,9 @@ def _document(doc: IndexedListing) -> tantivy.Document:
 def fingerprint(doc: IndexedListing) -> int:
     """A hash of everything ``_document`` reads: equal fingerprints mean an identical tantivy doc."""
     parts = (
-        doc.id, doc.kind, doc.name, doc.category, doc.description, doc.subcategories, doc.tags,
-        doc.input_format, doc.output_format, doc.verification_status, readers_of(doc), is_hidden(doc),
+        doc.id, doc.kind, doc.name, doc.category, doc.description, indexed_documentation(doc.documentation),
+        doc.subcategories, doc.tags, doc.input_format, doc.output_format, doc.verification_status,
+        readers_of(doc), is_hidden(doc),
         doc.latency_p50_ms, doc.accuracy, doc.cpu, doc.memory_mb, doc.gpu,
     )  # fmt: skip
     return int.from_bytes(hashlib.blake2b(repr(parts).encode(), digest_size=8).digest(), "big")

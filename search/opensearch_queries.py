@@ -16,13 +16,13 @@ from typing import Any
 
 import numpy as np
 
-from search.documents import TEXT_FIELD_BOOSTS, WORD_PATTERN
+from search.documents import TEXT_FIELD_BOOSTS, WORD_PATTERN, indexed_documentation
 from search.filters import is_hidden, readers_of, viewer_readers, wanted_kinds
 from search.types import Hit, IndexedListing, SearchFilters
 
 # Bump when the mapping or ``to_document`` changes: ``load`` then rebuilds into a fresh physical index.
-# 2: documents carry a ``fingerprint``.
-MAPPING_VERSION = 2
+# 2: documents carry a ``fingerprint``. 3: and the listing's (capped) ``documentation``.
+MAPPING_VERSION = 3
 # A document's fingerprint is below 2**FINGERPRINT_BITS, so OpenSearch's ``sum`` aggregation (a double)
 # adds 2**(53 - FINGERPRINT_BITS) = 33 million of them exactly: startup compares that sum with the
 # database's instead of trusting a count. One stale document escapes it with odds 2**-28.
@@ -42,6 +42,7 @@ _TEXT_FIELD_PATHS = {
     "subcategories": "subcategories.text",
     "category": "category.text",
     "description": "description",
+    "documentation": "documentation",
 }
 SEARCH_FIELDS = [f"{_TEXT_FIELD_PATHS[attr]}^{boost:g}" for attr, boost in TEXT_FIELD_BOOSTS.items()]
 
@@ -94,6 +95,7 @@ def index_mappings(dim: int) -> dict[str, Any]:
             "subcategories": _FACET_AND_TEXT,
             "tags": {**_ENGLISH_TEXT, "fields": {"raw": _KEYWORD}},
             "description": _ENGLISH_TEXT,
+            "documentation": _ENGLISH_TEXT,
             "framework": _KEYWORD,
             "input_format": _KEYWORD,
             "output_format": _KEYWORD,
@@ -205,6 +207,7 @@ def _fields(doc: IndexedListing) -> dict[str, Any]:
         "subcategories": list(doc.subcategories),
         "tags": list(doc.tags),
         "description": doc.description,
+        "documentation": indexed_documentation(doc.documentation),
         "framework": doc.framework,
         "input_format": doc.input_format,
         "output_format": doc.output_format,
@@ -234,6 +237,7 @@ def from_document(source: Mapping[str, Any]) -> IndexedListing:
         name=source["name"],
         category=source["category"],
         description=source.get("description") or "",
+        documentation=source.get("documentation") or "",
         subcategories=tuple(source.get("subcategories") or ()),
         tags=tuple(source.get("tags") or ()),
         framework=source.get("framework"),
@@ -429,6 +433,7 @@ def mget_body(ids: Sequence[str]) -> dict[str, Any]:
 
 
 def mget_params(with_embeddings: bool) -> dict[str, str]:
-    """Query parameters of ``mget``: without the vector when the caller does not need it (ranking reads
-    ~200 projections per search; their vectors would be ~77k floats of JSON to send and parse)."""
-    return {} if with_embeddings else {"_source_excludes": "embedding"}
+    """Query parameters of ``mget``: without the vector and the documentation when the caller (ranking)
+    does not need them (it reads ~200 projections per search; their vectors would be ~77k floats of
+    JSON to send and parse, their documentation up to 2 MB)."""
+    return {} if with_embeddings else {"_source_excludes": "embedding,documentation"}

@@ -37,6 +37,9 @@ class IndexedListing:
     gpu: int | None = None
     relative_usage: float = 0.0
     created_at: float = 0.0  # epoch seconds, for NEWEST
+    # Keyword-searched only, never embedded; the catalog projects it already capped by
+    # ``search.documents.indexed_documentation`` (after the fields some callers pass by position).
+    documentation: str = ""
     embedding: np.ndarray | None = field(default=None, compare=False, repr=False)
 
 
@@ -96,8 +99,9 @@ class SearchBackend(Protocol):
     def count(self, filters: SearchFilters) -> int: ...
 
     def get(self, ids: Sequence[str], *, with_embeddings: bool = True) -> dict[str, IndexedListing]:
-        """Projections by id; ``with_embeddings=False`` is a hint that the caller (ranking) does not
-        need the vectors, so a backend may leave ``embedding`` unset instead of copying it out."""
+        """Projections by id; ``with_embeddings=False`` is a hint that the caller (ranking) needs neither
+        the vectors nor the documentation, so a backend may leave ``embedding`` unset and
+        ``documentation`` empty instead of copying them out."""
         ...
 
     def clear(self) -> None: ...

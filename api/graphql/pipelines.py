@@ -68,6 +68,10 @@ class PipelineStep:
     resources: Resources | None
     needs_training: bool
     runnable: bool
+    not_runnable_reason: str | None = strawberry.field(
+        description="Why runJob would refuse the pipeline because of this step (not visible to you, not "
+        "trained, no published code to run, a nested pipeline that cannot run); null when it can run."
+    )
     training_data_listing_id: strawberry.ID | None
     trained_listing_id: strawberry.ID | None
     available: bool = strawberry.field(
@@ -89,6 +93,7 @@ class PipelineStep:
             resources=Resources.from_dict(step.resources),
             needs_training=step.needs_training,
             runnable=step.runnable,
+            not_runnable_reason=step.not_runnable_reason,
             training_data_listing_id=_id(step.training_data_listing_id),
             trained_listing_id=_id(step.trained_listing_id),
             available=step.available,

@@ -11,10 +11,13 @@ import itertools
 from collections.abc import Sequence
 from dataclasses import replace
 
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from catalog.access import visible_to
 from catalog.actors import Actor
 from catalog.clock import as_utc
+from catalog.enums import ListingKind
 from catalog.pipelines.conditioning import (
     MAX_ALTERNATIVES,
     as_alternative,
@@ -23,7 +26,8 @@ from catalog.pipelines.conditioning import (
     find_conditioners,
     needs_training,
 )
-from catalog.pipelines.store import Row, load_rows, unseen_listing_ids
+from catalog.pipelines.runnability import MAX_NESTING, code_problem, latest_versions
+from catalog.pipelines.store import CODE_ARTIFACT_KINDS, Row, load_rows, source_pipeline, unseen_listing_ids
 from catalog.pipelines.views import (
     UNAVAILABLE_LISTING_NAME,
     ConnectionStatus,
@@ -31,14 +35,20 @@ from catalog.pipelines.views import (
     PipelineView,
     StepRole,
     StepView,
+    step_label,
+    trained_unavailable_reason,
 )
 from infra.tables import Listing, Pipeline, PipelineStep
 
 
-async def build_view(session: AsyncSession, actor: Actor, pipeline: Pipeline) -> PipelineView:
+async def build_view(session: AsyncSession, actor: Actor, pipeline: Pipeline, depth: int = 0) -> PipelineView:
+    """``depth``: how many pipeline listings this one is nested in (a nested one is judged in full,
+    since a run expands it into its steps)."""
     rows = await load_rows(session, pipeline.id)
     unseen = await unseen_listing_ids(session, actor, rows)
     steps = tuple(step_view(step, listing, listing.id not in unseen) for step, listing in rows)
+    problems = await code_problems(session, actor, rows, steps, depth)
+    steps = tuple(replace(view, code_problem=problems.get(view.id)) for view in steps)
     connections = []
     chosen = [i for i, (step, _) in enumerate(rows) if step.role == StepRole.STEP]
     for i, j in itertools.pairwise(chosen):
@@ -58,6 +68,61 @@ async def build_view(session: AsyncSession, actor: Actor, pipeline: Pipeline) ->
         created_at=as_utc(pipeline.created_at),
         updated_at=as_utc(pipeline.updated_at),
     )
+
+
+async def code_problems(
+    session: AsyncSession, actor: Actor, rows: Sequence[Row], steps: Sequence[StepView], depth: int
+) -> dict[str, str]:
+    """Step id -> why the listing that runs there cannot score records, for the steps that are
+    otherwise ready (visible, trained where training is needed). What runs is the trained model for a
+    trained step, a nested pipeline listing's own steps unless it was published as one program, else
+    the step's listing; a run plan expands the steps the same way (``PipelineService.plan_run``)."""
+    ready = [(step, listing) for (step, listing), view in zip(rows, steps, strict=True) if view.runnable]
+    trained_ids = [step.trained_listing_id for step, _ in ready if step.trained_listing_id is not None]
+    trained: dict[str, Listing] = {}
+    if trained_ids:
+        found = await session.scalars(select(Listing).where(Listing.id.in_(trained_ids), visible_to(actor)))
+        trained = {listing.id: listing for listing in found}
+    runs = {
+        step.id: trained.get(step.trained_listing_id) if step.trained_listing_id else listing
+        for step, listing in ready
+    }
+    versions = await latest_versions(session, [r.id for r in runs.values() if r is not None])
+    problems: dict[str, str] = {}
+    for step, _ in ready:
+        listing = runs[step.id]
+        if listing is None:
+            problems[step.id] = trained_unavailable_reason(step.position)
+            continue
+        label = step_label(step.position, listing.name)
+        version = versions.get(listing.id)
+        carries_code = version is not None and version.artifact_kind in CODE_ARTIFACT_KINDS
+        if listing.kind == ListingKind.PIPELINE and not carries_code:
+            problem = await nested_problem(session, actor, listing, f"step {step.position + 1}", depth)
+        else:
+            problem = code_problem(label, version)
+        if problem is not None:
+            problems[step.id] = problem
+    return problems
+
+
+async def nested_problem(
+    session: AsyncSession, actor: Actor, listing: Listing, where: str, depth: int
+) -> str | None:
+    """Why a pipeline listing used as a step (``where``: "step 2") cannot run: the verdict on its
+    stored pipeline, which a run expands into its steps."""
+    what = f"{where}: pipeline listing {listing.name!r}"
+    if depth >= MAX_NESTING:
+        return f"{what} nests pipelines deeper than {MAX_NESTING} levels"
+    source = await source_pipeline(session, listing.id)
+    if source is None:
+        return f"{what} has no stored steps to run"
+    inner = await build_view(session, actor, source, depth + 1)
+    if not inner.steps:
+        return f"{what} has no steps"
+    reasons = [f"open connection: {c.reason}" for c in inner.open_connections]
+    reasons += [s.not_runnable_reason or "" for s in inner.steps if not s.runnable]
+    return f"{what} cannot run ({'; '.join(reasons)})" if reasons else None
 
 
 def step_view(step: PipelineStep, listing: Listing, available: bool = True) -> StepView:

@@ -6,7 +6,9 @@ output = the last step's output, suggested resources = the per-field maximum ove
 one after another), latency and accuracy = medians over the pipeline's successful runs (none until it
 has run: an unmeasured figure is left empty rather than guessed). The listing names none of its steps or
 the private pipeline behind it (``pipelines.listing_id`` links them): anyone who can see the listing reads
-its ``extra``, and a step may be a listing only the publisher may see, such as their trained model.
+its ``extra``, and a step may be a listing few may see, such as the publisher's trained model. Every
+step must reach whoever the listing is published to (``audience``): a public listing whose trained
+model is private would run for nobody else, so it is refused.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from sqlalchemy import select
 
 from catalog.actors import Actor
 from catalog.enums import JobStatus, ListingKind, Visibility
+from catalog.pipelines.audience import refuse_unreachable_steps
 from catalog.pipelines.service import PipelineService
 from catalog.pipelines.store import load_rows, owned_pipeline
 from infra.errors import BadInput, Conflict
@@ -74,15 +77,14 @@ async def publish_pipeline(
         raise Conflict(f"pipeline {view.name!r} is already published as listing {view.listing_id}")
     if not view.is_runnable:
         reasons = [c.reason for c in view.open_connections] + [
-            f"{s.listing_name!r} is not trained" if s.available else s.unavailable_reason
-            for s in view.steps
-            if not s.runnable
+            s.not_runnable_reason or "" for s in view.steps if not s.runnable
         ]
         raise BadInput(
             f"only a runnable pipeline can be published: {'; '.join(reasons) or 'it has no steps'}"
         )
     plan = await pipelines.plan_run(actor, pipeline_id)
     async with pipelines.db.session() as session:
+        await refuse_unreachable_steps(session, pipeline_id, visibility)
         rows = await load_rows(session, pipeline_id)
     first, last = rows[0][1], rows[-1][1]
     figures = await run_figures(pipelines, pipeline_id)

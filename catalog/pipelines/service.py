@@ -22,6 +22,7 @@ from catalog.enums import ListingKind
 from catalog.pipelines.conditioning import STEP_KINDS, chain_misfits, find_conditioners
 from catalog.pipelines.evaluation import build_view
 from catalog.pipelines.gaps import Gap, gap_between, log_gaps
+from catalog.pipelines.runnability import MAX_NESTING
 from catalog.pipelines.running import RunPlan, StepPlan, resource_class_for
 from catalog.pipelines.search_context import PipelineSlot, restrict_filters
 from catalog.pipelines.store import (
@@ -37,7 +38,7 @@ from catalog.pipelines.store import (
     step_row,
     visible_listing,
 )
-from catalog.pipelines.views import PipelineView, StepChange, StepRole
+from catalog.pipelines.views import PipelineView, StepChange, StepRole, trained_unavailable_reason
 from infra.db import Database
 from infra.errors import BadInput, Conflict, NotFound
 from infra.tables import Listing, Pipeline, PipelineStep, SearchEvent, utcnow
@@ -49,7 +50,6 @@ if TYPE_CHECKING:
 MAX_NAME = 200
 MAX_DESCRIPTION = 5000
 MAX_STEPS = 50
-MAX_NESTING = 8
 # Set on a chosen step when its owner removed the conditioner in front of it: propose, don't re-insert.
 MANUAL_CONDITIONING = "manual_conditioning_from"
 
@@ -161,16 +161,12 @@ class PipelineService:
         behind a listing, by the listing's name (the stored pipeline and its name are its owner's)."""
         if depth > MAX_NESTING:
             raise BadInput(f"pipelines nest deeper than {MAX_NESTING} levels")
-        view = await self._view(session, actor, pipeline)
+        view = await self._view(session, actor, pipeline, depth)
         if not view.steps:
             raise BadInput(f"{label} has no steps")
+        # The view's verdict is ``isRunnable``'s: a run is refused exactly when it says false.
         problems = [f"open connection: {c.reason}" for c in view.open_connections]
-        problems += [s.unavailable_reason for s in view.steps if not s.available]
-        problems += [
-            f"{s.listing_name!r} must be trained first (choose its training data and train the pipeline)"
-            for s in view.steps
-            if s.available and not s.runnable
-        ]
+        problems += [s.not_runnable_reason or "" for s in view.steps if not s.runnable]
         if problems:
             raise BadInput(f"{label} cannot run yet: {'; '.join(problems)}")
         for step, listing in await load_rows(session, pipeline.id):
@@ -178,10 +174,8 @@ class PipelineService:
             if step.trained_listing_id is not None:
                 try:
                     runs = await visible_listing(session, actor, step.trained_listing_id)
-                except NotFound:  # e.g. a published pipeline whose trained model its publisher kept private
-                    raise BadInput(
-                        f"the model trained for step {step.position + 1} is not available to you"
-                    ) from None
+                except NotFound:  # made private since the view was read
+                    raise BadInput(trained_unavailable_reason(step.position)) from None
             else:
                 await visible_listing(session, actor, listing.id)
             if runs.kind == ListingKind.PIPELINE and not await carries_code(session, runs.id):
@@ -407,8 +401,10 @@ class PipelineService:
             outcome.gaps.append(gap_between(producer[1], consumer[1]))
         return []
 
-    async def _view(self, session: AsyncSession, actor: Actor, pipeline: Pipeline) -> PipelineView:
-        return await build_view(session, actor, pipeline)
+    async def _view(
+        self, session: AsyncSession, actor: Actor, pipeline: Pipeline, depth: int = 0
+    ) -> PipelineView:
+        return await build_view(session, actor, pipeline, depth)
 
 
 def _change(view: PipelineView, step_id: str | None, outcome: _Outcome) -> StepChange:

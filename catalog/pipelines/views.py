@@ -27,6 +27,16 @@ def unavailable_reason(position: int) -> str:
     )
 
 
+def trained_unavailable_reason(position: int) -> str:
+    """Why a step whose trained model the viewer may not use blocks the pipeline (e.g. a published
+    pipeline whose trained model its publisher kept private)."""
+    return f"the model trained for step {position + 1} is not available to you"
+
+
+def step_label(position: int, name: str) -> str:
+    return f"step {position + 1} {name!r}"
+
+
 class StepRole(StrEnum):
     STEP = "step"
     CONDITIONING = "conditioning"
@@ -67,10 +77,30 @@ class StepView:
     # False once the step's listing is no longer visible to the viewer (made private, shared with
     # others only, suspended): the step then shows nothing of the listing but its id.
     available: bool = True
+    # Why the listing that runs at this step cannot score records although it is visible and trained:
+    # no published code (a catalog entry), a nested pipeline listing that cannot run, a trained model the
+    # viewer may not use. Set by ``evaluation.build_view`` (``runnability``), the rule ``runJob`` applies.
+    code_problem: str | None = None
+
+    @property
+    def awaits_training(self) -> bool:
+        return self.needs_training and self.trained_listing_id is None
+
+    @property
+    def not_runnable_reason(self) -> str | None:
+        """Why a run of the pipeline would be refused because of this step; None when it can run."""
+        if not self.available:
+            return self.unavailable_reason
+        if self.awaits_training:
+            return (
+                f"{self.listing_name!r} must be trained first "
+                "(choose its training data and train the pipeline)"
+            )
+        return self.code_problem
 
     @property
     def runnable(self) -> bool:
-        return self.available and (not self.needs_training or self.trained_listing_id is not None)
+        return self.not_runnable_reason is None
 
     @property
     def unavailable_reason(self) -> str:
@@ -120,11 +150,13 @@ class PipelineView:
 
     @property
     def is_trained(self) -> bool:
-        return all(step.runnable for step in self.steps)
+        """No step waits for training (a step the viewer can no longer see counts as not trained)."""
+        return all(step.available and not step.awaits_training for step in self.steps)
 
     @property
     def is_runnable(self) -> bool:
-        return self.is_complete and self.is_trained
+        """What ``runJob`` decides too (``PipelineService.plan_run`` refuses exactly these)."""
+        return self.is_complete and all(step.runnable for step in self.steps)
 
 
 @dataclass(frozen=True, slots=True)

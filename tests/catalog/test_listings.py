@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 from catalog_helpers import listing_data, make_actor
 
 from catalog.actors import ANONYMOUS, Actor
 from catalog.app import CatalogApp
 from catalog.listings import ListingFilter
+from catalog.search_service import SearchRequest
 from infra.errors import BadInput, Conflict, Forbidden, NotFound, Unauthenticated
+from search.types import SearchFilters
+
+ADMIN_VIEW = SearchFilters(viewer_is_admin=True)
 
 
 async def test_create_validates_and_normalizes_fields(app: CatalogApp, alice: Actor) -> None:
@@ -129,6 +134,22 @@ async def test_update_reembeds_text_changes(app: CatalogApp, alice: Actor) -> No
     after = app.backend.get([listing.id])[listing.id]
     assert after.description == "Detects objects in street photos."
     assert float(before @ after.embedding) < 0.99
+
+
+async def test_documentation_words_find_the_listing_and_edits_reindex(app: CatalogApp, alice: Actor) -> None:
+    """A requester's words that only the producer's README holds find the listing; a README edit alone
+    (no re-embedding) reaches the keyword index in the same transaction."""
+    created = await app.listings.create(
+        alice, listing_data(documentation="## Usage\nFeed it scanned invoices from retailers.")
+    )
+    before = app.backend.get([created.id])[created.id].embedding.copy()
+    assert [h.id for h in app.backend.keyword("invoices", ADMIN_VIEW, 5)] == [created.id]
+    await app.listings.update(alice, created.id, {"documentation": "Works on shipping manifests."})
+    assert app.backend.keyword("invoices", ADMIN_VIEW, 5) == []
+    assert [h.id for h in app.backend.keyword("manifests", ADMIN_VIEW, 5)] == [created.id]
+    assert np.array_equal(app.backend.get([created.id])[created.id].embedding, before)  # not embedded
+    response = await app.search.search(alice, SearchRequest(text="shipping manifests", limit=3))
+    assert response.results[0].listing.id == created.id
 
 
 # --------------------------------------------------------------------------- visibility

@@ -7,6 +7,7 @@ Listings are written as the catalog writes them — formats normalised and schem
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -19,7 +20,7 @@ from catalog.formats import FORMATS, validate_listing_io
 from catalog.pipelines import PipelineService
 from infra.db import Database
 from infra.settings import Settings
-from infra.tables import Listing
+from infra.tables import Listing, ListingVersion
 
 IMAGE = FORMATS["image@1"].schema
 BOXES = FORMATS["bounding-boxes@1"].schema["properties"]["boxes"]
@@ -31,6 +32,8 @@ BOXES_WITH_IMAGE = {
 }
 
 MakeListing = Callable[..., Awaitable[Listing]]
+PACKAGES = Path(__file__).parent / "packages"
+PACKAGE_COMMAND = ("python3", "model.py")  # what every package under packages/ runs
 
 
 @pytest.fixture
@@ -62,9 +65,33 @@ async def stranger(db: Database) -> Actor:
     return await _account(db, "stranger", "requester")
 
 
+async def add_code_version(
+    db: Database, listing_id: str, package: str, version: str = "1.0.0", **manifest: Any
+) -> None:
+    """A newest version of the listing recording the command of ``packages/<package>`` as publishing
+    records it: the listing now has code to run (the sandbox tests run that package for it).
+    ``manifest``: more of what publishing or training records (a trained model's provenance)."""
+    assert (PACKAGES / package / "model.py").is_file(), package
+    async with db.session() as session:
+        session.add(
+            ListingVersion(
+                listing_id=listing_id,
+                version=version,
+                artifact_kind="package",
+                manifest={"command": list(PACKAGE_COMMAND), **manifest},
+                notes=f"tests/pipelines/packages/{package}",
+            )
+        )
+
+
 @pytest.fixture
 def make_listing(db: Database, producer: Actor) -> MakeListing:
-    async def make(name: str, kind: str = "model", owner: Actor | None = None, **fields: Any) -> Listing:
+    async def make(
+        name: str, kind: str = "model", owner: Actor | None = None, package: str | None = None, **fields: Any
+    ) -> Listing:
+        """A listing row; with ``package`` (a directory under ``packages/``) also a version recording that
+        package's command as publishing does, so the listing has code to run (the sandbox tests run
+        that package for it). Without one it is a catalog entry: described, nothing to run."""
         fields.setdefault("category", "Computer Vision")
         io = validate_listing_io(
             fields.pop("input_format", None),
@@ -85,17 +112,21 @@ def make_listing(db: Database, producer: Actor) -> MakeListing:
             )
             session.add(row)
             await session.flush()
-            return row
+        if package is not None:
+            await add_code_version(db, row.id, package)
+        return row
 
     return make
 
 
 @pytest.fixture
 async def vision(make_listing: MakeListing) -> dict[str, Listing]:
-    """The demo chain's parts: image → detector → (boxes to crops) → crop classifier."""
+    """The demo chain's parts: image → detector → (boxes to crops) → crop classifier, each with the
+    code of ``packages/<part>`` to run."""
     return {
         "detector": await make_listing(
             "street-object-detector",
+            package="detector",
             input_format="image@1",
             output_format="bounding-boxes@1",
             output_schema=BOXES_WITH_IMAGE,
@@ -105,6 +136,7 @@ async def vision(make_listing: MakeListing) -> dict[str, Listing]:
         "cropper": await make_listing(
             "boxes-to-crops",
             kind="algorithm",
+            package="cropper",
             input_format="bounding-boxes@1",
             input_schema=BOXES_WITH_IMAGE,
             output_format="image-crops@1",
@@ -113,6 +145,7 @@ async def vision(make_listing: MakeListing) -> dict[str, Listing]:
         ),
         "classifier": await make_listing(
             "crop-classifier",
+            package="classifier",
             input_format="image-crops@1",
             output_format="predictions@1",
             resources={"cpu": 1, "memory_mb": 1024},

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 from sqlalchemy import select
 
 import catalog.seed as catalog_seed
 from catalog.actors import Actor
 from catalog.app import CatalogApp
 from catalog.pipelines import ConnectionStatus, PipelineService, StepRole
+from infra.errors import BadInput
 from infra.tables import Listing
 
 DEMO_CATALOG = Path(catalog_seed.__file__).parent / "data" / "demo_catalog.jsonl"
@@ -39,9 +41,16 @@ async def test_demo_vision_chain_gets_its_conditioning_step(
         ("boxes-to-crops", StepRole.CONDITIONING),
         ("vehicle-crop-classifier", StepRole.STEP),
     ]
-    assert [c.status for c in view.connections] == [ConnectionStatus.CONDITIONED] and view.is_runnable
-    plan = await service.plan_run(requester, pipeline.id)
-    assert (plan.steps[0].input_format, plan.steps[-1].output_format) == ("image@1", "predictions@1")
+    assert [c.status for c in view.connections] == [ConnectionStatus.CONDITIONED] and view.is_complete
+    # The demo catalog describes models without publishing code: the chain fits but cannot run, and
+    # says so before runJob refuses it.
+    assert not view.is_runnable
+    assert [s.not_runnable_reason for s in view.steps] == [
+        f"step {i} {name!r} cannot be run: it has no published code (a catalog entry only)"
+        for i, name in enumerate(("street-object-detector", "boxes-to-crops", "vehicle-crop-classifier"), 1)
+    ]
+    with pytest.raises(BadInput, match="step 1 'street-object-detector' cannot be run: it has no published"):
+        await service.plan_run(requester, pipeline.id)
 
 
 async def test_demo_text_chain_fits_and_its_trainable_step_asks_for_data(

@@ -10,12 +10,14 @@ from catalog.actors import ANONYMOUS, Actor
 from catalog.app import CatalogApp
 from infra.settings import Settings
 
-from .conftest import BOXES_WITH_IMAGE
+from .conftest import BOXES_WITH_IMAGE, add_code_version
 from .graphql_support import run
 
 PIPELINE_FIELDS = """
   id name inputFormat outputFormat isComplete isRunnable
-  steps { id position role listingName kind inputFormat outputFormat needsTraining runnable }
+  steps {
+    id position role listingName kind inputFormat outputFormat needsTraining runnable notRunnableReason
+  }
   connections { fromStepId toStepId status reason conditioningStepIds alternatives { name verified } }
 """
 
@@ -46,7 +48,7 @@ async def test_build_the_demo_chain_through_the_api(
             "resources": {"cpu": 2, "memory_mb": 2048, "gpu": 1},
         },
     )
-    await listings.create(
+    cropper = await listings.create(
         producer,
         {
             "name": "boxes-to-crops",
@@ -86,7 +88,17 @@ async def test_build_the_demo_chain_through_the_api(
     (connection,) = pipeline["connections"]
     assert connection["status"] == "CONDITIONED"
     assert (pipeline["inputFormat"], pipeline["outputFormat"]) == ("image@1", "predictions@1")
-    assert pipeline["isRunnable"]
+    # Listings created with createListing describe models but carry no code: complete, not runnable,
+    # and each step says why (what runJob would answer).
+    assert pipeline["isComplete"] and not pipeline["isRunnable"]
+    assert pipeline["steps"][0]["notRunnableReason"] == (
+        "step 1 'street-object-detector' cannot be run: it has no published code (a catalog entry only)"
+    )
+    assert not any(step["runnable"] for step in pipeline["steps"])
+    plan_query = "query($id: ID!) { pipelineRunPlan(id: $id) { index role listingName resourceClass } }"
+    refused = await run(schema, services, requester, plan_query, id=pipeline_id)
+    assert refused["errors"][0]["code"] == "BAD_INPUT"
+    assert "step 1 'street-object-detector' cannot be run" in refused["errors"][0]["message"]
 
     read = await run(
         schema,
@@ -101,13 +113,14 @@ async def test_build_the_demo_chain_through_the_api(
     )
     assert hidden["errors"][0]["code"] == "NOT_FOUND"
 
-    stages = await run(
-        schema,
-        services,
-        requester,
-        "query($id: ID!) { pipelineRunPlan(id: $id) { index role listingName resourceClass } }",
-        id=pipeline_id,
+    # The producer publishes code for each listing (a new version): the same pipeline can now run.
+    for listing, package in ((detector, "detector"), (cropper, "cropper"), (classifier, "classifier")):
+        await add_code_version(catalog.db, listing.id, package, version="1.0.1")
+    read = await run(
+        schema, services, requester, "query($id: ID!) { pipeline(id: $id) { isRunnable } }", id=pipeline_id
     )
+    assert read["pipeline"]["isRunnable"]
+    stages = await run(schema, services, requester, plan_query, id=pipeline_id)
     assert [(s["listingName"], s["resourceClass"]) for s in stages["pipelineRunPlan"]] == [
         ("street-object-detector", "gpu"),
         ("boxes-to-crops", "cpu"),

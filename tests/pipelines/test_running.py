@@ -237,6 +237,7 @@ async def test_a_pipeline_listing_published_as_code_is_one_step(
     packaged = await make_listing(
         "packaged-crop-classifier",
         kind="pipeline",
+        package="classifier",
         input_format="image-crops@1",
         output_format="predictions@1",
     )
@@ -247,7 +248,6 @@ async def test_a_pipeline_listing_published_as_code_is_one_step(
         output_format="predictions@1",
     )
     async with db.session() as session:
-        session.add(ListingVersion(listing_id=packaged.id, version="1.0.0", artifact_kind="package"))
         session.add(ListingVersion(listing_id=described.id, version="1.0.0", artifact_kind="metadata"))
     pipelines = {}
     for name, last in (("packaged", packaged), ("described", described)):

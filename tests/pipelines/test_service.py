@@ -37,8 +37,37 @@ async def test_compatible_chain_connects_directly(
     assert [c.status for c in view.connections] == [ConnectionStatus.OK]
     assert change.inserted_conditioning_step_ids == () and change.opened == ()
     assert (view.input_format, view.output_format) == ("text@1", "class-label@1")
-    assert view.is_runnable
+    # Complete, but both are catalog entries (no published code): runJob would refuse it, so it is
+    # not runnable (``test_is_runnable_says_what_run_job_will_do``).
+    assert view.is_complete and not view.is_runnable
     assert await service.get(requester, pipeline.id) == view
+
+
+async def test_is_runnable_says_what_run_job_will_do(
+    service: PipelineService, requester: Actor, make_listing: MakeListing, vision: dict[str, Listing]
+) -> None:
+    """A step on a catalog entry (createListing, the demo catalog, an import) has nothing to run: isRunnable
+    said true while runJob refused the pipeline. Both now read one rule, and the step says why."""
+    described = await make_listing(
+        "described-classifier", input_format="image-crops@1", output_format="predictions@1"
+    )
+    pipeline = await service.create(requester, "street scenes")
+    await service.add_step(requester, pipeline.id, vision["detector"].id)
+    change = await service.add_step(requester, pipeline.id, described.id)
+    view = change.pipeline
+    assert view.is_complete and view.is_trained and not view.is_runnable
+    reason = "step 3 'described-classifier' cannot be run: it has no published code (a catalog entry only)"
+    assert [s.not_runnable_reason for s in view.steps] == [None, None, reason]
+    assert [s.runnable for s in view.steps] == [True, True, False]
+    with pytest.raises(BadInput, match=reason.replace("(", r"\(").replace(")", r"\)")):
+        await service.plan_run(requester, pipeline.id)
+
+    coded = await service.create(requester, "street scenes, published code")  # every step has code
+    await service.add_step(requester, coded.id, vision["detector"].id)
+    view = (await service.add_step(requester, coded.id, vision["classifier"].id)).pipeline
+    assert view.is_runnable and [s.not_runnable_reason for s in view.steps] == [None, None, None]
+    plan = await service.plan_run(requester, coded.id)
+    assert [s.listing_name for s in plan.steps][-1] == "crop-classifier"
 
 
 async def test_mismatch_is_bridged_by_the_best_conditioner(

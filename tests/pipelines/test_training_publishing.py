@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Awaitable, Callable
 
 import pytest
@@ -14,6 +15,8 @@ from catalog.pipelines.training import PipelineTraining, TrainingTask
 from infra.db import Database
 from infra.errors import BadInput, Conflict
 from infra.tables import Job, Listing
+
+from .conftest import add_code_version
 
 MakeListing = Callable[..., Awaitable[Listing]]
 
@@ -65,11 +68,13 @@ async def test_training_needs_data_then_yields_a_runnable_post_training_pipeline
     trained: list[TrainingTask] = []
 
     async def train_step(task: TrainingTask) -> str:
-        # Stands for the executor's training job: its product is a private model of the requester.
+        # Stands for the executor's training job: its product is a private model of the requester,
+        # published with code to run (the algorithm's program and what it learned).
         trained.append(task)
         model = await make_listing(
             "crop-classifier (trained)",
             owner=requester,
+            package="classifier",
             visibility="private",
             input_format="image-crops",
             output_format="predictions",
@@ -91,12 +96,88 @@ async def test_training_needs_data_then_yields_a_runnable_post_training_pipeline
     plan = await service.plan_run(requester, pipeline_id)
     assert plan.steps[2].listing_name == "crop-classifier (trained)"
 
-    # Published for everyone, it cannot run for others (its trained model is private): they are told
-    # why, without the private model's id.
-    listing = await publish_pipeline(service, catalog.listings, requester, pipeline_id, category="Vision")
+    # Published for everyone, it could not run for anyone else (its trained model is private): refused,
+    # naming the step. Published privately it is accepted, and it cannot be opened up later either.
+    unreachable = (
+        "visibility: step 3 'crop-classifier-trainer' runs its trained model 'crop-classifier (trained)', "
+        "which is private, so nobody this public pipeline listing reaches could run it"
+    )
+    with pytest.raises(BadInput, match=re.escape(unreachable)) as refused:
+        await publish_pipeline(service, catalog.listings, requester, pipeline_id, category="Vision")
+    assert refused.value.code == "BAD_INPUT" and refused.value.details == {"field": "visibility"}
+    listing = await publish_pipeline(
+        service, catalog.listings, requester, pipeline_id, category="Vision", visibility="private"
+    )
+    with pytest.raises(BadInput, match=re.escape(unreachable)):
+        await catalog.listings.update(requester, listing.id, {"visibility": "public"})
+    with pytest.raises(BadInput, match="which is private, so nobody this shared pipeline listing reaches"):
+        await catalog.listings.update(
+            requester, listing.id, {"visibility": "shared", "shared_with": [stranger.name]}
+        )
+    # Once the model reaches the same accounts, so may the pipeline.
+    model_id = post.steps[2].listing_id
+    await catalog.listings.update(
+        requester, model_id, {"visibility": "shared", "shared_with": [stranger.name]}
+    )
+    await catalog.listings.update(
+        requester, listing.id, {"visibility": "shared", "shared_with": [stranger.name]}
+    )
+    assert [s.listing_name for s in (await service.plan_listing_run(stranger, listing.id)).steps][-1] == (
+        "crop-classifier (trained)"
+    )
+    with pytest.raises(
+        BadInput, match="runs its trained model 'crop-classifier \\(trained\\)', which is shared"
+    ):
+        await catalog.listings.update(requester, listing.id, {"visibility": "public"})
+    await catalog.listings.update(requester, model_id, {"visibility": "public"})
+    await catalog.listings.update(requester, listing.id, {"visibility": "public"})
+
+    # A model made private again after that stops the runs of others, who are told why without its id.
+    await catalog.listings.update(requester, model_id, {"visibility": "private"})
     with pytest.raises(BadInput, match="the model trained for step 3 is not available to you") as refused:
         await service.plan_listing_run(stranger, listing.id)
-    assert post.steps[2].listing_id not in str(refused.value)
+    assert model_id not in str(refused.value)
+
+
+async def test_a_pipeline_running_a_model_that_must_stay_private_can_only_be_private(
+    service: PipelineService,
+    catalog: CatalogApp,
+    requester: Actor,
+    make_listing: MakeListing,
+    db: Database,
+    pre_training: tuple[str, Listing],
+) -> None:
+    """``catalog.provenance``: a model trained from another producer's algorithm is as shareable as that
+    producer allows. A pipeline running one must say so, not suggest making the model public."""
+    pipeline_id, _ = pre_training
+    crops = await make_listing(
+        "labelled-crops", kind="dataset", input_format="image-crops", output_format="predictions"
+    )
+    step_id = (await service.get(requester, pipeline_id)).steps[2].id
+    await service.set_training_data(requester, pipeline_id, step_id, crops.id)
+
+    async def train_step(task: TrainingTask) -> str:
+        model = await make_listing(
+            "crop-classifier (trained)",
+            owner=requester,
+            visibility="private",
+            input_format="image-crops",
+            output_format="predictions",
+        )
+        await add_code_version(
+            db, model.id, "classifier", redistribution="private", trained_from="crop-classifier-trainer 1.0.0"
+        )
+        return model.id
+
+    await PipelineTraining(service).train(requester, pipeline_id, train_step)
+    with pytest.raises(BadInput, match="so a pipeline that runs it can only be private") as refused:
+        await publish_pipeline(service, catalog.listings, requester, pipeline_id, category="Vision")
+    assert "step 3 'crop-classifier-trainer' runs its trained model" in refused.value.message
+    assert "(crop-classifier-trainer 1.0.0)" in refused.value.message
+    listing = await publish_pipeline(
+        service, catalog.listings, requester, pipeline_id, category="Vision", visibility="private"
+    )
+    assert listing.visibility == "private"
 
 
 async def test_a_step_made_private_later_is_neither_trained_nor_named(
@@ -241,3 +322,15 @@ async def test_a_published_pipeline_that_cannot_run_does_not_name_its_private_pi
     # Nor told to "remove that step" of a pipeline that is not theirs: the advice is for its owner.
     assert "remove that step" not in refused.value.message and "its owner removes" in refused.value.message
     assert "'street scenes'" in refused.value.message
+
+    # Used as a step of the stranger's own pipeline, it makes that pipeline not runnable, and says why
+    # (isRunnable said true while runJob refused: the nested chain was not judged).
+    own = await service.create(stranger, "my street scenes")
+    view = (await service.add_step(stranger, own.id, listing.id)).pipeline
+    reason = view.steps[0].not_runnable_reason
+    assert not view.is_runnable and reason is not None
+    assert reason.startswith("step 1: pipeline listing 'street scenes' cannot run (")
+    assert "the listing of step 3 is no longer available to you" in reason
+    assert "codename falcon" not in reason
+    with pytest.raises(BadInput, match="pipeline listing 'street scenes' cannot run"):
+        await service.plan_run(stranger, own.id)

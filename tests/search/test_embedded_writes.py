@@ -10,11 +10,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import tantivy
 from search_support import DIM, axis, listing
 
 from infra.errors import BadInput, Conflict, Unavailable
+from search.documents import DOCUMENTATION_INDEX_CHARS
 from search.embedded import EmbeddedBackend
-from search.keyword import MARKER_FILE
+from search.keyword import ANALYZER, MARKER_FILE, combine, doc_key, english_analyzer, fingerprint
 from search.types import SearchFilters
 
 ANY = SearchFilters(viewer_is_admin=True)
@@ -189,3 +191,75 @@ def test_word_weights_scale_each_words_terms(backend: EmbeddedBackend) -> None:
     assert ids(weighted) == ["speech", "audio"]
     stemmed = backend.keyword(text, ANY, 5, {"transcribe": 3.0})  # stems to the same term as "transcribes"
     assert stemmed[0].id == "speech" and stemmed[0].score > plain[1].score
+
+
+def test_a_word_only_in_the_documentation_finds_the_listing(backend: EmbeddedBackend) -> None:
+    """Producers explain inputs and uses in their README; a requester using those words must find it."""
+    backend.upsert([
+        listing("ocr", name="doc reader", description="Reads text.", documentation="Scans invoices."),
+        listing("other", name="doc writer", description="Writes text."),
+    ])  # fmt: skip
+    assert ids(backend.keyword("invoices", ANY, 5)) == ["ocr"]
+    # An edit of the documentation alone reindexes the listing: the old words stop matching.
+    backend.upsert([listing("ocr", name="doc reader", description="Reads text.", documentation="Receipts.")])
+    assert backend.keyword("invoices", ANY, 5) == []
+    assert ids(backend.keyword("receipts", ANY, 5)) == ["ocr"]
+
+
+def test_documentation_beyond_the_cap_is_not_indexed(backend: EmbeddedBackend) -> None:
+    words = "filler " * (DOCUMENTATION_INDEX_CHARS // len("filler "))
+    backend.upsert([listing("long", documentation=f"early {words} zanzibar")])
+    assert ids(backend.keyword("early", ANY, 5)) == ["long"]
+    assert backend.keyword("zanzibar", ANY, 5) == []
+
+
+def test_a_documentation_edit_made_while_stopped_is_picked_up_at_load(index_dir: Path) -> None:
+    with EmbeddedBackend(index_dir, DIM) as backend:
+        backend.load([listing("a", documentation="invoices")])
+    with EmbeddedBackend(index_dir, DIM) as backend:
+        assert backend.load([listing("a", documentation="receipts")]) is True
+        assert ids(backend.keyword("receipts", ANY, 5)) == ["a"]
+        assert backend.keyword("invoices", ANY, 5) == []
+
+
+def _write_schema_v1_index(directory: Path, docs: list) -> None:
+    """An index as the release before documentation was indexed left it: its schema (frozen here as it
+    was) lacks the field, and its marker's count and digest even match the docs loaded next."""
+    builder = tantivy.SchemaBuilder()
+    builder.add_text_field("id", tokenizer_name="raw", index_option="basic")
+    builder.add_integer_field("key", indexed=True, fast=True)
+    for name in ("name", "tags", "subcategory_text", "category_text", "description"):
+        builder.add_text_field(name, tokenizer_name=ANALYZER)
+    for name in ("kind", "category", "subcategory", "input_format", "output_format", "verification"):
+        builder.add_text_field(name, tokenizer_name="raw", index_option="basic")
+    for name in ("readers", "hidden"):
+        builder.add_text_field(name, tokenizer_name="raw", index_option="basic")
+    for name in ("latency", "accuracy", "cpu", "memory_mb", "gpu"):
+        builder.add_float_field(name, indexed=True, fast=True)
+    directory.mkdir(parents=True)
+    index = tantivy.Index(builder.build(), path=str(directory))
+    index.register_tokenizer(ANALYZER, english_analyzer())
+    writer = index.writer(15_000_000, 1)
+    for doc in docs:
+        writer.add_document(tantivy.Document(id=doc.id, key=doc_key(doc.id), name=doc.name, hidden="no"))
+    writer.commit()
+    writer.wait_merging_threads()
+    marker = {
+        "schema_version": 1,
+        "tantivy": importlib.metadata.version("tantivy"),
+        "count": len(docs),
+        "digest": f"{combine(fingerprint(d) for d in docs):016x}",
+    }
+    (directory / MARKER_FILE).write_text(json.dumps(marker))
+
+
+def test_an_index_from_before_documentation_was_indexed_is_rebuilt_at_load(index_dir: Path) -> None:
+    docs = [listing("a", documentation="scanned invoices"), listing("b")]
+    _write_schema_v1_index(index_dir / "keyword", docs)
+    with EmbeddedBackend(index_dir, DIM) as backend:
+        assert backend.load(docs) is True
+        assert ids(backend.keyword("invoices", ANY, 5)) == ["a"]
+        assert set(ids(backend.keyword("listing", ANY, 5))) == {"a", "b"}
+    with EmbeddedBackend(index_dir, DIM) as backend:  # and the upgraded index is trusted from then on
+        assert backend.load(docs) is False
+        assert ids(backend.keyword("invoices", ANY, 5)) == ["a"]

@@ -67,6 +67,9 @@ def test_writes_and_zero_downtime_reindex() -> None:
     try:
         backend.load([listing("a", name="speech recognizer", embedding=axis(1))])
         assert [h.id for h in backend.keyword("recognizing speech", ANY, 5)] == ["a"]
+        readme = listing("readme", name="reader", documentation="Scans invoices.", embedding=axis(3))
+        backend.upsert([readme])  # a word only in the documentation finds the listing
+        assert [h.id for h in backend.keyword("invoices", ANY, 5)] == ["readme"]
         backend.upsert([listing("b", name="image segmenter", embedding=axis(2))])
         top = backend.vector(axis(2), ANY, 1)[0]
         assert top.id == "b" and top.score == pytest.approx(1.0, abs=1e-4)

@@ -9,6 +9,7 @@ from search_support import listing
 from infra.errors import Unavailable
 from infra.settings import Settings
 from search import opensearch_queries as q
+from search.documents import DOCUMENTATION_INDEX_CHARS, indexed_documentation
 from search.embedded import EmbeddedBackend
 from search.factory import make_backend, open_backend
 from search.opensearch import ABANDONED_AFTER_S, OpenSearchBackend
@@ -24,6 +25,7 @@ def test_mapping_has_english_text_keyword_facets_and_hnsw_vector() -> None:
     props = mappings["properties"]
     assert mappings["dynamic"] == "strict"
     assert props["description"] == {"type": "text", "analyzer": "mlrepo_english"}
+    assert props["documentation"] == {"type": "text", "analyzer": "mlrepo_english"}
     assert props["category"] == {
         "type": "keyword",
         "fields": {"text": {"type": "text", "analyzer": "mlrepo_english"}},
@@ -138,6 +140,7 @@ def test_keyword_query_is_boosted_multi_match_with_filters() -> None:
                                 "subcategories.text^1",
                                 "category.text^1",
                                 "description^1",
+                                "documentation^0.5",
                             ],
                             "type": "most_fields",
                         }
@@ -192,6 +195,7 @@ def test_documents_round_trip() -> None:
         accuracy=0.5,
         cpu=2.0,
         status="suspended",
+        documentation="## Usage\nCall it.",
         embedding=np.array([0.6, 0.8], dtype=np.float32),
     )
     source = q.to_document(doc)
@@ -201,6 +205,22 @@ def test_documents_round_trip() -> None:
     back = q.from_document(source)
     np.testing.assert_allclose(back.embedding, doc.embedding)
     assert back == doc  # embedding is excluded from equality; every other field survives
+
+
+def test_a_word_only_in_the_documentation_is_indexed_and_searched() -> None:
+    """A requester's word found only in a producer's README must reach the listing: the document
+    carries the documentation (capped) and every keyword query searches it."""
+    readme = "## Usage\nWorks on scanned invoices from retailers. " + "filler " * 3_000 + "zanzibar"
+    doc = listing("a", description="A text model.", documentation=readme)
+    source = q.to_document(doc)
+    assert source["documentation"] == indexed_documentation(readme)
+    assert "invoices" in source["documentation"] and "zanzibar" not in source["documentation"]
+    assert len(source["documentation"]) <= DOCUMENTATION_INDEX_CHARS
+    assert q.fingerprint(doc) != q.fingerprint(listing("a", description="A text model."))
+    match = q.keyword_query("invoices", SearchFilters(), 5)["query"]["bool"]["must"][0]["multi_match"]
+    assert "documentation^0.5" in match["fields"]
+    weighted = q.keyword_query("invoices", SearchFilters(), 5, {"invoices": 2.0})["query"]["bool"]["must"]
+    assert "documentation^0.5" in weighted[0]["bool"]["should"][0]["multi_match"]["fields"]
 
 
 def test_bulk_actions_are_idempotent_by_id() -> None:
@@ -372,3 +392,13 @@ def test_get_leaves_the_vectors_out_when_the_caller_does_not_need_them() -> None
     assert set(lean) == {"a", "b"} and lean["a"].embedding is None and lean["a"].name == "listing a"
     full = backend.get(["a"])["a"].embedding
     assert full is not None and np.allclose(full, np.ones(8) / np.sqrt(8))
+
+
+def test_get_leaves_the_documentation_out_when_ranking_reads_projections() -> None:
+    """Up to 10,000 characters of documentation for each of ~200 projections per search would be
+    megabytes of JSON that ranking never reads; a full ``get`` still returns it."""
+    cluster = InMemoryCluster()
+    backend = OpenSearchBackend(cluster, "listings", 8)  # type: ignore[arg-type]
+    backend.load([listing("a", documentation="How to call it", embedding=np.ones(8))])
+    assert backend.get(["a"], with_embeddings=False)["a"].documentation == ""
+    assert backend.get(["a"])["a"].documentation == "How to call it"
