@@ -319,7 +319,10 @@ class PipelineService:
     async def set_training_data(
         self, actor: Actor, pipeline_id: str, step_id: str, dataset_listing_id: str | None
     ) -> PipelineView:
-        """Choose (or clear) the dataset an algorithm step is trained on before the pipeline runs."""
+        """Choose (or clear) the dataset an algorithm step is trained on before the pipeline runs.
+
+        It drops the step's trained model, so a published listing of the pipeline that others run refuses
+        it (``keep_published_reachable``): its next model, trained, would be private."""
         async with self.db.session() as session:
             pipeline = await owned_pipeline(session, actor, pipeline_id, lock=True)
             step, listing = await step_row(session, pipeline.id, step_id)
