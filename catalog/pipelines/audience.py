@@ -88,6 +88,8 @@ async def refuse_unreachable_steps(
     ]
     needed = [r for _, listing, running in runs for r in (listing, running) if r is not None]
     shares = await shares_of(session, [r.id for r in needed if r.visibility == Visibility.SHARED])
+    # Publishing or widening the listing is refused for its visibility; a change of the steps for itself.
+    details, prefix = ({}, "") if listing_name is not None else ({"field": "visibility"}, "visibility: ")
     if listing_name is None:
         whom, fallback = f"this {visibility} pipeline listing", "or publish the pipeline as private"
     else:
@@ -102,10 +104,10 @@ async def refuse_unreachable_steps(
         if running is None or (step.trained_listing_id is None and needs_training(listing)):
             what = "its trained model was deleted" if step.trained_listing_id else "it is not trained"
             raise BadInput(
-                f"visibility: {named}: {what}, so nobody {whom} reaches could run it; training leaves "
+                f"{prefix}{named}: {what}, so nobody {whom} reaches could run it; training leaves "
                 f"the model it produces private: train it while the listing is private, then make the "
                 f"new model {visibility}",
-                field="visibility",
+                **details,
             )
         for target in (listing, running) if running.id != listing.id else (listing,):
             if reaches(target, shares.get(target.id, ()), visibility, audience):
@@ -119,9 +121,8 @@ async def refuse_unreachable_steps(
             else:  # not the publisher's to open up
                 remedy = f"its owner is another account: remove or replace that step, {fallback}"
             raise BadInput(
-                f"visibility: {where} is {target.visibility}, so nobody {whom} reaches could run it; "
-                + remedy,
-                field="visibility",
+                f"{prefix}{where} is {target.visibility}, so nobody {whom} reaches could run it; " + remedy,
+                **details,
             )
 
 
@@ -177,5 +178,5 @@ async def audience_problem(session: AsyncSession, pipeline: Pipeline) -> str | N
     try:
         await keep_published_reachable(session, pipeline)
     except BadInput as exc:
-        return exc.message.removeprefix("visibility: ")
+        return exc.message
     return None

@@ -55,12 +55,12 @@ async def test_a_step_added_to_a_public_pipeline_listing_must_reach_its_audience
         output_format="predictions@1",
     )
     refused_text = (
-        f"visibility: step 4 'my-calibrator' is private, {PUBLISHED}; make 'my-calibrator' public first "
+        f"step 4 'my-calibrator' is private, {PUBLISHED}; make 'my-calibrator' public first "
         "(or share it with the same accounts), or make 'street scenes' private first (updateListing)"
     )
     with pytest.raises(BadInput, match=re.escape(refused_text)) as refused:
         await service.add_step(requester, pipeline_id, mine.id)
-    assert refused.value.code == "BAD_INPUT"
+    assert refused.value.code == "BAD_INPUT" and refused.value.message.startswith("step 4")
     # Nothing of the change stays: the listing still runs its three steps for others.
     assert len((await service.get(requester, pipeline_id)).steps) == 3
     assert len((await service.plan_listing_run(stranger, listing.id)).steps) == 3
@@ -158,7 +158,7 @@ async def test_a_published_pipeline_is_not_retrained_out_of_its_audiences_reach(
     # New training data would drop the trained model, and its replacement would be private: refused
     # before any training job runs, with the way to do it.
     untrained = (
-        f"visibility: step 3 'crop-classifier-trainer': it is not trained, {PUBLISHED}; training leaves "
+        f"step 3 'crop-classifier-trainer': it is not trained, {PUBLISHED}; training leaves "
         "the model it produces private: train it while the listing is private, then make the new model public"
     )
     with pytest.raises(BadInput, match=re.escape(untrained)):
