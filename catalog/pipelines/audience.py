@@ -29,7 +29,7 @@ theirs to do; it is not refused here, but a pipeline's ``notRunnableReason`` and
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -63,6 +63,7 @@ async def refuse_unreachable_steps(
     audience: Sequence[str] = (),
     *,
     listing_name: str | None = None,
+    only: Collection[str] | None = None,
 ) -> None:
     """BadInput naming the first step of the stored pipeline that a pipeline listing of ``visibility``,
     shared with the ``audience`` account ids, would not reach: its listing or, for a trained step, its
@@ -72,7 +73,8 @@ async def refuse_unreachable_steps(
 
     ``listing_name``: the listing already published from the pipeline, when a change of the pipeline is
     checked (``keep_published_reachable``); the fix offered is then to make that listing private first,
-    not to publish the pipeline as private."""
+    not to publish the pipeline as private, and ``only`` the step ids it touched are judged: a step its
+    owner withdrew since publication must not block the edits that remove it, one after another."""
     if visibility == Visibility.PRIVATE:
         return
     owner_id = await session.scalar(select(Pipeline.owner_id).where(Pipeline.id == pipeline_id))
@@ -85,6 +87,7 @@ async def refuse_unreachable_steps(
     runs = [
         (step, listing, trained.get(step.trained_listing_id) if step.trained_listing_id else listing)
         for step, listing in rows
+        if only is None or step.id in only
     ]
     needed = [r for _, listing, running in runs for r in (listing, running) if r is not None]
     shares = await shares_of(session, [r.id for r in needed if r.visibility == Visibility.SHARED])
@@ -157,18 +160,21 @@ async def refuse_unreachable_listing(
         await refuse_unreachable_steps(session, source.id, visibility, audience)
 
 
-async def keep_published_reachable(session: AsyncSession, pipeline: Pipeline) -> None:
+async def keep_published_reachable(
+    session: AsyncSession, pipeline: Pipeline, step_ids: Collection[str] | None = None
+) -> None:
     """After a change of ``pipeline``'s steps (in the change's own transaction): BadInput, which rolls
-    the change back, when the listing published from it would no longer reach its audience with every
-    step. An unpublished pipeline (or one whose listing was deleted) may change freely."""
-    if pipeline.listing_id is None:
+    the change back, when the listing published from it would not reach its audience with one of the
+    ``step_ids`` the change added or altered (None: every step). An unpublished pipeline (or one whose
+    listing was deleted) may change freely."""
+    if pipeline.listing_id is None or (step_ids is not None and not step_ids):
         return
     listing = await session.get(Listing, pipeline.listing_id)
     if listing is None:
         return
     audience = (await shares_of(session, [listing.id])).get(listing.id, [])
     await refuse_unreachable_steps(
-        session, pipeline.id, listing.visibility, audience, listing_name=listing.name
+        session, pipeline.id, listing.visibility, audience, listing_name=listing.name, only=step_ids
     )
 
 

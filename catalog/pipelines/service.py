@@ -286,7 +286,7 @@ class PipelineService:
             before = chosen_pairs(rows)
             rows.insert(index, (step, listing))
             outcome = await self.reconcile(session, actor, pipeline, rows, before, auto_condition)
-            await keep_published_reachable(session, pipeline)
+            await keep_published_reachable(session, pipeline, [step.id, *outcome.inserted])
             view = await self._view(session, actor, pipeline)
         if search_id is not None:
             await self.demand.record_selection(search_id, listing.id)
@@ -311,7 +311,7 @@ class PipelineService:
             await session.delete(removed)
             await session.flush()
             outcome = await self.reconcile(session, actor, pipeline, rows, before, auto=True)
-            await keep_published_reachable(session, pipeline)
+            await keep_published_reachable(session, pipeline, outcome.inserted)
             view = await self._view(session, actor, pipeline)
         await log_gaps(self.demand, actor, outcome.gaps)
         return _change(view, None, outcome)
@@ -334,7 +334,7 @@ class PipelineService:
                 step.training_data_listing_id = dataset.id
             step.trained_listing_id = None  # a model trained on other data is not this step's model
             await session.flush()
-            await keep_published_reachable(session, pipeline)
+            await keep_published_reachable(session, pipeline, [step.id])
             return await self._view(session, actor, pipeline)
 
     # ------------------------------------------------------------------ connections

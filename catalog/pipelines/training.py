@@ -85,7 +85,7 @@ class PipelineTraining:
                     )
                 )
             if tasks:  # before any job: the model training yields is private, out of a listing's reach
-                await keep_published_reachable(session, pipeline)
+                await keep_published_reachable(session, pipeline, [task.step_id for task in tasks])
         if missing:
             names = ", ".join(repr(n) for n in missing)
             raise BadInput(f"choose training data for {names} before training the pipeline")
@@ -109,7 +109,7 @@ class PipelineTraining:
             check_trained_model(algorithm, model)
             step.trained_listing_id = model.id
             await session.flush()
-            await keep_published_reachable(session, pipeline)  # its listing may have widened meanwhile
+            await keep_published_reachable(session, pipeline, [step.id])  # the listing may have widened
         return await self.pipelines.get(actor, pipeline_id)
 
     async def train(self, actor: Actor, pipeline_id: str, train_step: TrainStep) -> PipelineView:

@@ -108,8 +108,14 @@ async def test_removing_a_step_must_not_reconnect_through_a_private_conditioner(
     assert [s.id for s in (await service.get(requester, pipeline_id)).steps][1] == middle
 
     await catalog.listings.update(requester, mine.id, {"visibility": "public"})
+    # Another step withdrawn too does not block that removal: a change is judged by what it touches,
+    # else withdrawn steps could only be removed all at once.
+    await catalog.listings.update(producer, vision["classifier"].id, {"visibility": "private"})
     view = (await service.remove_step(requester, pipeline_id, middle)).pipeline
-    assert [s.listing_name for s in view.steps][1] == "my-cropper" and view.listing_problem is None
+    assert [s.listing_name for s in view.steps][1] == "my-cropper"
+    assert view.listing_problem is not None and view.listing_problem.startswith("step 3 is private")
+    await catalog.listings.update(producer, vision["classifier"].id, {"visibility": "public"})
+    assert (await service.get(requester, pipeline_id)).listing_problem is None
     assert [s.listing_name for s in (await service.plan_listing_run(stranger, listing.id)).steps][1] == (
         "my-cropper"
     )
