@@ -136,6 +136,11 @@ class Pipeline:
     is_complete: bool
     is_trained: bool
     is_runnable: bool
+    listing_problem: str | None = strawberry.field(
+        description="Why some of those this pipeline's listing is published to cannot run it (a step "
+        "made private or a trained model deleted since it was published); null when all can, or when it "
+        "is not published. isRunnable is your own verdict."
+    )
     steps: list[PipelineStep]
     connections: list[PipelineConnection]
     created_at: datetime
@@ -153,6 +158,7 @@ class Pipeline:
             is_complete=view.is_complete,
             is_trained=view.is_trained,
             is_runnable=view.is_runnable,
+            listing_problem=view.listing_problem,
             steps=[PipelineStep.of(s) for s in view.steps],
             connections=[PipelineConnection.of(c) for c in view.connections],
             created_at=view.created_at,

@@ -18,6 +18,7 @@ from catalog.access import visible_to
 from catalog.actors import Actor
 from catalog.clock import as_utc
 from catalog.enums import ListingKind
+from catalog.pipelines.audience import audience_problem
 from catalog.pipelines.conditioning import (
     MAX_ALTERNATIVES,
     as_alternative,
@@ -36,6 +37,7 @@ from catalog.pipelines.views import (
     StepRole,
     StepView,
     step_label,
+    trained_deleted_reason,
     trained_unavailable_reason,
 )
 from infra.tables import Listing, Pipeline, PipelineStep
@@ -57,6 +59,7 @@ async def build_view(session: AsyncSession, actor: Actor, pipeline: Pipeline, de
             connections.append(unavailable_connection(steps[i], steps[i + 1 : j], steps[j], hidden))
         else:
             connections.append(await connection_view(session, actor, rows[i], rows[i + 1 : j], rows[j]))
+    owner_view = depth == 0 and (actor.is_admin or actor.account_id == pipeline.owner_id)
     return PipelineView(
         id=pipeline.id,
         owner_id=pipeline.owner_id,
@@ -67,6 +70,7 @@ async def build_view(session: AsyncSession, actor: Actor, pipeline: Pipeline, de
         connections=tuple(connections),
         created_at=as_utc(pipeline.created_at),
         updated_at=as_utc(pipeline.updated_at),
+        listing_problem=await audience_problem(session, pipeline) if owner_view else None,
     )
 
 
@@ -87,12 +91,19 @@ async def code_problems(
         step.id: trained.get(step.trained_listing_id) if step.trained_listing_id else listing
         for step, listing in ready
     }
+    hidden = set(trained_ids) - set(trained)
+    existing = (
+        set(await session.scalars(select(Listing.id).where(Listing.id.in_(hidden)))) if hidden else set()
+    )
     versions = await latest_versions(session, [r.id for r in runs.values() if r is not None])
     problems: dict[str, str] = {}
     for step, _ in ready:
         listing = runs[step.id]
         if listing is None:
-            problems[step.id] = trained_unavailable_reason(step.position)
+            gone = step.trained_listing_id not in existing
+            problems[step.id] = (trained_deleted_reason if gone else trained_unavailable_reason)(
+                step.position
+            )
             continue
         label = step_label(step.position, listing.name)
         version = versions.get(listing.id)

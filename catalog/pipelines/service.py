@@ -4,7 +4,8 @@ Every structural change ends with ``reconcile``: between each pair of consecutiv
 the conditioning steps that still bridge them, drops those that no longer do, and — where the output
 does not fit the next input — inserts the best visible conditioner or, when none exists, leaves the
 connection open and logs it as unmet demand. The whole change is one transaction: a failed add leaves the
-pipeline exactly as it was.
+pipeline exactly as it was. A published pipeline's change must leave every step within reach of the
+listing's audience (``audience.keep_published_reachable``), or it is refused and rolled back.
 
 Pipelines are private: anyone but their owner (and admins) gets NOT_FOUND, as for private listings.
 """
@@ -19,6 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from catalog.actors import Actor
 from catalog.enums import ListingKind
+from catalog.pipelines.audience import keep_published_reachable
 from catalog.pipelines.conditioning import STEP_KINDS, chain_misfits, find_conditioners
 from catalog.pipelines.evaluation import build_view
 from catalog.pipelines.gaps import Gap, gap_between, log_gaps
@@ -284,6 +286,7 @@ class PipelineService:
             before = chosen_pairs(rows)
             rows.insert(index, (step, listing))
             outcome = await self.reconcile(session, actor, pipeline, rows, before, auto_condition)
+            await keep_published_reachable(session, pipeline, [step.id, *outcome.inserted])
             view = await self._view(session, actor, pipeline)
         if search_id is not None:
             await self.demand.record_selection(search_id, listing.id)
@@ -308,6 +311,7 @@ class PipelineService:
             await session.delete(removed)
             await session.flush()
             outcome = await self.reconcile(session, actor, pipeline, rows, before, auto=True)
+            await keep_published_reachable(session, pipeline, outcome.inserted)
             view = await self._view(session, actor, pipeline)
         await log_gaps(self.demand, actor, outcome.gaps)
         return _change(view, None, outcome)
@@ -315,7 +319,10 @@ class PipelineService:
     async def set_training_data(
         self, actor: Actor, pipeline_id: str, step_id: str, dataset_listing_id: str | None
     ) -> PipelineView:
-        """Choose (or clear) the dataset an algorithm step is trained on before the pipeline runs."""
+        """Choose (or clear) the dataset an algorithm step is trained on before the pipeline runs.
+
+        It drops the step's trained model, so a published listing of the pipeline that others run refuses
+        it (``keep_published_reachable``): its next model, trained, would be private."""
         async with self.db.session() as session:
             pipeline = await owned_pipeline(session, actor, pipeline_id, lock=True)
             step, listing = await step_row(session, pipeline.id, step_id)
@@ -327,6 +334,7 @@ class PipelineService:
                 step.training_data_listing_id = dataset.id
             step.trained_listing_id = None  # a model trained on other data is not this step's model
             await session.flush()
+            await keep_published_reachable(session, pipeline, [step.id])
             return await self._view(session, actor, pipeline)
 
     # ------------------------------------------------------------------ connections

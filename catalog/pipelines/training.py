@@ -15,9 +15,13 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
 from catalog.actors import Actor
 from catalog.enums import ListingKind
 from catalog.formats import check_connection
+from catalog.pipelines.audience import keep_published_reachable
 from catalog.pipelines.conditioning import needs_training
 from catalog.pipelines.running import resource_class_for
 from catalog.pipelines.service import PipelineService
@@ -50,15 +54,20 @@ class PipelineTraining:
         self.db = pipelines.db
 
     async def plan(self, actor: Actor, pipeline_id: str) -> list[TrainingTask]:
-        """One task per step still to train; BadInput naming every step that has no training data."""
+        """One task per step still to train (or whose model its owner deleted); BadInput naming every
+        step that has no training data, or the step a published listing of the pipeline would lose
+        (``audience.keep_published_reachable``: the model training yields is private) before any job."""
         async with self.db.session() as session:
             pipeline = await owned_pipeline(session, actor, pipeline_id)
             rows = await load_rows(session, pipeline.id)
             await require_visible_steps(session, actor, rows)
+            models = await existing_ids(
+                session, [s.trained_listing_id for s, _ in rows if s.trained_listing_id]
+            )
             tasks, missing = [], []
             for step, listing in rows:
-                if not needs_training(listing) or step.trained_listing_id is not None:
-                    continue
+                if not needs_training(listing) or step.trained_listing_id in models:
+                    continue  # a step whose model was deleted is trained again
                 if step.training_data_listing_id is None:
                     missing.append(listing.name)
                     continue
@@ -75,6 +84,8 @@ class PipelineTraining:
                         resource_class=resource_class_for(resources),
                     )
                 )
+            if tasks:  # before any job: the model training yields is private, out of a listing's reach
+                await keep_published_reachable(session, pipeline, [task.step_id for task in tasks])
         if missing:
             names = ", ".join(repr(n) for n in missing)
             raise BadInput(f"choose training data for {names} before training the pipeline")
@@ -97,6 +108,8 @@ class PipelineTraining:
             model = await visible_listing(session, actor, model_listing_id)
             check_trained_model(algorithm, model)
             step.trained_listing_id = model.id
+            await session.flush()
+            await keep_published_reachable(session, pipeline, [step.id])  # the listing may have widened
         return await self.pipelines.get(actor, pipeline_id)
 
     async def train(self, actor: Actor, pipeline_id: str, train_step: TrainStep) -> PipelineView:
@@ -112,10 +125,13 @@ class PipelineTraining:
             source = await owned_pipeline(session, actor, pipeline_id)
             rows = await load_rows(session, source.id)
             await require_visible_steps(session, actor, rows)
+            models = await existing_ids(
+                session, [s.trained_listing_id for s, _ in rows if s.trained_listing_id]
+            )
             untrained = [
                 listing.name
                 for step, listing in rows
-                if needs_training(listing) and not step.trained_listing_id
+                if needs_training(listing) and step.trained_listing_id not in models
             ]
             if untrained:
                 raise BadInput(f"steps still to train: {', '.join(repr(n) for n in untrained)}")
@@ -150,6 +166,13 @@ class PipelineTraining:
             )
             derived_id = derived.id
         return await self.pipelines.get(actor, derived_id)
+
+
+async def existing_ids(session: AsyncSession, listing_ids: list[str]) -> set[str]:
+    """Which of the listings still exist: a step's trained model may have been deleted by its owner."""
+    if not listing_ids:
+        return set()
+    return set(await session.scalars(select(Listing.id).where(Listing.id.in_(listing_ids))))
 
 
 def check_trained_model(algorithm: Listing, model: Listing) -> None:

@@ -33,6 +33,15 @@ def trained_unavailable_reason(position: int) -> str:
     return f"the model trained for step {position + 1} is not available to you"
 
 
+def trained_deleted_reason(position: int) -> str:
+    """Why a step whose trained model its owner deleted blocks the pipeline: the step still points at
+    the model, so without this it read as trained (and a stranger was told the model was hidden)."""
+    return (
+        f"the model trained for step {position + 1} was deleted; the pipeline runs again once its owner "
+        "trains that step again (train the pipeline)"
+    )
+
+
 def step_label(position: int, name: str) -> str:
     return f"step {position + 1} {name!r}"
 
@@ -130,6 +139,10 @@ class PipelineView:
     connections: tuple[ConnectionView, ...]
     created_at: datetime
     updated_at: datetime
+    # For its owner: why some of those the pipeline's listing is published to cannot run it (a step
+    # made private or a trained model deleted since publication); None when all can or it is unpublished.
+    # ``is_runnable`` is the viewer's own verdict, which a step only its owner may see does not change.
+    listing_problem: str | None = None
 
     @property
     def input_format(self) -> str | None:

@@ -17,7 +17,7 @@ from catalog.actors import Actor
 from catalog.app import CatalogApp
 from catalog.demand import DemandService
 from catalog.formats import FORMATS, validate_listing_io
-from catalog.pipelines import PipelineService
+from catalog.pipelines import ConnectionStatus, PipelineService
 from infra.db import Database
 from infra.settings import Settings
 from infra.tables import Listing, ListingVersion
@@ -159,3 +159,22 @@ async def vision(make_listing: MakeListing) -> dict[str, Listing]:
 def catalog(catalog_app: CatalogApp) -> CatalogApp:
     """The real catalog (database + embedded search index) that the API and publishing go through."""
     return catalog_app
+
+
+@pytest.fixture
+async def pre_training(
+    service: PipelineService, requester: Actor, make_listing: MakeListing, vision: dict[str, Listing]
+) -> tuple[str, Listing]:
+    """detector → (boxes-to-crops) → a crop-classifier *algorithm* that must learn from labelled crops."""
+    trainer = await make_listing(
+        "crop-classifier-trainer",
+        kind="algorithm",
+        input_format="image-crops",
+        output_format="predictions",
+        training_resources={"cpu": 2, "memory_mb": 4096},
+    )
+    pipeline = await service.create(requester, "street scenes")
+    await service.add_step(requester, pipeline.id, vision["detector"].id)
+    change = await service.add_step(requester, pipeline.id, trainer.id)
+    assert [c.status for c in change.pipeline.connections] == [ConnectionStatus.CONDITIONED]
+    return pipeline.id, trainer

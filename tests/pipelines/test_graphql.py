@@ -145,6 +145,15 @@ async def test_build_the_demo_chain_through_the_api(
         p=pipeline_id,
     )
     assert again["errors"][0]["code"] == "CONFLICT"
+    # Its owner is told when a step's owner withdraws it from the listing's audience.
+    problem = "query($id: ID!) { pipeline(id: $id) { listingProblem } }"
+    assert (await run(schema, services, requester, problem, id=pipeline_id))["pipeline"][
+        "listingProblem"
+    ] is None
+    await listings.update(producer, classifier.id, {"visibility": "private"})
+    read = await run(schema, services, requester, problem, id=pipeline_id)
+    assert read["pipeline"]["listingProblem"].startswith("step 3 is private, so nobody the public listing")
+    await listings.update(producer, classifier.id, {"visibility": "public"})
 
     removed = await run(
         schema,

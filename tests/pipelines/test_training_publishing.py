@@ -21,25 +21,6 @@ from .conftest import add_code_version
 MakeListing = Callable[..., Awaitable[Listing]]
 
 
-@pytest.fixture
-async def pre_training(
-    service: PipelineService, requester: Actor, make_listing: MakeListing, vision: dict[str, Listing]
-) -> tuple[str, Listing]:
-    """detector → (boxes-to-crops) → a crop-classifier *algorithm* that must learn from labelled crops."""
-    trainer = await make_listing(
-        "crop-classifier-trainer",
-        kind="algorithm",
-        input_format="image-crops",
-        output_format="predictions",
-        training_resources={"cpu": 2, "memory_mb": 4096},
-    )
-    pipeline = await service.create(requester, "street scenes")
-    await service.add_step(requester, pipeline.id, vision["detector"].id)
-    change = await service.add_step(requester, pipeline.id, trainer.id)
-    assert [c.status for c in change.pipeline.connections] == [ConnectionStatus.CONDITIONED]
-    return pipeline.id, trainer
-
-
 async def test_training_needs_data_then_yields_a_runnable_post_training_pipeline(
     service: PipelineService,
     catalog: CatalogApp,
