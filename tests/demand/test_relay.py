@@ -12,10 +12,16 @@ import contextlib
 import shutil
 import subprocess
 from collections.abc import AsyncIterator, Iterator
+from typing import TypeVar
 
+import httpx
 import pytest
 from demand_support import People
+from starlette.applications import Starlette
 
+from api.app import create_app
+from api.context import Context
+from api.schema import schema
 from catalog.app import CatalogApp
 from catalog.demand import DemandService
 from catalog.demand_alerts import DemandAlert, DemandAlertHub
@@ -24,6 +30,12 @@ from infra.tables import utcnow
 from search.embeddings import Encoder
 from tests.services import free_port, require_service
 
+ALERTS = "subscription { demandAlerts { id text category reason } }"
+SEARCH = "query($t: String!, $c: String) { search(input: {text: $t, category: $c}) { totalCount } }"
+SUBSCRIBE = "mutation($c: String!) { subscribeDemand(category: $c) { category } }"
+UNSUBSCRIBE = "mutation($c: String!) { unsubscribeDemand(category: $c) }"
+
+T = TypeVar("T")
 ALERT_TIMEOUT_S = 10
 STARTUP_TIMEOUT_S = 20
 
@@ -43,11 +55,10 @@ async def two_processes(
 
 
 @contextlib.asynccontextmanager
-async def listening(
-    demand: DemandService, stream: AsyncIterator[DemandAlert]
-) -> AsyncIterator[asyncio.Queue[DemandAlert]]:
-    """Drain ``stream`` into a queue while the block runs, once it listens and the relay is subscribed."""
-    received: asyncio.Queue[DemandAlert] = asyncio.Queue()
+async def listening(demand: DemandService, stream: AsyncIterator[T]) -> AsyncIterator[asyncio.Queue[T]]:
+    """Drain ``stream`` (alerts, or GraphQL results) into a queue while the block runs, once it listens and
+    the relay is subscribed."""
+    received: asyncio.Queue[T] = asyncio.Queue()
 
     async def drain() -> None:
         async for alert in stream:
@@ -72,7 +83,7 @@ async def relay_subscribed(demand: DemandService) -> None:
     await asyncio.wait_for(ready(), STARTUP_TIMEOUT_S)
 
 
-async def next_alert(received: asyncio.Queue[DemandAlert]) -> DemandAlert:
+async def next_alert(received: asyncio.Queue[T]) -> T:
     return await asyncio.wait_for(received.get(), ALERT_TIMEOUT_S)
 
 
@@ -210,3 +221,53 @@ async def test_a_listener_gets_an_alert_once_however_often_it_is_published() -> 
             "search-1",
             "search-2",
         ]
+
+
+@contextlib.asynccontextmanager
+async def api_app(settings: Settings, encoder: Encoder, name: str) -> AsyncIterator[Starlette]:
+    """One API process's app (its own embedded index directory, as ``mlrepo serve`` processes need)."""
+    app = create_app(
+        settings.model_copy(update={"search_index_dir": settings.data_dir / name}),
+        migrate=False,
+        encoder=encoder,
+    )
+    async with app.router.lifespan_context(app):
+        yield app
+
+
+async def graphql(app: Starlette, token: str, query: str, variables: dict[str, object]) -> dict:
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://mlrepo.test") as http:
+        response = await http.post(
+            "/graphql",
+            json={"query": query, "variables": variables},
+            headers={"Authorization": f"Bearer {token}"},
+        )
+    body = response.json()
+    assert response.status_code == 200 and not body.get("errors"), body
+    return body["data"]
+
+
+async def test_graphql_stream_on_one_api_follows_searches_and_subscriptions_made_on_another(
+    settings: Settings, redis_url: str, encoder: Encoder
+) -> None:
+    """End to end: searches and (un)subscribes through API ``b``'s GraphQL reach a ``demandAlerts`` stream
+    served by API ``a`` (searches are logged in batches, so this is the path a busy server takes)."""
+    relayed = settings.model_copy(update={"redis_url": redis_url, "demand_alert_sweep_s": 3600})
+    async with api_app(relayed, encoder, "index-a") as a, api_app(relayed, encoder, "index-b") as b:
+        accounts = a.state.services.catalog.accounts
+        account = await accounts.create("pat", "producer")
+        token = (await accounts.create_token(account.id)).secret
+        producer = await accounts.authenticate(token)
+        await graphql(a, token, SUBSCRIBE, {"c": "Tabular"})
+        demand = a.state.services.catalog.demand
+        stream = await schema.subscribe(ALERTS, context_value=Context(a.state.services, producer))
+        assert hasattr(stream, "__anext__"), stream
+        async with listening(demand, stream) as received:
+            await graphql(b, token, SUBSCRIBE, {"c": "Audio"})
+            await graphql(b, token, UNSUBSCRIBE, {"c": "Tabular"})
+            await graphql(b, token, SEARCH, {"t": "predict customer churn", "c": "Tabular"})
+            await graphql(b, token, SEARCH, {"t": "transcribe spanish podcasts", "c": "Audio"})
+            result = await next_alert(received)
+            assert not result.errors, result.errors
+            assert result.data["demandAlerts"]["text"] == "transcribe spanish podcasts"
