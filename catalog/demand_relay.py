@@ -31,7 +31,7 @@ logger = logging.getLogger("mlrepo.demand")
 CHANNEL = "mlrepo:demand"
 # Reconnecting after Redis went away: first wait, doubled each failure up to the cap (a restart takes ~1 s).
 RECONNECT_FIRST_S = 0.1
-RECONNECT_MAX_S = 5.0
+RECONNECT_MAX_S = 2.0
 # A search or an (un)subscribe never waits longer than this on an unreachable Redis (the sweep covers it).
 PUBLISH_TIMEOUT_S = 1.0
 CONNECT_TIMEOUT_S = 2.0
@@ -82,6 +82,7 @@ class DemandRelay:
         self.origin = uuid.uuid4().hex
         self.connected = asyncio.Event()  # set while subscribed (after each catch-up sweep)
         self._listener: asyncio.Task[None] | None = None
+        self._publish_failing = False  # warn once per outage, not once per search
 
     # ------------------------------------------------------------------ publishing
 
@@ -99,7 +100,11 @@ class DemandRelay:
         try:
             await asyncio.wait_for(self.redis.publish(CHANNEL, message), PUBLISH_TIMEOUT_S)
         except Exception as exc:  # any Redis failure: the sweep delivers it instead
-            logger.warning("could not relay demand news over Redis (the sweep will): %s", exc)
+            log = logger.debug if self._publish_failing else logger.warning
+            log("could not relay demand news over Redis (the sweep will): %s", exc)
+            self._publish_failing = True
+        else:
+            self._publish_failing = False
 
     # ------------------------------------------------------------------ receiving
 
@@ -123,7 +128,8 @@ class DemandRelay:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # Redis went away: retry; the sweep covers the gap
-                logger.warning("demand relay lost Redis (%s); reconnecting in %.1f s", exc, delay)
+                log = logger.warning if delay == RECONNECT_FIRST_S else logger.debug  # once per outage
+                log("demand relay lost Redis (%s); reconnecting in %.1f s", exc, delay)
             finally:
                 self.connected.clear()
                 with contextlib.suppress(Exception):
