@@ -28,7 +28,7 @@ from catalog.demand_alerts import DemandAlert
 
 logger = logging.getLogger("mlrepo.demand")
 
-CHANNEL = "mlrepo:demand"
+CHANNEL_PREFIX = "mlrepo:demand:"
 # Reconnecting after Redis went away: first wait, doubled each failure up to the cap (a restart takes ~1 s).
 RECONNECT_FIRST_S = 0.1
 RECONNECT_MAX_S = 2.0
@@ -67,6 +67,12 @@ def decode_alert(data: dict[str, Any]) -> DemandAlert:
     )
 
 
+def channel_for(redis_db: int | str) -> str:
+    """One channel per Redis database number: pub/sub ignores the number, yet deployments sharing a Redis
+    server by using different numbers must not alert each other's producers."""
+    return f"{CHANNEL_PREFIX}{redis_db}"
+
+
 class DemandRelay:
     """One process's end of the demand channel: publishes its own news, receives the others'.
 
@@ -78,6 +84,7 @@ class DemandRelay:
 
         # No socket timeout: the subscription blocks on reads for as long as nothing is published.
         self.redis = Redis.from_url(redis_url, socket_connect_timeout=CONNECT_TIMEOUT_S)
+        self.channel = channel_for(self.redis.connection_pool.connection_kwargs.get("db") or 0)
         self.sink = sink
         self.origin = uuid.uuid4().hex
         self.connected = asyncio.Event()  # set while subscribed (after each catch-up sweep)
@@ -98,7 +105,7 @@ class DemandRelay:
         """Best effort: a search or an (un)subscribe must not fail because Redis is away."""
         message = json.dumps({"origin": self.origin, **payload})
         try:
-            await asyncio.wait_for(self.redis.publish(CHANNEL, message), PUBLISH_TIMEOUT_S)
+            await asyncio.wait_for(self.redis.publish(self.channel, message), PUBLISH_TIMEOUT_S)
         except Exception as exc:  # any Redis failure: the sweep delivers it instead
             log = logger.debug if self._publish_failing else logger.warning
             log("could not relay demand news over Redis (the sweep will): %s", exc)
@@ -118,7 +125,7 @@ class DemandRelay:
         while True:
             pubsub = self.redis.pubsub(ignore_subscribe_messages=True)
             try:
-                await pubsub.subscribe(CHANNEL)
+                await pubsub.subscribe(self.channel)
                 await self._catch_up()
                 self.connected.set()
                 delay = RECONNECT_FIRST_S

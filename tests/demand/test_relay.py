@@ -271,3 +271,20 @@ async def test_graphql_stream_on_one_api_follows_searches_and_subscriptions_made
             result = await next_alert(received)
             assert not result.errors, result.errors
             assert result.data["demandAlerts"]["text"] == "transcribe spanish podcasts"
+
+
+async def test_deployments_on_other_redis_database_numbers_do_not_alert_each_other(
+    settings: Settings, redis_url: str, encoder: Encoder, people: People
+) -> None:
+    """Pub/sub ignores the Redis database number: deployments sharing a server by number need own channels."""
+    other_number = redis_url.rsplit("/", 1)[0] + "/1"
+    elsewhere = settings.model_copy(update={"redis_url": other_number})
+    async with (
+        two_processes(settings, redis_url, encoder) as (a, b),
+        await CatalogApp.open(elsewhere, encoder=encoder, with_index=False) as other_deployment,
+        listening(a.demand, a.demand.alerts(people.producer, "Audio")) as received,
+    ):
+        await other_deployment.demand.log_search("not our demand", result_count=0, category="Audio")
+        ours = await b.demand.log_search("transcribe spanish podcasts", result_count=0, category="Audio")
+        # Published in this order on one server: had the first crossed over, it would arrive first.
+        assert (await next_alert(received)).search_id == ours
