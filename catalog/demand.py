@@ -29,6 +29,7 @@ from sqlalchemy.exc import IntegrityError
 from catalog.actors import Actor
 from catalog.clock import as_utc
 from catalog.demand_alerts import DemandAlert, DemandAlertHub
+from catalog.demand_relay import DemandRelay
 from catalog.demand_topics import central_member, cluster_by_similarity, keywords, normalize_query
 from infra.batching import BatchWriter
 from infra.db import Database
@@ -216,6 +217,8 @@ class DemandService:
         self._alerted: dict[str, datetime] = {}
         self._others_floor: datetime | None = None  # when the sweeper started: older ones are not news
         self._others_swept_until: datetime | None = None
+        # Alerts and (un)subscribes reach other API processes at once over Redis; without it, by their sweep.
+        self.relay = DemandRelay(settings.redis_url, self) if settings.redis_url else None
         self._log = BatchWriter(
             self._insert,
             lambda: self.settings.demand_log_batch_s,
@@ -328,17 +331,21 @@ class DemandService:
                 self._alerted.update(
                     (row.id, as_utc(row.created_at)) for row in rows if row.result_count == 0
                 )
-        for row in rows:
-            if row.result_count == 0:
-                self.alert_hub.publish(
-                    DemandAlert(
-                        search_id=row.id,
-                        text=row.text,
-                        category=row.category,
-                        reason=_reason(0, row.facets),
-                        created_at=as_utc(row.created_at),
-                    )
-                )
+        alerts = [
+            DemandAlert(
+                search_id=row.id,
+                text=row.text,
+                category=row.category,
+                reason=_reason(0, row.facets),
+                created_at=as_utc(row.created_at),
+            )
+            for row in rows
+            if row.result_count == 0
+        ]
+        for alert in alerts:
+            self.alert_hub.publish(alert)
+        if self.relay is not None:
+            await self.relay.publish_alerts(alerts)
 
     async def require_search(self, search_id: str) -> None:
         """NOT_FOUND unless ``search_id`` names a logged search (checked before acting on a selection)."""
@@ -583,9 +590,12 @@ class DemandService:
             return [_subscription_info(row) for row in rows]
 
     async def _refollow(self, actor: Actor) -> None:
-        """Running ``alerts`` streams that follow the actor's subscriptions follow the change."""
+        """Running ``alerts`` streams that follow the actor's subscriptions follow the change (those on
+        other API processes too, over Redis when configured)."""
         categories = [sub.category for sub in await self.subscriptions(actor)]
         self.alert_hub.refollow(actor.account_id, categories)
+        if self.relay is not None:
+            await self.relay.publish_refollow(actor.account_id)
 
     async def _subscription(self, actor: Actor, category: str) -> DemandSubscriptionInfo | None:
         async with self.db.session() as session:
@@ -602,11 +612,11 @@ class DemandService:
     async def alerts(self, actor: Actor, category: str | None = None) -> AsyncIterator[DemandAlert]:
         """Unmet searches as they happen, in ``category`` or else in the actor's subscribed categories
         (as they change: a later subscribe or unsubscribe applies to the running stream, at once when made
-        through this process, else from the next sweep).
+        through this process or relayed over Redis, else from the next sweep).
 
         No-result searches and pipeline gaps arrive when logged (those logged by another API process,
-        from the next sweep); searches whose selection window closes while someone listens arrive from a
-        sweep every ``demand_alert_sweep_s``.
+        when relayed over Redis, else from the next sweep); searches whose selection window closes while
+        someone listens arrive from a sweep every ``demand_alert_sweep_s``.
         """
         require_producer(actor)
         if category is not None:
@@ -635,10 +645,13 @@ class DemandService:
         await self._refollow_listening()
         return await self._sweep_closed_windows() + await self._sweep_others()
 
-    async def _refollow_listening(self) -> None:
+    async def _refollow_listening(self, accounts: set[str] | None = None) -> None:
         """A subscribe or unsubscribe through this process changes its running streams at once
-        (``_refollow``); one through another API process reaches them here, from the database."""
+        (``_refollow``); one through another API process reaches them here, from the database (for
+        ``accounts`` only, when a relayed message says whose subscriptions changed)."""
         followers = self.alert_hub.followers
+        if accounts is not None:
+            followers &= accounts
         if not followers:
             return
         categories: dict[str, list[str]] = {account_id: [] for account_id in followers}
@@ -687,8 +700,31 @@ class DemandService:
             self.alert_hub.publish(_alert_of(event))
         return len(events)
 
+    # ------------------------------------------------------------------ relayed from other API processes
+
+    def relayed_alerts(self, alerts: list[DemandAlert]) -> None:
+        """Alerts another API process logged: delivered now, and marked so the sweep does not repeat them."""
+        if not self.alert_hub.listener_count:
+            return
+        for alert in alerts:
+            if alert.search_id not in self._alerted:
+                self._alerted[alert.search_id] = as_utc(alert.created_at)
+                self.alert_hub.publish(alert)
+
+    async def relayed_refollow(self, account_id: str) -> None:
+        """Another API process changed ``account_id``'s subscriptions: its streams here re-read them."""
+        await self._refollow_listening({account_id})
+
+    async def relay_connected(self) -> None:
+        """(Re)subscribed to the relay: what was published while away is swept from the database now."""
+        if self.alert_hub.listener_count:
+            await self.sweep_expired()
+
     def _ensure_sweeper(self) -> None:
-        """Run the expiry sweep only while someone listens (it stops itself when nobody does)."""
+        """Run the expiry sweep only while someone listens (it stops itself when nobody does); the relay,
+        once started, runs until ``close``."""
+        if self.relay is not None:
+            self.relay.start()
         if self._sweeper is not None and not self._sweeper.done():
             return
         # Windows that closed while nobody listened are not news: start from now (the inbox has them).
@@ -712,6 +748,8 @@ class DemandService:
             self._sweeper.cancel()
             await asyncio.gather(self._sweeper, return_exceptions=True)
             self._sweeper = None
+        if self.relay is not None:
+            await self.relay.close()
 
 
 def _alert_of(event: _UnmetEvent) -> DemandAlert:

@@ -1,7 +1,9 @@
 """Live unmet-demand alerts: an in-process fan-out from the demand log to listening producers.
 
-Each API process fans out what it logs itself; what other API processes log reaches its listeners through
-the database, by ``DemandService``'s sweep. The durable record is the database (a producer who was not
+Each API process fans out what it logs itself; what other API processes log reaches its listeners over Redis
+pub/sub when one is configured (``catalog.demand_relay``), and through the database by ``DemandService``'s
+sweep in any case. As an alert may come both ways, each listener drops one it already received (by search
+id, the alert's stable identity). The durable record is the database (a producer who was not
 listening finds the same demand in their inbox). A slow listener never holds up a search: each listener has a
 bounded queue and, when it is full, the oldest alert is dropped for that listener only.
 """
@@ -10,12 +12,16 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+from collections import OrderedDict
 from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import datetime
 
 LISTENER_QUEUE_SIZE = 256
+# Alert ids a listener remembers to drop repeats: far more than can arrive between a relayed alert and the
+# sweep that finds the same search in the database.
+LISTENER_RECENT_IDS = 4096
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,6 +60,7 @@ class DemandListener:
         self.refollowed = False  # set once the hub changed the categories (they are then the newest)
         self.follow(categories)
         self.queue: asyncio.Queue[DemandAlert] = asyncio.Queue(maxsize=LISTENER_QUEUE_SIZE)
+        self._recent: OrderedDict[str, None] = OrderedDict()  # alerts offered, oldest first
 
     def follow(self, categories: Iterable[str] | None) -> None:
         self.categories = None if categories is None else frozenset(category_key(c) for c in categories)
@@ -64,6 +71,12 @@ class DemandListener:
         return alert.category is not None and category_key(alert.category) in self.categories
 
     def offer(self, alert: DemandAlert) -> None:
+        """Queue ``alert`` unless this listener already had it (exactly once, however it came)."""
+        if alert.search_id in self._recent:
+            return
+        self._recent[alert.search_id] = None
+        if len(self._recent) > LISTENER_RECENT_IDS:
+            self._recent.popitem(last=False)
         if self.queue.full():
             self.queue.get_nowait()
         self.queue.put_nowait(alert)

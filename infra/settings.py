@@ -28,7 +28,11 @@ class Settings(BaseSettings):
         gt=0,
         description="How long a SQLite write waits for another writer before it fails (database is locked).",
     )
-    redis_url: str | None = Field(None, description="arq/Redis URL; unset runs jobs in-process.")
+    redis_url: str | None = Field(
+        None,
+        description="arq/Redis URL; unset runs jobs in-process. Also relays live demand alerts between API "
+        "processes.",
+    )
 
     search_backend: Literal["embedded", "opensearch"] = Field(
         "embedded", description="Search index: embedded (tantivy + vectors under data_dir) or opensearch."

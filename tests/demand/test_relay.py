@@ -1,0 +1,290 @@
+"""Live demand alerts across API processes, relayed over a real Redis.
+
+Two catalogs on one database stand for two ``mlrepo serve`` processes: the producer listens on ``a``, the
+search or (un)subscribe goes through ``b``. The sweep is set to an hour, so only the relay can explain an
+alert that arrives within the test's timeout.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import shutil
+import subprocess
+from collections.abc import AsyncIterator, Iterator
+from typing import TypeVar
+
+import httpx
+import pytest
+from demand_support import People
+from starlette.applications import Starlette
+
+from api.app import create_app
+from api.context import Context
+from api.schema import schema
+from catalog.app import CatalogApp
+from catalog.demand import DemandService
+from catalog.demand_alerts import DemandAlert, DemandAlertHub
+from infra.settings import Settings
+from infra.tables import utcnow
+from search.embeddings import Encoder
+from tests.services import free_port, require_service
+
+ALERTS = "subscription { demandAlerts { id text category reason } }"
+SEARCH = "query($t: String!, $c: String) { search(input: {text: $t, category: $c}) { totalCount } }"
+SUBSCRIBE = "mutation($c: String!) { subscribeDemand(category: $c) { category } }"
+UNSUBSCRIBE = "mutation($c: String!) { unsubscribeDemand(category: $c) }"
+
+T = TypeVar("T")
+ALERT_TIMEOUT_S = 10
+STARTUP_TIMEOUT_S = 20
+
+
+@contextlib.asynccontextmanager
+async def two_processes(
+    settings: Settings, redis_url: str, encoder: Encoder
+) -> AsyncIterator[tuple[CatalogApp, CatalogApp]]:
+    relayed = settings.model_copy(update={"redis_url": redis_url, "demand_alert_sweep_s": 3600})
+    a = await CatalogApp.open(relayed, encoder=encoder, with_index=False)
+    b = await CatalogApp.open(relayed, encoder=encoder, with_index=False)
+    try:
+        yield a, b
+    finally:
+        await b.close()
+        await a.close()
+
+
+@contextlib.asynccontextmanager
+async def listening(demand: DemandService, stream: AsyncIterator[T]) -> AsyncIterator[asyncio.Queue[T]]:
+    """Drain ``stream`` (alerts, or GraphQL results) into a queue while the block runs, once it listens and
+    the relay is subscribed."""
+    received: asyncio.Queue[T] = asyncio.Queue()
+
+    async def drain() -> None:
+        async for alert in stream:
+            received.put_nowait(alert)
+
+    task = asyncio.ensure_future(drain())
+    try:
+        await relay_subscribed(demand)
+        yield received
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        await stream.aclose()  # type: ignore[attr-defined]
+
+
+async def relay_subscribed(demand: DemandService) -> None:
+    async def ready() -> None:
+        while not demand.alert_hub.listener_count or demand.relay is None:
+            await asyncio.sleep(0.01)
+        await demand.relay.connected.wait()
+
+    await asyncio.wait_for(ready(), STARTUP_TIMEOUT_S)
+
+
+async def next_alert(received: asyncio.Queue[T]) -> T:
+    return await asyncio.wait_for(received.get(), ALERT_TIMEOUT_S)
+
+
+async def test_an_alert_logged_on_another_process_arrives_at_once_and_once(
+    settings: Settings, redis_url: str, encoder: Encoder, people: People
+) -> None:
+    async with (
+        two_processes(settings, redis_url, encoder) as (a, b),
+        listening(a.demand, a.demand.alerts(people.producer, "Audio")) as received,
+    ):
+        search_id = await b.demand.log_search("transcribe spanish podcasts", result_count=0, category="audio")
+        gap_id = await b.demand.log_gap(people.requester, "Audio", "audio@1", "text@1")
+        b.demand.log_search_soon("speech to text in basque", result_count=0, category="Audio")
+        await b.demand.flush()  # the batched path relays too
+        alerts = [await next_alert(received) for _ in range(3)]
+        assert [(alert.search_id, alert.reason) for alert in alerts[:2]] == [
+            (search_id, "no_results"),
+            (gap_id, "pipeline_gap"),
+        ]
+        assert alerts[2].text == "speech to text in basque"
+
+        assert await a.demand.sweep_expired() == 0  # the sweep finds them in the database: not again
+        assert received.empty()
+
+
+async def test_subscription_changes_on_another_process_change_the_running_stream(
+    settings: Settings, redis_url: str, encoder: Encoder, people: People
+) -> None:
+    async with two_processes(settings, redis_url, encoder) as (a, b):
+        await a.demand.subscribe(people.producer, "Audio")
+        async with listening(a.demand, a.demand.alerts(people.producer)) as received:
+            await b.demand.subscribe(people.producer, "Tabular")
+            await b.demand.unsubscribe(people.producer, "Audio")
+            churn = await b.demand.log_search("predict customer churn", result_count=0, category="Tabular")
+            # Relayed in order: when the alert arrives, ``a`` has taken up both changes.
+            assert (await next_alert(received)).search_id == churn
+
+            await a.demand.log_search("transcribe spanish podcasts", result_count=0, category="Audio")
+            fraud = await a.demand.log_search("detect card fraud", result_count=0, category="Tabular")
+            assert (await next_alert(received)).search_id == fraud  # the unsubscribed Audio one never came
+
+
+@pytest.fixture
+def redis_binary() -> str:
+    binary = shutil.which("redis-server")
+    require_service("Redis", binary is not None, "redis-server is not installed")
+    assert binary is not None
+    return binary
+
+
+class RestartableRedis:
+    """A private redis-server on a fixed port, to stop and start again like a restarted Redis."""
+
+    def __init__(self, binary: str) -> None:
+        self.binary = binary
+        self.port = free_port()
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        self.process = subprocess.Popen(
+            [
+                self.binary,
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+
+    def stop(self) -> None:
+        if self.process is not None:
+            self.process.terminate()
+            self.process.wait(timeout=10)
+            self.process = None
+
+
+@pytest.fixture
+def restartable_redis(redis_binary: str) -> Iterator[RestartableRedis]:
+    server = RestartableRedis(redis_binary)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+async def test_delivery_resumes_after_redis_restarts(
+    settings: Settings, restartable_redis: RestartableRedis, encoder: Encoder, people: People
+) -> None:
+    async with two_processes(settings, restartable_redis.url, encoder) as (a, b):
+        relay = a.demand.relay
+        assert relay is not None
+        async with listening(a.demand, a.demand.alerts(people.producer, "Audio")) as received:
+            before = await b.demand.log_search(
+                "transcribe spanish podcasts", result_count=0, category="Audio"
+            )
+            assert (await next_alert(received)).search_id == before
+
+            restartable_redis.stop()
+            await asyncio.wait_for(_disconnected(relay.connected), ALERT_TIMEOUT_S)
+            # Published into the void (the search is still logged); the catch-up sweep on reconnect has it.
+            missed = await b.demand.log_search("speech to text in basque", result_count=0, category="Audio")
+            restartable_redis.start()
+            await relay_subscribed(a.demand)
+            assert (await next_alert(received)).search_id == missed
+
+            after = await b.demand.log_search("podcast chapter detection", result_count=0, category="Audio")
+            assert (await next_alert(received)).search_id == after
+            assert await a.demand.sweep_expired() == 0
+            assert received.empty()
+
+
+async def _disconnected(connected: asyncio.Event) -> None:
+    while connected.is_set():
+        await asyncio.sleep(0.01)
+
+
+async def test_a_listener_gets_an_alert_once_however_often_it_is_published() -> None:
+    """Relayed, then found again by a sweep whose memory of what it announced was already trimmed: the
+    listener itself drops the repeat (by the alert's search id)."""
+    hub = DemandAlertHub()
+    alert = DemandAlert("search-1", "transcribe podcasts", "Audio", "no_results", utcnow())
+    other = DemandAlert("search-2", "speech to text", "Audio", "no_results", utcnow())
+    async with hub.listen(["audio"]) as listener:
+        for published in (alert, alert, other, alert):
+            hub.publish(published)
+        assert [listener.queue.get_nowait().search_id for _ in range(listener.queue.qsize())] == [
+            "search-1",
+            "search-2",
+        ]
+
+
+@contextlib.asynccontextmanager
+async def api_app(settings: Settings, encoder: Encoder, name: str) -> AsyncIterator[Starlette]:
+    """One API process's app (its own embedded index directory, as ``mlrepo serve`` processes need)."""
+    app = create_app(
+        settings.model_copy(update={"search_index_dir": settings.data_dir / name}),
+        migrate=False,
+        encoder=encoder,
+    )
+    async with app.router.lifespan_context(app):
+        yield app
+
+
+async def graphql(app: Starlette, token: str, query: str, variables: dict[str, object]) -> dict:
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://mlrepo.test") as http:
+        response = await http.post(
+            "/graphql",
+            json={"query": query, "variables": variables},
+            headers={"Authorization": f"Bearer {token}"},
+        )
+    body = response.json()
+    assert response.status_code == 200 and not body.get("errors"), body
+    return body["data"]
+
+
+async def test_graphql_stream_on_one_api_follows_searches_and_subscriptions_made_on_another(
+    settings: Settings, redis_url: str, encoder: Encoder
+) -> None:
+    """End to end: searches and (un)subscribes through API ``b``'s GraphQL reach a ``demandAlerts`` stream
+    served by API ``a`` (searches are logged in batches, so this is the path a busy server takes)."""
+    relayed = settings.model_copy(update={"redis_url": redis_url, "demand_alert_sweep_s": 3600})
+    async with api_app(relayed, encoder, "index-a") as a, api_app(relayed, encoder, "index-b") as b:
+        accounts = a.state.services.catalog.accounts
+        account = await accounts.create("pat", "producer")
+        token = (await accounts.create_token(account.id)).secret
+        producer = await accounts.authenticate(token)
+        await graphql(a, token, SUBSCRIBE, {"c": "Tabular"})
+        demand = a.state.services.catalog.demand
+        stream = await schema.subscribe(ALERTS, context_value=Context(a.state.services, producer))
+        assert hasattr(stream, "__anext__"), stream
+        async with listening(demand, stream) as received:
+            await graphql(b, token, SUBSCRIBE, {"c": "Audio"})
+            await graphql(b, token, UNSUBSCRIBE, {"c": "Tabular"})
+            await graphql(b, token, SEARCH, {"t": "predict customer churn", "c": "Tabular"})
+            await graphql(b, token, SEARCH, {"t": "transcribe spanish podcasts", "c": "Audio"})
+            result = await next_alert(received)
+            assert not result.errors, result.errors
+            assert result.data["demandAlerts"]["text"] == "transcribe spanish podcasts"
+
+
+async def test_deployments_on_other_redis_database_numbers_do_not_alert_each_other(
+    settings: Settings, redis_url: str, encoder: Encoder, people: People
+) -> None:
+    """Pub/sub ignores the Redis database number: deployments sharing a server by number need own channels."""
+    other_number = redis_url.rsplit("/", 1)[0] + "/1"
+    elsewhere = settings.model_copy(update={"redis_url": other_number})
+    async with (
+        two_processes(settings, redis_url, encoder) as (a, b),
+        await CatalogApp.open(elsewhere, encoder=encoder, with_index=False) as other_deployment,
+        listening(a.demand, a.demand.alerts(people.producer, "Audio")) as received,
+    ):
+        await other_deployment.demand.log_search("not our demand", result_count=0, category="Audio")
+        ours = await b.demand.log_search("transcribe spanish podcasts", result_count=0, category="Audio")
+        # Published in this order on one server: had the first crossed over, it would arrive first.
+        assert (await next_alert(received)).search_id == ours
