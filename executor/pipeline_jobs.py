@@ -147,15 +147,15 @@ async def run_pipeline_row(jobs: JobService, row: Job, staging: Path) -> tuple[J
         plan,
         records,
         _step_runner(jobs, row, plan, quota, staging),
-        on_stage=_stage_hook(jobs, row.id),
+        on_stage=_stage_hook(jobs, row),
         usage=jobs.catalog.usage,
         account_id=row.owner_id,
     )
     summary = None
     if verdict.result is not None:  # its records become the job's outputs, its counts the summary
         summary = {key: value for key, value in verdict.result.items() if key != "records"}
-        await jobs.keep_outputs(row.id, staging, verdict.result["records"])
-    await jobs.store(row.id, result=summary, metrics=verdict.metrics)
+        await jobs.keep_outputs(row, staging, verdict.result["records"])
+    await jobs.store(row, result=summary, metrics=verdict.metrics)
     return JobStatus(verdict.status), verdict.error
 
 
@@ -181,10 +181,10 @@ def _step_runner(jobs: JobService, row: Job, plan: RunPlan, quota: Quota, stagin
     return run_step
 
 
-def _stage_hook(jobs: JobService, job_id: str):
+def _stage_hook(jobs: JobService, row: Job):
     async def on_stage(progress: StageProgress) -> None:
         await jobs.report_progress(
-            job_id,
+            row,
             {
                 "stage": progress.stage + (1 if progress.state == "done" else 0),
                 "stages": progress.stages,

@@ -120,7 +120,7 @@ async def run_training_job(service: JobService, row: Job, staging: Path) -> tupl
     limits = service.limits_for(
         _allocation(row), max(TRAINING_TIMEOUT_FLOOR_S, float(algorithm.timeout_s or 0) * 10)
     )
-    await service.progress_hook(row.id)(_Progress(total=len(train)))
+    await service.progress_hook(row)(_Progress(total=len(train)))
     result = await runnable.runtime.run(
         runnable.package,
         RunRequest(
@@ -134,7 +134,7 @@ async def run_training_job(service: JobService, row: Job, staging: Path) -> tupl
     if not result.ok:
         assert result.failure is not None
         status = JobStatus.TIMED_OUT if result.failure.kind == "timeout" else JobStatus.FAILED
-        await service.store(row.id, logs=result.stderr[-4000:].decode("utf-8", "replace"))
+        await service.store(row, logs=result.stderr[-4000:].decode("utf-8", "replace"))
         await _record_usage(service, row, dataset, success=False)
         return status, f"training failed: {result.failure.reason}"
 
@@ -219,7 +219,7 @@ async def run_training_job(service: JobService, row: Job, staging: Path) -> tupl
         {"producer_name": owner.name, "storage_location": f"artifact:{digest}"},
     )
     await service.store(
-        row.id,
+        row,
         result={"trained_listing_id": listing_id, **training_result},
         metrics={
             "runtime": runnable.runtime.name,
@@ -256,7 +256,7 @@ async def _adopt(
     stored = (row.result or {}).get("trained_listing_id") == model.listing_id
     result = {"trained_listing_id": model.listing_id, **(model.manifest or {}).get(TRAINING_RESULT_KEY, {})}
     await service.store(
-        row.id,
+        row,
         result=result,
         logs=_append_log(row.logs, f"adopted model {model.listing_id}, written by an earlier attempt"),
     )
