@@ -63,7 +63,7 @@ from executor.schema_check import compile_check
 from infra.artifacts import ArtifactStore
 from infra.db import is_unreachable, retry_while_unreachable
 from infra.errors import BadInput, MlrepoError, NotFound, Unauthenticated
-from infra.fencing import Claim, Superseded, beat_under
+from infra.fencing import Claim, Superseded, beat_under, lost_claim
 from infra.heartbeat import keep_beating, lost_before, silent_since
 from infra.settings import Settings
 from infra.tables import Account, Job, Listing, ListingVersion, UsageEvent, utcnow
@@ -546,11 +546,9 @@ class JobService:
         except (Superseded, asyncio.CancelledError) as stopped:
             # A write, or the heartbeat (which then cancels this task), found the job no longer this run's:
             # cancelled by its requester, or taken over (re-queued while this run could not beat).
-            lost = stopped if isinstance(stopped, Superseded) else claim.lost
+            lost = lost_claim(stopped, claim)
             if lost is None:
                 raise  # the worker is shutting down: the reconciler re-queues the job
-            if isinstance(stopped, asyncio.CancelledError) and work is not None:
-                work.uncancel()
             if lost.status != JobStatus.CANCELLED:
                 superseded = lost
             status, error = JobStatus.CANCELLED, "cancelled by the requester"

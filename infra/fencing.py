@@ -96,3 +96,15 @@ def beat_under(db: Database, claim: Claim, work: asyncio.Task[Any] | None, **val
         return True
 
     return beat
+
+
+def lost_claim(stopped: BaseException, claim: Claim) -> Superseded | None:
+    """Whether ``stopped``, raised in the run holding ``claim``, means that the claim was lost: a write's
+    ``Superseded``, or the cancel of the run's task by ``beat_under`` (taken back here, so that the run
+    can clean up and return). None for any other cancel (the worker is stopping): the caller re-raises."""
+    if isinstance(stopped, Superseded):
+        return stopped
+    task = asyncio.current_task()
+    if claim.lost is not None and task is not None:
+        task.uncancel()
+    return claim.lost
