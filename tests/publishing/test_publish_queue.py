@@ -16,7 +16,7 @@ from arq.connections import RedisSettings
 from arq.worker import Worker, func
 from publishing_support import PREDICT, REPO, package_files, sentiment_manifest, zip_bytes
 from redis.asyncio import Redis
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 from api.graphql.publishing import recover_forever
 from catalog.actors import Actor
@@ -435,3 +435,42 @@ async def test_a_run_taken_over_by_recovery_leaves_the_publication_and_the_files
         assert (row.attempts, row.upload_path, list(versions)) == (2, None, ["1.0.0"])
     assert not (second.workflow.staging_root / pub.id).exists()  # each run removed its own directory
     assert not (second.upload_root / pub.id).exists()
+
+
+async def test_a_run_whose_publication_was_re_queued_stops_at_its_next_heartbeat(
+    settings: Settings, app: CatalogApp, alice: Actor, bwrap_ok: bool
+) -> None:
+    """Recovery re-queues a publication whose last beat it finds old (a pause, an outage), while its run
+    goes on. The run's beat used to refresh only a RUNNING row and carry on regardless: it ran its step
+    to the end and wrote on. Now its next beat finds the publication no longer its own: the sandbox is
+    stopped, nothing more recorded, its own staging directory removed, and the upload left for the
+    next run."""
+    beats = settings.model_copy(update={"runtime": "bwrap", "job_heartbeat_s": 0.2})
+    asleep = "import time\ntime.sleep(60)\n" + PREDICT
+    service = service_with(beats, app, Dropped())
+    pub = await service.submit_package(
+        alice,
+        io.BytesIO(zip_bytes(package_files(sentiment_manifest(verify=False, timeout_s=120), predict=asleep))),
+    )
+    first = asyncio.create_task(service.run(pub.id))
+    for _ in range(1200):
+        steps = {s.name: s.status for s in (await service.get(alice, pub.id)).steps}
+        if steps["test"] == "running":
+            break
+        await asyncio.sleep(0.05)
+    assert steps["test"] == "running", steps
+    for _ in range(200):  # its last beat made to look old, as recovery sees a worker that could not beat
+        async with app.db.session() as session:
+            await session.execute(
+                update(Publication)
+                .where(Publication.id == pub.id)
+                .values(heartbeat_at=utcnow() - timedelta(hours=1))
+            )
+        await service.recover()
+        if (await service.get(alice, pub.id)).status == "queued":
+            break
+    assert await asyncio.wait_for(first, 15) == "superseded"
+    view = await service.get(alice, pub.id)
+    assert (view.status, {s.name: s.status for s in view.steps}["test"]) == ("queued", "running")
+    assert not (service.workflow.staging_root / pub.id).exists()
+    assert (service.upload_root / pub.id / "upload").is_file()  # the next run starts from it
