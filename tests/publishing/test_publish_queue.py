@@ -28,7 +28,7 @@ from catalog.publishing.jobs import (
     start_publishing,
     stop_publishing,
 )
-from catalog.publishing.service import ArqQueue, PublishingService
+from catalog.publishing.service import ArqQueue, PublicationView, PublishingService
 from catalog.search_service import SearchRequest
 from executor.publish_sandbox import ExecutorSandbox
 from infra.settings import Settings
@@ -85,6 +85,41 @@ def service_with(settings: Settings, app: CatalogApp, queue) -> PublishingServic
         ExecutorSandbox(settings),
         queue=queue,
     )
+
+
+async def submit_slow(
+    settings: Settings, app: CatalogApp, owner: Actor, queue, sleep_s: float, **manifest: object
+) -> PublicationView:
+    """A package whose test step sleeps ``sleep_s`` before answering (no verify step)."""
+    files = package_files(
+        sentiment_manifest(verify=False, **manifest),
+        predict=f"import time\ntime.sleep({sleep_s})\n" + PREDICT,
+    )
+    return await service_with(settings, app, queue).submit_package(owner, io.BytesIO(zip_bytes(files)))
+
+
+def worker_env(settings: Settings, redis_url: str, heartbeat_s: float) -> dict[str, str]:
+    """The environment of an ``mlrepo worker`` process on ``settings``' data and database."""
+    return {
+        **os.environ,
+        "PYTHONPATH": str(REPO),
+        "MLREPO_DATA_DIR": str(settings.data_dir),
+        "MLREPO_DATABASE_URL": settings.resolved_database_url,
+        "MLREPO_REDIS_URL": redis_url,
+        "MLREPO_RUNTIME": "bwrap",
+        "MLREPO_JOB_HEARTBEAT_S": str(heartbeat_s),
+        "MLREPO_JOB_STALE_AFTER_S": str(settings.job_stale_after_s),
+    }
+
+
+async def until_testing(service: PublishingService, owner: Actor, publication_id: str) -> None:
+    """Return once the publication's test step runs (its sandbox started)."""
+    for _ in range(1200):
+        steps = {s.name: s.status for s in (await service.get(owner, publication_id)).steps}
+        if steps["test"] == "running":
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"the test step never ran: {steps}")
 
 
 async def test_publish_job_runs_on_an_arq_worker(
@@ -315,33 +350,16 @@ async def test_a_publication_whose_worker_process_was_killed_is_recovered_a_few_
     beats = settings.model_copy(
         update={"runtime": "bwrap", "redis_url": redis_url, "job_heartbeat_s": 0.3, "job_stale_after_s": 2.0}
     )
-    slow = "import time\ntime.sleep(8)\n" + PREDICT  # its test step outlasts job_stale_after_s
     queue = ArqQueue(redis_url)
-    try:
-        pub = await service_with(beats, app, queue).submit_package(
-            alice, io.BytesIO(zip_bytes(package_files(sentiment_manifest(verify=False), predict=slow)))
-        )
+    try:  # its test step outlasts job_stale_after_s
+        pub = await submit_slow(beats, app, alice, queue, sleep_s=8)
     finally:
         await queue.close()
     service = service_with(beats, app, Dropped())  # this process recovers; the worker process runs it
-    env = {
-        **os.environ,
-        "PYTHONPATH": str(REPO),
-        "MLREPO_DATA_DIR": str(beats.data_dir),
-        "MLREPO_DATABASE_URL": beats.resolved_database_url,
-        "MLREPO_REDIS_URL": redis_url,
-        "MLREPO_RUNTIME": "bwrap",
-        "MLREPO_JOB_HEARTBEAT_S": "0.3",
-        "MLREPO_JOB_STALE_AFTER_S": "2.0",
-    }
+    env = worker_env(beats, redis_url, heartbeat_s=0.3)
     worker = subprocess.Popen([sys.executable, "-c", RUN_WORKER], env=env, start_new_session=True)
     try:
-        for _ in range(1200):
-            steps = {s.name: s.status for s in (await service.get(alice, pub.id)).steps}
-            if steps["test"] == "running":
-                break
-            await asyncio.sleep(0.05)
-        assert steps["test"] == "running", steps
+        await until_testing(service, alice, pub.id)
         await asyncio.sleep(beats.job_stale_after_s + 0.5)
         await service.recover()  # the step runs on, and its worker beats: not lost
         assert (await service.get(alice, pub.id)).status == "running"
@@ -377,40 +395,20 @@ async def test_a_run_taken_over_by_recovery_leaves_the_publication_and_the_files
     beats = settings.model_copy(
         update={"runtime": "bwrap", "redis_url": redis_url, "job_heartbeat_s": 0.3, "job_stale_after_s": 2.0}
     )
-    slow = "import time\ntime.sleep(6)\n" + PREDICT  # the test step outlasts job_stale_after_s
     queue = ArqQueue(redis_url)
-    try:
-        pub = await service_with(beats, app, queue).submit_package(
-            alice,
-            io.BytesIO(
-                zip_bytes(package_files(sentiment_manifest(verify=False, timeout_s=30), predict=slow))
-            ),
-        )
+    try:  # its test step outlasts job_stale_after_s
+        pub = await submit_slow(beats, app, alice, queue, sleep_s=6, timeout_s=30)
     finally:
         await queue.close()
     second = service_with(beats, app, Dropped())  # this process recovers, then runs it as a second worker
-    env = {
-        **os.environ,
-        "PYTHONPATH": str(REPO),
-        "MLREPO_DATA_DIR": str(beats.data_dir),
-        "MLREPO_DATABASE_URL": beats.resolved_database_url,
-        "MLREPO_REDIS_URL": redis_url,
-        "MLREPO_RUNTIME": "bwrap",
-        "MLREPO_JOB_HEARTBEAT_S": "3600",
-        "MLREPO_JOB_STALE_AFTER_S": "2.0",
-    }
+    env = worker_env(beats, redis_url, heartbeat_s=3600)  # its beats never land in time
     log = tmp_path / "first-worker.log"
     with open(log, "wb") as out:
         first = subprocess.Popen(
             [sys.executable, "-c", RUN_WORKER], env=env, stdout=out, stderr=out, start_new_session=True
         )
     try:
-        for _ in range(1200):
-            steps = {s.name: s.status for s in (await second.get(alice, pub.id)).steps}
-            if steps["test"] == "running":
-                break
-            await asyncio.sleep(0.05)
-        assert steps["test"] == "running", steps
+        await until_testing(second, alice, pub.id)
         while (await second.get(alice, pub.id)).status != "queued":  # its heartbeat looks stopped
             await second.recover()
             await asyncio.sleep(0.1)
@@ -446,19 +444,10 @@ async def test_a_run_whose_publication_was_re_queued_stops_at_its_next_heartbeat
     stopped, nothing more recorded, its own staging directory removed, and the upload left for the
     next run."""
     beats = settings.model_copy(update={"runtime": "bwrap", "job_heartbeat_s": 0.2})
-    asleep = "import time\ntime.sleep(60)\n" + PREDICT
     service = service_with(beats, app, Dropped())
-    pub = await service.submit_package(
-        alice,
-        io.BytesIO(zip_bytes(package_files(sentiment_manifest(verify=False, timeout_s=120), predict=asleep))),
-    )
+    pub = await submit_slow(beats, app, alice, Dropped(), sleep_s=60, timeout_s=120)
     first = asyncio.create_task(service.run(pub.id))
-    for _ in range(1200):
-        steps = {s.name: s.status for s in (await service.get(alice, pub.id)).steps}
-        if steps["test"] == "running":
-            break
-        await asyncio.sleep(0.05)
-    assert steps["test"] == "running", steps
+    await until_testing(service, alice, pub.id)
     for _ in range(200):  # its last beat made to look old, as recovery sees a worker that could not beat
         async with app.db.session() as session:
             await session.execute(
