@@ -39,13 +39,13 @@ from catalog.publishing.packaging import normalize_package
 from executor.datasets import dataset_lines
 from executor.gpus import leased_gpus
 from executor.inference import InferencePlan, run_inference
-from executor.jobs import JOB_LABEL, _append_log, check_against_input_schema
+from executor.jobs import JOB_LABEL, _append_log, check_against_input_schema, claim_of
 from executor.output_filter import OutputFilter
 from executor.packages import prepare_runnable
 from executor.runtimes import DockerRuntime, Package, RunRequest
 from infra.artifacts import ArtifactStore, StoredArtifact
 from infra.errors import BadInput
-from infra.tables import Account, Job, Listing, ListingVersion
+from infra.tables import Account, Job, Listing, ListingVersion, utcnow
 
 if TYPE_CHECKING:
     from executor.jobs import JobService
@@ -217,6 +217,8 @@ async def run_training_job(service: JobService, row: Job, staging: Path) -> tupl
             "notes": f"trained by job {row.id}",
         },
         {"producer_name": owner.name, "storage_location": f"artifact:{digest}"},
+        # Only while this run holds the job: a run recovery took over must not leave a model behind.
+        first=lambda session: claim_of(row).write(session, heartbeat_at=utcnow()),
     )
     await service.store(
         row,

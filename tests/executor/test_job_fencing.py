@@ -10,7 +10,7 @@ import asyncio
 
 import pytest
 from executor_support import DroppingQueue, job_service, publish_model
-from sqlalchemy import update
+from sqlalchemy import select, update
 
 from catalog.enums import JobStatus
 from executor.jobs import SUPERSEDED, JobService
@@ -24,6 +24,15 @@ time.sleep(3)  # longer than job_stale_after_s, and no write meanwhile: the job 
 for line in sys.stdin:
     record = json.loads(line)
     print(json.dumps({"id": record["id"], "output": {"label": "LABEL", "confidence": 0.75}}))
+"""
+SLOW_ALGORITHM = """
+import json, sys, time
+if sys.argv[1:] == ["train"]:
+    time.sleep(3)  # as SLOW_MODEL: the job looks lost meanwhile
+    json.dump({}, open("/output/weights.json", "w"))
+    sys.exit(0)
+for line in sys.stdin:
+    print(json.dumps({"id": json.loads(line)["id"], "output": {"label": "positive"}}))
 """
 ASLEEP_MODEL = """
 import json, sys, time
@@ -104,6 +113,40 @@ async def test_a_run_taken_over_by_recovery_records_nothing_over_the_new_runs_ou
     assert final.progress["records_done"] == 2
     async with catalog.db.session() as session:  # counted once: by the run that made it final
         assert (await session.get(Listing, published.listing_id)).usage_count == 1
+
+
+async def test_a_training_run_taken_over_by_recovery_leaves_no_model_behind(
+    fencing_settings: Settings, catalog, people
+) -> None:
+    """The first run's trained model was written as a listing whatever became of its claim: the second
+    run, training meanwhile, then failed on the name the first had taken ("already exists"). The model's
+    listing is now written only while the run holds the job, in the same transaction."""
+    algorithm = await publish_model(
+        fencing_settings, catalog, people["producer"], SLOW_ALGORITHM, kind="algorithm", trainable=True
+    )
+    examples = [{"input": f"review {i}", "target": "positive"} for i in range(3)]
+    async with (
+        job_service(fencing_settings, catalog, job_heartbeat_s=3600.0) as stalled,
+        job_service(fencing_settings, catalog, job_heartbeat_s=0.2) as second,
+    ):
+        view = await stalled.submit(people["alice"], algorithm.listing_id, "training", records=examples)
+        [first_run] = list(stalled.queue.tasks)
+        await running_attempt(stalled, view.id, 1)
+        for _ in range(200):
+            if (await second.reconcile())["requeued"]:
+                break
+            await asyncio.sleep(0.05)
+        [second_run] = list(second.queue.tasks)
+        first_outcome = await asyncio.wait_for(first_run, 60)
+        second_outcome = await asyncio.wait_for(second_run, 60)
+
+    assert (first_outcome, second_outcome) == (SUPERSEDED, JobStatus.SUCCEEDED.value)
+    final = await second.get(people["alice"], view.id)
+    async with catalog.db.session() as session:
+        models = (
+            await session.scalars(select(Listing.id).where(Listing.owner_id == people["alice"].account_id))
+        ).all()
+    assert models == [final.result["trained_listing_id"]]
 
 
 async def test_a_run_whose_job_was_claimed_again_stops_at_its_next_heartbeat(
