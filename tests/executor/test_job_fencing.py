@@ -7,6 +7,7 @@ alive all the same (its beats could not land: a database outage, a long pause). 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable
 
 import pytest
 from executor_support import DroppingQueue, job_service, publish_model
@@ -77,6 +78,23 @@ async def running_attempt(jobs: JobService, job_id: str, attempt: int) -> None:
     raise AssertionError(f"job {job_id} never ran its attempt {attempt}")
 
 
+async def recovered_and_run_again(
+    stalled: JobService, second: JobService, job_id: str, meanwhile: Awaitable[None] | None = None
+) -> tuple[str, str]:
+    """Once the stalled worker's run of the job has started (and ``meanwhile`` is done), recovery takes the
+    job from it as soon as it looks lost and the second worker runs it again; both runs' outcomes."""
+    [first_run] = list(stalled.queue.tasks)
+    await running_attempt(stalled, job_id, 1)
+    if meanwhile is not None:
+        await meanwhile
+    for _ in range(200):  # once the first run's last sign of life is job_stale_after_s old
+        if (await second.reconcile())["requeued"]:
+            break
+        await asyncio.sleep(0.05)
+    [second_run] = list(second.queue.tasks)
+    return await asyncio.wait_for(first_run, 60), await asyncio.wait_for(second_run, 60)
+
+
 async def test_a_run_taken_over_by_recovery_records_nothing_over_the_new_runs_outcome(
     fencing_settings: Settings, catalog, people
 ) -> None:
@@ -93,20 +111,15 @@ async def test_a_run_taken_over_by_recovery_records_nothing_over_the_new_runs_ou
         job_service(fencing_settings, catalog, job_heartbeat_s=0.2) as second,
     ):
         view = await stalled.submit(people["alice"], published.listing_id, "inference", records=["a", "b"])
-        [first_run] = list(stalled.queue.tasks)
-        await running_attempt(stalled, view.id, 1)
-        await add_version(
-            fencing_settings, catalog, published.listing_id, SLOW_MODEL.replace("LABEL", "negative"), "1.0.1"
+        newer = SLOW_MODEL.replace("LABEL", "negative")
+        outcomes = await recovered_and_run_again(
+            stalled,
+            second,
+            view.id,
+            add_version(fencing_settings, catalog, published.listing_id, newer, "1.0.1"),
         )
-        for _ in range(200):  # once the first run's last sign of life is job_stale_after_s old
-            if (await second.reconcile())["requeued"]:
-                break
-            await asyncio.sleep(0.05)
-        [second_run] = list(second.queue.tasks)
-        first_outcome = await asyncio.wait_for(first_run, 60)
-        second_outcome = await asyncio.wait_for(second_run, 60)
 
-    assert (first_outcome, second_outcome) == (SUPERSEDED, JobStatus.SUCCEEDED.value)
+    assert outcomes == (SUPERSEDED, JobStatus.SUCCEEDED.value)
     final = await second.get(people["alice"], view.id)
     assert (final.status, final.attempts, final.metrics["version"]) == (JobStatus.SUCCEEDED, 2, "1.0.1")
     assert [r["output"]["label"] for r in await second.all_outputs(final)] == ["negative", "negative"]
@@ -130,17 +143,9 @@ async def test_a_training_run_taken_over_by_recovery_leaves_no_model_behind(
         job_service(fencing_settings, catalog, job_heartbeat_s=0.2) as second,
     ):
         view = await stalled.submit(people["alice"], algorithm.listing_id, "training", records=examples)
-        [first_run] = list(stalled.queue.tasks)
-        await running_attempt(stalled, view.id, 1)
-        for _ in range(200):
-            if (await second.reconcile())["requeued"]:
-                break
-            await asyncio.sleep(0.05)
-        [second_run] = list(second.queue.tasks)
-        first_outcome = await asyncio.wait_for(first_run, 60)
-        second_outcome = await asyncio.wait_for(second_run, 60)
+        outcomes = await recovered_and_run_again(stalled, second, view.id)
 
-    assert (first_outcome, second_outcome) == (SUPERSEDED, JobStatus.SUCCEEDED.value)
+    assert outcomes == (SUPERSEDED, JobStatus.SUCCEEDED.value)
     final = await second.get(people["alice"], view.id)
     async with catalog.db.session() as session:
         models = (
