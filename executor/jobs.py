@@ -576,7 +576,7 @@ class JobService:
             self.settings.job_final_write_retry_s,
             f"job {job_id}: recording its outcome",
         )
-        if not recorded and status != JobStatus.CANCELLED:
+        if not recorded and status != JobStatus.CANCELLED and not await self._final_under(claim, status):
             logger.warning(
                 "%s no longer holds the job; its outcome (%s) was not recorded", claim, status.value
             )
@@ -938,6 +938,15 @@ class JobService:
             view = JobView.of(row) if row is not None else None
         if view is not None:
             await self._publish(view)
+
+    async def _final_under(self, claim: Claim, status: JobStatus) -> bool:
+        """Whether the job is final with ``status`` under ``claim``: so a retried final write finds it when
+        its first try landed though the acknowledgement was lost."""
+        async with self.db.session() as session:
+            now = (
+                await session.execute(select(Job.status, Job.attempts).where(Job.id == claim.row_id))
+            ).first()
+        return now is not None and tuple(now) == (status.value, claim.attempt)
 
     async def _publish(self, view: JobView) -> None:
         try:

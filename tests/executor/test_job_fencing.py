@@ -14,8 +14,9 @@ from executor_support import DroppingQueue, job_service, publish_model
 from sqlalchemy import select, update
 
 from catalog.enums import JobStatus
-from executor.jobs import SUPERSEDED, JobService
+from executor.jobs import SUPERSEDED, JobService, claim_of
 from infra.artifacts import ArtifactStore
+from infra.fencing import Claim
 from infra.settings import Settings
 from infra.tables import Job, Listing, ListingVersion, utcnow
 
@@ -184,3 +185,21 @@ async def test_a_run_whose_job_was_claimed_again_stops_at_its_next_heartbeat(
     async with catalog.db.session() as session:
         row = await session.get(Job, view.id)
         assert (row.status, row.attempts, row.result, row.finished_at) == (JobStatus.RUNNING, 2, None, None)
+
+
+async def test_a_final_write_retried_after_it_landed_is_not_taken_for_a_lost_claim(
+    fencing_settings: Settings, catalog, people
+) -> None:
+    """``run`` retries its final write while the database is unreachable; a try whose commit landed but
+    whose acknowledgement was lost is followed by one that changes nothing. That must not read as the
+    job having been taken from the run (``run`` would report the run superseded and its outcome lost)."""
+    jobs = JobService(fencing_settings, catalog, queue=DroppingQueue())
+    async with catalog.db.session() as session:
+        row = Job(owner_id=people["alice"].account_id, task="inference", status="queued", inputs={})
+        session.add(row)
+    claim = claim_of(await jobs.claim(row.id))
+    assert await jobs.finish(row.id, JobStatus.SUCCEEDED, claim=claim)  # landed; its answer lost
+    assert not await jobs.finish(row.id, JobStatus.SUCCEEDED, claim=claim)  # the retry
+    assert await jobs._final_under(claim, JobStatus.SUCCEEDED)
+    assert not await jobs._final_under(Claim(Job, row.id, claim.attempt + 1), JobStatus.SUCCEEDED)
+    assert not await jobs._final_under(claim, JobStatus.FAILED)
