@@ -135,7 +135,7 @@ async def prepare(data_dir: Path, listings: int) -> None:
 
 async def run_job(jobs: Any, calls: Calls, owner: str, listing_id: str, stop: float, pace_s: float) -> None:
     """One in-process job after another: claim, heartbeats, progress per batch, finish with its usage."""
-    from executor.jobs import JobStatus
+    from executor.jobs import JobStatus, claim_of
     from infra.tables import Job, UsageEvent
 
     rng = random.Random(listing_id)
@@ -146,12 +146,12 @@ async def run_job(jobs: Any, calls: Calls, owner: str, listing_id: str, stop: fl
         claimed = await calls.timed("job claim", jobs.claim(row.id))
         if claimed is None:
             continue
-        heartbeat = asyncio.create_task(jobs._heartbeat(row.id, None))
+        heartbeat = asyncio.create_task(jobs._heartbeat(claim_of(claimed), None))
         try:
             for batch in range(rng.randint(3, 12)):
                 await asyncio.sleep(pace_s * rng.uniform(0.5, 1.5))
                 progress = {"batches_done": batch + 1, "records_done": (batch + 1) * 16}
-                await calls.timed("job progress", jobs.report_progress(row.id, progress))
+                await calls.timed("job progress", jobs.report_progress(claimed, progress))
         finally:
             heartbeat.cancel()
         use = UsageEvent(listing_id=listing_id, account_id=owner, kind="inference", success=True)

@@ -7,7 +7,9 @@ Recovery, because workers die and Redis forgets:
 - a RUNNING job proves its worker alive with a heartbeat; ``reconcile`` finds RUNNING jobs whose heartbeat
   is older than ``job_stale_after_s`` and re-queues them (bounded by ``job_max_attempts``, then FAILED
   with the reason), and re-enqueues QUEUED jobs (the arq job id dedupes what Redis still has);
-- ``run`` claims a job atomically, so a job re-enqueued twice still runs once at a time.
+- ``run`` claims a job atomically, so a job re-enqueued twice still runs once at a time; each claim
+  counts up ``attempts``, the run's fencing token (``infra.fencing``): a run whose job was re-queued
+  while it still ran (it could not beat) writes nothing more once another run holds it, and stops.
 Cancellation marks the row CANCELLED; the running worker notices at its next heartbeat or batch and
 stops the sandbox.
 """
@@ -66,6 +68,7 @@ from executor.schema_check import compile_check
 from infra.artifacts import ArtifactStore
 from infra.db import is_unreachable, retry_while_unreachable
 from infra.errors import BadInput, Gone, MlrepoError, NotFound, Unauthenticated
+from infra.fencing import Claim, Superseded, beat_under, lost_claim
 from infra.heartbeat import keep_beating, lost_before, silent_since
 from infra.settings import Settings
 from infra.tables import Account, Job, Listing, ListingVersion, UsageEvent, utcnow
@@ -85,6 +88,7 @@ JOB_LABEL = "mlrepo.job"  # on every container of a job, so a lost worker's cont
 # What the requester reads when a job fails on an error that was not written for them (see failure_reason).
 INTERNAL_FAILURE = "internal error while running the job; the operator's log has it under job {job_id}"
 DEFERRED = "deferred"  # what ``run`` returns for a job left QUEUED: its account runs its most jobs already
+SUPERSEDED = "superseded"  # what ``run`` returns when the job was taken from it (``infra.fencing``)
 
 
 @dataclass(frozen=True)
@@ -227,10 +231,6 @@ class InProcessJobQueue:
             await asyncio.gather(*self.tasks, return_exceptions=True)
 
 
-class JobCancelled(Exception):
-    pass
-
-
 class JobDeferred(Exception):
     """Not claimed: the job's account runs ``job_max_running_per_account`` jobs already."""
 
@@ -252,8 +252,9 @@ class JobService:
         self.queue: JobQueue = queue or InProcessJobQueue(self.run, retry_deferred_s=settings.job_heartbeat_s)
         self.selector = selector or RuntimeSelector(settings)
         self.gpus = gpus or shared_pool(parse_devices(settings.gpu_devices))
-        self._uses: dict[str, list[UsageEvent]] = {}  # per running job: counted once it finishes
-        self._outputs: dict[str, StoredOutputs] = {}  # per running job: referenced once it finishes
+        # Per run (job id, attempt): counted, and referenced, once it finishes.
+        self._uses: dict[tuple[str, int], list[UsageEvent]] = {}
+        self._outputs: dict[tuple[str, int], StoredOutputs] = {}
         self._artifacts: ArtifactStore | None = None
 
     # ------------------------------------------------------------------ requester side
@@ -517,9 +518,11 @@ class JobService:
             return DEFERRED
         if row is None:
             return "skipped"
+        claim = claim_of(row)
         staging = Path(tempfile.mkdtemp(prefix=f"job-{job_id}-", dir=self._staging_root()))
         work = asyncio.current_task()
-        heartbeat = asyncio.create_task(self._heartbeat(job_id, work))
+        heartbeat = asyncio.create_task(self._heartbeat(claim, work))
+        superseded: Superseded | None = None
         try:
             unavailable = await self._listing_unavailable(row)
             if unavailable is not None:
@@ -535,11 +538,14 @@ class JobService:
                         status, error = await run_training_job(self, row, staging)
                     else:
                         status, error = await self._run_inference(row, staging)
-        except JobCancelled:
-            status, error = JobStatus.CANCELLED, "cancelled by the requester"
-        except asyncio.CancelledError:
-            if await self._status(job_id) != JobStatus.CANCELLED:
+        except (Superseded, asyncio.CancelledError) as stopped:
+            # A write, or the heartbeat (which then cancels this task), found the job no longer this run's:
+            # cancelled by its requester, or taken over (re-queued while this run could not beat).
+            lost = lost_claim(stopped, claim)
+            if lost is None:
                 raise  # the worker is shutting down: the reconciler re-queues the job
+            if lost.status != JobStatus.CANCELLED:
+                superseded = lost
             status, error = JobStatus.CANCELLED, "cancelled by the requester"
         except Exception as exc:  # the job fails with its reason; the worker carries on
             if is_unreachable(exc):
@@ -554,14 +560,22 @@ class JobService:
             with contextlib.suppress(asyncio.CancelledError):
                 await heartbeat
             shutil.rmtree(staging, ignore_errors=True)
-            uses = self._uses.pop(job_id, [])
-            outputs = self._outputs.pop(job_id, None)
+            uses = self._uses.pop((job_id, claim.attempt), [])
+            outputs = self._outputs.pop((job_id, claim.attempt), None)
+        if superseded is not None:
+            logger.warning("%s: it stopped and removed only its own files", superseded)
+            return SUPERSEDED
         # The run is over (its outputs stored): a database restarting right now must not lose its outcome.
-        await retry_while_unreachable(
-            lambda: self.finish(job_id, status, error=error, uses=uses, outputs=outputs),
+        recorded = await retry_while_unreachable(
+            lambda: self.finish(job_id, status, error=error, uses=uses, outputs=outputs, claim=claim),
             self.settings.job_final_write_retry_s,
             f"job {job_id}: recording its outcome",
         )
+        if not recorded and status != JobStatus.CANCELLED and not await self._final_under(claim, status):
+            logger.warning(
+                "%s no longer holds the job; its outcome (%s) was not recorded", claim, status.value
+            )
+            return SUPERSEDED
         return status.value
 
     async def _listing_unavailable(self, row: Job) -> str | None:
@@ -634,7 +648,7 @@ class JobService:
         logs = "\n".join(f"call {i + 1}: {1000 * s:.0f} ms" for i, s in enumerate(latencies[:200])) + (
             f"\nlast failure: {tally.last_failure.reason}" if tally.last_failure else ""
         )
-        await self.store(row.id, result=tally.summary(), metrics=metrics, logs=logs)
+        await self.store(row, result=tally.summary(), metrics=metrics, logs=logs)
         await self.record_usage(row, UsageKind.INFERENCE, status, metrics["per_record_ms"])
         return status, error
 
@@ -648,12 +662,12 @@ class JobService:
         tally, carry = Tally(), None
         try:
             async for chunk in chunks:
-                hook = self.progress_hook(row.id, done_before=tally, total=total)
+                hook = self.progress_hook(row, done_before=tally, total=total)
                 outcome = await run_inference(runtime, plan, chunk, hook, carry)
                 carry = outcome.carry
                 tally.add(outcome)
                 await asyncio.to_thread(writer.extend, output_records(outcome))
-            await self.keep_written_outputs(row.id, writer)
+            await self.keep_written_outputs(row, writer)
         except BaseException:
             writer.discard()
             raise
@@ -796,11 +810,14 @@ class JobService:
         )
         return sum(not _is_step_job(inputs) for inputs in running) >= limit
 
-    async def _heartbeat(self, job_id: str, work: asyncio.Task[Any] | None) -> None:
+    async def _heartbeat(self, claim: Claim, work: asyncio.Task[Any] | None) -> None:
+        """Beat while ``claim`` holds the job; once it does not (cancelled, or taken over), cancel ``work``,
+        which stops the sandbox: the bwrap session or the container is killed."""
         cancelled = asyncio.Event()
-        listening = asyncio.create_task(self._hear_cancel(job_id, cancelled))
+        listening = asyncio.create_task(self._hear_cancel(claim.row_id, cancelled))
         try:
-            await self._beat(job_id, work, cancelled)
+            beat = beat_under(self.db, claim, work)
+            await keep_beating(beat, self.settings.job_heartbeat_s, str(claim), wake=cancelled)
         finally:
             listening.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -818,36 +835,17 @@ class JobService:
         except Exception:
             logger.info("job %s: no cancel events; the heartbeat alone will notice", job_id, exc_info=True)
 
-    async def _beat(self, job_id: str, work: asyncio.Task[Any] | None, cancelled: asyncio.Event) -> None:
-        async def beat() -> bool:
-            async with self.db.session() as session:
-                status = await session.scalar(select(Job.status).where(Job.id == job_id))
-                if status == JobStatus.RUNNING:
-                    await session.execute(update(Job).where(Job.id == job_id).values(heartbeat_at=utcnow()))
-            if status == JobStatus.CANCELLED and work is not None:
-                work.cancel()  # stops the sandbox: the bwrap session or the container is killed
-                return False
-            return True
-
-        await keep_beating(beat, self.settings.job_heartbeat_s, f"job {job_id}", wake=cancelled)
-
-    async def report_progress(self, job_id: str, values: dict[str, Any]) -> None:
-        """Store a running job's progress (also a heartbeat) and tell watchers; raises ``JobCancelled``
-        when the job is no longer RUNNING (cancelled meanwhile), which stops the run at this point."""
-        async with self.db.session() as session:
-            result = await session.execute(
-                update(Job)
-                .where(Job.id == job_id, Job.status == JobStatus.RUNNING.value)
-                .values(progress=values, heartbeat_at=utcnow())
-            )
-        if result.rowcount == 0:
-            raise JobCancelled(job_id)
+    async def report_progress(self, row: Job, values: dict[str, Any]) -> None:
+        """Store the progress of the run that claimed ``row`` (also a heartbeat) and tell watchers; raises
+        ``Superseded`` when the job is no longer that run's (cancelled, or taken over), which stops the run
+        at this point."""
+        await claim_of(row).write_now(self.db, progress=values, heartbeat_at=utcnow())
         await self.events.publish(
-            job_id, {"id": job_id, "status": JobStatus.RUNNING.value, "progress": values}
+            row.id, {"id": row.id, "status": JobStatus.RUNNING.value, "progress": values}
         )
 
     def progress_hook(
-        self, job_id: str, done_before: Tally | None = None, total: int | None = None
+        self, row: Job, done_before: Tally | None = None, total: int | None = None
     ) -> Callable[[BatchProgress], Awaitable[None]]:
         """Reports a batch run's progress; for one chunk of a job, counted on from the chunks before it
         (``done_before``) out of the job's ``total``."""
@@ -860,21 +858,18 @@ class JobService:
                 "records_total": progress.total if total is None else total,
                 "failed_calls": before.failed_calls + progress.failed_calls,
             }
-            await self.report_progress(job_id, values)
+            await self.report_progress(row, values)
 
         return hook
 
-    async def store(self, job_id: str, **values: Any) -> None:
-        """Write fields of a RUNNING job (results, metrics, logs); a job cancelled meanwhile keeps none.
+    async def store(self, row: Job, **values: Any) -> None:
+        """Write fields of the job the run that claimed ``row`` holds (results, metrics, logs); raises
+        ``Superseded`` when it no longer does (cancelled, or taken over): the job keeps none of them.
         Its sandbox has run: the write is retried while the database is unreachable, as ``run``'s last."""
-
-        async def write() -> None:
-            async with self.db.session() as session:
-                running = Job.id == job_id, Job.status == JobStatus.RUNNING.value
-                await session.execute(update(Job).where(*running).values(**values))
-
         await retry_while_unreachable(
-            write, self.settings.job_final_write_retry_s, f"job {job_id}: storing its result"
+            lambda: claim_of(row).write_now(self.db, **values),
+            self.settings.job_final_write_retry_s,
+            f"job {row.id}: storing its result",
         )
 
     @property
@@ -883,9 +878,9 @@ class JobService:
             self._artifacts = ArtifactStore.from_settings(self.settings)
         return self._artifacts
 
-    async def keep_written_outputs(self, job_id: str, writer: OutputsWriter) -> None:
-        """Store outputs a job wrote as it went (``OutputsWriter``); ``finish`` references them."""
-        self._outputs[job_id] = await asyncio.to_thread(writer.store, self.artifacts)
+    async def keep_written_outputs(self, row: Job, writer: OutputsWriter) -> None:
+        """Store outputs a run wrote as it went (``OutputsWriter``); ``finish`` references them."""
+        self._outputs[(row.id, row.attempts)] = await asyncio.to_thread(writer.store, self.artifacts)
 
     async def finish(
         self,
@@ -894,8 +889,10 @@ class JobService:
         error: str | None = None,
         uses: Sequence[UsageEvent] = (),
         outputs: StoredOutputs | None = None,
+        claim: Claim | None = None,
     ) -> bool:
-        """Move a job that is not final yet to ``status``; False when it already was final.
+        """Move a job that is not final yet to ``status``; False when it already was final, or, for the
+        run that holds ``claim``, when the job is no longer that run's (``infra.fencing``).
 
         Its ``uses`` (runs to count for listings) are counted, and its ``outputs`` referenced, in the same
         transaction, and only when this call made the job final: a cancel that landed after the last
@@ -904,11 +901,9 @@ class JobService:
         if outputs is not None and status != JobStatus.CANCELLED:
             values.update(outputs_digest=outputs.digest, outputs_count=outputs.count)
         async with self.catalog.index.atomic() as (session, changes):
-            result = await session.execute(
-                update(Job)
-                .where(Job.id == job_id, Job.status.in_([JobStatus.QUEUED.value, JobStatus.RUNNING.value]))
-                .values(**values)
-            )
+            unfinished = Job.status.in_([JobStatus.QUEUED.value, JobStatus.RUNNING.value])
+            held = claim.holds() if claim is not None else and_(Job.id == job_id, unfinished)
+            result = await session.execute(update(Job).where(held).values(**values))
             changed = result.rowcount > 0
             row = await session.get(Job, job_id) if changed else None
             for use in uses if row is not None else ():
@@ -927,9 +922,14 @@ class JobService:
         if view is not None:
             await self._publish(view)
 
-    async def _status(self, job_id: str) -> str | None:
+    async def _final_under(self, claim: Claim, status: JobStatus) -> bool:
+        """Whether the job is final with ``status`` under ``claim``: so a retried final write finds it when
+        its first try landed though the acknowledgement was lost."""
         async with self.db.session() as session:
-            return await session.scalar(select(Job.status).where(Job.id == job_id))
+            now = (
+                await session.execute(select(Job.status, Job.attempts).where(Job.id == claim.row_id))
+            ).first()
+        return now is not None and tuple(now) == (status.value, claim.attempt)
 
     async def _publish(self, view: JobView) -> None:
         try:
@@ -960,7 +960,7 @@ class JobService:
             success=success,
             latency_ms=latency_ms if success else None,
         )
-        self._uses.setdefault(row.id, []).append(use)
+        self._uses.setdefault((row.id, row.attempts), []).append(use)
 
     async def _carries_code(self, listing_id: str) -> bool:
         """A pipeline published as a code package or image runs as one program, like a model; one
@@ -1026,6 +1026,11 @@ def _change_key(view: JobView) -> tuple[Any, ...]:
     """What a status stream reports a change of. ``attempts`` too: a job whose worker died is re-queued
     and claimed again, often between two looks, and is then RUNNING again, from the start."""
     return (view.status, view.progress, view.attempts)
+
+
+def claim_of(row: Job) -> Claim:
+    """The claim of the run that holds ``row``: its ``attempts`` is what that run's claim wrote."""
+    return Claim(Job, row.id, row.attempts)
 
 
 def failure_reason(job_id: str, exc: Exception) -> str:

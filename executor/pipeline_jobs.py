@@ -170,18 +170,18 @@ async def run_pipeline_row(jobs: JobService, row: Job, staging: Path) -> tuple[J
             chunks,
             _step_runner(jobs, row, plan, quota, staging),
             write,
-            on_stage=_stage_hook(jobs, row.id, total),
+            on_stage=_stage_hook(jobs, row, total),
             usage=jobs.catalog.usage,
             account_id=row.owner_id,
         )
         if verdict.result is not None:  # the written records become the job's outputs
-            await jobs.keep_written_outputs(row.id, writer)
+            await jobs.keep_written_outputs(row, writer)
         else:  # a failed run shows nothing partial
             writer.discard()
     except BaseException:
         writer.discard()
         raise
-    await jobs.store(row.id, result=verdict.result, metrics=verdict.metrics)
+    await jobs.store(row, result=verdict.result, metrics=verdict.metrics)
     return JobStatus(verdict.status), verdict.error
 
 
@@ -223,10 +223,10 @@ async def _prepare_step(
     return runnable, inference
 
 
-def _stage_hook(jobs: JobService, job_id: str, total: int):
+def _stage_hook(jobs: JobService, row: Job, total: int):
     async def on_stage(progress: StageProgress) -> None:
         await jobs.report_progress(
-            job_id,
+            row,
             {
                 "stage": progress.stage + (1 if progress.state == "done" else 0),
                 "stages": progress.stages,

@@ -80,7 +80,7 @@ async def run_pipeline_training_row(
     async def train_step(task: TrainingTask) -> str:
         index = len(trained)
         progress = {"stages": stages, "step_id": task.step_id, "step": task.algorithm_name}
-        await jobs.report_progress(row.id, {**progress, "stage": index, "state": "training"})
+        await jobs.report_progress(row, {**progress, "stage": index, "state": "training"})
         step_job = await _train_step_as_job(jobs, row, owner, task)
         if step_job.status != JobStatus.SUCCEEDED or not step_job.result:
             raise StepTrainingFailed(
@@ -100,16 +100,16 @@ async def run_pipeline_training_row(
                 "training_s": step_job.metrics.get("training_s"),
             }
         )
-        await jobs.report_progress(row.id, {**progress, "stage": index + 1, "state": "trained"})
+        await jobs.report_progress(row, {**progress, "stage": index + 1, "state": "trained"})
         return step_job.result["trained_listing_id"]
 
     try:
         post_training = await training.train(owner, row.pipeline_id, train_step)
     except MlrepoError as exc:
-        await jobs.store(row.id, metrics={"steps": trained})
+        await jobs.store(row, metrics={"steps": trained})
         return JobStatus.FAILED, exc.message
     await jobs.store(
-        row.id,
+        row,
         result={"post_training_pipeline_id": post_training.id, "trained_steps": trained},
         metrics={"steps": trained},
     )

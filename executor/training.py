@@ -39,13 +39,13 @@ from catalog.publishing.packaging import normalize_package
 from executor.datasets import dataset_lines
 from executor.gpus import leased_gpus
 from executor.inference import InferencePlan, run_inference
-from executor.jobs import JOB_LABEL, _append_log, check_against_input_schema
+from executor.jobs import JOB_LABEL, _append_log, check_against_input_schema, claim_of
 from executor.output_filter import OutputFilter
 from executor.packages import prepare_runnable
 from executor.runtimes import DockerRuntime, Package, RunRequest
 from infra.artifacts import ArtifactStore, StoredArtifact
 from infra.errors import BadInput
-from infra.tables import Account, Job, Listing, ListingVersion
+from infra.tables import Account, Job, Listing, ListingVersion, utcnow
 
 if TYPE_CHECKING:
     from executor.jobs import JobService
@@ -120,7 +120,7 @@ async def run_training_job(service: JobService, row: Job, staging: Path) -> tupl
     limits = service.limits_for(
         _allocation(row), max(TRAINING_TIMEOUT_FLOOR_S, float(algorithm.timeout_s or 0) * 10)
     )
-    await service.progress_hook(row.id)(_Progress(total=len(train)))
+    await service.progress_hook(row)(_Progress(total=len(train)))
     result = await runnable.runtime.run(
         runnable.package,
         RunRequest(
@@ -134,7 +134,7 @@ async def run_training_job(service: JobService, row: Job, staging: Path) -> tupl
     if not result.ok:
         assert result.failure is not None
         status = JobStatus.TIMED_OUT if result.failure.kind == "timeout" else JobStatus.FAILED
-        await service.store(row.id, logs=result.stderr[-4000:].decode("utf-8", "replace"))
+        await service.store(row, logs=result.stderr[-4000:].decode("utf-8", "replace"))
         await _record_usage(service, row, dataset, success=False)
         return status, f"training failed: {result.failure.reason}"
 
@@ -217,9 +217,11 @@ async def run_training_job(service: JobService, row: Job, staging: Path) -> tupl
             "notes": f"trained by job {row.id}",
         },
         {"producer_name": owner.name, "storage_location": f"artifact:{digest}"},
+        # Only while this run holds the job: a run recovery took over must not leave a model behind.
+        first=lambda session: claim_of(row).write(session, heartbeat_at=utcnow()),
     )
     await service.store(
-        row.id,
+        row,
         result={"trained_listing_id": listing_id, **training_result},
         metrics={
             "runtime": runnable.runtime.name,
@@ -256,7 +258,7 @@ async def _adopt(
     stored = (row.result or {}).get("trained_listing_id") == model.listing_id
     result = {"trained_listing_id": model.listing_id, **(model.manifest or {}).get(TRAINING_RESULT_KEY, {})}
     await service.store(
-        row.id,
+        row,
         result=result,
         logs=_append_log(row.logs, f"adopted model {model.listing_id}, written by an earlier attempt"),
     )

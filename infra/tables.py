@@ -253,6 +253,8 @@ class Publication(Base):
     # Refreshed by the worker running it (``infra.heartbeat``): a RUNNING publication without a recent one
     # lost its worker. Not ``updated_at``, which the producer reads as when the publication last changed.
     heartbeat_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # Counted up by each claim of a run: the run's fencing token (``infra.fencing``), as ``jobs.attempts``.
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
 
 
 class Job(Base):

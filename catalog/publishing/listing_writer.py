@@ -14,11 +14,13 @@ no number means the next patch version).
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from catalog.actors import Actor
 from catalog.listing_input import parse_listing, parse_listing_patch
@@ -108,8 +110,12 @@ async def write_version(
     fields: dict[str, Any],
     version_values: dict[str, Any],
     system_values: dict[str, Any],
+    first: Callable[[AsyncSession], Awaitable[None]] | None = None,
 ) -> str:
-    """Create or update the listing and add its complete version row; returns the listing id."""
+    """Create or update the listing and add its complete version row; returns the listing id.
+
+    ``first(session)`` runs first in the same transaction, which it may abort by raising (the publish
+    job's check that its run still holds the publication: ``infra.fencing``)."""
     data = {**fields, "version": target.version}
     if target.listing_id is None:
         prepared = await listings.prepare(actor.account_id, [parse_listing(data)])
@@ -122,6 +128,8 @@ async def write_version(
         await listings.index.embed([row])
         try:
             async with listings.index.atomic() as (session, changes):
+                if first is not None:
+                    await first(session)
                 session.add(row)
                 await session.flush()
                 session.add(ListingVersion(listing_id=row.id, version=target.version, **version_values))
@@ -139,6 +147,8 @@ async def write_version(
     await listings.index.embed([vector_row])
     try:
         async with listings.index.atomic() as (session, changes):
+            if first is not None:
+                await first(session)
             row = await session.get(Listing, target.listing_id, with_for_update=not listings.db.is_sqlite)
             if row is None:
                 raise NotFound(f"listing {target.listing_id} was deleted while publishing")

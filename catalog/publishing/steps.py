@@ -3,6 +3,8 @@
 Why persisted at every transition: ``Query.publication(id)`` is how a producer watches a publish job
 that runs in another process (the arq worker), and a worker that dies mid-step leaves the step RUNNING
 in the database (recovery finds such a publication by its heartbeat, which stopped: ``infra.heartbeat``).
+Each write is the run's only while its claim holds the publication (``infra.fencing``): a run that
+recovery took over records no more steps over the next run's.
 """
 
 from __future__ import annotations
@@ -14,8 +16,11 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
+from sqlalchemy import select
+
 from infra.db import Database
 from infra.errors import MlrepoError
+from infra.fencing import Claim, Superseded
 from infra.tables import Publication
 
 logger = logging.getLogger("mlrepo.publishing")
@@ -73,23 +78,25 @@ def _now() -> str:
 
 
 class StepRecorder:
-    """Runs one step at a time and writes its record into ``publications.steps``."""
+    """Runs one step at a time and writes its record into ``publications.steps``, while ``claim`` holds
+    the publication (``Superseded`` when it does not)."""
 
-    def __init__(self, db: Database, publication_id: str) -> None:
+    def __init__(self, db: Database, claim: Claim) -> None:
         self.db = db
-        self.publication_id = publication_id
+        self.claim = claim
+        self.publication_id = claim.row_id
         self.timings: dict[str, float] = {}
 
     async def _update(self, name: str, **changes: Any) -> None:
         async with self.db.session() as session:
-            pub = await session.get(Publication, self.publication_id)
-            if pub is None:
-                return
-            steps = [dict(s) for s in (pub.steps or initial_steps())]
+            stored = await session.scalar(
+                select(Publication.steps).where(Publication.id == self.publication_id)
+            )
+            steps = [dict(s) for s in (stored or initial_steps())]
             for step in steps:
                 if step["name"] == name:
                     step.update(changes)
-            pub.steps = steps  # reassigned so the JSON column is seen as changed
+            await self.claim.write(session, steps=steps)
 
     async def run(self, name: StepName, body: Callable[[Callable[[str], None]], Awaitable[None]]) -> None:
         """Run ``body(log)``; MlrepoError fails the step with its message, anything else as internal."""
@@ -106,6 +113,8 @@ class StepRecorder:
         except Skip as reason:
             await self._finish(name, started, lines, StepStatus.SKIPPED, log_extra=str(reason))
             return
+        except Superseded:
+            raise  # the run stops: its step is the next run's to record
         except MlrepoError as exc:
             await self._finish(name, started, lines, StepStatus.FAILED, error=exc)
             raise StepFailed(name, exc) from exc

@@ -5,8 +5,12 @@ Guarantees, whatever fails and wherever:
   in one transaction (``listing_writer.write_version``);
 - earlier versions are never touched: stored artifacts are write-once and content-addressed, images are
   referenced by registry digest, and a version number is never reused;
-- the producer's upload and every extracted file live under the publication's own staging directory,
-  which is removed when the job ends; the only files that outlive it are in the artifact store;
+- the producer's upload and every extracted file live under the staging directory of the run
+  (``staging/<publication>/<attempt>``), which is removed when the run ends; the only files that outlive
+  it are in the artifact store, and the upload, until a run records the publication's outcome;
+- a run writes to the publication only while its claim holds it (``infra.fencing``): one that recovery
+  took over while it still ran (it could not beat) records nothing more, stops, and removes only its own
+  staging directory and images; the run that holds the publication then publishes it;
 - each failure is recorded with its step, a clear message and its error code.
 
 GPUs: the test and verify steps lend a listing the GPUs it suggests, up to what this process has. Where
@@ -31,6 +35,7 @@ Per source kind:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import shutil
 from collections.abc import Awaitable, Callable
@@ -38,7 +43,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import update
+from sqlalchemy import select, update
 
 from catalog.actors import Actor
 from catalog.enums import VerificationStatus
@@ -74,6 +79,7 @@ from catalog.publishing.verification import limits_for, probe, run_unit_tests
 from infra.artifacts import ArtifactStore, StoredArtifact, sha256_file
 from infra.db import Database
 from infra.errors import BadInput, Unavailable
+from infra.fencing import Claim, Superseded, beat_under, lost_claim
 from infra.heartbeat import beating
 from infra.settings import Settings
 from infra.tables import Account, Publication, utcnow
@@ -83,6 +89,7 @@ logger = logging.getLogger("mlrepo.publishing")
 Log = Callable[[str], None]
 # ``run``'s outcome when the publication was handed to a GPU worker; ``metadata_json["route"]`` records it.
 HANDED_TO_GPU_WORKER = "handed_to_gpu_worker"
+SUPERSEDED = "superseded"  # ``run``'s outcome when recovery took the publication from it
 GPU_ROUTE = "gpu"
 REQUIREMENT_KEYS = ("resources", "training_resources", "timeout_s", "encrypt", "verify")
 
@@ -92,6 +99,7 @@ class Job:
     """Everything one run of the publish job learns along the way."""
 
     publication_id: str
+    claim: Claim
     source_kind: str
     actor: Actor
     staging: Path
@@ -117,6 +125,11 @@ class Job:
     archive: ExtractionReport | None = None
     route: str | None = None  # GPU_ROUTE once handed to a GPU worker
     hand_to_gpu_worker: bool = False
+
+    @property
+    def image_repository(self) -> str:
+        """Where this run tags the images it derives, its own as its staging directory is."""
+        return f"mlrepo-staging/{self.publication_id}-{self.claim.attempt}"
 
 
 def merge_requirements(manifest: dict[str, Any], requirements: dict[str, Any]) -> dict[str, Any]:
@@ -162,14 +175,30 @@ class PublishWorkflow:
 
     async def run(self, publication_id: str) -> str:
         """Run one QUEUED publication to PUBLISHED or FAILED and return that status; ``"skipped"`` when it
-        is not QUEUED (unknown, finished, or another worker has it)."""
+        is not QUEUED (unknown, finished, or another worker has it), ``SUPERSEDED`` when recovery took it
+        from this run meanwhile (the run holding it now records its outcome)."""
         job = await self._load(publication_id)
         if job is None:
             return "skipped"
-        recorder = StepRecorder(self.db, publication_id)
+        try:
+            outcome = await self._run_claimed(job)
+        except (Superseded, asyncio.CancelledError) as stopped:
+            lost = lost_claim(stopped, job.claim)
+            if lost is None:
+                raise  # the worker is shutting down: recovery re-queues the publication
+            logger.warning("%s: it stopped and removed only its own files", lost)
+            return SUPERSEDED
+        # Recorded: no run needs the upload any more (a superseded run never removes it, the next may).
+        if job.upload is not None and outcome != HANDED_TO_GPU_WORKER:
+            await asyncio.to_thread(shutil.rmtree, job.upload.parent, True)
+        return outcome
+
+    async def _run_claimed(self, job: Job) -> str:
+        recorder = StepRecorder(self.db, job.claim)
         status, error = PublicationStatus.PUBLISHED, None
-        heartbeat = self._heartbeat(publication_id)
-        async with beating(heartbeat, self.settings.job_heartbeat_s, f"publication {publication_id}"):
+        # A beat leaves updated_at alone: it is when the producer's view last changed.
+        heartbeat = beat_under(self.db, job.claim, asyncio.current_task(), updated_at=Publication.updated_at)
+        async with beating(heartbeat, self.settings.job_heartbeat_s, str(job.claim)):
             try:
                 await recorder.run(StepName.PACKAGE, lambda log: self._package(job, log))
                 if not job.hand_to_gpu_worker:
@@ -180,47 +209,29 @@ class PublishWorkflow:
             except StepFailed as failed:
                 status, error = PublicationStatus.FAILED, f"{failed.step}: {failed.error.message}"
             finally:
-                await asyncio.to_thread(shutil.rmtree, job.staging, True)
-                if job.upload is not None and not job.hand_to_gpu_worker:  # the GPU worker starts from it
-                    await asyncio.to_thread(shutil.rmtree, job.upload.parent, True)
+                await asyncio.to_thread(self._remove_staging, job)
                 if self.images is not None and (job.image_id or job.built_image):
                     for tag in ("source", "normalized", "built"):
-                        await asyncio.to_thread(self.images.remove, f"mlrepo-staging/{publication_id}:{tag}")
+                        await asyncio.to_thread(self.images.remove, f"{job.image_repository}:{tag}")
         if job.hand_to_gpu_worker:
             await self._requeue_for_gpu_worker(job)
             return HANDED_TO_GPU_WORKER
         await self._finish(job, status, error, recorder.timings)
         return status.value
 
-    def _heartbeat(self, publication_id: str) -> Callable[[], Awaitable[bool]]:
-        """One beat of the run that claimed the publication: a step may rightly run for many minutes, and
-        recovery tells such a run from one whose worker died by this beat alone (``infra.heartbeat``)."""
-
-        async def beat() -> bool:
-            async with self.db.session() as session:
-                await session.execute(
-                    update(Publication)
-                    .where(
-                        Publication.id == publication_id,
-                        Publication.status == PublicationStatus.RUNNING.value,
-                    )
-                    # updated_at is when the producer's view last changed, which a beat does not change.
-                    .values(heartbeat_at=utcnow(), updated_at=Publication.updated_at)
-                )
-            return True
-
-        return beat
-
     async def _requeue_for_gpu_worker(self, job: Job) -> None:
         """Back to QUEUED, routed to the GPU workers (the caller enqueues it there; recovery re-enqueues
         it there if that enqueue is lost)."""
         async with self.db.session() as session:
-            pub = await session.get(Publication, job.publication_id)
-            if pub is None:
-                return
-            pub.status = PublicationStatus.QUEUED.value
-            pub.metadata_json = {**(pub.metadata_json or {}), "route": GPU_ROUTE}
-            pub.updated_at = utcnow()
+            meta = await session.scalar(
+                select(Publication.metadata_json).where(Publication.id == job.publication_id)
+            )
+            await job.claim.write(
+                session,
+                status=PublicationStatus.QUEUED.value,
+                metadata_json={**(meta or {}), "route": GPU_ROUTE},
+                updated_at=utcnow(),
+            )
         logger.info("publication %s handed to a GPU worker", job.publication_id)
 
     async def _wants_gpu_worker(self, job: Job) -> bool:
@@ -235,11 +246,17 @@ class PublishWorkflow:
     async def _load(self, publication_id: str) -> Job | None:
         async with self.db.session() as session:
             # Claim it: only a QUEUED publication starts, so a duplicate delivery of the job (arq retry,
-            # recovery racing a live worker) finds it RUNNING or finished and does nothing.
+            # recovery racing a live worker) finds it RUNNING or finished and does nothing. Each claim
+            # counts up ``attempts``: the run's fencing token (``infra.fencing``).
             claimed = await session.execute(
                 update(Publication)
                 .where(Publication.id == publication_id, Publication.status == PublicationStatus.QUEUED.value)
-                .values(status=PublicationStatus.RUNNING.value, updated_at=utcnow(), heartbeat_at=utcnow())
+                .values(
+                    status=PublicationStatus.RUNNING.value,
+                    attempts=Publication.attempts + 1,
+                    updated_at=utcnow(),
+                    heartbeat_at=utcnow(),
+                )
             )
             if claimed.rowcount != 1:
                 return None
@@ -251,9 +268,10 @@ class PublishWorkflow:
             upload = Path(pub.upload_path) if pub.upload_path else None
             return Job(
                 publication_id=pub.id,
+                claim=Claim(Publication, pub.id, pub.attempts),
                 source_kind=pub.source_kind,
                 actor=actor,
-                staging=self.staging_root / pub.id,
+                staging=self.staging_root / pub.id / str(pub.attempts),
                 upload=upload,
                 image_ref=meta.get("image_ref"),
                 manifest_data=meta.get("manifest"),
@@ -270,35 +288,38 @@ class PublishWorkflow:
         error: str | None,
         timings: dict[str, float],
     ) -> None:
+        """Record the outcome, if this run holds the publication still (``Superseded`` if not)."""
         async with self.db.session() as session:
             pub = await session.get(Publication, job.publication_id)
             if pub is None:
                 return
-            pub.status = status.value
-            pub.error = error
-            pub.upload_path = None
-            if job.listed_id:
-                pub.listing_id = job.listed_id
-            if job.artifact is not None:
-                pub.artifact_digest = job.artifact.digest
-            elif job.image_id:
-                pub.artifact_digest = job.image_id
             meta = dict(pub.metadata_json or {})
             meta.update(
                 timings_ms=timings,
                 version=job.target.version if job.target else None,
                 image_ref=job.image_ref_published or meta.get("image_ref"),
             )
-            pub.metadata_json = meta
+            values: dict[str, Any] = {
+                "status": status.value,
+                "error": error,
+                "upload_path": None,
+                "metadata_json": meta,
+                "updated_at": utcnow(),
+            }
+            if job.listed_id:
+                values["listing_id"] = job.listed_id
+            if job.artifact is not None:
+                values["artifact_digest"] = job.artifact.digest
+            elif job.image_id:
+                values["artifact_digest"] = job.image_id
+            await job.claim.write(session, **values)
         logger.info("publication %s %s in %s", job.publication_id, status.value, timings)
 
     # ------------------------------------------------------------------ package
 
     async def _package(self, job: Job, log: Log) -> None:
-        # Only the run that claimed the publication gets here; what lies in its staging directory is a
-        # dead earlier run's (a worker killed mid-step cleans nothing up): start from nothing.
-        await asyncio.to_thread(shutil.rmtree, job.staging, True)
-        job.staging.mkdir(parents=True, exist_ok=True)
+        await asyncio.to_thread(self._clear_earlier_runs, job)
+        job.staging.mkdir(parents=True)
         if job.source_kind == "package":
             await self._package_code(job, log)
         elif job.source_kind == "image":
@@ -325,6 +346,23 @@ class PublishWorkflow:
         elif job.route == GPU_ROUTE:
             lent = self.sandbox.gpus_available()
             log(f"routed to the GPU workers: this one has {lent} GPU(s), the listing suggests {gpus}")
+
+    @staticmethod
+    def _clear_earlier_runs(job: Job) -> None:
+        """Remove what earlier runs of the publication left in their staging directories: a worker killed
+        mid-step cleans nothing up. Such a run cannot write any more (its claim is gone), and one still
+        alive would remove its own directory when it stopped; a later run's directory is left alone."""
+        with contextlib.suppress(FileNotFoundError):
+            for entry in list(job.staging.parent.iterdir()):
+                if not (entry.name.isdigit() and int(entry.name) > job.claim.attempt):
+                    shutil.rmtree(entry, ignore_errors=True)
+
+    @staticmethod
+    def _remove_staging(job: Job) -> None:
+        """Remove this run's staging directory, and the publication's once no other run's is in it."""
+        shutil.rmtree(job.staging, ignore_errors=True)
+        with contextlib.suppress(OSError):
+            job.staging.parent.rmdir()
 
     def _upload(self, job: Job) -> Path:
         if job.upload is None or not job.upload.is_file():
@@ -405,7 +443,7 @@ class PublishWorkflow:
             # The executor runs every image in /app; keep the producer's working directory explicitly.
             command = ("/bin/sh", "-c", 'cd "$1" && shift && exec "$@"', "sh", info.workdir, *command)
         job.command = command
-        temp_tag = f"mlrepo-staging/{job.publication_id}"
+        temp_tag = job.image_repository
         await asyncio.to_thread(images.tag, source, temp_tag, "source")
         job.image_id = await asyncio.to_thread(
             images.build,
@@ -569,8 +607,15 @@ class PublishWorkflow:
             "producer_name": job.actor.name,
         }
         fields = manifest.listing_fields()
+        # Only while this run holds the publication: a run recovery took over must not add a version.
         listing_id = await write_version(
-            self.listings, job.actor, job.target, fields, version_values, system_values
+            self.listings,
+            job.actor,
+            job.target,
+            fields,
+            version_values,
+            system_values,
+            first=lambda session: job.claim.write(session, updated_at=Publication.updated_at),
         )
         job.listed_id = listing_id
         log(f"listed {listing_id} version {job.target.version} ({system_values['verification_status']})")
@@ -598,7 +643,7 @@ class PublishWorkflow:
                 "org.mlrepo.package-digest": await asyncio.to_thread(sha256_file, job.package_file),
                 "org.mlrepo.publication": job.publication_id,
             }
-            tag = f"mlrepo-staging/{job.publication_id}:built"
+            tag = f"{job.image_repository}:built"
             job.built_image = await asyncio.to_thread(
                 images.build, tag, list(job.command), labels, job.run_dir
             )

@@ -20,7 +20,7 @@ from executor.jobs import JobService
 from infra.db import is_unreachable
 from infra.migrate import upgrade
 from infra.settings import Settings
-from infra.tables import Listing
+from infra.tables import Job, Listing
 
 if TYPE_CHECKING:
     from tests.conftest import PostgresCluster
@@ -60,8 +60,8 @@ class DatabaseRestartsAfterTheRun(JobService):
         self.stopped_at: float | None = None
         self.restart: asyncio.Task | None = None
 
-    async def keep_written_outputs(self, job_id: str, writer: OutputsWriter) -> None:
-        await super().keep_written_outputs(job_id, writer)
+    async def keep_written_outputs(self, row: Job, writer: OutputsWriter) -> None:
+        await super().keep_written_outputs(row, writer)
         if self.restart is None:
             await asyncio.to_thread(self.cluster.stop_server)
             self.stopped_at = time.monotonic()

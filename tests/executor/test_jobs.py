@@ -23,6 +23,7 @@ from executor.jobs import (
     JobDeferred,
     JobService,
     JobView,
+    claim_of,
 )
 from infra.artifacts import ArtifactStore
 from infra.errors import BadInput, NotFound
@@ -302,7 +303,7 @@ async def test_the_heartbeat_outlives_a_database_error(sqlite_settings: Settings
         account = await catalog.accounts.create("alice", "requester")
         row = await bare_job(catalog, account.id, JobStatus.RUNNING)
         jobs = JobService(settings, catalog)
-        beating = asyncio.create_task(jobs._heartbeat(row.id, None))
+        beating = asyncio.create_task(jobs._heartbeat(claim_of(row), None))
         locker = sqlite3.connect(settings.data_dir / "mlrepo.db", isolation_level=None)
         try:
             locker.execute("BEGIN EXCLUSIVE")  # no other writer until it ends

@@ -16,6 +16,7 @@ from arq.connections import RedisSettings
 from arq.worker import Worker, func
 from publishing_support import PREDICT, REPO, package_files, sentiment_manifest, zip_bytes
 from redis.asyncio import Redis
+from sqlalchemy import select, update
 
 from api.graphql.publishing import recover_forever
 from catalog.actors import Actor
@@ -27,11 +28,11 @@ from catalog.publishing.jobs import (
     start_publishing,
     stop_publishing,
 )
-from catalog.publishing.service import ArqQueue, PublishingService
+from catalog.publishing.service import ArqQueue, PublicationView, PublishingService
 from catalog.search_service import SearchRequest
 from executor.publish_sandbox import ExecutorSandbox
 from infra.settings import Settings
-from infra.tables import Publication, utcnow
+from infra.tables import ListingVersion, Publication, utcnow
 from tests.services import long_running
 
 # ``mlrepo worker`` in a process of its own, configured by its environment.
@@ -84,6 +85,41 @@ def service_with(settings: Settings, app: CatalogApp, queue) -> PublishingServic
         ExecutorSandbox(settings),
         queue=queue,
     )
+
+
+async def submit_slow(
+    settings: Settings, app: CatalogApp, owner: Actor, queue, sleep_s: float, **manifest: object
+) -> PublicationView:
+    """A package whose test step sleeps ``sleep_s`` before answering (no verify step)."""
+    files = package_files(
+        sentiment_manifest(verify=False, **manifest),
+        predict=f"import time\ntime.sleep({sleep_s})\n" + PREDICT,
+    )
+    return await service_with(settings, app, queue).submit_package(owner, io.BytesIO(zip_bytes(files)))
+
+
+def worker_env(settings: Settings, redis_url: str, heartbeat_s: float) -> dict[str, str]:
+    """The environment of an ``mlrepo worker`` process on ``settings``' data and database."""
+    return {
+        **os.environ,
+        "PYTHONPATH": str(REPO),
+        "MLREPO_DATA_DIR": str(settings.data_dir),
+        "MLREPO_DATABASE_URL": settings.resolved_database_url,
+        "MLREPO_REDIS_URL": redis_url,
+        "MLREPO_RUNTIME": "bwrap",
+        "MLREPO_JOB_HEARTBEAT_S": str(heartbeat_s),
+        "MLREPO_JOB_STALE_AFTER_S": str(settings.job_stale_after_s),
+    }
+
+
+async def until_testing(service: PublishingService, owner: Actor, publication_id: str) -> None:
+    """Return once the publication's test step runs (its sandbox started)."""
+    for _ in range(1200):
+        steps = {s.name: s.status for s in (await service.get(owner, publication_id)).steps}
+        if steps["test"] == "running":
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"the test step never ran: {steps}")
 
 
 async def test_publish_job_runs_on_an_arq_worker(
@@ -290,17 +326,18 @@ async def test_a_publication_whose_worker_died_after_unpacking_it_is_published_o
     the leftover (FileExistsError) and FAILED the publication as an internal error in step package."""
     service = service_with(settings, app, Dropped())
     pub = await service.submit_package(alice, io.BytesIO(zip_bytes(package_files(sentiment_manifest()))))
-    leftover = service.workflow.staging_root / pub.id / "src"  # what the dead worker had unpacked
+    leftover = service.workflow.staging_root / pub.id / "1" / "src"  # what the dead first run unpacked
     leftover.mkdir(parents=True)
     (leftover / "model.py").write_text("half-written")
     async with app.db.session() as session:
         row = await session.get(Publication, pub.id)
-        row.status, row.updated_at = "running", utcnow() - timedelta(hours=1)
+        row.status, row.updated_at, row.attempts = "running", utcnow() - timedelta(hours=1), 1
 
     assert await service.recover() == 1
     await service.run(pub.id)
     done = await service.get(alice, pub.id)
     assert done.status == "published", (done.status, done.error)
+    assert not leftover.exists()
 
 
 async def test_a_publication_whose_worker_process_was_killed_is_recovered_a_few_heartbeats_later(
@@ -313,33 +350,16 @@ async def test_a_publication_whose_worker_process_was_killed_is_recovered_a_few_
     beats = settings.model_copy(
         update={"runtime": "bwrap", "redis_url": redis_url, "job_heartbeat_s": 0.3, "job_stale_after_s": 2.0}
     )
-    slow = "import time\ntime.sleep(8)\n" + PREDICT  # its test step outlasts job_stale_after_s
     queue = ArqQueue(redis_url)
-    try:
-        pub = await service_with(beats, app, queue).submit_package(
-            alice, io.BytesIO(zip_bytes(package_files(sentiment_manifest(verify=False), predict=slow)))
-        )
+    try:  # its test step outlasts job_stale_after_s
+        pub = await submit_slow(beats, app, alice, queue, sleep_s=8)
     finally:
         await queue.close()
     service = service_with(beats, app, Dropped())  # this process recovers; the worker process runs it
-    env = {
-        **os.environ,
-        "PYTHONPATH": str(REPO),
-        "MLREPO_DATA_DIR": str(beats.data_dir),
-        "MLREPO_DATABASE_URL": beats.resolved_database_url,
-        "MLREPO_REDIS_URL": redis_url,
-        "MLREPO_RUNTIME": "bwrap",
-        "MLREPO_JOB_HEARTBEAT_S": "0.3",
-        "MLREPO_JOB_STALE_AFTER_S": "2.0",
-    }
+    env = worker_env(beats, redis_url, heartbeat_s=0.3)
     worker = subprocess.Popen([sys.executable, "-c", RUN_WORKER], env=env, start_new_session=True)
     try:
-        for _ in range(1200):
-            steps = {s.name: s.status for s in (await service.get(alice, pub.id)).steps}
-            if steps["test"] == "running":
-                break
-            await asyncio.sleep(0.05)
-        assert steps["test"] == "running", steps
+        await until_testing(service, alice, pub.id)
         await asyncio.sleep(beats.job_stale_after_s + 0.5)
         await service.recover()  # the step runs on, and its worker beats: not lost
         assert (await service.get(alice, pub.id)).status == "running"
@@ -360,3 +380,86 @@ async def test_a_publication_whose_worker_process_was_killed_is_recovered_a_few_
     assert recovered_after < beats.job_stale_after_s + 5
 
     assert await service.run(pub.id) == "published"  # the next run starts over and publishes it
+
+
+async def test_a_run_taken_over_by_recovery_leaves_the_publication_and_the_files_to_the_new_run(
+    settings: Settings, app: CatalogApp, alice: Actor, redis_url: str, bwrap_ok: bool, tmp_path
+) -> None:
+    """A worker process whose heartbeats do not land (here: set further apart than
+    ``job_stale_after_s``; a database outage or a long pause does the same) is recovered from while its
+    test step still runs, and a second worker runs the publication again. Both runs shared one staging
+    directory and the first wrote on as if nothing had happened: it stored and listed the second run's
+    files, recorded PUBLISHED, then removed the staging directory under the second run, which FAILED on
+    the missing package and recorded that over it. Each run now has a directory of its own and writes
+    only while the publication carries its claim: the first stops at its next write, and says so."""
+    beats = settings.model_copy(
+        update={"runtime": "bwrap", "redis_url": redis_url, "job_heartbeat_s": 0.3, "job_stale_after_s": 2.0}
+    )
+    queue = ArqQueue(redis_url)
+    try:  # its test step outlasts job_stale_after_s
+        pub = await submit_slow(beats, app, alice, queue, sleep_s=6, timeout_s=30)
+    finally:
+        await queue.close()
+    second = service_with(beats, app, Dropped())  # this process recovers, then runs it as a second worker
+    env = worker_env(beats, redis_url, heartbeat_s=3600)  # its beats never land in time
+    log = tmp_path / "first-worker.log"
+    with open(log, "wb") as out:
+        first = subprocess.Popen(
+            [sys.executable, "-c", RUN_WORKER], env=env, stdout=out, stderr=out, start_new_session=True
+        )
+    try:
+        await until_testing(second, alice, pub.id)
+        while (await second.get(alice, pub.id)).status != "queued":  # its heartbeat looks stopped
+            await second.recover()
+            await asyncio.sleep(0.1)
+        assert await asyncio.wait_for(second.run(pub.id), 120) == "published"
+        for _ in range(200):  # the first run has ended its sandbox by now: it stops at its next write
+            if b"superseded" in log.read_bytes():
+                break
+            await asyncio.sleep(0.05)
+    finally:
+        os.killpg(first.pid, signal.SIGTERM)
+        first.wait()
+    assert b"publications " + pub.id.encode() + b" run 1 was superseded" in log.read_bytes()
+
+    done = await second.get(alice, pub.id)
+    assert (done.status, done.error, done.version) == ("published", None, "1.0.0"), done.error
+    assert [s.status for s in done.steps] == ["succeeded", "succeeded", "skipped", "succeeded", "succeeded"]
+    async with app.db.session() as session:
+        row = await session.get(Publication, pub.id)
+        versions = await session.scalars(
+            select(ListingVersion.version).where(ListingVersion.listing_id == done.listing_id)
+        )
+        assert (row.attempts, row.upload_path, list(versions)) == (2, None, ["1.0.0"])
+    assert not (second.workflow.staging_root / pub.id).exists()  # each run removed its own directory
+    assert not (second.upload_root / pub.id).exists()
+
+
+async def test_a_run_whose_publication_was_re_queued_stops_at_its_next_heartbeat(
+    settings: Settings, app: CatalogApp, alice: Actor, bwrap_ok: bool
+) -> None:
+    """Recovery re-queues a publication whose last beat it finds old (a pause, an outage), while its run
+    goes on. The run's beat used to refresh only a RUNNING row and carry on regardless: it ran its step
+    to the end and wrote on. Now its next beat finds the publication no longer its own: the sandbox is
+    stopped, nothing more recorded, its own staging directory removed, and the upload left for the
+    next run."""
+    beats = settings.model_copy(update={"runtime": "bwrap", "job_heartbeat_s": 0.2})
+    service = service_with(beats, app, Dropped())
+    pub = await submit_slow(beats, app, alice, Dropped(), sleep_s=60, timeout_s=120)
+    first = asyncio.create_task(service.run(pub.id))
+    await until_testing(service, alice, pub.id)
+    for _ in range(200):  # its last beat made to look old, as recovery sees a worker that could not beat
+        async with app.db.session() as session:
+            await session.execute(
+                update(Publication)
+                .where(Publication.id == pub.id)
+                .values(heartbeat_at=utcnow() - timedelta(hours=1))
+            )
+        await service.recover()
+        if (await service.get(alice, pub.id)).status == "queued":
+            break
+    assert await asyncio.wait_for(first, 15) == "superseded"
+    view = await service.get(alice, pub.id)
+    assert (view.status, {s.name: s.status for s in view.steps}["test"]) == ("queued", "running")
+    assert not (service.workflow.staging_root / pub.id).exists()
+    assert (service.upload_root / pub.id / "upload").is_file()  # the next run starts from it
