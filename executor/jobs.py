@@ -77,6 +77,8 @@ JOB_FUNCTION = "run_job"
 JOB_LABEL = "mlrepo.job"  # on every container of a job, so a lost worker's containers can be found
 # What the requester reads when a job fails on an error that was not written for them (see failure_reason).
 INTERNAL_FAILURE = "internal error while running the job; the operator's log has it under job {job_id}"
+# How long a run that ended waits before it tries again to write its final status (then it gives up).
+FINISH_RETRY_DELAYS_S = (0.5, 1.0, 2.0, 4.0)
 DEFERRED = "deferred"  # what ``run`` returns for a job left QUEUED: its account runs its most jobs already
 
 
@@ -554,8 +556,31 @@ class JobService:
             shutil.rmtree(staging, ignore_errors=True)
             uses = self._uses.pop(job_id, [])
             outputs = self._outputs.pop(job_id, None)
-        await self.finish(job_id, status, error=error, uses=uses, outputs=outputs)
+        await self._finish_run(job_id, status, error, uses, outputs)
         return status.value
+
+    async def _finish_run(
+        self,
+        job_id: str,
+        status: JobStatus,
+        error: str | None,
+        uses: list[UsageEvent],
+        outputs: StoredOutputs | None,
+    ) -> None:
+        """``finish`` for the run that just ended, tried again on an error. Its heartbeat has stopped:
+        a finish lost to one database error (a deadlock, a cut connection, SQLite locked past its busy
+        timeout) left the job RUNNING with nobody beating for it, until the reconciler ran it again a
+        minute later. ``finish`` is one transaction that changes nothing unless the job is not final yet,
+        so a retry is safe."""
+        for delay in (*FINISH_RETRY_DELAYS_S, None):
+            try:
+                await self.finish(job_id, status, error=error, uses=uses, outputs=outputs)
+                return
+            except Exception:
+                if delay is None:
+                    raise  # still RUNNING: the reconciler re-queues it once its heartbeat is stale
+                logger.warning("job %s: not finished; retrying in %g s", job_id, delay, exc_info=True)
+                await asyncio.sleep(delay)
 
     async def _listing_unavailable(self, row: Job) -> str | None:
         """Why the job's listing (or the dataset it reads) may no longer be used by its owner,
