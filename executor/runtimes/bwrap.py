@@ -115,10 +115,16 @@ class BwrapRuntime:
 
     @staticmethod
     async def _run_in_cgroup(tree: CgroupTree, argv: list[str], stdin: bytes, limits: Limits) -> RunResult:
+        # Made on a thread. A cancel that comes meanwhile lets them be made, then removes them: cancelled
+        # there, the run left its groups behind (a later test_cgroups found them among this process's).
+        creating = asyncio.ensure_future(asyncio.to_thread(tree.create, limits.cpus, limits.memory_mb))
         try:
-            groups: RunGroups = await asyncio.to_thread(tree.create, limits.cpus, limits.memory_mb)
+            groups: RunGroups = await asyncio.shield(creating)
         except Unavailable as exc:
             return RunResult(b"", b"", None, 0.0, Failure(FailureKind.SANDBOX, exc.message))
+        except asyncio.CancelledError:
+            creating.add_done_callback(_remove_unused)
+            raise
         try:
             launcher, variables = groups.wrap(argv)
             result = await run_process(launcher, stdin, limits, {**LAUNCH_ENV, **variables})
@@ -129,8 +135,8 @@ class BwrapRuntime:
         finally:
             try:
                 await asyncio.to_thread(groups.remove)
-            except OSError as exc:  # the result stands; a worker started after this one sweeps it
-                logger.warning("could not remove the sandbox cgroup %s: %s", groups.dirs, exc)
+            except OSError as exc:
+                _removal_failed(groups, exc)
 
     def _scratch_root(self) -> Path:
         """Where copies go: the configured dir if the sandbox uid can traverse every directory above it
@@ -217,3 +223,19 @@ class BwrapRuntime:
         # The root bwrap builds is itself an unbounded tmpfs: make it read-only once everything is mounted.
         argv += ["--remount-ro", "/", "--chdir", APP_DIR, "--", *command]
         return argv
+
+
+def _remove_unused(creating: asyncio.Future[RunGroups]) -> None:
+    """Remove the groups made for a run cancelled before it used them (still empty: a quick rmdir)."""
+    if creating.cancelled() or creating.exception() is not None:
+        return
+    groups = creating.result()
+    try:
+        groups.remove()
+    except OSError as exc:
+        _removal_failed(groups, exc)
+
+
+def _removal_failed(groups: RunGroups, exc: OSError) -> None:
+    # The run's result stands; a worker started after this one sweeps the groups.
+    logger.warning("could not remove the sandbox cgroup %s: %s", groups.dirs, exc)
