@@ -60,6 +60,8 @@ RUNTIME_BINDS = ("usr", "etc/alternatives", "etc/ld.so.cache")
 MERGED_USR_LINKS = (("usr/bin", "/bin"), ("usr/sbin", "/sbin"), ("usr/lib", "/lib"), ("usr/lib64", "/lib64"))
 LAUNCH_ENV = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin"}
 logger = logging.getLogger("mlrepo.sandbox")
+# Groups being made for runs cancelled meanwhile, held until made (the event loop holds tasks weakly).
+_CANCELLED_CREATES: set[asyncio.Future[RunGroups]] = set()
 
 
 class BwrapRuntime:
@@ -123,6 +125,7 @@ class BwrapRuntime:
         except Unavailable as exc:
             return RunResult(b"", b"", None, 0.0, Failure(FailureKind.SANDBOX, exc.message))
         except asyncio.CancelledError:
+            _CANCELLED_CREATES.add(creating)
             creating.add_done_callback(_remove_unused)
             raise
         try:
@@ -133,10 +136,7 @@ class BwrapRuntime:
                 result = replace(result, failure=Failure(FailureKind.MEMORY, reason))
             return result
         finally:
-            try:
-                await asyncio.to_thread(groups.remove)
-            except OSError as exc:
-                _removal_failed(groups, exc)
+            await asyncio.to_thread(_remove_groups, groups)
 
     def _scratch_root(self) -> Path:
         """Where copies go: the configured dir if the sandbox uid can traverse every directory above it
@@ -226,16 +226,14 @@ class BwrapRuntime:
 
 
 def _remove_unused(creating: asyncio.Future[RunGroups]) -> None:
-    """Remove the groups made for a run cancelled before it used them (still empty: a quick rmdir)."""
-    if creating.cancelled() or creating.exception() is not None:
-        return
-    groups = creating.result()
+    """Remove (on a thread) the groups made for a run cancelled before it could use them."""
+    _CANCELLED_CREATES.discard(creating)
+    if not creating.cancelled() and creating.exception() is None:
+        asyncio.get_running_loop().run_in_executor(None, _remove_groups, creating.result())
+
+
+def _remove_groups(groups: RunGroups) -> None:
     try:
         groups.remove()
-    except OSError as exc:
-        _removal_failed(groups, exc)
-
-
-def _removal_failed(groups: RunGroups, exc: OSError) -> None:
-    # The run's result stands; a worker started after this one sweeps the groups.
-    logger.warning("could not remove the sandbox cgroup %s: %s", groups.dirs, exc)
+    except OSError as exc:  # the run's result stands; a worker started after this one sweeps them
+        logger.warning("could not remove the sandbox cgroup %s: %s", groups.dirs, exc)

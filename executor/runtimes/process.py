@@ -23,6 +23,8 @@ from executor.runtimes.base import (
 )
 
 READ_CHUNK = 1 << 16
+# Starts whose run was cancelled, held until they end: the event loop holds its tasks by weak references.
+_CANCELLED_STARTS: set[asyncio.Future[asyncio.subprocess.Process]] = set()
 
 
 async def run_process(argv: list[str], stdin: bytes, limits: Limits, env: dict[str, str]) -> RunResult:
@@ -105,11 +107,13 @@ async def _spawn(argv: list[str], env: dict[str, str]) -> asyncio.subprocess.Pro
     try:
         return await asyncio.shield(spawning)
     except asyncio.CancelledError:
+        _CANCELLED_STARTS.add(spawning)
         spawning.add_done_callback(_kill_spawned)
         raise
 
 
 def _kill_spawned(spawning: asyncio.Future[asyncio.subprocess.Process]) -> None:
+    _CANCELLED_STARTS.discard(spawning)
     if not spawning.cancelled() and spawning.exception() is None:
         kill_tree(spawning.result().pid)
 
