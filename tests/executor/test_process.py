@@ -21,7 +21,7 @@ async def test_a_run_cancelled_while_its_launcher_starts_ends_at_once() -> None:
     pipes: a sandbox it had begun kept them open, and the run (its job, the server's shutdown) hung."""
     run = asyncio.create_task(run_process(LEAVES_A_CHILD_BEHIND, b"", Limits(), {"PATH": "/usr/bin:/bin"}))
     await asyncio.sleep(0)  # the run starts the launcher and waits for its pipes
-    time.sleep(0.5)  # the loop held: the launcher has left its child behind before the cancel comes
+    time.sleep(1.0)  # the loop held: the launcher has left its child behind before the cancel comes
     run.cancel()
     with pytest.raises(asyncio.CancelledError):
         await asyncio.wait_for(run, 10)
