@@ -28,6 +28,7 @@ RUN_KINDS = frozenset({UsageKind.INFERENCE.value, UsageKind.TRAINING.value, Usag
 LATENCY_SAMPLE = 500  # latency percentiles over the listing's most recent runs
 RELATIVE_EPSILON = 1e-9
 SEARCH_ID_CHARS = UsageEvent.__table__.c.search_id.type.length
+CATEGORY_LOCK_SPACE = 0x75736167  # first key of a category's advisory lock ("usag"); the second: its hash
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,6 +105,9 @@ class UsageService:
                 .values(usage_count=Listing.usage_count, updated_at=Listing.updated_at)
             )
             await session.execute(touch)
+        else:
+            category = await session.scalar(select(Listing.category).where(Listing.id == listing_id))
+            await self._lock_category(session, category)
         row = await session.get(Listing, listing_id, with_for_update=not self.db.is_sqlite)
         if row is None:
             return None
@@ -125,8 +129,19 @@ class UsageService:
     async def refresh_category(self, category: str) -> int:
         """Recompute relative usage of one category (e.g. after the window moved on); returns rows changed."""
         async with self.index.atomic() as (session, changes):
+            await self._lock_category(session, category)
             await self._refresh_relative_usage(session, category, changes)
             return len(changes.rows)
+
+    async def _lock_category(self, session: AsyncSession, category: str | None) -> None:
+        """On PostgreSQL, one transaction at a time rewrites a category's relative usage. A run locks its
+        own listing's row, and the refresh then writes the others of its category: two runs of two
+        listings finishing together each held one row and waited for the other's (deadlock, and the
+        loser's job stayed RUNNING). This transaction-scoped lock, taken before any row, orders them."""
+        if not self.db.is_sqlite:
+            await session.execute(
+                select(func.pg_advisory_xact_lock(CATEGORY_LOCK_SPACE, func.hashtext(category or "")))
+            )
 
     async def stats(self, listing_id: str) -> UsageStats:
         async with self.db.session() as session:

@@ -87,6 +87,8 @@ JOB_FUNCTION = "run_job"
 JOB_LABEL = "mlrepo.job"  # on every container of a job, so a lost worker's containers can be found
 # What the requester reads when a job fails on an error that was not written for them (see failure_reason).
 INTERNAL_FAILURE = "internal error while running the job; the operator's log has it under job {job_id}"
+# How long a run that ended waits before it tries again to write its final status (then it gives up).
+FINISH_RETRY_DELAYS_S = (0.5, 1.0, 2.0, 4.0)
 DEFERRED = "deferred"  # what ``run`` returns for a job left QUEUED: its account runs its most jobs already
 SUPERSEDED = "superseded"  # what ``run`` returns when the job was taken from it (``infra.fencing``)
 
@@ -567,7 +569,7 @@ class JobService:
             return SUPERSEDED
         # The run is over (its outputs stored): a database restarting right now must not lose its outcome.
         recorded = await retry_while_unreachable(
-            lambda: self.finish(job_id, status, error=error, uses=uses, outputs=outputs, claim=claim),
+            lambda: self._finish_run(job_id, status, error, uses, outputs, claim),
             self.settings.job_final_write_retry_s,
             f"job {job_id}: recording its outcome",
         )
@@ -577,6 +579,31 @@ class JobService:
             )
             return SUPERSEDED
         return status.value
+
+    async def _finish_run(
+        self,
+        job_id: str,
+        status: JobStatus,
+        error: str | None,
+        uses: list[UsageEvent],
+        outputs: StoredOutputs | None,
+        claim: Claim,
+    ) -> bool:
+        """``finish`` for the run that just ended, tried again on a database error other than the
+        database being unreachable (which the caller waits out with ``retry_while_unreachable``). Its
+        heartbeat has stopped: a finish lost to one error (a deadlock, SQLite locked past its busy
+        timeout) left the job RUNNING with nobody beating for it, until the reconciler ran it again a
+        minute later. ``finish`` is one transaction that changes nothing unless the run still holds the
+        job, so a retry is safe."""
+        for delay in (*FINISH_RETRY_DELAYS_S, None):
+            try:
+                return await self.finish(job_id, status, error=error, uses=uses, outputs=outputs, claim=claim)
+            except Exception as exc:
+                if delay is None or is_unreachable(exc):
+                    raise  # still RUNNING: the reconciler re-queues it once its heartbeat is stale
+                logger.warning("job %s: not finished; retrying in %g s", job_id, delay, exc_info=True)
+                await asyncio.sleep(delay)
+        raise AssertionError("unreachable")  # the loop returns or raises
 
     async def _listing_unavailable(self, row: Job) -> str | None:
         """Why the job's listing (or the dataset it reads) may no longer be used by its owner,

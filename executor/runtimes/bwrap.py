@@ -60,6 +60,8 @@ RUNTIME_BINDS = ("usr", "etc/alternatives", "etc/ld.so.cache")
 MERGED_USR_LINKS = (("usr/bin", "/bin"), ("usr/sbin", "/sbin"), ("usr/lib", "/lib"), ("usr/lib64", "/lib64"))
 LAUNCH_ENV = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin"}
 logger = logging.getLogger("mlrepo.sandbox")
+# Groups being made for runs cancelled meanwhile, held until made (the event loop holds tasks weakly).
+_CANCELLED_CREATES: set[asyncio.Future[RunGroups]] = set()
 
 
 class BwrapRuntime:
@@ -115,10 +117,17 @@ class BwrapRuntime:
 
     @staticmethod
     async def _run_in_cgroup(tree: CgroupTree, argv: list[str], stdin: bytes, limits: Limits) -> RunResult:
+        # Made on a thread. A cancel that comes meanwhile lets them be made, then removes them: cancelled
+        # there, the run left its groups behind (a later test_cgroups found them among this process's).
+        creating = asyncio.ensure_future(asyncio.to_thread(tree.create, limits.cpus, limits.memory_mb))
         try:
-            groups: RunGroups = await asyncio.to_thread(tree.create, limits.cpus, limits.memory_mb)
+            groups: RunGroups = await asyncio.shield(creating)
         except Unavailable as exc:
             return RunResult(b"", b"", None, 0.0, Failure(FailureKind.SANDBOX, exc.message))
+        except asyncio.CancelledError:
+            _CANCELLED_CREATES.add(creating)
+            creating.add_done_callback(_remove_unused)
+            raise
         try:
             launcher, variables = groups.wrap(argv)
             result = await run_process(launcher, stdin, limits, {**LAUNCH_ENV, **variables})
@@ -127,10 +136,7 @@ class BwrapRuntime:
                 result = replace(result, failure=Failure(FailureKind.MEMORY, reason))
             return result
         finally:
-            try:
-                await asyncio.to_thread(groups.remove)
-            except OSError as exc:  # the result stands; a worker started after this one sweeps it
-                logger.warning("could not remove the sandbox cgroup %s: %s", groups.dirs, exc)
+            await asyncio.to_thread(_remove_groups, groups)
 
     def _scratch_root(self) -> Path:
         """Where copies go: the configured dir if the sandbox uid can traverse every directory above it
@@ -217,3 +223,17 @@ class BwrapRuntime:
         # The root bwrap builds is itself an unbounded tmpfs: make it read-only once everything is mounted.
         argv += ["--remount-ro", "/", "--chdir", APP_DIR, "--", *command]
         return argv
+
+
+def _remove_unused(creating: asyncio.Future[RunGroups]) -> None:
+    """Remove (on a thread) the groups made for a run cancelled before it could use them."""
+    _CANCELLED_CREATES.discard(creating)
+    if not creating.cancelled() and creating.exception() is None:
+        asyncio.get_running_loop().run_in_executor(None, _remove_groups, creating.result())
+
+
+def _remove_groups(groups: RunGroups) -> None:
+    try:
+        groups.remove()
+    except OSError as exc:  # the run's result stands; a worker started after this one sweeps them
+        logger.warning("could not remove the sandbox cgroup %s: %s", groups.dirs, exc)

@@ -23,19 +23,14 @@ from executor.runtimes.base import (
 )
 
 READ_CHUNK = 1 << 16
+# Starts whose run was cancelled, held until they end: the event loop holds its tasks by weak references.
+_CANCELLED_STARTS: set[asyncio.Future[asyncio.subprocess.Process]] = set()
 
 
 async def run_process(argv: list[str], stdin: bytes, limits: Limits, env: dict[str, str]) -> RunResult:
     started = time.perf_counter()
     try:
-        proc = await asyncio.create_subprocess_exec(
-            *argv,
-            stdin=asyncio.subprocess.PIPE,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE,
-            env=env,
-            start_new_session=True,
-        )
+        proc = await _spawn(argv, env)
     except OSError as exc:
         return RunResult(b"", b"", None, 0.0, Failure(FailureKind.SANDBOX, f"sandbox did not start: {exc}"))
 
@@ -92,6 +87,35 @@ async def run_process(argv: list[str], stdin: bytes, limits: Limits, env: dict[s
     if failure is None:
         failure = explain_exit(exit_code, err.value(), limits)
     return RunResult(out.value(), err.value(), exit_code, time.perf_counter() - started, failure)
+
+
+async def _spawn(argv: list[str], env: dict[str, str]) -> asyncio.subprocess.Process:
+    """Start the launcher in a session of its own. A cancel that comes while it starts does not stop the
+    start: the launcher's session is killed once it has started. (Cancelled there, asyncio kills the
+    launcher alone, then waits for its pipes to close; the sandbox it had begun to start, orphaned before
+    it could die with its parent, kept them open, and the cancelled run hung for good, its cgroup with it.)"""
+    spawning = asyncio.ensure_future(
+        asyncio.create_subprocess_exec(
+            *argv,
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+            env=env,
+            start_new_session=True,
+        )
+    )
+    try:
+        return await asyncio.shield(spawning)
+    except asyncio.CancelledError:
+        _CANCELLED_STARTS.add(spawning)
+        spawning.add_done_callback(_kill_spawned)
+        raise
+
+
+def _kill_spawned(spawning: asyncio.Future[asyncio.subprocess.Process]) -> None:
+    _CANCELLED_STARTS.discard(spawning)
+    if not spawning.cancelled() and spawning.exception() is None:
+        kill_tree(spawning.result().pid)
 
 
 def kill_tree(pid: int) -> None:

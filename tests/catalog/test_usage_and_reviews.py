@@ -7,7 +7,7 @@ from datetime import timedelta
 
 import pytest
 from catalog_helpers import listing_data, make_actor
-from sqlalchemy import update
+from sqlalchemy import text, update
 
 from catalog.actors import ANONYMOUS, Actor
 from catalog.app import CatalogApp
@@ -27,6 +27,50 @@ async def test_concurrent_runs_are_all_counted(app: CatalogApp, alice: Actor) ->
     before = await app.listings.get(ANONYMOUS, view.id)
     await app.usage.record(view.id, "view")  # a view changes nothing about the listing itself
     assert (await app.listings.get(ANONYMOUS, view.id)).updated_at == before.updated_at
+
+
+async def test_runs_of_two_listings_of_one_category_finishing_together_are_both_counted(
+    app: CatalogApp, alice: Actor
+) -> None:
+    """Recording a run locks its listing, then rewrites the relative usage of the others of its category:
+    on PostgreSQL two runs of two listings, finishing together, each held one row and waited for the
+    other's ("deadlock detected"), and the job whose finish lost stayed RUNNING. Here both are held at
+    their usage event's insert (the table is locked meanwhile), so their transactions always overlap."""
+    a = await app.listings.create(alice, listing_data("a"))
+    b = await app.listings.create(alice, listing_data("b"))
+    for view in (a, b):  # both relative 1.0: each new run now changes the other's share
+        await app.usage.record(view.id, "inference", success=True, latency_ms=5.0)
+
+    async with app.db.engine.connect() as blocker:
+        if not app.db.is_sqlite:
+            await blocker.exec_driver_sql("LOCK TABLE usage_events IN SHARE MODE")
+        runs = [
+            asyncio.create_task(app.usage.record(view.id, "inference", success=True, latency_ms=5.0))
+            for view in (a, b)
+        ]
+        if not app.db.is_sqlite:
+            await wait_for_lock_waiters(app, 2)
+        await blocker.rollback()
+    await asyncio.gather(*runs)
+
+    stats = {listing.name: listing for listing in (await app.listings.list(ANONYMOUS)).items}
+    assert (stats["a"].usage_count, stats["b"].usage_count) == (2, 2)
+    assert stats["a"].relative_usage == stats["b"].relative_usage == 1.0
+
+
+async def wait_for_lock_waiters(app: CatalogApp, count: int) -> None:
+    """Until ``count`` sessions of the test's PostgreSQL database wait for a lock (each look on a
+    connection of its own: a transaction sees one snapshot of ``pg_stat_activity``)."""
+    waiting = text(
+        "SELECT count(*) FROM pg_stat_activity"
+        " WHERE datname = current_database() AND wait_event_type = 'Lock'"
+    )
+    async with asyncio.timeout(10):
+        while True:
+            async with app.db.engine.connect() as connection:
+                if await connection.scalar(waiting) >= count:
+                    return
+            await asyncio.sleep(0.02)
 
 
 async def test_relative_usage_is_derived_per_category(app: CatalogApp, alice: Actor) -> None:

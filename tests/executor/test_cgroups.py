@@ -8,9 +8,11 @@ on a v2 host.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import shutil
+import threading
 from pathlib import Path
 
 import pytest
@@ -104,6 +106,57 @@ async def test_without_cgroups_a_run_keeps_its_rlimits_only(
     assert plain.cgroup_tree is None
     result = await run_code(plain, tmp_path, "print('ran')\n", Limits())
     assert result.ok and result.stdout == b"ran\n"
+
+
+class TreeThatPauses(CgroupTree):
+    """The host's real tree, whose ``create`` (on the runtime's thread) makes a run's real groups, then
+    holds on until the test lets it return: the test cancels the run at that moment."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.made, self.go_on = threading.Event(), threading.Event()
+
+    def create(self, cpus: float, memory_mb: int) -> RunGroups:
+        groups = super().create(cpus, memory_mb)
+        self.made.set()
+        self.go_on.wait(30)
+        return groups
+
+
+class RuntimeOnTree(BwrapRuntime):
+    def __init__(self, tree: CgroupTree, work_dir: Path | None) -> None:
+        super().__init__(work_dir=work_dir, uid_base=TEST_UID_BASE, uid_count=TEST_UID_COUNT)
+        self.tree = tree
+
+    @property
+    def cgroup_tree(self) -> CgroupTree:
+        return self.tree
+
+
+async def test_a_run_cancelled_while_its_groups_are_made_leaves_none(
+    bwrap_runtime: BwrapRuntime, tree: CgroupTree, tmp_path: Path
+) -> None:
+    """A run cancelled (its job cancelled, or the server stopping) while its groups were being made on
+    a thread went on without them: nothing removed them once made."""
+    pausing = TreeThatPauses()
+    runtime = RuntimeOnTree(pausing, bwrap_runtime.work_dir)
+    run = asyncio.create_task(run_code(runtime, tmp_path, "print('ran')\n", Limits()))
+    try:
+        assert await asyncio.to_thread(pausing.made.wait, 30)
+        run.cancel()
+        await asyncio.sleep(0.1)  # the cancel reaches the run while its groups are still being made
+        pausing.go_on.set()
+        with pytest.raises(asyncio.CancelledError):
+            await run
+        for _ in range(100):  # removed once made
+            if not run_groups_left(tree):
+                break
+            await asyncio.sleep(0.02)
+        assert run_groups_left(tree) == []
+    finally:
+        pausing.go_on.set()
+        for group in run_groups_left(tree):  # a failure here must not fail the tests after it
+            RunGroups((group,), group, "").remove()
 
 
 def test_groups_left_by_a_dead_worker_are_swept(tree: CgroupTree) -> None:

@@ -11,7 +11,7 @@ from datetime import timedelta
 
 import pytest
 from executor_support import DroppingQueue, job_service, outcome, publish_dataset, publish_model, watch_all
-from sqlalchemy import select
+from sqlalchemy import select, text
 
 from catalog.enums import JobStatus
 from executor.datasets import parse_json_lines
@@ -491,6 +491,88 @@ async def test_a_cancel_after_the_last_batch_counts_no_usage(catalog, people, jo
         listing = await session.get(Listing, published.listing_id)
         uses = (await session.scalars(select(UsageEvent).where(UsageEvent.listing_id == listing.id))).all()
     assert (listing.usage_count, listing.success_count, uses) == (0, 0, [])
+
+
+class DatabaseFailsAtTheEnd(LocalJobEvents):
+    """The real in-process events, with a database that fails what a run writes after its last batch, for
+    a moment: SQLite's file is locked past the busy timeout; on PostgreSQL the session that records the
+    run's usage waits for a lock, and its connection is cut."""
+
+    def __init__(self, catalog) -> None:
+        super().__init__()
+        self.db = catalog.db
+        self.failing: asyncio.Task | None = None
+
+    async def publish(self, job_id: str, event: dict) -> None:
+        await super().publish(job_id, event)
+        progress = event.get("progress") or {}
+        last_batch = progress.get("records_total") and progress["records_done"] == progress["records_total"]
+        if last_batch and self.failing is None:  # once: the final status's event shows the same progress
+            if self.db.is_sqlite:
+                path = self.db.engine.url.database
+                locker = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+                await asyncio.to_thread(locker.execute, "BEGIN EXCLUSIVE")
+                self.failing = asyncio.create_task(self._release_later(locker))
+            else:
+                blocker = await self.db.engine.connect()
+                await blocker.exec_driver_sql("LOCK TABLE usage_events IN SHARE MODE")
+                self.failing = asyncio.create_task(self._cut_the_waiter(blocker))
+
+    @staticmethod
+    async def _release_later(locker: sqlite3.Connection) -> None:
+        await asyncio.sleep(1.0)
+        locker.execute("ROLLBACK")
+        locker.close()
+
+    async def _cut_the_waiter(self, blocker) -> None:
+        cut = text(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+            " WHERE datname = current_database() AND wait_event_type = 'Lock'"
+        )
+        try:
+            async with asyncio.timeout(10):
+                while True:
+                    async with self.db.engine.connect() as connection:  # a fresh pg_stat_activity
+                        if (await connection.execute(cut)).all():
+                            return
+                    await asyncio.sleep(0.02)
+        finally:
+            await blocker.rollback()
+            await blocker.close()
+
+
+async def test_a_run_whose_finish_meets_a_database_error_still_ends(
+    settings: Settings, bwrap_runtime
+) -> None:
+    """The final status is written once the run's heartbeat has stopped: a finish that met one database
+    error (two finishes deadlocked on PostgreSQL, under a full suite's load) left its job RUNNING with
+    nobody beating for it, and its status stream silent until the reconciler ran it again."""
+    from catalog.app import CatalogApp
+
+    settings = settings.model_copy(
+        update={"runtime": "bwrap", "job_heartbeat_s": 0.2, "sqlite_busy_timeout_s": 0.3}
+    )
+    async with await CatalogApp.open(settings, with_index=False) as catalog:
+        producer = (await catalog.accounts.create("producer", "producer")).as_actor()
+        alice = (await catalog.accounts.create("alice", "requester")).as_actor()
+        published = await publish_model(settings, catalog, producer, MODEL)
+        events = DatabaseFailsAtTheEnd(catalog)
+        jobs = JobService(settings, catalog, events=events)
+        try:
+            view = await jobs.submit(alice, published.listing_id, "inference", records=["good movie"])
+            await asyncio.gather(*jobs.queue.tasks, return_exceptions=True)
+            await events.failing
+        finally:
+            await jobs.queue.close()
+        final = await jobs.get(alice, view.id)
+        async with catalog.db.session() as session:
+            uses = (await session.scalars(select(UsageEvent))).all()
+    if catalog.db.is_sqlite:  # its results could not be stored either: failed, and not counted
+        assert final.status == JobStatus.FAILED and final.error.startswith("internal error")
+        assert uses == []
+    else:  # only the usage's transaction was cut: tried again, whole
+        assert final.status == JobStatus.SUCCEEDED, final.error
+        assert final.outputs_count == 1 and [use.success for use in uses] == [True]
 
 
 async def test_an_account_runs_at_most_its_limit_of_jobs_at_once(
