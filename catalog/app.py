@@ -61,6 +61,7 @@ class CatalogApp:
         self.ranker = Ranker(QueryUnderstanding(encoder.encode_documents))
         self.understanding = UnderstandingFeed(self.ranker.understanding)
         self.index.listeners.append(self.understanding)
+        self.index.preparers.append(self.understanding.prepare)
         self.search = SearchService(
             settings,
             self.index,

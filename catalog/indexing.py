@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -115,6 +115,9 @@ class ListingIndex:
         self._last_deletion_check = 0.0
         self._sync_lock = asyncio.Lock()
         self.listeners: list[IndexListener] = []
+        # Awaited with the projections before each incremental write (not a rebuild), off the event loop's
+        # critical path: slow work a listener would otherwise do inside the write (embedding a new label).
+        self.preparers: list[Callable[[Sequence[IndexedListing]], Awaitable[None]]] = []
 
     # ------------------------------------------------------------------ encoding
 
@@ -154,7 +157,9 @@ class ListingIndex:
                 rows = list(changes.rows.values())
                 shared = await shares_of(session, [r.id for r in rows if r.visibility == "shared"])
                 if rows:
-                    self.put([project(r, shared.get(r.id, ())) for r in rows], [r.updated_at for r in rows])
+                    docs = [project(r, shared.get(r.id, ())) for r in rows]
+                    await self.prepare(docs)
+                    self.put(docs, [r.updated_at for r in rows])
                 if changes.removed:
                     self.remove(list(changes.removed))
         except BaseException:
@@ -165,6 +170,13 @@ class ListingIndex:
     @property
     def enabled(self) -> bool:
         return self.backend is not None
+
+    async def prepare(self, docs: Sequence[IndexedListing]) -> None:
+        """Let the listeners do their slow part of writing ``docs`` before ``put`` (``preparers``)."""
+        if self.backend is None:
+            return
+        for preparer in self.preparers:
+            await preparer(docs)
 
     def put(self, docs: Sequence[IndexedListing], updated_at: Iterable[datetime | None] = ()) -> None:
         if self.backend is None:
@@ -333,7 +345,9 @@ class ListingIndex:
                     )
                 )
             if rows:
-                self.put(await self._project(rows), [r.updated_at for r in rows])
+                docs = await self._project(rows)
+                await self.prepare(docs)
+                self.put(docs, [r.updated_at for r in rows])
                 written += len(rows)
         return written
 

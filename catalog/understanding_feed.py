@@ -9,13 +9,24 @@ space (that costs time proportional to the catalog).
 
 from __future__ import annotations
 
+import asyncio
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
+from typing import Protocol
 
-from catalog.indexing import IndexListener
 from search.types import IndexedListing
 
 Teaching = tuple[str, tuple[str, ...], str | None, str | None]
+
+
+class LabelLearner(Protocol):
+    """What the feed drives: ``ranking.query_understanding.QueryUnderstanding``."""
+
+    def rebuild(self, listings: Iterable[IndexedListing]) -> None: ...
+
+    def update(self, upserted: Iterable[IndexedListing] = (), removed: Iterable[str] = ()) -> None: ...
+
+    def learn_label_texts(self, listings: Iterable[IndexedListing]) -> None: ...
 
 
 def teaches(doc: IndexedListing) -> bool:
@@ -33,7 +44,7 @@ class UnderstandingFeed:
     case ("computer vision") finds the category as listings spell it.
     """
 
-    def __init__(self, understanding: IndexListener) -> None:
+    def __init__(self, understanding: LabelLearner) -> None:
         self.understanding = understanding
         self._taught: dict[str, Teaching] = {}
         self._categories: Counter[str] = Counter()
@@ -44,6 +55,12 @@ class UnderstandingFeed:
         self._taught = {d.id: _what_it_teaches(d) for d in public}
         self._categories = Counter(d.category for d in docs)
         self.understanding.rebuild(public)
+
+    async def prepare(self, upserted: Sequence[IndexedListing]) -> None:
+        """Before an index write: embed the new labels it brings on a thread (``learn_label_texts``)."""
+        public = [doc for doc in upserted if teaches(doc)]
+        if public:
+            await asyncio.to_thread(self.understanding.learn_label_texts, public)
 
     def update(self, upserted: Iterable[IndexedListing] = (), removed: Iterable[str] = ()) -> None:
         forward: list[IndexedListing] = []

@@ -152,16 +152,37 @@ class QueryUnderstanding:
         if teaching is not None:
             self._taught[listing_id] = teaching
 
+    def learn_label_texts(self, listings: Iterable[IndexedListing]) -> None:
+        """Embed the labels of ``listings`` that are not embedded yet, so that ``update`` finds them ready.
+
+        ``update`` follows an index write, which runs inside a database transaction on the event loop:
+        embedding a new label there stalled every request of the process for the encode (and, in a fresh
+        process, for the model's load: 11-27 s seen under load) while holding the write's locks. Writers
+        call this first, off the event loop; the encode runs outside the lock, so searches go on."""
+        with self._lock:
+            wanted = dict.fromkeys(label_of(listing) for listing in listings)
+            missing = [label for label in wanted if label not in self._label_vectors]
+        if not missing:
+            return
+        vectors = self._label_text_vectors(missing)
+        with self._lock:
+            for label, vector in zip(missing, vectors, strict=True):
+                self._label_vectors.setdefault(label, vector)
+
+    def _label_text_vectors(self, labels: Sequence[Label]) -> list[np.ndarray]:
+        """Normalized embeddings of the labels' texts (a zero text stays a zero vector)."""
+        vectors = np.asarray(self._embed([label_text(*label) for label in labels]), dtype=np.float32)
+        norms = [float(np.linalg.norm(vector)) for vector in vectors]
+        return [vector / norm if norm > 0 else vector for vector, norm in zip(vectors, norms, strict=True)]
+
     def _refresh(self) -> None:
         labels = tuple(
             sorted((lb for lb, n in self._counts.items() if n > 0), key=lambda lb: (lb[0], lb[1] or ""))
         )
         missing = [label for label in labels if label not in self._label_vectors]
-        if missing:
-            vectors = np.asarray(self._embed([label_text(*label) for label in missing]), dtype=np.float32)
-            for label, vector in zip(missing, vectors, strict=True):
-                norm = float(np.linalg.norm(vector))
-                self._label_vectors[label] = vector / norm if norm > 0 else vector
+        if missing:  # at a rebuild; an index write embedded its new labels first (``learn_label_texts``)
+            for label, vector in zip(missing, self._label_text_vectors(missing), strict=True):
+                self._label_vectors[label] = vector
         matrix = (
             np.stack([self._label_vectors[label] for label in labels])
             if labels
