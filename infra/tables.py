@@ -153,6 +153,10 @@ class ListingVersion(Base):
     encrypted: Mapped[bool] = mapped_column(Boolean, default=False)
     reference_signatures: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     notes: Mapped[str] = mapped_column(Text, default="")
+    # The publication that wrote this version (None for other writers: training, the listing API). A
+    # re-run of that publication (its worker died before recording the outcome) adopts the version
+    # rather than writing a second one; unique, so one publication can never write two.
+    publication_id: Mapped[str | None] = mapped_column(String(32), unique=True)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
 

@@ -11,6 +11,10 @@ Guarantees, whatever fails and wherever:
 - a run writes to the publication only while its claim holds it (``infra.fencing``): one that recovery
   took over while it still ran (it could not beat) records nothing more, stops, and removes only its own
   staging directory and images; the run that holds the publication then publishes it;
+- a publication writes at most one version: the version row names the publication that wrote it, and a
+  run that finds one (an earlier run wrote it, then died or lost its claim before recording the outcome)
+  adopts it and records the outcome, rather than write a duplicate version (or fail on a pinned
+  version's "already exists"); a version another publication wrote is still refused;
 - each failure is recorded with its step, a clear message and its error code.
 
 GPUs: the test and verify steps lend a listing the GPUs it suggests, up to what this process has. Where
@@ -82,7 +86,7 @@ from infra.errors import BadInput, Unavailable
 from infra.fencing import Claim, Superseded, beat_under, lost_claim
 from infra.heartbeat import beating
 from infra.settings import Settings
-from infra.tables import Account, Publication, utcnow
+from infra.tables import Account, ListingVersion, Publication, utcnow
 
 logger = logging.getLogger("mlrepo.publishing")
 
@@ -122,6 +126,7 @@ class Job:
     image_ref_published: str | None = None
     built_image: str | None = None
     listed_id: str | None = None  # the listing the version was written to
+    adopted_digest: str | None = None  # the artifact of the version an earlier run wrote, once adopted
     archive: ExtractionReport | None = None
     route: str | None = None  # GPU_ROUTE once handed to a GPU worker
     hand_to_gpu_worker: bool = False
@@ -200,12 +205,11 @@ class PublishWorkflow:
         heartbeat = beat_under(self.db, job.claim, asyncio.current_task(), updated_at=Publication.updated_at)
         async with beating(heartbeat, self.settings.job_heartbeat_s, str(job.claim)):
             try:
-                await recorder.run(StepName.PACKAGE, lambda log: self._package(job, log))
-                if not job.hand_to_gpu_worker:
-                    await recorder.run(StepName.TEST, lambda log: self._test(job, log))
-                    await recorder.run(StepName.VERIFY, lambda log: self._verify(job, log))
-                    await recorder.run(StepName.PUBLISH, lambda log: self._publish(job, log))
-                    await recorder.run(StepName.LIST, lambda log: self._list(job, log))
+                earlier = await self._version_of_earlier_run(job)
+                if earlier is not None:
+                    await recorder.run(StepName.LIST, lambda log: self._adopt(job, earlier, log))
+                else:
+                    await self._run_steps(job, recorder)
             except StepFailed as failed:
                 status, error = PublicationStatus.FAILED, f"{failed.step}: {failed.error.message}"
             finally:
@@ -218,6 +222,35 @@ class PublishWorkflow:
             return HANDED_TO_GPU_WORKER
         await self._finish(job, status, error, recorder.timings)
         return status.value
+
+    async def _run_steps(self, job: Job, recorder: StepRecorder) -> None:
+        await recorder.run(StepName.PACKAGE, lambda log: self._package(job, log))
+        if not job.hand_to_gpu_worker:
+            await recorder.run(StepName.TEST, lambda log: self._test(job, log))
+            await recorder.run(StepName.VERIFY, lambda log: self._verify(job, log))
+            await recorder.run(StepName.PUBLISH, lambda log: self._publish(job, log))
+            await recorder.run(StepName.LIST, lambda log: self._list(job, log))
+
+    async def _version_of_earlier_run(self, job: Job) -> ListingVersion | None:
+        """The version an earlier run of this publication wrote, if one did. Conclusive once this run holds
+        the claim: an earlier run writes its version only in a transaction that its claim must hold."""
+        async with self.db.session() as session:
+            return await session.scalar(
+                select(ListingVersion).where(ListingVersion.publication_id == job.publication_id)
+            )
+
+    async def _adopt(self, job: Job, version: ListingVersion, log: Log) -> None:
+        """Finish with the version an earlier run wrote (it is complete: listing, version and index entry
+        were one transaction); the earlier steps' records are that run's and stay as they are."""
+        await asyncio.to_thread(self._clear_earlier_runs, job)
+        job.target = Target(version.listing_id, version.version, None)
+        job.listed_id = version.listing_id
+        job.image_ref_published = version.image_ref
+        job.adopted_digest = version.artifact_digest
+        log(
+            f"adopted version {version.version} of listing {version.listing_id}: an earlier run of this "
+            "publication wrote it, then stopped before recording the outcome"
+        )
 
     async def _requeue_for_gpu_worker(self, job: Job) -> None:
         """Back to QUEUED, routed to the GPU workers (the caller enqueues it there; recovery re-enqueues
@@ -310,8 +343,8 @@ class PublishWorkflow:
                 values["listing_id"] = job.listed_id
             if job.artifact is not None:
                 values["artifact_digest"] = job.artifact.digest
-            elif job.image_id:
-                values["artifact_digest"] = job.image_id
+            elif job.image_id or job.adopted_digest:
+                values["artifact_digest"] = job.image_id or job.adopted_digest
             await job.claim.write(session, **values)
         logger.info("publication %s %s in %s", job.publication_id, status.value, timings)
 
@@ -594,6 +627,7 @@ class PublishWorkflow:
             "encrypted": bool(job.artifact and job.artifact.encrypted),
             "reference_signatures": job.signatures,
             "notes": f"published by publication {job.publication_id}",
+            "publication_id": job.publication_id,
         }
         verified = manifest.verify and bool(job.signatures)
         system_values = {

@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises:
-Create Date: 2026-11-29 00:49:41.433328
+Create Date: 2026-11-29 01:09:21.891245
 """
 
 from collections.abc import Sequence
@@ -236,10 +236,12 @@ def upgrade() -> None:
         sa.Column("encrypted", sa.Boolean(), nullable=False),
         sa.Column("reference_signatures", sa.JSON(), nullable=False),
         sa.Column("notes", sa.Text(), nullable=False),
+        sa.Column("publication_id", sa.String(length=32), nullable=True),
         sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
         sa.ForeignKeyConstraint(["listing_id"], ["listings.id"], ondelete="CASCADE"),
         sa.PrimaryKeyConstraint("id"),
         sa.UniqueConstraint("listing_id", "version", name="uq_listing_version"),
+        sa.UniqueConstraint("publication_id"),
     )
     with op.batch_alter_table("listing_versions", schema=None) as batch_op:
         batch_op.create_index(batch_op.f("ix_listing_versions_listing_id"), ["listing_id"], unique=False)

@@ -1,0 +1,130 @@
+"""A publication re-run after its worker died between writing the version and recording the outcome."""
+
+from __future__ import annotations
+
+import io
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+from datetime import timedelta
+
+import pytest
+from publishing_support import REPO, package_files, sentiment_manifest, zip_bytes
+from sqlalchemy import select, update
+
+from catalog.actors import Actor
+from catalog.app import CatalogApp
+from catalog.publishing.service import PublishingService
+from executor.publish_sandbox import ExecutorSandbox
+from infra.settings import Settings
+from infra.tables import Listing, ListingVersion, Publication, utcnow
+
+# A worker process that runs one publication and is killed (SIGKILL: no cleanup, no outcome recorded)
+# the moment its listing step has committed the version.
+DIE_AFTER_LISTING = textwrap.dedent(
+    """
+    import asyncio, os, signal, sys
+    from catalog.app import CatalogApp
+    from catalog.publishing.service import PublishingService
+    from executor.publish_sandbox import ExecutorSandbox
+    from infra.settings import Settings
+
+    async def main(publication_id):
+        settings = Settings()
+        app = await CatalogApp.open(settings, with_index=False)
+        service = PublishingService(settings, app.db, app.listings, ExecutorSandbox(settings))
+        write_listing = service.workflow._list
+
+        async def list_then_die(job, log):
+            await write_listing(job, log)
+            os.kill(os.getpid(), signal.SIGKILL)
+
+        service.workflow._list = list_then_die
+        await service.run(publication_id)
+
+    asyncio.run(main(sys.argv[1]))
+    """
+)
+
+
+def kill_worker_after_listing(settings: Settings, publication_id: str) -> None:
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(REPO),
+        "MLREPO_DATA_DIR": str(settings.data_dir),
+        "MLREPO_DATABASE_URL": settings.resolved_database_url,
+        "MLREPO_RUNTIME": "bwrap",
+    }
+    env.pop("MLREPO_REDIS_URL", None)
+    done = subprocess.run([sys.executable, "-c", DIE_AFTER_LISTING, publication_id], env=env, timeout=300)
+    assert done.returncode == -signal.SIGKILL, done.returncode
+
+
+class Unqueued:
+    """A queue that runs nothing: the test runs each publication where it wants it run."""
+
+    async def enqueue(self, publication_id: str, delivery: int = 0, on_gpu: bool = False) -> None:
+        return None
+
+    async def gpu_workers_alive(self) -> bool:
+        return False
+
+
+async def versions_of(app: CatalogApp, owner: Actor) -> list[str]:
+    """Every version of the owner's listings."""
+    async with app.db.session() as session:
+        rows = await session.scalars(
+            select(ListingVersion.version)
+            .join(Listing, Listing.id == ListingVersion.listing_id)
+            .where(Listing.owner_id == owner.account_id)
+        )
+        return sorted(rows.all())
+
+
+@pytest.mark.parametrize("pinned", [None, "2.0.0"], ids=["unpinned", "pinned"])
+async def test_a_re_run_adopts_the_version_its_killed_run_wrote(
+    settings: Settings, app: CatalogApp, alice: Actor, bwrap_ok: bool, pinned: str | None
+) -> None:
+    """A worker killed after the listing step committed the version, before the outcome was recorded,
+    left the publication RUNNING; recovery's re-run published it again: a second version (1.0.1) when no
+    version was pinned, and FAILED on "version 2.0.0 already exists" when one was. The version now names
+    its publication, and the re-run adopts it: PUBLISHED, one version."""
+    bwrap = settings.model_copy(update={"runtime": "bwrap"})
+    manifest = sentiment_manifest(**({"version": pinned} if pinned else {}))
+    service = PublishingService(bwrap, app.db, app.listings, ExecutorSandbox(bwrap), queue=Unqueued())
+    pub = await service.submit_package(alice, io.BytesIO(zip_bytes(package_files(manifest))))
+
+    kill_worker_after_listing(bwrap, pub.id)
+    version = pinned or "1.0.0"
+    assert await versions_of(app, alice) == [version]  # written, the outcome not recorded
+    async with app.db.session() as session:
+        await session.execute(  # its heartbeat stopped with it
+            update(Publication)
+            .where(Publication.id == pub.id)
+            .values(heartbeat_at=utcnow() - timedelta(hours=1))
+        )
+    assert (await service.get(alice, pub.id)).status == "running"
+    assert await service.recover() == 1
+
+    await service.run(pub.id)
+    done = await service.get(alice, pub.id)
+    assert (done.status, done.error, done.version) == ("published", None, version)
+    assert await versions_of(app, alice) == [version]
+    assert [s.status for s in done.steps] == ["succeeded"] * 5  # four by the killed run, list adopted
+    assert "adopted version" in " ".join(next(s for s in done.steps if s.name == "list").log)
+    async with app.db.session() as session:
+        row = await session.get(Publication, pub.id)
+        stored = await session.scalar(select(ListingVersion).where(ListingVersion.publication_id == pub.id))
+        assert (row.attempts, row.upload_path, row.listing_id) == (2, None, stored.listing_id)
+        assert row.artifact_digest == stored.artifact_digest is not None
+    assert not (service.workflow.staging_root / pub.id).exists()  # the killed run's files removed too
+    assert not (service.upload_root / pub.id).exists()
+
+    if pinned:  # another publication of the same pinned version is refused as before
+        again = await service.submit_package(alice, io.BytesIO(zip_bytes(package_files(manifest))))
+        assert await service.run(again.id) == "failed"
+        refused = await service.get(alice, again.id)
+        assert refused.status == "failed" and "already exists" in refused.error, refused.error
+        assert await versions_of(app, alice) == [version]
