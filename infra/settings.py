@@ -203,6 +203,13 @@ class Settings(BaseSettings):
     demand_alert_sweep_s: float = Field(
         30.0, gt=0, description="How often live demand alerts look for searches whose window just closed."
     )
+    demand_relay_health_check_s: float = Field(
+        10.0,
+        gt=0,
+        description="A demand-alert relay subscription quiet this long is pinged, and reconnected when "
+        "this long passes again without an answer: a Redis restart or NAT timeout that drops the "
+        "connection without closing it would otherwise leave the process deaf to relayed alerts.",
+    )
 
     @field_validator("data_dir", "sandbox_work_dir", "bwrap_runtime_root", "artifact_key_dir")
     @classmethod
