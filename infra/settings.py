@@ -174,10 +174,12 @@ class Settings(BaseSettings):
         "at least an hour): a writer stores a blob before committing the row that references it.",
     )
     gc_interval_hours: int = Field(
-        0,
+        24,
         ge=0,
         le=24,
-        description="Hours between garbage collections on the (cpu) worker; 0: never (run `mlrepo gc`).",
+        description="Hours between garbage collections (`mlrepo gc --delete`, which also expires job "
+        "outputs), at minute 43 of every such hour from midnight, local time: on a cpu worker, or without "
+        "Redis in the API process; 0: never (run `mlrepo gc` yourself).",
     )
 
     usage_window_days: int = Field(
