@@ -251,6 +251,22 @@ async def test_delivery_resumes_after_the_subscription_dies_without_a_word(
         await proxy.close()
 
 
+async def test_a_quiet_healthy_subscription_is_kept(
+    settings: Settings, redis_url: str, encoder: Encoder, people: People
+) -> None:
+    """The health check's PINGs are answered (a ``pong`` in subscribed mode): a quiet subscription is not
+    taken for dead and remade (each time with a catch-up sweep of the database)."""
+    listener = {"demand_relay_health_check_s": 0.05}
+    async with two_processes(settings, redis_url, encoder, listener) as (a, b):
+        relay = a.demand.relay
+        assert relay is not None
+        async with listening(a.demand, a.demand.alerts(people.producer, "Audio")) as received:
+            with pytest.raises(TimeoutError):  # 20 health-check intervals, every one of them quiet
+                await asyncio.wait_for(_disconnected(relay.connected), 20 * 0.05)
+            after = await b.demand.log_search("transcribe podcasts", result_count=0, category="Audio")
+            assert (await next_alert(received)).search_id == after
+
+
 async def _kill_pubsub_clients(server: RestartableRedis) -> None:
     from redis.asyncio import Redis
 
