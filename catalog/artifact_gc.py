@@ -1,4 +1,4 @@
-"""Artifact garbage collection (``mlrepo gc``, and optionally a periodic run on the worker).
+"""Artifact garbage collection (``mlrepo gc``, and by itself daily by default: ``catalog.gc_schedule``).
 
 The artifact store only grows: packages of failed publications, outputs of jobs that crashed before
 their final transaction, packages of deleted listings and versions (and of trained models whose listing

@@ -218,7 +218,11 @@ class DemandService:
         self._others_floor: datetime | None = None  # when the sweeper started: older ones are not news
         self._others_swept_until: datetime | None = None
         # Alerts and (un)subscribes reach other API processes at once over Redis; without it, by their sweep.
-        self.relay = DemandRelay(settings.redis_url, self) if settings.redis_url else None
+        self.relay = (
+            DemandRelay(settings.redis_url, self, health_check_s=settings.demand_relay_health_check_s)
+            if settings.redis_url
+            else None
+        )
         self._log = BatchWriter(
             self._insert,
             lambda: self.settings.demand_log_batch_s,

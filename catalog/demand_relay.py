@@ -11,6 +11,20 @@ message (Redis restarted, a process subscribed late). Each time the subscription
 asks for a catch-up sweep, so what was published while it was away arrives then, not a sweep interval
 later. An alert arriving both ways (relayed, and found by a sweep) is delivered once: receivers dedupe by
 its search id.
+
+A connection can also die without a word: Redis restarted behind a proxy or on another host, a NAT or
+firewall forgetting an idle flow. Nothing is read from such a connection and nothing fails, so a
+subscriber that only waits for messages stays deaf until its process restarts. So the subscription is
+health-checked: after ``health_check_s`` with no traffic it sends a PING, and with no answer within
+another ``health_check_s`` it drops the connection and subscribes again (with the catch-up sweep).
+
+What a listener gets across a gap (an outage, or a dead connection until it is found out): every
+no-result search and pipeline gap logged meanwhile by any process, and every (un)subscribe, once the
+catch-up sweep (or an earlier periodic sweep) reads them from the database; they arrive late (at most
+the detection time, ``2 * health_check_s``, plus the reconnect; or the sweep interval if that is
+shorter), oldest first, and not interleaved with the live order of the other processes' messages.
+Nothing is lost that reached the database. Lost are only alerts that never do: a search still in
+another process's unwritten log batch when that process dies, as without Redis.
 """
 
 from __future__ import annotations
@@ -22,9 +36,12 @@ import logging
 import uuid
 from collections.abc import Iterable
 from datetime import datetime
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from catalog.demand_alerts import DemandAlert
+
+if TYPE_CHECKING:
+    from redis.asyncio.client import PubSub
 
 logger = logging.getLogger("mlrepo.demand")
 
@@ -77,15 +94,18 @@ class DemandRelay:
     """One process's end of the demand channel: publishes its own news, receives the others'.
 
     ``origin`` tells this process's messages apart: it delivered them itself when it logged them.
+    ``health_check_s`` (``demand_relay_health_check_s``): how long a quiet subscription waits before a PING,
+    and then for its answer.
     """
 
-    def __init__(self, redis_url: str, sink: RelaySink) -> None:
+    def __init__(self, redis_url: str, sink: RelaySink, *, health_check_s: float) -> None:
         from redis.asyncio import Redis
 
         # No socket timeout: the subscription blocks on reads for as long as nothing is published.
         self.redis = Redis.from_url(redis_url, socket_connect_timeout=CONNECT_TIMEOUT_S)
         self.channel = channel_for(self.redis.connection_pool.connection_kwargs.get("db") or 0)
         self.sink = sink
+        self.health_check_s = health_check_s
         self.origin = uuid.uuid4().hex
         self.connected = asyncio.Event()  # set while subscribed (after each catch-up sweep)
         self._listener: asyncio.Task[None] | None = None
@@ -129,9 +149,7 @@ class DemandRelay:
                 await self._catch_up()
                 self.connected.set()
                 delay = RECONNECT_FIRST_S
-                async for message in pubsub.listen():
-                    if message.get("type") == "message":
-                        await self._receive(message["data"])
+                await self._receive_while_alive(pubsub)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # Redis went away: retry; the sweep covers the gap
@@ -143,6 +161,28 @@ class DemandRelay:
                     await pubsub.aclose()
             await asyncio.sleep(delay)
             delay = min(delay * 2, RECONNECT_MAX_S)
+
+    async def _receive_while_alive(self, pubsub: PubSub) -> None:
+        """Hand on messages until the connection fails, or goes silent: quiet for ``health_check_s``, it
+        is pinged; quiet as long again after that, it is dead (raises ``ConnectionError``). Redis answers a
+        PING in subscribed mode with a ``pong`` message, on the same connection as the messages."""
+        loop = asyncio.get_running_loop()
+        heard_at = loop.time()
+        pinged = False
+        while True:
+            message = await pubsub.get_message(timeout=self.health_check_s)
+            now = loop.time()
+            if message is not None:
+                heard_at, pinged = now, False
+                if message.get("type") == "message":
+                    await self._receive(message["data"])
+                continue
+            if now - heard_at < self.health_check_s:
+                continue  # a subscribe confirmation, or woken early: not quiet long enough yet
+            if pinged:
+                raise ConnectionError(f"no answer from Redis within {self.health_check_s:g} s of a PING")
+            await asyncio.wait_for(pubsub.ping(), self.health_check_s)
+            pinged = True
 
     async def _catch_up(self) -> None:
         """What was published while this process was not subscribed is in the database: sweep it now."""

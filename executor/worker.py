@@ -27,6 +27,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from catalog.artifact_gc import collect_garbage
+from catalog.gc_schedule import GC_MINUTE, gc_hours
 from catalog.publishing.jobs import (
     GPU_PUBLISHING_FUNCTIONS,
     PUBLISHING_FUNCTIONS,
@@ -78,12 +79,13 @@ async def collect_artifact_garbage(ctx: dict[str, Any]) -> dict[str, Any]:
 
 
 def gc_cron_jobs(settings: Settings) -> list[CronJob]:
-    """Garbage collection every ``gc_interval_hours`` (none when 0, the default), on cpu workers only:
-    ``unique`` lets one of several workers run each one."""
-    if settings.gc_interval_hours <= 0:
+    """Garbage collection (and with it the retention of job outputs) on ``catalog.gc_schedule``'s
+    schedule, daily by default (none when ``gc_interval_hours`` is 0), on cpu workers only: ``unique``
+    lets one of several workers run each one."""
+    hours = gc_hours(settings)
+    if not hours:
         return []
-    hours = set(range(0, 24, settings.gc_interval_hours))
-    return [cron(collect_artifact_garbage, hour=hours, minute={43}, run_at_startup=False, unique=True)]
+    return [cron(collect_artifact_garbage, hour=hours, minute={GC_MINUTE}, run_at_startup=False, unique=True)]
 
 
 async def start_jobs(ctx: dict[str, Any], settings: Settings, catalog: Any) -> JobService:

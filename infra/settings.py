@@ -174,10 +174,12 @@ class Settings(BaseSettings):
         "at least an hour): a writer stores a blob before committing the row that references it.",
     )
     gc_interval_hours: int = Field(
-        0,
+        24,
         ge=0,
         le=24,
-        description="Hours between garbage collections on the (cpu) worker; 0: never (run `mlrepo gc`).",
+        description="Hours between garbage collections (`mlrepo gc --delete`, which also expires job "
+        "outputs), at minute 43 of every such hour from midnight, local time: on a cpu worker, or without "
+        "Redis in the API process; 0: never (run `mlrepo gc` yourself).",
     )
 
     usage_window_days: int = Field(
@@ -202,6 +204,13 @@ class Settings(BaseSettings):
     )
     demand_alert_sweep_s: float = Field(
         30.0, gt=0, description="How often live demand alerts look for searches whose window just closed."
+    )
+    demand_relay_health_check_s: float = Field(
+        10.0,
+        gt=0,
+        description="A demand-alert relay subscription quiet this long is pinged, and reconnected when "
+        "this long passes again without an answer: a Redis restart or NAT timeout that drops the "
+        "connection without closing it would otherwise leave the process deaf to relayed alerts.",
     )
 
     @field_validator("data_dir", "sandbox_work_dir", "bwrap_runtime_root", "artifact_key_dir")

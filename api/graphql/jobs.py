@@ -9,7 +9,6 @@ in-process bus) and re-reads the job row on every event, so what it shows is alw
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -24,6 +23,7 @@ from api.graphql.convert import errors_in_graphql_terms, given_fields
 from api.graphql.types import PageInfo, ResourcesInput
 from catalog.enums import JobStatus as JobStatusValue
 from catalog.enums import JobTask as JobTaskValue
+from catalog.gc_schedule import collect_garbage_on_schedule
 from catalog.keyset import encode_cursor
 from executor.datasets import MAX_DATA_BYTES, parse_json_lines
 from executor.events import job_events_for
@@ -32,6 +32,9 @@ from executor.jobs import ArqJobQueue, JobService, JobView
 from infra.errors import BadInput
 
 EXTRAS_KEY = "jobs"
+# The worker's periodic duties, run by an API process without Redis (named so tests can find them).
+RECONCILE_TASK = "mlrepo:reconcile-jobs"
+GC_TASK = "mlrepo:artifact-gc"
 logger = logging.getLogger("mlrepo.api")
 
 JobStatus = strawberry.enum(JobStatusValue, name="JobStatus")
@@ -45,15 +48,20 @@ async def lifespan(services: Any) -> AsyncIterator[None]:
     queue = ArqJobQueue(settings.redis_url) if settings.redis_url else None
     service = JobService(settings, services.catalog, events=job_events_for(settings.redis_url), queue=queue)
     services.extras[EXTRAS_KEY] = service
-    # Without Redis no worker reconciles: this process resumes unfinished jobs, now and periodically.
-    reconciler = asyncio.create_task(_reconcile_forever(service)) if queue is None else None
+    # Without Redis there is no worker: this process resumes unfinished jobs, now and periodically, and
+    # collects garbage (expiring old job outputs) on the worker's schedule.
+    chores = []
+    if queue is None:
+        chores = [
+            asyncio.create_task(_reconcile_forever(service), name=RECONCILE_TASK),
+            asyncio.create_task(collect_garbage_on_schedule(settings, services.catalog.db), name=GC_TASK),
+        ]
     try:
         yield
     finally:
-        if reconciler is not None:
-            reconciler.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await reconciler
+        for chore in chores:
+            chore.cancel()
+        await asyncio.gather(*chores, return_exceptions=True)
         services.extras.pop(EXTRAS_KEY, None)
         await service.queue.close()
         await service.events.close()

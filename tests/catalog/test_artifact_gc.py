@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 from pydantic import ValidationError
+from sqlalchemy import event
 
 from catalog.actors import Actor
 from catalog.app import CatalogApp
@@ -290,6 +291,49 @@ async def test_outputs_another_job_still_holds_stay_and_zero_days_keeps_forever(
     report = await gc(catalog_app, settings)
     assert report.expired_outputs == 1 and report.store.garbage.files == 0
     assert store.exists(recent.outputs_digest)
+
+
+async def test_a_backlog_of_expired_outputs_is_dropped_in_bounded_transactions(
+    catalog_app: CatalogApp, alice: Actor, settings: Settings, store: ArtifactStore, tmp_path: Path
+) -> None:
+    """A first collection after months found every old job at once and dropped them in one UPDATE, which
+    held its locks (on SQLite: the whole database) for as long as that took. Now each transaction drops a
+    bounded number of them; all go, and only they."""
+    old = [
+        await finished_job(catalog_app, alice, store, tmp_path / str(n), 40 + n, f"o{n}") for n in range(5)
+    ]
+    recent = await finished_job(catalog_app, alice, store, tmp_path / "recent", 1, "recent")
+    running = await finished_job(catalog_app, alice, store, tmp_path / "running", 40, "running")
+    await set_status(catalog_app, Job, running.id, "running")
+    updated: list[int] = []
+    commits: list[int] = []
+
+    def on_execute(_conn, cursor, statement: str, *_args) -> None:
+        if statement.lstrip().upper().startswith("UPDATE JOBS"):
+            updated.append(cursor.rowcount)
+
+    def on_commit(_conn) -> None:
+        commits.append(len(updated))
+
+    engine = catalog_app.db.engine.sync_engine
+    event.listen(engine, "after_cursor_execute", on_execute)
+    event.listen(engine, "commit", on_commit)
+    try:
+        now = utcnow()
+        expired = await expire_job_outputs(
+            catalog_app.db, outputs_expire_before(settings, now), now, batch_rows=2
+        )
+    finally:
+        event.remove(engine, "after_cursor_execute", on_execute)
+        event.remove(engine, "commit", on_commit)
+    # Seven jobs, two a transaction (in id order, so which ones go together varies): four transactions,
+    # each updating at most two rows, committed before the next one started.
+    assert expired == 5 and sum(updated) == 5 and max(updated) <= 2
+    assert len(commits) == 4 and commits[-1] == len(updated)
+    for job in old:
+        assert (await job_row(catalog_app, job.id)).outputs_digest is None
+    for job in (recent, running):
+        assert (await job_row(catalog_app, job.id)).outputs_digest == job.outputs_digest
 
 
 async def test_unfinished_jobs_keep_their_outputs_whatever_their_age(

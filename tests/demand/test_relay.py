@@ -17,6 +17,7 @@ from typing import TypeVar
 import httpx
 import pytest
 from demand_support import People
+from silent_proxy import SilentProxy
 from starlette.applications import Starlette
 
 from api.app import create_app
@@ -42,10 +43,13 @@ STARTUP_TIMEOUT_S = 20
 
 @contextlib.asynccontextmanager
 async def two_processes(
-    settings: Settings, redis_url: str, encoder: Encoder
+    settings: Settings, redis_url: str, encoder: Encoder, listener_update: dict[str, object] | None = None
 ) -> AsyncIterator[tuple[CatalogApp, CatalogApp]]:
+    """``listener_update``: settings of ``a`` only (another way to reach Redis, a health check interval)."""
     relayed = settings.model_copy(update={"redis_url": redis_url, "demand_alert_sweep_s": 3600})
-    a = await CatalogApp.open(relayed, encoder=encoder, with_index=False)
+    a = await CatalogApp.open(
+        relayed.model_copy(update=listener_update or {}), encoder=encoder, with_index=False
+    )
     b = await CatalogApp.open(relayed, encoder=encoder, with_index=False)
     try:
         yield a, b
@@ -201,6 +205,73 @@ async def test_delivery_resumes_after_redis_restarts(
             assert (await next_alert(received)).search_id == after
             assert await a.demand.sweep_expired() == 0
             assert received.empty()
+
+
+HEALTH_CHECK_S = 0.2
+
+
+@pytest.mark.parametrize("dies", ["nat-forgets-the-flow", "redis-restarts-behind-a-proxy", "client-killed"])
+async def test_delivery_resumes_after_the_subscription_dies_without_a_word(
+    settings: Settings, restartable_redis: RestartableRedis, encoder: Encoder, people: People, dies: str
+) -> None:
+    """A subscription whose connection dies silently (no EOF, no error: a NAT forgetting an idle flow,
+    Redis restarted behind a proxy) left the process deaf to relayed alerts until it restarted. The
+    health check finds the dead connection and subscribes again; the catch-up sweep brings what was
+    published meanwhile. (A killed client connection is seen at once, health check or not.)"""
+    proxy = SilentProxy(restartable_redis.port, hold_on_close=dies == "redis-restarts-behind-a-proxy")
+    await proxy.start()
+    listener = {"redis_url": proxy.url, "demand_relay_health_check_s": HEALTH_CHECK_S}
+    try:
+        async with two_processes(settings, restartable_redis.url, encoder, listener) as (a, b):
+            relay = a.demand.relay
+            assert relay is not None
+            async with listening(a.demand, a.demand.alerts(people.producer, "Audio")) as received:
+                before = await b.demand.log_search("transcribe podcasts", result_count=0, category="Audio")
+                assert (await next_alert(received)).search_id == before
+
+                if dies == "client-killed":  # seen at once: the relay is away before ``missed`` is logged
+                    await _kill_pubsub_clients(restartable_redis)
+                    await asyncio.wait_for(_disconnected(relay.connected), ALERT_TIMEOUT_S)
+                    missed = await b.demand.log_search("speech to text", result_count=0, category="Audio")
+                else:  # logged while the relay still listens on the dead connection
+                    if dies == "nat-forgets-the-flow":
+                        proxy.drop_silently()
+                    else:
+                        restartable_redis.stop()
+                        restartable_redis.start()
+                    missed = await b.demand.log_search("speech to text", result_count=0, category="Audio")
+                    await asyncio.wait_for(_disconnected(relay.connected), ALERT_TIMEOUT_S)
+                await relay_subscribed(a.demand)
+                assert (await next_alert(received)).search_id == missed  # from the catch-up sweep
+
+                after = await b.demand.log_search("podcast chapters", result_count=0, category="Audio")
+                assert (await next_alert(received)).search_id == after  # relayed again
+                assert received.empty()
+    finally:
+        await proxy.close()
+
+
+async def test_a_quiet_healthy_subscription_is_kept(
+    settings: Settings, redis_url: str, encoder: Encoder, people: People
+) -> None:
+    """The health check's PINGs are answered (a ``pong`` in subscribed mode): a quiet subscription is not
+    taken for dead and remade (each time with a catch-up sweep of the database)."""
+    listener = {"demand_relay_health_check_s": 0.05}
+    async with two_processes(settings, redis_url, encoder, listener) as (a, b):
+        relay = a.demand.relay
+        assert relay is not None
+        async with listening(a.demand, a.demand.alerts(people.producer, "Audio")) as received:
+            with pytest.raises(TimeoutError):  # 20 health-check intervals, every one of them quiet
+                await asyncio.wait_for(_disconnected(relay.connected), 20 * 0.05)
+            after = await b.demand.log_search("transcribe podcasts", result_count=0, category="Audio")
+            assert (await next_alert(received)).search_id == after
+
+
+async def _kill_pubsub_clients(server: RestartableRedis) -> None:
+    from redis.asyncio import Redis
+
+    async with Redis.from_url(server.url) as redis:
+        assert await redis.client_kill_filter(_type="pubsub") >= 1
 
 
 async def _disconnected(connected: asyncio.Event) -> None:

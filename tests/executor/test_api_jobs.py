@@ -9,16 +9,14 @@ from collections.abc import AsyncIterator
 
 import httpx
 import pytest
-from executor_support import DroppingQueue, publish_model
+from executor_support import publish_model
 from starlette.applications import Starlette
 from websockets.asyncio.client import connect
 
 from api.app import create_app
 from catalog.actors import Actor
 from catalog.artifact_gc import collect_garbage
-from catalog.enums import JobStatus
 from executor.job_outputs import write_outputs
-from executor.jobs import JobService
 from infra.artifacts import ArtifactStore
 from infra.settings import Settings
 from search.embeddings import Encoder
@@ -243,6 +241,19 @@ async def test_records_that_are_not_a_list_are_refused_with_a_file_too(server) -
             assert error["extensions"]["code"] == "BAD_INPUT" and "records" in error["message"]
 
 
+CRASHING = "raise SystemExit('model weights missing')\n"
+
+
+async def run_to_the_end(address: str, who: tuple[Actor, str], listing_id: str) -> str:
+    """``runJob`` for one record, then wait (over ``jobStatus``) until the job is final; its id."""
+    body = await gql(address, RUN, {"input": {"listingId": listing_id, "records": ["a"]}}, who[1])
+    assert not body.get("errors"), body
+    job_id = body["data"]["runJob"]["id"]
+    final = (await subscribe(address, who[1], job_id))[-1]["data"]["jobStatus"]
+    assert final["status"] in {"SUCCEEDED", "FAILED"}, final
+    return job_id
+
+
 MY_JOBS = """query($first: Int!, $after: String, $status: [JobStatus!], $listingId: ID) {
   myJobs(first: $first, after: $after, status: $status, listingId: $listingId) {
     edges { cursor node { id status listingId } } pageInfo { hasNextPage endCursor } } }"""
@@ -254,14 +265,14 @@ async def test_my_jobs_lists_ones_own_jobs_newest_first_in_pages(server) -> None
     who = await people(app)
     catalog = app.state.services.catalog
     first_model = await publish_model(settings, catalog, who["producer"][0], MODEL)
-    other_model = await publish_model(settings, catalog, who["producer"][0], MODEL, name="other-model")
-    # The jobs are submitted through the real service but never run: the list is what is tested here.
-    jobs = JobService(settings, catalog, queue=DroppingQueue())
-    bobs_job = await jobs.submit(who["bob"][0], first_model.listing_id, "inference", records=["b"])
-    ids = []
-    for listing_id in (first_model.listing_id, other_model.listing_id, other_model.listing_id):
-        ids.append((await jobs.submit(who["alice"][0], listing_id, "inference", records=["a"])).id)
-    await jobs.finish(ids[0], JobStatus.SUCCEEDED)
+    broken_model = await publish_model(settings, catalog, who["producer"][0], CRASHING, name="broken-model")
+    # Submitted with runJob and run to the end by this API process (no Redis: in-process, in bwrap), so
+    # the list shows jobs as they really end up, statuses included.
+    bobs_job = await run_to_the_end(address, who["bob"], first_model.listing_id)
+    ids = [
+        await run_to_the_end(address, who["alice"], listing_id)
+        for listing_id in (first_model.listing_id, broken_model.listing_id, broken_model.listing_id)
+    ]
 
     async def page(token: str, **variables) -> dict:
         body = await gql(address, MY_JOBS, {"first": 2, **variables}, token)
@@ -277,8 +288,14 @@ async def test_my_jobs_lists_ones_own_jobs_newest_first_in_pages(server) -> None
 
     done = await page(who["alice"][1], status=["SUCCEEDED"], listingId=first_model.listing_id)
     assert [(e["node"]["id"], e["node"]["status"]) for e in done["edges"]] == [(ids[0], "SUCCEEDED")]
+    failed = await page(who["alice"][1], status=["FAILED", "CANCELLED"])
+    assert [(e["node"]["id"], e["node"]["status"]) for e in failed["edges"]] == [
+        (ids[2], "FAILED"),
+        (ids[1], "FAILED"),
+    ]
+    assert (await page(who["alice"][1], status=["QUEUED", "RUNNING"]))["edges"] == []
     bobs = await page(who["bob"][1])
-    assert [e["node"]["id"] for e in bobs["edges"]] == [bobs_job.id]
+    assert [e["node"]["id"] for e in bobs["edges"]] == [bobs_job]
 
     for variables, code in (
         ({"first": 0}, "BAD_INPUT"),

@@ -241,7 +241,7 @@ def test_gpu_workers_take_handed_publications_and_reverify_the_gpu_listings(sett
     }
     assert [c.coroutine.__name__ for c in gpu["cron_jobs"]] == ["reconcile_jobs", "reverify_gpu_job"]
     cpu_crons = [c.coroutine.__name__ for c in cpu["cron_jobs"]]
-    assert cpu_crons == ["reconcile_jobs", "reverify_job", "recover_job"]
+    assert cpu_crons == ["reconcile_jobs", "reverify_job", "recover_job", "collect_artifact_garbage"]
 
 
 async def test_a_redis_that_cannot_answer_means_no_gpu_worker_rather_than_a_failed_publication() -> None:

@@ -204,10 +204,13 @@ async def test_jobs_past_the_account_limit_wait_their_turn_on_arq(arq_settings, 
     assert all(a.finished_at <= b.started_at for a, b in itertools.pairwise(ran))  # one at a time
 
 
-def test_garbage_collection_on_the_worker_is_off_unless_asked_for(settings: Settings) -> None:
+def test_garbage_collection_on_the_worker_runs_daily_unless_told_otherwise(settings: Settings) -> None:
+    """Off by default, it never applied the retention of job outputs in a default deployment."""
     base = settings.model_copy(update={"redis_url": "redis://127.0.0.1:1", "worker_resource_class": "cpu"})
-    by_name = {job.name: job for job in worker_settings(base)["cron_jobs"]}
-    assert "cron:collect_artifact_garbage" not in by_name
+    daily = {job.name: job for job in worker_settings(base)["cron_jobs"]}["cron:collect_artifact_garbage"]
+    assert (daily.hour, daily.minute) == ({0}, {43})
+    never = base.model_copy(update={"gc_interval_hours": 0})
+    assert "cron:collect_artifact_garbage" not in {job.name for job in worker_settings(never)["cron_jobs"]}
     every_6h = base.model_copy(update={"gc_interval_hours": 6})
     by_name = {job.name: job for job in worker_settings(every_6h)["cron_jobs"]}
     assert by_name["cron:collect_artifact_garbage"].hour == {0, 6, 12, 18}
