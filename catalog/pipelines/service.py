@@ -40,7 +40,13 @@ from catalog.pipelines.store import (
     step_row,
     visible_listing,
 )
-from catalog.pipelines.views import PipelineView, StepChange, StepRole, trained_unavailable_reason
+from catalog.pipelines.views import (
+    PipelineView,
+    StepChange,
+    StepRole,
+    deleted_reason,
+    trained_unavailable_reason,
+)
 from infra.db import Database
 from infra.errors import BadInput, Conflict, NotFound
 from infra.tables import Listing, Pipeline, PipelineStep, SearchEvent, utcnow
@@ -172,6 +178,8 @@ class PipelineService:
         if problems:
             raise BadInput(f"{label} cannot run yet: {'; '.join(problems)}")
         for step, listing in await load_rows(session, pipeline.id):
+            if listing is None:  # deleted since the view was read
+                raise BadInput(f"{label} cannot run yet: {deleted_reason(step.position)}")
             runs = listing
             if step.trained_listing_id is not None:
                 try:
@@ -363,6 +371,11 @@ class PipelineService:
             producer, consumer = rows[i], rows[j]
             between = rows[i + 1 : j]
             chain = [producer[1], *(listing for _, listing in between), consumer[1]]
+            if any(listing is None for listing in chain):
+                # A deleted listing proves nothing either way: the connection stays as its owner left
+                # it, open (``views.deleted_reason``), until they remove or replace that step.
+                ordered.extend(between)
+                continue
             if between and not chain_misfits(chain):
                 ordered.extend(between)  # the conditioners in place still bridge this connection
                 continue
