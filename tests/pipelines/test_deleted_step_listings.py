@@ -166,6 +166,7 @@ async def test_a_published_chain_with_a_deleted_step_refuses_to_run_and_tells_it
     producer: Actor,
     requester: Actor,
     stranger: Actor,
+    make_listing: MakeListing,
     vision: dict[str, Listing],
 ) -> None:
     """Before, the step went with the listing: the public listing ran detector → cropper for strangers and
@@ -187,3 +188,21 @@ async def test_a_published_chain_with_a_deleted_step_refuses_to_run_and_tells_it
         "pipeline reaches could run it; remove or replace that step, or make 'street scenes' private "
         "first (updateListing)"
     )
+
+    # Removing it alone would leave the detector last, answering boxes where the listing promises
+    # predictions: refused. Replaced first (the new step goes after it), it can then go.
+    dead = view.steps[2].id
+    with pytest.raises(BadInput, match=re.escape("step 1 'street-object-detector' would come last")):
+        await service.remove_step(requester, pipeline.id, dead)
+    replacement = await make_listing(
+        "crop-classifier-2", package="classifier", input_format="image-crops@1", output_format="predictions@1"
+    )
+    await service.add_step(requester, pipeline.id, replacement.id, after=dead)
+    view = (await service.remove_step(requester, pipeline.id, dead)).pipeline
+    assert [s.listing_name for s in view.steps] == [
+        "street-object-detector",
+        "boxes-to-crops",
+        "crop-classifier-2",
+    ]
+    assert view.listing_problem is None
+    assert len((await service.plan_listing_run(stranger, listing.id)).steps) == 3
