@@ -11,8 +11,9 @@ else than what was published. Its owner rather sees the step marked deleted, the
 with a reason naming the step, and removes or replaces it (``views.deleted_reason``). Deleting is not
 refused, even under other accounts' published pipelines: a listing is its owner's to withdraw (a broken
 or withdrawn model must be able to go), and a stranger's pipeline must not hold it hostage; making the
-listing private is not refused either, and a deleted listing reads the same to those pipelines — their
-owners learn it through ``Pipeline.listingProblem``.
+listing private is not refused either, and a deleted listing reads the same to those pipelines: their
+owners read it on the step (``listingDeleted``, ``notRunnableReason``) and, for a published pipeline, in
+``Pipeline.listingProblem``. A listing deleted while an edit adds it leaves a step in that same state.
 """
 
 from __future__ import annotations
