@@ -25,6 +25,7 @@ from catalog.keyset import check_page_size, encode_cursor, newest_first
 from catalog.listing_input import ListingFields, ListingInput, parse_listing, parse_listing_patch
 from catalog.listing_view import VIEW_SELECT, ListingView
 from catalog.pipelines.audience import refuse_unreachable_listing
+from catalog.pipelines.published_chain import refuse_unfit_listing
 from catalog.provenance import refuse_redistribution
 from catalog.versions import latest_published_version
 from infra.db import Database
@@ -55,6 +56,7 @@ EMBEDDED_FIELDS = (
     "tags",
     "description",
 )  # what the vector is built from
+IO_FIELDS = ("input_format", "input_schema", "output_format", "output_schema")
 
 
 @dataclass(frozen=True, slots=True)
@@ -396,6 +398,9 @@ class ListingService:
             new_shares = await self._resolve_shares(session, patch, visibility) if audience_changes else None
             if new_shares is not None and row.kind == ListingKind.PIPELINE:
                 await refuse_unreachable_listing(session, row.id, visibility, new_shares)
+            if row.kind == ListingKind.PIPELINE and (audience_changes or set(IO_FIELDS) & set(values)):
+                declared = Listing(**{c: values.get(c, getattr(row, c)) for c in IO_FIELDS})
+                await refuse_unfit_listing(session, row.id, visibility, declared)
         vector_row = None
         if set(EMBEDDED_FIELDS) & set(values):  # encode outside the transaction: no lock held while it runs
             vector_row = Listing(**{c: values.get(c, getattr(row, c)) for c in EMBEDDED_FIELDS})
@@ -432,7 +437,7 @@ class ListingService:
         """Re-check formats and kind rules on the listing as it will be after the update."""
         if "kind" in values:
             check_kind_kept(row, values["kind"])
-        io = {c: getattr(row, c) for c in ("input_format", "input_schema", "output_format", "output_schema")}
+        io = {c: getattr(row, c) for c in IO_FIELDS}
         for side in ("input", "output"):
             if f"{side}_format" in values and f"{side}_schema" not in values:
                 io[f"{side}_schema"] = None  # a new format brings its own default schema

@@ -310,7 +310,9 @@ class PipelineStep(Base):
     id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
     pipeline_id: Mapped[str] = mapped_column(ForeignKey("pipelines.id", ondelete="CASCADE"), index=True)
     position: Mapped[int] = mapped_column(Integer)
-    listing_id: Mapped[str] = mapped_column(ForeignKey("listings.id", ondelete="CASCADE"))
+    # No foreign key, like the trained model's id below: a listing its owner deletes leaves the step in
+    # place, pointing at the deleted id, so the pipeline shows what it lost (``catalog.pipelines.store``).
+    listing_id: Mapped[str] = mapped_column(String(32))
     role: Mapped[str] = mapped_column(String(16), default="step")  # step | conditioning
     training_data_listing_id: Mapped[str | None] = mapped_column(String(32))
     trained_listing_id: Mapped[str | None] = mapped_column(String(32))

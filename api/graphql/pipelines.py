@@ -69,14 +69,20 @@ class PipelineStep:
     needs_training: bool
     runnable: bool
     not_runnable_reason: str | None = strawberry.field(
-        description="Why runJob would refuse the pipeline because of this step (not visible to you, not "
-        "trained, no published code to run, a nested pipeline that cannot run); null when it can run."
+        description="Why runJob would refuse the pipeline because of this step (not visible to you, its "
+        "listing deleted, not trained, no published code to run, a nested pipeline that cannot run); null "
+        "when it can run."
     )
     training_data_listing_id: strawberry.ID | None
     trained_listing_id: strawberry.ID | None
     available: bool = strawberry.field(
-        description="False once the step's listing is no longer visible to you (made private or "
-        "suspended by its owner): the step then shows only its listing id; remove it to run the pipeline."
+        description="False once the step's listing is no longer visible to you (made private, "
+        "suspended or deleted by its owner): the step then shows only its listing id; remove or replace "
+        "it to run the pipeline."
+    )
+    listing_deleted: bool = strawberry.field(
+        description="True when the step's listing was deleted by its owner: the step stays (the chain "
+        "does not silently shrink) and blocks runs until you remove or replace it."
     )
 
     @classmethod
@@ -97,6 +103,7 @@ class PipelineStep:
             training_data_listing_id=_id(step.training_data_listing_id),
             trained_listing_id=_id(step.trained_listing_id),
             available=step.available,
+            listing_deleted=step.listing_deleted,
         )
 
 
@@ -138,8 +145,8 @@ class Pipeline:
     is_runnable: bool
     listing_problem: str | None = strawberry.field(
         description="Why some of those this pipeline's listing is published to cannot run it (a step "
-        "made private or a trained model deleted since it was published); null when all can, or when it "
-        "is not published. isRunnable is your own verdict."
+        "made private or deleted, or a trained model deleted, since it was published); null when all can, "
+        "or when it is not published. isRunnable is your own verdict."
     )
     steps: list[PipelineStep]
     connections: list[PipelineConnection]

@@ -22,8 +22,8 @@ draft whose training silently never reached the listing would surprise more than
 who wants to rework the chain makes its listing private first (or builds a new pipeline) and widens it
 again once every step reaches the audience, which this same rule then checks.
 
-What a step's owner does to their own listing later (making it private, deleting a trained model) is
-theirs to do; it is not refused here, but a pipeline's ``notRunnableReason`` and its owner's
+What a step's owner does to their own listing later (making it private, deleting it or a trained model)
+is theirs to do; it is not refused here, but a pipeline's ``notRunnableReason`` and its owner's
 ``listingProblem`` (``audience_problem``) say what the listing's audience can no longer run.
 """
 
@@ -100,6 +100,12 @@ async def refuse_unreachable_steps(
         fallback = f"or make {listing_name!r} private first (updateListing)"
     for step, listing, running in runs:
         label = f"step {step.position + 1}"
+        if listing is None:
+            raise BadInput(
+                f"{prefix}{label}: its listing was deleted, so nobody {whom} reaches could run it; "
+                f"remove or replace that step, {fallback}",
+                **details,
+            )
         # A listing its owner withdrew from the publisher is not named to them (``build_view`` neither).
         named = (
             f"{label} {listing.name!r}" if seen_by(listing, shares.get(listing.id, ()), owner_id) else label

@@ -30,6 +30,7 @@ from catalog.pipelines.conditioning import (
 from catalog.pipelines.runnability import MAX_NESTING, code_problem, latest_versions
 from catalog.pipelines.store import CODE_ARTIFACT_KINDS, Row, load_rows, source_pipeline, unseen_listing_ids
 from catalog.pipelines.views import (
+    DELETED_LISTING_NAME,
     UNAVAILABLE_LISTING_NAME,
     ConnectionStatus,
     ConnectionView,
@@ -48,7 +49,9 @@ async def build_view(session: AsyncSession, actor: Actor, pipeline: Pipeline, de
     since a run expands it into its steps)."""
     rows = await load_rows(session, pipeline.id)
     unseen = await unseen_listing_ids(session, actor, rows)
-    steps = tuple(step_view(step, listing, listing.id not in unseen) for step, listing in rows)
+    steps = tuple(
+        step_view(step, listing, listing is not None and listing.id not in unseen) for step, listing in rows
+    )
     problems = await code_problems(session, actor, rows, steps, depth)
     steps = tuple(replace(view, code_problem=problems.get(view.id)) for view in steps)
     connections = []
@@ -136,7 +139,10 @@ async def nested_problem(
     return f"{what} cannot run ({'; '.join(reasons)})" if reasons else None
 
 
-def step_view(step: PipelineStep, listing: Listing, available: bool = True) -> StepView:
+def step_view(step: PipelineStep, listing: Listing | None, available: bool = True) -> StepView:
+    """The step as its viewer may see it; a deleted listing (``None``) shows only its former id."""
+    if listing is None:
+        return deleted_step_view(step)
     view = StepView(
         id=step.id,
         position=step.position,
@@ -164,6 +170,25 @@ def step_view(step: PipelineStep, listing: Listing, available: bool = True) -> S
     )
 
 
+def deleted_step_view(step: PipelineStep) -> StepView:
+    return StepView(
+        id=step.id,
+        position=step.position,
+        role=step.role,
+        listing_id=step.listing_id,
+        listing_name=DELETED_LISTING_NAME,
+        kind="",
+        input_format=None,
+        output_format=None,
+        resources=None,
+        needs_training=False,
+        training_data_listing_id=step.training_data_listing_id,
+        trained_listing_id=step.trained_listing_id,
+        available=False,
+        listing_deleted=True,
+    )
+
+
 def unavailable_connection(
     producer: StepView, between: Sequence[StepView], consumer: StepView, hidden: Sequence[StepView]
 ) -> ConnectionView:
@@ -176,8 +201,12 @@ def unavailable_connection(
         output_format=producer.output_format,
         input_format=consumer.input_format,
         conditioning_step_ids=tuple(step.id for step in between),
-        reason=f"it goes through step {', '.join(str(step.position + 1) for step in hidden)}, "
-        "whose listing is no longer available to you",
+        reason="it goes through "
+        + "; ".join(
+            f"step {step.position + 1}, whose listing "
+            + ("was deleted" if step.listing_deleted else "is no longer available to you")
+            for step in hidden
+        ),
     )
 
 

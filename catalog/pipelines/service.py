@@ -5,7 +5,8 @@ the conditioning steps that still bridge them, drops those that no longer do, an
 does not fit the next input — inserts the best visible conditioner or, when none exists, leaves the
 connection open and logs it as unmet demand. The whole change is one transaction: a failed add leaves the
 pipeline exactly as it was. A published pipeline's change must leave every step within reach of the
-listing's audience (``audience.keep_published_reachable``), or it is refused and rolled back.
+listing's audience (``audience.keep_published_reachable``) and every connection it makes fitting, with
+the ends the listing declares (``published_chain.keep_published_chain``), or it is refused and rolled back.
 
 Pipelines are private: anyone but their owner (and admins) gets NOT_FOUND, as for private listings.
 """
@@ -24,6 +25,7 @@ from catalog.pipelines.audience import keep_published_reachable
 from catalog.pipelines.conditioning import STEP_KINDS, chain_misfits, find_conditioners
 from catalog.pipelines.evaluation import build_view
 from catalog.pipelines.gaps import Gap, gap_between, log_gaps
+from catalog.pipelines.published_chain import chain_shape, keep_published_chain
 from catalog.pipelines.runnability import MAX_NESTING
 from catalog.pipelines.running import RunPlan, StepPlan, resource_class_for
 from catalog.pipelines.search_context import PipelineSlot, restrict_filters
@@ -40,7 +42,13 @@ from catalog.pipelines.store import (
     step_row,
     visible_listing,
 )
-from catalog.pipelines.views import PipelineView, StepChange, StepRole, trained_unavailable_reason
+from catalog.pipelines.views import (
+    PipelineView,
+    StepChange,
+    StepRole,
+    deleted_reason,
+    trained_unavailable_reason,
+)
 from infra.db import Database
 from infra.errors import BadInput, Conflict, NotFound
 from infra.tables import Listing, Pipeline, PipelineStep, SearchEvent, utcnow
@@ -172,6 +180,8 @@ class PipelineService:
         if problems:
             raise BadInput(f"{label} cannot run yet: {'; '.join(problems)}")
         for step, listing in await load_rows(session, pipeline.id):
+            if listing is None:  # deleted since the view was read
+                raise BadInput(f"{label} cannot run yet: {deleted_reason(step.position)}")
             runs = listing
             if step.trained_listing_id is not None:
                 try:
@@ -283,11 +293,12 @@ class PipelineService:
                 step.training_data_listing_id = dataset.id
             session.add(step)
             await session.flush()
-            before = chosen_pairs(rows)
+            before, shape = chosen_pairs(rows), chain_shape(rows)
             rows.insert(index, (step, listing))
             outcome = await self.reconcile(session, actor, pipeline, rows, before, auto_condition)
             await keep_published_reachable(session, pipeline, [step.id, *outcome.inserted])
             view = await self._view(session, actor, pipeline)
+            await keep_published_chain(session, pipeline, shape, rows, view)
         if search_id is not None:
             await self.demand.record_selection(search_id, listing.id)
         await log_gaps(self.demand, actor, outcome.gaps)
@@ -301,7 +312,7 @@ class PipelineService:
             index = next((i for i, (step, _) in enumerate(rows) if step.id == step_id), None)
             if index is None:
                 raise NotFound(f"step {step_id!r} is not in this pipeline")
-            before = chosen_pairs(rows)
+            before, shape = chosen_pairs(rows), chain_shape(rows)
             removed, _ = rows.pop(index)
             if removed.role == StepRole.CONDITIONING:
                 upstream = next((s for s, _ in reversed(rows[:index]) if s.role == StepRole.STEP), None)
@@ -313,6 +324,7 @@ class PipelineService:
             outcome = await self.reconcile(session, actor, pipeline, rows, before, auto=True)
             await keep_published_reachable(session, pipeline, outcome.inserted)
             view = await self._view(session, actor, pipeline)
+            await keep_published_chain(session, pipeline, shape, rows, view)
         await log_gaps(self.demand, actor, outcome.gaps)
         return _change(view, None, outcome)
 
@@ -363,6 +375,11 @@ class PipelineService:
             producer, consumer = rows[i], rows[j]
             between = rows[i + 1 : j]
             chain = [producer[1], *(listing for _, listing in between), consumer[1]]
+            if any(listing is None for listing in chain):
+                # A deleted listing proves nothing either way: the connection stays as its owner left
+                # it, open (``views.deleted_reason``), until they remove or replace that step.
+                ordered.extend(between)
+                continue
             if between and not chain_misfits(chain):
                 ordered.extend(between)  # the conditioners in place still bridge this connection
                 continue

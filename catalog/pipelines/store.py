@@ -3,6 +3,17 @@
 Every service in this package reads pipelines through these functions, so the access rules — a pipeline
 is its owner's (admins aside), a step's listing must be visible to the caller, both answered with
 NOT_FOUND otherwise — are written once.
+
+A step whose listing its owner deleted stays in the pipeline, loaded with ``None`` for its listing
+(``load_rows``). Before, the step went with the listing (a cascading foreign key): the chain silently
+shrank, its neighbours met without the conditioning they needed, and a published chain ran something
+else than what was published. Its owner rather sees the step marked deleted, the pipeline not runnable
+with a reason naming the step, and removes or replaces it (``views.deleted_reason``). Deleting is not
+refused, even under other accounts' published pipelines: a listing is its owner's to withdraw (a broken
+or withdrawn model must be able to go), and a stranger's pipeline must not hold it hostage; making the
+listing private is not refused either, and a deleted listing reads the same to those pipelines: their
+owners read it on the step (``listingDeleted``, ``notRunnableReason``) and, for a published pipeline, in
+``Pipeline.listingProblem``. A listing deleted while an edit adds it leaves a step in that same state.
 """
 
 from __future__ import annotations
@@ -18,13 +29,13 @@ from catalog.actors import Actor
 from catalog.enums import ListingKind
 from catalog.formats import canonical_ref
 from catalog.pipelines.conditioning import needs_training
-from catalog.pipelines.views import StepRole, unavailable_reason
+from catalog.pipelines.views import StepRole, deleted_reason, unavailable_reason
 from infra.errors import BadInput, NotFound, Unauthenticated
 from infra.tables import Listing, ListingVersion, Pipeline, PipelineStep
 
 CODE_ARTIFACT_KINDS = frozenset({"package", "image"})  # versions that carry a program to run
 
-Row = tuple[PipelineStep, Listing]
+Row = tuple[PipelineStep, Listing | None]  # None: the step's listing was deleted by its owner
 
 
 def require_account(actor: Actor) -> None:
@@ -68,7 +79,7 @@ async def visible_listing(session: AsyncSession, actor: Actor, listing_id: str) 
 async def unseen_listing_ids(session: AsyncSession, actor: Actor, rows: Sequence[Row]) -> set[str]:
     """The steps' listings ``actor`` may no longer see: a listing visible when it was added may since
     have been made private or suspended by its owner, and a pipeline must not keep showing it."""
-    ids = {listing.id for _, listing in rows}
+    ids = {listing.id for _, listing in rows if listing is not None}
     if not ids or actor.is_admin:
         return set()
     seen = await session.scalars(select(Listing.id).where(Listing.id.in_(ids), visible_to(actor)))
@@ -76,28 +87,37 @@ async def unseen_listing_ids(session: AsyncSession, actor: Actor, rows: Sequence
 
 
 async def require_visible_steps(session: AsyncSession, actor: Actor, rows: Sequence[Row]) -> None:
-    """BadInput when a step's listing is no longer visible to ``actor`` (it must not be trained or
-    copied, and its name must not be shown)."""
+    """BadInput when a step's listing is no longer visible to ``actor`` or was deleted (it must not be
+    trained or copied, and its name must not be shown)."""
     unseen = await unseen_listing_ids(session, actor, rows)
-    problems = [unavailable_reason(step.position) for step, listing in rows if listing.id in unseen]
+    problems = [
+        deleted_reason(step.position) if listing is None else unavailable_reason(step.position)
+        for step, listing in rows
+        if listing is None or listing.id in unseen
+    ]
     if problems:
         raise BadInput("; ".join(problems))
 
 
 async def load_rows(session: AsyncSession, pipeline_id: str) -> list[Row]:
+    """The steps in order with their listings; ``None`` for a listing that was deleted."""
     result = await session.execute(
         select(PipelineStep, Listing)
-        .join(Listing, Listing.id == PipelineStep.listing_id)
+        .outerjoin(Listing, Listing.id == PipelineStep.listing_id)
         .where(PipelineStep.pipeline_id == pipeline_id)
         .order_by(PipelineStep.position, PipelineStep.id)
     )
     return [(step, listing) for step, listing in result.all()]
 
 
-async def step_row(session: AsyncSession, pipeline_id: str, step_id: str) -> Row:
-    for row in await load_rows(session, pipeline_id):
-        if row[0].id == step_id:
-            return row
+async def step_row(session: AsyncSession, pipeline_id: str, step_id: str) -> tuple[PipelineStep, Listing]:
+    """The step and its listing; BadInput when that listing was deleted (remove or replace the step)."""
+    for step, listing in await load_rows(session, pipeline_id):
+        if step.id != step_id:
+            continue
+        if listing is None:
+            raise BadInput(deleted_reason(step.position))
+        return step, listing
     raise NotFound(f"step {step_id!r} is not in this pipeline")
 
 
@@ -151,7 +171,7 @@ async def refuse_cycle(session: AsyncSession, pipeline: Pipeline, listing: Listi
         if source.id == pipeline.id:
             raise BadInput(f"adding {listing.name!r} would make pipeline {pipeline.name!r} contain itself")
         for _, inner in await load_rows(session, source.id):
-            if inner.kind == ListingKind.PIPELINE:
+            if inner is not None and inner.kind == ListingKind.PIPELINE:
                 pending.append(inner.id)
 
 

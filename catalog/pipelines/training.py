@@ -26,7 +26,7 @@ from catalog.pipelines.conditioning import needs_training
 from catalog.pipelines.running import resource_class_for
 from catalog.pipelines.service import PipelineService
 from catalog.pipelines.store import load_rows, owned_pipeline, require_visible_steps, visible_listing
-from catalog.pipelines.views import PipelineView, StepRole
+from catalog.pipelines.views import PipelineView, StepRole, deleted_reason
 from infra.errors import BadInput
 from infra.tables import Listing, Pipeline, PipelineStep
 
@@ -101,6 +101,8 @@ class PipelineTraining:
             if row is None:
                 raise BadInput(f"step {step_id!r} is not in this pipeline")
             step, algorithm = row
+            if algorithm is None:
+                raise BadInput(deleted_reason(step.position))
             if not needs_training(algorithm):
                 raise BadInput(
                     f"{algorithm.name!r} runs as it is (it declares no training_resources): nothing to train"

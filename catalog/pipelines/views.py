@@ -14,6 +14,7 @@ from enum import StrEnum
 from typing import Any
 
 UNAVAILABLE_LISTING_NAME = "(unavailable listing)"
+DELETED_LISTING_NAME = "(deleted listing)"
 
 
 def unavailable_reason(position: int) -> str:
@@ -24,6 +25,15 @@ def unavailable_reason(position: int) -> str:
         f"the listing of step {position + 1} is no longer available to you "
         "(its owner made it private or it was suspended); the pipeline runs again once its owner removes "
         "or replaces that step"
+    )
+
+
+def deleted_reason(position: int) -> str:
+    """Why a step whose listing its owner deleted blocks the pipeline (``store``: the step is kept so
+    the chain does not silently shrink). No name: the listing may have been private before it went."""
+    return (
+        f"the listing of step {position + 1} was deleted by its owner; the pipeline runs again once its "
+        "owner removes or replaces that step"
     )
 
 
@@ -86,6 +96,9 @@ class StepView:
     # False once the step's listing is no longer visible to the viewer (made private, shared with
     # others only, suspended): the step then shows nothing of the listing but its id.
     available: bool = True
+    # True when the step's listing was deleted: the step is kept (and ``available`` is False) so the
+    # pipeline's owner sees what the chain lost instead of a shorter chain.
+    listing_deleted: bool = False
     # Why the listing that runs at this step cannot score records although it is visible and trained:
     # no published code (a catalog entry), a nested pipeline listing that cannot run, a trained model the
     # viewer may not use. Set by ``evaluation.build_view`` (``runnability``), the rule ``runJob`` applies.
@@ -113,7 +126,7 @@ class StepView:
 
     @property
     def unavailable_reason(self) -> str:
-        return unavailable_reason(self.position)
+        return (deleted_reason if self.listing_deleted else unavailable_reason)(self.position)
 
 
 @dataclass(frozen=True, slots=True)

@@ -155,15 +155,19 @@ async def test_build_the_demo_chain_through_the_api(
     assert read["pipeline"]["listingProblem"].startswith("step 3 is private, so nobody the public listing")
     await listings.update(producer, classifier.id, {"visibility": "public"})
 
-    removed = await run(
-        schema,
-        services,
-        requester,
+    remove = (
         "mutation($p: ID!, $s: ID!) { removePipelineStep(pipelineId: $p, stepId: $s) "
-        "{ opened { status reason alternatives { name } } } }",
-        p=pipeline_id,
-        s=pipeline["steps"][1]["id"],
+        "{ opened { status reason alternatives { name } } } }"
     )
+    # The conditioner of a published chain stays: its listing runs this chain for others.
+    removed = await run(schema, services, requester, remove, p=pipeline_id, s=pipeline["steps"][1]["id"])
+    assert removed["errors"][0]["code"] == "BAD_INPUT"
+    assert removed["errors"][0]["message"].startswith(
+        "step 1 'street-object-detector' → step 2 'crop-classifier' would no longer fit, and the public "
+        "listing 'street pipeline' published from this pipeline runs this chain for others"
+    )
+    await listings.update(requester, published["publishPipeline"]["id"], {"visibility": "private"})
+    removed = await run(schema, services, requester, remove, p=pipeline_id, s=pipeline["steps"][1]["id"])
     (opened,) = removed["removePipelineStep"]["opened"]
     assert opened["status"] == "OPEN" and opened["alternatives"] == [{"name": "boxes-to-crops"}]
 

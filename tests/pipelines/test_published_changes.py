@@ -227,3 +227,101 @@ async def test_a_published_pipeline_is_not_retrained_out_of_its_audiences_reach(
         await service.plan_listing_run(stranger, listing.id)
     problem = (await service.get(requester, pipeline_id)).listing_problem
     assert problem is not None and problem.startswith(f"step 3 is private, {PUBLISHED}; its owner is")
+
+
+async def test_removing_the_conditioner_of_a_published_chain_is_refused(
+    service: PipelineService,
+    catalog: CatalogApp,
+    requester: Actor,
+    stranger: Actor,
+    vision: dict[str, Listing],
+) -> None:
+    """Before, the removal went through: the listing's connection stayed open and every stranger's run of
+    it was refused from then on, while its publisher was told nothing."""
+    pipeline_id, listing = await _published(
+        service, catalog, requester, [vision["detector"], vision["classifier"]]
+    )
+    conditioner = (await service.get(requester, pipeline_id)).steps[1]
+    assert conditioner.listing_name == "boxes-to-crops"
+    refused_text = (
+        "step 1 'street-object-detector' → step 2 'crop-classifier' would no longer fit, and the public "
+        "listing 'street scenes' published from this pipeline runs this chain for others: "
+        "'street-object-detector' emits bounding-boxes@1 but 'crop-classifier' needs image-crops@1; add one "
+        "of the proposed conditioning steps; keep one of them between the two steps ('boxes-to-crops': "
+        "addPipelineStep after step 1), or make 'street scenes' private first (updateListing)"
+    )
+    with pytest.raises(BadInput, match=re.escape(refused_text)) as refused:
+        await service.remove_step(requester, pipeline_id, conditioner.id)
+    assert refused.value.code == "BAD_INPUT"
+    assert [s.id for s in (await service.get(requester, pipeline_id)).steps][1] == conditioner.id
+    assert len((await service.plan_listing_run(stranger, listing.id)).steps) == 3
+
+    # Without its audience to keep, the pipeline is its owner's to take apart, but not to publish so.
+    await catalog.listings.update(requester, listing.id, {"visibility": "private"})
+    change = await service.remove_step(requester, pipeline_id, conditioner.id)
+    assert [c.status for c in change.opened] == ["open"]
+    widened = (
+        "step 1 'street-object-detector' → step 2 'crop-classifier' does not fit (format bounding-boxes@1 "
+        "does not match image-crops@1), so this public pipeline listing would not run for others: bridge "
+        "them in the pipeline first, or keep the listing private"
+    )
+    with pytest.raises(BadInput, match=re.escape(widened)):
+        await catalog.listings.update(requester, listing.id, {"visibility": "public"})
+
+
+async def test_a_published_chain_keeps_the_ends_its_listing_declares(
+    service: PipelineService,
+    catalog: CatalogApp,
+    requester: Actor,
+    stranger: Actor,
+    make_listing: MakeListing,
+    vision: dict[str, Listing],
+) -> None:
+    """The listing says it takes image@1 and answers predictions@1; a step added at either end that
+    reads or emits something else would hand its users records they never asked for."""
+    pipeline_id, listing = await _published(
+        service, catalog, requester, [vision["detector"], vision["classifier"]]
+    )
+    picker = await make_listing(
+        "label-picker", package="classifier", input_format="predictions@1", output_format="class-label@1"
+    )
+    framer = await make_listing(
+        "frame-grabber", package="detector", input_format="video@1", output_format="image@1"
+    )
+    last = (
+        "step 4 'label-picker' would come last, but the public listing 'street scenes' published from this "
+        "pipeline answers predictions@1 and it does not emit that: format class-label@1 does not match "
+        "predictions@1; keep a last step that emits predictions@1, or make 'street scenes' private first "
+        "(updateListing)"
+    )
+    with pytest.raises(BadInput, match=re.escape(last)):
+        await service.add_step(requester, pipeline_id, picker.id)
+    first = (
+        "step 1 'frame-grabber' would come first, but the public listing 'street scenes' published from "
+        "this pipeline takes image@1 and it does not read that: format image@1 does not match video@1; "
+        "keep a first step that reads image@1"
+    )
+    with pytest.raises(BadInput, match=re.escape(first)):
+        await service.add_step(requester, pipeline_id, framer.id, at_start=True)
+    assert [s.listing_name for s in (await service.plan_listing_run(stranger, listing.id)).steps] == [
+        "street-object-detector",
+        "boxes-to-crops",
+        "crop-classifier",
+    ]
+
+    # Reworked while private, it goes back out once the listing declares what the chain now answers.
+    await catalog.listings.update(requester, listing.id, {"visibility": "private"})
+    await service.add_step(requester, pipeline_id, picker.id)
+    stale = (
+        "step 4 'label-picker' would come last, but this public pipeline listing answers predictions@1 and "
+        "it does not emit that: format class-label@1 does not match predictions@1; keep a last step that "
+        "emits predictions@1, or keep the listing private"
+    )
+    with pytest.raises(BadInput, match=re.escape(stale)):
+        await catalog.listings.update(requester, listing.id, {"visibility": "public"})
+    await catalog.listings.update(
+        requester, listing.id, {"visibility": "public", "output_format": "class-label@1"}
+    )
+    assert [s.listing_name for s in (await service.plan_listing_run(stranger, listing.id)).steps][-1] == (
+        "label-picker"
+    )

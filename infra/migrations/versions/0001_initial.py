@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises:
-Create Date: 2026-11-29 01:09:21.891245
+Create Date: 2026-11-29 02:15:57.077626
 """
 
 from collections.abc import Sequence
@@ -256,7 +256,6 @@ def upgrade() -> None:
         sa.Column("training_data_listing_id", sa.String(length=32), nullable=True),
         sa.Column("trained_listing_id", sa.String(length=32), nullable=True),
         sa.Column("config", sa.JSON(), nullable=False),
-        sa.ForeignKeyConstraint(["listing_id"], ["listings.id"], ondelete="CASCADE"),
         sa.ForeignKeyConstraint(["pipeline_id"], ["pipelines.id"], ondelete="CASCADE"),
         sa.PrimaryKeyConstraint("id"),
     )
