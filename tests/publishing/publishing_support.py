@@ -11,10 +11,14 @@ import zipfile
 from pathlib import Path
 from typing import Any
 
+from sqlalchemy import select
+
+from catalog.actors import Actor
 from catalog.app import CatalogApp
 from catalog.publishing.service import InProcessQueue, PublishingService
 from executor.publish_sandbox import ExecutorSandbox
 from infra.settings import Settings
+from infra.tables import Listing, ListingVersion
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -124,3 +128,24 @@ def files_outside(
 def artifact_blobs(data_dir: Path) -> list[Path]:
     root = data_dir / "artifacts" / "blobs"
     return sorted(p for p in root.rglob("*") if p.is_file()) if root.exists() else []
+
+
+class Unqueued:
+    """A queue that runs nothing: the test runs each publication where it wants it run."""
+
+    async def enqueue(self, publication_id: str, delivery: int = 0, on_gpu: bool = False) -> None:
+        return None
+
+    async def gpu_workers_alive(self) -> bool:
+        return False
+
+
+async def versions_of(app: CatalogApp, owner: Actor) -> list[str]:
+    """Every version of the owner's listings."""
+    async with app.db.session() as session:
+        rows = await session.scalars(
+            select(ListingVersion.version)
+            .join(Listing, Listing.id == ListingVersion.listing_id)
+            .where(Listing.owner_id == owner.account_id)
+        )
+        return sorted(rows.all())

@@ -11,7 +11,14 @@ import textwrap
 from datetime import timedelta
 
 import pytest
-from publishing_support import REPO, package_files, sentiment_manifest, zip_bytes
+from publishing_support import (
+    REPO,
+    Unqueued,
+    package_files,
+    sentiment_manifest,
+    versions_of,
+    zip_bytes,
+)
 from sqlalchemy import select, update
 
 from catalog.actors import Actor
@@ -19,7 +26,7 @@ from catalog.app import CatalogApp
 from catalog.publishing.service import PublishingService
 from executor.publish_sandbox import ExecutorSandbox
 from infra.settings import Settings
-from infra.tables import Listing, ListingVersion, Publication, utcnow
+from infra.tables import ListingVersion, Publication, utcnow
 
 # A worker process that runs one publication and is killed (SIGKILL: no cleanup, no outcome recorded)
 # the moment its listing step has committed the version.
@@ -60,27 +67,6 @@ def kill_worker_after_listing(settings: Settings, publication_id: str) -> None:
     env.pop("MLREPO_REDIS_URL", None)
     done = subprocess.run([sys.executable, "-c", DIE_AFTER_LISTING, publication_id], env=env, timeout=300)
     assert done.returncode == -signal.SIGKILL, done.returncode
-
-
-class Unqueued:
-    """A queue that runs nothing: the test runs each publication where it wants it run."""
-
-    async def enqueue(self, publication_id: str, delivery: int = 0, on_gpu: bool = False) -> None:
-        return None
-
-    async def gpu_workers_alive(self) -> bool:
-        return False
-
-
-async def versions_of(app: CatalogApp, owner: Actor) -> list[str]:
-    """Every version of the owner's listings."""
-    async with app.db.session() as session:
-        rows = await session.scalars(
-            select(ListingVersion.version)
-            .join(Listing, Listing.id == ListingVersion.listing_id)
-            .where(Listing.owner_id == owner.account_id)
-        )
-        return sorted(rows.all())
 
 
 @pytest.mark.parametrize("pinned", [None, "2.0.0"], ids=["unpinned", "pinned"])

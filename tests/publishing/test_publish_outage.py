@@ -1,0 +1,172 @@
+"""A publication rides out a PostgreSQL restart in the middle of its run.
+
+The outage is real, as in ``tests/executor/test_job_outcome_outage.py``: the test's own cluster is shut
+down (its clients' connections cut, new ones refused) just before one of the publication's writes, and
+started again a few seconds later."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import time
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any
+
+import pytest
+from publishing_support import Unqueued, package_files, sentiment_manifest, versions_of, zip_bytes
+from sqlalchemy import select
+
+from catalog.actors import Actor
+from catalog.app import CatalogApp
+from catalog.publishing import workflow as workflow_module
+from catalog.publishing.service import PublishingService
+from executor.publish_sandbox import ExecutorSandbox
+from infra.migrate import upgrade
+from infra.settings import Settings
+from infra.tables import ListingVersion, Publication
+
+if TYPE_CHECKING:
+    from tests.conftest import PostgresCluster
+
+DOWN_S = 3.0
+
+
+@pytest.fixture
+def database_url(private_postgres_cluster: PostgresCluster) -> str:
+    """Every fixture of this module (settings, app, alice) works on the cluster the test restarts."""
+    private_postgres_cluster.psql("CREATE DATABASE mlrepo")
+    url = private_postgres_cluster.url("mlrepo")
+    upgrade(Settings(database_url=url))
+    return url
+
+
+class Outage:
+    """Shuts the cluster down once, and starts it again ``DOWN_S`` later (in the background)."""
+
+    def __init__(self, cluster: PostgresCluster) -> None:
+        self.cluster = cluster
+        self.began: float | None = None
+        self.restart: asyncio.Task | None = None
+
+    async def begin(self) -> None:
+        if self.restart is None:
+            await asyncio.to_thread(self.cluster.stop_server)
+            self.began = time.monotonic()
+            self.restart = asyncio.create_task(self._start_again())
+
+    async def _start_again(self) -> None:
+        await asyncio.sleep(DOWN_S)
+        await asyncio.to_thread(self.cluster.start_server)
+
+    async def over(self) -> None:
+        if self.restart is not None:
+            await self.restart
+
+
+def around(method: Callable[..., Awaitable[Any]], outage: Outage, after: bool) -> Callable[..., Any]:
+    """``method``, with the outage beginning just before it (``after=False``) or just after it."""
+
+    async def wrapped(*args: Any, **kwargs: Any) -> Any:
+        if not after:
+            await outage.begin()
+        result = await method(*args, **kwargs)
+        if after:
+            await outage.begin()
+        return result
+
+    return wrapped
+
+
+# Which of the publication's writes meets the outage: (the workflow's part, its method, whether the outage
+# begins after it rather than before).
+WRITES = {
+    "step record": ("workflow", "_verify", True),  # the verify step's body is done: its record comes next
+    "listing write": ("index", "embed", True),  # the new listing's vector: its transaction comes next
+    "outcome": ("workflow", "_finish", False),
+}
+
+
+@pytest.mark.parametrize("write", list(WRITES))
+async def test_a_publication_rides_out_a_database_restart_at_its_writes(
+    settings: Settings,
+    app: CatalogApp,
+    alice: Actor,
+    bwrap_ok: bool,
+    private_postgres_cluster: PostgresCluster,
+    write: str,
+) -> None:
+    """A step's record, the listing write and the outcome were written once: a PostgreSQL restart at any
+    of them stopped the run with an OSError (connection refused), leaving the publication RUNNING for
+    recovery to run again from the start (or, had the database come back between a failed step and its
+    record, FAILED for the producer). Each is now retried while the database is unreachable, for
+    ``job_final_write_retry_s``, under the run's claim: the run publishes once, in one listing write."""
+    bwrap = settings.model_copy(update={"runtime": "bwrap", "job_final_write_retry_s": 60.0})
+    service = PublishingService(bwrap, app.db, app.listings, ExecutorSandbox(bwrap), queue=Unqueued())
+    pub = await service.submit_package(alice, io.BytesIO(zip_bytes(package_files(sentiment_manifest()))))
+    outage = Outage(private_postgres_cluster)
+    part, method, after = WRITES[write]
+    target = service.workflow if part == "workflow" else service.workflow.listings.index
+    setattr(target, method, around(getattr(target, method), outage, after))
+    try:
+        outcome = await asyncio.wait_for(service.run(pub.id), 120)
+        written_after = time.monotonic() - (outage.began or 0)
+    finally:
+        await outage.over()
+    print(f"{write}: the run ended {written_after:.1f} s after the database went down for {DOWN_S} s")
+    assert outage.began is not None, "the outage never began"
+    assert outcome == "published"
+    done = await service.get(alice, pub.id)
+    assert (done.status, done.error, done.version) == ("published", None, "1.0.0")
+    assert [s.status for s in done.steps] == ["succeeded"] * 5
+    assert await versions_of(app, alice) == ["1.0.0"]
+    async with app.db.session() as session:
+        row = await session.get(Publication, pub.id)
+        stored = await session.scalar(select(ListingVersion).where(ListingVersion.publication_id == pub.id))
+    assert (row.attempts, row.upload_path, row.listing_id) == (1, None, stored.listing_id)
+    assert not (service.workflow.staging_root / pub.id).exists()
+    assert not (service.upload_root / pub.id).exists()
+    assert written_after >= DOWN_S
+
+
+def answer_lost_once(write: Callable[..., Awaitable[Any]]) -> Callable[..., Any]:
+    """``write``, whose first call commits and then loses its acknowledgement: the connection drops before
+    the answer arrives, as a server that goes down right after a commit leaves it."""
+    calls = 0
+
+    async def wrapped(*args: Any, **kwargs: Any) -> Any:
+        nonlocal calls
+        calls += 1
+        result = await write(*args, **kwargs)
+        if calls == 1:
+            raise ConnectionResetError("the connection was lost before the commit was acknowledged")
+        return result
+
+    return wrapped
+
+
+@pytest.mark.parametrize("write", ["listing write", "outcome"])
+async def test_a_retried_write_that_had_landed_is_recognised(
+    settings: Settings,
+    app: CatalogApp,
+    alice: Actor,
+    bwrap_ok: bool,
+    monkeypatch: pytest.MonkeyPatch,
+    write: str,
+) -> None:
+    """A write retried after its acknowledgement was lost finds its own commit. Taken as a fresh write,
+    the listing's retry failed the publication on "a listing named 'tiny-sentiment' already exists", and
+    the outcome's retry found the publication final and reported the run superseded (its upload kept).
+    The listing's retry now finds the version that names the publication; the outcome's, the row final
+    with its status under the run's own claim."""
+    bwrap = settings.model_copy(update={"runtime": "bwrap", "job_final_write_retry_s": 30.0})
+    service = PublishingService(bwrap, app.db, app.listings, ExecutorSandbox(bwrap), queue=Unqueued())
+    pub = await service.submit_package(alice, io.BytesIO(zip_bytes(package_files(sentiment_manifest()))))
+    if write == "listing write":
+        monkeypatch.setattr(workflow_module, "write_version", answer_lost_once(workflow_module.write_version))
+    else:
+        service.workflow._write_outcome = answer_lost_once(service.workflow._write_outcome)
+    assert await service.run(pub.id) == "published"
+    done = await service.get(alice, pub.id)
+    assert (done.status, done.error, done.version) == ("published", None, "1.0.0")
+    assert await versions_of(app, alice) == ["1.0.0"]
+    assert not (service.upload_root / pub.id).exists()
