@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+import logging
 import time
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
@@ -21,6 +22,7 @@ from catalog.app import CatalogApp
 from catalog.publishing import workflow as workflow_module
 from catalog.publishing.service import PublishingService
 from executor.publish_sandbox import ExecutorSandbox
+from infra.db import is_unreachable
 from infra.migrate import upgrade
 from infra.settings import Settings
 from infra.tables import ListingVersion, Publication
@@ -41,10 +43,12 @@ def database_url(private_postgres_cluster: PostgresCluster) -> str:
 
 
 class Outage:
-    """Shuts the cluster down once, and starts it again ``DOWN_S`` later (in the background)."""
+    """Shuts the cluster down once, and starts it again ``DOWN_S`` later, or once ``back_when()`` (in the
+    background)."""
 
-    def __init__(self, cluster: PostgresCluster) -> None:
+    def __init__(self, cluster: PostgresCluster, back_when: Callable[[], bool] | None = None) -> None:
         self.cluster = cluster
+        self.back_when = back_when
         self.began: float | None = None
         self.restart: asyncio.Task | None = None
 
@@ -55,7 +59,11 @@ class Outage:
             self.restart = asyncio.create_task(self._start_again())
 
     async def _start_again(self) -> None:
-        await asyncio.sleep(DOWN_S)
+        if self.back_when is None:
+            await asyncio.sleep(DOWN_S)
+        else:
+            while not self.back_when():
+                await asyncio.sleep(0.05)
         await asyncio.to_thread(self.cluster.start_server)
 
     async def over(self) -> None:
@@ -170,3 +178,54 @@ async def test_a_retried_write_that_had_landed_is_recognised(
     assert (done.status, done.error, done.version) == ("published", None, "1.0.0")
     assert await versions_of(app, alice) == ["1.0.0"]
     assert not (service.upload_root / pub.id).exists()
+
+
+async def test_a_publication_the_database_left_unable_to_go_on_is_run_again_not_failed(
+    settings: Settings,
+    app: CatalogApp,
+    alice: Actor,
+    bwrap_ok: bool,
+    private_postgres_cluster: PostgresCluster,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Past ``job_final_write_retry_s`` a step that cannot reach the database stops the run, but not by
+    failing the publication: its failure, recorded once the database was back, blamed the producer's
+    upload ("internal error in step package") for the outage. It stays RUNNING, and recovery runs it
+    again, as it does for a lost worker."""
+    bwrap = settings.model_copy(
+        update={
+            "runtime": "bwrap",
+            "job_final_write_retry_s": 5.0,
+            "job_heartbeat_s": 0.2,
+            "job_stale_after_s": 1.0,
+        }
+    )
+    service = PublishingService(bwrap, app.db, app.listings, ExecutorSandbox(bwrap), queue=Unqueued())
+    pub = await service.submit_package(alice, io.BytesIO(zip_bytes(package_files(sentiment_manifest()))))
+
+    def gave_up() -> bool:  # the database comes back once the package step has given up reading it
+        return any(r.name == "mlrepo.publishing" and r.levelno >= logging.WARNING for r in caplog.records)
+
+    outage = Outage(private_postgres_cluster, back_when=gave_up)
+    # The package's files are read: the step reads its target listing next, into the outage.
+    service.workflow._package_code = around(service.workflow._package_code, outage, after=True)
+    try:
+        with pytest.raises(OSError) as unreachable:
+            await asyncio.wait_for(service.run(pub.id), 120)
+        assert is_unreachable(unreachable.value)
+    finally:
+        await outage.over()
+    left = await service.get(alice, pub.id)
+    assert (left.status, left.error) == ("running", None)
+    assert [s.status for s in left.steps][:2] == ["running", "pending"]
+    for _ in range(100):  # once its heartbeat is job_stale_after_s old
+        await service.recover()
+        if (await service.get(alice, pub.id)).status == "queued":
+            break
+        await asyncio.sleep(0.1)
+    assert await asyncio.wait_for(service.run(pub.id), 120) == "published"
+    done = await service.get(alice, pub.id)
+    assert (done.status, done.error, done.version) == ("published", None, "1.0.0")
+    assert await versions_of(app, alice) == ["1.0.0"]
+    async with app.db.session() as session:
+        assert (await session.get(Publication, pub.id)).attempts == 2
