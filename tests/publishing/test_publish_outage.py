@@ -23,55 +23,21 @@ from catalog.publishing import workflow as workflow_module
 from catalog.publishing.service import PublishingService
 from executor.publish_sandbox import ExecutorSandbox
 from infra.db import is_unreachable
-from infra.migrate import upgrade
 from infra.settings import Settings
 from infra.tables import ListingVersion, Publication
+from tests.db_outage import DOWN_S, DatabaseOutage, migrated_database
 
 if TYPE_CHECKING:
     from tests.conftest import PostgresCluster
-
-DOWN_S = 3.0
 
 
 @pytest.fixture
 def database_url(private_postgres_cluster: PostgresCluster) -> str:
     """Every fixture of this module (settings, app, alice) works on the cluster the test restarts."""
-    private_postgres_cluster.psql("CREATE DATABASE mlrepo")
-    url = private_postgres_cluster.url("mlrepo")
-    upgrade(Settings(database_url=url))
-    return url
+    return migrated_database(private_postgres_cluster)
 
 
-class Outage:
-    """Shuts the cluster down once, and starts it again ``DOWN_S`` later, or once ``back_when()`` (in the
-    background)."""
-
-    def __init__(self, cluster: PostgresCluster, back_when: Callable[[], bool] | None = None) -> None:
-        self.cluster = cluster
-        self.back_when = back_when
-        self.began: float | None = None
-        self.restart: asyncio.Task | None = None
-
-    async def begin(self) -> None:
-        if self.restart is None:
-            await asyncio.to_thread(self.cluster.stop_server)
-            self.began = time.monotonic()
-            self.restart = asyncio.create_task(self._start_again())
-
-    async def _start_again(self) -> None:
-        if self.back_when is None:
-            await asyncio.sleep(DOWN_S)
-        else:
-            while not self.back_when():
-                await asyncio.sleep(0.05)
-        await asyncio.to_thread(self.cluster.start_server)
-
-    async def over(self) -> None:
-        if self.restart is not None:
-            await self.restart
-
-
-def around(method: Callable[..., Awaitable[Any]], outage: Outage, after: bool) -> Callable[..., Any]:
+def around(method: Callable[..., Awaitable[Any]], outage: DatabaseOutage, after: bool) -> Callable[..., Any]:
     """``method``, with the outage beginning just before it (``after=False``) or just after it."""
 
     async def wrapped(*args: Any, **kwargs: Any) -> Any:
@@ -111,7 +77,7 @@ async def test_a_publication_rides_out_a_database_restart_at_its_writes(
     bwrap = settings.model_copy(update={"runtime": "bwrap", "job_final_write_retry_s": 60.0})
     service = PublishingService(bwrap, app.db, app.listings, ExecutorSandbox(bwrap), queue=Unqueued())
     pub = await service.submit_package(alice, io.BytesIO(zip_bytes(package_files(sentiment_manifest()))))
-    outage = Outage(private_postgres_cluster)
+    outage = DatabaseOutage(private_postgres_cluster)
     part, method, after = WRITES[write]
     target = service.workflow if part == "workflow" else service.workflow.listings.index
     setattr(target, method, around(getattr(target, method), outage, after))
@@ -206,7 +172,7 @@ async def test_a_publication_the_database_left_unable_to_go_on_is_run_again_not_
     def gave_up() -> bool:  # the database comes back once the package step has given up reading it
         return any(r.name == "mlrepo.publishing" and r.levelno >= logging.WARNING for r in caplog.records)
 
-    outage = Outage(private_postgres_cluster, back_when=gave_up)
+    outage = DatabaseOutage(private_postgres_cluster, back_when=gave_up)
     # The package's files are read: the step reads its target listing next, into the outage.
     service.workflow._package_code = around(service.workflow._package_code, outage, after=True)
     try:
