@@ -68,7 +68,7 @@ from catalog.publishing.archive_safety import (
     extract_archive,
     verify_file_checksums,
 )
-from catalog.publishing.images import ImageService, slug
+from catalog.publishing.images import ImageService, slug, staging_repository
 from catalog.publishing.listing_writer import Target, resolve_target, write_version
 from catalog.publishing.manifest import (
     Manifest,
@@ -142,7 +142,7 @@ class Job:
     @property
     def image_repository(self) -> str:
         """Where this run tags the images it derives, its own as its staging directory is."""
-        return f"mlrepo-staging/{self.publication_id}-{self.claim.attempt}"
+        return staging_repository(self.publication_id, self.claim.attempt)
 
 
 def merge_requirements(manifest: dict[str, Any], requirements: dict[str, Any]) -> dict[str, Any]:
@@ -222,9 +222,11 @@ class PublishWorkflow:
                 status, error = PublicationStatus.FAILED, f"{failed.step}: {failed.error.message}"
             finally:
                 await asyncio.to_thread(self._remove_staging, job)
-                if self.images is not None and (job.image_id or job.built_image):
-                    for tag in ("source", "normalized", "built"):
-                        await asyncio.to_thread(self.images.remove, f"{job.image_repository}:{tag}")
+                # Whatever it tagged, a step that failed half-way (a source tagged, its build refused) too.
+                mine = job.claim.attempt
+                await asyncio.to_thread(
+                    self.remove_staging_images, job.publication_id, lambda run: run == mine
+                )
         if job.hand_to_gpu_worker:
             await self._requeue_for_gpu_worker(job)
             return HANDED_TO_GPU_WORKER
@@ -436,15 +438,27 @@ class PublishWorkflow:
             lent = self.sandbox.gpus_available()
             log(f"routed to the GPU workers: this one has {lent} GPU(s), the listing suggests {gpus}")
 
-    @staticmethod
-    def _clear_earlier_runs(job: Job) -> None:
-        """Remove what earlier runs of the publication left in their staging directories: a worker killed
-        mid-step cleans nothing up. Such a run cannot write any more (its claim is gone), and one still
-        alive would remove its own directory when it stopped; a later run's directory is left alone."""
+    def _clear_earlier_runs(self, job: Job) -> None:
+        """Remove what earlier runs of the publication left in their staging directories and the images
+        they tagged: a worker killed mid-step cleans nothing up. Such a run cannot write any more (this
+        run holds the claim), and one still alive would remove its own when it stopped; a later run's
+        are left alone. (``mlrepo gc`` removes those of runs on other hosts or engines.)"""
         with contextlib.suppress(FileNotFoundError):
             for entry in list(job.staging.parent.iterdir()):
                 if not (entry.name.isdigit() and int(entry.name) > job.claim.attempt):
                     shutil.rmtree(entry, ignore_errors=True)
+        mine = job.claim.attempt
+        self.remove_staging_images(job.publication_id, lambda run: run < mine)
+
+    def remove_staging_images(self, publication_id: str, of_run: Callable[[int], bool]) -> int:
+        """Untag the staging images (``staging_repository``) of the publication's runs whose attempt
+        ``of_run`` accepts; how many. Blocking: call it through ``asyncio.to_thread``."""
+        if self.images is None:
+            return 0
+        leftovers = [s for s in self.images.staging_images(publication_id) if of_run(s.attempt)]
+        for image in leftovers:
+            self.images.remove(image.ref)
+        return len(leftovers)
 
     @staticmethod
     def _remove_staging(job: Job) -> None:

@@ -5,6 +5,9 @@ from __future__ import annotations
 import io
 import json
 import os
+import signal
+import subprocess
+import sys
 import tarfile
 import textwrap
 import zipfile
@@ -149,3 +152,49 @@ async def versions_of(app: CatalogApp, owner: Actor) -> list[str]:
             .where(Listing.owner_id == owner.account_id)
         )
         return sorted(rows.all())
+
+
+# A worker process that runs one publication and is killed (SIGKILL: no cleanup, no outcome recorded) the
+# moment the workflow's method argv[2] has returned (``_list``: the listing step committed the version).
+DIE_AFTER = textwrap.dedent(
+    """
+    import asyncio, os, signal, sys
+    from catalog.app import CatalogApp
+    from catalog.publishing.service import PublishingService
+    from executor.publish_sandbox import ExecutorSandbox
+    from infra.settings import Settings
+
+    async def main(publication_id, method):
+        settings = Settings()
+        app = await CatalogApp.open(settings, with_index=False)
+        service = PublishingService(settings, app.db, app.listings, ExecutorSandbox(settings))
+        original = getattr(service.workflow, method)
+
+        async def then_die(*args):
+            result = await original(*args)
+            os.kill(os.getpid(), signal.SIGKILL)
+            return result
+
+        setattr(service.workflow, method, then_die)
+        await service.run(publication_id)
+
+    asyncio.run(main(sys.argv[1], sys.argv[2]))
+    """
+)
+
+
+def kill_worker_after(settings: Settings, publication_id: str, method: str) -> None:
+    """Run the publication in a worker process of its own (``settings``' data dir, database, runtime and
+    engine), killed once ``method`` of its workflow returned: it leaves what a crashed worker leaves."""
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(REPO),
+        "MLREPO_DATA_DIR": str(settings.data_dir),
+        "MLREPO_DATABASE_URL": settings.resolved_database_url,
+        "MLREPO_RUNTIME": settings.runtime,
+    }
+    engine = {"MLREPO_DOCKER_HOST": settings.docker_host, "MLREPO_REGISTRY_URL": settings.registry_url}
+    env.update({name: value for name, value in engine.items() if value})
+    env.pop("MLREPO_REDIS_URL", None)
+    done = subprocess.run([sys.executable, "-c", DIE_AFTER, publication_id, method], env=env, timeout=300)
+    assert done.returncode == -signal.SIGKILL, done.returncode

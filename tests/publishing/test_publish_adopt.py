@@ -3,17 +3,12 @@
 from __future__ import annotations
 
 import io
-import os
-import signal
-import subprocess
-import sys
-import textwrap
 from datetime import timedelta
 
 import pytest
 from publishing_support import (
-    REPO,
     Unqueued,
+    kill_worker_after,
     package_files,
     sentiment_manifest,
     versions_of,
@@ -27,46 +22,6 @@ from catalog.publishing.service import PublishingService
 from executor.publish_sandbox import ExecutorSandbox
 from infra.settings import Settings
 from infra.tables import ListingVersion, Publication, utcnow
-
-# A worker process that runs one publication and is killed (SIGKILL: no cleanup, no outcome recorded)
-# the moment its listing step has committed the version.
-DIE_AFTER_LISTING = textwrap.dedent(
-    """
-    import asyncio, os, signal, sys
-    from catalog.app import CatalogApp
-    from catalog.publishing.service import PublishingService
-    from executor.publish_sandbox import ExecutorSandbox
-    from infra.settings import Settings
-
-    async def main(publication_id):
-        settings = Settings()
-        app = await CatalogApp.open(settings, with_index=False)
-        service = PublishingService(settings, app.db, app.listings, ExecutorSandbox(settings))
-        write_listing = service.workflow._list
-
-        async def list_then_die(job, log):
-            await write_listing(job, log)
-            os.kill(os.getpid(), signal.SIGKILL)
-
-        service.workflow._list = list_then_die
-        await service.run(publication_id)
-
-    asyncio.run(main(sys.argv[1]))
-    """
-)
-
-
-def kill_worker_after_listing(settings: Settings, publication_id: str) -> None:
-    env = {
-        **os.environ,
-        "PYTHONPATH": str(REPO),
-        "MLREPO_DATA_DIR": str(settings.data_dir),
-        "MLREPO_DATABASE_URL": settings.resolved_database_url,
-        "MLREPO_RUNTIME": "bwrap",
-    }
-    env.pop("MLREPO_REDIS_URL", None)
-    done = subprocess.run([sys.executable, "-c", DIE_AFTER_LISTING, publication_id], env=env, timeout=300)
-    assert done.returncode == -signal.SIGKILL, done.returncode
 
 
 @pytest.mark.parametrize("pinned", [None, "2.0.0"], ids=["unpinned", "pinned"])
@@ -82,7 +37,7 @@ async def test_a_re_run_adopts_the_version_its_killed_run_wrote(
     service = PublishingService(bwrap, app.db, app.listings, ExecutorSandbox(bwrap), queue=Unqueued())
     pub = await service.submit_package(alice, io.BytesIO(zip_bytes(package_files(manifest))))
 
-    kill_worker_after_listing(bwrap, pub.id)
+    kill_worker_after(bwrap, pub.id, "_list")
     version = pinned or "1.0.0"
     assert await versions_of(app, alice) == [version]  # written, the outcome not recorded
     async with app.db.session() as session:
