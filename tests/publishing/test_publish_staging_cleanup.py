@@ -6,13 +6,21 @@ from __future__ import annotations
 
 import io
 import os
+import tarfile
 import time
 import uuid
 from datetime import timedelta
 from pathlib import Path
 
 import pytest
-from publishing_support import Unqueued, kill_worker_after, package_files, sentiment_manifest, zip_bytes
+from publishing_support import (
+    Unqueued,
+    kill_worker_after,
+    package_files,
+    sentiment_manifest,
+    versions_of,
+    zip_bytes,
+)
 from sqlalchemy import update
 
 from catalog.actors import Actor
@@ -35,10 +43,11 @@ def service_for(settings: Settings, app: CatalogApp, runtime: str, request: pyte
     return PublishingService(updated, app.db, app.listings, ExecutorSandbox(updated), queue=Unqueued())
 
 
-async def killed_mid_run(service: PublishingService, alice: Actor) -> str:
-    """A publication whose worker was killed mid-run (run 1), its heartbeat long stopped."""
+async def killed_mid_run(service: PublishingService, alice: Actor, after: str | None = None) -> str:
+    """A publication whose worker was killed mid-run (run 1) once ``after`` returned (by default, the
+    runtime's ``KILLED_AFTER``), its heartbeat long stopped."""
     pub = await service.submit_package(alice, io.BytesIO(zip_bytes(package_files(sentiment_manifest()))))
-    kill_worker_after(service.settings, pub.id, KILLED_AFTER[service.settings.runtime])
+    kill_worker_after(service.settings, pub.id, after or KILLED_AFTER[service.settings.runtime])
     async with service.db.session() as session:
         await session.execute(
             update(Publication)
@@ -59,16 +68,24 @@ def left_behind(service: PublishingService, publication_id: str) -> tuple[list[s
     return tags, sorted(p.name for p in root.iterdir()) if root.exists() else []
 
 
+@pytest.mark.parametrize("killed_after", ["_package_image_of", "_list"], ids=["built", "listed"])
 async def test_a_re_run_removes_the_images_its_killed_run_tagged(
-    settings: Settings, app: CatalogApp, alice: Actor, bwrap_ok: bool, request: pytest.FixtureRequest
+    settings: Settings,
+    app: CatalogApp,
+    alice: Actor,
+    bwrap_ok: bool,
+    request: pytest.FixtureRequest,
+    killed_after: str,
 ) -> None:
-    """A worker killed after building the package's image left ``mlrepo-staging/<publication>-1:built``
-    in the engine: the re-run removed the killed run's staging directory but none of its images, and
-    nothing else ever did. The re-run now untags those of the runs before its own."""
+    """A worker killed after building the package's image (or after listing the version too) left
+    ``mlrepo-staging/<publication>-1:built`` in the engine: the re-run (or the run that adopts the
+    version) removed the killed run's staging directory but none of its images, and nothing else ever
+    did. It now untags those of the runs before its own."""
     service = service_for(settings, app, "auto", request)
-    pub_id = await killed_mid_run(service, alice)
+    pub_id = await killed_mid_run(service, alice, killed_after)
     assert await service.recover() == 1
     assert await service.run(pub_id) == "published"
+    assert await versions_of(app, alice) == ["1.0.0"]
     assert left_behind(service, pub_id) == ([], [])
 
 
@@ -133,3 +150,36 @@ def test_a_staging_tag_names_its_run() -> None:
     assert staging_image("mlrepo/alice/tiny:1.0.0") is None
     assert staging_image(f"registry:5000/{staging_repository('ab' * 16, 1)}:built") is None
     assert Path(staging_repository("ab" * 16, 3)).name == f"{'ab' * 16}-3"
+
+
+async def test_a_run_whose_image_build_failed_untags_the_source_it_tagged(
+    docker_publishing: PublishingService, alice: Actor, tmp_path: Path
+) -> None:
+    """A run untagged its images only once it had derived one, so a producer's image whose derived
+    build failed stayed tagged ``mlrepo-staging/<publication>-1:source`` for good. A run now untags
+    whatever it tagged."""
+    svc = docker_publishing
+    dockerfile = f'FROM {svc.settings.base_image}\nCOPY model.py /app\nENTRYPOINT ["python3", "/app"]\n'
+    context = io.BytesIO()
+    with tarfile.open(fileobj=context, mode="w") as tar:
+        for name, data in (("Dockerfile", dockerfile.encode()), ("model.py", b"print('hi')\n")):
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    context.seek(0)
+    local = f"producer-test/{uuid.uuid4().hex[:10]}:1"  # its /app is a file: WORKDIR /app cannot be made
+    svc.images.client.images.build(fileobj=context, custom_context=True, tag=local, network_mode="none")
+    try:
+        tarball = tmp_path / "image.tar"
+        with open(tarball, "wb") as f:
+            for chunk in svc.images.client.images.get(local).save(named=True):
+                f.write(chunk)
+        manifest = sentiment_manifest(name="app-is-a-file", verify=False)
+        with open(tarball, "rb") as f:
+            pub = await svc.submit_image(alice, manifest, tarball=f)
+        await svc.queue.drain()
+        done = await svc.get(alice, pub.id)
+        assert done.status == "failed" and "image build failed" in (done.error or ""), done.error
+        assert left_behind(svc, pub.id) == ([], [])
+    finally:
+        svc.images.remove(local)
