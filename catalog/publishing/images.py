@@ -29,6 +29,7 @@ from infra.errors import BadInput, Unavailable
 LABEL_PREFIX = "org.mlrepo"
 _SLUG = re.compile(r"[^a-z0-9]+")
 STAGING_NAMESPACE = "mlrepo-staging"
+STAGING_TAGS = ("source", "normalized", "built")  # a run's producer image, its derived one, its package's
 _STAGING_REF = re.compile(rf"{STAGING_NAMESPACE}/([0-9a-z]+)-([0-9]+):[^/@]+")
 
 
@@ -46,6 +47,11 @@ def staging_repository(publication_id: str, attempt: int) -> str:
     own, as its staging directory is, so that what a run left behind can be told by whose it was (and
     removed once that run can no longer write: ``infra.fencing.may_still_write``)."""
     return f"{STAGING_NAMESPACE}/{publication_id}-{attempt}"
+
+
+def staging_refs(publication_id: str, attempt: int) -> list[str]:
+    """Every tag run ``attempt`` of a publication may have given an image."""
+    return [f"{staging_repository(publication_id, attempt)}:{tag}" for tag in STAGING_TAGS]
 
 
 def staging_image(ref: str) -> StagingImage | None:

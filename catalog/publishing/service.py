@@ -452,12 +452,16 @@ class PublishingService:
             stale = (
                 await session.execute(
                     select(
-                        Publication.id, Publication.metadata_json, Publication.steps, Publication.upload_path
+                        Publication.id,
+                        Publication.metadata_json,
+                        Publication.steps,
+                        Publication.upload_path,
+                        Publication.attempts,
                     ).where(Publication.status == PublicationStatus.RUNNING.value, silent)
                 )
             ).all()
-            given_up: list[tuple[str, str | None]] = []
-            for publication_id, meta, steps, upload_path in stale:
+            given_up: list[tuple[str, str | None, int]] = []
+            for publication_id, meta, steps, upload_path, attempts in stale:
                 meta = dict(meta or {})
                 runs = _deliveries(meta) + 1  # the first delivery, then one per earlier recovery
                 if runs >= self.settings.job_max_attempts:
@@ -475,7 +479,7 @@ class PublishingService:
                     .values(updated_at=utcnow(), **values)
                 )
                 if changed.rowcount and values["status"] == PublicationStatus.FAILED.value:
-                    given_up.append((publication_id, upload_path))
+                    given_up.append((publication_id, upload_path, attempts))
             queued = (
                 await session.execute(
                     select(Publication.id, Publication.metadata_json).where(
@@ -483,11 +487,12 @@ class PublishingService:
                     )
                 )
             ).all()
-        for publication_id, upload_path in given_up:  # no run comes back for what its runs left here
+        # No run comes back for what the runs of a publication given up left here.
+        for publication_id, upload_path, attempts in given_up:
             if upload_path:
                 await asyncio.to_thread(shutil.rmtree, Path(upload_path).parent, True)
             await asyncio.to_thread(shutil.rmtree, self.workflow.staging_root / publication_id, True)
-            await asyncio.to_thread(self.workflow.remove_staging_images, publication_id, lambda run: True)
+            await asyncio.to_thread(self.workflow.remove_run_images, publication_id, range(1, attempts + 1))
         for publication_id, meta in queued:
             on_gpu = (meta or {}).get("route") == GPU_ROUTE
             await self._deliver(publication_id, _deliveries(meta), on_gpu=on_gpu)
