@@ -19,7 +19,6 @@ from sqlalchemy import select
 
 from catalog.actors import Actor
 from catalog.app import CatalogApp
-from catalog.publishing import workflow as workflow_module
 from catalog.publishing.service import PublishingService
 from executor.publish_sandbox import ExecutorSandbox
 from infra.db import is_unreachable
@@ -100,50 +99,6 @@ async def test_a_publication_rides_out_a_database_restart_at_its_writes(
     assert not (service.workflow.staging_root / pub.id).exists()
     assert not (service.upload_root / pub.id).exists()
     assert written_after >= DOWN_S
-
-
-def answer_lost_once(write: Callable[..., Awaitable[Any]]) -> Callable[..., Any]:
-    """``write``, whose first call commits and then loses its acknowledgement: the connection drops before
-    the answer arrives, as a server that goes down right after a commit leaves it."""
-    calls = 0
-
-    async def wrapped(*args: Any, **kwargs: Any) -> Any:
-        nonlocal calls
-        calls += 1
-        result = await write(*args, **kwargs)
-        if calls == 1:
-            raise ConnectionResetError("the connection was lost before the commit was acknowledged")
-        return result
-
-    return wrapped
-
-
-@pytest.mark.parametrize("write", ["listing write", "outcome"])
-async def test_a_retried_write_that_had_landed_is_recognised(
-    settings: Settings,
-    app: CatalogApp,
-    alice: Actor,
-    bwrap_ok: bool,
-    monkeypatch: pytest.MonkeyPatch,
-    write: str,
-) -> None:
-    """A write retried after its acknowledgement was lost finds its own commit. Taken as a fresh write,
-    the listing's retry failed the publication on "a listing named 'tiny-sentiment' already exists", and
-    the outcome's retry found the publication final and reported the run superseded (its upload kept).
-    The listing's retry now finds the version that names the publication; the outcome's, the row final
-    with its status under the run's own claim."""
-    bwrap = settings.model_copy(update={"runtime": "bwrap", "job_final_write_retry_s": 30.0})
-    service = PublishingService(bwrap, app.db, app.listings, ExecutorSandbox(bwrap), queue=Unqueued())
-    pub = await service.submit_package(alice, io.BytesIO(zip_bytes(package_files(sentiment_manifest()))))
-    if write == "listing write":
-        monkeypatch.setattr(workflow_module, "write_version", answer_lost_once(workflow_module.write_version))
-    else:
-        service.workflow._write_outcome = answer_lost_once(service.workflow._write_outcome)
-    assert await service.run(pub.id) == "published"
-    done = await service.get(alice, pub.id)
-    assert (done.status, done.error, done.version) == ("published", None, "1.0.0")
-    assert await versions_of(app, alice) == ["1.0.0"]
-    assert not (service.upload_root / pub.id).exists()
 
 
 async def test_a_publication_the_database_left_unable_to_go_on_is_run_again_not_failed(
