@@ -2,7 +2,7 @@
 
 The artifact store only grows: packages of failed publications, outputs of jobs that crashed before
 their final transaction, packages of deleted listings and versions (and of trained models whose listing
-was deleted), partial writes, staged uploads and staging directories nobody will come back for.
+was deleted), partial writes, staged uploads, staging directories and images nobody will come back for.
 ``collect_garbage`` finds them and, with ``delete=True``, removes them.
 
 What counts as a reference (every row that can lead a reader to a blob):
@@ -22,7 +22,11 @@ unreferenced by this same run; a dry run drops nothing and counts those outputs 
 
 Digests inside JSON are found by pattern (``sha256:`` + 64 hex), so a reference a later feature adds
 to one of those documents is honoured without touching this module; holding a blob too long is the
-safe mistake. Docker images (``image_ref``, image ids) are not in the artifact store and out of scope.
+safe mistake. Docker images (``image_ref``, image ids) are not in the artifact store and out of scope,
+except the staging tags publication runs give the images they derive (``mlrepo-staging/<publication>-<run>``):
+those of this database's publication runs that can no longer write (``infra.fencing.may_still_write``)
+are removed from the engine this process reaches (a run removes its own, and a re-run those of earlier
+runs on its engine, but a run killed on one host and re-run on another leaves its tags behind).
 
 Why the grace period makes this safe against writers running right now: the cutoff is fixed *before*
 the references are read, in one snapshot (REPEATABLE READ on PostgreSQL, one read transaction on
@@ -55,10 +59,12 @@ from sqlalchemy import Connection, select
 
 from catalog.enums import JobStatus
 from catalog.job_output_retention import expire_job_outputs, is_expiring, outputs_expire_before
+from catalog.publishing.images import ImageService
 from catalog.publishing.steps import PublicationStatus
 from infra.artifact_gc import SweepReport, SweepTally, sweep
 from infra.artifacts import ArtifactStore
 from infra.db import Database
+from infra.fencing import may_still_write
 from infra.settings import Settings
 from infra.tables import Job, Listing, ListingVersion, PipelineStep, Publication, utcnow
 
@@ -79,6 +85,7 @@ class GcReport:
 
     store: SweepReport
     directories: SweepTally = field(default_factory=SweepTally)  # uploads/ and staging/ leftovers
+    staging_images: int = 0  # staging tags of publication runs that can no longer write
     grace_s: int = 0
     expired_outputs: int = 0  # jobs whose outputs reference was dropped (their blobs are in ``garbage``)
     retention_days: int = 0
@@ -106,6 +113,7 @@ class GcReport:
             "retention_days": self.retention_days,
             "expired_outputs": self.expired_outputs,
             **tally,
+            "staging_images": self.staging_images,
             "kept_racing": s.kept_racing,
             "freed_bytes": self.freed_bytes,
             "garbage_digests": list(s.garbage_digests),
@@ -138,7 +146,8 @@ class References:
     """What the database references, read in one snapshot."""
 
     digests: set[str] = field(default_factory=set)
-    active_publications: set[str] = field(default_factory=set)  # ids of publications not final
+    # publications not final: their status and attempts (whose runs may still write: ``may_still_write``)
+    active_publications: dict[str, tuple[str, int]] = field(default_factory=dict)
     active_jobs: set[str] = field(default_factory=set)  # ids of jobs not final
     expiring_outputs: int = 0  # jobs whose outputs were not counted: past retention (dry run)
 
@@ -167,18 +176,36 @@ def read_references(connection: Connection, outputs_expire_before: datetime | No
         if status in _ACTIVE_JOBS:
             active_jobs.add(job_id)
             refs |= digests_in(inputs)
-    active_publications: set[str] = set()
-    for pub_id, digest, meta in _rows(
+    active_publications: dict[str, tuple[str, int]] = {}
+    for pub_id, status, attempts, digest, meta in _rows(
         connection,
-        select(Publication.id, Publication.artifact_digest, Publication.metadata_json).where(
-            Publication.status.in_(_ACTIVE_PUBLICATIONS)
-        ),
+        select(
+            Publication.id,
+            Publication.status,
+            Publication.attempts,
+            Publication.artifact_digest,
+            Publication.metadata_json,
+        ).where(Publication.status.in_(_ACTIVE_PUBLICATIONS)),
     ):
-        active_publications.add(pub_id)
+        active_publications[pub_id] = (status, attempts)
         refs |= digests_in(digest) | digests_in(meta)
     for (config,) in _rows(connection, select(PipelineStep.config)):
         refs |= digests_in(config)
     return References(refs, active_publications, active_jobs, expiring_outputs)
+
+
+def read_publication_runs(connection: Connection, ids: set[str]) -> dict[str, tuple[str, int]]:
+    """The status and attempts of those of the publications ``ids`` that exist."""
+    runs: dict[str, tuple[str, int]] = {}
+    chunks = sorted(ids)
+    for start in range(0, len(chunks), _BATCH):
+        statement = select(Publication.id, Publication.status, Publication.attempts).where(
+            Publication.id.in_(chunks[start : start + _BATCH])
+        )
+        runs.update(
+            {pub_id: (status, attempts) for pub_id, status, attempts in connection.execute(statement)}
+        )
+    return runs
 
 
 async def collect_garbage(
@@ -191,6 +218,9 @@ async def collect_garbage(
     now = utcnow()
     expire_before = outputs_expire_before(settings, now)
     expired = await expire_job_outputs(db, expire_before, now) if delete else 0  # committed before the read
+    # Listed before the read: a tag is made after its run's claim, which the read then sees.
+    images = ImageService.from_settings(settings)
+    staged = await asyncio.to_thread(images.staging_images)
     refs = await db.read(partial(read_references, outputs_expire_before=None if delete else expire_before))
     swept = await asyncio.to_thread(sweep, store, refs.digests, cutoff, delete=delete)
     report = GcReport(
@@ -208,6 +238,13 @@ async def collect_garbage(
         delete,
         report,
     )
+    runs = await db.read(partial(read_publication_runs, ids={image.publication_id for image in staged}))
+    for image in staged:
+        # Only this database's publications: an engine may serve other deployments (and test runs) too.
+        if image.publication_id in runs and not may_still_write(*runs[image.publication_id], image.attempt):
+            if delete:
+                await asyncio.to_thread(images.remove, image.ref)
+            report.staging_images += 1
     logger.info(
         "artifact gc (%s): outputs of %d jobs expired; %d garbage blobs, %d bytes",
         "deleted" if delete else "dry run",
@@ -220,16 +257,18 @@ async def collect_garbage(
 
 def _sweep_directories(
     data_dir: Path,
-    active_publications: set[str],
+    active_publications: dict[str, tuple[str, int]],
     active_jobs: set[str],
     cutoff: float,
     delete: bool,
     report: GcReport,
 ) -> None:
     """Staged uploads (``uploads/<publication>``) and staging directories (``staging/<publication>``,
-    ``staging/job-<job>-*``) whose publication or job is final or gone, untouched since the cutoff. A
-    directory whose row does not exist yet is young (the upload is staged just before its row commits).
-    Other staging directories (verification, dataset scans) are removed by their owner's ``finally``."""
+    ``staging/job-<job>-*``) whose publication or job is final or gone, and a publication's run
+    directories (``staging/<publication>/<run>``) whose run can no longer write, untouched since the
+    cutoff. A directory whose row does not exist yet is young (the upload is staged just before its row
+    commits), and a run newer than the read claimed the publication since (``may_still_write``). Other
+    staging directories (verification, dataset scans) are removed by their owner's ``finally``."""
     candidates: list[Path] = []
     for path in _subdirs(data_dir / "uploads"):
         if _PUBLICATION_DIR.fullmatch(path.name) and path.name not in active_publications:
@@ -240,6 +279,10 @@ def _sweep_directories(
         active = active_jobs if job is not None else active_publications
         if (job is not None or _PUBLICATION_DIR.fullmatch(path.name)) and owner not in active:
             candidates.append(path)
+        elif job is None and owner in active_publications:
+            status, attempts = active_publications[owner]
+            runs = [run for run in _subdirs(path) if run.name.isdigit()]
+            candidates += [run for run in runs if not may_still_write(status, attempts, int(run.name))]
     for path in candidates:
         newest, size = _newest_and_size(path)
         if newest >= cutoff:

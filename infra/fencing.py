@@ -80,6 +80,17 @@ class Claim:
             await self.write(session, **values)
 
 
+def may_still_write(status: str | None, attempts: int | None, attempt: int) -> bool:
+    """Whether run ``attempt`` of a row read as ``status`` at ``attempts`` (both None: the row is gone)
+    may still write to it: while the row is RUNNING under that run's claim, or when the run claimed it
+    after the read (a larger number). Claims only count up, and only a QUEUED row is claimed, so a run
+    for which this is False never writes again, and what it left behind (staging directories, images) is
+    anyone's to remove, even while it still runs: it stops at its next write."""
+    if attempts is None:
+        return False
+    return attempt > attempts or (status == RUNNING and attempts == attempt)
+
+
 def beat_under(db: Database, claim: Claim, work: asyncio.Task[Any] | None, **values: Any) -> Beat:
     """A heartbeat (``infra.heartbeat.keep_beating``) of the run holding ``claim``: refreshes the row's
     ``heartbeat_at`` (and ``values``) while the claim holds; once it does not, cancels ``work``, the run's

@@ -131,9 +131,10 @@ class Settings(BaseSettings):
     job_final_write_retry_s: float = Field(
         120.0,
         ge=0,
-        description="How long a worker retries writing a finished job's result while the database is "
-        "unreachable (a restart, a failover) before it gives the job up to the reconciler, which runs it "
-        "again.",
+        description="How long a worker retries writing a finished job's result, or any of a publication's "
+        "writes (a step's record, the listing, the outcome), while the database is unreachable (a restart, "
+        "a failover) before it gives the job or publication up to the reconciler or recovery, which runs "
+        "it again.",
     )
     job_max_attempts: int = Field(
         3, description="Runs of a job or a publication (first + retries after a lost worker)."

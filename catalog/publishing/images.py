@@ -28,6 +28,36 @@ from infra.errors import BadInput, Unavailable
 
 LABEL_PREFIX = "org.mlrepo"
 _SLUG = re.compile(r"[^a-z0-9]+")
+STAGING_NAMESPACE = "mlrepo-staging"
+STAGING_TAGS = ("source", "normalized", "built")  # a run's producer image, its derived one, its package's
+_STAGING_REF = re.compile(rf"{STAGING_NAMESPACE}/([0-9a-z]+)-([0-9]+):[^/@]+")
+
+
+@dataclass(frozen=True)
+class StagingImage:
+    """A tag a publication run gave an image it derived (``staging_repository``)."""
+
+    ref: str
+    publication_id: str
+    attempt: int
+
+
+def staging_repository(publication_id: str, attempt: int) -> str:
+    """Where run ``attempt`` of a publication tags the images it derives: a repository of that run's
+    own, as its staging directory is, so that what a run left behind can be told by whose it was (and
+    removed once that run can no longer write: ``infra.fencing.may_still_write``)."""
+    return f"{STAGING_NAMESPACE}/{publication_id}-{attempt}"
+
+
+def staging_refs(publication_id: str, attempt: int) -> list[str]:
+    """Every tag run ``attempt`` of a publication may have given an image."""
+    return [f"{staging_repository(publication_id, attempt)}:{tag}" for tag in STAGING_TAGS]
+
+
+def staging_image(ref: str) -> StagingImage | None:
+    """The run a tag such as ``mlrepo-staging/<publication>-<attempt>:built`` belongs to, else None."""
+    match = _STAGING_REF.fullmatch(ref)
+    return StagingImage(ref, match.group(1), int(match.group(2))) if match else None
 
 
 @dataclass(frozen=True)
@@ -199,6 +229,17 @@ class ImageService:
     def tag(self, image_id: str, repository: str, tag: str) -> None:
         if not self.client.images.get(image_id).tag(repository, tag=tag):
             raise Unavailable(f"the engine refused to tag {image_id} as {repository}:{tag}")
+
+    def staging_images(self, publication_id: str | None = None) -> list[StagingImage]:
+        """The staging tags (``staging_repository``) in the engine, of one publication or of all; none
+        when the engine cannot be reached (nothing could be removed from it either)."""
+        pattern = f"{STAGING_NAMESPACE}/{publication_id}-*" if publication_id else f"{STAGING_NAMESPACE}/*"
+        try:
+            images = self.client.images.list(name=pattern)
+        except (Unavailable, DockerException, OSError):
+            return []
+        found = (staging_image(tag) for image in images for tag in image.tags)
+        return [s for s in found if s is not None and publication_id in (None, s.publication_id)]
 
     def remove(self, ref: str) -> None:
         """Drop a tag (never the image data another tag still uses)."""

@@ -440,8 +440,10 @@ class PublishingService:
         it) and every RUNNING one whose heartbeat is older than ``job_stale_after_s`` (its worker died; a
         live run beats every ``job_heartbeat_s``, however long its step takes), as the reconciler does
         for jobs. Each step is safe to repeat, but a publication that lost its worker on each of its
-        ``job_max_attempts`` runs FAILS instead. One handed to a GPU worker goes back to the GPU workers'
-        queue, and waits there for one (as a GPU job does)."""
+        ``job_max_attempts`` runs FAILS instead, and what its runs left here goes (its upload, staging
+        directories and images: none of those runs can write any more); a re-queued one's are removed by
+        its next run. One handed to a GPU worker goes back to the GPU workers' queue, and waits there for
+        one (as a GPU job does)."""
         # A RUNNING row without a beat (a claim writes the first) counts from its last change.
         silent = silent_since(
             lost_before(self.settings.job_stale_after_s), Publication.heartbeat_at, Publication.updated_at
@@ -450,12 +452,16 @@ class PublishingService:
             stale = (
                 await session.execute(
                     select(
-                        Publication.id, Publication.metadata_json, Publication.steps, Publication.upload_path
+                        Publication.id,
+                        Publication.metadata_json,
+                        Publication.steps,
+                        Publication.upload_path,
+                        Publication.attempts,
                     ).where(Publication.status == PublicationStatus.RUNNING.value, silent)
                 )
             ).all()
-            given_up: list[str] = []
-            for publication_id, meta, steps, upload_path in stale:
+            given_up: list[tuple[str, str | None, int]] = []
+            for publication_id, meta, steps, upload_path, attempts in stale:
                 meta = dict(meta or {})
                 runs = _deliveries(meta) + 1  # the first delivery, then one per earlier recovery
                 if runs >= self.settings.job_max_attempts:
@@ -472,8 +478,8 @@ class PublishingService:
                     )
                     .values(updated_at=utcnow(), **values)
                 )
-                if changed.rowcount and upload_path and values["status"] == PublicationStatus.FAILED.value:
-                    given_up.append(upload_path)
+                if changed.rowcount and values["status"] == PublicationStatus.FAILED.value:
+                    given_up.append((publication_id, upload_path, attempts))
             queued = (
                 await session.execute(
                     select(Publication.id, Publication.metadata_json).where(
@@ -481,8 +487,12 @@ class PublishingService:
                     )
                 )
             ).all()
-        for upload_path in given_up:  # its staged upload would otherwise stay on disk for good
-            await asyncio.to_thread(shutil.rmtree, Path(upload_path).parent, True)
+        # No run comes back for what the runs of a publication given up left here.
+        for publication_id, upload_path, attempts in given_up:
+            if upload_path:
+                await asyncio.to_thread(shutil.rmtree, Path(upload_path).parent, True)
+            await asyncio.to_thread(shutil.rmtree, self.workflow.staging_root / publication_id, True)
+            await asyncio.to_thread(self.workflow.remove_run_images, publication_id, range(1, attempts + 1))
         for publication_id, meta in queued:
             on_gpu = (meta or {}).get("route") == GPU_ROUTE
             await self._deliver(publication_id, _deliveries(meta), on_gpu=on_gpu)

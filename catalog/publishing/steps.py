@@ -4,7 +4,10 @@ Why persisted at every transition: ``Query.publication(id)`` is how a producer w
 that runs in another process (the arq worker), and a worker that dies mid-step leaves the step RUNNING
 in the database (recovery finds such a publication by its heartbeat, which stopped: ``infra.heartbeat``).
 Each write is the run's only while its claim holds the publication (``infra.fencing``): a run that
-recovery took over records no more steps over the next run's.
+recovery took over records no more steps over the next run's. Each is retried while the database is
+unreachable (``infra.db.retry_while_unreachable``), for ``job_final_write_retry_s``: a restart or a
+failover in the middle of a publication delays it rather than failing it; a step that cannot reach the
+database for longer leaves the publication RUNNING, to be run again by recovery (not the producer's fault).
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ from typing import Any
 
 from sqlalchemy import select
 
-from infra.db import Database
+from infra.db import Database, is_unreachable, retry_while_unreachable
 from infra.errors import MlrepoError
 from infra.fencing import Claim, Superseded
 from infra.tables import Publication
@@ -79,15 +82,25 @@ def _now() -> str:
 
 class StepRecorder:
     """Runs one step at a time and writes its record into ``publications.steps``, while ``claim`` holds
-    the publication (``Superseded`` when it does not)."""
+    the publication (``Superseded`` when it does not), trying each write again while the database is
+    unreachable, for up to ``retry_s``."""
 
-    def __init__(self, db: Database, claim: Claim) -> None:
+    def __init__(self, db: Database, claim: Claim, retry_s: float) -> None:
         self.db = db
         self.claim = claim
+        self.retry_s = retry_s
         self.publication_id = claim.row_id
         self.timings: dict[str, float] = {}
 
     async def _update(self, name: str, **changes: Any) -> None:
+        """Set ``changes`` on step ``name``; safe to repeat (it sets, never adds)."""
+        await retry_while_unreachable(
+            lambda: self._write(name, changes),
+            self.retry_s,
+            f"publication {self.publication_id}: recording step {name}",
+        )
+
+    async def _write(self, name: str, changes: dict[str, Any]) -> None:
         async with self.db.session() as session:
             stored = await session.scalar(
                 select(Publication.steps).where(Publication.id == self.publication_id)
@@ -119,6 +132,11 @@ class StepRecorder:
             await self._finish(name, started, lines, StepStatus.FAILED, error=exc)
             raise StepFailed(name, exc) from exc
         except Exception as exc:
+            if is_unreachable(exc):  # past the step's own retries: the database's fault, not the upload's
+                logger.warning(
+                    "publication %s: step %s found the database unreachable", self.publication_id, name
+                )
+                raise  # RUNNING, its heartbeat stopped: recovery runs it again
             logger.exception("publication %s: step %s crashed", self.publication_id, name)
             # Its text is the server's (host paths, engine addresses): the log above has it in full.
             error = MlrepoError(

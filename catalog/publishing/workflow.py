@@ -15,7 +15,13 @@ Guarantees, whatever fails and wherever:
   run that finds one (an earlier run wrote it, then died or lost its claim before recording the outcome)
   adopts it and records the outcome, rather than write a duplicate version (or fail on a pinned
   version's "already exists"); a version another publication wrote is still refused;
-- each failure is recorded with its step, a clear message and its error code.
+- each failure is recorded with its step, a clear message and its error code;
+- a short database outage (a restart, a failover) delays a publication rather than failing it: each of
+  its writes (step records, the listing write, the outcome) and the reads its steps depend on are tried
+  again while the database is unreachable, for ``job_final_write_retry_s`` (as a job's final write is);
+  a write whose commit landed though its acknowledgement was lost is recognised on the next try (the
+  version names its publication; the outcome is the row's under this run's claim). Past that budget the
+  run stops with the publication RUNNING, and recovery runs it again once its heartbeat is stale.
 
 GPUs: the test and verify steps lend a listing the GPUs it suggests, up to what this process has. Where
 GPUs live only on dedicated GPU workers (``mlrepo worker --resource-class gpu``), a worker without any
@@ -42,10 +48,11 @@ import asyncio
 import contextlib
 import logging
 import shutil
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import select, update
 
@@ -61,7 +68,7 @@ from catalog.publishing.archive_safety import (
     extract_archive,
     verify_file_checksums,
 )
-from catalog.publishing.images import ImageService, slug
+from catalog.publishing.images import ImageService, slug, staging_refs, staging_repository
 from catalog.publishing.listing_writer import Target, resolve_target, write_version
 from catalog.publishing.manifest import (
     Manifest,
@@ -81,7 +88,7 @@ from catalog.publishing.steps import (
 )
 from catalog.publishing.verification import limits_for, probe, run_unit_tests
 from infra.artifacts import ArtifactStore, StoredArtifact, sha256_file
-from infra.db import Database
+from infra.db import Database, retry_while_unreachable
 from infra.errors import BadInput, Unavailable
 from infra.fencing import Claim, Superseded, beat_under, lost_claim
 from infra.heartbeat import beating
@@ -91,6 +98,7 @@ from infra.tables import Account, ListingVersion, Publication, utcnow
 logger = logging.getLogger("mlrepo.publishing")
 
 Log = Callable[[str], None]
+T = TypeVar("T")
 # ``run``'s outcome when the publication was handed to a GPU worker; ``metadata_json["route"]`` records it.
 HANDED_TO_GPU_WORKER = "handed_to_gpu_worker"
 SUPERSEDED = "superseded"  # ``run``'s outcome when recovery took the publication from it
@@ -134,7 +142,7 @@ class Job:
     @property
     def image_repository(self) -> str:
         """Where this run tags the images it derives, its own as its staging directory is."""
-        return f"mlrepo-staging/{self.publication_id}-{self.claim.attempt}"
+        return staging_repository(self.publication_id, self.claim.attempt)
 
 
 def merge_requirements(manifest: dict[str, Any], requirements: dict[str, Any]) -> dict[str, Any]:
@@ -199,7 +207,7 @@ class PublishWorkflow:
         return outcome
 
     async def _run_claimed(self, job: Job) -> str:
-        recorder = StepRecorder(self.db, job.claim)
+        recorder = StepRecorder(self.db, job.claim, self.settings.job_final_write_retry_s)
         status, error = PublicationStatus.PUBLISHED, None
         # A beat leaves updated_at alone: it is when the producer's view last changed.
         heartbeat = beat_under(self.db, job.claim, asyncio.current_task(), updated_at=Publication.updated_at)
@@ -214,9 +222,9 @@ class PublishWorkflow:
                 status, error = PublicationStatus.FAILED, f"{failed.step}: {failed.error.message}"
             finally:
                 await asyncio.to_thread(self._remove_staging, job)
-                if self.images is not None and (job.image_id or job.built_image):
-                    for tag in ("source", "normalized", "built"):
-                        await asyncio.to_thread(self.images.remove, f"{job.image_repository}:{tag}")
+                # Whatever it tagged, in a step that failed half-way too (a source tagged, its build refused).
+                if job.source_kind == "image" or job.built_image is not None:
+                    await asyncio.to_thread(self.remove_run_images, job.publication_id, [job.claim.attempt])
         if job.hand_to_gpu_worker:
             await self._requeue_for_gpu_worker(job)
             return HANDED_TO_GPU_WORKER
@@ -231,9 +239,40 @@ class PublishWorkflow:
             await recorder.run(StepName.PUBLISH, lambda log: self._publish(job, log))
             await recorder.run(StepName.LIST, lambda log: self._list(job, log))
 
+    async def _through_outage(self, job: Job, what: str, work: Callable[[], Awaitable[T]]) -> T:
+        """``work()``, tried again while the database is unreachable (``retry_while_unreachable``), for
+        the budget a job's final write has; ``work`` must be safe to repeat."""
+        return await retry_while_unreachable(
+            work, self.settings.job_final_write_retry_s, f"publication {job.publication_id}: {what}"
+        )
+
+    async def _last_write(
+        self, job: Job, what: str, write: Callable[[Job], Awaitable[None]], status: PublicationStatus
+    ) -> None:
+        """``write(job)``, the run's last write, which leaves the publication ``status`` under its claim,
+        tried again while the database is unreachable. A retry that finds the row already ``status`` at
+        this run's attempt found its own earlier try, whose commit landed though the acknowledgement was
+        lost: that is no lost claim."""
+        tries = 0
+
+        async def once() -> None:
+            nonlocal tries
+            tries += 1
+            try:
+                await write(job)
+            except Superseded as lost:
+                if tries == 1 or (lost.status, lost.attempt) != (status.value, job.claim.attempt):
+                    raise
+                job.claim.lost = None
+
+        await self._through_outage(job, what, once)
+
     async def _version_of_earlier_run(self, job: Job) -> ListingVersion | None:
         """The version an earlier run of this publication wrote, if one did. Conclusive once this run holds
         the claim: an earlier run writes its version only in a transaction that its claim must hold."""
+        return await self._through_outage(job, "looking for its version", lambda: self._version_written(job))
+
+    async def _version_written(self, job: Job) -> ListingVersion | None:
         async with self.db.session() as session:
             return await session.scalar(
                 select(ListingVersion).where(ListingVersion.publication_id == job.publication_id)
@@ -255,6 +294,12 @@ class PublishWorkflow:
     async def _requeue_for_gpu_worker(self, job: Job) -> None:
         """Back to QUEUED, routed to the GPU workers (the caller enqueues it there; recovery re-enqueues
         it there if that enqueue is lost)."""
+        await self._last_write(
+            job, "handing it to a GPU worker", self._write_gpu_route, PublicationStatus.QUEUED
+        )
+        logger.info("publication %s handed to a GPU worker", job.publication_id)
+
+    async def _write_gpu_route(self, job: Job) -> None:
         async with self.db.session() as session:
             meta = await session.scalar(
                 select(Publication.metadata_json).where(Publication.id == job.publication_id)
@@ -265,7 +310,6 @@ class PublishWorkflow:
                 metadata_json={**(meta or {}), "route": GPU_ROUTE},
                 updated_at=utcnow(),
             )
-        logger.info("publication %s handed to a GPU worker", job.publication_id)
 
     async def _wants_gpu_worker(self, job: Job) -> bool:
         """A listing suggesting GPUs, on a worker with none, while a GPU worker is alive (never twice)."""
@@ -322,6 +366,13 @@ class PublishWorkflow:
         timings: dict[str, float],
     ) -> None:
         """Record the outcome, if this run holds the publication still (``Superseded`` if not)."""
+        write = partial(self._write_outcome, status=status, error=error, timings=timings)
+        await self._last_write(job, "recording its outcome", write, status)
+        logger.info("publication %s %s in %s", job.publication_id, status.value, timings)
+
+    async def _write_outcome(
+        self, job: Job, status: PublicationStatus, error: str | None, timings: dict[str, float]
+    ) -> None:
         async with self.db.session() as session:
             pub = await session.get(Publication, job.publication_id)
             if pub is None:
@@ -346,7 +397,6 @@ class PublishWorkflow:
             elif job.image_id or job.adopted_digest:
                 values["artifact_digest"] = job.image_id or job.adopted_digest
             await job.claim.write(session, **values)
-        logger.info("publication %s %s in %s", job.publication_id, status.value, timings)
 
     # ------------------------------------------------------------------ package
 
@@ -362,13 +412,18 @@ class PublishWorkflow:
         else:
             await self._package_dataset(job, log)
         assert job.manifest is not None
-        job.target = await resolve_target(
-            self.listings,
-            job.actor,
-            job.manifest.name,
-            job.manifest.kind.value,
-            job.listing_id or job.manifest.listing_id,
-            job.manifest.version,
+        manifest = job.manifest
+        job.target = await self._through_outage(
+            job,
+            "reading its target listing",
+            lambda: resolve_target(
+                self.listings,
+                job.actor,
+                manifest.name,
+                manifest.kind.value,
+                job.listing_id or manifest.listing_id,
+                manifest.version,
+            ),
         )
         where = f"listing {job.target.listing_id}" if job.target.listing_id else "a new listing"
         log(f"target: version {job.target.version} of {where}")
@@ -380,15 +435,26 @@ class PublishWorkflow:
             lent = self.sandbox.gpus_available()
             log(f"routed to the GPU workers: this one has {lent} GPU(s), the listing suggests {gpus}")
 
-    @staticmethod
-    def _clear_earlier_runs(job: Job) -> None:
-        """Remove what earlier runs of the publication left in their staging directories: a worker killed
-        mid-step cleans nothing up. Such a run cannot write any more (its claim is gone), and one still
-        alive would remove its own directory when it stopped; a later run's directory is left alone."""
+    def _clear_earlier_runs(self, job: Job) -> None:
+        """Remove what earlier runs of the publication left in their staging directories and the images
+        they tagged: a worker killed mid-step cleans nothing up. Such a run cannot write any more (this
+        run holds the claim), and one still alive would remove its own when it stopped; a later run's
+        are left alone. (``mlrepo gc`` removes those of runs on other hosts or engines.)"""
         with contextlib.suppress(FileNotFoundError):
             for entry in list(job.staging.parent.iterdir()):
                 if not (entry.name.isdigit() and int(entry.name) > job.claim.attempt):
                     shutil.rmtree(entry, ignore_errors=True)
+        self.remove_run_images(job.publication_id, range(1, job.claim.attempt))
+
+    def remove_run_images(self, publication_id: str, runs: Iterable[int]) -> None:
+        """Untag the staging images (``staging_refs``) of those runs of the publication. By name, not by
+        listing the engine's images: on an engine holding 1,600 images a listing took ~0.3 s, removing a
+        run's three tags (there or not) ~2 ms. Blocking: call it through ``asyncio.to_thread``."""
+        if self.images is None:
+            return
+        for run in runs:
+            for ref in staging_refs(publication_id, run):
+                self.images.remove(ref)
 
     @staticmethod
     def _remove_staging(job: Job) -> None:
@@ -641,16 +707,28 @@ class PublishWorkflow:
             "producer_name": job.actor.name,
         }
         fields = manifest.listing_fields()
-        # Only while this run holds the publication: a run recovery took over must not add a version.
-        listing_id = await write_version(
-            self.listings,
-            job.actor,
-            job.target,
-            fields,
-            version_values,
-            system_values,
-            first=lambda session: job.claim.write(session, updated_at=Publication.updated_at),
-        )
+        target = job.target
+        tries = 0
+
+        async def write() -> str:
+            nonlocal tries
+            tries += 1
+            # A try before this one may have committed though its acknowledgement was lost: its version
+            # names this publication, and writing it again would fail on "already exists".
+            if tries > 1 and (written := await self._version_written(job)) is not None:
+                return written.listing_id
+            # Only while this run holds the publication: a run recovery took over must not add a version.
+            return await write_version(
+                self.listings,
+                job.actor,
+                target,
+                fields,
+                version_values,
+                system_values,
+                first=lambda session: job.claim.write(session, updated_at=Publication.updated_at),
+            )
+
+        listing_id = await self._through_outage(job, "writing the listing", write)
         job.listed_id = listing_id
         log(f"listed {listing_id} version {job.target.version} ({system_values['verification_status']})")
 

@@ -219,6 +219,35 @@ async def test_uploads_and_staging_of_finished_publications_and_jobs_go(
     }
 
 
+async def test_staging_of_publication_runs_that_can_no_longer_write_goes(
+    catalog_app: CatalogApp, alice: Actor, settings: Settings
+) -> None:
+    """A publication still queued or running kept every run's staging directory, though only the run
+    holding it (RUNNING, its ``attempts``) can write: a run killed on one worker and re-run on another left
+    its directory on the first for good. Those of runs that can no longer write now go (past the grace
+    period); the holding run's stays, and so does that of a run that claimed it after the read."""
+    running = Publication(owner_id=alice.account_id, source_kind="package", status="running", attempts=2)
+    requeued = Publication(owner_id=alice.account_id, source_kind="package", status="queued", attempts=1)
+    for row in (running, requeued):
+        await add_row(catalog_app, row)
+    staging = settings.data_dir / "staging"
+    dirs = {
+        "superseded run": staging / running.id / "1",
+        "holding run": staging / running.id / "2",
+        "later claim": staging / running.id / "3",
+        "re-queued run": staging / requeued.id / "1",
+    }
+    for path in dirs.values():
+        path.mkdir(parents=True)
+        (path / "package.tar.gz").write_bytes(b"12345")
+        age(path / "package.tar.gz", path)
+    dry = await gc(catalog_app, settings, delete=False)
+    assert dry.directories.files == 2 and all(p.exists() for p in dirs.values())
+    report = await gc(catalog_app, settings)
+    assert (report.directories.files, report.directories.bytes) == (2, 10)
+    assert {name for name, path in dirs.items() if path.exists()} == {"holding run", "later claim"}
+
+
 async def finished_job(
     app: CatalogApp, actor: Actor, store: ArtifactStore, directory: Path, days_ago: float, output: str
 ) -> Job:

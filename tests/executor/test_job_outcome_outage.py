@@ -18,9 +18,9 @@ from catalog.enums import JobStatus
 from executor.job_outputs import OutputsWriter
 from executor.jobs import JobService
 from infra.db import is_unreachable
-from infra.migrate import upgrade
 from infra.settings import Settings
 from infra.tables import Job, Listing
+from tests.db_outage import DOWN_S, DatabaseOutage, migrated_database
 
 if TYPE_CHECKING:
     from tests.conftest import PostgresCluster
@@ -31,16 +31,12 @@ for line in sys.stdin:
     record = json.loads(line)
     print(json.dumps({"id": record["id"], "output": {"label": "positive", "confidence": 0.75}}))
 """
-DOWN_S = 3.0
 
 
 @pytest.fixture
 def database_url(private_postgres_cluster: PostgresCluster) -> str:
     """Every fixture of this module (settings, catalog, people) works on the cluster the test restarts."""
-    private_postgres_cluster.psql("CREATE DATABASE mlrepo")
-    url = private_postgres_cluster.url("mlrepo")
-    upgrade(Settings(database_url=url))
-    return url
+    return migrated_database(private_postgres_cluster)
 
 
 class DatabaseRestartsAfterTheRun(JobService):
@@ -55,25 +51,11 @@ class DatabaseRestartsAfterTheRun(JobService):
         back_when: Callable[[], bool] | None = None,
     ) -> None:
         super().__init__(settings, catalog)
-        self.cluster = cluster
-        self.back_when = back_when
-        self.stopped_at: float | None = None
-        self.restart: asyncio.Task | None = None
+        self.outage = DatabaseOutage(cluster, back_when)
 
     async def keep_written_outputs(self, row: Job, writer: OutputsWriter) -> None:
         await super().keep_written_outputs(row, writer)
-        if self.restart is None:
-            await asyncio.to_thread(self.cluster.stop_server)
-            self.stopped_at = time.monotonic()
-            self.restart = asyncio.create_task(self._start_again())
-
-    async def _start_again(self) -> None:
-        if self.back_when is None:
-            await asyncio.sleep(DOWN_S)
-        else:
-            while not self.back_when():
-                await asyncio.sleep(0.05)
-        await asyncio.to_thread(self.cluster.start_server)
+        await self.outage.begin()
 
 
 async def test_a_successful_run_keeps_its_outcome_when_the_database_restarts_as_it_is_written(
@@ -89,10 +71,9 @@ async def test_a_successful_run_keeps_its_outcome_when_the_database_restarts_as_
         view = await jobs.submit(people["alice"], published.listing_id, "inference", records=["a", "b"])
         [run] = list(jobs.queue.tasks)
         outcome = await asyncio.wait_for(run, 120)
-        written_after = time.monotonic() - (jobs.stopped_at or 0)
+        written_after = time.monotonic() - (jobs.outage.began or 0)
     finally:
-        if jobs.restart is not None:
-            await jobs.restart
+        await jobs.outage.over()
         await jobs.queue.close()
     print(f"outcome written {written_after:.1f} s after the database went down for {DOWN_S} s")
     assert outcome == JobStatus.SUCCEEDED
@@ -131,8 +112,8 @@ async def test_a_run_the_database_left_unable_to_record_is_run_again_not_failed(
         with pytest.raises(OSError) as unreachable:
             await asyncio.wait_for(run, 120)
         assert is_unreachable(unreachable.value)
-        assert jobs.restart is not None
-        await jobs.restart
+        assert jobs.outage.restart is not None
+        await jobs.outage.over()
         assert (await jobs.get(people["alice"], view.id)).status == JobStatus.RUNNING
         for _ in range(100):  # once its heartbeat is job_stale_after_s old
             if (await jobs.reconcile())["requeued"]:
@@ -142,8 +123,7 @@ async def test_a_run_the_database_left_unable_to_record_is_run_again_not_failed(
         assert rerun, "the reconciler re-queued nothing"
         assert await asyncio.wait_for(rerun[0], 120) == JobStatus.SUCCEEDED
     finally:
-        if jobs.restart is not None and not jobs.restart.done():
-            await jobs.restart
+        await jobs.outage.over()
         await jobs.queue.close()
     final = await jobs.get(people["alice"], view.id)
     assert final.status == JobStatus.SUCCEEDED and final.attempts == 2, (final.status, final.error)

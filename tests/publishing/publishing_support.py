@@ -5,16 +5,23 @@ from __future__ import annotations
 import io
 import json
 import os
+import signal
+import subprocess
+import sys
 import tarfile
 import textwrap
 import zipfile
 from pathlib import Path
 from typing import Any
 
+from sqlalchemy import select
+
+from catalog.actors import Actor
 from catalog.app import CatalogApp
 from catalog.publishing.service import InProcessQueue, PublishingService
 from executor.publish_sandbox import ExecutorSandbox
 from infra.settings import Settings
+from infra.tables import Listing, ListingVersion
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -124,3 +131,70 @@ def files_outside(
 def artifact_blobs(data_dir: Path) -> list[Path]:
     root = data_dir / "artifacts" / "blobs"
     return sorted(p for p in root.rglob("*") if p.is_file()) if root.exists() else []
+
+
+class Unqueued:
+    """A queue that runs nothing: the test runs each publication where it wants it run."""
+
+    async def enqueue(self, publication_id: str, delivery: int = 0, on_gpu: bool = False) -> None:
+        return None
+
+    async def gpu_workers_alive(self) -> bool:
+        return False
+
+
+async def versions_of(app: CatalogApp, owner: Actor) -> list[str]:
+    """Every version of the owner's listings."""
+    async with app.db.session() as session:
+        rows = await session.scalars(
+            select(ListingVersion.version)
+            .join(Listing, Listing.id == ListingVersion.listing_id)
+            .where(Listing.owner_id == owner.account_id)
+        )
+        return sorted(rows.all())
+
+
+# A worker process that runs one publication and is killed (SIGKILL: no cleanup, no outcome recorded) the
+# moment the workflow's method argv[2] has returned (``_list``: the listing step committed the version).
+DIE_AFTER = textwrap.dedent(
+    """
+    import asyncio, os, signal, sys
+    from catalog.app import CatalogApp
+    from catalog.publishing.service import PublishingService
+    from executor.publish_sandbox import ExecutorSandbox
+    from infra.settings import Settings
+
+    async def main(publication_id, method):
+        settings = Settings()
+        app = await CatalogApp.open(settings, with_index=False)
+        service = PublishingService(settings, app.db, app.listings, ExecutorSandbox(settings))
+        original = getattr(service.workflow, method)
+
+        async def then_die(*args):
+            result = await original(*args)
+            os.kill(os.getpid(), signal.SIGKILL)
+            return result
+
+        setattr(service.workflow, method, then_die)
+        await service.run(publication_id)
+
+    asyncio.run(main(sys.argv[1], sys.argv[2]))
+    """
+)
+
+
+def kill_worker_after(settings: Settings, publication_id: str, method: str) -> None:
+    """Run the publication in a worker process of its own (``settings``' data dir, database, runtime and
+    engine), killed once ``method`` of its workflow returned: it leaves what a crashed worker leaves."""
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(REPO),
+        "MLREPO_DATA_DIR": str(settings.data_dir),
+        "MLREPO_DATABASE_URL": settings.resolved_database_url,
+        "MLREPO_RUNTIME": settings.runtime,
+    }
+    engine = {"MLREPO_DOCKER_HOST": settings.docker_host, "MLREPO_REGISTRY_URL": settings.registry_url}
+    env.update({name: value for name, value in engine.items() if value})
+    env.pop("MLREPO_REDIS_URL", None)
+    done = subprocess.run([sys.executable, "-c", DIE_AFTER, publication_id, method], env=env, timeout=300)
+    assert done.returncode == -signal.SIGKILL, done.returncode

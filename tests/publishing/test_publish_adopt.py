@@ -1,86 +1,31 @@
-"""A publication re-run after its worker died between writing the version and recording the outcome."""
+"""A publication run that finds its own earlier write: a re-run after its worker died between writing the
+version and recording the outcome, and a write retried after its acknowledgement was lost."""
 
 from __future__ import annotations
 
 import io
-import os
-import signal
-import subprocess
-import sys
-import textwrap
+from collections.abc import Awaitable, Callable
 from datetime import timedelta
+from typing import Any
 
 import pytest
-from publishing_support import REPO, package_files, sentiment_manifest, zip_bytes
+from publishing_support import (
+    Unqueued,
+    kill_worker_after,
+    package_files,
+    sentiment_manifest,
+    versions_of,
+    zip_bytes,
+)
 from sqlalchemy import select, update
 
 from catalog.actors import Actor
 from catalog.app import CatalogApp
+from catalog.publishing import workflow as workflow_module
 from catalog.publishing.service import PublishingService
 from executor.publish_sandbox import ExecutorSandbox
 from infra.settings import Settings
-from infra.tables import Listing, ListingVersion, Publication, utcnow
-
-# A worker process that runs one publication and is killed (SIGKILL: no cleanup, no outcome recorded)
-# the moment its listing step has committed the version.
-DIE_AFTER_LISTING = textwrap.dedent(
-    """
-    import asyncio, os, signal, sys
-    from catalog.app import CatalogApp
-    from catalog.publishing.service import PublishingService
-    from executor.publish_sandbox import ExecutorSandbox
-    from infra.settings import Settings
-
-    async def main(publication_id):
-        settings = Settings()
-        app = await CatalogApp.open(settings, with_index=False)
-        service = PublishingService(settings, app.db, app.listings, ExecutorSandbox(settings))
-        write_listing = service.workflow._list
-
-        async def list_then_die(job, log):
-            await write_listing(job, log)
-            os.kill(os.getpid(), signal.SIGKILL)
-
-        service.workflow._list = list_then_die
-        await service.run(publication_id)
-
-    asyncio.run(main(sys.argv[1]))
-    """
-)
-
-
-def kill_worker_after_listing(settings: Settings, publication_id: str) -> None:
-    env = {
-        **os.environ,
-        "PYTHONPATH": str(REPO),
-        "MLREPO_DATA_DIR": str(settings.data_dir),
-        "MLREPO_DATABASE_URL": settings.resolved_database_url,
-        "MLREPO_RUNTIME": "bwrap",
-    }
-    env.pop("MLREPO_REDIS_URL", None)
-    done = subprocess.run([sys.executable, "-c", DIE_AFTER_LISTING, publication_id], env=env, timeout=300)
-    assert done.returncode == -signal.SIGKILL, done.returncode
-
-
-class Unqueued:
-    """A queue that runs nothing: the test runs each publication where it wants it run."""
-
-    async def enqueue(self, publication_id: str, delivery: int = 0, on_gpu: bool = False) -> None:
-        return None
-
-    async def gpu_workers_alive(self) -> bool:
-        return False
-
-
-async def versions_of(app: CatalogApp, owner: Actor) -> list[str]:
-    """Every version of the owner's listings."""
-    async with app.db.session() as session:
-        rows = await session.scalars(
-            select(ListingVersion.version)
-            .join(Listing, Listing.id == ListingVersion.listing_id)
-            .where(Listing.owner_id == owner.account_id)
-        )
-        return sorted(rows.all())
+from infra.tables import ListingVersion, Publication, utcnow
 
 
 @pytest.mark.parametrize("pinned", [None, "2.0.0"], ids=["unpinned", "pinned"])
@@ -96,7 +41,7 @@ async def test_a_re_run_adopts_the_version_its_killed_run_wrote(
     service = PublishingService(bwrap, app.db, app.listings, ExecutorSandbox(bwrap), queue=Unqueued())
     pub = await service.submit_package(alice, io.BytesIO(zip_bytes(package_files(manifest))))
 
-    kill_worker_after_listing(bwrap, pub.id)
+    kill_worker_after(bwrap, pub.id, "_list")
     version = pinned or "1.0.0"
     assert await versions_of(app, alice) == [version]  # written, the outcome not recorded
     async with app.db.session() as session:
@@ -128,3 +73,47 @@ async def test_a_re_run_adopts_the_version_its_killed_run_wrote(
         refused = await service.get(alice, again.id)
         assert refused.status == "failed" and "already exists" in refused.error, refused.error
         assert await versions_of(app, alice) == [version]
+
+
+def answer_lost_once(write: Callable[..., Awaitable[Any]]) -> Callable[..., Any]:
+    """``write``, whose first call commits and then loses its acknowledgement: the connection drops before
+    the answer arrives, as a server that goes down right after a commit leaves it."""
+    calls = 0
+
+    async def wrapped(*args: Any, **kwargs: Any) -> Any:
+        nonlocal calls
+        calls += 1
+        result = await write(*args, **kwargs)
+        if calls == 1:
+            raise ConnectionResetError("the connection was lost before the commit was acknowledged")
+        return result
+
+    return wrapped
+
+
+@pytest.mark.parametrize("write", ["listing write", "outcome"])
+async def test_a_retried_write_that_had_landed_is_recognised(
+    settings: Settings,
+    app: CatalogApp,
+    alice: Actor,
+    bwrap_ok: bool,
+    monkeypatch: pytest.MonkeyPatch,
+    write: str,
+) -> None:
+    """A write retried after its acknowledgement was lost finds its own commit. Taken as a fresh write,
+    the listing's retry failed the publication on "a listing named 'tiny-sentiment' already exists", and
+    the outcome's retry found the publication final and reported the run superseded (its upload kept).
+    The listing's retry now finds the version that names the publication; the outcome's, the row final
+    with its status under the run's own claim."""
+    bwrap = settings.model_copy(update={"runtime": "bwrap", "job_final_write_retry_s": 30.0})
+    service = PublishingService(bwrap, app.db, app.listings, ExecutorSandbox(bwrap), queue=Unqueued())
+    pub = await service.submit_package(alice, io.BytesIO(zip_bytes(package_files(sentiment_manifest()))))
+    if write == "listing write":
+        monkeypatch.setattr(workflow_module, "write_version", answer_lost_once(workflow_module.write_version))
+    else:
+        service.workflow._write_outcome = answer_lost_once(service.workflow._write_outcome)
+    assert await service.run(pub.id) == "published"
+    done = await service.get(alice, pub.id)
+    assert (done.status, done.error, done.version) == ("published", None, "1.0.0")
+    assert await versions_of(app, alice) == ["1.0.0"]
+    assert not (service.upload_root / pub.id).exists()

@@ -1,0 +1,185 @@
+"""What a killed publication run leaves behind — its staging directory and the images it tagged in the real
+Docker engine — goes once no run of it can write any more: with the re-run, with recovery when it gives
+the publication up, and with the garbage collection."""
+
+from __future__ import annotations
+
+import io
+import os
+import tarfile
+import time
+import uuid
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+from publishing_support import (
+    Unqueued,
+    kill_worker_after,
+    package_files,
+    sentiment_manifest,
+    versions_of,
+    zip_bytes,
+)
+from sqlalchemy import update
+
+from catalog.actors import Actor
+from catalog.app import CatalogApp
+from catalog.artifact_gc import collect_garbage
+from catalog.publishing.images import staging_repository
+from catalog.publishing.service import PublishingService
+from executor.publish_sandbox import ExecutorSandbox
+from infra.settings import Settings
+from infra.tables import Publication, utcnow
+
+# The method after which the worker dies, per runtime: once the package's image is built and tagged
+# (in the list step), or, under bubblewrap alone, once the verify step ran in the staging directory.
+KILLED_AFTER = {"auto": "_package_image_of", "bwrap": "_verify"}
+
+
+def service_for(settings: Settings, app: CatalogApp, runtime: str, request: pytest.FixtureRequest, **more):
+    engine = request.getfixturevalue("docker_services") if runtime == "auto" else {}
+    updated = settings.model_copy(update={"runtime": runtime, **engine, **more})
+    return PublishingService(updated, app.db, app.listings, ExecutorSandbox(updated), queue=Unqueued())
+
+
+async def killed_mid_run(service: PublishingService, alice: Actor, after: str | None = None) -> str:
+    """A publication whose worker was killed mid-run (run 1) once ``after`` returned (by default, the
+    runtime's ``KILLED_AFTER``), its heartbeat long stopped."""
+    pub = await service.submit_package(alice, io.BytesIO(zip_bytes(package_files(sentiment_manifest()))))
+    kill_worker_after(service.settings, pub.id, after or KILLED_AFTER[service.settings.runtime])
+    async with service.db.session() as session:
+        await session.execute(
+            update(Publication)
+            .where(Publication.id == pub.id)
+            .values(heartbeat_at=utcnow() - timedelta(hours=1))
+        )
+    assert (service.workflow.staging_root / pub.id / "1").is_dir()
+    if service.settings.runtime == "auto":
+        tags = [i.ref for i in service.images.staging_images(pub.id)]
+        assert tags == [f"{staging_repository(pub.id, 1)}:built"]
+    return pub.id
+
+
+def left_behind(service: PublishingService, publication_id: str) -> tuple[list[str], list[str]]:
+    """The publication's staging tags in the engine and its staging directories."""
+    tags = [i.ref for i in service.images.staging_images(publication_id)]
+    root = service.workflow.staging_root / publication_id
+    return tags, sorted(p.name for p in root.iterdir()) if root.exists() else []
+
+
+@pytest.mark.parametrize("killed_after", ["_package_image_of", "_list"], ids=["built", "listed"])
+async def test_a_re_run_removes_the_images_its_killed_run_tagged(
+    settings: Settings,
+    app: CatalogApp,
+    alice: Actor,
+    bwrap_ok: bool,
+    request: pytest.FixtureRequest,
+    killed_after: str,
+) -> None:
+    """A worker killed after building the package's image (or after listing the version too) left
+    ``mlrepo-staging/<publication>-1:built`` in the engine: the re-run (or the run that adopts the
+    version) removed the killed run's staging directory but none of its images, and nothing else ever
+    did. It now untags those of the runs before its own."""
+    service = service_for(settings, app, "auto", request)
+    pub_id = await killed_mid_run(service, alice, killed_after)
+    assert await service.recover() == 1
+    assert await service.run(pub_id) == "published"
+    assert await versions_of(app, alice) == ["1.0.0"]
+    assert left_behind(service, pub_id) == ([], [])
+
+
+@pytest.mark.parametrize("runtime", ["auto", "bwrap"])
+async def test_recovery_that_gives_a_publication_up_removes_what_its_runs_left(
+    settings: Settings,
+    app: CatalogApp,
+    alice: Actor,
+    bwrap_ok: bool,
+    request: pytest.FixtureRequest,
+    runtime: str,
+) -> None:
+    """Recovery FAILS a publication that lost its worker on each of its ``job_max_attempts`` runs; no run
+    comes back for it. It removed the staged upload only: the staging directory and images stayed
+    until the garbage collection (the images forever). Now they go with the upload."""
+    service = service_for(settings, app, runtime, request, job_max_attempts=1)
+    pub_id = await killed_mid_run(service, alice)
+    await service.recover()
+    assert (await service.get(alice, pub_id)).status == "failed"
+    assert left_behind(service, pub_id) == ([], [])
+    assert not (service.upload_root / pub_id).exists()
+
+
+async def test_gc_removes_what_runs_that_can_no_longer_write_left(
+    settings: Settings, app: CatalogApp, alice: Actor, bwrap_ok: bool, request: pytest.FixtureRequest
+) -> None:
+    """A run killed on one worker and re-run on another (or never re-run) leaves its staging directory
+    and images where it ran: the collection swept only the directories of final publications, and no
+    image. It now removes those of every run that can no longer write (here: recovery re-queued the
+    publication, so run 1 never writes again), past the grace period for directories, and leaves alone
+    the tags of publications that are not this database's (an engine may serve others)."""
+    service = service_for(settings, app, "auto", request)
+    pub_id = await killed_mid_run(service, alice)
+    assert await service.recover() == 1  # QUEUED: run 1 may no longer write
+    run_dir = service.workflow.staging_root / pub_id / "1"
+    then = time.time() - 3 * 86_400
+    for path in [run_dir, *run_dir.rglob("*")]:
+        os.utime(path, (then, then), follow_symlinks=False)
+    images = service.images
+    foreign = f"{staging_repository(uuid.uuid4().hex, 1)}"
+    images.tag(images.base_image, foreign, "source")
+    try:
+        dry = await collect_garbage(service.settings, app.db, delete=False)
+        assert (dry.staging_images, dry.directories.files) == (1, 1)
+        assert left_behind(service, pub_id) == ([f"{staging_repository(pub_id, 1)}:built"], ["1"])
+        report = await collect_garbage(service.settings, app.db, delete=True)
+        assert (report.staging_images, report.directories.files) == (1, 1)
+        assert report.as_dict()["staging_images"] == 1
+        assert left_behind(service, pub_id) == ([], [])
+        assert [i.ref for i in images.staging_images(foreign.rsplit("/", 1)[1][:32])] == [f"{foreign}:source"]
+    finally:
+        images.remove(f"{foreign}:source")
+    assert await service.run(pub_id) == "published"  # the next run is not hindered
+    assert left_behind(service, pub_id) == ([], [])
+
+
+def test_a_staging_tag_names_its_run() -> None:
+    from catalog.publishing.images import staging_image
+
+    found = staging_image(f"{staging_repository('ab' * 16, 12)}:normalized")
+    assert found is not None and (found.publication_id, found.attempt) == ("ab" * 16, 12)
+    assert staging_image("mlrepo/alice/tiny:1.0.0") is None
+    assert staging_image(f"registry:5000/{staging_repository('ab' * 16, 1)}:built") is None
+    assert Path(staging_repository("ab" * 16, 3)).name == f"{'ab' * 16}-3"
+
+
+async def test_a_run_whose_image_build_failed_untags_the_source_it_tagged(
+    docker_publishing: PublishingService, alice: Actor, tmp_path: Path
+) -> None:
+    """A run untagged its images only once it had derived one, so a producer's image whose derived
+    build failed stayed tagged ``mlrepo-staging/<publication>-1:source`` for good. A run now untags
+    whatever it tagged."""
+    svc = docker_publishing
+    dockerfile = f'FROM {svc.settings.base_image}\nCOPY model.py /app\nENTRYPOINT ["python3", "/app"]\n'
+    context = io.BytesIO()
+    with tarfile.open(fileobj=context, mode="w") as tar:
+        for name, data in (("Dockerfile", dockerfile.encode()), ("model.py", b"print('hi')\n")):
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    context.seek(0)
+    local = f"producer-test/{uuid.uuid4().hex[:10]}:1"  # its /app is a file: WORKDIR /app cannot be made
+    svc.images.client.images.build(fileobj=context, custom_context=True, tag=local, network_mode="none")
+    try:
+        tarball = tmp_path / "image.tar"
+        with open(tarball, "wb") as f:
+            for chunk in svc.images.client.images.get(local).save(named=True):
+                f.write(chunk)
+        manifest = sentiment_manifest(name="app-is-a-file", verify=False)
+        with open(tarball, "rb") as f:
+            pub = await svc.submit_image(alice, manifest, tarball=f)
+        await svc.queue.drain()
+        done = await svc.get(alice, pub.id)
+        assert done.status == "failed" and "image build failed" in (done.error or ""), done.error
+        assert left_behind(svc, pub.id) == ([], [])
+    finally:
+        svc.images.remove(local)
