@@ -6,12 +6,13 @@ The catalog is the one ``benchmarks.search_latency`` builds and caches under ``-
 has a next page now (``catalog.search_snapshots``):
 
 1. queues its snapshot (``SnapshotStore.keep_soon``): timed alone. The ranking is unchanged: it explains
-   the page only, and hands the snapshot a function that explains the other candidates when written;
+   the page only, and hands the snapshot a function giving every candidate unexplained when written;
 2. without text, reads a chunk (``search_snapshot_chunk``) of the order instead of one page:
    ``_browse`` timed for both.
 
-Off the request path, on the snapshot writer (one batch every ``search_snapshot_batch_s``): explaining the
-other candidates, packing (JSON + zlib), and the whole write per snapshot; the stored size. For
+Off the request path, on the snapshot writer (one batch every ``search_snapshot_batch_s``): gathering the
+candidates unexplained (``ranking.pending``), packing them, and the whole write per snapshot; the stored
+size (``benchmarks.snapshot_packing`` times the writer's CPU alone, more precisely). For
 comparison: the ranking, and whole first and second pages (the second reads the snapshot).
 Each step is the fastest of ``REPEATS`` calls (the machine is shared), then the median over queries.
 Prints a table and one JSON line last.
@@ -74,7 +75,7 @@ async def measure(data_dir: Path, count: int) -> dict[str, Any]:
             k: []
             for k in (
                 "rank_page",
-                "explain_rest",
+                "gather_rest",
                 "keep",
                 "pack",
                 "browse_page",
@@ -88,15 +89,14 @@ async def measure(data_dir: Path, count: int) -> dict[str, Any]:
             vector, keyword = await svc._encode_and_match(text, filters, svc._depth())
             elapsed, ranked_with = timed(svc._rank, text, vector, keyword, filters, "relevance", PAGE)
             figures["rank_page"].append(elapsed)
-            _, ranked, rest, total = ranked_with
+            _, _, rest, total = ranked_with
+            assert rest is not None
             elapsed, others = timed(rest)
-            figures["explain_rest"].append(elapsed)
-            later = (rest, total - len(ranked))
+            figures["gather_rest"].append(elapsed)
             keep = svc.snapshots.keep_soon
-            elapsed, _ = timed(keep, None, "f" * 16, ranked, total, later=later)
+            elapsed, _ = timed(keep, None, "f" * 16, [], total, later=(rest, total))
             figures["keep"].append(elapsed)
-            ranked = ranked + others
-            elapsed, blob = timed(pack_entries, ranked)
+            elapsed, blob = timed(pack_entries, [], others)
             figures["pack"].append(elapsed)
             sizes.append(len(blob))
             for name, limit in (("browse_page", PAGE), ("browse_chunk", chunk)):
@@ -111,10 +111,7 @@ async def measure(data_dir: Path, count: int) -> dict[str, Any]:
             await svc.search(ANONYMOUS, SearchRequest(text=f"{text} ", limit=PAGE, after=first.end_cursor))
             figures["second_page"].append(time.perf_counter() - started)
         await svc.snapshots.flush()
-        kept = [
-            svc.snapshots.keep_soon(None, "f" * 16, ranked[:PAGE], total, later=(rest, total - PAGE))
-            for _ in range(count)
-        ]
+        kept = [svc.snapshots.keep_soon(None, "f" * 16, [], total, later=(rest, total)) for _ in range(count)]
         started = time.perf_counter()
         await svc.snapshots.flush()  # one batch: packed on a thread, then one insert
         write_per_snapshot = (time.perf_counter() - started) / len(kept)
@@ -139,7 +136,7 @@ def report(result: dict[str, Any]) -> None:
         ("browse one page", "browse_page"),
         ("browse one chunk", "browse_chunk"),
         ("ADDED to a facet-only first page", "added_browse_ms"),
-        ("writer: explain the other candidates", "explain_rest"),
+        ("writer: gather the candidates", "gather_rest"),
         ("writer: pack, one snapshot", "pack"),
         ("writer: pack + insert, per snapshot", "write_per_snapshot_ms"),
         ("whole first page", "first_page"),

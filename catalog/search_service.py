@@ -48,6 +48,7 @@ from catalog.view_cache import ViewCache
 from infra.errors import BadInput, Unavailable
 from infra.settings import Settings
 from infra.timing import stage
+from ranking.pending import PendingResults
 from ranking.ranker import Ranker
 from ranking.types import Interpretation, RankedResult, ScorePart
 from search.types import Hit, IndexedListing, SearchFilters
@@ -313,7 +314,7 @@ class SearchService:
             interpretation, ranked, rest, total = self._rank(
                 text, query_vector, keyword_hits, filters, sort, request.limit
             )
-            held, exhausted = total, True  # every candidate, the ones after ``ranked`` explained by ``rest``
+            held, exhausted = total, True  # every candidate, kept unexplained by relevance (``rest``)
         else:
             browse_order = sort
             chunk = max(self.settings.search_snapshot_chunk, request.limit)
@@ -325,12 +326,12 @@ class SearchService:
             snapshot = self.snapshots.keep_soon(
                 actor.account_id,
                 request_fingerprint(request),
-                ranked,
+                ranked if rest is None else [],
                 total,
                 browse_order=browse_order,
                 exhausted=exhausted,
                 interpretation=interpretation,
-                later=(rest, held - len(ranked)) if rest is not None else None,
+                later=(rest, held) if rest is not None else None,
             )
         results, total = await self._hydrated_page(actor, page, total, slot)
         search_id = None
@@ -360,16 +361,16 @@ class SearchService:
         with stage(INDEX_SYNC):
             await self.index.sync()
         end = cursor.position + request.limit
-        if end > len(snapshot.entries) and not snapshot.exhausted:
+        if end > snapshot.held and not snapshot.exhausted:
             snapshot = await self._extend(snapshot, filters)
-        page = self._explained(snapshot.entries[cursor.position : end], snapshot.interpretation)
+        page = self._explained(snapshot.page(cursor.position, end), snapshot.interpretation)
         results, total = await self._hydrated_page(actor, page, snapshot.total, slot)
         return self._response(results, total, snapshot, end, None, snapshot.interpretation)
 
     def _explained(
         self, page: list[RankedResult], interpretation: Interpretation | None
     ) -> list[RankedResult]:
-        """The page with explanations built for the entries its snapshot kept as ``reasons`` (every
+        """The page with explanations built for the entries its snapshot kept unexplained (every
         relevance-ranked result after the first page), from the listings as the index holds them now;
         an entry whose listing left the index stays as it is (hydration drops it)."""
         pending = [r.id for r in page if r.reasons is not None]
@@ -510,14 +511,15 @@ class SearchService:
         filters: SearchFilters,
         sort: str,
         needed: int,
-    ) -> tuple[Interpretation, list[RankedResult], Callable[[], list[RankedResult]], int]:
-        """The first ``needed`` ranked results (or more), a function giving the rest, and how many
-        candidates were ranked.
+    ) -> tuple[Interpretation, list[RankedResult], Callable[[], PendingResults] | None, int]:
+        """The first ``needed`` ranked results (or more), by relevance a function giving every candidate
+        unexplained, and how many candidates were ranked.
 
         Every candidate is scored, but by relevance only the first ``needed`` get their explanation built
-        here; the function builds the others' when called (off the first page's path, for its snapshot).
-        Another sort reorders every candidate, so all are explained at once. The ranker ranks exactly the
-        candidates that have a projection, so their count is the total."""
+        here; the function gives them all, unexplained, when called (off the first page's path, for its
+        snapshot; ``ranking.pending``). Another sort reorders every candidate, so all are explained at
+        once (and no function). The ranker ranks exactly the candidates that have a projection, so their
+        count is the total."""
         backend = self.index.backend
         assert backend is not None
         with stage(VECTOR):
@@ -532,13 +534,14 @@ class SearchService:
             interpretation, ranked, rest = self.ranker.rank_in_parts(
                 text, query_vector, keyword_hits, vector_hits, projections, limit=limit
             )
-        if sort != SortOrder.RELEVANCE:
-            ranked = sorted(ranked, key=lambda r: (-_sort_value(projections[r.id], sort), -r.score, r.id))
-            ranked = [
-                RankedResult(r.id, r.score, (_sort_part(projections[r.id], sort, counted=False), *r.parts))
-                for r in ranked
-            ]
-        return interpretation, ranked, rest, len(projections)
+        if sort == SortOrder.RELEVANCE:
+            return interpretation, ranked, rest, len(projections)
+        ranked = sorted(ranked, key=lambda r: (-_sort_value(projections[r.id], sort), -r.score, r.id))
+        ranked = [
+            RankedResult(r.id, r.score, (_sort_part(projections[r.id], sort, counted=False), *r.parts))
+            for r in ranked
+        ]
+        return interpretation, ranked, None, len(projections)
 
     def _browse(
         self, filters: SearchFilters, sort: str, offset: int, limit: int

@@ -14,10 +14,16 @@ yet flushes its own queue and, for a cursor younger than the batch interval plus
 for another process's batch. Expired rows are purged by the writer (Redis expires them itself).
 
 A text search's snapshot holds every candidate it ranked (``candidate_depth`` from each list, so a couple
-of hundred). A facet-only search may match the whole catalog: its snapshot holds ``search_snapshot_chunk``
-listings, and paging past them appends the next chunk — the first listings of the current order that the
-snapshot does not hold yet. Listings already held keep their place, so nothing repeats, and every visible
-listing not yet held is still ahead, so nothing is skipped; a chunk appended later is ordered as of then.
+of hundred). By relevance they are kept unexplained, as the numbers their explanations are built from
+(``ranking.pending``: float64 columns packed as bytes, no JSON of floats), and each later page explains
+its own results: packing explained entries, or even each candidate's ``reasons`` as JSON, cost about
+1.5 ms of CPU per search, which set the p95 of search at catalog scale. Rows written by earlier versions
+(zlib JSON, the later candidates with their ``reasons``) are still read, and explained the same way.
+
+A facet-only search may match the whole catalog: its snapshot holds ``search_snapshot_chunk`` listings,
+and paging past them appends the next chunk — the first listings of the current order that the snapshot
+does not hold yet. Listings already held keep their place, so nothing repeats, and every visible listing
+not yet held is still ahead, so nothing is skipped; a chunk appended later is ordered as of then.
 
 Cursors are opaque (base64 of JSON) and signed with the snapshot's own secret (HMAC over snapshot id,
 position and the request's fingerprint), so a cursor whose position was changed is refused rather than
@@ -46,6 +52,7 @@ from infra.batching import BatchWriter
 from infra.errors import BadInput, CursorExpired
 from infra.settings import Settings
 from infra.tables import SearchSnapshot, new_id, utcnow
+from ranking.pending import PendingResults, is_packed, unpack
 from ranking.types import Constraints, Interpretation, LabelGuess, RankedResult, ScorePart
 
 logger = logging.getLogger("mlrepo.catalog")
@@ -73,29 +80,39 @@ class Snapshot:
     account_id: str | None
     fingerprint: str
     total: int
-    entries: list[RankedResult]
+    entries: list[RankedResult]  # explained (in rows of earlier versions, some with ``reasons`` only)
     expires_at: datetime
     secret: str = field(default_factory=lambda: secrets.token_hex(16))
     browse_order: str | None = None  # facet-only searches: the order further chunks are taken in
     exhausted: bool = True
     interpretation: Interpretation | None = None
     chunks: int = 1
-    # Entries after ``entries``, given (with their ``reasons``, not explained) when the snapshot is
-    # written, and how many there are; each later page explains its own (``Ranker.explain_reasons``).
-    later: tuple[Callable[[], list[RankedResult]], int] | None = None
+    # A relevance-ranked text search keeps its results unexplained instead of ``entries`` (each later
+    # page explains its own, ``Ranker.explain_reasons``); until the snapshot is written, as the function
+    # giving them and their count.
+    pending: PendingResults | None = None
+    later: tuple[Callable[[], PendingResults], int] | None = None
 
     @property
     def held(self) -> int:
         """How many ranked listings the snapshot holds (those still to be explained included)."""
-        return len(self.entries) + (self.later[1] if self.later is not None else 0)
-
-    def complete(self) -> list[RankedResult]:
-        """Every entry (runs on the writer's thread)."""
         if self.later is not None:
-            explain_rest, _ = self.later
-            self.entries = self.entries + explain_rest()
+            return self.later[1]
+        return len(self.pending) if self.pending is not None else len(self.entries)
+
+    def page(self, start: int, end: int) -> list[RankedResult]:
+        """Entries ``start`` to ``end``; those not explained yet carry their ``reasons`` and no parts."""
+        if self.pending is not None:
+            return self.pending.results(start, end)
+        return self.entries[start:end]
+
+    def complete(self) -> Snapshot:
+        """The snapshot with its pending results gathered (runs on the writer's thread)."""
+        if self.later is not None:
+            rest, _ = self.later
+            self.pending = rest()
             self.later = None
-        return self.entries
+        return self
 
     def cursor(self, position: int, issued_at: float) -> str:
         raw = json.dumps(
@@ -119,7 +136,13 @@ class Snapshot:
         if self.expires_at <= now:
             raise CursorExpired(_expired_message(self.expires_at), field="after")
 
-    def rows(self, first_seq: int, entries: Sequence[RankedResult], exhausted: bool) -> SearchSnapshot:
+    def rows(
+        self,
+        first_seq: int,
+        entries: Sequence[RankedResult],
+        exhausted: bool,
+        pending: PendingResults | None = None,
+    ) -> SearchSnapshot:
         return SearchSnapshot(
             id=self.id,
             seq=first_seq,
@@ -130,7 +153,7 @@ class Snapshot:
             browse_order=self.browse_order,
             exhausted=exhausted,
             interpretation=asdict(self.interpretation) if self.interpretation is not None else None,
-            entries=pack_entries(entries),
+            entries=pack_entries(entries, pending),
             expires_at=self.expires_at,
         )
 
@@ -138,27 +161,31 @@ class Snapshot:
 # ---------------------------------------------------------------------------- encoding (pure)
 
 
-def pack_entries(entries: Sequence[RankedResult]) -> bytes:
-    """zlib JSON of each entry's id, score, and either its explanation (the parts) or the ``reasons`` a
-    later page builds it from (``Ranker.explain_reasons``)."""
-    raw = [
-        [r.id, r.score, [[p.name, p.value, p.detail] for p in r.parts], r.reasons]
-        if r.reasons is not None
-        else [r.id, r.score, [[p.name, p.value, p.detail] for p in r.parts]]
-        for r in entries
-    ]
+def pack_entries(entries: Sequence[RankedResult], pending: PendingResults | None = None) -> bytes:
+    """A row's entries: ``pending`` packed (``ranking.pending``) when given, else zlib JSON of each
+    explained entry's id, score and parts."""
+    if pending is not None:
+        return pending.pack()
+    raw = [[r.id, r.score, [[p.name, p.value, p.detail] for p in r.parts]] for r in entries]
     return zlib.compress(json.dumps(raw, separators=(",", ":")).encode(), 1)
 
 
-def unpack_entries(blob: bytes) -> list[RankedResult]:
+def unpack_entries(blob: bytes) -> tuple[list[RankedResult], PendingResults | None]:
+    """The explained entries or the pending results ``pack_entries`` wrote. A row of an earlier version
+    (zlib JSON whose later entries carry ``reasons``) gives its entries, those with their ``reasons``."""
+    if is_packed(blob):
+        return [], unpack(blob)
     entries = json.loads(zlib.decompress(blob))
-    return [
-        RankedResult(e[0], e[1], tuple(ScorePart(n, v, d) for n, v, d in e[2]), _reasons_of(e))
+    explained = [
+        RankedResult(e[0], e[1], tuple(ScorePart(n, v, d) for n, v, d in e[2]), _legacy_reasons(e))
         for e in entries
     ]
+    return explained, None
 
 
-def _reasons_of(entry: list[Any]) -> tuple | None:
+def _legacy_reasons(entry: list[Any]) -> tuple | None:
+    """The ``reasons`` an earlier version stored in the JSON itself (the shape ``PendingResults.result``
+    gives)."""
     if len(entry) < 4 or entry[3] is None:
         return None
     contributions, share, words = entry[3]
@@ -193,7 +220,8 @@ def decode_cursor(cursor: str) -> Cursor:
 
 
 def _first_chunks(snapshots: Sequence[Snapshot]) -> list[SearchSnapshot]:
-    return [snapshot.rows(0, snapshot.complete(), snapshot.exhausted) for snapshot in snapshots]
+    completed = [snapshot.complete() for snapshot in snapshots]
+    return [s.rows(0, s.entries, s.exhausted, s.pending) for s in completed]
 
 
 def _expired_message(expired_at: datetime) -> str:
@@ -220,7 +248,7 @@ class SnapshotStore:
         self.rows = rows
         self.settings = settings
         self.clock = clock
-        # Packed when written: explaining and compressing are off the first page too.
+        # Packed when written: gathering the later results and packing are off the first page too.
         self._batches = BatchWriter(
             self._insert, lambda: self.settings.search_snapshot_batch_s, "could not store %d search snapshots"
         )
@@ -240,11 +268,13 @@ class SnapshotStore:
         browse_order: str | None = None,
         exhausted: bool = True,
         interpretation: Interpretation | None = None,
-        later: tuple[Callable[[], list[RankedResult]], int] | None = None,
+        later: tuple[Callable[[], PendingResults], int] | None = None,
     ) -> Snapshot:
         """A new snapshot, queued for the next batch; its cursors may be handed out at once.
 
-        ``later``: a function giving the entries after ``entries`` (explaining them), and their count."""
+        ``later``: instead of ``entries``, a function giving the results unexplained, and their count."""
+        if later is not None and entries:
+            raise ValueError("a snapshot keeps explained entries or unexplained results, not both")
         snapshot = Snapshot(
             id=new_id(),
             account_id=account_id,
@@ -263,7 +293,7 @@ class SnapshotStore:
     async def _insert(self, snapshots: list[Snapshot]) -> None:
         """One batch (if it fails, later pages of these searches get an error, never a wrong page);
         storage grows only here, so expired snapshots are purged here too, now and then."""
-        # zlib lets go of the GIL: packing on a thread leaves most of it off the event loop
+        # on a thread: zlib lets go of the GIL, and the first page is answered without waiting for it
         await self.rows.add(await asyncio.to_thread(_first_chunks, snapshots))
         await self._purge_now_and_then()
 
@@ -312,12 +342,14 @@ class SnapshotStore:
         if not rows:
             return None
         first, last = rows[0], rows[-1]
+        chunks = [unpack_entries(row.entries) for row in rows]  # pending: only a text search's one chunk
         return Snapshot(
             id=first.id,
             account_id=first.account_id,
             fingerprint=first.fingerprint,
             total=first.total,
-            entries=[entry for row in rows for entry in unpack_entries(row.entries)],
+            entries=[entry for explained, _ in chunks for entry in explained],
+            pending=chunks[-1][1],
             expires_at=_as_utc(first.expires_at),
             secret=first.secret,
             browse_order=first.browse_order,

@@ -222,7 +222,8 @@ class SearchSnapshot(Base):
     browse_order: Mapped[str | None] = mapped_column(String(16))  # set: more chunks may be appended
     exhausted: Mapped[bool] = mapped_column(Boolean, default=True)  # nothing ranked beyond this chunk
     interpretation: Mapped[dict[str, Any] | None] = mapped_column(JSON)
-    entries: Mapped[bytes] = mapped_column(LargeBinary)  # zlib JSON [[id, score, [[name, value, detail]]]]
+    # zlib JSON [[id, score, [[name, value, detail]]]], or unexplained results packed (ranking.pending)
+    entries: Mapped[bytes] = mapped_column(LargeBinary)
     expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
 
 

@@ -22,6 +22,7 @@ import numpy as np
 
 from ranking.contrast import NO_DISTINCTIVE_WORDS, DistinctiveWords, distinctive_words
 from ranking.fusion import Contribution, normalized_score_fusion, reciprocal_rank_fusion
+from ranking.pending import PendingResults, pending_results
 from ranking.query_understanding import QueryUnderstanding, label_of
 from ranking.signals import quality_parts, quality_score
 from ranking.term_weights import keyword_word_weights
@@ -55,18 +56,6 @@ def _describe_distinctive(listing: IndexedListing, contrast: DistinctiveWords, v
     shown = contrast.matched(listing)[:4]
     quoted = ", ".join(f"'{word}'" for word in shown)
     return f"contains request words rare among the candidates: {quoted} (+{value:.3f})"
-
-
-def _reasons(contributions: Sequence[Contribution], listing_id: str, contrast: DistinctiveWords) -> tuple:
-    """What ``Ranker.explain_reasons`` needs besides the listing and the interpretation, as plain numbers
-    and words (stored with a search's snapshot): building the explanation itself costs ~15 us a result,
-    which a first page should not pay for the ~150 candidates behind it."""
-    found = contrast.found.get(listing_id, frozenset())
-    return (
-        tuple((c.source, c.value, c.rank, c.raw_score) for c in contributions),
-        contrast.share(listing_id),
-        tuple((word, contrast.weights[word]) for word in sorted(found)),
-    )
 
 
 class Ranker:
@@ -180,13 +169,15 @@ class Ranker:
         listings: Mapping[str, IndexedListing],
         interpretation: Interpretation | None = None,
         limit: int | None = None,
-    ) -> tuple[Interpretation, list[RankedResult], Callable[[], list[RankedResult]]]:
-        """``rank``, plus a function that explains the candidates after the first ``limit`` when called.
+    ) -> tuple[Interpretation, list[RankedResult], Callable[[], PendingResults]]:
+        """``rank``, plus a function giving every candidate, in the same order, unexplained.
 
         A search keeps every candidate for its later pages (``catalog.search_snapshots``), but neither its
         first page nor its snapshot writer pays for explanations nobody may read: the function gives the
-        later candidates with their score and ``reasons`` only, and a later page explains its own ten
-        (``explain_reasons``). Nothing here is mutated afterwards, so the call may run on another thread."""
+        candidates as the columns of numbers their explanations are built from (``ranking.pending``), and
+        a later page explains its own ten (``explain_reasons``). Explaining costs ~15 us a result; even
+        keeping each one's ``reasons`` as tuples cost the writer ~1.2 ms a search. Nothing here is
+        mutated afterwards, so the call may run on another thread."""
         if interpretation is None:
             interpretation = self.understanding.interpret(
                 text, query_vector, keyword_hits, vector_hits, listings
@@ -207,17 +198,14 @@ class Ranker:
         def explained(chosen: Sequence[tuple[float, str]]) -> list[RankedResult]:
             return [self.explain(fused[i], listings[i], understood, contrast) for _, i in chosen]
 
-        def pending(chosen: Sequence[tuple[float, str]]) -> list[RankedResult]:
-            return [RankedResult(i, -negative, (), _reasons(fused[i], i, contrast)) for negative, i in chosen]
-
-        return interpretation, explained(order[:cut]), lambda: pending(order[cut:])
+        return interpretation, explained(order[:cut]), lambda: pending_results(order, fused, contrast)
 
     def explain_reasons(
         self, result: RankedResult, listing: IndexedListing, interpretation: Interpretation
     ) -> RankedResult:
-        """The explanation of a result ``rank_in_parts`` left pending, from its stored ``reasons`` and the
-        listing as it is now: the same parts and score as at ranking time unless the listing's quality
-        signals or labels changed since (then the parts say what it scores now)."""
+        """The explanation of a result ``rank_in_parts`` left pending (``PendingResults.result``), from its
+        ``reasons`` and the listing as it is now: the same parts and score as at ranking time unless the
+        listing's quality signals or labels changed since (then the parts say what it scores now)."""
         assert result.reasons is not None
         contributions, share, words = result.reasons
         contrast = DistinctiveWords(

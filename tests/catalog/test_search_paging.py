@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import base64
 import json
+import zlib
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import replace
 from datetime import timedelta
@@ -23,6 +24,7 @@ from catalog.search_snapshots import CURSOR_PREFIX
 from infra.errors import BadInput, CursorExpired
 from infra.settings import Settings
 from infra.tables import SearchSnapshot, utcnow
+from ranking.pending import unpack
 from search.embeddings import Encoder
 
 TEXT = "classify the sentiment of product reviews"
@@ -122,6 +124,79 @@ async def test_later_pages_carry_the_scores_and_explanations_the_first_page_rank
 
     assert explained(first.results + second.results) == explained(whole.results)
     assert second.interpretation == whole.interpretation and second.notes == whole.notes
+
+
+async def more_varied(app: CatalogApp, owner: Actor) -> None:
+    """Listings that share some of ``TEXT``'s words and not others, in two categories and formats: later
+    pages then carry every kind of part (keyword, semantic, category, format, distinctive words)."""
+    for i, (words, category, subcategory, output) in enumerate(
+        (
+            ("product reviews sentiment, multilingual", "Natural Language Processing", None, None),
+            ("classify support tickets", "Natural Language Processing", "Text Classification", "tokens"),
+            ("reviews of products: star rating regression", "Natural Language Processing", None, "vector"),
+            ("image sentiment of product photos", "Computer Vision", "Image Classification", None),
+            ("classify the topic of news articles", "Natural Language Processing", None, None),
+        )
+    ):
+        overrides = {"description": f"Models that {words}.", "accuracy": 0.5 + 0.07 * i, "category": category}
+        if subcategory:
+            overrides["subcategory"] = subcategory
+        if output:
+            overrides["output_format"] = output
+        if category == "Computer Vision":
+            overrides["input_format"] = "image"
+        await app.listings.create(owner, listing_data(f"varied-{i}", **overrides))
+
+
+async def test_later_pages_read_in_another_process_explain_exactly_as_one_eager_page(
+    app: CatalogApp, other_process: CatalogApp, alice: Actor
+) -> None:
+    """The snapshot keeps the candidates unexplained (packed columns, ``ranking.pending``); a later page,
+    here read from the database by another process, explains its results exactly (same ids, scores,
+    parts and sentences) as a single page explaining every candidate at ranking time."""
+    await fill(app, alice)
+    await more_varied(app, alice)
+    await other_process.index.sync()
+    eager = await app.search.search(ANONYMOUS, SearchRequest(text=TEXT, limit=app.settings.max_page_size))
+    assert not eager.has_next_page and len(eager.results) == 13
+    request = SearchRequest(text=TEXT, limit=2)
+    first = await app.search.search(ANONYMOUS, request)
+    pages = await rest_of(other_process, ANONYMOUS, request, first)  # the snapshot is still queued in app
+
+    def explained(results: list) -> list[tuple]:
+        return [(r.listing.id, r.score, r.parts) for r in results]
+
+    paged = first.results + [result for page in pages for result in page.results]
+    assert explained(paged) == explained(eager.results)
+    later_parts = {part.name for page in pages for result in page.results for part in result.parts}
+    assert {"keyword", "semantic", "category", "distinctive_words"} <= later_parts
+    assert all(page.interpretation == eager.interpretation for page in pages)
+
+
+async def test_a_snapshot_row_of_the_previous_format_is_still_paged(app: CatalogApp, alice: Actor) -> None:
+    """Rows written before the packed format (zlib JSON, each later candidate with its ``reasons``) may
+    still be stored at upgrade: they are read, and their pages are those the new format gives."""
+    await fill(app, alice)
+    await more_varied(app, alice)
+    request = SearchRequest(text=TEXT, limit=3)
+    first = await app.search.search(ANONYMOUS, request)
+    assert first.end_cursor is not None
+    await app.search.snapshots.flush()
+    expected = await rest_of(app, ANONYMOUS, request, first)
+    snapshot_id = cursor_fields(first.end_cursor)["s"]
+    async with app.db.session() as session:
+        row = await session.get(SearchSnapshot, (snapshot_id, 0))
+        assert row is not None
+        pending = unpack(row.entries)
+        legacy = [
+            [r.listing.id, r.score, [[p.name, p.value, p.detail] for p in r.parts]] for r in first.results
+        ] + [[r.id, r.score, [], r.reasons] for r in pending.results(len(first.results), len(pending))]
+        row.entries = zlib.compress(json.dumps(legacy).encode())
+    paged = await rest_of(app, ANONYMOUS, request, first)
+    assert [(p.ids, [r.parts for r in p.results]) for p in paged] == [
+        (p.ids, [r.parts for r in p.results]) for p in expected
+    ]
+    assert len(expected) >= 3
 
 
 @pytest.mark.parametrize("sort", ["newest", "usage"])

@@ -8,6 +8,7 @@ import pytest
 from catalog_fixture import synthetic_catalog
 from ranking_support import hits, listing
 
+from ranking.pending import unpack
 from ranking.query_understanding import QueryUnderstanding
 from ranking.ranker import Ranker
 from ranking.types import Constraints, Interpretation, LabelGuess
@@ -122,11 +123,15 @@ def test_results_left_pending_are_explained_later_exactly_as_at_ranking_time(ran
     text = "transcribe medical dictation"
     interpretation, everything = ranker.rank(text, None, keyword, vector, docs)
     _, first, rest = ranker.rank_in_parts(text, None, keyword, vector, docs, limit=1)
-    pending = rest()
-    assert first == everything[:1] and [r.id for r in pending] == [r.id for r in everything[1:]]
-    assert all(r.parts == () and r.reasons is not None for r in pending)
-    explained = [ranker.explain_reasons(r, docs[r.id], interpretation) for r in pending]
-    assert explained == everything[1:]
+    columns = rest()
+    assert first == everything[:1]
+    for kept in (columns, unpack(columns.pack())):  # as held, and as stored in a snapshot row
+        pending = kept.results(0, len(kept))
+        assert [r.id for r in pending] == [r.id for r in everything]
+        assert all(r.parts == () and r.reasons is not None for r in pending)
+        explained = [ranker.explain_reasons(r, docs[r.id], interpretation) for r in pending]
+        assert explained == everything
+        assert kept.results(1, 5) == pending[1:]
 
 
 def test_candidates_without_a_projection_are_dropped(ranker: Ranker, catalog) -> None:
