@@ -102,6 +102,7 @@ class DockerRuntime:
             },
             "cap_drop": ["ALL"],
             "security_opt": ["no-new-privileges"],
+            "shm_size": f"{limits.tmpfs_mb}m",  # /dev/shm capped like /tmp (the engine's default: 64 MB)
             "pids_limit": limits.pids,
             "mem_limit": f"{limits.memory_mb}m",
             "memswap_limit": f"{limits.memory_mb}m",

@@ -200,6 +200,30 @@ with open("/tmp/fill", "wb") as f:
     assert "disk space exhausted (tmpfs limit 16 MB)" in reason
 
 
+async def test_dev_is_no_unbounded_disk(sandbox: Runtime, make_package) -> None:
+    """bwrap's /dev is a tmpfs of its own, owned by the sandbox uid and of no size limit: files written
+    there were held in the host's memory, past every limit where no cgroup holds the run. /dev is
+    read-only now and /dev/shm (multiprocessing's semaphores) a capped tmpfs."""
+    body = """
+import multiprocessing
+multiprocessing.Lock()  # POSIX semaphores still work
+chunk = b"x" * (1 << 20)
+for target in ("/dev/fill", "/dev/pts/fill"):
+    try:
+        open(target, "wb").write(chunk)
+        raise SystemExit("WROTE OUTSIDE TMPFS " + target)
+    except OSError:
+        pass
+with open("/dev/shm/fill", "wb") as f:
+    while True:
+        f.write(chunk)
+        f.flush()
+"""
+    status, reason, _ = await attack_alongside_good_job(sandbox, make_package, body)
+    assert status == JobStatus.FAILED
+    assert "disk space exhausted" in reason, reason
+
+
 async def test_host_files_are_not_readable(sandbox: Runtime, make_package, tmp_path: Path) -> None:
     secret = tmp_path / "host-secret.txt"
     secret.write_text("TOP-SECRET-HOST-FILE")
