@@ -8,11 +8,14 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import io
 import os
 import socket
+import tarfile
 import threading
 import time
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -222,6 +225,42 @@ with open("/dev/shm/fill", "wb") as f:
     status, reason, _ = await attack_alongside_good_job(sandbox, make_package, body)
     assert status == JobStatus.FAILED
     assert "disk space exhausted" in reason, reason
+
+
+async def test_an_image_volume_is_no_unbounded_disk_and_is_not_left_behind(
+    docker_runtime: DockerRuntime, make_package_docker
+) -> None:
+    """A VOLUME the producer's image declares was an anonymous volume on the engine's disk: writable past
+    every size limit (files under the file size limit, any number of them), and left behind when the
+    container was removed. It is a tmpfs capped like /tmp now, gone with the container."""
+    body = """
+chunk = b"x" * (1 << 20)
+for number in range(100):
+    with open(f"/scratch/fill{number}", "wb") as f:
+        for _ in range(8):
+            f.write(chunk)
+raise SystemExit("WROTE 800 MB TO THE ENGINE'S DISK")
+"""
+    package = make_package_docker(attack_model(body))
+    assert package.image is not None
+    dockerfile = f"FROM {package.image}\nUSER 0\nRUN mkdir -m 777 /scratch\nVOLUME /scratch\n".encode()
+    context = io.BytesIO()
+    with tarfile.open(fileobj=context, mode="w") as tar:
+        info = tarfile.TarInfo("Dockerfile")
+        info.size = len(dockerfile)
+        tar.addfile(info, io.BytesIO(dockerfile))
+    context.seek(0)
+    image = package.image + "-volume"
+    docker_runtime.client.images.build(
+        fileobj=context, custom_context=True, tag=image, rm=True, network_mode="none"
+    )
+    volumes_before = {volume.name for volume in docker_runtime.client.volumes.list()}
+    status, reason = await run_one(docker_runtime, replace(package, image=image))
+    assert status == JobStatus.FAILED
+    assert "disk space exhausted (tmpfs limit 16 MB)" in reason, reason
+    assert_no_leftovers(docker_runtime)
+    left = {volume.name for volume in docker_runtime.client.volumes.list()} - volumes_before
+    assert not left, f"volumes left behind: {left}"
 
 
 async def test_host_files_are_not_readable(sandbox: Runtime, make_package, tmp_path: Path) -> None:
