@@ -44,7 +44,10 @@ sys.exit(3)
 
 @pytest.fixture
 def job_settings(settings: Settings, bwrap_runtime) -> Settings:
-    return settings.model_copy(update={"runtime": "bwrap", "job_heartbeat_s": 0.2})
+    copies = settings.data_dir / "sandbox-copies"
+    return settings.model_copy(
+        update={"runtime": "bwrap", "job_heartbeat_s": 0.2, "sandbox_work_dir": copies}
+    )
 
 
 @pytest.fixture
@@ -60,7 +63,11 @@ async def run_job(jobs: JobService, catalog, people, job_settings: Settings, sou
     )
     view = await jobs.submit(people["alice"], published.listing_id, "inference", records=records)
     # Before the fix a final write that could never succeed left the job RUNNING: bounded here.
-    return await asyncio.wait_for(outcome(jobs, people["alice"], view.id), 60)
+    final = await asyncio.wait_for(outcome(jobs, people["alice"], view.id), 60)
+    # Nothing of the run is left on the host: no package copy, no staging directory.
+    assert list(job_settings.sandbox_work_dir.iterdir()) == []
+    assert list((job_settings.data_dir / "job-staging").iterdir()) == []
+    return final
 
 
 async def test_answers_no_database_can_store_become_errors_of_their_records(
