@@ -106,3 +106,20 @@ async def test_a_crash_whose_stderr_holds_nul_fails_with_its_reason_and_log(
     assert final.status == JobStatus.FAILED
     assert final.error == "exited with status 3: broken \ufffd weights \ufffd\ufffd"
     assert "last failure: exited with status 3: broken \ufffd weights" in final.logs
+
+
+async def test_a_training_whose_stderr_holds_nul_keeps_its_reason_and_log(
+    jobs: JobService, catalog, people, job_settings: Settings
+) -> None:
+    """A training's log is its stderr's tail: stored as it was, PostgreSQL refused it, and the failed
+    training became an internal error without its reason."""
+    train = CRASHES.replace("sys.stdin.read()\n", "")
+    algorithm = await publish_model(
+        job_settings, catalog, people["producer"], train, kind="algorithm", trainable=True, name="crashes"
+    )
+    examples = [{"input": f"text {i}", "target": "a"} for i in range(10)]
+    view = await jobs.submit(people["alice"], algorithm.listing_id, "training", records=examples)
+    final = await asyncio.wait_for(outcome(jobs, people["alice"], view.id), 60)
+    assert final.status == JobStatus.FAILED
+    assert final.error == "training failed: exited with status 3: broken \ufffd weights \ufffd\ufffd"
+    assert "broken \ufffd weights" in final.logs
