@@ -14,7 +14,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
-from executor.runtimes.base import storable_text
+from infra.text import holds_lone_surrogate, storable_text
 
 MAX_ERROR_CHARS = 2000
 NOT_JSON_NUMBER = "the output contains NaN or Infinity, which JSON does not allow"
@@ -121,7 +121,7 @@ def _unusable(line: bytes, output: Any) -> str | None:
     for almost every answer."""
     if line.count(b"[") + line.count(b"{") > MAX_OUTPUT_DEPTH and _depth(output) > MAX_OUTPUT_DEPTH:
         return TOO_DEEP
-    if _SURROGATE_ESCAPE.search(line) and _has_lone_surrogate(output):
+    if _SURROGATE_ESCAPE.search(line) and holds_lone_surrogate(output):
         return NOT_UNICODE
     return None
 
@@ -137,11 +137,3 @@ def _depth(value: Any) -> int:
         elif isinstance(item, list):
             stack.extend((child, level + 1) for child in item)
     return deepest
-
-
-def _has_lone_surrogate(value: Any) -> bool:
-    try:
-        json.dumps(value, ensure_ascii=False).encode("utf-8")
-    except UnicodeEncodeError:
-        return True
-    return False

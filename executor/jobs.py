@@ -64,7 +64,6 @@ from executor.job_outputs import (
 from executor.output_filter import OutputFilter
 from executor.packages import prepare_runnable
 from executor.runtimes import Limits, RuntimeSelector
-from executor.runtimes.base import storable_text
 from executor.schema_check import compile_check
 from infra.artifacts import ArtifactStore
 from infra.db import is_unreachable, retry_while_unreachable
@@ -73,6 +72,7 @@ from infra.fencing import Claim, Superseded, beat_under, lost_claim
 from infra.heartbeat import keep_beating, lost_before, silent_since
 from infra.settings import Settings
 from infra.tables import Account, Job, Listing, ListingVersion, UsageEvent, utcnow
+from infra.text import storable_text
 
 if TYPE_CHECKING:
     from catalog.app import CatalogApp

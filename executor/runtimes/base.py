@@ -13,20 +13,18 @@ and both speak the invocation contract of architecture.md §4 on stdin/stdout.
 
 from __future__ import annotations
 
-import re
 import signal
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from pathlib import Path
 from typing import Protocol
 
+from infra.text import storable_text
+
 APP_DIR = "/app"
 DATA_DIR = "/data"
 OUTPUT_DIR = "/output"
 STDERR_KEEP_BYTES = 64 << 10
-# NUL, which PostgreSQL refuses in text (SQLite keeps it), and lone UTF-16 surrogates (a JSON "\\ud800"
-# decodes to one), which no driver can encode: either in a stored string failed the job's final write.
-_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
 
 # The only environment a sandboxed program sees: nothing of the worker's (tokens, URLs, keys) leaks in.
 SANDBOX_ENV = {
@@ -202,13 +200,6 @@ def explain_exit(exit_code: int | None, stderr: bytes, limits: Limits) -> Failur
 def last_line(text: str) -> str:
     lines = [line for line in text.strip().splitlines() if line.strip()]
     return storable_text(lines[-1][:500]) if lines else "(no error output)"
-
-
-def storable_text(text: str) -> str:
-    """Text a sandboxed program wrote (a reason, a log), made storable on both databases and sendable as
-    JSON: NUL and lone surrogates become U+FFFD. A pair of surrogates never reaches here: JSON decoding
-    joins it into one character."""
-    return _UNSTORABLE.sub("\ufffd", text)
 
 
 class StreamCapture:
