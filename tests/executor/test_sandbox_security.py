@@ -164,6 +164,60 @@ raise ConnectionError(f"no network: {{err}}")
     assert listener["connections"] == 0
 
 
+async def test_udp_and_unix_sockets_of_the_host_are_out_of_reach(
+    sandbox: Runtime, make_package, tmp_path: Path
+) -> None:
+    """Datagrams (DNS included) and unix sockets, as the host's Redis or PostgreSQL listen on: a socket
+    path is not in the sandbox, and an abstract one belongs to the host's network namespace."""
+    udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    udp.bind(("0.0.0.0", 0))
+    udp.setblocking(False)
+    abstract = socket.socket(socket.AF_UNIX)
+    abstract_name = f"\0mlrepo-test-{RUN_ID}"
+    abstract.bind(abstract_name)
+    abstract.listen(1)
+    abstract.setblocking(False)
+    path = tmp_path / "redis.sock"
+    named = socket.socket(socket.AF_UNIX)
+    named.bind(str(path))
+    path.chmod(0o777)
+    named.listen(1)
+    named.setblocking(False)
+    targets = [(addr, udp.getsockname()[1]) for addr in host_addresses()] + [("1.1.1.1", 53)]
+    body = f"""
+import socket
+for host, port in {targets!r}:
+    try:  # 127.0.0.1 is the sandbox's own loopback: the send may succeed, the host must not receive
+        socket.socket(socket.AF_INET, socket.SOCK_DGRAM).sendto(b"x", (host, port))
+    except OSError:
+        pass
+for address in ({abstract_name!r}, {str(path)!r}):
+    try:
+        socket.socket(socket.AF_UNIX).connect(address)
+        raise SystemExit("CONNECTED TO " + repr(address))
+    except OSError:
+        pass
+try:
+    socket.getaddrinfo("example.com", 80)
+    raise SystemExit("RESOLVED")
+except OSError:
+    pass
+raise ConnectionError("no datagram or unix socket reached")
+"""
+    try:
+        status, reason, _ = await attack_alongside_good_job(sandbox, make_package, body)
+        assert status == JobStatus.FAILED
+        assert "no datagram or unix socket reached" in reason, reason
+        with pytest.raises(BlockingIOError):
+            udp.recvfrom(16)
+        for listener in (abstract, named):
+            with pytest.raises(BlockingIOError):
+                listener.accept()
+    finally:
+        for opened in (udp, abstract, named):
+            opened.close()
+
+
 async def test_fork_bomb_hits_the_process_limit(sandbox: Runtime, make_package) -> None:
     body = """
 while True:
