@@ -26,6 +26,13 @@ for line in sys.stdin:
         answer = '{"id": %d, "error": "half a smiley: \\ud83d"}' % i
     elif text == "surrogate output":
         answer = '{"id": %d, "output": {"label": "\\udfff"}}' % i
+    elif text == "latin-1":
+        sys.stdout.flush()
+        sys.stdout.buffer.write(b'{"id": %d, "output": {"label": "caf\xe9"}}\n' % i)
+        sys.stdout.buffer.flush()
+        continue
+    elif text == "repr":
+        answer = repr({"id": i, "output": {"label": text}})
     elif text == "deep":
         answer = '{"id": %d, "output": {"label": %s}}' % (i, "[" * 100000 + "]" * 100000)
     else:
@@ -86,6 +93,20 @@ async def test_answers_no_database_can_store_become_errors_of_their_records(
     assert surrogate_output == {"error": NOT_UNICODE}
     assert deep == {"error": TOO_DEEP}
     assert final.metrics["succeeded"] == 1 and final.result == {"succeeded": 1, "failed": 4}
+
+
+async def test_answers_that_are_not_utf8_json_say_so(
+    jobs: JobService, catalog, people, job_settings: Settings
+) -> None:
+    """Latin-1 bytes, or Python's repr instead of JSON: the record's reason said only that the program
+    returned no output, though it printed an answer; it now says that what it printed was not one."""
+    final = await run_job(jobs, catalog, people, job_settings, ANSWERS, ["good", "latin-1", "repr"])
+    assert final.status == JobStatus.SUCCEEDED, final.error
+    good, latin, python_repr = await jobs.all_outputs(final)
+    assert good == {"output": {"label": "good"}}
+    for unanswered in (latin, python_repr):
+        assert "no output for this record (2 line(s) it printed were not answers" in unanswered["error"]
+        assert "UTF-8 JSON object" in unanswered["error"]
 
 
 async def test_a_job_whose_first_record_erred_unstorably_fails_with_that_reason(
