@@ -18,8 +18,9 @@ from infra.text import holds_lone_surrogate, storable_text
 
 MAX_ERROR_CHARS = 2000
 NOT_JSON_NUMBER = "the output contains NaN or Infinity, which JSON does not allow"
-# Deeper than this, an answer broke whoever walked it next (the JSON decoder, the schema check, the
-# API's serializer) with a RecursionError: the job failed as an internal error instead of the record.
+# An answer nested deeper than the JSON decoder recurses (under 1000 levels) raised RecursionError, and
+# the whole job failed as an internal error. 100 levels leave room for everything that walks an output
+# after it with recursion (the schema check, the outputs writer, the API's serializer).
 MAX_OUTPUT_DEPTH = 100
 TOO_DEEP = f"the output is nested more than {MAX_OUTPUT_DEPTH} levels deep"
 NOT_UNICODE = "the output holds an unpaired UTF-16 surrogate escape (\\ud800-\\udfff), which is not text"
