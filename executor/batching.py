@@ -33,6 +33,7 @@ class CallResult:
     outcomes: dict[int, RecordOutcome]
     duration_s: float
     failure: Failure | None = None
+    ignored_lines: int = 0  # lines of output that answered nothing asked (``contract.parse_outputs``)
 
 
 ScoringCall = Callable[[Sequence[int]], Awaitable[CallResult]]
@@ -148,7 +149,7 @@ async def run_in_batches(
                 # The biggest batch so far gives the best estimate: its sandbox start is spread thinnest.
                 per_record, largest_ok = outcome.duration_s / len(batch), len(batch)
             for index in missing:
-                results[index] = RecordOutcome(error="the entrypoint returned no output for this record")
+                results[index] = RecordOutcome(error=_unanswered(outcome.ignored_lines))
         else:
             progress.failed_calls += 1
             progress.failed_in_a_row += 0 if answered else 1
@@ -172,6 +173,18 @@ async def run_in_batches(
     final = [r if r is not None else RecordOutcome(error="not run") for r in results]
     learnt = BatchCarry(per_record, size, largest_ok, progress.failed_in_a_row, last_failure)
     return BatchOutcome(final, progress, last_failure, learnt)
+
+
+def _unanswered(ignored_lines: int) -> str:
+    """Why a record of a call that ended well has no outcome: a program printing its answers in another
+    shape (Python's repr, bytes that are not UTF-8) should hear that it printed something."""
+    reason = "the entrypoint returned no output for this record"
+    if ignored_lines:
+        reason += (
+            f" ({ignored_lines} line(s) it printed were not answers: each must be a UTF-8 JSON object "
+            '{"id": …, "output": …} or {"id": …, "error": …} with an id it was given)'
+        )
+    return reason
 
 
 def _failed_record(failure: Failure) -> RecordOutcome:

@@ -9,12 +9,24 @@ record it was given is ignored (and counted), never trusted.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
+
+from infra.text import holds_lone_surrogate, storable_text
 
 MAX_ERROR_CHARS = 2000
 NOT_JSON_NUMBER = "the output contains NaN or Infinity, which JSON does not allow"
+# An answer nested deeper than the JSON decoder recurses (under 1000 levels) raised RecursionError, and
+# the whole job failed as an internal error. 100 levels leave room for everything that walks an output
+# after it with recursion (the schema check, the outputs writer, the API's serializer).
+MAX_OUTPUT_DEPTH = 100
+TOO_DEEP = f"the output is nested more than {MAX_OUTPUT_DEPTH} levels deep"
+NOT_UNICODE = "the output holds an unpaired UTF-16 surrogate escape (\\ud800-\\udfff), which is not text"
+# The id of an answer too deep to decode, read from its start as the contract writes it.
+_LEADING_ID = re.compile(rb'\s*\{\s*"id"\s*:\s*(\d{1,18})\s*[,}]')
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
 
 
 def reject_constant(name: str) -> Any:
@@ -70,6 +82,9 @@ def parse_outputs(stdout: bytes, expected: Sequence[int], keep_notebooks: bool =
         except ValueError:
             ignored += 1
             continue
+        except RecursionError:
+            constants.clear()
+            message = _too_deep_answer(line)
         if not isinstance(message, dict):
             ignored += 1
             continue
@@ -85,10 +100,41 @@ def parse_outputs(stdout: bytes, expected: Sequence[int], keep_notebooks: bool =
         if constants:
             outcomes[record_id] = RecordOutcome(error=NOT_JSON_NUMBER, notebook=notebook)
         elif "error" in message and message["error"] is not None:
-            error = str(message["error"])[:MAX_ERROR_CHARS]
+            error = storable_text(str(message["error"])[:MAX_ERROR_CHARS])
             outcomes[record_id] = RecordOutcome(error=error, notebook=notebook)
         elif "output" in message:
-            outcomes[record_id] = RecordOutcome(output=message["output"], notebook=notebook)
+            problem = _unusable(line, message["output"])
+            kept = RecordOutcome(output=message["output"], notebook=notebook)
+            outcomes[record_id] = kept if problem is None else replace(kept, output=None, error=problem)
         else:
             ignored += 1
     return ParsedOutput(outcomes, ignored)
+
+
+def _too_deep_answer(line: bytes) -> dict[str, Any]:
+    """An answer the decoder gave up on for its depth: an error of its record when its id can be read."""
+    found = _LEADING_ID.match(line)
+    return {"id": int(found.group(1)), "error": TOO_DEEP} if found else {}
+
+
+def _unusable(line: bytes, output: Any) -> str | None:
+    """Why an output cannot be kept, or None. Both checks are skipped by a cheap test of the raw line
+    for almost every answer."""
+    if line.count(b"[") + line.count(b"{") > MAX_OUTPUT_DEPTH and _depth(output) > MAX_OUTPUT_DEPTH:
+        return TOO_DEEP
+    if _SURROGATE_ESCAPE.search(line) and holds_lone_surrogate(output):
+        return NOT_UNICODE
+    return None
+
+
+def _depth(value: Any) -> int:
+    """Nesting depth of a decoded JSON value, walked without recursion."""
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        item, level = stack.pop()
+        deepest = max(deepest, level)
+        if isinstance(item, dict):
+            stack.extend((child, level + 1) for child in item.values())
+        elif isinstance(item, list):
+            stack.extend((child, level + 1) for child in item)
+    return deepest

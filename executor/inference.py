@@ -84,7 +84,7 @@ async def run_inference(
         result = await sandbox.feed(encode_records((i, inputs[i]) for i in batch))
         parsed = parse_outputs(result.stdout, batch, keep_notebooks=plan.executed_notebooks)
         outcomes = {i: plan.output_filter.apply(o) for i, o in parsed.outcomes.items()}
-        return CallResult(outcomes, result.duration_s, result.failure)
+        return CallResult(outcomes, result.duration_s, result.failure, parsed.ignored_lines)
 
     try:
         return await run_in_batches(len(inputs), score, plan.policy(), on_progress, carry)

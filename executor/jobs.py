@@ -72,6 +72,7 @@ from infra.fencing import Claim, Superseded, beat_under, lost_claim
 from infra.heartbeat import keep_beating, lost_before, silent_since
 from infra.settings import Settings
 from infra.tables import Account, Job, Listing, ListingVersion, UsageEvent, utcnow
+from infra.text import storable_text
 
 if TYPE_CHECKING:
     from catalog.app import CatalogApp
@@ -893,6 +894,8 @@ class JobService:
         """Write fields of the job the run that claimed ``row`` holds (results, metrics, logs); raises
         ``Superseded`` when it no longer does (cancelled, or taken over): the job keeps none of them.
         Its sandbox has run: the write is retried while the database is unreachable, as ``run``'s last."""
+        # A log is the sandbox's stderr: what it printed must not make the write fail (``storable_text``).
+        values = {k: storable_text(v) if k in ("logs", "error") and v else v for k, v in values.items()}
         await retry_while_unreachable(
             lambda: claim_of(row).write_now(self.db, **values),
             self.settings.job_final_write_retry_s,
@@ -924,7 +927,9 @@ class JobService:
         Its ``uses`` (runs to count for listings) are counted, and its ``outputs`` referenced, in the same
         transaction, and only when this call made the job final: a cancel that landed after the last
         batch won, and the requester gets no result of that run."""
-        values: dict[str, Any] = {"status": status.value, "error": error, "finished_at": utcnow()}
+        # The reason may quote the program (its stderr, its answer): storable on both databases.
+        reason = storable_text(error) if error else error
+        values: dict[str, Any] = {"status": status.value, "error": reason, "finished_at": utcnow()}
         if outputs is not None and status != JobStatus.CANCELLED:
             values.update(outputs_digest=outputs.digest, outputs_count=outputs.count)
         async with self.catalog.index.atomic() as (session, changes):

@@ -99,7 +99,7 @@ class Settings(BaseSettings):
     bwrap_runtime_root: Path = Field(Path("/"), description="Root whose /usr is bound into bwrap sandboxes.")
     sandbox_default_timeout_s: float = Field(60.0, description="Per-call limit when a listing declares none.")
     sandbox_max_output_bytes: int = Field(64 << 20, description="Most stdout one sandbox call may produce.")
-    sandbox_tmpfs_mb: int = Field(64, description="Size of a sandbox's /tmp.")
+    sandbox_tmpfs_mb: int = Field(64, description="Size of a sandbox's /tmp, and of its /dev/shm.")
     sandbox_pids: int = Field(64, description="Most processes (threads included) in one sandbox.")
     sandbox_cgroups: bool = Field(
         True,

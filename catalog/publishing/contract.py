@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from infra.errors import BadInput
+from infra.text import holds_lone_surrogate, storable_text
 
 PROBE_ID = "mlrepo-probe"
 MAX_REPLY_LINE = 1 << 20
@@ -65,9 +66,13 @@ def parse_replies(stdout: bytes, expected_ids: list[str]) -> dict[str, Reply]:
         if len(raw) > MAX_REPLY_LINE:
             raise ContractViolation(f"stdout line {number} is longer than {MAX_REPLY_LINE} bytes")
         try:
-            obj = json.loads(raw)
-        except (json.JSONDecodeError, UnicodeDecodeError):
+            obj = json.loads(raw, parse_constant=_not_json)
+        except (ValueError, UnicodeDecodeError):
             raise ContractViolation(f"stdout line {number} is not JSON: {raw[:120]!r}") from None
+        except RecursionError:
+            raise ContractViolation(f"stdout line {number} is nested too deeply to read") from None
+        if holds_lone_surrogate(obj):
+            raise ContractViolation(f"stdout line {number} holds an unpaired UTF-16 surrogate escape")
         if not isinstance(obj, dict) or "id" not in obj:
             raise ContractViolation(f'stdout line {number} is not an object with an "id": {raw[:120]!r}')
         rid = str(obj["id"])
@@ -78,8 +83,15 @@ def parse_replies(stdout: bytes, expected_ids: list[str]) -> dict[str, Reply]:
         has_output, has_error = "output" in obj, "error" in obj
         if has_output == has_error:
             raise ContractViolation(f'the reply to {rid!r} must have exactly one of "output" or "error"')
-        replies[rid] = Reply(rid, obj.get("output"), str(obj["error"]) if has_error else None)
+        # An error is quoted in the step's reason: a NUL there failed the publication's write on PostgreSQL.
+        error = storable_text(str(obj["error"])) if has_error else None
+        replies[rid] = Reply(rid, obj.get("output"), error)
     missing = [rid for rid in expected_ids if rid not in replies]
     if missing:
         raise ContractViolation(f"no reply for {', '.join(map(repr, missing[:5]))}")
     return replies
+
+
+def _not_json(name: str) -> Any:
+    """NaN and Infinity, which Python writes but JSON does not allow (nor canonical_json)."""
+    raise ValueError(f"{name} is not JSON")

@@ -19,6 +19,8 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Protocol
 
+from infra.text import storable_text
+
 APP_DIR = "/app"
 DATA_DIR = "/data"
 OUTPUT_DIR = "/output"
@@ -197,7 +199,7 @@ def explain_exit(exit_code: int | None, stderr: bytes, limits: Limits) -> Failur
 
 def last_line(text: str) -> str:
     lines = [line for line in text.strip().splitlines() if line.strip()]
-    return lines[-1][:500] if lines else "(no error output)"
+    return storable_text(lines[-1][:500]) if lines else "(no error output)"
 
 
 class StreamCapture:

@@ -216,12 +216,16 @@ class BwrapRuntime:
         for node in device_nodes(limits.gpus, self.dev_dir):
             argv += ["--dev-bind", str(node), f"/dev/{node.name}"]
         argv += ["--size", str(limits.tmpfs_mb << 20), "--tmpfs", "/tmp"]
+        # POSIX shared memory and semaphores (multiprocessing) live in /dev/shm, capped like /tmp.
+        argv += ["--size", str(limits.tmpfs_mb << 20), "--tmpfs", "/dev/shm"]
         argv += ["--size", str(limits.output_dir_mb << 20), "--tmpfs", OUTPUT_DIR]
         argv += ["--ro-bind", str(copy), APP_DIR]
         if request.data_dir is not None:
             argv += ["--ro-bind", str(request.data_dir), DATA_DIR]
-        # The root bwrap builds is itself an unbounded tmpfs: make it read-only once everything is mounted.
-        argv += ["--remount-ro", "/", "--chdir", APP_DIR, "--", *command]
+        # The root bwrap builds, and the /dev it makes, are unbounded tmpfs the sandbox uid owns (files
+        # written there were held in the host's memory, uncapped without a cgroup): both read-only once
+        # everything is mounted (a remount is not recursive: /tmp, /dev/shm and /output stay writable).
+        argv += ["--remount-ro", "/dev", "--remount-ro", "/", "--chdir", APP_DIR, "--", *command]
         return argv
 
 

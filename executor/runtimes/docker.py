@@ -17,6 +17,7 @@ import socket
 import struct
 import threading
 import time
+from collections.abc import Iterable
 from typing import Any
 
 import docker
@@ -86,22 +87,33 @@ class DockerRuntime:
         call finds its copy already waiting (``executor.inference``). Still one container per call."""
         return PreparedContainer(self, package.image, request, limits)
 
-    def container_options(self, request: RunRequest, limits: Limits) -> dict[str, Any]:
+    def container_options(
+        self, request: RunRequest, limits: Limits, image_volumes: Iterable[str] = ()
+    ) -> dict[str, Any]:
+        """``image_volumes``: the paths the image declares as VOLUMEs (``image_volumes``)."""
         volumes = {}
         if request.data_dir is not None:
             volumes[str(request.data_dir)] = {"bind": DATA_DIR, "mode": "ro"}
         file_limit = limits.max_file_mb << 20
+        tmpfs = {
+            "/tmp": f"rw,nosuid,nodev,size={limits.tmpfs_mb}m,mode=1777",
+            OUTPUT_DIR: f"rw,nosuid,nodev,size={limits.output_dir_mb}m,mode=1777",
+        }
+        # A VOLUME of the image was an anonymous volume on the engine's disk: writable past every size
+        # limit, and left behind by the container's removal. It is an empty tmpfs capped like /tmp now
+        # (the engine makes no volume where something is mounted); where we mount something, ours wins.
+        taken = {*tmpfs, *(DATA_DIR for _ in volumes)}
+        for path in sorted(set(image_volumes) - taken):
+            tmpfs[path] = tmpfs["/tmp"]
         options: dict[str, Any] = {
             "stdin_open": True,
             "tty": False,
             "network_mode": "none",
             "read_only": True,
-            "tmpfs": {
-                "/tmp": f"rw,nosuid,nodev,size={limits.tmpfs_mb}m,mode=1777",
-                OUTPUT_DIR: f"rw,nosuid,nodev,size={limits.output_dir_mb}m,mode=1777",
-            },
+            "tmpfs": tmpfs,
             "cap_drop": ["ALL"],
             "security_opt": ["no-new-privileges"],
+            "shm_size": f"{limits.tmpfs_mb}m",  # /dev/shm capped like /tmp (the engine's default: 64 MB)
             "pids_limit": limits.pids,
             "mem_limit": f"{limits.memory_mb}m",
             "memswap_limit": f"{limits.memory_mb}m",
@@ -131,18 +143,22 @@ class DockerRuntime:
             return 0
         for container in found:
             with contextlib.suppress(DockerException, OSError):
-                container.remove(force=True)
+                container.remove(force=True, v=True)
                 removed += 1
         return removed
+
+    def image_volumes(self, image: str) -> list[str]:
+        """The paths the image declares as VOLUMEs (an image inspect, a few ms on the local engine)."""
+        config = self.client.images.get(image).attrs.get("Config") or {}
+        return list(config.get("Volumes") or {})
 
     def _start_blocking(self, image: str, request: RunRequest, limits: Limits) -> _Started | RunResult:
         """A created, attached and started container (output is held until read), or the failure."""
         begun = time.perf_counter()
         command = collect_output_command(request.command) if request.collect_output_dir else request.command
         try:
-            container = self.client.containers.create(
-                image, list(command), **self.container_options(request, limits)
-            )
+            options = self.container_options(request, limits, self.image_volumes(image))
+            container = self.client.containers.create(image, list(command), **options)
         except ImageNotFound:
             return _sandbox_failure(begun, f"image {image} is not available to the engine")
         except (APIError, DockerException, OSError) as exc:
@@ -268,8 +284,9 @@ def gpu_requests(gpus: tuple[int, ...]) -> list[DeviceRequest]:
 
 
 def _remove(container: Any) -> None:
+    """Remove the container and its anonymous volumes (``v``)."""
     with contextlib.suppress(DockerException, OSError):
-        container.remove(force=True)
+        container.remove(force=True, v=True)
 
 
 def _hang_up(attached: Any, raw: socket.socket) -> None:

@@ -4,7 +4,14 @@ from __future__ import annotations
 
 import json
 
-from executor.contract import RecordOutcome, encode_records, parse_outputs
+from executor.contract import (
+    MAX_OUTPUT_DEPTH,
+    NOT_UNICODE,
+    TOO_DEEP,
+    RecordOutcome,
+    encode_records,
+    parse_outputs,
+)
 from executor.datasets import parse_json_lines
 
 
@@ -57,3 +64,29 @@ def test_json_lines_saved_with_a_byte_order_mark_are_read() -> None:
     """Files saved by Windows tools often start with a UTF-8 byte order mark; the first line was then
     "not JSON", and the upload (or dataset) refused."""
     assert parse_json_lines(b'\xef\xbb\xbf"a"\n{"input": "b"}\n', "the file") == ["a", {"input": "b"}]
+
+
+def test_answers_no_database_could_store_are_errors_of_their_records() -> None:
+    """NUL (PostgreSQL refuses it in text) and a lone surrogate (no driver encodes it) in an error are
+    replaced; an output holding a lone surrogate, or nested deeper than the limit (up to deeper than the
+    JSON decoder recurses), is an error of its record; a well-paired surrogate escape is a character."""
+    deep = b"[" * 100_000 + b"]" * 100_000
+    nested = b"[" * (MAX_OUTPUT_DEPTH + 1) + b"]" * (MAX_OUTPUT_DEPTH + 1)
+    stdout = b"\n".join(
+        [
+            b'{"id": 0, "error": "bad\\u0000input \\udfff"}',
+            b'{"id": 1, "output": {"label": "\\ud800"}}',
+            b'{"id": 2, "output": ' + deep + b"}",
+            b'{"id": 3, "output": ' + nested + b"}",
+            b'{"id": 4, "output": {"label": "\\ud83d\\ude00", "wide": [' + b"[[1]]," * 200 + b"[[1]]]}}",
+            b'{"no id": 5, "output": ' + deep + b"}",
+        ]
+    )
+    parsed = parse_outputs(stdout, range(6))
+    assert parsed.outcomes[0] == RecordOutcome(error="bad\ufffdinput \ufffd")
+    assert parsed.outcomes[1] == RecordOutcome(error=NOT_UNICODE)
+    assert parsed.outcomes[2] == parsed.outcomes[3] == RecordOutcome(error=TOO_DEEP)
+    assert (
+        parsed.outcomes[4].output["label"] == "\U0001f600" and len(parsed.outcomes[4].output["wide"]) == 201
+    )
+    assert 5 not in parsed.outcomes and parsed.ignored_lines == 1

@@ -8,11 +8,14 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import io
 import os
 import socket
+import tarfile
 import threading
 import time
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -161,6 +164,60 @@ raise ConnectionError(f"no network: {{err}}")
     assert listener["connections"] == 0
 
 
+async def test_udp_and_unix_sockets_of_the_host_are_out_of_reach(
+    sandbox: Runtime, make_package, tmp_path: Path
+) -> None:
+    """Datagrams (DNS included) and unix sockets, as the host's Redis or PostgreSQL listen on: a socket
+    path is not in the sandbox, and an abstract one belongs to the host's network namespace."""
+    udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    udp.bind(("0.0.0.0", 0))
+    udp.setblocking(False)
+    abstract = socket.socket(socket.AF_UNIX)
+    abstract_name = f"\0mlrepo-test-{RUN_ID}"
+    abstract.bind(abstract_name)
+    abstract.listen(1)
+    abstract.setblocking(False)
+    path = tmp_path / "redis.sock"
+    named = socket.socket(socket.AF_UNIX)
+    named.bind(str(path))
+    path.chmod(0o777)
+    named.listen(1)
+    named.setblocking(False)
+    targets = [(addr, udp.getsockname()[1]) for addr in host_addresses()] + [("1.1.1.1", 53)]
+    body = f"""
+import socket
+for host, port in {targets!r}:
+    try:  # 127.0.0.1 is the sandbox's own loopback: the send may succeed, the host must not receive
+        socket.socket(socket.AF_INET, socket.SOCK_DGRAM).sendto(b"x", (host, port))
+    except OSError:
+        pass
+for address in ({abstract_name!r}, {str(path)!r}):
+    try:
+        socket.socket(socket.AF_UNIX).connect(address)
+        raise SystemExit("CONNECTED TO " + repr(address))
+    except OSError:
+        pass
+try:
+    socket.getaddrinfo("example.com", 80)
+    raise SystemExit("RESOLVED")
+except OSError:
+    pass
+raise ConnectionError("no datagram or unix socket reached")
+"""
+    try:
+        status, reason, _ = await attack_alongside_good_job(sandbox, make_package, body)
+        assert status == JobStatus.FAILED
+        assert "no datagram or unix socket reached" in reason, reason
+        with pytest.raises(BlockingIOError):
+            udp.recvfrom(16)
+        for listener in (abstract, named):
+            with pytest.raises(BlockingIOError):
+                listener.accept()
+    finally:
+        for opened in (udp, abstract, named):
+            opened.close()
+
+
 async def test_fork_bomb_hits_the_process_limit(sandbox: Runtime, make_package) -> None:
     body = """
 while True:
@@ -198,6 +255,66 @@ with open("/tmp/fill", "wb") as f:
     status, reason, _ = await attack_alongside_good_job(sandbox, make_package, body)
     assert status == JobStatus.FAILED
     assert "disk space exhausted (tmpfs limit 16 MB)" in reason
+
+
+async def test_dev_is_no_unbounded_disk(sandbox: Runtime, make_package) -> None:
+    """bwrap's /dev is a tmpfs of its own, owned by the sandbox uid and of no size limit: files written
+    there were held in the host's memory, past every limit where no cgroup holds the run. /dev is
+    read-only now and /dev/shm (multiprocessing's semaphores) a capped tmpfs."""
+    body = """
+import multiprocessing
+multiprocessing.Lock()  # POSIX semaphores still work
+chunk = b"x" * (1 << 20)
+for target in ("/dev/fill", "/dev/pts/fill"):
+    try:
+        open(target, "wb").write(chunk)
+        raise SystemExit("WROTE OUTSIDE TMPFS " + target)
+    except OSError:
+        pass
+with open("/dev/shm/fill", "wb") as f:
+    while True:
+        f.write(chunk)
+        f.flush()
+"""
+    status, reason, _ = await attack_alongside_good_job(sandbox, make_package, body)
+    assert status == JobStatus.FAILED
+    assert "disk space exhausted" in reason, reason
+
+
+async def test_an_image_volume_is_no_unbounded_disk_and_is_not_left_behind(
+    docker_runtime: DockerRuntime, make_package_docker
+) -> None:
+    """A VOLUME the producer's image declares was an anonymous volume on the engine's disk: writable past
+    every size limit (files under the file size limit, any number of them), and left behind when the
+    container was removed. It is a tmpfs capped like /tmp now, gone with the container."""
+    body = """
+chunk = b"x" * (1 << 20)
+for number in range(100):
+    with open(f"/scratch/fill{number}", "wb") as f:
+        for _ in range(8):
+            f.write(chunk)
+raise SystemExit("WROTE 800 MB TO THE ENGINE'S DISK")
+"""
+    package = make_package_docker(attack_model(body))
+    assert package.image is not None
+    dockerfile = f"FROM {package.image}\nUSER 0\nRUN mkdir -m 777 /scratch\nVOLUME /scratch\n".encode()
+    context = io.BytesIO()
+    with tarfile.open(fileobj=context, mode="w") as tar:
+        info = tarfile.TarInfo("Dockerfile")
+        info.size = len(dockerfile)
+        tar.addfile(info, io.BytesIO(dockerfile))
+    context.seek(0)
+    image = package.image + "-volume"
+    docker_runtime.client.images.build(
+        fileobj=context, custom_context=True, tag=image, rm=True, network_mode="none"
+    )
+    volumes_before = {volume.name for volume in docker_runtime.client.volumes.list()}
+    status, reason = await run_one(docker_runtime, replace(package, image=image))
+    assert status == JobStatus.FAILED
+    assert "disk space exhausted (tmpfs limit 16 MB)" in reason, reason
+    assert_no_leftovers(docker_runtime)
+    left = {volume.name for volume in docker_runtime.client.volumes.list()} - volumes_before
+    assert not left, f"volumes left behind: {left}"
 
 
 async def test_host_files_are_not_readable(sandbox: Runtime, make_package, tmp_path: Path) -> None:
