@@ -74,8 +74,18 @@ class ScorePart:
 
 @strawberry.type
 class Explanation:
-    summary: str = strawberry.field(description="The parts' sentences, largest contribution first.")
-    parts: list[ScorePart]
+    """Built from the result's parts only for the fields a query asks for: a page of 10 has ~80 parts,
+    and most clients read the summary alone (or neither)."""
+
+    result: strawberry.Private[domain.SearchResult]
+
+    @strawberry.field(description="The parts' sentences, largest contribution first.")
+    def summary(self) -> str:
+        return self.result.explanation
+
+    @strawberry.field
+    def parts(self) -> list[ScorePart]:
+        return [ScorePart(name=p.name, value=p.value, detail=p.detail) for p in self.result.parts]
 
 
 @strawberry.type
@@ -86,11 +96,10 @@ class SearchResult:
 
     @classmethod
     def from_result(cls, result: domain.SearchResult) -> SearchResult:
-        parts = [ScorePart(name=p.name, value=p.value, detail=p.detail) for p in result.parts]
         return cls(
             listing=Listing.from_view(result.listing),
             score=result.score,
-            explanation=Explanation(summary=result.explanation, parts=parts),
+            explanation=Explanation(result=result),
         )
 
 
