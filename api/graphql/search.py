@@ -74,18 +74,8 @@ class ScorePart:
 
 @strawberry.type
 class Explanation:
-    """Built from the result's parts only for the fields a query asks for: a page of 10 has ~80 parts,
-    and most clients read the summary alone (or neither)."""
-
-    result: strawberry.Private[domain.SearchResult]
-
-    @strawberry.field(description="The parts' sentences, largest contribution first.")
-    def summary(self) -> str:
-        return self.result.explanation
-
-    @strawberry.field
-    def parts(self) -> list[ScorePart]:
-        return [ScorePart(name=p.name, value=p.value, detail=p.detail) for p in self.result.parts]
+    summary: str = strawberry.field(description="The parts' sentences, largest contribution first.")
+    parts: list[ScorePart]
 
 
 @strawberry.type
@@ -96,10 +86,11 @@ class SearchResult:
 
     @classmethod
     def from_result(cls, result: domain.SearchResult) -> SearchResult:
+        parts = [ScorePart(name=p.name, value=p.value, detail=p.detail) for p in result.parts]
         return cls(
             listing=Listing.from_view(result.listing),
             score=result.score,
-            explanation=Explanation(result=result),
+            explanation=Explanation(summary=result.explanation, parts=parts),
         )
 
 
