@@ -215,8 +215,8 @@ def create_app(
 
     Once started, everything the process holds so far (the index's projections, the model, the schema:
     ~580k objects at 10k listings) is moved out of the garbage collector's sight (``gc.freeze``): it lives
-    as long as the process, yet each full collection walked all of it, a 450 ms stall of whatever request
-    it landed in at 10k listings (3-16 ms frozen), and more at 100k.
+    as long as the process, yet each full collection walked all of it: a 0.3-1 s stall of whichever search
+    it landed in at 10k listings, about one per 300 searches (3-45 ms frozen; docs/latency-experiments.md).
     """
     settings = settings or get_settings()
 
