@@ -7,6 +7,7 @@ reverse order at shutdown. uvicorn serves it (``mlrepo serve``).
 
 from __future__ import annotations
 
+import gc
 import json
 import logging
 from collections.abc import AsyncIterator, Callable
@@ -211,6 +212,11 @@ def create_app(
     """Build the ASGI app; ``migrate=False`` when the caller has already migrated (``mlrepo serve``).
 
     ``encoder`` shares an already loaded embedding model (tests and benchmarks open many apps).
+
+    Once started, everything the process holds so far (the index's projections, the model, the schema:
+    ~580k objects at 10k listings) is moved out of the garbage collector's sight (``gc.freeze``): it lives
+    as long as the process, yet each full collection walked all of it: a 0.3-1 s stall of whichever search
+    it landed in at 10k listings, about one per 300 searches (3-45 ms frozen; docs/latency-experiments.md).
     """
     settings = settings or get_settings()
 
@@ -225,6 +231,8 @@ def create_app(
             for area_lifespan in area_lifespans():
                 await stack.enter_async_context(area_lifespan(services))
             app.state.services = services
+            stack.callback(gc.unfreeze)  # what tests open and close again can be collected then
+            gc.freeze()
             logger.info("mlrepo API ready on %s", GRAPHQL_PATH)
             try:
                 yield

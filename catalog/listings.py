@@ -7,11 +7,12 @@ updated before the commit, and if the commit fails the index change is undone.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Connection, delete, exists, func, or_, select, true
+from sqlalchemy import Connection, Select, bindparam, delete, exists, func, or_, select, true
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -33,6 +34,7 @@ from infra.errors import BadInput, Conflict, Forbidden, NotFound, Unauthenticate
 from infra.tables import Account, Listing, ListingShare, ListingVersion, utcnow
 
 DEFAULT_PAGE_SIZE = 20
+PAGE_IDS = "page_ids"  # the expanding parameter of ``_visible_page_select``
 # Set by mlrepo itself (publishing, verification, job metrics), never by a producer's input.
 SYSTEM_FIELDS = frozenset(
     {
@@ -181,6 +183,14 @@ def check_io(values: dict[str, Any]) -> None:
         values[f"{side}_format"], values[f"{side}_schema"] = normalized_format, normalized_schema
 
 
+@functools.lru_cache(maxsize=1024)
+def _visible_page_select(actor: Actor) -> Select:
+    """The listings of a search page (the ids as the expanding parameter ``PAGE_IDS``) that ``actor``
+    may read, built once per actor: constructing the clause (the visibility rule, an IN of literal ids)
+    for every page and generating its cache key took ~0.3 ms of CPU of each page's 0.8 ms at 10k."""
+    return VIEW_SELECT.where(Listing.id.in_(bindparam(PAGE_IDS, expanding=True)), visible_to(actor))
+
+
 class ListingService:
     def __init__(self, db: Database, index: ListingIndex) -> None:
         self.db = db
@@ -203,13 +213,14 @@ class ListingService:
         Every search page that misses the view cache reads here, so it reads plain rows of the view's
         columns through ``Database.read``: ORM objects in a session, with the 1.5 KB embedding each, took
         ~3 ms for a page of 10 at 100k listings, rows through aiosqlite ~1.7 ms, rows on ``read``'s
-        SQLite reader thread ~1.0 ms (most of it SQLAlchemy's; the bare sqlite3 query is ~0.13 ms)."""
+        SQLite reader thread ~1.0 ms (most of it SQLAlchemy's; the bare sqlite3 query is ~0.13 ms), and
+        ~0.5 ms of CPU at 10k with the statement built once per actor (``_visible_page_select``)."""
         if not ids:
             return {}
-        query = VIEW_SELECT.where(Listing.id.in_(list(ids)), visible_to(actor))
+        query, page = _visible_page_select(actor), {PAGE_IDS: list(ids)}
 
         def read(connection: Connection) -> dict[str, ListingView]:
-            rows = connection.execute(query).all()
+            rows = connection.execute(query, page).all()
             shared = [r.id for r in rows if r.visibility == Visibility.SHARED]
             shares = shares_read(connection, shared) if shared else {}
             return {r.id: ListingView.of(r, shares.get(r.id, ())) for r in rows}

@@ -54,7 +54,10 @@ from ranking.types import Interpretation, RankedResult, ScorePart
 from search.types import Hit, IndexedListing, SearchFilters
 
 if TYPE_CHECKING:
+    from concurrent.futures import Future
+
     from catalog.pipelines import PipelineService
+    from search.embeddings import QueryEncoding
 
 logger = logging.getLogger("mlrepo.catalog")
 
@@ -240,6 +243,15 @@ def _sort_part(doc: IndexedListing, sort: str, counted: bool = True) -> ScorePar
     value = _sort_value(doc, sort)
     counted_value = value if counted and math.isfinite(value) else 0.0
     return ScorePart(sort, counted_value, details[SortOrder(sort)])
+
+
+async def encoded(pending: Future[QueryEncoding]) -> QueryEncoding:
+    """The encoding once the model thread has it. A cached query's future is done already: read at once,
+    not through ``asyncio.wrap_future``, which hands the result over by the loop's self-pipe (a write, a
+    wake-up and a read, and every other ready task run in between) for a value that is already here."""
+    if pending.done():
+        return pending.result()
+    return await asyncio.wrap_future(pending)
 
 
 class SearchService:
@@ -454,9 +466,9 @@ class SearchService:
             with stage(KEYWORD):
                 keyword_hits = backend.keyword(text, filters, depth)
             with stage(ENCODE):  # what is left of it once BM25 is done
-                return (await asyncio.wrap_future(pending)).vector, keyword_hits
+                return (await encoded(pending)).vector, keyword_hits
         with stage(ENCODE):
-            encoding = await asyncio.wrap_future(encoder.submit_query(text, with_words=True))
+            encoding = await encoded(encoder.submit_query(text, with_words=True))
         with stage(KEYWORD):
             word_weights = self.ranker.keyword_word_weights(encoding.word_distances or {})
             return encoding.vector, backend.keyword(text, filters, depth, word_weights)

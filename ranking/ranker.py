@@ -23,7 +23,7 @@ import numpy as np
 from ranking.contrast import NO_DISTINCTIVE_WORDS, DistinctiveWords, distinctive_words
 from ranking.fusion import Contribution, normalized_score_fusion, reciprocal_rank_fusion
 from ranking.pending import PendingResults, pending_results
-from ranking.query_understanding import QueryUnderstanding, label_of
+from ranking.query_understanding import Label, QueryUnderstanding, label_of
 from ranking.signals import quality_parts, quality_score
 from ranking.term_weights import keyword_word_weights
 from ranking.types import Interpretation, RankedResult, ScorePart
@@ -58,6 +58,37 @@ def _describe_distinctive(listing: IndexedListing, contrast: DistinctiveWords, v
     return f"contains request words rare among the candidates: {quoted} (+{value:.3f})"
 
 
+class InterpretationBoosts:
+    """The boosts for matching one request's interpretation, ready to look up per candidate.
+
+    ``Interpretation.probability_of`` scans the label guesses; ranking asks it for every candidate, so the
+    guesses are put in a dict once per request (the first guess of a label wins, as in the scan)."""
+
+    __slots__ = ("category_boost", "format_boost", "input_format", "output_format", "probabilities")
+
+    def __init__(self, weights: RankingWeights, interpretation: Interpretation) -> None:
+        self.category_boost = weights.category_boost
+        self.format_boost = weights.format_boost
+        self.input_format = interpretation.input_format
+        self.output_format = interpretation.output_format
+        self.probabilities: dict[Label, float] = {}
+        for guess in interpretation.labels:
+            self.probabilities.setdefault((guess.category, guess.subcategory), guess.probability)
+
+    def terms(self, listing: IndexedListing) -> list[tuple[str, float]]:
+        """(name, value) of each boost ``listing`` gets; no strings, since this runs for every candidate."""
+        terms = []
+        probability = self.probabilities.get(label_of(listing), 0.0)
+        if probability > 0 and self.category_boost > 0:
+            terms.append(("category", self.category_boost * probability))
+        if self.format_boost > 0:
+            if self.input_format and listing.input_format == self.input_format:
+                terms.append(("input_format", self.format_boost))
+            if self.output_format and listing.output_format == self.output_format:
+                terms.append(("output_format", self.format_boost))
+        return terms
+
+
 class Ranker:
     """Stateless per query; the catalog-derived state lives in ``understanding``."""
 
@@ -84,19 +115,8 @@ class Ranker:
     def interpretation_terms(
         self, listing: IndexedListing, interpretation: Interpretation
     ) -> list[tuple[str, float]]:
-        """(name, value) boosts for matching what the request was understood to mean; no strings, since
-        this runs for every candidate."""
-        w = self.weights
-        terms = []
-        probability = interpretation.probability_of(*label_of(listing))
-        if probability > 0 and w.category_boost > 0:
-            terms.append(("category", w.category_boost * probability))
-        if w.format_boost > 0:
-            if interpretation.input_format and listing.input_format == interpretation.input_format:
-                terms.append(("input_format", w.format_boost))
-            if interpretation.output_format and listing.output_format == interpretation.output_format:
-                terms.append(("output_format", w.format_boost))
-        return terms
+        """(name, value) boosts for matching what the request was understood to mean."""
+        return InterpretationBoosts(self.weights, interpretation).terms(listing)
 
     def distinctive_words(self, text: str, candidates: Iterable[IndexedListing]) -> DistinctiveWords:
         """The request's word weights over its candidates (nothing when the boost is off)."""
@@ -112,12 +132,27 @@ class Ranker:
         contrast: DistinctiveWords = NO_DISTINCTIVE_WORDS,
     ) -> float:
         """The final score without building the explanation (equal to the sum of ``explain``'s parts)."""
-        return (
-            sum(c.value for c in contributions)
-            + sum(value for _, value in self.interpretation_terms(listing, interpretation))
-            + self.weights.distinctive_words_boost * contrast.share(listing.id)
-            + quality_score(listing, interpretation.constraints, self.weights)
-        )
+        return self.scorer(interpretation, contrast)(contributions, listing)
+
+    def scorer(
+        self, interpretation: Interpretation, contrast: DistinctiveWords = NO_DISTINCTIVE_WORDS
+    ) -> Callable[[Sequence[Contribution], IndexedListing], float]:
+        """``score`` for one request's candidates: what depends on the request alone (the label
+        probabilities, the weights) is looked up once, not for each of the ~150 candidates."""
+        boosts = InterpretationBoosts(self.weights, interpretation)
+        terms, shares = boosts.terms, contrast.shares
+        distinct_boost = self.weights.distinctive_words_boost
+        constraints, weights = interpretation.constraints, self.weights
+
+        def score(contributions: Sequence[Contribution], listing: IndexedListing) -> float:
+            return (
+                sum(c.value for c in contributions)
+                + sum(value for _, value in terms(listing))
+                + distinct_boost * shares.get(listing.id, 0.0)
+                + quality_score(listing, constraints, weights)
+            )
+
+        return score
 
     def explain(
         self,
@@ -188,8 +223,9 @@ class Ranker:
             if listing_id in listings  # a candidate deleted or hidden since retrieval is dropped
         }
         contrast = self.distinctive_words(text, (listings[i] for i in fused))
+        score = self.scorer(interpretation, contrast)
         order = sorted(
-            (-self.score(contributions, listings[listing_id], interpretation, contrast), listing_id)
+            (-score(contributions, listings[listing_id]), listing_id)
             for listing_id, contributions in fused.items()
         )
         cut = len(order) if limit is None else limit

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import json
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -110,3 +111,17 @@ async def test_a_websocket_message_that_is_not_usable_json_is_closed_4400(server
     with pytest.raises(ConnectionClosed) as closed:
         await socket.recv()
     assert closed.value.rcvd is not None and closed.value.rcvd.code == 4400
+
+
+async def test_what_the_started_app_holds_is_frozen_out_of_the_collector_until_shutdown(
+    sqlite_settings: Settings, encoder: Encoder
+) -> None:
+    """Full collections walked every startup object (the index's projections, the model) for nothing:
+    they live as long as the process. Closing the app hands them back, so tests can free what they open."""
+    app = create_app(sqlite_settings, migrate=False, encoder=encoder)
+    async with app.router.lifespan_context(app):
+        services = app.state.services
+        assert gc.get_freeze_count() > 0
+        assert not any(held is services for held in gc.get_objects())
+    assert gc.get_freeze_count() == 0
+    assert any(held is services for held in gc.get_objects())

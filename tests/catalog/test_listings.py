@@ -191,6 +191,21 @@ async def test_visibility_on_every_read_path(app: CatalogApp, alice: Actor, bob:
         assert categories[0].subcategories[0].count == len(visible)
 
 
+async def test_a_search_page_statement_kept_for_one_actor_never_serves_another(
+    app: CatalogApp, alice: Actor, bob: Actor, admin: Actor
+) -> None:
+    """Hydration keeps its statement per actor (the ids are a parameter): pages of any size, read by
+    actors in turn and again, each see exactly what their own visibility rule admits."""
+    ids = await _three_visibilities(app, alice, bob)
+    carol = await make_actor(app, "carol", "requester")
+    visible = {ANONYMOUS: {"public"}, carol: {"public"}, bob: {"public", "shared"}}
+    visible |= {alice: set(ids), admin: set(ids)}
+    for actor in [*visible, *reversed(visible)]:
+        for kinds in (["private"], ["shared", "public"], list(ids), ["private", "private"]):
+            page = await app.listings.get_many(actor, [ids[kind] for kind in kinds])
+            assert set(page) == {ids[kind] for kind in kinds if kind in visible[actor]}, (actor, kinds)
+
+
 async def test_invisible_listing_cannot_be_modified_or_reviewed(
     app: CatalogApp, alice: Actor, bob: Actor
 ) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import replace
 
 import pytest
@@ -10,10 +11,11 @@ from sqlalchemy import select
 
 from catalog.actors import ANONYMOUS, Actor
 from catalog.app import CatalogApp
-from catalog.search_service import ResourceLimits, SearchRequest
+from catalog.search_service import ResourceLimits, SearchRequest, encoded
 from catalog.seed import seed_demo
 from infra.errors import BadInput
 from infra.tables import SearchEvent
+from search.embeddings import Encoder
 
 
 @pytest.fixture
@@ -184,3 +186,17 @@ async def test_searches_are_logged_and_selections_recorded(demo: CatalogApp) -> 
     assert logged.category == "Natural Language Processing"  # inferred
     empty = events[nothing.search_id]
     assert empty.result_count == 0 and empty.facets["kinds"] == ["notebook"]
+
+
+async def test_a_cached_query_encoding_is_read_without_a_trip_through_the_loop(encoder: Encoder) -> None:
+    """A search whose vector is cached used to wait a loop iteration (and the self-pipe's write and read)
+    for a result already in hand; one still on the model thread is still awaited."""
+    text = "segment cells in microscopy images"
+    fresh = await encoded(encoder.submit_query(text + " fresh"))
+    assert fresh.vector.shape == (encoder.dim,)
+    encoder.encode_query(text)
+    ran: list[bool] = []
+    asyncio.get_running_loop().call_soon(ran.append, True)
+    cached = await encoded(encoder.submit_query(text))
+    assert ran == []  # the loop did not run in between
+    assert cached.vector is encoder.encode_query(text)

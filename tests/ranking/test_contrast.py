@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import math
 import random
+import re
+import sys
 from dataclasses import replace
 
 import pytest
@@ -16,6 +18,7 @@ from ranking.contrast import (
     listing_words,
     words,
 )
+from search.documents import WORD_PATTERN
 
 
 def test_words_are_lower_cased_runs_of_three_or_more_letters_or_digits() -> None:
@@ -95,3 +98,11 @@ def test_nothing_to_weigh_gives_no_shares() -> None:
     assert distinctive_words("ok", docs) is NO_DISTINCTIVE_WORDS  # no word long enough
     assert distinctive_words("summarize reports", docs) is NO_DISTINCTIVE_WORDS  # no candidate has one
     assert distinctive_words("translate", []) is NO_DISTINCTIVE_WORDS
+
+
+def test_a_letter_or_digit_is_what_the_word_pattern_reads_as_one_for_every_character() -> None:
+    """Whole words are confirmed with ``str.isalnum`` of the neighbouring characters, words are split by
+    ``WORD_PATTERN``; the two must agree on every code point or matching and tokenizing drift apart."""
+    one = re.compile(WORD_PATTERN.pattern)
+    differ = [c for c in range(sys.maxunicode + 1) if (one.fullmatch(chr(c)) is not None) != chr(c).isalnum()]
+    assert differ == []

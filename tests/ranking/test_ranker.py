@@ -8,9 +8,10 @@ import pytest
 from catalog_fixture import synthetic_catalog
 from ranking_support import hits, listing
 
+from ranking.fusion import Contribution
 from ranking.pending import unpack
-from ranking.query_understanding import QueryUnderstanding
-from ranking.ranker import Ranker
+from ranking.query_understanding import QueryUnderstanding, label_of
+from ranking.ranker import InterpretationBoosts, Ranker
 from ranking.types import Constraints, Interpretation, LabelGuess
 from ranking.weights import DEFAULT_WEIGHTS
 from search.embeddings import Encoder
@@ -167,3 +168,31 @@ def test_request_words_rare_among_the_candidates_decide_a_near_tie_and_are_expla
     _, results = ranker.rank(text, None, keyword, vector, docs)
     assert [r.id for r in results] == ["plain", "medical", "other"]
     assert all(p.name != "distinctive_words" for r in results for p in r.parts)
+
+
+def test_the_per_request_scorer_reads_the_interpretation_as_the_guesses_say(ranker: Ranker, catalog) -> None:
+    """Ranking looks each candidate's label up in a dict made once per request instead of scanning the
+    guesses; a label guessed twice counts with its first probability, as ``probability_of`` reads it, and
+    every candidate's score is the sum of its explanation's parts."""
+    interpretation = Interpretation(
+        labels=(
+            LabelGuess("Audio", "Automatic Speech Recognition", 0.6),
+            LabelGuess("Audio", "Automatic Speech Recognition", 0.3),
+            LabelGuess("Computer Vision", "Object Detection", 0.1),
+        ),
+        input_format="audio",
+        output_format="text",
+        constraints=Constraints(prefers_fast=True),
+    )
+    contributions = [Contribution("keyword", 0.4, 2, 7.5), Contribution("vector", 0.3, 1, 0.8)]
+    score = ranker.scorer(interpretation)
+    boosted = 0
+    for doc in catalog.values():
+        terms = dict(InterpretationBoosts(ranker.weights, interpretation).terms(doc))
+        probability = interpretation.probability_of(*label_of(doc))
+        assert terms.get("category", 0.0) == ranker.weights.category_boost * probability
+        boosted += probability == 0.6
+        assert score(contributions, doc) == pytest.approx(
+            ranker.explain(contributions, doc, interpretation).score, abs=1e-12
+        )
+    assert boosted >= 2  # the synthetic catalog's speech recognizers
