@@ -152,6 +152,17 @@ class Settings(BaseSettings):
         "a failover) before it gives the job or publication up to the reconciler or recovery, which runs "
         "it again.",
     )
+    job_max_duration_s: float = Field(
+        6 * 3600.0,
+        gt=0,
+        le=23 * 3600.0,
+        description="Wall-clock limit of one run of a job, whatever its kind (inference, training, "
+        "pipeline); past it the job ends TIMED_OUT with errorCode JOB_DEADLINE_EXCEEDED and no outputs, "
+        "as a cancelled one. A fixed cap, not one derived from the producer's timeout: a job's number of "
+        "calls is not known when it starts (datasets stream, failed batches are halved), and records x "
+        "timeout bounds nothing (100k records at 60 s is 70 days). At most 23 h: the arq worker's own "
+        "last-resort limit is 24 h.",
+    )
     job_max_attempts: int = Field(
         3, description="Runs of a job or a publication (first + retries after a lost worker)."
     )
