@@ -92,6 +92,9 @@ INTERNAL_FAILURE = "internal error while running the job; the operator's log has
 FINISH_RETRY_DELAYS_S = (0.5, 1.0, 2.0, 4.0)
 DEFERRED = "deferred"  # what ``run`` returns for a job left QUEUED: its account runs its most jobs already
 SUPERSEDED = "superseded"  # what ``run`` returns when the job was taken from it (``infra.fencing``)
+# ``Job.error_code`` of a job stopped at ``job_max_duration_s`` (status TIMED_OUT): a client tells it from a
+# job whose every call timed out (TIMED_OUT, no code) without parsing the reason.
+JOB_DEADLINE_EXCEEDED = "JOB_DEADLINE_EXCEEDED"
 
 
 @dataclass(frozen=True)
@@ -118,6 +121,7 @@ class JobView:
     outputs_count: int | None
     outputs_expired_at: datetime | None  # retention dropped the outputs (``catalog.job_output_retention``)
     error: str | None
+    error_code: str | None  # why the service ended the job (JOB_DEADLINE_EXCEEDED), else None
     logs: str
     attempts: int
     created_at: datetime
@@ -142,6 +146,7 @@ class JobView:
             outputs_count=row.outputs_count,
             outputs_expired_at=row.outputs_expired_at,
             error=row.error,
+            error_code=row.error_code,
             logs=row.logs or "",
             attempts=row.attempts or 0,
             created_at=row.created_at,
@@ -526,21 +531,14 @@ class JobService:
         work = asyncio.current_task()
         heartbeat = asyncio.create_task(self._heartbeat(claim, work))
         superseded: Superseded | None = None
+        error_code: str | None = None
+        # The whole run's wall clock: a model that answers each call and then hangs otherwise held this
+        # worker for records x (timeout + 2 s), until its requester cancelled. Expiring, it stops the run
+        # as a cancel does (the sandbox is killed, outputs written so far are dropped).
+        deadline = asyncio.timeout(self.settings.job_max_duration_s)
         try:
-            unavailable = await self._listing_unavailable(row)
-            if unavailable is not None:
-                status, error = JobStatus.FAILED, unavailable
-            else:
-                # The job's devices while it runs; a pipeline's row holds its most demanding step's.
-                async with self.gpus.lease(int((row.resources or {}).get("gpu") or 0)):
-                    if row.pipeline_id is not None:
-                        status, error = await self._run_pipeline(row, staging)
-                    elif row.task == JobTask.TRAINING:
-                        from executor.training import run_training_job
-
-                        status, error = await run_training_job(self, row, staging)
-                    else:
-                        status, error = await self._run_inference(row, staging)
+            async with deadline:
+                status, error = await self._run_job(row, staging)
         except (Superseded, asyncio.CancelledError) as stopped:
             # A write, or the heartbeat (which then cancels this task), found the job no longer this run's:
             # cancelled by its requester, or taken over (re-queued while this run could not beat).
@@ -551,13 +549,18 @@ class JobService:
                 superseded = lost
             status, error = JobStatus.CANCELLED, "cancelled by the requester"
         except Exception as exc:  # the job fails with its reason; the worker carries on
-            if is_unreachable(exc):
+            if isinstance(exc, TimeoutError) and deadline.expired():
+                status, error = JobStatus.TIMED_OUT, deadline_reason(self.settings.job_max_duration_s)
+                error_code = JOB_DEADLINE_EXCEEDED
+                logger.warning("job %s: %s", job_id, error)
+            elif is_unreachable(exc):
                 # Not the job's fault, and nothing can be written now: it stays RUNNING without heartbeats,
                 # and the reconciler runs it again, as for a lost worker.
                 logger.warning("job %s: the database stayed unreachable; left to the reconciler", job_id)
                 raise
-            logger.exception("job %s failed", job_id)
-            status, error = JobStatus.FAILED, failure_reason(job_id, exc)
+            else:
+                logger.exception("job %s failed", job_id)
+                status, error = JobStatus.FAILED, failure_reason(job_id, exc)
         finally:
             heartbeat.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -565,12 +568,14 @@ class JobService:
             shutil.rmtree(staging, ignore_errors=True)
             uses = self._uses.pop((job_id, claim.attempt), [])
             outputs = self._outputs.pop((job_id, claim.attempt), None)
+        if error_code == JOB_DEADLINE_EXCEEDED:
+            uses, outputs = [], None  # a stopped run's, as for a cancel: the requester gets none of them
         if superseded is not None:
             logger.warning("%s: it stopped and removed only its own files", superseded)
             return SUPERSEDED
         # The run is over (its outputs stored): a database restarting right now must not lose its outcome.
         recorded = await retry_while_unreachable(
-            lambda: self._finish_run(job_id, status, error, uses, outputs, claim),
+            lambda: self._finish_run(job_id, status, error, uses, outputs, claim, error_code),
             self.settings.job_final_write_retry_s,
             f"job {job_id}: recording its outcome",
         )
@@ -589,6 +594,7 @@ class JobService:
         uses: list[UsageEvent],
         outputs: StoredOutputs | None,
         claim: Claim,
+        error_code: str | None = None,
     ) -> bool:
         """``finish`` for the run that just ended, tried again on a database error other than the
         database being unreachable (which the caller waits out with ``retry_while_unreachable``). Its
@@ -598,13 +604,30 @@ class JobService:
         job, so a retry is safe."""
         for delay in (*FINISH_RETRY_DELAYS_S, None):
             try:
-                return await self.finish(job_id, status, error=error, uses=uses, outputs=outputs, claim=claim)
+                return await self.finish(
+                    job_id, status, error, uses, outputs, claim=claim, error_code=error_code
+                )
             except Exception as exc:
                 if delay is None or is_unreachable(exc):
                     raise  # still RUNNING: the reconciler re-queues it once its heartbeat is stale
                 logger.warning("job %s: not finished; retrying in %g s", job_id, delay, exc_info=True)
                 await asyncio.sleep(delay)
         raise AssertionError("unreachable")  # the loop returns or raises
+
+    async def _run_job(self, row: Job, staging: Path) -> tuple[JobStatus, str | None]:
+        """The job's work, whatever its kind: its final status and reason."""
+        unavailable = await self._listing_unavailable(row)
+        if unavailable is not None:
+            return JobStatus.FAILED, unavailable
+        # The job's devices while it runs; a pipeline's row holds its most demanding step's.
+        async with self.gpus.lease(int((row.resources or {}).get("gpu") or 0)):
+            if row.pipeline_id is not None:
+                return await self._run_pipeline(row, staging)
+            if row.task == JobTask.TRAINING:
+                from executor.training import run_training_job
+
+                return await run_training_job(self, row, staging)
+            return await self._run_inference(row, staging)
 
     async def _listing_unavailable(self, row: Job) -> str | None:
         """Why the job's listing (or the dataset it reads) may no longer be used by its owner,
@@ -920,6 +943,7 @@ class JobService:
         uses: Sequence[UsageEvent] = (),
         outputs: StoredOutputs | None = None,
         claim: Claim | None = None,
+        error_code: str | None = None,
     ) -> bool:
         """Move a job that is not final yet to ``status``; False when it already was final, or, for the
         run that holds ``claim``, when the job is no longer that run's (``infra.fencing``).
@@ -929,7 +953,12 @@ class JobService:
         batch won, and the requester gets no result of that run."""
         # The reason may quote the program (its stderr, its answer): storable on both databases.
         reason = storable_text(error) if error else error
-        values: dict[str, Any] = {"status": status.value, "error": reason, "finished_at": utcnow()}
+        values: dict[str, Any] = {
+            "status": status.value,
+            "error": reason,
+            "error_code": error_code,
+            "finished_at": utcnow(),
+        }
         if outputs is not None and status != JobStatus.CANCELLED:
             values.update(outputs_digest=outputs.digest, outputs_count=outputs.count)
         async with self.catalog.index.atomic() as (session, changes):
@@ -1058,6 +1087,13 @@ def _change_key(view: JobView) -> tuple[Any, ...]:
     """What a status stream reports a change of. ``attempts`` too: a job whose worker died is re-queued
     and claimed again, often between two looks, and is then RUNNING again, from the start."""
     return (view.status, view.progress, view.attempts)
+
+
+def deadline_reason(limit_s: float) -> str:
+    return (
+        f"the job ran past its deadline of {limit_s:g} s (MLREPO_JOB_MAX_DURATION_S) and was stopped; "
+        "outputs of the stopped run are not kept"
+    )
 
 
 def claim_of(row: Job) -> Claim:

@@ -24,6 +24,9 @@ class ExecutorSandbox:
             work_dir=settings.data_dir / "sandbox",
             runtime_root=settings.bwrap_runtime_root,  # the interpreter jobs will get: verify on it
             cgroups=settings.sandbox_cgroups,
+            uid_base=settings.sandbox_uid_base,
+            uid_count=settings.sandbox_uid_count,
+            uid_lease_dir=settings.sandbox_uid_lease_dir,
         )
         self.docker = DockerRuntime(settings.docker_host)
         self.gpus = gpus or shared_pool(parse_devices(settings.gpu_devices))

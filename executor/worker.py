@@ -155,7 +155,7 @@ def worker_settings(settings: Settings) -> dict[str, Any]:
         "on_startup": on_startup,
         "on_shutdown": on_shutdown,
         "ctx": {"settings": settings},
-        # Jobs bound their own time (per call, times batches); arq's timeout is only a last resort.
+        # Jobs bound their own time (MLREPO_JOB_MAX_DURATION_S, at most 23 h); arq's is a last resort.
         "job_timeout": 24 * 3600,
         "max_tries": settings.job_max_attempts,
         "keep_result": 3600,

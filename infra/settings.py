@@ -101,6 +101,22 @@ class Settings(BaseSettings):
     sandbox_max_output_bytes: int = Field(64 << 20, description="Most stdout one sandbox call may produce.")
     sandbox_tmpfs_mb: int = Field(64, description="Size of a sandbox's /tmp, and of its /dev/shm.")
     sandbox_pids: int = Field(64, description="Most processes (threads included) in one sandbox.")
+    sandbox_uid_base: int = Field(
+        200_000, ge=1000, description="First host user ID bwrap sandboxes run as (a range no account uses)."
+    )
+    sandbox_uid_count: int = Field(
+        50_000,
+        ge=1,
+        description="How many user IDs from sandbox_uid_base bwrap sandboxes run as: each live sandbox on "
+        "the host holds one of its own (a lease in sandbox_uid_lease_dir), so this bounds the sandboxes "
+        "one host runs at once; one more waits up to 30 s for a free uid, then fails with the reason.",
+    )
+    sandbox_uid_lease_dir: Path = Field(
+        Path("/run/mlrepo/sandbox-uids"),
+        description="Host-wide directory of the sandbox uid leases (one flock'd file per uid); every "
+        "worker and API process on a host must use the same one. A crashed process's leases free "
+        "themselves.",
+    )
     sandbox_cgroups: bool = Field(
         True,
         description="Hold each bwrap run to its CPU share and resident memory with a cgroup of its own, "
@@ -135,6 +151,17 @@ class Settings(BaseSettings):
         "writes (a step's record, the listing, the outcome), while the database is unreachable (a restart, "
         "a failover) before it gives the job or publication up to the reconciler or recovery, which runs "
         "it again.",
+    )
+    job_max_duration_s: float = Field(
+        6 * 3600.0,
+        gt=0,
+        le=23 * 3600.0,
+        description="Wall-clock limit of one run of a job, whatever its kind (inference, training, "
+        "pipeline); past it the job ends TIMED_OUT with errorCode JOB_DEADLINE_EXCEEDED and no outputs, "
+        "as a cancelled one. A fixed cap, not one derived from the producer's timeout: a job's number of "
+        "calls is not known when it starts (datasets stream, failed batches are halved), and records x "
+        "timeout bounds nothing (100k records at 60 s is 70 days). At most 23 h: the arq worker's own "
+        "last-resort limit is 24 h.",
     )
     job_max_attempts: int = Field(
         3, description="Runs of a job or a publication (first + retries after a lost worker)."
@@ -214,7 +241,9 @@ class Settings(BaseSettings):
         "connection without closing it would otherwise leave the process deaf to relayed alerts.",
     )
 
-    @field_validator("data_dir", "sandbox_work_dir", "bwrap_runtime_root", "artifact_key_dir")
+    @field_validator(
+        "data_dir", "sandbox_work_dir", "bwrap_runtime_root", "artifact_key_dir", "sandbox_uid_lease_dir"
+    )
     @classmethod
     def _absolute(cls, value: Path | None) -> Path | None:
         """Directories are made absolute once, against the directory the process started in: the Docker

@@ -150,6 +150,11 @@ class Job:
         "(outputs then answers GONE; status, result and metrics stay)."
     )
     error: str | None
+    error_code: str | None = strawberry.field(
+        description="Why the service itself ended the job, for clients to branch on: "
+        "JOB_DEADLINE_EXCEEDED (status TIMED_OUT) when the run passed MLREPO_JOB_MAX_DURATION_S; null "
+        "otherwise (a job whose every call hit the producer's per-call timeout is TIMED_OUT with no code)."
+    )
     logs: str
     attempts: int
     created_at: datetime
@@ -204,6 +209,7 @@ class Job:
             outputs_count=view.outputs_count or 0,
             outputs_expired_at=view.outputs_expired_at,
             error=view.error,
+            error_code=view.error_code,
             logs=view.logs,
             attempts=view.attempts,
             created_at=view.created_at,

@@ -33,6 +33,9 @@ class RuntimeSelector:
             work_dir=settings.sandbox_work_dir,
             runtime_root=settings.bwrap_runtime_root,
             cgroups=settings.sandbox_cgroups,
+            uid_base=settings.sandbox_uid_base,
+            uid_count=settings.sandbox_uid_count,
+            uid_lease_dir=settings.sandbox_uid_lease_dir,
         )
 
     def select(self, package: Package, has_code: bool | None = None) -> Runtime:

@@ -19,17 +19,18 @@ architecture.md §5, which records what goes wrong otherwise on these machines:
   an H200, ``cuInit`` fails with CUDA_ERROR_OUT_OF_MEMORY under a 2 GiB RLIMIT_AS and works under a
   512 MiB RLIMIT_DATA).
 
-Each run uses a uid drawn from a dedicated range, so RLIMIT_NPROC (counted per uid) of one sandbox never
-counts another's processes, and no host file is owned by it.
+Each run uses a uid of a dedicated range, leased host-wide for as long as it runs (``executor.uid_leases``):
+RLIMIT_NPROC (counted per uid) of one sandbox never counts another's processes, no sandbox can signal or
+ptrace another, and no host file is owned by it.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import math
 import os
-import secrets
 import shutil
 import tempfile
 from dataclasses import replace
@@ -52,6 +53,7 @@ from executor.runtimes.base import (
     collect_output_command,
 )
 from executor.runtimes.process import run_process
+from executor.uid_leases import DEFAULT_LEASE_DIR, WAIT_S, UidLeases
 from infra.errors import Unavailable
 
 # Bound read-only from ``runtime_root``: the interpreter and libraries, and what ld.so needs to find
@@ -75,6 +77,8 @@ class BwrapRuntime:
         uid_count: int = 50_000,
         dev_dir: Path = DEV_DIR,
         cgroups: bool = True,
+        uid_lease_dir: Path = DEFAULT_LEASE_DIR,
+        uid_wait_s: float = WAIT_S,
     ) -> None:
         self.work_dir = work_dir
         self.runtime_root = runtime_root
@@ -82,6 +86,7 @@ class BwrapRuntime:
         self.cgroups = cgroups  # a cgroup per run where the host allows (``cgroup_tree``)
         self.uid_base = uid_base
         self.uid_count = uid_count
+        self.uids = UidLeases(uid_lease_dir, uid_base, uid_count, uid_wait_s)
 
     @property
     def cgroup_tree(self) -> CgroupTree | None:
@@ -107,11 +112,17 @@ class BwrapRuntime:
             if request.data_dir is not None:  # the sandbox reads its own copy, wherever the data lies
                 data = await asyncio.to_thread(self._private_copy, request.data_dir, scratch / "data")
                 request = replace(request, data_dir=data)
-            argv = self.command(copy, request, limits)
-            tree = self.cgroup_tree
-            if tree is None:
-                return await run_process(argv, request.stdin, limits, LAUNCH_ENV)
-            return await self._run_in_cgroup(tree, argv, request.stdin, limits)
+            async with contextlib.AsyncExitStack() as held:
+                try:
+                    uid = await held.enter_async_context(self.uids.lease())
+                except Unavailable as exc:  # every uid of the range stayed in use
+                    return RunResult(b"", b"", None, 0.0, Failure(FailureKind.SANDBOX, exc.message))
+                # The uid stays leased until the sandbox's processes are gone (the run waits for them).
+                argv = self.command(copy, request, limits, uid)
+                tree = self.cgroup_tree
+                if tree is None:
+                    return await run_process(argv, request.stdin, limits, LAUNCH_ENV)
+                return await self._run_in_cgroup(tree, argv, request.stdin, limits)
         finally:
             await asyncio.to_thread(shutil.rmtree, scratch, True)
 
@@ -169,8 +180,7 @@ class BwrapRuntime:
         os.chmod(copy, 0o755)
         return copy
 
-    def command(self, copy: Path, request: RunRequest, limits: Limits) -> list[str]:
-        uid = str(self.uid_base + secrets.randbelow(self.uid_count))
+    def command(self, copy: Path, request: RunRequest, limits: Limits, uid: int) -> list[str]:
         cpu_seconds = max(1, math.ceil(limits.timeout_s * max(limits.cpus, 1.0)) + 1)
         env = {**SANDBOX_ENV, **limits.thread_env()}
         command = collect_output_command(request.command) if request.collect_output_dir else request.command

@@ -160,6 +160,29 @@ async def test_cancel_job_while_watching(server) -> None:
     assert final["status"] == "CANCELLED" and final["error"] == "cancelled by the requester"
 
 
+async def test_a_job_past_its_deadline_says_so_with_an_error_code(
+    settings: Settings, bwrap_runtime, encoder: Encoder
+) -> None:
+    """``Job.errorCode`` tells a job the service stopped at MLREPO_JOB_MAX_DURATION_S from one whose calls
+    timed out (both TIMED_OUT), without parsing ``error``."""
+    settings = settings.model_copy(
+        update={"runtime": "bwrap", "job_heartbeat_s": 0.2, "job_max_duration_s": 2.0}
+    )
+    app = create_app(settings, migrate=False, encoder=encoder)
+    async with serve_in_background(app) as address:
+        who = await people(app)
+        catalog = app.state.services.catalog
+        published = await publish_model(settings, catalog, who["producer"][0], MODEL, timeout_s=60)
+        run = {"input": {"listingId": published.listing_id, "records": ["sleep"]}}
+        job_id = (await gql(address, RUN, run, who["alice"][1]))["data"]["runJob"]["id"]
+        messages = await subscribe(address, who["alice"][1], job_id)
+        assert messages[-1]["data"]["jobStatus"]["status"] == "TIMED_OUT"
+        query = "query($id: ID!) { job(id: $id) { status error errorCode outputsCount } }"
+        job = (await gql(address, query, {"id": job_id}, who["alice"][1]))["data"]["job"]
+    assert job["status"] == "TIMED_OUT" and job["errorCode"] == "JOB_DEADLINE_EXCEEDED"
+    assert "deadline of 2 s" in job["error"] and job["outputsCount"] == 0
+
+
 async def test_run_job_errors_carry_codes(server) -> None:
     address, settings, app = server
     who = await people(app)
