@@ -52,6 +52,11 @@ async def test_create_validates_and_normalizes_fields(app: CatalogApp, alice: Ac
         ({"training_resources": {"cpu": 4}}, "training_resources"),
         ({"shared_with": ["bob"]}, "shared_with"),
         ({"size": "lots"}, "size"),
+        ({"size": 1e300}, "size"),
+        ({"size": 2**63}, "size"),
+        ({"size": "99999999999 TB"}, "size"),
+        ({"size": float("inf")}, "size"),
+        ({"size": float("nan")}, "size"),
         ({"timeout": 0}, "timeout"),
     ],
 )
