@@ -21,6 +21,7 @@ from catalog.actors import Actor
 from catalog.choices import parse_choice
 from catalog.clock import as_utc
 from catalog.enums import Role
+from catalog.text_checks import refuse_nul
 from infra.db import Database
 from infra.errors import BadInput, Conflict, Forbidden, NotFound, Unauthenticated
 from infra.tables import Account, ApiToken, utcnow
@@ -213,6 +214,7 @@ class AccountService:
 
     async def create_token(self, account_id: str, name: str = "default") -> IssuedToken:
         """Issue a token for ``account_id`` (trusted callers: the CLI, or ``issue_token`` after checks)."""
+        refuse_nul("name", name)
         secret = TOKEN_PREFIX + secrets.token_urlsafe(32)
         async with self.db.session() as session:
             if await session.get(Account, account_id) is None:

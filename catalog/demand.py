@@ -31,6 +31,7 @@ from catalog.clock import as_utc
 from catalog.demand_alerts import DemandAlert, DemandAlertHub
 from catalog.demand_relay import DemandRelay
 from catalog.demand_topics import central_member, cluster_by_similarity, keywords, normalize_query
+from catalog.text_checks import refuse_nul
 from infra.batching import BatchWriter
 from infra.db import Database
 from infra.errors import BadInput, Forbidden, NotFound, Unauthenticated, Unavailable
@@ -128,6 +129,7 @@ def require_producer(actor: Actor) -> None:
 
 
 def clean_category(category: str) -> str:
+    refuse_nul("category", category)
     cleaned = " ".join(str(category).split())
     if not cleaned:
         raise BadInput("category must not be empty", field="category")

@@ -43,6 +43,7 @@ from catalog.listing_view import ListingView
 from catalog.listings import ListingService
 from catalog.pipelines.search_context import PipelineSlot, slot_misfits
 from catalog.search_snapshots import Cursor, Snapshot, SnapshotStore, decode_cursor
+from catalog.text_checks import refuse_nul
 from catalog.understanding_feed import UnderstandingFeed
 from catalog.view_cache import ViewCache
 from infra.errors import BadInput, Unavailable
@@ -150,8 +151,7 @@ def check_no_nul(request: SearchRequest) -> None:
         ("after", request.after),
         ("pipeline", request.pipeline_id),
     ):
-        if isinstance(value, str) and "\x00" in value:
-            raise BadInput(f"{name} must not contain NUL characters", field=name)
+        refuse_nul(name, value)
 
 
 def _facet_text(name: str, value: str | None) -> str | None:
