@@ -16,3 +16,10 @@ def refuse_nul(name: str, value: str | None) -> None:
     """BAD_INPUT naming ``name`` when ``value`` holds a NUL character."""
     if isinstance(value, str) and NUL in value:
         raise BadInput(f"{name} must not contain NUL characters", field=name)
+
+
+def storable_text(text: str) -> str:
+    """``text`` a sandboxed program wrote (its stderr, a record's error), fit for a text column of either
+    engine: each NUL becomes U+FFFD, as undecodable bytes already do. Refusing is not an option there: the
+    requester did nothing wrong, and PostgreSQL failing the job's final write lost the whole outcome."""
+    return text.replace(NUL, "\ufffd")

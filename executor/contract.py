@@ -13,6 +13,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from catalog.text_checks import storable_text
+
 MAX_ERROR_CHARS = 2000
 NOT_JSON_NUMBER = "the output contains NaN or Infinity, which JSON does not allow"
 
@@ -85,7 +87,7 @@ def parse_outputs(stdout: bytes, expected: Sequence[int], keep_notebooks: bool =
         if constants:
             outcomes[record_id] = RecordOutcome(error=NOT_JSON_NUMBER, notebook=notebook)
         elif "error" in message and message["error"] is not None:
-            error = str(message["error"])[:MAX_ERROR_CHARS]
+            error = storable_text(str(message["error"])[:MAX_ERROR_CHARS])
             outcomes[record_id] = RecordOutcome(error=error, notebook=notebook)
         elif "output" in message:
             outcomes[record_id] = RecordOutcome(output=message["output"], notebook=notebook)

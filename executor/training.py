@@ -36,6 +36,7 @@ from catalog.publishing.archive_safety import ArchiveLimits, extract_archive
 from catalog.publishing.images import ImageService
 from catalog.publishing.listing_writer import Target, write_version
 from catalog.publishing.packaging import normalize_package
+from catalog.text_checks import storable_text
 from executor.datasets import dataset_lines
 from executor.gpus import leased_gpus
 from executor.inference import InferencePlan, run_inference
@@ -134,7 +135,7 @@ async def run_training_job(service: JobService, row: Job, staging: Path) -> tupl
     if not result.ok:
         assert result.failure is not None
         status = JobStatus.TIMED_OUT if result.failure.kind == "timeout" else JobStatus.FAILED
-        await service.store(row, logs=result.stderr[-4000:].decode("utf-8", "replace"))
+        await service.store(row, logs=storable_text(result.stderr[-4000:].decode("utf-8", "replace")))
         await _record_usage(service, row, dataset, success=False)
         return status, f"training failed: {result.failure.reason}"
 
@@ -229,7 +230,7 @@ async def run_training_job(service: JobService, row: Job, staging: Path) -> tupl
             "training_s": round(result.duration_s, 3),
             "accuracy": accuracy,
         },
-        logs=result.stderr[-4000:].decode("utf-8", "replace"),
+        logs=storable_text(result.stderr[-4000:].decode("utf-8", "replace")),
     )
     await _record_usage(service, row, dataset, success=True)
     return JobStatus.SUCCEEDED, None

@@ -23,6 +23,7 @@ from catalog.publishing.contract import (
     signature,
 )
 from catalog.publishing.sandbox import RunTarget, Sandbox, SandboxLimits
+from catalog.text_checks import storable_text
 from infra.errors import BadInput, Unavailable
 
 STARTUP_GRACE_S = 10.0
@@ -56,7 +57,7 @@ async def _run_records(
 ) -> tuple[dict[str, Any], str, float]:
     outcome = await sandbox.run(target, encode_records(records), limits)
     if not outcome.ok:
-        tail = outcome.stderr[-600:].decode("utf-8", "replace").strip()
+        tail = storable_text(outcome.stderr[-600:].decode("utf-8", "replace")).strip()
         if outcome.runtime == "none":
             raise Unavailable(outcome.reason or "no sandbox runtime is available")
         raise BadInput(

@@ -672,3 +672,25 @@ async def test_a_status_stream_shows_that_a_lost_job_runs_again(
     assert (again.status, again.attempts) == (JobStatus.RUNNING, 2)
     await jobs.finish(row.id, JobStatus.SUCCEEDED)
     assert [view.status async for view in stream][-1] == JobStatus.SUCCEEDED
+
+
+@pytest.mark.parametrize(
+    "program",
+    [
+        "import sys\nsys.stderr.write('weights\\x00missing\\n')\nsys.exit(3)\n",
+        "import json, sys\nfor line in sys.stdin:\n"
+        "    print(json.dumps({'id': json.loads(line)['id'], 'error': 'weights\\x00missing'}))\n",
+    ],
+    ids=["stderr", "record-error"],
+)
+async def test_a_nul_in_what_the_sandbox_reports_fails_the_job_alike_on_both_databases(
+    jobs: JobService, catalog, people, job_settings, program: str
+) -> None:
+    """The job's error quotes the sandbox's last stderr line or a record's error; PostgreSQL cannot store
+    NUL in a text column, so a package printing one made the job's final write fail there (the outcome
+    was lost; SQLite stored it). NUL now becomes U+FFFD on both."""
+    published = await publish_model(job_settings, catalog, people["producer"], program)
+    view = await jobs.submit(people["alice"], published.listing_id, "inference", records=["a"])
+    final = await outcome(jobs, people["alice"], view.id)
+    assert final.status == JobStatus.FAILED
+    assert "weights\ufffdmissing" in final.error and "\x00" not in final.logs

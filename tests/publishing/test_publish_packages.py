@@ -277,6 +277,17 @@ async def test_crashing_entrypoint_reports_its_error(publishing: PublishingServi
     assert pub.status == "failed" and "model file missing" in step(pub, "test").error
 
 
+async def test_a_nul_in_the_entrypoints_error_output_fails_the_publication_alike_on_both_databases(
+    publishing: PublishingService, alice: Actor
+) -> None:
+    """The test step's error quotes the probe's stderr; PostgreSQL cannot store NUL in text, so recording
+    that failure failed there (SQLite stored it). NUL now becomes U+FFFD on both."""
+    crash = "import sys\nsys.stderr.write('model\\x00file missing\\n')\nsys.exit(3)\n"
+    pub = await publish(publishing, alice, zip_bytes(package_files(sentiment_manifest(), predict=crash)))
+    assert pub.status == "failed" and "model\ufffdfile missing" in step(pub, "test").error
+    assert "\x00" not in (pub.error or "")
+
+
 async def test_only_the_owner_publishes_new_versions(
     publishing: PublishingService, app: CatalogApp, alice: Actor, mallory: Actor
 ) -> None:
