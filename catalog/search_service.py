@@ -27,7 +27,7 @@ import json
 import logging
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -291,6 +291,8 @@ class SearchService:
         if category is not None:
             category = self.feed.canonical_category(category)
         filters = build_filters(request, actor, category)
+        if filters.subcategory is not None:  # a facet "case-insensitive" like category (README)
+            filters = replace(filters, subcategory=self.feed.canonical_subcategory(filters.subcategory))
         cursor = decode_cursor(request.after) if request.after else None
         return text, sort, filters, cursor
 
