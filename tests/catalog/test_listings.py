@@ -275,6 +275,11 @@ async def test_list_filters_and_category_counts(app: CatalogApp, alice: Actor) -
     assert {i.name for i in page.items} == {"a", "b"}
     with pytest.raises(BadInput, match="kind"):
         await app.listings.list(ANONYMOUS, ListingFilter(kinds=("spaceship",)))
+    for facet, field in (("input_format", "inputFormat"), ("output_format", "outputFormat")):
+        # Named like search names it: the message used to say only "unknown data format 'bogus'".
+        with pytest.raises(BadInput, match=f"^{field}: unknown data format") as caught:
+            await app.listings.list(ANONYMOUS, ListingFilter(**{facet: "bogus"}))
+        assert caught.value.details["field"] == field
     categories = {c.name: c for c in await app.listings.categories(ANONYMOUS)}
     nlp = categories["Natural Language Processing"]
     assert nlp.count == 2
