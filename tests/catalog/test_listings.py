@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import base64
+import json
+
 import numpy as np
 import pytest
 from catalog_helpers import listing_data, make_actor
@@ -249,6 +252,10 @@ async def test_cursor_pagination_walks_every_listing_once(app: CatalogApp, alice
     assert len(seen) == len(set(seen))
     with pytest.raises(BadInput, match="after"):
         await app.listings.list(ANONYMOUS, after="not-a-cursor")
+    # A forged stamp that leaves datetime's range in UTC was an OverflowError: INTERNAL to the client.
+    forged = base64.urlsafe_b64encode(json.dumps(["0001-01-01T00:00:00+14:00", "x"]).encode()).decode()
+    with pytest.raises(BadInput, match="not a cursor this service issued"):
+        await app.listings.list(ANONYMOUS, after=forged)
     with pytest.raises(BadInput, match="first"):
         await app.listings.list(ANONYMOUS, first=0)
 
