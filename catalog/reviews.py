@@ -117,6 +117,8 @@ class ReviewService:
 
     async def delete(self, actor: Actor, review_id: str) -> None:
         """Authors delete their own reviews; admins delete any."""
+        if actor.is_anonymous:  # an anonymous write (README: UNAUTHENTICATED), not an unknown review
+            raise Unauthenticated("sign in to delete reviews")
         async with self.db.session() as session:
             review = await session.get(Review, review_id)
             if review is None or (review.account_id != actor.account_id and not actor.is_admin):

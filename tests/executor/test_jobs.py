@@ -13,6 +13,7 @@ import pytest
 from executor_support import DroppingQueue, job_service, outcome, publish_dataset, publish_model, watch_all
 from sqlalchemy import select, text
 
+from catalog.actors import ANONYMOUS
 from catalog.enums import JobStatus
 from executor.datasets import parse_json_lines
 from executor.events import LocalJobEvents
@@ -26,7 +27,7 @@ from executor.jobs import (
     claim_of,
 )
 from infra.artifacts import ArtifactStore
-from infra.errors import BadInput, NotFound
+from infra.errors import BadInput, NotFound, Unauthenticated
 from infra.settings import Settings
 from infra.tables import Job, Listing, ListingVersion, UsageEvent, utcnow
 
@@ -165,6 +166,8 @@ async def test_cancel_stops_a_running_job(jobs: JobService, catalog, people, job
     assert not jobs.queue.tasks
     assert (await jobs.get(people["alice"], view.id)).status == JobStatus.CANCELLED
     assert (await jobs.cancel(people["alice"], view.id)).status == JobStatus.CANCELLED  # idempotent
+    with pytest.raises(Unauthenticated):  # an anonymous write; it was NOT_FOUND, as if no such job
+        await jobs.cancel(ANONYMOUS, view.id)
 
 
 async def test_a_cancel_stops_the_sandbox_at_once_not_at_the_next_heartbeat(
