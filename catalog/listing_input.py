@@ -392,7 +392,9 @@ def bad_input_from(exc: ValidationError, prefix: str = "") -> BadInput:
         ):
             message = f"{message} (got {error['input']!r})"
         problems.append(f"{loc}: {message}")
-    return BadInput(prefix + "; ".join(problems), fields=fields)
+    # One offending field is also ``field``, the key every other BAD_INPUT uses (README: extensions.field).
+    single = {"field": fields[0]} if len(set(fields)) == 1 else {}
+    return BadInput(prefix + "; ".join(problems), fields=fields, **single)
 
 
 def parse_listing(data: Any) -> ListingInput:

@@ -228,6 +228,7 @@ async def test_listing_input_errors_name_the_graphql_fields(api) -> None:
         assert error["extensions"]["code"] == "BAD_INPUT"
         named = error["extensions"].get("fields") or [error["extensions"].get("field")]
         assert named == [name], error
+        assert error["extensions"]["field"] == name, error  # the key every BAD_INPUT names its field by
         assert error["message"].startswith(f"{name}:"), error
 
 

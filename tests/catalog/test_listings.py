@@ -69,6 +69,7 @@ async def test_bad_fields_are_named_in_the_error(
     with pytest.raises(BadInput) as caught:
         await app.listings.create(alice, listing_data(**overrides))
     assert field in caught.value.message
+    assert caught.value.details.get("field", "").startswith(field.split(".")[0])  # not only ``fields``
     assert (await app.listings.list(alice)).total_count == 0
 
 
