@@ -362,6 +362,13 @@ class PublishWorkflow:
         else:
             await self._package_dataset(job, log)
         assert job.manifest is not None
+        named = job.manifest.listing_id
+        if job.listing_id and named and named != job.listing_id:  # the argument silently won before
+            raise BadInput(
+                f"listingId {job.listing_id} and the manifest's listing_id {named} name different "
+                "listings; give one of them",
+                field="listing_id",
+            )
         job.target = await resolve_target(
             self.listings,
             job.actor,

@@ -115,6 +115,25 @@ async def test_same_code_as_zip_or_tar_has_one_digest(publishing: PublishingServ
     assert second.version == "1.0.1"
 
 
+async def test_a_listing_id_argument_and_a_manifest_naming_another_listing_are_refused(
+    publishing: PublishingService, app: CatalogApp, alice: Actor
+) -> None:
+    """``listingId`` silently won over the manifest's ``listing_id``: the version (and the manifest's
+    name and text) went onto the listing the manifest did not name."""
+    first = await publish(publishing, alice, zip_bytes(package_files(sentiment_manifest(verify=False))))
+    other = await publish(
+        publishing, alice, zip_bytes(package_files(sentiment_manifest(name="other-sentiment", verify=False)))
+    )
+    manifest = sentiment_manifest(name="renamed", verify=False, listing_id=first.listing_id)
+    pub = await publish(publishing, alice, zip_bytes(package_files(manifest)), listing_id=other.listing_id)
+    assert pub.status == "failed" and step(pub, "package").error_code == "BAD_INPUT"
+    assert "name different listings" in pub.error
+    assert [v.version for v in await versions_of(app, other.listing_id)] == ["1.0.0"]
+    assert (await app.listings.get(alice, other.listing_id)).name == "other-sentiment"
+    same = await publish(publishing, alice, zip_bytes(package_files(manifest)), listing_id=first.listing_id)
+    assert same.status == "published" and same.listing_id == first.listing_id, same.error
+
+
 async def test_new_version_leaves_earlier_versions_untouched(
     publishing: PublishingService, app: CatalogApp, alice: Actor
 ) -> None:
