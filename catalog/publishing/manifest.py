@@ -163,7 +163,7 @@ class Manifest(BaseModel):
         }
 
 
-def _pydantic_errors(exc: ValidationError) -> list[str]:
+def pydantic_errors(exc: ValidationError) -> list[str]:
     out = []
     for err in exc.errors():
         where = ".".join(str(p) for p in err["loc"]) or "manifest"
@@ -270,7 +270,7 @@ def parse_manifest(data: Any, source_kind: str = "package") -> Manifest:
     try:
         manifest = Manifest.model_validate(data)
     except ValidationError as exc:
-        raise ManifestError(_pydantic_errors(exc)) from None
+        raise ManifestError(pydantic_errors(exc)) from None
     errors = _semantic_errors(manifest, source_kind) + _io_errors(manifest) + _listing_errors(manifest)
     if source_kind == "dataset" and manifest.kind != ListingKind.DATASET:
         errors.append(f"kind: a dataset upload must have kind 'dataset', not {manifest.kind.value!r}")

@@ -36,7 +36,7 @@ from catalog.publishing.packaging import PACKAGED_KINDS, checkout_package
 from catalog.publishing.sandbox import RunTarget, Sandbox
 from catalog.publishing.steps import PublicationStatus, StepStatus, initial_steps
 from catalog.publishing.verification import compare_signatures, limits_for, run_unit_tests
-from catalog.publishing.workflow import GPU_ROUTE, HANDED_TO_GPU_WORKER, PublishWorkflow
+from catalog.publishing.workflow import GPU_ROUTE, HANDED_TO_GPU_WORKER, PublishWorkflow, check_requirements
 from infra.artifacts import ArtifactStore
 from infra.db import Database
 from infra.errors import BadInput, Forbidden, NotFound, Unauthenticated, Unavailable
@@ -350,6 +350,7 @@ class PublishingService:
             raise Forbidden("only producer accounts may publish")
         if listing_id is not None:
             await self._check_owner(actor, listing_id)
+        check_requirements(requirements)
         publication_id = new_id()
         upload_path = None
         if upload is not None:

@@ -47,6 +47,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pydantic import ValidationError
 from sqlalchemy import select, update
 
 from catalog.actors import Actor
@@ -68,6 +69,7 @@ from catalog.publishing.manifest import (
     find_package_root,
     load_package_manifest,
     parse_manifest,
+    pydantic_errors,
 )
 from catalog.publishing.notebook import notebook_manifest, parse_notebook, write_notebook_package
 from catalog.publishing.packaging import PACKAGED_KINDS, normalize_package, unpack_package
@@ -150,6 +152,19 @@ def merge_requirements(manifest: dict[str, Any], requirements: dict[str, Any]) -
             value = {**merged[key], **given} if isinstance(merged.get(key), dict) else given
         merged[key] = value
     return merged
+
+
+def check_requirements(requirements: dict[str, Any] | None) -> None:
+    """Refuse bad requirements when they are submitted, naming them: merged into the manifest in the
+    worker, a bad one was queued and then FAILED in step package as "invalid manifest: ...", blaming a
+    manifest that did not hold it. Checked by the manifest's own rules, merged into a valid skeleton."""
+    if not requirements:
+        return
+    skeleton = {"name": "requirements", "kind": "model", "category": "requirements"}
+    try:
+        Manifest.model_validate(merge_requirements(skeleton, requirements))
+    except ValidationError as exc:
+        raise BadInput("requirements: " + "; ".join(pydantic_errors(exc)), field="requirements") from None
 
 
 class PublishWorkflow:

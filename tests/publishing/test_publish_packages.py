@@ -443,3 +443,29 @@ async def test_oversized_and_empty_uploads_leave_nothing(
         await service.submit_package(alice, io.BytesIO(b""))
     assert await service.mine(alice) == []
     assert files_outside(settings.data_dir) == []
+
+
+@pytest.mark.parametrize(
+    ("requirements", "needle"),
+    [
+        ({"resources": {"cpu": -1}}, "requirements: resources.cpu"),
+        ({"training_resources": {"memory_mb": 1}}, "requirements: training_resources.memory_mb"),
+        ({"timeout_s": 0}, "requirements: timeout_s"),
+        ({"timeout_s": 99999}, "requirements: timeout_s"),
+    ],
+)
+async def test_bad_requirements_are_refused_at_submission_not_blamed_on_the_manifest(
+    publishing: PublishingService, alice: Actor, settings: Settings, requirements: dict, needle: str
+) -> None:
+    """Requirements given with the upload were merged into the manifest in the worker, so a bad one was
+    queued and then FAILED in step package as "invalid manifest: resources.cpu: ...", pointing the
+    producer at a manifest that had no such value. Now BAD_INPUT at once, naming the requirement, and
+    nothing is staged or recorded."""
+    payload = zip_bytes(package_files(sentiment_manifest(verify=False)))
+    with pytest.raises(BadInput, match=needle) as caught:
+        await publishing.submit_package(alice, io.BytesIO(payload), requirements=requirements)
+    assert caught.value.details["field"] == "requirements"
+    assert await publishing.mine(alice) == []
+    assert files_outside(settings.data_dir) == []
+    fine = await publish(publishing, alice, payload, requirements={"resources": {"cpu": 2}, "timeout_s": 5})
+    assert fine.status == "published", fine.error
