@@ -119,12 +119,12 @@ class MlrepoGraphQL(GraphQL):
         """Websocket clients may authenticate in ``connection_init``; bad credentials close the socket."""
         if context.auth_error is not None:
             raise ConnectionRejectionError({"message": context.auth_error.message})
-        authorization = authorization_from_params(context.connection_params)
-        if authorization is not None:
-            try:
+        try:
+            authorization = authorization_from_params(context.connection_params)
+            if authorization is not None:
                 context.actor = await resolve_actor(context.services, authorization)
-            except MlrepoError as exc:
-                raise ConnectionRejectionError({"message": exc.message}) from exc
+        except MlrepoError as exc:
+            raise ConnectionRejectionError({"message": exc.message}) from exc
         return await super().on_ws_connect(context)
 
     async def execute_operation(self, **kwargs: Any) -> Any:

@@ -99,10 +99,16 @@ async def build_context(
 
 
 def authorization_from_params(params: Mapping[str, Any] | None) -> str | None:
-    """The Authorization value of a websocket ``connection_init`` payload (any key case)."""
+    """The Authorization value of a websocket ``connection_init`` payload (any key case).
+
+    A value that is not text (a number, a list) is malformed credentials, refused like a malformed
+    header rather than ignored: the client meant to authenticate, and anonymity would hide its mistake.
+    """
     if not params:
         return None
     for key, value in params.items():
-        if key.lower() == "authorization" and isinstance(value, str):
+        if key.lower() == "authorization" and value is not None:
+            if not isinstance(value, str):
+                raise Unauthenticated("Authorization must be the text 'Bearer <token>'")
             return value
     return None

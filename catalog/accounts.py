@@ -21,6 +21,7 @@ from catalog.actors import Actor
 from catalog.choices import parse_choice
 from catalog.clock import as_utc
 from catalog.enums import Role
+from catalog.text_checks import refuse_nul
 from infra.db import Database
 from infra.errors import BadInput, Conflict, Forbidden, NotFound, Unauthenticated
 from infra.tables import Account, ApiToken, utcnow
@@ -121,6 +122,21 @@ def _quota_value(key: str, value: float) -> float | int:
     return int(value) if whole else float(value)
 
 
+MAX_TOKEN_LABEL = 100  # api_tokens.name
+
+
+def token_label(name: str) -> str:
+    """A token's label, checked: it names the token in ``myTokens`` and ``token revoke-all --name``, so
+    an empty one (it was stored as "") or one cut to 100 characters unseen would not be recognised."""
+    refuse_nul("name", name)
+    label = name.strip()
+    if not label:
+        raise BadInput("name: a token label must not be empty", field="name")
+    if len(label) > MAX_TOKEN_LABEL:
+        raise BadInput(f"name: longer than {MAX_TOKEN_LABEL} characters ({len(label)})", field="name")
+    return label
+
+
 class AccountService:
     def __init__(self, db: Database) -> None:
         self.db = db
@@ -213,11 +229,12 @@ class AccountService:
 
     async def create_token(self, account_id: str, name: str = "default") -> IssuedToken:
         """Issue a token for ``account_id`` (trusted callers: the CLI, or ``issue_token`` after checks)."""
+        name = token_label(name)
         secret = TOKEN_PREFIX + secrets.token_urlsafe(32)
         async with self.db.session() as session:
             if await session.get(Account, account_id) is None:
                 raise NotFound(f"no account with id {account_id!r}")
-            row = ApiToken(account_id=account_id, token_hash=hash_token(secret), name=name[:100])
+            row = ApiToken(account_id=account_id, token_hash=hash_token(secret), name=name)
             session.add(row)
             await session.flush()
             return IssuedToken(id=row.id, account_id=account_id, name=row.name, secret=secret)

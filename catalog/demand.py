@@ -27,10 +27,11 @@ from sqlalchemy import ColumnElement, and_, delete, exists, false, func, or_, se
 from sqlalchemy.exc import IntegrityError
 
 from catalog.actors import Actor
-from catalog.clock import as_utc
+from catalog.clock import as_utc, utc_input
 from catalog.demand_alerts import DemandAlert, DemandAlertHub
 from catalog.demand_relay import DemandRelay
 from catalog.demand_topics import central_member, cluster_by_similarity, keywords, normalize_query
+from catalog.text_checks import refuse_nul
 from infra.batching import BatchWriter
 from infra.db import Database
 from infra.errors import BadInput, Forbidden, NotFound, Unauthenticated, Unavailable
@@ -128,6 +129,7 @@ def require_producer(actor: Actor) -> None:
 
 
 def clean_category(category: str) -> str:
+    refuse_nul("category", category)
     cleaned = " ".join(str(category).split())
     if not cleaned:
         raise BadInput("category must not be empty", field="category")
@@ -401,7 +403,7 @@ class DemandService:
         if category is not None:
             conditions.append(_category_is(clean_category(category)))
         if since is not None:
-            conditions.append(SearchEvent.created_at >= as_utc(since))
+            conditions.append(SearchEvent.created_at >= utc_input(since, "since"))
         return await self._topics(await self._unmet_events(conditions), limit)
 
     async def inbox(self, actor: Actor, limit: int = DEFAULT_TOPICS) -> DemandInbox:

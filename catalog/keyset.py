@@ -29,7 +29,7 @@ def decode_cursor(cursor: str) -> tuple[datetime, str]:
         padded = cursor + "=" * (-len(cursor) % 4)
         stamp, row_id = json.loads(base64.urlsafe_b64decode(padded.encode()))
         return as_utc(datetime.fromisoformat(stamp)), str(row_id)
-    except (ValueError, TypeError, binascii.Error, json.JSONDecodeError):
+    except (ValueError, TypeError, OverflowError, binascii.Error, json.JSONDecodeError):
         raise BadInput(f"'after' is not a cursor this service issued: {cursor!r}", field="after") from None
 
 

@@ -9,6 +9,7 @@ hubs carry extra keys — they are kept in the listing's ``extra`` JSON and repo
 from __future__ import annotations
 
 import json
+import math
 import re
 from typing import Any
 
@@ -38,6 +39,7 @@ _SIZE_UNITS = {
     "gib": 2**30,
     "tib": 2**40,
 }
+MAX_SIZE_BYTES = 2**63 - 1  # the size_bytes column is a signed 64-bit integer
 _SIZE_PATTERN = re.compile(r"^\s*([0-9]+(?:\.[0-9]+)?)\s*([a-zA-Z]*)\s*$")
 _CONTROL_CHARS = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 
@@ -100,14 +102,22 @@ def parse_size(value: Any) -> int | None:
     if isinstance(value, int | float):
         if value < 0:
             raise ValueError("must not be negative")
-        return int(value)
+        return _storable_size(value)
     if isinstance(value, str):
         match = _SIZE_PATTERN.match(value)
         if match:
             unit = (match.group(2) or "b").lower()
             if unit in _SIZE_UNITS:
-                return int(float(match.group(1)) * _SIZE_UNITS[unit])
+                return _storable_size(float(match.group(1)) * _SIZE_UNITS[unit])
     raise ValueError(f"must be a number of bytes or a size like '1.5 GB'; got {value!r}")
+
+
+def _storable_size(value: int | float) -> int:
+    """A size the BIGINT column holds: a larger one (1e300, "1e20 TB") failed the INSERT as an internal
+    error instead of naming the field, and NaN or infinity has no byte count at all."""
+    if (isinstance(value, float) and not math.isfinite(value)) or value > MAX_SIZE_BYTES:
+        raise ValueError(f"must be a finite number of bytes up to {MAX_SIZE_BYTES}; got {value!r}")
+    return int(value)
 
 
 def check_json_schema(value: Any) -> dict[str, Any] | None:
@@ -382,7 +392,9 @@ def bad_input_from(exc: ValidationError, prefix: str = "") -> BadInput:
         ):
             message = f"{message} (got {error['input']!r})"
         problems.append(f"{loc}: {message}")
-    return BadInput(prefix + "; ".join(problems), fields=fields)
+    # One offending field is also ``field``, the key every other BAD_INPUT uses (README: extensions.field).
+    single = {"field": fields[0]} if len(set(fields)) == 1 else {}
+    return BadInput(prefix + "; ".join(problems), fields=fields, **single)
 
 
 def parse_listing(data: Any) -> ListingInput:

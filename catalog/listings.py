@@ -269,12 +269,15 @@ class ListingService:
             )
         if filter.owner_id:
             conditions.append(Listing.owner_id == filter.owner_id)
-        for column, value in (
-            (Listing.input_format, filter.input_format),
-            (Listing.output_format, filter.output_format),
+        for column, value, field in (
+            (Listing.input_format, filter.input_format, "inputFormat"),
+            (Listing.output_format, filter.output_format, "outputFormat"),
         ):
             if value:
-                conditions.append(column == normalize_format(value))
+                try:
+                    conditions.append(column == normalize_format(value))
+                except BadInput as exc:  # name the facet, as search does
+                    raise BadInput(f"{field}: {exc.message}", field=field, **exc.details) from None
         return conditions
 
     async def categories(self, actor: Actor) -> list[CategoryCount]:

@@ -17,6 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from catalog.access import visible_to
 from catalog.actors import Actor
 from catalog.clock import as_utc
+from catalog.text_checks import refuse_nul
 from infra.db import Database
 from infra.errors import BadInput, Forbidden, NotFound, Unauthenticated, Unavailable
 from infra.tables import Account, Listing, Review, utcnow
@@ -46,6 +47,7 @@ def check_review(rating: int, text: str | None) -> str:
     if isinstance(rating, bool) or not isinstance(rating, int) or not 1 <= rating <= 5:
         raise BadInput(f"rating: must be a whole number from 1 to 5; got {rating!r}", field="rating")
     text = (text or "").strip()
+    refuse_nul("text", text)
     if len(text) > MAX_REVIEW_CHARS:
         raise BadInput(f"text: longer than {MAX_REVIEW_CHARS} characters ({len(text)})", field="text")
     return text
@@ -115,6 +117,8 @@ class ReviewService:
 
     async def delete(self, actor: Actor, review_id: str) -> None:
         """Authors delete their own reviews; admins delete any."""
+        if actor.is_anonymous:  # an anonymous write (README: UNAUTHENTICATED), not an unknown review
+            raise Unauthenticated("sign in to delete reviews")
         async with self.db.session() as session:
             review = await session.get(Review, review_id)
             if review is None or (review.account_id != actor.account_id and not actor.is_admin):

@@ -27,7 +27,7 @@ import json
 import logging
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -43,6 +43,7 @@ from catalog.listing_view import ListingView
 from catalog.listings import ListingService
 from catalog.pipelines.search_context import PipelineSlot, slot_misfits
 from catalog.search_snapshots import Cursor, Snapshot, SnapshotStore, decode_cursor
+from catalog.text_checks import refuse_nul
 from catalog.understanding_feed import UnderstandingFeed
 from catalog.view_cache import ViewCache
 from infra.errors import BadInput, Unavailable
@@ -154,8 +155,7 @@ def check_no_nul(request: SearchRequest) -> None:
         ("after", request.after),
         ("pipeline", request.pipeline_id),
     ):
-        if isinstance(value, str) and "\x00" in value:
-            raise BadInput(f"{name} must not contain NUL characters", field=name)
+        refuse_nul(name, value)
 
 
 def _facet_text(name: str, value: str | None) -> str | None:
@@ -304,6 +304,8 @@ class SearchService:
         if category is not None:
             category = self.feed.canonical_category(category)
         filters = build_filters(request, actor, category)
+        if filters.subcategory is not None:  # a facet "case-insensitive" like category (README)
+            filters = replace(filters, subcategory=self.feed.canonical_subcategory(filters.subcategory))
         cursor = decode_cursor(request.after) if request.after else None
         return text, sort, filters, cursor
 

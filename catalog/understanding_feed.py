@@ -40,20 +40,22 @@ def _what_it_teaches(doc: IndexedListing) -> Teaching:
 class UnderstandingFeed:
     """An ``IndexListener`` in front of ``ranking.query_understanding.QueryUnderstanding``.
 
-    It also keeps the catalog's category names by their lower-case form, so a search facet typed in any
-    case ("computer vision") finds the category as listings spell it.
+    It also keeps the catalog's category and subcategory names, so a search facet typed in any case
+    ("computer vision", "object detection") finds the label as listings spell it.
     """
 
     def __init__(self, understanding: LabelLearner) -> None:
         self.understanding = understanding
         self._taught: dict[str, Teaching] = {}
         self._categories: Counter[str] = Counter()
+        self._subcategories: Counter[str] = Counter()
 
     def rebuild(self, listings: Iterable[IndexedListing]) -> None:
         docs = list(listings)
         public = [d for d in docs if teaches(d)]
         self._taught = {d.id: _what_it_teaches(d) for d in public}
         self._categories = Counter(d.category for d in docs)
+        self._subcategories = Counter(sub for d in docs for sub in d.subcategories)
         self.understanding.rebuild(public)
 
     async def prepare(self, upserted: Sequence[IndexedListing]) -> None:
@@ -75,6 +77,7 @@ class UnderstandingFeed:
                 del self._taught[doc.id]
                 unteach.append(doc.id)
             self._categories[doc.category] += 1  # counts only grow: a name once seen stays resolvable
+            self._subcategories.update(doc.subcategories)
         for listing_id in removed:
             if self._taught.pop(listing_id, None) is not None:
                 unteach.append(listing_id)
@@ -83,8 +86,16 @@ class UnderstandingFeed:
 
     def canonical_category(self, name: str) -> str:
         """The category as listings spell it, matched case-insensitively; ``name`` itself if unknown."""
-        wanted = name.strip().casefold()
-        for known in self._categories:
-            if known.casefold() == wanted:
-                return known
-        return name.strip()
+        return _as_spelled(self._categories, name)
+
+    def canonical_subcategory(self, name: str) -> str:
+        """The subcategory as listings spell it, matched case-insensitively; ``name`` itself if unknown."""
+        return _as_spelled(self._subcategories, name)
+
+
+def _as_spelled(known_names: Iterable[str], name: str) -> str:
+    wanted = name.strip().casefold()
+    for known in known_names:
+        if known.casefold() == wanted:
+            return known
+    return name.strip()

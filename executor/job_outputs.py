@@ -34,6 +34,9 @@ class StoredOutputs:
     count: int
 
 
+MAX_FILE_OFFSET = 2**63 - 1  # what a seek takes: a larger forged offset failed inside it as INTERNAL
+
+
 @dataclass(frozen=True)
 class OutputsCursor:
     """Where a page starts: the record's index and the byte offset of its line in the stored file (so
@@ -50,7 +53,10 @@ class OutputsCursor:
     def decode(cls, text: str) -> OutputsCursor:
         try:
             index, offset = json.loads(base64.urlsafe_b64decode((text + "=" * (-len(text) % 4)).encode()))
-            if not (isinstance(index, int) and isinstance(offset, int) and index >= 0 and offset >= 0):
+            if not all(
+                isinstance(n, int) and not isinstance(n, bool) and 0 <= n <= MAX_FILE_OFFSET
+                for n in (index, offset)
+            ):
                 raise ValueError
         except (ValueError, TypeError, binascii.Error):
             raise BadInput(f"'after' is not a cursor this service issued: {text!r}", field="after") from None

@@ -478,6 +478,8 @@ class JobService:
         return await asyncio.to_thread(read_all, self.artifacts, view.outputs_digest)
 
     async def cancel(self, actor: Actor, job_id: str) -> JobView:
+        if actor.account_id is None:  # an anonymous write (README: UNAUTHENTICATED), not an unknown job
+            raise Unauthenticated("sign in to cancel jobs")
         await self.get(actor, job_id)
         if not await self.finish(job_id, JobStatus.CANCELLED, error="cancelled by the requester"):
             view = await self.get(actor, job_id)

@@ -46,6 +46,7 @@ from executor.runtimes import DockerRuntime, Package, RunRequest
 from infra.artifacts import ArtifactStore, StoredArtifact
 from infra.errors import BadInput
 from infra.tables import Account, Job, Listing, ListingVersion, utcnow
+from infra.text import storable_text
 
 if TYPE_CHECKING:
     from executor.jobs import JobService
@@ -134,7 +135,7 @@ async def run_training_job(service: JobService, row: Job, staging: Path) -> tupl
     if not result.ok:
         assert result.failure is not None
         status = JobStatus.TIMED_OUT if result.failure.kind == "timeout" else JobStatus.FAILED
-        await service.store(row, logs=result.stderr[-4000:].decode("utf-8", "replace"))
+        await service.store(row, logs=storable_text(result.stderr[-4000:].decode("utf-8", "replace")))
         await _record_usage(service, row, dataset, success=False)
         return status, f"training failed: {result.failure.reason}"
 
@@ -229,7 +230,7 @@ async def run_training_job(service: JobService, row: Job, staging: Path) -> tupl
             "training_s": round(result.duration_s, 3),
             "accuracy": accuracy,
         },
-        logs=result.stderr[-4000:].decode("utf-8", "replace"),
+        logs=storable_text(result.stderr[-4000:].decode("utf-8", "replace")),
     )
     await _record_usage(service, row, dataset, success=True)
     return JobStatus.SUCCEEDED, None

@@ -27,7 +27,13 @@ from api.commands import (
     run_async,
     settings_of,
 )
-from catalog.publishing.service import ArqQueue, InProcessQueue, PublicationView, PublishingService
+from catalog.publishing.service import (
+    ArqQueue,
+    InProcessQueue,
+    PublicationView,
+    PublishingService,
+    expected_upload_digest,
+)
 from executor.publish_sandbox import ExecutorSandbox
 from infra.errors import Unauthenticated
 
@@ -112,7 +118,7 @@ def register(app: typer.Typer) -> None:
                 service = PublishingService(
                     settings, catalog.db, catalog.listings, ExecutorSandbox(settings), queue=queue
                 )
-                expected = f"sha256:{sha256.lower()}" if sha256 else None
+                expected = expected_upload_digest(sha256)
                 try:
                     view = await _submit(
                         service, actor, kind, path, manifest_data, image, listing, requirements, expected

@@ -293,7 +293,7 @@ class Mutation:
         info: strawberry.Info,
         pipeline_id: strawberry.ID,
         step_id: strawberry.ID,
-        dataset_listing_id: strawberry.ID | None,
+        dataset_listing_id: strawberry.ID | None = None,
     ) -> Pipeline:
         view = await pipelines_of(info).set_training_data(
             info.context.actor,

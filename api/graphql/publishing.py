@@ -25,7 +25,13 @@ from strawberry.scalars import JSON
 
 from api.graphql.convert import given_fields
 from api.graphql.listings import ResourcesInput
-from catalog.publishing.service import ArqQueue, InProcessQueue, PublicationView, PublishingService
+from catalog.publishing.service import (
+    ArqQueue,
+    InProcessQueue,
+    PublicationView,
+    PublishingService,
+    expected_upload_digest,
+)
 from catalog.publishing.steps import PublicationStatus as PublicationStatusValue
 from catalog.publishing.steps import StepStatus as StepStatusValue
 from executor.publish_sandbox import ExecutorSandbox
@@ -166,7 +172,7 @@ def _upload_options(
     return {
         "listing_id": str(listing_id) if listing_id else None,
         "requirements": _requirements(requirements),
-        "expected_digest": f"sha256:{sha256}" if sha256 else None,
+        "expected_digest": expected_upload_digest(sha256),
     }
 
 

@@ -49,6 +49,7 @@ from catalog.pipelines.views import (
     deleted_reason,
     trained_unavailable_reason,
 )
+from catalog.text_checks import refuse_nul
 from infra.db import Database
 from infra.errors import BadInput, Conflict, NotFound
 from infra.tables import Listing, Pipeline, PipelineStep, SearchEvent, utcnow
@@ -221,6 +222,8 @@ class PipelineService:
     async def create(self, actor: Actor, name: str, description: str = "") -> PipelineView:
         require_account(actor)
         name = (name or "").strip()
+        refuse_nul("name", name)
+        refuse_nul("description", description)
         if not name or len(name) > MAX_NAME:
             raise BadInput(f"a pipeline name is required (1 to {MAX_NAME} characters)")
         if len(description or "") > MAX_DESCRIPTION:

@@ -38,7 +38,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from catalog.enums import ListingKind
 from catalog.formats import payload_errors, validate_listing_io
-from catalog.listing_input import MAX_EXAMPLES
+from catalog.listing_input import MAX_EXAMPLES, parse_listing
 from infra.errors import BadInput
 
 MANIFEST_NAMES = ("mlrepo.json", "mlrepo.toml")
@@ -163,7 +163,7 @@ class Manifest(BaseModel):
         }
 
 
-def _pydantic_errors(exc: ValidationError) -> list[str]:
+def pydantic_errors(exc: ValidationError) -> list[str]:
     out = []
     for err in exc.errors():
         where = ".".join(str(p) for p in err["loc"]) or "manifest"
@@ -242,6 +242,22 @@ def _io_errors(m: Manifest) -> list[str]:
     return errors
 
 
+_IO_FIELDS = ("input_format", "input_schema", "output_format", "output_schema")
+
+
+def _listing_errors(m: Manifest) -> list[str]:
+    """The rules of the listing the last step writes (a name that is not blank, one line, no control
+    characters...), checked with the package: a manifest breaking them used to pass this step, run its
+    probe and tests in the sandbox, and only fail in step ``list``. Formats and schemas are left to
+    ``_io_errors``, which reports them in its own words."""
+    fields = {k: v for k, v in m.listing_fields().items() if k not in _IO_FIELDS}
+    try:
+        parse_listing(fields)
+    except BadInput as exc:
+        return [exc.message]
+    return []
+
+
 def parse_manifest(data: Any, source_kind: str = "package") -> Manifest:
     """Validate a manifest document (already decoded) for an upload of ``source_kind``.
 
@@ -254,8 +270,8 @@ def parse_manifest(data: Any, source_kind: str = "package") -> Manifest:
     try:
         manifest = Manifest.model_validate(data)
     except ValidationError as exc:
-        raise ManifestError(_pydantic_errors(exc)) from None
-    errors = _semantic_errors(manifest, source_kind) + _io_errors(manifest)
+        raise ManifestError(pydantic_errors(exc)) from None
+    errors = _semantic_errors(manifest, source_kind) + _io_errors(manifest) + _listing_errors(manifest)
     if source_kind == "dataset" and manifest.kind != ListingKind.DATASET:
         errors.append(f"kind: a dataset upload must have kind 'dataset', not {manifest.kind.value!r}")
     if source_kind in ("package", "image") and manifest.kind == ListingKind.DATASET:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import re
 import shutil
 import tempfile
 from collections.abc import Awaitable, Callable
@@ -35,7 +36,7 @@ from catalog.publishing.packaging import PACKAGED_KINDS, checkout_package
 from catalog.publishing.sandbox import RunTarget, Sandbox
 from catalog.publishing.steps import PublicationStatus, StepStatus, initial_steps
 from catalog.publishing.verification import compare_signatures, limits_for, run_unit_tests
-from catalog.publishing.workflow import GPU_ROUTE, HANDED_TO_GPU_WORKER, PublishWorkflow
+from catalog.publishing.workflow import GPU_ROUTE, HANDED_TO_GPU_WORKER, PublishWorkflow, check_requirements
 from infra.artifacts import ArtifactStore
 from infra.db import Database
 from infra.errors import BadInput, Forbidden, NotFound, Unauthenticated, Unavailable
@@ -47,6 +48,7 @@ logger = logging.getLogger("mlrepo.publishing")
 
 COPY_CHUNK = 1 << 20
 SOURCE_KINDS = ("package", "image", "dataset", "notebook")
+_SHA256_HEX = re.compile(r"[0-9a-f]{64}")
 DELIVERIES_KEY = "deliveries"  # in metadata_json: how often recovery re-queued it after a lost worker
 
 
@@ -68,6 +70,19 @@ def _given_up(runs: int, steps: list[Any] | None) -> dict[str, Any]:
         for step in steps or []
     ]
     return {"status": PublicationStatus.FAILED.value, "error": error, "steps": steps, "upload_path": None}
+
+
+def expected_upload_digest(declared: str | None) -> str | None:
+    """The SHA-256 a producer declares for an upload (``sha256`` / ``--sha256``), as the digest the
+    package step compares: ``sha256:<lower-case hex>``. Given as the hex alone or as the digest every
+    other field shows (``sha256:<hex>``); anything else is refused before the upload is staged (it was
+    queued, then failed in step package as an "unsafe archive" whose digest differed)."""
+    if not declared:
+        return None
+    value = declared.strip().lower().removeprefix("sha256:")
+    if not _SHA256_HEX.fullmatch(value):
+        raise BadInput("sha256: must be 64 hexadecimal digits, optionally after 'sha256:'", field="sha256")
+    return f"sha256:{value}"
 
 
 class PublishQueue(Protocol):
@@ -335,6 +350,7 @@ class PublishingService:
             raise Forbidden("only producer accounts may publish")
         if listing_id is not None:
             await self._check_owner(actor, listing_id)
+        check_requirements(requirements)
         publication_id = new_id()
         upload_path = None
         if upload is not None:

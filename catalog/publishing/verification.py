@@ -57,7 +57,7 @@ async def _run_records(
 ) -> tuple[dict[str, Any], str, float]:
     outcome = await sandbox.run(target, encode_records(records), limits)
     if not outcome.ok:
-        tail = storable_text(outcome.stderr[-600:].decode("utf-8", "replace").strip())
+        tail = storable_text(outcome.stderr[-600:].decode("utf-8", "replace")).strip()
         if outcome.runtime == "none":
             raise Unavailable(outcome.reason or "no sandbox runtime is available")
         raise BadInput(

@@ -54,6 +54,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
 
+from pydantic import ValidationError
 from sqlalchemy import select, update
 
 from catalog.actors import Actor
@@ -75,6 +76,7 @@ from catalog.publishing.manifest import (
     find_package_root,
     load_package_manifest,
     parse_manifest,
+    pydantic_errors,
 )
 from catalog.publishing.notebook import notebook_manifest, parse_notebook, write_notebook_package
 from catalog.publishing.packaging import PACKAGED_KINDS, normalize_package, unpack_package
@@ -158,6 +160,19 @@ def merge_requirements(manifest: dict[str, Any], requirements: dict[str, Any]) -
             value = {**merged[key], **given} if isinstance(merged.get(key), dict) else given
         merged[key] = value
     return merged
+
+
+def check_requirements(requirements: dict[str, Any] | None) -> None:
+    """Refuse bad requirements when they are submitted, naming them: merged into the manifest in the
+    worker, a bad one was queued and then FAILED in step package as "invalid manifest: ...", blaming a
+    manifest that did not hold it. Checked by the manifest's own rules, merged into a valid skeleton."""
+    if not requirements:
+        return
+    skeleton = {"name": "requirements", "kind": "model", "category": "requirements"}
+    try:
+        Manifest.model_validate(merge_requirements(skeleton, requirements))
+    except ValidationError as exc:
+        raise BadInput("requirements: " + "; ".join(pydantic_errors(exc)), field="requirements") from None
 
 
 class PublishWorkflow:
@@ -413,6 +428,13 @@ class PublishWorkflow:
             await self._package_dataset(job, log)
         assert job.manifest is not None
         manifest = job.manifest
+        named = manifest.listing_id
+        if job.listing_id and named and named != job.listing_id:  # the argument silently won before
+            raise BadInput(
+                f"listingId {job.listing_id} and the manifest's listing_id {named} name different "
+                "listings; give one of them",
+                field="listing_id",
+            )
         job.target = await self._through_outage(
             job,
             "reading its target listing",

@@ -186,7 +186,7 @@ def explain_exit(exit_code: int | None, stderr: bytes, limits: Limits) -> Failur
         return Failure(FailureKind.CPU_TIME, f"CPU time limit exceeded (signal {signo})")
     if signo == signal.SIGXFSZ:
         return Failure(FailureKind.FILE_SIZE, f"file size limit of {limits.max_file_mb} MB exceeded")
-    tail = stderr[-4096:].decode("utf-8", "replace")
+    tail = storable_text(stderr[-4096:].decode("utf-8", "replace"))
     for needle, kind, template in _STDERR_HINTS:
         if needle in tail:
             return Failure(kind, f"{template.format(**fmt)}: {last_line(tail)}")

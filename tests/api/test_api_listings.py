@@ -181,7 +181,8 @@ async def test_reviews(api) -> None:
     withdraw = "mutation($id: ID!) { deleteReview(id: $id) { id deleted } }"
     carol = await api.account("carol", "requester")
     assert await api.error_code(withdraw, {"id": review_id["id"]}, carol) == "NOT_FOUND"
-    assert await api.error_code(withdraw, {"id": review_id["id"]}) == "NOT_FOUND"
+    # Anonymous: an anonymous write is UNAUTHENTICATED (README), refused before any lookup.
+    assert await api.error_code(withdraw, {"id": review_id["id"]}) == "UNAUTHENTICATED"
     deleted = await api.data(withdraw, {"id": review_id["id"]}, bob)
     assert deleted["deleteReview"] == {"id": review_id["id"], "deleted": True}
     read = await api.data(
@@ -228,6 +229,7 @@ async def test_listing_input_errors_name_the_graphql_fields(api) -> None:
         assert error["extensions"]["code"] == "BAD_INPUT"
         named = error["extensions"].get("fields") or [error["extensions"].get("field")]
         assert named == [name], error
+        assert error["extensions"]["field"] == name, error  # the key every BAD_INPUT names its field by
         assert error["message"].startswith(f"{name}:"), error
 
 

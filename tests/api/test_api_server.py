@@ -82,6 +82,17 @@ async def test_websocket_with_wrong_token_is_closed_4403(server) -> None:
     assert closed.value.rcvd is not None and closed.value.rcvd.code == 4403
 
 
+@pytest.mark.parametrize("value", [5, ["Bearer x"], {"token": "x"}, True])
+async def test_websocket_with_a_non_text_authorization_is_closed_4403(server, value) -> None:
+    """A connection_init Authorization that is not a string is credentials that do not check out, as a
+    malformed HTTP header is: it was ignored, and the socket served the caller as anonymous."""
+    address, _settings = server
+    socket = await _handshake(address, {"Authorization": value})
+    with pytest.raises(ConnectionClosed) as closed:
+        await socket.recv()
+    assert closed.value.rcvd is not None and closed.value.rcvd.code == 4403
+
+
 async def test_websocket_with_wrong_header_is_closed_4403(server) -> None:
     address, _settings = server
     socket = await connect(

@@ -66,6 +66,17 @@ async def test_only_admins_issue_tokens_for_others(app: CatalogApp) -> None:
         await app.accounts.revoke_token(ada, issued.id)
 
 
+async def test_a_token_label_is_checked_not_cut(app: CatalogApp) -> None:
+    """An empty label was stored as "", a 300-character one cut to 100 characters, both silently."""
+    ada = (await app.accounts.create("ada", "producer")).as_actor()
+    for bad in ("", "   ", "x" * 101):
+        with pytest.raises(BadInput, match="name") as caught:
+            await app.accounts.issue_token(ada, name=bad)
+        assert caught.value.details["field"] == "name"
+    assert (await app.accounts.issue_token(ada, name=" laptop ")).name == "laptop"
+    assert [t.name for t in await app.accounts.tokens(ada)] == ["laptop"]
+
+
 async def test_the_operator_sets_quotas_and_only_the_values_given_change(app: CatalogApp) -> None:
     ada = await app.accounts.create("ada", "requester")
     assert (ada.quota_cpu, ada.quota_memory_mb, ada.quota_gpu) == (4.0, 8192, 0)

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import base64
+import json
+
 import numpy as np
 import pytest
 from catalog_helpers import listing_data, make_actor
@@ -52,6 +55,11 @@ async def test_create_validates_and_normalizes_fields(app: CatalogApp, alice: Ac
         ({"training_resources": {"cpu": 4}}, "training_resources"),
         ({"shared_with": ["bob"]}, "shared_with"),
         ({"size": "lots"}, "size"),
+        ({"size": 1e300}, "size"),
+        ({"size": 2**63}, "size"),
+        ({"size": "99999999999 TB"}, "size"),
+        ({"size": float("inf")}, "size"),
+        ({"size": float("nan")}, "size"),
         ({"timeout": 0}, "timeout"),
     ],
 )
@@ -61,6 +69,7 @@ async def test_bad_fields_are_named_in_the_error(
     with pytest.raises(BadInput) as caught:
         await app.listings.create(alice, listing_data(**overrides))
     assert field in caught.value.message
+    assert caught.value.details.get("field", "").startswith(field.split(".")[0])  # not only ``fields``
     assert (await app.listings.list(alice)).total_count == 0
 
 
@@ -259,6 +268,10 @@ async def test_cursor_pagination_walks_every_listing_once(app: CatalogApp, alice
     assert len(seen) == len(set(seen))
     with pytest.raises(BadInput, match="after"):
         await app.listings.list(ANONYMOUS, after="not-a-cursor")
+    # A forged stamp that leaves datetime's range in UTC was an OverflowError: INTERNAL to the client.
+    forged = base64.urlsafe_b64encode(json.dumps(["0001-01-01T00:00:00+14:00", "x"]).encode()).decode()
+    with pytest.raises(BadInput, match="not a cursor this service issued"):
+        await app.listings.list(ANONYMOUS, after=forged)
     with pytest.raises(BadInput, match="first"):
         await app.listings.list(ANONYMOUS, first=0)
 
@@ -285,6 +298,11 @@ async def test_list_filters_and_category_counts(app: CatalogApp, alice: Actor) -
     assert {i.name for i in page.items} == {"a", "b"}
     with pytest.raises(BadInput, match="kind"):
         await app.listings.list(ANONYMOUS, ListingFilter(kinds=("spaceship",)))
+    for facet, field in (("input_format", "inputFormat"), ("output_format", "outputFormat")):
+        # Named like search names it: the message used to say only "unknown data format 'bogus'".
+        with pytest.raises(BadInput, match=f"^{field}: unknown data format") as caught:
+            await app.listings.list(ANONYMOUS, ListingFilter(**{facet: "bogus"}))
+        assert caught.value.details["field"] == field
     categories = {c.name: c for c in await app.listings.categories(ANONYMOUS)}
     nlp = categories["Natural Language Processing"]
     assert nlp.count == 2

@@ -72,6 +72,21 @@ async def test_facets_filter_before_ranking(demo: CatalogApp) -> None:
     )
 
 
+async def test_the_subcategory_facet_matches_in_any_case_like_category(demo: CatalogApp) -> None:
+    """README: category and subcategory are exact facets, case-insensitive. Only category was: a
+    subcategory typed "object detection" found nothing, with text or without."""
+    for text in ("detect cars in street photos", None):
+        as_spelled = await demo.search.search(
+            ANONYMOUS, SearchRequest(text=text, subcategory="Object Detection", limit=50)
+        )
+        assert as_spelled.total_count >= 2
+        for typed in ("object detection", "OBJECT DETECTION "):
+            response = await demo.search.search(
+                ANONYMOUS, SearchRequest(text=text, subcategory=typed, limit=50)
+            )
+            assert [r.listing.id for r in response.results] == [r.listing.id for r in as_spelled.results]
+
+
 @pytest.mark.parametrize(
     ("request_", "field"),
     [

@@ -147,5 +147,7 @@ async def test_reviews_one_per_account_and_visibility(app: CatalogApp, alice: Ac
         await app.reviews.add(bob, listing.id, 3, "x" * 5001)
     with pytest.raises(NotFound):
         await app.reviews.delete(carol, second.id)
+    with pytest.raises(Unauthenticated):  # was NOT_FOUND, as if the review did not exist
+        await app.reviews.delete(ANONYMOUS, second.id)
     await app.reviews.delete(bob, second.id)
     assert (await app.reviews.summary(ANONYMOUS, listing.id)).count == 1

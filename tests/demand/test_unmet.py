@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import timedelta, timezone
+from datetime import datetime, timedelta, timezone
 
 import pytest
 from demand_support import WINDOW_S, MovableClock, People, add_listing, add_usage
@@ -10,7 +10,7 @@ from sqlalchemy import select
 
 from catalog.demand import DemandService
 from infra.db import Database
-from infra.errors import NotFound
+from infra.errors import BadInput, NotFound
 from infra.settings import Settings
 from infra.tables import SearchEvent
 from search.embeddings import Encoder
@@ -177,6 +177,16 @@ async def test_since_means_the_same_instant_whatever_its_utc_offset(
         ], since.isoformat()
         later = (clock.now + timedelta(minutes=1)).astimezone(timezone(timedelta(hours=offset)))
         assert await demand.unmet_demand(people.producer, since=later) == [], later.isoformat()
+
+
+@pytest.mark.parametrize("since", ["0001-01-01T00:00:00+14:00", "9999-12-31T23:59:59-14:00"])
+async def test_a_since_whose_utc_instant_no_date_holds_is_bad_input(
+    demand: DemandService, people: People, since: str
+) -> None:
+    """Its conversion to UTC overflowed: the client got INTERNAL."""
+    with pytest.raises(BadInput, match="since") as caught:
+        await demand.unmet_demand(people.producer, since=datetime.fromisoformat(since))
+    assert caught.value.details["field"] == "since"
 
 
 async def test_a_selection_through_another_api_process_finds_a_search_still_being_logged(

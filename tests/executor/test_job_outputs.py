@@ -99,7 +99,14 @@ def test_a_page_is_read_from_its_cursor_and_forged_cursors_are_refused(tmp_path)
     assert seen == records and after.index == 2500
 
     assert OutputsCursor.decode(after.encode()) == after
-    for forged in ("nonsense", "W10", OutputsCursor(-1, 0).encode()):
+    # An offset past what a file seek takes (10**30) was an internal error; true is no index.
+    for forged in (
+        "nonsense",
+        "W10",
+        OutputsCursor(-1, 0).encode(),
+        OutputsCursor(1, 10**30).encode(),
+        OutputsCursor(True, 1).encode(),  # type: ignore[arg-type]
+    ):
         with pytest.raises(BadInput, match="not a cursor this service issued"):
             OutputsCursor.decode(forged)
     with pytest.raises(BadInput, match="past the job's 2500 outputs"):

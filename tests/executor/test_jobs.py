@@ -13,6 +13,7 @@ import pytest
 from executor_support import DroppingQueue, job_service, outcome, publish_dataset, publish_model, watch_all
 from sqlalchemy import select, text
 
+from catalog.actors import ANONYMOUS
 from catalog.enums import JobStatus
 from executor.datasets import parse_json_lines
 from executor.events import LocalJobEvents
@@ -26,7 +27,7 @@ from executor.jobs import (
     claim_of,
 )
 from infra.artifacts import ArtifactStore
-from infra.errors import BadInput, NotFound
+from infra.errors import BadInput, NotFound, Unauthenticated
 from infra.settings import Settings
 from infra.tables import Job, Listing, ListingVersion, UsageEvent, utcnow
 
@@ -165,6 +166,8 @@ async def test_cancel_stops_a_running_job(jobs: JobService, catalog, people, job
     assert not jobs.queue.tasks
     assert (await jobs.get(people["alice"], view.id)).status == JobStatus.CANCELLED
     assert (await jobs.cancel(people["alice"], view.id)).status == JobStatus.CANCELLED  # idempotent
+    with pytest.raises(Unauthenticated):  # an anonymous write; it was NOT_FOUND, as if no such job
+        await jobs.cancel(ANONYMOUS, view.id)
 
 
 async def test_a_cancel_stops_the_sandbox_at_once_not_at_the_next_heartbeat(
@@ -672,3 +675,25 @@ async def test_a_status_stream_shows_that_a_lost_job_runs_again(
     assert (again.status, again.attempts) == (JobStatus.RUNNING, 2)
     await jobs.finish(row.id, JobStatus.SUCCEEDED)
     assert [view.status async for view in stream][-1] == JobStatus.SUCCEEDED
+
+
+@pytest.mark.parametrize(
+    "program",
+    [
+        "import sys\nsys.stderr.write('weights\\x00missing\\n')\nsys.exit(3)\n",
+        "import json, sys\nfor line in sys.stdin:\n"
+        "    print(json.dumps({'id': json.loads(line)['id'], 'error': 'weights\\x00missing'}))\n",
+    ],
+    ids=["stderr", "record-error"],
+)
+async def test_a_nul_in_what_the_sandbox_reports_fails_the_job_alike_on_both_databases(
+    jobs: JobService, catalog, people, job_settings, program: str
+) -> None:
+    """The job's error quotes the sandbox's last stderr line or a record's error; PostgreSQL cannot store
+    NUL in a text column, so a package printing one made the job's final write fail there (the outcome
+    was lost; SQLite stored it). NUL now becomes U+FFFD on both."""
+    published = await publish_model(job_settings, catalog, people["producer"], program)
+    view = await jobs.submit(people["alice"], published.listing_id, "inference", records=["a"])
+    final = await outcome(jobs, people["alice"], view.id)
+    assert final.status == JobStatus.FAILED
+    assert "weights\ufffdmissing" in final.error and "\x00" not in final.logs

@@ -186,3 +186,43 @@ async def test_errors_carry_codes(schema, services: Services, requester: Actor) 
     assert bad["errors"] == [{"message": "listing 'missing' not found", "code": "NOT_FOUND"}]
     empty = await run(schema, services, requester, 'mutation { createPipeline(name: "") { id } }')
     assert empty["errors"][0]["code"] == "BAD_INPUT"
+
+
+async def test_training_data_is_cleared_by_leaving_the_dataset_out(
+    schema, services: Services, make_listing, requester: Actor
+) -> None:
+    """The schema makes ``datasetListingId`` optional ("clear, with null"), but the resolver required it:
+    leaving it out was a TypeError, INTERNAL to the client."""
+    trainable = await make_listing(
+        "crop-classifier-trainer",
+        kind="algorithm",
+        input_format="image-crops",
+        output_format="predictions",
+        training_resources={"cpu": 2, "memory_mb": 2048},
+    )
+    crops = await make_listing(
+        "labelled-crops", kind="dataset", input_format="image-crops", output_format="predictions"
+    )
+    created = await run(schema, services, requester, 'mutation { createPipeline(name: "t") { id } }')
+    pipeline_id = created["createPipeline"]["id"]
+    added = await run(
+        schema,
+        services,
+        requester,
+        "mutation($p: ID!, $l: ID!, $d: ID) { addPipelineStep(pipelineId: $p, listingId: $l, "
+        "trainingDataListingId: $d) { stepId } }",
+        p=pipeline_id,
+        l=trainable.id,
+        d=crops.id,
+    )
+    step_id = added["addPipelineStep"]["stepId"]
+    cleared = await run(
+        schema,
+        services,
+        requester,
+        "mutation($p: ID!, $s: ID!) { setPipelineTrainingData(pipelineId: $p, stepId: $s) "
+        "{ steps { trainingDataListingId } } }",
+        p=pipeline_id,
+        s=step_id,
+    )
+    assert cleared == {"setPipelineTrainingData": {"steps": [{"trainingDataListingId": None}]}}

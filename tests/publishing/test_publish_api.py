@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 from collections.abc import AsyncIterator
 from typing import Any
@@ -165,3 +166,27 @@ async def test_publish_a_notebook_through_graphql(client: Client) -> None:
     failed = await wait_until_done(client, not_a_notebook["data"]["publishNotebook"]["id"], token)
     assert failed["status"] == "FAILED" and "not a JSON notebook" in failed["error"]
     assert failed["steps"][0]["errorCode"] == "BAD_INPUT"
+
+
+PUBLISH_CHECKED = """
+mutation($file: Upload!, $sha256: String) {
+  publishPackage(file: $file, sha256: $sha256) { id status }
+}"""
+
+
+async def test_the_declared_sha256_is_checked_up_front_and_may_carry_its_prefix(client: Client) -> None:
+    """``sha256`` was prefixed with "sha256:" unseen: the digest as every other field shows it
+    ("sha256:<hex>", e.g. ``artifactDigest``) never matched, and a malformed one was queued, then
+    FAILED in step package as an "unsafe archive" whose upload "differs from the declared sha256:xyz"."""
+    token = await client.token("alice")
+    payload = zip_bytes(package_files(sentiment_manifest(verify=False)))
+    for malformed in ("xyz", "sha256:" + "0" * 63, "md5:" + "0" * 32, " "):
+        body = await client.upload(PUBLISH_CHECKED, {"sha256": malformed}, payload, token)
+        assert body["data"] is None
+        assert body["errors"][0]["extensions"] == {"code": "BAD_INPUT", "field": "sha256"}
+    for version, spelled in (("1.0.0", lambda hex_: f"sha256:{hex_}"), ("1.0.1", str.upper)):
+        payload = zip_bytes(package_files(sentiment_manifest(verify=False, version=version)))
+        declared = spelled(hashlib.sha256(payload).hexdigest())
+        body = await client.upload(PUBLISH_CHECKED, {"sha256": declared}, payload, token)
+        done = await wait_until_done(client, body["data"]["publishPackage"]["id"], token)
+        assert done["status"] == "PUBLISHED", done["error"]

@@ -108,10 +108,23 @@ def test_every_problem_is_reported_at_once() -> None:
         ({"kind": "dataset"}, "kind: publish datasets"),
         ({"trained_models": "shareable"}, "trained_models: only algorithms are trained"),
         ({"trained_models": "public"}, "trained_models:"),
+        # Rules of the listing the last step writes: these passed the package step, ran the probe and
+        # the tests in the sandbox, then failed in step 'list'.
+        ({"name": "   "}, "name: must not be empty"),
+        ({"name": "tiny\x00sentiment"}, "name: contains control characters"),
+        ({"name": "two\nlines"}, "name: must be a single line"),
+        ({"category": "  "}, "category: must not be empty"),
+        ({"framework": "x" * 101}, "framework: is longer than 100 characters"),
     ],
 )
 def test_field_errors_name_the_field(override: dict[str, Any], needle: str) -> None:
     assert needle in "; ".join(errors_of(sentiment_manifest(**override)))
+
+
+def test_listing_rules_and_format_errors_are_reported_together_once() -> None:
+    errors = errors_of(sentiment_manifest(name=" ", input={"format": "smell@1"}))
+    assert "name: must not be empty" in errors
+    assert sum("unknown data format" in e for e in errors) == 1
 
 
 def test_dataset_upload_must_be_a_dataset() -> None:

@@ -115,6 +115,25 @@ async def test_same_code_as_zip_or_tar_has_one_digest(publishing: PublishingServ
     assert second.version == "1.0.1"
 
 
+async def test_a_listing_id_argument_and_a_manifest_naming_another_listing_are_refused(
+    publishing: PublishingService, app: CatalogApp, alice: Actor
+) -> None:
+    """``listingId`` silently won over the manifest's ``listing_id``: the version (and the manifest's
+    name and text) went onto the listing the manifest did not name."""
+    first = await publish(publishing, alice, zip_bytes(package_files(sentiment_manifest(verify=False))))
+    other = await publish(
+        publishing, alice, zip_bytes(package_files(sentiment_manifest(name="other-sentiment", verify=False)))
+    )
+    manifest = sentiment_manifest(name="renamed", verify=False, listing_id=first.listing_id)
+    pub = await publish(publishing, alice, zip_bytes(package_files(manifest)), listing_id=other.listing_id)
+    assert pub.status == "failed" and step(pub, "package").error_code == "BAD_INPUT"
+    assert "name different listings" in pub.error
+    assert [v.version for v in await versions_of(app, other.listing_id)] == ["1.0.0"]
+    assert (await app.listings.get(alice, other.listing_id)).name == "other-sentiment"
+    same = await publish(publishing, alice, zip_bytes(package_files(manifest)), listing_id=first.listing_id)
+    assert same.status == "published" and same.listing_id == first.listing_id, same.error
+
+
 async def test_new_version_leaves_earlier_versions_untouched(
     publishing: PublishingService, app: CatalogApp, alice: Actor
 ) -> None:
@@ -277,6 +296,17 @@ async def test_crashing_entrypoint_reports_its_error(publishing: PublishingServi
     assert pub.status == "failed" and "model file missing" in step(pub, "test").error
 
 
+async def test_a_nul_in_the_entrypoints_error_output_fails_the_publication_alike_on_both_databases(
+    publishing: PublishingService, alice: Actor
+) -> None:
+    """The test step's error quotes the probe's stderr; PostgreSQL cannot store NUL in text, so recording
+    that failure failed there (SQLite stored it). NUL now becomes U+FFFD on both."""
+    crash = "import sys\nsys.stderr.write('model\\x00file missing\\n')\nsys.exit(3)\n"
+    pub = await publish(publishing, alice, zip_bytes(package_files(sentiment_manifest(), predict=crash)))
+    assert pub.status == "failed" and "model\ufffdfile missing" in step(pub, "test").error
+    assert "\x00" not in (pub.error or "")
+
+
 async def test_only_the_owner_publishes_new_versions(
     publishing: PublishingService, app: CatalogApp, alice: Actor, mallory: Actor
 ) -> None:
@@ -413,3 +443,29 @@ async def test_oversized_and_empty_uploads_leave_nothing(
         await service.submit_package(alice, io.BytesIO(b""))
     assert await service.mine(alice) == []
     assert files_outside(settings.data_dir) == []
+
+
+@pytest.mark.parametrize(
+    ("requirements", "needle"),
+    [
+        ({"resources": {"cpu": -1}}, "requirements: resources.cpu"),
+        ({"training_resources": {"memory_mb": 1}}, "requirements: training_resources.memory_mb"),
+        ({"timeout_s": 0}, "requirements: timeout_s"),
+        ({"timeout_s": 99999}, "requirements: timeout_s"),
+    ],
+)
+async def test_bad_requirements_are_refused_at_submission_not_blamed_on_the_manifest(
+    publishing: PublishingService, alice: Actor, settings: Settings, requirements: dict, needle: str
+) -> None:
+    """Requirements given with the upload were merged into the manifest in the worker, so a bad one was
+    queued and then FAILED in step package as "invalid manifest: resources.cpu: ...", pointing the
+    producer at a manifest that had no such value. Now BAD_INPUT at once, naming the requirement, and
+    nothing is staged or recorded."""
+    payload = zip_bytes(package_files(sentiment_manifest(verify=False)))
+    with pytest.raises(BadInput, match=needle) as caught:
+        await publishing.submit_package(alice, io.BytesIO(payload), requirements=requirements)
+    assert caught.value.details["field"] == "requirements"
+    assert await publishing.mine(alice) == []
+    assert files_outside(settings.data_dir) == []
+    fine = await publish(publishing, alice, payload, requirements={"resources": {"cpu": 2}, "timeout_s": 5})
+    assert fine.status == "published", fine.error
