@@ -27,6 +27,7 @@ from catalog.search_snapshots import SnapshotStore
 from catalog.snapshot_rows import snapshot_rows
 from catalog.understanding_feed import UnderstandingFeed
 from catalog.usage import UsageService
+from infra.cursor_signing import CursorSigner
 from infra.db import Database
 from infra.settings import Settings
 from ranking.query_understanding import QueryUnderstanding
@@ -52,7 +53,8 @@ class CatalogApp:
         self.backend = backend
         self.index = ListingIndex(db, backend, encoder)
         self.accounts = AccountService(db)
-        self.listings = ListingService(db, self.index)
+        self.cursors = CursorSigner.from_settings(settings)  # signs listings', jobs' and outputs' cursors
+        self.listings = ListingService(db, self.index, self.cursors)
         self.reviews = ReviewService(db)
         self.usage = UsageService(db, self.index, settings.usage_window_days)
         self.importer = Importer(self.listings, self.accounts)

@@ -1,36 +1,36 @@
-"""Newest-first keyset paging over a table's ``(created_at, id)``, with opaque cursors.
+"""Newest-first keyset paging over a table's ``(created_at, id)``, with opaque, signed cursors.
 
 Why keyset and not offsets: rows keep arriving at the head of these lists (listings, jobs), so an
 offset page shifts under the reader and repeats or skips rows; a cursor that names the last row seen
-resumes exactly after it however many rows arrived since.
+resumes exactly after it however many rows arrived since. Cursors are signed (``infra.cursor_signing``)
+for the list they page, so one the service did not issue, or one of another list, is refused.
 """
 
 from __future__ import annotations
 
-import base64
-import binascii
-import json
 from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Select, and_, or_
 
 from catalog.clock import as_utc
+from infra.cursor_signing import CursorSigner
 from infra.errors import BadInput
 
 
-def encode_cursor(created_at: datetime, row_id: str) -> str:
-    raw = json.dumps([as_utc(created_at).isoformat(), row_id]).encode()
-    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+def encode_cursor(signer: CursorSigner, kind: str, created_at: datetime, row_id: str) -> str:
+    return signer.seal(kind, [as_utc(created_at).isoformat(), row_id])
 
 
-def decode_cursor(cursor: str) -> tuple[datetime, str]:
+def decode_cursor(signer: CursorSigner, kind: str, cursor: str) -> tuple[datetime, str]:
+    position = signer.open(kind, cursor)
     try:
-        padded = cursor + "=" * (-len(cursor) % 4)
-        stamp, row_id = json.loads(base64.urlsafe_b64decode(padded.encode()))
+        stamp, row_id = position
         return as_utc(datetime.fromisoformat(stamp)), str(row_id)
-    except (ValueError, TypeError, OverflowError, binascii.Error, json.JSONDecodeError):
-        raise BadInput(f"'after' is not a cursor this service issued: {cursor!r}", field="after") from None
+    except (ValueError, TypeError, OverflowError):
+        raise BadInput(
+            f"'after' is not a cursor this service issued: {cursor[:80]!r}", field="after"
+        ) from None
 
 
 def check_page_size(first: int, max_page_size: int) -> None:
@@ -38,11 +38,11 @@ def check_page_size(first: int, max_page_size: int) -> None:
         raise BadInput(f"first must be between 1 and {max_page_size}; got {first}", field="first")
 
 
-def newest_first(query: Select, table: Any, after: str | None, first: int) -> Select:
-    """``query`` from the row after ``after`` (a cursor of this module), newest first, one row more than
-    ``first`` so the caller can tell whether a next page exists."""
+def newest_first(query: Select, table: Any, after: tuple[datetime, str] | None, first: int) -> Select:
+    """``query`` from the row after ``after`` (a position ``decode_cursor`` read), newest first, one row
+    more than ``first`` so the caller can tell whether a next page exists."""
     if after:
-        stamp, last_id = decode_cursor(after)
+        stamp, last_id = after
         query = query.where(
             or_(table.created_at < stamp, and_(table.created_at == stamp, table.id < last_id))
         )

@@ -22,18 +22,20 @@ from catalog.choices import parse_choices
 from catalog.enums import ListingKind, Visibility
 from catalog.formats import normalize_format, validate_listing_io
 from catalog.indexing import ListingIndex, shares_of, shares_read
-from catalog.keyset import check_page_size, encode_cursor, newest_first
+from catalog.keyset import check_page_size, decode_cursor, encode_cursor, newest_first
 from catalog.listing_input import ListingFields, ListingInput, parse_listing, parse_listing_patch
 from catalog.listing_view import VIEW_SELECT, ListingView
 from catalog.pipelines.audience import refuse_unreachable_listing
 from catalog.pipelines.published_chain import refuse_unfit_listing
 from catalog.provenance import refuse_redistribution
 from catalog.versions import latest_published_version
+from infra.cursor_signing import CursorSigner
 from infra.db import Database
 from infra.errors import BadInput, Conflict, Forbidden, NotFound, Unauthenticated
 from infra.tables import Account, Listing, ListingShare, ListingVersion, utcnow
 
 DEFAULT_PAGE_SIZE = 20
+LISTINGS_CURSOR = "listings"  # what a cursor of ``list`` is signed for: no other list takes it
 PAGE_IDS = "page_ids"  # the expanding parameter of ``_visible_page_select``
 # Set by mlrepo itself (publishing, verification, job metrics), never by a producer's input.
 SYSTEM_FIELDS = frozenset(
@@ -79,6 +81,7 @@ class Page:
     end_cursor: str | None
     has_next_page: bool
     total_count: int
+    cursors: list[str]  # cursors[i] resumes after items[i] (the edges' cursors)
 
 
 @dataclass(frozen=True, slots=True)
@@ -192,9 +195,10 @@ def _visible_page_select(actor: Actor) -> Select:
 
 
 class ListingService:
-    def __init__(self, db: Database, index: ListingIndex) -> None:
+    def __init__(self, db: Database, index: ListingIndex, cursors: CursorSigner) -> None:
         self.db = db
         self.index = index
+        self.cursors = cursors
 
     # ------------------------------------------------------------------ reads
 
@@ -237,17 +241,19 @@ class ListingService:
     ) -> Page:
         """Newest first, with an opaque cursor (``after`` = the previous page's ``end_cursor``)."""
         check_page_size(first, max_page_size)
+        position = decode_cursor(self.cursors, LISTINGS_CURSOR, after) if after else None
         conditions = [visible_to(actor), *self._filter_conditions(filter or ListingFilter())]
         async with self.db.session() as session:
             total = await session.scalar(select(func.count()).select_from(Listing).where(*conditions)) or 0
-            query = newest_first(select(Listing).where(*conditions), Listing, after, first)
+            query = newest_first(select(Listing).where(*conditions), Listing, position, first)
             rows = list((await session.scalars(query)).all())
             has_next = len(rows) > first
             rows = rows[:first]
             shares = await shares_of(session, [r.id for r in rows if r.visibility == Visibility.SHARED])
         items = [ListingView.of(r, shares.get(r.id, ())) for r in rows]
-        cursor = encode_cursor(rows[-1].created_at, rows[-1].id) if rows else None
-        return Page(items=items, end_cursor=cursor, has_next_page=has_next, total_count=total)
+        cursors = [encode_cursor(self.cursors, LISTINGS_CURSOR, r.created_at, r.id) for r in rows]
+        end = cursors[-1] if cursors else None
+        return Page(items=items, end_cursor=end, has_next_page=has_next, total_count=total, cursors=cursors)
 
     def _filter_conditions(self, filter: ListingFilter) -> list[Any]:
         conditions: list[Any] = []

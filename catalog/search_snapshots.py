@@ -26,9 +26,10 @@ does not hold yet. Listings already held keep their place, so nothing repeats, a
 not yet held is still ahead, so nothing is skipped; a chunk appended later is ordered as of then.
 
 Cursors are opaque (base64 of JSON) and signed with the snapshot's own secret (HMAC over snapshot id,
-position and the request's fingerprint), so a cursor whose position was changed is refused rather than
-answered with a page the search never reached. A snapshot belongs to the account that searched (or to
-anonymous callers): another account's cursor is refused like an unknown one, without saying it exists.
+position and the request's fingerprint: ``infra.cursor_signing.mac``, as every cursor's), so a cursor
+whose position was changed is refused rather than answered with a page the search never reached. A
+snapshot belongs to the account that searched (or to anonymous callers): another account's cursor is
+refused like an unknown one, without saying it exists.
 """
 
 from __future__ import annotations
@@ -36,8 +37,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
-import hashlib
-import hmac
 import json
 import logging
 import secrets
@@ -49,6 +48,7 @@ from typing import Any
 
 from catalog.snapshot_rows import SnapshotRows
 from infra.batching import BatchWriter
+from infra.cursor_signing import mac, mac_matches
 from infra.errors import BadInput, CursorExpired
 from infra.settings import Settings
 from infra.tables import SearchSnapshot, new_id, utcnow
@@ -121,9 +121,11 @@ class Snapshot:
         ).encode()
         return CURSOR_PREFIX + base64.urlsafe_b64encode(raw).decode().rstrip("=")
 
+    def _message(self, position: int) -> bytes:
+        return f"{self.id}:{position}:{self.fingerprint}".encode()
+
     def _mac(self, position: int) -> str:
-        message = f"{self.id}:{position}:{self.fingerprint}".encode()
-        return hmac.new(self.secret.encode(), message, hashlib.sha256).hexdigest()[:32]
+        return mac(self.secret.encode(), self._message(position))
 
     def check(self, cursor: Cursor, account_id: str | None, fingerprint: str, now: datetime) -> None:
         """BadInput unless ``cursor`` was issued by this snapshot, to this account, for this request."""
@@ -131,7 +133,7 @@ class Snapshot:
             raise BadInput(NOT_ISSUED, field="after")
         if self.fingerprint != fingerprint:
             raise BadInput("'after' belongs to a different search; start again without it", field="after")
-        if not hmac.compare_digest(self._mac(cursor.position), cursor.mac):
+        if not mac_matches(self.secret.encode(), self._message(cursor.position), cursor.mac):
             raise BadInput(NOT_ISSUED, field="after")
         if self.expires_at <= now:
             raise CursorExpired(_expired_message(self.expires_at), field="after")

@@ -14,8 +14,6 @@ Each line is ``{"output": …}`` or ``{"error": …}`` (a pipeline's error also 
 
 from __future__ import annotations
 
-import base64
-import binascii
 import json
 import os
 import tempfile
@@ -25,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from infra.artifacts import ArtifactStore
+from infra.cursor_signing import CursorSigner, not_issued
 from infra.errors import BadInput
 
 
@@ -34,6 +33,7 @@ class StoredOutputs:
     count: int
 
 
+OUTPUTS_CURSOR = "job-outputs"  # what an outputs cursor is signed for (and for which job: its scope)
 MAX_FILE_OFFSET = 2**63 - 1  # what a seek takes: a larger forged offset failed inside it as INTERNAL
 
 
@@ -45,22 +45,19 @@ class OutputsCursor:
     index: int
     offset: int
 
-    def encode(self) -> str:
-        raw = json.dumps([self.index, self.offset]).encode()
-        return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+    def seal(self, signer: CursorSigner, job_id: str) -> str:
+        """Opaque and signed for ``job_id``: a changed index or offset, or another job's cursor, is
+        refused (a forged one could make the service number this job's records wrongly)."""
+        return signer.seal(OUTPUTS_CURSOR, [self.index, self.offset], job_id)
 
     @classmethod
-    def decode(cls, text: str) -> OutputsCursor:
-        try:
-            index, offset = json.loads(base64.urlsafe_b64decode((text + "=" * (-len(text) % 4)).encode()))
-            if not all(
-                isinstance(n, int) and not isinstance(n, bool) and 0 <= n <= MAX_FILE_OFFSET
-                for n in (index, offset)
-            ):
-                raise ValueError
-        except (ValueError, TypeError, binascii.Error):
-            raise BadInput(f"'after' is not a cursor this service issued: {text!r}", field="after") from None
-        return cls(index, offset)
+    def open(cls, signer: CursorSigner, job_id: str, text: str) -> OutputsCursor:
+        position = signer.open(OUTPUTS_CURSOR, text, job_id)
+        if len(position) != 2 or not all(
+            isinstance(n, int) and not isinstance(n, bool) and 0 <= n <= MAX_FILE_OFFSET for n in position
+        ):
+            raise BadInput(not_issued(text), field="after")
+        return cls(*position)
 
 
 START = OutputsCursor(0, 0)

@@ -37,7 +37,7 @@ from catalog.actors import Actor
 from catalog.choices import parse_choices
 from catalog.enums import JobStatus, JobTask, ListingKind, UsageKind
 from catalog.formats import payload_errors
-from catalog.keyset import check_page_size, encode_cursor, newest_first
+from catalog.keyset import check_page_size, decode_cursor, encode_cursor, newest_first
 from catalog.pipelines.runnability import NO_CODE, commands_of, serves_inference
 from catalog.pipelines.store import carries_code
 from executor.allocation import Allocation, Quota, allocate, queue_for
@@ -95,6 +95,7 @@ SUPERSEDED = "superseded"  # what ``run`` returns when the job was taken from it
 # ``Job.error_code`` of a job stopped at ``job_max_duration_s`` (status TIMED_OUT): a client tells it from a
 # job whose every call timed out (TIMED_OUT, no code) without parsing the reason.
 JOB_DEADLINE_EXCEEDED = "JOB_DEADLINE_EXCEEDED"
+MY_JOBS_CURSOR = "my-jobs"  # what a cursor of ``list_mine`` is signed for: no other list takes it
 
 
 @dataclass(frozen=True)
@@ -102,6 +103,7 @@ class JobPage:
     items: list[JobView]
     end_cursor: str | None
     has_next_page: bool
+    cursors: list[str]  # cursors[i] resumes after items[i] (the edges' cursors)
 
 
 @dataclass(frozen=True)
@@ -436,6 +438,7 @@ class JobService:
         if actor.account_id is None:
             raise Unauthenticated("sign in to list your jobs")
         check_page_size(first, max_page_size)
+        position = decode_cursor(self.catalog.cursors, MY_JOBS_CURSOR, after) if after else None
         query = select(Job).options(defer(Job.inputs)).where(Job.owner_id == actor.account_id)
         wanted = parse_choices(JobStatus, statuses, "status")
         if wanted:
@@ -443,19 +446,18 @@ class JobService:
         if listing_id:
             query = query.where(Job.listing_id == listing_id)
         async with self.db.session() as session:
-            rows = list((await session.scalars(newest_first(query, Job, after, first))).all())
+            rows = list((await session.scalars(newest_first(query, Job, position, first))).all())
         has_next = len(rows) > first
         rows = rows[:first]
-        cursor = encode_cursor(rows[-1].created_at, rows[-1].id) if has_next else None
-        return JobPage([JobView.of(r) for r in rows], cursor, has_next)
+        cursors = [encode_cursor(self.catalog.cursors, MY_JOBS_CURSOR, r.created_at, r.id) for r in rows]
+        return JobPage([JobView.of(r) for r in rows], cursors[-1] if has_next else None, has_next, cursors)
 
-    async def outputs(
-        self, actor: Actor, job_id: str, first: int, after: OutputsCursor = START
-    ) -> OutputsPage:
-        """A page of a final job's per-record outputs (``{output}`` or ``{error}``, in input order); an
-        empty page for a job that has none (not final yet, cancelled, training); GONE once retention
-        dropped them."""
+    async def outputs(self, actor: Actor, job_id: str, first: int, after: str | None = None) -> OutputsPage:
+        """A page of a final job's per-record outputs (``{output}`` or ``{error}``, in input order) from
+        ``after`` (a cursor ``outputs_cursor`` sealed for this job); an empty page for a job that has none
+        (not final yet, cancelled, training); GONE once retention dropped them."""
         view = await self.get(actor, job_id)
+        start = OutputsCursor.open(self.catalog.cursors, view.id, after) if after is not None else START
         if first < 1 or first > self.settings.job_outputs_page_size:
             raise BadInput(
                 f"first must be between 1 and {self.settings.job_outputs_page_size}; got {first}",
@@ -463,12 +465,16 @@ class JobService:
             )
         _check_outputs_kept(view)
         if view.outputs_digest is None:
-            if after != START:
+            if start != START:
                 raise BadInput("this job has no outputs to page through", field="after")
             return OutputsPage(START, [], [], 0)
         return await asyncio.to_thread(
-            read_page, self.artifacts, view.outputs_digest, view.outputs_count or 0, after, first
+            read_page, self.artifacts, view.outputs_digest, view.outputs_count or 0, start, first
         )
+
+    def outputs_cursor(self, job_id: str, position: OutputsCursor) -> str:
+        """The opaque cursor of ``position`` in job ``job_id``'s outputs (valid for that job only)."""
+        return position.seal(self.catalog.cursors, job_id)
 
     async def all_outputs(self, view: JobView) -> list[dict[str, Any]]:
         """Every output of a job its caller may see (``view`` came from ``get``); GONE once expired."""

@@ -86,6 +86,12 @@ def _aad(digest_hex: str, index: int, final: bool) -> bytes:
     return digest_hex.encode() + struct.pack(">I?", index, final)
 
 
+def key_dir_of(settings) -> Path:  # type: ignore[no-untyped-def]
+    """Where a deployment keeps its keys: ``artifact_key_dir``, else ``keys`` beside the artifacts."""
+    key_dir = getattr(settings, "artifact_key_dir", None)
+    return Path(key_dir) if key_dir is not None else Path(settings.artifact_dir).parent / "keys"
+
+
 class ArtifactStore:
     """Write-once blob storage; see the module docstring for layout and encryption."""
 
@@ -103,10 +109,9 @@ class ArtifactStore:
     @classmethod
     def from_settings(cls, settings) -> ArtifactStore:  # type: ignore[no-untyped-def]
         master_hex = getattr(settings, "artifact_master_key", None)
-        key_dir = getattr(settings, "artifact_key_dir", None)
         return cls(
             settings.artifact_dir,
-            key_dir=key_dir,
+            key_dir=key_dir_of(settings),
             master_key=bytes.fromhex(master_hex) if master_hex else None,
         )
 

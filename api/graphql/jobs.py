@@ -24,10 +24,8 @@ from api.graphql.types import PageInfo, ResourcesInput
 from catalog.enums import JobStatus as JobStatusValue
 from catalog.enums import JobTask as JobTaskValue
 from catalog.gc_schedule import collect_garbage_on_schedule
-from catalog.keyset import encode_cursor
 from executor.datasets import MAX_DATA_BYTES, parse_json_lines
 from executor.events import job_events_for
-from executor.job_outputs import START, OutputsCursor
 from executor.jobs import ArqJobQueue, JobService, JobView
 from infra.errors import BadInput
 
@@ -169,18 +167,20 @@ class Job:
     async def outputs(
         self, info: strawberry.Info, first: int = 100, after: str | None = None
     ) -> JobOutputConnection:
-        start = OutputsCursor.decode(after) if after is not None else START
-        page = await jobs_of(info).outputs(info.context.actor, str(self.id), first, start)
+        jobs, job_id = jobs_of(info), str(self.id)
+        page = await jobs.outputs(info.context.actor, job_id, first, after)
         edges = [
             JobOutputEdge(
                 node=JobOutput.of(page.start.index + i, record),
-                cursor=page.cursor_after(i).encode(),
+                cursor=jobs.outputs_cursor(job_id, page.cursor_after(i)),
             )
             for i, record in enumerate(page.records)
         ]
         return JobOutputConnection(
             edges=edges,
-            page_info=PageInfo(has_next_page=page.has_next_page, end_cursor=page.end.encode()),
+            page_info=PageInfo(
+                has_next_page=page.has_next_page, end_cursor=jobs.outputs_cursor(job_id, page.end)
+            ),
             total_count=page.total,
         )
 
@@ -280,7 +280,7 @@ class Query:
             max_page_size=info.context.settings.max_page_size,
         )
         return JobConnection(
-            edges=[JobEdge(node=Job.of(v), cursor=encode_cursor(v.created_at, v.id)) for v in page.items],
+            edges=[JobEdge(node=Job.of(v), cursor=c) for v, c in zip(page.items, page.cursors, strict=True)],
             page_info=PageInfo(has_next_page=page.has_next_page, end_cursor=page.end_cursor),
         )
 

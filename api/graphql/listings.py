@@ -10,7 +10,6 @@ from strawberry.scalars import JSON
 from api.graphql.convert import errors_in_graphql_terms, given_fields
 from api.graphql.types import Account, Listing, ListingKind, PageInfo, ResourcesInput, Review, Visibility
 from catalog.enums import UsageKind
-from catalog.keyset import encode_cursor
 from catalog.listings import ListingFilter
 
 # GraphQL names that differ from the catalog's listing fields (``catalog.listing_input.ListingFields``).
@@ -153,8 +152,8 @@ class Query:
             max_page_size=ctx.settings.max_page_size,
         )
         edges = [
-            ListingEdge(node=Listing.from_view(item), cursor=encode_cursor(item.created_at, item.id))
-            for item in page.items
+            ListingEdge(node=Listing.from_view(item), cursor=cursor)
+            for item, cursor in zip(page.items, page.cursors, strict=True)
         ]
         return ListingConnection(
             edges=edges,

@@ -254,7 +254,8 @@ class Mutation:
     @strawberry.mutation(
         description="Insert a listing after step `after` (default: at the end; `atStart`: first). The "
         "service connects it: a fitting conditioning step is inserted when formats differ "
-        "(unless `autoCondition` is false), otherwise the connection is reported OPEN. Pass the "
+        "(unless `autoCondition` is false), otherwise the connection is reported OPEN. Only the "
+        "connections this call makes are conditioned: a gap left open elsewhere stays open. Pass the "
         "`searchId` the listing was found through: that search counts as satisfied."
     )
     async def add_pipeline_step(
@@ -330,7 +331,11 @@ class Mutation:
         )
         return Listing.from_view(view)
 
-    @strawberry.mutation(description="Delete one of the caller's pipelines (a published listing stays).")
+    @strawberry.mutation(
+        description="Delete one of the caller's pipelines and its steps. A pipeline published as a listing "
+        "is refused with CONFLICT while that listing exists, since the listing runs from these steps: "
+        "delete that listing first (deleting the listing leaves the pipeline)."
+    )
     async def delete_pipeline(self, info: strawberry.Info, id: strawberry.ID) -> bool:
         await pipelines_of(info).delete(info.context.actor, str(id))
         return True

@@ -388,9 +388,14 @@ class PipelineService:
                 continue
             for step, _ in between:
                 await session.delete(step)
+            # Auto-conditioning is for the connections this change makes (and for replacing conditioners
+            # that stopped fitting): a gap the owner left open, say with ``auto_condition=False``, stays
+            # open when a later change elsewhere has it on.
+            pair = (producer[0].id, consumer[0].id)
+            fill = auto and (pair not in before or bool(between))
             if chain_misfits([producer[1], consumer[1]]):
                 ordered.extend(
-                    await self._bridge(session, actor, pipeline, producer, consumer, before, auto, outcome)
+                    await self._bridge(session, actor, pipeline, producer, consumer, before, fill, outcome)
                 )
         for position, (step, _) in enumerate(ordered):
             step.position = position

@@ -66,16 +66,45 @@ async def _run_records(
     return parse_replies(outcome.stdout, [rid for rid, _ in records]), outcome.runtime, outcome.duration_s
 
 
+@dataclass(frozen=True)
+class ProbeInput:
+    """The one record the contract probe sends, and how a failure names it."""
+
+    value: Any
+    described: str
+
+
+FIRST_TEST_INPUT = "the first unit test's input"
+DEFAULT_PARAMETERS = "its default parameters"
+NO_TESTS_INPUT = (
+    "null, since the manifest declares no tests to take an example input from (declare a test whose "
+    'input the entrypoint accepts, or have it answer {"id": ..., "error": ...} to input it cannot take)'
+)
+
+
+def probe_input_of(tests: list[Any], notebook: bool) -> ProbeInput:
+    """The first unit test's input; without tests, null (for a notebook: its default parameters). A
+    program that crashed on that null failed publication with a bare traceback: errors now say what was
+    sent and why."""
+    if tests:
+        return ProbeInput(tests[0].input, FIRST_TEST_INPUT)
+    return ProbeInput(None, DEFAULT_PARAMETERS if notebook else NO_TESTS_INPUT)
+
+
 async def probe(
-    sandbox: Sandbox, target: RunTarget, probe_input: Any, limits: SandboxLimits, must_succeed: bool = False
+    sandbox: Sandbox, target: RunTarget, given: ProbeInput, limits: SandboxLimits, must_succeed: bool = False
 ) -> str:
     """Send one record; the program must answer it per the contract. An ``error`` reply is fine unless
     ``must_succeed``: a notebook probed on its own default parameters has no excuse to fail."""
-    replies, runtime, duration = await _run_records(sandbox, target, [(PROBE_ID, probe_input)], limits)
+    try:
+        replies, runtime, duration = await _run_records(sandbox, target, [(PROBE_ID, given.value)], limits)
+    except BadInput as failed:  # a crash or a broken reply: say what the program was given
+        raise BadInput(
+            f"the contract probe sent {given.described}: {failed.message}", **failed.details
+        ) from None
     reply = replies[PROBE_ID]
     if must_succeed and not reply.ok:
-        given = "the first unit test's input" if probe_input is not None else "its default parameters"
-        raise BadInput(f"the run on {given} failed: {reply.error}")
+        raise BadInput(f"the run on {given.described} failed: {reply.error}")
     verdict = "output" if reply.ok else f"error {reply.error!r}"
     return f"contract probe answered with {verdict} in {duration * 1000:.0f} ms ({runtime})"
 

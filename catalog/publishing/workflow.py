@@ -88,7 +88,7 @@ from catalog.publishing.steps import (
     StepName,
     StepRecorder,
 )
-from catalog.publishing.verification import limits_for, probe, run_unit_tests
+from catalog.publishing.verification import limits_for, probe, probe_input_of, run_unit_tests
 from infra.artifacts import ArtifactStore, StoredArtifact, sha256_file
 from infra.db import Database, retry_while_unreachable
 from infra.errors import BadInput, Unavailable
@@ -603,9 +603,10 @@ class PublishWorkflow:
             await self._test_dataset(job, log)
             return
         target = await self._run_target(job, log)
-        first = job.manifest.tests[0].input if job.manifest.tests else None
+        notebook = job.source_kind == "notebook"
+        given = probe_input_of(job.manifest.tests, notebook)
         limits = limits_for(job.manifest.timeout_s, 1, job.manifest.resources.model_dump())
-        log(await probe(self.sandbox, target, first, limits, must_succeed=job.source_kind == "notebook"))
+        log(await probe(self.sandbox, target, given, limits, must_succeed=notebook))
 
     async def _run_target(self, job: Job, log: Log) -> RunTarget:
         assert job.manifest is not None
@@ -763,9 +764,9 @@ class PublishWorkflow:
             return
         image_id = await self._package_image_of(job, log)
         if self.sandbox.can_run_images():
-            first = job.manifest.tests[0].input if job.manifest.tests else None
+            given = probe_input_of(job.manifest.tests, job.source_kind == "notebook")
             limits = limits_for(job.manifest.timeout_s, 1, job.manifest.resources.model_dump())
-            log(await probe(self.sandbox, RunTarget(command=job.command, image=image_id), first, limits))
+            log(await probe(self.sandbox, RunTarget(command=job.command, image=image_id), given, limits))
         job.image_ref_published = await self._push(job, image_id, log)
 
     async def _package_image_of(self, job: Job, log: Log) -> str:

@@ -348,7 +348,8 @@ async def test_an_index_read_that_fails_before_any_index_write_undoes_nothing(
 
     cluster.fail_next("mget")
     with pytest.raises(Unavailable):
-        await ListingService(app.db, index).update(alice, created.id, {"description": "Never written."})
+        listings = ListingService(app.db, index, app.cursors)
+        await listings.update(alice, created.id, {"description": "Never written."})
     assert cluster.served("listings")[created.id]["description"] == created.description
 
 
@@ -362,7 +363,7 @@ async def test_an_opensearch_index_kept_in_step_by_ordinary_writes_is_kept_at_th
     opensearch = OpenSearchBackend(cluster, "listings", app.encoder.dim)  # type: ignore[arg-type]
     index = ListingIndex(app.db, opensearch, app.encoder)
     await index.load()
-    listings = ListingService(app.db, index)
+    listings = ListingService(app.db, index, app.cursors)
     created = await listings.create(alice, listing_data("kept-at-start"))
     await listings.create(alice, listing_data("also-kept"))
     await listings.update(alice, created.id, {"description": "Changed after it was listed."})

@@ -20,6 +20,7 @@ from executor.job_outputs import write_outputs
 from infra.artifacts import ArtifactStore
 from infra.settings import Settings
 from search.embeddings import Encoder
+from tests.forged_cursors import old_style, position_in, with_position
 from tests.job_rows import finished_job
 from tests.services import serve_in_background
 
@@ -131,6 +132,15 @@ async def test_run_job_and_watch_it_over_graphql_transport_ws(server) -> None:
     assert [e["node"]["index"] for e in page["edges"]] == [1] and not page["pageInfo"]["hasNextPage"]
     forged = await gql(address, OUTPUTS, {"id": job["id"], "first": 1, "after": "nonsense"}, who["alice"][1])
     assert forged["errors"][0]["extensions"]["code"] == "BAD_INPUT"
+    # The second record's byte offset with index 0 numbered that record 0 (and every later one off by
+    # one): cursors are signed now, so such a position, old-style or with a kept signature, is refused.
+    (index, offset) = position_in(after)
+    assert index == 1 and offset > 0
+    for mislabelled in (old_style([0, offset]), with_position(after, [0, offset])):
+        variables = {"id": job["id"], "first": 1, "after": mislabelled}
+        body = await gql(address, OUTPUTS, variables, who["alice"][1])
+        assert body["errors"][0]["extensions"]["code"] == "BAD_INPUT", body
+        assert "after" in body["errors"][0]["message"] and body["data"] is None
 
     other = await gql(address, "query($id: ID!) { job(id: $id) { id } }", {"id": job["id"]}, who["bob"][1])
     assert other["errors"][0]["extensions"]["code"] == "NOT_FOUND"
@@ -320,9 +330,15 @@ async def test_my_jobs_lists_ones_own_jobs_newest_first_in_pages(server) -> None
     bobs = await page(who["bob"][1])
     assert [e["node"]["id"] for e in bobs["edges"]] == [bobs_job]
 
+    # A changed position (here: newer than every job, so page one again) or a listings cursor is refused.
+    end = first["pageInfo"]["endCursor"]
+    listings = await gql(address, "{ listings(first: 1) { pageInfo { endCursor } } }", {}, who["alice"][1])
     for variables, code in (
         ({"first": 0}, "BAD_INPUT"),
         ({"first": 2, "after": "not-a-cursor"}, "BAD_INPUT"),
+        ({"first": 2, "after": old_style(position_in(end))}, "BAD_INPUT"),
+        ({"first": 2, "after": with_position(end, ["2999-01-01T00:00:00+00:00", "z"])}, "BAD_INPUT"),
+        ({"first": 2, "after": listings["data"]["listings"]["pageInfo"]["endCursor"]}, "BAD_INPUT"),
     ):
         body = await gql(address, MY_JOBS, variables, who["alice"][1])
         assert body["errors"][0]["extensions"]["code"] == code, body

@@ -15,6 +15,7 @@ from catalog.enums import JobStatus
 from executor.job_outputs import START, OutputsCursor, read_all, read_page, write_outputs
 from executor.jobs import JobService
 from infra.artifacts import CHUNK_SIZE, ArtifactStore
+from infra.cursor_signing import CursorSigner
 from infra.errors import BadInput, NotFound
 from infra.settings import Settings
 from infra.tables import Job, Listing, ListingVersion
@@ -61,23 +62,26 @@ async def test_outputs_are_an_artifact_paged_by_cursor_and_the_row_keeps_a_summa
 
     expected = [{"output": {"label": r}} for r in records[:-1]] + [{"error": "cannot score this"}]
     assert await jobs.all_outputs(final) == expected
-    seen, after, pages = [], START, 0
+    seen, after, pages = [], None, 0
     while True:
         page = await jobs.outputs(people["alice"], view.id, 100, after)
         assert page.start.index == len(seen) and page.total == 251
         seen += page.records
-        pages, after = pages + 1, page.end
+        pages, after = pages + 1, jobs.outputs_cursor(view.id, page.end)
         if not page.has_next_page:
             break
     assert seen == expected and pages == 3
     # A cursor from the middle of the list (an edge's) resumes right after its record.
-    middle = (await jobs.outputs(people["alice"], view.id, 10, START)).cursor_after(4)
-    assert (await jobs.outputs(people["alice"], view.id, 2, middle)).records == expected[5:7]
+    middle = (await jobs.outputs(people["alice"], view.id, 10)).cursor_after(4)
+    resumed = await jobs.outputs(people["alice"], view.id, 2, jobs.outputs_cursor(view.id, middle))
+    assert resumed.records == expected[5:7]
 
     with pytest.raises(BadInput, match="first must be between 1 and 100"):
         await jobs.outputs(people["alice"], view.id, 101)
+    # Signed by the service itself, an offset inside a line is still refused (the file is checked too).
+    inside_a_line = jobs.outputs_cursor(view.id, OutputsCursor(3, middle.offset + 1))
     with pytest.raises(BadInput, match="not a cursor of this job"):
-        await jobs.outputs(people["alice"], view.id, 1, OutputsCursor(3, middle.offset + 1))
+        await jobs.outputs(people["alice"], view.id, 1, inside_a_line)
     with pytest.raises(NotFound):
         await jobs.outputs(people["bob"], view.id, 10)
 
@@ -98,17 +102,20 @@ def test_a_page_is_read_from_its_cursor_and_forged_cursors_are_refused(tmp_path)
             break
     assert seen == records and after.index == 2500
 
-    assert OutputsCursor.decode(after.encode()) == after
-    # An offset past what a file seek takes (10**30) was an internal error; true is no index.
+    signer = CursorSigner(b"k" * 32)
+    assert OutputsCursor.open(signer, "job-1", after.seal(signer, "job-1")) == after
+    # An offset past what a file seek takes (10**30) was an internal error; true is no index. Even
+    # signed (a key leaked, a bug), such positions are refused as not issued.
     for forged in (
         "nonsense",
         "W10",
-        OutputsCursor(-1, 0).encode(),
-        OutputsCursor(1, 10**30).encode(),
-        OutputsCursor(True, 1).encode(),  # type: ignore[arg-type]
+        OutputsCursor(-1, 0).seal(signer, "job-1"),
+        OutputsCursor(1, 10**30).seal(signer, "job-1"),
+        OutputsCursor(True, 1).seal(signer, "job-1"),  # type: ignore[arg-type]
+        signer.seal("job-outputs", [1, 2, 3], "job-1"),
     ):
         with pytest.raises(BadInput, match="not a cursor this service issued"):
-            OutputsCursor.decode(forged)
+            OutputsCursor.open(signer, "job-1", forged)
     with pytest.raises(BadInput, match="past the job's 2500 outputs"):
         read_page(store, stored.digest, stored.count, OutputsCursor(2501, 0), 10)
     with pytest.raises(BadInput, match="not a cursor of this job's outputs"):

@@ -145,6 +145,18 @@ async def test_build_the_demo_chain_through_the_api(
         p=pipeline_id,
     )
     assert again["errors"][0]["code"] == "CONFLICT"
+    # Deleting it is refused while its listing exists (the listing runs from these steps), as the schema
+    # says: its description promised "a published listing stays" while the call answered CONFLICT.
+    deleted = await run(
+        schema, services, requester, "mutation($p: ID!) { deletePipeline(id: $p) }", p=pipeline_id
+    )
+    assert deleted["errors"][0]["code"] == "CONFLICT"
+    assert "delete that listing first" in deleted["errors"][0]["message"]
+    fields = await run(
+        schema, services, requester, '{ __type(name: "Mutation") { fields { name description } } }'
+    )
+    (described,) = [f["description"] for f in fields["__type"]["fields"] if f["name"] == "deletePipeline"]
+    assert "CONFLICT" in described and "delete that listing first" in described and "stays" not in described
     # Its owner is told when a step's owner withdraws it from the listing's audience.
     problem = "query($id: ID!) { pipeline(id: $id) { listingProblem } }"
     assert (await run(schema, services, requester, problem, id=pipeline_id))["pipeline"][

@@ -408,3 +408,38 @@ async def test_concurrent_edits_of_one_pipeline_apply_one_after_the_other(
     steps = (await service.get(requester, pipeline.id)).steps
     assert [s.position for s in steps] == [0, 1, 2, 3, 4]
     assert steps[0].listing_id == first.id and {s.listing_id for s in steps[1:]} == {x.id for x in others}
+
+
+async def test_a_gap_left_open_on_purpose_stays_open_when_a_later_step_is_auto_conditioned(
+    service: PipelineService, requester: Actor, make_listing: MakeListing, vision: dict[str, Listing]
+) -> None:
+    """``autoCondition: false`` left detector → classifier open; the next ``addPipelineStep`` (auto on)
+    re-bridged every misfit connection, so it silently inserted boxes-to-crops there too. It conditions
+    only the connection it makes now."""
+    labeller = await make_listing("label-namer", input_format="class-label", output_format="text")
+    to_labels = await make_listing(
+        "predictions-to-labels", kind="algorithm", input_format="predictions", output_format="class-label"
+    )
+    pipeline = await service.create(requester, "chosen gaps")
+    await service.add_step(requester, pipeline.id, vision["detector"].id)
+    kept_open = await service.add_step(requester, pipeline.id, vision["classifier"].id, auto_condition=False)
+    assert [c.status for c in kept_open.pipeline.connections] == [ConnectionStatus.OPEN]
+
+    change = await service.add_step(requester, pipeline.id, labeller.id)
+    assert [s.listing_name for s in change.pipeline.steps] == [
+        "street-object-detector",
+        "crop-classifier",
+        to_labels.name,
+        "label-namer",
+    ]
+    assert [c.status for c in change.pipeline.connections] == [
+        ConnectionStatus.OPEN,  # as the owner left it
+        ConnectionStatus.CONDITIONED,  # the connection this call made
+    ]
+    assert len(change.inserted_conditioning_step_ids) == 1
+    # Removing a step elsewhere does not fill it either; choosing the conditioner by hand still does.
+    removed = await service.remove_step(requester, pipeline.id, change.step_id)
+    assert [c.status for c in removed.pipeline.connections] == [ConnectionStatus.OPEN]
+    first = removed.pipeline.steps[0].id
+    bridged = await service.add_step(requester, pipeline.id, vision["cropper"].id, after=first)
+    assert [c.status for c in bridged.pipeline.connections] == [ConnectionStatus.OK, ConnectionStatus.OK]

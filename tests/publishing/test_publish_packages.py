@@ -296,6 +296,24 @@ async def test_crashing_entrypoint_reports_its_error(publishing: PublishingServi
     assert pub.status == "failed" and "model file missing" in step(pub, "test").error
 
 
+async def test_a_crash_on_the_null_probe_of_a_manifest_without_tests_says_why(
+    publishing: PublishingService, alice: Actor
+) -> None:
+    """Without tests the probe sends null; a program that crashed on it failed publication with a bare
+    traceback, leaving its producer to guess why their program was given nothing."""
+    strict = "import json, sys\nfor line in sys.stdin:\n    json.loads(line)['input'].lower()\n"
+    manifest = sentiment_manifest(tests=[], verify=False)
+    pub = await publish(publishing, alice, zip_bytes(package_files(manifest, predict=strict)))
+    error = step(pub, "test").error
+    assert pub.status == "failed" and "AttributeError" in error  # the traceback is still quoted
+    assert error.startswith("the contract probe sent null, since the manifest declares no tests"), error
+    assert "declare a test whose input the entrypoint accepts" in error
+    # With tests, the failure names the first test's input as what was sent.
+    crash = "raise SystemExit('model file missing')\n"
+    crashed = await publish(publishing, alice, zip_bytes(package_files(sentiment_manifest(), predict=crash)))
+    assert step(crashed, "test").error.startswith("the contract probe sent the first unit test's input: ")
+
+
 async def test_a_nul_in_the_entrypoints_error_output_fails_the_publication_alike_on_both_databases(
     publishing: PublishingService, alice: Actor
 ) -> None:
