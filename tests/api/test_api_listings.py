@@ -224,6 +224,8 @@ async def test_listing_input_errors_name_the_graphql_fields(api) -> None:
         ({"sharedWith": ["bob"]}, "sharedWith"),
         ({"inputFormat": "no-such-format"}, "inputFormat"),
         ({"resources": {"memoryMb": -1}}, "resources.memoryMb"),
+        ({"resources": {"memoryMb": 0}}, "resources.memoryMb"),
+        ({"version": "banana"}, "version"),  # the manifests' 1.2.3 rule, on every door
     ):
         (error,) = (await api.gql(create, {"input": {**base, **extra}}, alice))["errors"]
         assert error["extensions"]["code"] == "BAD_INPUT"

@@ -12,6 +12,7 @@ from catalog_helpers import listing_data, make_actor
 from catalog.actors import ANONYMOUS, Actor
 from catalog.app import CatalogApp
 from catalog.listings import ListingFilter
+from catalog.publishing.manifest import ManifestError, parse_manifest
 from catalog.search_service import SearchRequest
 from infra.errors import BadInput, Conflict, Forbidden, NotFound, Unauthenticated
 from search.types import SearchFilters
@@ -51,6 +52,10 @@ async def test_create_validates_and_normalizes_fields(app: CatalogApp, alice: Ac
         ({"output_schema": {"type": "nonsense"}}, "output_schema"),
         ({"tags": [1, 2]}, "tags"),
         ({"version": "one two"}, "version"),
+        ({"version": "banana"}, "version"),  # manifests refused it, createListing took it
+        ({"version": "1.0"}, "version"),
+        ({"resources": {"memory_mb": 0}}, "resources.memory_mb"),
+        ({"resources": {"memory_mb": 32}}, "resources.memory_mb"),  # under the 64 MiB sandbox floor
         ({"visibility": "secret"}, "visibility"),
         ({"training_resources": {"cpu": 4}}, "training_resources"),
         ({"shared_with": ["bob"]}, "shared_with"),
@@ -319,3 +324,18 @@ async def test_a_category_with_accented_capitals_filters_exactly(app: CatalogApp
     by_category = await app.listings.list(ANONYMOUS, ListingFilter(category="Électronique"))
     by_subcategory = await app.listings.list(ANONYMOUS, ListingFilter(subcategory="Écoute"))
     assert by_category.total_count == by_subcategory.total_count == 1
+
+
+async def test_one_version_rule_for_listings_and_manifests(app: CatalogApp, alice: Actor) -> None:
+    """createListing took ``banana`` while a manifest required ``1.2.3``; publishing a next version then
+    had no patch number to count up from. Both doors now share one rule, and an update follows it too."""
+    listing = await app.listings.create(alice, listing_data(version="2.0.0-rc.1+build.7"))
+    assert listing.version == "2.0.0-rc.1+build.7"
+    manifest = {"name": "m", "kind": "dataset", "category": "nlp", "version": "2.0.0-rc.1+build.7"}
+    assert parse_manifest(manifest, "dataset").version == "2.0.0-rc.1+build.7"
+    with pytest.raises(BadInput, match=r"version: must look like 1\.2\.3") as caught:
+        await app.listings.update(alice, listing.id, {"version": "banana"})
+    assert caught.value.details["field"] == "version"
+    with pytest.raises(ManifestError, match=r"version: .*must look like 1\.2\.3"):
+        parse_manifest({**manifest, "version": "banana"}, "dataset")
+    assert (await app.listings.get(alice, listing.id)).version == "2.0.0-rc.1+build.7"
