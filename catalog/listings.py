@@ -16,7 +16,7 @@ from sqlalchemy import Connection, Select, bindparam, delete, exists, func, or_,
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from catalog.access import can_modify, can_see, visible_to
+from catalog.access import AUDIENCE_REFUSAL, can_modify, can_see, may_show_to_others, visible_to
 from catalog.actors import Actor
 from catalog.choices import parse_choices
 from catalog.enums import ListingKind, Visibility
@@ -31,7 +31,7 @@ from catalog.provenance import refuse_redistribution
 from catalog.versions import latest_published_version
 from infra.db import Database
 from infra.errors import BadInput, Conflict, Forbidden, NotFound, Unauthenticated
-from infra.tables import Account, Listing, ListingShare, ListingVersion, utcnow
+from infra.tables import Account, Listing, ListingShare, ListingVersion, Pipeline, utcnow
 
 DEFAULT_PAGE_SIZE = 20
 PAGE_IDS = "page_ids"  # the expanding parameter of ``_visible_page_select``
@@ -119,6 +119,20 @@ async def require_modifiable(
 
 
 # ---------------------------------------------------------------------------- helpers
+
+
+async def refuse_requester_audience(session: AsyncSession, actor: Actor, row: Listing) -> None:
+    """FORBIDDEN when ``actor`` widens the audience of a listing only producers could show to others: a
+    requester's listing made by ``createListing`` (its versions are bare metadata) stays private, while
+    one mlrepo wrote for them (a trained model's package, a published pipeline) may be shared."""
+    if actor.is_producer:
+        return
+    written_by_platform = await latest_published_version(session, row.id) is not None or (
+        row.kind == ListingKind.PIPELINE
+        and await session.scalar(select(exists().where(Pipeline.listing_id == row.id)))
+    )
+    if not may_show_to_others(actor, bool(written_by_platform)):
+        raise Forbidden(AUDIENCE_REFUSAL, field="visibility")
 
 
 async def metadata_version(session: AsyncSession, listing_id: str, version: str) -> ListingVersion:
@@ -322,14 +336,19 @@ class ListingService:
 
     # ------------------------------------------------------------------ writes
 
-    async def create(self, actor: Actor, data: dict[str, Any] | ListingInput) -> ListingView:
-        """Create a listing owned by ``actor`` (any signed-in account: producers publish, requesters'
-        trained models and pipelines become listings too)."""
+    async def create(
+        self, actor: Actor, data: dict[str, Any] | ListingInput, *, written_by_platform: bool = False
+    ) -> ListingView:
+        """Create a listing owned by ``actor``: any signed-in account, but only producers (and admins)
+        make one others can see, unless mlrepo derived it (``written_by_platform``: a published pipeline)."""
         if actor.is_anonymous:
             raise Unauthenticated("sign in to create listings")
         listing = data if isinstance(data, ListingInput) else parse_listing(data)
         if listing.owner is not None:
             raise BadInput("owner: a listing belongs to the account that creates it", field="owner")
+        visibility = listing.visibility or Visibility.PUBLIC
+        if visibility != Visibility.PRIVATE and not may_show_to_others(actor, written_by_platform):
+            raise Forbidden(AUDIENCE_REFUSAL, field="visibility")
         if listing.producer is None and actor.name:
             listing = listing.model_copy(update={"producer": actor.name})
             listing.model_fields_set.add("producer")
@@ -408,6 +427,7 @@ class ListingService:
             visibility = values.get("visibility", row.visibility)
             audience_changes = "shared_with" in patch.given() or "visibility" in values
             if audience_changes and visibility != Visibility.PRIVATE:
+                await refuse_requester_audience(session, actor, row)
                 await refuse_redistribution(session, row.id)
             new_shares = await self._resolve_shares(session, patch, visibility) if audience_changes else None
             if new_shares is not None and row.kind == ListingKind.PIPELINE:

@@ -261,3 +261,16 @@ async def test_create_rejects_bad_fields_with_codes(api) -> None:
     await new_listing(api, alice, name="twice")
     again = await new_listing(api, alice, name="twice", expect_error=True)
     assert again == "CONFLICT"
+
+
+async def test_a_requester_token_cannot_create_a_public_listing(api) -> None:
+    """Only producers publish: a requester's createListing made a public listing anyway."""
+    bob = await api.account("bob", "requester")
+    create = "mutation($input: CreateListingInput!) { createListing(input: $input) { id visibility } }"
+    base = {"name": "x", "kind": "MODEL", "category": "nlp"}
+    for extra in ({}, {"visibility": "PUBLIC"}):
+        (error,) = (await api.gql(create, {"input": {**base, **extra}}, bob))["errors"]
+        assert error["extensions"]["code"] == "FORBIDDEN", error
+        assert error["extensions"]["field"] == "visibility", error
+    made = (await api.gql(create, {"input": {**base, "visibility": "PRIVATE"}}, bob))["data"]["createListing"]
+    assert made["visibility"] == "PRIVATE"

@@ -92,7 +92,29 @@ async def test_duplicate_name_for_same_owner_conflicts(app: CatalogApp, alice: A
     await app.listings.create(alice, listing_data())
     with pytest.raises(Conflict):
         await app.listings.create(alice, listing_data())
-    await app.listings.create(bob, listing_data())  # another owner may use the name
+    await app.listings.create(bob, listing_data(visibility="private"))  # another owner may use the name
+
+
+async def test_a_requester_cannot_show_a_listing_of_their_own_words_to_others(
+    app: CatalogApp, alice: Actor, bob: Actor
+) -> None:
+    """A requester account made a public listing with createListing although only producers publish
+    (publishPackage refuses them): now FORBIDDEN naming visibility, on create (the default visibility is
+    public) and on an edit widening it; a private listing of their own stays theirs to make."""
+    for visibility in (None, "public", "shared"):
+        extra = {} if visibility is None else {"visibility": visibility}
+        with pytest.raises(Forbidden, match="only producer accounts publish listings") as refused:
+            await app.listings.create(bob, listing_data(**extra))
+        assert refused.value.code == "FORBIDDEN" and refused.value.details["field"] == "visibility"
+    mine = await app.listings.create(bob, listing_data(visibility="private"))
+    for change in ({"visibility": "public"}, {"visibility": "shared", "shared_with": ["alice"]}):
+        with pytest.raises(Forbidden, match="only producer accounts publish listings"):
+            await app.listings.update(bob, mine.id, change)
+    assert (await app.listings.get(bob, mine.id)).visibility == "private"
+    with pytest.raises(NotFound):
+        await app.listings.get(alice, mine.id)
+    assert (await app.listings.update(bob, mine.id, {"description": "still mine"})).visibility == "private"
+    assert (await app.listings.create(alice, listing_data(name="published"))).visibility == "public"
 
 
 async def test_only_owner_or_admin_modifies(app: CatalogApp, alice: Actor, bob: Actor, admin: Actor) -> None:
