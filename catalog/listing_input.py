@@ -32,6 +32,7 @@ MAX_EXTRA_BYTES = 20_000
 VERSION_PATTERN = re.compile(r"^\d+\.\d+\.\d+(?:-[0-9A-Za-z.-]+)?(?:\+[0-9A-Za-z.-]+)?$")
 MAX_VERSION_CHARS = 50
 VERSION_RULE = f"must look like 1.2.3 (optionally -pre and/or +build), at most {MAX_VERSION_CHARS} characters"
+ARTIFACT_REFERENCE = re.compile(r"artifact:sha256:[0-9a-f]{64}")
 FORMAT_PATTERN = re.compile(r"^[a-z][a-z0-9_\-]{0,47}(@[0-9A-Za-z.]{1,12})?$")
 _SIZE_UNITS = {
     "b": 1,
@@ -268,7 +269,13 @@ class ListingFields(BaseModel):
     @field_validator("storage_location")
     @classmethod
     def _storage(cls, value: str | None) -> str | None:
-        return (_clean_text(value, 500) or None) if value is not None else None
+        value = (_clean_text(value, 500) or None) if value is not None else None
+        # ``artifact:`` names a blob of the artifact store (``catalog.artifact_refs`` checks whose it is).
+        if value is not None and value.startswith("artifact:") and not ARTIFACT_REFERENCE.fullmatch(value):
+            raise ValueError(
+                f"an artifact reference is 'artifact:sha256:' and 64 lower-case hex digits; got {value!r}"
+            )
+        return value
 
     @field_validator("description")
     @classmethod

@@ -18,6 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from catalog.access import AUDIENCE_REFUSAL, can_modify, can_see, may_show_to_others, visible_to
 from catalog.actors import Actor
+from catalog.artifact_refs import REFERENCING_COLUMNS, every_digest, refuse_foreign_artifacts
 from catalog.choices import parse_choices
 from catalog.enums import ListingKind, Visibility
 from catalog.formats import normalize_format, validate_listing_io
@@ -349,6 +350,9 @@ class ListingService:
         visibility = listing.visibility or Visibility.PUBLIC
         if visibility != Visibility.PRIVATE and not may_show_to_others(actor, written_by_platform):
             raise Forbidden(AUDIENCE_REFUSAL, field="visibility")
+        if every_digest(listing.columns()):
+            async with self.db.session() as session:
+                await refuse_foreign_artifacts(session, actor, listing.columns())
         if listing.producer is None and actor.name:
             listing = listing.model_copy(update={"producer": actor.name})
             listing.model_fields_set.add("producer")
@@ -424,6 +428,8 @@ class ListingService:
         async with self.db.session() as session:
             row = await self._modifiable(session, actor, listing_id)
             self._check_update(row, values)
+            kept = every_digest({c: getattr(row, c) for c in REFERENCING_COLUMNS})
+            await refuse_foreign_artifacts(session, actor, values, kept)
             visibility = values.get("visibility", row.visibility)
             audience_changes = "shared_with" in patch.given() or "visibility" in values
             if audience_changes and visibility != Visibility.PRIVATE:

@@ -226,6 +226,8 @@ async def test_listing_input_errors_name_the_graphql_fields(api) -> None:
         ({"resources": {"memoryMb": -1}}, "resources.memoryMb"),
         ({"resources": {"memoryMb": 0}}, "resources.memoryMb"),
         ({"version": "banana"}, "version"),  # the manifests' 1.2.3 rule, on every door
+        ({"storageLocation": "artifact:sha256:" + "0" * 64}, "storageLocation"),  # not the caller's to pin
+        ({"storageLocation": "artifact:latest"}, "storageLocation"),
     ):
         (error,) = (await api.gql(create, {"input": {**base, **extra}}, alice))["errors"]
         assert error["extensions"]["code"] == "BAD_INPUT"

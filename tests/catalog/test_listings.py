@@ -14,7 +14,9 @@ from catalog.app import CatalogApp
 from catalog.listings import ListingFilter
 from catalog.publishing.manifest import ManifestError, parse_manifest
 from catalog.search_service import SearchRequest
+from infra.artifacts import ArtifactStore
 from infra.errors import BadInput, Conflict, Forbidden, NotFound, Unauthenticated
+from infra.tables import ListingVersion
 from search.types import SearchFilters
 
 ADMIN_VIEW = SearchFilters(viewer_is_admin=True)
@@ -361,3 +363,41 @@ async def test_one_version_rule_for_listings_and_manifests(app: CatalogApp, alic
     with pytest.raises(ManifestError, match=r"version: .*must look like 1\.2\.3"):
         parse_manifest({**manifest, "version": "banana"}, "dataset")
     assert (await app.listings.get(alice, listing.id)).version == "2.0.0-rc.1+build.7"
+
+
+async def test_a_listing_names_only_artifacts_its_owner_may_reference(
+    app: CatalogApp, alice: Actor, bob: Actor, admin: Actor
+) -> None:
+    """``storageLocation: artifact:<digest>`` was taken for any digest, so any account could pin any blob
+    (another account's included) against the garbage collection, which keeps what a listing names."""
+    digest = ArtifactStore.from_settings(app.settings).put_bytes(b"alice's packaged model").digest
+    packaged = await app.listings.create(alice, listing_data(name="packaged"))
+    async with app.db.session() as session:  # what publishing writes for alice's listing
+        session.add(
+            ListingVersion(
+                listing_id=packaged.id, version="1.0.1", artifact_kind="package", artifact_digest=digest
+            )
+        )
+    pinned = f"artifact:{digest}"
+    with pytest.raises(BadInput, match=f"storage_location: {digest} is not an artifact of yours") as refused:
+        await app.listings.create(bob, listing_data(visibility="private", storage_location=pinned))
+    assert refused.value.details["field"] == "storage_location"
+    bobs = await app.listings.create(bob, listing_data(visibility="private", storage="s3://bucket/model"))
+    with pytest.raises(BadInput, match="is not an artifact of yours"):
+        await app.listings.update(bob, bobs.id, {"storage_location": pinned})
+    with pytest.raises(BadInput, match="is not an artifact of yours"):  # a digest nobody stored
+        await app.listings.create(
+            alice, listing_data(name="x", storage_location="artifact:sha256:" + "0" * 64)
+        )
+    with pytest.raises(BadInput, match="an artifact reference is 'artifact:sha256:'") as malformed:
+        await app.listings.create(alice, listing_data(name="y", storage_location="artifact:latest"))
+    assert malformed.value.details["field"] == "storage_location"
+    assert (await app.listings.get(bob, bobs.id)).storage_location == "s3://bucket/model"
+
+    mirror = await app.listings.create(alice, listing_data(name="mirror", storage_location=pinned))
+    assert mirror.storage_location == pinned  # her own package
+    assert (await app.listings.update(alice, mirror.id, {"description": "kept"})).storage_location == pinned
+    assert (
+        await app.listings.update(admin, bobs.id, {"storage_location": pinned})
+    ).storage_location == pinned
+    assert (await app.listings.update(bob, bobs.id, {"tags": ["kept"]})).storage_location == pinned
