@@ -4,6 +4,11 @@ Visibility: public listings are seen by everyone (anonymous included); private o
 shared ones by their owner and the accounts named in ``listing_shares``; admins see everything. A
 suspended listing (pulled after failed re-verification) is seen only by its owner and admins.
 A listing an actor cannot see is reported as NOT_FOUND, never FORBIDDEN, so its existence does not leak.
+
+Who may show a listing to others: producers publish (and admins); a requester's listing stays private
+unless mlrepo wrote it for them — a model their training job made, a pipeline they published — so a
+requester account cannot put a listing of its own words in front of everyone by ``createListing`` or by
+widening an edit, which publishing (``publishPackage``...) refuses it.
 """
 
 from __future__ import annotations
@@ -74,3 +79,14 @@ def can_see_view(actor: Actor, view: ListingView) -> bool:
 def can_modify(actor: Actor, listing: Listing) -> bool:
     """Only the owner or an admin changes a listing (ownerless imported listings: admins only)."""
     return actor.is_admin or (actor.account_id is not None and listing.owner_id == actor.account_id)
+
+
+AUDIENCE_REFUSAL = (
+    "only producer accounts publish listings others can see: give visibility PRIVATE (a requester's "
+    "trained models and published pipelines may be shared or made public)"
+)
+
+
+def may_show_to_others(actor: Actor, written_by_platform: bool) -> bool:
+    """Whether ``actor`` may give a listing a public or shared visibility (see the module docstring)."""
+    return actor.is_producer or written_by_platform

@@ -26,7 +26,13 @@ MAX_SUBCATEGORIES = 20
 MAX_SHARES = 200
 MAX_EXAMPLES = 50
 MAX_EXTRA_BYTES = 20_000
-VERSION_PATTERN = re.compile(r"^[0-9A-Za-z][0-9A-Za-z.+_\-]{0,49}$")
+# One version rule for every door (GraphQL, bulk import, manifests): ``1.2.3``, optionally ``-pre`` and/or
+# ``+build``, at most ``MAX_VERSION_CHARS`` (the column). Publishing counts patch numbers up from it
+# (``listing_writer.next_patch``), which a free-form version such as ``banana`` gives nothing to count from.
+VERSION_PATTERN = re.compile(r"^\d+\.\d+\.\d+(?:-[0-9A-Za-z.-]+)?(?:\+[0-9A-Za-z.-]+)?$")
+MAX_VERSION_CHARS = 50
+VERSION_RULE = f"must look like 1.2.3 (optionally -pre and/or +build), at most {MAX_VERSION_CHARS} characters"
+ARTIFACT_REFERENCE = re.compile(r"artifact:sha256:[0-9a-f]{64}")
 FORMAT_PATTERN = re.compile(r"^[a-z][a-z0-9_\-]{0,47}(@[0-9A-Za-z.]{1,12})?$")
 _SIZE_UNITS = {
     "b": 1,
@@ -55,13 +61,19 @@ COLUMN_OF = {
 NON_COLUMN_FIELDS = frozenset({"subcategory", "subcategories", "shared_with", "owner"})
 
 
+# The smallest sandbox a run gets (MiB): a Python interpreter does not start in less. Every door that takes
+# resources (a listing's suggestion, a manifest, publishing requirements, a job's request) refuses less
+# with the field named, instead of one refusing ``cpu: 0`` while another silently raised ``memory_mb: 0``.
+MIN_MEMORY_MB = 64
+
+
 class Resources(BaseModel):
     """Suggested hardware. ``memory_mb`` is mebibytes; ``gpu`` is a count of devices."""
 
     model_config = ConfigDict(extra="forbid")
 
     cpu: float | None = Field(None, gt=0, le=1024)
-    memory_mb: int | None = Field(None, gt=0, le=16_000_000)
+    memory_mb: int | None = Field(None, ge=MIN_MEMORY_MB, le=16_000_000)
     gpu: int | None = Field(None, ge=0, le=64)
 
 
@@ -118,6 +130,13 @@ def _storable_size(value: int | float) -> int:
     if (isinstance(value, float) and not math.isfinite(value)) or value > MAX_SIZE_BYTES:
         raise ValueError(f"must be a finite number of bytes up to {MAX_SIZE_BYTES}; got {value!r}")
     return int(value)
+
+
+def check_version(value: str | None) -> str | None:
+    """``value`` when it follows the one version rule (``VERSION_RULE``), else ``ValueError``."""
+    if value is not None and (len(value) > MAX_VERSION_CHARS or not VERSION_PATTERN.match(value)):
+        raise ValueError(f"{VERSION_RULE}; got {value!r}")
+    return value
 
 
 def check_json_schema(value: Any) -> dict[str, Any] | None:
@@ -250,7 +269,13 @@ class ListingFields(BaseModel):
     @field_validator("storage_location")
     @classmethod
     def _storage(cls, value: str | None) -> str | None:
-        return (_clean_text(value, 500) or None) if value is not None else None
+        value = (_clean_text(value, 500) or None) if value is not None else None
+        # ``artifact:`` names a blob of the artifact store (``catalog.artifact_refs`` checks whose it is).
+        if value is not None and value.startswith("artifact:") and not ARTIFACT_REFERENCE.fullmatch(value):
+            raise ValueError(
+                f"an artifact reference is 'artifact:sha256:' and 64 lower-case hex digits; got {value!r}"
+            )
+        return value
 
     @field_validator("description")
     @classmethod
@@ -265,11 +290,7 @@ class ListingFields(BaseModel):
     @field_validator("version")
     @classmethod
     def _version(cls, value: str | None) -> str | None:
-        if value is not None and not VERSION_PATTERN.match(value):
-            raise ValueError(
-                f"must be 1-50 letters, digits, '.', '+', '_' or '-', like '1.2.0'; got {value!r}"
-            )
-        return value
+        return check_version(value)
 
     @field_validator("tags", mode="before")
     @classmethod

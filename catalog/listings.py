@@ -16,8 +16,9 @@ from sqlalchemy import Connection, Select, bindparam, delete, exists, func, or_,
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from catalog.access import can_modify, can_see, visible_to
+from catalog.access import AUDIENCE_REFUSAL, can_modify, can_see, may_show_to_others, visible_to
 from catalog.actors import Actor
+from catalog.artifact_refs import REFERENCING_COLUMNS, every_digest, refuse_foreign_artifacts
 from catalog.choices import parse_choices
 from catalog.enums import ListingKind, Visibility
 from catalog.formats import normalize_format, validate_listing_io
@@ -32,7 +33,7 @@ from catalog.versions import latest_published_version
 from infra.cursor_signing import CursorSigner
 from infra.db import Database
 from infra.errors import BadInput, Conflict, Forbidden, NotFound, Unauthenticated
-from infra.tables import Account, Listing, ListingShare, ListingVersion, utcnow
+from infra.tables import Account, Listing, ListingShare, ListingVersion, Pipeline, utcnow
 
 DEFAULT_PAGE_SIZE = 20
 LISTINGS_CURSOR = "listings"  # what a cursor of ``list`` is signed for: no other list takes it
@@ -122,6 +123,20 @@ async def require_modifiable(
 
 
 # ---------------------------------------------------------------------------- helpers
+
+
+async def refuse_requester_audience(session: AsyncSession, actor: Actor, row: Listing) -> None:
+    """FORBIDDEN when ``actor`` widens the audience of a listing only producers could show to others: a
+    requester's listing made by ``createListing`` (its versions are bare metadata) stays private, while
+    one mlrepo wrote for them (a trained model's package, a published pipeline) may be shared."""
+    if actor.is_producer:
+        return
+    written_by_platform = await latest_published_version(session, row.id) is not None or (
+        row.kind == ListingKind.PIPELINE
+        and await session.scalar(select(exists().where(Pipeline.listing_id == row.id)))
+    )
+    if not may_show_to_others(actor, bool(written_by_platform)):
+        raise Forbidden(AUDIENCE_REFUSAL, field="visibility")
 
 
 async def metadata_version(session: AsyncSession, listing_id: str, version: str) -> ListingVersion:
@@ -328,14 +343,22 @@ class ListingService:
 
     # ------------------------------------------------------------------ writes
 
-    async def create(self, actor: Actor, data: dict[str, Any] | ListingInput) -> ListingView:
-        """Create a listing owned by ``actor`` (any signed-in account: producers publish, requesters'
-        trained models and pipelines become listings too)."""
+    async def create(
+        self, actor: Actor, data: dict[str, Any] | ListingInput, *, written_by_platform: bool = False
+    ) -> ListingView:
+        """Create a listing owned by ``actor``: any signed-in account, but only producers (and admins)
+        make one others can see, unless mlrepo derived it (``written_by_platform``: a published pipeline)."""
         if actor.is_anonymous:
             raise Unauthenticated("sign in to create listings")
         listing = data if isinstance(data, ListingInput) else parse_listing(data)
         if listing.owner is not None:
             raise BadInput("owner: a listing belongs to the account that creates it", field="owner")
+        visibility = listing.visibility or Visibility.PUBLIC
+        if visibility != Visibility.PRIVATE and not may_show_to_others(actor, written_by_platform):
+            raise Forbidden(AUDIENCE_REFUSAL, field="visibility")
+        if every_digest(listing.columns()):
+            async with self.db.session() as session:
+                await refuse_foreign_artifacts(session, actor, listing.columns())
         if listing.producer is None and actor.name:
             listing = listing.model_copy(update={"producer": actor.name})
             listing.model_fields_set.add("producer")
@@ -411,9 +434,12 @@ class ListingService:
         async with self.db.session() as session:
             row = await self._modifiable(session, actor, listing_id)
             self._check_update(row, values)
+            kept = every_digest({c: getattr(row, c) for c in REFERENCING_COLUMNS})
+            await refuse_foreign_artifacts(session, actor, values, kept)
             visibility = values.get("visibility", row.visibility)
             audience_changes = "shared_with" in patch.given() or "visibility" in values
             if audience_changes and visibility != Visibility.PRIVATE:
+                await refuse_requester_audience(session, actor, row)
                 await refuse_redistribution(session, row.id)
             new_shares = await self._resolve_shares(session, patch, visibility) if audience_changes else None
             if new_shares is not None and row.kind == ListingKind.PIPELINE:

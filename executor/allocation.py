@@ -11,10 +11,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from catalog.listing_input import MIN_MEMORY_MB
 from infra.errors import BadInput
 
 DEFAULT_RESOURCES = {"cpu": 1.0, "memory_mb": 512, "gpu": 0}
-MIN_MEMORY_MB = 64
 CPU_CLASS, GPU_CLASS = "cpu", "gpu"  # resource classes: which workers may take a job
 QUEUE_PREFIX = "mlrepo:jobs:"
 # cpu jobs share arq's default queue with publishing, so one plain worker does both.
@@ -67,8 +67,14 @@ def allocate(suggested: dict[str, Any] | None, requested: dict[str, Any] | None,
         raise BadInput("your CPU quota is 0: no job can be allocated", field="resources.cpu")
     if values["cpu"] <= 0:
         raise BadInput("resources.cpu must be more than 0: a job needs some CPU", field="resources.cpu")
+    if asked.get("memory_mb", MIN_MEMORY_MB) < MIN_MEMORY_MB:
+        raise BadInput(
+            f"resources.memory_mb must be at least {MIN_MEMORY_MB} (MiB): the smallest sandbox a job runs in",
+            field="resources.memory_mb",
+        )
     return Allocation(
         cpu=float(values["cpu"]),
+        # A suggestion clipped to a quota under the floor still gets the smallest sandbox.
         memory_mb=max(MIN_MEMORY_MB, int(values["memory_mb"])),
         gpu=int(values["gpu"]),
     )

@@ -41,7 +41,7 @@ class InferencePlan:
         return BatchPolicy(timeout_s=self.limits.timeout_s, max_batch=self.max_batch)
 
     def call_limits(self) -> Limits:
-        return replace(self.limits, timeout_s=self.limits.timeout_s + SANDBOX_START_ALLOWANCE_S)
+        return replace(self.limits, start_allowance_s=SANDBOX_START_ALLOWANCE_S)
 
 
 class NextSandbox:

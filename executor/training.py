@@ -59,15 +59,29 @@ TRAINING_RESULT_KEY = "training_result"  # in the model version's manifest: what
 
 
 def parse_examples(lines: list[Any]) -> list[tuple[Any, Any]]:
+    """``(input, target)`` pairs. Both are required, as the error says: an example without a target
+    teaches the algorithm nothing and makes the held-out accuracy compare outputs with nothing."""
     examples = []
     for number, item in enumerate(lines, 1):
-        if not isinstance(item, dict) or "input" not in item:
-            raise BadInput(f"training example {number} must be an object with 'input' and 'target'")
-        target = next((item[k] for k in TARGET_KEYS if k in item), None)
+        missing = _missing_parts(item)
+        if missing:
+            raise BadInput(
+                f"training example {number} must be an object with 'input' and 'target' ('label' or "
+                f"'output' are accepted for 'target'); it has no {' and no '.join(repr(k) for k in missing)}",
+                field="records",
+            )
+        target = next(item[k] for k in TARGET_KEYS if k in item)
         examples.append((item["input"], target))
     if not examples:
         raise BadInput("the training data holds no examples")
     return examples
+
+
+def _missing_parts(item: Any) -> list[str]:
+    if not isinstance(item, dict):
+        return ["input", "target"]
+    has_target = any(k in item for k in TARGET_KEYS)
+    return [k for k, present in (("input", "input" in item), ("target", has_target)) if not present]
 
 
 def split(examples: list[tuple[Any, Any]], seed: str) -> tuple[list[tuple[Any, Any]], list[tuple[Any, Any]]]:

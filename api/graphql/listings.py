@@ -183,7 +183,9 @@ class Query:
 
 @strawberry.type
 class Mutation:
-    @strawberry.mutation(description="Create a listing owned by the caller.")
+    @strawberry.mutation(
+        description="Create a listing owned by the caller (only producers publish: a requester's is PRIVATE)."
+    )
     async def create_listing(self, info: strawberry.Info, input: CreateListingInput) -> Listing:
         ctx = info.context
         with errors_in_graphql_terms(CATALOG_LISTING_NAMES):

@@ -104,7 +104,9 @@ async def publish_pipeline(
         "accuracy": figures["accuracy"],
         "resource_classes": list(plan.resource_classes),
     }
-    listing = await listings.create(actor, {k: v for k, v in data.items() if v is not None})
+    listing = await listings.create(
+        actor, {k: v for k, v in data.items() if v is not None}, written_by_platform=True
+    )
     try:
         async with pipelines.db.session() as session:
             pipeline = await owned_pipeline(session, actor, pipeline_id, lock=True)

@@ -38,7 +38,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from catalog.enums import ListingKind
 from catalog.formats import payload_errors, validate_listing_io
-from catalog.listing_input import MAX_EXAMPLES, parse_listing
+from catalog.listing_input import MAX_EXAMPLES, MIN_MEMORY_MB, check_version, parse_listing
 from infra.errors import BadInput
 
 MANIFEST_NAMES = ("mlrepo.json", "mlrepo.toml")
@@ -47,7 +47,6 @@ RUNNABLE_KINDS = frozenset(
     {ListingKind.ALGORITHM, ListingKind.MODEL, ListingKind.NOTEBOOK, ListingKind.PIPELINE}
 )
 MAX_MANIFEST_BYTES = 1 << 20
-_VERSION = re.compile(r"^\d+\.\d+\.\d+(?:[-+][0-9A-Za-z.-]+)?$")
 
 
 class ManifestError(BadInput):
@@ -69,7 +68,7 @@ class Resources(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     cpu: float = Field(1.0, gt=0, le=64)
-    memory_mb: int = Field(512, ge=16, le=1 << 20)
+    memory_mb: int = Field(512, ge=MIN_MEMORY_MB, le=1 << 20)
     gpu: int = Field(0, ge=0, le=16)
 
 
@@ -129,9 +128,7 @@ class Manifest(BaseModel):
     @field_validator("version")
     @classmethod
     def _check_version(cls, value: str | None) -> str | None:
-        if value is not None and not _VERSION.match(value):
-            raise ValueError("must look like 1.2.3 (optionally -pre or +build)")
-        return value
+        return check_version(value)
 
     @property
     def runnable(self) -> bool:

@@ -42,6 +42,9 @@ class Limits:
     """Hard limits of one sandbox run; the runtime kills the run as soon as one is crossed."""
 
     timeout_s: float = 60.0
+    # Seconds added to ``timeout_s`` for the sandbox to start (ours to pay, not the producer's): the run is
+    # killed at ``deadline_s`` but reported against the producer's own limit (``timeout_reason``).
+    start_allowance_s: float = 0.0
     memory_mb: int = 512
     cpus: float = 1.0
     pids: int = 64
@@ -51,6 +54,21 @@ class Limits:
     max_file_mb: int = 256
     # GPU indices leased to this run (``executor.gpus``): exactly these devices appear in the sandbox.
     gpus: tuple[int, ...] = ()
+
+    @property
+    def deadline_s(self) -> float:
+        """Seconds a run may take before it is killed: the limit plus the start allowance."""
+        return self.timeout_s + self.start_allowance_s
+
+    def timeout_reason(self) -> str:
+        """What a killed run is told: the producer's limit, and the allowance apart from it (a listing
+        whose limit is 2 s read "timed out after 4 s")."""
+        if not self.start_allowance_s:
+            return f"timed out after {self.timeout_s:g} s"
+        return (
+            f"timed out after the listing's limit of {self.timeout_s:g} s per call "
+            f"(plus {self.start_allowance_s:g} s allowed for the sandbox to start)"
+        )
 
     def thread_env(self) -> dict[str, str]:
         """BLAS/OpenMP thread pools sized to the CPU share, so numpy neither oversubscribes nor

@@ -181,7 +181,7 @@ class BwrapRuntime:
         return copy
 
     def command(self, copy: Path, request: RunRequest, limits: Limits, uid: int) -> list[str]:
-        cpu_seconds = max(1, math.ceil(limits.timeout_s * max(limits.cpus, 1.0)) + 1)
+        cpu_seconds = max(1, math.ceil(limits.deadline_s * max(limits.cpus, 1.0)) + 1)
         env = {**SANDBOX_ENV, **limits.thread_env()}
         command = collect_output_command(request.command) if request.collect_output_dir else request.command
         memory_limit = "--data" if limits.gpus else "--as"

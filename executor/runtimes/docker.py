@@ -187,7 +187,7 @@ class DockerRuntime:
             writer.start()
             out = StreamCapture(limits.max_output_bytes)
             err = StreamCapture(STDERR_KEEP_BYTES, keep_tail=True)
-            deadline = begun + limits.timeout_s
+            deadline = begun + limits.deadline_s
             failure = _read_frames(raw, out, err, deadline, limits, stop)
             # Close our end first: a container blocked writing to an unread attach stream cannot be killed.
             _hang_up(started.attached, raw)
@@ -201,7 +201,7 @@ class DockerRuntime:
                 with contextlib.suppress(DockerException, OSError):
                     container.kill()
                 exit_code = None
-                failure = failure or Failure(FailureKind.TIMEOUT, f"timed out after {limits.timeout_s:g} s")
+                failure = failure or Failure(FailureKind.TIMEOUT, limits.timeout_reason())
             if failure is None:
                 container.reload()
                 if container.attrs.get("State", {}).get("OOMKilled"):
@@ -319,7 +319,7 @@ def _read_frames(
     while True:
         remaining = deadline - time.perf_counter()
         if remaining <= 0:
-            return Failure(FailureKind.TIMEOUT, f"timed out after {limits.timeout_s:g} s")
+            return Failure(FailureKind.TIMEOUT, limits.timeout_reason())
         if stop.is_set():
             return Failure(FailureKind.SANDBOX, "stopped: the job was cancelled")
         raw.settimeout(min(remaining, STOP_POLL_S))

@@ -66,14 +66,14 @@ async def run_process(argv: list[str], stdin: bytes, limits: Limits, env: dict[s
     failure: Failure | None = None
     try:
         done, _ = await asyncio.wait(
-            {waiter, overflow_waiter}, timeout=limits.timeout_s, return_when=asyncio.FIRST_COMPLETED
+            {waiter, overflow_waiter}, timeout=limits.deadline_s, return_when=asyncio.FIRST_COMPLETED
         )
         if overflow_waiter in done:
             failure = Failure(
                 FailureKind.OUTPUT_LIMIT, f"output exceeded the limit of {limits.max_output_bytes} bytes"
             )
         elif waiter not in done:
-            failure = Failure(FailureKind.TIMEOUT, f"timed out after {limits.timeout_s:g} s")
+            failure = Failure(FailureKind.TIMEOUT, limits.timeout_reason())
     finally:
         if proc.returncode is None:
             kill_tree(proc.pid)

@@ -224,6 +224,10 @@ async def test_listing_input_errors_name_the_graphql_fields(api) -> None:
         ({"sharedWith": ["bob"]}, "sharedWith"),
         ({"inputFormat": "no-such-format"}, "inputFormat"),
         ({"resources": {"memoryMb": -1}}, "resources.memoryMb"),
+        ({"resources": {"memoryMb": 0}}, "resources.memoryMb"),
+        ({"version": "banana"}, "version"),  # the manifests' 1.2.3 rule, on every door
+        ({"storageLocation": "artifact:sha256:" + "0" * 64}, "storageLocation"),  # not the caller's to pin
+        ({"storageLocation": "artifact:latest"}, "storageLocation"),
     ):
         (error,) = (await api.gql(create, {"input": {**base, **extra}}, alice))["errors"]
         assert error["extensions"]["code"] == "BAD_INPUT"
@@ -259,3 +263,16 @@ async def test_create_rejects_bad_fields_with_codes(api) -> None:
     await new_listing(api, alice, name="twice")
     again = await new_listing(api, alice, name="twice", expect_error=True)
     assert again == "CONFLICT"
+
+
+async def test_a_requester_token_cannot_create_a_public_listing(api) -> None:
+    """Only producers publish: a requester's createListing made a public listing anyway."""
+    bob = await api.account("bob", "requester")
+    create = "mutation($input: CreateListingInput!) { createListing(input: $input) { id visibility } }"
+    base = {"name": "x", "kind": "MODEL", "category": "nlp"}
+    for extra in ({}, {"visibility": "PUBLIC"}):
+        (error,) = (await api.gql(create, {"input": {**base, **extra}}, bob))["errors"]
+        assert error["extensions"]["code"] == "FORBIDDEN", error
+        assert error["extensions"]["field"] == "visibility", error
+    made = (await api.gql(create, {"input": {**base, "visibility": "PRIVATE"}}, bob))["data"]["createListing"]
+    assert made["visibility"] == "PRIVATE"

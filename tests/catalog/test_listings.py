@@ -9,8 +9,11 @@ from catalog_helpers import listing_data, make_actor
 from catalog.actors import ANONYMOUS, Actor
 from catalog.app import CatalogApp
 from catalog.listings import LISTINGS_CURSOR, ListingFilter
+from catalog.publishing.manifest import ManifestError, parse_manifest
 from catalog.search_service import SearchRequest
+from infra.artifacts import ArtifactStore
 from infra.errors import BadInput, Conflict, Forbidden, NotFound, Unauthenticated
+from infra.tables import ListingVersion
 from search.types import SearchFilters
 from tests.forged_cursors import old_style, position_in, with_position
 
@@ -49,6 +52,10 @@ async def test_create_validates_and_normalizes_fields(app: CatalogApp, alice: Ac
         ({"output_schema": {"type": "nonsense"}}, "output_schema"),
         ({"tags": [1, 2]}, "tags"),
         ({"version": "one two"}, "version"),
+        ({"version": "banana"}, "version"),  # manifests refused it, createListing took it
+        ({"version": "1.0"}, "version"),
+        ({"resources": {"memory_mb": 0}}, "resources.memory_mb"),
+        ({"resources": {"memory_mb": 32}}, "resources.memory_mb"),  # under the 64 MiB sandbox floor
         ({"visibility": "secret"}, "visibility"),
         ({"training_resources": {"cpu": 4}}, "training_resources"),
         ({"shared_with": ["bob"]}, "shared_with"),
@@ -85,7 +92,29 @@ async def test_duplicate_name_for_same_owner_conflicts(app: CatalogApp, alice: A
     await app.listings.create(alice, listing_data())
     with pytest.raises(Conflict):
         await app.listings.create(alice, listing_data())
-    await app.listings.create(bob, listing_data())  # another owner may use the name
+    await app.listings.create(bob, listing_data(visibility="private"))  # another owner may use the name
+
+
+async def test_a_requester_cannot_show_a_listing_of_their_own_words_to_others(
+    app: CatalogApp, alice: Actor, bob: Actor
+) -> None:
+    """A requester account made a public listing with createListing although only producers publish
+    (publishPackage refuses them): now FORBIDDEN naming visibility, on create (the default visibility is
+    public) and on an edit widening it; a private listing of their own stays theirs to make."""
+    for visibility in (None, "public", "shared"):
+        extra = {} if visibility is None else {"visibility": visibility}
+        with pytest.raises(Forbidden, match="only producer accounts publish listings") as refused:
+            await app.listings.create(bob, listing_data(**extra))
+        assert refused.value.code == "FORBIDDEN" and refused.value.details["field"] == "visibility"
+    mine = await app.listings.create(bob, listing_data(visibility="private"))
+    for change in ({"visibility": "public"}, {"visibility": "shared", "shared_with": ["alice"]}):
+        with pytest.raises(Forbidden, match="only producer accounts publish listings"):
+            await app.listings.update(bob, mine.id, change)
+    assert (await app.listings.get(bob, mine.id)).visibility == "private"
+    with pytest.raises(NotFound):
+        await app.listings.get(alice, mine.id)
+    assert (await app.listings.update(bob, mine.id, {"description": "still mine"})).visibility == "private"
+    assert (await app.listings.create(alice, listing_data(name="published"))).visibility == "public"
 
 
 async def test_only_owner_or_admin_modifies(app: CatalogApp, alice: Actor, bob: Actor, admin: Actor) -> None:
@@ -342,3 +371,56 @@ async def test_a_category_with_accented_capitals_filters_exactly(app: CatalogApp
     by_category = await app.listings.list(ANONYMOUS, ListingFilter(category="Électronique"))
     by_subcategory = await app.listings.list(ANONYMOUS, ListingFilter(subcategory="Écoute"))
     assert by_category.total_count == by_subcategory.total_count == 1
+
+
+async def test_one_version_rule_for_listings_and_manifests(app: CatalogApp, alice: Actor) -> None:
+    """createListing took ``banana`` while a manifest required ``1.2.3``; publishing a next version then
+    had no patch number to count up from. Both doors now share one rule, and an update follows it too."""
+    listing = await app.listings.create(alice, listing_data(version="2.0.0-rc.1+build.7"))
+    assert listing.version == "2.0.0-rc.1+build.7"
+    manifest = {"name": "m", "kind": "dataset", "category": "nlp", "version": "2.0.0-rc.1+build.7"}
+    assert parse_manifest(manifest, "dataset").version == "2.0.0-rc.1+build.7"
+    with pytest.raises(BadInput, match=r"version: must look like 1\.2\.3") as caught:
+        await app.listings.update(alice, listing.id, {"version": "banana"})
+    assert caught.value.details["field"] == "version"
+    with pytest.raises(ManifestError, match=r"version: .*must look like 1\.2\.3"):
+        parse_manifest({**manifest, "version": "banana"}, "dataset")
+    assert (await app.listings.get(alice, listing.id)).version == "2.0.0-rc.1+build.7"
+
+
+async def test_a_listing_names_only_artifacts_its_owner_may_reference(
+    app: CatalogApp, alice: Actor, bob: Actor, admin: Actor
+) -> None:
+    """``storageLocation: artifact:<digest>`` was taken for any digest, so any account could pin any blob
+    (another account's included) against the garbage collection, which keeps what a listing names."""
+    digest = ArtifactStore.from_settings(app.settings).put_bytes(b"alice's packaged model").digest
+    packaged = await app.listings.create(alice, listing_data(name="packaged"))
+    async with app.db.session() as session:  # what publishing writes for alice's listing
+        session.add(
+            ListingVersion(
+                listing_id=packaged.id, version="1.0.1", artifact_kind="package", artifact_digest=digest
+            )
+        )
+    pinned = f"artifact:{digest}"
+    with pytest.raises(BadInput, match=f"storage_location: {digest} is not an artifact of yours") as refused:
+        await app.listings.create(bob, listing_data(visibility="private", storage_location=pinned))
+    assert refused.value.details["field"] == "storage_location"
+    bobs = await app.listings.create(bob, listing_data(visibility="private", storage="s3://bucket/model"))
+    with pytest.raises(BadInput, match="is not an artifact of yours"):
+        await app.listings.update(bob, bobs.id, {"storage_location": pinned})
+    with pytest.raises(BadInput, match="is not an artifact of yours"):  # a digest nobody stored
+        await app.listings.create(
+            alice, listing_data(name="x", storage_location="artifact:sha256:" + "0" * 64)
+        )
+    with pytest.raises(BadInput, match="an artifact reference is 'artifact:sha256:'") as malformed:
+        await app.listings.create(alice, listing_data(name="y", storage_location="artifact:latest"))
+    assert malformed.value.details["field"] == "storage_location"
+    assert (await app.listings.get(bob, bobs.id)).storage_location == "s3://bucket/model"
+
+    mirror = await app.listings.create(alice, listing_data(name="mirror", storage_location=pinned))
+    assert mirror.storage_location == pinned  # her own package
+    assert (await app.listings.update(alice, mirror.id, {"description": "kept"})).storage_location == pinned
+    assert (
+        await app.listings.update(admin, bobs.id, {"storage_location": pinned})
+    ).storage_location == pinned
+    assert (await app.listings.update(bob, bobs.id, {"tags": ["kept"]})).storage_location == pinned

@@ -169,6 +169,24 @@ def test_examples_split_and_scoring_rules() -> None:
     assert is_correct([1, 2], [1, 2])
     with pytest.raises(BadInput, match="training example 1 must be an object"):
         parse_examples(["just text"])
+    assert parse_examples([{"input": "a", "label": "x"}, {"input": "b", "output": None}]) == [
+        ("a", "x"),
+        ("b", None),
+    ]
+
+
+def test_an_example_without_a_target_is_refused_as_the_message_says() -> None:
+    """The message said 'input' and 'target' were required, but an example without a target was
+    trained on (and scored against None)."""
+    with pytest.raises(
+        BadInput,
+        match=r"training example 2 must be an object with 'input' and 'target'.*"
+        r"it has no 'target'",
+    ) as refused:
+        parse_examples([{"input": "a", "target": "x"}, {"input": "b"}])
+    assert refused.value.details["field"] == "records"
+    with pytest.raises(BadInput, match=r"it has no 'input'$"):
+        parse_examples([{"target": "x"}])
 
 
 async def test_a_model_trained_from_an_encrypted_algorithm_is_stored_encrypted(
@@ -205,6 +223,7 @@ async def test_malformed_inline_training_examples_are_refused_at_submission(
     for records, reason in (
         ({"input": "great film", "target": "positive"}, "records must be a list"),
         (["great film"], "training example 1 must be an object"),
+        ([{"input": "great film", "target": "positive"}, {"input": "dull"}], r"example 2 .* has no 'target'"),
     ):
         with pytest.raises(BadInput, match=reason):
             await jobs.submit(people["alice"], algorithm.listing_id, "training", records=records)

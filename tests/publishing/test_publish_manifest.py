@@ -94,6 +94,8 @@ def test_every_problem_is_reported_at_once() -> None:
         ({"version": "one"}, "version:"),
         ({"timeout_s": 0}, "timeout_s:"),
         ({"resources": {"cpu": 1, "memory_mb": 1}}, "resources.memory_mb:"),
+        # Accepted at 16 and then silently run with 64 MiB: the one floor is 64, as for listings and jobs.
+        ({"resources": {"cpu": 1, "memory_mb": 32}}, "resources.memory_mb:"),
         ({"entrypoint": ["python3", "/etc/evil.py"]}, "must be a path relative"),
         ({"entrypoint": ["../bin/x"]}, "must be a path relative"),
         ({"entrypoint": []}, "entrypoint:"),
