@@ -26,7 +26,7 @@ import hashlib
 import json
 import logging
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
@@ -245,6 +245,15 @@ def _sort_part(doc: IndexedListing, sort: str, counted: bool = True) -> ScorePar
     return ScorePart(sort, counted_value, details[SortOrder(sort)])
 
 
+def _sorted_part(result: RankedResult, projections: Mapping[str, IndexedListing], sort: str) -> RankedResult:
+    """A text search's explained result under ``sort``: led by why it sits there (adding nothing to the
+    relevance score, ``_sort_part``); as it is by relevance."""
+    if sort == SortOrder.RELEVANCE:
+        return result
+    part = _sort_part(projections[result.id], sort, counted=False)
+    return RankedResult(result.id, result.score, (part, *result.parts))
+
+
 async def encoded(pending: Future[QueryEncoding]) -> QueryEncoding:
     """The encoding once the model thread has it. A cached query's future is done already: read at once,
     not through ``asyncio.wrap_future``, which hands the result over by the loop's self-pipe (a write, a
@@ -317,7 +326,7 @@ class SearchService:
         if self.index.backend is None:
             raise Unavailable("this process holds no search index")
         if cursor is not None:
-            return await self._later_page(actor, request, cursor, filters, slot)
+            return await self._later_page(actor, request, cursor, filters, slot, sort)
         with stage(INDEX_SYNC):
             await self.index.sync()
         interpretation: Interpretation | None = None
@@ -328,7 +337,7 @@ class SearchService:
             interpretation, ranked, rest, total = self._rank(
                 text, query_vector, keyword_hits, filters, sort, request.limit
             )
-            held, exhausted = total, True  # every candidate, kept unexplained by relevance (``rest``)
+            held, exhausted = total, True  # every candidate, kept unexplained (``rest``)
         else:
             browse_order = sort
             chunk = max(self.settings.search_snapshot_chunk, request.limit)
@@ -369,24 +378,27 @@ class SearchService:
         cursor: Cursor,
         filters: SearchFilters,
         slot: PipelineSlot | None,
+        sort: str,
     ) -> SearchResponse:
-        """A page after the first: read from the search's snapshot, never ranked again."""
+        """A page after the first: read from the search's snapshot, never ranked again (its cursor holds
+        the fingerprint of the request, so ``sort`` is the first page's)."""
         snapshot = await self.snapshots.open(cursor, actor.account_id, request_fingerprint(request))
         with stage(INDEX_SYNC):
             await self.index.sync()
         end = cursor.position + request.limit
         if end > snapshot.held and not snapshot.exhausted:
             snapshot = await self._extend(snapshot, filters)
-        page = self._explained(snapshot.page(cursor.position, end), snapshot.interpretation)
+        page = self._explained(snapshot.page(cursor.position, end), snapshot.interpretation, sort)
         results, total = await self._hydrated_page(actor, page, snapshot.total, slot)
         return self._response(results, total, snapshot, end, None, snapshot.interpretation)
 
     def _explained(
-        self, page: list[RankedResult], interpretation: Interpretation | None
+        self, page: list[RankedResult], interpretation: Interpretation | None, sort: str
     ) -> list[RankedResult]:
-        """The page with explanations built for the entries its snapshot kept unexplained (every
-        relevance-ranked result after the first page), from the listings as the index holds them now;
-        an entry whose listing left the index stays as it is (hydration drops it)."""
+        """The page with explanations built for the entries its snapshot kept unexplained (every text
+        search's results after the first page), from the listings as the index holds them now, led by
+        the sort's part as on the first page (``_sorted_part``); an entry whose listing left the index
+        stays as it is (hydration drops it)."""
         pending = [r.id for r in page if r.reasons is not None]
         if not pending or interpretation is None:
             return page
@@ -396,7 +408,9 @@ class SearchService:
             projections = backend.get(pending, with_embeddings=False)
         with stage(RANK):
             return [
-                self.ranker.explain_reasons(r, projections[r.id], interpretation)
+                _sorted_part(
+                    self.ranker.explain_reasons(r, projections[r.id], interpretation), projections, sort
+                )
                 if r.reasons is not None and r.id in projections
                 else r
                 for r in page
@@ -526,14 +540,14 @@ class SearchService:
         sort: str,
         needed: int,
     ) -> tuple[Interpretation, list[RankedResult], Callable[[], PendingResults] | None, int]:
-        """The first ``needed`` ranked results (or more), by relevance a function giving every candidate
-        unexplained, and how many candidates were ranked.
+        """The first ``needed`` ranked results, a function giving every candidate unexplained, and how
+        many candidates were ranked.
 
-        Every candidate is scored, but by relevance only the first ``needed`` get their explanation built
-        here; the function gives them all, unexplained, when called (off the first page's path, for its
-        snapshot; ``ranking.pending``). Another sort reorders every candidate, so all are explained at
-        once (and no function). The ranker ranks exactly the candidates that have a projection, so their
-        count is the total."""
+        Every candidate is scored, but only the first ``needed`` get their explanation built here; the
+        function gives them all, unexplained, when called (off the first page's path, for its snapshot;
+        ``ranking.pending``). Another sort than relevance only reorders the same candidates (by its field,
+        then relevance, then id), so it takes the same path, its results led by the sort's part. The
+        ranker ranks exactly the candidates that have a projection, so their count is the total."""
         backend = self.index.backend
         assert backend is not None
         with stage(VECTOR):
@@ -543,19 +557,19 @@ class SearchService:
                 list(dict.fromkeys([h.id for h in keyword_hits] + [h.id for h in vector_hits])),
                 with_embeddings=False,  # ranking reads labels, formats and quality fields, never vectors
             )
-        limit = needed if sort == SortOrder.RELEVANCE else None
+        order_key = None
+        if sort != SortOrder.RELEVANCE:
+
+            def order_key(candidate: tuple[float, str]) -> tuple[float, float, str]:
+                negative_score, listing_id = candidate
+                return -_sort_value(projections[listing_id], sort), negative_score, listing_id
+
         with stage(RANK):
             interpretation, ranked, rest = self.ranker.rank_in_parts(
-                text, query_vector, keyword_hits, vector_hits, projections, limit=limit
+                text, query_vector, keyword_hits, vector_hits, projections, limit=needed, order_key=order_key
             )
-        if sort == SortOrder.RELEVANCE:
-            return interpretation, ranked, rest, len(projections)
-        ranked = sorted(ranked, key=lambda r: (-_sort_value(projections[r.id], sort), -r.score, r.id))
-        ranked = [
-            RankedResult(r.id, r.score, (_sort_part(projections[r.id], sort, counted=False), *r.parts))
-            for r in ranked
-        ]
-        return interpretation, ranked, None, len(projections)
+        ranked = [_sorted_part(r, projections, sort) for r in ranked]
+        return interpretation, ranked, rest, len(projections)
 
     def _browse(
         self, filters: SearchFilters, sort: str, offset: int, limit: int

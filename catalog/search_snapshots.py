@@ -14,7 +14,8 @@ yet flushes its own queue and, for a cursor younger than the batch interval plus
 for another process's batch. Expired rows are purged by the writer (Redis expires them itself).
 
 A text search's snapshot holds every candidate it ranked (``candidate_depth`` from each list, so a couple
-of hundred). By relevance they are kept unexplained, as the numbers their explanations are built from
+of hundred). They are kept unexplained, in the search's order (by relevance, or by a field: the sort only
+reorders the same candidates), as the numbers their explanations are built from
 (``ranking.pending``: float64 columns packed as bytes, no JSON of floats), and each later page explains
 its own results: packing explained entries, or even each candidate's ``reasons`` as JSON, cost about
 1.5 ms of CPU per search, which set the p95 of search at catalog scale. Rows written by earlier versions
@@ -87,7 +88,7 @@ class Snapshot:
     exhausted: bool = True
     interpretation: Interpretation | None = None
     chunks: int = 1
-    # A relevance-ranked text search keeps its results unexplained instead of ``entries`` (each later
+    # A text search (by any sort) keeps its results unexplained instead of ``entries`` (each later
     # page explains its own, ``Ranker.explain_reasons``); until the snapshot is written, as the function
     # giving them and their count.
     pending: PendingResults | None = None

@@ -10,6 +10,12 @@ exclusive ``flock`` on its uid's file for as long as it runs. ``flock`` locks be
 description, so two leases in one process exclude each other as two processes' do, and the kernel drops
 the lock of a process that died: a crashed worker's uids are free again without any cleanup. The files
 are never removed (removing a locked file lets the next opener lock a new inode beside the old lock).
+
+A process that cannot make or write the directory (the default, under ``/run``, is root's: a worker run
+as another user) fails each run with ``Unavailable`` naming the directory and the setting, rather than
+falling back to a directory of its own: two processes leasing from different directories would each
+think a uid free that the other holds, which is the sharing the leases exist to prevent. Such a host sets
+``MLREPO_SANDBOX_UID_LEASE_DIR`` to one directory every worker and API process can write.
 """
 
 from __future__ import annotations
@@ -64,11 +70,17 @@ class UidLeases:
     def try_take(self) -> tuple[int, int] | None:
         """Lock a free uid's file: (uid, descriptor holding the lock), or None when all are held. The
         search starts at a random uid so concurrent leases rarely probe the same files."""
-        self._make_dir()
         start = secrets.randbelow(self.count)
+        try:
+            self._make_dir()
+        except OSError as exc:
+            raise self._unusable(exc) from None
         for step in range(self.count):
             uid = self.base + (start + step) % self.count
-            fd = os.open(self.lease_dir / f"{uid}.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+            try:
+                fd = os.open(self.lease_dir / f"{uid}.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+            except OSError as exc:
+                raise self._unusable(exc) from None
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
@@ -79,6 +91,13 @@ class UidLeases:
                 raise
             return uid, fd
         return None
+
+    def _unusable(self, exc: OSError) -> Unavailable:
+        return Unavailable(
+            f"sandbox user IDs cannot be leased: the lease directory {self.lease_dir} cannot be written by "
+            f"this process (uid {os.geteuid()}): {exc.strerror or exc}. Set MLREPO_SANDBOX_UID_LEASE_DIR "
+            "to a directory that every worker and API process on this host can write (the same one for all)"
+        )
 
     def _make_dir(self) -> None:
         """Root's alone: a sandbox (or any other user) that could open a lock file could hold its uid."""

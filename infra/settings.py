@@ -114,8 +114,9 @@ class Settings(BaseSettings):
     sandbox_uid_lease_dir: Path = Field(
         Path("/run/mlrepo/sandbox-uids"),
         description="Host-wide directory of the sandbox uid leases (one flock'd file per uid); every "
-        "worker and API process on a host must use the same one. A crashed process's leases free "
-        "themselves.",
+        "worker and API process on a host must use the same one, and be able to write it (the default is "
+        "root's: a process run as another user fails each sandbox run saying so, never leasing from a "
+        "directory of its own). A crashed process's leases free themselves.",
     )
     sandbox_cgroups: bool = Field(
         True,

@@ -17,6 +17,7 @@ bounded quality signals.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -204,8 +205,13 @@ class Ranker:
         listings: Mapping[str, IndexedListing],
         interpretation: Interpretation | None = None,
         limit: int | None = None,
+        order_key: Callable[[tuple[float, str]], Any] | None = None,
     ) -> tuple[Interpretation, list[RankedResult], Callable[[], PendingResults]]:
         """``rank``, plus a function giving every candidate, in the same order, unexplained.
+
+        ``order_key`` reorders the candidates (a sort by a field: ``catalog.search_service``): a key over
+        each one's (-relevance score, id); by relevance, ties broken by id, when None. The scores and
+        explanations stay the relevance's either way.
 
         A search keeps every candidate for its later pages (``catalog.search_snapshots``), but neither its
         first page nor its snapshot writer pays for explanations nobody may read: the function gives the
@@ -225,8 +231,11 @@ class Ranker:
         contrast = self.distinctive_words(text, (listings[i] for i in fused))
         score = self.scorer(interpretation, contrast)
         order = sorted(
-            (-score(contributions, listings[listing_id]), listing_id)
-            for listing_id, contributions in fused.items()
+            (
+                (-score(contributions, listings[listing_id]), listing_id)
+                for listing_id, contributions in fused.items()
+            ),
+            key=order_key,
         )
         cut = len(order) if limit is None else limit
         understood = interpretation

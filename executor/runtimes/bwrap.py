@@ -115,9 +115,10 @@ class BwrapRuntime:
             async with contextlib.AsyncExitStack() as held:
                 try:
                     uid = await held.enter_async_context(self.uids.lease())
-                except Unavailable as exc:  # every uid of the range stayed in use
+                except Unavailable as exc:  # the range stayed used up, or the lease dir is not writable
                     return RunResult(b"", b"", None, 0.0, Failure(FailureKind.SANDBOX, exc.message))
-                # The uid stays leased until the sandbox's processes are gone (the run waits for them).
+                # The uid stays leased until the sandbox's processes are gone (the run waits for them, and
+                # a run cancelled while its launcher starts waits for that launcher's kill: ``_spawn``).
                 argv = self.command(copy, request, limits, uid)
                 tree = self.cgroup_tree
                 if tree is None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
 import signal
 import time
@@ -22,9 +23,16 @@ from executor.runtimes.base import (
     explain_exit,
 )
 
+logger = logging.getLogger("mlrepo.sandbox")
 READ_CHUNK = 1 << 16
-# Starts whose run was cancelled, held until they end: the event loop holds its tasks by weak references.
-_CANCELLED_STARTS: set[asyncio.Future[asyncio.subprocess.Process]] = set()
+# How long a run cancelled while its launcher starts waits for that launcher to exit once killed, and how
+# often it looks: SIGKILL ends it within milliseconds; the bound only keeps a stuck kernel from holding
+# the cancel for good.
+KILL_WAIT_S = 10.0
+KILL_POLL_S = 0.005
+# Kills of launchers whose run was cancelled while they started, held until done: the event loop holds its
+# tasks by weak references.
+_CANCELLED_STARTS: set[asyncio.Future[None]] = set()
 
 
 async def run_process(argv: list[str], stdin: bytes, limits: Limits, env: dict[str, str]) -> RunResult:
@@ -93,7 +101,12 @@ async def _spawn(argv: list[str], env: dict[str, str]) -> asyncio.subprocess.Pro
     """Start the launcher in a session of its own. A cancel that comes while it starts does not stop the
     start: the launcher's session is killed once it has started. (Cancelled there, asyncio kills the
     launcher alone, then waits for its pipes to close; the sandbox it had begun to start, orphaned before
-    it could die with its parent, kept them open, and the cancelled run hung for good, its cgroup with it.)"""
+    it could die with its parent, kept them open, and the cancelled run hung for good, its cgroup with it.)
+
+    The cancel is passed on only once that launcher has exited (``_killed``): the caller holds the run's
+    sandbox uid lease until then (``executor.uid_leases``), and released earlier, the uid went to another
+    run while the half-started launcher could still run as it. Another cancel meanwhile does not cut the
+    wait short; the wait is for a SIGKILLed process's exit, bounded by ``KILL_WAIT_S``."""
     spawning = asyncio.ensure_future(
         asyncio.create_subprocess_exec(
             *argv,
@@ -107,15 +120,29 @@ async def _spawn(argv: list[str], env: dict[str, str]) -> asyncio.subprocess.Pro
     try:
         return await asyncio.shield(spawning)
     except asyncio.CancelledError:
-        _CANCELLED_STARTS.add(spawning)
-        spawning.add_done_callback(_kill_spawned)
+        killing = asyncio.ensure_future(_killed(spawning))
+        _CANCELLED_STARTS.add(killing)
+        killing.add_done_callback(_CANCELLED_STARTS.discard)
+        while not killing.done():
+            with contextlib.suppress(asyncio.CancelledError):
+                await asyncio.shield(killing)
         raise
 
 
-def _kill_spawned(spawning: asyncio.Future[asyncio.subprocess.Process]) -> None:
-    _CANCELLED_STARTS.discard(spawning)
-    if not spawning.cancelled() and spawning.exception() is None:
-        kill_tree(spawning.result().pid)
+async def _killed(spawning: asyncio.Future[asyncio.subprocess.Process]) -> None:
+    """Once the launcher has started, its session killed and the launcher exited (reaped: its pid gone)."""
+    try:
+        proc = await spawning
+    except Exception:  # it never started (``run_process`` would have reported why)
+        return
+    kill_tree(proc.pid)
+    deadline = time.monotonic() + KILL_WAIT_S
+    # Its exit, not ``proc.wait()``: that waits for the pipes too, which an orphaned sandbox may hold.
+    while proc.returncode is None:
+        if time.monotonic() >= deadline:
+            logger.warning("sandbox launcher %d did not exit %g s after SIGKILL", proc.pid, KILL_WAIT_S)
+            return
+        await asyncio.sleep(KILL_POLL_S)
 
 
 def kill_tree(pid: int) -> None:

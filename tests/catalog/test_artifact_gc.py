@@ -192,6 +192,23 @@ async def test_an_unfinished_publication_keeps_its_package_a_failed_one_does_not
     assert (await gc(catalog_app, settings)).store.garbage_digests == [art.digest]
 
 
+async def collect_aged_dirs(
+    app: CatalogApp, settings: Settings, dirs: dict[str, Path], file_name: str, collected: int
+) -> set[str]:
+    """Each of ``dirs`` made holding a 5-byte ``file_name``, both past the grace period; a dry run that
+    counts ``collected`` of them and removes none, then a collection that removes those: the names of
+    the directories still there."""
+    for path in dirs.values():
+        path.mkdir(parents=True)
+        (path / file_name).write_bytes(b"12345")
+        age(path / file_name, path)
+    dry = await gc(app, settings, delete=False)
+    assert dry.directories.files == collected and all(p.exists() for p in dirs.values())
+    report = await gc(app, settings)
+    assert (report.directories.files, report.directories.bytes) == (collected, 5 * collected)
+    return {name for name, path in dirs.items() if path.exists()}
+
+
 async def test_uploads_and_staging_of_finished_publications_and_jobs_go(
     catalog_app: CatalogApp, alice: Actor, settings: Settings
 ) -> None:
@@ -207,19 +224,8 @@ async def test_uploads_and_staging_of_finished_publications_and_jobs_go(
         "crashed job": settings.data_dir / "staging" / f"job-{'0' * 32}-x2",
         "verification": settings.data_dir / "staging" / "verify-x3",
     }
-    for path in dirs.values():
-        path.mkdir(parents=True)
-        (path / "upload").write_bytes(b"12345")
-        age(path / "upload", path)
-    dry = await gc(catalog_app, settings, delete=False)
-    assert dry.directories.files == 2 and all(p.exists() for p in dirs.values())
-    report = await gc(catalog_app, settings)
-    assert (report.directories.files, report.directories.bytes) == (2, 10)
-    assert {name for name, path in dirs.items() if path.exists()} == {
-        "queued upload",
-        "running job",
-        "verification",
-    }
+    kept = await collect_aged_dirs(catalog_app, settings, dirs, "upload", collected=2)
+    assert kept == {"queued upload", "running job", "verification"}
 
 
 async def test_staging_of_publication_runs_that_can_no_longer_write_goes(
@@ -240,15 +246,8 @@ async def test_staging_of_publication_runs_that_can_no_longer_write_goes(
         "later claim": staging / running.id / "3",
         "re-queued run": staging / requeued.id / "1",
     }
-    for path in dirs.values():
-        path.mkdir(parents=True)
-        (path / "package.tar.gz").write_bytes(b"12345")
-        age(path / "package.tar.gz", path)
-    dry = await gc(catalog_app, settings, delete=False)
-    assert dry.directories.files == 2 and all(p.exists() for p in dirs.values())
-    report = await gc(catalog_app, settings)
-    assert (report.directories.files, report.directories.bytes) == (2, 10)
-    assert {name for name, path in dirs.items() if path.exists()} == {"holding run", "later claim"}
+    kept = await collect_aged_dirs(catalog_app, settings, dirs, "package.tar.gz", collected=2)
+    assert kept == {"holding run", "later claim"}
 
 
 async def finished_job(

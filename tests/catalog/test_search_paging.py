@@ -24,7 +24,7 @@ from catalog.search_snapshots import CURSOR_PREFIX
 from infra.errors import BadInput, CursorExpired
 from infra.settings import Settings
 from infra.tables import SearchSnapshot, utcnow
-from ranking.pending import unpack
+from ranking.pending import is_packed, unpack
 from search.embeddings import Encoder
 
 TEXT = "classify the sentiment of product reviews"
@@ -148,20 +148,30 @@ async def more_varied(app: CatalogApp, owner: Actor) -> None:
         await app.listings.create(owner, listing_data(f"varied-{i}", **overrides))
 
 
+@pytest.mark.parametrize("sort", ["relevance", "usage", "accuracy", "latency", "newest"])
 async def test_later_pages_read_in_another_process_explain_exactly_as_one_eager_page(
-    app: CatalogApp, other_process: CatalogApp, alice: Actor
+    app: CatalogApp, other_process: CatalogApp, alice: Actor, sort: str
 ) -> None:
-    """The snapshot keeps the candidates unexplained (packed columns, ``ranking.pending``); a later page,
-    here read from the database by another process, explains its results exactly (same ids, scores,
-    parts and sentences) as a single page explaining every candidate at ranking time."""
-    await fill(app, alice)
+    """The snapshot keeps the candidates unexplained (packed columns, ``ranking.pending``), sorted by a
+    field as by relevance; a later page, here read from the database by another process, explains its
+    results exactly (same ids, scores, parts and sentences, the sort's part first) as a single page
+    explaining every candidate at ranking time."""
+    made = await fill(app, alice)
     await more_varied(app, alice)
+    for count, listing_id in enumerate(made[:4]):  # usage that orders some candidates and ties others
+        for _ in range(count + 1):
+            await app.usage.record(listing_id, "inference", success=True, latency_ms=3)
     await other_process.index.sync()
-    eager = await app.search.search(ANONYMOUS, SearchRequest(text=TEXT, limit=app.settings.max_page_size))
+    whole = SearchRequest(text=TEXT, sort=sort, limit=app.settings.max_page_size)
+    eager = await app.search.search(ANONYMOUS, whole)
     assert not eager.has_next_page and len(eager.results) == 13
-    request = SearchRequest(text=TEXT, limit=2)
+    request = SearchRequest(text=TEXT, sort=sort, limit=2)
     first = await app.search.search(ANONYMOUS, request)
     pages = await rest_of(other_process, ANONYMOUS, request, first)  # the snapshot is still queued in app
+    await app.search.snapshots.flush()
+    async with app.db.session() as session:
+        row = await session.get(SearchSnapshot, (cursor_fields(first.end_cursor or "")["s"], 0))
+        assert row is not None and is_packed(row.entries)  # no explained entry stored as JSON
 
     def explained(results: list) -> list[tuple]:
         return [(r.listing.id, r.score, r.parts) for r in results]
@@ -171,6 +181,8 @@ async def test_later_pages_read_in_another_process_explain_exactly_as_one_eager_
     later_parts = {part.name for page in pages for result in page.results for part in result.parts}
     assert {"keyword", "semantic", "category", "distinctive_words"} <= later_parts
     assert all(page.interpretation == eager.interpretation for page in pages)
+    if sort != "relevance":
+        assert all(result.parts[0].name == sort for result in paged)
 
 
 async def test_a_snapshot_row_of_the_previous_format_is_still_paged(app: CatalogApp, alice: Actor) -> None:

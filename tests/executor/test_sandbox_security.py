@@ -238,20 +238,26 @@ hog = b"x" * (1024 << 20)
     assert "memory limit of 256 MB exceeded" in reason
 
 
-async def test_filling_the_disk_stops_at_the_tmpfs_limit(sandbox: Runtime, make_package) -> None:
-    body = """
+def fill_disk_body(refused: tuple[str, ...], fill: str, first: str = "") -> str:
+    """An attack that fails loudly if it can write any of ``refused``, then writes ``fill`` until stopped
+    (``first``: lines run before)."""
+    return f"""{first}
 chunk = b"x" * (1 << 20)
-for target in ("/app/fill", "/fill"):
+for target in {refused!r}:
     try:
         open(target, "wb").write(chunk)
         raise SystemExit("WROTE OUTSIDE TMPFS " + target)
     except OSError:
         pass
-with open("/tmp/fill", "wb") as f:
+with open({fill!r}, "wb") as f:
     while True:
         f.write(chunk)
         f.flush()
 """
+
+
+async def test_filling_the_disk_stops_at_the_tmpfs_limit(sandbox: Runtime, make_package) -> None:
+    body = fill_disk_body(("/app/fill", "/fill"), "/tmp/fill")
     status, reason, _ = await attack_alongside_good_job(sandbox, make_package, body)
     assert status == JobStatus.FAILED
     assert "disk space exhausted (tmpfs limit 16 MB)" in reason
@@ -261,21 +267,8 @@ async def test_dev_is_no_unbounded_disk(sandbox: Runtime, make_package) -> None:
     """bwrap's /dev is a tmpfs of its own, owned by the sandbox uid and of no size limit: files written
     there were held in the host's memory, past every limit where no cgroup holds the run. /dev is
     read-only now and /dev/shm (multiprocessing's semaphores) a capped tmpfs."""
-    body = """
-import multiprocessing
-multiprocessing.Lock()  # POSIX semaphores still work
-chunk = b"x" * (1 << 20)
-for target in ("/dev/fill", "/dev/pts/fill"):
-    try:
-        open(target, "wb").write(chunk)
-        raise SystemExit("WROTE OUTSIDE TMPFS " + target)
-    except OSError:
-        pass
-with open("/dev/shm/fill", "wb") as f:
-    while True:
-        f.write(chunk)
-        f.flush()
-"""
+    semaphores = "import multiprocessing\nmultiprocessing.Lock()  # POSIX semaphores still work"
+    body = fill_disk_body(("/dev/fill", "/dev/pts/fill"), "/dev/shm/fill", first=semaphores)
     status, reason, _ = await attack_alongside_good_job(sandbox, make_package, body)
     assert status == JobStatus.FAILED
     assert "disk space exhausted" in reason, reason

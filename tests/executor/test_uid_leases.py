@@ -4,12 +4,15 @@ as one uid, a crashed holder's uid is free again, and a sandbox finding the rang
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import textwrap
 import time
 from pathlib import Path
@@ -155,3 +158,92 @@ async def test_a_crashed_holders_uid_is_free_again_and_a_used_up_range_says_so(
 def test_a_uid_range_needs_a_uid(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="at least one uid"):
         UidLeases(tmp_path, UID_BASE, 0)
+
+
+def children() -> set[int]:
+    """This process's child processes now (any thread's)."""
+    found: set[int] = set()
+    for task in Path("/proc/self/task").iterdir():
+        with contextlib.suppress(FileNotFoundError):
+            found.update(int(pid) for pid in (task / "children").read_text().split())
+    return found
+
+
+async def test_a_run_cancelled_while_its_sandbox_starts_keeps_its_uid_until_the_launcher_is_gone(
+    bwrap_runtime: BwrapRuntime, tmp_path: Path
+) -> None:
+    """Cancelled while its launcher was still being started, a run gave its uid back at once and killed
+    the launcher later (once started): meanwhile another run could take the uid the half-started
+    launcher was about to run as. Now the cancel ends the run only once the launcher is dead."""
+    leases = tmp_path / "leases"
+    runtime = runtime_for(bwrap_runtime, leases, count=1)
+    sleeper = package_of(tmp_path, SLEEP)
+    before = children()
+    run = asyncio.ensure_future(runtime.run(sleeper, RunRequest(command=sleeper.entrypoint), LIMITS))
+    deadline = time.monotonic() + 30
+    while not (started := children() - before):  # the launcher exists; its start is still being awaited
+        assert not run.done() and time.monotonic() < deadline, "the launcher never started"
+        await asyncio.sleep(0)
+    watching = asyncio.ensure_future(asyncio.to_thread(launcher_alive_when_free, leases, started))
+    run.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await run
+    assert await asyncio.wait_for(watching, 30) == set(), "the uid was free while its launcher still ran"
+
+
+def launcher_alive_when_free(leases: Path, launcher: set[int]) -> set[int]:
+    """The launcher processes still there (zombies included) at the moment the uid's lease is first free."""
+    probe = UidLeases(leases, UID_BASE, 1)
+    while (taken := probe.try_take()) is None:
+        time.sleep(0.0002)
+    try:
+        return {pid for pid in launcher if Path(f"/proc/{pid}").exists()}
+    finally:
+        os.close(taken[1])
+
+
+NOT_ROOT_RUN = """
+import asyncio, sys
+from pathlib import Path
+from executor.runtimes import BwrapRuntime, Limits, Package, RunRequest
+
+work, code = sys.argv[1:3]
+runtime = BwrapRuntime(work_dir=Path(work), cgroups=False)  # the default lease dir, under /run
+package = Package(entrypoint=("python3", "model.py"), code_dir=Path(code))
+result = asyncio.run(runtime.run(package, RunRequest(command=package.entrypoint), Limits(timeout_s=5.0)))
+print(result.failure.kind.value if result.failure else "ok")
+print(result.failure.reason if result.failure else "")
+"""
+
+
+async def test_a_worker_that_is_not_root_is_told_the_default_lease_dir_is_not_writable(
+    bwrap_runtime: BwrapRuntime,
+) -> None:
+    """Run as a user other than root, the default lease dir (root's, under /run) cannot be made or
+    written: the run failed with a bare PermissionError traceback; it now fails as a sandbox failure
+    naming the directory and the setting to change."""
+    nobody = 65534
+    shared = Path(tempfile.mkdtemp(prefix="mlrepo-lease-test-"))
+    try:
+        code = shared / "code"
+        code.mkdir()
+        (code / "model.py").write_text("print('ran')\n")
+        shared.chmod(0o755)  # the sandbox uid traverses to its copy (``_scratch_root``)
+        for path in (shared, code, code / "model.py"):
+            os.chown(path, nobody, nobody)
+        argv = ["setpriv", f"--reuid={nobody}", f"--regid={nobody}", "--clear-groups", sys.executable]
+        done = await asyncio.to_thread(
+            subprocess.run,
+            [*argv, "-c", NOT_ROOT_RUN, str(shared / "work"), str(code)],
+            env={**os.environ, "PYTHONPATH": str(REPO)},
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    finally:
+        shutil.rmtree(shared, ignore_errors=True)
+    assert done.returncode == 0, done.stderr
+    kind, reason = done.stdout.splitlines()[:2]
+    assert kind == FailureKind.SANDBOX.value
+    assert "lease directory /run/mlrepo/sandbox-uids cannot be written" in reason
+    assert f"uid {nobody}" in reason and "MLREPO_SANDBOX_UID_LEASE_DIR" in reason

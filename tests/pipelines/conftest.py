@@ -161,18 +161,30 @@ def catalog(catalog_app: CatalogApp) -> CatalogApp:
     return catalog_app
 
 
+async def crop_trainer(make_listing: MakeListing, memory_mb: int = 2048) -> Listing:
+    """A crop-classifier *algorithm*: it must learn from labelled crops (``labelled_crops``)."""
+    return await make_listing(
+        "crop-classifier-trainer",
+        kind="algorithm",
+        input_format="image-crops",
+        output_format="predictions",
+        training_resources={"cpu": 2, "memory_mb": memory_mb},
+    )
+
+
+async def labelled_crops(make_listing: MakeListing) -> Listing:
+    """A dataset ``crop_trainer`` learns from."""
+    return await make_listing(
+        "labelled-crops", kind="dataset", input_format="image-crops", output_format="predictions"
+    )
+
+
 @pytest.fixture
 async def pre_training(
     service: PipelineService, requester: Actor, make_listing: MakeListing, vision: dict[str, Listing]
 ) -> tuple[str, Listing]:
     """detector → (boxes-to-crops) → a crop-classifier *algorithm* that must learn from labelled crops."""
-    trainer = await make_listing(
-        "crop-classifier-trainer",
-        kind="algorithm",
-        input_format="image-crops",
-        output_format="predictions",
-        training_resources={"cpu": 2, "memory_mb": 4096},
-    )
+    trainer = await crop_trainer(make_listing, memory_mb=4096)
     pipeline = await service.create(requester, "street scenes")
     await service.add_step(requester, pipeline.id, vision["detector"].id)
     change = await service.add_step(requester, pipeline.id, trainer.id)

@@ -10,7 +10,7 @@ from catalog.actors import ANONYMOUS, Actor
 from catalog.app import CatalogApp
 from infra.settings import Settings
 
-from .conftest import BOXES_WITH_IMAGE, add_code_version
+from .conftest import BOXES_WITH_IMAGE, add_code_version, crop_trainer, labelled_crops
 from .graphql_support import run
 
 PIPELINE_FIELDS = """
@@ -205,16 +205,8 @@ async def test_training_data_is_cleared_by_leaving_the_dataset_out(
 ) -> None:
     """The schema makes ``datasetListingId`` optional ("clear, with null"), but the resolver required it:
     leaving it out was a TypeError, INTERNAL to the client."""
-    trainable = await make_listing(
-        "crop-classifier-trainer",
-        kind="algorithm",
-        input_format="image-crops",
-        output_format="predictions",
-        training_resources={"cpu": 2, "memory_mb": 2048},
-    )
-    crops = await make_listing(
-        "labelled-crops", kind="dataset", input_format="image-crops", output_format="predictions"
-    )
+    trainable = await crop_trainer(make_listing)
+    crops = await labelled_crops(make_listing)
     created = await run(schema, services, requester, 'mutation { createPipeline(name: "t") { id } }')
     pipeline_id = created["createPipeline"]["id"]
     added = await run(

@@ -35,6 +35,12 @@ async def _published(
     return pipeline.id, listing
 
 
+async def refused_going_public(catalog: CatalogApp, owner: Actor, listing_id: str, message: str) -> None:
+    """Making the pipeline's listing public (again) is BAD_INPUT saying exactly ``message``."""
+    with pytest.raises(BadInput, match=re.escape(message)):
+        await catalog.listings.update(owner, listing_id, {"visibility": "public"})
+
+
 async def test_a_step_added_to_a_public_pipeline_listing_must_reach_its_audience(
     service: PipelineService,
     catalog: CatalogApp,
@@ -265,8 +271,7 @@ async def test_removing_the_conditioner_of_a_published_chain_is_refused(
         "does not match image-crops@1), so this public pipeline listing would not run for others: bridge "
         "them in the pipeline first, or keep the listing private"
     )
-    with pytest.raises(BadInput, match=re.escape(widened)):
-        await catalog.listings.update(requester, listing.id, {"visibility": "public"})
+    await refused_going_public(catalog, requester, listing.id, widened)
 
 
 async def test_a_published_chain_keeps_the_ends_its_listing_declares(
@@ -317,8 +322,7 @@ async def test_a_published_chain_keeps_the_ends_its_listing_declares(
         "it does not emit that: format class-label@1 does not match predictions@1; keep a last step that "
         "emits predictions@1, or keep the listing private"
     )
-    with pytest.raises(BadInput, match=re.escape(stale)):
-        await catalog.listings.update(requester, listing.id, {"visibility": "public"})
+    await refused_going_public(catalog, requester, listing.id, stale)
     await catalog.listings.update(
         requester, listing.id, {"visibility": "public", "output_format": "class-label@1"}
     )

@@ -15,6 +15,8 @@ from infra.db import Database
 from infra.errors import BadInput, NotFound, Unauthenticated
 from infra.tables import Listing, Pipeline, SearchEvent
 
+from .conftest import crop_trainer, labelled_crops
+
 MakeListing = Callable[..., Awaitable[Listing]]
 
 
@@ -326,16 +328,8 @@ async def test_a_pipeline_cannot_contain_itself(
 async def test_algorithm_steps_take_training_data_of_matching_format(
     service: PipelineService, requester: Actor, make_listing: MakeListing, vision: dict[str, Listing]
 ) -> None:
-    trainable = await make_listing(
-        "crop-classifier-trainer",
-        kind="algorithm",
-        input_format="image-crops",
-        output_format="predictions",
-        training_resources={"cpu": 2, "memory_mb": 2048},
-    )
-    crops = await make_listing(
-        "labelled-crops", kind="dataset", input_format="image-crops", output_format="predictions"
-    )
+    trainable = await crop_trainer(make_listing)
+    crops = await labelled_crops(make_listing)
     texts = await make_listing("texts", kind="dataset", input_format="text")
     pipeline = await service.create(requester, "to train")
     change = await service.add_step(requester, pipeline.id, trainable.id, training_data_listing_id=crops.id)

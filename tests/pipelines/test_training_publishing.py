@@ -16,7 +16,7 @@ from infra.db import Database
 from infra.errors import BadInput, Conflict
 from infra.tables import Job, Listing
 
-from .conftest import add_code_version
+from .conftest import add_code_version, labelled_crops
 
 MakeListing = Callable[..., Awaitable[Listing]]
 
@@ -33,9 +33,7 @@ async def test_training_needs_data_then_yields_a_runnable_post_training_pipeline
     training = PipelineTraining(service)
     with pytest.raises(BadInput, match="choose training data for 'crop-classifier-trainer'"):
         await training.plan(requester, pipeline_id)
-    crops = await make_listing(
-        "labelled-crops", kind="dataset", input_format="image-crops", output_format="predictions"
-    )
+    crops = await labelled_crops(make_listing)
     step_id = (await service.get(requester, pipeline_id)).steps[2].id
     await service.set_training_data(requester, pipeline_id, step_id, crops.id)
     (task,) = await training.plan(requester, pipeline_id)
@@ -131,9 +129,7 @@ async def test_a_pipeline_running_a_model_that_must_stay_private_can_only_be_pri
     """``catalog.provenance``: a model trained from another producer's algorithm is as shareable as that
     producer allows. A pipeline running one must say so, not suggest making the model public."""
     pipeline_id, _ = pre_training
-    crops = await make_listing(
-        "labelled-crops", kind="dataset", input_format="image-crops", output_format="predictions"
-    )
+    crops = await labelled_crops(make_listing)
     step_id = (await service.get(requester, pipeline_id)).steps[2].id
     await service.set_training_data(requester, pipeline_id, step_id, crops.id)
 
@@ -169,9 +165,7 @@ async def test_a_step_made_private_later_is_neither_trained_nor_named(
     pre_training: tuple[str, Listing],
 ) -> None:
     pipeline_id, trainer = pre_training
-    crops = await make_listing(
-        "labelled-crops", kind="dataset", input_format="image-crops", output_format="predictions"
-    )
+    crops = await labelled_crops(make_listing)
     step_id = (await service.get(requester, pipeline_id)).steps[2].id
     await service.set_training_data(requester, pipeline_id, step_id, crops.id)
     async with db.session() as session:
