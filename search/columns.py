@@ -44,6 +44,18 @@ _FLOAT_COLUMNS = {
 _MULTI_COLUMNS = ("subcategories", "shared_with")
 
 
+def _rows_holding(column: np.ndarray, code: int) -> np.ndarray:
+    """Rows of a multi-valued (rows x width) column that hold ``code``.
+
+    One comparison per position rather than ``(column == code).any(axis=1)``: numpy reduces a short
+    axis row by row, which cost ~1.05 ms at 100k rows of width 2 (half of every vector search's time
+    there, as the visibility mask reads ``shared_with``); column by column it costs ~0.08 ms."""
+    held = np.zeros(len(column), dtype=bool)
+    for position in range(column.shape[1]):
+        held |= column[:, position] == code
+    return held
+
+
 class Vocabulary:
     """Interns strings as small ints so equality filters become integer comparisons."""
 
@@ -222,7 +234,7 @@ class ListingTable:
             if value is not None:
                 keep &= col(name) == code(value)
         if filters.subcategory is not None:
-            keep &= (col("subcategories") == code(filters.subcategory)).any(axis=1)
+            keep &= _rows_holding(col("subcategories"), code(filters.subcategory))
         with np.errstate(invalid="ignore"):
             if filters.max_latency_ms is not None:
                 keep &= col("latency") <= filters.max_latency_ms
@@ -249,7 +261,7 @@ class ListingTable:
             viewer = self.vocab.code(viewer_id)
             visible |= self.column("owner") == viewer
             shared = visibility == self.vocab.code(SHARED)
-            visible |= shared & (self.column("shared_with") == viewer).any(axis=1)
+            visible |= shared & _rows_holding(self.column("shared_with"), viewer)
         return visible
 
     def sort_keys(self, sort: str) -> tuple[np.ndarray, ...]:

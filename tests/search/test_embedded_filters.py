@@ -174,3 +174,31 @@ def test_query_text_is_never_syntax(loaded: EmbeddedBackend) -> None:
         assert all(h.id in PUBLIC_ACTIVE for h in hits)
     assert loaded.keyword("the of and", SearchFilters(), 10) == []
     assert loaded.keyword("", SearchFilters(), 10) == []
+
+
+def test_multi_valued_columns_match_at_every_position(backend: EmbeddedBackend) -> None:
+    """The mask reads ``shared_with`` and ``subcategories`` one position at a time (``_rows_holding``):
+    a reader or subcategory in any position of a column widened past its first rows must match, a value
+    in none must not, and padding never matches."""
+    readers = ("ann", "ben", "cat", "dan")
+    backend.load(
+        [
+            listing("narrow", visibility="shared", owner_id="owner", shared_with=("ann",)),
+            listing(
+                "wide",
+                visibility="shared",
+                owner_id="owner",
+                shared_with=readers,
+                subcategories=("A", "B", "C"),
+            ),
+            listing("private-wide", visibility="private", owner_id="owner", shared_with=readers),
+            listing("public", subcategories=("C",)),
+        ]
+    )
+    for position, reader in enumerate(readers):
+        expected = {"public", "wide"} | ({"narrow"} if position == 0 else set())
+        assert found(backend, SearchFilters(viewer_id=reader)) == expected, reader
+    assert found(backend, SearchFilters(viewer_id="eve")) == {"public"}
+    assert found(backend, SearchFilters(viewer_is_admin=True, subcategory="C")) == {"wide", "public"}
+    assert found(backend, SearchFilters(viewer_is_admin=True, subcategory="B")) == {"wide"}
+    assert found(backend, SearchFilters(viewer_is_admin=True, subcategory="Z")) == set()

@@ -16,7 +16,16 @@ from search_support import DIM, axis, listing
 from infra.errors import BadInput, Conflict, Unavailable
 from search.documents import DOCUMENTATION_INDEX_CHARS
 from search.embedded import EmbeddedBackend
-from search.keyword import ANALYZER, MARKER_FILE, combine, doc_key, english_analyzer, fingerprint
+from search.filters import readers_of
+from search.keyword import (
+    ANALYZER,
+    MARKER_FILE,
+    build_schema,
+    combine,
+    doc_key,
+    english_analyzer,
+    fingerprint,
+)
 from search.types import SearchFilters
 
 ANY = SearchFilters(viewer_is_admin=True)
@@ -263,3 +272,32 @@ def test_an_index_from_before_documentation_was_indexed_is_rebuilt_at_load(index
     with EmbeddedBackend(index_dir, DIM) as backend:  # and the upgraded index is trusted from then on
         assert backend.load(docs) is False
         assert ids(backend.keyword("invoices", ANY, 5)) == ["a"]
+
+
+def test_an_index_from_before_restricted_listings_were_marked_is_rebuilt_at_load(index_dir: Path) -> None:
+    """Visibility excludes listings marked ``restricted`` that do not name the viewer; an index written
+    before that mark existed (schema 2) lacks it, so trusting it would show private listings to anyone."""
+    docs = [listing("public"), listing("private", visibility="private", owner_id="alice")]
+    directory = index_dir / "keyword"
+    directory.mkdir(parents=True)
+    index = tantivy.Index(build_schema(), path=str(directory))
+    index.register_tokenizer(ANALYZER, english_analyzer())
+    writer = index.writer(15_000_000, 1)
+    for doc in docs:  # as schema 2 wrote them: readers, but no restricted mark
+        fields = {"id": doc.id, "key": doc_key(doc.id), "name": doc.name, "hidden": "no"}
+        writer.add_document(tantivy.Document(**fields, readers=list(readers_of(doc))))
+    writer.commit()
+    writer.wait_merging_threads()
+    marker = {
+        "schema_version": 2,
+        "tantivy": importlib.metadata.version("tantivy"),
+        "count": len(docs),
+        "digest": f"{combine(fingerprint(d) for d in docs):016x}",
+    }
+    (directory / MARKER_FILE).write_text(json.dumps(marker))
+    stranger, owner = SearchFilters(viewer_id="bob"), SearchFilters(viewer_id="alice")
+    with EmbeddedBackend(index_dir, DIM) as backend:
+        assert backend.load(docs) is True
+        assert ids(backend.keyword("listing", stranger, 5)) == ["public"]
+        assert set(ids(backend.keyword("listing", owner, 5))) == {"public", "private"}
+        assert set(ids(backend.keyword("listing", SearchFilters(), 5))) == {"public"}
