@@ -172,11 +172,9 @@ async def crop_trainer(make_listing: MakeListing, memory_mb: int = 2048) -> List
     )
 
 
-async def labelled_crops(make_listing: MakeListing) -> Listing:
+async def labelled_crops(make_listing: MakeListing, name: str = "labelled-crops") -> Listing:
     """A dataset ``crop_trainer`` learns from."""
-    return await make_listing(
-        "labelled-crops", kind="dataset", input_format="image-crops", output_format="predictions"
-    )
+    return await make_listing(name, kind="dataset", input_format="image-crops", output_format="predictions")
 
 
 @pytest.fixture

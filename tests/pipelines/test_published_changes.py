@@ -17,7 +17,7 @@ from catalog.pipelines.training import PipelineTraining, TrainingTask
 from infra.errors import BadInput
 from infra.tables import Listing
 
-from .conftest import BOXES_WITH_IMAGE
+from .conftest import BOXES_WITH_IMAGE, labelled_crops
 
 MakeListing = Callable[..., Awaitable[Listing]]
 PUBLISHED = "so nobody the public listing 'street scenes' published from this pipeline reaches could run it"
@@ -138,12 +138,8 @@ async def test_a_published_pipeline_is_not_retrained_out_of_its_audiences_reach(
 ) -> None:
     pipeline_id, trainer = pre_training
     training = PipelineTraining(service)
-    crops = await make_listing(
-        "labelled-crops", kind="dataset", input_format="image-crops", output_format="predictions"
-    )
-    more_crops = await make_listing(
-        "more-labelled-crops", kind="dataset", input_format="image-crops", output_format="predictions"
-    )
+    crops = await labelled_crops(make_listing)
+    more_crops = await labelled_crops(make_listing, "more-labelled-crops")
     step_id = (await service.get(requester, pipeline_id)).steps[2].id
     await service.set_training_data(requester, pipeline_id, step_id, crops.id)
     models: list[str] = []
