@@ -22,7 +22,8 @@ from search.types import Hit, IndexedListing, SearchFilters
 
 # Bump when the mapping or ``to_document`` changes: ``load`` then rebuilds into a fresh physical index.
 # 2: documents carry a ``fingerprint``. 3: and the listing's (capped) ``documentation``.
-MAPPING_VERSION = 3
+# 4: the analyzer splits, drops and stems words as the embedded backend's does (``index_settings``).
+MAPPING_VERSION = 4
 # A document's fingerprint is below 2**FINGERPRINT_BITS, so OpenSearch's ``sum`` aggregation (a double)
 # adds 2**(53 - FINGERPRINT_BITS) = 33 million of them exactly: startup compares that sum with the
 # database's instead of trusting a count. One stale document escapes it with odds 2**-28.
@@ -63,19 +64,37 @@ _FACET_AND_TEXT = {"type": "keyword", "fields": {"text": _ENGLISH_TEXT}}
 
 
 def index_settings() -> dict[str, Any]:
-    """Settings of every physical index: k-NN on, an English analyzer like the embedded backend's."""
+    """Settings of every physical index: k-NN on, and the embedded backend's analyzer
+    (``search.keyword.english_analyzer``) step for step, so that a word finds the same listings in both:
+
+    - words are runs of letters and digits, like tantivy's simple tokenizer (and ``WORD_PATTERN``):
+      Lucene's ``standard`` tokenizer would keep "bert_base", "don't" and "v3.5" whole;
+    - tokens of 40 or more characters are dropped (tantivy's ``remove_long(40)``; it counts UTF-8 bytes,
+      Lucene characters, so they differ only for long non-ASCII words);
+    - lower-cased, ASCII-folded, Lucene's English stop words (tantivy's English list is the same 33);
+    - Snowball English stemming, which OpenSearch calls ``porter2``: its ``english`` stemmer is the
+      original Porter algorithm ("generalization" -> "gener", where tantivy gives "general").
+    """
     return {
         "index": {"knn": True, "number_of_shards": 1, "number_of_replicas": 0},
         "analysis": {
+            "tokenizer": {"mlrepo_words": {"type": "pattern", "pattern": r"[^\p{L}\p{N}]+"}},
             "filter": {
+                "mlrepo_short_words": {"type": "length", "max": 39},
                 "mlrepo_english_stop": {"type": "stop", "stopwords": "_english_"},
-                "mlrepo_english_stemmer": {"type": "stemmer", "language": "english"},
+                "mlrepo_english_stemmer": {"type": "stemmer", "language": "porter2"},
             },
             "analyzer": {
                 ANALYZER: {
                     "type": "custom",
-                    "tokenizer": "standard",
-                    "filter": ["lowercase", "asciifolding", "mlrepo_english_stop", "mlrepo_english_stemmer"],
+                    "tokenizer": "mlrepo_words",
+                    "filter": [
+                        "mlrepo_short_words",
+                        "lowercase",
+                        "asciifolding",
+                        "mlrepo_english_stop",
+                        "mlrepo_english_stemmer",
+                    ],
                 }
             },
         },

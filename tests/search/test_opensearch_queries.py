@@ -41,13 +41,6 @@ def test_mapping_has_english_text_keyword_facets_and_hnsw_vector() -> None:
             "parameters": {"m": 16, "ef_construction": 128},
         },
     }
-    analyzer = q.index_settings()["analysis"]["analyzer"]["mlrepo_english"]
-    assert analyzer["filter"] == [
-        "lowercase",
-        "asciifolding",
-        "mlrepo_english_stop",
-        "mlrepo_english_stemmer",
-    ]
     assert q.index_settings()["index"]["knn"] is True
     # Every field a document carries is mapped (the mapping is strict).
     assert set(q.to_document(listing("a", embedding=np.ones(384)))) == set(props)
@@ -402,3 +395,37 @@ def test_get_leaves_the_documentation_out_when_ranking_reads_projections() -> No
     backend.load([listing("a", documentation="How to call it", embedding=np.ones(8))])
     assert backend.get(["a"], with_embeddings=False)["a"].documentation == ""
     assert backend.get(["a"])["a"].documentation == "How to call it"
+
+
+def test_the_analyzer_splits_stems_and_drops_words_as_the_embedded_one_does() -> None:
+    """Both backends must turn a listing's text into the same terms, or a word that finds a listing in one
+    does not in the other. The embedded analyzer (tantivy) splits on every character that is not a letter
+    or digit ("bert_base", "don't", "v3.5" -> separate words; Lucene's standard tokenizer keeps them
+    whole), drops tokens of 40 bytes or more, drops Lucene's English stop words and stems with Snowball
+    English, i.e. Porter2 ("generalization" -> "general"; the ``english`` stemmer OpenSearch names is the
+    original Porter, giving "gener")."""
+    from search.keyword import english_analyzer
+
+    embedded = english_analyzer()
+    assert embedded.analyze("bert_base don't v3.5") == ["bert", "base", "don", "t", "v3", "5"]
+    assert embedded.analyze("x" * 39 + " " + "y" * 40) == ["x" * 39]
+    assert embedded.analyze("generalization the classifying") == ["general", "classifi"]
+
+    analysis = q.index_settings()["analysis"]
+    assert analysis["tokenizer"] == {"mlrepo_words": {"type": "pattern", "pattern": r"[^\p{L}\p{N}]+"}}
+    assert analysis["filter"] == {
+        "mlrepo_short_words": {"type": "length", "max": 39},
+        "mlrepo_english_stop": {"type": "stop", "stopwords": "_english_"},
+        "mlrepo_english_stemmer": {"type": "stemmer", "language": "porter2"},
+    }
+    assert analysis["analyzer"]["mlrepo_english"] == {
+        "type": "custom",
+        "tokenizer": "mlrepo_words",
+        "filter": [
+            "mlrepo_short_words",
+            "lowercase",
+            "asciifolding",
+            "mlrepo_english_stop",
+            "mlrepo_english_stemmer",
+        ],
+    }
