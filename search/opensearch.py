@@ -219,9 +219,10 @@ class OpenSearchBackend:
     ) -> list[Hit]:
         check_page(limit)
         validate_filters(filters)
-        if not text.strip() or limit == 0:
+        body = q.keyword_query(text, filters, limit, word_weights) if limit else None
+        if body is None:  # nothing asked, or no searchable word
             return []
-        return q.hits_from_response(self._search(q.keyword_query(text, filters, limit, word_weights)))
+        return q.hits_from_response(self._search(body))
 
     def vector(self, vector: np.ndarray, filters: SearchFilters, limit: int) -> list[Hit]:
         check_page(limit)

@@ -8,6 +8,7 @@ OpenSearch) of the keyword query, of the k-NN query's efficient pre-filter, and 
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import math
 import re
@@ -343,34 +344,61 @@ def filter_clauses(filters: SearchFilters) -> list[dict[str, Any]]:
 
 def keyword_query(
     text: str, filters: SearchFilters, limit: int, word_weights: Mapping[str, float] | None = None
-) -> dict[str, Any]:
-    """BM25 over the boosted text fields (summed across fields, like the embedded backend), filtered.
+) -> dict[str, Any] | None:
+    """BM25 over the boosted text fields (summed across fields, like the embedded backend), filtered;
+    ``None`` when the text has no searchable word (only stop words or punctuation): nothing to ask.
 
-    With ``word_weights`` the text becomes one ``multi_match`` per word, boosted by its weight (1.0 for
-    words it does not name), so each word's terms count as much as in the embedded backend."""
+    Each analyzed term is searched once, boosted as the embedded backend boosts it (``query_terms``)."""
+    match = text_match(text, word_weights)
+    if match is None:
+        return None
     return {
         "size": window(limit),
         "_source": False,
         "track_total_hits": False,
-        "query": {"bool": {"must": [text_match(text, word_weights)], "filter": filter_clauses(filters)}},
+        "query": {"bool": {"must": [match], "filter": filter_clauses(filters)}},
     }
 
 
-def text_match(text: str, word_weights: Mapping[str, float] | None = None) -> dict[str, Any]:
-    """The text part of ``keyword_query``."""
-    if not word_weights:
-        return {"multi_match": {"query": text, "fields": SEARCH_FIELDS, "type": "most_fields"}}
-    words = dict.fromkeys(match.lower() for match in WORD_PATTERN.findall(text))
+@functools.cache
+def _analyzer() -> Any:
+    """The embedded backend's analyzer (the index's ``index_settings`` mirror it)."""
+    from search.keyword import english_analyzer
+
+    return english_analyzer()
+
+
+def query_terms(text: str, word_weights: Mapping[str, float] | None = None) -> dict[str, float]:
+    """One request word for each analyzed term of ``text`` -> the term's boost, as the embedded backend
+    searches them (``search.keyword.KeywordIndex.text_query``): every term once, however many words stem
+    to it ("image images" is "imag" once), boosted by the largest weight of the words that stem to it,
+    1.0 when none is weighted. OpenSearch analyzes the word sent back into that same term; sending every
+    word instead counted a repeated term once per word (Lucene adds duplicate clauses' boosts)."""
+    from search.keyword import term_boosts
+
+    analyzer = _analyzer()
+    boosts = term_boosts(analyzer, word_weights or {})
+    chosen: dict[str, float] = {}
+    seen: set[str] = set()
+    for word in dict.fromkeys(match.lower() for match in WORD_PATTERN.findall(text)):
+        fresh = [term for term in analyzer.analyze(word) if term not in seen]
+        if fresh:
+            seen.update(fresh)
+            chosen[word] = max(boosts.get(term, 1.0) for term in fresh)
+    return chosen
+
+
+def text_match(text: str, word_weights: Mapping[str, float] | None = None) -> dict[str, Any] | None:
+    """The text part of ``keyword_query``: one ``multi_match`` of the words when none is weighted,
+    else one per word with its boost; ``None`` when no word is searchable."""
+    terms = query_terms(text, word_weights)
+    if not terms:
+        return None
+    if all(boost == 1.0 for boost in terms.values()):
+        return {"multi_match": {"query": " ".join(terms), "fields": SEARCH_FIELDS, "type": "most_fields"}}
     should = [
-        {
-            "multi_match": {
-                "query": word,
-                "fields": SEARCH_FIELDS,
-                "type": "most_fields",
-                "boost": float(word_weights.get(word, 1.0)),
-            }
-        }
-        for word in words
+        {"multi_match": {"query": word, "fields": SEARCH_FIELDS, "type": "most_fields", "boost": boost}}
+        for word, boost in terms.items()
     ]
     return {"bool": {"should": should, "minimum_should_match": 1}}
 

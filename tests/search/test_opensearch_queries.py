@@ -126,7 +126,7 @@ def test_keyword_query_is_boosted_multi_match_with_filters() -> None:
                 "must": [
                     {
                         "multi_match": {
-                            "query": "sentiment of reviews",
+                            "query": "sentiment reviews",  # "of" is a stop word in both backends
                             "fields": [
                                 "name^1",
                                 "tags^1",
@@ -295,7 +295,7 @@ def test_word_weights_become_one_boosted_match_per_word() -> None:
             "bool": {
                 "should": [
                     {"multi_match": {"query": w, "fields": fields, "type": "most_fields", "boost": b}}
-                    for w, b in (("sentiment", 0.5), ("of", 0.0), ("reviews", 1.0))
+                    for w, b in (("sentiment", 0.5), ("reviews", 1.0))  # "of": a stop word
                 ],
                 "minimum_should_match": 1,
             }
@@ -429,3 +429,41 @@ def test_the_analyzer_splits_stems_and_drops_words_as_the_embedded_one_does() ->
             "mlrepo_english_stemmer",
         ],
     }
+
+
+def test_words_that_stem_alike_count_once_with_the_embedded_backends_weight(tmp_path) -> None:
+    """The embedded backend searches each analyzed *term* once ("image images" is the term "imag" once),
+    boosted by the largest weight of the request words that stem to it, or 1.0 when none is weighted.
+    OpenSearch sums the clauses of repeated terms (Lucene merges duplicate SHOULD clauses by adding their
+    boosts), so sending every word scored "imag" twice and ranked listings differently: the query sends
+    one word per term, with the embedded backend's boost for it."""
+    from search.keyword import KeywordIndex
+
+    text = "Classify images: an image classifier, the classifying of images"
+    weights = {"images": 0.25, "classifier": 0.5, "classify": 0.75, "the": 0.0}
+    fields = q.SEARCH_FIELDS
+    assert q.keyword_query(text, SearchFilters(), 5)["query"]["bool"]["must"] == [
+        {"multi_match": {"query": "classify images", "fields": fields, "type": "most_fields"}}
+    ]
+    weighted = q.keyword_query(text, SearchFilters(), 5, weights)["query"]["bool"]["must"]
+    assert weighted == [
+        {
+            "bool": {
+                "should": [
+                    {"multi_match": {"query": w, "fields": fields, "type": "most_fields", "boost": b}}
+                    for w, b in (("classify", 0.75), ("images", 0.25))
+                ],
+                "minimum_should_match": 1,
+            }
+        }
+    ]
+    # The boosts are the embedded backend's own.
+    embedded = KeywordIndex(tmp_path / "keyword")
+    try:
+        assert embedded.term_boosts(weights) == {"classifi": 0.75, "imag": 0.25}
+    finally:
+        embedded.close()
+    # Nothing searchable (stop words and punctuation only): no request, like the embedded backend.
+    assert q.keyword_query("the of, and!", SearchFilters(), 5) is None
+    backend = OpenSearchBackend(InMemoryCluster(), "listings", 8)  # type: ignore[arg-type]
+    assert backend.keyword("the of, and!", SearchFilters(), 5) == []
