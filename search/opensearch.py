@@ -12,7 +12,9 @@ that reached the index from a transaction that never committed changes the sum),
 it behind the alias. ``reindex`` always rebuilds, and so does ``mlrepo reindex``
 (``load(docs, rebuild=True)``): the operator's repair trusts nothing.
 
-Leftovers: a rebuild that dies before its swap leaves an index no alias points to. Every ``ensure``
+Leftovers: a rebuild that fails before its swap deletes its half-built index (the alias never left the
+old one, so searches see no change); one whose process dies, or whose delete or swap request fails, leaves
+an index no alias points to, and so does a swap whose old index could not be deleted. Every ``ensure``
 (each load and rebuild) deletes such indices of this alias once their builder's heartbeat — in the
 mapping's ``_meta``, set at creation and renewed every ``HEARTBEAT_S`` while loading — is older than
 ``ABANDONED_AFTER_S``, so a rebuild running in another process right now is left alone.
@@ -26,6 +28,7 @@ the next search sees them, like the embedded backend.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
@@ -42,6 +45,8 @@ if TYPE_CHECKING:
     from opensearchpy import OpenSearch
 
     from infra.settings import Settings
+
+log = logging.getLogger(__name__)
 
 BULK_CHUNK = 500
 BULK_RETRIES = 5
@@ -165,7 +170,7 @@ class OpenSearchBackend:
             body=q.alias_swap_actions(self.alias, new_index, old),
         )
         for name in old:
-            self._call("delete old index", self.client.indices.delete, index=name)
+            self._delete_leftover(name, "old index")
 
     # ------------------------------------------------------------------ lifecycle
     def load(self, docs: Iterable[IndexedListing], *, rebuild: bool = False) -> bool:
@@ -190,9 +195,20 @@ class OpenSearchBackend:
             self._bulk(self._heartbeating(new_index, q.index_actions(new_index, docs)))
             self._call("refresh", self.client.indices.refresh, index=new_index)
         except Exception:
-            self._call("delete failed index", self.client.indices.delete, index=new_index)
+            self._delete_leftover(new_index, "half-built index")
             raise
+        # A failed swap keeps the new index: the request may have been applied before the connection
+        # dropped, and deleting it would leave the alias serving nothing. Its heartbeat goes stale.
         self._swap_to(new_index)
+
+    def _delete_leftover(self, index: str, what: str) -> None:
+        """Delete an index nothing serves. A failure is logged, not raised: the caller's own outcome (the
+        error that stopped a rebuild, or a swap that succeeded) matters more, and ``_delete_abandoned``
+        deletes the index once its heartbeat is stale."""
+        try:
+            self._call(f"delete {what}", self.client.indices.delete, index=index, ignore=[404])
+        except Unavailable as exc:
+            log.warning("%s; the next start deletes %s once it is abandoned", exc, index)
 
     def clear(self) -> None:
         self.reindex([])

@@ -5,7 +5,8 @@ OpenSearch cannot be obtained on the build machines (no Docker Hub, no package),
 against this, and its queries against a real server in ``test_opensearch_live.py`` where one is given.
 It answers index management, ``count``, ``bulk`` (index and delete actions), ``mget`` and the digest
 aggregation ``load`` sends (``search`` with nothing else); ``meta`` holds each index's mapping ``_meta``.
-``fail_next(name)`` makes the next such request fail as an unreachable server does.
+``fail_next(name)`` makes the next such request (``bulk``, ``mget``, ``delete`` of an index, ``swap``
+of the alias) fail as an unreachable server does.
 """
 
 from __future__ import annotations
@@ -49,6 +50,7 @@ class _Indices:
         self.cluster.meta[index] = body["_meta"]
 
     def update_aliases(self, body: dict) -> None:
+        self.cluster._answer("swap")
         self.cluster.requests.append(("swap", body["actions"][-1]["add"]["index"]))
         for action in body["actions"]:
             ((op, target),) = action.items()
@@ -60,6 +62,7 @@ class _Indices:
     def delete(self, index: str, ignore: list[int] | None = None) -> None:
         from opensearchpy.exceptions import NotFoundError
 
+        self.cluster._answer("delete")
         self.cluster.requests.append(("delete", index))
         if index not in self.cluster.docs and 404 not in (ignore or []):
             raise NotFoundError(404, "index_not_found_exception", {})

@@ -467,3 +467,60 @@ def test_words_that_stem_alike_count_once_with_the_embedded_backends_weight(tmp_
     assert q.keyword_query("the of, and!", SearchFilters(), 5) is None
     backend = OpenSearchBackend(InMemoryCluster(), "listings", 8)  # type: ignore[arg-type]
     assert backend.keyword("the of, and!", SearchFilters(), 5) == []
+
+
+def _served_ids(cluster: InMemoryCluster) -> set[str]:
+    return set(cluster.served("listings"))
+
+
+def test_a_reindex_that_dies_half_way_leaves_the_old_index_serving_and_no_half_built_one() -> None:
+    """A bulk load that fails part-way (the server went away) must not touch what searches see: the alias
+    keeps serving the old index, the half-built one is deleted, and the error says what failed. When the
+    server is gone for the delete too, that second failure must not replace the first: the half-built
+    index has a heartbeat, so a later ``ensure`` deletes it once the heartbeat is stale."""
+    cluster = InMemoryCluster()
+    backend = OpenSearchBackend(cluster, "listings", 8)  # type: ignore[arg-type]
+    backend.load([listing("old", embedding=None)])
+    (served,) = cluster.aliases
+
+    cluster.fail_next("bulk")
+    with pytest.raises(Unavailable, match="bulk write failed"):
+        backend.reindex([listing("new", embedding=None)])
+    assert cluster.aliases == {served: "listings"} and set(cluster.docs) == {served}
+    assert _served_ids(cluster) == {"old"}
+
+    cluster.fail_next("bulk")
+    cluster.fail_next("delete")
+    with pytest.raises(Unavailable, match="bulk write failed"):
+        backend.reindex([listing("new", embedding=None)])
+    (left,) = set(cluster.docs) - {served}
+    assert cluster.aliases == {served: "listings"} and _served_ids(cluster) == {"old"}
+    cluster.meta[left]["rebuild_heartbeat"] -= ABANDONED_AFTER_S + 1
+    backend.ensure()
+    assert set(cluster.docs) == {served}
+
+
+def test_a_reindex_whose_alias_swap_succeeded_succeeds_though_the_old_index_lingers() -> None:
+    """Once the alias serves the new index the reindex is done: failing to delete the old index must not
+    report the rebuild as failed (``mlrepo reindex`` would exit non-zero over a complete index). The old
+    index, no longer aliased and with a stale heartbeat, goes at the next ``ensure``. When the swap itself
+    fails the new index is kept, not deleted: the request may have been applied before the connection
+    dropped, and then deleting it would leave the alias serving nothing."""
+    cluster = InMemoryCluster()
+    backend = OpenSearchBackend(cluster, "listings", 8)  # type: ignore[arg-type]
+    backend.load([listing("old", embedding=None)])
+    (old,) = cluster.aliases
+
+    cluster.fail_next("delete")
+    backend.reindex([listing("new", embedding=None)])
+    (new,) = cluster.aliases
+    assert new != old and _served_ids(cluster) == {"new"} and old in cluster.docs
+    cluster.meta[old]["rebuild_heartbeat"] -= ABANDONED_AFTER_S + 1
+    backend.ensure()
+    assert set(cluster.docs) == {new}
+
+    cluster.fail_next("swap")
+    with pytest.raises(Unavailable, match="alias swap"):
+        backend.reindex([listing("newer", embedding=None)])
+    assert cluster.aliases == {new: "listings"} and _served_ids(cluster) == {"new"}
+    assert len(cluster.docs) == 2  # the complete new index waits for the heartbeat cleanup
