@@ -6,7 +6,8 @@ server. Listings live in a physical index ``{alias}-v{mapping}-{stamp}`` reached
 so searches never see a half-built index (zero-downtime reindex), then deletes the old one.
 
 Startup (``load``): unlike the embedded backend, the cluster is shared by every api/worker process and
-outlives them, so ``load`` trusts the live index when it has the current mapping version, as many
+outlives them, so ``load`` trusts the live index when it was created with the current settings and
+mappings (a digest of them in the mapping's ``_meta``, like the embedded backend's schema marker), as many
 documents as the database and the same sum of document fingerprints (one aggregation request; a document
 that reached the index from a transaction that never committed changes the sum), and otherwise rebuilds
 it behind the alias. ``reindex`` always rebuilds, and so does ``mlrepo reindex``
@@ -147,7 +148,7 @@ class OpenSearchBackend:
         name = q.physical_index_name(
             self.alias, time.strftime("%Y%m%d%H%M%S") + f"{time.time_ns() % 10**6:06d}"
         )
-        mappings = {**q.index_mappings(self.dim), "_meta": q.index_meta(heartbeat=time.time())}
+        mappings = {**q.index_mappings(self.dim), "_meta": q.index_meta(self.dim, heartbeat=time.time())}
         body = {"settings": q.index_settings(), "mappings": mappings}
         self._call("create index", self.client.indices.create, index=name, body=body)
         return name
@@ -157,10 +158,15 @@ class OpenSearchBackend:
         last = time.monotonic()
         for action in actions:
             if time.monotonic() - last >= HEARTBEAT_S:
-                body = {"_meta": q.index_meta(heartbeat=time.time())}
+                body = {"_meta": q.index_meta(self.dim, heartbeat=time.time())}
                 self._call("heartbeat", self.client.indices.put_mapping, index=index, body=body)
                 last = time.monotonic()
             yield action
+
+    def _mapping_digest(self, index: str) -> str | None:
+        """The ``mapping_digest`` ``index`` was created with (see ``load``)."""
+        response = self._call("mapping lookup", self.client.indices.get_mapping, index=index)
+        return q.mapping_digest_from_response(response, index)
 
     def _swap_to(self, new_index: str) -> None:
         old = [name for name in self._physical_indices() if name != new_index]
@@ -180,7 +186,7 @@ class OpenSearchBackend:
         docs = checked_batch(docs, self.dim)
         self.ensure()
         indices = self._physical_indices()
-        current = len(indices) == 1 and f"-v{q.MAPPING_VERSION}-" in indices[0]
+        current = len(indices) == 1 and self._mapping_digest(indices[0]) == q.mapping_digest(self.dim)
         if not rebuild and current and self._digest() == (len(docs), sum(map(q.fingerprint, docs))):
             return False
         self.reindex(docs)

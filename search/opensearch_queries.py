@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import json
 import math
 import re
 from collections.abc import Iterable, Iterator, Mapping, Sequence
@@ -104,45 +105,53 @@ def index_settings() -> dict[str, Any]:
 
 def index_mappings(dim: int) -> dict[str, Any]:
     """Strict mappings: a field nobody declared is an error, not a silently guessed type."""
+    return {"dynamic": "strict", "_meta": index_meta(dim), "properties": _properties(dim)}
+
+
+def mapping_digest(dim: int) -> str:
+    """Identifies the settings and mappings an index is created with: ``load`` rebuilds an index whose
+    recorded digest differs, like the embedded backend's schema marker, so a mapping changed without a
+    ``MAPPING_VERSION`` bump (or another vector size) is not served on."""
+    body = json.dumps([index_settings(), "strict", _properties(dim)], sort_keys=True)
+    return hashlib.blake2b(body.encode(), digest_size=8).hexdigest()
+
+
+def _properties(dim: int) -> dict[str, Any]:
     return {
-        "dynamic": "strict",
-        "_meta": index_meta(),
-        "properties": {
-            "id": _KEYWORD,
-            "kind": _KEYWORD,
-            "name": {**_ENGLISH_TEXT, "fields": {"raw": _KEYWORD}},
-            "category": _FACET_AND_TEXT,
-            "subcategories": _FACET_AND_TEXT,
-            "tags": {**_ENGLISH_TEXT, "fields": {"raw": _KEYWORD}},
-            "description": _ENGLISH_TEXT,
-            "documentation": _ENGLISH_TEXT,
-            "framework": _KEYWORD,
-            "input_format": _KEYWORD,
-            "output_format": _KEYWORD,
-            "visibility": _KEYWORD,
-            "owner_id": _KEYWORD,
-            "shared_with": _KEYWORD,
-            "readers": _KEYWORD,
-            "status": _KEYWORD,
-            "verification_status": _KEYWORD,
-            "hidden": {"type": "boolean"},
-            "accuracy": {"type": "double"},
-            "latency_p50_ms": {"type": "double"},
-            "cpu": {"type": "double"},
-            "memory_mb": {"type": "long"},
-            "gpu": {"type": "long"},
-            "relative_usage": {"type": "double"},
-            "created_at": {"type": "double"},
-            "fingerprint": {"type": "long"},
-            "embedding": {
-                "type": "knn_vector",
-                "dimension": dim,
-                "method": {
-                    "name": "hnsw",
-                    "engine": "lucene",
-                    "space_type": "cosinesimil",
-                    "parameters": {"m": HNSW_M, "ef_construction": HNSW_EF_CONSTRUCTION},
-                },
+        "id": _KEYWORD,
+        "kind": _KEYWORD,
+        "name": {**_ENGLISH_TEXT, "fields": {"raw": _KEYWORD}},
+        "category": _FACET_AND_TEXT,
+        "subcategories": _FACET_AND_TEXT,
+        "tags": {**_ENGLISH_TEXT, "fields": {"raw": _KEYWORD}},
+        "description": _ENGLISH_TEXT,
+        "documentation": _ENGLISH_TEXT,
+        "framework": _KEYWORD,
+        "input_format": _KEYWORD,
+        "output_format": _KEYWORD,
+        "visibility": _KEYWORD,
+        "owner_id": _KEYWORD,
+        "shared_with": _KEYWORD,
+        "readers": _KEYWORD,
+        "status": _KEYWORD,
+        "verification_status": _KEYWORD,
+        "hidden": {"type": "boolean"},
+        "accuracy": {"type": "double"},
+        "latency_p50_ms": {"type": "double"},
+        "cpu": {"type": "double"},
+        "memory_mb": {"type": "long"},
+        "gpu": {"type": "long"},
+        "relative_usage": {"type": "double"},
+        "created_at": {"type": "double"},
+        "fingerprint": {"type": "long"},
+        "embedding": {
+            "type": "knn_vector",
+            "dimension": dim,
+            "method": {
+                "name": "hnsw",
+                "engine": "lucene",
+                "space_type": "cosinesimil",
+                "parameters": {"m": HNSW_M, "ef_construction": HNSW_EF_CONSTRUCTION},
             },
         },
     }
@@ -161,9 +170,10 @@ def physical_index_name(alias: str, stamp: str) -> str:
     return f"{alias}-v{MAPPING_VERSION}-{stamp}"
 
 
-def index_meta(heartbeat: float | None = None) -> dict[str, Any]:
-    """The mapping's ``_meta``; a rebuild's index carries the time its builder was last alive."""
-    meta: dict[str, Any] = {"mapping_version": MAPPING_VERSION}
+def index_meta(dim: int, heartbeat: float | None = None) -> dict[str, Any]:
+    """The mapping's ``_meta``: what the index was created with (``mapping_digest``) and, for a
+    rebuild's index, the time its builder was last alive."""
+    meta: dict[str, Any] = {"mapping_version": MAPPING_VERSION, "mapping_digest": mapping_digest(dim)}
     if heartbeat is not None:
         meta["rebuild_heartbeat"] = heartbeat
     return meta
@@ -429,6 +439,11 @@ def count_query(filters: SearchFilters) -> dict[str, Any]:
 
 
 # ---------------------------------------------------------------------- responses
+
+
+def mapping_digest_from_response(response: Mapping[str, Any], index: str) -> str | None:
+    """The ``mapping_digest`` a get-mapping answer records for ``index`` (None: an older build's)."""
+    return (response.get(index, {}).get("mappings") or {}).get("_meta", {}).get("mapping_digest")
 
 
 def digest_query() -> dict[str, Any]:

@@ -46,6 +46,9 @@ class _Indices:
             if fnmatch.fnmatchcase(name, index)
         }
 
+    def get_mapping(self, index: str) -> dict:
+        return {index: {"mappings": {"_meta": self.cluster.meta[index]}}}
+
     def put_mapping(self, index: str, body: dict) -> None:
         self.cluster.meta[index] = body["_meta"]
 

@@ -104,7 +104,7 @@ def test_startup_replaces_a_stale_document_and_deletes_a_crashed_rebuilds_index(
         (served,) = backend._physical_indices()
 
         crashed = backend._create_index()
-        long_ago = {"_meta": q.index_meta(heartbeat=time.time() - ABANDONED_AFTER_S - 60)}
+        long_ago = {"_meta": q.index_meta(DIM, heartbeat=time.time() - ABANDONED_AFTER_S - 60)}
         backend.client.indices.put_mapping(index=crashed, body=long_ago)
         building = backend._create_index()
         assert backend.load(committed) is False
@@ -193,3 +193,17 @@ def test_a_rebuild_with_a_rejected_document_fails_without_touching_what_is_serve
     with pytest.raises(Unavailable, match="rejected"):
         fresh.upsert([listing("accepted", embedding=axis(4)), rejected])
     assert set(fresh.get(["accepted", "rejected"])) == {"accepted"}
+
+
+def test_startup_rebuilds_an_index_created_with_other_settings_or_mappings(fresh: OpenSearchBackend) -> None:
+    """An index of the current version name whose recorded mapping digest differs (created by a build
+    whose analyzer or fields differ) is rebuilt at startup, not served on."""
+    docs = [listing("a", embedding=axis(1))]
+    fresh.load(docs)
+    (first,) = fresh._physical_indices()
+    assert fresh.load(docs) is False
+    other = {"_meta": {**q.index_meta(DIM), "mapping_digest": "written-by-an-older-build"}}
+    fresh.client.indices.put_mapping(index=first, body=other)
+    assert fresh.load(docs) is True
+    (second,) = fresh._physical_indices()
+    assert second != first and fresh.load(docs) is False

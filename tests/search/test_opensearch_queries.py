@@ -524,3 +524,25 @@ def test_a_reindex_whose_alias_swap_succeeded_succeeds_though_the_old_index_ling
         backend.reindex([listing("newer", embedding=None)])
     assert cluster.aliases == {new: "listings"} and _served_ids(cluster) == {"new"}
     assert len(cluster.docs) == 2  # the complete new index waits for the heartbeat cleanup
+
+
+def test_startup_rebuilds_an_index_whose_settings_or_mapping_differ_though_its_version_matches() -> None:
+    """The embedded backend rebuilds an index another schema or tantivy wrote; the OpenSearch one trusted
+    any index named with the current ``MAPPING_VERSION``, so a changed analyzer, field or vector size
+    without a bump (or an index of the same version from another encoder's dimension) kept serving the
+    old mapping. Each index records a digest of its settings and mappings, and ``load`` compares it."""
+    assert q.mapping_digest(8) != q.mapping_digest(384)
+    assert q.index_mappings(8)["_meta"]["mapping_digest"] == q.mapping_digest(8)
+    cluster = InMemoryCluster()
+    backend = OpenSearchBackend(cluster, "listings", 8)  # type: ignore[arg-type]
+    docs = [listing("a", embedding=None)]
+    assert backend.load(docs) is True
+    (first,) = cluster.aliases
+    assert cluster.meta[first]["mapping_digest"] == q.mapping_digest(8)
+    assert backend.load(docs) is False
+
+    cluster.meta[first]["mapping_digest"] = "written-by-an-older-build"
+    assert backend.load(docs) is True
+    (second,) = cluster.aliases
+    assert second != first and cluster.meta[second]["mapping_digest"] == q.mapping_digest(8)
+    assert backend.load(docs) is False
