@@ -48,6 +48,12 @@ _TEXT_FIELD_PATHS = {
     "documentation": "documentation",
 }
 SEARCH_FIELDS = [f"{_TEXT_FIELD_PATHS[attr]}^{boost:g}" for attr, boost in TEXT_FIELD_BOOSTS.items()]
+# Lucene refuses a query of more than this many term clauses in all (``indices.query.bool.
+# max_clause_count``, 1,024 by default); each analyzed term is one clause per searched field, and the
+# filters take a few. The embedded backend has no limit: a request with more terms keeps the ones that
+# weigh most (a 1,000-character request of distinct short words has ~250).
+MAX_CLAUSES = 1_024
+MAX_QUERY_TERMS = (MAX_CLAUSES - 64) // len(SEARCH_FIELDS)
 
 # Non-relevance orders; missing values last, then newest, then id so that pages never overlap.
 _TIE_BREAK = [{"created_at": {"order": "desc"}}, {"id": {"order": "asc"}}]
@@ -383,7 +389,8 @@ def query_terms(text: str, word_weights: Mapping[str, float] | None = None) -> d
     searches them (``search.keyword.KeywordIndex.text_query``): every term once, however many words stem
     to it ("image images" is "imag" once), boosted by the largest weight of the words that stem to it,
     1.0 when none is weighted. OpenSearch analyzes the word sent back into that same term; sending every
-    word instead counted a repeated term once per word (Lucene adds duplicate clauses' boosts)."""
+    word instead counted a repeated term once per word (Lucene adds duplicate clauses' boosts). At most
+    ``MAX_QUERY_TERMS``, the heaviest first."""
     from search.keyword import term_boosts
 
     analyzer = _analyzer()
@@ -395,6 +402,9 @@ def query_terms(text: str, word_weights: Mapping[str, float] | None = None) -> d
         if fresh:
             seen.update(fresh)
             chosen[word] = max(boosts.get(term, 1.0) for term in fresh)
+    if len(chosen) > MAX_QUERY_TERMS:  # the heaviest, the first among equals (sorted is stable)
+        heaviest = sorted(chosen, key=lambda word: -chosen[word])[:MAX_QUERY_TERMS]
+        chosen = {word: chosen[word] for word in heaviest}
     return chosen
 
 

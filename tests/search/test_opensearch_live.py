@@ -207,3 +207,13 @@ def test_startup_rebuilds_an_index_created_with_other_settings_or_mappings(fresh
     assert fresh.load(docs) is True
     (second,) = fresh._physical_indices()
     assert second != first and fresh.load(docs) is False
+
+
+def test_a_long_request_of_distinct_words_is_answered(fresh: OpenSearchBackend) -> None:
+    """250 distinct words (a 999-character pasted keyword list) would be ~1,500 term clauses, above
+    Lucene's 1,024; the query keeps ``MAX_QUERY_TERMS`` and the server answers."""
+    letters = "abcdefghijklmnopqrstuvwxyz"
+    words = [f"{first}{second}x" for first in letters for second in letters][:250]
+    fresh.load([listing("a", name=" ".join(words[:3]), embedding=axis(1))])
+    assert [h.id for h in fresh.keyword(" ".join(words), ANY, 5)] == ["a"]
+    assert [h.id for h in fresh.keyword(" ".join(words), ANY, 5, {words[0]: 0.5})] == ["a"]

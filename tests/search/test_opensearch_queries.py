@@ -546,3 +546,23 @@ def test_startup_rebuilds_an_index_whose_settings_or_mapping_differ_though_its_v
     (second,) = cluster.aliases
     assert second != first and cluster.meta[second]["mapping_digest"] == q.mapping_digest(8)
     assert backend.load(docs) is False
+
+
+def test_a_long_request_stays_within_the_clause_limit_opensearch_enforces() -> None:
+    """Lucene refuses a query of more than 1,024 term clauses in all (``indices.query.bool.max_clause_
+    count``), and every analyzed term is one clause per searched field; the embedded backend has no such
+    limit. A 1,000-character request of distinct short words (a pasted keyword list) made ~1,500 and
+    failed as ``Unavailable``; the query keeps the terms that weigh most, the first among equals."""
+    letters = "abcdefghijklmnopqrstuvwxyz"
+    words = [f"{first}{second}x" for first in letters for second in letters][:250]
+    text = " ".join(words)
+    assert len(text) < 1_000
+    unweighted = q.keyword_query(text, SearchFilters(), 5)["query"]["bool"]["must"][0]["multi_match"]
+    kept = unweighted["query"].split()
+    assert kept == words[: q.MAX_QUERY_TERMS]
+    assert q.MAX_QUERY_TERMS * len(q.SEARCH_FIELDS) + 64 <= q.MAX_CLAUSES == 1_024
+    weights = {word: (0.5 if i % 2 else 0.25) for i, word in enumerate(words)}
+    weighted = q.keyword_query(text, SearchFilters(), 5, weights)["query"]["bool"]["must"][0]["bool"][
+        "should"
+    ]
+    assert [c["multi_match"]["query"] for c in weighted] == (words[1::2] + words[0::2])[: q.MAX_QUERY_TERMS]
