@@ -5,8 +5,8 @@ OpenSearch cannot be obtained on the build machines (no Docker Hub, no package),
 against this, and its queries against a real server in ``test_opensearch_live.py`` where one is given.
 It answers index management, ``count``, ``bulk`` (index and delete actions), ``mget`` and the digest
 aggregation ``load`` sends (``search`` with nothing else); ``meta`` holds each index's mapping ``_meta``.
-``fail_next(name)`` makes the next such request (``bulk``, ``mget``, ``delete`` of an index, ``swap``
-of the alias) fail as an unreachable server does.
+``refuse(id, *statuses)`` fails single bulk items; ``fail_next(name)`` makes the next such request
+(``bulk``, ``mget``, ``delete`` of an index, ``swap`` of the alias) fail as an unreachable server does.
 """
 
 from __future__ import annotations
@@ -89,6 +89,12 @@ class InMemoryCluster:
         self.meta: dict[str, dict[str, Any]] = {}  # physical index -> its mapping's _meta
         self.requests: list[tuple[str, str]] = []
         self._failing: set[str] = set()
+        self._refused: dict[str, list[int]] = {}  # listing id -> statuses of its next bulk items
+
+    def refuse(self, listing_id: str, *statuses: int) -> None:
+        """Answer the next bulk actions on ``listing_id`` with these item statuses (429: throttled, 400:
+        a document the mapping rejects), as a server answers a partly failed bulk request."""
+        self._refused.setdefault(listing_id, []).extend(statuses)
 
     def fail_next(self, request: str) -> None:
         self._failing.add(request)
@@ -138,7 +144,12 @@ class InMemoryCluster:
         while lines:
             ((op, meta),) = lines.pop(0).items()
             docs = self.docs[self._physical(meta["_index"])]
-            if op == "delete":
+            refusals = self._refused.get(meta["_id"])
+            if refusals:  # the server refuses this document (the source line is consumed unread)
+                status = refusals.pop(0)
+                if op != "delete":
+                    lines.pop(0)
+            elif op == "delete":
                 status = 200 if docs.pop(meta["_id"], None) is not None else 404
             else:
                 docs[meta["_id"]], status = lines.pop(0), 200

@@ -566,3 +566,20 @@ def test_a_long_request_stays_within_the_clause_limit_opensearch_enforces() -> N
         "should"
     ]
     assert [c["multi_match"]["query"] for c in weighted] == (words[1::2] + words[0::2])[: q.MAX_QUERY_TERMS]
+
+
+def test_bulk_writes_retry_throttling_and_name_the_listings_the_server_refused() -> None:
+    """A bulk request can partly fail: a throttled item (429) is retried with backoff and succeeds, a
+    refused one (400) is named in the ``Unavailable`` the write raises (the catalog then rolls back its
+    row, and ``load`` at the next start sees the index differ from the database); the other documents
+    are written, since OpenSearch bulk writes are not atomic. Deleting what is not indexed is fine."""
+    cluster = InMemoryCluster()
+    backend = OpenSearchBackend(cluster, "listings", 8)  # type: ignore[arg-type]
+    backend.load([])
+    cluster.refuse("busy", 429)
+    cluster.refuse("bad", 400)
+    with pytest.raises(Unavailable, match=r"did not index 1 listings: bad$"):
+        backend.upsert([listing("busy", embedding=None), listing("good", embedding=None), listing("bad")])
+    assert set(cluster.served("listings")) == {"busy", "good"}
+    backend.delete(["never-indexed", "good", "good"])
+    assert set(cluster.served("listings")) == {"busy"}
