@@ -158,3 +158,28 @@ class InMemoryCluster:
 
     def close(self) -> None:
         pass
+
+
+def filter_matches(clause: dict[str, Any], source: dict[str, Any]) -> bool:
+    """Whether a document ``_source`` passes one clause of ``opensearch_queries.filter_clauses``, read as
+    OpenSearch reads it: a term matches any value of a multi-valued field, a range never matches a missing
+    value, ``exists`` is false for a null or empty field. Only the clause forms those filters use."""
+    ((kind, body),) = clause.items()
+    if kind == "bool":
+        excluded = "must_not" in body and filter_matches(body["must_not"], source)
+        should = sum(filter_matches(c, source) for c in body.get("should", []))
+        filters = all(filter_matches(c, source) for c in body.get("filter", []))
+        return filters and not excluded and should >= body.get("minimum_should_match", 0)
+    if kind == "exists":
+        return source.get(body["field"]) not in (None, [])
+    ((field, wanted),) = body.items()
+    value = source.get(field)
+    values = value if isinstance(value, list) else [value]
+    if kind == "term":
+        return wanted in values
+    if kind == "terms":
+        return any(v in wanted for v in values)
+    if kind == "range":
+        bounds = {"lte": lambda v, b: v <= b, "gte": lambda v, b: v >= b}
+        return any(v is not None and all(bounds[op](v, b) for op, b in wanted.items()) for v in values)
+    raise AssertionError(f"a clause filter_clauses does not make: {clause}")

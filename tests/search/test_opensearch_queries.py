@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from search_support import listing
+from search_support import CATALOG, FACET_CASES, VISIBILITY_CASES, listing
 
 from infra.errors import Unavailable
 from infra.settings import Settings
@@ -14,7 +14,7 @@ from search.embedded import EmbeddedBackend
 from search.factory import make_backend, open_backend
 from search.opensearch import ABANDONED_AFTER_S, OpenSearchBackend
 from search.types import Hit, SearchFilters
-from tests.search.opensearch_cluster import InMemoryCluster
+from tests.search.opensearch_cluster import InMemoryCluster, filter_matches
 
 HIDE_SUSPENDED = {"term": {"hidden": False}}
 PUBLIC_ONLY = {"terms": {"readers": [":public"]}}
@@ -583,3 +583,30 @@ def test_bulk_writes_retry_throttling_and_name_the_listings_the_server_refused()
     assert set(cluster.served("listings")) == {"busy", "good"}
     backend.delete(["never-indexed", "good", "good"])
     assert set(cluster.served("listings")) == {"busy"}
+
+
+@pytest.mark.parametrize(
+    ("filters", "expected"),
+    [
+        *FACET_CASES,
+        *(
+            (SearchFilters(viewer_id=viewer, viewer_is_admin=admin), seen)
+            for viewer, admin, seen in VISIBILITY_CASES
+        ),
+        (SearchFilters(viewer_is_admin=True, include_suspended=True), {doc.id for doc in CATALOG}),
+        (
+            SearchFilters(viewer_id="carol", include_suspended=True, kinds=("notebook", "pipeline")),
+            {"alice-shared"},
+        ),
+    ],
+)
+def test_filters_select_the_listings_the_embedded_backend_selects(
+    filters: SearchFilters, expected: set
+) -> None:
+    """The facet and visibility cases both backends share (``search_support``), applied to the documents
+    OpenSearch indexes: public, the owner's own, shared-with-the-viewer (a *private* listing naming the
+    viewer stays hidden), admins see all, suspended hidden unless asked for; hardware fits when no
+    requirement is stated, while a latency or accuracy bound needs a stated value."""
+    sources = [q.to_document(doc) for doc in CATALOG]
+    clauses = q.filter_clauses(filters)
+    assert {s["id"] for s in sources if all(filter_matches(c, s) for c in clauses)} == expected
