@@ -88,7 +88,10 @@ class OpenSearchBackend:
         except OpenSearchException as exc:
             raise Unavailable(f"OpenSearch {what} failed: {exc}") from exc
 
-    def _bulk(self, actions: Iterator[dict[str, Any]]) -> None:
+    def _bulk(self, actions: Iterator[dict[str, Any]], *, visible: bool = True) -> None:
+        """Send ``actions``; with ``visible`` each chunk returns once searches see it. A rebuild's index
+        serves nobody until its swap and is refreshed once before it: waiting for a refresh after each of
+        its chunks waited up to the refresh interval (1 s) per ``BULK_CHUNK`` listings."""
         from opensearchpy import helpers
         from opensearchpy.exceptions import OpenSearchException
 
@@ -102,7 +105,7 @@ class OpenSearchBackend:
                 initial_backoff=1,
                 max_backoff=30,
                 raise_on_error=False,
-                refresh="wait_for",
+                refresh="wait_for" if visible else "false",
             ):
                 if not ok:
                     result = next(iter(item.values()))
@@ -198,7 +201,7 @@ class OpenSearchBackend:
         self.ensure()
         new_index = self._create_index()
         try:
-            self._bulk(self._heartbeating(new_index, q.index_actions(new_index, docs)))
+            self._bulk(self._heartbeating(new_index, q.index_actions(new_index, docs)), visible=False)
             self._call("refresh", self.client.indices.refresh, index=new_index)
         except Exception:
             self._delete_leftover(new_index, "half-built index")

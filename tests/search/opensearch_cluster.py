@@ -89,6 +89,7 @@ class InMemoryCluster:
         self.meta: dict[str, dict[str, Any]] = {}  # physical index -> its mapping's _meta
         self.requests: list[tuple[str, str]] = []
         self._failing: set[str] = set()
+        self.bulk_params: list[dict[str, object]] = []  # the query parameters of each bulk request
         self._refused: dict[str, list[int]] = {}  # listing id -> statuses of its next bulk items
 
     def refuse(self, listing_id: str, *statuses: int) -> None:
@@ -139,6 +140,7 @@ class InMemoryCluster:
 
     def bulk(self, body: str, **params: object) -> dict:
         self._answer("bulk")
+        self.bulk_params.append(params)
         lines = [json.loads(line) for line in body.splitlines() if line]
         items = []
         while lines:

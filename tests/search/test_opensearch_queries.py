@@ -610,3 +610,18 @@ def test_filters_select_the_listings_the_embedded_backend_selects(
     sources = [q.to_document(doc) for doc in CATALOG]
     clauses = q.filter_clauses(filters)
     assert {s["id"] for s in sources if all(filter_matches(c, s) for c in clauses)} == expected
+
+
+def test_only_writes_to_the_served_index_wait_for_a_refresh() -> None:
+    """An ordinary write waits until searches see it (``refresh=wait_for``), like the embedded backend's
+    commit. A rebuild's index serves nobody until its swap, and ``reindex`` refreshes it once before; a
+    ``wait_for`` on each of its bulk chunks waited up to the refresh interval (1 s) per 500 listings."""
+    cluster = InMemoryCluster()
+    backend = OpenSearchBackend(cluster, "listings", 8)  # type: ignore[arg-type]
+    backend.reindex([listing(str(i), embedding=None) for i in range(1_200)])
+    assert len(cluster.bulk_params) == 3
+    assert all(params.get("refresh") in (None, "false") for params in cluster.bulk_params)
+    cluster.bulk_params.clear()
+    backend.upsert([listing("a", embedding=None)])
+    backend.delete(["a"])
+    assert [params.get("refresh") for params in cluster.bulk_params] == ["wait_for", "wait_for"]
