@@ -1,6 +1,7 @@
 """Choose the search backend ``Settings.search_backend`` names.
 
-Backends import their heavy dependencies (tantivy, opensearch-py) only when chosen. The returned backend
+Backends import their heavy dependencies (tantivy, opensearch-py) only when chosen; the OpenSearch one also
+loads tantivy's analyzer (no index) to read query words as the embedded backend does. The returned backend
 is empty until the catalog calls ``load(docs)`` with every listing projection from the database.
 """
 

@@ -118,6 +118,16 @@ def _document(doc: IndexedListing) -> tantivy.Document:
     return tantivy.Document(**{k: v for k, v in fields.items() if v != []})
 
 
+def term_boosts(analyzer: tantivy.TextAnalyzer, word_weights: Mapping[str, float]) -> dict[str, float]:
+    """Word weights as boosts of the terms ``analyzer`` makes of the words: a term several words stem to
+    takes the largest of their weights (the OpenSearch backend's queries use it too)."""
+    boosts: dict[str, float] = {}
+    for word, weight in word_weights.items():
+        for term in analyzer.analyze(word):
+            boosts[term] = max(boosts.get(term, 0.0), float(weight))
+    return boosts
+
+
 def fingerprint(doc: IndexedListing) -> int:
     """A hash of everything ``_document`` reads: equal fingerprints mean an identical tantivy doc."""
     parts = (
@@ -272,11 +282,7 @@ class KeywordIndex:
 
     def term_boosts(self, word_weights: Mapping[str, float]) -> dict[str, float]:
         """Word weights as index-term boosts, through the same analyzer the index uses."""
-        boosts: dict[str, float] = {}
-        for word, weight in word_weights.items():
-            for term in self.analyzer.analyze(word):
-                boosts[term] = max(boosts.get(term, 0.0), float(weight))
-        return boosts
+        return term_boosts(self.analyzer, word_weights)
 
     def _weighted_term(self, field: str, term: str, boost: float) -> tantivy.Query:
         query = tantivy.Query.term_query(self.schema, field, term)

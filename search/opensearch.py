@@ -6,13 +6,16 @@ server. Listings live in a physical index ``{alias}-v{mapping}-{stamp}`` reached
 so searches never see a half-built index (zero-downtime reindex), then deletes the old one.
 
 Startup (``load``): unlike the embedded backend, the cluster is shared by every api/worker process and
-outlives them, so ``load`` trusts the live index when it has the current mapping version, as many
+outlives them, so ``load`` trusts the live index when it was created with the current settings and
+mappings (a digest of them in the mapping's ``_meta``, like the embedded backend's schema marker), as many
 documents as the database and the same sum of document fingerprints (one aggregation request; a document
 that reached the index from a transaction that never committed changes the sum), and otherwise rebuilds
 it behind the alias. ``reindex`` always rebuilds, and so does ``mlrepo reindex``
 (``load(docs, rebuild=True)``): the operator's repair trusts nothing.
 
-Leftovers: a rebuild that dies before its swap leaves an index no alias points to. Every ``ensure``
+Leftovers: a rebuild that fails before its swap deletes its half-built index (the alias never left the
+old one, so searches see no change); one whose process dies, or whose delete or swap request fails, leaves
+an index no alias points to, and so does a swap whose old index could not be deleted. Every ``ensure``
 (each load and rebuild) deletes such indices of this alias once their builder's heartbeat — in the
 mapping's ``_meta``, set at creation and renewed every ``HEARTBEAT_S`` while loading — is older than
 ``ABANDONED_AFTER_S``, so a rebuild running in another process right now is left alone.
@@ -26,6 +29,7 @@ the next search sees them, like the embedded backend.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
@@ -42,6 +46,8 @@ if TYPE_CHECKING:
     from opensearchpy import OpenSearch
 
     from infra.settings import Settings
+
+log = logging.getLogger(__name__)
 
 BULK_CHUNK = 500
 BULK_RETRIES = 5
@@ -82,7 +88,10 @@ class OpenSearchBackend:
         except OpenSearchException as exc:
             raise Unavailable(f"OpenSearch {what} failed: {exc}") from exc
 
-    def _bulk(self, actions: Iterator[dict[str, Any]]) -> None:
+    def _bulk(self, actions: Iterator[dict[str, Any]], *, visible: bool = True) -> None:
+        """Send ``actions``; with ``visible`` each chunk returns once searches see it. A rebuild's index
+        serves nobody until its swap and is refreshed once before it: waiting for a refresh after each of
+        its chunks waited up to the refresh interval (1 s) per ``BULK_CHUNK`` listings."""
         from opensearchpy import helpers
         from opensearchpy.exceptions import OpenSearchException
 
@@ -96,7 +105,7 @@ class OpenSearchBackend:
                 initial_backoff=1,
                 max_backoff=30,
                 raise_on_error=False,
-                refresh="wait_for",
+                refresh="wait_for" if visible else "false",
             ):
                 if not ok:
                     result = next(iter(item.values()))
@@ -142,7 +151,7 @@ class OpenSearchBackend:
         name = q.physical_index_name(
             self.alias, time.strftime("%Y%m%d%H%M%S") + f"{time.time_ns() % 10**6:06d}"
         )
-        mappings = {**q.index_mappings(self.dim), "_meta": q.index_meta(heartbeat=time.time())}
+        mappings = {**q.index_mappings(self.dim), "_meta": q.index_meta(self.dim, heartbeat=time.time())}
         body = {"settings": q.index_settings(), "mappings": mappings}
         self._call("create index", self.client.indices.create, index=name, body=body)
         return name
@@ -152,10 +161,15 @@ class OpenSearchBackend:
         last = time.monotonic()
         for action in actions:
             if time.monotonic() - last >= HEARTBEAT_S:
-                body = {"_meta": q.index_meta(heartbeat=time.time())}
+                body = {"_meta": q.index_meta(self.dim, heartbeat=time.time())}
                 self._call("heartbeat", self.client.indices.put_mapping, index=index, body=body)
                 last = time.monotonic()
             yield action
+
+    def _mapping_digest(self, index: str) -> str | None:
+        """The ``mapping_digest`` ``index`` was created with (see ``load``)."""
+        response = self._call("mapping lookup", self.client.indices.get_mapping, index=index)
+        return q.mapping_digest_from_response(response, index)
 
     def _swap_to(self, new_index: str) -> None:
         old = [name for name in self._physical_indices() if name != new_index]
@@ -165,7 +179,7 @@ class OpenSearchBackend:
             body=q.alias_swap_actions(self.alias, new_index, old),
         )
         for name in old:
-            self._call("delete old index", self.client.indices.delete, index=name)
+            self._delete_leftover(name, "old index")
 
     # ------------------------------------------------------------------ lifecycle
     def load(self, docs: Iterable[IndexedListing], *, rebuild: bool = False) -> bool:
@@ -175,7 +189,7 @@ class OpenSearchBackend:
         docs = checked_batch(docs, self.dim)
         self.ensure()
         indices = self._physical_indices()
-        current = len(indices) == 1 and f"-v{q.MAPPING_VERSION}-" in indices[0]
+        current = len(indices) == 1 and self._mapping_digest(indices[0]) == q.mapping_digest(self.dim)
         if not rebuild and current and self._digest() == (len(docs), sum(map(q.fingerprint, docs))):
             return False
         self.reindex(docs)
@@ -187,12 +201,23 @@ class OpenSearchBackend:
         self.ensure()
         new_index = self._create_index()
         try:
-            self._bulk(self._heartbeating(new_index, q.index_actions(new_index, docs)))
+            self._bulk(self._heartbeating(new_index, q.index_actions(new_index, docs)), visible=False)
             self._call("refresh", self.client.indices.refresh, index=new_index)
         except Exception:
-            self._call("delete failed index", self.client.indices.delete, index=new_index)
+            self._delete_leftover(new_index, "half-built index")
             raise
+        # A failed swap keeps the new index: the request may have been applied before the connection
+        # dropped, and deleting it would leave the alias serving nothing. Its heartbeat goes stale.
         self._swap_to(new_index)
+
+    def _delete_leftover(self, index: str, what: str) -> None:
+        """Delete an index nothing serves. A failure is logged, not raised: the caller's own outcome (the
+        error that stopped a rebuild, or a swap that succeeded) matters more, and ``_delete_abandoned``
+        deletes the index once its heartbeat is stale."""
+        try:
+            self._call(f"delete {what}", self.client.indices.delete, index=index, ignore=[404])
+        except Unavailable as exc:
+            log.warning("%s; the next start deletes %s once it is abandoned", exc, index)
 
     def clear(self) -> None:
         self.reindex([])
@@ -219,9 +244,10 @@ class OpenSearchBackend:
     ) -> list[Hit]:
         check_page(limit)
         validate_filters(filters)
-        if not text.strip() or limit == 0:
+        body = q.keyword_query(text, filters, limit, word_weights) if limit else None
+        if body is None:  # nothing asked, or no searchable word
             return []
-        return q.hits_from_response(self._search(q.keyword_query(text, filters, limit, word_weights)))
+        return q.hits_from_response(self._search(body))
 
     def vector(self, vector: np.ndarray, filters: SearchFilters, limit: int) -> list[Hit]:
         check_page(limit)

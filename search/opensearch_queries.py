@@ -8,7 +8,9 @@ OpenSearch) of the keyword query, of the k-NN query's efficient pre-filter, and 
 
 from __future__ import annotations
 
+import functools
 import hashlib
+import json
 import math
 import re
 from collections.abc import Iterable, Iterator, Mapping, Sequence
@@ -22,7 +24,8 @@ from search.types import Hit, IndexedListing, SearchFilters
 
 # Bump when the mapping or ``to_document`` changes: ``load`` then rebuilds into a fresh physical index.
 # 2: documents carry a ``fingerprint``. 3: and the listing's (capped) ``documentation``.
-MAPPING_VERSION = 3
+# 4: the analyzer splits, drops and stems words as the embedded backend's does (``index_settings``).
+MAPPING_VERSION = 4
 # A document's fingerprint is below 2**FINGERPRINT_BITS, so OpenSearch's ``sum`` aggregation (a double)
 # adds 2**(53 - FINGERPRINT_BITS) = 33 million of them exactly: startup compares that sum with the
 # database's instead of trusting a count. One stale document escapes it with odds 2**-28.
@@ -45,6 +48,12 @@ _TEXT_FIELD_PATHS = {
     "documentation": "documentation",
 }
 SEARCH_FIELDS = [f"{_TEXT_FIELD_PATHS[attr]}^{boost:g}" for attr, boost in TEXT_FIELD_BOOSTS.items()]
+# Lucene refuses a query of more than this many term clauses in all (``indices.query.bool.
+# max_clause_count``, 1,024 by default); each analyzed term is one clause per searched field, and the
+# filters take a few. The embedded backend has no limit: a request with more terms keeps the ones that
+# weigh most (a 1,000-character request of distinct short words has ~250).
+MAX_CLAUSES = 1_024
+MAX_QUERY_TERMS = (MAX_CLAUSES - 64) // len(SEARCH_FIELDS)
 
 # Non-relevance orders; missing values last, then newest, then id so that pages never overlap.
 _TIE_BREAK = [{"created_at": {"order": "desc"}}, {"id": {"order": "asc"}}]
@@ -63,19 +72,37 @@ _FACET_AND_TEXT = {"type": "keyword", "fields": {"text": _ENGLISH_TEXT}}
 
 
 def index_settings() -> dict[str, Any]:
-    """Settings of every physical index: k-NN on, an English analyzer like the embedded backend's."""
+    """Settings of every physical index: k-NN on, and the embedded backend's analyzer
+    (``search.keyword.english_analyzer``) step for step, so that a word finds the same listings in both:
+
+    - words are runs of letters and digits, like tantivy's simple tokenizer (and ``WORD_PATTERN``):
+      Lucene's ``standard`` tokenizer would keep "bert_base", "don't" and "v3.5" whole;
+    - tokens of 40 or more characters are dropped (tantivy's ``remove_long(40)``; it counts UTF-8 bytes,
+      Lucene characters, so they differ only for long non-ASCII words);
+    - lower-cased, ASCII-folded, Lucene's English stop words (tantivy's English list is the same 33);
+    - Snowball English stemming, which OpenSearch calls ``porter2``: its ``english`` stemmer is the
+      original Porter algorithm ("generalization" -> "gener", where tantivy gives "general").
+    """
     return {
         "index": {"knn": True, "number_of_shards": 1, "number_of_replicas": 0},
         "analysis": {
+            "tokenizer": {"mlrepo_words": {"type": "pattern", "pattern": r"[^\p{L}\p{N}]+"}},
             "filter": {
+                "mlrepo_short_words": {"type": "length", "max": 39},
                 "mlrepo_english_stop": {"type": "stop", "stopwords": "_english_"},
-                "mlrepo_english_stemmer": {"type": "stemmer", "language": "english"},
+                "mlrepo_english_stemmer": {"type": "stemmer", "language": "porter2"},
             },
             "analyzer": {
                 ANALYZER: {
                     "type": "custom",
-                    "tokenizer": "standard",
-                    "filter": ["lowercase", "asciifolding", "mlrepo_english_stop", "mlrepo_english_stemmer"],
+                    "tokenizer": "mlrepo_words",
+                    "filter": [
+                        "mlrepo_short_words",
+                        "lowercase",
+                        "asciifolding",
+                        "mlrepo_english_stop",
+                        "mlrepo_english_stemmer",
+                    ],
                 }
             },
         },
@@ -84,45 +111,53 @@ def index_settings() -> dict[str, Any]:
 
 def index_mappings(dim: int) -> dict[str, Any]:
     """Strict mappings: a field nobody declared is an error, not a silently guessed type."""
+    return {"dynamic": "strict", "_meta": index_meta(dim), "properties": _properties(dim)}
+
+
+def mapping_digest(dim: int) -> str:
+    """Identifies the settings and mappings an index is created with: ``load`` rebuilds an index whose
+    recorded digest differs, like the embedded backend's schema marker, so a mapping changed without a
+    ``MAPPING_VERSION`` bump (or another vector size) is not served on."""
+    body = json.dumps([index_settings(), "strict", _properties(dim)], sort_keys=True)
+    return hashlib.blake2b(body.encode(), digest_size=8).hexdigest()
+
+
+def _properties(dim: int) -> dict[str, Any]:
     return {
-        "dynamic": "strict",
-        "_meta": index_meta(),
-        "properties": {
-            "id": _KEYWORD,
-            "kind": _KEYWORD,
-            "name": {**_ENGLISH_TEXT, "fields": {"raw": _KEYWORD}},
-            "category": _FACET_AND_TEXT,
-            "subcategories": _FACET_AND_TEXT,
-            "tags": {**_ENGLISH_TEXT, "fields": {"raw": _KEYWORD}},
-            "description": _ENGLISH_TEXT,
-            "documentation": _ENGLISH_TEXT,
-            "framework": _KEYWORD,
-            "input_format": _KEYWORD,
-            "output_format": _KEYWORD,
-            "visibility": _KEYWORD,
-            "owner_id": _KEYWORD,
-            "shared_with": _KEYWORD,
-            "readers": _KEYWORD,
-            "status": _KEYWORD,
-            "verification_status": _KEYWORD,
-            "hidden": {"type": "boolean"},
-            "accuracy": {"type": "double"},
-            "latency_p50_ms": {"type": "double"},
-            "cpu": {"type": "double"},
-            "memory_mb": {"type": "long"},
-            "gpu": {"type": "long"},
-            "relative_usage": {"type": "double"},
-            "created_at": {"type": "double"},
-            "fingerprint": {"type": "long"},
-            "embedding": {
-                "type": "knn_vector",
-                "dimension": dim,
-                "method": {
-                    "name": "hnsw",
-                    "engine": "lucene",
-                    "space_type": "cosinesimil",
-                    "parameters": {"m": HNSW_M, "ef_construction": HNSW_EF_CONSTRUCTION},
-                },
+        "id": _KEYWORD,
+        "kind": _KEYWORD,
+        "name": {**_ENGLISH_TEXT, "fields": {"raw": _KEYWORD}},
+        "category": _FACET_AND_TEXT,
+        "subcategories": _FACET_AND_TEXT,
+        "tags": {**_ENGLISH_TEXT, "fields": {"raw": _KEYWORD}},
+        "description": _ENGLISH_TEXT,
+        "documentation": _ENGLISH_TEXT,
+        "framework": _KEYWORD,
+        "input_format": _KEYWORD,
+        "output_format": _KEYWORD,
+        "visibility": _KEYWORD,
+        "owner_id": _KEYWORD,
+        "shared_with": _KEYWORD,
+        "readers": _KEYWORD,
+        "status": _KEYWORD,
+        "verification_status": _KEYWORD,
+        "hidden": {"type": "boolean"},
+        "accuracy": {"type": "double"},
+        "latency_p50_ms": {"type": "double"},
+        "cpu": {"type": "double"},
+        "memory_mb": {"type": "long"},
+        "gpu": {"type": "long"},
+        "relative_usage": {"type": "double"},
+        "created_at": {"type": "double"},
+        "fingerprint": {"type": "long"},
+        "embedding": {
+            "type": "knn_vector",
+            "dimension": dim,
+            "method": {
+                "name": "hnsw",
+                "engine": "lucene",
+                "space_type": "cosinesimil",
+                "parameters": {"m": HNSW_M, "ef_construction": HNSW_EF_CONSTRUCTION},
             },
         },
     }
@@ -141,9 +176,10 @@ def physical_index_name(alias: str, stamp: str) -> str:
     return f"{alias}-v{MAPPING_VERSION}-{stamp}"
 
 
-def index_meta(heartbeat: float | None = None) -> dict[str, Any]:
-    """The mapping's ``_meta``; a rebuild's index carries the time its builder was last alive."""
-    meta: dict[str, Any] = {"mapping_version": MAPPING_VERSION}
+def index_meta(dim: int, heartbeat: float | None = None) -> dict[str, Any]:
+    """The mapping's ``_meta``: what the index was created with (``mapping_digest``) and, for a
+    rebuild's index, the time its builder was last alive."""
+    meta: dict[str, Any] = {"mapping_version": MAPPING_VERSION, "mapping_digest": mapping_digest(dim)}
     if heartbeat is not None:
         meta["rebuild_heartbeat"] = heartbeat
     return meta
@@ -324,34 +360,65 @@ def filter_clauses(filters: SearchFilters) -> list[dict[str, Any]]:
 
 def keyword_query(
     text: str, filters: SearchFilters, limit: int, word_weights: Mapping[str, float] | None = None
-) -> dict[str, Any]:
-    """BM25 over the boosted text fields (summed across fields, like the embedded backend), filtered.
+) -> dict[str, Any] | None:
+    """BM25 over the boosted text fields (summed across fields, like the embedded backend), filtered;
+    ``None`` when the text has no searchable word (only stop words or punctuation): nothing to ask.
 
-    With ``word_weights`` the text becomes one ``multi_match`` per word, boosted by its weight (1.0 for
-    words it does not name), so each word's terms count as much as in the embedded backend."""
+    Each analyzed term is searched once, boosted as the embedded backend boosts it (``query_terms``)."""
+    match = text_match(text, word_weights)
+    if match is None:
+        return None
     return {
         "size": window(limit),
         "_source": False,
         "track_total_hits": False,
-        "query": {"bool": {"must": [text_match(text, word_weights)], "filter": filter_clauses(filters)}},
+        "query": {"bool": {"must": [match], "filter": filter_clauses(filters)}},
     }
 
 
-def text_match(text: str, word_weights: Mapping[str, float] | None = None) -> dict[str, Any]:
-    """The text part of ``keyword_query``."""
-    if not word_weights:
-        return {"multi_match": {"query": text, "fields": SEARCH_FIELDS, "type": "most_fields"}}
-    words = dict.fromkeys(match.lower() for match in WORD_PATTERN.findall(text))
+@functools.cache
+def _analyzer() -> Any:
+    """The embedded backend's analyzer (the index's ``index_settings`` mirror it)."""
+    from search.keyword import english_analyzer
+
+    return english_analyzer()
+
+
+def query_terms(text: str, word_weights: Mapping[str, float] | None = None) -> dict[str, float]:
+    """One request word for each analyzed term of ``text`` -> the term's boost, as the embedded backend
+    searches them (``search.keyword.KeywordIndex.text_query``): every term once, however many words stem
+    to it ("image images" is "imag" once), boosted by the largest weight of the words that stem to it,
+    1.0 when none is weighted. OpenSearch analyzes the word sent back into that same term; sending every
+    word instead counted a repeated term once per word (Lucene adds duplicate clauses' boosts). At most
+    ``MAX_QUERY_TERMS``, the heaviest first."""
+    from search.keyword import term_boosts
+
+    analyzer = _analyzer()
+    boosts = term_boosts(analyzer, word_weights or {})
+    chosen: dict[str, float] = {}
+    seen: set[str] = set()
+    for word in dict.fromkeys(match.lower() for match in WORD_PATTERN.findall(text)):
+        fresh = [term for term in analyzer.analyze(word) if term not in seen]
+        if fresh:
+            seen.update(fresh)
+            chosen[word] = max(boosts.get(term, 1.0) for term in fresh)
+    if len(chosen) > MAX_QUERY_TERMS:  # the heaviest, the first among equals (sorted is stable)
+        heaviest = sorted(chosen, key=lambda word: -chosen[word])[:MAX_QUERY_TERMS]
+        chosen = {word: chosen[word] for word in heaviest}
+    return chosen
+
+
+def text_match(text: str, word_weights: Mapping[str, float] | None = None) -> dict[str, Any] | None:
+    """The text part of ``keyword_query``: one ``multi_match`` of the words when none is weighted,
+    else one per word with its boost; ``None`` when no word is searchable."""
+    terms = query_terms(text, word_weights)
+    if not terms:
+        return None
+    if all(boost == 1.0 for boost in terms.values()):
+        return {"multi_match": {"query": " ".join(terms), "fields": SEARCH_FIELDS, "type": "most_fields"}}
     should = [
-        {
-            "multi_match": {
-                "query": word,
-                "fields": SEARCH_FIELDS,
-                "type": "most_fields",
-                "boost": float(word_weights.get(word, 1.0)),
-            }
-        }
-        for word in words
+        {"multi_match": {"query": word, "fields": SEARCH_FIELDS, "type": "most_fields", "boost": boost}}
+        for word, boost in terms.items()
     ]
     return {"bool": {"should": should, "minimum_should_match": 1}}
 
@@ -382,6 +449,11 @@ def count_query(filters: SearchFilters) -> dict[str, Any]:
 
 
 # ---------------------------------------------------------------------- responses
+
+
+def mapping_digest_from_response(response: Mapping[str, Any], index: str) -> str | None:
+    """The ``mapping_digest`` a get-mapping answer records for ``index`` (None: an older build's)."""
+    return (response.get(index, {}).get("mappings") or {}).get("_meta", {}).get("mapping_digest")
 
 
 def digest_query() -> dict[str, Any]:

@@ -5,7 +5,8 @@ OpenSearch cannot be obtained on the build machines (no Docker Hub, no package),
 against this, and its queries against a real server in ``test_opensearch_live.py`` where one is given.
 It answers index management, ``count``, ``bulk`` (index and delete actions), ``mget`` and the digest
 aggregation ``load`` sends (``search`` with nothing else); ``meta`` holds each index's mapping ``_meta``.
-``fail_next(name)`` makes the next such request fail as an unreachable server does.
+``refuse(id, *statuses)`` fails single bulk items; ``fail_next(name)`` makes the next such request
+(``bulk``, ``mget``, ``delete`` of an index, ``swap`` of the alias) fail as an unreachable server does.
 """
 
 from __future__ import annotations
@@ -45,10 +46,14 @@ class _Indices:
             if fnmatch.fnmatchcase(name, index)
         }
 
+    def get_mapping(self, index: str) -> dict:
+        return {index: {"mappings": {"_meta": self.cluster.meta[index]}}}
+
     def put_mapping(self, index: str, body: dict) -> None:
         self.cluster.meta[index] = body["_meta"]
 
     def update_aliases(self, body: dict) -> None:
+        self.cluster._answer("swap")
         self.cluster.requests.append(("swap", body["actions"][-1]["add"]["index"]))
         for action in body["actions"]:
             ((op, target),) = action.items()
@@ -60,6 +65,7 @@ class _Indices:
     def delete(self, index: str, ignore: list[int] | None = None) -> None:
         from opensearchpy.exceptions import NotFoundError
 
+        self.cluster._answer("delete")
         self.cluster.requests.append(("delete", index))
         if index not in self.cluster.docs and 404 not in (ignore or []):
             raise NotFoundError(404, "index_not_found_exception", {})
@@ -83,6 +89,13 @@ class InMemoryCluster:
         self.meta: dict[str, dict[str, Any]] = {}  # physical index -> its mapping's _meta
         self.requests: list[tuple[str, str]] = []
         self._failing: set[str] = set()
+        self.bulk_params: list[dict[str, object]] = []  # the query parameters of each bulk request
+        self._refused: dict[str, list[int]] = {}  # listing id -> statuses of its next bulk items
+
+    def refuse(self, listing_id: str, *statuses: int) -> None:
+        """Answer the next bulk actions on ``listing_id`` with these item statuses (429: throttled, 400:
+        a document the mapping rejects), as a server answers a partly failed bulk request."""
+        self._refused.setdefault(listing_id, []).extend(statuses)
 
     def fail_next(self, request: str) -> None:
         self._failing.add(request)
@@ -127,12 +140,18 @@ class InMemoryCluster:
 
     def bulk(self, body: str, **params: object) -> dict:
         self._answer("bulk")
+        self.bulk_params.append(params)
         lines = [json.loads(line) for line in body.splitlines() if line]
         items = []
         while lines:
             ((op, meta),) = lines.pop(0).items()
             docs = self.docs[self._physical(meta["_index"])]
-            if op == "delete":
+            refusals = self._refused.get(meta["_id"])
+            if refusals:  # the server refuses this document (the source line is consumed unread)
+                status = refusals.pop(0)
+                if op != "delete":
+                    lines.pop(0)
+            elif op == "delete":
                 status = 200 if docs.pop(meta["_id"], None) is not None else 404
             else:
                 docs[meta["_id"]], status = lines.pop(0), 200
@@ -141,3 +160,28 @@ class InMemoryCluster:
 
     def close(self) -> None:
         pass
+
+
+def filter_matches(clause: dict[str, Any], source: dict[str, Any]) -> bool:
+    """Whether a document ``_source`` passes one clause of ``opensearch_queries.filter_clauses``, read as
+    OpenSearch reads it: a term matches any value of a multi-valued field, a range never matches a missing
+    value, ``exists`` is false for a null or empty field. Only the clause forms those filters use."""
+    ((kind, body),) = clause.items()
+    if kind == "bool":
+        excluded = "must_not" in body and filter_matches(body["must_not"], source)
+        should = sum(filter_matches(c, source) for c in body.get("should", []))
+        filters = all(filter_matches(c, source) for c in body.get("filter", []))
+        return filters and not excluded and should >= body.get("minimum_should_match", 0)
+    if kind == "exists":
+        return source.get(body["field"]) not in (None, [])
+    ((field, wanted),) = body.items()
+    value = source.get(field)
+    values = value if isinstance(value, list) else [value]
+    if kind == "term":
+        return wanted in values
+    if kind == "terms":
+        return any(v in wanted for v in values)
+    if kind == "range":
+        bounds = {"lte": lambda v, b: v <= b, "gte": lambda v, b: v >= b}
+        return any(v is not None and all(bounds[op](v, b) for op, b in wanted.items()) for v in values)
+    raise AssertionError(f"a clause filter_clauses does not make: {clause}")

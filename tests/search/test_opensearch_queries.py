@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from search_support import listing
+from search_support import CATALOG, FACET_CASES, VISIBILITY_CASES, listing
 
 from infra.errors import Unavailable
 from infra.settings import Settings
@@ -14,7 +14,7 @@ from search.embedded import EmbeddedBackend
 from search.factory import make_backend, open_backend
 from search.opensearch import ABANDONED_AFTER_S, OpenSearchBackend
 from search.types import Hit, SearchFilters
-from tests.search.opensearch_cluster import InMemoryCluster
+from tests.search.opensearch_cluster import InMemoryCluster, filter_matches
 
 HIDE_SUSPENDED = {"term": {"hidden": False}}
 PUBLIC_ONLY = {"terms": {"readers": [":public"]}}
@@ -41,13 +41,6 @@ def test_mapping_has_english_text_keyword_facets_and_hnsw_vector() -> None:
             "parameters": {"m": 16, "ef_construction": 128},
         },
     }
-    analyzer = q.index_settings()["analysis"]["analyzer"]["mlrepo_english"]
-    assert analyzer["filter"] == [
-        "lowercase",
-        "asciifolding",
-        "mlrepo_english_stop",
-        "mlrepo_english_stemmer",
-    ]
     assert q.index_settings()["index"]["knn"] is True
     # Every field a document carries is mapped (the mapping is strict).
     assert set(q.to_document(listing("a", embedding=np.ones(384)))) == set(props)
@@ -133,7 +126,7 @@ def test_keyword_query_is_boosted_multi_match_with_filters() -> None:
                 "must": [
                     {
                         "multi_match": {
-                            "query": "sentiment of reviews",
+                            "query": "sentiment reviews",  # "of" is a stop word in both backends
                             "fields": [
                                 "name^1",
                                 "tags^1",
@@ -302,7 +295,7 @@ def test_word_weights_become_one_boosted_match_per_word() -> None:
             "bool": {
                 "should": [
                     {"multi_match": {"query": w, "fields": fields, "type": "most_fields", "boost": b}}
-                    for w, b in (("sentiment", 0.5), ("of", 0.0), ("reviews", 1.0))
+                    for w, b in (("sentiment", 0.5), ("reviews", 1.0))  # "of": a stop word
                 ],
                 "minimum_should_match": 1,
             }
@@ -402,3 +395,233 @@ def test_get_leaves_the_documentation_out_when_ranking_reads_projections() -> No
     backend.load([listing("a", documentation="How to call it", embedding=np.ones(8))])
     assert backend.get(["a"], with_embeddings=False)["a"].documentation == ""
     assert backend.get(["a"])["a"].documentation == "How to call it"
+
+
+def test_the_analyzer_splits_stems_and_drops_words_as_the_embedded_one_does() -> None:
+    """Both backends must turn a listing's text into the same terms, or a word that finds a listing in one
+    does not in the other. The embedded analyzer (tantivy) splits on every character that is not a letter
+    or digit ("bert_base", "don't", "v3.5" -> separate words; Lucene's standard tokenizer keeps them
+    whole), drops tokens of 40 bytes or more, drops Lucene's English stop words and stems with Snowball
+    English, i.e. Porter2 ("generalization" -> "general"; the ``english`` stemmer OpenSearch names is the
+    original Porter, giving "gener")."""
+    from search.keyword import english_analyzer
+
+    embedded = english_analyzer()
+    assert embedded.analyze("bert_base don't v3.5") == ["bert", "base", "don", "t", "v3", "5"]
+    assert embedded.analyze("x" * 39 + " " + "y" * 40) == ["x" * 39]
+    assert embedded.analyze("generalization the classifying") == ["general", "classifi"]
+
+    analysis = q.index_settings()["analysis"]
+    assert analysis["tokenizer"] == {"mlrepo_words": {"type": "pattern", "pattern": r"[^\p{L}\p{N}]+"}}
+    assert analysis["filter"] == {
+        "mlrepo_short_words": {"type": "length", "max": 39},
+        "mlrepo_english_stop": {"type": "stop", "stopwords": "_english_"},
+        "mlrepo_english_stemmer": {"type": "stemmer", "language": "porter2"},
+    }
+    assert analysis["analyzer"]["mlrepo_english"] == {
+        "type": "custom",
+        "tokenizer": "mlrepo_words",
+        "filter": [
+            "mlrepo_short_words",
+            "lowercase",
+            "asciifolding",
+            "mlrepo_english_stop",
+            "mlrepo_english_stemmer",
+        ],
+    }
+
+
+def test_words_that_stem_alike_count_once_with_the_embedded_backends_weight(tmp_path) -> None:
+    """The embedded backend searches each analyzed *term* once ("image images" is the term "imag" once),
+    boosted by the largest weight of the request words that stem to it, or 1.0 when none is weighted.
+    OpenSearch sums the clauses of repeated terms (Lucene merges duplicate SHOULD clauses by adding their
+    boosts), so sending every word scored "imag" twice and ranked listings differently: the query sends
+    one word per term, with the embedded backend's boost for it."""
+    from search.keyword import KeywordIndex
+
+    text = "Classify images: an image classifier, the classifying of images"
+    weights = {"images": 0.25, "classifier": 0.5, "classify": 0.75, "the": 0.0}
+    fields = q.SEARCH_FIELDS
+    assert q.keyword_query(text, SearchFilters(), 5)["query"]["bool"]["must"] == [
+        {"multi_match": {"query": "classify images", "fields": fields, "type": "most_fields"}}
+    ]
+    weighted = q.keyword_query(text, SearchFilters(), 5, weights)["query"]["bool"]["must"]
+    assert weighted == [
+        {
+            "bool": {
+                "should": [
+                    {"multi_match": {"query": w, "fields": fields, "type": "most_fields", "boost": b}}
+                    for w, b in (("classify", 0.75), ("images", 0.25))
+                ],
+                "minimum_should_match": 1,
+            }
+        }
+    ]
+    # The boosts are the embedded backend's own.
+    embedded = KeywordIndex(tmp_path / "keyword")
+    try:
+        assert embedded.term_boosts(weights) == {"classifi": 0.75, "imag": 0.25}
+    finally:
+        embedded.close()
+    # Nothing searchable (stop words and punctuation only): no request, like the embedded backend.
+    assert q.keyword_query("the of, and!", SearchFilters(), 5) is None
+    backend = OpenSearchBackend(InMemoryCluster(), "listings", 8)  # type: ignore[arg-type]
+    assert backend.keyword("the of, and!", SearchFilters(), 5) == []
+
+
+def _served_ids(cluster: InMemoryCluster) -> set[str]:
+    return set(cluster.served("listings"))
+
+
+def test_a_reindex_that_dies_half_way_leaves_the_old_index_serving_and_no_half_built_one() -> None:
+    """A bulk load that fails part-way (the server went away) must not touch what searches see: the alias
+    keeps serving the old index, the half-built one is deleted, and the error says what failed. When the
+    server is gone for the delete too, that second failure must not replace the first: the half-built
+    index has a heartbeat, so a later ``ensure`` deletes it once the heartbeat is stale."""
+    cluster = InMemoryCluster()
+    backend = OpenSearchBackend(cluster, "listings", 8)  # type: ignore[arg-type]
+    backend.load([listing("old", embedding=None)])
+    (served,) = cluster.aliases
+
+    cluster.fail_next("bulk")
+    with pytest.raises(Unavailable, match="bulk write failed"):
+        backend.reindex([listing("new", embedding=None)])
+    assert cluster.aliases == {served: "listings"} and set(cluster.docs) == {served}
+    assert _served_ids(cluster) == {"old"}
+
+    cluster.fail_next("bulk")
+    cluster.fail_next("delete")
+    with pytest.raises(Unavailable, match="bulk write failed"):
+        backend.reindex([listing("new", embedding=None)])
+    (left,) = set(cluster.docs) - {served}
+    assert cluster.aliases == {served: "listings"} and _served_ids(cluster) == {"old"}
+    cluster.meta[left]["rebuild_heartbeat"] -= ABANDONED_AFTER_S + 1
+    backend.ensure()
+    assert set(cluster.docs) == {served}
+
+
+def test_a_reindex_whose_alias_swap_succeeded_succeeds_though_the_old_index_lingers() -> None:
+    """Once the alias serves the new index the reindex is done: failing to delete the old index must not
+    report the rebuild as failed (``mlrepo reindex`` would exit non-zero over a complete index). The old
+    index, no longer aliased and with a stale heartbeat, goes at the next ``ensure``. When the swap itself
+    fails the new index is kept, not deleted: the request may have been applied before the connection
+    dropped, and then deleting it would leave the alias serving nothing."""
+    cluster = InMemoryCluster()
+    backend = OpenSearchBackend(cluster, "listings", 8)  # type: ignore[arg-type]
+    backend.load([listing("old", embedding=None)])
+    (old,) = cluster.aliases
+
+    cluster.fail_next("delete")
+    backend.reindex([listing("new", embedding=None)])
+    (new,) = cluster.aliases
+    assert new != old and _served_ids(cluster) == {"new"} and old in cluster.docs
+    cluster.meta[old]["rebuild_heartbeat"] -= ABANDONED_AFTER_S + 1
+    backend.ensure()
+    assert set(cluster.docs) == {new}
+
+    cluster.fail_next("swap")
+    with pytest.raises(Unavailable, match="alias swap"):
+        backend.reindex([listing("newer", embedding=None)])
+    assert cluster.aliases == {new: "listings"} and _served_ids(cluster) == {"new"}
+    assert len(cluster.docs) == 2  # the complete new index waits for the heartbeat cleanup
+
+
+def test_startup_rebuilds_an_index_whose_settings_or_mapping_differ_though_its_version_matches() -> None:
+    """The embedded backend rebuilds an index another schema or tantivy wrote; the OpenSearch one trusted
+    any index named with the current ``MAPPING_VERSION``, so a changed analyzer, field or vector size
+    without a bump (or an index of the same version from another encoder's dimension) kept serving the
+    old mapping. Each index records a digest of its settings and mappings, and ``load`` compares it."""
+    assert q.mapping_digest(8) != q.mapping_digest(384)
+    assert q.index_mappings(8)["_meta"]["mapping_digest"] == q.mapping_digest(8)
+    cluster = InMemoryCluster()
+    backend = OpenSearchBackend(cluster, "listings", 8)  # type: ignore[arg-type]
+    docs = [listing("a", embedding=None)]
+    assert backend.load(docs) is True
+    (first,) = cluster.aliases
+    assert cluster.meta[first]["mapping_digest"] == q.mapping_digest(8)
+    assert backend.load(docs) is False
+
+    cluster.meta[first]["mapping_digest"] = "written-by-an-older-build"
+    assert backend.load(docs) is True
+    (second,) = cluster.aliases
+    assert second != first and cluster.meta[second]["mapping_digest"] == q.mapping_digest(8)
+    assert backend.load(docs) is False
+
+
+def test_a_long_request_stays_within_the_clause_limit_opensearch_enforces() -> None:
+    """Lucene refuses a query of more than 1,024 term clauses in all (``indices.query.bool.max_clause_
+    count``), and every analyzed term is one clause per searched field; the embedded backend has no such
+    limit. A 1,000-character request of distinct short words (a pasted keyword list) made ~1,500 and
+    failed as ``Unavailable``; the query keeps the terms that weigh most, the first among equals."""
+    letters = "abcdefghijklmnopqrstuvwxyz"
+    words = [f"{first}{second}x" for first in letters for second in letters][:250]
+    text = " ".join(words)
+    assert len(text) < 1_000
+    unweighted = q.keyword_query(text, SearchFilters(), 5)["query"]["bool"]["must"][0]["multi_match"]
+    kept = unweighted["query"].split()
+    assert kept == words[: q.MAX_QUERY_TERMS]
+    assert q.MAX_QUERY_TERMS * len(q.SEARCH_FIELDS) + 64 <= q.MAX_CLAUSES == 1_024
+    weights = {word: (0.5 if i % 2 else 0.25) for i, word in enumerate(words)}
+    weighted = q.keyword_query(text, SearchFilters(), 5, weights)["query"]["bool"]["must"][0]["bool"][
+        "should"
+    ]
+    assert [c["multi_match"]["query"] for c in weighted] == (words[1::2] + words[0::2])[: q.MAX_QUERY_TERMS]
+
+
+def test_bulk_writes_retry_throttling_and_name_the_listings_the_server_refused() -> None:
+    """A bulk request can partly fail: a throttled item (429) is retried with backoff and succeeds, a
+    refused one (400) is named in the ``Unavailable`` the write raises (the catalog then rolls back its
+    row, and ``load`` at the next start sees the index differ from the database); the other documents
+    are written, since OpenSearch bulk writes are not atomic. Deleting what is not indexed is fine."""
+    cluster = InMemoryCluster()
+    backend = OpenSearchBackend(cluster, "listings", 8)  # type: ignore[arg-type]
+    backend.load([])
+    cluster.refuse("busy", 429)
+    cluster.refuse("bad", 400)
+    with pytest.raises(Unavailable, match=r"did not index 1 listings: bad$"):
+        backend.upsert([listing("busy", embedding=None), listing("good", embedding=None), listing("bad")])
+    assert set(cluster.served("listings")) == {"busy", "good"}
+    backend.delete(["never-indexed", "good", "good"])
+    assert set(cluster.served("listings")) == {"busy"}
+
+
+@pytest.mark.parametrize(
+    ("filters", "expected"),
+    [
+        *FACET_CASES,
+        *(
+            (SearchFilters(viewer_id=viewer, viewer_is_admin=admin), seen)
+            for viewer, admin, seen in VISIBILITY_CASES
+        ),
+        (SearchFilters(viewer_is_admin=True, include_suspended=True), {doc.id for doc in CATALOG}),
+        (
+            SearchFilters(viewer_id="carol", include_suspended=True, kinds=("notebook", "pipeline")),
+            {"alice-shared"},
+        ),
+    ],
+)
+def test_filters_select_the_listings_the_embedded_backend_selects(
+    filters: SearchFilters, expected: set
+) -> None:
+    """The facet and visibility cases both backends share (``search_support``), applied to the documents
+    OpenSearch indexes: public, the owner's own, shared-with-the-viewer (a *private* listing naming the
+    viewer stays hidden), admins see all, suspended hidden unless asked for; hardware fits when no
+    requirement is stated, while a latency or accuracy bound needs a stated value."""
+    sources = [q.to_document(doc) for doc in CATALOG]
+    clauses = q.filter_clauses(filters)
+    assert {s["id"] for s in sources if all(filter_matches(c, s) for c in clauses)} == expected
+
+
+def test_only_writes_to_the_served_index_wait_for_a_refresh() -> None:
+    """An ordinary write waits until searches see it (``refresh=wait_for``), like the embedded backend's
+    commit. A rebuild's index serves nobody until its swap, and ``reindex`` refreshes it once before; a
+    ``wait_for`` on each of its bulk chunks waited up to the refresh interval (1 s) per 500 listings."""
+    cluster = InMemoryCluster()
+    backend = OpenSearchBackend(cluster, "listings", 8)  # type: ignore[arg-type]
+    backend.reindex([listing(str(i), embedding=None) for i in range(1_200)])
+    assert len(cluster.bulk_params) == 3
+    assert all(params.get("refresh") in (None, "false") for params in cluster.bulk_params)
+    cluster.bulk_params.clear()
+    backend.upsert([listing("a", embedding=None)])
+    backend.delete(["a"])
+    assert [params.get("refresh") for params in cluster.bulk_params] == ["wait_for", "wait_for"]
