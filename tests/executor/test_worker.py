@@ -206,7 +206,9 @@ async def test_jobs_past_the_account_limit_wait_their_turn_on_arq(arq_settings, 
 
 def test_garbage_collection_on_the_worker_runs_daily_unless_told_otherwise(settings: Settings) -> None:
     """Off by default, it never applied the retention of job outputs in a default deployment."""
-    base = settings.model_copy(update={"redis_url": "redis://127.0.0.1:1", "worker_resource_class": "cpu"})
+    base = settings.model_copy(
+        update={"redis_url": "redis://127.0.0.1:1", "worker_resource_class": "cpu", "gc_interval_hours": 24}
+    )  # the default, which the test suite turns off (tests/conftest.py)
     daily = {job.name: job for job in worker_settings(base)["cron_jobs"]}["cron:collect_artifact_garbage"]
     assert (daily.hour, daily.minute) == ({0}, {43})
     never = base.model_copy(update={"gc_interval_hours": 0})
