@@ -30,7 +30,7 @@ from infra.settings import Settings
 if TYPE_CHECKING:
     from catalog.search_service import SearchResponse
 
-COMMAND_AREAS: tuple[str, ...] = ("jobs", "publishing", "pipelines", "demand")
+COMMAND_AREAS: tuple[str, ...] = ("jobs", "publishing", "pipelines", "demand", "maintenance")
 
 app = typer.Typer(
     name="mlrepo",

@@ -264,28 +264,38 @@ def _sweep_directories(
     report: GcReport,
 ) -> None:
     """Staged uploads (``uploads/<publication>``) and staging directories (``staging/<publication>``,
-    ``staging/job-<job>-*``) whose publication or job is final or gone, and a publication's run
-    directories (``staging/<publication>/<run>``) whose run can no longer write, untouched since the
-    cutoff. A directory whose row does not exist yet is young (the upload is staged just before its row
-    commits), and a run newer than the read claimed the publication since (``may_still_write``). Other
-    staging directories (verification, dataset scans) are removed by their owner's ``finally``."""
-    candidates: list[Path] = []
+    ``staging/job-<job>-*``) whose publication or job is final or gone, untouched since the cutoff, and
+    a publication's run directories (``staging/<publication>/<run>``) whose run can no longer write,
+    whatever their age. A directory whose row does not exist yet is young (the upload is staged just
+    before its row commits), and a run newer than the read claimed the publication since
+    (``may_still_write``). Other staging directories (verification, dataset scans) are removed by their
+    owner's ``finally``.
+
+    A run that can no longer write needs no grace: claims only count up and only a QUEUED row is
+    claimed, so it never writes a row again, and its directory is its own (a later run stages in
+    another). A fenced run still alive loses at most files it can no longer use (it stops at its next
+    write), as when the publication's next run clears earlier runs' directories
+    (``workflow._clear_earlier_runs``). The grace still covers the others: a final or missing row cannot
+    tell a finished publication from one whose row has not committed yet, or one re-queued since."""
+    candidates: list[tuple[Path, bool]] = []  # (directory, only once past the cutoff)
     for path in _subdirs(data_dir / "uploads"):
         if _PUBLICATION_DIR.fullmatch(path.name) and path.name not in active_publications:
-            candidates.append(path)
+            candidates.append((path, True))
     for path in _subdirs(data_dir / "staging"):
         job = _JOB_STAGING.fullmatch(path.name)
         owner = job.group(1) if job is not None else path.name
         active = active_jobs if job is not None else active_publications
         if (job is not None or _PUBLICATION_DIR.fullmatch(path.name)) and owner not in active:
-            candidates.append(path)
+            candidates.append((path, True))
         elif job is None and owner in active_publications:
             status, attempts = active_publications[owner]
             runs = [run for run in _subdirs(path) if run.name.isdigit()]
-            candidates += [run for run in runs if not may_still_write(status, attempts, int(run.name))]
-    for path in candidates:
+            candidates += [
+                (run, False) for run in runs if not may_still_write(status, attempts, int(run.name))
+            ]
+    for path, graced in candidates:
         newest, size = _newest_and_size(path)
-        if newest >= cutoff:
+        if graced and newest >= cutoff:
             continue
         if delete:
             shutil.rmtree(path, ignore_errors=True)

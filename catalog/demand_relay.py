@@ -18,6 +18,12 @@ subscriber that only waits for messages stays deaf until its process restarts. S
 health-checked: after ``health_check_s`` with no traffic it sends a PING, and with no answer within
 another ``health_check_s`` it drops the connection and subscribes again (with the catch-up sweep).
 
+The publishing side needs no health check of its own: a publish is a request with an answer, bounded by
+``PUBLISH_TIMEOUT_S``. A pooled connection Redis closed is replaced when taken; one that died silently
+makes a try time out, and the publish is tried again on a fresh connection within the same bound. When
+Redis cannot be reached at all, the publish is logged (a warning once per outage) and dropped; the search
+or (un)subscribe that triggered it goes on, and the listeners' sweeps deliver it from the database.
+
 What a listener gets across a gap (an outage, or a dead connection until it is found out): every
 no-result search and pipeline gap logged meanwhile by any process, and every (un)subscribe, once the
 catch-up sweep (or an earlier periodic sweep) reads them from the database; they arrive late (at most
@@ -51,6 +57,9 @@ RECONNECT_FIRST_S = 0.1
 RECONNECT_MAX_S = 2.0
 # A search or an (un)subscribe never waits longer than this on an unreachable Redis (the sweep covers it).
 PUBLISH_TIMEOUT_S = 1.0
+# Tries within that time, each on a fresh connection after a failed one: a pooled connection that died
+# without a word (NAT, Redis restarted behind a proxy) is only found out by a try that gets no answer.
+PUBLISH_TRIES = 2
 CONNECT_TIMEOUT_S = 2.0
 
 
@@ -82,6 +91,11 @@ def decode_alert(data: dict[str, Any]) -> DemandAlert:
         reason=str(data["reason"]),
         created_at=datetime.fromisoformat(data["created_at"]),
     )
+
+
+def _describe(exc: BaseException | None) -> str:
+    """An exception for a log line (a timeout's message is empty)."""
+    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
 
 
 def channel_for(redis_db: int | str) -> str:
@@ -122,16 +136,30 @@ class DemandRelay:
         await self._publish({"refollow": account_id})
 
     async def _publish(self, payload: dict[str, Any]) -> None:
-        """Best effort: a search or an (un)subscribe must not fail because Redis is away."""
+        """Best effort: a search or an (un)subscribe must not fail because Redis is away.
+
+        A connection Redis closed (CLIENT KILL, a restart) is replaced when taken from the pool; one that
+        died silently is found out only by a try that gets no answer, which redis-py then disconnects, so
+        the next try connects afresh. A message sent twice (the first answer was only late) is harmless:
+        receivers dedupe alerts by search id, and a refollow reads the database again."""
         message = json.dumps({"origin": self.origin, **payload})
-        try:
-            await asyncio.wait_for(self.redis.publish(self.channel, message), PUBLISH_TIMEOUT_S)
-        except Exception as exc:  # any Redis failure: the sweep delivers it instead
-            log = logger.debug if self._publish_failing else logger.warning
-            log("could not relay demand news over Redis (the sweep will): %s", exc)
-            self._publish_failing = True
-        else:
-            self._publish_failing = False
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + PUBLISH_TIMEOUT_S
+        failure: Exception | None = None
+        for tries_left in range(PUBLISH_TRIES, 0, -1):
+            try:
+                budget = max(deadline - loop.time(), 0.0) / tries_left
+                await asyncio.wait_for(self.redis.publish(self.channel, message), budget)
+            except Exception as exc:  # any Redis failure: again on a fresh connection, else the sweep
+                failure = exc
+            else:
+                if failure is not None:
+                    logger.info("relayed demand news on a fresh Redis connection (%s)", _describe(failure))
+                self._publish_failing = False
+                return
+        log = logger.debug if self._publish_failing else logger.warning
+        log("could not relay demand news over Redis (the sweep will): %s", _describe(failure))
+        self._publish_failing = True
 
     # ------------------------------------------------------------------ receiving
 

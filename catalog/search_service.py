@@ -369,7 +369,7 @@ class SearchService:
                 top_ids=[r.listing.id for r in results],
                 embedding=query_vector,
             )
-        return self._response(results, total, snapshot, len(page), search_id, interpretation)
+        return self._response(results, total, snapshot, len(page), search_id, interpretation, slot)
 
     async def _later_page(
         self,
@@ -390,7 +390,7 @@ class SearchService:
             snapshot = await self._extend(snapshot, filters)
         page = self._explained(snapshot.page(cursor.position, end), snapshot.interpretation, sort)
         results, total = await self._hydrated_page(actor, page, snapshot.total, slot)
-        return self._response(results, total, snapshot, end, None, snapshot.interpretation)
+        return self._response(results, total, snapshot, end, None, snapshot.interpretation, slot)
 
     def _explained(
         self, page: list[RankedResult], interpretation: Interpretation | None, sort: str
@@ -437,6 +437,7 @@ class SearchService:
         position: int,
         search_id: str | None,
         interpretation: Interpretation | None,
+        slot: PipelineSlot | None,
     ) -> SearchResponse:
         # Paging walks what was ranked: listings dropped from this page still leave the rest ahead.
         has_next = snapshot is not None and (position < snapshot.held or not snapshot.exhausted)
@@ -449,7 +450,7 @@ class SearchService:
             else None,
             search_id=search_id,
             interpretation=interpretation,
-            notes=interpretation.describe() if interpretation else [],
+            notes=(interpretation.describe() if interpretation else []) + list(slot.notes if slot else ()),
         )
 
     async def _extend(self, snapshot: Snapshot, filters: SearchFilters) -> Snapshot:

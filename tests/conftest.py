@@ -30,6 +30,11 @@ __all__ = ["IN_CI", "free_port", "require_service"]  # also reachable here, for 
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+# No garbage collection by the clock: at 00:43 local time (the default schedule) every API app and worker
+# a test starts would run a real ``gc --delete`` on that test's data, and a test's outcome would depend on
+# the minute it ran. Set here, so it holds for every Settings a test builds and every process it starts;
+# the tests of the schedule itself give ``gc_interval_hours`` explicitly.
+os.environ["MLREPO_GC_INTERVAL_HOURS"] = "0"
 
 PG_BIN = postgres_bin_dir()  # whatever major version the distribution installed
 NO_POSTGRES = (

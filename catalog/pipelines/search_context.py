@@ -6,6 +6,13 @@ candidate for that slot must read what the step before it emits and emit what th
 The format half of that is an exact facet (``SearchFilters.input_format``/``output_format``) so it
 filters *before* ranking; the exact-schema half is ``slot_misfits``, for a post-filter over the
 candidates' full rows.
+
+A neighbour whose listing was deleted (the step stays, ``listingDeleted``) or that the requester may no
+longer see leaves its side of the slot unconstrained, and the slot says so (``notes``, shown with the
+search's results). A deleted listing's formats and schemas are gone with its row (the step keeps only its
+id), so there is nothing to narrow by; a hidden one's are part of what its owner withdrew, which a
+narrowed search would show. What goes next to such a step matters little anyway: the pipeline runs
+again only once that step is removed or replaced.
 """
 
 from __future__ import annotations
@@ -16,7 +23,9 @@ from typing import Any
 
 from catalog.formats import HasIO, canonical_ref, check_connection
 from catalog.pipelines.conditioning import STEP_KINDS
+from catalog.pipelines.store import Row
 from infra.errors import BadInput
+from infra.tables import Listing
 from search.types import SearchFilters
 
 
@@ -27,6 +36,8 @@ class PipelineSlot:
     after_step_id: str | None  # what ``addPipelineStep(after=…)`` takes to fill this slot
     previous: HasIO | None  # the listing of the step before the slot (its output is what comes in)
     next: HasIO | None  # the listing of the step after the slot (its input is what must go out)
+    # Sentences for the search's notes: a side left unconstrained by a deleted or hidden neighbour.
+    notes: tuple[str, ...] = ()
 
     @property
     def input_format(self) -> str | None:
@@ -41,6 +52,41 @@ class PipelineSlot:
     def output_format(self) -> str | None:
         """What a candidate must emit: the next step's input (None at the end)."""
         return canonical_ref(self.next.input_format) if self.next and self.next.input_format else None
+
+
+def slot_between(
+    pipeline_id: str, position: int, before: Row | None, after: Row | None, unseen: set[str]
+) -> PipelineSlot:
+    """The slot between the step rows ``before`` and ``after`` (None at an end); a neighbour whose
+    listing was deleted or is among ``unseen`` (hidden from the requester) constrains nothing, and the
+    slot's notes say so."""
+    known: list[Listing | None] = []
+    notes: list[str] = []
+    for side, row in (("before", before), ("after", after)):
+        listing = row[1] if row is not None else None
+        if row is not None and (listing is None or listing.id in unseen):
+            notes.append(unknown_neighbour_note(side, row[0].position, deleted=listing is None))
+            listing = None
+        known.append(listing)
+    return PipelineSlot(
+        pipeline_id=pipeline_id,
+        position=position,
+        after_step_id=before[0].id if before is not None else None,
+        previous=known[0],
+        next=known[1],
+        notes=tuple(notes),
+    )
+
+
+def unknown_neighbour_note(side: str, position: int, deleted: bool) -> str:
+    """Why the slot is not narrowed on ``side`` ("before": what comes in, "after": what must go out)
+    next to step ``position`` (0-based). No name or id: the listing may have been private."""
+    what = "was deleted by its owner" if deleted else "is no longer available to you"
+    narrowed = "what they read" if side == "before" else "what they emit"
+    return (
+        f"the listing of step {position + 1}, {side} this slot, {what}: candidates are not narrowed by "
+        f"{narrowed}; remove or replace that step"
+    )
 
 
 def restrict_filters(filters: SearchFilters, slot: PipelineSlot) -> SearchFilters:

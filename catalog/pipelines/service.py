@@ -28,7 +28,7 @@ from catalog.pipelines.gaps import Gap, gap_between, log_gaps
 from catalog.pipelines.published_chain import chain_shape, keep_published_chain
 from catalog.pipelines.runnability import MAX_NESTING
 from catalog.pipelines.running import RunPlan, StepPlan, resource_class_for
-from catalog.pipelines.search_context import PipelineSlot, restrict_filters
+from catalog.pipelines.search_context import PipelineSlot, restrict_filters, slot_between
 from catalog.pipelines.store import (
     Row,
     carries_code,
@@ -40,6 +40,7 @@ from catalog.pipelines.store import (
     require_account,
     source_pipeline,
     step_row,
+    unseen_listing_ids,
     visible_listing,
 )
 from catalog.pipelines.views import (
@@ -105,19 +106,16 @@ class PipelineService:
         async with self.db.session() as session:
             pipeline = await owned_pipeline(session, actor, pipeline_id)
             rows = await load_rows(session, pipeline.id)
-        if position is None:
-            position = len(rows)
-        if isinstance(position, bool) or not isinstance(position, int) or not 0 <= position <= len(rows):
-            raise BadInput(f"position must be between 0 and {len(rows)} for this pipeline", field="position")
-        previous = rows[position - 1] if position > 0 else None
-        following = rows[position] if position < len(rows) else None
-        return PipelineSlot(
-            pipeline_id=pipeline.id,
-            position=position,
-            after_step_id=previous[0].id if previous else None,
-            previous=previous[1] if previous else None,
-            next=following[1] if following else None,
-        )
+            if position is None:
+                position = len(rows)
+            if isinstance(position, bool) or not isinstance(position, int) or not 0 <= position <= len(rows):
+                raise BadInput(
+                    f"position must be between 0 and {len(rows)} for this pipeline", field="position"
+                )
+            before = rows[position - 1] if position > 0 else None
+            after = rows[position] if position < len(rows) else None
+            unseen = await unseen_listing_ids(session, actor, [row for row in (before, after) if row])
+        return slot_between(pipeline.id, position, before, after, unseen)
 
     async def narrow_search(
         self, actor: Actor, pipeline_id: str, position: int | None, filters: SearchFilters

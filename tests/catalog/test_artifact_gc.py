@@ -250,6 +250,38 @@ async def test_staging_of_publication_runs_that_can_no_longer_write_goes(
     assert kept == {"holding run", "later claim"}
 
 
+async def test_staging_of_a_fenced_run_goes_without_waiting_for_the_grace_period(
+    catalog_app: CatalogApp, alice: Actor, settings: Settings
+) -> None:
+    """A run that can no longer write (its claim superseded) kept its staging directory for the grace
+    period (a day by default) though nothing can use it again; it now goes at the first collection. The
+    holding run's and a later claim's stay, and so do a finished publication's (its row cannot tell it
+    from a re-queued one), all as fresh as the fenced run's."""
+    running = Publication(owner_id=alice.account_id, source_kind="package", status="running", attempts=2)
+    failed = Publication(owner_id=alice.account_id, source_kind="package", status="failed", attempts=1)
+    for row in (running, failed):
+        await add_row(catalog_app, row)
+    staging = settings.data_dir / "staging"
+    dirs = {
+        "superseded run": staging / running.id / "1",
+        "holding run": staging / running.id / "2",
+        "later claim": staging / running.id / "3",
+        "failed publication": staging / failed.id,
+    }
+    for path in dirs.values():
+        path.mkdir(parents=True)
+        (path / "package.tar.gz").write_bytes(b"12345")
+    dry = await gc(catalog_app, settings, delete=False)
+    assert dry.directories.files == 1 and all(p.exists() for p in dirs.values())
+    report = await gc(catalog_app, settings)
+    assert (report.directories.files, report.directories.bytes) == (1, 5)
+    assert {name for name, path in dirs.items() if path.exists()} == {
+        "holding run",
+        "later claim",
+        "failed publication",
+    }
+
+
 async def finished_job(
     app: CatalogApp, actor: Actor, store: ArtifactStore, directory: Path, days_ago: float, output: str
 ) -> Job:

@@ -9,6 +9,8 @@ import time
 from datetime import datetime, timedelta
 from pathlib import Path
 
+import pytest
+
 from api.app import create_app
 from api.graphql.jobs import GC_TASK, RECONCILE_TASK
 from catalog.actors import Actor
@@ -28,11 +30,29 @@ def at(day: int, hour: int, minute: int, second: float = 0) -> datetime:
     return datetime(2026, 3, day, hour, minute, tzinfo=TZ) + timedelta(seconds=second)
 
 
-def test_a_default_deployment_collects_daily(tmp_path: Path) -> None:
+def daily(settings: Settings) -> Settings:
+    """``settings`` on the default schedule, which the test suite turns off (``tests/conftest.py``)."""
+    return settings.model_copy(update={"gc_interval_hours": 24})
+
+
+def test_a_default_deployment_collects_daily(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Off by default, retention never happened: nothing expired outputs unless an operator ran gc."""
+    monkeypatch.delenv("MLREPO_GC_INTERVAL_HOURS")  # a deployment's environment, not the test suite's
     assert gc_hours(Settings(data_dir=tmp_path)) == {0}
     assert gc_hours(Settings(data_dir=tmp_path, gc_interval_hours=6)) == {0, 6, 12, 18}
     assert gc_hours(Settings(data_dir=tmp_path, gc_interval_hours=0)) == set()
+
+
+def test_the_test_suite_never_collects_by_the_clock(settings: Settings, tmp_path: Path) -> None:
+    """An API app or worker a test started at 00:43 local time ran a real collection on that test's data
+    (the default schedule): whether a test passed depended on the minute it ran. The suite's settings,
+    those of the fixture and any a test builds (or a process it starts reads), schedule none."""
+    from executor.worker import gc_cron_jobs
+
+    for suite in (settings, Settings(data_dir=tmp_path)):
+        assert gc_hours(suite) == set()
+        assert gc_cron_jobs(suite.model_copy(update={"redis_url": "redis://127.0.0.1:1"})) == []
+    assert os.environ["MLREPO_GC_INTERVAL_HOURS"] == "0"  # inherited by the processes tests start
 
 
 def test_the_next_collection_is_the_next_scheduled_minute_by_the_clock() -> None:
@@ -56,7 +76,7 @@ async def test_the_scheduled_collection_expires_old_outputs_and_removes_their_bl
     then = time.time() - 2 * settings.gc_grace_s  # an old blob, as the job's outputs would be by now
     os.utime(store.locate(outputs.digest).path, (then, then))
     loop = asyncio.create_task(
-        collect_garbage_on_schedule(settings, catalog_app.db, clock=lambda: at(10, 0, 42, 59.8))
+        collect_garbage_on_schedule(daily(settings), catalog_app.db, clock=lambda: at(10, 0, 42, 59.8))
     )
     try:
         async with asyncio.timeout(20):
@@ -78,7 +98,7 @@ async def test_without_redis_the_api_process_runs_the_workers_chores(
     settings: Settings, encoder: Encoder
 ) -> None:
     """There is no worker then: the API process reconciles jobs and collects garbage itself."""
-    app = create_app(settings, migrate=False, encoder=encoder)
+    app = create_app(daily(settings), migrate=False, encoder=encoder)
     async with app.router.lifespan_context(app):
         running = {task.get_name() for task in asyncio.all_tasks() if not task.done()}
         assert {GC_TASK, RECONCILE_TASK} <= running

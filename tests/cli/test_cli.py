@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import sqlite3
 import time
 from pathlib import Path
 
@@ -253,3 +254,27 @@ def test_gc_reports_by_default_and_deletes_with_delete(runner, settings) -> None
     assert (report["retention_days"], report["expired_outputs"]) == (30, 0)
     assert report["garbage"] == {"files": 1, "bytes": len(b"abandoned")}
     assert not store.exists(old.digest) and store.exists(young.digest)
+
+
+def test_fix_versions_reports_then_renumbers_versions_from_before_the_rule(
+    runner, sqlite_settings, tmp_path
+) -> None:
+    source = write_lines(tmp_path / "listings.jsonl", [json.dumps(GOOD_1)])
+    assert mlrepo(runner, sqlite_settings, "import", str(source)).exit_code == 0
+    database = sqlite_settings.resolved_database_url.removeprefix("sqlite+aiosqlite:///")
+    with sqlite3.connect(database) as connection:  # as an older deployment stored them
+        connection.execute("UPDATE listings SET version = 'v2'")
+        connection.execute("UPDATE listing_versions SET version = 'v2'")
+
+    dry = mlrepo(runner, sqlite_settings, "fix-versions")
+    assert dry.exit_code == 0, dry.output
+    assert "version 'v2' -> '2.0.0'" in dry.stdout and dry.stdout.endswith("(dry run; --apply to act): 2\n")
+    applied = mlrepo(runner, sqlite_settings, "fix-versions", "--apply", "--json")
+    assert [(c["old"], c["new"], c["what"]) for c in json.loads(applied.stdout)] == [
+        ("v2", "2.0.0", "version"),
+        ("v2", "2.0.0", "listing"),
+    ]
+    again = mlrepo(runner, sqlite_settings, "fix-versions", "--apply")
+    assert again.stdout == "renumbered: 0\n"
+    with sqlite3.connect(database) as connection:
+        assert connection.execute("SELECT version FROM listings").fetchall() == [("2.0.0",)]

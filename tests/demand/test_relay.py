@@ -43,14 +43,21 @@ STARTUP_TIMEOUT_S = 20
 
 @contextlib.asynccontextmanager
 async def two_processes(
-    settings: Settings, redis_url: str, encoder: Encoder, listener_update: dict[str, object] | None = None
+    settings: Settings,
+    redis_url: str,
+    encoder: Encoder,
+    listener_update: dict[str, object] | None = None,
+    publisher_update: dict[str, object] | None = None,
 ) -> AsyncIterator[tuple[CatalogApp, CatalogApp]]:
-    """``listener_update``: settings of ``a`` only (another way to reach Redis, a health check interval)."""
+    """``listener_update``, ``publisher_update``: settings of ``a`` or ``b`` only (another way to reach
+    Redis, a health check interval)."""
     relayed = settings.model_copy(update={"redis_url": redis_url, "demand_alert_sweep_s": 3600})
     a = await CatalogApp.open(
         relayed.model_copy(update=listener_update or {}), encoder=encoder, with_index=False
     )
-    b = await CatalogApp.open(relayed, encoder=encoder, with_index=False)
+    b = await CatalogApp.open(
+        relayed.model_copy(update=publisher_update or {}), encoder=encoder, with_index=False
+    )
     try:
         yield a, b
     finally:
@@ -265,6 +272,55 @@ async def test_a_quiet_healthy_subscription_is_kept(
                 await asyncio.wait_for(_disconnected(relay.connected), 20 * 0.05)
             after = await b.demand.log_search("transcribe podcasts", result_count=0, category="Audio")
             assert (await next_alert(received)).search_id == after
+
+
+@pytest.mark.parametrize(
+    "drops", ["client-killed", "redis-restarted", "nat-forgets-the-flow", "redis-restarts-behind-a-proxy"]
+)
+async def test_the_publishing_side_survives_redis_dropping_its_connection(
+    settings: Settings, restartable_redis: RestartableRedis, encoder: Encoder, people: People, drops: str
+) -> None:
+    """The process that logs the search publishes it on a pooled connection. A connection Redis closed
+    (CLIENT KILL, a restart) is replaced when taken from the pool; one that died without a word (a NAT
+    forgetting the flow, Redis restarted behind a proxy) took the publish's whole time limit, and the
+    alert reached the listeners only at their next sweep (30 s by default; an hour here). The publish is
+    now tried again on a fresh connection; either way the search that triggered it never fails."""
+    proxy = SilentProxy(restartable_redis.port, hold_on_close=drops == "redis-restarts-behind-a-proxy")
+    await proxy.start()
+    publisher = {"redis_url": proxy.url}
+    try:
+        async with two_processes(settings, restartable_redis.url, encoder, None, publisher) as (a, b):
+            relay = a.demand.relay
+            assert relay is not None
+            async with listening(a.demand, a.demand.alerts(people.producer, "Audio")) as received:
+                before = await b.demand.log_search("transcribe podcasts", result_count=0, category="Audio")
+                assert (await next_alert(received)).search_id == before
+
+                if drops == "client-killed":
+                    await _kill_clients(restartable_redis, "normal")  # the publisher's, not the subscription
+                    assert relay.connected.is_set()
+                elif drops == "nat-forgets-the-flow":
+                    proxy.drop_silently()
+                else:
+                    restartable_redis.stop()
+                    await asyncio.wait_for(_disconnected(relay.connected), ALERT_TIMEOUT_S)
+                    restartable_redis.start()
+                    await relay_subscribed(a.demand)  # the listener is back (its catch-up sweep is done)
+                after = await b.demand.log_search("speech to text", result_count=0, category="Audio")
+                assert (await next_alert(received)).search_id == after
+                b.demand.log_search_soon("podcast chapters", result_count=0, category="Audio")
+                await b.demand.flush()
+                assert (await next_alert(received)).text == "podcast chapters"
+                assert received.empty()
+    finally:
+        await proxy.close()
+
+
+async def _kill_clients(server: RestartableRedis, kind: str) -> int:
+    from redis.asyncio import Redis
+
+    async with Redis.from_url(server.url) as redis:
+        return await redis.client_kill_filter(_type=kind)
 
 
 async def _kill_pubsub_clients(server: RestartableRedis) -> None:

@@ -230,7 +230,9 @@ async def test_recovery_puts_a_handed_over_publication_back_on_the_gpu_queue(
 def test_gpu_workers_take_handed_publications_and_reverify_the_gpu_listings(settings: Settings) -> None:
     from executor.worker import worker_settings
 
-    queued = settings.model_copy(update={"redis_url": "redis://127.0.0.1:1", "gpu_devices": ""})
+    queued = settings.model_copy(  # garbage collected daily, the default the test suite turns off
+        update={"redis_url": "redis://127.0.0.1:1", "gpu_devices": "", "gc_interval_hours": 24}
+    )
     gpu = worker_settings(queued.model_copy(update={"worker_resource_class": "gpu"}))
     cpu = worker_settings(queued)
     assert {func(f).name for f in gpu["functions"]} == {

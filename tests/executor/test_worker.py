@@ -178,6 +178,24 @@ def test_the_arq_entry_point_schedules_what_mlrepo_worker_schedules(arq_settings
     cpu = arq_settings.model_copy(update={"worker_resource_class": "cpu"})
     names = {job.name for job in worker_settings(cpu)["cron_jobs"]}
     assert {job.name for job in WorkerSettings.cron_jobs} == names
+    # On the default garbage collection schedule too, which the test suite turns off: WorkerSettings
+    # reads the environment when imported, so a process of its own imports it with the default.
+    env = {**os.environ, "MLREPO_GC_INTERVAL_HOURS": "24", "MLREPO_WORKER_RESOURCE_CLASS": "cpu"}
+    listed = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "from executor.worker import WorkerSettings as W; print(*(j.name for j in W.cron_jobs))",
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    daily = {
+        job.name for job in worker_settings(cpu.model_copy(update={"gc_interval_hours": 24}))["cron_jobs"]
+    }
+    assert set(listed.stdout.split()) == daily and "cron:collect_artifact_garbage" in daily
 
 
 async def test_jobs_past_the_account_limit_wait_their_turn_on_arq(arq_settings, catalog, people) -> None:
@@ -206,7 +224,9 @@ async def test_jobs_past_the_account_limit_wait_their_turn_on_arq(arq_settings, 
 
 def test_garbage_collection_on_the_worker_runs_daily_unless_told_otherwise(settings: Settings) -> None:
     """Off by default, it never applied the retention of job outputs in a default deployment."""
-    base = settings.model_copy(update={"redis_url": "redis://127.0.0.1:1", "worker_resource_class": "cpu"})
+    base = settings.model_copy(
+        update={"redis_url": "redis://127.0.0.1:1", "worker_resource_class": "cpu", "gc_interval_hours": 24}
+    )  # the default, which the test suite turns off (tests/conftest.py)
     daily = {job.name: job for job in worker_settings(base)["cron_jobs"]}["cron:collect_artifact_garbage"]
     assert (daily.hour, daily.minute) == ({0}, {43})
     never = base.model_copy(update={"gc_interval_hours": 0})

@@ -240,3 +240,63 @@ async def test_a_slot_search_pages_what_its_first_page_ranked(
         await make(producer, cropper("crop detected boxes out of pictures"))
 
     assert await pages(publish) == expected
+
+
+SEARCH_WITH_NOTES = """query($text: String!, $p: ID, $pos: Int) {
+  search(input: {text: $text, pipeline: $p, position: $pos}) { notes results { listing { name } } } }"""
+
+
+async def test_a_slot_next_to_a_deleted_or_hidden_step_says_that_side_is_unconstrained(
+    schema, settings: Settings, catalog: CatalogApp, producer: Actor, requester: Actor
+) -> None:
+    """A step whose listing was deleted stays (``listingDeleted``) with nothing left to narrow by: the
+    slot beside it offered every candidate for that side without saying why. The search now says so in
+    its notes; and a neighbour the requester may no longer see is treated the same, where its withdrawn
+    formats still narrowed the candidates (showing them by what came back)."""
+    services = Services(settings=settings, catalog=catalog)
+    vision = {"category": "Computer Vision"}
+
+    async def make(name: str, kind: str, input_format: str, output_format: str) -> str:
+        made = await catalog.listings.create(
+            producer,
+            {
+                **vision,
+                "name": name,
+                "kind": kind,
+                "input_format": input_format,
+                "output_format": output_format,
+            },
+        )
+        return made.id
+
+    detector = await make("street object detector", "model", "image", "bounding-boxes")
+    classifier = await make("crop classifier", "model", "image-crops", "predictions")
+    await make("crop boxes out of images", "algorithm", "bounding-boxes", "image-crops")
+    await make("crop boxes into labels", "algorithm", "bounding-boxes", "predictions")
+    await make("crop images to squares", "model", "image", "image")
+    created = await run(schema, services, requester, 'mutation { createPipeline(name: "slots") { id } }')
+    pipeline_id = created["createPipeline"]["id"]
+    for listing_id in (detector, classifier):
+        await run(schema, services, requester, ADD_UNCONDITIONED, p=pipeline_id, l=listing_id)
+
+    async def slot_search() -> tuple[list[str], list[str]]:
+        page = await run(schema, services, requester, SEARCH_WITH_NOTES, text="crop", p=pipeline_id, pos=1)
+        slot_notes = [note for note in page["search"]["notes"] if "this slot" in note]  # not interpretation's
+        return names(page), slot_notes
+
+    assert await slot_search() == (["crop boxes out of images"], [])
+    await catalog.listings.delete(producer, classifier)
+    found, notes = await slot_search()
+    assert found == ["crop boxes into labels", "crop boxes out of images"]  # what they emit: anything
+    assert notes == [
+        "the listing of step 2, after this slot, was deleted by its owner: candidates are not narrowed by "
+        "what they emit; remove or replace that step"
+    ]
+    await catalog.listings.update(producer, detector, {"visibility": "private"})
+    found, notes = await slot_search()
+    assert found == ["crop boxes into labels", "crop boxes out of images", "crop images to squares"]
+    assert notes[0] == (
+        "the listing of step 1, before this slot, is no longer available to you: candidates are not "
+        "narrowed by what they read; remove or replace that step"
+    )
+    assert len(notes) == 2

@@ -115,8 +115,8 @@ async def test_gc_removes_what_runs_that_can_no_longer_write_left(
     """A run killed on one worker and re-run on another (or never re-run) leaves its staging directory
     and images where it ran: the collection swept only the directories of final publications, and no
     image. It now removes those of every run that can no longer write (here: recovery re-queued the
-    publication, so run 1 never writes again), past the grace period for directories, and leaves alone
-    the tags of publications that are not this database's (an engine may serve others)."""
+    publication, so run 1 never writes again), and leaves alone the tags of publications that are not
+    this database's (an engine may serve others)."""
     service = service_for(settings, app, "auto", request)
     pub_id = await killed_mid_run(service, alice)
     assert await service.recover() == 1  # QUEUED: run 1 may no longer write
