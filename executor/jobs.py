@@ -1077,7 +1077,7 @@ class JobService:
             return {"records": list(records or []), "dataset_listing_id": dataset_listing_id}
         if digest is not None and records is None:
             records = []
-        if records is None or not isinstance(records, list | tuple):
+        if records is None or not isinstance(records, list | tuple) or not (records or digest):
             raise BadInput("inference needs records: a list of inputs, a file or a dataset", field="records")
         check_inline_count(self.settings, len(records))
         check_against_input_schema(
