@@ -241,10 +241,10 @@ def _sort_part(doc: IndexedListing, sort: str, counted: bool = True) -> ScorePar
     """
     details = {
         SortOrder.USAGE: f"sorted by usage: {doc.relative_usage:.0%} of its category's most used",
-        SortOrder.ACCURACY: f"sorted by accuracy: {doc.accuracy}"
+        SortOrder.ACCURACY: f"sorted by accuracy: {doc.accuracy:.4g}"
         if doc.accuracy is not None
         else "no accuracy",
-        SortOrder.LATENCY: f"sorted by latency: p50 {doc.latency_p50_ms} ms"
+        SortOrder.LATENCY: f"sorted by latency: p50 {doc.latency_p50_ms:.4g} ms"
         if doc.latency_p50_ms is not None
         else "no latency measured",
         SortOrder.NEWEST: "sorted by newest",
