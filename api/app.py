@@ -90,24 +90,28 @@ async def credentials_hold(context: Context) -> bool:
     return True
 
 
+async def closed_if_revoked(handler: BaseGraphQLTransportWSHandler | BaseGraphQLWSHandler) -> bool:
+    """Close an acknowledged socket with 4403 once its credentials no longer hold; whether it did."""
+    if handler.connection_acknowledged and not await credentials_hold(handler.context):
+        await handler.websocket.close(code=4403, reason="Forbidden")
+        return True
+    return False
+
+
 class RecheckedTransportWS(BaseGraphQLTransportWSHandler[Context, None]):
     """graphql-transport-ws: each ``subscribe`` runs only while the socket's token holds (else 4403)."""
 
     async def handle_subscribe(self, message: SubscribeMessage) -> None:
-        if self.connection_acknowledged and not await credentials_hold(self.context):
-            await self.websocket.close(code=4403, reason="Forbidden")
-            return
-        await super().handle_subscribe(message)
+        if not await closed_if_revoked(self):
+            await super().handle_subscribe(message)
 
 
 class RecheckedLegacyWS(BaseGraphQLWSHandler[Context, None]):
     """The legacy graphql-ws: each ``start`` runs only while the socket's token holds (else 4403)."""
 
     async def handle_start(self, message: StartMessage) -> None:
-        if self.connection_acknowledged and not await credentials_hold(self.context):
-            await self.websocket.close(code=4403, reason="Forbidden")
-            return
-        await super().handle_start(message)
+        if not await closed_if_revoked(self):
+            await super().handle_start(message)
 
 
 class MlrepoGraphQL(GraphQL):
