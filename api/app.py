@@ -26,13 +26,17 @@ from strawberry.asgi import GraphQL
 from strawberry.exceptions import ConnectionRejectionError
 from strawberry.http import GraphQLHTTPResponse
 from strawberry.subscriptions import GRAPHQL_TRANSPORT_WS_PROTOCOL, GRAPHQL_WS_PROTOCOL
+from strawberry.subscriptions.protocols.graphql_transport_ws.handlers import BaseGraphQLTransportWSHandler
+from strawberry.subscriptions.protocols.graphql_transport_ws.types import SubscribeMessage
+from strawberry.subscriptions.protocols.graphql_ws.handlers import BaseGraphQLWSHandler
+from strawberry.subscriptions.protocols.graphql_ws.types import StartMessage
 from strawberry.types import ExecutionResult
 
 from api.context import Context, Services, authorization_from_params, build_context, resolve_actor
 from api.errors import INTERNAL, coded_error, http_error_body
 from api.schema import area_lifespans, schema
 from catalog.app import CatalogApp
-from infra.errors import MlrepoError
+from infra.errors import MlrepoError, Unavailable
 from infra.migrate import upgrade_async
 from infra.settings import Settings, get_settings
 from infra.timing import collecting, server_timing, stage
@@ -71,8 +75,50 @@ def limited_body(scope: Scope, receive: Receive, limit: int) -> Receive:
     return receive_limited
 
 
+async def credentials_hold(context: Context) -> bool:
+    """Whether a socket's credentials still check out. They were checked once, at connection_init (or
+    the upgrade's header); a token revoked since kept serving every new operation on the open socket,
+    though revokeToken revokes at once. A backing service that cannot tell now does not close it."""
+    if context.authorization is None:
+        return True
+    try:
+        context.actor = await resolve_actor(context.services, context.authorization)
+    except Unavailable:
+        return True
+    except MlrepoError:
+        return False
+    return True
+
+
+async def closed_if_revoked(handler: BaseGraphQLTransportWSHandler | BaseGraphQLWSHandler) -> bool:
+    """Close an acknowledged socket with 4403 once its credentials no longer hold; whether it did."""
+    if handler.connection_acknowledged and not await credentials_hold(handler.context):
+        await handler.websocket.close(code=4403, reason="Forbidden")
+        return True
+    return False
+
+
+class RecheckedTransportWS(BaseGraphQLTransportWSHandler[Context, None]):
+    """graphql-transport-ws: each ``subscribe`` runs only while the socket's token holds (else 4403)."""
+
+    async def handle_subscribe(self, message: SubscribeMessage) -> None:
+        if not await closed_if_revoked(self):
+            await super().handle_subscribe(message)
+
+
+class RecheckedLegacyWS(BaseGraphQLWSHandler[Context, None]):
+    """The legacy graphql-ws: each ``start`` runs only while the socket's token holds (else 4403)."""
+
+    async def handle_start(self, message: StartMessage) -> None:
+        if not await closed_if_revoked(self):
+            await super().handle_start(message)
+
+
 class MlrepoGraphQL(GraphQL):
     """strawberry's ASGI view with our context, credential check and JSON-shaped transport errors."""
+
+    graphql_transport_ws_handler_class = RecheckedTransportWS
+    graphql_ws_handler_class = RecheckedLegacyWS
 
     def __init__(self, services_of: Callable[[], Services]) -> None:
         super().__init__(
@@ -123,6 +169,7 @@ class MlrepoGraphQL(GraphQL):
             authorization = authorization_from_params(context.connection_params)
             if authorization is not None:
                 context.actor = await resolve_actor(context.services, authorization)
+                context.authorization = authorization
         except MlrepoError as exc:
             raise ConnectionRejectionError({"message": exc.message}) from exc
         return await super().on_ws_connect(context)

@@ -50,6 +50,8 @@ class Context:
     auth_error: MlrepoError | None = None
     # Filled by strawberry from a websocket's connection_init payload.
     connection_params: Mapping[str, Any] | None = None
+    # The credentials the actor came from: a websocket checks them again before each operation.
+    authorization: str | None = None
 
     @property
     def catalog(self) -> CatalogApp:
@@ -90,7 +92,7 @@ async def resolve_actor(services: Services, authorization: str | None) -> Actor:
 async def build_context(
     services: Services, authorization: str | None, request: Any, response: Any
 ) -> Context:
-    context = Context(services=services, request=request, response=response)
+    context = Context(services=services, request=request, response=response, authorization=authorization)
     try:
         context.actor = await resolve_actor(services, authorization)
     except MlrepoError as exc:

@@ -15,6 +15,7 @@ import functools
 from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import AbstractAsyncContextManager
+from datetime import datetime
 from types import ModuleType
 from typing import Any
 
@@ -28,10 +29,13 @@ from strawberry.extensions import (
     SchemaExtension,
     ValidationCache,
 )
+from strawberry.schema.config import StrawberryConfig
+from strawberry.schema.types.base_scalars import DateTimeDefinition
 from strawberry.types import ExecutionContext
 
 from api.areas import import_areas
 from api.errors import ErrorCodes
+from catalog.clock import as_utc
 
 AREAS: tuple[str, ...] = ("listings", "search", "jobs", "publishing", "pipelines", "demand", "accounts")
 
@@ -87,6 +91,22 @@ def merge_root(name: str, parts: tuple[type, ...]) -> type | None:
     return strawberry.type(type(name, parts, {}))
 
 
+def _utc_isoformat(moment: datetime) -> str:
+    """A DateTime as ISO 8601 with its offset. SQLite hands back naive datetimes (written in UTC) where
+    PostgreSQL gives aware ones: without this, which fields carried ``+00:00`` depended on the engine and
+    on the resolver, and a client read an offset-less one as its own local time."""
+    return as_utc(moment).isoformat()
+
+
+# strawberry's DateTime (same name, description and parsing of inputs), serialized in UTC.
+UTC_DATETIME = strawberry.scalar(
+    name=DateTimeDefinition.name,
+    description=DateTimeDefinition.description,
+    serialize=_utc_isoformat,
+    parse_value=DateTimeDefinition.parse_value,
+)
+
+
 class MlrepoSchema(strawberry.Schema):
     def process_errors(
         self, errors: list[GraphQLError], execution_context: ExecutionContext | None = None
@@ -104,6 +124,7 @@ def build_schema(area_names: tuple[str, ...] = AREAS) -> MlrepoSchema:
         query=query,
         mutation=merge_root("Mutation", _root_parts(modules, "Mutation")),
         subscription=merge_root("Subscription", _root_parts(modules, "Subscription")),
+        config=StrawberryConfig(scalar_map={datetime: UTC_DATETIME}),
         # Factories, not instances: strawberry gives each operation its own extension objects.
         extensions=[
             ErrorCodes,

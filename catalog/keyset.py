@@ -18,12 +18,13 @@ from infra.cursor_signing import CursorSigner
 from infra.errors import BadInput
 
 
-def encode_cursor(signer: CursorSigner, kind: str, created_at: datetime, row_id: str) -> str:
-    return signer.seal(kind, [as_utc(created_at).isoformat(), row_id])
+def encode_cursor(signer: CursorSigner, kind: str, created_at: datetime, row_id: str, scope: str = "") -> str:
+    """``scope``: whose list it pages (an account's own jobs), so another's cursor is refused."""
+    return signer.seal(kind, [as_utc(created_at).isoformat(), row_id], scope)
 
 
-def decode_cursor(signer: CursorSigner, kind: str, cursor: str) -> tuple[datetime, str]:
-    position = signer.open(kind, cursor)
+def decode_cursor(signer: CursorSigner, kind: str, cursor: str, scope: str = "") -> tuple[datetime, str]:
+    position = signer.open(kind, cursor, scope)
     try:
         stamp, row_id = position
         return as_utc(datetime.fromisoformat(stamp)), str(row_id)

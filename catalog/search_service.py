@@ -226,23 +226,30 @@ def _sort_value(doc: IndexedListing, sort: str) -> float:
     return doc.created_at
 
 
+def _field_score(doc: IndexedListing, sort: str) -> float:
+    """The sorted field as a browse reports it for its score (the backends' ``filtered`` hit score): the
+    field itself, a latency included (sorted ascending, not negated as in ``_sort_value``); 0 unknown."""
+    if sort == SortOrder.LATENCY:
+        return doc.latency_p50_ms if doc.latency_p50_ms is not None else 0.0
+    value = _sort_value(doc, sort)
+    return value if math.isfinite(value) else 0.0
+
+
 def _sort_part(doc: IndexedListing, sort: str, counted: bool = True) -> ScorePart:
     """Why a result sits where it does under ``sort``. Without text the field is the score; with text the
     score stays the relevance, so the part adds nothing (``counted=False``) and the parts still sum to it.
     """
     details = {
         SortOrder.USAGE: f"sorted by usage: {doc.relative_usage:.0%} of its category's most used",
-        SortOrder.ACCURACY: f"sorted by accuracy: {doc.accuracy}"
+        SortOrder.ACCURACY: f"sorted by accuracy: {doc.accuracy:.4g}"
         if doc.accuracy is not None
         else "no accuracy",
-        SortOrder.LATENCY: f"sorted by latency: p50 {doc.latency_p50_ms} ms"
+        SortOrder.LATENCY: f"sorted by latency: p50 {doc.latency_p50_ms:.4g} ms"
         if doc.latency_p50_ms is not None
         else "no latency measured",
         SortOrder.NEWEST: "sorted by newest",
     }
-    value = _sort_value(doc, sort)
-    counted_value = value if counted and math.isfinite(value) else 0.0
-    return ScorePart(sort, counted_value, details[SortOrder(sort)])
+    return ScorePart(sort, _field_score(doc, sort) if counted else 0.0, details[SortOrder(sort)])
 
 
 def _sorted_part(result: RankedResult, projections: Mapping[str, IndexedListing], sort: str) -> RankedResult:

@@ -438,7 +438,8 @@ class JobService:
         if actor.account_id is None:
             raise Unauthenticated("sign in to list your jobs")
         check_page_size(first, max_page_size)
-        position = decode_cursor(self.catalog.cursors, MY_JOBS_CURSOR, after) if after else None
+        owner = actor.account_id
+        position = decode_cursor(self.catalog.cursors, MY_JOBS_CURSOR, after, owner) if after else None
         query = select(Job).options(defer(Job.inputs)).where(Job.owner_id == actor.account_id)
         wanted = parse_choices(JobStatus, statuses, "status")
         if wanted:
@@ -449,7 +450,9 @@ class JobService:
             rows = list((await session.scalars(newest_first(query, Job, position, first))).all())
         has_next = len(rows) > first
         rows = rows[:first]
-        cursors = [encode_cursor(self.catalog.cursors, MY_JOBS_CURSOR, r.created_at, r.id) for r in rows]
+        cursors = [
+            encode_cursor(self.catalog.cursors, MY_JOBS_CURSOR, r.created_at, r.id, owner) for r in rows
+        ]
         return JobPage([JobView.of(r) for r in rows], cursors[-1] if has_next else None, has_next, cursors)
 
     async def outputs(self, actor: Actor, job_id: str, first: int, after: str | None = None) -> OutputsPage:
@@ -1074,7 +1077,7 @@ class JobService:
             return {"records": list(records or []), "dataset_listing_id": dataset_listing_id}
         if digest is not None and records is None:
             records = []
-        if records is None or not isinstance(records, list | tuple):
+        if records is None or not isinstance(records, list | tuple) or not (records or digest):
             raise BadInput("inference needs records: a list of inputs, a file or a dataset", field="records")
         check_inline_count(self.settings, len(records))
         check_against_input_schema(

@@ -149,9 +149,12 @@ async def run_training_job(service: JobService, row: Job, staging: Path) -> tupl
     if not result.ok:
         assert result.failure is not None
         status = JobStatus.TIMED_OUT if result.failure.kind == "timeout" else JobStatus.FAILED
-        await service.store(row, logs=storable_text(result.stderr[-4000:].decode("utf-8", "replace")))
-        await _record_usage(service, row, dataset, success=False)
-        return status, f"training failed: {result.failure.reason}"
+        return await _training_failed(service, row, dataset, result.stderr, status, result.failure.reason)
+    if not result.stdout.strip(b"\0"):
+        # /output streamed as a tar with no member is end-of-archive blocks only: unpacking it called
+        # the algorithm's model an unsafe archive, which told nobody what went wrong.
+        reason = "the train entrypoint wrote nothing to /output, where the trained model must go"
+        return await _training_failed(service, row, dataset, result.stderr, JobStatus.FAILED, reason)
 
     trained_dir = await asyncio.to_thread(_assemble, settings, version, result.stdout, staging)
     package = Package(entrypoint=runnable.package.entrypoint, code_dir=trained_dir)
@@ -300,6 +303,15 @@ async def _load_examples(service: JobService, row: Job, dataset_id: str | None) 
     if dataset_id is None:
         return inline
     return await dataset_lines(service.settings, service.db, dataset_id) + inline
+
+
+async def _training_failed(
+    service: JobService, row: Job, dataset: Listing | None, stderr: bytes, status: JobStatus, reason: str
+) -> tuple[JobStatus, str | None]:
+    """A training that made no model: its logs kept for the requester, the run counted as failed."""
+    await service.store(row, logs=storable_text(stderr[-4000:].decode("utf-8", "replace")))
+    await _record_usage(service, row, dataset, success=False)
+    return status, f"training failed: {reason}"
 
 
 def _world_readable_dir(path: Path) -> Path:

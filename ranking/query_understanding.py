@@ -53,12 +53,44 @@ _CPU_ONLY = re.compile(
 )
 
 
+# A preference's clause ends at punctuation or a conjunction that starts another thought ("I have a GPU
+# so no need to run on a CPU": the denial belongs to the "no need to run on a CPU" part only).
+_CLAUSE_BREAK = re.compile(
+    r"[,.;:!?()]|\b(?:but|so|because|though|although|while|whereas|yet)\b", re.IGNORECASE
+)
+# A word before a preference that denies it; "no more than 10 ms" bounds a number, it denies nothing.
+_DENIAL_BEFORE = re.compile(
+    r"\b(?:not|no|never|nor|without|(?:do|does|did|is|are|need|has|have)n'?t|dont|doesnt|isnt)\b"
+    r"(?!\s+(?:more|longer|slower|later|worse)\s+than\b)",
+    re.IGNORECASE,
+)
+# What after a preference says it does not count ("latency does not matter").
+_DISMISSAL_AFTER = re.compile(
+    r"\b(?:(?:does|do|is|are)(?:\s+not|n'?t)\s+(?:matter|important|needed|required|a concern|an issue)|"
+    r"matters? not|irrelevant|unimportant)\b",
+    re.IGNORECASE,
+)
+
+
+def _stated(preference: re.Pattern[str], text: str) -> bool:
+    """Whether ``text`` asks for ``preference`` somewhere without denying it in the same clause: a
+    preference read out of "not real time" or "no need to run on a CPU" was shown as inferred and
+    ranked by, the opposite of what was asked."""
+    for match in preference.finditer(text):
+        before = _CLAUSE_BREAK.split(text[: match.start()])[-1]
+        after = _CLAUSE_BREAK.split(text[match.end() :])[0]
+        if not _DENIAL_BEFORE.search(before) and not _DISMISSAL_AFTER.search(after):
+            return True
+    return False
+
+
 def read_constraints(text: str) -> Constraints:
-    """Preferences stated in words; English only (what the embedding model reads best, too)."""
+    """Preferences stated in words, not those denied; English only (what the embedding model reads
+    best, too)."""
     return Constraints(
-        prefers_fast=bool(_FAST.search(text)),
-        prefers_accurate=bool(_ACCURATE.search(text)),
-        cpu_only=bool(_CPU_ONLY.search(text)),
+        prefers_fast=_stated(_FAST, text),
+        prefers_accurate=_stated(_ACCURATE, text),
+        cpu_only=_stated(_CPU_ONLY, text),
     )
 
 

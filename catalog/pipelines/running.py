@@ -92,8 +92,9 @@ class RunPlan:
             errors = payload_errors(schema, value, 3)
             if errors:
                 raise BadInput(
-                    f"input record {i} does not fit {self.steps[0].label} "
+                    f"records[{i}] does not fit {self.steps[0].label} "
                     f"({self.steps[0].input_format}): {'; '.join(errors)}",
+                    field=f"records[{i}]",  # as a listing's run names a record that does not fit
                     record=i,
                 )
 

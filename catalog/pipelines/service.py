@@ -223,9 +223,9 @@ class PipelineService:
         refuse_nul("name", name)
         refuse_nul("description", description)
         if not name or len(name) > MAX_NAME:
-            raise BadInput(f"a pipeline name is required (1 to {MAX_NAME} characters)")
+            raise BadInput(f"a pipeline name is required (1 to {MAX_NAME} characters)", field="name")
         if len(description or "") > MAX_DESCRIPTION:
-            raise BadInput(f"description is longer than {MAX_DESCRIPTION} characters")
+            raise BadInput(f"description is longer than {MAX_DESCRIPTION} characters", field="description")
         async with self.db.session() as session:
             pipeline = Pipeline(owner_id=actor.account_id, name=name, description=description or "")
             session.add(pipeline)
@@ -270,7 +270,8 @@ class PipelineService:
             if listing.kind not in STEP_KINDS:
                 raise BadInput(
                     f"{listing.name!r} is a {listing.kind}; "
-                    f"pipeline steps are {', '.join(STEP_KINDS)} listings"
+                    f"pipeline steps are {', '.join(STEP_KINDS)} listings",
+                    field="listingId",
                 )
             await refuse_cycle(session, pipeline, listing)
             if search_id is not None and await session.get(SearchEvent, search_id) is None:

@@ -169,7 +169,10 @@ async def refuse_cycle(session: AsyncSession, pipeline: Pipeline, listing: Listi
         if source is None:
             continue
         if source.id == pipeline.id:
-            raise BadInput(f"adding {listing.name!r} would make pipeline {pipeline.name!r} contain itself")
+            raise BadInput(
+                f"adding {listing.name!r} would make pipeline {pipeline.name!r} contain itself",
+                field="listingId",
+            )
         for _, inner in await load_rows(session, source.id):
             if inner is not None and inner.kind == ListingKind.PIPELINE:
                 pending.append(inner.id)

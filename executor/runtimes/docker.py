@@ -47,6 +47,7 @@ logger = logging.getLogger("mlrepo.executor.docker")
 SANDBOX_USER = "65534:65534"
 RUN_LABEL = "mlrepo.sandbox"
 STOP_POLL_S = 0.25  # how soon a cancelled run notices
+MIN_CPUS = 0.01  # the smallest --cpus the engine takes
 _STDOUT, _STDERR = 1, 2
 
 
@@ -56,6 +57,7 @@ class DockerRuntime:
     def __init__(self, docker_host: str | None = None) -> None:
         self.docker_host = docker_host
         self._client: docker.DockerClient | None = None
+        self._engine_cpus: int | None = None
 
     @property
     def base_url(self) -> str:
@@ -72,6 +74,20 @@ class DockerRuntime:
             return bool(self.client.ping())
         except (DockerException, OSError):
             return False
+
+    def nano_cpus(self, cpus: float) -> int:
+        """A run's CPU share as the engine takes it. The engine refuses a share above its CPU count
+        ("Range of CPUs is from 0.01 to 2.00, as there are only 2 CPUs available") or below 0.01: a
+        listing suggesting 4 cores, within the default quota, failed every run on a 2-core worker. Above
+        the engine's count the run gets all of it, which is what it would get; below the floor it gets
+        the floor (0 nano-CPUs, what a tiny share rounded to, means no limit at all)."""
+        share = max(MIN_CPUS, cpus)
+        if self._engine_cpus is None:
+            try:
+                self._engine_cpus = int(self.client.info()["NCPU"])
+            except (DockerException, OSError, KeyError, TypeError, ValueError):
+                return int(share * 1e9)  # the create call will tell what the engine thinks
+        return int(min(share, self._engine_cpus) * 1e9)
 
     def can_run(self, package: Package) -> bool:
         return package.image is not None and self.available()
@@ -117,7 +133,7 @@ class DockerRuntime:
             "pids_limit": limits.pids,
             "mem_limit": f"{limits.memory_mb}m",
             "memswap_limit": f"{limits.memory_mb}m",
-            "nano_cpus": int(limits.cpus * 1e9),
+            "nano_cpus": self.nano_cpus(limits.cpus),
             "ulimits": [
                 Ulimit(name="fsize", soft=file_limit, hard=file_limit),
                 Ulimit(name="core", soft=0, hard=0),

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import datetime, timedelta
+
 from api_helpers import LISTING_FIELDS, new_listing
 from sqlalchemy import select
 
@@ -147,6 +149,20 @@ async def test_me(api) -> None:
     token = await api.account("alice", "producer")
     me = (await api.data("{ me { id name role quota { cpu memoryMb gpu } } }", token=token))["me"]
     assert me["name"] == "alice" and me["role"] == "PRODUCER" and me["quota"]["memoryMb"] > 0
+
+
+async def test_every_datetime_carries_its_utc_offset(api) -> None:
+    """A DateTime without an offset reads as the client's local time. On SQLite, which hands back naive
+    datetimes, Account.createdAt and ListingVersion.createdAt (and a job's times) came without one while
+    Listing.createdAt had +00:00: a client east of UTC read a version as made hours before its listing."""
+    token = await api.account("alice", "producer")
+    created = (await new_listing(api, token, name="dated"))["createListing"]
+    me = (await api.data("{ me { createdAt } }", token=token))["me"]
+    stamps = [created["createdAt"], created["updatedAt"], me["createdAt"]]
+    stamps += [version["createdAt"] for version in created["versions"]]
+    assert len(stamps) == 4
+    for stamp in stamps:
+        assert datetime.fromisoformat(stamp).utcoffset() == timedelta(0), stamp
 
 
 async def test_reviews(api) -> None:

@@ -106,6 +106,35 @@ async def test_websocket_with_wrong_header_is_closed_4403(server) -> None:
     assert closed.value.rcvd is not None and closed.value.rcvd.code == 4403
 
 
+@pytest.mark.parametrize(("protocol", "start"), [(PROTOCOL, "subscribe"), ("graphql-ws", "start")])
+async def test_a_socket_whose_token_is_revoked_serves_no_more_operations(server, protocol, start) -> None:
+    """README: revokeToken revokes a token at once. A websocket authenticated in connection_init kept
+    serving new operations as the account after its token was revoked (subscriptions to its jobs, its
+    demand alerts), for as long as the client kept the socket open. Revoked, the next operation closes
+    the socket with 4403, as credentials that do not check out at connection_init do."""
+    address, settings = server
+    token = await _token(settings, "alice")
+    socket = await connect(f"ws://{address}/graphql", subprotocols=[protocol])
+    operation = {"query": 'subscription { jobStatus(id: "none") { id } }'}
+    try:
+        init = {"type": "connection_init", "payload": {"Authorization": f"Bearer {token}"}}
+        await socket.send(json.dumps(init))
+        assert json.loads(await socket.recv())["type"] == "connection_ack"
+        await socket.send(json.dumps({"id": "1", "type": start, "payload": operation}))
+        served = json.loads(await socket.recv())  # answered (no such job) while the token holds
+        assert served["payload"]["errors"][0]["extensions"]["code"] == "NOT_FOUND", served
+        assert json.loads(await socket.recv())["type"] == "complete"
+        async with await CatalogApp.open(settings, with_index=False) as catalog:
+            alice = await catalog.accounts.resolve("alice")
+            assert await catalog.accounts.revoke_tokens(alice.id) == 1
+        await socket.send(json.dumps({"id": "2", "type": start, "payload": operation}))
+        with pytest.raises(ConnectionClosed) as closed:
+            await socket.recv()
+        assert closed.value.rcvd is not None and closed.value.rcvd.code == 4403
+    finally:
+        await socket.close()
+
+
 UNPAIRED = (
     '{"id": "1", "type": "subscribe", "payload": {"query": "{ me { name } }", "variables": {"x": "\\ud800"}}}'
 )

@@ -184,6 +184,33 @@ async def test_sorts_order_by_their_field(demo: CatalogApp) -> None:
     )
 
 
+async def test_a_browse_explains_its_score_under_every_sort(demo: CatalogApp, admin: Actor) -> None:
+    """README: the parts sum to the score. A browse (no text) sorted by LATENCY scored each result by
+    its latency (15.0) and explained it with a part of -15.0; every page of every sort must add up."""
+    for sort in ("RELEVANCE", "USAGE", "ACCURACY", "LATENCY", "NEWEST"):
+        response = await demo.search.search(ANONYMOUS, SearchRequest(sort=sort, limit=20))
+        pages = [response]
+        while response.has_next_page:
+            response = await demo.search.search(
+                ANONYMOUS, SearchRequest(sort=sort, limit=20, after=response.end_cursor)
+            )
+            pages.append(response)
+        results = [r for page in pages for r in page.results]
+        assert len(results) == 39
+        for result in results:
+            assert result.score == pytest.approx(sum(part.value for part in result.parts)), (sort, result)
+    latency = await demo.search.search(ANONYMOUS, SearchRequest(sort="LATENCY", limit=1))
+    assert latency.results[0].score == latency.results[0].listing.latency_p50_ms
+    # A measured latency is a float of many digits: the sentence reads "p50 335.1 ms", as the latency
+    # part of a relevance explanation does, not "p50 335.0716883323912 ms".
+    slow = await demo.listings.update(
+        admin, latency.results[0].listing.id, {"latency_p50_ms": 0.0716883323912}
+    )
+    browsed = await demo.search.search(ANONYMOUS, SearchRequest(sort="LATENCY", limit=1))
+    assert browsed.results[0].listing.id == slow.id
+    assert browsed.results[0].parts[0].detail == "sorted by latency: p50 0.07169 ms"
+
+
 async def test_searches_are_logged_and_selections_recorded(demo: CatalogApp) -> None:
     response = await demo.search.search(ANONYMOUS, SearchRequest(text="translate english to german", limit=3))
     chosen = response.results[0].listing.id

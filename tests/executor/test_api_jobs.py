@@ -342,6 +342,10 @@ async def test_my_jobs_lists_ones_own_jobs_newest_first_in_pages(server) -> None
     ):
         body = await gql(address, MY_JOBS, variables, who["alice"][1])
         assert body["errors"][0]["extensions"]["code"] == code, body
+    # Another account's cursor is refused (README: bad cursors include another account's): it was taken
+    # as a position in bob's own list, a page of his jobs picked by a time he never saw.
+    body = await gql(address, MY_JOBS, {"first": 2, "after": end}, who["bob"][1])
+    assert body["errors"][0]["extensions"] == {"code": "BAD_INPUT", "field": "after"}, body
     async with httpx.AsyncClient(base_url=f"http://{address}") as http:
         anonymous = (await http.post("/graphql", json={"query": MY_JOBS, "variables": {"first": 2}})).json()
     assert anonymous["errors"][0]["extensions"]["code"] == "UNAUTHENTICATED"

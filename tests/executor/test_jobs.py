@@ -144,6 +144,13 @@ async def test_bad_requests_get_clear_errors(jobs: JobService, catalog, people, 
         await jobs.submit(people["alice"], published.listing_id, "dance", records=["x"])
     with pytest.raises(BadInput, match="inference needs records"):
         await jobs.submit(people["alice"], published.listing_id, "inference", records=None)
+    # Nothing to score (an empty list, an empty uploaded file) is refused, as a pipeline run refuses it:
+    # it was queued, ran no sandbox and SUCCEEDED with no output, hiding the client's mistake.
+    with pytest.raises(BadInput, match="inference needs records") as nothing:
+        await jobs.submit(people["alice"], published.listing_id, "inference", records=[])
+    assert nothing.value.details == {"field": "records"}
+    async with catalog.db.session() as session:
+        assert (await session.scalars(select(Job))).all() == []  # nothing queued by the refusals
     async with catalog.db.session() as session:
         row = await session.get(Listing, published.listing_id)
         row.input_schema = {"type": "string", "maxLength": 5}

@@ -124,6 +124,22 @@ async def test_cancel_kills_the_container_at_once(jobs, catalog, people, setting
     assert (await jobs.get(people["alice"], view.id)).status == JobStatus.CANCELLED
 
 
+async def test_a_cpu_share_beyond_the_engine_runs_on_all_of_it(make_package_docker, docker_runtime) -> None:
+    """The engine refuses --cpus above its CPU count ("Range of CPUs is from 0.01 to 2.00, as there are
+    only 2 CPUs available") and below 0.01: a listing suggesting 4 cores (within the default quota) failed
+    every run on a 2-core Docker worker with "the container engine refused it", while bwrap ran it. A
+    share that small was 0 nano-CPUs at 1e-308 cores: no limit at all."""
+    package = make_package_docker("import sys; print(sys.stdin.read().upper())")
+    engine_cpus = docker_runtime.client.info()["NCPU"]
+    for cpus in (engine_cpus + 2.0, 0.001):
+        request = RunRequest(command=package.entrypoint, stdin=b"ok")
+        result = await docker_runtime.run(package, request, Limits(timeout_s=20, cpus=cpus))
+        assert result.ok, (cpus, result.failure)
+        assert result.stdout.strip() == b"OK"
+    options = docker_runtime.container_options(RunRequest(command=package.entrypoint), Limits(cpus=1e-308))
+    assert options["nano_cpus"] == 10_000_000  # 0.01 of a core, the engine's floor: never unlimited
+
+
 async def test_an_engine_refusal_is_explained_without_the_engines_text(
     make_package_docker, docker_runtime, caplog
 ) -> None:

@@ -146,17 +146,38 @@ async def test_a_training_retried_after_its_worker_died_adopts_the_model_it_wrot
     assert algo_row.usage_count == 1  # the death came before the use was recorded: counted once now
 
 
+async def trained_with(jobs, catalog, people, settings, source: str):
+    """The final job of alice training EXAMPLES with an algorithm of ``source``."""
+    algorithm = await publish_model(
+        settings, catalog, people["producer"], source, kind="algorithm", trainable=True
+    )
+    view = await jobs.submit(people["alice"], algorithm.listing_id, "training", records=EXAMPLES)
+    return await outcome(jobs, people["alice"], view.id)
+
+
 async def test_a_failing_train_entrypoint_fails_the_job_with_its_reason(
     jobs, catalog, people, settings
 ) -> None:
     broken = ALGORITHM.replace('open("/data/train.jsonl")', 'open("/data/missing.jsonl")')
-    algorithm = await publish_model(
-        settings, catalog, people["producer"], broken, kind="algorithm", trainable=True
-    )
-    view = await jobs.submit(people["alice"], algorithm.listing_id, "training", records=EXAMPLES)
-    final = await outcome(jobs, people["alice"], view.id)
+    final = await trained_with(jobs, catalog, people, settings, broken)
     assert final.status == JobStatus.FAILED
     assert "training failed" in final.error and "missing.jsonl" in final.error
+
+
+async def test_a_train_entrypoint_that_writes_no_model_fails_saying_so(
+    jobs, catalog, people, settings
+) -> None:
+    """An empty /output came back as an empty tar (zero blocks only), which the model's unpacking called
+    'unsafe archive (corrupt): not a zip, tar or tar.gz archive [BAD_INPUT]': nothing the requester or
+    the producer could act on. The job fails naming /output; nothing is listed, no model is kept."""
+    forgetful = ALGORITHM.replace('open("/output/words.json", "w")', 'open("/tmp/words.json", "w")')
+    final = await trained_with(jobs, catalog, people, settings, forgetful)
+    assert final.status == JobStatus.FAILED
+    assert "training failed" in final.error and "/output" in final.error, final.error
+    assert "archive" not in final.error and "trained on" in final.logs
+    async with catalog.db.session() as session:
+        owned = await session.scalars(select(Listing).where(Listing.owner_id == people["alice"].account_id))
+        assert owned.all() == []
 
 
 def test_examples_split_and_scoring_rules() -> None:

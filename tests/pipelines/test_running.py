@@ -223,10 +223,13 @@ async def test_inputs_must_fit_the_first_step(
     async def never(step: StepPlan, inputs: list[Any]) -> Sequence[RecordOutcome]:
         raise AssertionError("no step may start when the inputs are wrong")
 
+    # Named as a listing's run names it (records[1], 0-based, and the field): the message said "input
+    # record 1" beside "step 1" (1-based) and the error named no field.
     with pytest.raises(
-        BadInput, match=r"input record 1 does not fit step 1 'street-object-detector' \(image@1\)"
-    ):
+        BadInput, match=r"records\[1\] does not fit step 1 'street-object-detector' \(image@1\)"
+    ) as refused:
         await run_pipeline(plan, [gray(1, 1, set()), {"text": "not an image"}], never)
+    assert refused.value.details["field"] == "records[1]"
 
 
 async def test_a_pipeline_listing_published_as_code_is_one_step(

@@ -227,8 +227,9 @@ async def test_unknown_forbidden_and_wrong_kind_listings_are_refused(
         await service.add_step(requester, pipeline.id, "nope")
     with pytest.raises(NotFound, match="not found"):
         await service.add_step(requester, pipeline.id, hidden.id)
-    with pytest.raises(BadInput, match="'reviews' is a dataset"):
+    with pytest.raises(BadInput, match="'reviews' is a dataset") as not_a_step:
         await service.add_step(requester, pipeline.id, dataset.id)
+    assert not_a_step.value.details == {"field": "listingId"}  # README: extensions.field when known
     with pytest.raises(BadInput, match="give either 'after' or 'atStart', not both") as both:
         await service.add_step(requester, pipeline.id, "nope", after="ghost", at_start=True)
     assert both.value.details == {"field": "atStart"}
@@ -287,8 +288,12 @@ async def test_pipelines_are_private_to_their_owner(
             await call
     with pytest.raises(Unauthenticated):
         await service.create(ANONYMOUS, "anonymous")
-    with pytest.raises(BadInput, match="name is required"):
+    with pytest.raises(BadInput, match="name is required") as blank:
         await service.create(requester, "  ")
+    assert blank.value.details == {"field": "name"}  # README: extensions.field when known
+    with pytest.raises(BadInput, match="description is longer") as long_description:
+        await service.create(requester, "wordy", "x" * 100_000)
+    assert long_description.value.details == {"field": "description"}
     assert [p.id for p in await service.list_mine(requester)] == [pipeline.id]
     assert await service.list_mine(stranger) == []
     with pytest.raises(NotFound):
@@ -320,8 +325,9 @@ async def test_a_pipeline_cannot_contain_itself(
 
     with pytest.raises(BadInput, match="would make pipeline 'inner' contain itself"):
         await service.add_step(requester, inner.id, inner_listing.id)
-    with pytest.raises(BadInput, match="would make pipeline 'inner' contain itself"):
+    with pytest.raises(BadInput, match="would make pipeline 'inner' contain itself") as cycle:
         await service.add_step(requester, inner.id, outer_listing.id)
+    assert cycle.value.details == {"field": "listingId"}
     assert len((await service.get(requester, inner.id)).steps) == 1
 
 

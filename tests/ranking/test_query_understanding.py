@@ -126,6 +126,15 @@ def test_dominant_format_needs_a_majority(encoder: Encoder) -> None:
         ("the most accurate sentiment model, no GPU available", False, True, True),
         ("summarize contracts", False, False, False),
         ("a lightweight model for our laptop", True, False, True),
+        # A preference the request denies is not stated (it was read, shown as inferred, and penalised
+        # GPU listings for a requester who said they have one).
+        ("object detector, I have a GPU so no need to run on a CPU", False, False, False),
+        ("object detector, not real time", False, False, False),
+        ("translation that does not have to be fast or accurate", False, False, False),
+        ("latency does not matter, the most accurate one", False, True, False),
+        ("no latency requirement but it must run on a CPU", False, False, True),
+        ("not on a GPU: on a CPU, real-time", True, False, True),
+        ("no GPU, not real time", False, False, True),
     ],
 )
 def test_constraints_from_words(text: str, fast: bool, accurate: bool, cpu: bool) -> None:
