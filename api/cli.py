@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import typer
+from pydantic import ValidationError
 
 from api.areas import import_areas
 from api.commands import (
@@ -25,7 +26,7 @@ from api.commands import (
     settings_of,
 )
 from catalog.enums import Role
-from infra.settings import Settings
+from infra.settings import Settings, describe_settings_error
 
 if TYPE_CHECKING:
     from catalog.search_service import SearchResponse
@@ -68,7 +69,10 @@ def main(
         for key, value in (("data_dir", data_dir), ("database_url", database_url))
         if value is not None
     }
-    ctx.obj = Settings(**overrides)
+    try:
+        ctx.obj = Settings(**overrides)
+    except ValidationError as exc:  # a bad MLREPO_ value: say which, before any command runs
+        fail(f"invalid configuration: {describe_settings_error(exc)}")
 
 
 # ---------------------------------------------------------------------------- server and database

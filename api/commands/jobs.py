@@ -28,6 +28,7 @@ from api.commands import (
     settings_of,
 )
 from catalog.enums import JobStatus
+from executor.allocation import CPU_CLASS, GPU_CLASS
 from executor.contract import reject_constant
 from executor.job_outputs import iter_lines
 from infra.artifacts import ArtifactStore
@@ -83,6 +84,8 @@ def register(app: typer.Typer) -> None:
 
         settings = settings_of(ctx)
         if resource_class:
+            if resource_class not in (CPU_CLASS, GPU_CLASS):  # no queue of another name is ever fed
+                fail(f"--resource-class must be {CPU_CLASS} or {GPU_CLASS}; got {resource_class!r}")
             settings = settings.model_copy(update={"worker_resource_class": resource_class})
         if not settings.redis_url:
             fail(

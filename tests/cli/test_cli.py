@@ -194,6 +194,21 @@ def test_unreachable_database_fails_cleanly(runner, tmp_path) -> None:
     assert result.exit_code == 1 and "migration failed" in result.stderr
 
 
+def test_a_bad_setting_stops_every_command_naming_the_variable(runner, tmp_path) -> None:
+    """A malformed MLREPO_ value used to end any command, ``--help`` included, in a pydantic traceback
+    naming only the field; a zero port or an unknown worker class was accepted. Now: one line, exit 2."""
+    env = {"MLREPO_PORT": "http", "MLREPO_DATA_DIR": str(tmp_path)}
+    for args in (["migrate"], ["serve", "--help"]):
+        result = runner.invoke(app, args, env=env, catch_exceptions=False)
+        assert result.exit_code == 2, result.output
+        assert result.stderr.startswith("error: invalid configuration: MLREPO_PORT='http' is refused:")
+        assert "Traceback" not in result.output and not (tmp_path / "mlrepo.db").exists()
+    worker = runner.invoke(
+        app, ["worker", "--resource-class", "tpu", "--burst"], env={"MLREPO_REDIS_URL": ""}
+    )
+    assert worker.exit_code == 2 and "--resource-class must be cpu or gpu; got 'tpu'" in worker.stderr
+
+
 def test_seed_is_idempotent_and_finds_the_demo_sentiment_model(runner, sqlite_settings) -> None:
     first = mlrepo(runner, sqlite_settings, "seed")
     assert first.exit_code == 0, first.output
