@@ -311,7 +311,7 @@ def account_create(
     role: Role = typer.Option(
         Role.REQUESTER, "--role", case_sensitive=False, help="producer, requester or admin."
     ),
-    email: str | None = typer.Option(None, "--email"),
+    email: str | None = typer.Option(None, "--email", help="Contact address (optional)."),
     with_token: bool = typer.Option(False, "--token", help="Also issue an API token and print it once."),
 ) -> None:
     """Create an account (as the operator: no token needed)."""

@@ -107,8 +107,12 @@ def register(app: typer.Typer) -> None:
             [], "--record", help="One input (JSON, or a plain string); repeatable."
         ),
         dataset: str | None = typer.Option(None, "--dataset", help="Training data: a dataset listing id."),
-        cpu: float | None = typer.Option(None, "--cpu"),
-        memory_mb: int | None = typer.Option(None, "--memory-mb"),
+        cpu: float | None = typer.Option(
+            None, "--cpu", help="Cores (within your quota; default: the listing's suggestion)."
+        ),
+        memory_mb: int | None = typer.Option(
+            None, "--memory-mb", help="MiB, at least 64 (within your quota; default: the listing's)."
+        ),
         gpu: int | None = typer.Option(None, "--gpu", help="GPUs (within your quota; 0 runs on CPU)."),
         token: str | None = typer.Option(None, "--token", envvar="MLREPO_TOKEN", help="Your API token."),
     ) -> None:
