@@ -192,6 +192,12 @@ def test_unreachable_database_fails_cleanly(runner, tmp_path) -> None:
     settings = Settings(data_dir=tmp_path, database_url="postgresql+asyncpg://nobody@127.0.0.1:1/none")
     result = mlrepo(runner, settings, "migrate")
     assert result.exit_code == 1 and "migration failed" in result.stderr
+    # The commands that open the catalog themselves used to end in asyncpg's traceback instead.
+    for args in (["token", "list", "alice"], ["gc"], ["verify", "--all"], ["reindex"]):
+        result = mlrepo(runner, settings, *args)
+        assert result.exit_code == 1, (args, result.output)
+        assert result.stderr.startswith("error: the database cannot be reached: "), (args, result.stderr)
+        assert result.stderr.rstrip().endswith("[UNAVAILABLE]") and "Traceback" not in result.output
 
 
 def test_a_bad_setting_stops_every_command_naming_the_variable(runner, tmp_path) -> None:
