@@ -112,12 +112,17 @@ def serve(
 
     settings = settings_of(ctx)
     _migrate(settings)
-    uvicorn.run(
-        create_app(settings, migrate=False),
-        host=host or settings.host,
-        port=port or settings.port,
-        log_level="info",
-    )
+    try:
+        uvicorn.run(
+            create_app(settings, migrate=False),
+            host=host or settings.host,
+            port=port or settings.port,
+            log_level="info",
+        )
+    except SystemExit as exc:  # uvicorn's own code 3 when the app could not start (a service down...)
+        if exc.code in (0, None):
+            raise
+        fail("the API did not start: its reason is logged above", EXIT_FAILURE)
 
 
 # ---------------------------------------------------------------------------- catalog

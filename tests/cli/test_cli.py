@@ -17,6 +17,7 @@ from typer.testing import CliRunner
 from api.cli import app
 from infra.artifacts import ArtifactStore
 from infra.settings import Settings
+from tests.services import free_port
 
 GOOD_1 = {
     "name": "review-sentiment",
@@ -216,6 +217,19 @@ def test_a_bad_setting_stops_every_command_naming_the_variable(runner, tmp_path)
     for port in ("0", "99999"):  # 0 fell back to 8000; uvicorn announced 99999 and bound 99999 % 65536
         serve = runner.invoke(app, ["serve", "--port", port], env={"MLREPO_DATA_DIR": str(tmp_path)})
         assert serve.exit_code == 2 and "Invalid value for '--port'" in serve.output, serve.output
+
+
+def test_serve_that_cannot_start_exits_1(runner, tmp_path) -> None:
+    """A backing service missing at startup (here OpenSearch, configured without its URL) ended ``serve``
+    with uvicorn's exit code 3; the README's codes say 1 for a service that is unavailable."""
+    env = {
+        "MLREPO_DATA_DIR": str(tmp_path),
+        "MLREPO_SEARCH_BACKEND": "opensearch",
+        "MLREPO_OPENSEARCH_URL": "",
+    }
+    result = runner.invoke(app, ["serve", "--port", str(free_port())], env=env)
+    assert result.exit_code == 1, result.output
+    assert "error: the API did not start: its reason is logged above" in result.stderr
 
 
 def test_seed_is_idempotent_and_finds_the_demo_sentiment_model(runner, sqlite_settings) -> None:
