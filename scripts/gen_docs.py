@@ -64,6 +64,8 @@ def _param_line(param: Any) -> str:
         shown = ""
     else:
         shown = f" [default: {default}]"
+    if option.envvar:  # e.g. --token: MLREPO_TOKEN keeps the secret out of the process list
+        shown += f" [env: {option.envvar}]"
     return f"  {names}  {helptext}{shown}".rstrip()
 
 

@@ -30,3 +30,10 @@ def test_every_option_says_what_it_does() -> None:
     were listed bare."""
     bare = re.findall(r"^  (-[-\w, /]+)$", cli_reference(), re.MULTILINE)
     assert not bare, bare
+
+
+def test_options_read_from_the_environment_say_so() -> None:
+    """``--token`` also reads MLREPO_TOKEN, which keeps the secret out of ``ps`` and shell history; the
+    reference did not say so."""
+    tokens = re.findall(r"^  --token  (?!Also issue).*$", cli_reference(), re.MULTILINE)  # not the flag
+    assert tokens and all(line.endswith("[env: MLREPO_TOKEN]") for line in tokens), tokens
