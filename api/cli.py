@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import typer
+from pydantic import ValidationError
 
 from api.areas import import_areas
 from api.commands import (
@@ -25,7 +26,7 @@ from api.commands import (
     settings_of,
 )
 from catalog.enums import Role
-from infra.settings import Settings
+from infra.settings import Settings, describe_settings_error
 
 if TYPE_CHECKING:
     from catalog.search_service import SearchResponse
@@ -68,7 +69,10 @@ def main(
         for key, value in (("data_dir", data_dir), ("database_url", database_url))
         if value is not None
     }
-    ctx.obj = Settings(**overrides)
+    try:
+        ctx.obj = Settings(**overrides)
+    except ValidationError as exc:  # a bad MLREPO_ value: say which, before any command runs
+        fail(f"invalid configuration: {describe_settings_error(exc)}")
 
 
 # ---------------------------------------------------------------------------- server and database
@@ -97,7 +101,9 @@ def serve(
     host: str | None = typer.Option(
         None, "--host", help="Interface to bind (default MLREPO_HOST, 127.0.0.1)."
     ),
-    port: int | None = typer.Option(None, "--port", help="Port (default MLREPO_PORT, 8000)."),
+    port: int | None = typer.Option(
+        None, "--port", min=1, max=65535, help="Port (default MLREPO_PORT, 8000)."
+    ),
 ) -> None:
     """Migrate, then serve GraphQL on http://HOST:PORT/graphql (websocket subscriptions too)."""
     import uvicorn
@@ -106,12 +112,17 @@ def serve(
 
     settings = settings_of(ctx)
     _migrate(settings)
-    uvicorn.run(
-        create_app(settings, migrate=False),
-        host=host or settings.host,
-        port=port or settings.port,
-        log_level="info",
-    )
+    try:
+        uvicorn.run(
+            create_app(settings, migrate=False),
+            host=host or settings.host,
+            port=port or settings.port,
+            log_level="info",
+        )
+    except SystemExit as exc:  # uvicorn's own code 3 when the app could not start (a service down...)
+        if exc.code in (0, None):
+            raise
+        fail("the API did not start: its reason is logged above", EXIT_FAILURE)
 
 
 # ---------------------------------------------------------------------------- catalog
@@ -307,7 +318,7 @@ def account_create(
     role: Role = typer.Option(
         Role.REQUESTER, "--role", case_sensitive=False, help="producer, requester or admin."
     ),
-    email: str | None = typer.Option(None, "--email"),
+    email: str | None = typer.Option(None, "--email", help="Contact address (optional)."),
     with_token: bool = typer.Option(False, "--token", help="Also issue an API token and print it once."),
 ) -> None:
     """Create an account (as the operator: no token needed)."""

@@ -40,6 +40,7 @@ from executor.events import RedisJobEvents
 from executor.gpus import parse_devices
 from executor.jobs import DEFERRED, ArqJobQueue, JobService
 from executor.publish_sandbox import ExecutorSandbox
+from infra.db import is_unreachable
 from infra.errors import Unavailable
 from infra.settings import Settings, get_settings
 
@@ -49,7 +50,8 @@ CTX_JOBS = "jobs"
 ARQ_MAX_JOBS = 10  # arq's own default
 CTX_CATALOG = "catalog"
 # Failures that mean Redis went away (restarted, unreachable): the worker is started again.
-REDIS_LOST = (RedisConnectionError, RedisTimeoutError, OSError)
+REDIS_ERRORS = (RedisConnectionError, RedisTimeoutError)
+REDIS_LOST = (*REDIS_ERRORS, OSError)
 REDIS_RETRY_FIRST_S = 1.0
 REDIS_RETRY_MAX_S = 30.0
 
@@ -198,8 +200,14 @@ def run_worker(settings: Settings, burst: bool = False) -> None:
         try:
             worker.run()
             return  # stopped (a signal) or, in burst mode, done
-        except REDIS_LOST as exc:
-            logger.warning("lost Redis (%s); starting the worker again in %.0f s", exc, pause)
+        except Exception as exc:
+            # The database refusing connections (down, restarting) also ends arq's worker, first of all
+            # in on_startup: retried the same way, and named as what it is.
+            database = not isinstance(exc, REDIS_ERRORS) and is_unreachable(exc)
+            if not (database or isinstance(exc, REDIS_LOST)):
+                raise
+            lost = "the database cannot be reached" if database else "lost Redis"
+            logger.warning("%s (%s); starting the worker again in %.0f s", lost, exc, pause)
         _release(worker)
         if time.monotonic() - started > REDIS_RETRY_MAX_S:
             pause = REDIS_RETRY_FIRST_S  # it ran a good while: this is a new outage

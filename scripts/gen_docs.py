@@ -54,9 +54,18 @@ def _param_line(param: Any) -> str:
         return f"  {param.name.upper()}{required}  {helptext}".rstrip()
     option = param
     names = ", ".join(option.opts)
+    if option.secondary_opts:  # an on/off pair such as --wait/--no-wait: both spellings, and which is on
+        names += " / " + ", ".join(option.secondary_opts)
     helptext = " ".join((getattr(option, "help", None) or "").split())
     default = option.default
-    shown = "" if default in (None, False, (), []) or option.is_flag else f" [default: {default}]"
+    if option.is_flag and option.secondary_opts and default is not None:
+        shown = f" [default: {(option.opts if default else option.secondary_opts)[0]}]"
+    elif default in (None, False, (), []) or option.is_flag:
+        shown = ""
+    else:
+        shown = f" [default: {default}]"
+    if option.envvar:  # e.g. --token: MLREPO_TOKEN keeps the secret out of the process list
+        shown += f" [env: {option.envvar}]"
     return f"  {names}  {helptext}{shown}".rstrip()
 
 

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
 import typer
 
+from infra.db import is_unreachable
 from infra.errors import MlrepoError
 from infra.settings import Settings, get_settings
 
@@ -67,6 +68,13 @@ def run_async(coroutine: Coroutine[Any, Any, T]) -> T:
     except MlrepoError as exc:
         code = EXIT_FAILURE if exc.code == "UNAVAILABLE" else EXIT_USAGE
         fail(f"{exc.message} [{exc.code}]", code)
+    except Exception as exc:
+        # A database that is down or restarting is the operator's usual trouble, not a bug: one line
+        # (as ``migrate`` says it), not the driver's traceback.
+        if not is_unreachable(exc):
+            raise
+        reason = (str(exc).splitlines() or [type(exc).__name__])[0]
+        fail(f"the database cannot be reached: {reason} [UNAVAILABLE]", EXIT_FAILURE)
 
 
 def print_json(value: Any) -> None:

@@ -28,6 +28,7 @@ from api.commands import (
     settings_of,
 )
 from catalog.enums import JobStatus
+from executor.allocation import CPU_CLASS, GPU_CLASS
 from executor.contract import reject_constant
 from executor.job_outputs import iter_lines
 from infra.artifacts import ArtifactStore
@@ -83,6 +84,8 @@ def register(app: typer.Typer) -> None:
 
         settings = settings_of(ctx)
         if resource_class:
+            if resource_class not in (CPU_CLASS, GPU_CLASS):  # no queue of another name is ever fed
+                fail(f"--resource-class must be {CPU_CLASS} or {GPU_CLASS}; got {resource_class!r}")
             settings = settings.model_copy(update={"worker_resource_class": resource_class})
         if not settings.redis_url:
             fail(
@@ -104,8 +107,12 @@ def register(app: typer.Typer) -> None:
             [], "--record", help="One input (JSON, or a plain string); repeatable."
         ),
         dataset: str | None = typer.Option(None, "--dataset", help="Training data: a dataset listing id."),
-        cpu: float | None = typer.Option(None, "--cpu"),
-        memory_mb: int | None = typer.Option(None, "--memory-mb"),
+        cpu: float | None = typer.Option(
+            None, "--cpu", help="Cores (within your quota; default: the listing's suggestion)."
+        ),
+        memory_mb: int | None = typer.Option(
+            None, "--memory-mb", help="MiB, at least 64 (within your quota; default: the listing's)."
+        ),
         gpu: int | None = typer.Option(None, "--gpu", help="GPUs (within your quota; 0 runs on CPU)."),
         token: str | None = typer.Option(None, "--token", envvar="MLREPO_TOKEN", help="Your API token."),
     ) -> None:

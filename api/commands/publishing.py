@@ -82,17 +82,28 @@ def register(app: typer.Typer) -> None:
             None, "--listing", help="Publish a new version of this listing id."
         ),
         encrypt: bool | None = typer.Option(
-            None, "--encrypt/--no-encrypt", help="Encrypt at rest (own key)."
+            None,
+            "--encrypt/--no-encrypt",
+            help="Encrypt at rest (own key); default: the manifest's `encrypt`.",
         ),
         verify: bool | None = typer.Option(
-            None, "--verify/--no-verify", help="Run the unit tests in the sandbox."
+            None,
+            "--verify/--no-verify",
+            help="Run the unit tests in the sandbox; default: the manifest's `verify`.",
         ),
         timeout: float | None = typer.Option(None, "--timeout", help="Max seconds per scoring call."),
-        cpu: float | None = typer.Option(None, "--cpu"),
-        memory_mb: int | None = typer.Option(None, "--memory-mb"),
-        gpu: int | None = typer.Option(None, "--gpu"),
+        cpu: float | None = typer.Option(None, "--cpu", help="Suggested cores (over the manifest's)."),
+        memory_mb: int | None = typer.Option(
+            None, "--memory-mb", help="Suggested MiB, at least 64 (over the manifest's)."
+        ),
+        gpu: int | None = typer.Option(None, "--gpu", help="Suggested GPUs (over the manifest's)."),
         sha256: str | None = typer.Option(None, "--sha256", help="Expected SHA-256 (hex) of the upload."),
-        wait: bool = typer.Option(True, "--wait/--no-wait", help="Wait for the outcome."),
+        wait: bool = typer.Option(
+            True,
+            "--wait/--no-wait",
+            help="Wait for the outcome (--no-wait: print the queued publication; without Redis the "
+            "publication runs in this process, which always waits).",
+        ),
         token: str | None = typer.Option(
             None, "--token", envvar="MLREPO_TOKEN", help="The producer's API token."
         ),

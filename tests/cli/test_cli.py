@@ -18,6 +18,7 @@ from typer.testing import CliRunner
 from api.cli import app
 from infra.artifacts import ArtifactStore
 from infra.settings import Settings
+from tests.services import free_port
 
 GOOD_1 = {
     "name": "review-sentiment",
@@ -193,6 +194,43 @@ def test_unreachable_database_fails_cleanly(runner, tmp_path) -> None:
     settings = Settings(data_dir=tmp_path, database_url="postgresql+asyncpg://nobody@127.0.0.1:1/none")
     result = mlrepo(runner, settings, "migrate")
     assert result.exit_code == 1 and "migration failed" in result.stderr
+    # The commands that open the catalog themselves used to end in asyncpg's traceback instead.
+    for args in (["token", "list", "alice"], ["gc"], ["verify", "--all"], ["reindex"]):
+        result = mlrepo(runner, settings, *args)
+        assert result.exit_code == 1, (args, result.output)
+        assert result.stderr.startswith("error: the database cannot be reached: "), (args, result.stderr)
+        assert result.stderr.rstrip().endswith("[UNAVAILABLE]") and "Traceback" not in result.output
+
+
+def test_a_bad_setting_stops_every_command_naming_the_variable(runner, tmp_path) -> None:
+    """A malformed MLREPO_ value used to end any command, ``--help`` included, in a pydantic traceback
+    naming only the field; a zero port or an unknown worker class was accepted. Now: one line, exit 2."""
+    env = {"MLREPO_PORT": "http", "MLREPO_DATA_DIR": str(tmp_path)}
+    for args in (["migrate"], ["serve", "--help"]):
+        result = runner.invoke(app, args, env=env, catch_exceptions=False)
+        assert result.exit_code == 2, result.output
+        assert result.stderr.startswith("error: invalid configuration: MLREPO_PORT='http' is refused:")
+        assert "Traceback" not in result.output and not (tmp_path / "mlrepo.db").exists()
+    worker = runner.invoke(
+        app, ["worker", "--resource-class", "tpu", "--burst"], env={"MLREPO_REDIS_URL": ""}
+    )
+    assert worker.exit_code == 2 and "--resource-class must be cpu or gpu; got 'tpu'" in worker.stderr
+    for port in ("0", "99999"):  # 0 fell back to 8000; uvicorn announced 99999 and bound 99999 % 65536
+        serve = runner.invoke(app, ["serve", "--port", port], env={"MLREPO_DATA_DIR": str(tmp_path)})
+        assert serve.exit_code == 2 and "Invalid value for '--port'" in serve.output, serve.output
+
+
+def test_serve_that_cannot_start_exits_1(runner, tmp_path) -> None:
+    """A backing service missing at startup (here OpenSearch, configured without its URL) ended ``serve``
+    with uvicorn's exit code 3; the README's codes say 1 for a service that is unavailable."""
+    env = {
+        "MLREPO_DATA_DIR": str(tmp_path),
+        "MLREPO_SEARCH_BACKEND": "opensearch",
+        "MLREPO_OPENSEARCH_URL": "",
+    }
+    result = runner.invoke(app, ["serve", "--port", str(free_port())], env=env)
+    assert result.exit_code == 1, result.output
+    assert "error: the API did not start: its reason is logged above" in result.stderr
 
 
 def test_seed_is_idempotent_and_finds_the_demo_sentiment_model(runner, sqlite_settings) -> None:

@@ -308,3 +308,31 @@ async def test_a_worker_carries_on_after_redis_restarts(sqlite_settings: Setting
         worker.wait()
         redis.terminate()
         redis.wait(timeout=10)
+
+
+async def test_a_worker_waits_for_its_database_and_says_so(tmp_path, redis_url: str) -> None:
+    """A worker started while PostgreSQL is down (a host reboot brings Redis up first) retries, as for
+    Redis, but its log said "lost Redis" about the database's refused connection: an operator looked for
+    the fault in the wrong service."""
+    env = {
+        **os.environ,
+        "MLREPO_DATA_DIR": str(tmp_path),
+        "MLREPO_DATABASE_URL": f"postgresql+asyncpg://nobody@127.0.0.1:{free_port()}/none",
+        "MLREPO_REDIS_URL": redis_url,
+    }
+    log_path = tmp_path / "worker.log"
+    with log_path.open("w") as log_file:
+        worker = subprocess.Popen(
+            [sys.executable, "-c", RUN_WORKER], env=env, start_new_session=True, stderr=log_file
+        )
+    try:
+        deadline = time.monotonic() + 60  # the import of the model libraries alone takes seconds
+        while log_path.read_text().count("starting the worker again") < 2 and time.monotonic() < deadline:
+            await asyncio.sleep(0.2)
+        assert worker.poll() is None  # still waiting, not crashed
+    finally:
+        worker.kill()
+        worker.wait()
+    log = log_path.read_text()
+    assert log.count("the database cannot be reached") >= 2, log
+    assert "lost Redis" not in log, log

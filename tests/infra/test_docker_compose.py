@@ -3,10 +3,14 @@ needs to work at all, read from the file itself."""
 
 from __future__ import annotations
 
+import shlex
 from pathlib import Path
 from typing import Any
 
+import pytest
 import yaml
+
+from infra.settings import Settings
 
 COMPOSE = Path(__file__).resolve().parents[2] / "docker-compose.yml"
 DOCKER_SOCKET = "/var/run/docker.sock"
@@ -45,3 +49,42 @@ def test_every_mlrepo_process_shares_one_data_dir() -> None:
     }
     assert {"api", "worker", "gpu-worker"} <= set(mounted)
     assert len(set(mounted.values())) == 1 and None not in mounted.values(), mounted
+
+
+def shell_healthchecks() -> dict[str, str]:
+    return {
+        name: service["healthcheck"]["test"][1]
+        for name, service in services().items()
+        if service.get("healthcheck", {}).get("test", [None])[0] == "CMD-SHELL"
+    }
+
+
+def test_shell_healthchecks_report_the_status_of_their_probe() -> None:
+    """OpenSearch's probe URL had an unquoted ``&`` (``...?wait_for_status=yellow&timeout=5s``): the shell
+    ran curl in the background and returned the status of ``timeout=5s``, an assignment, so the service
+    was healthy at once and the api started against an OpenSearch not yet up. An unquoted control
+    operator in a CMD-SHELL check makes its exit status something other than the probe's."""
+    checks = shell_healthchecks()
+    assert "opensearch" in checks
+    for name, command in checks.items():
+        lexer = shlex.shlex(command, posix=True, punctuation_chars=True)
+        operators = [token for token in lexer if token in {"&", ";", "|", "&&", "||"}]
+        assert not operators, f"{name}: {command!r} has unquoted {operators}"
+
+
+def test_the_stacks_settings_are_settings_mlrepo_accepts(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Settings ignore unknown variables, so a misspelt MLREPO_ name in the file would be dropped
+    silently; and each service's values must pass the startup checks."""
+    for name, service in services().items():
+        environment = service.get("environment", {})
+        variables = {key: str(value) for key, value in environment.items() if key.startswith("MLREPO_")}
+        if not variables:
+            continue
+        fields = {key.removeprefix("MLREPO_").lower() for key in variables}
+        unknown = fields - set(Settings.model_fields)
+        assert not unknown, f"{name}: {unknown}"
+        for key, value in variables.items():
+            monkeypatch.setenv(key, value)
+        Settings()
+        for key in variables:
+            monkeypatch.delenv(key)

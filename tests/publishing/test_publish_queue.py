@@ -402,6 +402,7 @@ async def test_a_run_taken_over_by_recovery_leaves_the_publication_and_the_files
         await queue.close()
     second = service_with(beats, app, Dropped())  # this process recovers, then runs it as a second worker
     env = worker_env(beats, redis_url, heartbeat_s=3600)  # its beats never land in time
+    env["MLREPO_JOB_STALE_AFTER_S"] = "7200"  # its own limit above its beats (refused otherwise)
     log = tmp_path / "first-worker.log"
     with open(log, "wb") as out:
         first = subprocess.Popen(
