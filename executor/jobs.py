@@ -24,10 +24,8 @@ import statistics
 import tempfile
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from dataclasses import dataclass
-from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any
 
 from jsonschema import Draft202012Validator
 from sqlalchemy import and_, or_, select, update
@@ -40,7 +38,7 @@ from catalog.formats import payload_errors
 from catalog.keyset import check_page_size, decode_cursor, encode_cursor, newest_first
 from catalog.pipelines.runnability import NO_CODE, commands_of, serves_inference
 from catalog.pipelines.store import carries_code
-from executor.allocation import Allocation, Quota, allocate, queue_for
+from executor.allocation import Allocation, Quota, allocate
 from executor.batching import BatchProgress
 from executor.datasets import (
     DatasetInput,
@@ -61,6 +59,8 @@ from executor.job_outputs import (
     read_all,
     read_page,
 )
+from executor.job_queues import DEFERRED, InProcessJobQueue, JobQueue
+from executor.job_views import JobPage, JobView
 from executor.output_filter import OutputFilter
 from executor.packages import prepare_runnable
 from executor.runtimes import Limits, RuntimeSelector
@@ -79,166 +79,20 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("mlrepo.executor")
 
-IN_PROCESS_MAX_JOBS = 10  # jobs one process runs at once without Redis (an arq worker's ``max_jobs``)
 MAX_LOG_CHARS = 20_000
 RUNNABLE_KINDS = frozenset(
     {ListingKind.MODEL, ListingKind.ALGORITHM, ListingKind.PIPELINE, ListingKind.NOTEBOOK}
 )
-JOB_FUNCTION = "run_job"
 JOB_LABEL = "mlrepo.job"  # on every container of a job, so a lost worker's containers can be found
 # What the requester reads when a job fails on an error that was not written for them (see failure_reason).
 INTERNAL_FAILURE = "internal error while running the job; the operator's log has it under job {job_id}"
 # How long a run that ended waits before it tries again to write its final status (then it gives up).
 FINISH_RETRY_DELAYS_S = (0.5, 1.0, 2.0, 4.0)
-DEFERRED = "deferred"  # what ``run`` returns for a job left QUEUED: its account runs its most jobs already
 SUPERSEDED = "superseded"  # what ``run`` returns when the job was taken from it (``infra.fencing``)
 # ``Job.error_code`` of a job stopped at ``job_max_duration_s`` (status TIMED_OUT): a client tells it from a
 # job whose every call timed out (TIMED_OUT, no code) without parsing the reason.
 JOB_DEADLINE_EXCEEDED = "JOB_DEADLINE_EXCEEDED"
 MY_JOBS_CURSOR = "my-jobs"  # what a cursor of ``list_mine`` is signed for: no other list takes it
-
-
-@dataclass(frozen=True)
-class JobPage:
-    items: list[JobView]
-    end_cursor: str | None
-    has_next_page: bool
-    cursors: list[str]  # cursors[i] resumes after items[i] (the edges' cursors)
-
-
-@dataclass(frozen=True)
-class JobView:
-    id: str
-    owner_id: str
-    listing_id: str | None
-    pipeline_id: str | None
-    task: str
-    status: str
-    resource_class: str
-    resources: dict[str, Any]
-    progress: dict[str, Any]
-    metrics: dict[str, Any]
-    result: dict[str, Any] | None  # a small summary; per-record outputs are in the artifact store
-    outputs_digest: str | None
-    outputs_count: int | None
-    outputs_expired_at: datetime | None  # retention dropped the outputs (``catalog.job_output_retention``)
-    error: str | None
-    error_code: str | None  # why the service ended the job (JOB_DEADLINE_EXCEEDED), else None
-    logs: str
-    attempts: int
-    created_at: datetime
-    started_at: datetime | None
-    finished_at: datetime | None
-
-    @classmethod
-    def of(cls, row: Job) -> JobView:
-        return cls(
-            id=row.id,
-            owner_id=row.owner_id,
-            listing_id=row.listing_id,
-            pipeline_id=row.pipeline_id,
-            task=row.task,
-            status=row.status,
-            resource_class=row.resource_class,
-            resources=dict(row.resources or {}),
-            progress=dict(row.progress or {}),
-            metrics=dict(row.metrics or {}),
-            result=row.result,
-            outputs_digest=row.outputs_digest,
-            outputs_count=row.outputs_count,
-            outputs_expired_at=row.outputs_expired_at,
-            error=row.error,
-            error_code=row.error_code,
-            logs=row.logs or "",
-            attempts=row.attempts or 0,
-            created_at=row.created_at,
-            started_at=row.started_at,
-            finished_at=row.finished_at,
-        )
-
-    @property
-    def is_final(self) -> bool:
-        return JobStatus(self.status).is_final
-
-
-class JobQueue(Protocol):
-    async def enqueue(self, job_id: str, resource_class: str, attempt: int) -> None: ...
-
-    async def close(self) -> None: ...
-
-
-class ArqJobQueue:
-    """Redis configured: the job goes to the arq queue of its resource class (``mlrepo worker`` consumes)."""
-
-    def __init__(self, redis_url: str) -> None:
-        self.redis_url = redis_url
-        self._pool: Any = None
-
-    async def enqueue(self, job_id: str, resource_class: str, attempt: int) -> None:
-        from arq import create_pool
-        from arq.connections import RedisSettings
-
-        if self._pool is None:
-            self._pool = await create_pool(RedisSettings.from_dsn(self.redis_url))
-        # One arq job id per attempt: re-enqueueing an attempt Redis still holds is a no-op.
-        await self._pool.enqueue_job(
-            JOB_FUNCTION, job_id, _job_id=f"job:{job_id}:{attempt}", _queue_name=queue_for(resource_class)
-        )
-
-    async def close(self) -> None:
-        if self._pool is not None:
-            await self._pool.aclose()
-
-
-class InProcessJobQueue:
-    """No Redis: the same job function runs as a task of this process, at most ``max_jobs`` at a time
-    (as an arq worker takes at most its ``max_jobs``); the others wait, QUEUED, for their turn."""
-
-    def __init__(
-        self,
-        runner: Callable[[str], Awaitable[Any]],
-        max_jobs: int = IN_PROCESS_MAX_JOBS,
-        retry_deferred_s: float = 5.0,
-    ) -> None:
-        self.runner = runner
-        self.max_jobs = max_jobs
-        self.retry_deferred_s = retry_deferred_s
-        self.tasks: set[asyncio.Task[Any]] = set()
-        self._waiting: set[str] = set()  # a job re-queued while it waits for its turn is not doubled
-        self._turns: asyncio.Semaphore | None = None
-
-    async def enqueue(self, job_id: str, resource_class: str, attempt: int) -> None:
-        if job_id in self._waiting:
-            return
-        self._waiting.add(job_id)
-        task = asyncio.create_task(self._take_turn(job_id), name=f"job:{job_id}")
-        self.tasks.add(task)
-        task.add_done_callback(self.tasks.discard)
-
-    async def _take_turn(self, job_id: str) -> Any:
-        if self._turns is None:
-            self._turns = asyncio.Semaphore(self.max_jobs)
-        while True:
-            try:
-                await self._turns.acquire()
-            finally:
-                self._waiting.discard(job_id)
-            try:
-                outcome = await self.runner(job_id)
-            finally:
-                self._turns.release()
-            if outcome != DEFERRED:
-                return outcome
-            # Its account runs its most jobs: tried again later (as arq does), holding no turn meanwhile,
-            # and still waiting here, so that the reconciler re-queueing it does not double it.
-            self._waiting.add(job_id)
-            await asyncio.sleep(self.retry_deferred_s)
-
-    async def close(self) -> None:
-        for task in list(self.tasks):
-            task.cancel()
-        with contextlib.suppress(BaseException):
-            await asyncio.gather(*self.tasks, return_exceptions=True)
 
 
 class JobDeferred(Exception):
