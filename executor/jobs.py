@@ -27,14 +27,12 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from jsonschema import Draft202012Validator
 from sqlalchemy import and_, or_, select, update
 from sqlalchemy.orm import defer
 
 from catalog.actors import Actor
 from catalog.choices import parse_choices
 from catalog.enums import JobStatus, JobTask, ListingKind, UsageKind
-from catalog.formats import payload_errors
 from catalog.keyset import check_page_size, decode_cursor, encode_cursor, newest_first
 from catalog.pipelines.runnability import NO_CODE, commands_of, serves_inference
 from catalog.pipelines.store import carries_code
@@ -50,6 +48,7 @@ from executor.datasets import (
 from executor.events import JobEvents, LocalJobEvents
 from executor.gpus import GpuPool, leased_gpus, parse_devices, shared_pool
 from executor.inference import InferencePlan, Tally, output_records, run_inference
+from executor.job_inputs import check_against_input_schema, input_check
 from executor.job_outputs import (
     START,
     OutputsCursor,
@@ -64,7 +63,6 @@ from executor.job_views import JobPage, JobView
 from executor.output_filter import OutputFilter
 from executor.packages import prepare_runnable
 from executor.runtimes import Limits, RuntimeSelector
-from executor.schema_check import compile_check
 from infra.artifacts import ArtifactStore
 from infra.db import is_unreachable, retry_while_unreachable
 from infra.errors import BadInput, Gone, MlrepoError, NotFound, Unauthenticated
@@ -970,33 +968,6 @@ def failure_reason(job_id: str, exc: Exception) -> str:
     if isinstance(exc, MlrepoError):
         return f"{exc.message} [{exc.code}]"
     return INTERNAL_FAILURE.format(job_id=job_id)
-
-
-def check_against_input_schema(input_schema: dict[str, Any] | None, values: dict[str, Any]) -> None:
-    """Each of ``values`` (named by its place in the request) must match the listing's input schema."""
-    check = input_check(input_schema)
-    for place, value in values.items():
-        check(place, value, place)
-
-
-def input_check(input_schema: dict[str, Any] | None) -> Callable[[str, Any, str], None]:
-    """A check of one value against the listing's input schema (compiled once: a dataset's records are
-    checked one by one); it raises BadInput naming the value's ``place`` and the request ``field``."""
-    if input_schema is None:
-        return lambda place, value, field: None
-    validator = Draft202012Validator(input_schema)
-    fast = compile_check(input_schema)
-
-    def check(place: str, value: Any, field: str) -> None:
-        if fast(value) if fast is not None else validator.is_valid(value):
-            return
-        problems = payload_errors(input_schema, value, limit=3)
-        if problems:
-            raise BadInput(
-                f"{place} does not match the listing's input schema: {'; '.join(problems)}", field=field
-            )
-
-    return check
 
 
 def _check_outputs_kept(view: JobView) -> None:
