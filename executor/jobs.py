@@ -48,6 +48,7 @@ from executor.datasets import (
 from executor.events import JobEvents, LocalJobEvents
 from executor.gpus import GpuPool, leased_gpus, parse_devices, shared_pool
 from executor.inference import InferencePlan, Tally, output_records, run_inference
+from executor.job_base import JOB_LABEL, JobServiceParts
 from executor.job_inputs import check_against_input_schema, input_check
 from executor.job_outputs import (
     START,
@@ -69,7 +70,7 @@ from infra.errors import BadInput, Gone, MlrepoError, NotFound, Unauthenticated
 from infra.fencing import Claim, Superseded, beat_under, lost_claim
 from infra.heartbeat import keep_beating, lost_before, silent_since
 from infra.settings import Settings
-from infra.tables import Account, Job, Listing, ListingVersion, UsageEvent, utcnow
+from infra.tables import Account, Job, Listing, UsageEvent, utcnow
 from infra.text import storable_text
 
 if TYPE_CHECKING:
@@ -81,7 +82,6 @@ MAX_LOG_CHARS = 20_000
 RUNNABLE_KINDS = frozenset(
     {ListingKind.MODEL, ListingKind.ALGORITHM, ListingKind.PIPELINE, ListingKind.NOTEBOOK}
 )
-JOB_LABEL = "mlrepo.job"  # on every container of a job, so a lost worker's containers can be found
 # What the requester reads when a job fails on an error that was not written for them (see failure_reason).
 INTERNAL_FAILURE = "internal error while running the job; the operator's log has it under job {job_id}"
 # How long a run that ended waits before it tries again to write its final status (then it gives up).
@@ -97,7 +97,7 @@ class JobDeferred(Exception):
     """Not claimed: the job's account runs ``job_max_running_per_account`` jobs already."""
 
 
-class JobService:
+class JobService(JobServiceParts):
     def __init__(
         self,
         settings: Settings,
@@ -785,12 +785,6 @@ class JobService:
             f"job {row.id}: storing its result",
         )
 
-    @property
-    def artifacts(self) -> ArtifactStore:
-        if self._artifacts is None:
-            self._artifacts = ArtifactStore.from_settings(self.settings)
-        return self._artifacts
-
     async def keep_written_outputs(self, row: Job, writer: OutputsWriter) -> None:
         """Store outputs a run wrote as it went (``OutputsWriter``); ``finish`` references them."""
         self._outputs[(row.id, row.attempts)] = await asyncio.to_thread(writer.store, self.artifacts)
@@ -852,14 +846,6 @@ class JobService:
             ).first()
         return now is not None and tuple(now) == (status.value, claim.attempt)
 
-    async def _publish(self, view: JobView) -> None:
-        try:
-            await self.events.publish(
-                view.id, {"id": view.id, "status": view.status, "progress": view.progress}
-            )
-        except Exception:  # an event is a hint; the row is the truth and watchers re-read it
-            logger.warning("could not publish an event for job %s", view.id, exc_info=True)
-
     async def record_usage(
         self,
         row: Job,
@@ -888,20 +874,6 @@ class JobService:
         published from stored steps (``publishPipeline``) runs those steps."""
         async with self.db.session() as session:
             return await carries_code(session, listing_id)
-
-    @staticmethod
-    async def latest_version(session: Any, listing_id: str | None) -> ListingVersion | None:
-        return await session.scalar(
-            select(ListingVersion)
-            .where(ListingVersion.listing_id == listing_id)
-            .order_by(ListingVersion.created_at.desc())
-            .limit(1)
-        )
-
-    def _staging_root(self) -> Path:
-        root = self.settings.data_dir / "job-staging"
-        root.mkdir(parents=True, exist_ok=True)
-        return root
 
     def _check_inputs(
         self,
