@@ -49,6 +49,7 @@ from executor.events import JobEvents, LocalJobEvents
 from executor.gpus import GpuPool, leased_gpus, parse_devices, shared_pool
 from executor.inference import InferencePlan, Tally, output_records, run_inference
 from executor.job_base import JOB_LABEL
+from executor.job_cancellation import JobCancellation
 from executor.job_claims import JobClaims, JobDeferred, claim_of
 from executor.job_inputs import check_against_input_schema, input_check
 from executor.job_outputs import (
@@ -68,8 +69,8 @@ from executor.runtimes import Limits, RuntimeSelector
 from infra.artifacts import ArtifactStore
 from infra.db import is_unreachable, retry_while_unreachable
 from infra.errors import BadInput, Gone, MlrepoError, NotFound, Unauthenticated
-from infra.fencing import Claim, Superseded, beat_under, lost_claim
-from infra.heartbeat import keep_beating, lost_before, silent_since
+from infra.fencing import Claim, Superseded, lost_claim
+from infra.heartbeat import lost_before, silent_since
 from infra.settings import Settings
 from infra.tables import Account, Job, Listing, UsageEvent, utcnow
 from infra.text import storable_text
@@ -94,7 +95,7 @@ JOB_DEADLINE_EXCEEDED = "JOB_DEADLINE_EXCEEDED"
 MY_JOBS_CURSOR = "my-jobs"  # what a cursor of ``list_mine`` is signed for: no other list takes it
 
 
-class JobService(JobClaims):
+class JobService(JobCancellation, JobClaims):
     def __init__(
         self,
         settings: Settings,
@@ -331,16 +332,6 @@ class JobService(JobClaims):
         if view.outputs_digest is None:
             return []
         return await asyncio.to_thread(read_all, self.artifacts, view.outputs_digest)
-
-    async def cancel(self, actor: Actor, job_id: str) -> JobView:
-        if actor.account_id is None:  # an anonymous write (README: UNAUTHENTICATED), not an unknown job
-            raise Unauthenticated("sign in to cancel jobs")
-        await self.get(actor, job_id)
-        if not await self.finish(job_id, JobStatus.CANCELLED, error="cancelled by the requester"):
-            view = await self.get(actor, job_id)
-            if view.status != JobStatus.CANCELLED:
-                raise BadInput(f"job {job_id} already finished ({view.status})", field="id")
-        return await self.get(actor, job_id)
 
     async def watch(self, actor: Actor, job_id: str) -> AsyncIterator[JobView]:
         """The job's current state, then every change, until it is final. Subscribes before reading, so no
@@ -661,31 +652,6 @@ class JobService(JobClaims):
                 logger.warning("removed %d orphaned container(s) of job %s", removed, job_id)
 
     # ------------------------------------------------------------------ internals
-
-    async def _heartbeat(self, claim: Claim, work: asyncio.Task[Any] | None) -> None:
-        """Beat while ``claim`` holds the job; once it does not (cancelled, or taken over), cancel ``work``,
-        which stops the sandbox: the bwrap session or the container is killed."""
-        cancelled = asyncio.Event()
-        listening = asyncio.create_task(self._hear_cancel(claim.row_id, cancelled))
-        try:
-            beat = beat_under(self.db, claim, work)
-            await keep_beating(beat, self.settings.job_heartbeat_s, str(claim), wake=cancelled)
-        finally:
-            listening.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await listening
-
-    async def _hear_cancel(self, job_id: str, cancelled: asyncio.Event) -> None:
-        """Wake the heartbeat when the job's events say it was cancelled (a cancel through any API process
-        publishes one), so its sandbox stops at once, not up to ``job_heartbeat_s`` later. Best effort:
-        without events the next beat still finds the cancel in the database."""
-        try:
-            async with self.events.subscribe(job_id) as stream:
-                async for event in stream:
-                    if event.get("status") == JobStatus.CANCELLED:
-                        cancelled.set()
-        except Exception:
-            logger.info("job %s: no cancel events; the heartbeat alone will notice", job_id, exc_info=True)
 
     async def report_progress(self, row: Job, values: dict[str, Any]) -> None:
         """Store the progress of the run that claimed ``row`` (also a heartbeat) and tell watchers; raises
