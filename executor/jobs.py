@@ -23,7 +23,7 @@ import shutil
 import statistics
 import tempfile
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -37,7 +37,6 @@ from catalog.keyset import check_page_size, decode_cursor, encode_cursor, newest
 from catalog.pipelines.runnability import NO_CODE, commands_of, serves_inference
 from catalog.pipelines.store import carries_code
 from executor.allocation import Allocation, Quota, allocate
-from executor.batching import BatchProgress
 from executor.datasets import (
     DatasetInput,
     DatasetReader,
@@ -63,6 +62,7 @@ from executor.job_outputs import (
 )
 from executor.job_queues import DEFERRED, InProcessJobQueue, JobQueue
 from executor.job_views import JobPage, JobView
+from executor.job_writes import JobRunWrites
 from executor.output_filter import OutputFilter
 from executor.packages import prepare_runnable
 from executor.runtimes import Limits, RuntimeSelector
@@ -95,7 +95,7 @@ JOB_DEADLINE_EXCEEDED = "JOB_DEADLINE_EXCEEDED"
 MY_JOBS_CURSOR = "my-jobs"  # what a cursor of ``list_mine`` is signed for: no other list takes it
 
 
-class JobService(JobCancellation, JobClaims):
+class JobService(JobRunWrites, JobCancellation, JobClaims):
     def __init__(
         self,
         settings: Settings,
@@ -653,49 +653,6 @@ class JobService(JobCancellation, JobClaims):
 
     # ------------------------------------------------------------------ internals
 
-    async def report_progress(self, row: Job, values: dict[str, Any]) -> None:
-        """Store the progress of the run that claimed ``row`` (also a heartbeat) and tell watchers; raises
-        ``Superseded`` when the job is no longer that run's (cancelled, or taken over), which stops the run
-        at this point."""
-        await claim_of(row).write_now(self.db, progress=values, heartbeat_at=utcnow())
-        await self.events.publish(
-            row.id, {"id": row.id, "status": JobStatus.RUNNING.value, "progress": values}
-        )
-
-    def progress_hook(
-        self, row: Job, done_before: Tally | None = None, total: int | None = None
-    ) -> Callable[[BatchProgress], Awaitable[None]]:
-        """Reports a batch run's progress; for one chunk of a job, counted on from the chunks before it
-        (``done_before``) out of the job's ``total``."""
-        before = done_before or Tally()
-
-        async def hook(progress: BatchProgress) -> None:
-            values = {
-                "batches_done": before.calls + progress.calls,
-                "records_done": before.records + progress.done,
-                "records_total": progress.total if total is None else total,
-                "failed_calls": before.failed_calls + progress.failed_calls,
-            }
-            await self.report_progress(row, values)
-
-        return hook
-
-    async def store(self, row: Job, **values: Any) -> None:
-        """Write fields of the job the run that claimed ``row`` holds (results, metrics, logs); raises
-        ``Superseded`` when it no longer does (cancelled, or taken over): the job keeps none of them.
-        Its sandbox has run: the write is retried while the database is unreachable, as ``run``'s last."""
-        # A log is the sandbox's stderr: what it printed must not make the write fail (``storable_text``).
-        values = {k: storable_text(v) if k in ("logs", "error") and v else v for k, v in values.items()}
-        await retry_while_unreachable(
-            lambda: claim_of(row).write_now(self.db, **values),
-            self.settings.job_final_write_retry_s,
-            f"job {row.id}: storing its result",
-        )
-
-    async def keep_written_outputs(self, row: Job, writer: OutputsWriter) -> None:
-        """Store outputs a run wrote as it went (``OutputsWriter``); ``finish`` references them."""
-        self._outputs[(row.id, row.attempts)] = await asyncio.to_thread(writer.store, self.artifacts)
-
     async def finish(
         self,
         job_id: str,
@@ -752,29 +709,6 @@ class JobService(JobCancellation, JobClaims):
                 await session.execute(select(Job.status, Job.attempts).where(Job.id == claim.row_id))
             ).first()
         return now is not None and tuple(now) == (status.value, claim.attempt)
-
-    async def record_usage(
-        self,
-        row: Job,
-        kind: UsageKind,
-        status: JobStatus,
-        latency_ms: float | None,
-        listing_id: str | None = None,
-    ) -> None:
-        """Count the job's run for its listing (or ``listing_id``, e.g. a training's dataset) when ``run``
-        makes the job final (``finish``), not before: a cancel may still come first."""
-        listing_id = listing_id or row.listing_id
-        if listing_id is None or status == JobStatus.CANCELLED:
-            return
-        success = status == JobStatus.SUCCEEDED
-        use = UsageEvent(
-            listing_id=listing_id,
-            account_id=row.owner_id,
-            kind=kind.value,
-            success=success,
-            latency_ms=latency_ms if success else None,
-        )
-        self._uses.setdefault((row.id, row.attempts), []).append(use)
 
     async def _carries_code(self, listing_id: str) -> bool:
         """A pipeline published as a code package or image runs as one program, like a model; one
