@@ -51,6 +51,7 @@ from executor.job_base import JOB_LABEL
 from executor.job_cancellation import JobCancellation
 from executor.job_claims import JobClaims, JobDeferred, claim_of
 from executor.job_inputs import check_against_input_schema, input_check
+from executor.job_outcomes import JOB_DEADLINE_EXCEEDED, JobOutcomes, deadline_reason, failure_reason
 from executor.job_outputs import (
     START,
     OutputsCursor,
@@ -68,12 +69,11 @@ from executor.packages import prepare_runnable
 from executor.runtimes import Limits, RuntimeSelector
 from infra.artifacts import ArtifactStore
 from infra.db import is_unreachable, retry_while_unreachable
-from infra.errors import BadInput, Gone, MlrepoError, NotFound, Unauthenticated
-from infra.fencing import Claim, Superseded, lost_claim
+from infra.errors import BadInput, Gone, NotFound, Unauthenticated
+from infra.fencing import Superseded, lost_claim
 from infra.heartbeat import lost_before, silent_since
 from infra.settings import Settings
 from infra.tables import Account, Job, Listing, UsageEvent, utcnow
-from infra.text import storable_text
 
 if TYPE_CHECKING:
     from catalog.app import CatalogApp
@@ -84,18 +84,11 @@ MAX_LOG_CHARS = 20_000
 RUNNABLE_KINDS = frozenset(
     {ListingKind.MODEL, ListingKind.ALGORITHM, ListingKind.PIPELINE, ListingKind.NOTEBOOK}
 )
-# What the requester reads when a job fails on an error that was not written for them (see failure_reason).
-INTERNAL_FAILURE = "internal error while running the job; the operator's log has it under job {job_id}"
-# How long a run that ended waits before it tries again to write its final status (then it gives up).
-FINISH_RETRY_DELAYS_S = (0.5, 1.0, 2.0, 4.0)
 SUPERSEDED = "superseded"  # what ``run`` returns when the job was taken from it (``infra.fencing``)
-# ``Job.error_code`` of a job stopped at ``job_max_duration_s`` (status TIMED_OUT): a client tells it from a
-# job whose every call timed out (TIMED_OUT, no code) without parsing the reason.
-JOB_DEADLINE_EXCEEDED = "JOB_DEADLINE_EXCEEDED"
 MY_JOBS_CURSOR = "my-jobs"  # what a cursor of ``list_mine`` is signed for: no other list takes it
 
 
-class JobService(JobRunWrites, JobCancellation, JobClaims):
+class JobService(JobOutcomes, JobRunWrites, JobCancellation, JobClaims):
     def __init__(
         self,
         settings: Settings,
@@ -434,34 +427,6 @@ class JobService(JobRunWrites, JobCancellation, JobClaims):
             return SUPERSEDED
         return status.value
 
-    async def _finish_run(
-        self,
-        job_id: str,
-        status: JobStatus,
-        error: str | None,
-        uses: list[UsageEvent],
-        outputs: StoredOutputs | None,
-        claim: Claim,
-        error_code: str | None = None,
-    ) -> bool:
-        """``finish`` for the run that just ended, tried again on a database error other than the
-        database being unreachable (which the caller waits out with ``retry_while_unreachable``). Its
-        heartbeat has stopped: a finish lost to one error (a deadlock, SQLite locked past its busy
-        timeout) left the job RUNNING with nobody beating for it, until the reconciler ran it again a
-        minute later. ``finish`` is one transaction that changes nothing unless the run still holds the
-        job, so a retry is safe."""
-        for delay in (*FINISH_RETRY_DELAYS_S, None):
-            try:
-                return await self.finish(
-                    job_id, status, error, uses, outputs, claim=claim, error_code=error_code
-                )
-            except Exception as exc:
-                if delay is None or is_unreachable(exc):
-                    raise  # still RUNNING: the reconciler re-queues it once its heartbeat is stale
-                logger.warning("job %s: not finished; retrying in %g s", job_id, delay, exc_info=True)
-                await asyncio.sleep(delay)
-        raise AssertionError("unreachable")  # the loop returns or raises
-
     async def _run_job(self, row: Job, staging: Path) -> tuple[JobStatus, str | None]:
         """The job's work, whatever its kind: its final status and reason."""
         unavailable = await self._listing_unavailable(row)
@@ -653,46 +618,6 @@ class JobService(JobRunWrites, JobCancellation, JobClaims):
 
     # ------------------------------------------------------------------ internals
 
-    async def finish(
-        self,
-        job_id: str,
-        status: JobStatus,
-        error: str | None = None,
-        uses: Sequence[UsageEvent] = (),
-        outputs: StoredOutputs | None = None,
-        claim: Claim | None = None,
-        error_code: str | None = None,
-    ) -> bool:
-        """Move a job that is not final yet to ``status``; False when it already was final, or, for the
-        run that holds ``claim``, when the job is no longer that run's (``infra.fencing``).
-
-        Its ``uses`` (runs to count for listings) are counted, and its ``outputs`` referenced, in the same
-        transaction, and only when this call made the job final: a cancel that landed after the last
-        batch won, and the requester gets no result of that run."""
-        # The reason may quote the program (its stderr, its answer): storable on both databases.
-        reason = storable_text(error) if error else error
-        values: dict[str, Any] = {
-            "status": status.value,
-            "error": reason,
-            "error_code": error_code,
-            "finished_at": utcnow(),
-        }
-        if outputs is not None and status != JobStatus.CANCELLED:
-            values.update(outputs_digest=outputs.digest, outputs_count=outputs.count)
-        async with self.catalog.index.atomic() as (session, changes):
-            unfinished = Job.status.in_([JobStatus.QUEUED.value, JobStatus.RUNNING.value])
-            held = claim.holds() if claim is not None else and_(Job.id == job_id, unfinished)
-            result = await session.execute(update(Job).where(held).values(**values))
-            changed = result.rowcount > 0
-            row = await session.get(Job, job_id) if changed else None
-            for use in uses if row is not None else ():
-                counted = await self.catalog.usage.record_in(session, changes, use)
-                if counted is None:
-                    logger.info("listing %s vanished before its usage was recorded", use.listing_id)
-        if row is not None:
-            await self._publish(JobView.of(row))
-        return changed
-
     async def _publish_status(self, job_id: str) -> None:
         """Tell watchers about a change made without a view in hand (the reconciler's)."""
         async with self.db.session() as session:
@@ -700,15 +625,6 @@ class JobService(JobRunWrites, JobCancellation, JobClaims):
             view = JobView.of(row) if row is not None else None
         if view is not None:
             await self._publish(view)
-
-    async def _final_under(self, claim: Claim, status: JobStatus) -> bool:
-        """Whether the job is final with ``status`` under ``claim``: so a retried final write finds it when
-        its first try landed though the acknowledgement was lost."""
-        async with self.db.session() as session:
-            now = (
-                await session.execute(select(Job.status, Job.attempts).where(Job.id == claim.row_id))
-            ).first()
-        return now is not None and tuple(now) == (status.value, claim.attempt)
 
     async def _carries_code(self, listing_id: str) -> bool:
         """A pipeline published as a code package or image runs as one program, like a model; one
@@ -760,22 +676,6 @@ def _change_key(view: JobView) -> tuple[Any, ...]:
     """What a status stream reports a change of. ``attempts`` too: a job whose worker died is re-queued
     and claimed again, often between two looks, and is then RUNNING again, from the start."""
     return (view.status, view.progress, view.attempts)
-
-
-def deadline_reason(limit_s: float) -> str:
-    return (
-        f"the job ran past its deadline of {limit_s:g} s (MLREPO_JOB_MAX_DURATION_S) and was stopped; "
-        "outputs of the stopped run are not kept"
-    )
-
-
-def failure_reason(job_id: str, exc: Exception) -> str:
-    """The ``error`` a job's owner reads. Our errors are written for them; any other exception's text
-    is the server's own (host paths, engine and database addresses), kept in the operator's log. Ours end
-    with the code the API would answer (``[BAD_INPUT]``), as the command line writes them."""
-    if isinstance(exc, MlrepoError):
-        return f"{exc.message} [{exc.code}]"
-    return INTERNAL_FAILURE.format(job_id=job_id)
 
 
 def _check_outputs_kept(view: JobView) -> None:
