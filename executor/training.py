@@ -42,7 +42,7 @@ from executor.inference import InferencePlan, run_inference
 from executor.job_base import JOB_LABEL
 from executor.job_claims import claim_of
 from executor.job_inputs import check_against_input_schema
-from executor.jobs import _append_log
+from executor.job_recovery import _append_log
 from executor.output_filter import OutputFilter
 from executor.packages import prepare_runnable
 from executor.runtimes import DockerRuntime, Package, RunRequest
