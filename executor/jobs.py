@@ -20,9 +20,7 @@ import asyncio
 import contextlib
 import logging
 import shutil
-import statistics
 import tempfile
-import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -32,48 +30,31 @@ from sqlalchemy.orm import defer
 
 from catalog.actors import Actor
 from catalog.choices import parse_choices
-from catalog.enums import JobStatus, JobTask, ListingKind, UsageKind
+from catalog.enums import JobStatus, JobTask, ListingKind
 from catalog.keyset import check_page_size, decode_cursor, encode_cursor, newest_first
 from catalog.pipelines.runnability import NO_CODE, commands_of, serves_inference
 from catalog.pipelines.store import carries_code
 from executor.allocation import Allocation, Quota, allocate
-from executor.datasets import (
-    DatasetInput,
-    DatasetReader,
-    check_inline_count,
-    dataset_digest,
-    job_input_chunks,
-)
+from executor.datasets import DatasetInput, DatasetReader, check_inline_count, dataset_digest
 from executor.events import JobEvents, LocalJobEvents
 from executor.gpus import GpuPool, leased_gpus, parse_devices, shared_pool
-from executor.inference import InferencePlan, Tally, output_records, run_inference
-from executor.job_base import JOB_LABEL
 from executor.job_cancellation import JobCancellation
 from executor.job_claims import JobClaims, JobDeferred, claim_of
+from executor.job_inference import JobInference
 from executor.job_inputs import check_against_input_schema, input_check
 from executor.job_outcomes import JOB_DEADLINE_EXCEEDED, JobOutcomes, deadline_reason, failure_reason
-from executor.job_outputs import (
-    START,
-    OutputsCursor,
-    OutputsPage,
-    OutputsWriter,
-    StoredOutputs,
-    read_all,
-    read_page,
-)
+from executor.job_outputs import START, OutputsCursor, OutputsPage, StoredOutputs, read_all, read_page
 from executor.job_queues import DEFERRED, InProcessJobQueue, JobQueue
 from executor.job_recovery import JobRecovery
 from executor.job_views import JobPage, JobView
 from executor.job_writes import JobRunWrites
-from executor.output_filter import OutputFilter
-from executor.packages import prepare_runnable
 from executor.runtimes import Limits, RuntimeSelector
 from infra.artifacts import ArtifactStore
 from infra.db import is_unreachable, retry_while_unreachable
 from infra.errors import BadInput, Gone, NotFound, Unauthenticated
 from infra.fencing import Superseded, lost_claim
 from infra.settings import Settings
-from infra.tables import Account, Job, Listing, UsageEvent
+from infra.tables import Account, Job, UsageEvent
 
 if TYPE_CHECKING:
     from catalog.app import CatalogApp
@@ -87,7 +68,7 @@ SUPERSEDED = "superseded"  # what ``run`` returns when the job was taken from it
 MY_JOBS_CURSOR = "my-jobs"  # what a cursor of ``list_mine`` is signed for: no other list takes it
 
 
-class JobService(JobRecovery, JobOutcomes, JobRunWrites, JobCancellation, JobClaims):
+class JobService(JobInference, JobRecovery, JobOutcomes, JobRunWrites, JobCancellation, JobClaims):
     def __init__(
         self,
         settings: Settings,
@@ -474,67 +455,6 @@ class JobService(JobRecovery, JobOutcomes, JobRunWrites, JobCancellation, JobCla
         from executor.pipeline_jobs import run_pipeline_row
 
         return await run_pipeline_row(self, row, staging)
-
-    async def _run_inference(self, row: Job, staging: Path) -> tuple[JobStatus, str | None]:
-        async with self.db.session() as session:
-            listing = await session.get(Listing, row.listing_id)
-            version = await self.latest_version(session, row.listing_id)
-        if listing is None or version is None:
-            return JobStatus.FAILED, "the listing or its published version no longer exists"
-        runnable = await prepare_runnable(self.settings, self.selector, version, staging)
-        allocation = Allocation(**row.resources)
-        plan = InferencePlan(
-            package=runnable.package,
-            limits=self.limits_for(allocation, listing.timeout_s),
-            output_filter=OutputFilter.for_listing(listing.output_format, listing.output_schema),
-            max_batch=self.settings.job_max_batch_records,
-            labels=((JOB_LABEL, row.id),),
-            executed_notebooks=runnable.notebook,
-        )
-        started = time.perf_counter()
-        tally = await self._score_in_chunks(row, runnable.runtime, plan, staging)
-        elapsed = time.perf_counter() - started
-        status, error = tally.verdict()
-        latencies = tally.call_latencies_s
-        metrics = {
-            "runtime": runnable.runtime.name,
-            "gpus": list(leased_gpus()),
-            "version": runnable.version,
-            "records": tally.records,
-            "succeeded": tally.succeeded,
-            "calls": tally.calls,
-            "failed_calls": tally.failed_calls,
-            "duration_s": round(elapsed, 4),
-            "per_record_ms": round(1000 * elapsed / max(1, tally.records), 4),
-            "call_p50_ms": round(1000 * statistics.median(latencies), 2) if latencies else None,
-        }
-        logs = "\n".join(f"call {i + 1}: {1000 * s:.0f} ms" for i, s in enumerate(latencies[:200])) + (
-            f"\nlast failure: {tally.last_failure.reason}" if tally.last_failure else ""
-        )
-        await self.store(row, result=tally.summary(), metrics=metrics, logs=logs)
-        await self.record_usage(row, UsageKind.INFERENCE, status, metrics["per_record_ms"])
-        return status, error
-
-    async def _score_in_chunks(self, row: Job, runtime: Any, plan: InferencePlan, staging: Path) -> Tally:
-        """Score the job's records (its dataset's, streamed from the stored file, then those given inline)
-        a chunk of ``job_max_batch_records`` at a time, writing each chunk's outputs out before reading
-        the next: memory stays bounded whatever the dataset's size. What batching learnt (batch size,
-        failures in a row) carries from one chunk to the next, so chunks do not each start over."""
-        total, chunks = await job_input_chunks(self.settings, row.inputs or {}, staging / "dataset")
-        writer = OutputsWriter(staging / "outputs")
-        tally, carry = Tally(), None
-        try:
-            async for chunk in chunks:
-                hook = self.progress_hook(row, done_before=tally, total=total)
-                outcome = await run_inference(runtime, plan, chunk, hook, carry)
-                carry = outcome.carry
-                tally.add(outcome)
-                await asyncio.to_thread(writer.extend, output_records(outcome))
-            await self.keep_written_outputs(row, writer)
-        except BaseException:
-            writer.discard()
-            raise
-        return tally
 
     def limits_for(self, allocation: Allocation, timeout_s: float | None) -> Limits:
         return Limits(
