@@ -15,7 +15,8 @@ from sqlalchemy import select, update
 
 from catalog.enums import JobStatus
 from executor.job_claims import claim_of
-from executor.jobs import SUPERSEDED, JobService
+from executor.job_runs import SUPERSEDED
+from executor.jobs import JobService
 from infra.artifacts import ArtifactStore
 from infra.fencing import Claim
 from infra.settings import Settings
