@@ -17,21 +17,15 @@ stops the sandbox.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import shutil
 import tempfile
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import select
-from sqlalchemy.orm import defer
-
 from catalog.actors import Actor
-from catalog.choices import parse_choices
 from catalog.enums import JobStatus, JobTask, ListingKind
-from catalog.keyset import check_page_size, decode_cursor, encode_cursor, newest_first
 from catalog.pipelines.runnability import NO_CODE, commands_of, serves_inference
 from catalog.pipelines.store import carries_code
 from executor.allocation import Quota, allocate
@@ -43,15 +37,16 @@ from executor.job_claims import JobClaims
 from executor.job_inference import JobInference
 from executor.job_inputs import check_against_input_schema, input_check
 from executor.job_outcomes import JobOutcomes
-from executor.job_outputs import START, OutputsCursor, OutputsPage, StoredOutputs, read_all, read_page
+from executor.job_outputs import StoredOutputs
 from executor.job_queues import InProcessJobQueue, JobQueue
+from executor.job_reads import JobReads
 from executor.job_recovery import JobRecovery
 from executor.job_runs import JobRuns
-from executor.job_views import JobPage, JobView
+from executor.job_views import JobView
 from executor.job_writes import JobRunWrites
 from executor.runtimes import RuntimeSelector
 from infra.artifacts import ArtifactStore
-from infra.errors import BadInput, Gone, NotFound, Unauthenticated
+from infra.errors import BadInput, Unauthenticated
 from infra.settings import Settings
 from infra.tables import Account, Job, UsageEvent
 
@@ -63,10 +58,11 @@ logger = logging.getLogger("mlrepo.executor")
 RUNNABLE_KINDS = frozenset(
     {ListingKind.MODEL, ListingKind.ALGORITHM, ListingKind.PIPELINE, ListingKind.NOTEBOOK}
 )
-MY_JOBS_CURSOR = "my-jobs"  # what a cursor of ``list_mine`` is signed for: no other list takes it
 
 
-class JobService(JobRuns, JobInference, JobRecovery, JobOutcomes, JobRunWrites, JobCancellation, JobClaims):
+class JobService(
+    JobReads, JobRuns, JobInference, JobRecovery, JobOutcomes, JobRunWrites, JobCancellation, JobClaims
+):
     def __init__(
         self,
         settings: Settings,
@@ -235,105 +231,6 @@ class JobService(JobRuns, JobInference, JobRecovery, JobOutcomes, JobRunWrites, 
         await self._publish(view)
         return view
 
-    async def get(self, actor: Actor, job_id: str) -> JobView:
-        """Jobs (and their results) are visible to their owner and admins only; others get NOT_FOUND.
-        The job's inputs are not loaded: a view never shows them, and they may be many records."""
-        async with self.db.session() as session:
-            row = await session.scalar(select(Job).options(defer(Job.inputs)).where(Job.id == job_id))
-            if row is None or not (actor.is_admin or row.owner_id == actor.account_id):
-                raise NotFound(f"no job with id {job_id!r}")
-            return JobView.of(row)
-
-    async def list_mine(
-        self,
-        actor: Actor,
-        *,
-        statuses: Sequence[object] | None = None,
-        listing_id: str | None = None,
-        first: int = 20,
-        after: str | None = None,
-        max_page_size: int = 100,
-    ) -> JobPage:
-        """The actor's own jobs, newest first, so a requester can find a job whose id they lost; an
-        admin reaches others' jobs by id (``get``), not through this list."""
-        if actor.account_id is None:
-            raise Unauthenticated("sign in to list your jobs")
-        check_page_size(first, max_page_size)
-        position = decode_cursor(self.catalog.cursors, MY_JOBS_CURSOR, after) if after else None
-        query = select(Job).options(defer(Job.inputs)).where(Job.owner_id == actor.account_id)
-        wanted = parse_choices(JobStatus, statuses, "status")
-        if wanted:
-            query = query.where(Job.status.in_(wanted))
-        if listing_id:
-            query = query.where(Job.listing_id == listing_id)
-        async with self.db.session() as session:
-            rows = list((await session.scalars(newest_first(query, Job, position, first))).all())
-        has_next = len(rows) > first
-        rows = rows[:first]
-        cursors = [encode_cursor(self.catalog.cursors, MY_JOBS_CURSOR, r.created_at, r.id) for r in rows]
-        return JobPage([JobView.of(r) for r in rows], cursors[-1] if has_next else None, has_next, cursors)
-
-    async def outputs(self, actor: Actor, job_id: str, first: int, after: str | None = None) -> OutputsPage:
-        """A page of a final job's per-record outputs (``{output}`` or ``{error}``, in input order) from
-        ``after`` (a cursor ``outputs_cursor`` sealed for this job); an empty page for a job that has none
-        (not final yet, cancelled, training); GONE once retention dropped them."""
-        view = await self.get(actor, job_id)
-        start = OutputsCursor.open(self.catalog.cursors, view.id, after) if after is not None else START
-        if first < 1 or first > self.settings.job_outputs_page_size:
-            raise BadInput(
-                f"first must be between 1 and {self.settings.job_outputs_page_size}; got {first}",
-                field="first",
-            )
-        _check_outputs_kept(view)
-        if view.outputs_digest is None:
-            if start != START:
-                raise BadInput("this job has no outputs to page through", field="after")
-            return OutputsPage(START, [], [], 0)
-        return await asyncio.to_thread(
-            read_page, self.artifacts, view.outputs_digest, view.outputs_count or 0, start, first
-        )
-
-    def outputs_cursor(self, job_id: str, position: OutputsCursor) -> str:
-        """The opaque cursor of ``position`` in job ``job_id``'s outputs (valid for that job only)."""
-        return position.seal(self.catalog.cursors, job_id)
-
-    async def all_outputs(self, view: JobView) -> list[dict[str, Any]]:
-        """Every output of a job its caller may see (``view`` came from ``get``); GONE once expired."""
-        _check_outputs_kept(view)
-        if view.outputs_digest is None:
-            return []
-        return await asyncio.to_thread(read_all, self.artifacts, view.outputs_digest)
-
-    async def watch(self, actor: Actor, job_id: str) -> AsyncIterator[JobView]:
-        """The job's current state, then every change, until it is final. Subscribes before reading, so no
-        change between the read and the subscription is missed; events only trigger a re-read."""
-        await self.get(actor, job_id)
-        async with self.events.subscribe(job_id) as stream:
-            wake = asyncio.Event()
-
-            async def pump() -> None:
-                async for _ in stream:
-                    wake.set()
-
-            pumping = asyncio.create_task(pump())
-            try:
-                view = await self.get(actor, job_id)
-                yield view
-                last = _change_key(view)
-                while not view.is_final:
-                    # Re-read on every event, and now and then anyway: events may be lost (Redis restart).
-                    with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(wake.wait(), timeout=self.settings.job_heartbeat_s)
-                    wake.clear()
-                    view = await self.get(actor, job_id)
-                    if _change_key(view) != last:
-                        last = _change_key(view)
-                        yield view
-            finally:
-                pumping.cancel()
-                with contextlib.suppress(asyncio.CancelledError, Exception):
-                    await pumping
-
     # ------------------------------------------------------------------ worker side
 
     # ------------------------------------------------------------------ recovery
@@ -384,24 +281,6 @@ class JobService(JobRuns, JobInference, JobRecovery, JobOutcomes, JobRunWrites, 
             "dataset_listing_id": dataset_listing_id,
             "dataset_digest": digest,
         }
-
-
-def _change_key(view: JobView) -> tuple[Any, ...]:
-    """What a status stream reports a change of. ``attempts`` too: a job whose worker died is re-queued
-    and claimed again, often between two looks, and is then RUNNING again, from the start."""
-    return (view.status, view.progress, view.attempts)
-
-
-def _check_outputs_kept(view: JobView) -> None:
-    """A job whose outputs passed their retention answers GONE, not an empty page: it had outputs, and
-    they will not come back (its summary and metrics remain on the job)."""
-    if view.outputs_expired_at is not None:
-        raise Gone(
-            f"the outputs of job {view.id} were dropped on {view.outputs_expired_at:%Y-%m-%d}, past the "
-            "retention for finished jobs' outputs; its status, summary and metrics remain: run it "
-            "again to get outputs",
-            field="outputs",
-        )
 
 
 def _parse_task(task: str) -> JobTask:
