@@ -30,7 +30,8 @@ from catalog.actors import Actor
 from catalog.app import CatalogApp
 from catalog.enums import JobStatus
 from catalog.publishing.service import PublishingService
-from executor.jobs import JobService, JobView
+from executor.job_views import JobView
+from executor.jobs import JobService
 from executor.publish_sandbox import ExecutorSandbox
 from executor.runtimes import BwrapRuntime, DockerRuntime, Limits, Package, RunRequest, Runtime
 from infra.migrate import upgrade_async

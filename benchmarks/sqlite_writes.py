@@ -135,7 +135,8 @@ async def prepare(data_dir: Path, listings: int) -> None:
 
 async def run_job(jobs: Any, calls: Calls, owner: str, listing_id: str, stop: float, pace_s: float) -> None:
     """One in-process job after another: claim, heartbeats, progress per batch, finish with its usage."""
-    from executor.jobs import JobStatus, claim_of
+    from catalog.enums import JobStatus
+    from executor.job_claims import claim_of
     from infra.tables import Job, UsageEvent
 
     rng = random.Random(listing_id)

@@ -29,7 +29,8 @@ from infra.tables import Job
 REUSABLE_STEP_STATUSES = (JobStatus.SUCCEEDED.value, JobStatus.RUNNING.value, JobStatus.QUEUED.value)
 
 if TYPE_CHECKING:
-    from executor.jobs import JobService, JobView
+    from executor.job_views import JobView
+    from executor.jobs import JobService
 
 
 class StepTrainingFailed(MlrepoError):

@@ -39,7 +39,10 @@ from catalog.publishing.packaging import normalize_package
 from executor.datasets import dataset_lines
 from executor.gpus import leased_gpus
 from executor.inference import InferencePlan, run_inference
-from executor.jobs import JOB_LABEL, _append_log, check_against_input_schema, claim_of
+from executor.job_base import JOB_LABEL
+from executor.job_claims import claim_of
+from executor.job_inputs import check_against_input_schema
+from executor.job_recovery import _append_log
 from executor.output_filter import OutputFilter
 from executor.packages import prepare_runnable
 from executor.runtimes import DockerRuntime, Package, RunRequest

@@ -38,7 +38,8 @@ from catalog.publishing.jobs import (
 from executor.allocation import CPU_CLASS, GPU_CLASS, queue_for
 from executor.events import RedisJobEvents
 from executor.gpus import parse_devices
-from executor.jobs import DEFERRED, ArqJobQueue, JobService
+from executor.job_queues import DEFERRED, ArqJobQueue
+from executor.jobs import JobService
 from executor.publish_sandbox import ExecutorSandbox
 from infra.db import is_unreachable
 from infra.errors import Unavailable

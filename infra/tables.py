@@ -286,7 +286,8 @@ class Job(Base):
     metrics: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     logs: Mapped[str] = mapped_column(Text, default="")
     error: Mapped[str | None] = mapped_column(Text)
-    # Machine-readable cause when the service itself ended the job (``executor.jobs.JOB_DEADLINE_EXCEEDED``).
+    # Machine-readable cause when the service itself ended the job
+    # (``executor.job_outcomes.JOB_DEADLINE_EXCEEDED``).
     error_code: Mapped[str | None] = mapped_column(String(32))
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)

@@ -125,7 +125,8 @@ def register(app: typer.Typer) -> None:
 
         async def go() -> dict[str, Any]:
             from executor.events import job_events_for
-            from executor.jobs import ArqJobQueue, JobService
+            from executor.job_queues import ArqJobQueue
+            from executor.jobs import JobService
 
             async with open_catalog(settings, with_index=False) as catalog:
                 actor = await catalog.accounts.authenticate(token)

@@ -26,7 +26,9 @@ from catalog.enums import JobTask as JobTaskValue
 from catalog.gc_schedule import collect_garbage_on_schedule
 from executor.datasets import MAX_DATA_BYTES, parse_json_lines
 from executor.events import job_events_for
-from executor.jobs import ArqJobQueue, JobService, JobView
+from executor.job_queues import ArqJobQueue
+from executor.job_views import JobView
+from executor.jobs import JobService
 from infra.errors import BadInput
 
 EXTRAS_KEY = "jobs"

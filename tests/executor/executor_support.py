@@ -14,7 +14,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from catalog.actors import Actor
-from executor.jobs import JobService, JobView
+from executor.job_views import JobView
+from executor.jobs import JobService
 from executor.runtimes import DockerRuntime
 from infra.settings import Settings
 from infra.tables import Listing, ListingVersion

@@ -24,7 +24,8 @@ from catalog.publishing.sandbox import RunTarget, SandboxLimits
 from catalog.publishing.verification import limits_for
 from executor.allocation import queue_for
 from executor.gpus import GpuPool, device_nodes, discover, leased_gpus, parse_devices, shared_pool
-from executor.jobs import JobService, JobView
+from executor.job_views import JobView
+from executor.jobs import JobService
 from executor.publish_sandbox import ExecutorSandbox
 from executor.runtimes import BwrapRuntime, DockerRuntime, Limits, Package, RunRequest, RuntimeSelector
 from executor.worker import ARQ_MAX_JOBS, worker_settings

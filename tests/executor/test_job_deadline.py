@@ -10,7 +10,7 @@ from executor_support import job_service, outcome, publish_model
 from sqlalchemy import func, select
 
 from catalog.enums import JobStatus
-from executor.jobs import JOB_DEADLINE_EXCEEDED
+from executor.job_outcomes import JOB_DEADLINE_EXCEEDED
 from infra.settings import Settings
 from infra.tables import UsageEvent
 

@@ -14,7 +14,9 @@ from executor_support import DroppingQueue, job_service, publish_model
 from sqlalchemy import select, update
 
 from catalog.enums import JobStatus
-from executor.jobs import SUPERSEDED, JobService, claim_of
+from executor.job_claims import claim_of
+from executor.job_runs import SUPERSEDED
+from executor.jobs import JobService
 from infra.artifacts import ArtifactStore
 from infra.fencing import Claim
 from infra.settings import Settings

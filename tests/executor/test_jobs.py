@@ -17,15 +17,10 @@ from catalog.actors import ANONYMOUS
 from catalog.enums import JobStatus
 from executor.datasets import parse_json_lines
 from executor.events import LocalJobEvents
-from executor.jobs import (
-    IN_PROCESS_MAX_JOBS,
-    ArqJobQueue,
-    InProcessJobQueue,
-    JobDeferred,
-    JobService,
-    JobView,
-    claim_of,
-)
+from executor.job_claims import JobDeferred, claim_of
+from executor.job_queues import IN_PROCESS_MAX_JOBS, ArqJobQueue, InProcessJobQueue
+from executor.job_views import JobView
+from executor.jobs import JobService
 from infra.artifacts import ArtifactStore
 from infra.errors import BadInput, NotFound, Unauthenticated
 from infra.settings import Settings

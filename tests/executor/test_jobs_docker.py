@@ -17,7 +17,8 @@ from sqlalchemy import update
 from test_training import ALGORITHM, EXAMPLES
 
 from catalog.enums import JobStatus
-from executor.jobs import JOB_LABEL, JobService
+from executor.job_base import JOB_LABEL
+from executor.jobs import JobService
 from executor.runtimes import Limits
 from executor.runtimes.base import FailureKind, RunRequest
 from infra.settings import Settings

@@ -24,7 +24,8 @@ from sqlalchemy import update
 from catalog.enums import JobStatus
 from executor.allocation import CPU_CLASS, queue_for
 from executor.events import RedisJobEvents
-from executor.jobs import ArqJobQueue, JobService
+from executor.job_queues import ArqJobQueue
+from executor.jobs import JobService
 from executor.worker import collect_artifact_garbage, worker_settings
 from infra.artifacts import ArtifactStore
 from infra.settings import Settings

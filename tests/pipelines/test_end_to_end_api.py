@@ -24,7 +24,8 @@ from api.app import create_app
 from catalog.actors import Actor
 from catalog.app import CatalogApp
 from catalog.publishing.service import PublishingService
-from executor.jobs import JobService, JobView
+from executor.job_views import JobView
+from executor.jobs import JobService
 from executor.publish_sandbox import ExecutorSandbox
 from executor.runtimes import BwrapRuntime
 from infra.settings import Settings

@@ -13,7 +13,9 @@ from arq.worker import Worker
 from catalog.app import CatalogApp
 from catalog.enums import JobStatus
 from executor.events import RedisJobEvents
-from executor.jobs import ArqJobQueue, JobService, JobView
+from executor.job_queues import ArqJobQueue
+from executor.job_views import JobView
+from executor.jobs import JobService
 from executor.runtimes import BwrapRuntime
 from executor.worker import worker_settings
 from infra.settings import Settings
