@@ -424,3 +424,23 @@ async def test_a_listing_names_only_artifacts_its_owner_may_reference(
         await app.listings.update(admin, bobs.id, {"storage_location": pinned})
     ).storage_location == pinned
     assert (await app.listings.update(bob, bobs.id, {"tags": ["kept"]})).storage_location == pinned
+
+
+@pytest.mark.parametrize("side", ["input", "output"])
+async def test_a_schema_that_does_not_refine_its_format_names_its_own_side(
+    app: CatalogApp, alice: Actor, side: str
+) -> None:
+    """An output schema refused by class-label@1 was reported as 'outputFormat: input_schema does not
+    refine...' with field outputFormat: the output side was checked in the input side's place."""
+    schema = {"type": "object", "properties": {"other": {"type": "string"}}}
+    with pytest.raises(BadInput) as caught:
+        await app.listings.create(alice, listing_data(**{f"{side}_schema": schema}))
+    assert caught.value.message.startswith(f"{side}_schema does not refine format")
+    other = "output" if side == "input" else "input"
+    assert f"{other}_schema" not in caught.value.message
+    assert caught.value.details["field"] == f"{side}_schema"
+    created = await app.listings.create(alice, listing_data())
+    with pytest.raises(BadInput) as caught:
+        await app.listings.update(alice, created.id, {f"{side}_schema": schema})
+    assert caught.value.details["field"] == f"{side}_schema"
+    assert (await app.listings.get(alice, created.id)).output_schema == created.output_schema
