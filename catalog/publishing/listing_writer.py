@@ -85,6 +85,7 @@ async def resolve_target(
                 field="name",
             )
         check_kind_kept(row, kind)
+        await _check_rename(session, row, name)
         existing = set(
             (
                 await session.scalars(
@@ -101,6 +102,23 @@ async def resolve_target(
                 field="version",
             )
         return Target(row.id, chosen, row.version)
+
+
+async def _check_rename(session: AsyncSession, row: Listing, name: str) -> None:
+    """A new version may rename its listing, but not onto another listing of the same owner: found only
+    when the listing was written, that failed the publication at its last step, after the image was
+    built and pushed, as 'version X already exists for this listing (or the name is taken)'."""
+    if name == row.name:
+        return
+    taken = await session.scalar(
+        select(Listing.id).where(Listing.owner_id == row.owner_id, Listing.name == name, Listing.id != row.id)
+    )
+    if taken is not None:
+        raise Conflict(
+            f"cannot rename listing {row.name!r} to {name!r}: its owner has another listing named "
+            f"{name!r} ({taken})",
+            field="name",
+        )
 
 
 async def write_version(

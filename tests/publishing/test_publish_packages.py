@@ -134,6 +134,29 @@ async def test_a_listing_id_argument_and_a_manifest_naming_another_listing_are_r
     assert same.status == "published" and same.listing_id == first.listing_id, same.error
 
 
+async def test_a_new_version_renaming_onto_another_listing_of_the_owner_fails_at_once(
+    publishing: PublishingService, app: CatalogApp, alice: Actor
+) -> None:
+    """A rename onto the name of another of the owner's listings was found only when the listing was
+    written: the publication failed at its last step, after its package was stored (and its image built
+    and pushed), saying 'version 2.0.0 already exists for this listing (or the name is taken)'."""
+    first = await publish(publishing, alice, zip_bytes(package_files(sentiment_manifest(verify=False))))
+    other = await publish(
+        publishing, alice, zip_bytes(package_files(sentiment_manifest(name="other-sentiment", verify=False)))
+    )
+    onto_other = sentiment_manifest(name="other-sentiment", version="2.0.0", verify=False)
+    pub = await publish(publishing, alice, zip_bytes(package_files(onto_other)), listing_id=first.listing_id)
+    assert pub.status == "failed" and step(pub, "package").error_code == "CONFLICT", pub.error
+    assert "cannot rename listing 'tiny-sentiment' to 'other-sentiment'" in pub.error
+    assert [step(pub, name).status for name in ("publish", "list")] == ["pending", "pending"]
+    assert [v.version for v in await versions_of(app, first.listing_id)] == ["1.0.0"]
+    assert [v.version for v in await versions_of(app, other.listing_id)] == ["1.0.0"]
+    renamed = sentiment_manifest(name="renamed-sentiment", version="2.0.0", verify=False)
+    pub = await publish(publishing, alice, zip_bytes(package_files(renamed)), listing_id=first.listing_id)
+    assert pub.status == "published", pub.error
+    assert (await app.listings.get(alice, first.listing_id)).name == "renamed-sentiment"
+
+
 async def test_new_version_leaves_earlier_versions_untouched(
     publishing: PublishingService, app: CatalogApp, alice: Actor
 ) -> None:
