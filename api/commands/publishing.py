@@ -51,7 +51,7 @@ def _requirements(cpu: float | None, memory_mb: int | None, gpu: int | None, **r
 def _summary(view: PublicationView) -> dict[str, Any]:
     data = asdict(view)
     data["steps"] = [
-        {k: s[k] for k in ("name", "status", "duration_ms", "error")} | {"log": s["log"][-5:]}
+        {k: s[k] for k in ("name", "status", "duration_ms", "error", "error_code")} | {"log": s["log"][-5:]}
         for s in data["steps"]
     ]
     return data

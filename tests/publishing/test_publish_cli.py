@@ -54,6 +54,9 @@ def test_failed_publication_exits_1_with_the_reason(
     result = mlrepo(sqlite_settings, "publish", str(package), "--token", producer_token)
     assert result.exit_code == 1
     assert "entrypoint: required" in json.loads(result.stdout)["error"]
+    # The step's code, as Query.publication shows it: the CLI's steps left it out.
+    [failed] = [s for s in json.loads(result.stdout)["steps"] if s["status"] == "failed"]
+    assert (failed["name"], failed["error_code"]) == ("package", "BAD_INPUT")
     unauthenticated = mlrepo(sqlite_settings, "publish", str(package), "--token", "nope")
     assert unauthenticated.exit_code == 2 and "UNAUTHENTICATED" in unauthenticated.stderr
 
