@@ -571,7 +571,10 @@ class PublishingService:
                 limits = limits_for(
                     float(manifest.get("timeout_s") or 30), len(tests), manifest.get("resources")
                 )
-                report = await run_unit_tests(self.sandbox, target, tests, listing.output_schema, limits)
+                # Projected as when the signatures were taken: the listing's output schema may have
+                # been edited since (updateListing), which changes no code.
+                published_schema = (manifest.get("output") or {}).get("schema")
+                report = await run_unit_tests(self.sandbox, target, tests, published_schema, limits)
                 problems = compare_signatures(version.reference_signatures, report)
         except Unavailable as exc:
             return VerificationResult(listing_id, "error", [exc.message])

@@ -472,6 +472,22 @@ async def test_reverification_suspends_a_listing_whose_behaviour_changed(
         await app.listings.get(bob, pub.listing_id)
 
 
+async def test_an_edited_output_schema_does_not_suspend_a_listing_whose_code_did_not_change(
+    publishing: PublishingService, app: CatalogApp, alice: Actor
+) -> None:
+    """Re-verification projected the tests' outputs onto the listing's output schema of the moment, the
+    signatures onto the one published: an updateListing narrowing it (allowed, code unchanged) made the
+    next periodic run SUSPEND the listing, pulling it from every requester, as 'changed behaviour'."""
+    pub = await publish(publishing, alice, zip_bytes(package_files(sentiment_manifest())))
+    assert pub.status == "published", pub.error
+    narrower = {"type": "object", "properties": {"label": {"type": "string"}}, "required": ["label"]}
+    await app.listings.update(alice, pub.listing_id, {"output_schema": narrower})
+    [result] = await publishing.verify_all()
+    assert (result.outcome, result.problems) == ("verified", [])
+    listing = await app.listings.get(alice, pub.listing_id)
+    assert (listing.verification_status, listing.status) == ("verified", "active")
+
+
 async def test_oversized_and_empty_uploads_leave_nothing(
     settings: Settings, app: CatalogApp, alice: Actor, bwrap_ok: bool
 ) -> None:
