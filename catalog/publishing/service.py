@@ -229,6 +229,12 @@ class PublicationView:
         )
 
 
+STILL_SUSPENDED = (
+    "its unit tests match the recorded behaviour again, but it stays suspended until its producer "
+    "publishes a new version"
+)
+
+
 @dataclass(frozen=True)
 class VerificationResult:
     listing_id: str
@@ -586,6 +592,9 @@ class PublishingService:
             )
             logger.warning("listing %s suspended: %s", listing_id, "; ".join(problems))
             return VerificationResult(listing_id, "suspended", problems)
+        if listing.verification_status == VerificationStatus.SUSPENDED.value:
+            # Said "verified" while the listing stayed pulled: nothing here lifts a suspension.
+            return VerificationResult(listing_id, "suspended", [STILL_SUSPENDED])
         return VerificationResult(listing_id, "verified", [])
 
     def _staging_root(self) -> Path:

@@ -23,7 +23,12 @@ from sqlalchemy import select
 from catalog.actors import Actor
 from catalog.app import CatalogApp
 from catalog.publishing.packaging import checkout_package
-from catalog.publishing.service import InProcessQueue, PublicationView, PublishingService
+from catalog.publishing.service import (
+    STILL_SUSPENDED,
+    InProcessQueue,
+    PublicationView,
+    PublishingService,
+)
 from catalog.search_service import SearchRequest
 from infra.errors import BadInput, Forbidden, NotFound
 from infra.settings import Settings
@@ -463,6 +468,7 @@ async def test_reverification_suspends_a_listing_whose_behaviour_changed(
         version = await session.scalar(
             select(ListingVersion).where(ListingVersion.listing_id == pub.listing_id)
         )
+        sad = version.reference_signatures["sad"]
         version.reference_signatures = {**version.reference_signatures, "sad": "sha256:" + "0" * 64}
     [result] = await publishing.verify_all()
     assert result.outcome == "suspended" and "'sad' changed behaviour" in result.problems[0]
@@ -470,6 +476,13 @@ async def test_reverification_suspends_a_listing_whose_behaviour_changed(
     assert listing.verification_status == "suspended" and listing.status == "suspended"
     with pytest.raises(NotFound):  # pulled: requesters no longer see it
         await app.listings.get(bob, pub.listing_id)
+
+    async with app.db.session() as session:  # behaves as recorded again: still pulled, and said so
+        version = await session.get(ListingVersion, version.id)
+        version.reference_signatures = {**version.reference_signatures, "sad": sad}
+    again = await publishing.verify_listing(pub.listing_id)
+    assert (again.outcome, again.problems) == ("suspended", [STILL_SUSPENDED])  # it said "verified"
+    assert (await app.listings.get(alice, pub.listing_id)).verification_status == "suspended"
 
 
 async def test_an_edited_output_schema_does_not_suspend_a_listing_whose_code_did_not_change(
