@@ -18,7 +18,7 @@ from jsonschema.exceptions import SchemaError
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from catalog.enums import ListingKind, Visibility
-from infra.errors import BadInput
+from infra.errors import BadInput, Conflict
 
 MAX_TAGS = 50
 MAX_TAG_CHARS = 200
@@ -137,6 +137,34 @@ def check_version(value: str | None) -> str | None:
     if value is not None and (len(value) > MAX_VERSION_CHARS or not VERSION_PATTERN.match(value)):
         raise ValueError(f"{VERSION_RULE}; got {value!r}")
     return value
+
+
+def version_precedence(version: str) -> tuple[Any, ...] | None:
+    """Semantic-versioning precedence of a version following ``VERSION_RULE`` (build metadata ignored, a
+    pre-release before its release); None for one that does not (rows older than the rule)."""
+    if not VERSION_PATTERN.match(version):
+        return None
+    core, _, pre = version.split("+", 1)[0].partition("-")
+    numbers = tuple(int(part) for part in core.split("."))
+    if not pre:
+        return (numbers, 1, ())
+    # Numeric identifiers sort numerically and before alphanumeric ones.
+    identifiers = tuple((0, int(p), "") if p.isdigit() else (1, 0, p) for p in pre.split("."))
+    return (numbers, 0, identifiers)
+
+
+def check_version_newer(version: str, current: str | None) -> None:
+    """A new version must come after the listing's current one: it becomes the listing's version, so an
+    older number (a back-port, a typo) made the listing show and count patch numbers from it."""
+    if current is None or version == current:
+        return
+    new, now = version_precedence(version), version_precedence(current)
+    if new is not None and now is not None and new <= now:
+        raise Conflict(
+            f"version {version} is not newer than the listing's current version {current}; "
+            "a new version must come after it",
+            field="version",
+        )
 
 
 def check_json_schema(value: Any) -> dict[str, Any] | None:

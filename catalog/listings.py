@@ -24,7 +24,13 @@ from catalog.enums import ListingKind, Visibility
 from catalog.formats import normalize_format, validate_listing_io
 from catalog.indexing import ListingIndex, shares_of, shares_read
 from catalog.keyset import check_page_size, decode_cursor, encode_cursor, newest_first
-from catalog.listing_input import ListingFields, ListingInput, parse_listing, parse_listing_patch
+from catalog.listing_input import (
+    ListingFields,
+    ListingInput,
+    check_version_newer,
+    parse_listing,
+    parse_listing_patch,
+)
 from catalog.listing_view import VIEW_SELECT, ListingView
 from catalog.pipelines.audience import refuse_unreachable_listing
 from catalog.pipelines.published_chain import refuse_unfit_listing
@@ -487,6 +493,8 @@ class ListingService:
         """Re-check formats and kind rules on the listing as it will be after the update."""
         if "kind" in values:
             check_kind_kept(row, values["kind"])
+        if values.get("version") is not None:
+            check_version_newer(values["version"], row.version)
         io = {c: getattr(row, c) for c in IO_FIELDS}
         for side in ("input", "output"):
             if f"{side}_format" in values and f"{side}_schema" not in values:

@@ -8,8 +8,8 @@ helpers (``prepare``, ``check_io``, ``check_kind_rules``), so the rules stay in 
 
 Also here: finding the listing a publication targets, with the owner rule (only the listing's owner —
 or an admin — adds versions; anyone else gets FORBIDDEN), the kind rule (a new version keeps the
-listing's kind) and the version rule (versions are immutable: an existing version number is a CONFLICT;
-no number means the next patch version).
+listing's kind) and the version rule (versions are immutable and only go up: an existing version number,
+or one not after the listing's current version, is a CONFLICT; no number means the next patch version).
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from catalog.actors import Actor
-from catalog.listing_input import parse_listing, parse_listing_patch
+from catalog.listing_input import check_version_newer, parse_listing, parse_listing_patch
 from catalog.listings import (
     EMBEDDED_FIELDS,
     ListingService,
@@ -101,6 +101,7 @@ async def resolve_target(
                 f"version {chosen} of listing {row.name!r} already exists; published versions are immutable",
                 field="version",
             )
+        check_version_newer(chosen, row.version)
         return Target(row.id, chosen, row.version)
 
 

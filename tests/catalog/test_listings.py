@@ -37,6 +37,22 @@ async def test_create_validates_and_normalizes_fields(app: CatalogApp, alice: Ac
     assert [v.version for v in versions] == ["1.0.0"]
 
 
+async def test_a_new_version_must_come_after_the_current_one(app: CatalogApp, alice: Actor) -> None:
+    """updateListing took version 0.9.0 after 1.1.0: the listing then showed 0.9.0 as its version, and
+    publishing without a number counted on from it (0.9.1). Precedence is semantic versioning's."""
+    listing = await app.listings.create(alice, listing_data(version="1.1.0"))
+    for older in ("0.9.0", "1.0.9", "1.1.0-rc.1", "1.1.0+rebuild"):
+        with pytest.raises(Conflict, match=r"not newer than the listing's current version 1\.1\.0") as caught:
+            await app.listings.update(alice, listing.id, {"version": older, "description": "back-port"})
+        assert caught.value.details["field"] == "version"
+    after = await app.listings.get(alice, listing.id)
+    assert (after.version, after.description) == ("1.1.0", listing.description)
+    assert [v.version for v in await app.listings.versions(alice, listing.id)] == ["1.1.0"]
+    for newer in ("1.1.1-alpha", "1.1.1-alpha.2", "1.1.1-alpha.10", "1.1.1-beta", "1.1.1", "1.10.0"):
+        assert (await app.listings.update(alice, listing.id, {"version": newer})).version == newer
+    assert (await app.listings.update(alice, listing.id, {"version": "1.10.0", "tags": ["x"]})).tags == ["x"]
+
+
 @pytest.mark.parametrize(
     ("overrides", "field"),
     [

@@ -419,6 +419,20 @@ async def test_existing_version_number_is_a_conflict(publishing: PublishingServi
     assert again.status == "failed" and step(again, "package").error_code == "CONFLICT"
 
 
+async def test_a_version_older_than_the_current_one_is_a_conflict(
+    publishing: PublishingService, app: CatalogApp, alice: Actor
+) -> None:
+    """Version 0.9.0 published after 1.0.0 became the listing's version (replacing the verified 1.0.0 as
+    what requesters see and run) and the next unnumbered version was counted from it (0.9.1)."""
+    first = await publish(publishing, alice, zip_bytes(package_files(sentiment_manifest(version="1.0.0"))))
+    older = await publish(publishing, alice, zip_bytes(package_files(sentiment_manifest(version="0.9.0"))))
+    assert older.status == "failed" and step(older, "package").error_code == "CONFLICT"
+    assert "version 0.9.0 is not newer than the listing's current version 1.0.0" in older.error
+    assert [v.version for v in await versions_of(app, first.listing_id)] == ["1.0.0"]
+    nxt = await publish(publishing, alice, zip_bytes(package_files(sentiment_manifest())))  # no number
+    assert (nxt.status, nxt.version) == ("published", "1.0.1"), nxt.error
+
+
 async def test_a_new_version_keeps_the_listings_kind(
     publishing: PublishingService, app: CatalogApp, alice: Actor
 ) -> None:
