@@ -88,7 +88,10 @@ def _clean_text(value: str, max_len: int, *, single_line: bool = True) -> str:
     return value
 
 
-def _clean_list(values: Any, max_items: int, max_len: int) -> list[str]:
+def _clean_list(values: Any, max_items: int, max_len: int, *, names: bool = False) -> list[str]:
+    """Distinct, stripped entries. Words (tags, subcategories) are distinct regardless of case, and an
+    empty one is dropped; ``names`` (account names or ids) are case-sensitive, as accounts are, and an
+    empty one is refused: sharing with ["rita", "Rita"] shared with rita alone, and [""] with nobody."""
     if isinstance(values, str):  # "a, b, c" is how people type tags on a command line
         values = [v for v in values.split(",")]
     if not isinstance(values, list | tuple):
@@ -98,7 +101,10 @@ def _clean_list(values: Any, max_items: int, max_len: int) -> list[str]:
         if not isinstance(value, str):
             raise ValueError(f"must be a list of strings; found {type(value).__name__}")
         cleaned = _clean_text(value, max_len)
-        if cleaned and cleaned.lower() not in {s.lower() for s in seen}:
+        if names and not cleaned:
+            raise ValueError("an account name is empty")
+        key = cleaned if names else cleaned.lower()
+        if cleaned and key not in {s if names else s.lower() for s in seen}:
             seen[cleaned] = None
     if len(seen) > max_items:
         raise ValueError(f"has more than {max_items} entries ({len(seen)})")
@@ -333,7 +339,7 @@ class ListingFields(BaseModel):
     @field_validator("shared_with", mode="before")
     @classmethod
     def _shared_with(cls, value: Any) -> Any:
-        return None if value is None else _clean_list(value, MAX_SHARES, 100)
+        return None if value is None else _clean_list(value, MAX_SHARES, 100, names=True)
 
     @field_validator("size", mode="before")
     @classmethod

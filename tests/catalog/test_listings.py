@@ -282,6 +282,24 @@ async def test_changing_shares_updates_access(app: CatalogApp, alice: Actor, bob
         await app.listings.get(bob, listing.id)
 
 
+async def test_shares_name_accounts_exactly(app: CatalogApp, alice: Actor, bob: Actor) -> None:
+    """Account names are case-sensitive, but shared_with dropped one differing only in case from another
+    (["bob", "Bob"] shared with bob alone, silently), and an empty name (shared with nobody, silently)."""
+    other_bob = await make_actor(app, "Bob", "requester")
+    listing = await app.listings.create(
+        alice, listing_data(visibility="shared", shared_with=["bob", "Bob", "bob"])
+    )
+    assert listing.shared_with == sorted([bob.account_id, other_bob.account_id])
+    assert (await app.listings.get(other_bob, listing.id)).id == listing.id
+    for bad in ([""], ["bob", "  "]):
+        with pytest.raises(BadInput, match="shared_with: an account name is empty") as caught:
+            await app.listings.update(alice, listing.id, {"shared_with": bad})
+        assert caught.value.details["field"] == "shared_with"
+    assert (await app.listings.get(alice, listing.id)).shared_with == listing.shared_with
+    tagged = await app.listings.update(alice, listing.id, {"tags": ["Vision", "vision", ""]})
+    assert tagged.tags == ["Vision"]  # words stay distinct regardless of case, empty ones dropped
+
+
 async def test_suspended_listing_is_hidden_from_others(app: CatalogApp, alice: Actor, bob: Actor) -> None:
     listing = await app.listings.create(alice, listing_data())
     await app.listings.set_system_fields(listing.id, status="suspended")
