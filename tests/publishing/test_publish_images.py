@@ -129,6 +129,30 @@ async def test_saved_image_that_breaks_the_contract_is_rejected(
     assert (await app.listings.list(alice)).total_count == 0
 
 
+async def test_an_image_whose_command_does_not_exist_says_so(
+    docker_publishing: PublishingService, app: CatalogApp, alice: Actor
+) -> None:
+    """A manifest naming a command the image lacks failed the test step with 'container did not start:
+    the container engine refused it (the worker's log says why)': a log the producer cannot read. The
+    runtime's own words about the image's command are quoted (never the engine's host details)."""
+    svc = docker_publishing
+    remote = f"{svc.settings.registry_url}/alice/missing-command"
+    # Working in /app: the command is exec'd by the container runtime itself, not by a cd wrapper's shell.
+    svc.images.client.images.get(producer_image(svc, PREDICT, workdir="/app")).tag(remote, tag="1")
+    for event in svc.images.client.images.push(remote, tag="1", stream=True, decode=True):
+        assert "error" not in event, event
+    manifest = sentiment_manifest(name="missing-command", verify=False, entrypoint=["no-such-program"])
+    pub = await svc.submit_image(alice, manifest, image_ref=f"{remote}:1")
+    pub = await finish(svc, alice, pub.id)
+    test_step = next(s for s in pub.steps if s.name == "test")
+    assert (pub.status, test_step.status, test_step.error_code) == ("failed", "failed", "BAD_INPUT")
+    assert 'the image cannot run its command: exec: "no-such-program": executable file not found' in (
+        test_step.error
+    )
+    assert "http+docker" not in test_step.error and "/v1." not in test_step.error
+    assert (await app.listings.list(alice)).total_count == 0
+
+
 async def test_images_from_elsewhere_and_garbage_tarballs_are_refused(
     docker_publishing: PublishingService, alice: Actor
 ) -> None:
