@@ -164,6 +164,33 @@ async def test_images_from_elsewhere_and_garbage_tarballs_are_refused(
     assert pub.status == "failed" and "docker save tarball" in pub.error
 
 
+async def test_refused_images_are_explained_without_the_engines_address_or_paths(
+    docker_publishing: PublishingService, alice: Actor, tmp_path: Path
+) -> None:
+    """A tag missing from the registry failed with '404 Client Error for http+docker://localhost/v1.41/
+    images/create?tag=...', and a tar that is no docker save with the engine's own path to what it
+    unpacked ('open /var/lib/mlrepo-docker/tmp/docker-import-314622202/x.json: ...'). The producer now
+    reads the engine's explanation alone, which names their image and the file it lacks."""
+    svc = docker_publishing
+    missing = f"{svc.settings.registry_url}/alice/never-pushed-{uuid.uuid4().hex[:8]}:1"
+    pub = await finish(
+        svc, alice, (await svc.submit_image(alice, sentiment_manifest(), image_ref=missing)).id
+    )
+    assert pub.status == "failed" and "could not be pulled" in pub.error and "not found" in pub.error
+    assert "http+docker" not in pub.error and "Client Error" not in pub.error, pub.error
+    member = json.dumps([{"Config": "config.json", "RepoTags": [], "Layers": []}]).encode()
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as tar:
+        info = tarfile.TarInfo("manifest.json")
+        info.size = len(member)
+        tar.addfile(info, io.BytesIO(member))
+    buffer.seek(0)
+    pub = await finish(svc, alice, (await svc.submit_image(alice, sentiment_manifest(), tarball=buffer)).id)
+    assert pub.status == "failed" and "not a loadable docker save tarball" in pub.error
+    assert "config.json" in pub.error and "docker-import" not in pub.error, pub.error
+    assert "/var/lib" not in pub.error and str(svc.settings.data_dir) not in pub.error, pub.error
+
+
 async def test_docker_only_runtime_tests_packages_in_their_image(
     settings: Settings, app: CatalogApp, alice: Actor, docker_services: dict[str, str]
 ) -> None:
