@@ -110,6 +110,13 @@ def test_publish_a_notebook_as_it_is(sqlite_settings: Settings, producer_token: 
     bare = mlrepo(sqlite_settings, *args)
     assert bare.exit_code == 1
     assert "name: Field required" in json.loads(bare.stdout)["error"]
+    # A .ipynb is a notebook without --kind: it was sent as a code package, "not a zip, tar or tar.gz".
+    manifest.write_text(json.dumps({**word_stats_manifest(), "version": "1.0.1"}))
+    unsaid = mlrepo(
+        sqlite_settings, "publish", str(notebook), "--token", producer_token, "--manifest", str(manifest)
+    )
+    assert unsaid.exit_code == 0, unsaid.output
+    assert json.loads(unsaid.stdout)["source_kind"] == "notebook"
 
 
 async def test_publish_and_verify_beside_a_running_server(
