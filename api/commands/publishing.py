@@ -70,7 +70,8 @@ def register(app: typer.Typer) -> None:
         kind: str | None = typer.Option(
             None,
             "--kind",
-            help="package | image | dataset | notebook (default: notebook for a .ipynb file, else package).",
+            help="package | image | dataset | notebook (default: image with --image, notebook for a .ipynb "
+            "file, else package).",
         ),
         manifest: Path | None = typer.Option(
             None,
@@ -103,7 +104,10 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Publish a code package, a container image, a dataset or a notebook, and print the publication."""
         if kind is None:  # a notebook published without --kind was refused as "not a zip, tar or tar.gz"
-            kind = "notebook" if path is not None and path.suffix.lower() == ".ipynb" else "package"
+            if image is not None:
+                kind = "image"
+            else:
+                kind = "notebook" if path is not None and path.suffix.lower() == ".ipynb" else "package"
         if kind not in ("package", "image", "dataset", "notebook"):
             fail("--kind must be package, image, dataset or notebook")
         if kind != "image" and path is None:

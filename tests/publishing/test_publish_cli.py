@@ -57,6 +57,9 @@ def test_failed_publication_exits_1_with_the_reason(
     # The step's code, as Query.publication shows it: the CLI's steps left it out.
     [failed] = [s for s in json.loads(result.stdout)["steps"] if s["status"] == "failed"]
     assert (failed["name"], failed["error_code"]) == ("package", "BAD_INPUT")
+    # --image says the kind: it was taken for a package, "give the package file to publish".
+    image_only = mlrepo(sqlite_settings, "publish", "--image", "127.0.0.1:5000/alice/x:1", "--token", "t")
+    assert image_only.exit_code == 2 and "--manifest is required for kind image" in image_only.stderr
     unauthenticated = mlrepo(sqlite_settings, "publish", str(package), "--token", "nope")
     assert unauthenticated.exit_code == 2 and "UNAUTHENTICATED" in unauthenticated.stderr
 
