@@ -229,6 +229,8 @@ class PublicationView:
         )
 
 
+MAX_PUBLICATIONS_LISTED = 200  # Query.myPublications(limit)
+
 STILL_SUSPENDED = (
     "its unit tests match the recorded behaviour again, but it stays suspended until its producer "
     "publishes a new version"
@@ -440,12 +442,16 @@ class PublishingService:
     async def mine(self, actor: Actor, limit: int = 50) -> list[PublicationView]:
         if actor.is_anonymous:
             raise Unauthenticated("sign in to see your publications")
+        if not 1 <= limit <= MAX_PUBLICATIONS_LISTED:  # was clamped silently: 0 gave one, 10**6 gave 200
+            raise BadInput(
+                f"limit must be between 1 and {MAX_PUBLICATIONS_LISTED}; got {limit}", field="limit"
+            )
         async with self.db.session() as session:
             rows = await session.scalars(
                 select(Publication)
                 .where(Publication.owner_id == actor.account_id)
                 .order_by(Publication.created_at.desc())
-                .limit(min(max(limit, 1), 200))
+                .limit(limit)
             )
             return [PublicationView.of(p) for p in rows]
 

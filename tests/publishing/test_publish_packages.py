@@ -24,6 +24,7 @@ from catalog.actors import Actor
 from catalog.app import CatalogApp
 from catalog.publishing.packaging import checkout_package
 from catalog.publishing.service import (
+    MAX_PUBLICATIONS_LISTED,
     STILL_SUSPENDED,
     InProcessQueue,
     PublicationView,
@@ -431,6 +432,24 @@ async def test_a_version_older_than_the_current_one_is_a_conflict(
     assert [v.version for v in await versions_of(app, first.listing_id)] == ["1.0.0"]
     nxt = await publish(publishing, alice, zip_bytes(package_files(sentiment_manifest())))  # no number
     assert (nxt.status, nxt.version) == ("published", "1.0.1"), nxt.error
+
+
+async def test_my_publications_refuses_a_limit_out_of_range(
+    publishing: PublishingService, alice: Actor
+) -> None:
+    """myPublications(limit: 0) answered one publication and limit: 1000000 two hundred, silently."""
+    payload = zip_bytes(package_files(sentiment_manifest(verify=False)))
+    for _ in range(2):
+        await publishing.submit_package(alice, io.BytesIO(payload))
+    for limit in (0, -1, MAX_PUBLICATIONS_LISTED + 1):
+        with pytest.raises(
+            BadInput, match=f"limit must be between 1 and {MAX_PUBLICATIONS_LISTED}"
+        ) as caught:
+            await publishing.mine(alice, limit)
+        assert caught.value.details["field"] == "limit"
+    assert len(await publishing.mine(alice, 1)) == 1
+    assert len(await publishing.mine(alice, MAX_PUBLICATIONS_LISTED)) == 2
+    await publishing.queue.drain()
 
 
 async def test_a_new_version_keeps_the_listings_kind(
