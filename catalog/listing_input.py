@@ -48,6 +48,15 @@ _SIZE_UNITS = {
 MAX_SIZE_BYTES = 2**63 - 1  # the size_bytes column is a signed 64-bit integer
 _SIZE_PATTERN = re.compile(r"^\s*([0-9]+(?:\.[0-9]+)?)\s*([a-zA-Z]*)\s*$")
 _CONTROL_CHARS = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+# Characters that show nothing (zero-width spaces and joiners, direction marks, word joiner, byte order
+# mark, soft hyphen): a name or category of only these, or padded with them, looked empty or identical
+# to another one. Trimmed from the ends like whitespace.
+_INVISIBLE_EDGES = re.compile(
+    r"^[\s\u00ad\u200b-\u200f\u2060-\u2064\ufeff]+|[\s\u00ad\u200b-\u200f\u2060-\u2064\ufeff]+$"
+)
+# Bidirectional embeddings, overrides and isolates reorder how the rest of a line displays ("abc\u202edef"
+# shows as "abcfed"): refused in single-line fields (names, categories, tags), which need none.
+_BIDI_CONTROLS = re.compile(r"[\u202a-\u202e\u2066-\u2069]")
 
 # Field name in the input → column of ``infra.tables.Listing`` (where they differ).
 COLUMN_OF = {
@@ -78,11 +87,13 @@ class Resources(BaseModel):
 
 
 def _clean_text(value: str, max_len: int, *, single_line: bool = True) -> str:
-    value = value.strip()
+    value = _INVISIBLE_EDGES.sub("", value) if single_line else value.strip()
     if len(value) > max_len:
         raise ValueError(f"is longer than {max_len} characters ({len(value)})")
     if single_line and ("\n" in value or "\r" in value):
         raise ValueError("must be a single line")
+    if single_line and _BIDI_CONTROLS.search(value):
+        raise ValueError("contains bidirectional control characters (they reorder how the text displays)")
     if _CONTROL_CHARS.search(value):
         raise ValueError("contains control characters")
     return value

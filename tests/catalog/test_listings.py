@@ -282,6 +282,29 @@ async def test_changing_shares_updates_access(app: CatalogApp, alice: Actor, bob
         await app.listings.get(bob, listing.id)
 
 
+async def test_names_and_categories_that_show_nothing_or_reorder_are_refused(
+    app: CatalogApp, alice: Actor
+) -> None:
+    """A name or category of only zero-width characters was taken (an invisible listing, an invisible
+    category in Query.categories), a name padded with one looked identical to another, and a bidi
+    override made a name display reversed ("abc\u202edef" shows as "abcfed")."""
+    for field, value in (("name", "\u200b"), ("category", "\u200b\ufeff"), ("name", " \u2060 ")):
+        with pytest.raises(BadInput, match=f"{field}: must not be empty"):
+            await app.listings.create(alice, listing_data(**{field: value}))
+    for field, value in (("name", "abc\u202edef"), ("category", "a\u2066b"), ("tags", ["x\u202ey"])):
+        with pytest.raises(BadInput, match=f"{field}: contains bidirectional control characters"):
+            await app.listings.create(alice, listing_data(**{field: value}))
+    padded = await app.listings.create(
+        alice, listing_data("\u200bsentiment-model\u200b", category="NLP\u200d")
+    )
+    assert (padded.name, padded.category) == ("sentiment-model", "NLP")
+    kept = await app.listings.create(  # inside a name, joiners and right-to-left text are text
+        alice, listing_data("👩\u200d💻 نموذج", description="line one\u202e\nline two")
+    )
+    assert kept.name == "👩\u200d💻 نموذج"
+    assert (await app.listings.list(alice)).total_count == 2
+
+
 async def test_shares_name_accounts_exactly(app: CatalogApp, alice: Actor, bob: Actor) -> None:
     """Account names are case-sensitive, but shared_with dropped one differing only in case from another
     (["bob", "Bob"] shared with bob alone, silently), and an empty name (shared with nobody, silently)."""
