@@ -319,6 +319,17 @@ async def test_entrypoint_that_breaks_the_contract_fails_the_test_step(
     assert "does not follow the invocation contract" in step(pub, "test").error
 
 
+async def test_a_zipped_script_without_its_executable_bit_fails_at_the_package_step(
+    publishing: PublishingService, alice: Actor
+) -> None:
+    manifest = sentiment_manifest(entrypoint=["./run.sh"], verify=False)
+    files = package_files(manifest, **{"run.sh": "#!/bin/sh\nexec python3 predict.py\n"})
+    pub = await publish(publishing, alice, zip_bytes(files))  # zipfile.writestr: mode 0600
+    assert pub.status == "failed" and step(pub, "package").error_code == "BAD_INPUT", pub.error
+    assert "'./run.sh' is not executable in the package" in pub.error
+    assert step(pub, "test").status == "pending"
+
+
 async def test_crashing_entrypoint_reports_its_error(publishing: PublishingService, alice: Actor) -> None:
     crash = "raise SystemExit('model file missing')\n"
     pub = await publish(publishing, alice, zip_bytes(package_files(sentiment_manifest(), predict=crash)))
