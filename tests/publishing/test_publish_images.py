@@ -9,7 +9,14 @@ import uuid
 from pathlib import Path
 
 import pytest
-from publishing_support import PREDICT, make_service, package_files, sentiment_manifest, zip_bytes
+from publishing_support import (
+    PREDICT,
+    make_service,
+    package_files,
+    sentiment_manifest,
+    targz_bytes,
+    zip_bytes,
+)
 
 from catalog.actors import Actor
 from catalog.app import CatalogApp
@@ -179,12 +186,7 @@ async def test_refused_images_are_explained_without_the_engines_address_or_paths
     assert pub.status == "failed" and "could not be pulled" in pub.error and "not found" in pub.error
     assert "http+docker" not in pub.error and "Client Error" not in pub.error, pub.error
     member = json.dumps([{"Config": "config.json", "RepoTags": [], "Layers": []}]).encode()
-    buffer = io.BytesIO()
-    with tarfile.open(fileobj=buffer, mode="w") as tar:
-        info = tarfile.TarInfo("manifest.json")
-        info.size = len(member)
-        tar.addfile(info, io.BytesIO(member))
-    buffer.seek(0)
+    buffer = io.BytesIO(targz_bytes([("manifest.json", member)], gz=False))  # a tar, but no image in it
     pub = await finish(svc, alice, (await svc.submit_image(alice, sentiment_manifest(), tarball=buffer)).id)
     assert pub.status == "failed" and "not a loadable docker save tarball" in pub.error
     assert "config.json" in pub.error and "docker-import" not in pub.error, pub.error
