@@ -18,7 +18,7 @@ from jsonschema.exceptions import SchemaError
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from catalog.enums import ListingKind, Visibility
-from infra.errors import BadInput
+from infra.errors import BadInput, Conflict
 
 MAX_TAGS = 50
 MAX_TAG_CHARS = 200
@@ -48,6 +48,15 @@ _SIZE_UNITS = {
 MAX_SIZE_BYTES = 2**63 - 1  # the size_bytes column is a signed 64-bit integer
 _SIZE_PATTERN = re.compile(r"^\s*([0-9]+(?:\.[0-9]+)?)\s*([a-zA-Z]*)\s*$")
 _CONTROL_CHARS = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+# Characters that show nothing (zero-width spaces and joiners, direction marks, word joiner, byte order
+# mark, soft hyphen): a name or category of only these, or padded with them, looked empty or identical
+# to another one. Trimmed from the ends like whitespace.
+_INVISIBLE_EDGES = re.compile(
+    r"^[\s\u00ad\u200b-\u200f\u2060-\u2064\ufeff]+|[\s\u00ad\u200b-\u200f\u2060-\u2064\ufeff]+$"
+)
+# Bidirectional embeddings, overrides and isolates reorder how the rest of a line displays ("abc\u202edef"
+# shows as "abcfed"): refused in single-line fields (names, categories, tags), which need none.
+_BIDI_CONTROLS = re.compile(r"[\u202a-\u202e\u2066-\u2069]")
 
 # Field name in the input → column of ``infra.tables.Listing`` (where they differ).
 COLUMN_OF = {
@@ -78,17 +87,22 @@ class Resources(BaseModel):
 
 
 def _clean_text(value: str, max_len: int, *, single_line: bool = True) -> str:
-    value = value.strip()
+    value = _INVISIBLE_EDGES.sub("", value) if single_line else value.strip()
     if len(value) > max_len:
         raise ValueError(f"is longer than {max_len} characters ({len(value)})")
     if single_line and ("\n" in value or "\r" in value):
         raise ValueError("must be a single line")
+    if single_line and _BIDI_CONTROLS.search(value):
+        raise ValueError("contains bidirectional control characters (they reorder how the text displays)")
     if _CONTROL_CHARS.search(value):
         raise ValueError("contains control characters")
     return value
 
 
-def _clean_list(values: Any, max_items: int, max_len: int) -> list[str]:
+def _clean_list(values: Any, max_items: int, max_len: int, *, names: bool = False) -> list[str]:
+    """Distinct, stripped entries. Words (tags, subcategories) are distinct regardless of case, and an
+    empty one is dropped; ``names`` (account names or ids) are case-sensitive, as accounts are, and an
+    empty one is refused: sharing with ["rita", "Rita"] shared with rita alone, and [""] with nobody."""
     if isinstance(values, str):  # "a, b, c" is how people type tags on a command line
         values = [v for v in values.split(",")]
     if not isinstance(values, list | tuple):
@@ -98,7 +112,10 @@ def _clean_list(values: Any, max_items: int, max_len: int) -> list[str]:
         if not isinstance(value, str):
             raise ValueError(f"must be a list of strings; found {type(value).__name__}")
         cleaned = _clean_text(value, max_len)
-        if cleaned and cleaned.lower() not in {s.lower() for s in seen}:
+        if names and not cleaned:
+            raise ValueError("an account name is empty")
+        key = cleaned if names else cleaned.lower()
+        if cleaned and key not in {s if names else s.lower() for s in seen}:
             seen[cleaned] = None
     if len(seen) > max_items:
         raise ValueError(f"has more than {max_items} entries ({len(seen)})")
@@ -137,6 +154,34 @@ def check_version(value: str | None) -> str | None:
     if value is not None and (len(value) > MAX_VERSION_CHARS or not VERSION_PATTERN.match(value)):
         raise ValueError(f"{VERSION_RULE}; got {value!r}")
     return value
+
+
+def version_precedence(version: str) -> tuple[Any, ...] | None:
+    """Semantic-versioning precedence of a version following ``VERSION_RULE`` (build metadata ignored, a
+    pre-release before its release); None for one that does not (rows older than the rule)."""
+    if not VERSION_PATTERN.match(version):
+        return None
+    core, _, pre = version.split("+", 1)[0].partition("-")
+    numbers = tuple(int(part) for part in core.split("."))
+    if not pre:
+        return (numbers, 1, ())
+    # Numeric identifiers sort numerically and before alphanumeric ones.
+    identifiers = tuple((0, int(p), "") if p.isdigit() else (1, 0, p) for p in pre.split("."))
+    return (numbers, 0, identifiers)
+
+
+def check_version_newer(version: str, current: str | None) -> None:
+    """A new version must come after the listing's current one: it becomes the listing's version, so an
+    older number (a back-port, a typo) made the listing show and count patch numbers from it."""
+    if current is None or version == current:
+        return
+    new, now = version_precedence(version), version_precedence(current)
+    if new is not None and now is not None and new <= now:
+        raise Conflict(
+            f"version {version} is not newer than the listing's current version {current}; "
+            "a new version must come after it",
+            field="version",
+        )
 
 
 def check_json_schema(value: Any) -> dict[str, Any] | None:
@@ -305,7 +350,7 @@ class ListingFields(BaseModel):
     @field_validator("shared_with", mode="before")
     @classmethod
     def _shared_with(cls, value: Any) -> Any:
-        return None if value is None else _clean_list(value, MAX_SHARES, 100)
+        return None if value is None else _clean_list(value, MAX_SHARES, 100, names=True)
 
     @field_validator("size", mode="before")
     @classmethod

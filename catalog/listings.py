@@ -24,7 +24,13 @@ from catalog.enums import ListingKind, Visibility
 from catalog.formats import normalize_format, validate_listing_io
 from catalog.indexing import ListingIndex, shares_of, shares_read
 from catalog.keyset import check_page_size, decode_cursor, encode_cursor, newest_first
-from catalog.listing_input import ListingFields, ListingInput, parse_listing, parse_listing_patch
+from catalog.listing_input import (
+    ListingFields,
+    ListingInput,
+    check_version_newer,
+    parse_listing,
+    parse_listing_patch,
+)
 from catalog.listing_view import VIEW_SELECT, ListingView
 from catalog.pipelines.audience import refuse_unreachable_listing
 from catalog.pipelines.published_chain import refuse_unfit_listing
@@ -192,13 +198,17 @@ def check_io(values: dict[str, Any]) -> None:
     """Normalise formats to ``name@version`` and fill/check the exact schemas (``catalog.formats``)."""
     for side in ("input", "output"):
         fmt, schema = values.get(f"{side}_format"), values.get(f"{side}_schema")
-        try:
-            args = (fmt, schema, None, None)
-            normalized_format, normalized_schema, _, _ = validate_listing_io(*args)
+        try:  # each side in its own place, so that an error names the side it is about
+            args = (fmt, schema, None, None) if side == "input" else (None, None, fmt, schema)
+            checked = validate_listing_io(*args)
         except BadInput as exc:
             message = exc.message if exc.message.startswith(side) else f"{side}_format: {exc.message}"
-            raise BadInput(message, field=f"{side}_format", **exc.details) from None
-        values[f"{side}_format"], values[f"{side}_schema"] = normalized_format, normalized_schema
+            # A schema the format refuses is the schema's fault: name that field, not the format.
+            schema_at_fault = message.startswith(f"{side}_schema") and "without" not in message
+            field = f"{side}_schema" if schema_at_fault else f"{side}_format"
+            raise BadInput(message, field=field, **exc.details) from None
+        normalized = checked[:2] if side == "input" else checked[2:]
+        values[f"{side}_format"], values[f"{side}_schema"] = normalized
 
 
 @functools.lru_cache(maxsize=1024)
@@ -483,6 +493,8 @@ class ListingService:
         """Re-check formats and kind rules on the listing as it will be after the update."""
         if "kind" in values:
             check_kind_kept(row, values["kind"])
+        if values.get("version") is not None:
+            check_version_newer(values["version"], row.version)
         io = {c: getattr(row, c) for c in IO_FIELDS}
         for side in ("input", "output"):
             if f"{side}_format" in values and f"{side}_schema" not in values:

@@ -51,7 +51,7 @@ def _requirements(cpu: float | None, memory_mb: int | None, gpu: int | None, **r
 def _summary(view: PublicationView) -> dict[str, Any]:
     data = asdict(view)
     data["steps"] = [
-        {k: s[k] for k in ("name", "status", "duration_ms", "error")} | {"log": s["log"][-5:]}
+        {k: s[k] for k in ("name", "status", "duration_ms", "error", "error_code")} | {"log": s["log"][-5:]}
         for s in data["steps"]
     ]
     return data
@@ -67,7 +67,12 @@ def register(app: typer.Typer) -> None:
             dir_okay=False,
             help="Code package (zip/tar.gz), dataset file, Jupyter notebook (.ipynb) or docker save tarball.",
         ),
-        kind: str = typer.Option("package", "--kind", help="package | image | dataset | notebook"),
+        kind: str | None = typer.Option(
+            None,
+            "--kind",
+            help="package | image | dataset | notebook (default: image with --image, notebook for a .ipynb "
+            "file, else package).",
+        ),
         manifest: Path | None = typer.Option(
             None,
             "--manifest",
@@ -109,6 +114,11 @@ def register(app: typer.Typer) -> None:
         ),
     ) -> None:
         """Publish a code package, a container image, a dataset or a notebook, and print the publication."""
+        if kind is None:  # a notebook published without --kind was refused as "not a zip, tar or tar.gz"
+            if image is not None:
+                kind = "image"
+            else:
+                kind = "notebook" if path is not None and path.suffix.lower() == ".ipynb" else "package"
         if kind not in ("package", "image", "dataset", "notebook"):
             fail("--kind must be package, image, dataset or notebook")
         if kind != "image" and path is None:

@@ -182,7 +182,7 @@ class Query:
     async def publication(self, info: strawberry.Info, id: strawberry.ID) -> Publication:
         return Publication.of(await publishing_of(info).get(info.context.actor, str(id)))
 
-    @strawberry.field(description="Your most recent publications, newest first.")
+    @strawberry.field(description="Your most recent publications, newest first (limit: 1..200).")
     async def my_publications(self, info: strawberry.Info, limit: int = 20) -> list[Publication]:
         return [Publication.of(p) for p in await publishing_of(info).mine(info.context.actor, limit)]
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import logging
 import re
 import tarfile
 from dataclasses import dataclass
@@ -25,6 +26,10 @@ from docker.errors import APIError, BuildError, DockerException, ImageNotFound
 
 from infra.docker_engine import docker_client
 from infra.errors import BadInput, Unavailable
+
+logger = logging.getLogger("mlrepo.publishing.images")
+# The engine unpacks a loaded tarball under its own data root: its errors name that host path.
+_ENGINE_IMPORT_DIR = re.compile(r"(?:/[^\s/:\"']+)*/docker-import-\d+/")
 
 LABEL_PREFIX = "org.mlrepo"
 _SLUG = re.compile(r"[^a-z0-9]+")
@@ -155,7 +160,7 @@ class ImageService:
             with open(untagged, "rb") as f:
                 images = self.client.images.load(f)
         except (APIError, DockerException, tarfile.TarError, ValueError) as exc:
-            raise BadInput(f"not a loadable docker save tarball: {exc}") from exc
+            raise BadInput(f"not a loadable docker save tarball: {engine_words(exc)}") from exc
         finally:
             untagged.unlink(missing_ok=True)
         ids = {image.id for image in images}
@@ -170,7 +175,9 @@ class ImageService:
         try:
             image = self.client.images.pull(repository, tag=tag)
         except (APIError, DockerException) as exc:
-            raise BadInput(f"image {ref} could not be pulled from {self.registry}: {exc}") from exc
+            raise BadInput(
+                f"image {ref} could not be pulled from {self.registry}: {engine_words(exc)}"
+            ) from exc
         return image.id
 
     # ---- building --------------------------------------------------------------------------------------
@@ -203,7 +210,7 @@ class ImageService:
         except BuildError as exc:
             raise BadInput(f"image build failed: {exc.msg}") from exc
         except (APIError, DockerException) as exc:
-            raise Unavailable(f"image build failed in the engine: {exc}") from exc
+            raise Unavailable(f"image build failed in the engine: {engine_words(exc)}") from exc
         return image.id
 
     # ---- publishing ------------------------------------------------------------------------------------
@@ -221,7 +228,7 @@ class ImageService:
                 aux = event.get("aux") or {}
                 digest = aux.get("Digest", digest)
         except (APIError, DockerException) as exc:
-            raise Unavailable(f"push to {remote}:{tag} failed: {exc}") from exc
+            raise Unavailable(f"push to {remote}:{tag} failed: {engine_words(exc)}") from exc
         if not digest:
             raise Unavailable(f"the registry did not report a digest for {remote}:{tag}")
         return f"{remote}@{digest}"
@@ -277,6 +284,18 @@ def _untagged(name: str, document: Any) -> Any:
         for key in ("io.containerd.image.name", "org.opencontainers.image.ref.name"):
             annotations.pop(key, None)
     return document
+
+
+def engine_words(exc: BaseException) -> str:
+    """What the engine said about the producer's image, for the producer: its explanation without the
+    engine's API address ('404 Client Error for http+docker://localhost/v1.41/images/create?...') or
+    the host paths it unpacks uploads under. The whole text goes to the log."""
+    logger.warning("container engine: %s", exc)
+    if isinstance(exc, APIError):
+        words = str(exc.explanation or "the engine refused it (the worker's log says why)")
+    else:  # e.g. docker.errors.ImageLoadError: the engine's message about the tarball
+        words = str(exc)
+    return _ENGINE_IMPORT_DIR.sub("", words)
 
 
 def check_registry_ref(registry: str | None, ref: str) -> None:

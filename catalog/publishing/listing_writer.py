@@ -8,8 +8,8 @@ helpers (``prepare``, ``check_io``, ``check_kind_rules``), so the rules stay in 
 
 Also here: finding the listing a publication targets, with the owner rule (only the listing's owner —
 or an admin — adds versions; anyone else gets FORBIDDEN), the kind rule (a new version keeps the
-listing's kind) and the version rule (versions are immutable: an existing version number is a CONFLICT;
-no number means the next patch version).
+listing's kind) and the version rule (versions are immutable and only go up: an existing version number,
+or one not after the listing's current version, is a CONFLICT; no number means the next patch version).
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from catalog.actors import Actor
-from catalog.listing_input import parse_listing, parse_listing_patch
+from catalog.listing_input import check_version_newer, parse_listing, parse_listing_patch
 from catalog.listings import (
     EMBEDDED_FIELDS,
     ListingService,
@@ -85,6 +85,7 @@ async def resolve_target(
                 field="name",
             )
         check_kind_kept(row, kind)
+        await _check_rename(session, row, name)
         existing = set(
             (
                 await session.scalars(
@@ -100,7 +101,25 @@ async def resolve_target(
                 f"version {chosen} of listing {row.name!r} already exists; published versions are immutable",
                 field="version",
             )
+        check_version_newer(chosen, row.version)
         return Target(row.id, chosen, row.version)
+
+
+async def _check_rename(session: AsyncSession, row: Listing, name: str) -> None:
+    """A new version may rename its listing, but not onto another listing of the same owner: found only
+    when the listing was written, that failed the publication at its last step, after the image was
+    built and pushed, as 'version X already exists for this listing (or the name is taken)'."""
+    if name == row.name:
+        return
+    taken = await session.scalar(
+        select(Listing.id).where(Listing.owner_id == row.owner_id, Listing.name == name, Listing.id != row.id)
+    )
+    if taken is not None:
+        raise Conflict(
+            f"cannot rename listing {row.name!r} to {name!r}: its owner has another listing named "
+            f"{name!r} ({taken})",
+            field="name",
+        )
 
 
 async def write_version(

@@ -340,4 +340,12 @@ def command_file_errors(field: str, command: list[str], package_root: Path) -> l
     target = (package_root / script).resolve()
     if not target.is_relative_to(package_root.resolve()) or not target.is_file():
         return [f"{field}: {script!r} does not exist in the package"]
+    if script == program and not target.stat().st_mode & 0o111:
+        # Found only by the probe before: "bwrap: execvp ./run.sh: Permission denied", after a preamble
+        # about the input it was sent, which it never read.
+        return [
+            f"{field}: {script!r} is not executable in the package (an archive made on Windows keeps "
+            f"no modes): set its executable bit, or name its interpreter, e.g. "
+            f"{json.dumps(['python3' if script.endswith('.py') else 'sh', script.removeprefix('./')])}"
+        ]
     return []

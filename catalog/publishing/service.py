@@ -229,6 +229,14 @@ class PublicationView:
         )
 
 
+MAX_PUBLICATIONS_LISTED = 200  # Query.myPublications(limit)
+
+STILL_SUSPENDED = (
+    "its unit tests match the recorded behaviour again, but it stays suspended until its producer "
+    "publishes a new version"
+)
+
+
 @dataclass(frozen=True)
 class VerificationResult:
     listing_id: str
@@ -434,12 +442,16 @@ class PublishingService:
     async def mine(self, actor: Actor, limit: int = 50) -> list[PublicationView]:
         if actor.is_anonymous:
             raise Unauthenticated("sign in to see your publications")
+        if not 1 <= limit <= MAX_PUBLICATIONS_LISTED:  # was clamped silently: 0 gave one, 10**6 gave 200
+            raise BadInput(
+                f"limit must be between 1 and {MAX_PUBLICATIONS_LISTED}; got {limit}", field="limit"
+            )
         async with self.db.session() as session:
             rows = await session.scalars(
                 select(Publication)
                 .where(Publication.owner_id == actor.account_id)
                 .order_by(Publication.created_at.desc())
-                .limit(min(max(limit, 1), 200))
+                .limit(limit)
             )
             return [PublicationView.of(p) for p in rows]
 
@@ -571,7 +583,10 @@ class PublishingService:
                 limits = limits_for(
                     float(manifest.get("timeout_s") or 30), len(tests), manifest.get("resources")
                 )
-                report = await run_unit_tests(self.sandbox, target, tests, listing.output_schema, limits)
+                # Projected as when the signatures were taken: the listing's output schema may have
+                # been edited since (updateListing), which changes no code.
+                published_schema = (manifest.get("output") or {}).get("schema")
+                report = await run_unit_tests(self.sandbox, target, tests, published_schema, limits)
                 problems = compare_signatures(version.reference_signatures, report)
         except Unavailable as exc:
             return VerificationResult(listing_id, "error", [exc.message])
@@ -583,6 +598,9 @@ class PublishingService:
             )
             logger.warning("listing %s suspended: %s", listing_id, "; ".join(problems))
             return VerificationResult(listing_id, "suspended", problems)
+        if listing.verification_status == VerificationStatus.SUSPENDED.value:
+            # Said "verified" while the listing stayed pulled: nothing here lifts a suspension.
+            return VerificationResult(listing_id, "suspended", [STILL_SUSPENDED])
         return VerificationResult(listing_id, "verified", [])
 
     def _staging_root(self) -> Path:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import re
 import socket
 import struct
 import threading
@@ -360,10 +361,22 @@ def _read_frames(
                 )
 
 
+# What the OCI runtime says when the image's own command cannot be executed: about the image, not the
+# host, so the run's reason may quote it (a producer's image whose command is missing was told only
+# "the container engine refused it (the worker's log says why)", a log they cannot read).
+_UNRUNNABLE_COMMAND = re.compile(
+    r'exec: "[^"\n]{1,200}": '
+    r"(?:executable file not found in \$PATH|no such file or directory|permission denied)"
+)
+
+
 def _engine_failure(started: float, what: str, exc: BaseException) -> RunResult:
     """The engine's own text names its socket, its API and host paths: it goes to the operator's log,
     and the run's reason, which the job's owner reads, says what failed."""
     logger.warning("%s: %s", what, exc)
+    unrunnable = _UNRUNNABLE_COMMAND.search(str(exc))
+    if unrunnable is not None:
+        return _sandbox_failure(started, f"{what}: the image cannot run its command: {unrunnable.group(0)}")
     return _sandbox_failure(started, f"{what}: the container engine refused it (the worker's log says why)")
 
 

@@ -37,6 +37,22 @@ async def test_create_validates_and_normalizes_fields(app: CatalogApp, alice: Ac
     assert [v.version for v in versions] == ["1.0.0"]
 
 
+async def test_a_new_version_must_come_after_the_current_one(app: CatalogApp, alice: Actor) -> None:
+    """updateListing took version 0.9.0 after 1.1.0: the listing then showed 0.9.0 as its version, and
+    publishing without a number counted on from it (0.9.1). Precedence is semantic versioning's."""
+    listing = await app.listings.create(alice, listing_data(version="1.1.0"))
+    for older in ("0.9.0", "1.0.9", "1.1.0-rc.1", "1.1.0+rebuild"):
+        with pytest.raises(Conflict, match=r"not newer than the listing's current version 1\.1\.0") as caught:
+            await app.listings.update(alice, listing.id, {"version": older, "description": "back-port"})
+        assert caught.value.details["field"] == "version"
+    after = await app.listings.get(alice, listing.id)
+    assert (after.version, after.description) == ("1.1.0", listing.description)
+    assert [v.version for v in await app.listings.versions(alice, listing.id)] == ["1.1.0"]
+    for newer in ("1.1.1-alpha", "1.1.1-alpha.2", "1.1.1-alpha.10", "1.1.1-beta", "1.1.1", "1.10.0"):
+        assert (await app.listings.update(alice, listing.id, {"version": newer})).version == newer
+    assert (await app.listings.update(alice, listing.id, {"version": "1.10.0", "tags": ["x"]})).tags == ["x"]
+
+
 @pytest.mark.parametrize(
     ("overrides", "field"),
     [
@@ -266,6 +282,47 @@ async def test_changing_shares_updates_access(app: CatalogApp, alice: Actor, bob
         await app.listings.get(bob, listing.id)
 
 
+async def test_names_and_categories_that_show_nothing_or_reorder_are_refused(
+    app: CatalogApp, alice: Actor
+) -> None:
+    """A name or category of only zero-width characters was taken (an invisible listing, an invisible
+    category in Query.categories), a name padded with one looked identical to another, and a bidi
+    override made a name display reversed ("abc\u202edef" shows as "abcfed")."""
+    for field, value in (("name", "\u200b"), ("category", "\u200b\ufeff"), ("name", " \u2060 ")):
+        with pytest.raises(BadInput, match=f"{field}: must not be empty"):
+            await app.listings.create(alice, listing_data(**{field: value}))
+    for field, value in (("name", "abc\u202edef"), ("category", "a\u2066b"), ("tags", ["x\u202ey"])):
+        with pytest.raises(BadInput, match=f"{field}: contains bidirectional control characters"):
+            await app.listings.create(alice, listing_data(**{field: value}))
+    padded = await app.listings.create(
+        alice, listing_data("\u200bsentiment-model\u200b", category="NLP\u200d")
+    )
+    assert (padded.name, padded.category) == ("sentiment-model", "NLP")
+    kept = await app.listings.create(  # inside a name, joiners and right-to-left text are text
+        alice, listing_data("👩\u200d💻 نموذج", description="line one\u202e\nline two")
+    )
+    assert kept.name == "👩\u200d💻 نموذج"
+    assert (await app.listings.list(alice)).total_count == 2
+
+
+async def test_shares_name_accounts_exactly(app: CatalogApp, alice: Actor, bob: Actor) -> None:
+    """Account names are case-sensitive, but shared_with dropped one differing only in case from another
+    (["bob", "Bob"] shared with bob alone, silently), and an empty name (shared with nobody, silently)."""
+    other_bob = await make_actor(app, "Bob", "requester")
+    listing = await app.listings.create(
+        alice, listing_data(visibility="shared", shared_with=["bob", "Bob", "bob"])
+    )
+    assert listing.shared_with == sorted([bob.account_id, other_bob.account_id])
+    assert (await app.listings.get(other_bob, listing.id)).id == listing.id
+    for bad in ([""], ["bob", "  "]):
+        with pytest.raises(BadInput, match="shared_with: an account name is empty") as caught:
+            await app.listings.update(alice, listing.id, {"shared_with": bad})
+        assert caught.value.details["field"] == "shared_with"
+    assert (await app.listings.get(alice, listing.id)).shared_with == listing.shared_with
+    tagged = await app.listings.update(alice, listing.id, {"tags": ["Vision", "vision", ""]})
+    assert tagged.tags == ["Vision"]  # words stay distinct regardless of case, empty ones dropped
+
+
 async def test_suspended_listing_is_hidden_from_others(app: CatalogApp, alice: Actor, bob: Actor) -> None:
     listing = await app.listings.create(alice, listing_data())
     await app.listings.set_system_fields(listing.id, status="suspended")
@@ -424,3 +481,23 @@ async def test_a_listing_names_only_artifacts_its_owner_may_reference(
         await app.listings.update(admin, bobs.id, {"storage_location": pinned})
     ).storage_location == pinned
     assert (await app.listings.update(bob, bobs.id, {"tags": ["kept"]})).storage_location == pinned
+
+
+@pytest.mark.parametrize("side", ["input", "output"])
+async def test_a_schema_that_does_not_refine_its_format_names_its_own_side(
+    app: CatalogApp, alice: Actor, side: str
+) -> None:
+    """An output schema refused by class-label@1 was reported as 'outputFormat: input_schema does not
+    refine...' with field outputFormat: the output side was checked in the input side's place."""
+    schema = {"type": "object", "properties": {"other": {"type": "string"}}}
+    with pytest.raises(BadInput) as caught:
+        await app.listings.create(alice, listing_data(**{f"{side}_schema": schema}))
+    assert caught.value.message.startswith(f"{side}_schema does not refine format")
+    other = "output" if side == "input" else "input"
+    assert f"{other}_schema" not in caught.value.message
+    assert caught.value.details["field"] == f"{side}_schema"
+    created = await app.listings.create(alice, listing_data())
+    with pytest.raises(BadInput) as caught:
+        await app.listings.update(alice, created.id, {f"{side}_schema": schema})
+    assert caught.value.details["field"] == f"{side}_schema"
+    assert (await app.listings.get(alice, created.id)).output_schema == created.output_schema

@@ -54,6 +54,12 @@ def test_failed_publication_exits_1_with_the_reason(
     result = mlrepo(sqlite_settings, "publish", str(package), "--token", producer_token)
     assert result.exit_code == 1
     assert "entrypoint: required" in json.loads(result.stdout)["error"]
+    # The step's code, as Query.publication shows it: the CLI's steps left it out.
+    [failed] = [s for s in json.loads(result.stdout)["steps"] if s["status"] == "failed"]
+    assert (failed["name"], failed["error_code"]) == ("package", "BAD_INPUT")
+    # --image says the kind: it was taken for a package, "give the package file to publish".
+    image_only = mlrepo(sqlite_settings, "publish", "--image", "127.0.0.1:5000/alice/x:1", "--token", "t")
+    assert image_only.exit_code == 2 and "--manifest is required for kind image" in image_only.stderr
     unauthenticated = mlrepo(sqlite_settings, "publish", str(package), "--token", "nope")
     assert unauthenticated.exit_code == 2 and "UNAUTHENTICATED" in unauthenticated.stderr
 
@@ -107,6 +113,13 @@ def test_publish_a_notebook_as_it_is(sqlite_settings: Settings, producer_token: 
     bare = mlrepo(sqlite_settings, *args)
     assert bare.exit_code == 1
     assert "name: Field required" in json.loads(bare.stdout)["error"]
+    # A .ipynb is a notebook without --kind: it was sent as a code package, "not a zip, tar or tar.gz".
+    manifest.write_text(json.dumps({**word_stats_manifest(), "version": "1.0.1"}))
+    unsaid = mlrepo(
+        sqlite_settings, "publish", str(notebook), "--token", producer_token, "--manifest", str(manifest)
+    )
+    assert unsaid.exit_code == 0, unsaid.output
+    assert json.loads(unsaid.stdout)["source_kind"] == "notebook"
 
 
 async def test_publish_and_verify_beside_a_running_server(

@@ -9,7 +9,14 @@ import uuid
 from pathlib import Path
 
 import pytest
-from publishing_support import PREDICT, make_service, package_files, sentiment_manifest, zip_bytes
+from publishing_support import (
+    PREDICT,
+    make_service,
+    package_files,
+    sentiment_manifest,
+    targz_bytes,
+    zip_bytes,
+)
 
 from catalog.actors import Actor
 from catalog.app import CatalogApp
@@ -129,6 +136,30 @@ async def test_saved_image_that_breaks_the_contract_is_rejected(
     assert (await app.listings.list(alice)).total_count == 0
 
 
+async def test_an_image_whose_command_does_not_exist_says_so(
+    docker_publishing: PublishingService, app: CatalogApp, alice: Actor
+) -> None:
+    """A manifest naming a command the image lacks failed the test step with 'container did not start:
+    the container engine refused it (the worker's log says why)': a log the producer cannot read. The
+    runtime's own words about the image's command are quoted (never the engine's host details)."""
+    svc = docker_publishing
+    remote = f"{svc.settings.registry_url}/alice/missing-command"
+    # Working in /app: the command is exec'd by the container runtime itself, not by a cd wrapper's shell.
+    svc.images.client.images.get(producer_image(svc, PREDICT, workdir="/app")).tag(remote, tag="1")
+    for event in svc.images.client.images.push(remote, tag="1", stream=True, decode=True):
+        assert "error" not in event, event
+    manifest = sentiment_manifest(name="missing-command", verify=False, entrypoint=["no-such-program"])
+    pub = await svc.submit_image(alice, manifest, image_ref=f"{remote}:1")
+    pub = await finish(svc, alice, pub.id)
+    test_step = next(s for s in pub.steps if s.name == "test")
+    assert (pub.status, test_step.status, test_step.error_code) == ("failed", "failed", "BAD_INPUT")
+    assert 'the image cannot run its command: exec: "no-such-program": executable file not found' in (
+        test_step.error
+    )
+    assert "http+docker" not in test_step.error and "/v1." not in test_step.error
+    assert (await app.listings.list(alice)).total_count == 0
+
+
 async def test_images_from_elsewhere_and_garbage_tarballs_are_refused(
     docker_publishing: PublishingService, alice: Actor
 ) -> None:
@@ -138,6 +169,28 @@ async def test_images_from_elsewhere_and_garbage_tarballs_are_refused(
     pub = await docker_publishing.submit_image(alice, manifest, tarball=io.BytesIO(json.dumps({}).encode()))
     pub = await finish(docker_publishing, alice, pub.id)
     assert pub.status == "failed" and "docker save tarball" in pub.error
+
+
+async def test_refused_images_are_explained_without_the_engines_address_or_paths(
+    docker_publishing: PublishingService, alice: Actor, tmp_path: Path
+) -> None:
+    """A tag missing from the registry failed with '404 Client Error for http+docker://localhost/v1.41/
+    images/create?tag=...', and a tar that is no docker save with the engine's own path to what it
+    unpacked ('open /var/lib/mlrepo-docker/tmp/docker-import-314622202/x.json: ...'). The producer now
+    reads the engine's explanation alone, which names their image and the file it lacks."""
+    svc = docker_publishing
+    missing = f"{svc.settings.registry_url}/alice/never-pushed-{uuid.uuid4().hex[:8]}:1"
+    pub = await finish(
+        svc, alice, (await svc.submit_image(alice, sentiment_manifest(), image_ref=missing)).id
+    )
+    assert pub.status == "failed" and "could not be pulled" in pub.error and "not found" in pub.error
+    assert "http+docker" not in pub.error and "Client Error" not in pub.error, pub.error
+    member = json.dumps([{"Config": "config.json", "RepoTags": [], "Layers": []}]).encode()
+    buffer = io.BytesIO(targz_bytes([("manifest.json", member)], gz=False))  # a tar, but no image in it
+    pub = await finish(svc, alice, (await svc.submit_image(alice, sentiment_manifest(), tarball=buffer)).id)
+    assert pub.status == "failed" and "not a loadable docker save tarball" in pub.error
+    assert "config.json" in pub.error and "docker-import" not in pub.error, pub.error
+    assert "/var/lib" not in pub.error and str(svc.settings.data_dir) not in pub.error, pub.error
 
 
 async def test_docker_only_runtime_tests_packages_in_their_image(

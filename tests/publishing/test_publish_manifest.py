@@ -163,6 +163,23 @@ def test_entrypoint_script_must_exist_in_the_package(tmp_path: Path) -> None:
         load_package_manifest(pkg)
 
 
+def test_an_entrypoint_run_directly_must_be_executable(tmp_path: Path) -> None:
+    """A script named as the program, unpacked without its executable bit (a zip made on Windows), was
+    found only by the probe: 'bwrap: execvp ./run.sh: Permission denied', after a preamble about the
+    input sent, which it never read."""
+    manifest = sentiment_manifest(entrypoint=["./run.sh"])
+    pkg = write_package(tmp_path / "p", manifest, {"run.sh": "#!/bin/sh\nexec python3 predict.py\n"})
+    with pytest.raises(ManifestError, match=r"'\./run\.sh' is not executable in the package") as caught:
+        load_package_manifest(pkg)
+    assert '["sh", "run.sh"]' in str(caught.value)
+    (pkg / "run.sh").chmod(0o755)
+    assert load_package_manifest(pkg).entrypoint == ["./run.sh"]
+    interpreted = write_package(
+        tmp_path / "q", sentiment_manifest(entrypoint=["sh", "run.sh"]), {"run.sh": ""}
+    )
+    assert load_package_manifest(interpreted).entrypoint == ["sh", "run.sh"]  # sh reads it: no mode needed
+
+
 def test_package_without_manifest_is_rejected(tmp_path: Path) -> None:
     (tmp_path / "p").mkdir()
     (tmp_path / "p" / "predict.py").write_text("")

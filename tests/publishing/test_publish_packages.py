@@ -23,7 +23,13 @@ from sqlalchemy import select
 from catalog.actors import Actor
 from catalog.app import CatalogApp
 from catalog.publishing.packaging import checkout_package
-from catalog.publishing.service import InProcessQueue, PublicationView, PublishingService
+from catalog.publishing.service import (
+    MAX_PUBLICATIONS_LISTED,
+    STILL_SUSPENDED,
+    InProcessQueue,
+    PublicationView,
+    PublishingService,
+)
 from catalog.search_service import SearchRequest
 from infra.errors import BadInput, Forbidden, NotFound
 from infra.settings import Settings
@@ -132,6 +138,29 @@ async def test_a_listing_id_argument_and_a_manifest_naming_another_listing_are_r
     assert (await app.listings.get(alice, other.listing_id)).name == "other-sentiment"
     same = await publish(publishing, alice, zip_bytes(package_files(manifest)), listing_id=first.listing_id)
     assert same.status == "published" and same.listing_id == first.listing_id, same.error
+
+
+async def test_a_new_version_renaming_onto_another_listing_of_the_owner_fails_at_once(
+    publishing: PublishingService, app: CatalogApp, alice: Actor
+) -> None:
+    """A rename onto the name of another of the owner's listings was found only when the listing was
+    written: the publication failed at its last step, after its package was stored (and its image built
+    and pushed), saying 'version 2.0.0 already exists for this listing (or the name is taken)'."""
+    first = await publish(publishing, alice, zip_bytes(package_files(sentiment_manifest(verify=False))))
+    other = await publish(
+        publishing, alice, zip_bytes(package_files(sentiment_manifest(name="other-sentiment", verify=False)))
+    )
+    onto_other = sentiment_manifest(name="other-sentiment", version="2.0.0", verify=False)
+    pub = await publish(publishing, alice, zip_bytes(package_files(onto_other)), listing_id=first.listing_id)
+    assert pub.status == "failed" and step(pub, "package").error_code == "CONFLICT", pub.error
+    assert "cannot rename listing 'tiny-sentiment' to 'other-sentiment'" in pub.error
+    assert [step(pub, name).status for name in ("publish", "list")] == ["pending", "pending"]
+    assert [v.version for v in await versions_of(app, first.listing_id)] == ["1.0.0"]
+    assert [v.version for v in await versions_of(app, other.listing_id)] == ["1.0.0"]
+    renamed = sentiment_manifest(name="renamed-sentiment", version="2.0.0", verify=False)
+    pub = await publish(publishing, alice, zip_bytes(package_files(renamed)), listing_id=first.listing_id)
+    assert pub.status == "published", pub.error
+    assert (await app.listings.get(alice, first.listing_id)).name == "renamed-sentiment"
 
 
 async def test_new_version_leaves_earlier_versions_untouched(
@@ -290,6 +319,17 @@ async def test_entrypoint_that_breaks_the_contract_fails_the_test_step(
     assert "does not follow the invocation contract" in step(pub, "test").error
 
 
+async def test_a_zipped_script_without_its_executable_bit_fails_at_the_package_step(
+    publishing: PublishingService, alice: Actor
+) -> None:
+    manifest = sentiment_manifest(entrypoint=["./run.sh"], verify=False)
+    files = package_files(manifest, **{"run.sh": "#!/bin/sh\nexec python3 predict.py\n"})
+    pub = await publish(publishing, alice, zip_bytes(files))  # zipfile.writestr: mode 0600
+    assert pub.status == "failed" and step(pub, "package").error_code == "BAD_INPUT", pub.error
+    assert "'./run.sh' is not executable in the package" in pub.error
+    assert step(pub, "test").status == "pending"
+
+
 async def test_crashing_entrypoint_reports_its_error(publishing: PublishingService, alice: Actor) -> None:
     crash = "raise SystemExit('model file missing')\n"
     pub = await publish(publishing, alice, zip_bytes(package_files(sentiment_manifest(), predict=crash)))
@@ -391,6 +431,38 @@ async def test_existing_version_number_is_a_conflict(publishing: PublishingServi
     assert again.status == "failed" and step(again, "package").error_code == "CONFLICT"
 
 
+async def test_a_version_older_than_the_current_one_is_a_conflict(
+    publishing: PublishingService, app: CatalogApp, alice: Actor
+) -> None:
+    """Version 0.9.0 published after 1.0.0 became the listing's version (replacing the verified 1.0.0 as
+    what requesters see and run) and the next unnumbered version was counted from it (0.9.1)."""
+    first = await publish(publishing, alice, zip_bytes(package_files(sentiment_manifest(version="1.0.0"))))
+    older = await publish(publishing, alice, zip_bytes(package_files(sentiment_manifest(version="0.9.0"))))
+    assert older.status == "failed" and step(older, "package").error_code == "CONFLICT"
+    assert "version 0.9.0 is not newer than the listing's current version 1.0.0" in older.error
+    assert [v.version for v in await versions_of(app, first.listing_id)] == ["1.0.0"]
+    nxt = await publish(publishing, alice, zip_bytes(package_files(sentiment_manifest())))  # no number
+    assert (nxt.status, nxt.version) == ("published", "1.0.1"), nxt.error
+
+
+async def test_my_publications_refuses_a_limit_out_of_range(
+    publishing: PublishingService, alice: Actor
+) -> None:
+    """myPublications(limit: 0) answered one publication and limit: 1000000 two hundred, silently."""
+    payload = zip_bytes(package_files(sentiment_manifest(verify=False)))
+    for _ in range(2):
+        await publishing.submit_package(alice, io.BytesIO(payload))
+    for limit in (0, -1, MAX_PUBLICATIONS_LISTED + 1):
+        with pytest.raises(
+            BadInput, match=f"limit must be between 1 and {MAX_PUBLICATIONS_LISTED}"
+        ) as caught:
+            await publishing.mine(alice, limit)
+        assert caught.value.details["field"] == "limit"
+    assert len(await publishing.mine(alice, 1)) == 1
+    assert len(await publishing.mine(alice, MAX_PUBLICATIONS_LISTED)) == 2
+    await publishing.queue.drain()
+
+
 async def test_a_new_version_keeps_the_listings_kind(
     publishing: PublishingService, app: CatalogApp, alice: Actor
 ) -> None:
@@ -440,6 +512,7 @@ async def test_reverification_suspends_a_listing_whose_behaviour_changed(
         version = await session.scalar(
             select(ListingVersion).where(ListingVersion.listing_id == pub.listing_id)
         )
+        sad = version.reference_signatures["sad"]
         version.reference_signatures = {**version.reference_signatures, "sad": "sha256:" + "0" * 64}
     [result] = await publishing.verify_all()
     assert result.outcome == "suspended" and "'sad' changed behaviour" in result.problems[0]
@@ -447,6 +520,29 @@ async def test_reverification_suspends_a_listing_whose_behaviour_changed(
     assert listing.verification_status == "suspended" and listing.status == "suspended"
     with pytest.raises(NotFound):  # pulled: requesters no longer see it
         await app.listings.get(bob, pub.listing_id)
+
+    async with app.db.session() as session:  # behaves as recorded again: still pulled, and said so
+        version = await session.get(ListingVersion, version.id)
+        version.reference_signatures = {**version.reference_signatures, "sad": sad}
+    again = await publishing.verify_listing(pub.listing_id)
+    assert (again.outcome, again.problems) == ("suspended", [STILL_SUSPENDED])  # it said "verified"
+    assert (await app.listings.get(alice, pub.listing_id)).verification_status == "suspended"
+
+
+async def test_an_edited_output_schema_does_not_suspend_a_listing_whose_code_did_not_change(
+    publishing: PublishingService, app: CatalogApp, alice: Actor
+) -> None:
+    """Re-verification projected the tests' outputs onto the listing's output schema of the moment, the
+    signatures onto the one published: an updateListing narrowing it (allowed, code unchanged) made the
+    next periodic run SUSPEND the listing, pulling it from every requester, as 'changed behaviour'."""
+    pub = await publish(publishing, alice, zip_bytes(package_files(sentiment_manifest())))
+    assert pub.status == "published", pub.error
+    narrower = {"type": "object", "properties": {"label": {"type": "string"}}, "required": ["label"]}
+    await app.listings.update(alice, pub.listing_id, {"output_schema": narrower})
+    [result] = await publishing.verify_all()
+    assert (result.outcome, result.problems) == ("verified", [])
+    listing = await app.listings.get(alice, pub.listing_id)
+    assert (listing.verification_status, listing.status) == ("verified", "active")
 
 
 async def test_oversized_and_empty_uploads_leave_nothing(
