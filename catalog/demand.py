@@ -23,7 +23,7 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from sqlalchemy import ColumnElement, and_, delete, exists, false, func, or_, select, update
+from sqlalchemy import ColumnElement, and_, delete, false, or_, select, update
 from sqlalchemy.exc import IntegrityError
 
 from catalog.actors import Actor
@@ -31,12 +31,27 @@ from catalog.clock import as_utc, utc_input
 from catalog.demand_alerts import DemandAlert, DemandAlertHub
 from catalog.demand_relay import DemandRelay
 from catalog.demand_topics import central_member, cluster_by_similarity, keywords, normalize_query
-from catalog.text_checks import refuse_nul
+from catalog.demand_unmet import (
+    MAX_CATEGORY_CHARS,
+    NO_RESULTS,
+    NO_SELECTION,
+    PIPELINE_GAP,
+    SOURCE_FACET,
+    UnmetEvent,
+    became_unmet_after,
+    category_is,
+    clean_category,
+    not_selected,
+    require_producer,
+    same_category,
+    unmet_clause,
+    unmet_reason,
+)
 from infra.batching import BatchWriter
 from infra.db import Database
-from infra.errors import BadInput, Forbidden, NotFound, Unauthenticated, Unavailable
+from infra.errors import BadInput, NotFound, Unavailable
 from infra.settings import Settings
-from infra.tables import DemandSubscription, SearchEvent, UsageEvent, new_id, utcnow
+from infra.tables import DemandSubscription, SearchEvent, new_id, utcnow
 from search.embeddings import normalize_rows
 
 if TYPE_CHECKING:
@@ -44,15 +59,9 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("mlrepo.demand")
 
-NO_RESULTS = "no_results"
-NO_SELECTION = "no_selection"
-PIPELINE_GAP = "pipeline_gap"
-# Marks a pipeline gap in ``search_events.facets`` (the table is shared with searches).
-SOURCE_FACET = "source"
 EXAMPLES_PER_TOPIC = 5
 KEYWORDS_PER_TOPIC = 3
 DEFAULT_TOPICS = 20
-MAX_CATEGORY_CHARS = 100
 MAX_FORMAT_CHARS = 64
 # Rows read per grouping, as a multiple of the distinct-query cap: repeats of a query are common.
 ROWS_PER_DISTINCT_QUERY = 5
@@ -108,36 +117,6 @@ class DemandInbox:
     topics: tuple[DemandTopic, ...]
 
 
-@dataclass(frozen=True, slots=True)
-class _UnmetEvent:
-    id: str
-    text: str
-    category: str | None
-    account_id: str | None
-    reason: str
-    facets: dict[str, Any]
-    embedding: bytes | None
-    created_at: datetime
-
-
-def require_producer(actor: Actor) -> None:
-    """Unmet demand is market information for the people who can act on it: producers and admins."""
-    if actor.is_anonymous:
-        raise Unauthenticated("sign in as a producer to see unmet demand")
-    if not actor.is_producer:
-        raise Forbidden("only producers and admins can see unmet demand")
-
-
-def clean_category(category: str) -> str:
-    refuse_nul("category", category)
-    cleaned = " ".join(str(category).split())
-    if not cleaned:
-        raise BadInput("category must not be empty", field="category")
-    if len(cleaned) > MAX_CATEGORY_CHARS:
-        raise BadInput(f"category is longer than {MAX_CATEGORY_CHARS} characters", field="category")
-    return cleaned
-
-
 def _clean_format(value: str, field: str) -> str:
     cleaned = str(value).strip()
     if not cleaned or len(cleaned) > MAX_FORMAT_CHARS:
@@ -155,47 +134,6 @@ def vector_bytes(vector: np.ndarray | bytes | None) -> bytes | None:
     if vector is None or isinstance(vector, bytes):
         return vector
     return np.asarray(vector, dtype=np.float32).reshape(-1).tobytes()
-
-
-def _reason(result_count: int, facets: dict[str, Any] | None) -> str:
-    if (facets or {}).get(SOURCE_FACET) == PIPELINE_GAP:
-        return PIPELINE_GAP
-    return NO_RESULTS if result_count == 0 else NO_SELECTION
-
-
-def same_category(column: Any, category: str) -> ColumnElement[bool]:
-    """Categories match regardless of case, with the database's lower() on both sides: SQLite folds only
-    ASCII, so a name lowered in Python never equalled a column holding an accented capital."""
-    return func.lower(column) == func.lower(category.strip())
-
-
-def _category_is(category: str) -> ColumnElement[bool]:
-    return same_category(SearchEvent.category, category)
-
-
-def _not_selected() -> ColumnElement[bool]:
-    used = exists(select(UsageEvent.id).where(UsageEvent.search_id == SearchEvent.id))
-    return and_(SearchEvent.selected_listing_id.is_(None), ~used)
-
-
-def unmet_clause(now: datetime, window: timedelta) -> ColumnElement[bool]:
-    """Searches that are unmet demand at ``now``: no results, or a closed window with no selection."""
-    return or_(
-        SearchEvent.result_count == 0,
-        and_(SearchEvent.created_at <= now - window, _not_selected()),
-    )
-
-
-def became_unmet_after(since: datetime, window: timedelta) -> ColumnElement[bool]:
-    """Searches that turned into unmet demand after ``since`` (combine with ``unmet_clause``).
-
-    A no-result search is unmet from the moment it is made; one with results only when its selection
-    window closes, so a search made just before ``since`` may still become unmet after it.
-    """
-    return or_(
-        and_(SearchEvent.result_count == 0, SearchEvent.created_at > since),
-        and_(SearchEvent.result_count > 0, SearchEvent.created_at > since - window),
-    )
 
 
 class DemandService:
@@ -342,7 +280,7 @@ class DemandService:
                 search_id=row.id,
                 text=row.text,
                 category=row.category,
-                reason=_reason(0, row.facets),
+                reason=unmet_reason(0, row.facets),
                 created_at=as_utc(row.created_at),
             )
             for row in rows
@@ -401,7 +339,7 @@ class DemandService:
         await self.flush()
         conditions = [unmet_clause(self.clock(), self.window)]
         if category is not None:
-            conditions.append(_category_is(clean_category(category)))
+            conditions.append(category_is(clean_category(category)))
         if since is not None:
             conditions.append(SearchEvent.created_at >= utc_input(since, "since"))
         return await self._topics(await self._unmet_events(conditions), limit)
@@ -416,7 +354,7 @@ class DemandService:
             return DemandInbox(subscriptions=(), topics=())
         per_category = [
             and_(
-                _category_is(sub.category),
+                category_is(sub.category),
                 became_unmet_after(sub.last_seen_at or sub.created_at, self.window),
             )
             for sub in subscriptions
@@ -441,7 +379,7 @@ class DemandService:
         if not 1 <= limit <= self.settings.max_page_size:
             raise BadInput(f"limit must be between 1 and {self.settings.max_page_size}", field="limit")
 
-    async def _unmet_events(self, conditions: list[ColumnElement[bool]]) -> list[_UnmetEvent]:
+    async def _unmet_events(self, conditions: list[ColumnElement[bool]]) -> list[UnmetEvent]:
         row_cap = self.settings.demand_max_queries * ROWS_PER_DISTINCT_QUERY
         statement = (
             select(
@@ -461,12 +399,12 @@ class DemandService:
         async with self.db.session() as session:
             rows = (await session.execute(statement)).all()
         return [
-            _UnmetEvent(
+            UnmetEvent(
                 id=row.id,
                 text=row.text,
                 category=row.category,
                 account_id=row.account_id,
-                reason=_reason(row.result_count, row.facets),
+                reason=unmet_reason(row.result_count, row.facets),
                 facets=row.facets or {},
                 embedding=row.embedding,
                 created_at=as_utc(row.created_at),
@@ -474,9 +412,9 @@ class DemandService:
             for row in rows
         ]
 
-    async def _topics(self, events: list[_UnmetEvent], limit: int) -> list[DemandTopic]:
+    async def _topics(self, events: list[UnmetEvent], limit: int) -> list[DemandTopic]:
         """Group events by query text, then group the distinct queries by meaning."""
-        by_query: dict[str, list[_UnmetEvent]] = {}
+        by_query: dict[str, list[UnmetEvent]] = {}
         for event in events:  # newest first, so the cap keeps the most recent distinct queries
             key = normalize_query(event.text)
             if key in by_query:
@@ -490,13 +428,13 @@ class DemandService:
         # 0.5-0.8 s of CPU at the 2000-query cap: off the event loop, so other requests keep flowing.
         return await asyncio.to_thread(self._group, queries, vectors, limit)
 
-    def _group(self, queries: list[list[_UnmetEvent]], vectors: np.ndarray, limit: int) -> list[DemandTopic]:
+    def _group(self, queries: list[list[UnmetEvent]], vectors: np.ndarray, limit: int) -> list[DemandTopic]:
         groups = cluster_by_similarity(vectors, self.settings.demand_topic_similarity)
         topics = [self._topic([queries[i] for i in group], vectors[group]) for group in groups]
         topics.sort(key=lambda topic: (-topic.count, -topic.last_seen.timestamp(), topic.label))
         return topics[:limit]
 
-    async def _query_vectors(self, queries: list[list[_UnmetEvent]]) -> np.ndarray:
+    async def _query_vectors(self, queries: list[list[UnmetEvent]]) -> np.ndarray:
         """One normalized vector per distinct query: a stored one when usable, else encoded now."""
         dim = self.encoder.dim if self.encoder is not None else None
         stored = [_first_usable(events, dim) for events in queries]
@@ -513,7 +451,7 @@ class DemandService:
             raise Unavailable("grouping demand needs the embedding model, and none is configured")
         return await asyncio.to_thread(self.encoder.encode_documents, texts)
 
-    async def _backfill(self, queries: list[list[_UnmetEvent]], vectors: np.ndarray) -> None:
+    async def _backfill(self, queries: list[list[UnmetEvent]], vectors: np.ndarray) -> None:
         """Store vectors computed for grouping so the next grouping does not encode them again."""
         async with self.db.session() as session:
             for events, vector in zip(queries, vectors, strict=True):
@@ -525,7 +463,7 @@ class DemandService:
                         .values(embedding=vector_bytes(vector))
                     )
 
-    def _topic(self, queries: list[list[_UnmetEvent]], vectors: np.ndarray) -> DemandTopic:
+    def _topic(self, queries: list[list[UnmetEvent]], vectors: np.ndarray) -> DemandTopic:
         weights = [len(events) for events in queries]
         texts = [events[0].text for events in queries]
         events = [event for group in queries for event in group]
@@ -699,7 +637,7 @@ class DemandService:
                 SearchEvent.result_count > 0,
                 SearchEvent.created_at > start,
                 SearchEvent.created_at <= cutoff,
-                _not_selected(),
+                not_selected(),
             ]
         )
         for event in reversed(events):  # oldest first
@@ -758,7 +696,7 @@ class DemandService:
             await self.relay.close()
 
 
-def _alert_of(event: _UnmetEvent) -> DemandAlert:
+def _alert_of(event: UnmetEvent) -> DemandAlert:
     return DemandAlert(
         search_id=event.id,
         text=event.text,
@@ -778,7 +716,7 @@ def _decode(blob: bytes | None, dim: int | None) -> np.ndarray | None:
     return vector
 
 
-def _first_usable(events: list[_UnmetEvent], dim: int | None) -> np.ndarray | None:
+def _first_usable(events: list[UnmetEvent], dim: int | None) -> np.ndarray | None:
     for event in events:
         vector = _decode(event.embedding, dim)
         if vector is not None:
@@ -786,7 +724,7 @@ def _first_usable(events: list[_UnmetEvent], dim: int | None) -> np.ndarray | No
     return None
 
 
-def _category_counts(events: list[_UnmetEvent]) -> tuple[CategoryCount, ...]:
+def _category_counts(events: list[UnmetEvent]) -> tuple[CategoryCount, ...]:
     counts: dict[str, int] = {}
     for event in events:
         if event.category:
@@ -794,7 +732,7 @@ def _category_counts(events: list[_UnmetEvent]) -> tuple[CategoryCount, ...]:
     return tuple(CategoryCount(c, n) for c, n in sorted(counts.items(), key=lambda item: (-item[1], item[0])))
 
 
-def _format_gaps(events: list[_UnmetEvent]) -> tuple[FormatGap, ...]:
+def _format_gaps(events: list[UnmetEvent]) -> tuple[FormatGap, ...]:
     counts: dict[tuple[str, str], int] = {}
     for event in events:
         if event.reason == PIPELINE_GAP:
