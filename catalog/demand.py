@@ -23,14 +23,14 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from sqlalchemy import ColumnElement, and_, delete, false, or_, select, update
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy import ColumnElement, and_, false, or_, select, update
 
 from catalog.actors import Actor
 from catalog.clock import as_utc, utc_input
 from catalog.demand_alerts import DemandAlert, DemandAlertHub
 from catalog.demand_grouping import DemandTopic, TopicGrouping, vector_bytes
 from catalog.demand_relay import DemandRelay
+from catalog.demand_subscriptions import DemandSubscriptionInfo, DemandSubscriptions
 from catalog.demand_unmet import (
     MAX_CATEGORY_CHARS,
     PIPELINE_GAP,
@@ -69,13 +69,6 @@ SEARCH_POLL_S = 0.05
 
 
 @dataclass(frozen=True, slots=True)
-class DemandSubscriptionInfo:
-    category: str
-    created_at: datetime
-    last_seen_at: datetime | None
-
-
-@dataclass(frozen=True, slots=True)
 class DemandInbox:
     subscriptions: tuple[DemandSubscriptionInfo, ...]
     topics: tuple[DemandTopic, ...]
@@ -93,7 +86,7 @@ def _format_name(data_format: str) -> str:
     return data_format.split("@", 1)[0]
 
 
-class DemandService(TopicGrouping):
+class DemandService(TopicGrouping, DemandSubscriptions):
     def __init__(
         self,
         db: Database,
@@ -369,73 +362,6 @@ class DemandService(TopicGrouping):
             for row in rows
         ]
 
-    # ------------------------------------------------------------------ subscriptions
-
-    async def subscribe(self, actor: Actor, category: str) -> DemandSubscriptionInfo:
-        """Follow demand in ``category`` (idempotent; categories match regardless of case)."""
-        require_producer(actor)
-        category = clean_category(category)
-        existing = await self._subscription(actor, category)
-        if existing is not None:
-            return existing
-        try:
-            async with self.db.session() as session:
-                row = DemandSubscription(
-                    account_id=actor.account_id, category=category, created_at=self.clock()
-                )
-                session.add(row)
-        except IntegrityError:  # a concurrent subscribe won the race
-            found = await self._subscription(actor, category)
-            if found is None:
-                raise
-            return found
-        await self._refollow(actor)
-        return _subscription_info(row)
-
-    async def unsubscribe(self, actor: Actor, category: str) -> bool:
-        """Stop following ``category``; False when the actor was not subscribed to it."""
-        require_producer(actor)
-        cleaned = clean_category(category)
-        async with self.db.session() as session:
-            result = await session.execute(
-                delete(DemandSubscription).where(
-                    DemandSubscription.account_id == actor.account_id,
-                    same_category(DemandSubscription.category, cleaned),
-                )
-            )
-        if result.rowcount > 0:
-            await self._refollow(actor)
-            return True
-        return False
-
-    async def subscriptions(self, actor: Actor) -> list[DemandSubscriptionInfo]:
-        require_producer(actor)
-        async with self.db.session() as session:
-            rows = await session.scalars(
-                select(DemandSubscription)
-                .where(DemandSubscription.account_id == actor.account_id)
-                .order_by(DemandSubscription.category)
-            )
-            return [_subscription_info(row) for row in rows]
-
-    async def _refollow(self, actor: Actor) -> None:
-        """Running ``alerts`` streams that follow the actor's subscriptions follow the change (those on
-        other API processes too, over Redis when configured)."""
-        categories = [sub.category for sub in await self.subscriptions(actor)]
-        self.alert_hub.refollow(actor.account_id, categories)
-        if self.relay is not None:
-            await self.relay.publish_refollow(actor.account_id)
-
-    async def _subscription(self, actor: Actor, category: str) -> DemandSubscriptionInfo | None:
-        async with self.db.session() as session:
-            row = await session.scalar(
-                select(DemandSubscription).where(
-                    DemandSubscription.account_id == actor.account_id,
-                    same_category(DemandSubscription.category, category),
-                )
-            )
-            return _subscription_info(row) if row else None
-
     # ------------------------------------------------------------------ live alerts
 
     async def alerts(self, actor: Actor, category: str | None = None) -> AsyncIterator[DemandAlert]:
@@ -588,12 +514,4 @@ def _alert_of(event: UnmetEvent) -> DemandAlert:
         category=event.category,
         reason=event.reason,
         created_at=event.created_at,
-    )
-
-
-def _subscription_info(row: DemandSubscription) -> DemandSubscriptionInfo:
-    return DemandSubscriptionInfo(
-        category=row.category,
-        created_at=as_utc(row.created_at),
-        last_seen_at=as_utc(row.last_seen_at) if row.last_seen_at else None,
     )
