@@ -54,7 +54,6 @@ from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
 
-from pydantic import ValidationError
 from sqlalchemy import select, update
 
 from catalog.actors import Actor
@@ -76,10 +75,10 @@ from catalog.publishing.manifest import (
     find_package_root,
     load_package_manifest,
     parse_manifest,
-    pydantic_errors,
 )
 from catalog.publishing.notebook import notebook_manifest, parse_notebook, write_notebook_package
 from catalog.publishing.packaging import PACKAGED_KINDS, normalize_package, unpack_package
+from catalog.publishing.requirements import merge_requirements
 from catalog.publishing.sandbox import RunTarget, Sandbox
 from catalog.publishing.steps import (
     PublicationStatus,
@@ -105,7 +104,6 @@ T = TypeVar("T")
 HANDED_TO_GPU_WORKER = "handed_to_gpu_worker"
 SUPERSEDED = "superseded"  # ``run``'s outcome when recovery took the publication from it
 GPU_ROUTE = "gpu"
-REQUIREMENT_KEYS = ("resources", "training_resources", "timeout_s", "encrypt", "verify")
 
 
 @dataclass
@@ -145,34 +143,6 @@ class Job:
     def image_repository(self) -> str:
         """Where this run tags the images it derives, its own as its staging directory is."""
         return staging_repository(self.publication_id, self.claim.attempt)
-
-
-def merge_requirements(manifest: dict[str, Any], requirements: dict[str, Any]) -> dict[str, Any]:
-    """The producer's requirements given with the upload override those in the manifest; within
-    ``resources`` (and ``training_resources``) only the values given change, the others stay the
-    manifest's."""
-    merged = dict(manifest)
-    for key, value in requirements.items():
-        if key not in REQUIREMENT_KEYS or value is None:
-            continue
-        if isinstance(value, dict):
-            given = {k: v for k, v in value.items() if v is not None}
-            value = {**merged[key], **given} if isinstance(merged.get(key), dict) else given
-        merged[key] = value
-    return merged
-
-
-def check_requirements(requirements: dict[str, Any] | None) -> None:
-    """Refuse bad requirements when they are submitted, naming them: merged into the manifest in the
-    worker, a bad one was queued and then FAILED in step package as "invalid manifest: ...", blaming a
-    manifest that did not hold it. Checked by the manifest's own rules, merged into a valid skeleton."""
-    if not requirements:
-        return
-    skeleton = {"name": "requirements", "kind": "model", "category": "requirements"}
-    try:
-        Manifest.model_validate(merge_requirements(skeleton, requirements))
-    except ValidationError as exc:
-        raise BadInput("requirements: " + "; ".join(pydantic_errors(exc)), field="requirements") from None
 
 
 class PublishWorkflow:
