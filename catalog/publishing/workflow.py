@@ -49,29 +49,24 @@ import contextlib
 import logging
 import shutil
 from collections.abc import Awaitable, Callable, Iterable
-from dataclasses import dataclass, field
-from functools import partial
 from pathlib import Path
-from typing import Any, TypeVar
 
-from sqlalchemy import select, update
+from sqlalchemy import select
 
-from catalog.actors import Actor
 from catalog.enums import VerificationStatus
 from catalog.listings import ListingService
 from catalog.publishing.archive_safety import (
     GZIPPED_FILE,
     ArchiveLimits,
-    ExtractionReport,
     UnsafeArchive,
     detect_format,
     extract_archive,
     verify_file_checksums,
 )
-from catalog.publishing.images import ImageService, slug, staging_refs, staging_repository
+from catalog.publishing.claimed_run import ClaimedRun, Job, Log
+from catalog.publishing.images import ImageService, slug, staging_refs
 from catalog.publishing.listing_writer import Target, resolve_target, write_version
 from catalog.publishing.manifest import (
-    Manifest,
     find_package_root,
     load_package_manifest,
     parse_manifest,
@@ -88,64 +83,23 @@ from catalog.publishing.steps import (
     StepRecorder,
 )
 from catalog.publishing.verification import limits_for, probe, probe_input_of, run_unit_tests
-from infra.artifacts import ArtifactStore, StoredArtifact, sha256_file
-from infra.db import Database, retry_while_unreachable
+from infra.artifacts import ArtifactStore, sha256_file
+from infra.db import Database
 from infra.errors import BadInput, Unavailable
-from infra.fencing import Claim, Superseded, beat_under, lost_claim
+from infra.fencing import Superseded, beat_under, lost_claim
 from infra.heartbeat import beating
 from infra.settings import Settings
-from infra.tables import Account, ListingVersion, Publication, utcnow
+from infra.tables import ListingVersion, Publication, utcnow
 
 logger = logging.getLogger("mlrepo.publishing")
 
-Log = Callable[[str], None]
-T = TypeVar("T")
 # ``run``'s outcome when the publication was handed to a GPU worker; ``metadata_json["route"]`` records it.
 HANDED_TO_GPU_WORKER = "handed_to_gpu_worker"
 SUPERSEDED = "superseded"  # ``run``'s outcome when recovery took the publication from it
 GPU_ROUTE = "gpu"
 
 
-@dataclass
-class Job:
-    """Everything one run of the publish job learns along the way."""
-
-    publication_id: str
-    claim: Claim
-    source_kind: str
-    actor: Actor
-    staging: Path
-    upload: Path | None
-    image_ref: str | None
-    manifest_data: dict[str, Any] | None
-    requirements: dict[str, Any]
-    listing_id: str | None
-    expected_digest: str | None
-    manifest: Manifest | None = None
-    target: Target | None = None
-    package_file: Path | None = None
-    package_files: dict[str, str] = field(default_factory=dict)
-    run_dir: Path | None = None
-    image_id: str | None = None
-    command: tuple[str, ...] = ()
-    signatures: dict[str, str] = field(default_factory=dict)
-    verified_with: str | None = None
-    artifact: StoredArtifact | None = None
-    image_ref_published: str | None = None
-    built_image: str | None = None
-    listed_id: str | None = None  # the listing the version was written to
-    adopted_digest: str | None = None  # the artifact of the version an earlier run wrote, once adopted
-    archive: ExtractionReport | None = None
-    route: str | None = None  # GPU_ROUTE once handed to a GPU worker
-    hand_to_gpu_worker: bool = False
-
-    @property
-    def image_repository(self) -> str:
-        """Where this run tags the images it derives, its own as its staging directory is."""
-        return staging_repository(self.publication_id, self.claim.attempt)
-
-
-class PublishWorkflow:
+class PublishWorkflow(ClaimedRun):
     def __init__(
         self,
         settings: Settings,
@@ -224,34 +178,6 @@ class PublishWorkflow:
             await recorder.run(StepName.PUBLISH, lambda log: self._publish(job, log))
             await recorder.run(StepName.LIST, lambda log: self._list(job, log))
 
-    async def _through_outage(self, job: Job, what: str, work: Callable[[], Awaitable[T]]) -> T:
-        """``work()``, tried again while the database is unreachable (``retry_while_unreachable``), for
-        the budget a job's final write has; ``work`` must be safe to repeat."""
-        return await retry_while_unreachable(
-            work, self.settings.job_final_write_retry_s, f"publication {job.publication_id}: {what}"
-        )
-
-    async def _last_write(
-        self, job: Job, what: str, write: Callable[[Job], Awaitable[None]], status: PublicationStatus
-    ) -> None:
-        """``write(job)``, the run's last write, which leaves the publication ``status`` under its claim,
-        tried again while the database is unreachable. A retry that finds the row already ``status`` at
-        this run's attempt found its own earlier try, whose commit landed though the acknowledgement was
-        lost: that is no lost claim."""
-        tries = 0
-
-        async def once() -> None:
-            nonlocal tries
-            tries += 1
-            try:
-                await write(job)
-            except Superseded as lost:
-                if tries == 1 or (lost.status, lost.attempt) != (status.value, job.claim.attempt):
-                    raise
-                job.claim.lost = None
-
-        await self._through_outage(job, what, once)
-
     async def _version_of_earlier_run(self, job: Job) -> ListingVersion | None:
         """The version an earlier run of this publication wrote, if one did. Conclusive once this run holds
         the claim: an earlier run writes its version only in a transaction that its claim must hold."""
@@ -304,84 +230,6 @@ class PublishWorkflow:
         if self.sandbox.gpus_available() > 0 or self.gpu_workers_alive is None:
             return False
         return await self.gpu_workers_alive()
-
-    async def _load(self, publication_id: str) -> Job | None:
-        async with self.db.session() as session:
-            # Claim it: only a QUEUED publication starts, so a duplicate delivery of the job (arq retry,
-            # recovery racing a live worker) finds it RUNNING or finished and does nothing. Each claim
-            # counts up ``attempts``: the run's fencing token (``infra.fencing``).
-            claimed = await session.execute(
-                update(Publication)
-                .where(Publication.id == publication_id, Publication.status == PublicationStatus.QUEUED.value)
-                .values(
-                    status=PublicationStatus.RUNNING.value,
-                    attempts=Publication.attempts + 1,
-                    updated_at=utcnow(),
-                    heartbeat_at=utcnow(),
-                )
-            )
-            if claimed.rowcount != 1:
-                return None
-            pub = await session.get(Publication, publication_id)
-            assert pub is not None
-            account = await session.get(Account, pub.owner_id)
-            meta = dict(pub.metadata_json or {})
-            actor = Actor(pub.owner_id, account.role if account else None, account.name if account else None)
-            upload = Path(pub.upload_path) if pub.upload_path else None
-            return Job(
-                publication_id=pub.id,
-                claim=Claim(Publication, pub.id, pub.attempts),
-                source_kind=pub.source_kind,
-                actor=actor,
-                staging=self.staging_root / pub.id / str(pub.attempts),
-                upload=upload,
-                image_ref=meta.get("image_ref"),
-                manifest_data=meta.get("manifest"),
-                requirements=dict(pub.requirements or {}),
-                listing_id=pub.listing_id,
-                expected_digest=meta.get("expected_digest"),
-                route=meta.get("route"),
-            )
-
-    async def _finish(
-        self,
-        job: Job,
-        status: PublicationStatus,
-        error: str | None,
-        timings: dict[str, float],
-    ) -> None:
-        """Record the outcome, if this run holds the publication still (``Superseded`` if not)."""
-        write = partial(self._write_outcome, status=status, error=error, timings=timings)
-        await self._last_write(job, "recording its outcome", write, status)
-        logger.info("publication %s %s in %s", job.publication_id, status.value, timings)
-
-    async def _write_outcome(
-        self, job: Job, status: PublicationStatus, error: str | None, timings: dict[str, float]
-    ) -> None:
-        async with self.db.session() as session:
-            pub = await session.get(Publication, job.publication_id)
-            if pub is None:
-                return
-            meta = dict(pub.metadata_json or {})
-            meta.update(
-                timings_ms=timings,
-                version=job.target.version if job.target else None,
-                image_ref=job.image_ref_published or meta.get("image_ref"),
-            )
-            values: dict[str, Any] = {
-                "status": status.value,
-                "error": error,
-                "upload_path": None,
-                "metadata_json": meta,
-                "updated_at": utcnow(),
-            }
-            if job.listed_id:
-                values["listing_id"] = job.listed_id
-            if job.artifact is not None:
-                values["artifact_digest"] = job.artifact.digest
-            elif job.image_id or job.adopted_digest:
-                values["artifact_digest"] = job.image_id or job.adopted_digest
-            await job.claim.write(session, **values)
 
     # ------------------------------------------------------------------ package
 
