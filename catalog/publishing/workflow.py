@@ -45,10 +45,9 @@ Per source kind:
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import shutil
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from sqlalchemy import select
@@ -64,8 +63,9 @@ from catalog.publishing.archive_safety import (
     verify_file_checksums,
 )
 from catalog.publishing.claimed_run import ClaimedRun, Job, Log
-from catalog.publishing.images import ImageService, slug, staging_refs
-from catalog.publishing.listing_writer import Target, resolve_target, write_version
+from catalog.publishing.earlier_runs import EarlierRuns
+from catalog.publishing.images import ImageService, slug
+from catalog.publishing.listing_writer import resolve_target, write_version
 from catalog.publishing.manifest import (
     find_package_root,
     load_package_manifest,
@@ -89,7 +89,7 @@ from infra.errors import BadInput, Unavailable
 from infra.fencing import Superseded, beat_under, lost_claim
 from infra.heartbeat import beating
 from infra.settings import Settings
-from infra.tables import ListingVersion, Publication, utcnow
+from infra.tables import Publication, utcnow
 
 logger = logging.getLogger("mlrepo.publishing")
 
@@ -99,7 +99,7 @@ SUPERSEDED = "superseded"  # ``run``'s outcome when recovery took the publicatio
 GPU_ROUTE = "gpu"
 
 
-class PublishWorkflow(ClaimedRun):
+class PublishWorkflow(ClaimedRun, EarlierRuns):
     def __init__(
         self,
         settings: Settings,
@@ -178,30 +178,6 @@ class PublishWorkflow(ClaimedRun):
             await recorder.run(StepName.PUBLISH, lambda log: self._publish(job, log))
             await recorder.run(StepName.LIST, lambda log: self._list(job, log))
 
-    async def _version_of_earlier_run(self, job: Job) -> ListingVersion | None:
-        """The version an earlier run of this publication wrote, if one did. Conclusive once this run holds
-        the claim: an earlier run writes its version only in a transaction that its claim must hold."""
-        return await self._through_outage(job, "looking for its version", lambda: self._version_written(job))
-
-    async def _version_written(self, job: Job) -> ListingVersion | None:
-        async with self.db.session() as session:
-            return await session.scalar(
-                select(ListingVersion).where(ListingVersion.publication_id == job.publication_id)
-            )
-
-    async def _adopt(self, job: Job, version: ListingVersion, log: Log) -> None:
-        """Finish with the version an earlier run wrote (it is complete: listing, version and index entry
-        were one transaction); the earlier steps' records are that run's and stay as they are."""
-        await asyncio.to_thread(self._clear_earlier_runs, job)
-        job.target = Target(version.listing_id, version.version, None)
-        job.listed_id = version.listing_id
-        job.image_ref_published = version.image_ref
-        job.adopted_digest = version.artifact_digest
-        log(
-            f"adopted version {version.version} of listing {version.listing_id}: an earlier run of this "
-            "publication wrote it, then stopped before recording the outcome"
-        )
-
     async def _requeue_for_gpu_worker(self, job: Job) -> None:
         """Back to QUEUED, routed to the GPU workers (the caller enqueues it there; recovery re-enqueues
         it there if that enqueue is lost)."""
@@ -274,34 +250,6 @@ class PublishWorkflow(ClaimedRun):
         elif job.route == GPU_ROUTE:
             lent = self.sandbox.gpus_available()
             log(f"routed to the GPU workers: this one has {lent} GPU(s), the listing suggests {gpus}")
-
-    def _clear_earlier_runs(self, job: Job) -> None:
-        """Remove what earlier runs of the publication left in their staging directories and the images
-        they tagged: a worker killed mid-step cleans nothing up. Such a run cannot write any more (this
-        run holds the claim), and one still alive would remove its own when it stopped; a later run's
-        are left alone. (``mlrepo gc`` removes those of runs on other hosts or engines.)"""
-        with contextlib.suppress(FileNotFoundError):
-            for entry in list(job.staging.parent.iterdir()):
-                if not (entry.name.isdigit() and int(entry.name) > job.claim.attempt):
-                    shutil.rmtree(entry, ignore_errors=True)
-        self.remove_run_images(job.publication_id, range(1, job.claim.attempt))
-
-    def remove_run_images(self, publication_id: str, runs: Iterable[int]) -> None:
-        """Untag the staging images (``staging_refs``) of those runs of the publication. By name, not by
-        listing the engine's images: on an engine holding 1,600 images a listing took ~0.3 s, removing a
-        run's three tags (there or not) ~2 ms. Blocking: call it through ``asyncio.to_thread``."""
-        if self.images is None:
-            return
-        for run in runs:
-            for ref in staging_refs(publication_id, run):
-                self.images.remove(ref)
-
-    @staticmethod
-    def _remove_staging(job: Job) -> None:
-        """Remove this run's staging directory, and the publication's once no other run's is in it."""
-        shutil.rmtree(job.staging, ignore_errors=True)
-        with contextlib.suppress(OSError):
-            job.staging.parent.rmdir()
 
     def _upload(self, job: Job) -> Path:
         if job.upload is None or not job.upload.is_file():
