@@ -50,8 +50,6 @@ import shutil
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
-from sqlalchemy import select
-
 from catalog.enums import VerificationStatus
 from catalog.listings import ListingService
 from catalog.publishing.archive_safety import (
@@ -64,6 +62,7 @@ from catalog.publishing.archive_safety import (
 )
 from catalog.publishing.claimed_run import ClaimedRun, Job, Log
 from catalog.publishing.earlier_runs import EarlierRuns
+from catalog.publishing.gpu_routing import GPU_ROUTE, HANDED_TO_GPU_WORKER, GpuRouting
 from catalog.publishing.images import ImageService, slug
 from catalog.publishing.listing_writer import resolve_target, write_version
 from catalog.publishing.manifest import (
@@ -89,17 +88,14 @@ from infra.errors import BadInput, Unavailable
 from infra.fencing import Superseded, beat_under, lost_claim
 from infra.heartbeat import beating
 from infra.settings import Settings
-from infra.tables import Publication, utcnow
+from infra.tables import Publication
 
 logger = logging.getLogger("mlrepo.publishing")
 
-# ``run``'s outcome when the publication was handed to a GPU worker; ``metadata_json["route"]`` records it.
-HANDED_TO_GPU_WORKER = "handed_to_gpu_worker"
 SUPERSEDED = "superseded"  # ``run``'s outcome when recovery took the publication from it
-GPU_ROUTE = "gpu"
 
 
-class PublishWorkflow(ClaimedRun, EarlierRuns):
+class PublishWorkflow(ClaimedRun, EarlierRuns, GpuRouting):
     def __init__(
         self,
         settings: Settings,
@@ -177,35 +173,6 @@ class PublishWorkflow(ClaimedRun, EarlierRuns):
             await recorder.run(StepName.VERIFY, lambda log: self._verify(job, log))
             await recorder.run(StepName.PUBLISH, lambda log: self._publish(job, log))
             await recorder.run(StepName.LIST, lambda log: self._list(job, log))
-
-    async def _requeue_for_gpu_worker(self, job: Job) -> None:
-        """Back to QUEUED, routed to the GPU workers (the caller enqueues it there; recovery re-enqueues
-        it there if that enqueue is lost)."""
-        await self._last_write(
-            job, "handing it to a GPU worker", self._write_gpu_route, PublicationStatus.QUEUED
-        )
-        logger.info("publication %s handed to a GPU worker", job.publication_id)
-
-    async def _write_gpu_route(self, job: Job) -> None:
-        async with self.db.session() as session:
-            meta = await session.scalar(
-                select(Publication.metadata_json).where(Publication.id == job.publication_id)
-            )
-            await job.claim.write(
-                session,
-                status=PublicationStatus.QUEUED.value,
-                metadata_json={**(meta or {}), "route": GPU_ROUTE},
-                updated_at=utcnow(),
-            )
-
-    async def _wants_gpu_worker(self, job: Job) -> bool:
-        """A listing suggesting GPUs, on a worker with none, while a GPU worker is alive (never twice)."""
-        assert job.manifest is not None
-        if job.route == GPU_ROUTE or job.source_kind == "dataset" or job.manifest.resources.gpu <= 0:
-            return False
-        if self.sandbox.gpus_available() > 0 or self.gpu_workers_alive is None:
-            return False
-        return await self.gpu_workers_alive()
 
     # ------------------------------------------------------------------ package
 
