@@ -54,29 +54,25 @@ from catalog.enums import VerificationStatus
 from catalog.listings import ListingService
 from catalog.publishing.archive_safety import (
     ArchiveLimits,
-    UnsafeArchive,
-    detect_format,
-    extract_archive,
 )
+from catalog.publishing.check_steps import CheckSteps
 from catalog.publishing.claimed_run import ClaimedRun, Job, Log
 from catalog.publishing.earlier_runs import EarlierRuns
 from catalog.publishing.gpu_routing import HANDED_TO_GPU_WORKER, GpuRouting
 from catalog.publishing.images import ImageService, slug
 from catalog.publishing.listing_writer import write_version
 from catalog.publishing.package_step import PackageStep
-from catalog.publishing.packaging import PACKAGED_KINDS, unpack_package
+from catalog.publishing.packaging import PACKAGED_KINDS
 from catalog.publishing.sandbox import RunTarget, Sandbox
 from catalog.publishing.steps import (
     PublicationStatus,
-    Skip,
     StepFailed,
     StepName,
     StepRecorder,
 )
-from catalog.publishing.verification import limits_for, probe, probe_input_of, run_unit_tests
-from infra.artifacts import ArtifactStore, sha256_file
+from catalog.publishing.verification import limits_for, probe, probe_input_of
+from infra.artifacts import ArtifactStore
 from infra.db import Database
-from infra.errors import BadInput, Unavailable
 from infra.fencing import Superseded, beat_under, lost_claim
 from infra.heartbeat import beating
 from infra.settings import Settings
@@ -87,7 +83,7 @@ logger = logging.getLogger("mlrepo.publishing")
 SUPERSEDED = "superseded"  # ``run``'s outcome when recovery took the publication from it
 
 
-class PublishWorkflow(ClaimedRun, EarlierRuns, GpuRouting, PackageStep):
+class PublishWorkflow(ClaimedRun, EarlierRuns, GpuRouting, PackageStep, CheckSteps):
     def __init__(
         self,
         settings: Settings,
@@ -165,78 +161,6 @@ class PublishWorkflow(ClaimedRun, EarlierRuns, GpuRouting, PackageStep):
             await recorder.run(StepName.VERIFY, lambda log: self._verify(job, log))
             await recorder.run(StepName.PUBLISH, lambda log: self._publish(job, log))
             await recorder.run(StepName.LIST, lambda log: self._list(job, log))
-
-    # ------------------------------------------------------------------ test
-
-    async def _test(self, job: Job, log: Log) -> None:
-        assert job.manifest is not None
-        if job.source_kind == "dataset":
-            await self._test_dataset(job, log)
-            return
-        target = await self._run_target(job, log)
-        notebook = job.source_kind == "notebook"
-        given = probe_input_of(job.manifest.tests, notebook)
-        limits = limits_for(job.manifest.timeout_s, 1, job.manifest.resources.model_dump())
-        log(await probe(self.sandbox, target, given, limits, must_succeed=notebook))
-
-    async def _run_target(self, job: Job, log: Log) -> RunTarget:
-        assert job.manifest is not None
-        if job.source_kind == "image":
-            if not self.sandbox.can_run_images():
-                raise Unavailable("no container sandbox is available to test the image")
-            return RunTarget(command=job.command, image=job.image_id)
-        if job.run_dir is None:
-            assert job.package_file is not None
-            run_dir = job.staging / "run"
-            report = await asyncio.to_thread(unpack_package, job.package_file, run_dir, self.limits)
-            if report.files != job.package_files:
-                raise UnsafeArchive(
-                    "checksum", "the normalized package does not reproduce the upload's files"
-                )
-            log(f"normalized package extracts cleanly; {len(report.files)} file checksums match the upload")
-            job.run_dir = run_dir
-            job.command = tuple(job.manifest.entrypoint or ())
-        if not self.sandbox.can_run_code():  # MLREPO_RUNTIME=docker: test the package in its image
-            if not self.sandbox.can_run_images():
-                raise Unavailable("no sandbox runtime is available to test the package")
-            return RunTarget(command=job.command, image=await self._package_image_of(job, log))
-        return RunTarget(command=job.command, code_dir=job.run_dir)
-
-    async def _test_dataset(self, job: Job, log: Log) -> None:
-        assert job.package_file is not None
-        with open(job.package_file, "rb") as f:
-            head = f.read(512)
-        if not head:
-            raise BadInput("the dataset upload is empty")
-        try:
-            detect_format(head)
-        except UnsafeArchive:
-            log("single-file dataset (not an archive)")
-            return
-        report = await asyncio.to_thread(
-            extract_archive, job.package_file, job.staging / "dataset", self.limits
-        )
-        log(
-            f"{report.format} dataset archive extracts safely: "
-            f"{len(report.files)} files, {report.total_bytes} bytes"
-        )
-
-    # ------------------------------------------------------------------ verify
-
-    async def _verify(self, job: Job, log: Log) -> None:
-        assert job.manifest is not None
-        if not job.manifest.verify:
-            raise Skip("verification was not requested")
-        tests = [t.model_dump() for t in job.manifest.tests]
-        target = await self._run_target(job, log)
-        output_schema = job.manifest.output.schema_ if job.manifest.output else None
-        limits = limits_for(job.manifest.timeout_s, len(tests), job.manifest.resources.model_dump())
-        report = await run_unit_tests(self.sandbox, target, tests, output_schema, limits)
-        if not report.passed:
-            raise BadInput("verification failed: " + "; ".join(report.failures[:10]))
-        job.signatures = report.signatures
-        job.verified_with = report.runtime
-        log(f"{len(tests)} unit tests passed in {report.duration_s * 1000:.0f} ms ({report.runtime})")
 
     # ------------------------------------------------------------------ publish
 
@@ -339,19 +263,3 @@ class PublishWorkflow(ClaimedRun, EarlierRuns, GpuRouting, PackageStep):
             limits = limits_for(job.manifest.timeout_s, 1, job.manifest.resources.model_dump())
             log(await probe(self.sandbox, RunTarget(command=job.command, image=image_id), given, limits))
         job.image_ref_published = await self._push(job, image_id, log)
-
-    async def _package_image_of(self, job: Job, log: Log) -> str:
-        """The package's image (built once): FROM the base image, the package at /app, CMD its entrypoint."""
-        if job.built_image is None:
-            assert job.run_dir is not None and job.package_file is not None
-            images = self._require_images()
-            labels = {
-                "org.mlrepo.package-digest": await asyncio.to_thread(sha256_file, job.package_file),
-                "org.mlrepo.publication": job.publication_id,
-            }
-            tag = f"{job.image_repository}:built"
-            job.built_image = await asyncio.to_thread(
-                images.build, tag, list(job.command), labels, job.run_dir
-            )
-            log(f"built image {job.built_image} FROM {self.settings.base_image}")
-        return job.built_image
