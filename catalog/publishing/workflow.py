@@ -23,11 +23,9 @@ Guarantees, whatever fails and wherever:
   version names its publication; the outcome is the row's under this run's claim). Past that budget the
   run stops with the publication RUNNING, and recovery runs it again once its heartbeat is stale.
 
-GPUs: the test and verify steps lend a listing the GPUs it suggests, up to what this process has. Where
-GPUs live only on dedicated GPU workers (``mlrepo worker --resource-class gpu``), a worker without any
-that finds, once the package step has read the manifest, a listing suggesting GPUs hands the whole
-publication to them while one is alive: it goes back to QUEUED, routed ``gpu``, its upload kept, and a
-GPU worker runs it from the start. Without a live GPU worker it is verified here, without a GPU.
+GPUs: the test and verify steps lend a listing the GPUs it suggests, up to what this process has; a
+worker without any hands a listing suggesting GPUs to a live GPU worker (``gpu_routing``). Without a
+live GPU worker it is verified here, without a GPU.
 
 Per source kind:
 - **package**: safe extraction + manifest + normalization to a deterministic tar.gz (package); re-extract
@@ -40,6 +38,11 @@ Per source kind:
 - **notebook**: the ``.ipynb`` checked and described (``notebook``), then packaged with its runner and
   handled as a code package from there on, except that the test step runs it once on its default
   parameters (or the first unit test's) and fails when a cell raises: a notebook has no other input.
+
+This module runs the steps in order; each job is a part of ``PublishWorkflow`` in a module of its own:
+``claimed_run`` (the claim, the ``Job`` a run fills in, its writes through an outage, the outcome),
+``package_step``, ``check_steps`` (test, verify), ``release_steps`` (publish, list), ``earlier_runs``
+(adopting an earlier run's version, staging clean-up) and ``gpu_routing``.
 """
 
 from __future__ import annotations
@@ -50,27 +53,17 @@ import shutil
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
-from catalog.enums import VerificationStatus
 from catalog.listings import ListingService
-from catalog.publishing.archive_safety import (
-    ArchiveLimits,
-)
+from catalog.publishing.archive_safety import ArchiveLimits
 from catalog.publishing.check_steps import CheckSteps
-from catalog.publishing.claimed_run import ClaimedRun, Job, Log
+from catalog.publishing.claimed_run import ClaimedRun, Job
 from catalog.publishing.earlier_runs import EarlierRuns
 from catalog.publishing.gpu_routing import HANDED_TO_GPU_WORKER, GpuRouting
-from catalog.publishing.images import ImageService, slug
-from catalog.publishing.listing_writer import write_version
+from catalog.publishing.images import ImageService
 from catalog.publishing.package_step import PackageStep
-from catalog.publishing.packaging import PACKAGED_KINDS
-from catalog.publishing.sandbox import RunTarget, Sandbox
-from catalog.publishing.steps import (
-    PublicationStatus,
-    StepFailed,
-    StepName,
-    StepRecorder,
-)
-from catalog.publishing.verification import limits_for, probe, probe_input_of
+from catalog.publishing.release_steps import ReleaseSteps
+from catalog.publishing.sandbox import Sandbox
+from catalog.publishing.steps import PublicationStatus, StepFailed, StepName, StepRecorder
 from infra.artifacts import ArtifactStore
 from infra.db import Database
 from infra.fencing import Superseded, beat_under, lost_claim
@@ -83,7 +76,7 @@ logger = logging.getLogger("mlrepo.publishing")
 SUPERSEDED = "superseded"  # ``run``'s outcome when recovery took the publication from it
 
 
-class PublishWorkflow(ClaimedRun, EarlierRuns, GpuRouting, PackageStep, CheckSteps):
+class PublishWorkflow(ClaimedRun, EarlierRuns, GpuRouting, PackageStep, CheckSteps, ReleaseSteps):
     def __init__(
         self,
         settings: Settings,
@@ -161,105 +154,3 @@ class PublishWorkflow(ClaimedRun, EarlierRuns, GpuRouting, PackageStep, CheckSte
             await recorder.run(StepName.VERIFY, lambda log: self._verify(job, log))
             await recorder.run(StepName.PUBLISH, lambda log: self._publish(job, log))
             await recorder.run(StepName.LIST, lambda log: self._list(job, log))
-
-    # ------------------------------------------------------------------ publish
-
-    async def _publish(self, job: Job, log: Log) -> None:
-        assert job.manifest is not None and job.target is not None
-        if job.source_kind == "image":
-            job.image_ref_published = await self._push(job, job.image_id or "", log)
-            return
-        assert job.package_file is not None
-        job.artifact = await asyncio.to_thread(
-            self.store.put_file, job.package_file, encrypt=job.manifest.encrypt
-        )
-        state = "encrypted with its own key" if job.artifact.encrypted else "plain"
-        log(f"stored {job.artifact.digest} ({job.artifact.size} bytes, {state})")
-
-    async def _push(self, job: Job, image_id: str, log: Log) -> str:
-        assert job.manifest is not None and job.target is not None
-        images = self._require_images()
-        repository = (
-            f"mlrepo/{slug(job.actor.name or job.actor.account_id or 'owner')}/{slug(job.manifest.name)}"
-        )
-        if not self.settings.registry_url:
-            tag = f"{repository}:{job.target.version}"
-            await asyncio.to_thread(images.tag, image_id, repository, job.target.version)
-            log(f"no registry configured: image kept in the local engine as {tag}")
-            return tag
-        ref = await asyncio.to_thread(images.push, image_id, repository, job.target.version)
-        log(f"pushed {ref}")
-        return ref
-
-    # ------------------------------------------------------------------ list
-
-    async def _list(self, job: Job, log: Log) -> None:
-        assert job.manifest is not None and job.target is not None
-        if job.source_kind in PACKAGED_KINDS:
-            await self._containerize(job, log)
-        manifest = job.manifest
-        version_values = {
-            "artifact_kind": job.source_kind,
-            "artifact_digest": job.artifact.digest if job.artifact else job.image_id,
-            "image_ref": job.image_ref_published,
-            "manifest": {
-                **manifest.model_dump(mode="json", by_alias=True, exclude_none=True),
-                "command": list(job.command),
-                "verified_with": job.verified_with,
-                "publication_id": job.publication_id,
-            },
-            "encrypted": bool(job.artifact and job.artifact.encrypted),
-            "reference_signatures": job.signatures,
-            "notes": f"published by publication {job.publication_id}",
-            "publication_id": job.publication_id,
-        }
-        verified = manifest.verify and bool(job.signatures)
-        system_values = {
-            "verification_status": (
-                VerificationStatus.VERIFIED if verified else VerificationStatus.UNVERIFIED
-            ).value,
-            "status": "active",
-            "storage_location": job.image_ref_published
-            or (f"artifact:{job.artifact.digest}" if job.artifact else None),
-            "size_bytes": job.artifact.size if job.artifact else None,
-            "producer_name": job.actor.name,
-        }
-        fields = manifest.listing_fields()
-        target = job.target
-        tries = 0
-
-        async def write() -> str:
-            nonlocal tries
-            tries += 1
-            # A try before this one may have committed though its acknowledgement was lost: its version
-            # names this publication, and writing it again would fail on "already exists".
-            if tries > 1 and (written := await self._version_written(job)) is not None:
-                return written.listing_id
-            # Only while this run holds the publication: a run recovery took over must not add a version.
-            return await write_version(
-                self.listings,
-                job.actor,
-                target,
-                fields,
-                version_values,
-                system_values,
-                first=lambda session: job.claim.write(session, updated_at=Publication.updated_at),
-            )
-
-        listing_id = await self._through_outage(job, "writing the listing", write)
-        job.listed_id = listing_id
-        log(f"listed {listing_id} version {job.target.version} ({system_values['verification_status']})")
-
-    async def _containerize(self, job: Job, log: Log) -> None:
-        """Build FROM the base image with the package at /app, probe the image, push it by digest."""
-        assert job.manifest is not None and job.run_dir is not None
-        engine = self.images is not None and self.images.available()
-        if self.settings.runtime == "bwrap" or (self.settings.runtime == "auto" and not engine):
-            log("no container engine in use: the listing runs from its package under bubblewrap")
-            return
-        image_id = await self._package_image_of(job, log)
-        if self.sandbox.can_run_images():
-            given = probe_input_of(job.manifest.tests, job.source_kind == "notebook")
-            limits = limits_for(job.manifest.timeout_s, 1, job.manifest.resources.model_dump())
-            log(await probe(self.sandbox, RunTarget(command=job.command, image=image_id), given, limits))
-        job.image_ref_published = await self._push(job, image_id, log)
