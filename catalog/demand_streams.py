@@ -109,7 +109,7 @@ class DemandStreams:
 
     async def _sweep_others(self) -> int:
         """Another process's no-result searches reach this process's listeners only through the database:
-        each process alerts live on what it logs itself (``_insert``)."""
+        each process alerts live on what it logs itself (``_insert``, ``catalog.demand_log``)."""
         if self._others_floor is None or self._others_swept_until is None:
             return 0  # nobody has listened yet
         now = self.clock()
