@@ -14,11 +14,11 @@ from typing import Any
 
 import strawberry
 
-from catalog import demand as domain
+from catalog import demand_grouping, demand_report, demand_subscriptions
 from catalog.demand import DemandService
 from catalog.demand_alerts import DemandAlert as DemandAlertValue
 
-DEFAULT_LIMIT = domain.DEFAULT_TOPICS
+DEFAULT_LIMIT = demand_report.DEFAULT_TOPICS
 
 
 @asynccontextmanager
@@ -63,7 +63,7 @@ class DemandTopic:
     last_seen: datetime
 
     @classmethod
-    def of(cls, topic: domain.DemandTopic) -> DemandTopic:
+    def of(cls, topic: demand_grouping.DemandTopic) -> DemandTopic:
         return cls(
             label=topic.label,
             keywords=list(topic.keywords),
@@ -90,7 +90,7 @@ class DemandSubscription:
     last_seen_at: datetime | None
 
     @classmethod
-    def of(cls, subscription: domain.DemandSubscriptionInfo) -> DemandSubscription:
+    def of(cls, subscription: demand_subscriptions.DemandSubscriptionInfo) -> DemandSubscription:
         return cls(
             category=subscription.category,
             created_at=subscription.created_at,

@@ -29,14 +29,16 @@ from catalog.actors import Actor
 from catalog.enums import VerificationStatus
 from catalog.listings import ListingService, require_modifiable
 from catalog.publishing.archive_safety import ArchiveLimits
+from catalog.publishing.gpu_routing import GPU_ROUTE, HANDED_TO_GPU_WORKER
 from catalog.publishing.images import ImageService, check_registry_ref
 from catalog.publishing.listing_writer import NOT_OWNER
 from catalog.publishing.manifest import parse_manifest
 from catalog.publishing.packaging import PACKAGED_KINDS, checkout_package
+from catalog.publishing.requirements import check_requirements
 from catalog.publishing.sandbox import RunTarget, Sandbox
 from catalog.publishing.steps import PublicationStatus, StepStatus, initial_steps
 from catalog.publishing.verification import compare_signatures, limits_for, run_unit_tests
-from catalog.publishing.workflow import GPU_ROUTE, HANDED_TO_GPU_WORKER, PublishWorkflow, check_requirements
+from catalog.publishing.workflow import PublishWorkflow
 from infra.artifacts import ArtifactStore
 from infra.db import Database
 from infra.errors import BadInput, Forbidden, NotFound, Unauthenticated, Unavailable

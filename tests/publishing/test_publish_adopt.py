@@ -21,7 +21,7 @@ from sqlalchemy import select, update
 
 from catalog.actors import Actor
 from catalog.app import CatalogApp
-from catalog.publishing import workflow as workflow_module
+from catalog.publishing import release_steps
 from catalog.publishing.service import PublishingService
 from executor.publish_sandbox import ExecutorSandbox
 from infra.settings import Settings
@@ -109,7 +109,7 @@ async def test_a_retried_write_that_had_landed_is_recognised(
     service = PublishingService(bwrap, app.db, app.listings, ExecutorSandbox(bwrap), queue=Unqueued())
     pub = await service.submit_package(alice, io.BytesIO(zip_bytes(package_files(sentiment_manifest()))))
     if write == "listing write":
-        monkeypatch.setattr(workflow_module, "write_version", answer_lost_once(workflow_module.write_version))
+        monkeypatch.setattr(release_steps, "write_version", answer_lost_once(release_steps.write_version))
     else:
         service.workflow._write_outcome = answer_lost_once(service.workflow._write_outcome)
     assert await service.run(pub.id) == "published"
