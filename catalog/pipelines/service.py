@@ -290,8 +290,10 @@ class PipelineService:
                 pipeline_id=pipeline.id, position=index, listing_id=listing.id, role=StepRole.STEP
             )
             if training_data_listing_id is not None:
-                dataset = await visible_listing(session, actor, training_data_listing_id)
-                check_training_data(listing, dataset)
+                dataset = await visible_listing(
+                    session, actor, training_data_listing_id, field="trainingDataListingId"
+                )
+                check_training_data(listing, dataset, "trainingDataListingId")
                 step.training_data_listing_id = dataset.id
             session.add(step)
             await session.flush()
@@ -343,8 +345,8 @@ class PipelineService:
             if dataset_listing_id is None:
                 step.training_data_listing_id = None
             else:
-                dataset = await visible_listing(session, actor, dataset_listing_id)
-                check_training_data(listing, dataset)
+                dataset = await visible_listing(session, actor, dataset_listing_id, field="datasetListingId")
+                check_training_data(listing, dataset, "datasetListingId")
                 step.training_data_listing_id = dataset.id
             step.trained_listing_id = None  # a model trained on other data is not this step's model
             await session.flush()
