@@ -30,6 +30,7 @@ from catalog.actors import Actor
 from catalog.enums import JobStatus, JobTask
 from catalog.pipelines.training import PipelineTraining, TrainingTask
 from executor.allocation import allocate
+from executor.datasets import dataset_digest
 from executor.pipeline_jobs import account_quota, job_owner, queue_staged_job
 from executor.training_feed import FedExamples, feed_examples
 from infra.errors import BadInput, MlrepoError, Unauthenticated
@@ -55,8 +56,9 @@ async def submit_pipeline_training(
 ) -> str:
     """Queue the training of one of the caller's pipelines; returns the job id.
 
-    Refused before a job exists: a pipeline with nothing to train, a step without training data, a
-    quota too small for the most demanding step's training.
+    Refused before a job exists: a pipeline with nothing to train, a step without training data or
+    whose data holds a record that is not an example with its target, a quota too small for the most
+    demanding step's training.
     """
     if actor.account_id is None:
         raise Unauthenticated("sign in to run jobs")
@@ -64,6 +66,13 @@ async def submit_pipeline_training(
     if not any(step.needs_training for step in view.steps):
         raise BadInput(f"pipeline {view.name!r} has no step to train; run it as it is", field="pipelineId")
     tasks = await PipelineTraining(jobs.catalog.pipelines).plan(actor, pipeline_id)
+    for task in tasks:  # a dataset declaring labels may still hold records without: refused now
+        await jobs.scan_training_data(
+            await dataset_digest(jobs.db, task.dataset_listing_id),
+            f"the training data of {task.algorithm_name!r}",
+            "pipelineId",
+            step_id=task.step_id,
+        )
     return await queue_staged_job(
         jobs,
         actor.account_id,

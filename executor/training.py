@@ -70,18 +70,23 @@ def parse_examples(lines: list[Any]) -> list[tuple[Any, Any]]:
     teaches the algorithm nothing and makes the held-out accuracy compare outputs with nothing."""
     examples = []
     for number, item in enumerate(lines, 1):
-        missing = _missing_parts(item)
-        if missing:
-            raise BadInput(
-                f"training example {number} must be an object with 'input' and 'target' ('label' or "
-                f"'output' are accepted for 'target'); it has no {' and no '.join(repr(k) for k in missing)}",
-                field="records",
-            )
+        check_example(item, f"training example {number}", "records")
         target = next(item[k] for k in TARGET_KEYS if k in item)
         examples.append((item["input"], target))
     if not examples:
         raise BadInput("the training data holds no examples")
     return examples
+
+
+def check_example(item: Any, what: str, field: str) -> None:
+    """BadInput naming ``field`` unless ``item`` is an example: an object with an input and a target."""
+    missing = _missing_parts(item)
+    if missing:
+        raise BadInput(
+            f"{what} must be an object with 'input' and 'target' ('label' or 'output' are accepted for "
+            f"'target'); it has no {' and no '.join(repr(k) for k in missing)}",
+            field=field,
+        )
 
 
 def _missing_parts(item: Any) -> list[str]:

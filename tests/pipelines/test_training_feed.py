@@ -20,6 +20,7 @@ from catalog.app import CatalogApp
 from catalog.enums import JobStatus
 from executor.jobs import JobService
 from executor.runtimes import BwrapRuntime
+from infra.errors import BadInput
 from infra.settings import Settings
 from infra.tables import Job, Listing
 from tests.services import require_service
@@ -145,3 +146,22 @@ async def test_a_step_in_front_failing_every_example_fails_the_training_naming_b
         step_jobs = (await session.scalars(select(Job.id).where(Job.listing_id == ids["word_vote"]))).all()
     assert models == [] and step_jobs == []  # no half-trained model, no step job
     assert not (await app.pipelines.get(requester, pipeline_id)).is_trained
+
+
+async def test_training_data_with_a_record_without_its_target_is_refused_at_submission(
+    app: CatalogApp, jobs: JobService, producer: Actor, requester: Actor
+) -> None:
+    """The dataset declares its labels, but a record has none: the job was queued and failed in the
+    worker. It is refused now, naming the step, and no job exists."""
+    ids = await publish_text_parts(app, producer)
+    dataset_id = await publish_reviews(app, producer, "half labelled", [*REVIEWS, {"input": "good day"}])
+    pipeline_id = await upper_then_vote(app, requester, ids, dataset_id)
+    with pytest.raises(
+        BadInput, match="the training data of 'word-vote': example 13 must be an object"
+    ) as refused:
+        await jobs.submit(requester, task="training", pipeline_id=pipeline_id)
+    assert "it has no 'target'" in refused.value.message
+    step_id = (await app.pipelines.get(requester, pipeline_id)).steps[1].id
+    assert refused.value.details == {"field": "pipelineId", "step_id": step_id}
+    async with app.db.session() as session:
+        assert (await session.scalars(select(Job.id))).all() == []
