@@ -130,6 +130,20 @@ class JobSubmission(JobServiceParts):
 
         return await self._in_scratch(scan)
 
+    async def scan_training_data(self, digest: str, what: str, field: str, **details: Any) -> None:
+        """Refuse a dataset now (not in the worker) when a record is not a labelled example (an input and
+        its target); read as a stream, so memory stays bounded."""
+        from executor.training import check_example
+
+        def scan(scratch: Path) -> None:
+            for number, value in enumerate(DatasetReader(self.settings, digest, scratch).values(), 1):
+                try:
+                    check_example(value, f"{what}: example {number}", field)
+                except BadInput as exc:
+                    raise BadInput(exc.message, **exc.details, **details) from None
+
+        await self._in_scratch(scan)
+
     async def _in_scratch(self, work: Callable[[Path], Any]) -> Any:
         scratch = Path(tempfile.mkdtemp(prefix="dataset-", dir=self._staging_root()))
         try:

@@ -17,9 +17,10 @@ stops the sandbox.
 state: ``job_submission`` (checks and queues a request; ``job_inputs`` checks inputs against schemas),
 ``job_reads`` (a requester's views, outputs and status stream), ``job_claims`` (QUEUED → RUNNING),
 ``job_runs`` (the run loop), ``job_inference`` (an inference job's work; training and pipelines are in
-``training``, ``pipeline_jobs`` and ``pipeline_training``), ``job_writes`` (what a run writes while it
-holds the job), ``job_outcomes`` (the final write), ``job_cancellation`` (cancel, and the heartbeat that
-stops a run) and ``job_recovery`` (the reconciler). Views are in ``job_views``, queues in ``job_queues``.
+``training``, ``pipeline_jobs`` and ``pipeline_training``, whose steps are fed their data by
+``training_feed``), ``job_writes`` (what a run writes while it holds the job), ``job_outcomes`` (the
+final write), ``job_cancellation`` (cancel, and the heartbeat that stops a run) and ``job_recovery`` (the
+reconciler). Views are in ``job_views``, queues in ``job_queues``.
 """
 
 from __future__ import annotations

@@ -168,7 +168,7 @@ async def run_pipeline_row(jobs: JobService, row: Job, staging: Path) -> tuple[J
         verdict = await stream_pipeline_job(
             plan,
             chunks,
-            _step_runner(jobs, row, plan, quota, staging),
+            step_runner(jobs, row, plan, quota, staging),
             write,
             on_stage=_stage_hook(jobs, row, total),
             usage=jobs.catalog.usage,
@@ -185,7 +185,7 @@ async def run_pipeline_row(jobs: JobService, row: Job, staging: Path) -> tuple[J
     return JobStatus(verdict.status), verdict.error
 
 
-def _step_runner(jobs: JobService, row: Job, plan: RunPlan, quota: Quota, staging: Path):
+def step_runner(jobs: JobService, row: Job, plan: RunPlan, quota: Quota, staging: Path):
     """Runs a step on one chunk. Its package is prepared (exported, unpacked, containerized) on its first
     chunk only, and batching's state carries over to the step's next chunk (batch size, failures)."""
     prepared: dict[int, tuple[Runnable, InferencePlan]] = {}

@@ -7,11 +7,20 @@ what ``runJob`` training gets (sandbox, held-out accuracy, a private model listi
 dataset) and the owner can read each step's job and logs. The pipeline job's progress names the step
 being trained. A step whose training fails leaves the pipeline job FAILED naming the step, with no
 result; models trained before it stay attached to their steps, so a retry trains only what is left.
+
+Steps train in chain order, and each learns from what the pipeline will really hand it: its dataset's
+inputs are first run through the steps in front of it (from the first that reads the dataset's format;
+``PipelineTraining.feed_plan``), a trained step in front running its new model, each example keeping its
+target (``training_feed``). So a step is held out and scored through the same chain, and a step trained
+again makes the trainable steps fed through it train again (``PipelineTraining.plan``). Feeding happens
+before the step's job exists: a step in front that fails every example (or whose sandbox fails) fails
+the pipeline job naming both steps and writes no job and no model for the step.
 """
 
 from __future__ import annotations
 
 import asyncio
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -21,7 +30,9 @@ from catalog.actors import Actor
 from catalog.enums import JobStatus, JobTask
 from catalog.pipelines.training import PipelineTraining, TrainingTask
 from executor.allocation import allocate
+from executor.datasets import dataset_digest
 from executor.pipeline_jobs import account_quota, job_owner, queue_staged_job
+from executor.training_feed import FedExamples, feed_examples
 from infra.errors import BadInput, MlrepoError, Unauthenticated
 from infra.tables import Job
 
@@ -29,6 +40,7 @@ from infra.tables import Job
 REUSABLE_STEP_STATUSES = (JobStatus.SUCCEEDED.value, JobStatus.RUNNING.value, JobStatus.QUEUED.value)
 
 if TYPE_CHECKING:
+    from executor.allocation import Quota
     from executor.job_views import JobView
     from executor.jobs import JobService
 
@@ -44,8 +56,9 @@ async def submit_pipeline_training(
 ) -> str:
     """Queue the training of one of the caller's pipelines; returns the job id.
 
-    Refused before a job exists: a pipeline with nothing to train, a step without training data, a
-    quota too small for the most demanding step's training.
+    Refused before a job exists: a pipeline with nothing to train, a step without training data or
+    whose data holds a record that is not an example with its target, a quota too small for the most
+    demanding step's training.
     """
     if actor.account_id is None:
         raise Unauthenticated("sign in to run jobs")
@@ -53,6 +66,13 @@ async def submit_pipeline_training(
     if not any(step.needs_training for step in view.steps):
         raise BadInput(f"pipeline {view.name!r} has no step to train; run it as it is", field="pipelineId")
     tasks = await PipelineTraining(jobs.catalog.pipelines).plan(actor, pipeline_id)
+    for task in tasks:  # a dataset declaring labels may still hold records without: refused now
+        await jobs.scan_training_data(
+            await dataset_digest(jobs.db, task.dataset_listing_id),
+            f"the training data of {task.algorithm_name!r}",
+            "pipelineId",
+            step_id=task.step_id,
+        )
     return await queue_staged_job(
         jobs,
         actor.account_id,
@@ -69,7 +89,7 @@ async def run_pipeline_training_row(
     jobs: JobService, row: Job, staging: Path
 ) -> tuple[JobStatus, str | None]:
     """The worker side of a claimed pipeline training job; returns its final status and error."""
-    owner, _ = await job_owner(jobs, row)
+    owner, quota = await job_owner(jobs, row)
     assert row.pipeline_id is not None
     training = PipelineTraining(jobs.catalog.pipelines)
     try:
@@ -82,7 +102,11 @@ async def run_pipeline_training_row(
         index = len(trained)
         progress = {"stages": stages, "step_id": task.step_id, "step": task.algorithm_name}
         await jobs.report_progress(row, {**progress, "stage": index, "state": "training"})
-        step_job = await _train_step_as_job(jobs, row, owner, task)
+        label = f"step {index + 1} {task.algorithm_name!r}"
+        feeding = _Feeding(
+            training, owner, quota, staging / f"feed-{index}", label, {**progress, "stage": index}
+        )
+        step_job = await _train_step_as_job(jobs, row, owner, task, feeding)
         if step_job.status != JobStatus.SUCCEEDED or not step_job.result:
             raise StepTrainingFailed(
                 f"step {index + 1} {task.algorithm_name!r} did not train "
@@ -99,6 +123,8 @@ async def run_pipeline_training_row(
                 "model_listing_id": step_job.result["trained_listing_id"],
                 "accuracy": step_job.result.get("accuracy"),
                 "training_s": step_job.metrics.get("training_s"),
+                "fed_through": step_job.result.get("fed_through", []),
+                "fed_dropped": step_job.result.get("fed_dropped", 0),
             }
         )
         await jobs.report_progress(row, {**progress, "stage": index + 1, "state": "trained"})
@@ -117,13 +143,45 @@ async def run_pipeline_training_row(
     return JobStatus.SUCCEEDED, None
 
 
-async def _train_step_as_job(jobs: JobService, parent: Job, owner: Actor, task: TrainingTask) -> JobView:
+@dataclass(frozen=True, slots=True)
+class _Feeding:
+    """What feeding a step's training data through the steps in front of it needs."""
+
+    training: PipelineTraining
+    owner: Actor
+    quota: Quota
+    staging: Path
+    label: str  # the trained step, as errors name it
+    progress: dict[str, Any]  # the pipeline job's progress while the step is fed
+
+    async def examples(self, jobs: JobService, parent: Job, task: TrainingTask) -> FedExamples | None:
+        """The step's examples as the steps in front hand them over; None when the data enters at the
+        step (``feed_plan``). A failure names the trained step and, in its reason, the step in front."""
+        try:
+            plan = await self.training.feed_plan(self.owner, task)
+            if plan is None:
+                return None
+            await jobs.report_progress(parent, {**self.progress, "state": "feeding"})
+            return await feed_examples(jobs, parent, self.quota, plan, task.dataset_listing_id, self.staging)
+        except MlrepoError as exc:
+            raise StepTrainingFailed(
+                f"{self.label} could not be fed its training data through the steps before it: {exc.message}",
+                step_id=task.step_id,
+            ) from exc
+
+
+async def _train_step_as_job(
+    jobs: JobService, parent: Job, owner: Actor, task: TrainingTask, feeding: _Feeding
+) -> JobView:
     """One step's training as its own job row, run here and now; returns that job once final.
 
     A retried pipeline job takes the step's job of its earlier attempt when that one succeeded or may
     still (its worker died with the pipeline's: the reconciler re-queues it too): training the step
-    again in a new job would leave the first model an orphan."""
-    job_id = await _earlier_step_job(jobs, parent, task) or await _new_step_job(jobs, parent, task)
+    again in a new job would leave the first model an orphan. A new job's examples are fed through the
+    steps in front first (``training_feed``), before the job exists: a feed that fails leaves nothing."""
+    job_id = await _earlier_step_job(jobs, parent, task)
+    if job_id is None:
+        job_id = await _new_step_job(jobs, parent, task, await feeding.examples(jobs, parent, task))
     try:
         await jobs.run(job_id)  # "skipped" when it is not QUEUED (finished, or another worker has it)
     except asyncio.CancelledError:  # the pipeline job was cancelled (or this worker is stopping)
@@ -154,7 +212,17 @@ async def _earlier_step_job(jobs: JobService, parent: Job, task: TrainingTask) -
     return next((row.id for row in rows if mine.items() <= (row.inputs or {}).items()), None)
 
 
-async def _new_step_job(jobs: JobService, parent: Job, task: TrainingTask) -> str:
+async def _new_step_job(jobs: JobService, parent: Job, task: TrainingTask, fed: FedExamples | None) -> str:
+    """A QUEUED training job of the step. Fed examples ride on its row (``records``, read instead of the
+    dataset's, which still counts the use); otherwise the job reads the dataset itself."""
+    inputs: dict[str, Any] = {"records": []}
+    if fed is not None:
+        inputs = {
+            "records": fed.examples,
+            "fed_through": fed.through,
+            "fed_dropped": fed.dropped,
+            **({"fed_first_error": fed.first_error} if fed.first_error else {}),
+        }
     async with jobs.db.session() as session:
         quota = await account_quota(session, parent.owner_id)
         allocation = allocate(task.resources, None, quota)
@@ -166,7 +234,7 @@ async def _new_step_job(jobs: JobService, parent: Job, task: TrainingTask) -> st
             resource_class=allocation.resource_class,
             resources=allocation.as_dict(),
             inputs={
-                "records": [],
+                **inputs,
                 "dataset_listing_id": task.dataset_listing_id,
                 "pipeline_job_id": parent.id,
                 "pipeline_step_id": task.step_id,

@@ -11,6 +11,8 @@ Conventions (the contract of architecture.md §4, made concrete):
   entrypoint reads ``/app/model/…``), stored content-addressed like any package, and for Docker built as
   an image FROM the algorithm's image;
 - accuracy is the share of held-out examples whose output (its ``label`` when it has one) equals the target.
+- a pipeline step's job trains on its dataset's examples as the steps in front of it hand them over
+  (``training_feed``): they ride on the job row, and its held-out accuracy is that of the chain;
 - a retry after a lost worker adopts the model its earlier attempt wrote (found by name and
   ``training_job_id``), so the job ends with one model, not a CONFLICT on that model's name.
 """
@@ -59,6 +61,8 @@ MIN_EXAMPLES_FOR_HOLDOUT = 5
 TARGET_KEYS = ("target", "label", "output")
 TRAINING_TIMEOUT_FLOOR_S = 60.0
 TRAINING_RESULT_KEY = "training_result"  # in the model version's manifest: what a retry adopts
+# A pipeline step's job inputs when its examples were fed through the steps in front (``training_feed``).
+FED_KEYS = ("fed_through", "fed_dropped")
 
 
 def parse_examples(lines: list[Any]) -> list[tuple[Any, Any]]:
@@ -66,18 +70,23 @@ def parse_examples(lines: list[Any]) -> list[tuple[Any, Any]]:
     teaches the algorithm nothing and makes the held-out accuracy compare outputs with nothing."""
     examples = []
     for number, item in enumerate(lines, 1):
-        missing = _missing_parts(item)
-        if missing:
-            raise BadInput(
-                f"training example {number} must be an object with 'input' and 'target' ('label' or "
-                f"'output' are accepted for 'target'); it has no {' and no '.join(repr(k) for k in missing)}",
-                field="records",
-            )
+        check_example(item, f"training example {number}", "records")
         target = next(item[k] for k in TARGET_KEYS if k in item)
         examples.append((item["input"], target))
     if not examples:
         raise BadInput("the training data holds no examples")
     return examples
+
+
+def check_example(item: Any, what: str, field: str) -> None:
+    """BadInput naming ``field`` unless ``item`` is an example: an object with an input and a target."""
+    missing = _missing_parts(item)
+    if missing:
+        raise BadInput(
+            f"{what} must be an object with 'input' and 'target' ('label' or 'output' are accepted for "
+            f"'target'); it has no {' and no '.join(repr(k) for k in missing)}",
+            field=field,
+        )
 
 
 def _missing_parts(item: Any) -> list[str]:
@@ -189,6 +198,8 @@ async def run_training_job(service: JobService, row: Job, staging: Path) -> tupl
     digest = stored.digest
     actor = Actor(account_id=owner.id, role=owner.role, name=owner.name)
     source = dataset.name if dataset else "uploaded data"
+    if (row.inputs or {}).get("fed_through"):
+        source += f" fed through {' → '.join(row.inputs['fed_through'])}"
     fields = {
         "name": name,
         "kind": "model",
@@ -214,6 +225,7 @@ async def run_training_job(service: JobService, row: Job, staging: Path) -> tupl
         "train_examples": len(train),
         "holdout": len(holdout),
         "holdout_errors": holdout_errors,
+        **{k: row.inputs[k] for k in FED_KEYS if k in (row.inputs or {})},
     }
     manifest.update(
         {
@@ -302,8 +314,10 @@ def _allocation(row: Job) -> Any:
 
 
 async def _load_examples(service: JobService, row: Job, dataset_id: str | None) -> list[Any]:
+    """The dataset's examples, then those given inline. A pipeline step's examples fed through the steps
+    in front of it (``training_feed``) are inline and are the dataset's: it is not read again."""
     inline = list((row.inputs or {}).get("records") or [])
-    if dataset_id is None:
+    if dataset_id is None or "fed_through" in (row.inputs or {}):
         return inline
     return await dataset_lines(service.settings, service.db, dataset_id) + inline
 

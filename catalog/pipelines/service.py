@@ -13,6 +13,7 @@ Pipelines are private: anyone but their owner (and admins) gets NOT_FOUND, as fo
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -178,7 +179,20 @@ class PipelineService:
         problems += [s.not_runnable_reason or "" for s in view.steps if not s.runnable]
         if problems:
             raise BadInput(f"{label} cannot run yet: {'; '.join(problems)}")
-        for step, listing in await load_rows(session, pipeline.id):
+        await self.plan_rows(session, actor, await load_rows(session, pipeline.id), label, plans, depth)
+
+    async def plan_rows(
+        self,
+        session: AsyncSession,
+        actor: Actor,
+        rows: Sequence[Row],
+        label: str,
+        plans: list[StepPlan],
+        depth: int,
+    ) -> None:
+        """Append the plans of ``rows`` (steps of one pipeline, in order) to ``plans``: a trained step
+        runs its model, a nested pipeline listing its own steps. The caller judged the rows runnable."""
+        for step, listing in rows:
             if listing is None:  # deleted since the view was read
                 raise BadInput(f"{label} cannot run yet: {deleted_reason(step.position)}")
             runs = listing
@@ -290,8 +304,10 @@ class PipelineService:
                 pipeline_id=pipeline.id, position=index, listing_id=listing.id, role=StepRole.STEP
             )
             if training_data_listing_id is not None:
-                dataset = await visible_listing(session, actor, training_data_listing_id)
-                check_training_data(listing, dataset)
+                dataset = await visible_listing(
+                    session, actor, training_data_listing_id, field="trainingDataListingId"
+                )
+                check_training_data(listing, dataset, "trainingDataListingId")
                 step.training_data_listing_id = dataset.id
             session.add(step)
             await session.flush()
@@ -343,8 +359,8 @@ class PipelineService:
             if dataset_listing_id is None:
                 step.training_data_listing_id = None
             else:
-                dataset = await visible_listing(session, actor, dataset_listing_id)
-                check_training_data(listing, dataset)
+                dataset = await visible_listing(session, actor, dataset_listing_id, field="datasetListingId")
+                check_training_data(listing, dataset, "datasetListingId")
                 step.training_data_listing_id = dataset.id
             step.trained_listing_id = None  # a model trained on other data is not this step's model
             await session.flush()

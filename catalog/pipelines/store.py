@@ -67,12 +67,16 @@ async def owned_pipeline(
     return pipeline
 
 
-async def visible_listing(session: AsyncSession, actor: Actor, listing_id: str) -> Listing:
+async def visible_listing(
+    session: AsyncSession, actor: Actor, listing_id: str, *, field: str | None = None
+) -> Listing:
+    """The listing if ``actor`` may see it; NOT_FOUND otherwise (naming ``field``, the argument that
+    gave the id, when there is one)."""
     listing = (
         await session.execute(select(Listing).where(Listing.id == listing_id, visible_to(actor)))
     ).scalar_one_or_none()
     if listing is None:
-        raise NotFound(f"listing {listing_id!r} not found")
+        raise NotFound(f"listing {listing_id!r} not found", **({"field": field} if field else {}))
     return listing
 
 
@@ -116,26 +120,41 @@ async def step_row(session: AsyncSession, pipeline_id: str, step_id: str) -> tup
         if step.id != step_id:
             continue
         if listing is None:
-            raise BadInput(deleted_reason(step.position))
+            raise BadInput(deleted_reason(step.position), field="stepId")
         return step, listing
-    raise NotFound(f"step {step_id!r} is not in this pipeline")
+    raise NotFound(f"step {step_id!r} is not in this pipeline", field="stepId")
 
 
-def check_training_data(algorithm: Listing, dataset: Listing) -> None:
-    """Training data must be a dataset whose declared records match what the algorithm learns from."""
+def check_training_data(algorithm: Listing, dataset: Listing, field: str) -> None:
+    """Training data must be a labelled dataset whose declared records match what the algorithm learns
+    from; ``field`` names the argument that gave the dataset in every refusal.
+
+    Its labels are its declared output format: a dataset that declares none (texts to score, images to
+    label) gives the algorithm nothing to learn, and its training failed in the worker, after queueing,
+    on the first example without a target."""
     if not needs_training(algorithm):
         raise BadInput(
             f"{algorithm.name!r} runs as it is (it declares no training_resources), "
-            "so it takes no training data"
+            "so it takes no training data",
+            field=field,
         )
     if dataset.kind != ListingKind.DATASET:
-        raise BadInput(f"training data must be a dataset listing; {dataset.name!r} is a {dataset.kind}")
+        raise BadInput(
+            f"training data must be a dataset listing; {dataset.name!r} is a {dataset.kind}", field=field
+        )
     for side in ("input_format", "output_format"):
         wanted, given = getattr(algorithm, side), getattr(dataset, side)
         if wanted and given and canonical_ref(wanted) != canonical_ref(given):
             raise BadInput(
-                f"dataset {dataset.name!r} has {side} {given} but {algorithm.name!r} learns from {wanted}"
+                f"dataset {dataset.name!r} has {side} {given} but {algorithm.name!r} learns from {wanted}",
+                field=field,
             )
+    if not dataset.output_format:
+        raise BadInput(
+            f"dataset {dataset.name!r} declares no labels (no output format), so {algorithm.name!r} has "
+            "nothing to learn from it: training data is examples of an input and its target",
+            field=field,
+        )
 
 
 async def source_pipeline(session: AsyncSession, listing_id: str) -> Pipeline | None:

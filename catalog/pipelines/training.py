@@ -11,7 +11,7 @@ runnable models, connected and checked like any other.
 from __future__ import annotations
 
 import itertools
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,12 +20,12 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from catalog.actors import Actor
 from catalog.enums import ListingKind
-from catalog.formats import check_connection
+from catalog.formats import canonical_ref, check_connection
 from catalog.pipelines.audience import keep_published_reachable
 from catalog.pipelines.conditioning import needs_training
-from catalog.pipelines.running import resource_class_for
+from catalog.pipelines.running import RunPlan, StepPlan, resource_class_for
 from catalog.pipelines.service import PipelineService
-from catalog.pipelines.store import load_rows, owned_pipeline, require_visible_steps, visible_listing
+from catalog.pipelines.store import Row, load_rows, owned_pipeline, require_visible_steps, visible_listing
 from catalog.pipelines.views import PipelineView, StepRole, deleted_reason
 from infra.errors import BadInput
 from infra.tables import Listing, Pipeline, PipelineStep
@@ -54,9 +54,11 @@ class PipelineTraining:
         self.db = pipelines.db
 
     async def plan(self, actor: Actor, pipeline_id: str) -> list[TrainingTask]:
-        """One task per step still to train (or whose model its owner deleted); BadInput naming every
-        step that has no training data, or the step a published listing of the pipeline would lose
-        (``audience.keep_published_reachable``: the model training yields is private) before any job."""
+        """One task per step still to train: untrained, its model deleted by its owner, or its data fed
+        through a step trained again (it learnt from what that step's old model handed it). BadInput
+        naming every step that has no training data, or the step a published listing of the pipeline
+        would lose (``audience.keep_published_reachable``: the model training yields is private) before
+        any job."""
         async with self.db.session() as session:
             pipeline = await owned_pipeline(session, actor, pipeline_id)
             rows = await load_rows(session, pipeline.id)
@@ -65,13 +67,21 @@ class PipelineTraining:
                 session, [s.trained_listing_id for s, _ in rows if s.trained_listing_id]
             )
             tasks, missing = [], []
-            for step, listing in rows:
-                if not needs_training(listing) or step.trained_listing_id in models:
-                    continue  # a step whose model was deleted is trained again
+            retrained = None  # the position of the first step to train: what comes after it changes
+            for position, (step, listing) in enumerate(rows):
+                if not needs_training(listing):
+                    continue
+                trained = step.trained_listing_id in models  # a deleted model is trained again
+                if trained and (retrained is None or step.training_data_listing_id is None):
+                    continue
                 if step.training_data_listing_id is None:
                     missing.append(listing.name)
                     continue
-                await visible_listing(session, actor, step.training_data_listing_id)
+                dataset = await visible_listing(session, actor, step.training_data_listing_id)
+                fed = dataset.input_format or listing.input_format
+                if trained and not (fed and entry_position(rows[: position + 1], fed) <= retrained):
+                    continue  # its data does not go through the step trained again
+                retrained = position if retrained is None else retrained
                 resources = dict(listing.training_resources or listing.resources or {})
                 tasks.append(
                     TrainingTask(
@@ -90,6 +100,47 @@ class PipelineTraining:
             names = ", ".join(repr(n) for n in missing)
             raise BadInput(f"choose training data for {names} before training the pipeline")
         return tasks
+
+    async def feed_plan(self, actor: Actor, task: TrainingTask) -> RunPlan | None:
+        """The steps before ``task``'s step that its training data runs through first, as a run plan;
+        None when the data enters at the step itself.
+
+        The data enters the chain at the first step that reads what the dataset holds (its declared input
+        format, else the algorithm's): a dataset of what the pipeline is fed runs through every step in
+        front of the algorithm, as the pipeline will run its inputs; a dataset already in the step's own
+        form (crops labelled for a classifier behind a detector) enters at the step. Without a declared
+        format the data enters at the step. Steps train in chain order, so a trained step in front runs
+        its model: a later step learns from the outputs the pipeline will really hand it."""
+        async with self.db.session() as session:
+            pipeline = await owned_pipeline(session, actor, task.pipeline_id)
+            rows = await load_rows(session, pipeline.id)
+            await require_visible_steps(session, actor, rows)
+            index = next((i for i, (step, _) in enumerate(rows) if step.id == task.step_id), None)
+            if index is None:
+                raise BadInput(f"the step of {task.algorithm_name!r} is no longer in the pipeline")
+            algorithm = rows[index][1]
+            dataset = await visible_listing(session, actor, task.dataset_listing_id)
+            assert algorithm is not None  # require_visible_steps refused a deleted one
+            fed = dataset.input_format or algorithm.input_format
+            if not fed:
+                return None
+            entry = entry_position(rows[: index + 1], fed)
+            if entry == index:
+                return None
+            untrained = [
+                listing.name
+                for step, listing in rows[entry:index]
+                if listing is not None and needs_training(listing) and step.trained_listing_id is None
+            ]
+            if untrained:
+                raise BadInput(
+                    f"{task.algorithm_name!r} learns from what {', '.join(repr(n) for n in untrained)} "
+                    "hand it: train those steps first"
+                )
+            plans: list[StepPlan] = []
+            label = f"pipeline {pipeline.name!r}"
+            await self.pipelines.plan_rows(session, actor, rows[entry:index], label, plans, depth=0)
+        return RunPlan(pipeline_id=pipeline.id, steps=tuple(plans))
 
     async def attach(
         self, actor: Actor, pipeline_id: str, step_id: str, model_listing_id: str
@@ -168,6 +219,16 @@ class PipelineTraining:
             )
             derived_id = derived.id
         return await self.pipelines.get(actor, derived_id)
+
+
+def entry_position(rows: Sequence[Row], fed: str) -> int:
+    """Where data of format ``fed`` enters ``rows`` (the steps up to the one it trains): the first step
+    that reads it, else the last row (the trained step itself)."""
+    wanted = canonical_ref(fed)
+    for position, (_, listing) in enumerate(rows):
+        if listing is not None and listing.input_format and canonical_ref(listing.input_format) == wanted:
+            return position
+    return len(rows) - 1
 
 
 async def existing_ids(session: AsyncSession, listing_ids: list[str]) -> set[str]:

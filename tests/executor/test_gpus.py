@@ -302,6 +302,8 @@ async def test_training_a_pipeline_with_a_gpu_step_on_a_one_gpu_worker_finishes(
         row.training_resources = {"cpu": 1, "memory_mb": 256, "gpu": 1}
         row.input_format = "text@1"
     dataset_id = await publish_dataset(settings, catalog, gpu_people["producer"], EXAMPLES, "reviews")
+    async with catalog.db.session() as session:  # labelled: a pipeline step takes no unlabelled data
+        (await session.get(Listing, dataset_id)).output_format = "class-label@1"
     alice = gpu_people["alice"]
     pipeline = await catalog.pipelines.create(alice, "gpu training")
     await catalog.pipelines.add_step(

@@ -41,6 +41,18 @@ def manifest(name: str, kind: str, inp: dict[str, Any], out: dict[str, Any], **e
     }
 
 
+def trainable_manifest(name: str, input_format: str, output_format: str) -> dict[str, Any]:
+    """An algorithm pipelines train before it runs (``model.py train``)."""
+    return manifest(
+        name,
+        "algorithm",
+        {"format": input_format},
+        {"format": output_format},
+        train_entrypoint=["python3", "model.py", "train"],
+        training_resources=RESOURCES,
+    )
+
+
 PARTS = {
     "detector": manifest(
         "street-object-detector",
@@ -57,14 +69,7 @@ PARTS = {
     "classifier": manifest(
         "crop-classifier", "model", {"format": "image-crops@1"}, {"format": "predictions@1"}
     ),
-    "trainable_classifier": manifest(
-        "brightness-classifier",
-        "algorithm",
-        {"format": "image-crops@1"},
-        {"format": "predictions@1"},
-        train_entrypoint=["python3", "model.py", "train"],
-        training_resources=RESOURCES,
-    ),
+    "trainable_classifier": trainable_manifest("brightness-classifier", "image-crops@1", "predictions@1"),
 }
 
 
@@ -104,33 +109,55 @@ async def publish_parts(
 ) -> dict[str, str]:
     """Demo listings (and the training data), published through the real publishing workflow."""
     publishing = publishing_of(catalog)
-    ids = {}
-    for part in parts:
-        data = PARTS[part]
-        upload = io.BytesIO()
-        with zipfile.ZipFile(upload, "w") as zf:
-            zf.writestr("model.py", (PACKAGES / part / "model.py").read_text())
-            zf.writestr("mlrepo.json", json.dumps(data))
-        upload.seek(0)
-        ids[part] = await published(publishing, producer, await publishing.submit_package(producer, upload))
+    ids = {part: await publish_part(publishing, producer, part, PARTS[part]) for part in parts}
     if with_dataset:
         ids["dataset"] = await publish_crops(catalog, producer, "street-crops-labelled", TRAINING_DATA)
     return ids
+
+
+async def publish_part(
+    publishing: PublishingService, producer: Actor, part: str, data: dict[str, Any]
+) -> str:
+    """``packages/<part>/model.py`` published with the manifest ``data``; returns the listing id."""
+    upload = io.BytesIO()
+    with zipfile.ZipFile(upload, "w") as zf:
+        zf.writestr("model.py", (PACKAGES / part / "model.py").read_text())
+        zf.writestr("mlrepo.json", json.dumps(data))
+    upload.seek(0)
+    return await published(publishing, producer, await publishing.submit_package(producer, upload))
 
 
 async def publish_crops(
     catalog: CatalogApp, producer: Actor, name: str, examples: list[dict[str, Any]]
 ) -> str:
     """A dataset of labelled crops (JSON lines of {input, target}), the classifier's training data."""
+    described = {
+        "category": "Computer Vision",
+        "description": "crops of street lamps and signs with their labels",
+    }
+    return await publish_examples(
+        catalog, producer, name, examples, "image-crops@1", "predictions@1", described
+    )
+
+
+async def publish_examples(
+    catalog: CatalogApp,
+    producer: Actor,
+    name: str,
+    examples: list[dict[str, Any]],
+    input_format: str,
+    output_format: str,
+    described: dict[str, str],
+) -> str:
+    """A dataset of labelled examples (JSON lines of {input, target}) declaring its formats."""
     publishing = publishing_of(catalog)
     lines = "".join(json.dumps(line) + "\n" for line in examples).encode()
     dataset = {
         "name": name,
         "kind": "dataset",
-        "category": "Computer Vision",
-        "description": "crops of street lamps and signs with their labels",
-        "input": {"format": "image-crops@1"},
-        "output": {"format": "predictions@1"},
+        **described,
+        "input": {"format": input_format},
+        "output": {"format": output_format},
     }
     return await published(
         publishing, producer, await publishing.submit_dataset(producer, io.BytesIO(lines), dataset)

@@ -358,6 +358,41 @@ async def test_algorithm_steps_take_training_data_of_matching_format(
     assert cleared.steps[0].training_data_listing_id is None
 
 
+async def test_training_data_without_labels_is_refused_naming_the_field(
+    service: PipelineService, requester: Actor, make_listing: MakeListing
+) -> None:
+    """A dataset that declares no labels (no output format) was accepted; its training then failed in
+    the worker on the first example without a target. Every refusal names the argument it refuses."""
+    trainable = await crop_trainer(make_listing)
+    crops = await labelled_crops(make_listing)
+    unlabelled = await make_listing("crops to label", kind="dataset", input_format="image-crops")
+    pipeline = await service.create(requester, "to train")
+    with pytest.raises(BadInput, match="'crops to label' declares no labels") as added:
+        await service.add_step(requester, pipeline.id, trainable.id, training_data_listing_id=unlabelled.id)
+    assert added.value.details == {"field": "trainingDataListingId"}
+    assert not (await service.get(requester, pipeline.id)).steps  # the refused add left nothing
+    (step,) = (await service.add_step(requester, pipeline.id, trainable.id)).pipeline.steps
+    with pytest.raises(BadInput, match="'crops to label' declares no labels") as chosen:
+        await service.set_training_data(requester, pipeline.id, step.id, unlabelled.id)
+    assert chosen.value.details == {"field": "datasetListingId"}
+    refusals = {
+        "must be a dataset listing": trainable.id,
+        "learns from": (await make_listing("texts", kind="dataset", input_format="text")).id,
+    }
+    for reason, listing_id in refusals.items():
+        with pytest.raises(BadInput, match=reason) as refused:
+            await service.set_training_data(requester, pipeline.id, step.id, listing_id)
+        assert refused.value.details == {"field": "datasetListingId"}
+    with pytest.raises(NotFound) as unknown:
+        await service.set_training_data(requester, pipeline.id, step.id, "no-such-dataset")
+    assert unknown.value.details == {"field": "datasetListingId"}
+    with pytest.raises(NotFound) as no_step:
+        await service.set_training_data(requester, pipeline.id, "no-such-step", crops.id)
+    assert no_step.value.details == {"field": "stepId"}
+    chosen_view = await service.set_training_data(requester, pipeline.id, step.id, crops.id)
+    assert chosen_view.steps[0].training_data_listing_id == crops.id
+
+
 async def test_adding_a_listing_found_by_search_meets_that_search(
     service: PipelineService, requester: Actor, make_listing: MakeListing, demand: DemandService, db: Database
 ) -> None:

@@ -309,3 +309,55 @@ async def test_a_published_pipeline_that_cannot_run_does_not_name_its_private_pi
     assert "codename falcon" not in reason
     with pytest.raises(BadInput, match="pipeline listing 'street scenes' cannot run"):
         await service.plan_run(stranger, own.id)
+
+
+async def test_steps_train_in_chain_order_each_fed_through_the_trained_steps_in_front(
+    service: PipelineService, requester: Actor, make_listing: MakeListing
+) -> None:
+    """normaliser (trainable, text → text) → voter (trainable, text → class-label), both fed text: the
+    voter learns from what the normaliser's model hands it, so training the normaliser again (new data)
+    trains the voter again; before, the voter kept the model it learnt from the old normaliser."""
+
+    async def trainable(name: str, output_format: str) -> Listing:
+        return await make_listing(
+            name,
+            kind="algorithm",
+            input_format="text",
+            output_format=output_format,
+            training_resources={"cpu": 1, "memory_mb": 256},
+        )
+
+    normaliser, voter = await trainable("normaliser", "text"), await trainable("voter", "class-label")
+    pairs = await make_listing("pairs", kind="dataset", input_format="text", output_format="text")
+    reviews = await make_listing("reviews", kind="dataset", input_format="text", output_format="class-label")
+    pipeline = await service.create(requester, "two to train")
+    first = (
+        await service.add_step(requester, pipeline.id, normaliser.id, training_data_listing_id=pairs.id)
+    ).step_id
+    second = (
+        await service.add_step(requester, pipeline.id, voter.id, training_data_listing_id=reviews.id)
+    ).step_id
+    training = PipelineTraining(service)
+
+    planned = await training.plan(requester, pipeline.id)
+    assert [t.step_id for t in planned] == [first, second]  # chain order
+    assert await training.feed_plan(requester, planned[0]) is None  # the data enters at the first step
+    models = {}
+    for task, out in zip(planned, ("text", "class-label"), strict=True):
+        models[task.step_id] = await make_listing(
+            f"{task.algorithm_name} (trained)",
+            owner=requester,
+            package="classifier",
+            visibility="private",
+            input_format="text",
+            output_format=out,
+        )
+        await training.attach(requester, pipeline.id, task.step_id, models[task.step_id].id)
+    feed = await training.feed_plan(requester, planned[1])
+    assert feed is not None and [s.listing_id for s in feed.steps] == [models[first].id]
+    assert await training.plan(requester, pipeline.id) == []
+
+    await service.set_training_data(requester, pipeline.id, first, pairs.id)  # drops the normaliser's model
+    assert [t.step_id for t in await training.plan(requester, pipeline.id)] == [first, second]
+    with pytest.raises(BadInput, match="learns from what 'normaliser' hand"):
+        await training.feed_plan(requester, planned[1])  # the step in front must be trained first
