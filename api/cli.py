@@ -31,7 +31,7 @@ from infra.settings import Settings, describe_settings_error
 if TYPE_CHECKING:
     from catalog.search_service import SearchResponse
 
-COMMAND_AREAS: tuple[str, ...] = ("jobs", "publishing", "pipelines", "demand", "maintenance")
+COMMAND_AREAS: tuple[str, ...] = ("jobs", "publishing", "maintenance")
 
 app = typer.Typer(
     name="mlrepo",
