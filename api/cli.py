@@ -21,6 +21,7 @@ from api.commands import (
     EXIT_FAILURE,
     fail,
     open_catalog,
+    operator_log_level,
     print_json,
     run_async,
     settings_of,
@@ -55,9 +56,14 @@ def main(
     database_url: str | None = typer.Option(
         None, "--database-url", help="SQLAlchemy async URL; env MLREPO_DATABASE_URL (default: SQLite)."
     ),
-    verbose: bool = typer.Option(False, "--verbose", "-v", help="Log at INFO level."),
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="Log at INFO level, libraries included."),
+    quiet: bool = typer.Option(
+        False, "--quiet", "-q", help="serve and worker log only problems (no access log, no job lines)."
+    ),
 ) -> None:
     """Global options apply to every command."""
+    if verbose and quiet:
+        fail("give --verbose or --quiet, not both")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
     logging.basicConfig(
@@ -117,7 +123,7 @@ def serve(
             create_app(settings, migrate=False),
             host=host or settings.host,
             port=port or settings.port,
-            log_level="info",
+            log_level=logging.getLevelName(operator_log_level(ctx)).lower(),
         )
     except SystemExit as exc:  # uvicorn's own code 3 when the app could not start (a service down...)
         if exc.code in (0, None):

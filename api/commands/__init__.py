@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import sys
 from collections.abc import AsyncIterator, Coroutine
 from contextlib import asynccontextmanager
@@ -55,6 +56,12 @@ async def open_catalog(
         yield catalog
     finally:
         await catalog.close()
+
+
+def operator_log_level(ctx: typer.Context) -> int:
+    """The level of what a long-running command (``serve``, ``worker``) tells its operator: INFO by
+    default (its start, requests or jobs), WARNING with the global ``--quiet``."""
+    return logging.WARNING if ctx.find_root().params.get("quiet") else logging.INFO
 
 
 def fail(message: str, code: int = EXIT_USAGE) -> NoReturn:
