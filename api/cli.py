@@ -27,6 +27,7 @@ from api.commands import (
     settings_of,
 )
 from catalog.enums import Role
+from infra.errors import MlrepoError
 from infra.settings import Settings, describe_settings_error
 
 if TYPE_CHECKING:
@@ -111,24 +112,27 @@ def serve(
         None, "--port", min=1, max=65535, help="Port (default MLREPO_PORT, 8000)."
     ),
 ) -> None:
-    """Migrate, then serve GraphQL on http://HOST:PORT/graphql (websocket subscriptions too)."""
-    import uvicorn
-
+    """Migrate, then serve GraphQL on http://HOST:PORT/graphql (websocket subscriptions too). A start
+    that fails (port in use, a service down, a setting missing) is one line, its traceback only with -v."""
     from api.app import create_app
+    from api.serving import StartupFailed, listening_socket
+    from api.serving import serve as serve_app
 
     settings = settings_of(ctx)
+    try:  # first, so that a port in use fails before the migration and the model
+        sock = listening_socket(host or settings.host, port or settings.port)
+    except MlrepoError as exc:
+        fail(f"the API did not start: {exc.message} [{exc.code}]", EXIT_FAILURE)
     _migrate(settings)
     try:
-        uvicorn.run(
+        serve_app(
             create_app(settings, migrate=False),
-            host=host or settings.host,
-            port=port or settings.port,
+            sock,
             log_level=logging.getLevelName(operator_log_level(ctx)).lower(),
+            verbose=bool(ctx.find_root().params.get("verbose")),
         )
-    except SystemExit as exc:  # uvicorn's own code 3 when the app could not start (a service down...)
-        if exc.code in (0, None):
-            raise
-        fail("the API did not start: its reason is logged above", EXIT_FAILURE)
+    except StartupFailed as exc:
+        fail(f"the API did not start: {exc}", EXIT_FAILURE)
 
 
 # ---------------------------------------------------------------------------- catalog
