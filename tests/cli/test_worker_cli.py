@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from infra.db import Database
+from infra.migrate import upgrade_async
 from infra.settings import Settings
 from infra.tables import Account, Job
 from tests.services import free_port, require_service
@@ -158,3 +159,32 @@ async def test_a_quiet_worker_logs_only_problems(
     finally:
         redis.terminate()
         redis.wait(timeout=10)
+
+
+async def test_a_worker_says_when_its_database_is_back(
+    private_postgres_cluster, redis_port: int, tmp_path: Path
+) -> None:
+    """A worker started while PostgreSQL is down says so and waits; its log then never said the database
+    had come back (only a second "worker started" line, indistinguishable from a restart)."""
+    cluster = private_postgres_cluster
+    cluster.psql("CREATE DATABASE mlrepo")
+    settings = Settings(data_dir=tmp_path / "data", database_url=cluster.url("mlrepo"))
+    await upgrade_async(settings)
+    cluster.stop_server()
+    redis = redis_server(redis_port)
+    log = tmp_path / "worker.log"
+    with log.open("w") as log_file:
+        worker = subprocess.Popen(
+            [MLREPO, "worker"], env=worker_env(settings, redis_port), start_new_session=True, stderr=log_file
+        )
+    try:
+        await wait_for(log, "the database cannot be reached")
+        cluster.start_server()
+        content = await wait_for(log, "worker started: ")
+    finally:
+        worker.kill()
+        worker.wait()
+        redis.terminate()
+        redis.wait(timeout=10)
+    back = [line for line in content.splitlines() if "the database is back after " in line]
+    assert len(back) == 1 and content.index(back[0]) < content.index("worker started: "), content
