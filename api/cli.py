@@ -21,17 +21,19 @@ from api.commands import (
     EXIT_FAILURE,
     fail,
     open_catalog,
+    operator_log_level,
     print_json,
     run_async,
     settings_of,
 )
 from catalog.enums import Role
+from infra.errors import MlrepoError
 from infra.settings import Settings, describe_settings_error
 
 if TYPE_CHECKING:
     from catalog.search_service import SearchResponse
 
-COMMAND_AREAS: tuple[str, ...] = ("jobs", "publishing", "pipelines", "demand", "maintenance")
+COMMAND_AREAS: tuple[str, ...] = ("jobs", "publishing", "maintenance")
 
 app = typer.Typer(
     name="mlrepo",
@@ -55,9 +57,14 @@ def main(
     database_url: str | None = typer.Option(
         None, "--database-url", help="SQLAlchemy async URL; env MLREPO_DATABASE_URL (default: SQLite)."
     ),
-    verbose: bool = typer.Option(False, "--verbose", "-v", help="Log at INFO level."),
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="Log at INFO level, libraries included."),
+    quiet: bool = typer.Option(
+        False, "--quiet", "-q", help="serve and worker log only problems (no access log, no job lines)."
+    ),
 ) -> None:
     """Global options apply to every command."""
+    if verbose and quiet:
+        fail("give --verbose or --quiet, not both")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
     logging.basicConfig(
@@ -105,24 +112,27 @@ def serve(
         None, "--port", min=1, max=65535, help="Port (default MLREPO_PORT, 8000)."
     ),
 ) -> None:
-    """Migrate, then serve GraphQL on http://HOST:PORT/graphql (websocket subscriptions too)."""
-    import uvicorn
-
+    """Migrate, then serve GraphQL on http://HOST:PORT/graphql (websocket subscriptions too). A start
+    that fails (port in use, a service down, a setting missing) is one line, its traceback only with -v."""
     from api.app import create_app
+    from api.serving import StartupFailed, listening_socket
+    from api.serving import serve as serve_app
 
     settings = settings_of(ctx)
+    try:  # first, so that a port in use fails before the migration and the model
+        sock = listening_socket(host or settings.host, port or settings.port)
+    except MlrepoError as exc:
+        fail(f"the API did not start: {exc.message} [{exc.code}]", EXIT_FAILURE)
     _migrate(settings)
     try:
-        uvicorn.run(
+        serve_app(
             create_app(settings, migrate=False),
-            host=host or settings.host,
-            port=port or settings.port,
-            log_level="info",
+            sock,
+            log_level=logging.getLevelName(operator_log_level(ctx)).lower(),
+            verbose=bool(ctx.find_root().params.get("verbose")),
         )
-    except SystemExit as exc:  # uvicorn's own code 3 when the app could not start (a service down...)
-        if exc.code in (0, None):
-            raise
-        fail("the API did not start: its reason is logged above", EXIT_FAILURE)
+    except StartupFailed as exc:
+        fail(f"the API did not start: {exc}", EXIT_FAILURE)
 
 
 # ---------------------------------------------------------------------------- catalog

@@ -65,8 +65,9 @@ class ImportReport:
 
     def summary(self) -> str:
         rate = self.imported / self.elapsed_s if self.elapsed_s else 0.0
+        lines = f"{self.lines} line{'s' if self.lines != 1 else ''}"
         return (
-            f"{self.lines} lines: {self.created} created, {self.updated} updated, {self.skipped} skipped, "
+            f"{lines}: {self.created} created, {self.updated} updated, {self.skipped} skipped, "
             f"{len(self.errors)} bad ({self.elapsed_s:.1f} s, {rate:.0f} listings/s)"
         )
 

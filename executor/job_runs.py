@@ -12,6 +12,7 @@ import contextlib
 import logging
 import shutil
 import tempfile
+import time
 from pathlib import Path
 
 from catalog.actors import Actor
@@ -44,6 +45,9 @@ class JobRuns(JobServiceParts):
         if row is None:
             return "skipped"
         claim = claim_of(row)
+        target = f"pipeline {row.pipeline_id}" if row.pipeline_id else f"listing {row.listing_id}"
+        logger.info("job %s claimed (attempt %d): %s of %s", job_id, claim.attempt, row.task, target)
+        started = time.monotonic()
         staging = Path(tempfile.mkdtemp(prefix=f"job-{job_id}-", dir=self._staging_root()))
         work = asyncio.current_task()
         heartbeat = asyncio.create_task(self._heartbeat(claim, work))
@@ -101,6 +105,8 @@ class JobRuns(JobServiceParts):
                 "%s no longer holds the job; its outcome (%s) was not recorded", claim, status.value
             )
             return SUPERSEDED
+        reason = f": {error}" if error else ""
+        logger.info("job %s %s in %.1f s%s", job_id, status.value, time.monotonic() - started, reason)
         return status.value
 
     async def _run_job(self, row: Job, staging: Path) -> tuple[JobStatus, str | None]:

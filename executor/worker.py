@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import signal
+import socket
 import sys
 import time
 from typing import Any
@@ -55,6 +56,16 @@ REDIS_ERRORS = (RedisConnectionError, RedisTimeoutError)
 REDIS_LOST = (*REDIS_ERRORS, OSError)
 REDIS_RETRY_FIRST_S = 1.0
 REDIS_RETRY_MAX_S = 30.0
+NEEDS_REDIS = "mlrepo worker needs MLREPO_REDIS_URL (without Redis, jobs run in the API process)"
+# How often a worker records that it lives (arq's health record in Redis, which expires a second later):
+# ``mlrepo worker --check`` reads it.
+HEALTH_CHECK_INTERVAL_S = 30
+# What a worker tells its operator at INFO by default (``mlrepo worker`` without -v; -q silences them):
+# that it started and on what, each job and publication claimed and finished, Redis or the database lost
+# and back. arq's own lines (every cron run, every deferral) and the libraries' stay at WARNING.
+OPERATOR_LOGGERS = ("mlrepo.worker", "mlrepo.executor", "mlrepo.publishing")
+# The outage (what was lost, since when) a worker started again after; its startup says it is over.
+CTX_OUTAGE = "outage"
 
 
 async def run_job(ctx: dict[str, Any], job_id: str) -> str:
@@ -98,7 +109,8 @@ async def start_jobs(ctx: dict[str, Any], settings: Settings, catalog: Any) -> J
     )
     ctx[CTX_JOBS] = service
     counts = await service.reconcile()
-    logger.info("reconciled jobs at startup: %s", counts)
+    if any(counts.values()):
+        logger.info("reconciled jobs at startup: %s", counts)
     return service
 
 
@@ -119,6 +131,32 @@ async def on_startup(ctx: dict[str, Any]) -> None:
     await start_jobs(ctx, settings, catalog)
     sandbox = ExecutorSandbox(settings)
     await start_publishing(ctx, settings, catalog, sandbox, gpu_queue=queue_for(GPU_CLASS))
+    outage = ctx.pop(CTX_OUTAGE, None)
+    if outage is not None:
+        lost, since = outage
+        logger.info("%s is back after %.0f s", lost, time.monotonic() - since)
+    logger.info("worker started: %s", describe_worker(settings))
+
+
+def redis_location(redis_url: str) -> str:
+    """host:port/db of a Redis URL, without its password (for logs and messages)."""
+    dsn = RedisSettings.from_dsn(redis_url)
+    return f"{dsn.host}:{dsn.port}/{dsn.database}"
+
+
+def describe_worker(settings: Settings) -> str:
+    """What this worker takes and from where, in one line (its startup log)."""
+    if settings.worker_resource_class == GPU_CLASS:
+        devices = settings.gpu_devices or "none"
+        work = f"gpu jobs and the publications handed to GPU workers, on GPUs {devices}"
+    else:
+        work = "cpu jobs and publishing"
+    database = settings.resolved_database_url.split("@")[-1]
+    queue = queue_for(settings.worker_resource_class)
+    return (
+        f"queue {queue} ({work}), up to {max_jobs_for(settings)} at once; "
+        f"Redis {redis_location(settings.redis_url or '')}; database {database}"
+    )
 
 
 async def on_shutdown(ctx: dict[str, Any]) -> None:
@@ -137,10 +175,17 @@ def max_jobs_for(settings: Settings) -> int:
     return ARQ_MAX_JOBS
 
 
+def health_check_key(settings: Settings) -> str:
+    """Where a worker records that it lives: per queue *and host*. arq's default, one key per queue, stays
+    fresh while any worker of the queue lives, so a dead or hung worker beside a live one looked healthy
+    (in Docker Compose the host name is the container's)."""
+    return f"{queue_for(settings.worker_resource_class)}:health-check:{socket.gethostname()}"
+
+
 def worker_settings(settings: Settings) -> dict[str, Any]:
     """arq ``Worker`` keyword arguments for this deployment (``WorkerSettings`` uses the environment's)."""
     if not settings.redis_url:
-        raise Unavailable("mlrepo worker needs MLREPO_REDIS_URL (without Redis, jobs run in the API process)")
+        raise Unavailable(NEEDS_REDIS)
     functions: list[Any] = [RUN_JOB, reconcile_jobs]
     cron_jobs = [cron(reconcile_jobs, second={0}, run_at_startup=False, unique=True)]
     if settings.worker_resource_class == CPU_CLASS:
@@ -162,7 +207,8 @@ def worker_settings(settings: Settings) -> dict[str, Any]:
         "job_timeout": 24 * 3600,
         "max_tries": settings.job_max_attempts,
         "keep_result": 3600,
-        "health_check_interval": 30,
+        "health_check_interval": HEALTH_CHECK_INTERVAL_S,
+        "health_check_key": health_check_key(settings),
     }
 
 
@@ -184,6 +230,33 @@ class WorkerSettings:
     on_shutdown = on_shutdown
     job_timeout = 24 * 3600
     max_tries = _settings.job_max_attempts
+    health_check_interval = HEALTH_CHECK_INTERVAL_S
+    health_check_key = health_check_key(_settings)
+
+
+async def worker_health(settings: Settings) -> str:
+    """The health record of this host's worker of its queue (``mlrepo worker --check``). ``Unavailable``
+    when Redis cannot be reached or holds no fresh record: the worker is down, hung (it writes one every
+    ``HEALTH_CHECK_INTERVAL_S`` while it polls) or cannot reach Redis itself."""
+    from redis.asyncio import Redis
+
+    if not settings.redis_url:
+        raise Unavailable(NEEDS_REDIS)
+    key = health_check_key(settings)
+    client = Redis.from_url(settings.redis_url, socket_connect_timeout=5, socket_timeout=5)
+    try:
+        record = await client.get(key)
+    except REDIS_LOST as exc:
+        raise Unavailable(f"cannot reach Redis at {redis_location(settings.redis_url)}: {exc}") from None
+    finally:
+        await client.aclose()
+    if record is None:
+        raise Unavailable(
+            f"no worker of queue {queue_for(settings.worker_resource_class)} on {socket.gethostname()} has "
+            f"recorded its health in the last {HEALTH_CHECK_INTERVAL_S + 1} s: it is down, hung, or cannot "
+            "reach Redis"
+        )
+    return record.decode()
 
 
 def run_worker(settings: Settings, burst: bool = False) -> None:
@@ -195,11 +268,15 @@ def run_worker(settings: Settings, burst: bool = False) -> None:
     from arq.worker import Worker
 
     pause = REDIS_RETRY_FIRST_S
+    outage: tuple[str, float] | None = None
     while True:
         worker = Worker(**worker_settings(settings), burst=burst)
+        if outage is not None:
+            worker.ctx[CTX_OUTAGE] = outage  # its startup, once it gets through, says the outage is over
         started = time.monotonic()
         try:
             worker.run()
+            logger.info("worker stopped")
             return  # stopped (a signal) or, in burst mode, done
         except Exception as exc:
             # The database refusing connections (down, restarting) also ends arq's worker, first of all
@@ -207,8 +284,11 @@ def run_worker(settings: Settings, burst: bool = False) -> None:
             database = not isinstance(exc, REDIS_ERRORS) and is_unreachable(exc)
             if not (database or isinstance(exc, REDIS_LOST)):
                 raise
-            lost = "the database cannot be reached" if database else "lost Redis"
-            logger.warning("%s (%s); starting the worker again in %.0f s", lost, exc, pause)
+            lost = "the database" if database else "Redis"
+            problem = "the database cannot be reached" if database else "lost Redis"
+            logger.warning("%s (%s); starting the worker again in %.0f s", problem, exc, pause)
+            if outage is None or CTX_OUTAGE not in worker.ctx or outage[0] != lost:
+                outage = (lost, time.monotonic())  # a new outage: the last one was announced over
         _release(worker)
         if time.monotonic() - started > REDIS_RETRY_MAX_S:
             pause = REDIS_RETRY_FIRST_S  # it ran a good while: this is a new outage

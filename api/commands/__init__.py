@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import sys
 from collections.abc import AsyncIterator, Coroutine
 from contextlib import asynccontextmanager
@@ -57,24 +58,38 @@ async def open_catalog(
         await catalog.close()
 
 
+def operator_log_level(ctx: typer.Context) -> int:
+    """The level of what a long-running command (``serve``, ``worker``) tells its operator: INFO by
+    default (its start, requests or jobs), WARNING with the global ``--quiet``."""
+    return logging.WARNING if ctx.find_root().params.get("quiet") else logging.INFO
+
+
 def fail(message: str, code: int = EXIT_USAGE) -> NoReturn:
     typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
     raise typer.Exit(code)
 
 
+def one_line_reason(exc: BaseException) -> str | None:
+    """What an operator can act on, in one line: one of our errors (with its code), or a database that is
+    down or restarting (the usual trouble, not a bug: said as ``migrate`` says it, not as the driver's
+    traceback). None for anything else: a bug, whose traceback is the useful part."""
+    if isinstance(exc, MlrepoError):
+        return f"{exc.message} [{exc.code}]"
+    if is_unreachable(exc):
+        reason = (str(exc).splitlines() or [type(exc).__name__])[0]
+        return f"the database cannot be reached: {reason} [UNAVAILABLE]"
+    return None
+
+
 def run_async(coroutine: Coroutine[Any, Any, T]) -> T:
     try:
         return asyncio.run(coroutine)
-    except MlrepoError as exc:
-        code = EXIT_FAILURE if exc.code == "UNAVAILABLE" else EXIT_USAGE
-        fail(f"{exc.message} [{exc.code}]", code)
     except Exception as exc:
-        # A database that is down or restarting is the operator's usual trouble, not a bug: one line
-        # (as ``migrate`` says it), not the driver's traceback.
-        if not is_unreachable(exc):
+        reason = one_line_reason(exc)
+        if reason is None:
             raise
-        reason = (str(exc).splitlines() or [type(exc).__name__])[0]
-        fail(f"the database cannot be reached: {reason} [UNAVAILABLE]", EXIT_FAILURE)
+        mistake = isinstance(exc, MlrepoError) and exc.code != "UNAVAILABLE"
+        fail(reason, EXIT_USAGE if mistake else EXIT_FAILURE)
 
 
 def print_json(value: Any) -> None:

@@ -13,6 +13,7 @@ job did not succeed.
 from __future__ import annotations
 
 import json
+import logging
 import sys
 from pathlib import Path
 from typing import Any
@@ -23,6 +24,7 @@ from api.commands import (
     EXIT_FAILURE,
     fail,
     open_catalog,
+    operator_log_level,
     resources_given,
     run_async,
     settings_of,
@@ -78,9 +80,17 @@ def register(app: typer.Typer) -> None:
             help="cpu (default; also publishing) or gpu; env MLREPO_WORKER_RESOURCE_CLASS.",
         ),
         burst: bool = typer.Option(False, "--burst", help="Exit once the queue is empty."),
+        check: bool = typer.Option(
+            False,
+            "--check",
+            help="Start no worker: exit 0 if this host's worker of the queue recorded its health in Redis "
+            "in the last 31 s, else 1 (a container healthcheck).",
+        ),
     ) -> None:
-        """Run the arq worker for jobs (and publishing) from MLREPO_REDIS_URL."""
-        from executor.worker import run_worker
+        """Run the arq worker for jobs (and publishing) from MLREPO_REDIS_URL. It logs its start, each job
+        and publication claimed and finished, and Redis or the database lost and back (-q: only
+        problems; -v: arq's and the libraries' lines too)."""
+        from executor.worker import NEEDS_REDIS, OPERATOR_LOGGERS, run_worker, worker_health
 
         settings = settings_of(ctx)
         if resource_class:
@@ -88,10 +98,12 @@ def register(app: typer.Typer) -> None:
                 fail(f"--resource-class must be {CPU_CLASS} or {GPU_CLASS}; got {resource_class!r}")
             settings = settings.model_copy(update={"worker_resource_class": resource_class})
         if not settings.redis_url:
-            fail(
-                "mlrepo worker needs MLREPO_REDIS_URL (without Redis, jobs run in the API process)",
-                EXIT_FAILURE,
-            )
+            fail(NEEDS_REDIS, EXIT_FAILURE)
+        if check:
+            typer.echo(f"worker alive: {run_async(worker_health(settings))}")
+            return
+        for name in OPERATOR_LOGGERS:
+            logging.getLogger(name).setLevel(operator_log_level(ctx))
         run_worker(settings, burst=burst)
 
     @app.command()

@@ -159,7 +159,9 @@ class ClaimedRun:
         """Record the outcome, if this run holds the publication still (``Superseded`` if not)."""
         write = partial(self._write_outcome, status=status, error=error, timings=timings)
         await self._last_write(job, "recording its outcome", write, status)
-        logger.info("publication %s %s in %s", job.publication_id, status.value, timings)
+        steps = ", ".join(f"{step} {ms / 1000:.1f} s" for step, ms in timings.items())
+        reason = f": {error}" if error else ""
+        logger.info("publication %s %s (%s)%s", job.publication_id, status.value, steps, reason)
 
     async def _write_outcome(
         self, job: Job, status: PublicationStatus, error: str | None, timings: dict[str, float]

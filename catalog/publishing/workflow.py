@@ -109,6 +109,7 @@ class PublishWorkflow(ClaimedRun, EarlierRuns, GpuRouting, PackageStep, CheckSte
         job = await self._load(publication_id)
         if job is None:
             return "skipped"
+        logger.info("publication %s claimed (attempt %d)", publication_id, job.claim.attempt)
         try:
             outcome = await self._run_claimed(job)
         except (Superseded, asyncio.CancelledError) as stopped:

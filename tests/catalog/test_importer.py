@@ -10,6 +10,7 @@ from catalog_helpers import listing_data, make_actor
 
 from catalog.actors import ANONYMOUS
 from catalog.app import CatalogApp
+from catalog.importer import ImportReport
 from catalog.listings import ListingFilter
 from infra.errors import BadInput
 from tests.services import require_service
@@ -92,3 +93,10 @@ async def test_hf_dev_catalog_imports_every_line(sqlite_settings, encoder) -> No
         assert report.errors == []
         assert report.created == sum(1 for line in HF_DEV.read_text().splitlines() if line.strip()) == 936
         assert len(app.backend) == 936
+
+
+def test_the_summary_counts_one_line_in_the_singular() -> None:
+    """``mlrepo import`` of a one-line file said "1 lines"."""
+    assert ImportReport(lines=1, created=1).summary().startswith("1 line: 1 created, ")
+    assert ImportReport(lines=2, created=2).summary().startswith("2 lines: 2 created, ")
+    assert ImportReport().summary().startswith("0 lines: ")

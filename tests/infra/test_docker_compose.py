@@ -3,7 +3,10 @@ needs to work at all, read from the file itself."""
 
 from __future__ import annotations
 
+import os
 import shlex
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -11,6 +14,7 @@ import pytest
 import yaml
 
 from infra.settings import Settings
+from tests.services import free_port
 
 COMPOSE = Path(__file__).resolve().parents[2] / "docker-compose.yml"
 DOCKER_SOCKET = "/var/run/docker.sock"
@@ -88,3 +92,23 @@ def test_the_stacks_settings_are_settings_mlrepo_accepts(monkeypatch: pytest.Mon
         Settings()
         for key in variables:
             monkeypatch.delenv(key)
+
+
+def test_every_worker_has_a_healthcheck_that_fails_without_a_live_worker(redis_url: str) -> None:
+    """The workers had no healthcheck: one that had died inside its container, hung, or lost Redis for
+    good showed as running. Each worker's check is ``mlrepo worker --check`` with the worker's own
+    arguments (so it asks about the queue that worker takes), and it fails when no worker of that queue
+    lives on the host, or Redis cannot be reached (a live worker passes: tests/cli/test_worker_cli.py)."""
+    workers = {name: s for name, s in services().items() if s.get("command", [])[:2] == ["mlrepo", "worker"]}
+    assert {"worker", "gpu-worker"} <= set(workers)
+    mlrepo = str(Path(sys.executable).parent / "mlrepo")
+    for name, service in workers.items():
+        test = service.get("healthcheck", {}).get("test")
+        assert test == ["CMD", *service["command"], "--check"], f"{name}: {test}"
+        for redis, why in (
+            (redis_url, "no worker of queue"),
+            (f"redis://127.0.0.1:{free_port()}/0", "Redis"),
+        ):
+            env = {**os.environ, "MLREPO_REDIS_URL": redis}
+            probe = subprocess.run([mlrepo, *test[2:]], env=env, capture_output=True, text=True, timeout=60)
+            assert probe.returncode == 1 and why in probe.stderr, (name, probe)
