@@ -301,7 +301,7 @@ class Mutation:
                     "records must be a JSON list of inputs (the file's lines are added)", field="records"
                 )
             data = await asyncio.to_thread(file.file.read, MAX_DATA_BYTES + 1)
-            records = [*(records or []), *parse_json_lines(data, "the uploaded file")]
+            records = [*(records or []), *parse_json_lines(data, "the uploaded file", field="file")]
         search_id = input.search_id
         if search_id is not None:  # checked before anything is queued: a bad id leaves no job behind
             if input.listing_id is None:
