@@ -100,6 +100,10 @@ async def test_the_subcategory_facet_matches_in_any_case_like_category(demo: Cat
         (SearchRequest(text="x", limit=1000), "limit"),
         (SearchRequest(text="x", input_format="hologram"), "inputFormat"),
         (SearchRequest(text="x", resources=ResourceLimits(cpu=-2)), "resources.cpu"),
+        # The facet took amounts no job runs on (README: the same rule as a job's resources).
+        (SearchRequest(text="x", resources=ResourceLimits(cpu=0)), "resources.cpu"),
+        (SearchRequest(text="x", resources=ResourceLimits(memory_mb=32)), "resources.memoryMb"),
+        (SearchRequest(text="x", resources=ResourceLimits(gpu=-1)), "resources.gpu"),
         (SearchRequest(text="x", after="garbage"), "after"),
         # A slot without its pipeline (say, a null variable) searched everything, unrestricted.
         (SearchRequest(text="x", position=1), "position"),
