@@ -8,6 +8,8 @@ updated before the commit, and if the commit fails the index change is undone.
 from __future__ import annotations
 
 import functools
+import hashlib
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -80,6 +82,22 @@ class ListingFilter:
     owner_id: str | None = None
     input_format: str | None = None
     output_format: str | None = None
+
+
+def filter_digest(filter: ListingFilter) -> str:
+    """What a ``list`` cursor carries of the filter it was issued under (README: another list's cursor is
+    refused; the same list under another filter is another list). Spellings the filter treats alike
+    (kinds in any order, a category in other capitals, a format's aliases) digest alike."""
+    material = {
+        "kinds": sorted(set(filter.kinds)) if filter.kinds else None,
+        "category": filter.category.strip().lower() if filter.category else None,
+        "subcategory": filter.subcategory.lower() if filter.subcategory else None,
+        "owner_id": filter.owner_id or None,
+        # Checked by ``_filter_conditions`` first: a format here is one ``normalize_format`` takes.
+        "input_format": normalize_format(filter.input_format) if filter.input_format else None,
+        "output_format": normalize_format(filter.output_format) if filter.output_format else None,
+    }
+    return hashlib.sha256(json.dumps(material, sort_keys=True).encode()).hexdigest()[:16]
 
 
 @dataclass(frozen=True, slots=True)
@@ -266,8 +284,10 @@ class ListingService:
     ) -> Page:
         """Newest first, with an opaque cursor (``after`` = the previous page's ``end_cursor``)."""
         check_page_size(first, max_page_size)
-        position = decode_cursor(self.cursors, LISTINGS_CURSOR, after) if after else None
-        conditions = [visible_to(actor), *self._filter_conditions(filter or ListingFilter())]
+        filter = filter or ListingFilter()
+        conditions = [visible_to(actor), *self._filter_conditions(filter)]
+        digest = filter_digest(filter)
+        position = decode_cursor(self.cursors, LISTINGS_CURSOR, after, filtered_by=digest) if after else None
         async with self.db.session() as session:
             total = await session.scalar(select(func.count()).select_from(Listing).where(*conditions)) or 0
             query = newest_first(select(Listing).where(*conditions), Listing, position, first)
@@ -276,7 +296,9 @@ class ListingService:
             rows = rows[:first]
             shares = await shares_of(session, [r.id for r in rows if r.visibility == Visibility.SHARED])
         items = [ListingView.of(r, shares.get(r.id, ())) for r in rows]
-        cursors = [encode_cursor(self.cursors, LISTINGS_CURSOR, r.created_at, r.id) for r in rows]
+        cursors = [
+            encode_cursor(self.cursors, LISTINGS_CURSOR, r.created_at, r.id, filtered_by=digest) for r in rows
+        ]
         end = cursors[-1] if cursors else None
         return Page(items=items, end_cursor=end, has_next_page=has_next, total_count=total, cursors=cursors)
 
