@@ -612,6 +612,6 @@ class SearchService:
         facets["sort"] = sort
         return facets
 
-    async def record_selection(self, search_id: str, listing_id: str) -> None:
-        """The requester selected ``listing_id`` from search ``search_id`` (unmet-demand bookkeeping)."""
-        await self.demand.record_selection(search_id, listing_id)
+    async def record_selection(self, search_id: str, listing_id: str, actor: Actor) -> None:
+        """``actor`` selected ``listing_id`` from their search ``search_id`` (unmet-demand bookkeeping)."""
+        await self.demand.record_selection(search_id, listing_id, actor)

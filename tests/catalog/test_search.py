@@ -218,7 +218,7 @@ async def test_a_browse_explains_its_score_under_every_sort(demo: CatalogApp, ad
 async def test_searches_are_logged_and_selections_recorded(demo: CatalogApp) -> None:
     response = await demo.search.search(ANONYMOUS, SearchRequest(text="translate english to german", limit=3))
     chosen = response.results[0].listing.id
-    await demo.search.record_selection(response.search_id, chosen)
+    await demo.search.record_selection(response.search_id, chosen, ANONYMOUS)
     nothing = await demo.search.search(
         ANONYMOUS, SearchRequest(text="zzkqv", kinds=["notebook"], max_latency_ms=1)
     )
