@@ -18,7 +18,14 @@ from sqlalchemy import Connection, Select, bindparam, delete, exists, func, or_,
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from catalog.access import AUDIENCE_REFUSAL, can_modify, can_see, may_show_to_others, visible_to
+from catalog.access import (
+    AUDIENCE_REFUSAL,
+    can_modify,
+    can_see,
+    may_show_to_others,
+    visible_among,
+    visible_to,
+)
 from catalog.actors import Actor
 from catalog.artifact_refs import REFERENCING_COLUMNS, every_digest, refuse_foreign_artifacts
 from catalog.choices import parse_choices
@@ -364,14 +371,30 @@ class ListingService:
         )
 
     async def versions(self, actor: Actor, listing_id: str) -> list[ListingVersion]:
-        await self.get(actor, listing_id)  # access check
+        """A listing's version history, oldest first; NOT_FOUND when ``actor`` may not see it."""
+        histories = await self.versions_many(actor, [listing_id])
+        if listing_id not in histories:
+            raise NotFound(f"no listing with id {listing_id!r}")
+        return histories[listing_id]
+
+    async def versions_many(
+        self, actor: Actor, listing_ids: Sequence[str]
+    ) -> dict[str, list[ListingVersion]]:
+        """``versions`` for every listing of a page in two queries (which are visible, then all their
+        versions), not two per listing; listings ``actor`` may not see are absent."""
         async with self.db.session() as session:
+            visible = await visible_among(session, actor, listing_ids)
+            if not visible:
+                return {}
             rows = await session.scalars(
                 select(ListingVersion)
-                .where(ListingVersion.listing_id == listing_id)
+                .where(ListingVersion.listing_id.in_(visible))
                 .order_by(ListingVersion.created_at, ListingVersion.id)
             )
-            return list(rows.all())
+            histories: dict[str, list[ListingVersion]] = {listing_id: [] for listing_id in visible}
+            for row in rows:
+                histories[row.listing_id].append(row)
+            return histories
 
     # ------------------------------------------------------------------ writes
 
