@@ -44,6 +44,7 @@ class RatingSummary:
 
 
 def check_review_page(first: int, offset: int) -> None:
+    """The bounds of one page of a listing's reviews (checked per field before a page's batch is read)."""
     if not 1 <= first <= MAX_REVIEWS_PAGE:
         raise BadInput(f"first must be 1..{MAX_REVIEWS_PAGE}; got {first}", field="first")
     if offset < 0:
@@ -156,10 +157,11 @@ class ReviewService:
                 .group_by(Review.listing_id)
             )
             rated = {listing_id: (average, count) for listing_id, average, count in rows}
-        return {
-            listing_id: RatingSummary(float(average) if average is not None else None, count)
-            for listing_id, (average, count) in ((i, rated.get(i, (None, 0))) for i in visible)
-        }
+        summaries: dict[str, RatingSummary] = {}
+        for listing_id in visible:
+            average, count = rated.get(listing_id, (None, 0))
+            summaries[listing_id] = RatingSummary(float(average) if average is not None else None, count)
+        return summaries
 
     async def delete(self, actor: Actor, review_id: str) -> None:
         """Authors delete their own reviews; admins delete any."""
