@@ -15,6 +15,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from api.loaders import ListingLoaders
 from catalog.actors import ANONYMOUS, Actor
 from infra.errors import MlrepoError, Unauthenticated, Unavailable
 from infra.settings import Settings
@@ -52,6 +53,7 @@ class Context:
     connection_params: Mapping[str, Any] | None = None
     # The credentials the actor came from: a websocket checks them again before each operation.
     authorization: str | None = None
+    _loaders: ListingLoaders | None = field(default=None, repr=False)
 
     @property
     def catalog(self) -> CatalogApp:
@@ -60,6 +62,13 @@ class Context:
     @property
     def settings(self) -> Settings:
         return self.services.settings
+
+    @property
+    def loaders(self) -> ListingLoaders:
+        """The request's loaders of listing relations, for its actor (new ones if the actor changed)."""
+        if self._loaders is None or self._loaders.actor != self.actor:
+            self._loaders = ListingLoaders.of(self.catalog, self.actor)
+        return self._loaders
 
 
 def bearer_token(authorization: str | None) -> str | None:

@@ -36,6 +36,7 @@ MAX_FORMAT_CHARS = 64
 # Beyond its logging batch, how long another API process may take to commit a search it served.
 OTHER_PROCESS_GRACE_S = 1.0
 SEARCH_POLL_S = 0.05
+SEARCH_ID_CHARS = SearchEvent.__table__.c.id.type.length
 
 
 def _clean_format(value: str, field: str) -> str:
@@ -48,6 +49,19 @@ def _clean_format(value: str, field: str) -> str:
 def _format_name(data_format: str) -> str:
     """``image@1`` reads as "image" in a sentence (the version says nothing about the need)."""
     return data_format.split("@", 1)[0]
+
+
+def may_select(searcher_id: str | None, actor: Actor) -> bool:
+    """Whether ``actor`` may mark a search made by account ``searcher_id`` as selected (a view, a run or a
+    pipeline step through its searchId): only the account that searched. A search made anonymously has
+    no account to bind it to: whoever holds its id may (the id, 128 random bits, went only to whoever
+    searched). Anyone else is told the search does not exist, as for an unknown id."""
+    return searcher_id is None or searcher_id == actor.account_id
+
+
+def unknown_search(search_id: str) -> NotFound:
+    """The one refusal of a searchId the caller may not use, unknown or another account's."""
+    return NotFound(f"no search with id {search_id!r}")
 
 
 class DemandLog:
@@ -179,34 +193,39 @@ class DemandLog:
         if self.relay is not None:
             await self.relay.publish_alerts(alerts)
 
-    async def require_search(self, search_id: str) -> None:
-        """NOT_FOUND unless ``search_id`` names a logged search (checked before acting on a selection)."""
-        if not await self._search_logged(search_id):
-            raise NotFound(f"no search with id {search_id!r}")
+    async def require_search(self, search_id: str, actor: Actor) -> None:
+        """NOT_FOUND unless ``search_id`` names a logged search ``actor`` may select from (``may_select``);
+        checked before acting on a selection."""
+        if not await self._search_logged(search_id, actor):
+            raise unknown_search(search_id)
 
-    async def _search_logged(self, search_id: str) -> bool:
-        """Whether ``search_id`` is a logged search. This process's queue is written first; a search
-        another API process served (the requester's next request may reach any of them) is in that
-        process's queue for up to its ``demand_log_batch_s``, so an unknown id is looked for that long,
-        plus ``OTHER_PROCESS_GRACE_S``, before it is declared unknown."""
+    async def _search_logged(self, search_id: str, actor: Actor) -> bool:
+        """Whether ``search_id`` is a logged search of ``actor``'s (``may_select``). This process's queue
+        is written first; a search another API process served (the requester's next request may reach
+        any of them) is in that process's queue for up to its ``demand_log_batch_s``, so an unknown id is
+        looked for that long, plus ``OTHER_PROCESS_GRACE_S``, before it is declared unknown."""
+        if len(search_id) > SEARCH_ID_CHARS:  # longer than any id this service issues: never logged
+            return False
         await self.flush()
         deadline = time.monotonic() + self.settings.demand_log_batch_s + OTHER_PROCESS_GRACE_S
         while True:
             async with self.db.session() as session:
-                found = await session.scalar(select(SearchEvent.id).where(SearchEvent.id == search_id))
+                found = (
+                    await session.execute(select(SearchEvent.account_id).where(SearchEvent.id == search_id))
+                ).first()
             if found is not None:
-                return True
+                return may_select(found.account_id, actor)
             if time.monotonic() >= deadline:
                 return False
             await asyncio.sleep(SEARCH_POLL_S)
 
-    async def record_selection(self, search_id: str, listing_id: str) -> None:
-        """The requester picked ``listing_id`` from search ``search_id``: that search's need was met.
+    async def record_selection(self, search_id: str, listing_id: str, actor: Actor) -> None:
+        """``actor`` picked ``listing_id`` from their search ``search_id``: that search's need was met.
 
         The first selection is kept (it says what the search led to); later ones change nothing.
         """
-        if not await self._search_logged(search_id):
-            raise NotFound(f"no search with id {search_id!r}")
+        if not await self._search_logged(search_id, actor):
+            raise unknown_search(search_id)
         async with self.db.session() as session:
             row = await session.get(SearchEvent, search_id)
             if row is not None and row.selected_listing_id is None:

@@ -14,24 +14,46 @@ from typing import Any
 from sqlalchemy import Select, and_, or_
 
 from catalog.clock import as_utc
-from infra.cursor_signing import CursorSigner
+from infra.cursor_signing import CursorSigner, not_issued
 from infra.errors import BadInput
 
 
-def encode_cursor(signer: CursorSigner, kind: str, created_at: datetime, row_id: str, scope: str = "") -> str:
-    """``scope``: whose list it pages (an account's own jobs), so another's cursor is refused."""
-    return signer.seal(kind, [as_utc(created_at).isoformat(), row_id], scope)
+def encode_cursor(
+    signer: CursorSigner,
+    kind: str,
+    created_at: datetime,
+    row_id: str,
+    scope: str = "",
+    filtered_by: str | None = None,
+) -> str:
+    """``scope``: whose list it pages (an account's own jobs), so another's cursor is refused.
+    ``filtered_by``: a digest of the filter the page was read under, carried in the signed position so
+    that ``decode_cursor`` can tell a cursor of the same list under another filter, and say so."""
+    position = [as_utc(created_at).isoformat(), row_id]
+    return signer.seal(kind, position if filtered_by is None else [*position, filtered_by], scope)
 
 
-def decode_cursor(signer: CursorSigner, kind: str, cursor: str, scope: str = "") -> tuple[datetime, str]:
+def decode_cursor(
+    signer: CursorSigner, kind: str, cursor: str, scope: str = "", filtered_by: str | None = None
+) -> tuple[datetime, str]:
+    """The position of ``cursor``; BadInput unless this service issued it for ``kind``, ``scope`` and
+    (when given) the filter whose digest is ``filtered_by``. Under another filter the position would
+    still be a valid row, but the next page of a different list than the one the client was reading."""
     position = signer.open(kind, cursor, scope)
+    if filtered_by is not None:
+        if len(position) != 3:
+            raise BadInput(not_issued(cursor), field="after")
+        if position.pop() != filtered_by:
+            raise BadInput(
+                "'after' is a cursor of this list under another filter: pass the filter it was issued "
+                "with, or start again without it",
+                field="after",
+            )
     try:
         stamp, row_id = position
         return as_utc(datetime.fromisoformat(stamp)), str(row_id)
     except (ValueError, TypeError, OverflowError):
-        raise BadInput(
-            f"'after' is not a cursor this service issued: {cursor[:80]!r}", field="after"
-        ) from None
+        raise BadInput(not_issued(cursor), field="after") from None
 
 
 def check_page_size(first: int, max_page_size: int) -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import math
 import re
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from jsonschema import Draft202012Validator
@@ -74,6 +75,23 @@ NON_COLUMN_FIELDS = frozenset({"subcategory", "subcategories", "shared_with", "o
 # resources (a listing's suggestion, a manifest, publishing requirements, a job's request) refuses less
 # with the field named, instead of one refusing ``cpu: 0`` while another silently raised ``memory_mb: 0``.
 MIN_MEMORY_MB = 64
+
+
+def check_resource_amounts(values: Mapping[str, float | None], name: Callable[[str], str]) -> None:
+    """The rule for hardware someone asks for or has: cpu > 0, memory_mb ≥ ``MIN_MEMORY_MB``, gpu ≥ 0
+    (``Resources``' bounds below). One function for a job's ``resources`` and search's hardware-fit
+    facet, so the facet accepts the amounts a job would and no others (it took ``cpu: 0``, which no job
+    can run on). ``name`` spells a key as the caller's input does (``resources.memoryMb``)."""
+    cpu, memory_mb, gpu = values.get("cpu"), values.get("memory_mb"), values.get("gpu")
+    if cpu is not None and cpu <= 0:
+        raise BadInput(f"{name('cpu')} must be more than 0: a job needs some CPU", field=name("cpu"))
+    if memory_mb is not None and memory_mb < MIN_MEMORY_MB:
+        raise BadInput(
+            f"{name('memory_mb')} must be at least {MIN_MEMORY_MB} (MiB): the smallest sandbox a job runs in",
+            field=name("memory_mb"),
+        )
+    if gpu is not None and gpu < 0:
+        raise BadInput(f"{name('gpu')} must be a non-negative number; got {gpu!r}", field=name("gpu"))
 
 
 class Resources(BaseModel):

@@ -8,6 +8,8 @@ updated before the commit, and if the commit fails the index change is undone.
 from __future__ import annotations
 
 import functools
+import hashlib
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -16,7 +18,14 @@ from sqlalchemy import Connection, Select, bindparam, delete, exists, func, or_,
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from catalog.access import AUDIENCE_REFUSAL, can_modify, can_see, may_show_to_others, visible_to
+from catalog.access import (
+    AUDIENCE_REFUSAL,
+    can_modify,
+    can_see,
+    may_show_to_others,
+    visible_among,
+    visible_to,
+)
 from catalog.actors import Actor
 from catalog.artifact_refs import REFERENCING_COLUMNS, every_digest, refuse_foreign_artifacts
 from catalog.choices import parse_choices
@@ -80,6 +89,22 @@ class ListingFilter:
     owner_id: str | None = None
     input_format: str | None = None
     output_format: str | None = None
+
+
+def filter_digest(filter: ListingFilter) -> str:
+    """What a ``list`` cursor carries of the filter it was issued under (README: another list's cursor is
+    refused; the same list under another filter is another list). Spellings the filter treats alike
+    (kinds in any order, a category in other capitals, a format's aliases) digest alike."""
+    material = {
+        "kinds": sorted(set(filter.kinds)) if filter.kinds else None,
+        "category": filter.category.strip().lower() if filter.category else None,
+        "subcategory": filter.subcategory.lower() if filter.subcategory else None,
+        "owner_id": filter.owner_id or None,
+        # Checked by ``_filter_conditions`` first: a format here is one ``normalize_format`` takes.
+        "input_format": normalize_format(filter.input_format) if filter.input_format else None,
+        "output_format": normalize_format(filter.output_format) if filter.output_format else None,
+    }
+    return hashlib.sha256(json.dumps(material, sort_keys=True).encode()).hexdigest()[:16]
 
 
 @dataclass(frozen=True, slots=True)
@@ -266,8 +291,10 @@ class ListingService:
     ) -> Page:
         """Newest first, with an opaque cursor (``after`` = the previous page's ``end_cursor``)."""
         check_page_size(first, max_page_size)
-        position = decode_cursor(self.cursors, LISTINGS_CURSOR, after) if after else None
-        conditions = [visible_to(actor), *self._filter_conditions(filter or ListingFilter())]
+        filter = filter or ListingFilter()
+        conditions = [visible_to(actor), *self._filter_conditions(filter)]
+        digest = filter_digest(filter)
+        position = decode_cursor(self.cursors, LISTINGS_CURSOR, after, filtered_by=digest) if after else None
         async with self.db.session() as session:
             total = await session.scalar(select(func.count()).select_from(Listing).where(*conditions)) or 0
             query = newest_first(select(Listing).where(*conditions), Listing, position, first)
@@ -276,7 +303,9 @@ class ListingService:
             rows = rows[:first]
             shares = await shares_of(session, [r.id for r in rows if r.visibility == Visibility.SHARED])
         items = [ListingView.of(r, shares.get(r.id, ())) for r in rows]
-        cursors = [encode_cursor(self.cursors, LISTINGS_CURSOR, r.created_at, r.id) for r in rows]
+        cursors = [
+            encode_cursor(self.cursors, LISTINGS_CURSOR, r.created_at, r.id, filtered_by=digest) for r in rows
+        ]
         end = cursors[-1] if cursors else None
         return Page(items=items, end_cursor=end, has_next_page=has_next, total_count=total, cursors=cursors)
 
@@ -342,14 +371,30 @@ class ListingService:
         )
 
     async def versions(self, actor: Actor, listing_id: str) -> list[ListingVersion]:
-        await self.get(actor, listing_id)  # access check
+        """A listing's version history, oldest first; NOT_FOUND when ``actor`` may not see it."""
+        histories = await self.versions_many(actor, [listing_id])
+        if listing_id not in histories:
+            raise NotFound(f"no listing with id {listing_id!r}")
+        return histories[listing_id]
+
+    async def versions_many(
+        self, actor: Actor, listing_ids: Sequence[str]
+    ) -> dict[str, list[ListingVersion]]:
+        """``versions`` for every listing of a page in two queries (which are visible, then all their
+        versions), not two per listing; listings ``actor`` may not see are absent."""
         async with self.db.session() as session:
+            visible = await visible_among(session, actor, listing_ids)
+            if not visible:
+                return {}
             rows = await session.scalars(
                 select(ListingVersion)
-                .where(ListingVersion.listing_id == listing_id)
+                .where(ListingVersion.listing_id.in_(visible))
                 .order_by(ListingVersion.created_at, ListingVersion.id)
             )
-            return list(rows.all())
+            histories: dict[str, list[ListingVersion]] = {listing_id: [] for listing_id in visible}
+            for row in rows:
+                histories[row.listing_id].append(row)
+            return histories
 
     # ------------------------------------------------------------------ writes
 

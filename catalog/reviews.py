@@ -7,14 +7,14 @@ cannot review their own listing. Only listings the author can see can be reviewe
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
 from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncSession
 
-from catalog.access import visible_to
+from catalog.access import visible_among, visible_to
 from catalog.actors import Actor
 from catalog.clock import as_utc
 from catalog.text_checks import refuse_nul
@@ -41,6 +41,14 @@ class ReviewView:
 class RatingSummary:
     average: float | None
     count: int
+
+
+def check_review_page(first: int, offset: int) -> None:
+    """The bounds of one page of a listing's reviews (checked per field before a page's batch is read)."""
+    if not 1 <= first <= MAX_REVIEWS_PAGE:
+        raise BadInput(f"first must be 1..{MAX_REVIEWS_PAGE}; got {first}", field="first")
+    if offset < 0:
+        raise BadInput(f"offset must be ≥ 0; got {offset}", field="offset")
 
 
 def check_review(rating: int, text: str | None) -> str:
@@ -89,31 +97,71 @@ class ReviewService:
             return self._view(review, author.name if author else "")
 
     async def list(self, actor: Actor, listing_id: str, first: int = 20, offset: int = 0) -> list[ReviewView]:
-        if not 1 <= first <= MAX_REVIEWS_PAGE:
-            raise BadInput(f"first must be 1..{MAX_REVIEWS_PAGE}; got {first}", field="first")
-        if offset < 0:
-            raise BadInput(f"offset must be ≥ 0; got {offset}", field="offset")
+        """A listing's reviews, newest first; NOT_FOUND when ``actor`` may not see it."""
+        pages = await self.list_many(actor, [listing_id], first, offset)
+        if listing_id not in pages:
+            raise NotFound(f"no listing with id {listing_id!r}")
+        return pages[listing_id]
+
+    async def list_many(
+        self, actor: Actor, listing_ids: Sequence[str], first: int = 20, offset: int = 0
+    ) -> dict[str, list[ReviewView]]:
+        """``list`` for every listing of a page at once: two queries (which are visible, then each one's
+        reviews numbered within it by a window function), not two per listing. Listings ``actor`` may
+        not see are absent (``list`` answers NOT_FOUND for them)."""
+        check_review_page(first, offset)
         async with self.db.session() as session:
-            await self._require_visible(session, actor, listing_id)
-            rows = await session.execute(
-                select(Review, Account.name)
+            visible = await visible_among(session, actor, listing_ids)
+            if not visible:
+                return {}
+            newest_first = (Review.created_at.desc(), Review.id)
+            numbered = (
+                select(
+                    Review.id.label("review_id"),
+                    Account.name.label("author_name"),
+                    func.row_number()
+                    .over(partition_by=Review.listing_id, order_by=newest_first)
+                    .label("position"),
+                )
                 .join(Account, Account.id == Review.account_id)
-                .where(Review.listing_id == listing_id)
-                .order_by(Review.created_at.desc(), Review.id)
-                .offset(offset)
-                .limit(first)
+                .where(Review.listing_id.in_(visible))
+                .subquery()
             )
-            return [self._view(review, name) for review, name in rows]
+            rows = await session.execute(
+                select(Review, numbered.c.author_name)
+                .join(numbered, numbered.c.review_id == Review.id)
+                .where(numbered.c.position > offset, numbered.c.position <= offset + first)
+                .order_by(Review.listing_id, numbered.c.position)
+            )
+            pages: dict[str, list[ReviewView]] = {listing_id: [] for listing_id in visible}
+            for review, name in rows:
+                pages[review.listing_id].append(self._view(review, name))
+            return pages
 
     async def summary(self, actor: Actor, listing_id: str) -> RatingSummary:
+        """A listing's average rating and review count; NOT_FOUND when ``actor`` may not see it."""
+        summaries = await self.summaries(actor, [listing_id])
+        if listing_id not in summaries:
+            raise NotFound(f"no listing with id {listing_id!r}")
+        return summaries[listing_id]
+
+    async def summaries(self, actor: Actor, listing_ids: Sequence[str]) -> dict[str, RatingSummary]:
+        """``summary`` for every listing of a page in two queries; invisible listings are absent."""
         async with self.db.session() as session:
-            await self._require_visible(session, actor, listing_id)
-            average, count = (
-                await session.execute(
-                    select(func.avg(Review.rating), func.count()).where(Review.listing_id == listing_id)
-                )
-            ).one()
-            return RatingSummary(float(average) if average is not None else None, count)
+            visible = await visible_among(session, actor, listing_ids)
+            if not visible:
+                return {}
+            rows = await session.execute(
+                select(Review.listing_id, func.avg(Review.rating), func.count())
+                .where(Review.listing_id.in_(visible))
+                .group_by(Review.listing_id)
+            )
+            rated = {listing_id: (average, count) for listing_id, average, count in rows}
+        summaries: dict[str, RatingSummary] = {}
+        for listing_id in visible:
+            average, count = rated.get(listing_id, (None, 0))
+            summaries[listing_id] = RatingSummary(float(average) if average is not None else None, count)
+        return summaries
 
     async def delete(self, actor: Actor, review_id: str) -> None:
         """Authors delete their own reviews; admins delete any."""
@@ -124,12 +172,6 @@ class ReviewService:
             if review is None or (review.account_id != actor.account_id and not actor.is_admin):
                 raise NotFound(f"no review with id {review_id!r}")
             await session.delete(review)
-
-    @staticmethod
-    async def _require_visible(session: AsyncSession, actor: Actor, listing_id: str) -> None:
-        found = await session.scalar(select(Listing.id).where(Listing.id == listing_id, visible_to(actor)))
-        if found is None:
-            raise NotFound(f"no listing with id {listing_id!r}")
 
     @staticmethod
     def _view(review: Review, author_name: str) -> ReviewView:

@@ -39,6 +39,7 @@ from catalog.demand import DemandService
 from catalog.enums import ListingKind, SortOrder
 from catalog.formats import normalize_format
 from catalog.indexing import ListingIndex
+from catalog.listing_input import check_resource_amounts
 from catalog.listing_view import ListingView
 from catalog.listings import ListingService
 from catalog.pipelines.search_context import PipelineSlot, slot_misfits
@@ -63,6 +64,8 @@ if TYPE_CHECKING:
 logger = logging.getLogger("mlrepo.catalog")
 
 MAX_FACET_CHARS = 100
+# The hardware-fit facet's fields as ``SearchInput.resources`` names them.
+RESOURCE_FACETS = {"cpu": "resources.cpu", "memory_mb": "resources.memoryMb", "gpu": "resources.gpu"}
 MAX_OFFSET = 10_000  # the deepest a facet-only search pages (the most listings its snapshot holds)
 # The stages a search is timed in (``infra.timing``, the ``Server-Timing`` header), in the order it runs
 # them; a search without text runs only the first and the last.
@@ -187,8 +190,11 @@ def _format_facet(name: str, value: str | None) -> str | None:
 def build_filters(request: SearchRequest, actor: Actor, category: str | None) -> SearchFilters:
     """The facets of ``request`` as backend filters, with the viewer for visibility (raises BadInput)."""
     resources = request.resources or ResourceLimits()
-    gpu = _finite("resources.gpu", resources.gpu)
-    memory = _finite("resources.memoryMb", resources.memory_mb)
+    cpu = _finite("resources.cpu", resources.cpu, low=None)
+    gpu = _finite("resources.gpu", resources.gpu, low=None)
+    memory = _finite("resources.memoryMb", resources.memory_mb, low=None)
+    # The hardware-fit facet takes the amounts a job's ``resources`` takes: one rule for both.
+    check_resource_amounts({"cpu": cpu, "memory_mb": memory, "gpu": gpu}, RESOURCE_FACETS.__getitem__)
     return SearchFilters(
         kinds=parse_kinds(request.kinds),
         category=category,
@@ -197,7 +203,7 @@ def build_filters(request: SearchRequest, actor: Actor, category: str | None) ->
         output_format=_format_facet("outputFormat", request.output_format),
         max_latency_ms=_finite("maxLatencyMs", request.max_latency_ms),
         min_accuracy=_finite("minAccuracy", request.min_accuracy, 0.0, 1.0),
-        cpu=_finite("resources.cpu", resources.cpu),
+        cpu=cpu,
         memory_mb=int(memory) if memory is not None else None,
         gpu=int(gpu) if gpu is not None else None,
         verified_only=bool(request.verified_only),
@@ -606,6 +612,6 @@ class SearchService:
         facets["sort"] = sort
         return facets
 
-    async def record_selection(self, search_id: str, listing_id: str) -> None:
-        """The requester selected ``listing_id`` from search ``search_id`` (unmet-demand bookkeeping)."""
-        await self.demand.record_selection(search_id, listing_id)
+    async def record_selection(self, search_id: str, listing_id: str, actor: Actor) -> None:
+        """``actor`` selected ``listing_id`` from their search ``search_id`` (unmet-demand bookkeeping)."""
+        await self.demand.record_selection(search_id, listing_id, actor)

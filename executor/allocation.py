@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from catalog.listing_input import MIN_MEMORY_MB
+from catalog.listing_input import MIN_MEMORY_MB, check_resource_amounts
 from infra.errors import BadInput
 
 DEFAULT_RESOURCES = {"cpu": 1.0, "memory_mb": 512, "gpu": 0}
@@ -65,13 +65,9 @@ def allocate(suggested: dict[str, Any] | None, requested: dict[str, Any] | None,
         values[key] = value
     if quota.cpu <= 0:
         raise BadInput("your CPU quota is 0: no job can be allocated", field="resources.cpu")
-    if values["cpu"] <= 0:
+    check_resource_amounts(asked, lambda key: f"resources.{key}")
+    if values["cpu"] <= 0:  # a suggestion of 0 cpu (a row older than the rule), nothing asked
         raise BadInput("resources.cpu must be more than 0: a job needs some CPU", field="resources.cpu")
-    if asked.get("memory_mb", MIN_MEMORY_MB) < MIN_MEMORY_MB:
-        raise BadInput(
-            f"resources.memory_mb must be at least {MIN_MEMORY_MB} (MiB): the smallest sandbox a job runs in",
-            field="resources.memory_mb",
-        )
     return Allocation(
         cpu=float(values["cpu"]),
         # A suggestion clipped to a quota under the floor still gets the smallest sandbox.

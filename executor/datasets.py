@@ -39,13 +39,18 @@ MAX_DATA_BYTES = 256 << 20
 JSON_LINES_SUFFIXES = (".jsonl", ".ndjson")
 
 
-def parse_json_lines(data: bytes, what: str) -> list[Any]:
+def parse_json_lines(data: bytes, what: str, field: str | None = None) -> list[Any]:
+    """The JSON values of ``data``'s lines; ``field`` is the input they came in (an upload's ``file``),
+    named in the BadInput like any other invalid field."""
+    named = {"field": field} if field else {}
     if len(data) > MAX_DATA_BYTES:
-        raise BadInput(f"{what} is larger than {MAX_DATA_BYTES >> 20} MiB")
-    return list(_json_values(data.decode("utf-8-sig", "replace").splitlines(), what))
+        raise BadInput(f"{what} is larger than {MAX_DATA_BYTES >> 20} MiB", **named)
+    return list(_json_values(data.decode("utf-8-sig", "replace").splitlines(), what, field=field))
 
 
-def _json_values(lines: Iterable[str], what: str, first_number: int = 1) -> Iterator[Any]:
+def _json_values(
+    lines: Iterable[str], what: str, first_number: int = 1, field: str | None = None
+) -> Iterator[Any]:
     for number, line in enumerate(lines, first_number):
         if not line.strip():
             continue
@@ -54,7 +59,8 @@ def _json_values(lines: Iterable[str], what: str, first_number: int = 1) -> Iter
         except ValueError:
             raise BadInput(
                 f"{what} line {number} is not JSON (NaN and Infinity are not either); "
-                "expected one JSON value per line"
+                "expected one JSON value per line",
+                **({"field": field} if field else {}),
             ) from None
 
 

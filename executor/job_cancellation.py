@@ -16,7 +16,7 @@ from catalog.actors import Actor
 from catalog.enums import JobStatus
 from executor.job_base import JobServiceParts
 from executor.job_views import JobView
-from infra.errors import BadInput, Unauthenticated
+from infra.errors import Conflict, Unauthenticated
 from infra.fencing import Claim, beat_under
 from infra.heartbeat import keep_beating
 
@@ -31,7 +31,8 @@ class JobCancellation(JobServiceParts):
         if not await self.finish(job_id, JobStatus.CANCELLED, error="cancelled by the requester"):
             view = await self.get(actor, job_id)
             if view.status != JobStatus.CANCELLED:
-                raise BadInput(f"job {job_id} already finished ({view.status})", field="id")
+                # CONFLICT, not BAD_INPUT: the request was well formed; the job's state no longer allows it.
+                raise Conflict(f"job {job_id} already finished ({view.status})", field="id")
         return await self.get(actor, job_id)
 
     async def _heartbeat(self, claim: Claim, work: asyncio.Task[Any] | None) -> None:

@@ -301,12 +301,12 @@ class Mutation:
                     "records must be a JSON list of inputs (the file's lines are added)", field="records"
                 )
             data = await asyncio.to_thread(file.file.read, MAX_DATA_BYTES + 1)
-            records = [*(records or []), *parse_json_lines(data, "the uploaded file")]
+            records = [*(records or []), *parse_json_lines(data, "the uploaded file", field="file")]
         search_id = input.search_id
         if search_id is not None:  # checked before anything is queued: a bad id leaves no job behind
             if input.listing_id is None:
                 raise BadInput("searchId goes with the listingId that search found", field="searchId")
-            await info.context.catalog.demand.require_search(search_id)
+            await info.context.catalog.demand.require_search(search_id, info.context.actor)
         with errors_in_graphql_terms():
             view = await jobs_of(info).submit(
                 info.context.actor,
@@ -318,7 +318,9 @@ class Mutation:
                 pipeline_id=str(input.pipeline_id) if input.pipeline_id is not None else None,
             )
         if search_id is not None:
-            await info.context.catalog.search.record_selection(search_id, str(input.listing_id))
+            await info.context.catalog.search.record_selection(
+                search_id, str(input.listing_id), info.context.actor
+            )
         return Job.of(view)
 
     @strawberry.mutation(

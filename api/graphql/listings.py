@@ -122,14 +122,16 @@ def listing_values(data: UpdateListingInput) -> dict:
 @strawberry.type
 class Query:
     @strawberry.field(
-        description="One listing. Pass the searchId it was found through: the view counts as a selection."
+        description="One listing. Pass the searchId it was found through (a search of yours, else "
+        "NOT_FOUND): the view counts as a selection."
     )
     async def listing(
         self, info: strawberry.Info, id: strawberry.ID, search_id: str | None = None
     ) -> Listing:
         ctx = info.context
         view = await ctx.catalog.listings.get(ctx.actor, str(id))
-        if search_id:
+        if search_id is not None:  # refused as runJob refuses it: unknown, or another account's search
+            await ctx.catalog.demand.require_search(search_id, ctx.actor)
             await ctx.catalog.usage.record(
                 view.id, UsageKind.VIEW.value, account_id=ctx.actor.account_id, search_id=search_id
             )

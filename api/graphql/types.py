@@ -2,7 +2,8 @@
 
 Each type maps one catalog read shape (``ListingView``, ``AccountInfo``, ...) field by field in a
 ``from_...`` constructor; the only resolvers here are the ones that need another service call
-(reviews and version history of a listing), and they go through the catalog's access rules.
+(reviews and version history of a listing): they go through the request's loaders (``api.loaders``),
+which read a whole page's at once under the catalog's access rules.
 """
 
 from __future__ import annotations
@@ -215,20 +216,17 @@ class Listing:
 
     @strawberry.field(description="Reviews, newest first (first: 1..100).")
     async def reviews(self, info: strawberry.Info, first: int = 20, offset: int = 0) -> list[Review]:
-        ctx = info.context
-        views = await ctx.catalog.reviews.list(ctx.actor, str(self.id), first=first, offset=offset)
+        views = await info.context.loaders.review_page(str(self.id), first, offset)
         return [Review.from_view(view) for view in views]
 
     @strawberry.field(description="Average rating (1..5) and number of reviews.")
     async def rating(self, info: strawberry.Info) -> RatingSummary:
-        ctx = info.context
-        summary = await ctx.catalog.reviews.summary(ctx.actor, str(self.id))
+        summary = await info.context.loaders.rating.load(str(self.id))
         return RatingSummary(average=summary.average, count=summary.count)
 
     @strawberry.field(description="The version history, oldest first.")
     async def versions(self, info: strawberry.Info) -> list[ListingVersion]:
-        ctx = info.context
-        rows = await ctx.catalog.listings.versions(ctx.actor, str(self.id))
+        rows = await info.context.loaders.versions.load(str(self.id))
         return [ListingVersion.from_row(row) for row in rows]
 
 

@@ -21,6 +21,7 @@ from sqlalchemy import delete, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from catalog.actors import Actor
+from catalog.demand_log import may_select, unknown_search
 from catalog.enums import ListingKind
 from catalog.pipelines.audience import keep_published_reachable
 from catalog.pipelines.conditioning import STEP_KINDS, chain_misfits, find_conditioners
@@ -288,8 +289,10 @@ class PipelineService:
                     field="listingId",
                 )
             await refuse_cycle(session, pipeline, listing)
-            if search_id is not None and await session.get(SearchEvent, search_id) is None:
-                raise NotFound(f"no search with id {search_id!r}")
+            if search_id is not None:
+                search = await session.get(SearchEvent, search_id)
+                if search is None or not may_select(search.account_id, actor):
+                    raise unknown_search(search_id)
             rows = await load_rows(session, pipeline.id)
             if len(rows) >= MAX_STEPS:
                 raise BadInput(f"a pipeline holds at most {MAX_STEPS} steps")
@@ -318,7 +321,7 @@ class PipelineService:
             view = await self._view(session, actor, pipeline)
             await keep_published_chain(session, pipeline, shape, rows, view)
         if search_id is not None:
-            await self.demand.record_selection(search_id, listing.id)
+            await self.demand.record_selection(search_id, listing.id, actor)
         await log_gaps(self.demand, actor, outcome.gaps)
         return _change(view, step.id, outcome)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import uuid
 
@@ -241,3 +242,20 @@ async def test_documents_are_parsed_once_and_bad_ones_every_time(api) -> None:
     for _ in range(2):
         assert await api.error_code("{ listing(id: ") == "BAD_INPUT"
         assert await api.error_code("{ me { " + " ".join(["name"] * 6000) + " } }") == "BAD_INPUT"
+
+
+async def test_an_unreadable_upload_names_the_file_field(api) -> None:
+    """``runJob``'s JSON-lines upload errors named no field: a client could not tell which input (the
+    records, the file) to fix."""
+    token = await api.account("rita", "requester")
+    query = "mutation($input: RunJobInput!, $file: Upload) { runJob(input: $input, file: $file) { id } }"
+    operations = {"query": query, "variables": {"input": {"listingId": "any"}, "file": None}}
+    response = await api.http.post(
+        "/graphql",
+        data={"operations": json.dumps(operations), "map": json.dumps({"0": ["variables.file"]})},
+        files={"0": ("inputs.jsonl", b'"one"\nnot json\n', "application/x-ndjson")},
+        headers={"Authorization": f"Bearer {token}"},
+    )
+    (error,) = response.json()["errors"]
+    assert error["extensions"] == {"code": "BAD_INPUT", "field": "file"}, error
+    assert "line 2 is not JSON" in error["message"]

@@ -208,22 +208,34 @@ async def test_reviews(api) -> None:
 
 
 async def test_listing_view_with_search_id_counts_as_selection(api) -> None:
-    alice = await api.account("alice")
+    alice, rita = await api.account("alice"), await api.account("rita", "requester")
     listing_id = (await new_listing(api, alice))["createListing"]["id"]
-    await api.data('query($id: ID!) { listing(id: $id, searchId: "s-1") { id } }', {"id": listing_id})
+    searcher = await api.services.catalog.accounts.authenticate(rita)
+    search_id = await api.services.catalog.demand.log_search(
+        "sentiment", result_count=1, account_id=searcher.account_id
+    )
+    viewed = "query($id: ID!, $s: String) { listing(id: $id, searchId: $s) { id } }"
+    await api.data(viewed, {"id": listing_id, "s": search_id}, token=rita)
     async with api.services.catalog.db.session() as session:
         events = (await session.scalars(select(UsageEvent).where(UsageEvent.listing_id == listing_id))).all()
-    assert [(e.kind, e.search_id) for e in events] == [("view", "s-1")]
+    assert [(e.kind, e.search_id) for e in events] == [("view", search_id)]
 
 
-async def test_listing_view_with_a_search_id_no_search_could_have_is_bad_input(api) -> None:
-    """On PostgreSQL the over-long id reached the 32-character column and failed as INTERNAL; on SQLite
-    it was stored. Either way it is the caller's mistake, and nothing is recorded."""
-    alice = await api.account("alice")
+async def test_listing_view_refuses_a_search_id_as_run_job_does(api) -> None:
+    """An unknown searchId was accepted silently (runJob refuses one), and any holder of a searchId could
+    mark another's search selected. Both are NOT_FOUND now, with runJob's message, and nothing is
+    recorded. An over-long id (it reached PostgreSQL's 32-character column as INTERNAL) is unknown too."""
+    alice, rita = await api.account("alice"), await api.account("rita", "requester")
     listing_id = (await new_listing(api, alice))["createListing"]["id"]
+    searcher = await api.services.catalog.accounts.authenticate(rita)
+    ritas = await api.services.catalog.demand.log_search(
+        "sentiment", result_count=1, account_id=searcher.account_id
+    )
     viewed = "query($id: ID!, $s: String) { listing(id: $id, searchId: $s) { id } }"
-    refused = (await api.gql(viewed, {"id": listing_id, "s": "s" * 33}))["errors"][0]
-    assert refused["extensions"] == {"code": "BAD_INPUT", "field": "searchId"}
+    for search_id, token in (("no-such-search", rita), ("s" * 33, rita), (ritas, alice), (ritas, None)):
+        (refused,) = (await api.gql(viewed, {"id": listing_id, "s": search_id}, token))["errors"]
+        assert refused["extensions"]["code"] == "NOT_FOUND", (search_id, token)
+        assert refused["message"] == f"no search with id {search_id!r}"
     async with api.services.catalog.db.session() as session:
         assert (await session.scalars(select(UsageEvent))).all() == []
 

@@ -8,7 +8,7 @@ from catalog_helpers import listing_data, make_actor
 
 from catalog.actors import ANONYMOUS, Actor
 from catalog.app import CatalogApp
-from catalog.listings import LISTINGS_CURSOR, ListingFilter
+from catalog.listings import LISTINGS_CURSOR, ListingFilter, filter_digest
 from catalog.publishing.manifest import ManifestError, parse_manifest
 from catalog.search_service import SearchRequest
 from infra.artifacts import ArtifactStore
@@ -354,7 +354,8 @@ async def test_cursor_pagination_walks_every_listing_once(app: CatalogApp, alice
         await app.listings.list(ANONYMOUS, after="not-a-cursor")
     # A stamp that leaves datetime's range in UTC was an OverflowError: INTERNAL to the client. Only a
     # signed one reaches that check now (a key leaked, a bug): it is still refused as not issued.
-    out_of_range = app.cursors.seal(LISTINGS_CURSOR, ["0001-01-01T00:00:00+14:00", "x"])
+    unfiltered = filter_digest(ListingFilter())
+    out_of_range = app.cursors.seal(LISTINGS_CURSOR, ["0001-01-01T00:00:00+14:00", "x", unfiltered])
     with pytest.raises(BadInput, match="not a cursor this service issued"):
         await app.listings.list(ANONYMOUS, after=out_of_range)
     with pytest.raises(BadInput, match="first"):
@@ -374,8 +375,8 @@ async def test_a_listings_cursor_a_client_changed_or_took_elsewhere_is_refused(
     rest = await app.listings.list(ANONYMOUS, first=2, after=page.cursors[0])
     assert [item.id for item in rest.items] == [page.items[1].id, *[i.id for i in rest.items[1:]]]
 
-    stamp, _ = position_in(page.end_cursor)
-    newer = [stamp.replace("20", "29", 1), "z" * 32]  # would page from the head again
+    stamp, _, digest = position_in(page.end_cursor)
+    newer = [stamp.replace("20", "29", 1), "z" * 32, digest]  # would page from the head again
     for forged in (with_position(page.end_cursor, newer), page.end_cursor[:-2]):
         with pytest.raises(BadInput, match="not a cursor this service issued"):
             await app.listings.list(ANONYMOUS, first=2, after=forged)
@@ -383,6 +384,25 @@ async def test_a_listings_cursor_a_client_changed_or_took_elsewhere_is_refused(
         await app.listings.list(ANONYMOUS, after=app.cursors.seal("my-jobs", position_in(page.end_cursor)))
     with pytest.raises(BadInput, match="earlier version"):
         await app.listings.list(ANONYMOUS, after=old_style(position_in(page.end_cursor)))
+
+
+async def test_a_listings_cursor_is_refused_under_another_filter(app: CatalogApp, alice: Actor) -> None:
+    """A cursor issued under one filter gave a page of another filter's list (README: another list's
+    cursor is refused). It carries a digest of its filter now: the same filter spelled alike pages on."""
+    for i in range(3):
+        await app.listings.create(alice, listing_data(f"nlp-{i}", category="nlp"))
+        await app.listings.create(alice, listing_data(f"vision-{i}", category="vision"))
+    page = await app.listings.list(ANONYMOUS, ListingFilter(category="nlp"), first=2)
+    same = await app.listings.list(ANONYMOUS, ListingFilter(category=" NLP "), first=2, after=page.end_cursor)
+    names = {item.name for item in page.items + same.items}
+    assert names == {"nlp-0", "nlp-1", "nlp-2"} and not same.has_next_page
+    for other in (None, ListingFilter(category="vision"), ListingFilter(category="nlp", kinds=("dataset",))):
+        with pytest.raises(BadInput, match="under another filter") as caught:
+            await app.listings.list(ANONYMOUS, other, first=2, after=page.end_cursor)
+        assert caught.value.details == {"field": "after"}
+    unfiltered = await app.listings.list(ANONYMOUS, first=2)
+    with pytest.raises(BadInput, match="under another filter"):
+        await app.listings.list(ANONYMOUS, ListingFilter(category="nlp"), after=unfiltered.end_cursor)
 
 
 async def test_list_filters_and_category_counts(app: CatalogApp, alice: Actor) -> None:

@@ -100,6 +100,10 @@ async def test_the_subcategory_facet_matches_in_any_case_like_category(demo: Cat
         (SearchRequest(text="x", limit=1000), "limit"),
         (SearchRequest(text="x", input_format="hologram"), "inputFormat"),
         (SearchRequest(text="x", resources=ResourceLimits(cpu=-2)), "resources.cpu"),
+        # The facet took amounts no job runs on (README: the same rule as a job's resources).
+        (SearchRequest(text="x", resources=ResourceLimits(cpu=0)), "resources.cpu"),
+        (SearchRequest(text="x", resources=ResourceLimits(memory_mb=32)), "resources.memoryMb"),
+        (SearchRequest(text="x", resources=ResourceLimits(gpu=-1)), "resources.gpu"),
         (SearchRequest(text="x", after="garbage"), "after"),
         # A slot without its pipeline (say, a null variable) searched everything, unrestricted.
         (SearchRequest(text="x", position=1), "position"),
@@ -214,7 +218,7 @@ async def test_a_browse_explains_its_score_under_every_sort(demo: CatalogApp, ad
 async def test_searches_are_logged_and_selections_recorded(demo: CatalogApp) -> None:
     response = await demo.search.search(ANONYMOUS, SearchRequest(text="translate english to german", limit=3))
     chosen = response.results[0].listing.id
-    await demo.search.record_selection(response.search_id, chosen)
+    await demo.search.record_selection(response.search_id, chosen, ANONYMOUS)
     nothing = await demo.search.search(
         ANONYMOUS, SearchRequest(text="zzkqv", kinds=["notebook"], max_latency_ms=1)
     )

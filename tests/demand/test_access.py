@@ -47,7 +47,7 @@ async def test_bad_input_is_refused_clearly(demand: DemandService, people: Peopl
     with pytest.raises(BadInput, match="result_count"):
         await demand.log_search("anything", result_count=-1)
     with pytest.raises(NotFound):
-        await demand.record_selection("0" * 32, "1" * 32)
+        await demand.record_selection("0" * 32, "1" * 32, people.requester)
     with pytest.raises(NotFound):
         await demand.mark_seen(people.producer, "Never Subscribed")
     with pytest.raises(BadInput, match="subscribe"):

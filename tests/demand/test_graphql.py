@@ -14,6 +14,7 @@ from starlette.applications import Starlette
 from api.app import create_app
 from api.context import Context
 from api.schema import schema
+from catalog.actors import ANONYMOUS
 from catalog.demand import DemandService
 from infra.errors import NotFound
 from infra.settings import Settings
@@ -164,7 +165,7 @@ async def test_demand_alerts_subscription_streams_new_unmet_searches(app: Starle
     # The alert names no search id: with one, a producer could mark a competitor's unmet search satisfied.
     assert search_id not in str(alert)
     with pytest.raises(NotFound):
-        await demand.record_selection(alert["id"], "any-listing")
+        await demand.record_selection(alert["id"], "any-listing", ANONYMOUS)
 
 
 async def test_demand_alerts_refuse_requesters(app: Starlette) -> None:

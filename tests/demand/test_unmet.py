@@ -8,6 +8,7 @@ import pytest
 from demand_support import WINDOW_S, MovableClock, People, add_listing, add_usage
 from sqlalchemy import select
 
+from catalog.actors import ANONYMOUS
 from catalog.demand import DemandService
 from infra.db import Database
 from infra.errors import BadInput, NotFound
@@ -63,7 +64,7 @@ async def test_searches_followed_by_a_selection_are_not_unmet(
     run = await demand.log_search("find road damage in street images", result_count=3)
     ignored = await demand.log_search("road surface defect detector", result_count=3)
     assert selected and viewed and run and ignored
-    await demand.record_selection(selected, listing)
+    await demand.record_selection(selected, listing, ANONYMOUS)
     await add_usage(db, listing, viewed, kind="view")
     await add_usage(db, listing, run, kind="inference")
 
@@ -77,8 +78,8 @@ async def test_first_selection_is_kept(demand: DemandService, db: Database) -> N
     first, second = await add_listing(db, "first"), await add_listing(db, "second")
     search_id = await demand.log_search("colorize old photos", result_count=2)
     assert search_id
-    await demand.record_selection(search_id, first)
-    await demand.record_selection(search_id, second)
+    await demand.record_selection(search_id, first, ANONYMOUS)
+    await demand.record_selection(search_id, second, ANONYMOUS)
     async with db.session() as session:
         row = await session.get(SearchEvent, search_id)
         assert row is not None and row.selected_listing_id == first
@@ -198,12 +199,43 @@ async def test_a_selection_through_another_api_process_finds_a_search_still_bein
     other = DemandService(db, settings, encoder)
     try:
         search_id = demand.log_search_soon("colorize old photos", result_count=2)  # queued, not written
-        await other.require_search(search_id)
-        await other.record_selection(search_id, listing)
+        await other.require_search(search_id, ANONYMOUS)
+        await other.record_selection(search_id, listing, ANONYMOUS)
         async with db.session() as session:
             row = await session.get(SearchEvent, search_id)
             assert row is not None and row.selected_listing_id == listing
         with pytest.raises(NotFound):
-            await other.require_search("0" * 32)  # never logged anywhere: refused after the grace
+            await other.require_search("0" * 32, ANONYMOUS)  # never logged anywhere: refused after the grace
     finally:
         await other.close()
+
+
+async def test_only_the_searcher_marks_their_search_selected(
+    demand: DemandService, people: People, db: Database
+) -> None:
+    """Any holder of a searchId could mark that search selected, hiding another's unmet need. It is bound
+    to the account that searched now; another caller is told what an unknown id is told. An anonymous
+    search has no account to bind it to: whoever holds its id may."""
+    listing = await add_listing(db, "colorizer")
+    rita = people.requester
+    searched = await demand.log_search("colorize old photos", result_count=2, account_id=rita.account_id)
+    assert searched
+    for stranger in (people.producer, people.admin, ANONYMOUS):
+        with pytest.raises(NotFound) as refused:
+            await demand.require_search(searched, stranger)
+        assert refused.value.message == f"no search with id {searched!r}"
+        with pytest.raises(NotFound, match="no search with id"):
+            await demand.record_selection(searched, listing, stranger)
+    async with db.session() as session:
+        assert (await session.get(SearchEvent, searched)).selected_listing_id is None
+    await demand.require_search(searched, rita)
+    await demand.record_selection(searched, listing, rita)
+    async with db.session() as session:
+        assert (await session.get(SearchEvent, searched)).selected_listing_id == listing
+
+    anonymous = await demand.log_search("restore faded photos", result_count=2)
+    assert anonymous
+    for holder in (ANONYMOUS, rita):
+        await demand.require_search(anonymous, holder)
+    with pytest.raises(NotFound, match="no search with id"):  # longer than any id: refused without waiting
+        await demand.require_search("s" * 33, rita)

@@ -22,7 +22,7 @@ from executor.job_queues import IN_PROCESS_MAX_JOBS, ArqJobQueue, InProcessJobQu
 from executor.job_views import JobView
 from executor.jobs import JobService
 from infra.artifacts import ArtifactStore
-from infra.errors import BadInput, NotFound, Unauthenticated
+from infra.errors import BadInput, Conflict, NotFound, Unauthenticated
 from infra.settings import Settings
 from infra.tables import Job, Listing, ListingVersion, UsageEvent, utcnow
 
@@ -109,7 +109,7 @@ async def test_results_are_visible_to_the_owner_only(jobs: JobService, catalog, 
     with pytest.raises(NotFound):
         await jobs.cancel(people["bob"], view.id)
     await watch_all(jobs, people["alice"], view.id)
-    with pytest.raises(BadInput, match="already finished"):
+    with pytest.raises(Conflict, match="already finished"):  # the job's state, not the input, is wrong
         await jobs.cancel(people["alice"], view.id)
 
 

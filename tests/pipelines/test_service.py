@@ -401,6 +401,10 @@ async def test_adding_a_listing_found_by_search_meets_that_search(
     pipeline = await service.create(requester, "found")
     with pytest.raises(NotFound, match="no search with id 'nope'"):
         await service.add_step(requester, pipeline.id, model.id, search_id="nope")
+    # Another account's search: refused as an unknown one (its holder could mark it met for them).
+    theirs = await demand.log_search("echo text", result_count=1, account_id="0" * 32)
+    with pytest.raises(NotFound, match=f"no search with id {theirs!r}"):
+        await service.add_step(requester, pipeline.id, model.id, search_id=theirs)
     assert (await service.get(requester, pipeline.id)).steps == ()
     await service.add_step(requester, pipeline.id, model.id, search_id=search_id)
     async with db.session() as session:
