@@ -342,7 +342,7 @@ def account_quota(
     ctx: typer.Context,
     account: str = typer.Argument(..., help="Account name or id."),
     cpu: float | None = typer.Option(None, "--cpu", help="Cores one job may use."),
-    memory_mb: int | None = typer.Option(None, "--memory-mb", help="MiB one job may use."),
+    memory_mb: int | None = typer.Option(None, "--memory-mb", help="MiB one job may use, at least 64."),
     gpu: int | None = typer.Option(None, "--gpu", help="GPUs one job may use (the default is 0)."),
 ) -> None:
     """Show an account's job quota, or change the values given (as the operator: no token needed)."""

@@ -21,6 +21,7 @@ from catalog.actors import Actor
 from catalog.choices import parse_choice
 from catalog.clock import as_utc
 from catalog.enums import Role
+from catalog.listing_input import MIN_MEMORY_MB
 from catalog.text_checks import refuse_nul
 from infra.db import Database
 from infra.errors import BadInput, Conflict, Forbidden, NotFound, Unauthenticated
@@ -35,6 +36,10 @@ ACCOUNT_NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,99}$")
 LAST_USED_RESOLUTION = timedelta(minutes=1)
 # The most a quota may grant: a typo ("--gpu 80") should be refused, not become a promise no worker keeps.
 QUOTA_LIMITS = {"cpu": 1024.0, "memory_mb": 4 << 20, "gpu": 64}
+# The least: a memory quota under the smallest sandbox (``MIN_MEMORY_MB``, the jobs' own floor) let no job
+# run within it, yet was accepted (allocation then gave the floor anyway, over the quota). A cpu quota of 0
+# stays the way to stop an account's jobs.
+QUOTA_MINIMUMS = {"cpu": 0.0, "memory_mb": MIN_MEMORY_MB, "gpu": 0}
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,10 +120,10 @@ def validate_account_name(name: str) -> str:
 def _quota_value(key: str, value: float) -> float | int:
     """A quota value within ``QUOTA_LIMITS``; memory and GPUs are whole numbers."""
     whole = key != "cpu"
-    if isinstance(value, bool) or not 0 <= value <= QUOTA_LIMITS[key] or (whole and value != int(value)):
+    least, limit = QUOTA_MINIMUMS[key], QUOTA_LIMITS[key]
+    if isinstance(value, bool) or not least <= value <= limit or (whole and value != int(value)):
         kind = "a whole number" if whole else "a number"
-        limit = QUOTA_LIMITS[key]
-        raise BadInput(f"quota {key} must be {kind} from 0 to {limit:g}; got {value!r}", field=key)
+        raise BadInput(f"quota {key} must be {kind} from {least:g} to {limit:g}; got {value!r}", field=key)
     return int(value) if whole else float(value)
 
 
@@ -203,7 +208,8 @@ class AccountService:
         """Change what an account's jobs may be allocated (the operator's decision: the CLI calls it).
 
         Only the given values change. A cpu quota of 0 stops the account's jobs from being allocated at
-        all; gpu is a count of devices, and it is the only way an account's jobs ever get a GPU."""
+        all; memory is at least the smallest sandbox a job runs in (``MIN_MEMORY_MB``); gpu is a count of
+        devices, and it is the only way an account's jobs ever get a GPU."""
         changes = {
             key: _quota_value(key, value)
             for key, value in (("cpu", cpu), ("memory_mb", memory_mb), ("gpu", gpu))

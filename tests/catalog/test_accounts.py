@@ -9,6 +9,7 @@ from sqlalchemy import make_url, select
 
 from catalog.accounts import AccountService, hash_token
 from catalog.app import CatalogApp
+from catalog.listing_input import MIN_MEMORY_MB
 from infra.db import Database
 from infra.errors import BadInput, Conflict, Forbidden, NotFound, Unauthenticated
 from infra.settings import Settings
@@ -97,6 +98,9 @@ async def test_the_operator_sets_quotas_and_only_the_values_given_change(app: Ca
         ({"gpu": 65}, "gpu"),
         ({"gpu": True}, "gpu"),
         ({"gpu": 1, "memory_mb": -5}, "memory_mb"),
+        # Under the smallest sandbox no job can run (the floor jobs themselves are held to): was accepted.
+        ({"memory_mb": 10}, "memory_mb"),
+        ({"memory_mb": 0}, "memory_mb"),
     ],
 )
 async def test_bad_quotas_are_refused_and_change_nothing(app: CatalogApp, values: dict, field: str) -> None:
@@ -104,6 +108,8 @@ async def test_bad_quotas_are_refused_and_change_nothing(app: CatalogApp, values
     with pytest.raises(BadInput, match=f"quota {field} must be") as refused:
         await app.accounts.set_quota("ada", **values)
     assert refused.value.details["field"] == field
+    if field == "memory_mb" and values["memory_mb"] >= 0:
+        assert f"from {MIN_MEMORY_MB} to" in str(refused.value)
     ada = await app.accounts.resolve("ada")
     assert (ada.quota_cpu, ada.quota_memory_mb, ada.quota_gpu) == (4.0, 8192, 0)
 
