@@ -314,11 +314,15 @@ def search(
 @account_app.command("create")
 def account_create(
     ctx: typer.Context,
-    name: str = typer.Argument(..., help="Unique account name (letters, digits, '_', '.', '-')."),
+    name: str = typer.Argument(
+        ..., help="Account name (ASCII letters, digits, '_', '.', '-'), unique whatever its case."
+    ),
     role: Role = typer.Option(
         Role.REQUESTER, "--role", case_sensitive=False, help="producer, requester or admin."
     ),
-    email: str | None = typer.Option(None, "--email", help="Contact address (optional)."),
+    email: str | None = typer.Option(
+        None, "--email", help="Contact address (optional; its syntax is checked)."
+    ),
     with_token: bool = typer.Option(False, "--token", help="Also issue an API token and print it once."),
 ) -> None:
     """Create an account (as the operator: no token needed)."""
