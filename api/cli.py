@@ -324,11 +324,15 @@ def search(
 @account_app.command("create")
 def account_create(
     ctx: typer.Context,
-    name: str = typer.Argument(..., help="Unique account name (letters, digits, '_', '.', '-')."),
+    name: str = typer.Argument(
+        ..., help="Account name (ASCII letters, digits, '_', '.', '-'), unique whatever its case."
+    ),
     role: Role = typer.Option(
         Role.REQUESTER, "--role", case_sensitive=False, help="producer, requester or admin."
     ),
-    email: str | None = typer.Option(None, "--email", help="Contact address (optional)."),
+    email: str | None = typer.Option(
+        None, "--email", help="Contact address (optional; its syntax is checked)."
+    ),
     with_token: bool = typer.Option(False, "--token", help="Also issue an API token and print it once."),
 ) -> None:
     """Create an account (as the operator: no token needed)."""
@@ -352,7 +356,7 @@ def account_quota(
     ctx: typer.Context,
     account: str = typer.Argument(..., help="Account name or id."),
     cpu: float | None = typer.Option(None, "--cpu", help="Cores one job may use."),
-    memory_mb: int | None = typer.Option(None, "--memory-mb", help="MiB one job may use."),
+    memory_mb: int | None = typer.Option(None, "--memory-mb", help="MiB one job may use, at least 64."),
     gpu: int | None = typer.Option(None, "--gpu", help="GPUs one job may use (the default is 0)."),
 ) -> None:
     """Show an account's job quota, or change the values given (as the operator: no token needed)."""

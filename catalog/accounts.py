@@ -21,20 +21,35 @@ from catalog.actors import Actor
 from catalog.choices import parse_choice
 from catalog.clock import as_utc
 from catalog.enums import Role
+from catalog.listing_input import MIN_MEMORY_MB
 from catalog.text_checks import refuse_nul
 from infra.db import Database
 from infra.errors import BadInput, Conflict, Forbidden, NotFound, Unauthenticated
-from infra.tables import Account, ApiToken, utcnow
+from infra.tables import Account, ApiToken, account_name_key, utcnow
 
 logger = logging.getLogger("mlrepo.catalog")
 
 TOKEN_PREFIX = "mlr_"
 SYSTEM_ACCOUNT_NAME = "mlrepo"  # owns imported and demo listings that name no owner
-ACCOUNT_NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,99}$")
+# ASCII only, on purpose: a name shows on every listing, and the pattern leaves no room for look-alike
+# letters from other scripts, invisible characters or bidirectional controls (listing names refuse the
+# latter two: ``catalog.listing_input``). Names are unique regardless of case (``account_name_key``).
+ACCOUNT_NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,99}\Z")
+# An address's shape, as HTML's ``<input type=email>`` checks it (the WHATWG rule): a local part of the
+# characters RFC 5322 allows unquoted, "@", then dot-separated host labels. Nothing is looked up.
+EMAIL_PATTERN = re.compile(
+    r"^[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]+@[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+    r"(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*\Z"
+)
+MAX_EMAIL_CHARS = 255  # accounts.email
 # Writing last_used_at on every request would turn every read into a write; a minute's accuracy is enough.
 LAST_USED_RESOLUTION = timedelta(minutes=1)
 # The most a quota may grant: a typo ("--gpu 80") should be refused, not become a promise no worker keeps.
 QUOTA_LIMITS = {"cpu": 1024.0, "memory_mb": 4 << 20, "gpu": 64}
+# The least: a memory quota under the smallest sandbox (``MIN_MEMORY_MB``, the jobs' own floor) let no job
+# run within it, yet was accepted (allocation then gave the floor anyway, over the quota). A cpu quota of 0
+# stays the way to stop an account's jobs.
+QUOTA_MINIMUMS = {"cpu": 0.0, "memory_mb": MIN_MEMORY_MB, "gpu": 0}
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,20 +120,46 @@ def validate_account_name(name: str) -> str:
     name = name.strip()
     if not ACCOUNT_NAME_PATTERN.match(name):
         raise BadInput(
-            "account name must be 1-100 characters of letters, digits, '_', '.', '-' "
+            "account name must be 1-100 characters of ASCII letters, digits, '_', '.', '-' "
             f"and start with a letter or digit; got {name!r}",
             field="name",
         )
     return name
 
 
+def validate_email(email: str | None) -> str | None:
+    """A contact address, stripped, or None when none is given; refused unless it has the shape of an
+    address (``EMAIL_PATTERN``). Only its syntax is checked: no DNS lookup, no mail sent."""
+    if email is None:
+        return None
+    refuse_nul("email", email)
+    email = email.strip()
+    if not email:
+        return None
+    if len(email) > MAX_EMAIL_CHARS or not EMAIL_PATTERN.match(email):
+        raise BadInput(
+            f"email must be an address like name@example.org (at most {MAX_EMAIL_CHARS} characters); "
+            f"got {email!r}",
+            field="email",
+        )
+    return email
+
+
+def _name_taken(name: str, taken: str | None) -> Conflict:
+    if taken is None or taken == name:
+        return Conflict(f"an account named {name!r} already exists (whatever its case)", field="name")
+    return Conflict(
+        f"an account named {taken!r} already exists: names are the same whatever their case", field="name"
+    )
+
+
 def _quota_value(key: str, value: float) -> float | int:
     """A quota value within ``QUOTA_LIMITS``; memory and GPUs are whole numbers."""
     whole = key != "cpu"
-    if isinstance(value, bool) or not 0 <= value <= QUOTA_LIMITS[key] or (whole and value != int(value)):
+    least, limit = QUOTA_MINIMUMS[key], QUOTA_LIMITS[key]
+    if isinstance(value, bool) or not least <= value <= limit or (whole and value != int(value)):
         kind = "a whole number" if whole else "a number"
-        limit = QUOTA_LIMITS[key]
-        raise BadInput(f"quota {key} must be {kind} from 0 to {limit:g}; got {value!r}", field=key)
+        raise BadInput(f"quota {key} must be {kind} from {least:g} to {limit:g}; got {value!r}", field=key)
     return int(value) if whole else float(value)
 
 
@@ -142,19 +183,24 @@ class AccountService:
         self.db = db
 
     async def create(self, name: str, role: str = Role.REQUESTER, email: str | None = None) -> AccountInfo:
-        """Create an account; a taken name is a ``Conflict`` (names are how people share listings)."""
+        """Create an account; a taken name is a ``Conflict`` (names are how people share listings), and a
+        name is taken whatever its case ("ALICE" when "alice" exists: ``account_name_key``)."""
         name = validate_account_name(name)
         parsed_role = parse_role(role)
+        email = validate_email(email)
         try:
             async with self.db.session() as session:
-                if await session.scalar(select(Account.id).where(Account.name == name)):
-                    raise Conflict(f"an account named {name!r} already exists", field="name")
-                row = Account(name=name, role=parsed_role.value, email=email)
+                taken = await session.scalar(
+                    select(Account.name).where(Account.name_key == account_name_key(name))
+                )
+                if taken is not None:
+                    raise _name_taken(name, taken)
+                row = Account(name=name, name_key=account_name_key(name), role=parsed_role.value, email=email)
                 session.add(row)
                 await session.flush()
                 return AccountInfo.of(row)
-        except IntegrityError:  # a concurrent create won the race
-            raise Conflict(f"an account named {name!r} already exists", field="name") from None
+        except IntegrityError:  # a concurrent create won the race (the unique name_key says so)
+            raise _name_taken(name, None) from None
 
     async def ensure(self, name: str, role: str = Role.PRODUCER) -> AccountInfo:
         """The account called ``name``, created if missing (seeding and imports are idempotent)."""
@@ -172,8 +218,9 @@ class AccountService:
         return await self.ensure(SYSTEM_ACCOUNT_NAME, Role.PRODUCER)
 
     async def find_by_name(self, name: str) -> AccountInfo | None:
+        """The account called ``name``, in any case (names are unique regardless of it)."""
         async with self.db.session() as session:
-            row = await session.scalar(select(Account).where(Account.name == name))
+            row = await session.scalar(select(Account).where(Account.name_key == account_name_key(name)))
             return AccountInfo.of(row) if row else None
 
     async def get(self, account_id: str) -> AccountInfo:
@@ -184,10 +231,10 @@ class AccountService:
             return AccountInfo.of(row)
 
     async def resolve(self, name_or_id: str) -> AccountInfo:
-        """An account by id or by name (people share listings by name; APIs pass ids)."""
+        """An account by id or by name, in any case (people share listings by name; APIs pass ids)."""
         async with self.db.session() as session:
             row = await session.get(Account, name_or_id) or await session.scalar(
-                select(Account).where(Account.name == name_or_id)
+                select(Account).where(Account.name_key == account_name_key(name_or_id))
             )
             if row is None:
                 raise NotFound(f"no account named {name_or_id!r}")
@@ -203,7 +250,8 @@ class AccountService:
         """Change what an account's jobs may be allocated (the operator's decision: the CLI calls it).
 
         Only the given values change. A cpu quota of 0 stops the account's jobs from being allocated at
-        all; gpu is a count of devices, and it is the only way an account's jobs ever get a GPU."""
+        all; memory is at least the smallest sandbox a job runs in (``MIN_MEMORY_MB``); gpu is a count of
+        devices, and it is the only way an account's jobs ever get a GPU."""
         changes = {
             key: _quota_value(key, value)
             for key, value in (("cpu", cpu), ("memory_mb", memory_mb), ("gpu", gpu))

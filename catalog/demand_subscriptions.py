@@ -4,15 +4,22 @@ A subscription is what the inbox reads (``catalog.demand_report``) and what an a
 default (``catalog.demand_streams``); a change reaches the running streams of its producer at once, here
 and on other API processes (``_refollow``). Separate because it is plain bookkeeping of rows, with its
 own race (two subscribes at once), that both of those build on.
+
+A subscription to a category nothing uses is accepted with a ``warning`` (``_unused_category_warning``),
+not refused: demand is filed under the category a search filters by (any name a requester types) or
+the one inferred from public listings' labels, so a category no listing has yet ("Quantum ML") still
+collects the searches filtered by it, and a producer may follow it before publishing there. But a
+subscription to "NLP" in a catalog that says "Natural Language Processing" collected almost nothing,
+silently: the warning says so and names the categories listings use.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 
-from sqlalchemy import delete, select
+from sqlalchemy import delete, exists, select
 from sqlalchemy.exc import IntegrityError
 
 from catalog.actors import Actor
@@ -20,8 +27,12 @@ from catalog.clock import as_utc
 from catalog.demand_alerts import DemandAlertHub
 from catalog.demand_relay import DemandRelay
 from catalog.demand_unmet import clean_category, require_producer, same_category
+from catalog.enums import Visibility
 from infra.db import Database
-from infra.tables import DemandSubscription
+from infra.tables import DemandSubscription, Listing, SearchEvent
+
+# How many of the catalog's categories a warning names (a catalog may have many; a few show the way).
+MAX_NAMED_CATEGORIES = 30
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,6 +40,8 @@ class DemandSubscriptionInfo:
     category: str
     created_at: datetime
     last_seen_at: datetime | None
+    # Set by ``subscribe`` when no public listing and no logged demand uses the category yet.
+    warning: str | None = None
 
 
 class DemandSubscriptions:
@@ -40,12 +53,14 @@ class DemandSubscriptions:
     clock: Callable[[], datetime]
 
     async def subscribe(self, actor: Actor, category: str) -> DemandSubscriptionInfo:
-        """Follow demand in ``category`` (idempotent; categories match regardless of case)."""
+        """Follow demand in ``category`` (idempotent; categories match regardless of case). The answer
+        carries a ``warning`` when nothing uses the category yet (module docstring)."""
         require_producer(actor)
         category = clean_category(category)
         existing = await self._subscription(actor, category)
         if existing is not None:
-            return existing
+            return replace(existing, warning=await self._unused_category_warning(existing.category))
+        warning = await self._unused_category_warning(category)
         try:
             async with self.db.session() as session:
                 row = DemandSubscription(
@@ -56,9 +71,9 @@ class DemandSubscriptions:
             found = await self._subscription(actor, category)
             if found is None:
                 raise
-            return found
+            return replace(found, warning=warning)
         await self._refollow(actor)
-        return _subscription_info(row)
+        return replace(_subscription_info(row), warning=warning)
 
     async def unsubscribe(self, actor: Actor, category: str) -> bool:
         """Stop following ``category``; False when the actor was not subscribed to it."""
@@ -93,6 +108,35 @@ class DemandSubscriptions:
         self.alert_hub.refollow(actor.account_id, categories)
         if self.relay is not None:
             await self.relay.publish_refollow(actor.account_id)
+
+    async def _unused_category_warning(self, category: str) -> str | None:
+        """None when a public, active listing or any logged demand uses ``category`` (in any case);
+        otherwise what the producer should know, naming the categories public listings use. Only public
+        listings count: a warning must not reveal a private listing's category."""
+        public = (Listing.visibility == Visibility.PUBLIC.value) & (Listing.status == "active")
+        async with self.db.session() as session:
+            used = await session.scalar(
+                select(
+                    exists().where(public, same_category(Listing.category, category))
+                    | exists().where(same_category(SearchEvent.category, category))
+                )
+            )
+            if used:
+                return None
+            known = list(
+                await session.scalars(
+                    select(Listing.category).where(public).distinct().order_by(Listing.category)
+                )
+            )
+        named = ", ".join(known[:MAX_NAMED_CATEGORIES]) + (
+            " ..." if len(known) > MAX_NAMED_CATEGORIES else ""
+        )
+        return (
+            f"no public listing and no logged demand uses the category {category!r}: a search's demand is "
+            f"filed under the category it filters by or the one inferred from listings, so this "
+            f"subscription gets only searches filtered by {category!r}. "
+            + (f"The catalog's categories: {named}." if known else "The catalog has no public listings yet.")
+        )
 
     async def _subscription(self, actor: Actor, category: str) -> DemandSubscriptionInfo | None:
         async with self.db.session() as session:

@@ -119,7 +119,8 @@ def _clean_text(value: str, max_len: int, *, single_line: bool = True) -> str:
 
 def _clean_list(values: Any, max_items: int, max_len: int, *, names: bool = False) -> list[str]:
     """Distinct, stripped entries. Words (tags, subcategories) are distinct regardless of case, and an
-    empty one is dropped; ``names`` (account names or ids) are case-sensitive, as accounts are, and an
+    empty one is dropped; ``names`` (account names or ids) are kept as given (ids are case-sensitive;
+    the service matches a name in any case, as accounts are unique regardless of it), and an
     empty one is refused: sharing with ["rita", "Rita"] shared with rita alone, and [""] with nobody."""
     if isinstance(values, str):  # "a, b, c" is how people type tags on a command line
         values = [v for v in values.split(",")]

@@ -48,7 +48,7 @@ from catalog.versions import latest_published_version
 from infra.cursor_signing import CursorSigner
 from infra.db import Database
 from infra.errors import BadInput, Conflict, Forbidden, NotFound, Unauthenticated
-from infra.tables import Account, Listing, ListingShare, ListingVersion, Pipeline, utcnow
+from infra.tables import Account, Listing, ListingShare, ListingVersion, Pipeline, account_name_key, utcnow
 
 DEFAULT_PAGE_SIZE = 20
 LISTINGS_CURSOR = "listings"  # what a cursor of ``list`` is signed for: no other list takes it
@@ -596,13 +596,16 @@ class ListingService:
             )
         if not names:
             return []
+        keys = {account_name_key(n) for n in names}  # a name in any case (accounts are unique so)
         rows = (
             await session.execute(
-                select(Account.id, Account.name).where(or_(Account.id.in_(names), Account.name.in_(names)))
+                select(Account.id, Account.name_key).where(
+                    or_(Account.id.in_(names), Account.name_key.in_(keys))
+                )
             )
         ).all()
         known = {value for row in rows for value in row}
-        unknown = [n for n in names if n not in known]
+        unknown = [n for n in names if n not in known and account_name_key(n) not in known]
         if unknown:
             raise BadInput(f"shared_with: no accounts named {unknown}", field="shared_with")
         return sorted({row.id for row in rows})

@@ -7,6 +7,7 @@ same way; their vocabularies live in ``catalog.enums``-style constants of the ow
 
 from __future__ import annotations
 
+import unicodedata
 import uuid
 from datetime import UTC, datetime
 from typing import Any
@@ -36,6 +37,17 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
+def account_name_key(name: str) -> str:
+    """What makes two account names the same name: NFKC-normalised and case-folded, so "alice", "ALICE"
+    and a full-width "alice" are one. A producer's name shows on every listing; names told apart only
+    by case were an impersonation waiting to happen."""
+    return unicodedata.normalize("NFKC", name).casefold()
+
+
+def _name_key_of_row(context: Any) -> str:
+    return account_name_key(context.get_current_parameters()["name"])
+
+
 class Base(DeclarativeBase):
     type_annotation_map = {dict[str, Any]: JSON, list[Any]: JSON}
 
@@ -45,6 +57,9 @@ class Account(Base):
 
     id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
     name: Mapped[str] = mapped_column(String(100), unique=True)
+    # ``account_name_key(name)``, filled in from the name on insert: unique, so two registrations racing
+    # for "alice" and "ALICE" cannot both win. Names are ASCII, so the key is never longer than the name.
+    name_key: Mapped[str] = mapped_column(String(100), unique=True, default=_name_key_of_row)
     email: Mapped[str | None] = mapped_column(String(255))
     role: Mapped[str] = mapped_column(String(16))  # producer | requester | admin
     quota_cpu: Mapped[float] = mapped_column(Float, default=4.0)

@@ -102,6 +102,11 @@ def register(app: typer.Typer) -> None:
             None, "--memory-mb", help="Suggested MiB, at least 64 (over the manifest's)."
         ),
         gpu: int | None = typer.Option(None, "--gpu", help="Suggested GPUs (over the manifest's)."),
+        visibility: str | None = typer.Option(
+            None,
+            "--visibility",
+            help="A new listing's audience: public (default) or private (over the manifest's).",
+        ),
         sha256: str | None = typer.Option(None, "--sha256", help="Expected SHA-256 (hex) of the upload."),
         wait: bool = typer.Option(
             True,
@@ -124,7 +129,9 @@ def register(app: typer.Typer) -> None:
         if kind != "image" and path is None:
             fail(f"give the {kind} file to publish")
         settings = settings_of(ctx)
-        requirements = _requirements(cpu, memory_mb, gpu, encrypt=encrypt, verify=verify, timeout_s=timeout)
+        requirements = _requirements(
+            cpu, memory_mb, gpu, encrypt=encrypt, verify=verify, timeout_s=timeout, visibility=visibility
+        )
         manifest_data = _read_manifest(manifest) if manifest else None
         if kind in ("image", "dataset") and manifest_data is None:
             fail(f"--manifest is required for kind {kind}")

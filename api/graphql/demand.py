@@ -88,6 +88,12 @@ class DemandSubscription:
     category: str
     created_at: datetime
     last_seen_at: datetime | None
+    warning: str | None = strawberry.field(
+        default=None,
+        description="Set by subscribeDemand when no public listing and no logged demand uses the category "
+        "yet (such as 'NLP' in a catalog that says 'Natural Language Processing'): it names the catalog's "
+        "categories. The subscription is made all the same: searches filtered by the category reach it.",
+    )
 
     @classmethod
     def of(cls, subscription: demand_subscriptions.DemandSubscriptionInfo) -> DemandSubscription:
@@ -95,6 +101,7 @@ class DemandSubscription:
             category=subscription.category,
             created_at=subscription.created_at,
             last_seen_at=subscription.last_seen_at,
+            warning=subscription.warning,
         )
 
 

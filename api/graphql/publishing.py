@@ -25,6 +25,7 @@ from strawberry.scalars import JSON
 
 from api.graphql.convert import given_fields
 from api.graphql.listings import ResourcesInput
+from api.graphql.types import Visibility
 from catalog.publishing.service import (
     ArqQueue,
     InProcessQueue,
@@ -159,6 +160,11 @@ class PublishRequirementsInput:
     timeout_s: float | None = strawberry.field(default=UNSET, description="Max seconds per scoring call.")
     encrypt: bool | None = strawberry.field(default=UNSET, description="Encrypt at rest with its own key.")
     verify: bool | None = strawberry.field(default=UNSET, description="Run the unit tests in the sandbox.")
+    visibility: Visibility | None = strawberry.field(
+        default=UNSET,
+        description="A new listing's audience: PUBLIC (the default) or PRIVATE (SHARED: publish PRIVATE, "
+        "then updateListing). A new version keeps its listing's.",
+    )
 
 
 def _requirements(value: PublishRequirementsInput | None) -> dict[str, Any]:

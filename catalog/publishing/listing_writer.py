@@ -10,6 +10,9 @@ Also here: finding the listing a publication targets, with the owner rule (only 
 or an admin — adds versions; anyone else gets FORBIDDEN), the kind rule (a new version keeps the
 listing's kind) and the version rule (versions are immutable and only go up: an existing version number,
 or one not after the listing's current version, is a CONFLICT; no number means the next patch version).
+A manifest's ``visibility`` chooses a new listing's audience; a new version keeps its listing's (changing
+an audience is ``updateListing``'s, with its rules), so a manifest saying otherwise is a CONFLICT here,
+in the package step, rather than a listing silently left as it was.
 """
 
 from __future__ import annotations
@@ -62,6 +65,7 @@ async def resolve_target(
     kind: str,
     listing_id: str | None,
     version: str | None,
+    visibility: str | None = None,
 ) -> Target:
     """Which listing this publication adds a version to, and which version number it gets.
 
@@ -85,6 +89,7 @@ async def resolve_target(
                 field="name",
             )
         check_kind_kept(row, kind)
+        _check_visibility_kept(row, visibility)
         await _check_rename(session, row, name)
         existing = set(
             (
@@ -103,6 +108,16 @@ async def resolve_target(
             )
         check_version_newer(chosen, row.version)
         return Target(row.id, chosen, row.version)
+
+
+def _check_visibility_kept(row: Listing, visibility: str | None) -> None:
+    if visibility is not None and visibility != row.visibility:
+        raise Conflict(
+            f"the manifest's visibility {visibility!r} is for a new listing; listing {row.name!r} is "
+            f"{row.visibility} and a new version keeps that: change it with updateListing, or drop "
+            "visibility from the manifest",
+            field="visibility",
+        )
 
 
 async def _check_rename(session: AsyncSession, row: Listing, name: str) -> None:
@@ -159,6 +174,7 @@ async def write_version(
             ) from None
         return row.id
 
+    data.pop("visibility", None)  # a new version keeps its listing's audience (``resolve_target``)
     values = parse_listing_patch(data).columns()
     check_io(values)
     check_kind_rules(values["kind"], values)

@@ -36,7 +36,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from catalog.enums import ListingKind
+from catalog.enums import ListingKind, Visibility
 from catalog.formats import payload_errors, validate_listing_io
 from catalog.listing_input import MAX_EXAMPLES, MIN_MEMORY_MB, check_version, parse_listing
 from infra.errors import BadInput
@@ -47,6 +47,9 @@ RUNNABLE_KINDS = frozenset(
     {ListingKind.ALGORITHM, ListingKind.MODEL, ListingKind.NOTEBOOK, ListingKind.PIPELINE}
 )
 MAX_MANIFEST_BYTES = 1 << 20
+# Who sees a new listing. Not "shared": its accounts (``shared_with``) could only be checked when the
+# listing is written, after the build; a listing is shared afterwards with ``updateListing``.
+PUBLISHED_VISIBILITIES = (Visibility.PUBLIC.value, Visibility.PRIVATE.value)
 
 
 class ManifestError(BadInput):
@@ -90,6 +93,11 @@ class Manifest(BaseModel):
     category: str = Field(min_length=1, max_length=100)
     version: str | None = None
     listing_id: str | None = Field(None, description="Publish a new version of this existing listing.")
+    visibility: str | None = Field(
+        None,
+        description="A new listing's audience: public (the default) or private; a version keeps its "
+        "listing's.",
+    )
     subcategories: list[str] = Field(default_factory=list)
     description: str = Field("", max_length=20_000)
     documentation: str = Field("", max_length=200_000)
@@ -130,6 +138,18 @@ class Manifest(BaseModel):
     def _check_version(cls, value: str | None) -> str | None:
         return check_version(value)
 
+    @field_validator("visibility", mode="before")
+    @classmethod
+    def _check_visibility(cls, value: Any) -> Any:
+        if value is None:
+            return None
+        if not isinstance(value, str) or value.strip().lower() not in PUBLISHED_VISIBILITIES:
+            raise ValueError(
+                f"must be 'public' or 'private', not {value!r}; to share a listing with accounts, publish "
+                "it private, then give it visibility 'shared' and shared_with with updateListing"
+            )
+        return value.strip().lower()
+
     @property
     def runnable(self) -> bool:
         return self.kind in RUNNABLE_KINDS
@@ -157,7 +177,7 @@ class Manifest(BaseModel):
             "accuracy_metric": self.accuracy_metric,
             "accuracy_dataset": self.accuracy_dataset,
             "examples": list(self.examples),
-        }
+        } | ({"visibility": self.visibility} if self.visibility is not None else {})
 
 
 def pydantic_errors(exc: ValidationError) -> list[str]:

@@ -77,6 +77,7 @@ class PackageStep:
                 manifest.kind.value,
                 job.listing_id or manifest.listing_id,
                 manifest.version,
+                manifest.visibility,
             ),
         )
         where = f"listing {job.target.listing_id}" if job.target.listing_id else "a new listing"

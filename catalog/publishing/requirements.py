@@ -1,6 +1,7 @@
 """The producer's requirements given with an upload: merged over the manifest's, and checked when given.
 
-A publication may carry requirements (resources, timeout, encryption, verification) apart from its
+A publication may carry requirements (resources, timeout, encryption, verification, a new listing's
+visibility) apart from its
 manifest; they override the manifest's in the package step, and are checked by the manifest's own rules
 when the publication is submitted (``PublishingService``), so a bad one is refused then, not FAILED later.
 Separate because both the submission and the package step apply the same rule.
@@ -15,7 +16,7 @@ from pydantic import ValidationError
 from catalog.publishing.manifest import Manifest, pydantic_errors
 from infra.errors import BadInput
 
-REQUIREMENT_KEYS = ("resources", "training_resources", "timeout_s", "encrypt", "verify")
+REQUIREMENT_KEYS = ("resources", "training_resources", "timeout_s", "encrypt", "verify", "visibility")
 
 
 def merge_requirements(manifest: dict[str, Any], requirements: dict[str, Any]) -> dict[str, Any]:

@@ -2,23 +2,86 @@
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 
 import pytest
+from catalog_helpers import listing_data
 from sqlalchemy import make_url, select
+from sqlalchemy.exc import IntegrityError
 
+from catalog.account_duplicates import find_duplicate_names
 from catalog.accounts import AccountService, hash_token
 from catalog.app import CatalogApp
+from catalog.listing_input import MIN_MEMORY_MB
 from infra.db import Database
 from infra.errors import BadInput, Conflict, Forbidden, NotFound, Unauthenticated
 from infra.settings import Settings
-from infra.tables import ApiToken
+from infra.tables import Account, ApiToken
 
 
 async def test_account_names_are_unique(app: CatalogApp) -> None:
     await app.accounts.create("ada", "producer")
     with pytest.raises(Conflict):
         await app.accounts.create("ada", "requester")
+
+
+async def test_account_names_are_unique_whatever_their_case(app: CatalogApp) -> None:
+    """ "alice" and "ALICE" were two accounts: a producer's name shows on every listing, so one could pass
+    for the other."""
+    alice = await app.accounts.create("alice", "producer")
+    for other in ("ALICE", "Alice", "alIce"):
+        with pytest.raises(Conflict, match="'alice' already exists") as taken:
+            await app.accounts.create(other, "producer")
+        assert taken.value.details["field"] == "name"
+    assert (await app.accounts.resolve("ALICE")).id == alice.id  # one name, found in any case
+    assert (await app.accounts.find_by_name("Alice")).id == alice.id
+    assert (await app.accounts.ensure("ALICE")).id == alice.id
+
+
+async def test_the_database_refuses_a_second_name_differing_only_by_case(app: CatalogApp) -> None:
+    """What stops two concurrent registrations from both winning: the unique key, not the check before."""
+    await app.accounts.create("alice", "producer")
+    with pytest.raises(IntegrityError):
+        async with app.db.session() as session:
+            session.add(Account(name="ALICE", role="producer"))
+    results = await asyncio.gather(
+        app.accounts.create("bob", "producer"), app.accounts.create("BOB", "producer"), return_exceptions=True
+    )
+    assert sorted(type(r).__name__ for r in results) == ["AccountInfo", "Conflict"]
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "\uff41lice",  # full-width "a": NFKC makes it "alice"
+        "\u0430lice",  # Cyrillic "a", looks the same
+        "alice\u200b",  # zero-width space
+        "ali\u200dce",  # zero-width joiner
+        "\u202eecila",  # right-to-left override: displays as "alice"
+        "ali\u00adce",  # soft hyphen: shows nothing
+    ],
+)
+async def test_look_alike_invisible_and_bidi_account_names_are_refused(app: CatalogApp, name: str) -> None:
+    await app.accounts.create("alice", "producer")
+    with pytest.raises(BadInput, match="ASCII letters") as refused:
+        await app.accounts.create(name, "producer")
+    assert refused.value.details["field"] == "name"
+
+
+@pytest.mark.parametrize("email", ["bob", "bob@", "@example.org", "bob smith@example.org", "a@b@c",
+                                   "bob@-x.org", "bob@example..org", "x" * 250 + "@example.org"])  # fmt: skip
+async def test_an_email_that_is_not_an_address_is_refused(app: CatalogApp, email: str) -> None:
+    with pytest.raises(BadInput, match="email must be an address") as refused:
+        await app.accounts.create("bob", "requester", email=email)
+    assert refused.value.details["field"] == "email"
+    assert await app.accounts.find_by_name("bob") is None
+
+
+async def test_an_email_is_kept_trimmed_and_an_empty_one_is_none(app: CatalogApp) -> None:
+    bob = await app.accounts.create("bob", "requester", email=" bob.smith+ml@mail.example.org ")
+    assert bob.email == "bob.smith+ml@mail.example.org"
+    assert (await app.accounts.create("cy", "requester", email="  ")).email is None
 
 
 @pytest.mark.parametrize("name", ["", "a b", "-lead", "x" * 101, "semi;colon"])
@@ -97,6 +160,9 @@ async def test_the_operator_sets_quotas_and_only_the_values_given_change(app: Ca
         ({"gpu": 65}, "gpu"),
         ({"gpu": True}, "gpu"),
         ({"gpu": 1, "memory_mb": -5}, "memory_mb"),
+        # Under the smallest sandbox no job can run (the floor jobs themselves are held to): was accepted.
+        ({"memory_mb": 10}, "memory_mb"),
+        ({"memory_mb": 0}, "memory_mb"),
     ],
 )
 async def test_bad_quotas_are_refused_and_change_nothing(app: CatalogApp, values: dict, field: str) -> None:
@@ -104,6 +170,8 @@ async def test_bad_quotas_are_refused_and_change_nothing(app: CatalogApp, values
     with pytest.raises(BadInput, match=f"quota {field} must be") as refused:
         await app.accounts.set_quota("ada", **values)
     assert refused.value.details["field"] == field
+    if field == "memory_mb" and values["memory_mb"] >= 0:
+        assert f"from {MIN_MEMORY_MB} to" in str(refused.value)
     ada = await app.accounts.resolve("ada")
     assert (ada.quota_cpu, ada.quota_memory_mb, ada.quota_gpu) == (4.0, 8192, 0)
 
@@ -143,3 +211,18 @@ async def test_a_locked_sqlite_database_does_not_refuse_a_valid_token(sqlite_set
     finally:
         holder.close()
         await db.dispose()
+
+
+async def test_names_stored_before_the_case_rule_are_found(app: CatalogApp) -> None:
+    """A database from before names were unique regardless of case can hold "alice" and "ALICE": the
+    operator's report finds each such group (``mlrepo duplicate-accounts``), and only those."""
+    alice = await app.accounts.create("alice", "producer")
+    await app.accounts.create("bob", "requester")
+    assert await find_duplicate_names(app.db) == []
+    async with app.db.session() as session:  # as the older deployment stored them: no shared key
+        for name in ("ALICE", "Alice"):
+            session.add(Account(name=name, name_key=f"legacy:{name}", role="producer"))
+    await app.listings.create(alice.as_actor(), listing_data())
+    (group,) = await find_duplicate_names(app.db)
+    assert group.key == "alice"
+    assert [(a.name, a.listings) for a in group.accounts] == [("ALICE", 0), ("Alice", 0), ("alice", 1)]

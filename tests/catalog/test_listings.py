@@ -306,14 +306,15 @@ async def test_names_and_categories_that_show_nothing_or_reorder_are_refused(
 
 
 async def test_shares_name_accounts_exactly(app: CatalogApp, alice: Actor, bob: Actor) -> None:
-    """Account names are case-sensitive, but shared_with dropped one differing only in case from another
-    (["bob", "Bob"] shared with bob alone, silently), and an empty name (shared with nobody, silently)."""
-    other_bob = await make_actor(app, "Bob", "requester")
+    """Account names are unique regardless of case, so "Bob" in shared_with is bob (it was no account, or
+    another one), and an empty name is refused (it shared with nobody, silently)."""
+    with pytest.raises(Conflict):
+        await make_actor(app, "Bob", "requester")
     listing = await app.listings.create(
-        alice, listing_data(visibility="shared", shared_with=["bob", "Bob", "bob"])
+        alice, listing_data(visibility="shared", shared_with=["bob", "Bob", "BOB"])
     )
-    assert listing.shared_with == sorted([bob.account_id, other_bob.account_id])
-    assert (await app.listings.get(other_bob, listing.id)).id == listing.id
+    assert listing.shared_with == [bob.account_id]
+    assert (await app.listings.get(bob, listing.id)).id == listing.id
     for bad in ([""], ["bob", "  "]):
         with pytest.raises(BadInput, match="shared_with: an account name is empty") as caught:
             await app.listings.update(alice, listing.id, {"shared_with": bad})

@@ -361,6 +361,26 @@ def test_gc_reports_by_default_and_deletes_with_delete(runner, settings) -> None
     assert not store.exists(old.digest) and store.exists(young.digest)
 
 
+def test_duplicate_accounts_reports_names_stored_before_the_case_rule(runner, sqlite_settings) -> None:
+    for name in ("alice", "bob"):
+        assert mlrepo(runner, sqlite_settings, "account", "create", name).exit_code == 0
+    refused = mlrepo(runner, sqlite_settings, "account", "create", "ALICE")
+    assert refused.exit_code == 2 and "'alice' already exists" in refused.stderr
+    assert mlrepo(runner, sqlite_settings, "duplicate-accounts").stdout.endswith("more than one account: 0\n")
+    database = sqlite_settings.resolved_database_url.removeprefix("sqlite+aiosqlite:///")
+    with sqlite3.connect(database) as connection:  # as an older deployment stored them: no shared key
+        connection.execute(
+            "INSERT INTO accounts (id, name, name_key, role, quota_cpu, quota_memory_mb, quota_gpu,"
+            " created_at) VALUES ('x1', 'ALICE', 'legacy', 'producer', 4, 8192, 0, '2026-01-01 00:00:00')"
+        )
+    found = mlrepo(runner, sqlite_settings, "duplicate-accounts")
+    assert found.exit_code == 0, found.output
+    assert "alice: ALICE (x1, 0 listings), alice (" in found.stdout
+    assert found.stdout.endswith("more than one account: 1\n")
+    groups = json.loads(mlrepo(runner, sqlite_settings, "duplicate-accounts", "--json").stdout)
+    assert [[a["name"] for a in g["accounts"]] for g in groups] == [["ALICE", "alice"]]
+
+
 def test_fix_versions_reports_then_renumbers_versions_from_before_the_rule(
     runner, sqlite_settings, tmp_path
 ) -> None:

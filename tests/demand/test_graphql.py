@@ -138,6 +138,15 @@ async def test_subscribe_inbox_and_mark_seen(app: Starlette) -> None:
     assert await error_code(app, SUBSCRIBE, {"c": " "}, producer) == "BAD_INPUT"
 
 
+async def test_subscribe_demand_warns_of_a_category_nothing_uses(app: Starlette) -> None:
+    producer = await token_for(app, "pat", "producer")
+    await demand_service(app).log_search("transcribe podcasts", result_count=0, category="Audio")
+    query = "mutation($c: String!) { subscribeDemand(category: $c) { category warning } }"
+    nlp = (await data(app, query, {"c": "NLP"}, producer))["subscribeDemand"]
+    assert nlp["category"] == "NLP" and "uses the category 'NLP'" in nlp["warning"]
+    assert (await data(app, query, {"c": "audio"}, producer))["subscribeDemand"]["warning"] is None
+
+
 async def test_demand_alerts_subscription_streams_new_unmet_searches(app: Starlette) -> None:
     services = app.state.services
     producer_token = await token_for(app, "pat", "producer")

@@ -5,12 +5,13 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 
-from demand_support import WINDOW_S, MovableClock, People
+from demand_support import WINDOW_S, MovableClock, People, add_listing
 
 from catalog.demand import DemandService
 from catalog.demand_alerts import DemandAlert
 from infra.db import Database
 from infra.settings import Settings
+from infra.tables import Listing
 from search.embeddings import Encoder
 
 ALERT_TIMEOUT_S = 10
@@ -27,6 +28,32 @@ async def test_subscribe_is_idempotent_and_case_insensitive(demand: DemandServic
     assert await demand.unsubscribe(people.producer, "Computer Vision") is False
     assert [s.category for s in await demand.subscriptions(people.producer)] == ["Audio"]
     assert await demand.subscriptions(people.other_producer) == []
+
+
+async def test_a_category_nothing_uses_is_followed_with_a_warning_naming_the_catalogs(
+    demand: DemandService, people: People, db: Database
+) -> None:
+    """ "NLP" in a catalog that says "Natural Language Processing" was accepted silently, and the
+    producer got none of that demand. It is still accepted (searches filtered by "NLP" are filed under
+    it), with a warning naming the categories public listings use, never a private listing's."""
+    await add_listing(db, "bert", "Natural Language Processing")
+    await add_listing(db, "yolo", "Computer Vision")
+    secret = await add_listing(db, "internal", "Secret Research")
+    async with db.session() as session:
+        (await session.get(Listing, secret)).visibility = "private"
+
+    nlp = await demand.subscribe(people.producer, "NLP")
+    assert nlp.category == "NLP" and nlp.warning is not None
+    assert "no public listing and no logged demand uses the category 'NLP'" in nlp.warning
+    assert nlp.warning.endswith("The catalog's categories: Computer Vision, Natural Language Processing.")
+    assert (await demand.subscribe(people.producer, "nlp")).warning == nlp.warning  # idempotent, still said
+    assert [s.category for s in await demand.subscriptions(people.producer)] == ["NLP"]
+
+    for used in ("natural language processing", "Computer Vision"):
+        assert (await demand.subscribe(people.producer, used)).warning is None
+    assert (await demand.subscribe(people.producer, "Secret Research")).warning is not None
+    await demand.log_search("simulate qubits", result_count=0, category="Quantum ML")
+    assert (await demand.subscribe(people.producer, "quantum ml")).warning is None  # demand uses it
 
 
 async def test_inbox_shows_new_demand_in_subscribed_categories_until_seen(

@@ -190,3 +190,27 @@ async def test_the_declared_sha256_is_checked_up_front_and_may_carry_its_prefix(
         body = await client.upload(PUBLISH_CHECKED, {"sha256": declared}, payload, token)
         done = await wait_until_done(client, body["data"]["publishPackage"]["id"], token)
         assert done["status"] == "PUBLISHED", done["error"]
+
+
+async def test_publish_requirements_choose_a_new_listings_visibility(client: Client) -> None:
+    """GraphQL could not say who sees a new listing (it was PUBLIC); ``requirements.visibility`` can."""
+    token = await client.token("alice")
+    query = """mutation($file: Upload!, $manifest: JSON!, $requirements: PublishRequirementsInput) {
+      publishDataset(file: $file, manifest: $manifest, requirements: $requirements) { id } }"""
+    manifest = {"name": "reviews", "kind": "dataset", "category": "Natural Language Processing"}
+    body = await client.upload(
+        query, {"manifest": manifest, "requirements": {"visibility": "PRIVATE"}}, b"text\ngreat\n", token
+    )
+    assert not body.get("errors"), body
+    done = await wait_until_done(client, body["data"]["publishDataset"]["id"], token)
+    assert done["status"] == "PUBLISHED", done["error"]
+    seen = "query($id: ID!) { listing(id: $id) { visibility } }"
+    assert (await client.query(seen, {"id": done["listingId"]}, token))["data"]["listing"][
+        "visibility"
+    ] == "PRIVATE"
+    stranger = await client.query(seen, {"id": done["listingId"]}, await client.token("bob", "requester"))
+    assert stranger["errors"][0]["extensions"]["code"] == "NOT_FOUND"
+    shared = await client.upload(
+        query, {"manifest": manifest, "requirements": {"visibility": "SHARED"}}, b"x", token
+    )
+    assert shared["errors"][0]["extensions"]["code"] == "BAD_INPUT"

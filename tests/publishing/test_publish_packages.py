@@ -226,6 +226,63 @@ async def test_dataset_file_is_published(
     assert publishing.store.read_bytes(pub.artifact_digest) == b"text,label\ngreat,positive\n"
 
 
+async def _publish_dataset(
+    publishing: PublishingService, actor: Actor, manifest: dict, **kwargs
+) -> PublicationView:
+    pub = await publishing.submit_dataset(
+        actor, io.BytesIO(b"text,label\ngreat,positive\n"), manifest, **kwargs
+    )
+    await publishing.queue.drain()
+    return await publishing.get(actor, pub.id)
+
+
+async def test_a_manifest_or_the_requirements_publish_a_new_listing_private(
+    publishing: PublishingService, app: CatalogApp, alice: Actor, bob: Actor
+) -> None:
+    """A manifest could not say who sees a new listing: it was published PUBLIC, and the only way to
+    keep it private was createListing PRIVATE first, then publishing onto its id."""
+    manifest = {"name": "reviews", "kind": "dataset", "category": "Natural Language Processing"}
+    hidden = await _publish_dataset(publishing, alice, {**manifest, "visibility": "private"})
+    assert hidden.status == "published", hidden.error
+    assert (await app.listings.get(alice, hidden.listing_id)).visibility == "private"
+    with pytest.raises(NotFound):
+        await app.listings.get(bob, hidden.listing_id)
+
+    asked = await _publish_dataset(
+        publishing, alice, {**manifest, "name": "tweets"}, requirements={"visibility": "PRIVATE"}
+    )
+    assert asked.status == "published", asked.error
+    assert (await app.listings.get(alice, asked.listing_id)).visibility == "private"
+    plain = await _publish_dataset(publishing, alice, {**manifest, "name": "news"})
+    assert (await app.listings.get(bob, plain.listing_id)).visibility == "public"  # the default
+
+    for bad in ({**manifest, "visibility": "shared"}, {**manifest, "visibility": "everyone"}):
+        with pytest.raises(BadInput, match=r"visibility: .*must be 'public' or 'private'"):
+            await publishing.submit_dataset(alice, io.BytesIO(b"x"), bad)
+    with pytest.raises(BadInput, match="must be 'public' or 'private'") as caught:
+        await publishing.submit_dataset(
+            alice, io.BytesIO(b"x"), manifest, requirements={"visibility": "shared"}
+        )
+    assert caught.value.details["field"] == "requirements"
+
+
+async def test_a_new_version_keeps_its_listings_visibility(
+    publishing: PublishingService, app: CatalogApp, alice: Actor
+) -> None:
+    """The manifest's visibility is a new listing's; a version saying otherwise fails at the package step
+    (changing an audience is updateListing's), one saying the same is published."""
+    manifest = {"name": "reviews", "kind": "dataset", "category": "Natural Language Processing"}
+    first = await _publish_dataset(publishing, alice, manifest)
+    assert first.status == "published", first.error
+    widened = await _publish_dataset(publishing, alice, {**manifest, "visibility": "private"})
+    assert widened.status == "failed" and step(widened, "package").error_code == "CONFLICT"
+    assert "a new version keeps that" in widened.error
+    same = await _publish_dataset(publishing, alice, {**manifest, "visibility": "public", "version": "1.1.0"})
+    assert same.status == "published", same.error
+    listing = await app.listings.get(alice, first.listing_id)
+    assert (listing.visibility, listing.version) == ("public", "1.1.0")
+
+
 # ----------------------------------------------------------------------------- bad input
 
 

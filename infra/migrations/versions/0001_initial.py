@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises:
-Create Date: 2026-11-29 03:04:18.913321
+Create Date: 2026-11-29 05:50:42.100702
 """
 
 from collections.abc import Sequence
@@ -22,6 +22,7 @@ def upgrade() -> None:
         "accounts",
         sa.Column("id", sa.String(length=32), nullable=False),
         sa.Column("name", sa.String(length=100), nullable=False),
+        sa.Column("name_key", sa.String(length=100), nullable=False),
         sa.Column("email", sa.String(length=255), nullable=True),
         sa.Column("role", sa.String(length=16), nullable=False),
         sa.Column("quota_cpu", sa.Float(), nullable=False),
@@ -30,6 +31,7 @@ def upgrade() -> None:
         sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
         sa.PrimaryKeyConstraint("id"),
         sa.UniqueConstraint("name"),
+        sa.UniqueConstraint("name_key"),
     )
     op.create_table(
         "search_events",
