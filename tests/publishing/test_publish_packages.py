@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import hashlib
 import io
 import shutil
 import tarfile
@@ -557,6 +558,27 @@ async def test_oversized_and_empty_uploads_leave_nothing(
         await service.submit_package(alice, io.BytesIO(b""))
     assert await service.mine(alice) == []
     assert files_outside(settings.data_dir) == []
+
+
+async def test_a_wrong_declared_sha256_is_refused_on_receipt(
+    publishing: PublishingService, settings: Settings, alice: Actor
+) -> None:
+    """A wrong declared sha256 was queued, then FAILED only in step package, after a worker took it.
+    The upload is hashed as it streams in: BAD_INPUT (field sha256) at once, nothing staged or recorded;
+    the right digest still publishes."""
+    payload = zip_bytes(package_files(sentiment_manifest(verify=False)))
+    wrong = "sha256:" + hashlib.sha256(payload + b"x").hexdigest()
+    with pytest.raises(BadInput, match="not the declared") as refused:
+        await publishing.submit_package(alice, io.BytesIO(payload), expected_digest=wrong)
+    assert refused.value.details == {"field": "sha256"}
+    dataset = {"name": "reviews", "kind": "dataset", "category": "nlp"}
+    with pytest.raises(BadInput, match="not the declared"):
+        await publishing.submit_dataset(alice, io.BytesIO(b'{"a": 1}\n'), dataset, expected_digest=wrong)
+    assert await publishing.mine(alice) == []
+    assert files_outside(settings.data_dir, ("artifacts", "keys", "index", "sandbox")) == []
+    right = "sha256:" + hashlib.sha256(payload).hexdigest()
+    pub = await publish(publishing, alice, payload, expected_digest=right)
+    assert pub.status == "published", pub.error
 
 
 @pytest.mark.parametrize(
