@@ -32,7 +32,7 @@ from catalog.enums import VerificationStatus
 from catalog.listings import ListingService, require_modifiable
 from catalog.publishing.archive_safety import ArchiveLimits
 from catalog.publishing.gpu_routing import GPU_ROUTE, HANDED_TO_GPU_WORKER
-from catalog.publishing.images import ImageService, check_registry_ref
+from catalog.publishing.images import ImageService, check_own_registry_ref
 from catalog.publishing.listing_writer import NOT_OWNER
 from catalog.publishing.manifest import parse_manifest
 from catalog.publishing.packaging import PACKAGED_KINDS, checkout_package
@@ -339,8 +339,8 @@ class PublishingService:
                 "give exactly one of imageRef (pushed to mlrepo's registry) or a docker save tarball"
             )
         parse_manifest(manifest, "image")
-        if image_ref is not None:
-            check_registry_ref(self.settings.registry_url, image_ref)
+        if image_ref is not None and not actor.is_anonymous:  # anonymous: refused below, as every kind
+            check_own_registry_ref(self.settings.registry_url, image_ref, actor.name)
         return await self._submit(
             actor, "image", tarball, image_ref, manifest, listing_id, requirements, None
         )
