@@ -15,6 +15,7 @@ on 127.0.0.1 (``MLREPO_REGISTRY_URL`` is a ``host:port``).
 from __future__ import annotations
 
 import logging
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -32,6 +33,16 @@ MANIFEST_TYPES = (
     "application/vnd.oci.image.manifest.v1+json",
 )
 _PAGE = 1000
+_TAG_UNSAFE = re.compile(r"[^A-Za-z0-9_.-]")
+
+
+def push_tag(version: str, publication_id: str, attempt: int) -> str:
+    """The tag a publication run pushes its image under: its own. The version alone was shared by every
+    publication of that version, and a failed one's version is free for the next: the retry re-pointed
+    the tag, and the failed run's manifest, tagged no more, could no longer be listed (the registry's API
+    lists tags, not manifests) nor collected. Listings name the image by digest; the tag is for people
+    (and for the collection). A tag allows no '+' (semantic versioning's build metadata)."""
+    return f"{_TAG_UNSAFE.sub('_', version)[:80]}-{publication_id}-{attempt}"
 
 
 def run_labels(publication_id: str, attempt: int) -> dict[str, str]:

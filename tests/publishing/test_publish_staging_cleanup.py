@@ -192,7 +192,9 @@ async def test_gc_deletes_the_registry_images_of_failed_publications(
     """A run pushes its image before it lists it: one that failed or died in between left the image in
     the real registry forever, named by no listing, and nothing deleted it. The collection now deletes
     the manifests of runs that can no longer write (here: killed after its push, then given up by
-    recovery), and keeps a published listing's image."""
+    recovery), and keeps a published listing's image: here its retry, of the same name and version (it
+    re-pointed the version's tag, which left the failed run's manifest untagged, out of the collection's
+    sight, until each run pushed under a tag of its own)."""
     service = service_for(settings, app, "auto", request, job_max_attempts=1)
     failed_id = await killed_mid_run(service, alice, after="_containerize")
     await service.recover()
@@ -201,12 +203,10 @@ async def test_gc_deletes_the_registry_images_of_failed_publications(
     try:
         [left] = [i for i in registry.published_images() if i.publication_id == failed_id]
         assert (left.repository, left.run) == ("mlrepo/alice/tiny-sentiment", 1)
-        kept = await service.submit_package(
-            alice, io.BytesIO(zip_bytes(package_files(sentiment_manifest(name="kept-sentiment"))))
-        )
+        kept = await service.submit_package(alice, io.BytesIO(zip_bytes(package_files(sentiment_manifest()))))
         assert await service.run(kept.id) == "published"
         kept_ref = (await service.get(alice, kept.id)).image_ref
-        assert kept_ref and "/mlrepo/alice/kept-sentiment@sha256:" in kept_ref
+        assert kept_ref and "/mlrepo/alice/tiny-sentiment@sha256:" in kept_ref
 
         dry = await collect_garbage(service.settings, app.db, delete=False)
         assert dry.registry_images == 1 and dry.as_dict()["registry_images"] == 1
