@@ -66,7 +66,7 @@ def producer_image(images: ImageService, registry: str, name: str) -> str:
             tar.addfile(info, io.BytesIO(data))
     buffer.seek(0)
     image, _ = images.client.images.build(fileobj=buffer, custom_context=True, tag=f"bench/{name}:1", rm=True)
-    remote = f"{registry}/bench/{name}"
+    remote = f"{registry}/{name}"  # under the account's own prefix (``check_own_registry_ref``)
     image.tag(remote, tag="1")
     for event in images.client.images.push(remote, tag="1", stream=True, decode=True):
         if "error" in event:
@@ -85,7 +85,7 @@ async def scenario(
         started = time.perf_counter()
         name = f"bench-{label}-{run}"
         if kind == "image":
-            ref = producer_image(service.images, settings.registry_url or "", name)
+            ref = producer_image(service.images, f"{settings.registry_url}/{actor.name}", name)
             data = manifest(name)
             del data["entrypoint"]
             pub = await service.submit_image(actor, data, image_ref=ref)

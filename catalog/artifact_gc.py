@@ -23,7 +23,11 @@ unreferenced by this same run; a dry run drops nothing and counts those outputs 
 Digests inside JSON are found by pattern (``sha256:`` + 64 hex), so a reference a later feature adds
 to one of those documents is honoured without touching this module; holding a blob too long is the
 safe mistake. Docker images (``image_ref``, image ids) are not in the artifact store and out of scope,
-except the staging tags publication runs give the images they derive (``mlrepo-staging/<publication>-<run>``):
+except two kinds nobody else removes. In the registry, the images publication runs pushed and then
+failed or died before listing (``catalog.publishing.registry``): those of this database's publications
+whose pushing run can no longer write (``infra.fencing.may_still_write``; a PUBLISHED publication's are
+kept), and that no listing version, listing or unfinished publication names by digest. And the staging
+tags publication runs give the images they derive (``mlrepo-staging/<publication>-<run>``):
 those of this database's publication runs that can no longer write (``infra.fencing.may_still_write``)
 are removed from the engine this process reaches (a run removes its own, and a re-run those of earlier
 runs on its engine, but a run killed on one host and re-run on another leaves its tags behind).
@@ -60,6 +64,7 @@ from sqlalchemy import Connection, select
 from catalog.enums import JobStatus
 from catalog.job_output_retention import expire_job_outputs, is_expiring, outputs_expire_before
 from catalog.publishing.images import ImageService
+from catalog.publishing.registry import PushedImage, Registry
 from catalog.publishing.steps import PublicationStatus
 from infra.artifact_gc import SweepReport, SweepTally, sweep
 from infra.artifacts import ArtifactStore
@@ -86,6 +91,7 @@ class GcReport:
     store: SweepReport
     directories: SweepTally = field(default_factory=SweepTally)  # uploads/ and staging/ leftovers
     staging_images: int = 0  # staging tags of publication runs that can no longer write
+    registry_images: int = 0  # manifests pushed by publication runs that can no longer write, unlisted
     grace_s: int = 0
     expired_outputs: int = 0  # jobs whose outputs reference was dropped (their blobs are in ``garbage``)
     retention_days: int = 0
@@ -114,6 +120,7 @@ class GcReport:
             "expired_outputs": self.expired_outputs,
             **tally,
             "staging_images": self.staging_images,
+            "registry_images": self.registry_images,
             "kept_racing": s.kept_racing,
             "freed_bytes": self.freed_bytes,
             "garbage_digests": list(s.garbage_digests),
@@ -245,6 +252,7 @@ async def collect_garbage(
             if delete:
                 await asyncio.to_thread(images.remove, image.ref)
             report.staging_images += 1
+    report.registry_images = await _collect_pushed_images(settings, db, delete)
     logger.info(
         "artifact gc (%s): outputs of %d jobs expired; %d garbage blobs, %d bytes",
         "deleted" if delete else "dry run",
@@ -253,6 +261,62 @@ async def collect_garbage(
         report.freed_bytes,
     )
     return report
+
+
+def read_image_references(
+    connection: Connection, publication_ids: set[str]
+) -> tuple[set[str], dict[str, tuple[str, int]]]:
+    """In one snapshot: every image digest a listing version, a listing or an unfinished publication
+    names, and the status and attempts of those of ``publication_ids`` that exist."""
+    _begin_snapshot(connection)
+    refs: set[str] = set()
+    for (image_ref,) in _rows(connection, select(ListingVersion.image_ref)):
+        refs |= digests_in(image_ref)
+    for (location,) in _rows(connection, select(Listing.storage_location)):
+        refs |= digests_in(location)
+    unfinished = select(Publication.metadata_json).where(Publication.status.in_(_ACTIVE_PUBLICATIONS))
+    for (meta,) in _rows(connection, unfinished):
+        refs |= digests_in(meta)
+    return refs, read_publication_runs(connection, publication_ids)
+
+
+def pushed_image_is_garbage(
+    image: PushedImage, referenced: set[str], runs: dict[str, tuple[str, int]]
+) -> bool:
+    """Whether the collection deletes ``image``: pushed by a run of one of this database's publications
+    (a registry may serve other deployments) that can no longer write, and named by no row. A PUBLISHED
+    publication's images are its listing's, kept even once unreferenced (a deleted listing's: not a
+    failed publication's leftovers). An image from before the run label counts as the last run's."""
+    if image.digest in referenced or image.publication_id not in runs:
+        return False
+    status, attempts = runs[image.publication_id]
+    if status == PublicationStatus.PUBLISHED.value:
+        return False
+    return not may_still_write(status, attempts, attempts if image.run is None else image.run)
+
+
+async def _collect_pushed_images(settings: Settings, db: Database, delete: bool) -> int:
+    """Count (and with ``delete``, delete) the registry's images of failed publication runs. Listed
+    before the read, as the staging tags: a push comes after its run's claim and before the version that
+    names it, so the read sees the claim, and sees the version of any image it would keep."""
+    if not settings.registry_url:
+        return 0
+    registry = Registry(settings.registry_url)
+    try:
+        try:
+            pushed = await asyncio.to_thread(registry.published_images)
+        except Exception as exc:  # the registry down must not stop the rest of the collection
+            logger.warning("artifact gc: could not list the registry's images: %s", exc)
+            return 0
+        owners = {image.publication_id for image in pushed if image.publication_id}
+        referenced, runs = await db.read(partial(read_image_references, publication_ids=owners))
+        garbage = [image for image in pushed if pushed_image_is_garbage(image, referenced, runs)]
+        if delete:
+            for image in garbage:
+                await asyncio.to_thread(registry.delete, image)
+        return len(garbage)
+    finally:
+        registry.close()
 
 
 def _sweep_directories(

@@ -44,7 +44,7 @@ from catalog.listing_view import VIEW_SELECT, ListingView
 from catalog.pipelines.audience import refuse_unreachable_listing
 from catalog.pipelines.published_chain import refuse_unfit_listing
 from catalog.provenance import refuse_redistribution
-from catalog.versions import latest_published_version
+from catalog.versions import RUNS_CODE, latest_published_version
 from infra.cursor_signing import CursorSigner
 from infra.db import Database
 from infra.errors import BadInput, Conflict, Forbidden, NotFound, Unauthenticated
@@ -190,6 +190,28 @@ async def metadata_version(session: AsyncSession, listing_id: str, version: str)
         encrypted=published.encrypted,
         reference_signatures=dict(published.reference_signatures or {}),
         notes=f"fields edited; runs the {published.artifact_kind} of version {published.version}",
+    )
+
+
+async def refuse_contract_edit(session: AsyncSession, row: Listing, values: dict[str, Any]) -> None:
+    """BAD_INPUT when an edit changes the formats or schemas of a listing that runs code.
+
+    They are the contract of the code its latest version carries: requesters fit it into pipelines by
+    them, and its verification signatures were taken under its output schema. An edit changes no code,
+    so it could declare a contract the code does not keep (a requester's pipeline then breaks at run
+    time) with nothing checking it; a new version is tested and verified under the contract it declares.
+    ``values`` are the edit's columns as ``_check_update`` normalized them; an unchanged value passes."""
+    changed = [column for column in IO_FIELDS if column in values and values[column] != getattr(row, column)]
+    if not changed:
+        return
+    published = await latest_published_version(session, row.id)
+    if published is None or published.artifact_kind not in RUNS_CODE:
+        return
+    raise BadInput(
+        f"{changed[0]}: listing {row.id} runs the {published.artifact_kind} of version {published.version}, "
+        "whose formats and schemas are part of what was tested and verified; publish a new version to "
+        "change them",
+        field=changed[0],
     )
 
 
@@ -488,7 +510,10 @@ class ListingService:
                 raise BadInput(f"{required}: must not be empty", field=required)
         async with self.db.session() as session:
             row = await self._modifiable(session, actor, listing_id)
+            given_io = bool(set(IO_FIELDS) & set(values))
             self._check_update(row, values)
+            if given_io:
+                await refuse_contract_edit(session, row, values)
             kept = every_digest({c: getattr(row, c) for c in REFERENCING_COLUMNS})
             await refuse_foreign_artifacts(session, actor, values, kept)
             visibility = values.get("visibility", row.visibility)

@@ -11,6 +11,10 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from infra.tables import ListingVersion
 
+# Versions whose artifact is a program: its formats and schemas are those of the code that was tested,
+# verified and signed, so only a new version of the code changes them (``catalog.listings``).
+RUNS_CODE = frozenset({"package", "image", "notebook"})
+
 
 async def latest_published_version(session: AsyncSession, listing_id: str) -> ListingVersion | None:
     return await session.scalar(

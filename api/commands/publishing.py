@@ -81,7 +81,10 @@ def register(app: typer.Typer) -> None:
             "notebook, over its metadata.mlrepo).",
         ),
         image: str | None = typer.Option(
-            None, "--image", help="Image pushed to mlrepo's registry (kind image)."
+            None,
+            "--image",
+            help="Image pushed to mlrepo's registry under your account's prefix, "
+            "HOST:PORT/<account name>/name:tag (kind image).",
         ),
         listing: str | None = typer.Option(
             None, "--listing", help="Publish a new version of this listing id."

@@ -214,8 +214,8 @@ class Mutation:
         return Publication.of(view)
 
     @strawberry.mutation(
-        description="Publish a container image pushed to mlrepo's registry (imageRef) "
-        "or uploaded as a docker save tarball."
+        description="Publish a container image pushed to mlrepo's registry under your own prefix "
+        "(imageRef: HOST:PORT/<your account name>/name:tag) or uploaded as a docker save tarball."
     )
     async def publish_image(
         self,

@@ -16,6 +16,7 @@ from catalog.publishing.archive_safety import ArchiveLimits, UnsafeArchive, dete
 from catalog.publishing.claimed_run import Job, Log
 from catalog.publishing.images import ImageService
 from catalog.publishing.packaging import unpack_package
+from catalog.publishing.registry import run_labels
 from catalog.publishing.sandbox import RunTarget, Sandbox
 from catalog.publishing.steps import Skip
 from catalog.publishing.verification import limits_for, probe, probe_input_of, run_unit_tests
@@ -74,7 +75,7 @@ class CheckSteps:
             images = self._require_images()
             labels = {
                 "org.mlrepo.package-digest": await asyncio.to_thread(sha256_file, job.package_file),
-                "org.mlrepo.publication": job.publication_id,
+                **run_labels(job.publication_id, job.claim.attempt),
             }
             tag = f"{job.image_repository}:built"
             job.built_image = await asyncio.to_thread(

@@ -24,6 +24,7 @@ from typing import Any
 import docker
 from docker.errors import APIError, BuildError, DockerException, ImageNotFound
 
+from catalog.publishing.registry import PUBLISHED_NAMESPACE
 from infra.docker_engine import docker_client
 from infra.errors import BadInput, Unavailable
 
@@ -304,6 +305,41 @@ def check_registry_ref(registry: str | None, ref: str) -> None:
         raise Unavailable("no container registry is configured (MLREPO_REGISTRY_URL)")
     if not ref.startswith(registry + "/"):
         raise BadInput(f"image {ref!r} must be pushed to mlrepo's registry {registry}/… first")
+
+
+_REPOSITORY_COMPONENT = re.compile(r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*")
+
+
+def check_own_registry_ref(registry: str | None, ref: str, account_name: str | None) -> None:
+    """An image a producer publishes by reference must be under their own repository prefix,
+    ``<registry>/<account name>/…``; never under ``mlrepo/`` (what publications pushed).
+
+    The registry has no authentication: it cannot tell who pushed an image, and every image in it was
+    taken in by reference, including another producer's (a private listing's among them). This keeps
+    the service from publishing another account's repository under a new owner's name; it cannot stop
+    an account copying an image it can read (README, security notes)."""
+    check_registry_ref(registry, ref)
+    assert registry is not None
+    owner = ref[len(registry) + 1 :].split("/", 1)[0]
+    if owner == PUBLISHED_NAMESPACE:
+        raise BadInput(
+            f"image {ref!r}: {registry}/{PUBLISHED_NAMESPACE}/ holds the images mlrepo pushed for listings; "
+            f"publish your own image, pushed under {registry}/<your account name>/",
+            field="image_ref",
+        )
+    if not account_name or not _REPOSITORY_COMPONENT.fullmatch(account_name):
+        raise BadInput(
+            f"image {ref!r}: your account name {account_name!r} is not a registry repository name "
+            "(lower-case letters, digits, '.', '_', '-'), so no image can be pushed under it; publish "
+            "a docker save tarball instead",
+            field="image_ref",
+        )
+    if owner != account_name:
+        raise BadInput(
+            f"image {ref!r} must be pushed under your own repository prefix {registry}/{account_name}/ "
+            "(an image under another account's prefix is theirs to publish)",
+            field="image_ref",
+        )
 
 
 def _split_ref(ref: str) -> tuple[str, str]:

@@ -280,7 +280,8 @@ def parse_manifest(data: Any, source_kind: str = "package") -> Manifest:
 
     ``source_kind`` is ``package``, ``image``, ``dataset`` or ``notebook``: a code package must name its
     entrypoint; an image runs its own ENTRYPOINT; a dataset runs nothing; a notebook's entrypoint is its
-    runner (``catalog.publishing.notebook`` writes it).
+    runner (``catalog.publishing.notebook`` writes it), so kind ``notebook`` comes only with a notebook
+    upload: a notebook listing is one that runs its notebook's cells.
     """
     if not isinstance(data, dict):
         raise ManifestError(["manifest: must be a JSON/TOML object"])
@@ -293,6 +294,12 @@ def parse_manifest(data: Any, source_kind: str = "package") -> Manifest:
         errors.append(f"kind: a dataset upload must have kind 'dataset', not {manifest.kind.value!r}")
     if source_kind in ("package", "image") and manifest.kind == ListingKind.DATASET:
         errors.append("kind: publish datasets with publishDataset, not as a code package or image")
+    if source_kind in ("package", "image") and manifest.kind == ListingKind.NOTEBOOK:
+        # One rule for both paths: a notebook listing runs the cells of its notebook (publishNotebook
+        # refuses an entrypoint); a package or image of kind notebook ran a command of its own instead.
+        errors.append(
+            "kind: publish notebooks with publishNotebook (the .ipynb itself), not as a code package or image"
+        )
     if source_kind == "notebook" and manifest.kind != ListingKind.NOTEBOOK:
         errors.append(f"kind: a notebook upload must have kind 'notebook', not {manifest.kind.value!r}")
     if source_kind != "notebook" and manifest.output_variable is not None:

@@ -28,6 +28,7 @@ from catalog.publishing.listing_writer import resolve_target
 from catalog.publishing.manifest import find_package_root, load_package_manifest, parse_manifest
 from catalog.publishing.notebook import notebook_manifest, parse_notebook, write_notebook_package
 from catalog.publishing.packaging import normalize_package
+from catalog.publishing.registry import run_labels
 from catalog.publishing.requirements import merge_requirements
 from catalog.publishing.sandbox import Sandbox
 from infra.artifacts import sha256_file
@@ -175,7 +176,7 @@ class PackageStep:
             images.build,
             f"{temp_tag}:normalized",
             list(command),
-            {"org.mlrepo.source-image": source, "org.mlrepo.publication": job.publication_id},
+            {"org.mlrepo.source-image": source, **run_labels(job.publication_id, job.claim.attempt)},
             None,
             f"{temp_tag}:source",
             "/app",

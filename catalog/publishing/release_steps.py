@@ -17,6 +17,7 @@ from catalog.publishing.claimed_run import Job, Log
 from catalog.publishing.images import ImageService, slug
 from catalog.publishing.listing_writer import write_version
 from catalog.publishing.packaging import PACKAGED_KINDS
+from catalog.publishing.registry import PUBLISHED_NAMESPACE, push_tag
 from catalog.publishing.sandbox import RunTarget, Sandbox
 from catalog.publishing.verification import limits_for, probe, probe_input_of
 from infra.artifacts import ArtifactStore
@@ -52,14 +53,16 @@ class ReleaseSteps:
         assert job.manifest is not None and job.target is not None
         images = self._require_images()
         repository = (
-            f"mlrepo/{slug(job.actor.name or job.actor.account_id or 'owner')}/{slug(job.manifest.name)}"
+            f"{PUBLISHED_NAMESPACE}/{slug(job.actor.name or job.actor.account_id or 'owner')}/"
+            f"{slug(job.manifest.name)}"
         )
         if not self.settings.registry_url:
             tag = f"{repository}:{job.target.version}"
             await asyncio.to_thread(images.tag, image_id, repository, job.target.version)
             log(f"no registry configured: image kept in the local engine as {tag}")
             return tag
-        ref = await asyncio.to_thread(images.push, image_id, repository, job.target.version)
+        tag = push_tag(job.target.version, job.publication_id, job.claim.attempt)
+        ref = await asyncio.to_thread(images.push, image_id, repository, tag)
         log(f"pushed {ref}")
         return ref
 

@@ -4,12 +4,14 @@ A submission only stages the upload (streamed to a private file, size-capped, re
 complete) and records a QUEUED publication with its five pending steps; the work itself runs in the
 publish job (``workflow.PublishWorkflow``) on an arq worker, or in this process when no Redis is
 configured. Cheap checks that need no upload processing — signed in, a producer, owner of the target
-listing, a valid manifest for images/datasets — fail the submission at once with their error code.
+listing, a valid manifest for images/datasets, the declared sha256 of the upload (hashed as it streams
+in) — fail the submission at once with their error code.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import os
 import re
@@ -30,7 +32,7 @@ from catalog.enums import VerificationStatus
 from catalog.listings import ListingService, require_modifiable
 from catalog.publishing.archive_safety import ArchiveLimits
 from catalog.publishing.gpu_routing import GPU_ROUTE, HANDED_TO_GPU_WORKER
-from catalog.publishing.images import ImageService, check_registry_ref
+from catalog.publishing.images import ImageService, check_own_registry_ref
 from catalog.publishing.listing_writer import NOT_OWNER
 from catalog.publishing.manifest import parse_manifest
 from catalog.publishing.packaging import PACKAGED_KINDS, checkout_package
@@ -337,8 +339,8 @@ class PublishingService:
                 "give exactly one of imageRef (pushed to mlrepo's registry) or a docker save tarball"
             )
         parse_manifest(manifest, "image")
-        if image_ref is not None:
-            check_registry_ref(self.settings.registry_url, image_ref)
+        if image_ref is not None and not actor.is_anonymous:  # anonymous: refused below, as every kind
+            check_own_registry_ref(self.settings.registry_url, image_ref, actor.name)
         return await self._submit(
             actor, "image", tarball, image_ref, manifest, listing_id, requirements, None
         )
@@ -364,7 +366,7 @@ class PublishingService:
         publication_id = new_id()
         upload_path = None
         if upload is not None:
-            upload_path = await asyncio.to_thread(self._stage_upload, publication_id, upload)
+            upload_path = await asyncio.to_thread(self._stage_upload, publication_id, upload, expected_digest)
         try:
             async with self.db.session() as session:
                 pub = Publication(
@@ -406,24 +408,39 @@ class PublishingService:
                 session, actor, await session.get(Listing, listing_id), listing_id, NOT_OWNER
             )
 
-    def _stage_upload(self, publication_id: str, upload: BinaryIO) -> Path:
-        """Stream the upload to ``uploads/<id>/upload``; partial or oversized uploads leave nothing."""
+    def _stage_upload(
+        self, publication_id: str, upload: BinaryIO, expected_digest: str | None = None
+    ) -> Path:
+        """Stream the upload to ``uploads/<id>/upload``; partial or oversized uploads leave nothing.
+
+        The declared ``expected_digest`` is checked on the bytes as they stream by (no second read): a
+        wrong one was queued and only FAILED in step package, after a worker took it; now the producer
+        gets BAD_INPUT at once and nothing is staged or recorded. The package step still compares."""
         directory = self.upload_root / publication_id
         directory.mkdir(parents=True, mode=0o700)
         limit = self.settings.publish_max_upload_bytes
         fd, tmp = tempfile.mkstemp(dir=directory, prefix=".part-")
         try:
             size = 0
+            digest = hashlib.sha256()
             with os.fdopen(fd, "wb") as out:
                 while chunk := upload.read(COPY_CHUNK):
                     size += len(chunk)
                     if size > limit:
                         raise BadInput(f"upload is larger than the limit of {limit} bytes")
+                    digest.update(chunk)
                     out.write(chunk)
+                if size == 0:
+                    raise BadInput("the upload is empty")
+                received = f"sha256:{digest.hexdigest()}"
+                if expected_digest is not None and expected_digest.lower() != received:
+                    raise BadInput(
+                        f"sha256: the upload received has digest {received}, not the declared "
+                        f"{expected_digest} (a truncated or different file?)",
+                        field="sha256",
+                    )
                 out.flush()
                 os.fsync(out.fileno())
-            if size == 0:
-                raise BadInput("the upload is empty")
             final = directory / "upload"
             os.replace(tmp, final)
             return final

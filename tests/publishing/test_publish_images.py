@@ -171,6 +171,29 @@ async def test_images_from_elsewhere_and_garbage_tarballs_are_refused(
     assert pub.status == "failed" and "docker save tarball" in pub.error
 
 
+async def test_an_image_ref_must_be_under_the_producers_own_prefix(
+    settings: Settings, app: CatalogApp, alice: Actor, mallory: Actor, bwrap_ok: bool
+) -> None:
+    """The registry has no authentication, and publishImage took any reference in it: mallory could
+    publish alice's pushed image, or the image of any listing (a private one's too: mlrepo/...), under
+    her own name. A reference must now be under the producer's own prefix; refused at submission."""
+    registry = "127.0.0.1:5000"
+    service = make_service(settings.model_copy(update={"runtime": "bwrap", "registry_url": registry}), app)
+    manifest = sentiment_manifest(name="borrowed")
+    for ref, needle in (
+        (f"{registry}/alice/sentiment-image:1", f"under your own repository prefix {registry}/mallory/"),
+        (f"{registry}/mlrepo/alice/tiny-sentiment@sha256:{'0' * 64}", "holds the images mlrepo pushed"),
+        (f"{registry}/mallory2/x:1", f"under your own repository prefix {registry}/mallory/"),
+    ):
+        with pytest.raises(BadInput, match=needle) as refused:
+            await service.submit_image(mallory, manifest, image_ref=ref)
+        assert refused.value.details == {"field": "image_ref"}
+    rita = (await app.accounts.create("Rita", "producer")).as_actor()
+    with pytest.raises(BadInput, match="publish a docker save tarball instead"):
+        await service.submit_image(rita, manifest, image_ref=f"{registry}/rita/x:1")
+    assert await service.mine(mallory) == [] and await service.mine(rita) == []
+
+
 async def test_refused_images_are_explained_without_the_engines_address_or_paths(
     docker_publishing: PublishingService, alice: Actor, tmp_path: Path
 ) -> None:

@@ -108,6 +108,7 @@ def test_every_problem_is_reported_at_once() -> None:
         ),
         ({"tests": [{"name": "t", "input": "a", "expected_output": {"label": "x"}}] * 2}, "unique"),
         ({"kind": "dataset"}, "kind: publish datasets"),
+        ({"kind": "notebook"}, "kind: publish notebooks with publishNotebook"),
         ({"trained_models": "shareable"}, "trained_models: only algorithms are trained"),
         ({"trained_models": "public"}, "trained_models:"),
         # Rules of the listing the last step writes: these passed the package step, ran the probe and
@@ -127,6 +128,14 @@ def test_listing_rules_and_format_errors_are_reported_together_once() -> None:
     errors = errors_of(sentiment_manifest(name=" ", input={"format": "smell@1"}))
     assert "name: must not be empty" in errors
     assert sum("unknown data format" in e for e in errors) == 1
+
+
+def test_only_a_notebook_upload_makes_a_notebook_listing() -> None:
+    """publishNotebook refuses an entrypoint (the listing runs the notebook's cells), yet a package or an
+    image of kind notebook ran a command of its own and was listed as a notebook: one rule for all."""
+    for source_kind in ("package", "image"):
+        errors = errors_of(sentiment_manifest(kind="notebook"), source_kind)
+        assert any(e.startswith("kind: publish notebooks with publishNotebook") for e in errors), errors
 
 
 def test_dataset_upload_must_be_a_dataset() -> None:

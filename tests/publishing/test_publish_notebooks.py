@@ -219,6 +219,21 @@ async def test_a_notebook_failing_on_its_defaults_is_refused_with_the_cell(
     assert "cells[0]: not valid Python" in refused.error
 
 
+async def test_a_code_package_of_kind_notebook_is_refused(
+    publishing: PublishingService, app: CatalogApp, alice: Actor
+) -> None:
+    """A zip of kind notebook with an entrypoint was published as a notebook listing that ran that
+    entrypoint, while publishNotebook refuses one: notebook listings come only from notebooks."""
+    upload = zip_bytes(package_files(sentiment_manifest(kind="notebook")))
+    pub = await publishing.submit_package(alice, io.BytesIO(upload))
+    await publishing.queue.drain()
+    pub = await publishing.get(alice, pub.id)
+    assert pub.status == "failed" and step(pub, "package").error_code == "BAD_INPUT"
+    assert "kind: publish notebooks with publishNotebook" in pub.error
+    async with app.db.session() as session:
+        assert (await session.scalars(select(Listing))).all() == []
+
+
 async def test_a_notebook_version_keeps_the_listing_kind(publishing: PublishingService, alice: Actor) -> None:
     model = await publishing.submit_package(
         alice, io.BytesIO(zip_bytes(package_files(sentiment_manifest(name="word-stats"))))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import hashlib
 import io
 import shutil
 import tarfile
@@ -18,7 +19,7 @@ from publishing_support import (
     targz_bytes,
     zip_bytes,
 )
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 from catalog.actors import Actor
 from catalog.app import CatalogApp
@@ -586,16 +587,58 @@ async def test_reverification_suspends_a_listing_whose_behaviour_changed(
     assert (await app.listings.get(alice, pub.listing_id)).verification_status == "suspended"
 
 
-async def test_an_edited_output_schema_does_not_suspend_a_listing_whose_code_did_not_change(
+async def test_the_formats_and_schemas_of_a_listing_that_runs_code_change_only_with_a_new_version(
     publishing: PublishingService, app: CatalogApp, alice: Actor
 ) -> None:
-    """Re-verification projected the tests' outputs onto the listing's output schema of the moment, the
-    signatures onto the one published: an updateListing narrowing it (allowed, code unchanged) made the
-    next periodic run SUSPEND the listing, pulling it from every requester, as 'changed behaviour'."""
+    """updateListing changed a code-backed listing's formats and schemas without new code: requesters fit
+    pipelines by them and its signatures were taken under them, yet nothing checked the code kept them.
+    Now BAD_INPUT naming the field; an unchanged value and the other fields still pass; a new version
+    declares its own."""
     pub = await publish(publishing, alice, zip_bytes(package_files(sentiment_manifest())))
     assert pub.status == "published", pub.error
     narrower = {"type": "object", "properties": {"label": {"type": "string"}}, "required": ["label"]}
-    await app.listings.update(alice, pub.listing_id, {"output_schema": narrower})
+    for edit, field in (
+        ({"output_schema": narrower}, "output_schema"),
+        ({"output_format": "text@1"}, "output_format"),
+        ({"input_format": "image@1", "description": "now reads photos"}, "input_format"),
+    ):
+        with pytest.raises(BadInput, match="publish a new version to change them") as refused:
+            await app.listings.update(alice, pub.listing_id, edit)
+        assert refused.value.details == {"field": field}
+    same = await app.listings.update(
+        alice, pub.listing_id, {"input_format": "text", "output_format": "class-label@1", "tags": ["x"]}
+    )
+    before = await app.listings.get(alice, pub.listing_id)
+    assert (same.input_format, same.output_format) == ("text@1", "class-label@1")
+    assert (same.input_schema, same.output_schema, same.tags) == (
+        before.input_schema,
+        before.output_schema,
+        ["x"],
+    )
+    labels = [
+        {**t, "expected_output": {"label": t["expected_output"]["label"]}}
+        for t in sentiment_manifest()["tests"]
+    ]
+    narrowed = sentiment_manifest(output={"format": "class-label@1", "schema": narrower}, tests=labels)
+    again = await publish(publishing, alice, zip_bytes(package_files(narrowed)))
+    assert again.status == "published", again.error
+    assert (await app.listings.get(alice, pub.listing_id)).output_schema == narrower
+
+
+async def test_an_output_schema_edited_before_the_rule_does_not_suspend_a_listing(
+    publishing: PublishingService, app: CatalogApp, alice: Actor
+) -> None:
+    """Re-verification projected the tests' outputs onto the listing's output schema of the moment, the
+    signatures onto the one published: a listing whose schema was narrowed by an edit (allowed before
+    schema edits of code-backed listings were refused; such rows remain) was SUSPENDED by the next
+    periodic run, pulled from every requester, as 'changed behaviour'."""
+    pub = await publish(publishing, alice, zip_bytes(package_files(sentiment_manifest())))
+    assert pub.status == "published", pub.error
+    narrower = {"type": "object", "properties": {"label": {"type": "string"}}, "required": ["label"]}
+    async with app.db.session() as session:
+        await session.execute(
+            update(Listing).where(Listing.id == pub.listing_id).values(output_schema=narrower)
+        )
     [result] = await publishing.verify_all()
     assert (result.outcome, result.problems) == ("verified", [])
     listing = await app.listings.get(alice, pub.listing_id)
@@ -614,6 +657,27 @@ async def test_oversized_and_empty_uploads_leave_nothing(
         await service.submit_package(alice, io.BytesIO(b""))
     assert await service.mine(alice) == []
     assert files_outside(settings.data_dir) == []
+
+
+async def test_a_wrong_declared_sha256_is_refused_on_receipt(
+    publishing: PublishingService, settings: Settings, alice: Actor
+) -> None:
+    """A wrong declared sha256 was queued, then FAILED only in step package, after a worker took it.
+    The upload is hashed as it streams in: BAD_INPUT (field sha256) at once, nothing staged or recorded;
+    the right digest still publishes."""
+    payload = zip_bytes(package_files(sentiment_manifest(verify=False)))
+    wrong = "sha256:" + hashlib.sha256(payload + b"x").hexdigest()
+    with pytest.raises(BadInput, match="not the declared") as refused:
+        await publishing.submit_package(alice, io.BytesIO(payload), expected_digest=wrong)
+    assert refused.value.details == {"field": "sha256"}
+    dataset = {"name": "reviews", "kind": "dataset", "category": "nlp"}
+    with pytest.raises(BadInput, match="not the declared"):
+        await publishing.submit_dataset(alice, io.BytesIO(b'{"a": 1}\n'), dataset, expected_digest=wrong)
+    assert await publishing.mine(alice) == []
+    assert files_outside(settings.data_dir, ("artifacts", "keys", "index", "sandbox")) == []
+    right = "sha256:" + hashlib.sha256(payload).hexdigest()
+    pub = await publish(publishing, alice, payload, expected_digest=right)
+    assert pub.status == "published", pub.error
 
 
 @pytest.mark.parametrize(

@@ -25,8 +25,9 @@ from sqlalchemy import update
 
 from catalog.actors import Actor
 from catalog.app import CatalogApp
-from catalog.artifact_gc import collect_garbage
+from catalog.artifact_gc import collect_garbage, pushed_image_is_garbage
 from catalog.publishing.images import staging_repository
+from catalog.publishing.registry import PushedImage, Registry
 from catalog.publishing.service import PublishingService
 from executor.publish_sandbox import ExecutorSandbox
 from infra.settings import Settings
@@ -183,3 +184,59 @@ async def test_a_run_whose_image_build_failed_untags_the_source_it_tagged(
         assert left_behind(svc, pub.id) == ([], [])
     finally:
         svc.images.remove(local)
+
+
+async def test_gc_deletes_the_registry_images_of_failed_publications(
+    settings: Settings, app: CatalogApp, alice: Actor, bwrap_ok: bool, request: pytest.FixtureRequest
+) -> None:
+    """A run pushes its image before it lists it: one that failed or died in between left the image in
+    the real registry forever, named by no listing, and nothing deleted it. The collection now deletes
+    the manifests of runs that can no longer write (here: killed after its push, then given up by
+    recovery), and keeps a published listing's image: here its retry, of the same name and version (it
+    re-pointed the version's tag, which left the failed run's manifest untagged, out of the collection's
+    sight, until each run pushed under a tag of its own)."""
+    service = service_for(settings, app, "auto", request, job_max_attempts=1)
+    failed_id = await killed_mid_run(service, alice, after="_containerize")
+    await service.recover()
+    assert (await service.get(alice, failed_id)).status == "failed"
+    registry = Registry(service.settings.registry_url)
+    try:
+        [left] = [i for i in registry.published_images() if i.publication_id == failed_id]
+        assert (left.repository, left.run) == ("mlrepo/alice/tiny-sentiment", 1)
+        kept = await service.submit_package(alice, io.BytesIO(zip_bytes(package_files(sentiment_manifest()))))
+        assert await service.run(kept.id) == "published"
+        kept_ref = (await service.get(alice, kept.id)).image_ref
+        assert kept_ref and "/mlrepo/alice/tiny-sentiment@sha256:" in kept_ref
+
+        dry = await collect_garbage(service.settings, app.db, delete=False)
+        assert dry.registry_images == 1 and dry.as_dict()["registry_images"] == 1
+        assert [i.digest for i in registry.published_images() if i.publication_id == failed_id] == [
+            left.digest
+        ]
+        report = await collect_garbage(service.settings, app.db, delete=True)
+        assert report.registry_images == 1
+        owners = {i.publication_id for i in registry.published_images()}
+        assert failed_id not in owners and kept.id in owners
+        assert (await collect_garbage(service.settings, app.db, delete=False)).registry_images == 0
+    finally:
+        registry.close()
+
+
+def test_only_images_of_runs_that_can_no_longer_write_and_that_nothing_names_are_garbage() -> None:
+    pub, digest = "ab" * 16, "sha256:" + "1" * 64
+    image = PushedImage("mlrepo/alice/x", digest, pub, 1)
+    cases = [
+        ({pub: ("failed", 1)}, set(), True),
+        ({pub: ("failed", 1)}, {digest}, False),  # a listing version names it
+        ({pub: ("running", 1)}, set(), False),  # its run may still list it
+        ({pub: ("running", 2)}, set(), True),  # run 2 took over: run 1 never writes again
+        ({pub: ("queued", 1)}, set(), True),
+        ({pub: ("published", 2)}, set(), False),  # a published publication's images are its listing's
+        ({}, set(), False),  # another deployment's publication
+    ]
+    for runs, referenced, garbage in cases:
+        assert pushed_image_is_garbage(image, referenced, runs) is garbage, (runs, referenced)
+    assert (
+        pushed_image_is_garbage(PushedImage("mlrepo/a/x", digest, pub, None), set(), {pub: ("running", 1)})
+        is False
+    )
