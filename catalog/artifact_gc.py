@@ -11,7 +11,9 @@ What counts as a reference (every row that can lead a reader to a blob):
   ``listings.storage_location`` (``artifact:<digest>``, trained models) and any digest in ``extra``;
 * ``jobs.outputs_digest`` of every job, and any digest in its ``result``; the ``inputs`` of a job that
   is not final yet (its pinned dataset: the listing may be deleted while the job waits in the queue —
-  a final job never reads its inputs again);
+  a final job never reads its inputs again); a pipeline step's fed training examples
+  (``inputs[FED_EXAMPLES_KEY]``, a blob made for that job alone) while the job can run and, once it is
+  final, until it is past ``job_output_retention_days`` like its outputs (kept forever with 0);
 * a publication that is not final yet: its ``artifact_digest`` and any digest in its metadata (a final
   one's package is referenced by its listing version, or by nothing when it failed or was deleted);
 * any digest in a pipeline step's ``config``.
@@ -62,7 +64,12 @@ from typing import Any
 from sqlalchemy import Connection, select
 
 from catalog.enums import JobStatus
-from catalog.job_output_retention import expire_job_outputs, is_expiring, outputs_expire_before
+from catalog.job_output_retention import (
+    FED_EXAMPLES_KEY,
+    expire_job_outputs,
+    is_expiring,
+    outputs_expire_before,
+)
 from catalog.publishing.images import ImageService
 from catalog.publishing.registry import PushedImage, Registry
 from catalog.publishing.steps import PublicationStatus
@@ -159,9 +166,15 @@ class References:
     expiring_outputs: int = 0  # jobs whose outputs were not counted: past retention (dry run)
 
 
-def read_references(connection: Connection, outputs_expire_before: datetime | None = None) -> References:
+def read_references(
+    connection: Connection,
+    outputs_expire_before: datetime | None = None,
+    inputs_expire_before: datetime | None = None,
+) -> References:
     """Every digest a row references, in one snapshot. A job finished before ``outputs_expire_before``
-    does not reference its outputs (a dry run's view of what the retention would drop)."""
+    does not reference its outputs (a dry run's view of what the retention would drop), nor one
+    finished before ``inputs_expire_before`` its fed training examples (no row field is dropped for
+    them: the blob is the job's alone, so the read judges their retention; None keeps them forever)."""
     _begin_snapshot(connection)
     refs: set[str] = set()
     versions = select(ListingVersion.artifact_digest, ListingVersion.manifest)
@@ -183,6 +196,8 @@ def read_references(connection: Connection, outputs_expire_before: datetime | No
         if status in _ACTIVE_JOBS:
             active_jobs.add(job_id)
             refs |= digests_in(inputs)
+        elif not is_expiring(status, finished_at, inputs_expire_before):
+            refs |= digests_in((inputs or {}).get(FED_EXAMPLES_KEY))
     active_publications: dict[str, tuple[str, int]] = {}
     for pub_id, status, attempts, digest, meta in _rows(
         connection,
@@ -228,7 +243,13 @@ async def collect_garbage(
     # Listed before the read: a tag is made after its run's claim, which the read then sees.
     images = ImageService.from_settings(settings)
     staged = await asyncio.to_thread(images.staging_images)
-    refs = await db.read(partial(read_references, outputs_expire_before=None if delete else expire_before))
+    refs = await db.read(
+        partial(
+            read_references,
+            outputs_expire_before=None if delete else expire_before,
+            inputs_expire_before=expire_before,
+        )
+    )
     swept = await asyncio.to_thread(sweep, store, refs.digests, cutoff, delete=delete)
     report = GcReport(
         swept,

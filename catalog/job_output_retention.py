@@ -28,6 +28,11 @@ from infra.settings import Settings
 from infra.tables import Job
 
 _FINAL_JOBS = tuple(status.value for status in JobStatus if status.is_final)
+# A job's ``inputs`` key naming a blob made for that job alone, kept like its outputs: a pipeline step's
+# training examples as the steps in front of it handed them over (``executor.training_feed``). The job
+# reads it while it can still run; after, it is the record of what the model learnt from, kept for
+# the retention and then left to the sweep (the job's row keeps its count and the steps it went through).
+FED_EXAMPLES_KEY = "fed_examples_digest"
 # Jobs whose outputs references one transaction drops: each transaction short, yet few round trips.
 EXPIRE_BATCH_ROWS = 1000
 

@@ -28,6 +28,7 @@ from sqlalchemy import select
 
 from catalog.actors import Actor
 from catalog.enums import JobStatus, JobTask
+from catalog.job_output_retention import FED_EXAMPLES_KEY
 from catalog.pipelines.training import PipelineTraining, TrainingTask
 from executor.allocation import allocate
 from executor.datasets import dataset_digest
@@ -213,12 +214,16 @@ async def _earlier_step_job(jobs: JobService, parent: Job, task: TrainingTask) -
 
 
 async def _new_step_job(jobs: JobService, parent: Job, task: TrainingTask, fed: FedExamples | None) -> str:
-    """A QUEUED training job of the step. Fed examples ride on its row (``records``, read instead of the
-    dataset's, which still counts the use); otherwise the job reads the dataset itself."""
+    """A QUEUED training job of the step. Its row names the stored fed examples (``FED_EXAMPLES_KEY``,
+    read instead of the dataset, which still counts the use) and their count, never the examples
+    themselves: a row of up to the dataset's 256 MiB slowed every listing of jobs and every load of the
+    row. Otherwise the job reads the dataset itself."""
     inputs: dict[str, Any] = {"records": []}
     if fed is not None:
         inputs = {
-            "records": fed.examples,
+            "records": [],
+            FED_EXAMPLES_KEY: fed.digest,
+            "fed_examples": fed.count,
             "fed_through": fed.through,
             "fed_dropped": fed.dropped,
             **({"fed_first_error": fed.first_error} if fed.first_error else {}),

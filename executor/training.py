@@ -12,7 +12,9 @@ Conventions (the contract of architecture.md §4, made concrete):
   an image FROM the algorithm's image;
 - accuracy is the share of held-out examples whose output (its ``label`` when it has one) equals the target.
 - a pipeline step's job trains on its dataset's examples as the steps in front of it hand them over
-  (``training_feed``): they ride on the job row, and its held-out accuracy is that of the chain;
+  (``training_feed``): stored as an artifact its row names (``FED_EXAMPLES_KEY``), streamed from the store
+  into ``train.jsonl`` (only the held-out examples are held in memory), and its held-out accuracy is
+  that of the chain;
 - a retry after a lost worker adopts the model its earlier attempt wrote (found by name and
   ``training_job_id``), so the job ends with one model, not a CONFLICT on that model's name.
 """
@@ -26,6 +28,7 @@ import os
 import random
 import shutil
 from dataclasses import replace
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -33,17 +36,18 @@ from sqlalchemy import select
 
 from catalog.actors import Actor
 from catalog.enums import JobStatus, UsageKind
+from catalog.job_output_retention import FED_EXAMPLES_KEY
 from catalog.provenance import REDISTRIBUTION_KEY, redistribution_of
 from catalog.publishing.archive_safety import ArchiveLimits, extract_archive
 from catalog.publishing.images import ImageService
 from catalog.publishing.listing_writer import Target, write_version
 from catalog.publishing.packaging import normalize_package
-from executor.datasets import dataset_lines
+from executor.datasets import DatasetReader, dataset_lines
 from executor.gpus import leased_gpus
 from executor.inference import InferencePlan, run_inference
 from executor.job_base import JOB_LABEL
 from executor.job_claims import claim_of
-from executor.job_inputs import check_against_input_schema
+from executor.job_inputs import check_against_input_schema, input_check
 from executor.job_recovery import _append_log
 from executor.output_filter import OutputFilter
 from executor.packages import prepare_runnable
@@ -68,14 +72,16 @@ FED_KEYS = ("fed_through", "fed_dropped")
 def parse_examples(lines: list[Any]) -> list[tuple[Any, Any]]:
     """``(input, target)`` pairs. Both are required, as the error says: an example without a target
     teaches the algorithm nothing and makes the held-out accuracy compare outputs with nothing."""
-    examples = []
-    for number, item in enumerate(lines, 1):
-        check_example(item, f"training example {number}", "records")
-        target = next(item[k] for k in TARGET_KEYS if k in item)
-        examples.append((item["input"], target))
+    examples = [example_of(item, number) for number, item in enumerate(lines, 1)]
     if not examples:
         raise BadInput("the training data holds no examples")
     return examples
+
+
+def example_of(item: Any, number: int) -> tuple[Any, Any]:
+    """Training example ``number``'s ``(input, target)``; BadInput naming it when it is not one."""
+    check_example(item, f"training example {number}", "records")
+    return item["input"], next(item[k] for k in TARGET_KEYS if k in item)
 
 
 def check_example(item: Any, what: str, field: str) -> None:
@@ -98,14 +104,20 @@ def _missing_parts(item: Any) -> list[str]:
 
 def split(examples: list[tuple[Any, Any]], seed: str) -> tuple[list[tuple[Any, Any]], list[tuple[Any, Any]]]:
     """Deterministic per job, so a retried job trains and scores on exactly the same examples."""
-    if len(examples) < MIN_EXAMPLES_FOR_HOLDOUT:
-        return examples, []
-    order = list(range(len(examples)))
-    random.Random(int(hashlib.sha256(seed.encode()).hexdigest()[:16], 16)).shuffle(order)
-    cut = max(1, int(len(examples) * HOLDOUT_SHARE))
-    holdout = [examples[i] for i in sorted(order[:cut])]
-    train = [examples[i] for i in sorted(order[cut:])]
+    held = holdout_positions(len(examples), seed)
+    holdout = [x for i, x in enumerate(examples) if i in held]
+    train = [x for i, x in enumerate(examples) if i not in held]
     return train, holdout
+
+
+def holdout_positions(count: int, seed: str) -> set[int]:
+    """Which of ``count`` examples (by position) are held out: what ``split`` needs of them is their
+    number, so examples streamed from the store are split the same way without being held."""
+    if count < MIN_EXAMPLES_FOR_HOLDOUT:
+        return set()
+    order = list(range(count))
+    random.Random(int(hashlib.sha256(seed.encode()).hexdigest()[:16], 16)).shuffle(order)
+    return set(order[: max(1, int(count * HOLDOUT_SHARE))])
 
 
 def is_correct(output: Any, target: Any) -> bool:
@@ -124,12 +136,25 @@ async def run_training_job(service: JobService, row: Job, staging: Path) -> tupl
         dataset = await session.get(Listing, dataset_id) if dataset_id else None
     if algorithm is None or version is None or owner is None:
         return JobStatus.FAILED, "the algorithm, its published version or your account no longer exists"
-    examples = parse_examples(await _load_examples(service, row, dataset_id))
-    # Inline examples were checked at submission; a dataset's are read only now.
-    check_against_input_schema(
-        algorithm.input_schema, {f"training example {i + 1} input": x for i, (x, _) in enumerate(examples)}
-    )
-    train, holdout = split(examples, row.id)
+    fed_digest = (row.inputs or {}).get(FED_EXAMPLES_KEY)
+    if fed_digest is None:
+        examples = parse_examples(await _load_examples(service, row, dataset_id))
+        # Inline examples were checked at submission; a dataset's are read only now.
+        check_against_input_schema(
+            algorithm.input_schema,
+            {f"training example {i + 1} input": x for i, (x, _) in enumerate(examples)},
+        )
+        train, holdout = split(examples, row.id)
+        write_train = partial(_write_examples, train, holdout)
+    else:  # streamed from the store into the data directory, below
+        write_train = partial(
+            _write_fed_examples,
+            settings,
+            fed_digest,
+            row.id,
+            staging / "fed",
+            input_check(algorithm.input_schema),
+        )
     name = f"{algorithm.name}-trained-{row.id[:8]}"
     earlier = await _model_of_earlier_attempt(service, row, name)
     if earlier is not None:
@@ -139,15 +164,13 @@ async def run_training_job(service: JobService, row: Job, staging: Path) -> tupl
     if not runnable.package.train_entrypoint:
         return JobStatus.FAILED, f"{algorithm.name} declares no train entrypoint"
     data_dir = _world_readable_dir(staging / "data")
-    (data_dir / "train.jsonl").write_text(
-        "".join(json.dumps({"input": x, "target": y}) + "\n" for x, y in train)
-    )
+    train_count, holdout = await asyncio.to_thread(write_train, data_dir / "train.jsonl")
     os.chmod(data_dir / "train.jsonl", 0o644)
 
     limits = service.limits_for(
         _allocation(row), max(TRAINING_TIMEOUT_FLOOR_S, float(algorithm.timeout_s or 0) * 10)
     )
-    await service.progress_hook(row)(_Progress(total=len(train)))
+    await service.progress_hook(row)(_Progress(total=train_count))
     result = await runnable.runtime.run(
         runnable.package,
         RunRequest(
@@ -222,7 +245,7 @@ async def run_training_job(service: JobService, row: Job, staging: Path) -> tupl
     manifest = dict(version.manifest or {})
     training_result = {
         "accuracy": accuracy,
-        "train_examples": len(train),
+        "train_examples": train_count,
         "holdout": len(holdout),
         "holdout_errors": holdout_errors,
         **{k: row.inputs[k] for k in FED_KEYS if k in (row.inputs or {})},
@@ -314,12 +337,47 @@ def _allocation(row: Job) -> Any:
 
 
 async def _load_examples(service: JobService, row: Job, dataset_id: str | None) -> list[Any]:
-    """The dataset's examples, then those given inline. A pipeline step's examples fed through the steps
-    in front of it (``training_feed``) are inline and are the dataset's: it is not read again."""
+    """The dataset's examples, then those given inline."""
     inline = list((row.inputs or {}).get("records") or [])
-    if dataset_id is None or "fed_through" in (row.inputs or {}):
+    if dataset_id is None:
         return inline
     return await dataset_lines(service.settings, service.db, dataset_id) + inline
+
+
+Examples = list[tuple[Any, Any]]
+
+
+def _write_examples(train: Examples, holdout: Examples, target: Path) -> tuple[int, Examples]:
+    """Write the training split to ``target``; how many, and the held-out examples."""
+    with open(target, "w", encoding="utf-8") as out:
+        out.writelines(json.dumps({"input": x, "target": y}) + "\n" for x, y in train)
+    return len(train), holdout
+
+
+def _write_fed_examples(
+    settings: Any, digest: str, seed: str, scratch: Path, check: Any, target: Path
+) -> tuple[int, Examples]:
+    """A pipeline step's fed examples (``training_feed``), streamed from the store: a first pass counts
+    them (``holdout_positions`` needs their number), a second writes the training split to ``target``
+    and keeps only the held-out examples, so memory does not grow with the training data."""
+    try:
+        reader = DatasetReader(settings, digest, scratch)
+        count = sum(1 for _ in reader.values())
+        if count == 0:
+            raise BadInput("the training data holds no examples")
+        held = holdout_positions(count, seed)
+        holdout: Examples = []
+        with open(target, "w", encoding="utf-8") as out:
+            for number, item in enumerate(reader.values()):
+                x, y = example_of(item, number + 1)
+                check(f"training example {number + 1} input", x, "records")
+                if number in held:
+                    holdout.append((x, y))
+                else:
+                    out.write(json.dumps({"input": x, "target": y}) + "\n")
+        return count - len(holdout), holdout
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
 
 
 async def _training_failed(

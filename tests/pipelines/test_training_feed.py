@@ -8,21 +8,27 @@ them and then labelled every upper-cased text the pipeline handed it "negative".
 
 from __future__ import annotations
 
+import json
 import os
+import time
 from collections.abc import AsyncIterator
+from datetime import timedelta
 from typing import Any
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import Text, cast, func, select
 
 from catalog.actors import Actor
 from catalog.app import CatalogApp
+from catalog.artifact_gc import collect_garbage
 from catalog.enums import JobStatus
+from catalog.job_output_retention import FED_EXAMPLES_KEY
 from executor.jobs import JobService
 from executor.runtimes import BwrapRuntime
+from infra.artifacts import ArtifactStore
 from infra.errors import BadInput
 from infra.settings import Settings
-from infra.tables import Job, Listing
+from infra.tables import Job, Listing, utcnow
 from tests.services import require_service
 
 from .demo_chain import manifest, publish_examples, publish_part, publishing_of, trainable_manifest
@@ -89,6 +95,35 @@ async def final(jobs: JobService, actor: Actor, job_id: str):
     return [view async for view in jobs.watch(actor, job_id)][-1]
 
 
+def fed_examples(app: CatalogApp, step_job: Job) -> list[dict[str, Any]]:
+    """The examples a step's job was fed, from the blob its row names (never from the row)."""
+    assert step_job.inputs["records"] == []
+    data = ArtifactStore.from_settings(app.settings).read_bytes(step_job.inputs[FED_EXAMPLES_KEY])
+    return [json.loads(line) for line in data.decode().splitlines()]
+
+
+async def stored_row_size(app: CatalogApp, job_id: str) -> int:
+    """What the job's row holds, in bytes: the text of every column, as the database stores it."""
+    size = sum(func.coalesce(func.length(cast(column, Text)), 0) for column in Job.__table__.columns)
+    async with app.db.session() as session:
+        return await session.scalar(select(size).where(Job.id == job_id))
+
+
+async def train_loud_reviews(
+    app: CatalogApp, jobs: JobService, producer: Actor, requester: Actor, reviews: list[dict[str, Any]]
+) -> Job:
+    """Train word-vote behind upper-caser on ``reviews``; the step's job row once the training is done."""
+    ids = await publish_text_parts(app, producer)
+    dataset_id = await publish_reviews(app, producer, "many reviews", reviews)
+    pipeline_id = await upper_then_vote(app, requester, ids, dataset_id)
+    view = await jobs.submit(requester, task="training", pipeline_id=pipeline_id)
+    trained = await final(jobs, requester, view.id)
+    assert trained.status == JobStatus.SUCCEEDED, trained.error
+    [step] = trained.result["trained_steps"]
+    async with app.db.session() as session:
+        return await session.get(Job, step["job_id"])
+
+
 async def test_a_step_behind_a_conditioner_trains_on_what_the_conditioner_hands_it(
     app: CatalogApp, jobs: JobService, producer: Actor, requester: Actor
 ) -> None:
@@ -107,8 +142,9 @@ async def test_a_step_behind_a_conditioner_trains_on_what_the_conditioner_hands_
     async with app.db.session() as session:
         step_job = await session.get(Job, step["job_id"])
         model = await session.get(Listing, step["model_listing_id"])
-    assert [r["input"] for r in step_job.inputs["records"]][:2] == ["GOOD FILM", "GOOD PLOT"]
-    assert len(step_job.inputs["records"]) == len(REVIEWS)
+    fed = fed_examples(app, step_job)
+    assert [r["input"] for r in fed][:2] == ["GOOD FILM", "GOOD PLOT"]
+    assert len(fed) == step_job.inputs["fed_examples"] == len(REVIEWS)
     assert step_job.result["fed_through"] == ["upper-caser"]
     assert "trained on reviews fed through upper-caser by job" in model.description
 
@@ -165,3 +201,51 @@ async def test_training_data_with_a_record_without_its_target_is_refused_at_subm
     assert refused.value.details == {"field": "pipelineId", "step_id": step_id}
     async with app.db.session() as session:
         assert (await session.scalars(select(Job.id))).all() == []
+
+
+MANY_REVIEWS = [
+    {"input": f"{review['input']} number {n} of a long and rather wordy series", "target": review["target"]}
+    for n in range(40)
+    for review in REVIEWS
+]
+
+
+async def test_a_fed_steps_job_row_names_its_stored_examples_and_stays_small(
+    app: CatalogApp, jobs: JobService, producer: Actor, requester: Actor
+) -> None:
+    """The fed examples rode on the step job's row (up to the dataset's 256 MiB): here 480 of them made
+    a row of some 40 KB. They are stored as an artifact the row names, and the training streams them."""
+    step_job = await train_loud_reviews(app, jobs, producer, requester, MANY_REVIEWS)
+    fed = fed_examples(app, step_job)
+    assert len(fed) == step_job.inputs["fed_examples"] == len(MANY_REVIEWS)
+    assert fed[0] == {"input": MANY_REVIEWS[0]["input"].upper(), "target": "positive"}
+    assert step_job.result["train_examples"] + step_job.result["holdout"] == len(MANY_REVIEWS)
+    assert await stored_row_size(app, step_job.id) < 4096
+
+
+async def test_the_gc_keeps_a_fed_steps_examples_while_its_job_can_run_and_for_the_retention_after(
+    app: CatalogApp, jobs: JobService, producer: Actor, requester: Actor
+) -> None:
+    """Only the job row names the blob: while the job is queued or running, and for the job output
+    retention after it finished, a collection keeps it; past the retention it is swept."""
+    step_job = await train_loud_reviews(app, jobs, producer, requester, REVIEWS)
+    store = ArtifactStore.from_settings(app.settings)
+    blob = store.locate(step_job.inputs[FED_EXAMPLES_KEY]).path
+    then = time.time() - 3 * app.settings.gc_grace_s  # well past the grace period
+    os.utime(blob, (then, then))
+
+    async def collect_in(status: JobStatus, finished_days_ago: float | None) -> bool:
+        async with app.db.session() as session:
+            row = await session.get(Job, step_job.id)
+            row.status = status.value
+            row.finished_at = None if finished_days_ago is None else utcnow() - timedelta(finished_days_ago)
+        report = await collect_garbage(app.settings, app.db, delete=True)
+        return step_job.inputs[FED_EXAMPLES_KEY] in report.store.garbage_digests
+
+    retention = app.settings.job_output_retention_days
+    assert not await collect_in(JobStatus.QUEUED, None)
+    assert not await collect_in(JobStatus.RUNNING, None)
+    assert not await collect_in(JobStatus.SUCCEEDED, retention - 1)
+    assert blob.exists()
+    assert await collect_in(JobStatus.SUCCEEDED, retention + 1)
+    assert not blob.exists()
