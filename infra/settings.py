@@ -73,6 +73,13 @@ class Settings(BaseSettings):
     port: int = Field(8000, ge=1, le=65535, description="Port `mlrepo serve` listens on.")
     max_query_chars: int = Field(1000, ge=1, description="Longest search text accepted.")
     max_page_size: int = Field(100, ge=1, description="Most results one search or listings page returns.")
+    max_subscriptions_per_account: int = Field(
+        200,
+        ge=1,
+        description="Live GraphQL subscriptions (jobStatus, demandAlerts) one account may hold on one API "
+        "process, over all its websockets; one more is refused with FORBIDDEN. A socket holds at most 100, "
+        "but one token could open sockets without end (~22 kB of server memory per subscription measured).",
+    )
     search_snapshot_ttl_s: int = Field(
         900,
         gt=0,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import json
 from collections.abc import AsyncIterator
@@ -13,6 +14,7 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
 from api.app import create_app
+from catalog.actors import Actor
 from catalog.app import CatalogApp
 from infra.settings import Settings
 from search.embeddings import Encoder
@@ -165,3 +167,61 @@ async def test_what_the_started_app_holds_is_frozen_out_of_the_collector_until_s
         assert not any(held is services for held in gc.get_objects())
     assert gc.get_freeze_count() == 0
     assert any(held is services for held in gc.get_objects())
+
+
+async def _held_until(services, actor: Actor, count: int) -> None:
+    """Wait (bounded) until the server counts ``count`` live subscriptions of ``actor``."""
+    for _ in range(600):
+        if services.subscriptions.held(actor) == count:
+            return
+        await asyncio.sleep(0.05)
+    assert services.subscriptions.held(actor) == count
+
+
+def _errors(message: dict) -> list[dict]:
+    payload = message.get("payload")
+    return payload if isinstance(payload, list) else (payload or {}).get("errors") or []
+
+
+@pytest.mark.parametrize(
+    ("protocol", "start", "stop"), [(PROTOCOL, "subscribe", "complete"), ("graphql-ws", "start", "stop")]
+)
+async def test_one_account_holds_at_most_its_live_subscriptions_over_all_its_sockets(
+    tmp_path: Path, encoder: Encoder, protocol: str, start: str, stop: str
+) -> None:
+    """A socket carries at most 100 operations, but one token could open sockets without end: 50
+    sockets of demandAlerts grew a server by ~110 MB. Past MLREPO_MAX_SUBSCRIPTIONS_PER_ACCOUNT the next
+    subscription is FORBIDDEN, whichever socket asks; a completed or disconnected one frees its slot."""
+    settings = Settings(data_dir=tmp_path / "d", redis_url=None, max_subscriptions_per_account=2)
+    app = create_app(settings, encoder=encoder)
+    operation = {"query": 'subscription { demandAlerts(category: "Vision") { text } }'}
+    async with serve_in_background(app, lifespan="on") as address:
+        token = await _token(settings, "alice")
+        async with await CatalogApp.open(settings, with_index=False) as catalog:
+            alice = Actor(account_id=(await catalog.accounts.resolve("alice")).id)
+        services = app.state.services
+        init = json.dumps({"type": "connection_init", "payload": {"Authorization": f"Bearer {token}"}})
+        sockets = [await connect(f"ws://{address}/graphql", subprotocols=[protocol]) for _ in range(2)]
+        first, second = sockets
+        try:
+            for socket in sockets:
+                await socket.send(init)
+                assert json.loads(await socket.recv())["type"] == "connection_ack"
+            for id_ in ("1", "2"):
+                await first.send(json.dumps({"id": id_, "type": start, "payload": operation}))
+            await _held_until(services, alice, 2)
+
+            await second.send(json.dumps({"id": "3", "type": start, "payload": operation}))
+            refused = json.loads(await asyncio.wait_for(second.recv(), 60))
+            assert refused["id"] == "3" and _errors(refused), refused
+            assert _errors(refused)[0]["extensions"]["code"] == "FORBIDDEN", refused
+            assert services.subscriptions.held(alice) == 2
+
+            await first.send(json.dumps({"id": "1", "type": stop}))
+            await _held_until(services, alice, 1)
+            await second.send(json.dumps({"id": "4", "type": start, "payload": operation}))
+            await _held_until(services, alice, 2)
+        finally:
+            for socket in sockets:
+                await socket.close()
+        await _held_until(services, alice, 0)
