@@ -225,3 +225,48 @@ async def test_one_account_holds_at_most_its_live_subscriptions_over_all_its_soc
             for socket in sockets:
                 await socket.close()
         await _held_until(services, alice, 0)
+
+
+async def _refusal_of(address: str, trickle: bool) -> tuple[bytes, bytes]:
+    """Send most of a JSON body, then stall (or trickle a byte every 0.1 s); the status line and body of
+    the answer, read until the server closes the connection."""
+    host, port = address.rsplit(":", 1)
+    reader, writer = await asyncio.open_connection(host, int(port))
+    head = b"POST /graphql HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n"
+    head += b"content-length: 100000\r\n\r\n"
+    writer.write(head + b'{"query": "{ me { name } }", "x": "' + b"y" * 50_000)
+    await writer.drain()
+
+    async def drip() -> None:
+        while True:
+            await asyncio.sleep(0.1)
+            writer.write(b"y")
+            await writer.drain()
+
+    dripping = asyncio.create_task(drip()) if trickle else None
+    try:
+        answer = await asyncio.wait_for(reader.read(), 30)
+    finally:
+        if dripping is not None:
+            dripping.cancel()
+        writer.close()
+    status, _, rest = answer.partition(b"\r\n")
+    return status, rest.partition(b"\r\n\r\n")[2]
+
+
+@pytest.mark.parametrize("trickle", [False, True], ids=["stalled", "trickled"])
+async def test_a_request_body_that_does_not_arrive_in_time_is_refused_408(
+    tmp_path: Path, encoder: Encoder, trickle: bool
+) -> None:
+    """A client that sent most of a JSON body and then stopped (or sent a byte now and then) held the
+    connection and what it had sent for as long as it liked: 40 such 8 MB bodies grew a server by 290
+    MB. Past MLREPO_REQUEST_BODY_TIMEOUT_S the server answers 408 with a code and closes."""
+    settings = Settings(data_dir=tmp_path / "d", redis_url=None, request_body_timeout_s=0.5)
+    async with serve_in_background(create_app(settings, encoder=encoder), lifespan="on") as address:
+        status, body = await _refusal_of(address, trickle)
+        assert status.startswith(b"HTTP/1.1 408"), status
+        error = json.loads(body)["errors"][0]
+        assert error["extensions"]["code"] == "BAD_INPUT" and "0.5 s" in error["message"]
+        async with httpx.AsyncClient(base_url=f"http://{address}") as http:  # and it serves the others
+            response = await http.post("/graphql", json={"query": "{ me { name } }"})
+            assert response.json() == {"data": {"me": None}}
