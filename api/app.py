@@ -8,6 +8,7 @@ reverse order at shutdown. uvicorn serves it (``mlrepo serve``).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import json
 import logging
@@ -119,8 +120,38 @@ async def closed_if_revoked(handler: BaseGraphQLTransportWSHandler | BaseGraphQL
     return False
 
 
+@asynccontextmanager
+async def credentials_watched(
+    handler: BaseGraphQLTransportWSHandler | BaseGraphQLWSHandler,
+) -> AsyncIterator[None]:
+    """While the block runs, check the socket's credentials every ``websocket_auth_recheck_s`` and close
+    it once they no longer hold. Checked only at each new operation, a revoked token kept every stream
+    already running, and a demandAlerts stream never ends: the holder of a leaked token, revoked, went on
+    reading the account's alerts (others' searches) for as long as the socket stayed open."""
+    every_s = handler.context.services.settings.websocket_auth_recheck_s
+
+    async def watch() -> None:
+        while True:
+            await asyncio.sleep(every_s)
+            if await closed_if_revoked(handler):
+                return
+
+    watcher = asyncio.create_task(watch())
+    try:
+        yield
+    finally:
+        watcher.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await watcher
+
+
 class RecheckedTransportWS(BaseGraphQLTransportWSHandler[Context, None]):
-    """graphql-transport-ws: each ``subscribe`` runs only while the socket's token holds (else 4403)."""
+    """graphql-transport-ws: each ``subscribe`` runs only while the socket's token holds (else 4403), and
+    the socket is closed within ``websocket_auth_recheck_s`` once it does not."""
+
+    async def handle(self) -> None:
+        async with credentials_watched(self):
+            await super().handle()
 
     async def handle_subscribe(self, message: SubscribeMessage) -> None:
         if not await closed_if_revoked(self):
@@ -128,7 +159,12 @@ class RecheckedTransportWS(BaseGraphQLTransportWSHandler[Context, None]):
 
 
 class RecheckedLegacyWS(BaseGraphQLWSHandler[Context, None]):
-    """The legacy graphql-ws: each ``start`` runs only while the socket's token holds (else 4403)."""
+    """The legacy graphql-ws: each ``start`` runs only while the socket's token holds (else 4403), and
+    the socket is closed within ``websocket_auth_recheck_s`` once it does not."""
+
+    async def handle(self) -> None:
+        async with credentials_watched(self):
+            await super().handle()
 
     async def handle_start(self, message: StartMessage) -> None:
         if not await closed_if_revoked(self):

@@ -81,6 +81,13 @@ class Settings(BaseSettings):
         "connection and what it had sent (up to 8 MiB each) for as long as it liked. Uploads (multipart) "
         "may take longer in total, as long as they keep sending.",
     )
+    websocket_auth_recheck_s: float = Field(
+        30.0,
+        gt=0,
+        description="How often an open websocket's token is checked again: once revoked, the socket is "
+        "closed with 4403 within this time, running subscriptions included (a demandAlerts stream never "
+        "ends on its own, and kept serving a revoked token's holder).",
+    )
     max_subscriptions_per_account: int = Field(
         200,
         ge=1,

@@ -270,3 +270,36 @@ async def test_a_request_body_that_does_not_arrive_in_time_is_refused_408(
         async with httpx.AsyncClient(base_url=f"http://{address}") as http:  # and it serves the others
             response = await http.post("/graphql", json={"query": "{ me { name } }"})
             assert response.json() == {"data": {"me": None}}
+
+
+@pytest.mark.parametrize(("protocol", "start"), [(PROTOCOL, "subscribe"), ("graphql-ws", "start")])
+async def test_a_revoked_token_loses_its_running_streams_too(
+    tmp_path: Path, encoder: Encoder, protocol: str, start: str
+) -> None:
+    """Credentials were checked again only at each new operation, so a stream already running went on,
+    and a demandAlerts stream never ends: the holder of a leaked token, revoked, kept reading the
+    account's alerts (other people's searches). The socket is now closed with 4403 within
+    MLREPO_WEBSOCKET_AUTH_RECHECK_S of the revocation."""
+    settings = Settings(data_dir=tmp_path / "d", redis_url=None, websocket_auth_recheck_s=0.2)
+    app = create_app(settings, encoder=encoder)
+    async with serve_in_background(app, lifespan="on") as address:
+        token = await _token(settings, "alice")
+        async with await CatalogApp.open(settings, with_index=False) as catalog:
+            alice = Actor(account_id=(await catalog.accounts.resolve("alice")).id)
+        socket = await connect(f"ws://{address}/graphql", subprotocols=[protocol])
+        try:
+            init = {"type": "connection_init", "payload": {"Authorization": f"Bearer {token}"}}
+            await socket.send(json.dumps(init))
+            assert json.loads(await socket.recv())["type"] == "connection_ack"
+            operation = {"query": 'subscription { demandAlerts(category: "Vision") { text } }'}
+            await socket.send(json.dumps({"id": "1", "type": start, "payload": operation}))
+            await _held_until(app.state.services, alice, 1)  # the stream runs
+            async with await CatalogApp.open(settings, with_index=False) as catalog:
+                assert await catalog.accounts.revoke_tokens("alice") == 1
+            with pytest.raises(ConnectionClosed) as closed:
+                while True:  # keep-alive messages of the legacy protocol may come first
+                    await asyncio.wait_for(socket.recv(), 30)
+            assert closed.value.rcvd is not None and closed.value.rcvd.code == 4403
+        finally:
+            await socket.close()
+        await _held_until(app.state.services, alice, 0)
