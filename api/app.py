@@ -7,9 +7,12 @@ reverse order at shutdown. uvicorn serves it (``mlrepo serve``).
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import gc
 import json
 import logging
+import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
 from typing import Any
@@ -54,22 +57,41 @@ FORM_OVERHEAD_BYTES = 1 << 20
 # Plain JSON requests carry no files: far below the upload limit, so a huge `variables` value cannot make
 # the server parse hundreds of megabytes (the longest listing field, documentation, is 200k characters).
 MAX_JSON_BODY_BYTES = 8 << 20
+# A body refused before it was read whole (too slow, too large): the connection is closed after the
+# answer, or a client still trickling bytes kept it open (each byte re-arms the keep-alive timer).
+BODY_REFUSALS = (408, 413)
 
 
-def limited_body(scope: Scope, receive: Receive, limit: int) -> Receive:
+def limited_body(scope: Scope, receive: Receive, limit: int, timeout_s: float, *, whole: bool) -> Receive:
     """``receive`` that refuses bodies over ``limit`` bytes (declared or streamed) with a 413, so an
-    oversized upload is never spooled to disk in full."""
+    oversized upload is never spooled to disk in full, and bodies that stall with a 408: nothing for
+    ``timeout_s``, or (``whole``) not complete ``timeout_s`` after the first read. A client that sent
+    most of an 8 MiB JSON body and stopped held the connection and those bytes for as long as it liked
+    (40 such clients: +290 MB of server memory)."""
     declared = dict(scope.get("headers") or []).get(b"content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
         raise HTTPException(413, f"request body larger than {limit} bytes")
     received = 0
+    deadline: float | None = None
+    complete = False
 
     async def receive_limited() -> Message:
-        nonlocal received
-        message = await receive()
+        nonlocal received, deadline, complete
+        if complete:  # what follows the body (a disconnect) is not the body's to time
+            return await receive()
+        now = time.monotonic()
+        if deadline is None and whole:
+            deadline = now + timeout_s
+        wait = timeout_s if deadline is None else min(timeout_s, deadline - now)
+        try:
+            async with asyncio.timeout(max(wait, 0)):
+                message = await receive()
+        except TimeoutError:
+            raise HTTPException(408, f"the request body did not arrive within {timeout_s:g} s") from None
         received += len(message.get("body", b""))
         if received > limit:
             raise HTTPException(413, f"request body larger than {limit} bytes")
+        complete = not message.get("more_body", False)
         return message
 
     return receive_limited
@@ -98,8 +120,38 @@ async def closed_if_revoked(handler: BaseGraphQLTransportWSHandler | BaseGraphQL
     return False
 
 
+@asynccontextmanager
+async def credentials_watched(
+    handler: BaseGraphQLTransportWSHandler | BaseGraphQLWSHandler,
+) -> AsyncIterator[None]:
+    """While the block runs, check the socket's credentials every ``websocket_auth_recheck_s`` and close
+    it once they no longer hold. Checked only at each new operation, a revoked token kept every stream
+    already running, and a demandAlerts stream never ends: the holder of a leaked token, revoked, went on
+    reading the account's alerts (others' searches) for as long as the socket stayed open."""
+    every_s = handler.context.services.settings.websocket_auth_recheck_s
+
+    async def watch() -> None:
+        while True:
+            await asyncio.sleep(every_s)
+            if await closed_if_revoked(handler):
+                return
+
+    watcher = asyncio.create_task(watch())
+    try:
+        yield
+    finally:
+        watcher.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await watcher
+
+
 class RecheckedTransportWS(BaseGraphQLTransportWSHandler[Context, None]):
-    """graphql-transport-ws: each ``subscribe`` runs only while the socket's token holds (else 4403)."""
+    """graphql-transport-ws: each ``subscribe`` runs only while the socket's token holds (else 4403), and
+    the socket is closed within ``websocket_auth_recheck_s`` once it does not."""
+
+    async def handle(self) -> None:
+        async with credentials_watched(self):
+            await super().handle()
 
     async def handle_subscribe(self, message: SubscribeMessage) -> None:
         if not await closed_if_revoked(self):
@@ -107,7 +159,12 @@ class RecheckedTransportWS(BaseGraphQLTransportWSHandler[Context, None]):
 
 
 class RecheckedLegacyWS(BaseGraphQLWSHandler[Context, None]):
-    """The legacy graphql-ws: each ``start`` runs only while the socket's token holds (else 4403)."""
+    """The legacy graphql-ws: each ``start`` runs only while the socket's token holds (else 4403), and
+    the socket is closed within ``websocket_auth_recheck_s`` once it does not."""
+
+    async def handle(self) -> None:
+        async with credentials_watched(self):
+            await super().handle()
 
     async def handle_start(self, message: StartMessage) -> None:
         if not await closed_if_revoked(self):
@@ -133,28 +190,32 @@ class MlrepoGraphQL(GraphQL):
         if scope["type"] != "http":
             await super().__call__(scope, receive, send)
             return
-        limit = self._body_limit(scope)
+        limit, upload = self._body_limit(scope)
+        timeout_s = self._services_of().settings.request_body_timeout_s
         with collecting() as seconds:
             try:
                 with stage(GRAPHQL_STAGE):
-                    body = limited_body(scope, receive, limit)
+                    body = limited_body(scope, receive, limit, timeout_s, whole=not upload)
                     response = await self.run(Request(scope=scope, receive=body))
             except HTTPException as exc:
                 # Unparseable JSON, no query, wrong method...: the client's mistake, in GraphQL's shape.
                 # strawberry rewords a JSONDecodeError as "Unable to parse…": ours says what is wrong.
                 reason = exc.__cause__.reason if isinstance(exc.__cause__, UnusableJson) else exc.reason
                 response = JSONResponse(http_error_body(reason), status_code=exc.status_code)
+                if exc.status_code in BODY_REFUSALS:  # what the client still sends is not read: hang up
+                    response.headers["connection"] = "close"
             except Exception:
                 logger.exception("GraphQL transport failed")
                 response = JSONResponse(http_error_body("internal error; it has been logged", INTERNAL), 500)
         response.headers["Server-Timing"] = server_timing(seconds)
         await response(scope, receive, send)
 
-    def _body_limit(self, scope: Scope) -> int:
+    def _body_limit(self, scope: Scope) -> tuple[int, bool]:
+        """The most bytes the request's body may hold, and whether it is an upload (multipart)."""
         content_type = dict(scope.get("headers") or []).get(b"content-type", b"")
         if content_type.startswith(b"multipart/"):
-            return self._services_of().settings.publish_max_upload_bytes + FORM_OVERHEAD_BYTES
-        return MAX_JSON_BODY_BYTES
+            return self._services_of().settings.publish_max_upload_bytes + FORM_OVERHEAD_BYTES, True
+        return MAX_JSON_BODY_BYTES, False
 
     async def get_context(self, request: Request | WebSocket, response: Response | WebSocket) -> Context:
         return await build_context(

@@ -12,10 +12,12 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from api.loaders import ListingLoaders
+from api.subscription_slots import SubscriptionSlots
 from catalog.actors import ANONYMOUS, Actor
 from infra.errors import MlrepoError, Unauthenticated, Unavailable
 from infra.settings import Settings
@@ -39,6 +41,8 @@ class Services:
     settings: Settings
     catalog: CatalogApp
     extras: dict[str, Any] = field(default_factory=dict)
+    # Running subscription streams per account (``MLREPO_MAX_SUBSCRIPTIONS_PER_ACCOUNT``).
+    subscriptions: SubscriptionSlots = field(default_factory=SubscriptionSlots)
 
 
 @dataclass
@@ -69,6 +73,10 @@ class Context:
         if self._loaders is None or self._loaders.actor != self.actor:
             self._loaders = ListingLoaders.of(self.catalog, self.actor)
         return self._loaders
+
+    def subscription_slot(self) -> AbstractAsyncContextManager[None]:
+        """One of the actor's live-subscription slots, held while a subscription's stream runs."""
+        return self.services.subscriptions.slot(self.actor, self.settings.max_subscriptions_per_account)
 
 
 def bearer_token(authorization: str | None) -> str | None:

@@ -35,6 +35,7 @@ from strawberry.types import ExecutionContext
 
 from api.areas import import_areas
 from api.errors import ErrorCodes
+from api.operation_limits import CostlyFieldsLimiter
 from catalog.clock import as_utc
 
 AREAS: tuple[str, ...] = ("listings", "search", "jobs", "publishing", "pipelines", "demand", "accounts")
@@ -133,6 +134,7 @@ def build_schema(area_names: tuple[str, ...] = AREAS) -> MlrepoSchema:
             _per_operation(QueryDepthLimiter(max_depth=MAX_DEPTH)),
             _per_operation(MaxAliasesLimiter(max_alias_count=MAX_ALIASES)),
             _per_operation(MaxTokensLimiter(max_token_count=MAX_TOKENS)),
+            _per_operation(CostlyFieldsLimiter()),
         ],
     )
 

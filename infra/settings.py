@@ -73,6 +73,28 @@ class Settings(BaseSettings):
     port: int = Field(8000, ge=1, le=65535, description="Port `mlrepo serve` listens on.")
     max_query_chars: int = Field(1000, ge=1, description="Longest search text accepted.")
     max_page_size: int = Field(100, ge=1, description="Most results one search or listings page returns.")
+    request_body_timeout_s: float = Field(
+        60.0,
+        gt=0,
+        description="A request body that sends nothing for this long is refused (408), and a JSON body "
+        "(at most 8 MiB) must have arrived whole by then: a client that stalled its body held the "
+        "connection and what it had sent (up to 8 MiB each) for as long as it liked. Uploads (multipart) "
+        "may take longer in total, as long as they keep sending.",
+    )
+    websocket_auth_recheck_s: float = Field(
+        30.0,
+        gt=0,
+        description="How often an open websocket's token is checked again: once revoked, the socket is "
+        "closed with 4403 within this time, running subscriptions included (a demandAlerts stream never "
+        "ends on its own, and kept serving a revoked token's holder).",
+    )
+    max_subscriptions_per_account: int = Field(
+        200,
+        ge=1,
+        description="Live GraphQL subscriptions (jobStatus, demandAlerts) one account may hold on one API "
+        "process, over all its websockets; one more is refused with FORBIDDEN. A socket holds at most 100, "
+        "but one token could open sockets without end (~22 kB of server memory per subscription measured).",
+    )
     search_snapshot_ttl_s: int = Field(
         900,
         gt=0,

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import re
 import threading
+from bisect import bisect_left, bisect_right
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -75,11 +76,33 @@ _DISMISSAL_AFTER = re.compile(
 def _stated(preference: re.Pattern[str], text: str) -> bool:
     """Whether ``text`` asks for ``preference`` somewhere without denying it in the same clause: a
     preference read out of "not real time" or "no need to run on a CPU" was shown as inferred and
-    ranked by, the opposite of what was asked."""
-    for match in preference.finditer(text):
-        before = _CLAUSE_BREAK.split(text[: match.start()])[-1]
-        after = _CLAUSE_BREAK.split(text[match.end() :])[0]
-        if not _DENIAL_BEFORE.search(before) and not _DISMISSAL_AFTER.search(after):
+    ranked by, the opposite of what was asked.
+
+    Each pattern scans the text once and each match is placed among the others by bisection: cutting
+    out and searching each match's clause again was quadratic in the text (a search text of "no fast"
+    repeated cost 6 ms at 1,000 characters and 2.5 s at 20,000, with ``max_query_chars`` unbounded)."""
+    matches = list(preference.finditer(text))
+    if not matches:
+        return False
+    breaks = list(_CLAUSE_BREAK.finditer(text))
+    break_starts = [b.start() for b in breaks]
+    break_ends = [b.end() for b in breaks]
+    denials = list(_DENIAL_BEFORE.finditer(text))
+    denial_ends = [d.end() for d in denials]
+    dismissals = list(_DISMISSAL_AFTER.finditer(text))
+    dismissal_starts = [d.start() for d in dismissals]
+    for match in matches:
+        start, end = match.span()
+        clause_start = (
+            break_ends[bisect_right(break_ends, start) - 1] if break_ends and break_ends[0] <= start else 0
+        )
+        nearest_break = bisect_left(break_starts, end)
+        clause_end = break_starts[nearest_break] if nearest_break < len(break_starts) else len(text)
+        last_denial = bisect_right(denial_ends, start) - 1
+        denied = last_denial >= 0 and denials[last_denial].start() >= clause_start
+        first_dismissal = bisect_left(dismissal_starts, end)
+        dismissed = first_dismissal < len(dismissals) and dismissals[first_dismissal].end() <= clause_end
+        if not denied and not dismissed:
             return True
     return False
 

@@ -187,5 +187,6 @@ class Subscription:
     async def demand_alerts(
         self, info: strawberry.Info, category: str | None = None
     ) -> AsyncGenerator[DemandAlert, None]:
-        async for alert in demand_of(info).alerts(info.context.actor, category):
-            yield DemandAlert.of(alert)
+        async with info.context.subscription_slot():
+            async for alert in demand_of(info).alerts(info.context.actor, category):
+                yield DemandAlert.of(alert)

@@ -351,5 +351,6 @@ class Subscription:
         description="The job now, then every change (status, progress) until it is final."
     )
     async def job_status(self, info: strawberry.Info, id: strawberry.ID) -> AsyncIterator[Job]:
-        async for view in jobs_of(info).watch(info.context.actor, str(id)):
-            yield Job.of(view)
+        async with info.context.subscription_slot():
+            async for view in jobs_of(info).watch(info.context.actor, str(id)):
+                yield Job.of(view)

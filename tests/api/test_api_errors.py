@@ -109,6 +109,29 @@ async def test_abusive_documents_are_refused(api) -> None:
     assert await api.error_code(huge) == "BAD_INPUT"
 
 
+def _searches(count: int, first: int = 0) -> str:
+    return " ".join(
+        f'a{i}: search(input: {{text: "q{i}"}}) {{ totalCount }}' for i in range(first, first + count)
+    )
+
+
+async def test_an_operation_runs_at_most_five_searches(api) -> None:
+    """50 aliased searches fit the document limits, and one such request kept a 2-core server busy for
+    8.4 s (each search is an encode and a ranking pass). More than five searches in one operation are
+    refused before any runs, through fragments too; fields under one response key run once."""
+    for document in (
+        "{ " + _searches(6) + " }",
+        "{ " + _searches(3) + " ...More } fragment More on Query { " + _searches(3, first=3) + " }",
+    ):
+        body = await api.gql(document)
+        assert body.get("data") is None, body
+        assert body["errors"][0]["extensions"]["code"] == "BAD_INPUT"
+        assert "6 'search' fields in one operation; at most 5" in body["errors"][0]["message"]
+    repeated = "{ " + _searches(5) + ' a0: search(input: {text: "q0"}) { totalCount } }'
+    body = await api.gql(repeated)
+    assert "errors" not in body and sorted(body["data"]) == [f"a{i}" for i in range(5)]
+
+
 @pytest.mark.parametrize("header", ["Bearer not-a-token", "Basic dXNlcjpwYXNz", "Bearer ", "mlr_abc"])
 async def test_wrong_credentials_are_unauthenticated(api, header: str) -> None:
     response = await api.http.post(

@@ -3,6 +3,7 @@ and the catalog-derived state following index writes."""
 
 from __future__ import annotations
 
+import re
 from dataclasses import replace
 
 import numpy as np
@@ -10,6 +11,7 @@ import pytest
 from catalog_fixture import DETECTION, SPEECH, TRANSLATION, synthetic_catalog
 from ranking_support import hits, listing
 
+from ranking import query_understanding
 from ranking.query_understanding import QueryUnderstanding, read_constraints
 from ranking.taxonomy import label_text, task_description
 from search.embeddings import Encoder
@@ -140,6 +142,38 @@ def test_dominant_format_needs_a_majority(encoder: Encoder) -> None:
 def test_constraints_from_words(text: str, fast: bool, accurate: bool, cpu: bool) -> None:
     said = read_constraints(text)
     assert (said.prefers_fast, said.prefers_accurate, said.cpu_only) == (fast, accurate, cpu)
+
+
+class ScanCounter:
+    """A compiled pattern that counts the characters its scans are handed; what they find is unchanged."""
+
+    def __init__(self, pattern: re.Pattern[str], scanned: list[int]) -> None:
+        self.pattern = pattern
+        self.scanned = scanned
+
+    def __getattr__(self, name: str):
+        method = getattr(self.pattern, name)
+
+        def counted(string: str, *args, **kwargs):
+            self.scanned[0] += len(string)
+            return method(string, *args, **kwargs)
+
+        return counted
+
+
+def test_reading_constraints_scans_the_text_a_bounded_number_of_times(monkeypatch) -> None:
+    """Each denied preference cut its clause out of the text and searched it again, so the work grew
+    with the square of the text: "no fast" repeated over 1,000 characters (max_query_chars) cost 6 ms,
+    over 20,000 (the setting has no upper bound) 2.5 s of one request. Now each pattern scans it once."""
+    scanned = [0]
+    for name in ("_FAST", "_ACCURATE", "_CPU_ONLY", "_CLAUSE_BREAK", "_DENIAL_BEFORE", "_DISMISSAL_AFTER"):
+        monkeypatch.setattr(
+            query_understanding, name, ScanCounter(getattr(query_understanding, name), scanned)
+        )
+    text = ("no fast, not precise without a gpu " * 600)[:20_000]
+    said = read_constraints(text)
+    assert (said.prefers_fast, said.prefers_accurate, said.cpu_only) == (False, False, False)  # all denied
+    assert scanned[0] <= 12 * len(text)
 
 
 def test_taxonomy_matches_label_spellings() -> None:
