@@ -234,7 +234,7 @@ def gc(
     typer.echo(
         f"{verb}: {s.garbage.files} blobs, {s.keys.files} keys, {s.partial.files} partial writes, "
         f"{report.directories.files} upload/staging directories, {report.staging_images} staging image "
-        f"tags, {report.registry_images} registry images of failed publications; {report.freed_bytes} bytes"
+        f"tags, {report.registry_images} registry images nothing names; {report.freed_bytes} bytes"
     )
     if s.kept_racing:
         typer.echo(f"kept {s.kept_racing} files a writer reused during the collection")

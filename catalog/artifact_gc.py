@@ -25,10 +25,12 @@ unreferenced by this same run; a dry run drops nothing and counts those outputs 
 Digests inside JSON are found by pattern (``sha256:`` + 64 hex), so a reference a later feature adds
 to one of those documents is honoured without touching this module; holding a blob too long is the
 safe mistake. Docker images (``image_ref``, image ids) are not in the artifact store and out of scope,
-except two kinds nobody else removes. In the registry, the images publication runs pushed and then
-failed or died before listing (``catalog.publishing.registry``): those of this database's publications
-whose pushing run can no longer write (``infra.fencing.may_still_write``; a PUBLISHED publication's are
-kept), and that no listing version, listing or unfinished publication names by digest. And the staging
+except two kinds nobody else removes. In the registry, the images publication runs pushed
+(``catalog.publishing.registry``): those of this database's publications whose pushing run can no longer
+write (``infra.fencing.may_still_write``) and that no listing version, listing or unfinished publication
+names by digest — a run that failed or died before listing, the earlier run of a publication a later run
+published, a version or listing deleted since. A PUBLISHED publication's image was listed, and a reader
+may still be pulling it: it goes only once the publication is older than ``gc_grace_s``. And the staging
 tags publication runs give the images they derive (``mlrepo-staging/<publication>-<run>``):
 those of this database's publication runs that can no longer write (``infra.fencing.may_still_write``)
 are removed from the engine this process reaches (a run removes its own, and a re-run those of earlier
@@ -56,7 +58,7 @@ import shutil
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -85,6 +87,7 @@ logger = logging.getLogger(__name__)
 DIGEST_PATTERN = re.compile(r"sha256:[0-9a-f]{64}")
 _ACTIVE_JOBS = (JobStatus.QUEUED.value, JobStatus.RUNNING.value)
 _ACTIVE_PUBLICATIONS = (PublicationStatus.QUEUED.value, PublicationStatus.RUNNING.value)
+_PUBLISHED = PublicationStatus.PUBLISHED.value
 _JOB_STAGING = re.compile(r"job-([0-9a-f]{32})-.+")
 _PUBLICATION_DIR = re.compile(r"[0-9a-f]{32}")
 _BATCH = 1000
@@ -98,7 +101,7 @@ class GcReport:
     store: SweepReport
     directories: SweepTally = field(default_factory=SweepTally)  # uploads/ and staging/ leftovers
     staging_images: int = 0  # staging tags of publication runs that can no longer write
-    registry_images: int = 0  # manifests pushed by publication runs that can no longer write, unlisted
+    registry_images: int = 0  # manifests pushed by publication runs that can no longer write, unnamed
     grace_s: int = 0
     expired_outputs: int = 0  # jobs whose outputs reference was dropped (their blobs are in ``garbage``)
     retention_days: int = 0
@@ -273,7 +276,7 @@ async def collect_garbage(
             if delete:
                 await asyncio.to_thread(images.remove, image.ref)
             report.staging_images += 1
-    report.registry_images = await _collect_pushed_images(settings, db, delete)
+    report.registry_images = await _collect_pushed_images(settings, db, cutoff, delete)
     logger.info(
         "artifact gc (%s): outputs of %d jobs expired; %d garbage blobs, %d bytes",
         "deleted" if delete else "dry run",
@@ -285,10 +288,11 @@ async def collect_garbage(
 
 
 def read_image_references(
-    connection: Connection, publication_ids: set[str]
-) -> tuple[set[str], dict[str, tuple[str, int]]]:
+    connection: Connection, publication_ids: set[str], settled_before: datetime
+) -> tuple[set[str], dict[str, tuple[str, int]], set[str]]:
     """In one snapshot: every image digest a listing version, a listing or an unfinished publication
-    names, and the status and attempts of those of ``publication_ids`` that exist."""
+    names, the status and attempts of those of ``publication_ids`` that exist, and those of them that
+    are PUBLISHED and were last written before ``settled_before`` (past the grace)."""
     _begin_snapshot(connection)
     refs: set[str] = set()
     for (image_ref,) in _rows(connection, select(ListingVersion.image_ref)):
@@ -298,28 +302,43 @@ def read_image_references(
     unfinished = select(Publication.metadata_json).where(Publication.status.in_(_ACTIVE_PUBLICATIONS))
     for (meta,) in _rows(connection, unfinished):
         refs |= digests_in(meta)
-    return refs, read_publication_runs(connection, publication_ids)
+    runs = read_publication_runs(connection, publication_ids)
+    published = sorted(pub_id for pub_id, (status, _) in runs.items() if status == _PUBLISHED)
+    settled: set[str] = set()
+    for start in range(0, len(published), _BATCH):
+        statement = select(Publication.id).where(
+            Publication.id.in_(published[start : start + _BATCH]),
+            Publication.status == _PUBLISHED,
+            Publication.updated_at < settled_before,
+        )
+        settled |= set(connection.scalars(statement))
+    return refs, runs, settled
 
 
 def pushed_image_is_garbage(
-    image: PushedImage, referenced: set[str], runs: dict[str, tuple[str, int]]
+    image: PushedImage,
+    referenced: set[str],
+    runs: dict[str, tuple[str, int]],
+    settled: set[str] | frozenset[str] = frozenset(),
 ) -> bool:
     """Whether the collection deletes ``image``: pushed by a run of one of this database's publications
     (a registry may serve other deployments) that can no longer write, and named by no row. A PUBLISHED
-    publication's images are its listing's, kept even once unreferenced (a deleted listing's: not a
-    failed publication's leftovers). An image from before the run label counts as the last run's."""
+    publication's images (its version's, deleted since, or an earlier run's) only once it is ``settled``:
+    last written longer than the grace ago, as its version's image was listed and a reader that read the
+    version before it was deleted may still pull it. An image from before the run label counts as the
+    last run's."""
     if image.digest in referenced or image.publication_id not in runs:
         return False
     status, attempts = runs[image.publication_id]
-    if status == PublicationStatus.PUBLISHED.value:
+    if status == _PUBLISHED and image.publication_id not in settled:
         return False
     return not may_still_write(status, attempts, attempts if image.run is None else image.run)
 
 
-async def _collect_pushed_images(settings: Settings, db: Database, delete: bool) -> int:
-    """Count (and with ``delete``, delete) the registry's images of failed publication runs. Listed
-    before the read, as the staging tags: a push comes after its run's claim and before the version that
-    names it, so the read sees the claim, and sees the version of any image it would keep."""
+async def _collect_pushed_images(settings: Settings, db: Database, cutoff: float, delete: bool) -> int:
+    """Count (and with ``delete``, delete) the registry's images that nothing names and no run will
+    list. Listed before the read, as the staging tags: a push comes after its run's claim and before the
+    version that names it, so the read sees the claim, and sees the version of any image it would keep."""
     if not settings.registry_url:
         return 0
     registry = Registry(settings.registry_url)
@@ -330,8 +349,14 @@ async def _collect_pushed_images(settings: Settings, db: Database, delete: bool)
             logger.warning("artifact gc: could not list the registry's images: %s", exc)
             return 0
         owners = {image.publication_id for image in pushed if image.publication_id}
-        referenced, runs = await db.read(partial(read_image_references, publication_ids=owners))
-        garbage = [image for image in pushed if pushed_image_is_garbage(image, referenced, runs)]
+        referenced, runs, settled = await db.read(
+            partial(
+                read_image_references,
+                publication_ids=owners,
+                settled_before=datetime.fromtimestamp(cutoff, UTC),
+            )
+        )
+        garbage = [image for image in pushed if pushed_image_is_garbage(image, referenced, runs, settled)]
         if delete:
             for image in garbage:
                 await asyncio.to_thread(registry.delete, image)

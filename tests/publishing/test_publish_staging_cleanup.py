@@ -222,6 +222,53 @@ async def test_gc_deletes_the_registry_images_of_failed_publications(
         registry.close()
 
 
+async def test_gc_deletes_the_registry_images_of_published_publications_nothing_names_any_more(
+    settings: Settings, app: CatalogApp, alice: Actor, bwrap_ok: bool, request: pytest.FixtureRequest
+) -> None:
+    """A PUBLISHED publication's images stayed in the real registry forever: the one its run 1 pushed
+    before it was killed (run 2 published under a tag of its own), and the one its listing named once
+    the listing was deleted. The collection now deletes them once the publication is past the grace (a
+    reader that read the version before it went may still pull it), and keeps a listed version's image."""
+    service = service_for(settings, app, "auto", request, job_max_attempts=2)
+    pub_id = await killed_mid_run(service, alice, after="_containerize")
+    assert await service.recover() == 1
+    assert await service.run(pub_id) == "published"
+    listing_id = (await service.get(alice, pub_id)).listing_id
+    assert listing_id
+    kept = await service.submit_package(
+        alice, io.BytesIO(zip_bytes(package_files(sentiment_manifest(name="tiny-sentiment-kept"))))
+    )
+    assert await service.run(kept.id) == "published"
+    registry = Registry(service.settings.registry_url)
+
+    def images_of(publication_id: str) -> list[PushedImage]:
+        return sorted((i for i in registry.published_images() if i.publication_id == publication_id), key=str)
+
+    async def settle(*publication_ids: str) -> None:  # past the grace: last written two graces ago
+        async with app.db.session() as session:
+            await session.execute(
+                update(Publication)
+                .where(Publication.id.in_(publication_ids))
+                .values(updated_at=utcnow() - timedelta(seconds=2 * settings.gc_grace_s))
+            )
+
+    try:
+        assert sorted(i.run for i in images_of(pub_id)) == [1, 2]
+        await app.listings.delete(alice, listing_id)
+        # Within the grace, nothing of a published publication goes.
+        assert (await collect_garbage(service.settings, app.db, delete=True)).registry_images == 0
+        assert len(images_of(pub_id)) == 2
+        await settle(pub_id, kept.id)
+        dry = await collect_garbage(service.settings, app.db, delete=False)
+        assert dry.registry_images == 2 and len(images_of(pub_id)) == 2
+        assert (await collect_garbage(service.settings, app.db, delete=True)).registry_images == 2
+        assert images_of(pub_id) == []
+        assert [i.run for i in images_of(kept.id)] == [1]  # its listing still names it
+        assert (await collect_garbage(service.settings, app.db, delete=False)).registry_images == 0
+    finally:
+        registry.close()
+
+
 def test_only_images_of_runs_that_can_no_longer_write_and_that_nothing_names_are_garbage() -> None:
     pub, digest = "ab" * 16, "sha256:" + "1" * 64
     image = PushedImage("mlrepo/alice/x", digest, pub, 1)
@@ -231,7 +278,7 @@ def test_only_images_of_runs_that_can_no_longer_write_and_that_nothing_names_are
         ({pub: ("running", 1)}, set(), False),  # its run may still list it
         ({pub: ("running", 2)}, set(), True),  # run 2 took over: run 1 never writes again
         ({pub: ("queued", 1)}, set(), True),
-        ({pub: ("published", 2)}, set(), False),  # a published publication's images are its listing's
+        ({pub: ("published", 2)}, set(), False),  # published, within the grace: it may still be pulled
         ({}, set(), False),  # another deployment's publication
     ]
     for runs, referenced, garbage in cases:
@@ -240,3 +287,6 @@ def test_only_images_of_runs_that_can_no_longer_write_and_that_nothing_names_are
         pushed_image_is_garbage(PushedImage("mlrepo/a/x", digest, pub, None), set(), {pub: ("running", 1)})
         is False
     )
+    # Published and past the grace: its earlier run's image, or its own once nothing names it.
+    assert pushed_image_is_garbage(image, set(), {pub: ("published", 2)}, {pub}) is True
+    assert pushed_image_is_garbage(image, {digest}, {pub: ("published", 1)}, {pub}) is False
