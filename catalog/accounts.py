@@ -24,7 +24,7 @@ from catalog.enums import Role
 from catalog.listing_input import MIN_MEMORY_MB
 from catalog.text_checks import refuse_nul
 from infra.db import Database
-from infra.errors import BadInput, Conflict, Forbidden, NotFound, Unauthenticated
+from infra.errors import BadInput, Conflict, NotFound, Unauthenticated
 from infra.tables import Account, ApiToken, account_name_key, utcnow
 
 logger = logging.getLogger("mlrepo.catalog")
@@ -294,11 +294,19 @@ class AccountService:
         admin."""
         if actor.is_anonymous:
             raise Unauthenticated("sign in to create API tokens")
-        target = (await self.resolve(account)).id if account else actor.account_id
+        target = await self.reachable_account_id(actor, account) if account else actor.account_id
         assert target is not None
-        if target != actor.account_id and not actor.is_admin:
-            raise Forbidden("only an admin may create tokens for another account")
         return await self.create_token(target, name)
+
+    async def reachable_account_id(self, actor: Actor | None, account: str) -> str:
+        """The id of ``account`` (a name or id) when ``actor`` may manage its tokens: their own, any for
+        an admin or the operator (``actor`` None). Anyone else's is NOT_FOUND with the message of a
+        missing name, as private listings and other people's tokens are: FORBIDDEN for a real name and
+        NOT_FOUND for an unknown one would let any signed-in caller enumerate account names."""
+        target = await self.resolve(account)
+        if actor is not None and target.id != actor.account_id and not actor.is_admin:
+            raise NotFound(f"no account named {account!r}")
+        return target.id
 
     async def revoke_token(self, actor: Actor | None, token_id: str) -> TokenInfo:
         """Revoke a token at once (its owner's, any for an admin; ``actor`` None: the operator, from the
@@ -324,9 +332,7 @@ class AccountService:
                 raise BadInput("name the account whose tokens to list", field="account")
             account_id = actor.account_id
         else:
-            account_id = (await self.resolve(account)).id
-            if actor is not None and account_id != actor.account_id and not actor.is_admin:
-                raise Forbidden("only an admin may list another account's tokens")
+            account_id = await self.reachable_account_id(actor, account)
         async with self.db.session() as session:
             rows = await session.scalars(
                 select(ApiToken)

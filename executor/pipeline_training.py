@@ -30,6 +30,7 @@ from catalog.actors import Actor
 from catalog.enums import JobStatus, JobTask
 from catalog.job_output_retention import FED_EXAMPLES_KEY
 from catalog.pipelines.training import PipelineTraining, TrainingTask
+from catalog.pipelines.views import step_label
 from executor.allocation import allocate
 from executor.datasets import dataset_digest
 from executor.pipeline_jobs import account_quota, job_owner, queue_staged_job
@@ -103,15 +104,14 @@ async def run_pipeline_training_row(
         index = len(trained)
         progress = {"stages": stages, "step_id": task.step_id, "step": task.algorithm_name}
         await jobs.report_progress(row, {**progress, "stage": index, "state": "training"})
-        label = f"step {index + 1} {task.algorithm_name!r}"
+        label = step_label(task.position, task.algorithm_name)  # its place in the pipeline
         feeding = _Feeding(
             training, owner, quota, staging / f"feed-{index}", label, {**progress, "stage": index}
         )
         step_job = await _train_step_as_job(jobs, row, owner, task, feeding)
         if step_job.status != JobStatus.SUCCEEDED or not step_job.result:
             raise StepTrainingFailed(
-                f"step {index + 1} {task.algorithm_name!r} did not train "
-                f"(job {step_job.id}): {step_job.error}",
+                f"{label} did not train (job {step_job.id}): {step_job.error}",
                 step_id=task.step_id,
             )
         trained.append(

@@ -37,6 +37,7 @@ from catalog.publishing.jobs import (
     stop_publishing,
 )
 from executor.allocation import CPU_CLASS, GPU_CLASS, queue_for
+from executor.database_watch import DatabaseWatch
 from executor.events import RedisJobEvents
 from executor.gpus import parse_devices
 from executor.job_queues import DEFERRED, ArqJobQueue
@@ -66,6 +67,8 @@ HEALTH_CHECK_INTERVAL_S = 30
 OPERATOR_LOGGERS = ("mlrepo.worker", "mlrepo.executor", "mlrepo.publishing")
 # The outage (what was lost, since when) a worker started again after; its startup says it is over.
 CTX_OUTAGE = "outage"
+# A database lost while the worker runs is logged by this watch (``executor.database_watch``).
+CTX_DATABASE_WATCH = "database_watch"
 
 
 async def run_job(ctx: dict[str, Any], job_id: str) -> str:
@@ -129,6 +132,9 @@ async def on_startup(ctx: dict[str, Any]) -> None:
     catalog = await CatalogApp.open(settings, with_index=False)
     ctx[CTX_CATALOG] = catalog
     await start_jobs(ctx, settings, catalog)
+    watch = DatabaseWatch(catalog.db, settings.worker_database_check_s)
+    watch.start()
+    ctx[CTX_DATABASE_WATCH] = watch
     sandbox = ExecutorSandbox(settings)
     await start_publishing(ctx, settings, catalog, sandbox, gpu_queue=queue_for(GPU_CLASS))
     outage = ctx.pop(CTX_OUTAGE, None)
@@ -160,6 +166,9 @@ def describe_worker(settings: Settings) -> str:
 
 
 async def on_shutdown(ctx: dict[str, Any]) -> None:
+    watch: DatabaseWatch | None = ctx.pop(CTX_DATABASE_WATCH, None)
+    if watch is not None:
+        await watch.stop()
     await stop_publishing(ctx)
     await stop_jobs(ctx)
     catalog = ctx.pop(CTX_CATALOG, None)

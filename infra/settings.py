@@ -213,6 +213,12 @@ class Settings(BaseSettings):
         description="Jobs one account runs at once across all workers (0: no limit); the others wait "
         "QUEUED and start as its running ones finish.",
     )
+    worker_database_check_s: float = Field(
+        5.0,
+        gt=0,
+        description="How often a running worker checks that its database answers, so that losing it "
+        "and getting it back are logged once each (a warning, then 'the database is back after N s').",
+    )
     worker_resource_class: Literal["cpu", "gpu"] = Field(
         "cpu", description="Which job queue this worker takes: cpu | gpu."
     )

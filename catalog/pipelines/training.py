@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from sqlalchemy import select
@@ -37,6 +37,7 @@ POST_TRAINING_SUFFIX = " (trained)"
 class TrainingTask:
     pipeline_id: str
     step_id: str
+    position: int  # the step's place in the pipeline (0-based): errors number it as the pipeline does
     algorithm_listing_id: str
     algorithm_name: str
     dataset_listing_id: str
@@ -87,6 +88,7 @@ class PipelineTraining:
                     TrainingTask(
                         pipeline_id=pipeline.id,
                         step_id=step.id,
+                        position=position,
                         algorithm_listing_id=listing.id,
                         algorithm_name=listing.name,
                         dataset_listing_id=step.training_data_listing_id,
@@ -140,7 +142,9 @@ class PipelineTraining:
             plans: list[StepPlan] = []
             label = f"pipeline {pipeline.name!r}"
             await self.pipelines.plan_rows(session, actor, rows[entry:index], label, plans, depth=0)
-        return RunPlan(pipeline_id=pipeline.id, steps=tuple(plans))
+        # Numbered from the entry step's place in the pipeline, as a run of the pipeline numbers them
+        # (feeding from step 2, "step 1" in an error named the wrong step).
+        return RunPlan(pipeline_id=pipeline.id, steps=tuple(replace(p, index=p.index + entry) for p in plans))
 
     async def attach(
         self, actor: Actor, pipeline_id: str, step_id: str, model_listing_id: str

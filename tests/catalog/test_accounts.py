@@ -15,7 +15,7 @@ from catalog.accounts import AccountService, hash_token
 from catalog.app import CatalogApp
 from catalog.listing_input import MIN_MEMORY_MB
 from infra.db import Database
-from infra.errors import BadInput, Conflict, Forbidden, NotFound, Unauthenticated
+from infra.errors import BadInput, Conflict, NotFound, Unauthenticated
 from infra.settings import Settings
 from infra.tables import Account, ApiToken
 
@@ -121,7 +121,7 @@ async def test_only_admins_issue_tokens_for_others(app: CatalogApp) -> None:
     ada = (await app.accounts.create("ada", "producer")).as_actor()
     bob = await app.accounts.create("bob", "requester")
     root = (await app.accounts.create("root", "admin")).as_actor()
-    with pytest.raises(Forbidden):
+    with pytest.raises(NotFound, match=f"no account named '{bob.id}'"):  # as an unknown account
         await app.accounts.issue_token(ada, bob.id)
     issued = await app.accounts.issue_token(root, bob.id)
     assert (await app.accounts.authenticate(issued.secret)).account_id == bob.id

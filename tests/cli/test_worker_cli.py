@@ -188,3 +188,36 @@ async def test_a_worker_says_when_its_database_is_back(
         redis.wait(timeout=10)
     back = [line for line in content.splitlines() if "the database is back after " in line]
     assert len(back) == 1 and content.index(back[0]) < content.index("worker started: "), content
+
+
+async def test_a_running_worker_says_once_that_its_database_is_lost_and_once_that_it_is_back(
+    private_postgres_cluster, redis_port: int, tmp_path: Path
+) -> None:
+    """PostgreSQL stops under a running, idle worker and starts again: its log said nothing of it (a
+    busy worker's jobs each logged warnings of their own, and nothing said the outage was over). Now one
+    warning, however many checks fail, and one "back after" line."""
+    cluster = private_postgres_cluster
+    cluster.psql("CREATE DATABASE mlrepo")
+    settings = Settings(data_dir=tmp_path / "data", database_url=cluster.url("mlrepo"))
+    await upgrade_async(settings)
+    redis = redis_server(redis_port)
+    log = tmp_path / "worker.log"
+    env = {**worker_env(settings, redis_port), "MLREPO_WORKER_DATABASE_CHECK_S": "0.2"}
+    with log.open("w") as log_file:
+        worker = subprocess.Popen([MLREPO, "worker"], env=env, start_new_session=True, stderr=log_file)
+    try:
+        await wait_for(log, "worker started: ")
+        cluster.stop_server()
+        await wait_for(log, "the database cannot be reached")
+        await asyncio.sleep(2)  # ten more checks fail
+        cluster.start_server()
+        content = await wait_for(log, "the database is back after ")
+    finally:
+        worker.kill()
+        worker.wait()
+        redis.terminate()
+        redis.wait(timeout=10)
+    lost = [line for line in content.splitlines() if "the database cannot be reached" in line]
+    back = [line for line in content.splitlines() if "the database is back after " in line]
+    assert len(lost) == 1 and "WARNING" in lost[0] and len(back) == 1, content
+    assert content.index(lost[0]) < content.index(back[0]), content

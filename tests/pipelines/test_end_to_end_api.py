@@ -273,7 +273,7 @@ async def test_a_step_that_fails_to_train_fails_the_training_job_naming_it(world
     job_id = (await client.data(train, p=pipeline_id))["trainPipeline"]["id"]
     final = (await watch(world.jobs, world.requester, job_id))[-1]
     assert final.status == "failed" and final.result is None
-    assert "step 1 'brightness-classifier' did not train" in final.error and "training failed" in final.error
+    assert "step 3 'brightness-classifier' did not train" in final.error and "training failed" in final.error
     pipeline = (await client.data("query($p: ID!) { pipeline(id: $p) { isTrained } }", p=pipeline_id))[
         "pipeline"
     ]

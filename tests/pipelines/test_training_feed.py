@@ -173,7 +173,7 @@ async def test_a_step_in_front_failing_every_example_fails_the_training_naming_b
     view = await jobs.submit(requester, task="training", pipeline_id=pipeline_id)
     failed = await final(jobs, requester, view.id)
     assert failed.status == JobStatus.FAILED and failed.result is None
-    assert "step 1 'word-vote' could not be fed its training data through the steps before it" in failed.error
+    assert "step 2 'word-vote' could not be fed its training data through the steps before it" in failed.error
     assert "'upper-caser' failed" in failed.error and reason in failed.error, failed.error
     async with app.db.session() as session:
         models = (
@@ -182,6 +182,35 @@ async def test_a_step_in_front_failing_every_example_fails_the_training_naming_b
         step_jobs = (await session.scalars(select(Job.id).where(Job.listing_id == ids["word_vote"]))).all()
     assert models == [] and step_jobs == []  # no half-trained model, no step job
     assert not (await app.pipelines.get(requester, pipeline_id)).is_trained
+
+
+async def test_feeding_errors_number_the_steps_by_their_place_in_the_pipeline(
+    app: CatalogApp, jobs: JobService, producer: Actor, requester: Actor
+) -> None:
+    """The data enters at step 2 (step 1 reads audio): the fed steps were numbered from 1 within the fed
+    steps, and the trained step by training order, so this read "step 1 'word-vote' ...: step 1
+    'upper-caser' failed", naming steps 1 twice where the pipeline has them at 3 and 2."""
+    ids = await publish_text_parts(app, producer)
+    listener = manifest("loud-listener", "model", {"format": "audio@1"}, {"format": "text@1"})
+    category = {"category": "Natural Language Processing"}
+    listener_id = await publish_part(publishing_of(app), producer, "upper_caser", {**listener, **category})
+    dataset_id = await publish_reviews(
+        app, producer, "bad reviews", [{"input": "unreadable", "target": "negative"}] * 6
+    )
+    pipeline = await app.pipelines.create(requester, "heard reviews")
+    for listing_id in (listener_id, ids["upper_caser"]):
+        await app.pipelines.add_step(requester, pipeline.id, listing_id)
+    await app.pipelines.add_step(
+        requester, pipeline.id, ids["word_vote"], training_data_listing_id=dataset_id
+    )
+
+    view = await jobs.submit(requester, task="training", pipeline_id=pipeline.id)
+    failed = await final(jobs, requester, view.id)
+    assert failed.status == JobStatus.FAILED, failed.error
+    assert failed.error.startswith(
+        "step 3 'word-vote' could not be fed its training data through the steps before it: "
+        "step 2 'upper-caser' failed for every record"
+    ), failed.error
 
 
 async def test_training_data_with_a_record_without_its_target_is_refused_at_submission(
