@@ -2,7 +2,7 @@
 
 One JSON value per line. For inference, a line that is an object with ``input`` contributes that input
 (so a labelled dataset can be scored as is); any other value is the input itself. Training reads the
-same lines as examples (``executor.training.parse_examples``). A dataset published as an archive is
+same lines as examples (``executor.training.example_of``), streamed too. A dataset published as an archive is
 stored as uploaded; its lines are those of its ``.jsonl`` / ``.ndjson`` members in path order (other
 members, a README or a licence, are not data), extracted with publishing's safety limits.
 """
@@ -12,8 +12,6 @@ from __future__ import annotations
 import asyncio
 import itertools
 import json
-import shutil
-import tempfile
 from collections.abc import AsyncIterator, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -111,23 +109,6 @@ async def dataset_digest(db: Database, dataset_listing_id: str) -> str:
     return version.artifact_digest
 
 
-async def dataset_lines(settings: Settings, db: Database, dataset_listing_id: str) -> list[Any]:
-    """All the JSON lines of a dataset listing's latest stored version, in memory: training reads its
-    examples whole (at most ``MAX_DATA_BYTES`` of them); inference streams them (``DatasetReader``)."""
-    digest = await dataset_digest(db, dataset_listing_id)
-    scratch = Path(tempfile.mkdtemp(prefix="dataset-"))
-    try:
-        return await asyncio.to_thread(_read_all, settings, digest, scratch)
-    finally:
-        shutil.rmtree(scratch, ignore_errors=True)
-
-
-def _read_all(settings: Settings, digest: str, scratch: Path) -> list[Any]:
-    reader = DatasetReader(settings, digest, scratch)
-    _check_size(sum(part.stat().st_size for part in reader.parts))
-    return list(reader.values())
-
-
 class DatasetReader:
     """A dataset's stored file, readable one JSON value at a time: memory stays bounded whatever its size.
 
@@ -195,6 +176,7 @@ def _json_lines_files(path: Path, root: Path, limits: ArchiveLimits) -> list[Pat
     return [root / name for name in parts]
 
 
-def _check_size(size: int) -> None:
+def check_dataset_size(size: int) -> None:
+    """BadInput when a dataset's stored data (its JSON-lines files) is over ``MAX_DATA_BYTES``."""
     if size > MAX_DATA_BYTES:
         raise BadInput(f"the dataset is larger than {MAX_DATA_BYTES >> 20} MiB", field="datasetListingId")

@@ -11,10 +11,11 @@ Conventions (the contract of architecture.md §4, made concrete):
   entrypoint reads ``/app/model/…``), stored content-addressed like any package, and for Docker built as
   an image FROM the algorithm's image;
 - accuracy is the share of held-out examples whose output (its ``label`` when it has one) equals the target.
+- the examples are streamed from the store into ``train.jsonl`` (only the held-out examples are held in
+  memory), whatever their number;
 - a pipeline step's job trains on its dataset's examples as the steps in front of it hand them over
-  (``training_feed``): stored as an artifact its row names (``FED_EXAMPLES_KEY``), streamed from the store
-  into ``train.jsonl`` (only the held-out examples are held in memory), and its held-out accuracy is
-  that of the chain;
+  (``training_feed``): stored as an artifact its row names (``FED_EXAMPLES_KEY``), streamed the same way,
+  and its held-out accuracy is that of the chain;
 - a retry after a lost worker adopts the model its earlier attempt wrote (found by name and
   ``training_job_id``), so the job ends with one model, not a CONFLICT on that model's name.
 """
@@ -23,10 +24,12 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import itertools
 import json
 import os
 import random
 import shutil
+from collections.abc import Iterator
 from dataclasses import replace
 from functools import partial
 from pathlib import Path
@@ -42,12 +45,12 @@ from catalog.publishing.archive_safety import ArchiveLimits, extract_archive
 from catalog.publishing.images import ImageService
 from catalog.publishing.listing_writer import Target, write_version
 from catalog.publishing.packaging import normalize_package
-from executor.datasets import DatasetReader, dataset_lines
+from executor.datasets import DatasetReader, check_dataset_size, dataset_digest
 from executor.gpus import leased_gpus
 from executor.inference import InferencePlan, run_inference
 from executor.job_base import JOB_LABEL
 from executor.job_claims import claim_of
-from executor.job_inputs import check_against_input_schema, input_check
+from executor.job_inputs import input_check
 from executor.job_recovery import _append_log
 from executor.output_filter import OutputFilter
 from executor.packages import prepare_runnable
@@ -136,25 +139,24 @@ async def run_training_job(service: JobService, row: Job, staging: Path) -> tupl
         dataset = await session.get(Listing, dataset_id) if dataset_id else None
     if algorithm is None or version is None or owner is None:
         return JobStatus.FAILED, "the algorithm, its published version or your account no longer exists"
+    # One path for all training data, streamed into the data directory below: a pipeline step's fed
+    # examples (stored as an artifact), or a dataset's stored file then any examples given inline.
     fed_digest = (row.inputs or {}).get(FED_EXAMPLES_KEY)
-    if fed_digest is None:
-        examples = parse_examples(await _load_examples(service, row, dataset_id))
-        # Inline examples were checked at submission; a dataset's are read only now.
-        check_against_input_schema(
-            algorithm.input_schema,
-            {f"training example {i + 1} input": x for i, (x, _) in enumerate(examples)},
-        )
-        train, holdout = split(examples, row.id)
-        write_train = partial(_write_examples, train, holdout)
-    else:  # streamed from the store into the data directory, below
-        write_train = partial(
-            _write_fed_examples,
-            settings,
-            fed_digest,
-            row.id,
-            staging / "fed",
-            input_check(algorithm.input_schema),
-        )
+    if fed_digest is not None:
+        digest, inline, size_checked = fed_digest, [], False
+    else:
+        digest = await dataset_digest(service.db, dataset_id) if dataset_id else None
+        inline, size_checked = list((row.inputs or {}).get("records") or []), True
+    write_train = partial(
+        _write_streamed_examples,
+        settings,
+        digest,
+        inline,
+        size_checked,
+        row.id,
+        staging / "examples",
+        input_check(algorithm.input_schema),
+    )
     name = f"{algorithm.name}-trained-{row.id[:8]}"
     earlier = await _model_of_earlier_attempt(service, row, name)
     if earlier is not None:
@@ -336,39 +338,39 @@ def _allocation(row: Job) -> Any:
     return Allocation(**row.resources)
 
 
-async def _load_examples(service: JobService, row: Job, dataset_id: str | None) -> list[Any]:
-    """The dataset's examples, then those given inline."""
-    inline = list((row.inputs or {}).get("records") or [])
-    if dataset_id is None:
-        return inline
-    return await dataset_lines(service.settings, service.db, dataset_id) + inline
-
-
 Examples = list[tuple[Any, Any]]
 
 
-def _write_examples(train: Examples, holdout: Examples, target: Path) -> tuple[int, Examples]:
-    """Write the training split to ``target``; how many, and the held-out examples."""
-    with open(target, "w", encoding="utf-8") as out:
-        out.writelines(json.dumps({"input": x, "target": y}) + "\n" for x, y in train)
-    return len(train), holdout
-
-
-def _write_fed_examples(
-    settings: Any, digest: str, seed: str, scratch: Path, check: Any, target: Path
+def _write_streamed_examples(
+    settings: Any,
+    digest: str | None,
+    inline: list[Any],
+    size_checked: bool,
+    seed: str,
+    scratch: Path,
+    check: Any,
+    target: Path,
 ) -> tuple[int, Examples]:
-    """A pipeline step's fed examples (``training_feed``), streamed from the store: a first pass counts
-    them (``holdout_positions`` needs their number), a second writes the training split to ``target``
-    and keeps only the held-out examples, so memory does not grow with the training data."""
+    """The training data streamed into ``target``: the examples of the stored file ``digest`` (a
+    dataset's, whose size ``size_checked`` holds to ``MAX_DATA_BYTES``, or a pipeline step's fed
+    examples), then those given ``inline``. A first pass counts them (``holdout_positions`` needs their
+    number), a second writes the training split to ``target`` and keeps only the held-out examples, so
+    memory does not grow with the training data. How many were written, and the held-out examples."""
     try:
-        reader = DatasetReader(settings, digest, scratch)
-        count = sum(1 for _ in reader.values())
+        reader = DatasetReader(settings, digest, scratch) if digest is not None else None
+        if reader is not None and size_checked:
+            check_dataset_size(sum(part.stat().st_size for part in reader.parts))
+
+        def items() -> Iterator[Any]:
+            return itertools.chain(reader.values() if reader is not None else (), inline)
+
+        count = sum(1 for _ in items())
         if count == 0:
             raise BadInput("the training data holds no examples")
         held = holdout_positions(count, seed)
         holdout: Examples = []
         with open(target, "w", encoding="utf-8") as out:
-            for number, item in enumerate(reader.values()):
+            for number, item in enumerate(items()):
                 x, y = example_of(item, number + 1)
                 check(f"training example {number + 1} input", x, "records")
                 if number in held:
