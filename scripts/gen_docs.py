@@ -19,7 +19,6 @@ from typing import Any, Literal, get_args, get_origin
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-logging.disable(logging.WARNING)
 
 import typer  # noqa: E402
 
@@ -114,6 +113,10 @@ def replace_section(text: str, name: str, body: str) -> str:
 
 
 def main() -> None:
+    # Importing the app may log (settings, libraries); the script's output is the docs. Only here, not at
+    # import: tests import this module to read the CLI reference, and a module-level disable silenced
+    # logging for the rest of their session (tests waiting for a warning then waited for ever).
+    logging.disable(logging.WARNING)
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--check", action="store_true", help="only check that the generated docs are current")
     args = parser.parse_args()

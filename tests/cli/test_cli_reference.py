@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import logging
 import re
 from pathlib import Path
 
@@ -37,3 +38,10 @@ def test_options_read_from_the_environment_say_so() -> None:
     reference did not say so."""
     tokens = re.findall(r"^  --token  (?!Also issue).*$", cli_reference(), re.MULTILINE)  # not the flag
     assert tokens and all(line.endswith("[env: MLREPO_TOKEN]") for line in tokens), tokens
+
+
+def test_reading_the_reference_leaves_logging_on() -> None:
+    """gen_docs disabled logging at import, so once this file had read the reference every later test in
+    the session lost its log records: two outage tests waiting for a warning hung until pytest-timeout."""
+    cli_reference()
+    assert logging.root.manager.disable == logging.NOTSET
