@@ -193,20 +193,38 @@ async def test_an_unfinished_publication_keeps_its_package_a_failed_one_does_not
 
 
 async def collect_aged_dirs(
-    app: CatalogApp, settings: Settings, dirs: dict[str, Path], file_name: str, collected: int
+    app: CatalogApp,
+    settings: Settings,
+    dirs: dict[str, Path],
+    file_name: str,
+    collected: int,
+    aged: bool = True,
 ) -> set[str]:
-    """Each of ``dirs`` made holding a 5-byte ``file_name``, both past the grace period; a dry run that
-    counts ``collected`` of them and removes none, then a collection that removes those: the names of
-    the directories still there."""
+    """Each of ``dirs`` made holding a 5-byte ``file_name``, both past the grace period unless not
+    ``aged``; a dry run that counts ``collected`` of them and removes none, then a collection that removes
+    those: the names of the directories still there."""
     for path in dirs.values():
         path.mkdir(parents=True)
         (path / file_name).write_bytes(b"12345")
-        age(path / file_name, path)
+        if aged:
+            age(path / file_name, path)
     dry = await gc(app, settings, delete=False)
     assert dry.directories.files == collected and all(p.exists() for p in dirs.values())
     report = await gc(app, settings)
     assert (report.directories.files, report.directories.bytes) == (collected, 5 * collected)
     return {name for name, path in dirs.items() if path.exists()}
+
+
+async def runs_of_a_running_publication(app: CatalogApp, owner: Actor, staging: Path) -> dict[str, Path]:
+    """A publication RUNNING at its second attempt: the staging directories of its first run (superseded,
+    can no longer write), its second (holding it) and a third (claimed after gc read the row)."""
+    running = Publication(owner_id=owner.account_id, source_kind="package", status="running", attempts=2)
+    await add_row(app, running)
+    return {
+        "superseded run": staging / running.id / "1",
+        "holding run": staging / running.id / "2",
+        "later claim": staging / running.id / "3",
+    }
 
 
 async def test_uploads_and_staging_of_finished_publications_and_jobs_go(
@@ -235,17 +253,11 @@ async def test_staging_of_publication_runs_that_can_no_longer_write_goes(
     holding it (RUNNING, its ``attempts``) can write: a run killed on one worker and re-run on another left
     its directory on the first for good. Those of runs that can no longer write now go (past the grace
     period); the holding run's stays, and so does that of a run that claimed it after the read."""
-    running = Publication(owner_id=alice.account_id, source_kind="package", status="running", attempts=2)
     requeued = Publication(owner_id=alice.account_id, source_kind="package", status="queued", attempts=1)
-    for row in (running, requeued):
-        await add_row(catalog_app, row)
+    await add_row(catalog_app, requeued)
     staging = settings.data_dir / "staging"
-    dirs = {
-        "superseded run": staging / running.id / "1",
-        "holding run": staging / running.id / "2",
-        "later claim": staging / running.id / "3",
-        "re-queued run": staging / requeued.id / "1",
-    }
+    dirs = await runs_of_a_running_publication(catalog_app, alice, staging)
+    dirs["re-queued run"] = staging / requeued.id / "1"
     kept = await collect_aged_dirs(catalog_app, settings, dirs, "package.tar.gz", collected=2)
     assert kept == {"holding run", "later claim"}
 
@@ -257,29 +269,13 @@ async def test_staging_of_a_fenced_run_goes_without_waiting_for_the_grace_period
     period (a day by default) though nothing can use it again; it now goes at the first collection. The
     holding run's and a later claim's stay, and so do a finished publication's (its row cannot tell it
     from a re-queued one), all as fresh as the fenced run's."""
-    running = Publication(owner_id=alice.account_id, source_kind="package", status="running", attempts=2)
     failed = Publication(owner_id=alice.account_id, source_kind="package", status="failed", attempts=1)
-    for row in (running, failed):
-        await add_row(catalog_app, row)
+    await add_row(catalog_app, failed)
     staging = settings.data_dir / "staging"
-    dirs = {
-        "superseded run": staging / running.id / "1",
-        "holding run": staging / running.id / "2",
-        "later claim": staging / running.id / "3",
-        "failed publication": staging / failed.id,
-    }
-    for path in dirs.values():
-        path.mkdir(parents=True)
-        (path / "package.tar.gz").write_bytes(b"12345")
-    dry = await gc(catalog_app, settings, delete=False)
-    assert dry.directories.files == 1 and all(p.exists() for p in dirs.values())
-    report = await gc(catalog_app, settings)
-    assert (report.directories.files, report.directories.bytes) == (1, 5)
-    assert {name for name, path in dirs.items() if path.exists()} == {
-        "holding run",
-        "later claim",
-        "failed publication",
-    }
+    dirs = await runs_of_a_running_publication(catalog_app, alice, staging)
+    dirs["failed publication"] = staging / failed.id
+    kept = await collect_aged_dirs(catalog_app, settings, dirs, "package.tar.gz", collected=1, aged=False)
+    assert kept == {"holding run", "later claim", "failed publication"}
 
 
 async def finished_job(
